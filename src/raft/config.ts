@@ -1,0 +1,95 @@
+// Every bound of the Raft core in one place, validated at start. Times are in ticks: the driver
+// turns Clock into Tick inputs, so the core never reads a clock.
+import type { NodeId } from "./types.ts"
+
+export interface RaftConfig {
+  /** This node's id. */
+  readonly id: NodeId
+  /** Base election timeout; each node draws its timeout from [electionTicks, 2 × electionTicks). */
+  readonly electionTicks: number
+  /** A leader sends heartbeats this often; must be well below electionTicks. */
+  readonly heartbeatTicks: number
+  /** Run a pre-vote round before a real election, so a node that was cut off cannot disrupt. */
+  readonly preVote: boolean
+  /** A leader that has not heard from a quorum within an election timeout steps down; followers
+   * that heard from a leader within an election timeout ignore vote requests. */
+  readonly checkQuorum: boolean
+  /** Most entries carried by one AppendEntries. */
+  readonly appendEntriesMax: number
+  /** Most payload bytes carried by one AppendEntries (one entry may exceed it alone). */
+  readonly appendBytesMax: number
+  /** Most AppendEntries in flight (unacknowledged) to one follower while pipelining. */
+  readonly inflightAppendsMax: number
+  /** Most bytes in flight to one follower while pipelining. */
+  readonly inflightBytesMax: number
+  /** A leader refuses proposals while this many bytes are appended but not committed. */
+  readonly uncommittedBytesMax: number
+  /** Most ReadIndex requests waiting for a quorum round at a time. */
+  readonly readsPendingMax: number
+  /** Most committed entries handed to the applier in one step. */
+  readonly applyEntriesMax: number
+  /** Ticks to wait for an InstallSnapshot answer before offering the snapshot again. */
+  readonly snapshotRetryTicks: number
+  /** Entries kept below a snapshot when compacting, so a follower slightly behind still gets
+   * entries rather than a whole snapshot. */
+  readonly snapshotTrailingEntries: number
+  /** Seed of the election-jitter generator (the core's only randomness, kept as data). */
+  readonly seed: number
+}
+
+export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
+  id,
+  electionTicks: 10,
+  heartbeatTicks: 1,
+  preVote: true,
+  checkQuorum: true,
+  appendEntriesMax: 256,
+  appendBytesMax: 1024 * 1024,
+  inflightAppendsMax: 64,
+  inflightBytesMax: 32 * 1024 * 1024,
+  uncommittedBytesMax: 256 * 1024 * 1024,
+  readsPendingMax: 4096,
+  applyEntriesMax: 1024,
+  snapshotRetryTicks: 50,
+  snapshotTrailingEntries: 64,
+  seed
+})
+
+export class RaftConfigError extends Error {
+  override readonly name = "RaftConfigError"
+}
+
+/** Throws a RaftConfigError naming the first bound that is out of range or inconsistent. */
+export function validateRaftConfig(config: RaftConfig): RaftConfig {
+  const positive: ReadonlyArray<keyof RaftConfig> = [
+    "electionTicks",
+    "heartbeatTicks",
+    "appendEntriesMax",
+    "appendBytesMax",
+    "inflightAppendsMax",
+    "inflightBytesMax",
+    "uncommittedBytesMax",
+    "readsPendingMax",
+    "applyEntriesMax",
+    "snapshotRetryTicks"
+  ]
+  for (const key of positive) {
+    const value = config[key]
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+      throw new RaftConfigError(`${key} must be a positive integer, got ${String(value)}`)
+    }
+  }
+  if (!Number.isSafeInteger(config.id) || config.id <= 0) {
+    throw new RaftConfigError(`id must be a positive integer, got ${config.id}`)
+  }
+  if (config.heartbeatTicks >= config.electionTicks) {
+    throw new RaftConfigError("heartbeatTicks must be smaller than electionTicks")
+  }
+  if (config.inflightBytesMax < config.appendBytesMax) {
+    throw new RaftConfigError("inflightBytesMax must hold at least one full AppendEntries")
+  }
+  if (!Number.isSafeInteger(config.snapshotTrailingEntries) || config.snapshotTrailingEntries < 0) {
+    throw new RaftConfigError("snapshotTrailingEntries must be a non-negative integer")
+  }
+  return config
+}

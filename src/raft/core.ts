@@ -1,0 +1,264 @@
+// The Raft core: step(state, input) → { state, ready }. No I/O, no clock, no hidden randomness:
+// time arrives as Tick inputs and election jitter comes from a seeded generator kept in the state.
+// The term checks common to all roles live here; each role's handling lives in its own file.
+import { assert, assertNever } from "../assert.ts"
+import { campaign, handleVoteRequest, handleVoteResponse } from "./candidate.ts"
+import type { RaftConfig } from "./config.ts"
+import { validateRaftConfig } from "./config.ts"
+import { handleAppendEntries, handleHeartbeat, handleInstallSnapshot } from "./follower.ts"
+import {
+  changeMembership,
+  handleAppendResponse,
+  handleHeartbeatResponse,
+  handleSnapshotResponse,
+  maybeCommit,
+  propose,
+  readIndex,
+  tickLeader,
+  transferLeadership,
+  broadcastAppend
+} from "./leader.ts"
+import { compactTo, lastIndex, makeLog, termAt } from "./log.ts"
+import { isVoter } from "./membership.ts"
+import type { Message } from "./messages.ts"
+import { becomeFollower } from "./roles.ts"
+import type { Input, RaftState, Step, StepResult } from "./state.ts"
+import { emit, emptyReady, refreshMembership, reject, resetRandomizedElectionTimeout, send } from "./state.ts"
+import type { Entry, HardState, LogIndex, Membership, SnapshotMeta, Term } from "./types.ts"
+
+/** What a node recovers from its storage at start. */
+export interface Recovered {
+  readonly hardState: HardState
+  readonly base: { readonly index: LogIndex; readonly term: Term }
+  readonly entries: ReadonlyArray<Entry>
+  readonly snapshot: SnapshotMeta | null
+}
+
+export const emptyRecovered: Recovered = {
+  hardState: { term: 0, vote: null, commit: 0 },
+  base: { index: 0, term: 0 },
+  entries: [],
+  snapshot: null
+}
+
+/** The first entry of a brand-new cluster, written to the log of each founding member. */
+export function bootstrap(config: Membership): Recovered {
+  return {
+    hardState: { term: 1, vote: null, commit: 0 },
+    base: { index: 0, term: 0 },
+    entries: [{ kind: "config", term: 1, index: 1, config }],
+    snapshot: null
+  }
+}
+
+export function initialState(config: RaftConfig, recovered: Recovered): RaftState {
+  validateRaftConfig(config)
+  const snapshotIndex = recovered.snapshot?.index ?? 0
+  assert(recovered.base.index <= snapshotIndex, "log compacted past the latest snapshot")
+  const log = makeLog(recovered.base, recovered.entries, recovered.hardState.commit)
+  log.applied = Math.max(snapshotIndex, log.base.index)
+  log.committed = Math.max(log.committed, log.applied)
+  assert(log.applied <= lastIndex(log) || log.entries.length === 0, "snapshot beyond the log")
+  const state: RaftState = {
+    config,
+    role: "follower",
+    term: recovered.hardState.term,
+    vote: recovered.hardState.vote,
+    leader: null,
+    log,
+    snapshot: recovered.snapshot,
+    configs: recovered.entries.flatMap((e) =>
+      e.kind === "config" && e.index > snapshotIndex ? [{ index: e.index, config: e.config }] : []
+    ),
+    membership: { members: [] },
+    membershipIndex: 0,
+    electionElapsed: 0,
+    heartbeatElapsed: 0,
+    randomizedElectionTimeout: config.electionTicks,
+    rng: config.seed | 0,
+    votes: new Map(),
+    progress: new Map(),
+    transferee: null,
+    uncommittedBytes: 0,
+    readSeq: 0,
+    reads: [],
+    readsWaitingForCommit: []
+  }
+  refreshMembership(state)
+  resetRandomizedElectionTimeout(state)
+  return state
+}
+
+export function step(state: RaftState, input: Input): StepResult {
+  const st: Step = { s: state, out: emptyReady() }
+  const before = { role: state.role, term: state.term, vote: state.vote, leader: state.leader }
+  dispatch(st, input)
+  finish(st, before)
+  return { state, ready: st.out }
+}
+
+function dispatch(st: Step, input: Input): void {
+  const s = st.s
+  switch (input._tag) {
+    case "Tick":
+      if (s.role === "leader") tickLeader(st)
+      else tickElection(st)
+      return
+    case "Message":
+      stepMessage(st, input.message)
+      return
+    case "Propose":
+      if (s.role !== "leader") for (const p of input.proposals) reject(st, p.id, "not-leader", "not the leader")
+      else propose(st, input.proposals)
+      return
+    case "ChangeMembership":
+      if (s.role !== "leader") reject(st, input.id, "not-leader", "not the leader")
+      else changeMembership(st, input.id, input.change)
+      return
+    case "ReadIndex":
+      if (s.role !== "leader") for (const id of input.ids) reject(st, id, "not-leader", "not the leader")
+      else readIndex(st, input.ids)
+      return
+    case "TransferLeadership":
+      if (s.role !== "leader") reject(st, input.id, "not-leader", "not the leader")
+      else transferLeadership(st, input.id, input.to)
+      return
+    case "Campaign":
+      if (s.role !== "leader") campaign(st, s.config.preVote ? "pre" : "real", false)
+      return
+    case "Persisted":
+      persisted(st, input.index, input.term)
+      return
+    case "SnapshotTaken":
+      snapshotTaken(st, input.meta)
+      return
+    case "Drain":
+      return
+    default:
+      assertNever(input)
+  }
+}
+
+function tickElection(st: Step): void {
+  const s = st.s
+  s.electionElapsed++
+  if (s.electionElapsed >= s.randomizedElectionTimeout && isVoter(s.membership, s.config.id)) {
+    campaign(st, s.config.preVote ? "pre" : "real", false)
+  }
+}
+
+/** Term checks common to every role (Raft §5.1, plus pre-vote and check-quorum leases). */
+function stepMessage(st: Step, m: Message): void {
+  const s = st.s
+  if (m.to !== s.config.id) return
+  if (m.term > s.term) {
+    if (m._tag === "RequestVote") {
+      // A follower that heard from a live leader within an election timeout ignores elections,
+      // so a node rejoining with a higher term cannot depose a healthy leader.
+      const inLease = s.config.checkQuorum && s.leader !== null && s.electionElapsed < s.config.electionTicks
+      if (inLease && !m.transfer) return
+    }
+    const preVoteTraffic = (m._tag === "RequestVote" && m.pre) || (m._tag === "RequestVoteResponse" && m.pre && m.granted)
+    if (!preVoteTraffic) {
+      const fromLeader = m._tag === "AppendEntries" || m._tag === "Heartbeat" || m._tag === "InstallSnapshot"
+      becomeFollower(st, m.term, fromLeader ? m.from : null)
+    }
+  } else if (m.term < s.term) {
+    if ((s.config.checkQuorum || s.config.preVote) && (m._tag === "AppendEntries" || m._tag === "Heartbeat")) {
+      // Tell a stale leader about the newer term so it steps down.
+      send(st, { _tag: "AppendEntriesResponse", from: s.config.id, to: m.from, term: s.term, success: false, index: 0, hintIndex: 0, hintTerm: 0 })
+    } else if (m._tag === "RequestVote" && m.pre) {
+      send(st, { _tag: "RequestVoteResponse", from: s.config.id, to: m.from, term: s.term, pre: true, granted: false })
+    }
+    return
+  }
+  switch (m._tag) {
+    case "RequestVote":
+      handleVoteRequest(st, m)
+      return
+    case "RequestVoteResponse":
+      handleVoteResponse(st, m)
+      return
+    case "AppendEntries":
+    case "Heartbeat":
+    case "InstallSnapshot":
+      assert(s.role !== "leader", `two leaders in term ${s.term}: ${s.config.id} and ${m.from}`)
+      if (s.role !== "follower") becomeFollower(st, s.term, m.from)
+      if (m._tag === "AppendEntries") handleAppendEntries(st, m)
+      else if (m._tag === "Heartbeat") handleHeartbeat(st, m)
+      else handleInstallSnapshot(st, m)
+      return
+    case "AppendEntriesResponse":
+      if (s.role === "leader") handleAppendResponse(st, m)
+      return
+    case "HeartbeatResponse":
+      if (s.role === "leader") handleHeartbeatResponse(st, m)
+      return
+    case "InstallSnapshotResponse":
+      if (s.role === "leader") handleSnapshotResponse(st, m)
+      return
+    case "TimeoutNow":
+      if (s.role !== "leader") campaign(st, "real", true)
+      return
+    default:
+      assertNever(m)
+  }
+}
+
+function persisted(st: Step, index: LogIndex, term: Term): void {
+  const s = st.s
+  // Entries written before a truncation no longer exist: only a matching term counts.
+  if (index <= s.log.stable || index > lastIndex(s.log) || termAt(s.log, index) !== term) return
+  s.log.stable = index
+  if (s.role === "leader" && maybeCommit(st)) broadcastAppend(st, true)
+}
+
+function snapshotTaken(st: Step, meta: SnapshotMeta): void {
+  const s = st.s
+  assert(meta.index <= s.log.applied, `snapshot at ${meta.index} beyond applied ${s.log.applied}`)
+  if (s.snapshot !== null && meta.index <= s.snapshot.index) return
+  s.snapshot = meta
+  s.configs = s.configs.filter((c) => c.index > meta.index)
+  const target = Math.max(s.log.base.index, meta.index - s.config.snapshotTrailingEntries)
+  if (target > s.log.base.index) {
+    compactTo(s.log, target)
+    st.out.compactUpTo = { ...s.log.base }
+  }
+}
+
+/** Closes a step: hard state to persist, committed entries to apply, state-change event. */
+function finish(st: Step, before: { role: string; term: Term; vote: number | null; leader: number | null }): void {
+  const s = st.s
+  const out = st.out
+  if (s.term !== before.term || s.vote !== before.vote) {
+    out.hardState = { term: s.term, vote: s.vote, commit: s.log.committed }
+    // Nothing may leave the node before the new term or vote is durable.
+    out.messagesAfterPersist = [...out.messages, ...out.messagesAfterPersist]
+    out.messages = []
+  }
+  const applyTo = Math.min(s.log.committed, s.log.stable, s.log.applied + s.config.applyEntriesMax)
+  for (let i = s.log.applied + 1; i <= applyTo; i++) {
+    const entry = s.log.entries[i - s.log.base.index - 1]
+    assert(entry !== undefined && entry.index === i, `committed entry ${i} missing`)
+    out.committed.push(entry)
+  }
+  if (applyTo > s.log.applied) s.log.applied = applyTo
+  if (s.role !== before.role || s.term !== before.term || s.leader !== before.leader) {
+    emit(st, { _tag: "StateChanged", role: s.role, term: s.term, leader: s.leader })
+  }
+}
+
+/** Committed entries are still waiting to be applied (call step with Drain). */
+export function applyPending(state: RaftState): boolean {
+  return Math.min(state.log.committed, state.log.stable) > state.log.applied
+}
+
+/** The metadata for a snapshot of the state machine at `index` (which must be applied). */
+export function snapshotMetaAt(state: RaftState, index: LogIndex): SnapshotMeta {
+  assert(index <= state.log.applied, "snapshot of an index not yet applied")
+  const term = termAt(state.log, index)
+  assert(term !== undefined, `term of ${index} unknown (compacted?)`)
+  let config = state.snapshot?.config ?? { members: [] }
+  for (const c of state.configs) if (c.index <= index) config = c.config
+  return { index, term, config }
+}

@@ -1,0 +1,346 @@
+// The leader: pipelined replication with fast backtracking, commit by quorum of the current
+// term, heartbeats, check-quorum, ReadIndex, leadership transfer, proposals, membership changes.
+import { assert } from "../assert.ts"
+import { entryAt, lastIndex, lastIndexOfTerm, slice, termAt } from "./log.ts"
+import type { MembershipChange } from "./membership.ts"
+import { applyChange, isReplicated, isVoter } from "./membership.ts"
+import type { AppendEntriesResponse, HeartbeatResponse, InstallSnapshotResponse } from "./messages.ts"
+import type { Progress } from "./progress.ts"
+import {
+  addInflight,
+  becomeProbe,
+  becomeReplicate,
+  becomeSnapshot,
+  freeFirstInflight,
+  freeInflightsUpTo,
+  inflightFull,
+  makeProgress
+} from "./progress.ts"
+import { committedIndex, quorumSize } from "./quorum.ts"
+import { appendEntry, becomeFollower } from "./roles.ts"
+import type { RequestId, Step } from "./state.ts"
+import { emit, reject, send } from "./state.ts"
+import type { NodeId } from "./types.ts"
+import { entrySizeBytes, voters } from "./types.ts"
+
+// ---- replication ----
+
+export function broadcastAppend(step: Step, allowEmpty: boolean): void {
+  for (const id of step.s.progress.keys()) replicateTo(step, id, allowEmpty)
+}
+
+/** Sends what the follower's progress allows: one probe, or a pipeline of appends up to the
+ * in-flight bound. `allowEmpty` sends an empty append when there is nothing new (to carry the
+ * commit index or to find out where the follower is). */
+export function replicateTo(step: Step, to: NodeId, allowEmpty: boolean): void {
+  const pr = step.s.progress.get(to)
+  if (pr === undefined) return
+  let sent = sendAppend(step, to, pr, allowEmpty)
+  while (sent && pr.state === "replicate" && pr.next <= lastIndex(step.s.log)) {
+    sent = sendAppend(step, to, pr, false)
+  }
+}
+
+function sendAppend(step: Step, to: NodeId, pr: Progress, allowEmpty: boolean): boolean {
+  const s = step.s
+  const cfg = s.config
+  if (pr.state === "snapshot") return false
+  if (pr.state === "probe" && pr.probeSent) return false
+  if (pr.state === "replicate" && inflightFull(pr, cfg.inflightAppendsMax, cfg.inflightBytesMax)) return false
+  const last = lastIndex(s.log)
+  assert(pr.next <= last + 1, `progress next ${pr.next} beyond last ${last} + 1`)
+  const prevIndex = pr.next - 1
+  const prevTerm = termAt(s.log, prevIndex)
+  if (prevTerm === undefined) {
+    sendSnapshot(step, to, pr)
+    return false
+  }
+  const entries = pr.next <= last ? slice(s.log, pr.next, last, cfg.appendEntriesMax, cfg.appendBytesMax) : []
+  if (entries.length === 0 && !allowEmpty) return false
+  send(step, { _tag: "AppendEntries", from: cfg.id, to, term: s.term, prevIndex, prevTerm, entries, commit: s.log.committed })
+  const lastSent = entries[entries.length - 1]
+  if (pr.state === "replicate") {
+    if (lastSent !== undefined) {
+      pr.next = lastSent.index + 1
+      addInflight(pr, lastSent.index, entries.reduce((n, e) => n + entrySizeBytes(e), 0))
+    }
+  } else {
+    pr.probeSent = true
+  }
+  return true
+}
+
+function sendSnapshot(step: Step, to: NodeId, pr: Progress): void {
+  const s = step.s
+  assert(s.snapshot !== null, `follower ${to} needs compacted entries but there is no snapshot`)
+  becomeSnapshot(pr, s.snapshot.index)
+  send(step, { _tag: "InstallSnapshot", from: s.config.id, to, term: s.term, meta: s.snapshot })
+}
+
+export function handleAppendResponse(step: Step, m: AppendEntriesResponse): void {
+  const s = step.s
+  const pr = s.progress.get(m.from)
+  if (pr === undefined) return
+  pr.recentActive = true
+  if (!m.success) {
+    if (pr.state === "snapshot") return
+    if (pr.state === "replicate" && m.index <= pr.match) return // stale
+    if (pr.state === "probe" && m.index !== pr.next - 1) return // answer to an older probe
+    let next = m.hintIndex
+    if (m.hintTerm > 0) {
+      const last = lastIndexOfTerm(s.log, m.hintTerm)
+      if (last !== undefined) next = last + 1
+    }
+    // Always make progress: strictly below the rejected prevIndex + 1, never below match + 1.
+    becomeProbe(pr)
+    pr.next = Math.max(pr.match + 1, Math.min(next, m.index))
+    replicateTo(step, m.from, true)
+    return
+  }
+  const advanced = m.index > pr.match
+  if (advanced) pr.match = m.index
+  if (pr.next < m.index + 1) pr.next = m.index + 1
+  freeInflightsUpTo(pr, m.index)
+  if (pr.state === "probe") becomeReplicate(pr)
+  else if (pr.state === "snapshot" && pr.match >= pr.snapshotIndex) becomeReplicate(pr)
+  if (advanced && maybeCommit(step)) broadcastAppend(step, true)
+  if (s.role !== "leader") return
+  replicateTo(step, m.from, false)
+  if (s.transferee === m.from && pr.match === lastIndex(s.log)) sendTimeoutNow(step, m.from)
+}
+
+export function handleSnapshotResponse(step: Step, m: InstallSnapshotResponse): void {
+  const s = step.s
+  const pr = s.progress.get(m.from)
+  if (pr === undefined) return
+  pr.recentActive = true
+  if (m.index > pr.match) pr.match = m.index
+  becomeProbe(pr)
+  if (maybeCommit(step)) broadcastAppend(step, true)
+  if (s.role === "leader") replicateTo(step, m.from, true)
+}
+
+export function handleHeartbeatResponse(step: Step, m: HeartbeatResponse): void {
+  const s = step.s
+  const pr = s.progress.get(m.from)
+  if (pr === undefined) return
+  pr.recentActive = true
+  pr.probeSent = false
+  // An append may have been lost: make room so the follower can be probed again.
+  if (pr.state === "replicate" && inflightFull(pr, s.config.inflightAppendsMax, s.config.inflightBytesMax)) {
+    freeFirstInflight(pr)
+  }
+  if (pr.match < lastIndex(s.log)) replicateTo(step, m.from, true)
+  if (m.context > 0 && isVoter(s.membership, m.from)) acknowledgeReads(step, m.from, m.context)
+}
+
+/** Advances commit to the highest index a quorum of voters holds, if it is of this term. The
+ * leader counts itself only up to what it has persisted. */
+export function maybeCommit(step: Step): boolean {
+  const s = step.s
+  const self = s.config.id
+  const index = committedIndex(voters(s.membership), (id) => (id === self ? s.log.stable : s.progress.get(id)?.match ?? 0))
+  if (index <= s.log.committed || termAt(s.log, index) !== s.term) return false
+  for (let i = s.log.committed + 1; i <= index; i++) {
+    const entry = entryAt(s.log, i)
+    if (entry !== undefined) s.uncommittedBytes -= entrySizeBytes(entry)
+  }
+  s.log.committed = index
+  afterCommit(step)
+  return true
+}
+
+function afterCommit(step: Step): void {
+  const s = step.s
+  if (s.readsWaitingForCommit.length > 0) {
+    const waiting = s.readsWaitingForCommit
+    s.readsWaitingForCommit = []
+    serveReads(step, waiting)
+  }
+  // A leader that the committed configuration no longer counts as a voter hands over.
+  if (s.membershipIndex <= s.log.committed && !isVoter(s.membership, s.config.id)) {
+    becomeFollower(step, s.term, null)
+  }
+}
+
+// ---- time ----
+
+export function tickLeader(step: Step): void {
+  const s = step.s
+  s.heartbeatElapsed++
+  s.electionElapsed++
+  if (s.electionElapsed >= s.config.electionTicks) {
+    s.electionElapsed = 0
+    if (s.config.checkQuorum && !quorumActive(step)) {
+      becomeFollower(step, s.term, null)
+      return
+    }
+    for (const pr of s.progress.values()) pr.recentActive = false
+    if (s.transferee !== null) {
+      emit(step, { _tag: "TransferAborted", to: s.transferee })
+      s.transferee = null
+    }
+  }
+  for (const [id, pr] of s.progress) {
+    if (pr.state !== "snapshot") continue
+    pr.snapshotElapsed++
+    if (pr.snapshotElapsed >= s.config.snapshotRetryTicks) {
+      becomeProbe(pr)
+      replicateTo(step, id, true)
+    }
+  }
+  if (s.heartbeatElapsed >= s.config.heartbeatTicks) {
+    s.heartbeatElapsed = 0
+    broadcastHeartbeat(step, s.reads.length > 0 ? s.readSeq : 0)
+  }
+}
+
+function quorumActive(step: Step): boolean {
+  const s = step.s
+  const ids = voters(s.membership)
+  const active = ids.filter((id) => id === s.config.id || s.progress.get(id)?.recentActive === true).length
+  return active >= quorumSize(ids.length)
+}
+
+function broadcastHeartbeat(step: Step, context: number): void {
+  const s = step.s
+  for (const [to, pr] of s.progress) {
+    send(step, {
+      _tag: "Heartbeat",
+      from: s.config.id,
+      to,
+      term: s.term,
+      commit: Math.min(pr.match, s.log.committed),
+      context
+    })
+  }
+}
+
+// ---- client requests ----
+
+export function propose(step: Step, proposals: ReadonlyArray<{ readonly id: RequestId; readonly data: Uint8Array }>): void {
+  const s = step.s
+  let appended = 0
+  for (const proposal of proposals) {
+    if (s.transferee !== null) {
+      reject(step, proposal.id, "transferring", `leadership is moving to ${s.transferee}`)
+      continue
+    }
+    const index = lastIndex(s.log) + 1
+    const entry = { kind: "command", term: s.term, index, data: proposal.data } as const
+    const size = entrySizeBytes(entry)
+    if (s.uncommittedBytes > 0 && s.uncommittedBytes + size > s.config.uncommittedBytesMax) {
+      reject(step, proposal.id, "overloaded", `${s.uncommittedBytes} bytes await commit`)
+      continue
+    }
+    appendEntry(step, entry)
+    emit(step, { _tag: "Accepted", id: proposal.id, index, term: s.term })
+    appended++
+  }
+  if (appended > 0) broadcastAppend(step, false)
+}
+
+export function changeMembership(step: Step, id: RequestId, change: MembershipChange): void {
+  const s = step.s
+  if (s.transferee !== null) return reject(step, id, "transferring", `leadership is moving to ${s.transferee}`)
+  if (s.membershipIndex > s.log.committed) return reject(step, id, "config-pending", "a configuration change is in progress")
+  if (termAt(s.log, s.log.committed) !== s.term) {
+    return reject(step, id, "config-pending", "the leader has not committed an entry of its term yet")
+  }
+  const next = applyChange(s.membership, change)
+  if (typeof next === "string") return reject(step, id, "invalid", next)
+  const index = lastIndex(s.log) + 1
+  appendEntry(step, { kind: "config", term: s.term, index, config: next })
+  emit(step, { _tag: "Accepted", id, index, term: s.term })
+  // Track exactly the members that now receive the log.
+  for (const member of next.members) {
+    if (member.id !== s.config.id && isReplicated(member) && !s.progress.has(member.id)) {
+      s.progress.set(member.id, makeProgress(index))
+    }
+  }
+  for (const peer of [...s.progress.keys()]) {
+    const member = next.members.find((m) => m.id === peer)
+    if (member === undefined || !isReplicated(member)) s.progress.delete(peer)
+  }
+  if (s.transferee !== null && !s.progress.has(s.transferee)) s.transferee = null
+  broadcastAppend(step, false)
+}
+
+export function readIndex(step: Step, ids: ReadonlyArray<RequestId>): void {
+  const s = step.s
+  if (termAt(s.log, s.log.committed) !== s.term) {
+    // Until an entry of this term commits, the leader's commit index may be stale.
+    for (const id of ids) {
+      if (s.readsWaitingForCommit.length >= s.config.readsPendingMax) reject(step, id, "overloaded", "too many reads waiting")
+      else s.readsWaitingForCommit.push(id)
+    }
+    return
+  }
+  serveReads(step, ids)
+}
+
+function serveReads(step: Step, ids: ReadonlyArray<RequestId>): void {
+  const s = step.s
+  const index = s.log.committed
+  const voterIds = voters(s.membership)
+  if (voterIds.length === 1 && voterIds[0] === s.config.id) {
+    for (const id of ids) emit(step, { _tag: "ReadReady", id, index })
+    return
+  }
+  const accepted: RequestId[] = []
+  for (const id of ids) {
+    if (s.reads.length + accepted.length >= s.config.readsPendingMax) reject(step, id, "overloaded", "too many reads waiting")
+    else accepted.push(id)
+  }
+  if (accepted.length === 0) return
+  s.readSeq++
+  const acks = new Set<NodeId>(isVoter(s.membership, s.config.id) ? [s.config.id] : [])
+  for (const id of accepted) s.reads.push({ id, index, seq: s.readSeq, acks })
+  broadcastHeartbeat(step, s.readSeq)
+}
+
+function acknowledgeReads(step: Step, from: NodeId, context: number): void {
+  const s = step.s
+  for (const read of s.reads) {
+    if (read.seq > context) break
+    read.acks.add(from)
+  }
+  const needed = quorumSize(voters(s.membership).length)
+  while (s.reads.length > 0) {
+    const read = s.reads[0]
+    if (read === undefined || read.acks.size < needed) break
+    s.reads.shift()
+    emit(step, { _tag: "ReadReady", id: read.id, index: read.index })
+  }
+}
+
+export function transferLeadership(step: Step, id: RequestId, to: NodeId | null): void {
+  const s = step.s
+  const target = to ?? mostCaughtUpVoter(step)
+  if (target === null || target === s.config.id || !isVoter(s.membership, target) || !s.progress.has(target)) {
+    return reject(step, id, "invalid", `no voter ${target ?? "available"} to transfer leadership to`)
+  }
+  s.transferee = target
+  s.electionElapsed = 0 // the transfer is abandoned after one election timeout
+  const pr = s.progress.get(target)
+  if (pr !== undefined && pr.match === lastIndex(s.log)) sendTimeoutNow(step, target)
+  else replicateTo(step, target, true)
+}
+
+function mostCaughtUpVoter(step: Step): NodeId | null {
+  const s = step.s
+  let best: NodeId | null = null
+  let bestMatch = -1
+  for (const id of voters(s.membership)) {
+    const match = s.progress.get(id)?.match
+    if (id !== s.config.id && match !== undefined && match > bestMatch) {
+      best = id
+      bestMatch = match
+    }
+  }
+  return best
+}
+
+function sendTimeoutNow(step: Step, to: NodeId): void {
+  send(step, { _tag: "TimeoutNow", from: step.s.config.id, to, term: step.s.term })
+}

@@ -1,0 +1,88 @@
+// Messages between Raft peers. Plain data: net/ encodes them with msgpackr, the simulator
+// encodes them too so the two never drift apart.
+import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "./types.ts"
+
+interface Envelope {
+  readonly from: NodeId
+  readonly to: NodeId
+  readonly term: Term
+}
+
+export interface RequestVote extends Envelope {
+  readonly _tag: "RequestVote"
+  /** A pre-vote asks "would you vote for me at `term`?" without anyone changing state. */
+  readonly pre: boolean
+  readonly lastIndex: LogIndex
+  readonly lastTerm: Term
+  /** Set when a leadership transfer asked for this election: voters skip their leader lease. */
+  readonly transfer: boolean
+}
+
+export interface RequestVoteResponse extends Envelope {
+  readonly _tag: "RequestVoteResponse"
+  readonly pre: boolean
+  readonly granted: boolean
+}
+
+export interface AppendEntries extends Envelope {
+  readonly _tag: "AppendEntries"
+  readonly prevIndex: LogIndex
+  readonly prevTerm: Term
+  readonly entries: ReadonlyArray<Entry>
+  readonly commit: LogIndex
+}
+
+export interface AppendEntriesResponse extends Envelope {
+  readonly _tag: "AppendEntriesResponse"
+  readonly success: boolean
+  /** On success, the follower's log matches the leader's up to here. On failure, the
+   * prevIndex that was rejected. */
+  readonly index: LogIndex
+  /** On failure: where the leader should look next (fast backtracking). hintTerm is the term of
+   * the follower's entry at the rejected prevIndex (0 when its log is shorter) and hintIndex the
+   * first index of that term in its log (or its last index + 1 when shorter). */
+  readonly hintIndex: LogIndex
+  readonly hintTerm: Term
+}
+
+export interface Heartbeat extends Envelope {
+  readonly _tag: "Heartbeat"
+  /** min(follower's match, leader's commit): always safe for the follower to commit. */
+  readonly commit: LogIndex
+  /** ReadIndex round this heartbeat confirms (0 when none). */
+  readonly context: number
+}
+
+export interface HeartbeatResponse extends Envelope {
+  readonly _tag: "HeartbeatResponse"
+  readonly context: number
+}
+
+/** The snapshot's data travels beside this message (the driver attaches it); the core only
+ * decides, from the metadata, whether to install it. */
+export interface InstallSnapshot extends Envelope {
+  readonly _tag: "InstallSnapshot"
+  readonly meta: SnapshotMeta
+}
+
+export interface InstallSnapshotResponse extends Envelope {
+  readonly _tag: "InstallSnapshotResponse"
+  /** The follower's log now matches the leader's up to here. */
+  readonly index: LogIndex
+}
+
+/** Leadership transfer: "start an election now, skipping pre-vote". */
+export interface TimeoutNow extends Envelope {
+  readonly _tag: "TimeoutNow"
+}
+
+export type Message =
+  | RequestVote
+  | RequestVoteResponse
+  | AppendEntries
+  | AppendEntriesResponse
+  | Heartbeat
+  | HeartbeatResponse
+  | InstallSnapshot
+  | InstallSnapshotResponse
+  | TimeoutNow

@@ -1,0 +1,173 @@
+// The core's state, its inputs and its outputs (a Ready), plus the small helpers every role uses.
+// The state is owned by whoever drives it: `step` updates it in place and returns it, so a driver
+// never holds two versions (copy with structuredClone to keep one).
+import type { RaftConfig } from "./config.ts"
+import type { RaftLog } from "./log.ts"
+import { lastIndex } from "./log.ts"
+import type { MembershipChange } from "./membership.ts"
+import type { Message } from "./messages.ts"
+import type { Progress } from "./progress.ts"
+import type { Entry, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term } from "./types.ts"
+
+export type RaftRole = "follower" | "preCandidate" | "candidate" | "leader"
+
+/** Ids of proposals, reads, membership changes and transfers are the driver's; the core echoes
+ * them in events. */
+export type RequestId = number
+
+export type Input =
+  /** One unit of time passed. */
+  | { readonly _tag: "Tick" }
+  | { readonly _tag: "Message"; readonly message: Message }
+  /** Client commands, appended as one batch (one AppendEntries per follower). */
+  | { readonly _tag: "Propose"; readonly proposals: ReadonlyArray<{ readonly id: RequestId; readonly data: Uint8Array }> }
+  | { readonly _tag: "ChangeMembership"; readonly id: RequestId; readonly change: MembershipChange }
+  /** Linearizable reads: each id gets a ReadReady with the index the state machine must reach. */
+  | { readonly _tag: "ReadIndex"; readonly ids: ReadonlyArray<RequestId> }
+  /** Hand leadership to `to` (or to the most caught-up voter). */
+  | { readonly _tag: "TransferLeadership"; readonly id: RequestId; readonly to: NodeId | null }
+  /** Start an election now (pre-vote first when enabled). */
+  | { readonly _tag: "Campaign" }
+  /** Log entries up to `index` (whose entry has `term`) are durable. */
+  | { readonly _tag: "Persisted"; readonly index: LogIndex; readonly term: Term }
+  /** A snapshot of the state machine at meta.index is durable; the log below it may go. */
+  | { readonly _tag: "SnapshotTaken"; readonly meta: SnapshotMeta }
+  /** Nothing new; emit whatever committed entries are still waiting to be applied. */
+  | { readonly _tag: "Drain" }
+
+export type RejectReason = "not-leader" | "transferring" | "overloaded" | "config-pending" | "invalid"
+
+export type RaftEvent =
+  | { readonly _tag: "StateChanged"; readonly role: RaftRole; readonly term: Term; readonly leader: NodeId | null }
+  | { readonly _tag: "Accepted"; readonly id: RequestId; readonly index: LogIndex; readonly term: Term }
+  | { readonly _tag: "Rejected"; readonly id: RequestId; readonly reason: RejectReason; readonly leader: NodeId | null; readonly detail: string }
+  | { readonly _tag: "ReadReady"; readonly id: RequestId; readonly index: LogIndex }
+  | { readonly _tag: "TransferAborted"; readonly to: NodeId }
+
+/** What one step asks of the driver, in this order: persist (hard state, snapshot, truncation,
+ * entries, compaction — one durable batch), send `messages` at any time (even before the batch
+ * is durable: the leader's own appends), send `messagesAfterPersist` only once it is durable,
+ * apply `committed` in order, and act on `events`. */
+export interface Ready {
+  hardState: HardState | null
+  snapshot: SnapshotMeta | null
+  truncateFrom: LogIndex | null
+  entries: Entry[]
+  compactUpTo: { index: LogIndex; term: Term } | null
+  messages: Message[]
+  messagesAfterPersist: Message[]
+  committed: Entry[]
+  events: RaftEvent[]
+}
+
+export function emptyReady(): Ready {
+  return {
+    hardState: null,
+    snapshot: null,
+    truncateFrom: null,
+    entries: [],
+    compactUpTo: null,
+    messages: [],
+    messagesAfterPersist: [],
+    committed: [],
+    events: []
+  }
+}
+
+export interface PendingRead {
+  readonly id: RequestId
+  readonly index: LogIndex
+  readonly seq: number
+  readonly acks: Set<NodeId>
+}
+
+export interface RaftState {
+  readonly config: RaftConfig
+  role: RaftRole
+  term: Term
+  vote: NodeId | null
+  leader: NodeId | null
+  log: RaftLog
+  /** Latest durable snapshot (ours or installed from the leader). */
+  snapshot: SnapshotMeta | null
+  /** Configuration entries in the log above the snapshot, in index order. */
+  configs: Array<{ readonly index: LogIndex; readonly config: Membership }>
+  /** The configuration in effect: the last appended one. */
+  membership: Membership
+  membershipIndex: LogIndex
+  electionElapsed: number
+  heartbeatElapsed: number
+  randomizedElectionTimeout: number
+  /** State of the election-jitter generator (mulberry32). */
+  rng: number
+  votes: Map<NodeId, boolean>
+  progress: Map<NodeId, Progress>
+  transferee: NodeId | null
+  uncommittedBytes: number
+  readSeq: number
+  reads: PendingRead[]
+  readsWaitingForCommit: RequestId[]
+}
+
+export interface StepResult {
+  readonly state: RaftState
+  readonly ready: Ready
+}
+
+/** A step's working context: the state and the Ready being filled. */
+export interface Step {
+  readonly s: RaftState
+  readonly out: Ready
+}
+
+export function send(step: Step, message: Message): void {
+  // The leader's replication traffic may leave before its own fsync (asynchronous persistence);
+  // everything else answers for state that must be durable first.
+  switch (message._tag) {
+    case "AppendEntries":
+    case "Heartbeat":
+    case "InstallSnapshot":
+    case "TimeoutNow":
+      step.out.messages.push(message)
+      return
+    default:
+      step.out.messagesAfterPersist.push(message)
+  }
+}
+
+export function emit(step: Step, event: RaftEvent): void {
+  step.out.events.push(event)
+}
+
+export function reject(step: Step, id: RequestId, reason: RejectReason, detail: string): void {
+  emit(step, { _tag: "Rejected", id, reason, leader: step.s.leader, detail })
+}
+
+/** mulberry32: a tiny deterministic generator; its state is part of RaftState. */
+export function nextRandom(s: RaftState): number {
+  s.rng = (s.rng + 0x6d2b79f5) | 0
+  let t = s.rng
+  t = Math.imul(t ^ (t >>> 15), t | 1)
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+
+export function resetRandomizedElectionTimeout(s: RaftState): void {
+  s.randomizedElectionTimeout = s.config.electionTicks + Math.floor(nextRandom(s) * s.config.electionTicks)
+}
+
+/** The configuration in effect at `index`: the last config entry at or below it, else the
+ * snapshot's. */
+export function membershipAt(s: RaftState, index: LogIndex): { config: Membership; index: LogIndex } {
+  for (let i = s.configs.length - 1; i >= 0; i--) {
+    const c = s.configs[i]
+    if (c !== undefined && c.index <= index) return c
+  }
+  return s.snapshot !== null ? { config: s.snapshot.config, index: s.snapshot.index } : { config: { members: [] }, index: 0 }
+}
+
+export function refreshMembership(s: RaftState): void {
+  const current = membershipAt(s, lastIndex(s.log))
+  s.membership = current.config
+  s.membershipIndex = current.index
+}
