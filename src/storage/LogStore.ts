@@ -1,0 +1,149 @@
+// The durable Raft log as the Raft driver sees it: one `load` at start-up, then `persist` of
+// whatever the core asked to make durable, one group at a time. Two implementations:
+// `LogStore.layerMemory` (fast tests) and `SegmentLog.layer` (segment files on a `Disk`).
+import { Context, Effect, Layer } from "effect"
+import { assert } from "../assert.ts"
+import type { Entry, HardState, LogIndex, SnapshotMeta, Term } from "../raft/types.ts"
+import { entrySizeBytes } from "../raft/types.ts"
+import type { StorageError } from "./errors.ts"
+import { LogState } from "./logState.ts"
+import type { LogOperation } from "./logState.ts"
+
+/**
+ * One Raft "Ready" to make durable. Its parts apply in this order:
+ * 1. `hardState` replaces the hard state;
+ * 2. `snapshot`: a follower installed a snapshot (its data is already committed in the snapshot
+ *    store): every entry goes, and the log continues at snapshot.index + 1 with base
+ *    (snapshot.index, snapshot.term);
+ * 3. `truncateFrom` removes the entries with index >= truncateFrom (a conflict), before appending;
+ *    base.index < truncateFrom <= last + 1;
+ * 4. `entries` are appended: contiguous, the first at last + 1, terms never below the last term;
+ * 5. `compactUpTo`: entries <= index may be dropped (a snapshot covers them) and (index, term)
+ *    becomes the base; base.index <= index <= last, and `term` is that entry's term.
+ * A batch that breaks these rules is a bug in the caller: `persist` dies with an AssertionError.
+ */
+export interface PersistBatch {
+  readonly hardState?: HardState
+  readonly snapshot?: SnapshotMeta
+  readonly truncateFrom?: LogIndex
+  readonly entries: ReadonlyArray<Entry>
+  readonly compactUpTo?: { readonly index: LogIndex; readonly term: Term }
+}
+
+/** What `load` finds. */
+export interface Recovered {
+  /** {term: 0, vote: null, commit: 0} for a new log. */
+  readonly hardState: HardState
+  /** Entries <= base.index were compacted away ({0, 0} when none were). */
+  readonly base: { readonly index: LogIndex; readonly term: Term }
+  /** base.index + 1 .. last, contiguous. */
+  readonly entries: ReadonlyArray<Entry>
+  /** The last snapshot installed through `persist` ({@link PersistBatch.snapshot}), or null. A
+   * node's own snapshots are in the snapshot store: at start-up take the newer of the two. */
+  readonly snapshot: SnapshotMeta | null
+}
+
+export interface LogStoreService {
+  /** The durable state. Call once at start-up (it is also valid later, for tests and tools). */
+  readonly load: Effect.Effect<Recovered, StorageError>
+  /** Applies all batches in order and makes them durable with one fdatasync (a segment roll adds
+   * one for the closed segment and a directory fsync). Returns when everything is durable. At most
+   * {@link persistEntriesMax} entries and {@link persistBytesMax} bytes per call (see
+   * {@link groupPersistBatches}). After a failure the store is broken: every later call fails
+   * with `LogStoreBroken` until the node restarts and reloads. */
+  readonly persist: (batches: ReadonlyArray<PersistBatch>) => Effect.Effect<void, StorageError>
+}
+
+export class LogStore extends Context.Tag("tqlite/storage/LogStore")<LogStore, LogStoreService>() {
+  /** In memory, for tests that do not exercise the disk. Same rules as the segment log; the state
+   * lives as long as the layer. */
+  static readonly layerMemory: Layer.Layer<LogStore> = Layer.sync(LogStore, () => makeMemoryLogStore())
+}
+
+// --- group-commit bounds -------------------------------------------------------------------
+
+/** Entries in one `persist` call: bounds the latency of the fsync everyone in the group waits for. */
+export const persistEntriesMax = 16_384
+/** Bytes (as `entrySizeBytes` counts them) in one `persist` call; bounds the write buffer too. */
+export const persistBytesMax = 32 * 1024 * 1024
+
+export function persistBatchBytes(batch: PersistBatch): number {
+  let bytes = 0
+  for (const entry of batch.entries) bytes += entrySizeBytes(entry)
+  return bytes
+}
+
+export function assertPersistBounds(batches: ReadonlyArray<PersistBatch>): void {
+  let entries = 0
+  let bytes = 0
+  for (const batch of batches) {
+    entries += batch.entries.length
+    bytes += persistBatchBytes(batch)
+  }
+  assert(entries <= persistEntriesMax, `persist of ${entries} entries exceeds persistEntriesMax ${persistEntriesMax}`)
+  assert(bytes <= persistBytesMax, `persist of ${bytes} bytes exceeds persistBytesMax ${persistBytesMax}`)
+}
+
+/** Cuts a drained queue of batches into groups that each fit one `persist` call, keeping order.
+ * For the log writer: `for (const group of groupPersistBatches(drained)) yield* store.persist(group)`.
+ * A single batch larger than the bounds is a bug in whoever produced it (an assertion fails). */
+export function groupPersistBatches(batches: ReadonlyArray<PersistBatch>): ReadonlyArray<ReadonlyArray<PersistBatch>> {
+  const groups: Array<Array<PersistBatch>> = []
+  let group: Array<PersistBatch> = []
+  let entries = 0
+  let bytes = 0
+  for (const batch of batches) {
+    const batchBytes = persistBatchBytes(batch)
+    assert(
+      batch.entries.length <= persistEntriesMax && batchBytes <= persistBytesMax,
+      `one persist batch of ${batch.entries.length} entries / ${batchBytes} bytes exceeds the persist bounds`
+    )
+    if (group.length > 0 && (entries + batch.entries.length > persistEntriesMax || bytes + batchBytes > persistBytesMax)) {
+      groups.push(group)
+      group = []
+      entries = 0
+      bytes = 0
+    }
+    group.push(batch)
+    entries += batch.entries.length
+    bytes += batchBytes
+  }
+  if (group.length > 0) groups.push(group)
+  return groups
+}
+
+/** The steps of one batch, in the order they apply. */
+export function* operationsOf(batch: PersistBatch): Generator<LogOperation> {
+  if (batch.hardState !== undefined) yield { _tag: "hardState", hardState: batch.hardState }
+  if (batch.snapshot !== undefined) yield { _tag: "snapshot", meta: batch.snapshot }
+  if (batch.truncateFrom !== undefined) yield { _tag: "truncate", from: batch.truncateFrom }
+  for (const entry of batch.entries) yield { _tag: "append", entry }
+  if (batch.compactUpTo !== undefined) {
+    yield { _tag: "compact", base: { index: batch.compactUpTo.index, term: batch.compactUpTo.term } }
+  }
+}
+
+/** Applies `operation` to `state`, or fails the assertion that the caller kept the contract. */
+export function applyOrDie(state: LogState, operation: LogOperation): void {
+  const problem = state.apply(operation)
+  assert(problem === null, `persist: ${problem}`)
+}
+
+export function recoveredOf(state: LogState): Recovered {
+  return { hardState: state.hardState, base: state.base, entries: state.liveEntries(), snapshot: state.snapshot }
+}
+
+/** The in-memory store behind `LogStore.layerMemory`. */
+export function makeMemoryLogStore(): LogStoreService {
+  const state = new LogState({ keepEntries: true })
+  return {
+    load: Effect.sync(() => recoveredOf(state)),
+    persist: (batches) =>
+      Effect.sync(() => {
+        assertPersistBounds(batches)
+        for (const batch of batches) {
+          for (const operation of operationsOf(batch)) applyOrDie(state, operation)
+        }
+      })
+  }
+}

@@ -1,0 +1,563 @@
+// The Raft log in segment files on a `Disk`: an append-only stream of checksummed records
+// (format.ts) whose replay (logState.ts) is the log. Everything the Raft driver persists — entries,
+// hard state, truncations, compactions, installed snapshots — is a record, so one write and one
+// fdatasync make a whole group durable, and a crash leaves a prefix of the records (minus, at
+// worst, a torn last write, which start-up cuts off).
+//
+// Directory layout:
+//   tqlite-log.meta                 format version + cluster id (metadata.ts), written once
+//   log-00000000000000000001.seg    segments, numbered from 1; the highest is the active one
+//
+// Segment rules that make recovery decidable:
+// - every segment starts with a checkpoint record (the state when it began), so the segments
+//   before it can be deleted once the base passes every entry they hold;
+// - a segment is fdatasynced before the next one is created, so only the active (last) segment
+//   can end in a torn write; damage anywhere else is `LogCorrupted`;
+// - a new segment is made durable (fdatasync + directory fsync) before `persist` returns;
+// - deleting old segments needs no directory fsync: a segment that comes back after a crash is
+//   replayed and deleted again (segments always form a run that replays to the same state).
+import * as path from "node:path"
+import { Effect, Layer } from "effect"
+import type { Scope } from "effect"
+import { assert } from "../assert.ts"
+import type { Entry, LogIndex } from "../raft/types.ts"
+import { Disk, writeFileAtomic } from "./Disk.ts"
+import type { DiskFile, DiskService } from "./Disk.ts"
+import { ClusterIdMismatch, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
+import type { DiskFailure, StorageError } from "./errors.ts"
+import {
+  checkpointDraft,
+  compactDraft,
+  decodeCheckpoint,
+  decodeMembership,
+  decodeVote,
+  encodeRecords,
+  entryDraft,
+  hardStateDraft,
+  RecordKind,
+  recordBytes,
+  scanSegment,
+  snapshotDraft,
+  truncateDraft
+} from "./format.ts"
+import type { Checkpoint, RecordDraft, RecordView } from "./format.ts"
+import { LogState } from "./logState.ts"
+import type { LogOperation, Problem } from "./logState.ts"
+import { applyOrDie, assertPersistBounds, LogStore, operationsOf, recoveredOf } from "./LogStore.ts"
+import type { LogStoreService, PersistBatch, Recovered } from "./LogStore.ts"
+import { decodeMetadata, encodeMetadata, supportedFormatVersions } from "./metadata.ts"
+
+export interface SegmentLogOptions {
+  /** The log's directory (created if missing). */
+  readonly dir: string
+  /** This cluster's id: a directory initialised for another cluster is refused. */
+  readonly clusterId: string
+  /** A segment is closed when the next record would take it past this size; a record larger than
+   * this gets a segment of its own. Default {@link segmentBytesMaxDefault}. */
+  readonly segmentBytesMax?: number
+}
+
+export const segmentBytesMaxDefault = 64 * 1024 * 1024
+export const metadataFileName = "tqlite-log.meta"
+const segmentNamePattern = /^log-(\d{20})\.seg$/
+
+export function segmentFileName(seq: number): string {
+  return `log-${String(seq).padStart(20, "0")}.seg`
+}
+
+export function parseSegmentFileName(name: string): number | null {
+  const match = segmentNamePattern.exec(name)
+  return match === null ? null : Number(match[1])
+}
+
+export const SegmentLog = {
+  /** Opens (or initialises) the log in `options.dir` and recovers it; the active segment is
+   * closed when the scope closes. Fails with `LogCorrupted`, `UnknownFormatVersion`,
+   * `ClusterIdMismatch` or a disk error instead of starting on a log it cannot trust. */
+  open: (options: SegmentLogOptions): Effect.Effect<LogStoreService, StorageError, Disk | Scope.Scope> =>
+    Effect.gen(function* () {
+      const disk = yield* Disk
+      const segmentBytesMax = options.segmentBytesMax ?? segmentBytesMaxDefault
+      assert(segmentBytesMax >= 4096 && segmentBytesMax < 2 ** 32, `segmentBytesMax ${segmentBytesMax} outside [4096, 2^32)`)
+      assert(options.clusterId.length > 0, "clusterId must not be empty")
+      const recovery = yield* openDirectory(disk, options.dir, options.clusterId)
+      const writer = yield* Effect.acquireRelease(
+        Effect.map(disk.open(recovery.active.path, "write"), (file) =>
+          new Writer(disk, options.dir, segmentBytesMax, recovery, file)),
+        (writer) => Effect.ignore(writer.close())
+      )
+      const mutex = yield* Effect.makeSemaphore(1)
+      return {
+        load: mutex.withPermits(1)(writer.load()),
+        persist: (batches) => mutex.withPermits(1)(writer.persist(batches))
+      }
+    }),
+
+  layer: (options: SegmentLogOptions): Layer.Layer<LogStore, StorageError, Disk> =>
+    Layer.scoped(LogStore, SegmentLog.open(options))
+}
+
+// --- the writer ----------------------------------------------------------------------------
+
+interface SegmentInfo {
+  readonly seq: number
+  readonly path: string
+  /** Replaying from this segment needs the entries up to here from earlier segments: its
+   * checkpoint's last index, lowered by every later truncation. */
+  neededUpTo: LogIndex
+}
+
+class Writer {
+  private readonly segments: Array<SegmentInfo>
+  private readonly state: LogState
+  private activeBytes: number
+  private activeRecords: number
+  private cached: Recovered | null
+  private broken: LogStoreBroken | null = null
+
+  constructor(
+    private readonly disk: DiskService,
+    private readonly dir: string,
+    private readonly segmentBytesMax: number,
+    recovery: Recovery,
+    private file: DiskFile
+  ) {
+    this.segments = recovery.segments
+    this.state = recovery.state.termsOnly()
+    this.activeBytes = recovery.active.bytes
+    this.activeRecords = recovery.active.records
+    this.cached = recoveredOf(recovery.state)
+  }
+
+  close(): Effect.Effect<void, DiskFailure> {
+    return this.file.close
+  }
+
+  load(): Effect.Effect<Recovered, StorageError> {
+    return Effect.suspend(() => {
+      if (this.broken !== null) return Effect.fail(this.broken)
+      if (this.cached !== null) return Effect.succeed(this.cached)
+      // Re-read what is on disk: exactly what a restart would see.
+      const seqs = this.segments.map((s) => s.seq)
+      return Effect.map(replaySegments(this.disk, this.dir, seqs), (replay) => recoveredOf(replay.state))
+    })
+  }
+
+  persist(batches: ReadonlyArray<PersistBatch>): Effect.Effect<void, StorageError> {
+    return Effect.suspend((): Effect.Effect<void, StorageError> => {
+      if (this.broken !== null) return Effect.fail(this.broken)
+      assertPersistBounds(batches)
+      this.cached = null
+      return this.writeAll(batches).pipe(
+        // Whatever went wrong half-way (a disk error, a broken contract, an interruption), the
+        // files and `state` may disagree now: refuse everything until a restart recovers.
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            if (exit._tag === "Failure") this.broken = new LogStoreBroken({ cause: exit.cause })
+          }))
+      )
+    })
+  }
+
+  private writeAll(batches: ReadonlyArray<PersistBatch>): Effect.Effect<void, DiskFailure> {
+    const self = this
+    return Effect.gen(function* () {
+      const baseBefore = self.state.base.index
+      let pending: Array<RecordDraft> = []
+      let pendingBytes = 0
+      let rolled = false
+      let written = false
+      for (const batch of batches) {
+        for (const operation of operationsOf(batch)) {
+          if (self.state.isNoop(operation)) {
+            applyOrDie(self.state, operation)
+            continue
+          }
+          const draft = draftOf(operation)
+          const size = recordBytes(draft)
+          const activeHasEntries = self.activeRecords + pending.length > 1
+          if (activeHasEntries && self.activeBytes + pendingBytes + size > self.segmentBytesMax) {
+            yield* self.flush(pending)
+            yield* self.roll()
+            rolled = true
+            pending = [self.checkpointDraft()]
+            pendingBytes = recordBytes(pending[0]!)
+          }
+          applyOrDie(self.state, operation)
+          if (operation._tag === "truncate") self.lowerNeeded(operation.from - 1)
+          pending.push(draft)
+          pendingBytes += size
+          written = true
+        }
+      }
+      yield* self.flush(pending)
+      if (written) yield* self.file.sync
+      if (rolled) yield* self.disk.fsyncDir(self.dir)
+      if (self.state.base.index > baseBefore) yield* self.removeObsoleteSegments()
+    })
+  }
+
+  private flush(drafts: ReadonlyArray<RecordDraft>): Effect.Effect<void, DiskFailure> {
+    if (drafts.length === 0) return Effect.void
+    const bytes = encodeRecords(drafts, this.activeBytes)
+    const position = this.activeBytes
+    this.activeBytes += bytes.byteLength
+    this.activeRecords += drafts.length
+    return this.file.write(position, bytes)
+  }
+
+  /** Closes the active segment (durably) and opens the next one. */
+  private roll(): Effect.Effect<void, DiskFailure> {
+    const self = this
+    return Effect.gen(function* () {
+      yield* self.file.sync
+      yield* self.file.close
+      const last = self.segments[self.segments.length - 1]!
+      const seq = last.seq + 1
+      const segmentPath = path.join(self.dir, segmentFileName(seq))
+      assert(!(yield* self.disk.exists(segmentPath)), `segment ${segmentPath} exists before it is created`)
+      self.file = yield* self.disk.open(segmentPath, "write")
+      self.segments.push({ seq, path: segmentPath, neededUpTo: self.state.lastIndex })
+      self.activeBytes = 0
+      self.activeRecords = 0
+    })
+  }
+
+  private checkpointDraft(): RecordDraft {
+    const active = this.segments[this.segments.length - 1]!
+    return checkpointDraft({
+      segment: active.seq,
+      hardState: this.state.hardState,
+      base: this.state.base,
+      snapshot: this.state.snapshot,
+      lastIndex: this.state.lastIndex,
+      lastTerm: this.state.lastTerm
+    })
+  }
+
+  private lowerNeeded(upTo: LogIndex): void {
+    for (const segment of this.segments) segment.neededUpTo = Math.min(segment.neededUpTo, upTo)
+  }
+
+  private removeObsoleteSegments(): Effect.Effect<void, DiskFailure> {
+    const self = this
+    return Effect.gen(function* () {
+      while (self.segments.length > 1 && self.segments[1]!.neededUpTo <= self.state.base.index) {
+        const obsolete = self.segments.shift()!
+        yield* self.disk.unlink(obsolete.path)
+      }
+    })
+  }
+}
+
+function draftOf(operation: LogOperation): RecordDraft {
+  switch (operation._tag) {
+    case "hardState":
+      return hardStateDraft(operation.hardState)
+    case "snapshot":
+      return snapshotDraft(operation.meta)
+    case "truncate":
+      return truncateDraft(operation.from)
+    case "append":
+      return entryDraft(operation.entry)
+    case "compact":
+      return compactDraft(operation.base)
+  }
+}
+
+// --- opening and recovery --------------------------------------------------------------------
+
+interface Recovery {
+  readonly state: LogState
+  readonly segments: Array<SegmentInfo>
+  readonly active: { readonly path: string; readonly bytes: number; readonly records: number }
+}
+
+function openDirectory(disk: DiskService, dir: string, clusterId: string): Effect.Effect<Recovery, StorageError> {
+  return Effect.gen(function* () {
+    yield* disk.mkdir(dir)
+    let names = yield* disk.list(dir)
+    for (const name of names) {
+      if (name.endsWith(".tmp")) yield* disk.unlink(path.join(dir, name))
+    }
+    if (!names.includes(metadataFileName)) {
+      yield* initialise(disk, dir, clusterId, segmentSeqs(names))
+      names = yield* disk.list(dir)
+    } else {
+      yield* checkMetadata(disk, path.join(dir, metadataFileName), clusterId)
+    }
+    const seqs = segmentSeqs(names)
+    if (seqs.length === 0) {
+      return yield* new LogCorrupted({ file: dir, offset: 0, reason: "the directory has metadata but no log segment" })
+    }
+    const replay = yield* replaySegments(disk, dir, seqs)
+    return yield* repair(disk, dir, replay)
+  })
+}
+
+function segmentSeqs(names: ReadonlyArray<string>): Array<number> {
+  const seqs: Array<number> = []
+  for (const name of names) {
+    const seq = parseSegmentFileName(name)
+    if (seq !== null) seqs.push(seq)
+  }
+  return seqs.sort((a, b) => a - b)
+}
+
+function checkMetadata(disk: DiskService, file: string, clusterId: string): Effect.Effect<void, StorageError> {
+  return Effect.gen(function* () {
+    const decoded = decodeMetadata(yield* disk.readFile(file))
+    switch (decoded._tag) {
+      case "unknownVersion":
+        return yield* new UnknownFormatVersion({ file, version: decoded.version, supported: supportedFormatVersions })
+      case "corrupt":
+        return yield* new LogCorrupted({ file, offset: decoded.offset, reason: decoded.reason })
+      case "ok":
+        if (decoded.metadata.clusterId !== clusterId) {
+          return yield* new ClusterIdMismatch({ file, expected: clusterId, found: decoded.metadata.clusterId })
+        }
+    }
+  })
+}
+
+/** A directory without metadata is new — or the remains of an initialisation that crashed
+ * (only segment 1, holding at most its checkpoint). Anything else is refused. The metadata file
+ * is written last, so its presence means the directory was fully initialised. */
+function initialise(disk: DiskService, dir: string, clusterId: string, seqs: ReadonlyArray<number>): Effect.Effect<void, StorageError> {
+  return Effect.gen(function* () {
+    const metadataPath = path.join(dir, metadataFileName)
+    if (seqs.length > 0) {
+      const first = path.join(dir, segmentFileName(seqs[0]!))
+      const leftover = seqs.length === 1 && seqs[0] === 1 &&
+        scanSegment(yield* disk.readFile(first), true).records.length <= 1
+      if (!leftover) {
+        return yield* new LogCorrupted({
+          file: metadataPath,
+          offset: 0,
+          reason: "metadata file is missing but the directory holds log segments"
+        })
+      }
+    }
+    const segmentPath = path.join(dir, segmentFileName(1))
+    const state = new LogState({ keepEntries: false })
+    const bytes = encodeRecords([
+      checkpointDraft({
+        segment: 1,
+        hardState: state.hardState,
+        base: state.base,
+        snapshot: null,
+        lastIndex: 0,
+        lastTerm: 0
+      })
+    ], 0)
+    yield* Effect.acquireUseRelease(
+      disk.open(segmentPath, "write"),
+      (file) =>
+        Effect.gen(function* () {
+          yield* file.truncate(0)
+          yield* file.write(0, bytes)
+          yield* file.sync
+        }),
+      (file) => Effect.ignore(file.close)
+    )
+    yield* disk.fsyncDir(dir)
+    yield* writeFileAtomic(disk, metadataPath, encodeMetadata(clusterId))
+  })
+}
+
+interface Replay {
+  readonly state: LogState
+  readonly segments: Array<SegmentInfo>
+  /** Segments before a gap in the numbering: left over from an interrupted prefix removal. */
+  readonly leftovers: ReadonlyArray<string>
+  readonly last: {
+    readonly path: string
+    readonly records: number
+    readonly validBytes: number
+    readonly fileBytes: number
+    readonly damage: { readonly offset: number; readonly reason: string } | null
+  }
+}
+
+/**
+ * Replays the segments into a log state. Only the last run of consecutively numbered segments is
+ * read: anything before a gap is what an interrupted prefix removal left behind, which is only
+ * acceptable if that run alone accounts for every live entry (checked: no unread entry remains).
+ */
+function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<number>): Effect.Effect<Replay, StorageError> {
+  return Effect.gen(function* () {
+    let firstOfRun = seqs.length - 1
+    while (firstOfRun > 0 && seqs[firstOfRun - 1] === seqs[firstOfRun]! - 1) firstOfRun--
+    const run = seqs.slice(firstOfRun)
+    const state = new LogState({ keepEntries: true })
+    const segments: Array<SegmentInfo> = []
+    let last: Replay["last"] | null = null
+    for (let i = 0; i < run.length; i++) {
+      const seq = run[i]!
+      const file = path.join(dir, segmentFileName(seq))
+      const isLast = i === run.length - 1
+      const buffer = yield* disk.readFile(file)
+      const scan = scanSegment(buffer, isLast)
+      if (scan.damage !== null && !scan.damage.tornTail) {
+        return yield* new LogCorrupted({
+          file,
+          offset: scan.damage.offset,
+          reason: isLast
+            ? `${scan.damage.reason}, and a valid record of a later write follows it`
+            : `${scan.damage.reason} in a closed segment`
+        })
+      }
+      const first = scan.records[0]
+      if (first === undefined) {
+        // Nothing valid: only the active segment, torn while its first write was in flight.
+        if (!isLast) return yield* new LogCorrupted({ file, offset: 0, reason: "closed segment holds no record" })
+        if (i === 0 && seq !== 1) {
+          return yield* new LogCorrupted({ file, offset: 0, reason: "segment has no checkpoint and the segments before it are missing" })
+        }
+        segments.push({ seq, path: file, neededUpTo: state.lastIndex })
+      } else {
+        const checkpoint = first.kind === RecordKind.checkpoint ? decodeCheckpoint(first) : null
+        if (checkpoint === null) return yield* new LogCorrupted({ file, offset: 0, reason: "segment does not start with a readable checkpoint" })
+        if (checkpoint.segment !== seq) {
+          return yield* new LogCorrupted({ file, offset: 0, reason: `checkpoint belongs to segment ${checkpoint.segment}` })
+        }
+        if (i === 0) {
+          state.startAt(checkpoint)
+        } else {
+          const disagreement = checkpointDisagreement(state, checkpoint)
+          if (disagreement !== null) {
+            return yield* new LogCorrupted({ file, offset: 0, reason: `checkpoint disagrees with the segments before: ${disagreement}` })
+          }
+        }
+        segments.push({ seq, path: file, neededUpTo: checkpoint.lastIndex })
+        for (let r = 1; r < scan.records.length; r++) {
+          const record = scan.records[r]!
+          const problem = applyRecord(state, record)
+          if (problem !== null) return yield* new LogCorrupted({ file, offset: record.offset, reason: problem })
+          if (record.kind === RecordKind.truncate) {
+            for (const segment of segments) segment.neededUpTo = Math.min(segment.neededUpTo, record.index - 1)
+          }
+        }
+      }
+      if (isLast) {
+        last = {
+          path: file,
+          records: scan.records.length,
+          validBytes: scan.validBytes,
+          fileBytes: buffer.byteLength,
+          damage: scan.damage
+        }
+      }
+    }
+    const unread = state.firstUnknown()
+    if (unread !== null) {
+      return yield* new LogCorrupted({
+        file: path.join(dir, segmentFileName(run[0]! - 1)),
+        offset: 0,
+        reason: `segment is missing: entries from ${unread} were in it`
+      })
+    }
+    assert(last !== null, "a replay reads at least one segment")
+    const leftovers = seqs.slice(0, firstOfRun).map((seq) => path.join(dir, segmentFileName(seq)))
+    return { state, segments, leftovers, last }
+  })
+}
+
+function checkpointDisagreement(state: LogState, checkpoint: Checkpoint): string | null {
+  const hs = state.hardState
+  const cp = checkpoint.hardState
+  if (hs.term !== cp.term || hs.vote !== cp.vote || hs.commit !== cp.commit) return "hard state"
+  if (state.base.index !== checkpoint.base.index || state.base.term !== checkpoint.base.term) return "base"
+  if ((state.snapshot?.index ?? null) !== (checkpoint.snapshot?.index ?? null) ||
+    (state.snapshot?.term ?? null) !== (checkpoint.snapshot?.term ?? null)) return "snapshot"
+  if (state.lastIndex !== checkpoint.lastIndex || state.lastTerm !== checkpoint.lastTerm) return "last entry"
+  return null
+}
+
+function applyRecord(state: LogState, record: RecordView): Problem {
+  switch (record.kind) {
+    case RecordKind.command:
+      return state.append({ kind: "command", index: record.index, term: record.term, data: record.payload.slice() })
+    case RecordKind.config: {
+      const config = decodeMembership(record.payload)
+      if (config === null) return "config entry holds no readable membership"
+      return state.append({ kind: "config", index: record.index, term: record.term, config })
+    }
+    case RecordKind.barrier:
+      return state.append({ kind: "barrier", index: record.index, term: record.term } satisfies Entry)
+    case RecordKind.hardState: {
+      const vote = decodeVote(record.payload)
+      if (vote === undefined) return "hard state record has a malformed vote"
+      return state.setHardState({ term: record.term, vote, commit: record.index })
+    }
+    case RecordKind.truncate:
+      return state.truncate(record.index)
+    case RecordKind.compact:
+      return state.compact({ index: record.index, term: record.term })
+    case RecordKind.snapshot: {
+      const config = decodeMembership(record.payload)
+      if (config === null) return "snapshot record holds no readable membership"
+      return state.installSnapshot({ index: record.index, term: record.term, config })
+    }
+    case RecordKind.checkpoint:
+      return "a checkpoint in the middle of a segment"
+  }
+}
+
+/** Cuts a torn tail off the active segment (or rewrites its checkpoint when nothing of it
+ * survived), deletes leftover and obsolete segments, and returns what the writer starts from. */
+function repair(disk: DiskService, dir: string, replay: Replay): Effect.Effect<Recovery, StorageError> {
+  return Effect.gen(function* () {
+    const { last, state } = replay
+    const segments = replay.segments
+    let bytes = last.validBytes
+    let records = last.records
+    if (records === 0) {
+      const active = segments[segments.length - 1]!
+      const checkpoint = encodeRecords([
+        checkpointDraft({
+          segment: active.seq,
+          hardState: state.hardState,
+          base: state.base,
+          snapshot: state.snapshot,
+          lastIndex: state.lastIndex,
+          lastTerm: state.lastTerm
+        })
+      ], 0)
+      yield* Effect.logWarning(`log: ${last.path} held no complete record (${last.fileBytes} bytes); rewriting its checkpoint`)
+      yield* rewriteTail(disk, last.path, 0, checkpoint)
+      bytes = checkpoint.byteLength
+      records = 1
+    } else if (last.validBytes < last.fileBytes) {
+      yield* Effect.logWarning(
+        `log: cutting a torn tail of ${last.fileBytes - last.validBytes} bytes off ${last.path} at byte ${last.validBytes}` +
+          (last.damage === null ? "" : ` (${last.damage.reason})`)
+      )
+      yield* rewriteTail(disk, last.path, last.validBytes, new Uint8Array(0))
+    }
+    let removed = false
+    for (const leftover of replay.leftovers) {
+      yield* disk.unlink(leftover)
+      removed = true
+    }
+    while (segments.length > 1 && segments[1]!.neededUpTo <= state.base.index) {
+      yield* disk.unlink(segments.shift()!.path)
+      removed = true
+    }
+    if (removed) yield* disk.fsyncDir(dir)
+    return { state, segments, active: { path: last.path, bytes, records } }
+  })
+}
+
+function rewriteTail(disk: DiskService, file: string, length: number, append: Uint8Array): Effect.Effect<void, DiskFailure> {
+  return Effect.acquireUseRelease(
+    disk.open(file, "write"),
+    (handle) =>
+      Effect.gen(function* () {
+        yield* handle.truncate(length)
+        if (append.byteLength > 0) yield* handle.write(length, append)
+        yield* handle.sync
+      }),
+    (handle) => Effect.ignore(handle.close)
+  )
+}
