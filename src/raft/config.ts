@@ -35,6 +35,16 @@ export interface RaftConfig {
   readonly snapshotTrailingEntries: number
   /** Seed of the election-jitter generator (the core's only randomness, kept as data). */
   readonly seed: number
+  /** Deliberate bugs, for proving that the simulator's checkers catch them. Never set outside
+   * tests. */
+  readonly bugs?: RaftBugs
+}
+
+export interface RaftBugs {
+  /** Commit by counting replicas of an entry from an earlier term (Raft paper, figure 8). */
+  readonly commitOldTerm?: boolean
+  /** Grant a vote to every up-to-date candidate, even after voting for another in the term. */
+  readonly doubleVote?: boolean
 }
 
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({

@@ -140,7 +140,8 @@ export function maybeCommit(step: Step): boolean {
   const s = step.s
   const self = s.config.id
   const index = committedIndex(voters(s.membership), (id) => (id === self ? s.log.stable : s.progress.get(id)?.match ?? 0))
-  if (index <= s.log.committed || termAt(s.log, index) !== s.term) return false
+  if (index <= s.log.committed) return false
+  if (termAt(s.log, index) !== s.term && s.config.bugs?.commitOldTerm !== true) return false
   for (let i = s.log.committed + 1; i <= index; i++) {
     const entry = entryAt(s.log, i)
     if (entry !== undefined) s.uncommittedBytes -= entrySizeBytes(entry)
