@@ -470,7 +470,10 @@ function checkpointDisagreement(state: LogState, checkpoint: Checkpoint): string
   if (state.base.index !== checkpoint.base.index || state.base.term !== checkpoint.base.term) return "base"
   if ((state.snapshot?.index ?? null) !== (checkpoint.snapshot?.index ?? null) ||
     (state.snapshot?.term ?? null) !== (checkpoint.snapshot?.term ?? null)) return "snapshot"
-  if (state.lastIndex !== checkpoint.lastIndex || state.lastTerm !== checkpoint.lastTerm) return "last entry"
+  // The last term is unknown (NaN) while the replay started at a later segment and that entry
+  // lives in a segment already removed.
+  if (state.lastIndex !== checkpoint.lastIndex) return "last index"
+  if (!Number.isNaN(state.lastTerm) && state.lastTerm !== checkpoint.lastTerm) return "last term"
   return null
 }
 
