@@ -1,6 +1,9 @@
 // The simulator's replicated state machine: a map of string registers with write, cas and
 // read. Pluggable: the simulator only needs apply / snapshot / restore and a content digest.
+import { Effect } from "effect"
 import { Packr } from "msgpackr"
+import type { StateMachine as ActorStateMachine } from "../../src/actors/Applier.ts"
+import type { Entry, SnapshotMeta } from "../../src/raft/types.ts"
 
 export type KvCommand =
   | { readonly op: number; readonly kind: "write"; readonly key: string; readonly value: string }
@@ -60,3 +63,32 @@ export class KvStore implements StateMachine<{ readonly op: number; readonly res
       .join(",")
   }
 }
+
+/** The store as the actors' pluggable state machine (src/actors/Applier.ts). */
+export class KvMachine implements ActorStateMachine<KvApplyResult | undefined> {
+  readonly store = new KvStore()
+  /** The last index applied (or restored from a snapshot). */
+  appliedIndex = 0
+  constructor(private readonly onApplied: (entry: Entry) => void) {}
+
+  readonly apply = (entry: Entry) =>
+    Effect.sync((): KvApplyResult | undefined => {
+      this.onApplied(entry)
+      this.appliedIndex = entry.index
+      return entry.kind === "command" ? this.store.apply(entry.data) : undefined
+    })
+
+  readonly snapshot = Effect.sync(() => this.store.snapshot())
+
+  readonly restore = (meta: SnapshotMeta, data: Uint8Array) =>
+    Effect.sync(() => {
+      this.store.restore(data)
+      this.appliedIndex = meta.index
+    })
+
+  read(key: string): string | null {
+    return this.store.read(key)
+  }
+}
+
+export type KvApplyResult = { readonly op: number; readonly result: KvResult }

@@ -1,9 +1,11 @@
-// npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME]
+// npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME] [--full]
+// --full runs the whole actor stack of every node (src/actors) instead of the bare cores.
 // Runs seeds of the deterministic simulator and prints, last:
 //   sim: N seeds, E elections, C entries committed, F faults injected, V violations
 import { parseArgs } from "node:util"
 import type { Mutation } from "./fast/runSeed.ts"
 import { runSeed } from "./fast/runSeed.ts"
+import { runFullSeed } from "./full/runFullSeed.ts"
 
 const { values } = parseArgs({
   options: {
@@ -12,7 +14,8 @@ const { values } = parseArgs({
     seed: { type: "string" },
     trace: { type: "boolean", default: false },
     mutation: { type: "string" },
-    ticks: { type: "string" }
+    ticks: { type: "string" },
+    full: { type: "boolean", default: false }
   }
 })
 
@@ -32,7 +35,12 @@ let faults = 0
 let violations = 0
 let failedSeeds = 0
 for (let seed = start; seed < start + count; seed++) {
-  const result = runSeed({
+  const run = values.full ? runFullSeed : runSeed
+  if (values.full && mutation !== undefined) {
+    process.stderr.write("--mutation applies to the fast simulator only\n")
+    process.exit(2)
+  }
+  const result = run({
     seed,
     ...(mutation !== undefined ? { mutation } : {}),
     ...(values.ticks !== undefined ? { faultTicks: Number(values.ticks) } : {}),

@@ -92,6 +92,12 @@ export class SafetyChecker {
     }
   }
 
+  get appliedIndexMax(): LogIndex {
+    let max = 0
+    for (const index of this.applied.keys()) if (index > max) max = index
+    return max
+  }
+
   onApplied(node: NodeId, entry: Entry): void {
     const digest = entryDigest(entry)
     const known = this.applied.get(entry.index)

@@ -1,0 +1,423 @@
+// The Raft driver: one actor owns the core's state, feeds it ticks, peer messages and client
+// requests (batched: every proposal in a mailbox batch becomes one Propose input), and carries
+// out each Ready: replication traffic leaves at once, the durable part goes to the log writer
+// (which releases votes and acknowledgements once fsynced), committed entries go to the applier.
+// Feedback from the writer and the applier comes back through Refs plus a best-effort nudge, so
+// no two actors ever wait on each other's full mailbox.
+import type { Scope } from "effect"
+import { Deferred, Duration, Effect, Ref } from "effect"
+import { assert } from "../assert.ts"
+import type { RaftConfig } from "../raft/config.ts"
+import type { Recovered } from "../raft/core.ts"
+import { applyPending, initialState, snapshotMetaAt, step } from "../raft/core.ts"
+import { lastIndex, lastTerm } from "../raft/log.ts"
+import type { MembershipChange } from "../raft/membership.ts"
+import type { Input, RaftRole, RaftState, Ready, RejectReason, RequestId } from "../raft/state.ts"
+import type { LogIndex, Membership, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
+import * as Actor from "./Actor.ts"
+import type { Applied, ApplierMessage, StateMachine } from "./Applier.ts"
+import * as Applier from "./Applier.ts"
+import type { ActorFailed } from "./errors.ts"
+import type { Envelope, PersistBatch } from "./LogWriter.ts"
+import * as LogWriter from "./LogWriter.ts"
+import type { RaftRequestError } from "./raftErrors.ts"
+import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, RequestTimeout } from "./raftErrors.ts"
+import * as Ticker from "./Ticker.ts"
+
+/** The node's I/O, provided by the wiring (real disk and TCP, or the simulator's). */
+export interface RaftIo {
+  readonly persist: (batches: ReadonlyArray<PersistBatch>) => Effect.Effect<void, unknown>
+  readonly saveSnapshot: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void, unknown>
+  readonly loadSnapshot: (meta: SnapshotMeta) => Effect.Effect<Uint8Array, unknown>
+  /** Hands a message to the peer link; never blocks for long (a full link drops: Raft retries). */
+  readonly send: (envelope: Envelope) => Effect.Effect<void>
+}
+
+export interface RaftNodeOptions<R, SM> {
+  readonly config: RaftConfig
+  readonly recovered: Recovered
+  /** Already restored to `recovered.snapshot` (if any) by the caller. */
+  readonly stateMachine: SM & StateMachine<R>
+  readonly io: RaftIo
+  readonly tickMs: number
+  /** Take a snapshot after this many applied entries. */
+  readonly snapshotEveryEntries: number
+  readonly mailboxCapacity: number
+  readonly batchMax: number
+  readonly requestTimeoutMs: number
+}
+
+export interface NodeStatus {
+  readonly id: NodeId
+  readonly role: RaftRole
+  readonly term: Term
+  readonly leader: NodeId | null
+  readonly commitIndex: LogIndex
+  readonly appliedIndex: LogIndex
+  readonly lastIndex: LogIndex
+  readonly membership: Membership
+}
+
+export interface RaftNode<R, SM> {
+  readonly id: NodeId
+  /** Appends `data`; succeeds with the state machine's result once committed and applied. */
+  readonly propose: (data: Uint8Array) => Effect.Effect<Applied<R>, RaftRequestError>
+  /** A linearizable read: runs `query` on the state machine once it reflects everything
+   * committed before the call (ReadIndex). */
+  readonly read: <A>(query: (sm: SM) => A) => Effect.Effect<A, RaftRequestError>
+  readonly changeMembership: (change: MembershipChange) => Effect.Effect<LogIndex, RaftRequestError>
+  readonly transferLeadership: (to: NodeId | null) => Effect.Effect<void, RaftRequestError>
+  /** Inbound peer traffic; dropped when the mailbox is full (the sender retries). */
+  readonly deliver: (envelope: Envelope) => Effect.Effect<void>
+  readonly status: Effect.Effect<NodeStatus>
+  /** Fails when an actor of the node has died past its restart budget. */
+  readonly failed: Effect.Effect<never, ActorFailed>
+}
+
+type RaftMessage<R, SM> =
+  | { readonly _tag: "Tick" }
+  | { readonly _tag: "Nudge" }
+  | { readonly _tag: "Inbound"; readonly envelope: Envelope }
+  | { readonly _tag: "Propose"; readonly data: Uint8Array; readonly reply: Deferred.Deferred<Applied<R>, RaftRequestError> }
+  | { readonly _tag: "Read"; readonly run: (sm: SM) => unknown; readonly reply: Deferred.Deferred<unknown, RaftRequestError> }
+  | { readonly _tag: "ChangeMembership"; readonly change: MembershipChange; readonly reply: Deferred.Deferred<Applied<R>, RaftRequestError> }
+  | { readonly _tag: "Transfer"; readonly to: NodeId | null; readonly reply: Deferred.Deferred<void, RaftRequestError> }
+
+interface Proposal<R> {
+  readonly reply: Deferred.Deferred<Applied<R>, RaftRequestError>
+  index: LogIndex | null
+  term: Term | null
+}
+
+interface DriverState<R, SM> {
+  readonly core: RaftState
+  nextId: RequestId
+  readonly proposals: Map<RequestId, Proposal<R>>
+  readonly byIndex: Map<LogIndex, RequestId>
+  readonly reads: Map<RequestId, { readonly run: (sm: SM) => unknown; readonly reply: Deferred.Deferred<unknown, RaftRequestError> }>
+  readonly transfers: Map<RequestId, Deferred.Deferred<void, RaftRequestError>>
+  /** Snapshot data that came with the newest InstallSnapshot, until the core decides on it. */
+  received: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | null
+  persistedSeen: { readonly index: LogIndex; readonly term: Term } | null
+  snapshotIndex: LogIndex
+  snapshotInFlight: boolean
+}
+
+export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<RaftNode<R, SM>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const id = options.config.id
+    const core = initialState(options.config, options.recovered)
+    const persistedRef = yield* Ref.make<{ index: LogIndex; term: Term } | null>(null)
+    const snapshotRef = yield* Ref.make<SnapshotMeta | null>(null)
+    const statusRef = yield* Ref.make<NodeStatus>(statusOf(core))
+    // Set once the Raft actor exists; the writer and applier only ever trySend to it.
+    let nudge: Effect.Effect<void> = Effect.void
+
+    const writer = yield* LogWriter.make({
+      name: `raft-${id}/log-writer`,
+      mailboxCapacity: options.mailboxCapacity,
+      batchMax: options.batchMax,
+      persist: options.io.persist,
+      saveSnapshot: options.io.saveSnapshot,
+      send: options.io.send,
+      onPersisted: (index, term) => Effect.zipRight(Ref.set(persistedRef, { index, term }), Effect.suspend(() => nudge))
+    })
+    const applier = yield* Applier.make<R, SM>({
+      name: `raft-${id}/applier`,
+      stateMachine: options.stateMachine,
+      mailboxCapacity: options.mailboxCapacity,
+      batchMax: options.batchMax,
+      saveSnapshot: (meta, data) => Effect.orDie(options.io.saveSnapshot(meta, data)),
+      onSnapshotSaved: (meta) => Effect.zipRight(Ref.set(snapshotRef, meta), Effect.suspend(() => nudge)),
+      appliedIndex: core.log.applied
+    })
+
+    const initial: DriverState<R, SM> = {
+      core,
+      nextId: 1,
+      proposals: new Map(),
+      byIndex: new Map(),
+      reads: new Map(),
+      transfers: new Map(),
+      received: null,
+      persistedSeen: null,
+      snapshotIndex: options.recovered.snapshot?.index ?? 0,
+      snapshotInFlight: false
+    }
+    let started = false
+    const raft = yield* Actor.make<DriverState<R, SM>, RaftMessage<R, SM>, never>({
+      name: `raft-${id}`,
+      mailboxCapacity: options.mailboxCapacity,
+      batchMax: options.batchMax,
+      // The core's state cannot be rebuilt from nothing while the node runs: a defect here stops
+      // the node (restartsMax 0) rather than restarting it with a stale view.
+      initial: Effect.sync(() => {
+        assert(!started, "the Raft actor's state cannot be recreated in place")
+        started = true
+        return initial
+      }),
+      supervision: { restartsMax: 0, windowMs: 1000 },
+      receive: (state, batch) =>
+        Effect.gen(function*() {
+          const readys: Ready[] = []
+          const input = (i: Input) => readys.push(step(state.core, i).ready)
+          const persisted = yield* Ref.get(persistedRef)
+          if (persisted !== null && persisted !== state.persistedSeen) {
+            state.persistedSeen = persisted
+            input({ _tag: "Persisted", index: persisted.index, term: persisted.term })
+          }
+          const snapshot = yield* Ref.get(snapshotRef)
+          if (snapshot !== null && snapshot.index > state.snapshotIndex) {
+            state.snapshotIndex = snapshot.index
+            state.snapshotInFlight = false
+            input({ _tag: "SnapshotTaken", meta: snapshot })
+          }
+          const proposals: Array<{ id: RequestId; data: Uint8Array }> = []
+          const reads: RequestId[] = []
+          for (const message of batch) {
+            switch (message._tag) {
+              case "Tick":
+                input({ _tag: "Tick" })
+                break
+              case "Nudge":
+                break
+              case "Inbound":
+                if (message.envelope.message._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
+                  state.received = { meta: message.envelope.message.meta, data: message.envelope.snapshot }
+                }
+                input({ _tag: "Message", message: message.envelope.message })
+                break
+              case "Propose": {
+                const requestId = state.nextId++
+                state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
+                proposals.push({ id: requestId, data: message.data })
+                break
+              }
+              case "Read": {
+                const requestId = state.nextId++
+                state.reads.set(requestId, { run: message.run, reply: message.reply })
+                reads.push(requestId)
+                break
+              }
+              case "ChangeMembership": {
+                const requestId = state.nextId++
+                state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
+                input({ _tag: "ChangeMembership", id: requestId, change: message.change })
+                break
+              }
+              case "Transfer": {
+                const requestId = state.nextId++
+                state.transfers.set(requestId, message.reply)
+                input({ _tag: "TransferLeadership", id: requestId, to: message.to })
+                break
+              }
+            }
+          }
+          if (proposals.length > 0) input({ _tag: "Propose", proposals })
+          if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads })
+          if (applyPending(state.core)) input({ _tag: "Drain" })
+          yield* carryOut(state, readys)
+          yield* Ref.set(statusRef, statusOf(state.core))
+          return state
+        })
+    })
+    nudge = Effect.ignore(raft.trySend({ _tag: "Nudge" }))
+
+    const carryOut = (state: DriverState<R, SM>, readys: ReadonlyArray<Ready>) =>
+      Effect.gen(function*() {
+        const s = state.core
+        const batches: PersistBatch[] = []
+        const after: Envelope[] = []
+        let snapshotJob: { meta: SnapshotMeta; data: Uint8Array } | null = null
+        const toApplier: Array<ApplierMessage<R, SM>> = []
+        for (const ready of readys) {
+          for (const message of ready.messages) yield* options.io.send(yield* envelopeOf(message))
+          const batch = persistBatchOf(ready)
+          if (batch !== null) batches.push(batch)
+          for (const message of ready.messagesAfterPersist) after.push(yield* envelopeOf(message))
+          if (ready.snapshot !== null) {
+            const meta = ready.snapshot
+            const received = state.received
+            assert(received !== null && received.meta.index === meta.index, `snapshot ${meta.index} installed without its data`)
+            snapshotJob = received
+            state.received = null
+            toApplier.push({ _tag: "Restore", meta, data: received.data })
+            yield* failCoveredProposals(state, meta.index)
+          }
+          if (ready.committed.length > 0) {
+            const waiters = new Map<LogIndex, Deferred.Deferred<Applied<R>, RaftRequestError>>()
+            for (const entry of ready.committed) {
+              const requestId = state.byIndex.get(entry.index)
+              if (requestId === undefined) continue
+              state.byIndex.delete(entry.index)
+              const proposal = state.proposals.get(requestId)
+              state.proposals.delete(requestId)
+              if (proposal === undefined) continue
+              if (proposal.term === entry.term) waiters.set(entry.index, proposal.reply)
+              else yield* Deferred.fail(proposal.reply, new ProposalDropped({ index: entry.index, term: proposal.term ?? 0 }))
+            }
+            toApplier.push({ _tag: "Apply", entries: ready.committed, waiters })
+          }
+          for (const event of ready.events) yield* onEvent(state, event, toApplier)
+        }
+        if (batches.length > 0 || after.length > 0 || snapshotJob !== null) {
+          yield* Effect.orDie(writer.send({ batches, snapshot: snapshotJob, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }))
+        }
+        for (const message of toApplier) yield* Effect.orDie(applier.actor.send(message))
+        if (!state.snapshotInFlight && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
+          state.snapshotInFlight = true
+          yield* Effect.orDie(applier.actor.send({ _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }))
+        }
+      })
+
+    const envelopeOf = (message: Envelope["message"]) =>
+      message._tag === "InstallSnapshot"
+        ? Effect.map(Effect.orDie(options.io.loadSnapshot(message.meta)), (data): Envelope => ({ message, snapshot: data }))
+        : Effect.succeed<Envelope>({ message, snapshot: null })
+
+    const onEvent = (state: DriverState<R, SM>, event: Ready["events"][number], toApplier: Array<ApplierMessage<R, SM>>) =>
+      Effect.gen(function*() {
+        switch (event._tag) {
+          case "Accepted": {
+            const proposal = state.proposals.get(event.id)
+            if (proposal === undefined) return
+            proposal.index = event.index
+            proposal.term = event.term
+            // An older proposal at this index lost its entry to this one (we lead again).
+            const replaced = state.byIndex.get(event.index)
+            const older = replaced === undefined ? undefined : state.proposals.get(replaced)
+            if (replaced !== undefined && older !== undefined) {
+              state.proposals.delete(replaced)
+              yield* Deferred.fail(older.reply, new ProposalDropped({ index: event.index, term: older.term ?? 0 }))
+            }
+            state.byIndex.set(event.index, event.id)
+            return
+          }
+          case "Rejected": {
+            const error = rejection(event.reason, event.leader, event.detail)
+            const proposal = state.proposals.get(event.id)
+            if (proposal !== undefined) {
+              state.proposals.delete(event.id)
+              return yield* Deferred.fail(proposal.reply, error)
+            }
+            const read = state.reads.get(event.id)
+            if (read !== undefined) {
+              state.reads.delete(event.id)
+              return yield* Deferred.fail(read.reply, error)
+            }
+            const transfer = state.transfers.get(event.id)
+            if (transfer !== undefined) {
+              state.transfers.delete(event.id)
+              return yield* Deferred.fail(transfer, error)
+            }
+            return
+          }
+          case "ReadReady": {
+            const read = state.reads.get(event.id)
+            if (read === undefined) return
+            state.reads.delete(event.id)
+            toApplier.push({ _tag: "Read", index: event.index, run: read.run, reply: read.reply })
+            return
+          }
+          case "StateChanged":
+            if (event.role !== "leader" && event.leader !== null && event.leader !== id) {
+              for (const reply of state.transfers.values()) yield* Deferred.succeed(reply, undefined)
+              state.transfers.clear()
+            }
+            return
+          case "TransferAborted":
+            for (const reply of state.transfers.values()) {
+              yield* Deferred.fail(reply, new InvalidRequest({ detail: `transfer to ${event.to} aborted: it did not catch up in time` }))
+            }
+            state.transfers.clear()
+            return
+        }
+      })
+
+    yield* Ticker.make({ intervalMs: options.tickMs, onTick: raft.send({ _tag: "Tick" }) })
+
+    const request = <A>(make: (reply: Deferred.Deferred<A, RaftRequestError>) => RaftMessage<R, SM>) =>
+      Effect.gen(function*() {
+        const reply = yield* Deferred.make<A, RaftRequestError>()
+        yield* raft.trySend(make(reply)).pipe(
+          Effect.catchTags({
+            MailboxFull: () => Effect.fail(new Overloaded({ detail: `node ${id} mailbox is full` })),
+            ActorStopped: () => Effect.fail(new NotLeader({ leader: null, detail: `node ${id} has stopped` }))
+          })
+        )
+        return yield* Deferred.await(reply).pipe(
+          Effect.timeoutFail({
+            duration: Duration.millis(options.requestTimeoutMs),
+            onTimeout: () => new RequestTimeout({ timeoutMs: options.requestTimeoutMs })
+          })
+        )
+      })
+
+    const failed = Effect.raceAll([raft.stopped, writer.stopped, applier.actor.stopped]).pipe(Effect.zipRight(Effect.never))
+
+    return {
+      id,
+      propose: (data) => request<Applied<R>>((reply) => ({ _tag: "Propose", data, reply })),
+      read: <A>(query: (sm: SM) => A) =>
+        request<unknown>((reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>,
+      changeMembership: (change) =>
+        Effect.map(request<Applied<R>>((reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
+      transferLeadership: (to) => request<void>((reply) => ({ _tag: "Transfer", to, reply })),
+      deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
+      status: Ref.get(statusRef),
+      failed
+    }
+  })
+
+function persistBatchOf(ready: Ready): PersistBatch | null {
+  if (ready.hardState === null && ready.snapshot === null && ready.truncateFrom === null && ready.entries.length === 0 && ready.compactUpTo === null) {
+    return null
+  }
+  return {
+    entries: ready.entries,
+    ...(ready.hardState !== null ? { hardState: ready.hardState } : {}),
+    ...(ready.snapshot !== null ? { snapshot: ready.snapshot } : {}),
+    ...(ready.truncateFrom !== null ? { truncateFrom: ready.truncateFrom } : {}),
+    ...(ready.compactUpTo !== null ? { compactUpTo: ready.compactUpTo } : {})
+  }
+}
+
+function rejection(reason: RejectReason, leader: NodeId | null, detail: string): RaftRequestError {
+  switch (reason) {
+    case "not-leader":
+    case "transferring":
+      return new NotLeader({ leader, detail })
+    case "overloaded":
+      return new Overloaded({ detail })
+    case "config-pending":
+      return new ChangePending({ detail })
+    case "invalid":
+      return new InvalidRequest({ detail })
+  }
+}
+
+/** Entries up to `index` arrived inside a snapshot: whoever waited on them cannot be told. */
+function failCoveredProposals<R, SM>(state: DriverState<R, SM>, index: LogIndex) {
+  return Effect.gen(function*() {
+    for (const [at, requestId] of state.byIndex) {
+      if (at > index) continue
+      state.byIndex.delete(at)
+      const proposal = state.proposals.get(requestId)
+      state.proposals.delete(requestId)
+      if (proposal !== undefined) yield* Deferred.fail(proposal.reply, new OutcomeUnknown({ detail: `entry ${at} was covered by a snapshot` }))
+    }
+  })
+}
+
+function statusOf(core: RaftState): NodeStatus {
+  return {
+    id: core.config.id,
+    role: core.role,
+    term: core.term,
+    leader: core.leader,
+    commitIndex: core.log.committed,
+    appliedIndex: core.log.applied,
+    lastIndex: lastIndex(core.log),
+    membership: core.membership
+  }
+}

@@ -1,0 +1,224 @@
+// One seed of the full simulator: the real actor stack on every node, a workload of client
+// fibers recording a history, faults from a seeded scheduler, then healing, convergence and the
+// same checkers as the fast simulator.
+import { Effect, Exit } from "effect"
+import type { NodeId } from "../../../src/raft/types.ts"
+import type { HistoryOp, KvInput, KvOutput } from "../checkers/linearizability.ts"
+import { checkKvHistory } from "../checkers/linearizability.ts"
+import type { Violation } from "../checkers/safety.ts"
+import { SafetyChecker } from "../checkers/safety.ts"
+import { encodeCommand } from "../kv.ts"
+import { Prng } from "../Prng.ts"
+import type { SeedResult } from "../fast/runSeed.ts"
+import { FullCluster, tickMs } from "./FullCluster.ts"
+import { runSimulated } from "./SimRuntime.ts"
+
+export interface FullSeedOptions {
+  readonly seed: number
+  readonly trace?: (line: string) => void
+  readonly faultTicks?: number
+}
+
+type Recorded = { -readonly [K in keyof HistoryOp]: HistoryOp[K] }
+
+export function runFullSeed(options: FullSeedOptions): SeedResult {
+  let traceHash = 0x811c9dc5
+  const trace = (line: string) => {
+    for (let i = 0; i < line.length; i++) traceHash = Math.imul(traceHash ^ line.charCodeAt(i), 0x01000193) >>> 0
+    options.trace?.(line)
+  }
+  const root = new Prng(options.seed)
+  const swarm = root.fork("swarm")
+  const size = swarm.pick([1, 3, 3, 5])
+  const knobs = {
+    dropProbability: swarm.pick([0, 0.02, 0.1]),
+    delayTicksMax: swarm.pick([1, 2, 4]),
+    snapshotEveryEntries: swarm.pick([20, 100, 1000])
+  }
+  const checker = new SafetyChecker()
+  const cluster = new FullCluster(root.fork("cluster"), knobs, checker, trace)
+  const history: Recorded[] = []
+  const dropped = new Set<number>()
+  let logical = 0
+  let issuing = true
+  let completedAfterHeal = 0
+  let healed = false
+  const faultTicks = options.faultTicks ?? 300
+  const faultEveryTicks = swarm.pick([10, 30, 60])
+  trace(`full seed ${options.seed} size=${size} ${JSON.stringify({ ...knobs, faultEveryTicks })}`)
+
+  const client = (id: number, rng: Prng) =>
+    Effect.gen(function*() {
+      let guess: NodeId | null = null
+      let opSeq = 0
+      while (issuing) {
+        yield* Effect.sleep(rng.int(1, 4) * tickMs)
+        const up = cluster.up()
+        if (up.length === 0) continue
+        const node = up.find((n) => n.id === guess) ?? rng.pick(up)
+        const key = `k${rng.int(1, 3)}`
+        const op = id * 1_000_000 + ++opSeq
+        const roll = rng.float()
+        const input: KvInput = roll < 0.45 ? { kind: "write", key, value: `v${op}` } : roll < 0.85 ? { kind: "read", key } : { kind: "cas", key, expected: null, value: `v${op}` }
+        const at = history.length
+        history.push({ id: op, client: id, input, invokedAt: ++logical, completedAt: null, output: null })
+        const done = (output: KvOutput) => {
+          const h = history[at] as Recorded
+          h.completedAt = ++logical
+          h.output = output
+          guess = node.id
+          if (healed) completedAfterHeal++
+        }
+        const effect = input.kind === "read"
+          ? Effect.map(node.raft.read((sm) => sm.read(key)), (value): KvOutput => ({ kind: "value", value }))
+          : Effect.map(
+            node.raft.propose(encodeCommand(input.kind === "write" ? { op, kind: "write", key, value: input.value } : { op, kind: "cas", key, expected: input.expected, value: input.value })),
+            (applied): KvOutput => (applied.result?.result.kind === "cas-failed" ? { kind: "cas-failed" } : { kind: "ok" })
+          )
+        const exit = yield* Effect.exit(effect)
+        if (Exit.isSuccess(exit)) {
+          done(exit.value)
+          continue
+        }
+        guess = null
+        const error = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : null
+        const unknown = input.kind !== "read" && (error === null || error._tag === "OutcomeUnknown" || error._tag === "RequestTimeout")
+        if (!unknown) dropped.add(at) // definitely no effect (or a read): leave it out
+      }
+    })
+
+  const program = Effect.gen(function*() {
+    yield* cluster.bootstrap(Array.from({ length: size }, (_, i) => i + 1))
+    const clients = swarm.int(1, 4)
+    for (let i = 1; i <= clients; i++) yield* Effect.forkDaemon(client(i, root.fork(`client${i}`)))
+    const faults = root.fork("faults")
+    const restartAt = new Map<NodeId, number>()
+    const lastSeen = new Map<NodeId, string>()
+    const step = Effect.gen(function*() {
+      cluster.tick++
+      yield* cluster.deliverDue()
+      yield* Effect.sleep(tickMs)
+      for (const node of cluster.up()) {
+        const status = yield* node.raft.status
+        if (status.role === "leader") checker.onLeader(status.term, node.id)
+        const seen = `${status.role}/${status.term}/${status.leader ?? "-"}`
+        if (lastSeen.get(node.id) !== seen) {
+          lastSeen.set(node.id, seen)
+          trace(`${cluster.tick} n${node.id} ${seen} commit=${status.commitIndex}`)
+        }
+      }
+      for (const [id, at] of restartAt) {
+        if (at > cluster.tick) continue
+        restartAt.delete(id)
+        yield* cluster.start(id)
+      }
+    })
+    for (let t = 0; t < faultTicks; t++) {
+      yield* step
+      if (t % faultEveryTicks !== 0) continue
+      const nodes = [...cluster.nodes.values()]
+      const roll = faults.float()
+      if (roll < 0.25) {
+        cluster.faults++
+        cluster.blocked.clear()
+        const side = new Set(nodes.filter(() => faults.chance(0.5)).map((n) => n.id))
+        for (const a of nodes) for (const b of nodes) if (side.has(a.id) !== side.has(b.id)) cluster.blocked.add(`${a.id}->${b.id}`)
+        trace(`${cluster.tick} PARTITION {${[...side].join(",")}}`)
+      } else if (roll < 0.4) {
+        cluster.blocked.clear()
+        trace(`${cluster.tick} HEAL`)
+      } else if (roll < 0.65) {
+        const victim = faults.pick(nodes)
+        if (victim.raft !== null) {
+          yield* cluster.crash(victim.id)
+          restartAt.set(victim.id, cluster.tick + faults.int(1, 40))
+        }
+      } else if (roll < 0.7) {
+        trace(`${cluster.tick} POWER LOSS`)
+        for (const node of nodes) {
+          yield* cluster.crash(node.id)
+          restartAt.set(node.id, cluster.tick + faults.int(1, 20))
+        }
+      } else if (roll < 0.8) {
+        const leader = cluster.up().find((n) => n.raft !== null)
+        if (leader !== undefined) {
+          cluster.faults++
+          trace(`${cluster.tick} TRANSFER via n${leader.id}`)
+          yield* Effect.forkDaemon(Effect.ignore(leader.raft.transferLeadership(null)))
+        }
+      } else if (roll < 0.9 && cluster.nodes.size < 7) {
+        const up = cluster.up()
+        const id = Math.max(...cluster.nodes.keys()) + 1
+        if (up.length > 0) {
+          cluster.faults++
+          trace(`${cluster.tick} ADD n${id}`)
+          yield* cluster.addEmpty(id)
+          const via = faults.pick(up)
+          yield* Effect.forkDaemon(
+            Effect.ignore(
+              via.raft.changeMembership({ kind: "add", node: id, address: `node${id}`, role: "standby" }).pipe(
+                Effect.zipRight(via.raft.changeMembership({ kind: "assign", node: id, role: "voter" }))
+              )
+            )
+          )
+        }
+      }
+    }
+    // Liveness: heal and restart everything; operations must complete and replicas converge.
+    cluster.blocked.clear()
+    for (const id of restartAt.keys()) yield* cluster.start(id)
+    restartAt.clear()
+    healed = true
+    trace(`${cluster.tick} HEAL ALL`)
+    for (let t = 0; t < 150; t++) yield* step
+    issuing = false
+    for (let t = 0; t < 800; t++) {
+      yield* step
+      if (yield* converged) return true
+    }
+    return false
+  })
+
+  const converged = Effect.gen(function*() {
+    const up = cluster.up()
+    if (up.length !== cluster.nodes.size) return false
+    const statuses = yield* Effect.forEach(up, (n) => n.raft.status)
+    const leaders = statuses.filter((s) => s.role === "leader")
+    if (leaders.length !== 1) return false
+    const leader = leaders[0]
+    if (leader === undefined) return false
+    const digests = new Set<string>()
+    for (const member of leader.membership.members) {
+      if (member.role === "spare") continue
+      const node = up.find((n) => n.id === member.id)
+      if (node === undefined) return false
+      if (node.machine.appliedIndex !== leader.commitIndex) return false
+      digests.add(node.machine.store.digest())
+    }
+    return digests.size === 1
+  })
+
+  const violations: Violation[] = []
+  const exit = runSimulated(program, { tasksPerInstantMax: 5_000_000 })
+  violations.push(...checker.violations)
+  if (Exit.isFailure(exit)) {
+    violations.push({ invariant: "crash", detail: String(Exit.isFailure(exit) ? exit.cause : "") })
+  } else if (!exit.value) {
+    violations.push({ invariant: "liveness", detail: "no convergence after healing" })
+  } else if (completedAfterHeal === 0) {
+    violations.push({ invariant: "liveness", detail: "no operation completed after healing" })
+  }
+  const recorded = history.filter((_, i) => !dropped.has(i))
+  const verdict = checkKvHistory(recorded, { stepsMax: 200_000 })
+  if (verdict._tag === "NotLinearizable") violations.push({ invariant: "linearizability", detail: `key ${verdict.partition ?? "?"}: ${verdict.explanation}` })
+  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${recorded.length} lin=${verdict._tag} violations=${violations.length}`)
+  return {
+    seed: options.seed,
+    elections: checker.elections,
+    committed: checker.appliedIndexMax,
+    faults: cluster.faults,
+    operations: recorded.length,
+    violations,
+    traceHash: traceHash.toString(16)
+  }
+}
