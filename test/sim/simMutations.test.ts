@@ -4,7 +4,18 @@ import { describe, expect, it } from "vitest"
 import type { Mutation } from "./fast/runSeed.ts"
 import { runSeed } from "./fast/runSeed.ts"
 
+const found = new Map<Mutation, { seed: number; invariants: ReadonlyArray<string> } | null>()
+
+/** The first seed (up to seedsMax) whose run reports a violation; remembered per mutation. */
 function firstViolation(mutation: Mutation, seedsMax: number): { seed: number; invariants: ReadonlyArray<string> } | null {
+  const known = found.get(mutation)
+  if (known !== undefined && (known === null || known.seed <= seedsMax)) return known
+  const result = search(mutation, seedsMax)
+  found.set(mutation, result)
+  return result
+}
+
+function search(mutation: Mutation, seedsMax: number): { seed: number; invariants: ReadonlyArray<string> } | null {
   for (let seed = 1; seed <= seedsMax; seed++) {
     const result = runSeed({ seed, mutation })
     if (result.violations.length > 0) return { seed, invariants: result.violations.map((v) => v.invariant) }
