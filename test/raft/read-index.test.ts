@@ -1,0 +1,133 @@
+import { describe, expect, it } from "vitest"
+import type { Message } from "../../src/raft/messages.ts"
+import { Cluster } from "./harness.ts"
+
+const isVote = (m: Message) => m._tag === "RequestVote" || m._tag === "RequestVoteResponse"
+
+describe("ReadIndex", () => {
+  it("is not served before the leader has committed an entry of its term", () => {
+    const c = new Cluster()
+    c.step(1, { _tag: "Campaign" })
+    while (c.node(1).role !== "leader") c.deliver(isVote)
+    expect(c.node(1).committed).toBe(0)
+    const ready = c.step(1, { _tag: "ReadIndex", ids: [7] })
+    expect(ready.events).toEqual([])
+    expect(ready.messages).toEqual([]) // no quorum round yet: the commit index may be stale
+    // The barrier commits; then the read goes through a heartbeat round and is served.
+    c.stabilize()
+    expect(c.node(1).eventsOf("ReadReady")).toEqual([{ _tag: "ReadReady", id: 7, index: 2 }])
+  })
+
+  it("is served at the commit index after a quorum answers a heartbeat round", () => {
+    const c = new Cluster()
+    c.elect(1)
+    c.propose(1, "a")
+    c.stabilize()
+    const ready = c.step(1, { _tag: "ReadIndex", ids: [1, 2] })
+    expect(ready.events).toEqual([])
+    const beats = ready.messages.filter((m) => m._tag === "Heartbeat")
+    expect(beats.map((m) => [m.to, m._tag === "Heartbeat" && m.context > 0])).toEqual([
+      [2, true],
+      [3, true]
+    ])
+    // A later proposal does not move the index the reads must wait for.
+    c.propose(1, "b")
+    c.take((m) => m._tag === "AppendEntries")
+    c.deliver((m) => m.to === 2 && m._tag === "Heartbeat")
+    expect(c.node(1).eventsOf("ReadReady")).toEqual([])
+    c.deliver((m) => m.to === 1 && m._tag === "HeartbeatResponse")
+    expect(c.node(1).eventsOf("ReadReady")).toEqual([
+      { _tag: "ReadReady", id: 1, index: 3 },
+      { _tag: "ReadReady", id: 2, index: 3 }
+    ])
+  })
+
+  it("an answer to an older round does not confirm a newer read", () => {
+    const c = new Cluster()
+    c.elect(1)
+    c.step(1, { _tag: "ReadIndex", ids: [1] })
+    const firstRound = c.take((m) => m._tag === "Heartbeat" && m.to === 2)
+    c.take()
+    c.step(1, { _tag: "ReadIndex", ids: [2] })
+    c.take()
+    for (const m of firstRound) c.step(2, { _tag: "Message", message: m })
+    c.deliver((m) => m.to === 1)
+    expect(c.node(1).eventsOf("ReadReady").map((e) => e.id)).toEqual([1])
+    // The next tick's heartbeat carries the newest round and serves the second read.
+    c.tick(1)
+    c.deliver((m) => m.to === 2)
+    c.deliver((m) => m.to === 1)
+    expect(c.node(1).eventsOf("ReadReady").map((e) => e.id)).toEqual([1, 2])
+  })
+
+  it("a standby's answer does not count", () => {
+    const c = new Cluster({
+      members: [
+        { id: 1, role: "voter" },
+        { id: 2, role: "voter" },
+        { id: 3, role: "standby" }
+      ]
+    })
+    c.elect(1)
+    c.step(1, { _tag: "ReadIndex", ids: [1] })
+    c.deliver((m) => m.to === 3)
+    c.deliver((m) => m.to === 1)
+    expect(c.node(1).eventsOf("ReadReady")).toEqual([])
+    c.deliver((m) => m.to === 2)
+    c.deliver((m) => m.to === 1)
+    expect(c.node(1).eventsOf("ReadReady").map((e) => e.id)).toEqual([1])
+  })
+
+  it("a single-node cluster serves reads at once", () => {
+    const c = new Cluster({ ids: [1] })
+    c.elect(1)
+    c.propose(1, "a")
+    const ready = c.step(1, { _tag: "ReadIndex", ids: [5] })
+    expect(ready.events).toEqual([{ _tag: "ReadReady", id: 5, index: 3 }])
+    expect(c.queue).toEqual([])
+  })
+
+  it("a deposed leader rejects its pending reads with not-leader", () => {
+    const c = new Cluster()
+    c.elect(1)
+    c.isolate(1)
+    c.step(1, { _tag: "ReadIndex", ids: [1, 2] })
+    c.step(1, { _tag: "ReadIndex", ids: [3] })
+    // The reads wait, unconfirmed, until check-quorum deposes the leader.
+    c.tick(1, 20)
+    expect(c.node(1).role).toBe("follower")
+    const rejected = c.node(1).eventsOf("Rejected")
+    expect(rejected.map((e) => [e.id, e.reason])).toEqual([
+      [1, "not-leader"],
+      [2, "not-leader"],
+      [3, "not-leader"]
+    ])
+    expect(c.node(1).eventsOf("ReadReady")).toEqual([])
+  })
+
+  it("reads waiting for the first commit are rejected too when leadership is lost", () => {
+    const c = new Cluster()
+    c.step(1, { _tag: "Campaign" })
+    while (c.node(1).role !== "leader") c.deliver(isVote)
+    c.step(1, { _tag: "ReadIndex", ids: [9] })
+    c.queue = []
+    c.step(1, { _tag: "Message", message: { _tag: "AppendEntriesResponse", from: 2, to: 1, term: 99, success: false, index: 0, hintIndex: 0, hintTerm: 0 } })
+    expect(c.node(1).eventsOf("Rejected").map((e) => [e.id, e.reason])).toEqual([[9, "not-leader"]])
+  })
+
+  it("followers reject reads with not-leader and name the leader", () => {
+    const c = new Cluster()
+    c.elect(1)
+    const ready = c.step(2, { _tag: "ReadIndex", ids: [4] })
+    expect(ready.events).toEqual([{ _tag: "Rejected", id: 4, reason: "not-leader", leader: 1, detail: "not the leader" }])
+  })
+
+  it("readsPendingMax bounds the reads waiting for a round", () => {
+    const c = new Cluster({ config: { readsPendingMax: 2 } })
+    c.elect(1)
+    const ready = c.step(1, { _tag: "ReadIndex", ids: [1, 2, 3] })
+    expect(ready.events.map((e) => (e._tag === "Rejected" ? [e.id, e.reason] : e._tag))).toEqual([[3, "overloaded"]])
+    c.stabilize()
+    expect(c.node(1).eventsOf("ReadReady").map((e) => e.id)).toEqual([1, 2])
+  })
+})
