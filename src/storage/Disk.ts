@@ -21,7 +21,8 @@ export interface DiskFile {
   readonly path: string
   /** Up to `length` bytes from `position` (fewer at the end of the file). */
   readonly read: (position: number, length: number) => Effect.Effect<Uint8Array, DiskFailure>
-  /** All of `data` at `position` (the file grows as needed). */
+  /** All of `data` at `position` (the file grows as needed). The caller may reuse `data` once
+   * this returns. */
   readonly write: (position: number, data: Uint8Array) => Effect.Effect<void, DiskFailure>
   readonly size: Effect.Effect<number, DiskFailure>
   readonly truncate: (length: number) => Effect.Effect<void, DiskFailure>

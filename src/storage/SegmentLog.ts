@@ -60,6 +60,8 @@ export interface SegmentLogOptions {
 export const segmentBytesMaxDefault = 64 * 1024 * 1024
 export const metadataFileName = "tqlite-log.meta"
 const segmentNamePattern = /^log-(\d{20})\.seg$/
+/** Groups up to this size are encoded into one reused buffer. */
+const scratchBytesMax = 4 * 1024 * 1024
 
 export function segmentFileName(seq: number): string {
   return `log-${String(seq).padStart(20, "0")}.seg`
@@ -114,6 +116,7 @@ class Writer {
   private activeRecords: number
   private cached: Recovered | null
   private broken: LogStoreBroken | null = null
+  private scratch = new Uint8Array(0)
 
   constructor(
     private readonly disk: DiskService,
@@ -199,11 +202,25 @@ class Writer {
 
   private flush(drafts: ReadonlyArray<RecordDraft>): Effect.Effect<void, DiskFailure> {
     if (drafts.length === 0) return Effect.void
-    const bytes = encodeRecords(drafts, this.activeBytes)
+    const bytes = encodeRecords(drafts, this.activeBytes, this.scratchFor(drafts))
     const position = this.activeBytes
     this.activeBytes += bytes.byteLength
     this.activeRecords += drafts.length
     return this.file.write(position, bytes)
+  }
+
+  /** A reusable write buffer for small groups (the disk is done with it when `write` returns);
+   * large groups get a buffer of their own so a rare big one does not pin memory. */
+  private scratchFor(drafts: ReadonlyArray<RecordDraft>): Uint8Array | undefined {
+    let total = 0
+    for (const draft of drafts) total += recordBytes(draft)
+    if (total > scratchBytesMax) return undefined
+    if (this.scratch.byteLength < total) {
+      let size = Math.max(this.scratch.byteLength, 4096)
+      while (size < total) size *= 2
+      this.scratch = new Uint8Array(size)
+    }
+    return this.scratch
   }
 
   /** Closes the active segment (durably) and opens the next one. */

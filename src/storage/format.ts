@@ -140,12 +140,13 @@ export function recordBytes(draft: RecordDraft): number {
   return recordHeaderBytes + draft.payload.byteLength
 }
 
-/** Encodes `drafts` back to back into one new buffer; every record gets `writeStart`. */
-export function encodeRecords(drafts: ReadonlyArray<RecordDraft>, writeStart: number): Uint8Array {
+/** Encodes `drafts` back to back; every record gets `writeStart`. Into `scratch` when it is large
+ * enough (every byte of the result is written, so it needs no clearing), else into a new buffer. */
+export function encodeRecords(drafts: ReadonlyArray<RecordDraft>, writeStart: number, scratch?: Uint8Array): Uint8Array {
   let total = 0
   for (const draft of drafts) total += recordBytes(draft)
-  const buffer = new Uint8Array(total)
-  const view = new DataView(buffer.buffer)
+  const buffer = scratch !== undefined && scratch.byteLength >= total ? scratch.subarray(0, total) : new Uint8Array(total)
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength)
   let offset = 0
   for (const draft of drafts) {
     offset = encodeRecordInto(buffer, view, offset, draft, writeStart)

@@ -1,0 +1,19 @@
+// `npm run bench -- <name> [options]`: runs one benchmark. Each entry names a module in bench/;
+// a module either exports `main(args)` or runs when imported (args are in process.argv too).
+// Add a benchmark by adding a line here.
+
+const benches: Record<string, { readonly module: string; readonly about: string }> = {
+  log: { module: "./log.ts", about: "Raft log: append throughput vs a raw write+fdatasync loop; group commit vs fsync per entry" },
+  walFrames: { module: "./walFrames.ts", about: "SQLite page machinery: WAL capture overhead, checksum, page apply" }
+}
+
+const [name, ...args] = process.argv.slice(2)
+const bench = name === undefined ? undefined : benches[name]
+if (bench === undefined) {
+  process.stderr.write(`usage: npm run bench -- <name> [options]\n\n`)
+  for (const [key, value] of Object.entries(benches)) process.stderr.write(`  ${key.padEnd(12)} ${value.about}\n`)
+  process.exitCode = 2
+} else {
+  const loaded = (await import(bench.module)) as { readonly main?: (args: ReadonlyArray<string>) => Promise<void> }
+  if (typeof loaded.main === "function") await loaded.main(args)
+}
