@@ -61,6 +61,15 @@ export const withFile = <A, E, R>(
 ): Effect.Effect<A, E | DiskFailure, R> =>
   Effect.acquireUseRelease(disk.open(filePath, mode), use, (file) => Effect.ignore(file.close))
 
+/** `mkdir -p dir`, and when `dir` did not exist, an fsync of its parent so the new directory
+ * itself survives a power loss (levels further up are assumed to exist already). */
+export const ensureDir = (disk: DiskService, dir: string): Effect.Effect<void, DiskFailure> =>
+  Effect.gen(function* () {
+    if (yield* disk.exists(dir)) return
+    yield* disk.mkdir(dir)
+    yield* disk.fsyncDir(path.dirname(dir))
+  })
+
 /** Replaces `filePath` with `data` atomically and durably: write `<path>.tmp`, fdatasync,
  * rename over `filePath`, fsync the directory. A crash leaves the old or the new content. */
 export const writeFileAtomic = (

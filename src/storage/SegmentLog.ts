@@ -21,7 +21,7 @@ import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex } from "../raft/types.ts"
-import { Disk, writeFileAtomic } from "./Disk.ts"
+import { Disk, ensureDir, writeFileAtomic } from "./Disk.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
 import { ClusterIdMismatch, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
 import type { DiskFailure, StorageError } from "./errors.ts"
@@ -292,7 +292,7 @@ interface Recovery {
 
 function openDirectory(disk: DiskService, dir: string, clusterId: string): Effect.Effect<Recovery, StorageError> {
   return Effect.gen(function* () {
-    yield* disk.mkdir(dir)
+    yield* ensureDir(disk, dir)
     let names = yield* disk.list(dir)
     for (const name of names) {
       if (name.endsWith(".tmp")) yield* disk.unlink(path.join(dir, name))

@@ -23,7 +23,7 @@ import { Packr } from "msgpackr"
 import { assert } from "../assert.ts"
 import type { SnapshotMeta } from "../raft/types.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
-import { Disk } from "./Disk.ts"
+import { Disk, ensureDir } from "./Disk.ts"
 import { SnapshotCorrupted, SnapshotMissing } from "./errors.ts"
 import type { DiskFailure, SnapshotError } from "./errors.ts"
 import { decodeMembership, encodeMembership } from "./format.ts"
@@ -142,7 +142,7 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
     const chunkBytesMax = options.chunkBytesMax ?? snapshotChunkBytesMaxDefault
     assert(retain >= 1, "keep at least one snapshot")
     assert(chunkBytesMax >= 1, "chunkBytesMax must be positive")
-    yield* disk.mkdir(dir)
+    yield* ensureDir(disk, dir)
     for (const name of yield* disk.list(dir)) {
       if (name.endsWith(".tmp")) yield* disk.unlink(path.join(dir, name))
     }
