@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit } from "effect"
+import { Effect, Exit, FastCheck } from "effect"
 import { AssertionError } from "../../src/assert.ts"
 import { decodeRecordAt, recordHeaderBytes, scanSegment } from "../../src/storage/format.ts"
 import type { LogStoreService, PersistBatch, Recovered } from "../../src/storage/LogStore.ts"
@@ -171,6 +171,26 @@ describe("SegmentLog format", () => {
         }
       }
     }))
+
+  it.effect.prop(
+    "property: any workload, any segment size, reopened at any call, reloads as the model says",
+    { seed: FastCheck.integer({ min: 0, max: 2 ** 31 - 1 }), segmentBytesMax: FastCheck.integer({ min: 4096, max: 20_000 }), reopenEvery: FastCheck.integer({ min: 1, max: 10 }) },
+    ({ reopenEvery, seed, segmentBytesMax }) =>
+      Effect.gen(function* () {
+        const calls = generateWorkload({ seed, calls: 50 })
+        const sim = makeSimDisk({ seed })
+        const options = { ...testLogOptions(), segmentBytesMax }
+        for (let c = 0; c < calls.length; c += reopenEvery) {
+          yield* Effect.scoped(Effect.gen(function* () {
+            const store = yield* openLog(sim.layer, options)
+            for (const call of calls.slice(c, c + reopenEvery)) yield* store.persist(call)
+          }))
+        }
+        const diff = diffRecovered(yield* reload(sim.layer, options), modelAfter(calls))
+        if (diff !== null) expect.fail(`seed ${seed}: ${diff}`)
+      }),
+    { fastCheck: { numRuns: 25 } }
+  )
 
   it.effect("a long-lived store agrees with the memory store on a long random workload", () =>
     Effect.gen(function* () {
