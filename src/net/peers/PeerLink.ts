@@ -1,0 +1,332 @@
+// One actor per remote peer: it owns the outbound connection and a bounded queue of envelopes.
+// `send` never waits: a full queue drops and counts (Raft retries what matters). The actor
+// takes up to `writeBatchMax` queued envelopes at a time and writes them with one socket write;
+// while the socket's unsent bytes exceed `writeBufferBytesMax` it stops writing, so a slow peer
+// fills the queue and then costs drops, never memory. Connections are (re)made with capped,
+// jittered exponential backoff on Effect's Clock; the jitter comes from a seeded Random.
+// Snapshot data goes out in chunks, a few per round between batches of messages.
+import type * as net from "node:net"
+import type { Scope } from "effect"
+import { Duration, Effect, Either, Random, Schedule } from "effect"
+import type { Envelope } from "../../actors/LogWriter.ts"
+import * as Actor from "../../actors/Actor.ts"
+import type { NodeId } from "../../raft/types.ts"
+import type { ConnectionError } from "./errors.ts"
+import type { FramePacker, PeerFrame } from "./framing.ts"
+import { encodeFrames, envelopeSizeBytes, lengthPrefixBytes, makePacker } from "./framing.ts"
+import type { LocalIdentity } from "./handshake.ts"
+import { initiate } from "./handshake.ts"
+import type { PeerLimits } from "./limits.ts"
+import type { PeerTlsOptions } from "./sockets.ts"
+import { awaitDrain, connect, SocketReader } from "./sockets.ts"
+import { OutboundSnapshot } from "./snapshots.ts"
+
+export interface PeerLinkOptions {
+  readonly local: LocalIdentity
+  readonly peer: NodeId
+  readonly address: string
+  readonly limits: PeerLimits
+  /** Seeds this link's backoff jitter. */
+  readonly seed: number
+  readonly tls: PeerTlsOptions | null
+}
+
+export interface LinkStats {
+  readonly peer: NodeId
+  readonly address: string
+  /** A handshaken connection is up. */
+  readonly connected: boolean
+  /** Envelopes handed to the socket (a snapshot counts once its last chunk is). */
+  readonly sent: number
+  /** Envelopes given up: queue full (by count or bytes), too large for a frame, a duplicate of
+   * the snapshot already in flight, or waiting when their connection died. */
+  readonly dropped: number
+  /** Connections made after the first one. */
+  readonly reconnects: number
+  /** Connection attempts that failed (unreachable, refused, timed out). */
+  readonly connectFailures: number
+  /** Envelopes and estimated bytes waiting in the queue. */
+  readonly queued: number
+  readonly queuedBytes: number
+  /** Bytes the socket holds unsent right now. */
+  readonly writeBufferBytes: number
+  readonly bytesWritten: number
+}
+
+export interface PeerLink {
+  readonly peer: NodeId
+  readonly address: string
+  /** Queues the envelope or drops it (counted) when the queue is full; never waits. */
+  readonly send: (envelope: Envelope) => Effect.Effect<void>
+  readonly stats: Effect.Effect<LinkStats>
+}
+
+type LinkMessage =
+  | { readonly _tag: "Send"; readonly envelope: Envelope; readonly bytes: number }
+  /** Self-addressed: keep pumping the snapshot in flight. */
+  | { readonly _tag: "Continue" }
+
+interface Connection {
+  readonly socket: net.Socket
+  readonly packer: FramePacker
+  closed: boolean
+}
+
+/** Delays between connection attempts: base · 2^n, capped, then scaled by a random factor in
+ * [0.5, 1] (so never above the cap). Draws from the Random service in the fiber's context. */
+export function reconnectSchedule(baseMs: number, capMs: number): Schedule.Schedule<unknown> {
+  return Schedule.exponential(Duration.millis(baseMs), 2).pipe(
+    Schedule.union(Schedule.spaced(Duration.millis(capMs))),
+    Schedule.jitteredWith({ min: 0.5, max: 1 })
+  )
+}
+
+/** Starts the link in the current scope; closing the scope stops it and closes its socket. */
+export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { address, limits, local, peer } = options
+    const counters = { sent: 0, dropped: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0 }
+    // What the actor owns, kept here so `stats` and the finalizer can see it.
+    let connection: Connection | null = null
+    let attempt: net.Socket | null = null // the socket of the attempt in progress
+    let snapshot: OutboundSnapshot | null = null
+    let nextTransfer = 1
+    let continuePending = false
+    let failuresInARow = 0
+    const random = Random.make(options.seed)
+    const schedule = reconnectSchedule(limits.reconnectBaseMs, limits.reconnectCapMs)
+
+    const destroyAll = () => {
+      connection?.socket.destroy()
+      attempt?.destroy()
+      connection = null
+      attempt = null
+    }
+    yield* Effect.addFinalizer(() => Effect.sync(destroyAll))
+
+    const connectOnce: Effect.Effect<Connection, ConnectionError> = Effect.gen(function*() {
+      const socket = yield* connect({
+        address,
+        timeoutMs: limits.connectTimeoutMs,
+        keepAliveMs: limits.keepAliveMs,
+        tls: options.tls,
+        onSocket: (socket) => {
+          attempt?.destroy()
+          attempt = socket
+        }
+      })
+      const reader = new SocketReader(socket, limits.handshakeBytesMax)
+      yield* initiate({ socket, reader, local, peer, timeoutMs: limits.handshakeTimeoutMs })
+      const made: Connection = { socket, packer: makePacker(), closed: socket.destroyed }
+      // The acceptor sends nothing after its hello: read and discard, so an end or a reset
+      // is noticed at once rather than at the next write.
+      const lost = () => {
+        made.closed = true
+        socket.destroy()
+      }
+      socket.on("close", lost)
+      socket.on("end", lost)
+      socket.on("data", () => {})
+      attempt = null
+      return made
+    }).pipe(
+      Effect.tapError(() =>
+        Effect.sync(() => {
+          attempt?.destroy()
+          attempt = null
+        })
+      )
+    )
+
+    const logFailure = (error: ConnectionError) =>
+      Effect.suspend(() => {
+        counters.connectFailures++
+        failuresInARow++
+        if (error._tag === "HandshakeRefused") {
+          const who = error.by === "remote" ? `peer ${peer} at ${address} refused our handshake` : `refusing peer at ${address}`
+          return Effect.logWarning(`${who}: ${error.reason}`)
+        }
+        const detail = error._tag === "ConnectionTimeout" ? `${error.phase} timed out after ${error.timeoutMs} ms` : error._tag === "ConnectionClosed" ? error.detail : error._tag
+        const line = `cannot reach peer ${peer} at ${address} (attempt ${failuresInARow}): ${detail}`
+        return failuresInARow === 1 ? Effect.logInfo(line) : Effect.logDebug(line)
+      })
+
+    /** A live connection, made with backoff if there is none (retries until interrupted). */
+    const ensureConnection = Effect.gen(function*() {
+      if (connection !== null && !connection.closed) return connection
+      if (connection !== null) {
+        yield* Effect.logInfo(`connection to peer ${peer} at ${address} lost; reconnecting`)
+        connection.socket.destroy()
+        connection = null
+        if (snapshot !== null) {
+          counters.dropped++
+          snapshot = null
+        }
+      }
+      const made = yield* connectOnce.pipe(
+        Effect.tapError(logFailure),
+        Effect.retry(schedule),
+        Effect.withRandom(random),
+        Effect.orDie // the schedule never ends: only interruption leaves the loop
+      )
+      counters.connects++
+      failuresInARow = 0
+      yield* Effect.logInfo(`connected to peer ${peer} at ${address}`)
+      connection = made
+      return made
+    })
+
+    /** A connection the link may write to now: waits out a full write buffer, and replaces a
+     * connection whose buffer does not drain within `stallTimeoutMs`. */
+    const writableConnection: Effect.Effect<Connection> = Effect.gen(function*() {
+      while (true) {
+        const current = yield* ensureConnection
+        if (current.socket.writableLength <= limits.writeBufferBytesMax) return current
+        const drained = yield* Effect.either(awaitDrain(current.socket, limits.stallTimeoutMs))
+        if (Either.isLeft(drained)) {
+          yield* Effect.logWarning(
+            `peer ${peer} at ${address} has not read ${current.socket.writableLength} bytes for ${limits.stallTimeoutMs} ms; reconnecting`
+          )
+          current.closed = true
+        }
+      }
+    })
+
+    const framesOf = (envelopes: ReadonlyArray<Envelope>): Array<PeerFrame> => {
+      const frames: Array<PeerFrame> = []
+      for (const envelope of envelopes) {
+        const message = envelope.message
+        if (envelopeSizeBytes(envelope) - (envelope.snapshot?.byteLength ?? 0) > limits.frameBytesMax) {
+          counters.dropped++
+          continue
+        }
+        if (envelope.snapshot === null) {
+          frames.push({ _tag: "Message", message })
+          continue
+        }
+        if (message._tag !== "InstallSnapshot" || envelope.snapshot.byteLength > limits.snapshotBytesMax) {
+          counters.dropped++
+          continue
+        }
+        if (snapshot !== null && snapshot.carries(message)) {
+          counters.dropped++ // a Raft retry of the transfer already under way
+          continue
+        }
+        if (snapshot !== null) counters.dropped++ // superseded by a newer one
+        snapshot = new OutboundSnapshot(nextTransfer++, message, envelope.snapshot, limits.snapshotChunkBytes)
+        frames.push(snapshot.begin)
+      }
+      return frames
+    }
+
+    let self: Actor.Actor<LinkMessage> | null = null
+    const nudge = Effect.suspend(() => {
+      if (continuePending || self === null) return Effect.void
+      continuePending = true
+      return Effect.catchAll(self.trySend({ _tag: "Continue" }), () => Effect.sync(() => void (continuePending = false)))
+    })
+
+    const receive = (batch: ReadonlyArray<LinkMessage>) =>
+      Effect.gen(function*() {
+        const envelopes: Array<Envelope> = []
+        for (const message of batch) {
+          if (message._tag === "Send") {
+            counters.queuedBytes -= message.bytes
+            envelopes.push(message.envelope)
+          } else {
+            continuePending = false
+          }
+        }
+        const current = yield* writableConnection
+        const frames = framesOf(envelopes)
+        let messagesInBatch = frames.filter((frame) => frame._tag === "Message").length
+        const payloads: Array<Uint8Array> = []
+        let batchBytes = 0
+        for (const frame of frames) {
+          const payload = current.packer.pack(frame)
+          payloads.push(payload)
+          batchBytes += lengthPrefixBytes + payload.byteLength
+        }
+        // Snapshot chunks fill what room the write buffer has left, a few per round.
+        let finished = false
+        for (let i = 0; i < limits.snapshotChunksPerRound && snapshot !== null; i++) {
+          if (current.socket.writableLength + batchBytes > limits.writeBufferBytesMax) break
+          const chunk = snapshot.nextChunk()
+          if (chunk !== null) {
+            const payload = current.packer.pack(chunk)
+            payloads.push(payload)
+            batchBytes += lengthPrefixBytes + payload.byteLength
+          }
+          if (snapshot.done) {
+            snapshot = null
+            finished = true
+          }
+        }
+        if (payloads.some((payload) => payload.byteLength > limits.frameBytesMax)) {
+          // The size estimate missed: the frame cannot go, and the frames packed after it may
+          // refer to record structures it defined. Start over on a fresh connection.
+          yield* Effect.logWarning(`a frame for peer ${peer} exceeds ${limits.frameBytesMax} bytes; dropping the batch and reconnecting`)
+          counters.dropped += envelopes.length
+          current.closed = true
+          if (snapshot !== null) {
+            counters.dropped++
+            snapshot = null
+          }
+          return null
+        }
+        if (payloads.length > 0) {
+          current.socket.write(encodeFrames(payloads))
+          counters.bytesWritten += batchBytes
+        }
+        if (finished) messagesInBatch++
+        counters.sent += messagesInBatch
+        if (snapshot !== null) yield* nudge
+        return null
+      })
+
+    const actor = yield* Actor.make<null, LinkMessage, never>({
+      name: `peer-link-${local.nodeId}-to-${peer}`,
+      mailboxCapacity: limits.outboundMessagesMax,
+      batchMax: limits.writeBatchMax,
+      // A restart after a defect starts from nothing: no connection, no transfer.
+      initial: Effect.sync(() => {
+        destroyAll()
+        snapshot = null
+        return null
+      }),
+      receive: (_, batch) => receive(batch),
+      supervision: { restartsMax: 5, windowMs: 60_000 }
+    }).pipe(Effect.annotateLogs({ peer: String(peer), address }))
+    self = actor
+
+    const send = (envelope: Envelope): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const bytes = envelopeSizeBytes(envelope)
+        if (counters.queuedBytes > 0 && counters.queuedBytes + bytes > limits.outboundBytesMax) {
+          counters.dropped++
+          return Effect.void
+        }
+        counters.queuedBytes += bytes
+        return Effect.catchAll(actor.trySend({ _tag: "Send", envelope, bytes }), () =>
+          Effect.sync(() => {
+            counters.queuedBytes -= bytes
+            counters.dropped++
+          }))
+      })
+
+    const stats = Effect.map(actor.size, (queued): LinkStats => ({
+      peer,
+      address,
+      connected: connection !== null && !connection.closed,
+      sent: counters.sent,
+      dropped: counters.dropped,
+      reconnects: Math.max(0, counters.connects - 1),
+      connectFailures: counters.connectFailures,
+      queued,
+      queuedBytes: counters.queuedBytes,
+      writeBufferBytes: connection?.socket.writableLength ?? 0,
+      bytesWritten: counters.bytesWritten
+    }))
+
+    return { peer, address, send, stats }
+  })

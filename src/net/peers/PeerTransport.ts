@@ -1,0 +1,350 @@
+// The Transport service over TCP: one listening address per node serves peers and dqlite
+// clients (told apart by the first word, see handshake.ts); one PeerLink per remote node
+// carries our outbound traffic, and inbound peer connections carry theirs.
+import * as net from "node:net"
+import * as tls from "node:tls"
+import type { Scope } from "effect"
+import { Context, Duration, Effect, Either, ExecutionStrategy, Exit, FiberSet, Layer, Scope as ScopeOps } from "effect"
+import type { Envelope } from "../../actors/LogWriter.ts"
+import type { NodeId } from "../../raft/types.ts"
+import type { ConnectionError } from "./errors.ts"
+import { ConnectionTimeout, ListenFailed } from "./errors.ts"
+import { makeUnpacker } from "./framing.ts"
+import type { Hello, LocalIdentity } from "./handshake.ts"
+import { classifyFirstWord, peerProtocolVersion, respond, wordBytes } from "./handshake.ts"
+import type { PeerLimits } from "./limits.ts"
+import { peerLimits } from "./limits.ts"
+import type { LinkStats, PeerLink } from "./PeerLink.ts"
+import * as PeerLinkModule from "./PeerLink.ts"
+import type { PeerTlsOptions } from "./sockets.ts"
+import { closeGracefully, formatAddress, guard, parseAddress, remoteOf, SocketReader } from "./sockets.ts"
+import { SnapshotAssembler } from "./snapshots.ts"
+
+export interface InboundStats {
+  /** Connections open now (peers and clients not yet handed over). */
+  readonly connections: number
+  readonly accepted: number
+  /** Handed to the client-connection handler. */
+  readonly clientConnections: number
+  /** Closed at once: too many connections, an unknown first word, or nothing within the
+   * handshake timeout. */
+  readonly rejected: number
+  /** Peer handshakes we refused (cluster, version, node id, certificate). */
+  readonly refused: number
+  /** Peer connections closed for a protocol error after the handshake. */
+  readonly protocolErrors: number
+  /** Envelopes handed to the `serve` handler. */
+  readonly received: number
+  /** Envelopes that arrived before any handler was registered. */
+  readonly droppedNoHandler: number
+  /** Envelopes whose from/to did not match the connection's handshake. */
+  readonly droppedMisaddressed: number
+  readonly snapshotsReceived: number
+  readonly snapshotsDropped: number
+}
+
+export interface TransportStats {
+  readonly links: ReadonlyArray<LinkStats>
+  readonly inbound: InboundStats
+  /** Envelopes for a node we have no link to. */
+  readonly unroutable: number
+}
+
+export interface TransportService {
+  readonly nodeId: NodeId
+  /** The address actually listened on (port 0 resolved to the port chosen). */
+  readonly address: string
+  /** Routes by `envelope.message.to`; never waits (a full link drops and counts). */
+  readonly send: (envelope: Envelope) => Effect.Effect<void>
+  /** The peers to keep links to: links to new nodes (or new addresses) start, links to nodes
+   * no longer listed close. Our own id is ignored. */
+  readonly setPeers: (peers: ReadonlyMap<NodeId, string>) => Effect.Effect<void>
+  /** Registers (replaces) the handler of inbound envelopes, e.g. `RaftNode.deliver`. It runs
+   * on the connection's fiber: while it waits, that connection is not read. */
+  readonly serve: (onEnvelope: (envelope: Envelope) => Effect.Effect<void>) => Effect.Effect<void>
+  readonly stats: Effect.Effect<TransportStats>
+}
+
+export class Transport extends Context.Tag("tqlite/net/Transport")<Transport, TransportService>() {}
+
+/** Takes a connection whose first word was a dqlite protocol version (`1n` or the legacy one).
+ * The socket is positioned right after that word (bytes read past it were pushed back with
+ * `unshift`). The effect should last as long as the connection: when it ends, or the transport
+ * shuts down and interrupts it, the socket is destroyed. */
+export type ClientConnectionHandler = (socket: net.Socket, version: bigint) => Effect.Effect<void>
+
+export interface TcpTransportOptions {
+  readonly nodeId: NodeId
+  readonly clusterId: string
+  /** "host:port"; port 0 picks a free one (see `address`). */
+  readonly listen: string
+  readonly limits?: Partial<PeerLimits>
+  /** Seeds the links' backoff jitter; defaults to the node id. */
+  readonly seed?: number
+  /** Mutual TLS between peers, and TLS for clients on the same address. */
+  readonly tls?: PeerTlsOptions
+  /** Defaults to closing the connection. */
+  readonly onClientConnection?: ClientConnectionHandler
+  /** Only for tests of version refusal. */
+  readonly protocolVersion?: number
+}
+
+interface LinkEntry {
+  readonly link: PeerLink
+  readonly address: string
+  readonly scope: ScopeOps.CloseableScope
+}
+
+/** The transport in the current scope: listening once this succeeds, closed with the scope. */
+export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportService, ListenFailed, Scope.Scope> =>
+  Effect.gen(function*() {
+    const limits = peerLimits(options.limits)
+    const nodeId = options.nodeId
+    const local: LocalIdentity = { clusterId: options.clusterId, nodeId, version: options.protocolVersion ?? peerProtocolVersion }
+    const baseSeed = options.seed ?? nodeId
+    const onClientConnection = options.onClientConnection ?? (() => Effect.void)
+    const secure = options.tls ?? null
+    const layerScope = yield* Effect.scope
+    const links = new Map<NodeId, LinkEntry>()
+    const linksLock = yield* Effect.makeSemaphore(1)
+    let onEnvelope: ((envelope: Envelope) => Effect.Effect<void>) | null = null
+    let unroutable = 0
+    const inbound = {
+      connections: 0,
+      accepted: 0,
+      clientConnections: 0,
+      rejected: 0,
+      refused: 0,
+      protocolErrors: 0,
+      received: 0,
+      droppedNoHandler: 0,
+      droppedMisaddressed: 0,
+      snapshotsReceived: 0,
+      snapshotsDropped: 0
+    }
+    const sockets = new Set<net.Socket>()
+    /** The newest inbound connection of each peer: an older one is closed when it reconnects. */
+    const peerSockets = new Map<NodeId, net.Socket>()
+
+    const deliver = (envelope: Envelope, hello: Hello) =>
+      Effect.suspend(() => {
+        const { from, to } = envelope.message
+        if (from !== hello.nodeId || to !== nodeId) {
+          inbound.droppedMisaddressed++
+          return Effect.logDebug(`dropping a message from ${from} to ${to} that came over node ${hello.nodeId}'s connection`)
+        }
+        if (onEnvelope === null) {
+          inbound.droppedNoHandler++
+          return Effect.void
+        }
+        inbound.received++
+        return onEnvelope(envelope)
+      })
+
+    const servePeer = (socket: net.Socket, reader: SocketReader, magicVersion: number) =>
+      Effect.gen(function*() {
+        if (secure !== null && !(socket as tls.TLSSocket).authorized) {
+          inbound.refused++
+          const why = (socket as tls.TLSSocket).authorizationError ?? "no client certificate"
+          return yield* Effect.logWarning(`refusing peer connection from ${remoteOf(socket)}: its certificate is not trusted (${String(why)})`)
+        }
+        const handshake = yield* Effect.either(respond({ socket, reader, local, magicVersion, timeoutMs: limits.handshakeTimeoutMs }))
+        if (Either.isLeft(handshake)) {
+          const error = handshake.left
+          if (error._tag === "HandshakeRefused") {
+            inbound.refused++
+            yield* Effect.logWarning(`refusing peer connection from ${remoteOf(socket)}: ${error.reason}`)
+            return yield* closeGracefully(socket, limits.handshakeTimeoutMs)
+          }
+          inbound.rejected++
+          return yield* Effect.logWarning(`closing connection from ${remoteOf(socket)} during the peer handshake: ${describe(error)}`)
+        }
+        const hello = handshake.right
+        peerSockets.get(hello.nodeId)?.destroy()
+        peerSockets.set(hello.nodeId, socket)
+        yield* Effect.logDebug(`peer ${hello.nodeId} connected from ${remoteOf(socket)}`)
+        reader.decoder.frameBytesMax = limits.frameBytesMax
+        const unpacker = makeUnpacker()
+        const snapshots = new SnapshotAssembler(limits.snapshotBytesMax, limits.frameBytesMax)
+        const failure = yield* Effect.flip(Effect.forever(Effect.gen(function*() {
+          const frame = yield* Effect.flatMap(reader.readFrame, unpacker.unpack)
+          switch (frame._tag) {
+            case "Message":
+              return yield* deliver({ message: frame.message, snapshot: null }, hello)
+            case "SnapshotBegin":
+            case "SnapshotChunk": {
+              const result = frame._tag === "SnapshotBegin" ? snapshots.begin(frame) : snapshots.chunk(frame)
+              if (result.dropped !== null) {
+                inbound.snapshotsDropped++
+                yield* Effect.logWarning(`snapshot from peer ${hello.nodeId} dropped: ${result.dropped}`)
+              }
+              if (result.completed !== null) {
+                inbound.snapshotsReceived++
+                yield* deliver(result.completed, hello)
+              }
+              return
+            }
+          }
+        })))
+        if (peerSockets.get(hello.nodeId) === socket) peerSockets.delete(hello.nodeId)
+        if (failure._tag === "ConnectionClosed") {
+          return yield* Effect.logDebug(`peer ${hello.nodeId} disconnected: ${failure.detail}`)
+        }
+        inbound.protocolErrors++
+        yield* Effect.logWarning(`closing connection from peer ${hello.nodeId} at ${remoteOf(socket)}: ${describe(failure)}`)
+      })
+
+    const handleInbound = (socket: net.Socket) =>
+      Effect.gen(function*() {
+        const reader = new SocketReader(socket, limits.handshakeBytesMax)
+        const word = yield* Effect.either(reader.readExactly(wordBytes).pipe(
+          Effect.timeoutFail({
+            duration: Duration.millis(limits.handshakeTimeoutMs),
+            onTimeout: () => new ConnectionTimeout({ phase: "first-word", timeoutMs: limits.handshakeTimeoutMs })
+          })
+        ))
+        if (Either.isLeft(word)) {
+          inbound.rejected++
+          return yield* Effect.logDebug(`closing connection from ${remoteOf(socket)}: ${describe(word.left)}`)
+        }
+        const kind = classifyFirstWord(word.right)
+        switch (kind._tag) {
+          case "Client": {
+            inbound.clientConnections++
+            const rest = reader.decoder.takeAll()
+            if (rest.byteLength > 0) socket.unshift(rest)
+            return yield* onClientConnection(socket, kind.version)
+          }
+          case "Unknown":
+            inbound.rejected++
+            return yield* Effect.logDebug(`closing connection from ${remoteOf(socket)}: first word 0x${kind.word.toString(16)} is neither a dqlite version nor a tqlite peer`)
+          case "Peer":
+            return yield* servePeer(socket, reader, kind.version)
+        }
+      }).pipe(
+        Effect.ensuring(Effect.sync(() => {
+          socket.destroy()
+          sockets.delete(socket)
+          inbound.connections--
+        })),
+        Effect.annotateLogs({ node: String(nodeId), remote: remoteOf(socket) })
+      )
+
+    // Connection fibers live in a FiberSet made before the server: the server is closed (and
+    // every socket destroyed) first, then the fibers are interrupted.
+    const runFork = yield* FiberSet.makeRuntime<never>()
+    const server = secure === null
+      ? net.createServer()
+      : tls.createServer({
+        cert: secure.cert,
+        key: secure.key,
+        ca: secure.ca,
+        requestCert: true,
+        rejectUnauthorized: false,
+        handshakeTimeout: limits.handshakeTimeoutMs
+      })
+    server.on(secure === null ? "connection" : "secureConnection", (socket: net.Socket) => {
+      guard(socket, limits.keepAliveMs)
+      if (sockets.size >= limits.inboundConnectionsMax) {
+        inbound.rejected++
+        socket.destroy()
+        return
+      }
+      sockets.add(socket)
+      inbound.accepted++
+      inbound.connections++
+      runFork(handleInbound(socket))
+    })
+    server.on("tlsClientError", (_error: Error, socket: net.Socket) => {
+      inbound.rejected++
+      socket.destroy()
+    })
+    const address = yield* Effect.acquireRelease(listen(server, options.listen), () =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        for (const socket of sockets) socket.destroy()
+      }).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore))
+
+    const setPeers = (peers: ReadonlyMap<NodeId, string>) =>
+      linksLock.withPermits(1)(Effect.gen(function*() {
+        for (const [id, entry] of [...links]) {
+          if (peers.get(id) === entry.address) continue
+          links.delete(id)
+          yield* ScopeOps.close(entry.scope, Exit.void)
+        }
+        for (const [id, peerAddress] of peers) {
+          if (id === nodeId || links.has(id)) continue
+          const valid = Either.try(() => parseAddress(peerAddress))
+          if (Either.isLeft(valid)) {
+            yield* Effect.logError(`no link to peer ${id}: ${String(valid.left)}`)
+            continue
+          }
+          const scope = yield* ScopeOps.fork(layerScope, ExecutionStrategy.sequential)
+          const link = yield* PeerLinkModule.make({
+            local,
+            peer: id,
+            address: peerAddress,
+            limits,
+            seed: (baseSeed * 65_537 + nodeId) * 65_537 + id,
+            tls: secure
+          }).pipe(ScopeOps.extend(scope), Effect.annotateLogs({ node: String(nodeId) }))
+          links.set(id, { link, address: peerAddress, scope })
+        }
+      }))
+
+    const send = (envelope: Envelope): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const entry = links.get(envelope.message.to)
+        if (entry === undefined) {
+          unroutable++
+          return Effect.void
+        }
+        return entry.link.send(envelope)
+      })
+
+    const serve = (handler: (envelope: Envelope) => Effect.Effect<void>) => Effect.sync(() => void (onEnvelope = handler))
+
+    const stats = Effect.map(
+      Effect.forEach([...links.values()], (entry) => entry.link.stats),
+      (linkStats): TransportStats => ({ links: linkStats, inbound: { ...inbound }, unroutable })
+    )
+
+    return { nodeId, address, send, setPeers, serve, stats }
+  })
+
+export const layerTcp = (options: TcpTransportOptions): Layer.Layer<Transport, ListenFailed> => Layer.scoped(Transport, makeTcp(options))
+
+function listen(server: net.Server, address: string): Effect.Effect<string, ListenFailed> {
+  return Effect.async<string, ListenFailed>((resume) => {
+    let hostPort: { host: string; port: number }
+    try {
+      hostPort = parseAddress(address)
+    } catch (cause) {
+      return resume(Effect.fail(new ListenFailed({ address, cause })))
+    }
+    const onError = (cause: Error) => resume(Effect.fail(new ListenFailed({ address, cause })))
+    server.once("error", onError)
+    server.listen(hostPort.port, hostPort.host, () => {
+      server.off("error", onError)
+      // Later server errors (rare: e.g. EMFILE on accept) must not crash the process.
+      server.on("error", () => {})
+      const bound = server.address()
+      resume(Effect.succeed(bound !== null && typeof bound === "object" ? formatAddress(bound.address, bound.port) : address))
+    })
+  })
+}
+
+function describe(error: ConnectionError): string {
+  switch (error._tag) {
+    case "FrameTooLarge":
+      return `frame of ${error.frameBytes} bytes exceeds the ${error.frameBytesMax} allowed`
+    case "MalformedFrame":
+      return `malformed frame: ${error.detail}`
+    case "HandshakeRefused":
+      return error.reason
+    case "ConnectionClosed":
+      return error.detail
+    case "ConnectionTimeout":
+      return `${error.phase} timed out after ${error.timeoutMs} ms`
+  }
+}

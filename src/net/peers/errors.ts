@@ -1,0 +1,53 @@
+// The expected failures of peer links: one tag per thing a caller does differently. All of
+// them end the connection they happened on; the link reconnects, an inbound one is just closed.
+import { Data } from "effect"
+import type { NodeId } from "../../raft/types.ts"
+
+/** A frame announced more bytes than the limit; nothing of that size was allocated. */
+export class FrameTooLarge extends Data.TaggedError("FrameTooLarge")<{
+  readonly frameBytes: number
+  readonly frameBytesMax: number
+}> {}
+
+/** Bytes that do not decode as what the protocol expects at that point. */
+export class MalformedFrame extends Data.TaggedError("MalformedFrame")<{
+  readonly detail: string
+  readonly cause?: unknown
+}> {}
+
+export type FrameError = FrameTooLarge | MalformedFrame
+
+/** One side of the handshake refused the other (wrong cluster, version or node). `reason`
+ * is what the log line says. */
+export class HandshakeRefused extends Data.TaggedError("HandshakeRefused")<{
+  readonly reason: string
+  /** Who refused: we did, or the remote side told us so. */
+  readonly by: "local" | "remote"
+}> {}
+
+/** The connection ended (EOF, reset, destroyed) or failed at the socket level. */
+export class ConnectionClosed extends Data.TaggedError("ConnectionClosed")<{
+  readonly detail: string
+  readonly cause?: unknown
+}> {}
+
+/** A wait on the connection (connect, handshake, drain) took longer than its limit. */
+export class ConnectionTimeout extends Data.TaggedError("ConnectionTimeout")<{
+  readonly phase: "connect" | "handshake" | "first-word" | "drain"
+  readonly timeoutMs: number
+}> {}
+
+/** A connection attempt to a peer failed; the link retries with backoff. */
+export class PeerUnreachable extends Data.TaggedError("PeerUnreachable")<{
+  readonly node: NodeId
+  readonly address: string
+  readonly cause: unknown
+}> {}
+
+export type ConnectionError = FrameError | HandshakeRefused | ConnectionClosed | ConnectionTimeout
+
+/** The transport could not listen on its address (in use, not ours, malformed). */
+export class ListenFailed extends Data.TaggedError("ListenFailed")<{
+  readonly address: string
+  readonly cause: unknown
+}> {}

@@ -1,0 +1,178 @@
+// Length-prefixed frames over arbitrary chunk boundaries, the size limit, and the msgpackr
+// codec of peer frames (records, bytes and numbers round-trip; garbage is a typed error).
+import fc from "fast-check"
+import { describe, expect, it } from "@effect/vitest"
+import { Either } from "effect"
+import type { PeerFrame } from "../../../src/net/peers/framing.ts"
+import { encodeFrames, envelopeSizeBytes, FrameDecoder, makePacker, makeUnpacker } from "../../../src/net/peers/framing.ts"
+import { message, plain, prng } from "./helpers.ts"
+
+/** Pulls every whole frame the decoder has. */
+function drain(decoder: FrameDecoder): Array<Uint8Array> {
+  const frames: Array<Uint8Array> = []
+  while (true) {
+    const next = decoder.next()
+    if (Either.isLeft(next)) throw next.left
+    if (next.right === null) return frames
+    frames.push(next.right)
+  }
+}
+
+describe("framing", () => {
+  it("frames survive any split of the byte stream", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ minLength: 1, maxLength: 3000 }), { minLength: 1, maxLength: 40 }),
+        fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 50 }),
+        (payloads, cuts) => {
+          const stream = encodeFrames(payloads)
+          const decoder = new FrameDecoder(4096)
+          const frames: Array<Uint8Array> = []
+          let offset = 0
+          for (let i = 0; offset < stream.byteLength; i++) {
+            const size = cuts[i % cuts.length]!
+            decoder.push(stream.subarray(offset, offset + size))
+            offset += size
+            frames.push(...drain(decoder))
+          }
+          expect(frames.map((f) => Array.from(f))).toEqual(payloads.map((p) => Array.from(p)))
+          expect(decoder.bufferedBytes).toBe(0)
+        }
+      ),
+      { numRuns: 200 }
+    )
+  })
+
+  it("byte-at-a-time delivery of a large frame works and stays linear", () => {
+    const random = prng(7)
+    const payload = random.bytes(300_000)
+    const stream = encodeFrames([payload, Uint8Array.of(1)])
+    const decoder = new FrameDecoder(1 << 20)
+    const frames: Array<Uint8Array> = []
+    for (let i = 0; i < stream.byteLength; i++) {
+      decoder.push(stream.subarray(i, i + 1))
+      frames.push(...drain(decoder))
+    }
+    expect(frames.length).toBe(2)
+    expect(Buffer.compare(frames[0]!, payload)).toBe(0)
+    expect(Array.from(frames[1]!)).toEqual([1])
+  })
+
+  it("a frame announcing more than the limit is FrameTooLarge as soon as its length arrives", () => {
+    const decoder = new FrameDecoder(1024)
+    decoder.push(Uint8Array.of(0xff, 0xff, 0xff)) // 3 of the 4 length bytes: not yet known
+    expect(decoder.next()).toEqual(Either.right(null))
+    decoder.push(Uint8Array.of(0xff))
+    const result = decoder.next()
+    expect(Either.isLeft(result)).toBe(true)
+    if (Either.isLeft(result)) {
+      expect(result.left._tag).toBe("FrameTooLarge")
+      expect(result.left).toMatchObject({ frameBytes: 0xffffffff, frameBytesMax: 1024 })
+    }
+    expect(decoder.bufferedBytes).toBe(4) // nothing of the announced size was allocated or awaited
+    // The limit is inclusive.
+    const exact = new FrameDecoder(5)
+    exact.push(encodeFrames([Uint8Array.of(1, 2, 3, 4, 5)]))
+    expect(drain(exact).length).toBe(1)
+  })
+
+  it("an empty frame is malformed", () => {
+    const decoder = new FrameDecoder(1024)
+    decoder.push(Uint8Array.of(0, 0, 0, 0))
+    const result = decoder.next()
+    expect(Either.isLeft(result) && result.left._tag).toBe("MalformedFrame")
+  })
+
+  it("the first word can be taken before frames, and leftovers handed back", () => {
+    const decoder = new FrameDecoder(64)
+    decoder.push(Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8, 9, 10))
+    expect(Array.from(decoder.take(8))).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+    expect(Array.from(decoder.takeAll())).toEqual([9, 10])
+    expect(decoder.bufferedBytes).toBe(0)
+  })
+})
+
+describe("msgpackr codec of peer frames", () => {
+  it("every kind of Raft message round-trips, in sequence, with bytes as bytes and numbers as numbers", () => {
+    fc.assert(
+      fc.property(fc.array(message, { minLength: 1, maxLength: 30 }), (messages) => {
+        const packer = makePacker()
+        const unpacker = makeUnpacker()
+        for (const m of messages) {
+          const decoded = unpacker.unpack(packer.pack({ _tag: "Message", message: m }))
+          expect(Either.isRight(decoded)).toBe(true)
+          if (Either.isLeft(decoded)) return
+          expect(plain(decoded.right)).toEqual(plain({ _tag: "Message", message: m }))
+          if (decoded.right._tag === "Message" && decoded.right.message._tag === "AppendEntries") {
+            for (const e of decoded.right.message.entries) {
+              if (e.kind === "command") expect(e.data).toBeInstanceOf(Uint8Array)
+              expect(typeof e.index).toBe("number")
+            }
+          }
+        }
+      }),
+      { numRuns: 150 }
+    )
+  })
+
+  it("large safe integers stay numbers (not bigint) and snapshot chunk data stays bytes", () => {
+    const packer = makePacker()
+    const unpacker = makeUnpacker()
+    const big = Number.MAX_SAFE_INTEGER
+    const frames: Array<PeerFrame> = [
+      { _tag: "Message", message: { _tag: "Heartbeat", from: 1, to: 2, term: big, commit: 2 ** 40, context: 2 ** 32 } },
+      { _tag: "SnapshotChunk", transfer: 3, seq: 0, data: new Uint8Array([0, 255, 7]) }
+    ]
+    const decoded = frames.map((f) => Either.getOrThrow(unpacker.unpack(packer.pack(f))))
+    expect(decoded[0]).toEqual(frames[0])
+    const heartbeat = decoded[0]!._tag === "Message" ? decoded[0]!.message : null
+    expect(typeof (heartbeat as { term: unknown }).term).toBe("number")
+    const chunk = decoded[1]!
+    expect(chunk._tag === "SnapshotChunk" && chunk.data instanceof Uint8Array && Array.from(chunk.data)).toEqual([0, 255, 7])
+  })
+
+  it("records are defined once per connection: later frames are smaller, and need the earlier ones", () => {
+    const packer = makePacker()
+    const frame: PeerFrame = { _tag: "Message", message: { _tag: "HeartbeatResponse", from: 1, to: 2, term: 3, context: 4 } }
+    const first = packer.pack(frame)
+    const second = packer.pack(frame)
+    expect(second.byteLength).toBeLessThan(first.byteLength)
+    // A decoder that missed the first frame cannot read the second: codecs are per connection.
+    expect(Either.isLeft(makeUnpacker().unpack(second))).toBe(true)
+    // Codecs share nothing: another connection's first frame is whole on its own.
+    expect(Either.getOrThrow(makeUnpacker().unpack(makePacker().pack(frame)))).toEqual(frame)
+  })
+
+  it("garbage payloads are MalformedFrame, never an exception", () => {
+    const random = prng(99)
+    for (let i = 0; i < 3000; i++) {
+      const unpacker = makeUnpacker()
+      const bytes = random.bytes(1 + random.int(64))
+      const result = unpacker.unpack(bytes)
+      if (Either.isLeft(result)) expect(result.left._tag).toBe("MalformedFrame")
+    }
+    // Well-formed msgpack that is not a frame, or a frame whose message is wrong.
+    const packer = makePacker()
+    const unpacker = makeUnpacker()
+    const wrong = [
+      { hello: 1 },
+      { _tag: "Message", message: { _tag: "Heartbeat", from: 1, to: 2, term: "3", commit: 0, context: 0 } },
+      { _tag: "Message", message: { _tag: "AppendEntries", from: 1, to: 2, term: 3, prevIndex: 0, prevTerm: 0, commit: 0, entries: [{ kind: "command", term: 1, index: 1, data: "x" }] } },
+      { _tag: "SnapshotBegin", transfer: 1, totalBytes: 1, chunkCount: 1, message: { _tag: "TimeoutNow", from: 1, to: 2, term: 1 } },
+      { _tag: "Message", message: { _tag: "Nope", from: 1, to: 2, term: 1 } }
+    ]
+    for (const value of wrong) {
+      const result = unpacker.unpack(packer.pack(value as unknown as PeerFrame))
+      expect(Either.isLeft(result) && result.left._tag).toBe("MalformedFrame")
+    }
+  })
+
+  it("the size estimate counts entry payloads and snapshot data", () => {
+    const data = new Uint8Array(10_000)
+    expect(envelopeSizeBytes({
+      message: { _tag: "AppendEntries", from: 1, to: 2, term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [{ kind: "command", term: 1, index: 1, data }] },
+      snapshot: null
+    })).toBeGreaterThan(10_000)
+    expect(envelopeSizeBytes({ message: { _tag: "TimeoutNow", from: 1, to: 2, term: 1 }, snapshot: data })).toBeGreaterThan(10_000)
+  })
+})
