@@ -4,17 +4,22 @@
 // the log writer had not persisted is gone). Network deliveries happen on tick boundaries, so a
 // run advances the clock one tick at a time and stays deterministic.
 import { Packr } from "msgpackr"
-import { Effect, Exit, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
 import type { Applied } from "../../../src/actors/Applier.ts"
 import type { Envelope, PersistBatch } from "../../../src/actors/LogWriter.ts"
 import type { RaftNode } from "../../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../../src/actors/RaftActor.ts"
 import { defaultRaftConfig } from "../../../src/raft/config.ts"
-import { bootstrap, emptyRecovered } from "../../../src/raft/core.ts"
+import { bootstrap } from "../../../src/raft/core.ts"
 import type { Message } from "../../../src/raft/messages.ts"
-import type { Entry, Membership, NodeId, SnapshotMeta } from "../../../src/raft/types.ts"
-import { makeMemoryLogStore } from "../../../src/storage/LogStore.ts"
-import type { LogStoreService } from "../../../src/storage/LogStore.ts"
+import type { Membership, NodeId, SnapshotMeta } from "../../../src/raft/types.ts"
+import { Disk } from "../../../src/storage/Disk.ts"
+import type { Recovered } from "../../../src/raft/core.ts"
+import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
+import { Snapshots } from "../../../src/storage/Snapshots.ts"
+import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
+import type { CrashMode, SimDisk } from "../SimDisk.ts"
+import { makeSimDisk } from "../SimDisk.ts"
 import type { SafetyChecker } from "../checkers/safety.ts"
 import type { KvApplyResult } from "../kv.ts"
 import { KvMachine } from "../kv.ts"
@@ -31,11 +36,44 @@ export interface FullKnobs {
 type KvResult = KvApplyResult | undefined
 export type KvNode = RaftNode<KvResult, KvMachine>
 
+/** A node's disk: the segment log and the snapshot store live on it and survive its crashes
+ * exactly as far as they fsynced. */
 interface Stored {
-  readonly log: LogStoreService
-  readonly snapshots: Map<number, { meta: SnapshotMeta; data: Uint8Array }>
-  readonly bootstrapped: boolean
+  readonly disk: SimDisk
+  /** The founding members' first entry, written at first start. */
+  readonly bootstrap: Recovered | null
 }
+
+const logDir = "/data/log"
+const snapshotDir = "/data/snapshots"
+export const clusterId = "sim-cluster"
+
+const readAll = (snapshots: SnapshotsService, meta: SnapshotMeta) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const reader = yield* snapshots.open(meta)
+      const data = new Uint8Array(reader.sizeBytes)
+      let offset = 0
+      while (offset < reader.sizeBytes) {
+        const chunk = yield* reader.read(offset)
+        if (chunk.length === 0) break
+        data.set(chunk, offset)
+        offset += chunk.length
+      }
+      return data
+    })
+  )
+
+const writeAll = (snapshots: SnapshotsService, meta: SnapshotMeta, data: Uint8Array) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const writer = yield* snapshots.create(meta)
+      for (let offset = 0; offset < data.length; offset += snapshots.chunkBytesMax) {
+        yield* writer.write(data.subarray(offset, offset + snapshots.chunkBytesMax))
+      }
+      yield* writer.commit()
+    })
+  )
 
 export interface FullNode {
   readonly id: NodeId
@@ -67,10 +105,7 @@ export class FullCluster {
     const config: Membership = { members: ids.map((id) => ({ id, address: `node${id}`, role: "voter" as const })) }
     return Effect.gen(this, function*() {
       for (const id of ids) {
-        const log = makeMemoryLogStore()
-        const boot = bootstrap(config)
-        yield* Effect.orDie(log.persist([{ hardState: boot.hardState, entries: boot.entries }]))
-        this.stored.set(id, { log, snapshots: new Map(), bootstrapped: true })
+        this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), bootstrap: bootstrap(config) })
         this.nodes.set(id, { id, raft: null, machine: null, scope: null, restarts: 0 })
         yield* this.start(id)
       }
@@ -78,7 +113,7 @@ export class FullCluster {
   }
 
   addEmpty(id: NodeId): Effect.Effect<void> {
-    this.stored.set(id, { log: makeMemoryLogStore(), snapshots: new Map(), bootstrapped: false })
+    this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), bootstrap: null })
     this.nodes.set(id, { id, raft: null, machine: null, scope: null, restarts: 0 })
     return this.start(id)
   }
@@ -89,31 +124,38 @@ export class FullCluster {
       const node = this.nodes.get(id)
       const stored = this.stored.get(id)
       if (node === undefined || stored === undefined || node.raft !== null) return
-      const loaded = yield* Effect.orDie(stored.log.load)
-      const newest = [...stored.snapshots.values()].sort((a, b) => b.meta.index - a.meta.index)[0] ?? null
-      const snapshot = newest !== null && (loaded.snapshot === null || newest.meta.index >= loaded.snapshot.index) ? newest : null
-      const recovered = stored.bootstrapped || loaded.entries.length > 0 || loaded.snapshot !== null
-        ? { ...loaded, snapshot: snapshot?.meta ?? loaded.snapshot }
-        : emptyRecovered
+      stored.disk.driver.restart()
+      const scope = yield* Scope.make()
+      // Opening the real segment log and snapshot store on this node's simulated disk: recovery
+      // (torn tail cut, checksums checked) runs exactly as after a real power loss.
+      const { log, snapshots } = yield* Effect.gen(function*() {
+        const log = yield* SegmentLog.open({ dir: logDir, clusterId, segmentBytesMax: 16 * 1024 })
+        const context = yield* Layer.build(Snapshots.layer({ dir: snapshotDir, chunkBytesMax: 4096 }))
+        return { log, snapshots: Context.get(context, Snapshots) }
+      }).pipe(Effect.provideService(Disk, stored.disk.service), Scope.extend(scope), Effect.orDie)
+      let loaded = yield* Effect.orDie(log.load)
+      if (loaded.entries.length === 0 && loaded.hardState.term === 0 && stored.bootstrap !== null) {
+        yield* Effect.orDie(log.persist([{ hardState: stored.bootstrap.hardState, entries: stored.bootstrap.entries }]))
+        loaded = yield* Effect.orDie(log.load)
+      }
+      const own = yield* Effect.orDie(snapshots.latest)
+      const snapshot = own !== null && (loaded.snapshot === null || own.index >= loaded.snapshot.index) ? own : loaded.snapshot
+      const recovered: Recovered = { ...loaded, snapshot }
       this.checker.onRestart(id, recovered.hardState.term, recovered.hardState.vote)
       const checker = this.checker
       const sm = new KvMachine((entry) => checker.onApplied(id, entry))
-      if (recovered.snapshot !== null) {
-        const data = stored.snapshots.get(recovered.snapshot.index)?.data
-        if (data !== undefined) {
-          sm.store.restore(data)
-          sm.appliedIndex = recovered.snapshot.index
-        }
+      if (snapshot !== null) {
+        sm.store.restore(yield* Effect.orDie(readAll(snapshots, snapshot)))
+        sm.appliedIndex = snapshot.index
       }
-      const scope = yield* Scope.make()
       const raft = yield* RaftActor.make<KvResult, KvMachine>({
         config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8 },
         recovered,
         stateMachine: sm,
         io: {
-          persist: (batches: ReadonlyArray<PersistBatch>) => stored.log.persist(batches),
-          saveSnapshot: (meta, data) => Effect.sync(() => void stored.snapshots.set(meta.index, { meta, data })),
-          loadSnapshot: (meta) => Effect.sync(() => stored.snapshots.get(meta.index)?.data ?? new Uint8Array()),
+          persist: (batches: ReadonlyArray<PersistBatch>) => log.persist(batches),
+          saveSnapshot: (meta, data) => writeAll(snapshots, meta, data),
+          loadSnapshot: (meta) => readAll(snapshots, meta),
           send: (envelope) => Effect.sync(() => this.send(id, envelope))
         },
         tickMs,
@@ -125,7 +167,7 @@ export class FullCluster {
       node.raft = raft
       node.machine = sm
       node.scope = scope
-      this.trace(`${this.tick} n${id} START term=${recovered.hardState.term}`)
+      this.trace(`${this.tick} n${id} START term=${recovered.hardState.term} log=${recovered.base.index}+${recovered.entries.length} snapshot=${snapshot?.index ?? 0}`)
     })
   }
 
@@ -140,7 +182,10 @@ export class FullCluster {
       node.machine = null
       node.scope = null
       node.restarts++
+      // The node stops wherever it is (its fibers interrupted between two disk calls, finalizers
+      // only close handles), then power goes: whatever was not fsynced is lost or torn.
       yield* Scope.close(scope, Exit.void)
+      this.stored.get(id)?.disk.driver.crash(this.rng.pick<CrashMode>(["lose", "prefix", "sectors"]))
     })
   }
 
