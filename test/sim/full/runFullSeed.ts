@@ -140,24 +140,23 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
           restartAt.set(node.id, cluster.tick + faults.int(1, 20))
         }
       } else if (roll < 0.8) {
-        const leader = cluster.up().find((n) => n.raft !== null)
+        const leader = yield* currentLeader
         if (leader !== undefined) {
           cluster.faults++
-          trace(`${cluster.tick} TRANSFER via n${leader.id}`)
+          trace(`${cluster.tick} TRANSFER from n${leader.id}`)
           yield* Effect.forkDaemon(Effect.ignore(leader.raft.transferLeadership(null)))
         }
       } else if (roll < 0.9 && cluster.nodes.size < 7) {
-        const up = cluster.up()
+        const leader = yield* currentLeader
         const id = Math.max(...cluster.nodes.keys()) + 1
-        if (up.length > 0) {
+        if (leader !== undefined) {
           cluster.faults++
-          trace(`${cluster.tick} ADD n${id}`)
+          trace(`${cluster.tick} ADD n${id} via n${leader.id}`)
           yield* cluster.addEmpty(id)
-          const via = faults.pick(up)
           yield* Effect.forkDaemon(
             Effect.ignore(
-              via.raft.changeMembership({ kind: "add", node: id, address: `node${id}`, role: "standby" }).pipe(
-                Effect.zipRight(via.raft.changeMembership({ kind: "assign", node: id, role: "voter" }))
+              leader.raft.changeMembership({ kind: "add", node: id, address: `node${id}`, role: "standby" }).pipe(
+                Effect.zipRight(leader.raft.changeMembership({ kind: "assign", node: id, role: "voter" }))
               )
             )
           )
@@ -177,6 +176,13 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
       if (yield* converged) return true
     }
     return false
+  })
+
+  const currentLeader = Effect.gen(function*() {
+    for (const node of cluster.up()) {
+      if ((yield* node.raft.status).role === "leader") return node
+    }
+    return undefined
   })
 
   const converged = Effect.gen(function*() {
