@@ -7,7 +7,7 @@
 // Snapshot data goes out in chunks, a few per round between batches of messages.
 import type * as net from "node:net"
 import type { Scope } from "effect"
-import { Duration, Effect, Either, Random, Schedule } from "effect"
+import { Duration, Effect, Either, Random, Runtime, Schedule } from "effect"
 import type { Envelope } from "../../actors/LogWriter.ts"
 import * as Actor from "../../actors/Actor.ts"
 import type { NodeId } from "../../raft/types.ts"
@@ -51,6 +51,8 @@ export interface LinkStats {
   /** Bytes the socket holds unsent right now. */
   readonly writeBufferBytes: number
   readonly bytesWritten: number
+  /** Socket writes made: `sent / writes` is how well batching works. */
+  readonly writes: number
 }
 
 export interface PeerLink {
@@ -85,7 +87,7 @@ export function reconnectSchedule(baseMs: number, capMs: number): Schedule.Sched
 export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { address, limits, local, peer } = options
-    const counters = { sent: 0, dropped: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0 }
+    const counters = { sent: 0, dropped: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0, writes: 0 }
     // What the actor owns, kept here so `stats` and the finalizer can see it.
     let connection: Connection | null = null
     let attempt: net.Socket | null = null // the socket of the attempt in progress
@@ -94,6 +96,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
     let continuePending = false
     let failuresInARow = 0
     const random = Random.make(options.seed)
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const schedule = reconnectSchedule(limits.reconnectBaseMs, limits.reconnectCapMs)
 
     const destroyAll = () => {
@@ -121,8 +124,11 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       // The acceptor sends nothing after its hello: read and discard, so an end or a reset
       // is noticed at once rather than at the next write.
       const lost = () => {
+        if (made.closed) return
         made.closed = true
         socket.destroy()
+        // Reconnect now rather than at the next send, so the link is up when Raft needs it.
+        if (connection === made) runFork(nudge)
       }
       socket.on("close", lost)
       socket.on("end", lost)
@@ -277,6 +283,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         if (payloads.length > 0) {
           current.socket.write(encodeFrames(payloads))
           counters.bytesWritten += batchBytes
+          counters.writes++
         }
         if (finished) messagesInBatch++
         counters.sent += messagesInBatch
@@ -325,7 +332,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       queued,
       queuedBytes: counters.queuedBytes,
       writeBufferBytes: connection?.socket.writableLength ?? 0,
-      bytesWritten: counters.bytesWritten
+      bytesWritten: counters.bytesWritten,
+      writes: counters.writes
     }))
 
     return { peer, address, send, stats }

@@ -304,9 +304,11 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
 
     const serve = (handler: (envelope: Envelope) => Effect.Effect<void>) => Effect.sync(() => void (onEnvelope = handler))
 
-    const stats = Effect.map(
-      Effect.forEach([...links.values()], (entry) => entry.link.stats),
-      (linkStats): TransportStats => ({ links: linkStats, inbound: { ...inbound }, unroutable })
+    const stats = Effect.suspend(() =>
+      Effect.map(
+        Effect.forEach([...links.values()], (entry) => entry.link.stats),
+        (linkStats): TransportStats => ({ links: linkStats, inbound: { ...inbound }, unroutable })
+      )
     )
 
     return { nodeId, address, send, setPeers, serve, stats }

@@ -1,0 +1,193 @@
+// Two TCP transports on loopback: bulk exchange in order, reconnection, a peer that never
+// reads, and a snapshot through chunking.
+import * as net from "node:net"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, Scope } from "effect"
+import type { Envelope } from "../../../src/actors/LogWriter.ts"
+import type { TcpTransportOptions, TransportService } from "../../../src/net/peers/PeerTransport.ts"
+import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
+import { appendEnvelope, bytesEqual, prng, waitUntil } from "./helpers.ts"
+
+/** A transport in its own scope (closed with the test's at the latest). */
+export const start = (options: Omit<TcpTransportOptions, "clusterId" | "listen"> & Partial<TcpTransportOptions>) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    const transport = yield* makeTcp({ clusterId: "test-cluster", listen: "127.0.0.1:0", ...options }).pipe(Scope.extend(scope))
+    const received: Array<Envelope> = []
+    yield* transport.serve((envelope) => Effect.sync(() => void received.push(envelope)))
+    return { transport, received, close: Scope.close(scope, Exit.void) }
+  })
+
+export const link = (transport: TransportService) =>
+  Effect.map(transport.stats, (stats) => {
+    const first = stats.links[0]
+    if (first === undefined) throw new Error("no link")
+    return first
+  })
+
+/** A port nothing listens on right now. */
+export const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address() as net.AddressInfo
+    server.close(() => resume(Effect.succeed(address.port)))
+  })
+})
+
+const sameAppend = (a: Envelope, b: Envelope): boolean => {
+  if (a.message._tag !== "AppendEntries" || b.message._tag !== "AppendEntries") return false
+  if (a.message.prevIndex !== b.message.prevIndex || a.message.entries.length !== b.message.entries.length) return false
+  return a.message.entries.every((entry, i) => {
+    const other = b.message._tag === "AppendEntries" ? b.message.entries[i] : undefined
+    return entry.kind === "command" && other?.kind === "command" && other.index === entry.index && bytesEqual(entry.data, other.data)
+  })
+}
+
+describe("TCP transport", () => {
+  it.scopedLive("two transports exchange 10,000 envelopes each way, in order, with their bytes intact", () =>
+    Effect.gen(function*() {
+      const limits = { outboundMessagesMax: 2048 }
+      const a = yield* start({ nodeId: 1, limits })
+      const b = yield* start({ nodeId: 2, limits })
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      yield* b.transport.setPeers(new Map([[1, a.transport.address]]))
+      const randomA = prng(11)
+      const randomB = prng(22)
+      const fromA: Array<Envelope> = []
+      const fromB: Array<Envelope> = []
+      const total = 10_000
+      for (let i = 0; i < total; i++) {
+        const ab = appendEnvelope(1, 2, i, randomA, 600)
+        const ba = appendEnvelope(2, 1, i, randomB, 600)
+        fromA.push(ab)
+        fromB.push(ba)
+        yield* a.transport.send(ab)
+        yield* b.transport.send(ba)
+        if (i % 1000 === 999) {
+          yield* waitUntil("both queues to drain", Effect.map(Effect.all([link(a.transport), link(b.transport)]), ([x, y]) => x.queued + y.queued === 0))
+        }
+      }
+      yield* waitUntil("every envelope to arrive", Effect.sync(() => a.received.length === total && b.received.length === total), 20_000)
+      expect(b.received.every((envelope, i) => sameAppend(envelope, fromA[i]!))).toBe(true)
+      expect(a.received.every((envelope, i) => sameAppend(envelope, fromB[i]!))).toBe(true)
+      const [statsA, statsB] = [yield* link(a.transport), yield* link(b.transport)]
+      expect([statsA.sent, statsA.dropped, statsB.sent, statsB.dropped]).toEqual([total, 0, total, 0])
+      expect(statsA.connected && statsB.connected).toBe(true)
+    }), 30_000)
+
+  it.scopedLive("a peer that is down gets what fits the queue once it comes up, and everything sent later", () =>
+    Effect.gen(function*() {
+      const port = yield* freePort
+      const limits = { outboundMessagesMax: 64, writeBatchMax: 16, reconnectBaseMs: 20, reconnectCapMs: 200 }
+      const a = yield* start({ nodeId: 1, limits })
+      yield* a.transport.setPeers(new Map([[2, `127.0.0.1:${port}`]]))
+      const heartbeat = (seq: number): Envelope => ({ message: { _tag: "Heartbeat", from: 1, to: 2, term: 1, commit: 0, context: seq }, snapshot: null })
+      yield* a.transport.send(heartbeat(0))
+      yield* waitUntil("a failed connection attempt", Effect.map(link(a.transport), (s) => s.connectFailures >= 2))
+      const whileDown = 300
+      for (let seq = 1; seq <= whileDown; seq++) yield* a.transport.send(heartbeat(seq))
+      const down = yield* link(a.transport)
+      expect(down.connected).toBe(false)
+      expect(down.queued).toBeLessThanOrEqual(64)
+      expect(down.dropped).toBeGreaterThanOrEqual(whileDown - 64)
+
+      const b = yield* start({ nodeId: 2, listen: `127.0.0.1:${port}` })
+      const drained = Effect.map(link(a.transport), (s) => s.connected && s.queued === 0)
+      yield* waitUntil("the link to connect and drain its queue", drained)
+      const later = 100
+      for (let seq = whileDown + 1; seq <= whileDown + later; seq++) {
+        yield* a.transport.send(heartbeat(seq))
+        if (seq % 50 === 0) yield* waitUntil("the queue to drain", drained)
+      }
+      yield* waitUntil("the later messages", Effect.sync(() => b.received.some((e) => e.message._tag === "Heartbeat" && e.message.context === whileDown + later)))
+      const contexts = b.received.map((e) => (e.message._tag === "Heartbeat" ? e.message.context : -1))
+      expect(contexts).toEqual([...contexts].sort((x, y) => x - y)) // in order
+      const earlyArrived = contexts.filter((c) => c <= whileDown).length
+      const after = yield* link(a.transport)
+      // Every message sent while down either arrived or was counted as dropped, and what
+      // arrived is at most the queue plus the batch the link was holding.
+      expect(earlyArrived + after.dropped).toBe(whileDown + 1)
+      expect(earlyArrived).toBeLessThanOrEqual(64 + 16)
+      expect(contexts.filter((c) => c > whileDown)).toEqual(Array.from({ length: later }, (_, i) => whileDown + 1 + i))
+      expect(after.reconnects).toBe(0)
+
+      // Down again, up again on the same address: the link reconnects by itself.
+      yield* b.close
+      yield* waitUntil("the link to notice", Effect.map(link(a.transport), (s) => !s.connected))
+      const b2 = yield* start({ nodeId: 2, listen: `127.0.0.1:${port}` })
+      yield* waitUntil("the link to reconnect", Effect.map(link(a.transport), (s) => s.connected))
+      yield* a.transport.send(heartbeat(10_000))
+      yield* waitUntil("a message over the new connection", Effect.sync(() => b2.received.length > 0))
+      expect((yield* link(a.transport)).reconnects).toBe(1)
+    }), 20_000)
+
+  it.scopedLive("a peer that never reads: the link stops writing, drops, and memory stays bounded", () =>
+    Effect.gen(function*() {
+      const limits = {
+        outboundMessagesMax: 64,
+        writeBatchMax: 16,
+        outboundBytesMax: 2 * 1024 * 1024,
+        writeBufferBytesMax: 1024 * 1024,
+        stallTimeoutMs: 60_000
+      }
+      const a = yield* start({ nodeId: 1, limits })
+      const b = yield* start({ nodeId: 2 })
+      // B takes the first envelope and then never returns: its connection is no longer read.
+      yield* b.transport.serve(() => Effect.never)
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      const payload = new Uint8Array(64 * 1024).fill(7)
+      const envelope = (seq: number): Envelope => ({
+        message: { _tag: "AppendEntries", from: 1, to: 2, term: 1, prevIndex: seq, prevTerm: 1, commit: 0, entries: [{ kind: "command", term: 1, index: seq + 1, data: payload }] },
+        snapshot: null
+      })
+      global.gc?.()
+      const before = process.memoryUsage()
+      const offered = 3000 // 3000 × 64 KiB = 187.5 MiB offered
+      let peakWriteBuffer = 0
+      for (let seq = 0; seq < offered; seq++) {
+        yield* a.transport.send(envelope(seq))
+        if (seq % 20 === 0) {
+          yield* Effect.sleep(1)
+          const s = yield* link(a.transport)
+          peakWriteBuffer = Math.max(peakWriteBuffer, s.writeBufferBytes)
+          expect(s.queued).toBeLessThanOrEqual(64)
+          expect(s.queuedBytes).toBeLessThanOrEqual(limits.outboundBytesMax + 65 * 1024)
+        }
+      }
+      const s = yield* link(a.transport)
+      const after = process.memoryUsage()
+      expect(s.dropped).toBeGreaterThan(offered / 2)
+      expect(s.sent + s.dropped + s.queued).toBeLessThanOrEqual(offered)
+      expect(s.sent + s.dropped + s.queued).toBeGreaterThanOrEqual(offered - 16) // the batch in hand
+      // The socket never holds more than the bound plus one batch (16 × ~64 KiB).
+      expect(peakWriteBuffer).toBeLessThanOrEqual(limits.writeBufferBytesMax + 17 * 65 * 1024)
+      // Far less than what was offered stayed in memory (kernel buffers are not counted).
+      const grownBytes = after.arrayBuffers - before.arrayBuffers
+      expect(grownBytes).toBeLessThan(60 * 1024 * 1024)
+      expect(s.connected).toBe(true)
+    }), 20_000)
+
+  it.scopedLive("a 5 MiB snapshot arrives intact through 1 MiB chunks, with heartbeats flowing beside it", () =>
+    Effect.gen(function*() {
+      const a = yield* start({ nodeId: 1 })
+      const b = yield* start({ nodeId: 2 })
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      const data = prng(77).bytes(5 * 1024 * 1024)
+      const message = { _tag: "InstallSnapshot" as const, from: 1, to: 2, term: 4, meta: { index: 900, term: 3, config: { members: [{ id: 1, address: "x:1", role: "voter" as const }] } } }
+      yield* a.transport.send({ message, snapshot: data })
+      for (let i = 0; i < 20; i++) yield* a.transport.send({ message: { _tag: "Heartbeat", from: 1, to: 2, term: 4, commit: 0, context: i }, snapshot: null })
+      // A Raft retry of the same snapshot while it is in flight is not sent again.
+      yield* a.transport.send({ message, snapshot: data })
+      yield* waitUntil("the snapshot", Effect.sync(() => b.received.some((e) => e.snapshot !== null)))
+      yield* waitUntil("the heartbeats", Effect.sync(() => b.received.filter((e) => e.message._tag === "Heartbeat").length === 20))
+      const snapshots = b.received.filter((e) => e.snapshot !== null)
+      expect(snapshots.length).toBe(1)
+      expect(snapshots[0]!.message).toEqual(message)
+      expect(bytesEqual(snapshots[0]!.snapshot!, data)).toBe(true)
+      const stats = yield* b.transport.stats
+      expect(stats.inbound.snapshotsReceived).toBe(1)
+      expect(stats.inbound.snapshotsDropped).toBe(0)
+      expect((yield* link(a.transport)).sent).toBe(21)
+    }), 20_000)
+})
