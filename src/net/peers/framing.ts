@@ -175,12 +175,18 @@ export function makeUnpacker(): FrameUnpacker {
       try {
         value = unpackr.unpack(payload)
       } catch (cause) {
-        return Either.left(new MalformedFrame({ detail: `not msgpack: ${String(cause)}`, cause }))
+        return Either.left(new MalformedFrame({ detail: `not msgpack (${printable(String(cause))})`, cause }))
       }
       const problem = frameProblem(value)
       return problem === null ? Either.right(value as PeerFrame) : Either.left(new MalformedFrame({ detail: problem }))
     }
   }
+}
+
+/** Error texts of a decoder may quote the bytes: keep log lines short and printable. */
+export function printable(text: string, lengthMax = 100): string {
+  const clean = text.replace(/[^\x20-\x7e]/g, "?")
+  return clean.length > lengthMax ? `${clean.slice(0, lengthMax)}…` : clean
 }
 
 const isCount = (value: unknown): value is number => typeof value === "number" && Number.isSafeInteger(value) && value >= 0

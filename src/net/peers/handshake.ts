@@ -22,7 +22,7 @@ import { Packr, Unpackr } from "msgpackr"
 import type { NodeId } from "../../raft/types.ts"
 import type { ConnectionClosed, FrameError } from "./errors.ts"
 import { ConnectionTimeout, HandshakeRefused, MalformedFrame } from "./errors.ts"
-import { encodeFrame } from "./framing.ts"
+import { encodeFrame, printable } from "./framing.ts"
 import type { SocketReader } from "./sockets.ts"
 
 export const wordBytes = 8
@@ -88,7 +88,7 @@ export function decodeHello(payload: Uint8Array): Either.Either<Hello, Malformed
   try {
     value = helloUnpackr.unpack(payload)
   } catch (cause) {
-    return Either.left(new MalformedFrame({ detail: `unreadable handshake: ${String(cause)}`, cause }))
+    return Either.left(new MalformedFrame({ detail: `unreadable handshake (${printable(String(cause))})`, cause }))
   }
   if (typeof value !== "object" || value === null) return Either.left(new MalformedFrame({ detail: "handshake is not a map" }))
   const fields = value as Record<string, unknown>

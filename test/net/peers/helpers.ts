@@ -1,8 +1,11 @@
 // Shared helpers of the peer-link tests: message generators, a seeded PRNG, log capture, and
 // polling on the live clock.
+import * as net from "node:net"
 import fc from "fast-check"
-import { Duration, Effect, Logger } from "effect"
+import { Duration, Effect, Exit, Logger, Scope } from "effect"
 import type { Envelope } from "../../../src/actors/LogWriter.ts"
+import type { TcpTransportOptions, TransportService } from "../../../src/net/peers/PeerTransport.ts"
+import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
 import type { Message } from "../../../src/raft/messages.ts"
 import type { Entry, Membership } from "../../../src/raft/types.ts"
 
@@ -99,3 +102,31 @@ export function waitUntil<E, R>(what: string, check: Effect.Effect<boolean, E, R
     }
   })
 }
+
+/** A transport in its own scope (closed with the test's at the latest). */
+export const start = (options: Omit<TcpTransportOptions, "clusterId" | "listen"> & Partial<TcpTransportOptions>) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    const transport = yield* makeTcp({ clusterId: "test-cluster", listen: "127.0.0.1:0", ...options }).pipe(Scope.extend(scope))
+    const received: Array<Envelope> = []
+    yield* transport.serve((envelope) => Effect.sync(() => void received.push(envelope)))
+    return { transport, received, close: Scope.close(scope, Exit.void) }
+  })
+
+export const link = (transport: TransportService) =>
+  Effect.map(transport.stats, (stats) => {
+    const first = stats.links[0]
+    if (first === undefined) throw new Error("no link")
+    return first
+  })
+
+/** A port nothing listens on right now. */
+export const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address() as net.AddressInfo
+    server.close(() => resume(Effect.succeed(address.port)))
+  })
+})
+

@@ -1,39 +1,9 @@
 // Two TCP transports on loopback: bulk exchange in order, reconnection, a peer that never
 // reads, and a snapshot through chunking.
-import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import { Effect } from "effect"
 import type { Envelope } from "../../../src/actors/LogWriter.ts"
-import type { TcpTransportOptions, TransportService } from "../../../src/net/peers/PeerTransport.ts"
-import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
-import { appendEnvelope, bytesEqual, prng, waitUntil } from "./helpers.ts"
-
-/** A transport in its own scope (closed with the test's at the latest). */
-export const start = (options: Omit<TcpTransportOptions, "clusterId" | "listen"> & Partial<TcpTransportOptions>) =>
-  Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    const transport = yield* makeTcp({ clusterId: "test-cluster", listen: "127.0.0.1:0", ...options }).pipe(Scope.extend(scope))
-    const received: Array<Envelope> = []
-    yield* transport.serve((envelope) => Effect.sync(() => void received.push(envelope)))
-    return { transport, received, close: Scope.close(scope, Exit.void) }
-  })
-
-export const link = (transport: TransportService) =>
-  Effect.map(transport.stats, (stats) => {
-    const first = stats.links[0]
-    if (first === undefined) throw new Error("no link")
-    return first
-  })
-
-/** A port nothing listens on right now. */
-export const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address() as net.AddressInfo
-    server.close(() => resume(Effect.succeed(address.port)))
-  })
-})
+import { appendEnvelope, bytesEqual, freePort, link, prng, start, waitUntil } from "./helpers.ts"
 
 const sameAppend = (a: Envelope, b: Envelope): boolean => {
   if (a.message._tag !== "AppendEntries" || b.message._tag !== "AppendEntries") return false
