@@ -1,0 +1,75 @@
+import { createHash } from "node:crypto"
+import fs from "node:fs"
+import os from "node:os"
+import path from "node:path"
+import Database from "better-sqlite3"
+import type { SqliteDatabase } from "../../src/sqlite/openDatabase.ts"
+
+export const pageSize = 4096
+
+/** A fresh directory under the OS temp dir; `remove()` deletes it. */
+export function tempDirectory(prefix = "tqlite-sqlite-"): { readonly path: string; remove(): void } {
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  return { path: directory, remove: () => fs.rmSync(directory, { recursive: true, force: true }) }
+}
+
+/** Everything a client could see: the schema and every row of every table, blobs as hex. */
+export function dumpContent(db: SqliteDatabase): string {
+  const schema = db
+    .prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name")
+    .all() as Array<{ type: string; name: string; sql: string | null }>
+  const out: Array<string> = [JSON.stringify(schema)]
+  for (const entry of schema) {
+    if (entry.type !== "table" || entry.name.startsWith("sqlite_")) continue
+    const table = db.prepare("SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?").get(entry.name) as { wr: number }
+    const query = table.wr === 1 ? `SELECT * FROM "${entry.name}"` : `SELECT rowid AS _rowid, * FROM "${entry.name}" ORDER BY rowid`
+    const rows = (db.prepare(query).raw().all() as Array<Array<unknown>>).map((row) => JSON.stringify(row.map(showValue)))
+    if (table.wr === 1) rows.sort()
+    out.push(`${entry.name}:${rows.join("\n")}`)
+  }
+  return out.join("\n")
+}
+
+function showValue(value: unknown): unknown {
+  if (Buffer.isBuffer(value)) {
+    return value.length <= 64 ? `x'${value.toString("hex")}'` : `blob(${value.length}, sha1 ${createHash("sha1").update(value).digest("hex")})`
+  }
+  if (typeof value === "bigint") return `${value}n`
+  return value
+}
+
+/** Opens a database file read-only, runs `read`, closes it. */
+export function readOnly<A>(databasePath: string, read: (db: SqliteDatabase) => A): A {
+  const db = new Database(databasePath, { readonly: true, fileMustExist: true })
+  try {
+    return read(db)
+  } finally {
+    db.close()
+  }
+}
+
+export function integrityCheck(db: SqliteDatabase): string {
+  return String(db.pragma("integrity_check", { simple: true }))
+}
+
+/** The WAL's frames as (pgno, dbSizePages) pairs, read naively: for test expectations. */
+export function walFrames(databasePath: string): Array<{ pgno: number; dbSizePages: number; offset: number }> {
+  const bytes = fs.readFileSync(`${databasePath}-wal`)
+  const frames: Array<{ pgno: number; dbSizePages: number; offset: number }> = []
+  for (let offset = 32; offset + 24 + pageSize <= bytes.length; offset += 24 + pageSize) {
+    frames.push({ pgno: bytes.readUInt32BE(offset), dbSizePages: bytes.readUInt32BE(offset + 4), offset })
+  }
+  return frames
+}
+
+/** A small seeded PRNG (mulberry32) so a failing workload can be replayed from its seed. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
