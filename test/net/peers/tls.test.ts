@@ -1,0 +1,92 @@
+// Mutual TLS between peers: nodes with certificates from the cluster's CA talk; a node with a
+// certificate from another CA, or without TLS, gets nowhere; a dqlite client over TLS is still
+// handed to the client handler.
+import { execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as tls from "node:tls"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { Duration, Effect } from "effect"
+import type { PeerTlsOptions } from "../../../src/net/peers/sockets.ts"
+import { bytesEqual, link, prng, start, waitUntil } from "./helpers.ts"
+
+let dir = ""
+let cluster: PeerTlsOptions
+let rogue: PeerTlsOptions
+
+/** A CA and one leaf certificate it signed (the same one for every node, as dqlite does). */
+function makeCertificates(name: string): PeerTlsOptions {
+  const file = (suffix: string) => path.join(dir, `${name}-${suffix}`)
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+  execFileSync("openssl", ["req", "-x509", ...ec, "-keyout", file("ca.key"), "-out", file("ca.crt"), "-days", "2", "-subj", `/CN=${name}-ca`], { stdio: "ignore" })
+  execFileSync("openssl", ["req", ...ec, "-keyout", file("node.key"), "-out", file("node.csr"), "-subj", `/CN=${name}-node`], { stdio: "ignore" })
+  execFileSync("openssl", ["x509", "-req", "-in", file("node.csr"), "-CA", file("ca.crt"), "-CAkey", file("ca.key"), "-CAcreateserial", "-out", file("node.crt"), "-days", "2"], { stdio: "ignore" })
+  return { cert: fs.readFileSync(file("node.crt")), key: fs.readFileSync(file("node.key")), ca: fs.readFileSync(file("ca.crt")) }
+}
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-tls-"))
+  cluster = makeCertificates("cluster")
+  rogue = makeCertificates("rogue")
+})
+
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
+
+const heartbeat = (context: number) => ({ message: { _tag: "Heartbeat" as const, from: 1, to: 2, term: 1, commit: 0, context }, snapshot: null })
+
+describe("TLS between peers", () => {
+  it.scopedLive("peers with the cluster's certificates exchange messages and a snapshot", () =>
+    Effect.gen(function*() {
+      const a = yield* start({ nodeId: 1, tls: cluster })
+      const b = yield* start({ nodeId: 2, tls: cluster })
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      for (let i = 0; i < 100; i++) yield* a.transport.send(heartbeat(i))
+      const data = prng(1).bytes(3 * 1024 * 1024 + 5)
+      const install = { _tag: "InstallSnapshot" as const, from: 1, to: 2, term: 1, meta: { index: 5, term: 1, config: { members: [] } } }
+      yield* a.transport.send({ message: install, snapshot: data })
+      yield* waitUntil("everything to arrive", Effect.sync(() => b.received.length === 101))
+      expect(b.received.slice(0, 100).map((e) => (e.message._tag === "Heartbeat" ? e.message.context : -1))).toEqual(Array.from({ length: 100 }, (_, i) => i))
+      expect(bytesEqual(b.received[100]!.snapshot!, data)).toBe(true)
+    }))
+
+  it.scopedLive("a node with another CA's certificate, or without TLS, never gets a message through", () =>
+    Effect.gen(function*() {
+      const b = yield* start({ nodeId: 2, tls: cluster })
+      // Distrusts b's certificate: gives up during the TLS handshake.
+      const stranger = yield* start({ nodeId: 1, tls: rogue })
+      // Trusts b, but b does not trust its certificate: refused after the TLS handshake.
+      const impostor = yield* start({ nodeId: 4, tls: { ...rogue, ca: cluster.ca } })
+      const plain = yield* start({ nodeId: 3 })
+      const others = [stranger, impostor, plain]
+      for (const other of others) {
+        yield* other.transport.setPeers(new Map([[2, b.transport.address]]))
+        yield* other.transport.send({ message: { ...heartbeat(0).message, from: other.transport.nodeId }, snapshot: null })
+      }
+      yield* waitUntil(
+        "every one to fail to connect twice",
+        Effect.map(Effect.forEach(others, (other) => link(other.transport)), (links) => links.every((l) => l.connectFailures >= 2))
+      )
+      yield* Effect.sleep(Duration.millis(100))
+      expect(b.received).toEqual([])
+      for (const other of others) expect((yield* link(other.transport)).connected).toBe(false)
+      const inbound = (yield* b.transport.stats).inbound
+      expect(inbound.refused).toBeGreaterThanOrEqual(2) // the impostor, each time
+      expect(inbound.rejected).toBeGreaterThanOrEqual(2) // TLS handshakes that failed
+    }))
+
+  it.scopedLive("a dqlite client over TLS, without a client certificate, reaches the client handler", () =>
+    Effect.gen(function*() {
+      const versions: Array<bigint> = []
+      const b = yield* start({ nodeId: 2, tls: cluster, onClientConnection: (_, version) => Effect.sync(() => void versions.push(version)) })
+      const [host, port] = b.transport.address.split(":") as [string, string]
+      yield* Effect.async<void>((resume) => {
+        const socket = tls.connect({ host, port: Number(port), ca: cluster.ca, checkServerIdentity: () => undefined })
+        socket.on("error", () => {})
+        socket.on("secureConnect", () => socket.write(Buffer.from([1, 0, 0, 0, 0, 0, 0, 0])))
+        socket.on("close", () => resume(Effect.void))
+        return Effect.sync(() => socket.destroy())
+      }).pipe(Effect.timeout(Duration.seconds(3)))
+      expect(versions).toEqual([1n])
+    }))
+})
