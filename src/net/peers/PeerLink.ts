@@ -68,6 +68,13 @@ type LinkMessage =
   /** Self-addressed: keep pumping the snapshot in flight. */
   | { readonly _tag: "Continue" }
 
+interface Group {
+  payloads: Array<Uint8Array>
+  bytes: number
+  /** Envelopes the group completes. */
+  messages: number
+}
+
 interface Connection {
   readonly socket: net.Socket
   readonly packer: FramePacker
@@ -182,12 +189,13 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       return made
     })
 
-    /** A connection the link may write to now: waits out a full write buffer, and replaces a
-     * connection whose buffer does not drain within `stallTimeoutMs`. */
-    const writableConnection: Effect.Effect<Connection> = Effect.gen(function*() {
-      while (true) {
-        const current = yield* ensureConnection
-        if (current.socket.writableLength <= limits.writeBufferBytesMax) return current
+    /** Whether the link may write to `current` now, after waiting out a write buffer above its
+     * bound. False when the connection closed meanwhile or its buffer did not drain within
+     * `stallTimeoutMs` (then it is marked closed, to be replaced). */
+    const room = (current: Connection): Effect.Effect<boolean> =>
+      Effect.gen(function*() {
+        if (current.closed) return false
+        if (current.socket.writableLength <= limits.writeBufferBytesMax) return true
         const drained = yield* Effect.either(awaitDrain(current.socket, limits.stallTimeoutMs))
         if (Either.isLeft(drained)) {
           yield* Effect.logWarning(
@@ -195,6 +203,14 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           )
           current.closed = true
         }
+        return !current.closed
+      })
+
+    /** A connection with room to write, made or replaced as needed. */
+    const writableConnection: Effect.Effect<Connection> = Effect.gen(function*() {
+      while (true) {
+        const current = yield* ensureConnection
+        if (yield* room(current)) return current
       }
     })
 
@@ -232,6 +248,21 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       return Effect.catchAll(self.trySend({ _tag: "Continue" }), () => Effect.sync(() => void (continuePending = false)))
     })
 
+    /** Writes the group's frames with one socket write. */
+    const flush = (current: Connection, group: Group) => {
+      if (group.payloads.length === 0) return
+      current.socket.write(encodeFrames(group.payloads))
+      counters.bytesWritten += group.bytes
+      counters.writes++
+      counters.sent += group.messages
+      group.payloads = []
+      group.bytes = 0
+      group.messages = 0
+    }
+    // A large batch goes out in groups of this size, each only when the socket has room.
+    const groupBytesMax = Math.max(1, Math.floor(limits.writeBufferBytesMax / 4))
+    const messagesIn = (frames: ReadonlyArray<PeerFrame>) => frames.filter((frame) => frame._tag === "Message").length
+
     const receive = (batch: ReadonlyArray<LinkMessage>) =>
       Effect.gen(function*() {
         const envelopes: Array<Envelope> = []
@@ -245,48 +276,45 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         }
         const current = yield* writableConnection
         const frames = framesOf(envelopes)
-        let messagesInBatch = frames.filter((frame) => frame._tag === "Message").length
-        const payloads: Array<Uint8Array> = []
-        let batchBytes = 0
-        for (const frame of frames) {
+        const group: Group = { payloads: [], bytes: 0, messages: 0 }
+        for (let i = 0; i < frames.length; i++) {
+          const frame = frames[i]!
           const payload = current.packer.pack(frame)
-          payloads.push(payload)
-          batchBytes += lengthPrefixBytes + payload.byteLength
+          if (payload.byteLength > limits.frameBytesMax) {
+            // The size estimate missed: this frame cannot go, and frames packed after it could
+            // refer to record structures it defined. Send what came before, then start over.
+            flush(current, group)
+            yield* Effect.logWarning(`a frame for peer ${peer} has ${payload.byteLength} bytes, more than ${limits.frameBytesMax}; reconnecting`)
+            counters.dropped += messagesIn(frames.slice(i))
+            current.closed = true
+            return null
+          }
+          group.payloads.push(payload)
+          group.bytes += lengthPrefixBytes + payload.byteLength
+          if (frame._tag === "Message") group.messages++
+          if (group.bytes >= groupBytesMax && i < frames.length - 1) {
+            flush(current, group)
+            if (!(yield* room(current))) {
+              counters.dropped += messagesIn(frames.slice(i + 1))
+              return null
+            }
+          }
         }
         // Snapshot chunks fill what room the write buffer has left, a few per round.
-        let finished = false
         for (let i = 0; i < limits.snapshotChunksPerRound && snapshot !== null; i++) {
-          if (current.socket.writableLength + batchBytes > limits.writeBufferBytesMax) break
+          if (current.socket.writableLength + group.bytes > limits.writeBufferBytesMax) break
           const chunk = snapshot.nextChunk()
           if (chunk !== null) {
             const payload = current.packer.pack(chunk)
-            payloads.push(payload)
-            batchBytes += lengthPrefixBytes + payload.byteLength
+            group.payloads.push(payload)
+            group.bytes += lengthPrefixBytes + payload.byteLength
           }
           if (snapshot.done) {
             snapshot = null
-            finished = true
+            group.messages++
           }
         }
-        if (payloads.some((payload) => payload.byteLength > limits.frameBytesMax)) {
-          // The size estimate missed: the frame cannot go, and the frames packed after it may
-          // refer to record structures it defined. Start over on a fresh connection.
-          yield* Effect.logWarning(`a frame for peer ${peer} exceeds ${limits.frameBytesMax} bytes; dropping the batch and reconnecting`)
-          counters.dropped += envelopes.length
-          current.closed = true
-          if (snapshot !== null) {
-            counters.dropped++
-            snapshot = null
-          }
-          return null
-        }
-        if (payloads.length > 0) {
-          current.socket.write(encodeFrames(payloads))
-          counters.bytesWritten += batchBytes
-          counters.writes++
-        }
-        if (finished) messagesInBatch++
-        counters.sent += messagesInBatch
+        flush(current, group)
         if (snapshot !== null) yield* nudge
         return null
       })

@@ -7,8 +7,8 @@ import type { Scope } from "effect"
 import { Context, Duration, Effect, Either, ExecutionStrategy, Exit, FiberSet, Layer, Scope as ScopeOps } from "effect"
 import type { Envelope } from "../../actors/LogWriter.ts"
 import type { NodeId } from "../../raft/types.ts"
-import type { ConnectionError } from "./errors.ts"
-import { ConnectionTimeout, ListenFailed } from "./errors.ts"
+import type { ConnectionError, FrameError } from "./errors.ts"
+import { ConnectionClosed, ConnectionTimeout, ListenFailed } from "./errors.ts"
 import { makeUnpacker } from "./framing.ts"
 import type { Hello, LocalIdentity } from "./handshake.ts"
 import { classifyFirstWord, peerProtocolVersion, respond, wordBytes } from "./handshake.ts"
@@ -164,34 +164,50 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
         peerSockets.set(hello.nodeId, socket)
         yield* Effect.logDebug(`peer ${hello.nodeId} connected from ${remoteOf(socket)}`)
         reader.decoder.frameBytesMax = limits.frameBytesMax
-        const unpacker = makeUnpacker()
-        const snapshots = new SnapshotAssembler(limits.snapshotBytesMax, limits.frameBytesMax)
-        const failure = yield* Effect.flip(Effect.forever(Effect.gen(function*() {
-          const frame = yield* Effect.flatMap(reader.readFrame, unpacker.unpack)
-          switch (frame._tag) {
-            case "Message":
-              return yield* deliver({ message: frame.message, snapshot: null }, hello)
-            case "SnapshotBegin":
-            case "SnapshotChunk": {
-              const result = frame._tag === "SnapshotBegin" ? snapshots.begin(frame) : snapshots.chunk(frame)
-              if (result.dropped !== null) {
-                inbound.snapshotsDropped++
-                yield* Effect.logWarning(`snapshot from peer ${hello.nodeId} dropped: ${result.dropped}`)
-              }
-              if (result.completed !== null) {
-                inbound.snapshotsReceived++
-                yield* deliver(result.completed, hello)
-              }
-              return
-            }
-          }
-        })))
-        if (peerSockets.get(hello.nodeId) === socket) peerSockets.delete(hello.nodeId)
+        const failure = yield* Effect.flip(receiveFrames(reader, hello)).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            if (peerSockets.get(hello.nodeId) === socket) peerSockets.delete(hello.nodeId)
+          }))
+        )
         if (failure._tag === "ConnectionClosed") {
           return yield* Effect.logDebug(`peer ${hello.nodeId} disconnected: ${failure.detail}`)
         }
         inbound.protocolErrors++
         yield* Effect.logWarning(`closing connection from peer ${hello.nodeId} at ${remoteOf(socket)}: ${describe(failure)}`)
+      })
+
+    /** Reads, checks and delivers frames until the connection ends or breaks the protocol.
+     * One loop for all frames buffered, so a chunk of many small frames costs one read. */
+    const receiveFrames = (reader: SocketReader, hello: Hello): Effect.Effect<never, FrameError | ConnectionClosed> =>
+      Effect.gen(function*() {
+        const unpacker = makeUnpacker()
+        const snapshots = new SnapshotAssembler(limits.snapshotBytesMax, limits.frameBytesMax)
+        while (true) {
+          const next = reader.decoder.next()
+          if (Either.isLeft(next)) return yield* next.left
+          if (next.right === null) {
+            const chunk = yield* reader.readChunk
+            if (chunk === null) return yield* new ConnectionClosed({ detail: "the peer closed the connection" })
+            reader.decoder.push(chunk)
+            continue
+          }
+          const decoded = unpacker.unpack(next.right)
+          if (Either.isLeft(decoded)) return yield* decoded.left
+          const frame = decoded.right
+          if (frame._tag === "Message") {
+            yield* deliver({ message: frame.message, snapshot: null }, hello)
+            continue
+          }
+          const result = frame._tag === "SnapshotBegin" ? snapshots.begin(frame) : snapshots.chunk(frame)
+          if (result.dropped !== null) {
+            inbound.snapshotsDropped++
+            yield* Effect.logWarning(`snapshot from peer ${hello.nodeId} dropped: ${result.dropped}`)
+          }
+          if (result.completed !== null) {
+            inbound.snapshotsReceived++
+            yield* deliver(result.completed, hello)
+          }
+        }
       })
 
     const handleInbound = (socket: net.Socket) =>
@@ -222,6 +238,9 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
             return yield* servePeer(socket, reader, kind.version)
         }
       }).pipe(
+        // A defect here (in the client handler or the envelope handler) costs this connection
+        // only; say so loudly, it is a bug.
+        Effect.catchAllDefect((defect) => Effect.logError(`connection from ${remoteOf(socket)} failed`, defect)),
         Effect.ensuring(Effect.sync(() => {
           socket.destroy()
           sockets.delete(socket)
