@@ -3,7 +3,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Envelope } from "../../../src/actors/LogWriter.ts"
-import { appendEnvelope, bytesEqual, freePort, link, prng, start, waitUntil } from "./helpers.ts"
+import { appendEnvelope, bytesEqual, captureLogs, freePort, link, prng, start, waitUntil } from "./helpers.ts"
 
 const sameAppend = (a: Envelope, b: Envelope): boolean => {
   if (a.message._tag !== "AppendEntries" || b.message._tag !== "AppendEntries") return false
@@ -139,6 +139,52 @@ describe("TCP transport", () => {
       expect(grownBytes).toBeLessThan(60 * 1024 * 1024)
       expect(s.connected).toBe(true)
     }), 20_000)
+
+  it.scopedLive("a connection whose peer stops reading is replaced after the stall timeout", () => {
+    const logs = captureLogs()
+    return Effect.gen(function*() {
+      const limits = { writeBufferBytesMax: 256 * 1024, stallTimeoutMs: 300, outboundMessagesMax: 32, writeBatchMax: 8 }
+      const a = yield* start({ nodeId: 1, limits })
+      const b = yield* start({ nodeId: 2 })
+      yield* b.transport.serve(() => Effect.never)
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      const data = new Uint8Array(64 * 1024)
+      let seq = 0
+      yield* waitUntil("a reconnect", Effect.gen(function*() {
+        for (let i = 0; i < 8; i++) {
+          seq++
+          yield* a.transport.send({
+            message: { _tag: "AppendEntries", from: 1, to: 2, term: 1, prevIndex: seq, prevTerm: 1, commit: 0, entries: [{ kind: "command", term: 1, index: seq, data }] },
+            snapshot: null
+          })
+        }
+        return (yield* link(a.transport)).reconnects >= 1
+      }))
+      const warnings = logs.lines.filter((line) => line.level === "WARN").map((line) => line.message)
+      expect(warnings).toContainEqual(expect.stringMatching(/^peer 2 at .* has not read \d+ bytes for 300 ms; reconnecting$/))
+    }).pipe(Effect.provide(logs.layer))
+  })
+
+  it.scopedLive("an envelope too large for a frame is dropped by the sender, and the link carries on", () =>
+    Effect.gen(function*() {
+      const limits = { frameBytesMax: 64 * 1024, snapshotChunkBytes: 16 * 1024 }
+      const a = yield* start({ nodeId: 1, limits })
+      const b = yield* start({ nodeId: 2, limits })
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      yield* a.transport.send({
+        message: { _tag: "AppendEntries", from: 1, to: 2, term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [{ kind: "command", term: 1, index: 1, data: new Uint8Array(100 * 1024) }] },
+        snapshot: null
+      })
+      yield* a.transport.send({ message: { _tag: "Heartbeat", from: 1, to: 2, term: 1, commit: 0, context: 7 }, snapshot: null })
+      // A snapshot far above the frame size still goes, in chunks.
+      const data = prng(3).bytes(200 * 1024)
+      yield* a.transport.send({ message: { _tag: "InstallSnapshot", from: 1, to: 2, term: 1, meta: { index: 3, term: 1, config: { members: [] } } }, snapshot: data })
+      yield* waitUntil("the heartbeat and the snapshot", Effect.sync(() => b.received.length === 2))
+      expect(b.received[0]!.message).toMatchObject({ _tag: "Heartbeat", context: 7 })
+      expect(bytesEqual(b.received[1]!.snapshot!, data)).toBe(true)
+      const stats = yield* link(a.transport)
+      expect([stats.sent, stats.dropped, stats.reconnects]).toEqual([2, 1, 0])
+    }))
 
   it.scopedLive("a 5 MiB snapshot arrives intact through 1 MiB chunks, with heartbeats flowing beside it", () =>
     Effect.gen(function*() {
