@@ -94,7 +94,7 @@ export function reconnectSchedule(baseMs: number, capMs: number): Schedule.Sched
 export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { address, limits, local, peer } = options
-    const counters = { sent: 0, dropped: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0, writes: 0 }
+    const counters = { sent: 0, dropped: 0, oversize: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0, writes: 0 }
     // What the actor owns, kept here so `stats` and the finalizer can see it.
     let connection: Connection | null = null
     let attempt: net.Socket | null = null // the socket of the attempt in progress
@@ -214,12 +214,21 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       }
     })
 
+    /** Log lines produced by the plain functions below, written by the caller. */
+    const warnings: Array<string> = []
     const framesOf = (envelopes: ReadonlyArray<Envelope>): Array<PeerFrame> => {
       const frames: Array<PeerFrame> = []
       for (const envelope of envelopes) {
         const message = envelope.message
-        if (envelopeSizeBytes(envelope) - (envelope.snapshot?.byteLength ?? 0) > limits.frameBytesMax) {
+        const messageBytes = envelopeSizeBytes(envelope) - (envelope.snapshot?.byteLength ?? 0)
+        if (messageBytes > limits.frameBytesMax) {
+          // Raft will offer it again and again: a misconfiguration (entries larger than a frame)
+          // that must be visible, but not at heartbeat rate. Logged at the 1st, 2nd, 4th, … drop.
           counters.dropped++
+          counters.oversize++
+          if ((counters.oversize & (counters.oversize - 1)) === 0) {
+            warnings.push(`dropping a ${message._tag} of about ${messageBytes} bytes for peer ${peer}: more than frameBytesMax ${limits.frameBytesMax} (${counters.oversize} so far)`)
+          }
           continue
         }
         if (envelope.snapshot === null) {
@@ -276,6 +285,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         }
         const current = yield* writableConnection
         const frames = framesOf(envelopes)
+        for (const line of warnings.splice(0)) yield* Effect.logWarning(line)
         const group: Group = { payloads: [], bytes: 0, messages: 0 }
         for (let i = 0; i < frames.length; i++) {
           const frame = frames[i]!
