@@ -25,7 +25,8 @@ export interface PeerLimits {
   /** Most envelopes taken from the queue and written with one socket write. */
   readonly writeBatchMax: number
   /** While the socket holds more unsent bytes than this, the link stops writing and waits for
-   * it to drain; the queue fills and then drops. Soft bound: one batch may pass it. */
+   * it to drain; the queue fills and then drops. Soft bound: one write group (a quarter of it,
+   * plus the frame that crossed that) may pass it. At least 64 KiB. */
   readonly writeBufferBytesMax: number
   /** A socket that does not drain below `writeBufferBytesMax` within this time is considered
    * dead: it is destroyed and the link reconnects. */
@@ -74,6 +75,9 @@ export function validatePeerLimits(limits: PeerLimits): PeerLimits {
   assert(limits.handshakeBytesMax <= limits.frameBytesMax, "handshakeBytesMax <= frameBytesMax")
   assert(limits.snapshotChunkBytes + chunkOverheadBytes <= limits.frameBytesMax, "a snapshot chunk fits one frame")
   assert(limits.writeBatchMax <= limits.outboundMessagesMax, "writeBatchMax <= outboundMessagesMax")
+  // The link waits for the socket's 'drain', which Node only promises once a write has crossed
+  // the socket's high-water mark (16 KiB by default): the bound must sit well above it.
+  assert(limits.writeBufferBytesMax >= 64 * 1024, "writeBufferBytesMax >= 64 KiB")
   assert(limits.reconnectBaseMs <= limits.reconnectCapMs, "reconnectBaseMs <= reconnectCapMs")
   return limits
 }

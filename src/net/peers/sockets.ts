@@ -207,7 +207,12 @@ export function awaitDrain(socket: net.Socket, timeoutMs: number): Effect.Effect
 export function closeGracefully(socket: net.Socket, timeoutMs: number): Effect.Effect<void> {
   const flushed = Effect.async<void>((resume) => {
     if (socket.destroyed) return resume(Effect.void)
-    const done = () => resume(Effect.void)
+    let resumed = false
+    const done = () => {
+      if (resumed) return
+      resumed = true
+      resume(Effect.void)
+    }
     socket.end(done)
     socket.once("close", done)
     return Effect.sync(() => socket.off("close", done))

@@ -1,7 +1,9 @@
-// The first word tells dqlite clients from tqlite peers; the hello is checked on both sides.
+// The first word tells dqlite clients from tqlite peers; the hello is checked on both sides;
+// the limits are checked against each other.
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import type { Hello, LocalIdentity } from "../../../src/net/peers/handshake.ts"
+import { peerLimits } from "../../../src/net/peers/limits.ts"
 import { classifyFirstWord, decodeHello, encodeHello, helloProblem, peerMagicWord, peerProtocolVersion } from "../../../src/net/peers/handshake.ts"
 
 const word = (...bytes: Array<number>) => Uint8Array.from(bytes)
@@ -43,5 +45,16 @@ describe("hello", () => {
     expect(helloProblem(local, hello({ peerId: 5 }), null)).toMatch(/expected node 5 at this address, but this is node 1/)
     expect(helloProblem(local, hello({ nodeId: 3 }), 2)).toMatch(/node 3 answered where node 2 was expected/)
     expect(helloProblem(local, hello({ nodeId: 1 }), null)).toMatch(/our own node id/)
+  })
+})
+
+describe("limits", () => {
+  it("are validated together", () => {
+    expect(() => peerLimits()).not.toThrow()
+    expect(() => peerLimits({ snapshotChunkBytes: 64 * 1024 * 1024 })).toThrow(/snapshot chunk fits one frame/)
+    expect(() => peerLimits({ writeBatchMax: 2000 })).toThrow(/writeBatchMax <= outboundMessagesMax/)
+    expect(() => peerLimits({ reconnectBaseMs: 10_000 })).toThrow(/reconnectBaseMs <= reconnectCapMs/)
+    expect(() => peerLimits({ writeBufferBytesMax: 1024 })).toThrow(/64 KiB/)
+    expect(() => peerLimits({ stallTimeoutMs: 0 })).toThrow(/positive integer/)
   })
 })
