@@ -6,6 +6,7 @@ import { Duration, Effect } from "effect"
 import type { Envelope } from "../../../src/actors/LogWriter.ts"
 import { encodeFrame, encodeFrames, makePacker } from "../../../src/net/peers/framing.ts"
 import { decodeHello, encodeHello, peerMagicWord } from "../../../src/net/peers/handshake.ts"
+import { layerTcp, makeTcp, Transport } from "../../../src/net/peers/PeerTransport.ts"
 import { captureLogs, link, prng, start, waitUntil } from "./helpers.ts"
 
 const heartbeat = (from: number, to: number, context: number): Envelope => ({
@@ -155,3 +156,38 @@ describe("listener", () => {
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
 }
+
+describe("layerTcp", () => {
+  it.live("provides the Transport service, listening until the layer is released", () =>
+    Effect.gen(function*() {
+      const address = yield* Effect.gen(function*() {
+        const transport = yield* Transport
+        expect(transport.nodeId).toBe(7)
+        expect(transport.address).toMatch(/^127\.0\.0\.1:\d+$/)
+        expect((yield* exchange(transport.address, Uint8Array.of(9, 9, 9, 9, 9, 9, 9, 9))).byteLength).toBe(0)
+        return transport.address
+      }).pipe(Effect.provide(layerTcp({ nodeId: 7, clusterId: "c", listen: "127.0.0.1:0" })))
+      // Released: nothing listens there any more.
+      const refused = yield* Effect.either(Effect.async<void, Error>((resume) => {
+        const [host, port] = address.split(":") as [string, string]
+        const socket = net.connect({ host, port: Number(port) })
+        socket.on("error", (error) => resume(Effect.fail(error)))
+        socket.on("connect", () => {
+          socket.destroy()
+          resume(Effect.void)
+        })
+      }))
+      expect(refused._tag).toBe("Left")
+    }))
+
+  it.live("fails with ListenFailed when the address is taken", () =>
+    Effect.gen(function*() {
+      const address = yield* Effect.scoped(Effect.gen(function*() {
+        const first = yield* start({ nodeId: 1 })
+        const taken = yield* Effect.either(Effect.scoped(makeTcp({ nodeId: 2, clusterId: "c", listen: first.transport.address })))
+        expect(taken._tag === "Left" && taken.left._tag).toBe("ListenFailed")
+        return first.transport.address
+      }))
+      expect(address).toMatch(/:\d+$/)
+    }))
+})
