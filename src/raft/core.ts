@@ -160,6 +160,9 @@ function stepMessage(st: Step, m: Message): void {
     }
     const preVoteTraffic = (m._tag === "RequestVote" && m.pre) || (m._tag === "RequestVoteResponse" && m.pre && m.granted)
     if (!preVoteTraffic) {
+      // The transferee speaking in a newer term means the transfer worked: it is campaigning or
+      // leading. Stepping down for it is not an abort, so no TransferAborted.
+      if (m.from === s.transferee) s.transferee = null
       const fromLeader = m._tag === "AppendEntries" || m._tag === "Heartbeat" || m._tag === "InstallSnapshot"
       becomeFollower(st, m.term, fromLeader ? m.from : null)
     }
