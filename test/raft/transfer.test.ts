@@ -104,15 +104,29 @@ describe("leadership transfer", () => {
     expect(atFollower.events).toEqual([{ _tag: "Rejected", id: 5, reason: "not-leader", leader: 1, detail: "not the leader" }])
   })
 
-  // Known bug, reported to the lead: when the transfer succeeds, the old leader steps down on
-  // the target's (transfer) vote request and abandonLeadership reports TransferAborted anyway,
-  // so a driver cannot tell success from failure by the event. Flip to `it` once fixed.
-  it.fails("a successful transfer is not reported as aborted", () => {
+  // A successful transfer must not be reported as aborted: RaftActor fails the caller's transfer
+  // on TransferAborted. The old leader steps down on the target's vote request (transfer flag)…
+  it("a successful transfer is not reported as aborted (old leader deposed by the target's vote request)", () => {
     const c = new Cluster()
     c.elect(1)
     c.step(1, { _tag: "TransferLeadership", id: 1, to: 2 })
     c.stabilize()
     expect(c.leaders()).toEqual([2])
+    expect(c.node(1).eventsOf("TransferAborted")).toEqual([])
+    c.run(2)
+    expect(c.node(1).eventsOf("StateChanged").slice(-1)).toEqual([{ _tag: "StateChanged", role: "follower", term: 3, leader: 2 }])
+  })
+
+  // …or, when that request is lost, by the new leader's first append.
+  it("a successful transfer is not reported as aborted (old leader learns from the new leader's append)", () => {
+    const c = new Cluster()
+    c.elect(1)
+    c.step(1, { _tag: "TransferLeadership", id: 1, to: 2 })
+    c.deliver((m) => m._tag === "TimeoutNow")
+    c.take((m) => m._tag === "RequestVote" && m.to === 1)
+    c.stabilize()
+    expect(c.leaders()).toEqual([2])
+    expect(c.node(1).role).toBe("follower")
     expect(c.node(1).eventsOf("TransferAborted")).toEqual([])
   })
 })
