@@ -1,0 +1,70 @@
+// The SQL surface of a tqlite node, as the dqlite gateway, the embedding API and tests see it.
+// The replicated implementation (leader writer, pinned readers, followers answering NotLeader)
+// lives beside it in src/sqlite; a gateway session holds one SqlSession per open database.
+import type { Effect, Scope } from "effect"
+import { Data } from "effect"
+import type { NodeId } from "../raft/types.ts"
+
+/** A value as better-sqlite3 (with safeIntegers where needed) reads and binds it. Integers that
+ * do not fit a double's exact range are bigint. */
+export type SqlValue = null | number | bigint | string | Uint8Array
+
+export interface ExecResult {
+  readonly lastInsertId: bigint
+  readonly rowsAffected: number
+}
+
+export interface Rows {
+  readonly columns: ReadonlyArray<string>
+  /** The declared type of each column (e.g. "DATETIME", "BOOLEAN"), "" when none: dqlite maps
+   * these to its unixtime / iso8601 / boolean value types. */
+  readonly declaredTypes: ReadonlyArray<string>
+  readonly rows: ReadonlyArray<ReadonlyArray<SqlValue>>
+}
+
+export interface Prepared {
+  readonly id: number
+  readonly sql: string
+  readonly paramCount: number
+  /** Offset in the original SQL text just after this statement (dqlite's tail). */
+  readonly tailOffset: number
+  readonly readonly: boolean
+}
+
+/** SQLite refused the statement: `code` is SQLite's (extended) result code, as dqlite sends it. */
+export class SqlError extends Data.TaggedError("SqlError")<{ readonly code: number; readonly message: string }> {}
+
+/** This node is not the leader (dqlite's SQLITE_IOERR_NOT_LEADER, 10250). */
+export class SqlNotLeader extends Data.TaggedError("SqlNotLeader")<{ readonly leader: NodeId | null; readonly message: string }> {}
+
+/** Leadership was lost while the request was in flight: its outcome is unknown (dqlite's
+ * SQLITE_IOERR_LEADERSHIP_LOST, 10506). */
+export class SqlLeadershipLost extends Data.TaggedError("SqlLeadershipLost")<{ readonly message: string }> {}
+
+/** The write queue is full or a write waited past its timeout; nothing was done. */
+export class SqlBusy extends Data.TaggedError("SqlBusy")<{ readonly message: string }> {}
+
+export type SqlFailure = SqlError | SqlNotLeader | SqlLeadershipLost | SqlBusy
+
+/** One client's view of one database: statements, and an interactive transaction (BEGIN …
+ * COMMIT across calls) that holds the database's writer until it ends or times out. */
+export interface SqlSession {
+  readonly database: string
+  readonly prepare: (sql: string) => Effect.Effect<Prepared, SqlFailure>
+  readonly exec: (statement: number, params: ReadonlyArray<SqlValue>) => Effect.Effect<ExecResult, SqlFailure>
+  readonly query: (statement: number, params: ReadonlyArray<SqlValue>) => Effect.Effect<Rows, SqlFailure>
+  readonly finalize: (statement: number) => Effect.Effect<void, SqlFailure>
+  /** Runs every statement of `sql` in turn (dqlite's EXEC_SQL / QUERY_SQL); parameters bind to
+   * the first statement. */
+  readonly execSql: (sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<ExecResult, SqlFailure>
+  readonly querySql: (sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<Rows, SqlFailure>
+  /** Stops the running query (dqlite's INTERRUPT). */
+  readonly interrupt: Effect.Effect<void>
+  readonly inTransaction: Effect.Effect<boolean>
+}
+
+export interface SqlDatabases {
+  /** Opens (creating if needed) a named database for one client; closing the scope finalizes
+   * its statements and rolls back an open transaction. */
+  readonly open: (name: string) => Effect.Effect<SqlSession, SqlFailure, Scope.Scope>
+}
