@@ -262,6 +262,8 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
         rejectUnauthorized: false,
         handshakeTimeout: limits.handshakeTimeoutMs
       })
+    // Also caps sockets still in their TLS handshake, which the count below does not see yet.
+    server.maxConnections = limits.inboundConnectionsMax
     server.on(secure === null ? "connection" : "secureConnection", (socket: net.Socket) => {
       guard(socket, limits.keepAliveMs)
       if (sockets.size >= limits.inboundConnectionsMax) {
