@@ -102,6 +102,8 @@ export class Cluster {
   /** Messages a filter dropped at send or delivery time. */
   readonly dropped: Message[] = []
   filters: MessageFilter[] = []
+  /** Called with every step, before its Ready is carried out (script tests print it). */
+  observer: ((id: NodeId, input: Input, ready: Ready) => void) | null = null
   /** Every step as JSON (node, input, ready): two runs of one scenario must be equal. */
   readonly trace: string[] = []
   readonly membership: Membership
@@ -139,6 +141,7 @@ export class Cluster {
     const node = this.node(id)
     const { ready } = step(node.state, input)
     if (this.tracing) this.trace.push(JSON.stringify({ id, input, ready }, jsonReplacer))
+    this.observer?.(id, input, ready)
     node.readies.push(ready)
     node.events.push(...ready.events)
     for (const m of ready.messages) this.send(m)
@@ -174,9 +177,11 @@ export class Cluster {
   }
 
   propose(id: NodeId, ...payloads: string[]): Ready {
+    const first = this.nextRequestId
+    this.nextRequestId += payloads.length
     return this.step(id, {
       _tag: "Propose",
-      proposals: payloads.map((p, i) => ({ id: this.nextRequestId + i, data: new TextEncoder().encode(p) }))
+      proposals: payloads.map((p, i) => ({ id: first + i, data: new TextEncoder().encode(p) }))
     })
   }
   private nextRequestId = 1000
