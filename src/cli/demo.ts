@@ -12,6 +12,7 @@ import { defaultRaftConfig } from "../raft/config.ts"
 import { bootstrap } from "../raft/core.ts"
 import type { Entry, Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
 import { Disk } from "../storage/Disk.ts"
+import { persistInGroups } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
 import { Snapshots } from "../storage/Snapshots.ts"
 import type { SnapshotsService } from "../storage/Snapshots.ts"
@@ -82,7 +83,7 @@ export const runDemo = (options: DemoOptions) =>
         recovered: { ...recovered, snapshot },
         stateMachine: counter,
         io: {
-          persist: log.persist,
+          persist: persistInGroups(log),
           saveSnapshot: (meta, data) => writeSnapshot(snapshots, meta, data),
           loadSnapshot: (meta) => readSnapshot(snapshots, meta),
           send: deliver

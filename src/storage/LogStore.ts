@@ -112,6 +112,12 @@ export function groupPersistBatches(batches: ReadonlyArray<PersistBatch>): Reado
   return groups
 }
 
+/** `store.persist` for a drained queue of any length: one call (one fsync) per group that fits
+ * the bounds. This is what the Raft driver's log writer is given. */
+export function persistInGroups(store: LogStoreService): (batches: ReadonlyArray<PersistBatch>) => Effect.Effect<void, StorageError> {
+  return (batches) => Effect.forEach(groupPersistBatches(batches), (group) => store.persist(group), { discard: true })
+}
+
 /** The steps of one batch, in the order they apply. */
 export function* operationsOf(batch: PersistBatch): Generator<LogOperation> {
   if (batch.hardState !== undefined) yield { _tag: "hardState", hardState: batch.hardState }

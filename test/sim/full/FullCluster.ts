@@ -15,6 +15,7 @@ import type { Message } from "../../../src/raft/messages.ts"
 import type { Membership, NodeId, SnapshotMeta } from "../../../src/raft/types.ts"
 import { Disk } from "../../../src/storage/Disk.ts"
 import type { Recovered } from "../../../src/raft/core.ts"
+import { persistInGroups } from "../../../src/storage/LogStore.ts"
 import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
 import { Snapshots } from "../../../src/storage/Snapshots.ts"
 import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
@@ -153,7 +154,7 @@ export class FullCluster {
         recovered,
         stateMachine: sm,
         io: {
-          persist: (batches: ReadonlyArray<PersistBatch>) => log.persist(batches),
+          persist: persistInGroups(log),
           saveSnapshot: (meta, data) => writeAll(snapshots, meta, data),
           loadSnapshot: (meta) => readAll(snapshots, meta),
           send: (envelope) => Effect.sync(() => this.send(id, envelope))
