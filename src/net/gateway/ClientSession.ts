@@ -1,0 +1,420 @@
+// One client connection's state and the answer to each request (fact sheet §7). The connection
+// fiber (Gateway.ts) owns a ClientSession and hands it one request at a time, so the state here
+// is touched by that fiber only: the open database, the prepared statements, the protocol.
+//
+// Every request gets exactly one answer (QUERY / QUERY_SQL: one or more ROWS, or a FAILURE),
+// and no failure of the SQL surface or the cluster closes the connection: go-dqlite treats a
+// clean close after a request as a hard error it does not retry, while 10250 / 10506 make it look
+// for the leader again. Only a broken stream ends the session.
+
+import type { Scope } from "effect"
+import { Effect, Scope as ScopeOps } from "effect"
+import type { Prepared, Rows, SqlFailure, SqlSession, SqlDatabases } from "../../sqlite/Sql.ts"
+import type { Role } from "../../raft/types.ts"
+import type { ClusterControl, ClusterControlError } from "./ClusterControl.ts"
+import type { FailureText } from "./codes.ts"
+import { ErrorCode, Failures, RequestType, RoleCode } from "./codes.ts"
+import { WireError } from "./errors.ts"
+import type { Frame } from "./framing.ts"
+import type { GatewayLimits } from "./limits.ts"
+import type { Request } from "./requests.ts"
+import { decodeRequest } from "./requests.ts"
+import type { Response } from "./responses.ts"
+import { RowsWriter, encodeResponse, failure } from "./responses.ts"
+import type { FrameStream, FramingError, SocketError } from "./socketIo.ts"
+import { firstStatement, isBlankSql, utf8OffsetBytes } from "./sqlText.ts"
+import { specialColumnOf, sqlValueOfParam, textForWire, wireValueOfSql } from "./sqlValues.ts"
+import type { Value } from "./values.ts"
+
+/** A database's files as DUMP sends them: a consistent image of the main file and its WAL
+ * (empty when the image already holds everything, as dqlite ≥ 1.12 sends it). */
+export interface DatabaseImage {
+  readonly main: Uint8Array
+  readonly wal: Uint8Array
+}
+
+export interface DatabaseDumper {
+  /** The named database's files from this node's local copy, or null when it has none. */
+  readonly dump: (name: string) => Effect.Effect<DatabaseImage | null, SqlFailure>
+}
+
+/** What a gateway serves. */
+export interface GatewayDeps {
+  readonly databases: SqlDatabases
+  readonly cluster: ClusterControl
+  /** Serves DUMP; without it DUMP answers a FAILURE. */
+  readonly dumper?: DatabaseDumper
+}
+
+const tooManyParameters: FailureText = { code: ErrorCode.range, message: "column index out of range" }
+const rowsNotRepresentable = (detail: string): FailureText => ({ code: ErrorCode.error, message: `result cannot be sent: ${detail}` })
+
+/** What a non-leader's SQL surface or cluster said, as dqlite words it. */
+export function failureOfSql(error: SqlFailure): FailureText {
+  switch (error._tag) {
+    case "SqlError":
+      return { code: Number.isSafeInteger(error.code) && error.code >= 0 ? error.code : ErrorCode.error, message: error.message }
+    case "SqlNotLeader":
+      return Failures.notLeader
+    case "SqlLeadershipLost":
+      return Failures.leadershipLost
+    case "SqlBusy":
+      return { code: ErrorCode.busy, message: error.message === "" ? Failures.databaseLocked.message : error.message }
+  }
+}
+
+export function failureOfCluster(error: ClusterControlError): FailureText {
+  switch (error.reason) {
+    case "NotLeader":
+      return Failures.notLeader
+    case "LeadershipLost":
+      return Failures.leadershipLost
+    case "ChangeInProgress":
+      return Failures.configurationChangeInProgress
+    case "IdInUse":
+      return Failures.serverIdInUse
+    case "UnknownId":
+      return Failures.serverIdNotValid
+    case "RoleNotValid":
+      return Failures.serverRoleNotValid
+    case "TransferFailed":
+      return Failures.leadershipTransferFailed
+    case "Failed":
+      return { code: ErrorCode.error, message: error.message }
+  }
+}
+
+/** The FAILURE for a request that could not be decoded, as C dqlite (HEAD) words it; HEAD closes
+ * the connection for a malformed fixed field, tqlite answers and keeps serving. */
+export function failureOfWireError(frame: Frame, error: WireError): FailureText {
+  const takesParams = frame.type === RequestType.prepare || frame.type === RequestType.exec || frame.type === RequestType.query ||
+    frame.type === RequestType.execSql || frame.type === RequestType.querySql
+  switch (error.reason) {
+    case "UnknownType":
+      return Failures.unrecognizedRequestType
+    case "UnsupportedSchema":
+      return takesParams ? Failures.unrecognizedParamsSchemaVersion : Failures.unrecognizedSchemaVersion
+    default:
+      if (error.field.startsWith("params")) return Failures.bindParameters
+      return { code: ErrorCode.dqliteParse, message: `malformed request: ${error.message}` }
+  }
+}
+
+const roleOfCode = (code: number): Role | null =>
+  code === RoleCode.voter ? "voter" : code === RoleCode.standby ? "standby" : code === RoleCode.spare ? "spare" : null
+
+const codeOfRole = (role: Role): number => RoleCode[role]
+
+/** A wire node id (u64) as a NodeId, or null if it cannot be one. */
+const nodeIdOf = (id: bigint): number | null => (id > 0n && id <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(id) : null)
+
+interface OpenDatabase {
+  readonly name: string
+  readonly session: SqlSession
+}
+
+interface StatementEntry {
+  readonly prepared: Prepared
+}
+
+export type SessionError = SocketError | FramingError
+
+export class ClientSession {
+  private database: OpenDatabase | null = null
+  private readonly statements = new Map<number, StatementEntry>()
+
+  constructor(
+    private readonly deps: GatewayDeps,
+    private readonly limits: GatewayLimits,
+    private readonly io: FrameStream,
+    /** The connection's scope: an opened database lives (and is rolled back) with it. */
+    private readonly scope: Scope.Scope,
+    private readonly protocol: "v1" | "legacy"
+  ) {}
+
+  /** Answers one message. Fails only when the stream itself broke. */
+  handle(frame: Frame): Effect.Effect<void, SessionError> {
+    let request: Request
+    try {
+      request = decodeRequest(frame)
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error
+      return this.fail(failureOfWireError(frame, error))
+    }
+    return this.dispatch(request)
+  }
+
+  private send(response: Response): Effect.Effect<void, SocketError> {
+    return this.io.write(encodeSafely(response))
+  }
+
+  private fail(text: FailureText): Effect.Effect<void, SocketError> {
+    return this.send(failure(text))
+  }
+
+  private dispatch(request: Request): Effect.Effect<void, SessionError> {
+    switch (request.kind) {
+      case "leader":
+        return Effect.flatMap(this.deps.cluster.leader, (leader) =>
+          this.send(
+            this.protocol === "legacy"
+              ? { kind: "serverLegacy", address: leader?.address ?? "" }
+              : { kind: "server", nodeId: leader === null ? 0n : BigInt(leader.id), address: leader?.address ?? "" }
+          ))
+      case "client":
+        return this.send({ kind: "welcome", heartbeatTimeoutMs: this.limits.heartbeatTimeoutMs })
+      case "heartbeat":
+      case "connect":
+        // dqlite ≥ 1.12 answers HEARTBEAT this way (1.11.1 never answers it); CONNECT is for C
+        // dqlite's Raft peers, which tqlite does not speak.
+        return this.fail(Failures.unrecognizedRequestType)
+      case "open":
+        return this.open(request.database)
+      case "prepare":
+        return this.prepare(request.dbId, request.sql, request.schema)
+      case "exec":
+        return this.withStatement(request.dbId, request.stmtId, (session, entry) => {
+          if (request.params.length > entry.prepared.paramCount) return this.fail(tooManyParameters)
+          return this.answerExec(session.exec(entry.prepared.id, params(request.params)))
+        })
+      case "query":
+        return this.withStatement(request.dbId, request.stmtId, (session, entry) => {
+          if (request.params.length > entry.prepared.paramCount) return this.fail(tooManyParameters)
+          return this.answerQuery(session.query(entry.prepared.id, params(request.params)))
+        })
+      case "finalize":
+        return this.withStatement(request.dbId, request.stmtId, (session, entry) => {
+          this.statements.delete(request.stmtId)
+          return Effect.matchEffect(session.finalize(entry.prepared.id), {
+            onFailure: (error) => this.fail(failureOfSql(error)),
+            onSuccess: () => this.send({ kind: "empty" })
+          })
+        })
+      case "execSql":
+        return this.withDatabase(request.dbId, (session) =>
+          isBlankSql(request.sql)
+            ? this.send({ kind: "result", lastInsertId: 0n, rowsAffected: 0n })
+            : this.answerExec(session.execSql(request.sql, params(request.params))))
+      case "querySql":
+        return this.withDatabase(request.dbId, (session) =>
+          isBlankSql(request.sql)
+            ? this.fail(Failures.emptyStatement)
+            : this.answerQuery(session.querySql(request.sql, params(request.params))))
+      case "interrupt":
+        // Requests are handled one at a time, so nothing runs now; an INTERRUPT sent during a
+        // ROWS stream is taken by `streamRows` itself.
+        return this.send({ kind: "empty" })
+      case "add":
+        return this.clusterChange(request.nodeId, (id) => this.deps.cluster.add(id, request.address))
+      case "assign": {
+        const role = request.role === null ? "voter" : roleOfCode(request.role)
+        if (role === null) return this.fail(Failures.serverRoleNotValid)
+        return this.clusterChange(request.nodeId, (id) => this.deps.cluster.assign(id, role))
+      }
+      case "remove":
+        return this.clusterChange(request.nodeId, (id) => this.deps.cluster.remove(id))
+      case "transfer":
+        if (request.nodeId === 0n) return this.answerCluster(this.deps.cluster.transfer(null))
+        return this.clusterChange(request.nodeId, (id) => this.deps.cluster.transfer(id))
+      case "dump":
+        return this.dump(request.database)
+      case "cluster":
+        return this.cluster(request.format)
+      case "describe":
+        if (request.format !== 0) return this.fail(Failures.badDescribeFormat)
+        return Effect.flatMap(this.deps.cluster.describe, (metadata) =>
+          this.send({ kind: "metadata", failureDomain: metadata.failureDomain, weight: metadata.weight }))
+      case "weight":
+        return Effect.zipRight(this.deps.cluster.setWeight(request.weight), this.send({ kind: "empty" }))
+    }
+  }
+
+  private open(name: string): Effect.Effect<void, SocketError> {
+    if (this.database !== null) return this.fail(Failures.databaseAlreadyOpen)
+    return Effect.matchEffect(ScopeOps.extend(this.deps.databases.open(name), this.scope), {
+      onFailure: (error) => this.fail(failureOfSql(error)),
+      onSuccess: (session) => {
+        this.database = { name, session }
+        return this.send({ kind: "db", dbId: 0 })
+      }
+    })
+  }
+
+  private withDatabase(
+    dbId: number | bigint,
+    f: (session: SqlSession) => Effect.Effect<void, SessionError>
+  ): Effect.Effect<void, SessionError> {
+    const database = this.database
+    if (database === null || BigInt(dbId) !== 0n) return this.fail(Failures.noDatabaseOpened)
+    return f(database.session)
+  }
+
+  private withStatement(
+    dbId: number,
+    stmtId: number,
+    f: (session: SqlSession, entry: StatementEntry) => Effect.Effect<void, SessionError>
+  ): Effect.Effect<void, SessionError> {
+    return this.withDatabase(dbId, (session) => {
+      const entry = this.statements.get(stmtId)
+      if (entry === undefined) return this.fail(Failures.noStatement)
+      return f(session, entry)
+    })
+  }
+
+  private prepare(dbId: bigint, sql: string, schema: 0 | 1): Effect.Effect<void, SessionError> {
+    return this.withDatabase(dbId, (session) => {
+      const first = firstStatement(sql)
+      if (first === null) return this.fail(Failures.emptyStatement)
+      // Schema 0 is one statement; dqlite ≥ 1.12 refuses a tail that is more than whitespace
+      // and comments. Schema 1 reports where the tail starts instead.
+      if (schema === 0 && !isBlankSql(first.tail)) return this.fail(Failures.nonemptyStatementTail)
+      const stmtId = this.freeStatementId()
+      if (stmtId === null) {
+        return this.fail({ code: ErrorCode.error, message: `too many prepared statements (at most ${this.limits.statementsMax} per connection)` })
+      }
+      return Effect.matchEffect(session.prepare(first.statement.text), {
+        onFailure: (error) => this.fail(failureOfSql(error)),
+        onSuccess: (prepared) => {
+          this.statements.set(stmtId, { prepared })
+          return this.send({
+            kind: "stmt",
+            dbId: 0,
+            stmtId,
+            paramCount: prepared.paramCount,
+            tailOffset: schema === 1 ? utf8OffsetBytes(sql, first.statement.end) : null
+          })
+        }
+      })
+    })
+  }
+
+  /** The lowest unused id (C dqlite starts at 0 and reuses freed ids), or null at the bound. */
+  private freeStatementId(): number | null {
+    if (this.statements.size >= this.limits.statementsMax) return null
+    for (let id = 0; ; id++) if (!this.statements.has(id)) return id
+  }
+
+  private answerExec(run: Effect.Effect<{ readonly lastInsertId: bigint; readonly rowsAffected: number }, SqlFailure>) {
+    return Effect.matchEffect(run, {
+      onFailure: (error) => this.fail(failureOfSql(error)),
+      onSuccess: (result) =>
+        this.send({
+          kind: "result",
+          lastInsertId: BigInt.asUintN(64, result.lastInsertId),
+          rowsAffected: BigInt.asUintN(64, BigInt(result.rowsAffected))
+        })
+    })
+  }
+
+  private answerQuery(run: Effect.Effect<Rows, SqlFailure>): Effect.Effect<void, SessionError> {
+    return Effect.matchEffect(run, {
+      onFailure: (error) => this.fail(failureOfSql(error)),
+      onSuccess: (rows) => this.streamRows(rows)
+    })
+  }
+
+  /** Sends a result set as ROWS batches of about `rowsBatchBytesTarget` bytes, each but the last
+   * ending in PART. Between batches, an INTERRUPT that has arrived stops the stream: it is
+   * answered with EMPTY and no further ROWS are sent (go-dqlite discards messages until EMPTY). */
+  private streamRows(rows: Rows): Effect.Effect<void, SessionError> {
+    const self = this
+    return Effect.gen(function*() {
+      const columns = rows.columns.map(textForWire)
+      const kinds = rows.columns.map((_, index) => specialColumnOf(rows.declaredTypes[index]))
+      let index = 0
+      for (;;) {
+        const batch = self.buildBatch(columns, kinds, rows.rows, index)
+        if (batch._tag === "Failure") return yield* self.fail(batch.failure)
+        index = batch.next
+        yield* self.io.write(batch.message)
+        if (index >= rows.rows.length) return
+        const interrupt = yield* self.io.pollFrame((frame) => frame.type === RequestType.interrupt)
+        if (interrupt !== undefined && interrupt.type === RequestType.interrupt) {
+          yield* Effect.ignore(self.database?.session.interrupt ?? Effect.void)
+          return yield* self.send({ kind: "empty" })
+        }
+      }
+    })
+  }
+
+  private buildBatch(
+    columns: ReadonlyArray<string>,
+    kinds: ReadonlyArray<ReturnType<typeof specialColumnOf>>,
+    rows: Rows["rows"],
+    from: number
+  ): { readonly _tag: "Batch"; readonly message: Uint8Array; readonly next: number } | { readonly _tag: "Failure"; readonly failure: FailureText } {
+    try {
+      const writer = new RowsWriter(columns)
+      let index = from
+      while (index < rows.length && writer.messageBytes < this.limits.rowsBatchBytesTarget) {
+        const row = rows[index] ?? []
+        if (row.length !== columns.length) {
+          return { _tag: "Failure", failure: rowsNotRepresentable(`row ${index} has ${row.length} values for ${columns.length} columns`) }
+        }
+        const values: Array<Value> = row.map((value, column) => wireValueOfSql(value, kinds[column] ?? "plain"))
+        writer.appendRow(values)
+        index++
+      }
+      return { _tag: "Batch", message: writer.finish(index < rows.length ? "part" : "done"), next: index }
+    } catch (error) {
+      if (error instanceof WireError) return { _tag: "Failure", failure: rowsNotRepresentable(error.message) }
+      throw error
+    }
+  }
+
+  private clusterChange(
+    wireId: bigint,
+    change: (id: number) => Effect.Effect<void, ClusterControlError>
+  ): Effect.Effect<void, SocketError> {
+    const id = nodeIdOf(wireId)
+    if (id === null) return this.fail(Failures.serverIdNotValid)
+    return this.answerCluster(change(id))
+  }
+
+  private answerCluster(run: Effect.Effect<void, ClusterControlError>): Effect.Effect<void, SocketError> {
+    return Effect.matchEffect(run, {
+      onFailure: (error) => this.fail(failureOfCluster(error)),
+      onSuccess: () => this.send({ kind: "empty" })
+    })
+  }
+
+  private cluster(format: number): Effect.Effect<void, SocketError> {
+    if (format !== 0 && format !== 1) return this.fail(Failures.unrecognizedClusterFormat)
+    return Effect.flatMap(this.deps.cluster.servers, (servers) =>
+      this.send(
+        format === 0
+          ? { kind: "servers", format, servers: servers.map((s) => ({ nodeId: BigInt(s.id), address: s.address })) }
+          : { kind: "servers", format, servers: servers.map((s) => ({ nodeId: BigInt(s.id), address: s.address, role: codeOfRole(s.role) })) }
+      ))
+  }
+
+  private dump(name: string): Effect.Effect<void, SocketError> {
+    const dumper = this.deps.dumper
+    if (dumper === undefined) return this.fail({ code: ErrorCode.error, message: "dump is not supported by this node" })
+    return Effect.matchEffect(dumper.dump(name), {
+      onFailure: (error) => this.fail(failureOfSql(error)),
+      onSuccess: (image) =>
+        image === null
+          ? this.fail(Failures.databaseNotFound)
+          : this.send({ kind: "files", files: [{ name, data: image.main }, { name: `${name}-wal`, data: image.wal }] })
+    })
+  }
+}
+
+function params(values: ReadonlyArray<Value>) {
+  return values.map(sqlValueOfParam)
+}
+
+/** A response as bytes; one the wire cannot carry (a NUL in a message text, a file whose size is
+ * not whole words) becomes a FAILURE that says so. */
+function encodeSafely(response: Response): Uint8Array {
+  try {
+    return encodeResponse(response)
+  } catch (error) {
+    if (!(error instanceof WireError)) throw error
+    if (response.kind === "failure") {
+      return encodeResponse({ kind: "failure", code: response.code, message: textForWire(response.message) })
+    }
+    return encodeResponse(failure({ code: ErrorCode.error, message: `response cannot be sent: ${error.message}` }))
+  }
+}

@@ -1,0 +1,49 @@
+// Every bound of the gateway, named and validated together.
+import { assert } from "../../assert.ts"
+import { headerBytes, rowsBatchBytesTarget, welcomeHeartbeatTimeoutMsDefault, wordBytes } from "./codes.ts"
+import { messageBytesMaxDefault, messageBytesMaxLimit } from "./framing.ts"
+
+export interface GatewayLimits {
+  /** Largest request (header + body) accepted; a header announcing more closes the connection
+   * (the stream cannot be resynchronised). dqlite itself has no cap below 4 GiB. */
+  readonly messageBytesMax: number
+  /** Prepared statements one connection may hold; PREPARE beyond it answers a FAILURE. */
+  readonly statementsMax: number
+  /** A ROWS batch ends once the message (header included) has reached this many bytes, checked
+   * before each row, as C dqlite does with its 4096-byte page: so a batch may exceed it by one
+   * row, and one huge row goes whole. */
+  readonly rowsBatchBytesTarget: number
+  /** A write waiting this long for a client that reads nothing ends the connection. */
+  readonly writeTimeoutMs: number
+  /** The heartbeat timeout announced in WELCOME (go ignores it; dqlite-client may use it). */
+  readonly heartbeatTimeoutMs: number
+  /** `listen` only: connections served at once; more are closed at accept. */
+  readonly connectionsMax: number
+  /** `listen` only: how long a new connection may take to send its protocol version word. */
+  readonly versionWordTimeoutMs: number
+}
+
+export const gatewayLimitsDefault: GatewayLimits = {
+  messageBytesMax: messageBytesMaxDefault,
+  statementsMax: 1024,
+  rowsBatchBytesTarget,
+  writeTimeoutMs: 60_000,
+  heartbeatTimeoutMs: welcomeHeartbeatTimeoutMsDefault,
+  connectionsMax: 1024,
+  versionWordTimeoutMs: 10_000
+}
+
+export function gatewayLimits(overrides: Partial<GatewayLimits> = {}): GatewayLimits {
+  const limits = { ...gatewayLimitsDefault, ...overrides }
+  assert(Number.isSafeInteger(limits.messageBytesMax), "messageBytesMax is an integer")
+  assert(limits.messageBytesMax >= headerBytes + wordBytes, "messageBytesMax admits a one-word body")
+  assert(limits.messageBytesMax <= messageBytesMaxLimit, "messageBytesMax fits what a header can announce")
+  assert(Number.isSafeInteger(limits.statementsMax) && limits.statementsMax >= 1, "statementsMax >= 1")
+  assert(limits.statementsMax <= 0x100000000, "statement ids fit a u32")
+  assert(Number.isSafeInteger(limits.rowsBatchBytesTarget) && limits.rowsBatchBytesTarget >= 64, "rowsBatchBytesTarget >= 64")
+  assert(limits.writeTimeoutMs > 0, "writeTimeoutMs > 0")
+  assert(Number.isSafeInteger(limits.heartbeatTimeoutMs) && limits.heartbeatTimeoutMs >= 0, "heartbeatTimeoutMs >= 0")
+  assert(Number.isSafeInteger(limits.connectionsMax) && limits.connectionsMax >= 1, "connectionsMax >= 1")
+  assert(limits.versionWordTimeoutMs > 0, "versionWordTimeoutMs > 0")
+  return limits
+}

@@ -1,0 +1,199 @@
+// One dqlite-protocol byte stream (a TCP or TLS socket, or any Duplex) as Effects: pull-based
+// reads through the codec's FrameDecoder, so the socket is read only when a message is wanted
+// and TCP pushes back on a sender that runs ahead; writes that wait for the kernel buffer to
+// drain, with a timeout. Used by both ends: the gateway (server) and the client.
+//
+// The stream is kept in paused mode and read with `read()`. An 'error' listener is attached at
+// once: an unheard 'error' event would crash the process; errors surface as failed reads/writes.
+
+import type { Duplex } from "node:stream"
+import { Data, Duration, Effect } from "effect"
+import { wordBytes } from "./codes.ts"
+import { WireError } from "./errors.ts"
+import type { Frame } from "./framing.ts"
+import { FrameDecoder } from "./framing.ts"
+
+/** The stream ended, broke, or did not drain in time. `reason` says which. */
+export class SocketError extends Data.TaggedError("SocketError")<{
+  readonly reason: "Closed" | "Timeout"
+  readonly detail: string
+  readonly cause?: unknown
+}> {}
+
+/** A message could not be framed: its header announced more than the maximum (`TooLarge`), or the
+ * stream ended inside one (`Truncated`). The stream cannot be used afterwards. */
+export class FramingError extends Data.TaggedError("FramingError")<{ readonly error: WireError }> {}
+
+const ignore = () => {}
+
+export interface FrameStreamOptions {
+  readonly messageBytesMax: number
+  /** How long a write may wait for the other side to read before the stream is given up. */
+  readonly writeTimeoutMs: number
+}
+
+export class FrameStream {
+  readonly decoder: FrameDecoder
+  /** A whole message taken off the stream by `pollFrame` and not handed out yet. */
+  private pending: Frame | undefined = undefined
+
+  constructor(readonly stream: Duplex, readonly options: FrameStreamOptions) {
+    this.decoder = new FrameDecoder({ messageBytesMax: options.messageBytesMax })
+    stream.on("error", ignore)
+    stream.pause()
+  }
+
+  get isOpen(): boolean {
+    return !this.stream.destroyed && this.stream.writable
+  }
+
+  /** The next chunk the stream has, or null at its end. */
+  readonly readChunk: Effect.Effect<Uint8Array | null, SocketError> = Effect.async((resume) => {
+    const stream = this.stream
+    const attempt = (): boolean => {
+      const chunk = stream.read() as Buffer | null
+      if (chunk !== null) {
+        resume(Effect.succeed(chunk))
+        return true
+      }
+      if (stream.errored) {
+        resume(Effect.fail(new SocketError({ reason: "Closed", detail: `read failed: ${String(stream.errored)}`, cause: stream.errored })))
+        return true
+      }
+      if (stream.readableEnded || stream.destroyed) {
+        resume(Effect.succeed(null))
+        return true
+      }
+      return false
+    }
+    if (attempt()) return
+    const onEvent = () => {
+      if (attempt()) detach()
+    }
+    const detach = () => {
+      stream.off("readable", onEvent)
+      stream.off("end", onEvent)
+      stream.off("close", onEvent)
+      stream.off("error", onEvent)
+    }
+    stream.on("readable", onEvent)
+    stream.on("end", onEvent)
+    stream.on("close", onEvent)
+    stream.on("error", onEvent)
+    return Effect.sync(detach)
+  })
+
+  /** One raw word (the protocol version), or null if the stream ends first. */
+  readonly readWord: Effect.Effect<Uint8Array | null, SocketError> = Effect.suspend(() => this.readWordLoop())
+
+  private readWordLoop(): Effect.Effect<Uint8Array | null, SocketError> {
+    const self = this
+    return Effect.gen(function*() {
+      for (;;) {
+        const word = self.decoder.nextWord()
+        if (word !== undefined) return word
+        const chunk = yield* self.readChunk
+        if (chunk === null) return null
+        self.decoder.push(chunk)
+      }
+    })
+  }
+
+  /** The next whole message, or null when the stream ends cleanly between messages. */
+  readonly readFrame: Effect.Effect<Frame | null, SocketError | FramingError> = Effect.suspend(() => this.readFrameLoop())
+
+  private readFrameLoop(): Effect.Effect<Frame | null, SocketError | FramingError> {
+    const self = this
+    return Effect.gen(function*() {
+      const held = self.pending
+      if (held !== undefined) {
+        self.pending = undefined
+        return held
+      }
+      for (;;) {
+        const frame = yield* self.decodeNext()
+        if (frame !== undefined) return frame
+        const chunk = yield* self.readChunk
+        if (chunk === null) {
+          if (self.decoder.bufferedBytes > 0) {
+            return yield* new FramingError({
+              error: new WireError("Truncated", "stream", `stream ended inside a message (${self.decoder.bufferedBytes} bytes buffered)`)
+            })
+          }
+          return null
+        }
+        self.decoder.push(chunk)
+      }
+    })
+  }
+
+  private decodeNext(): Effect.Effect<Frame | undefined, FramingError> {
+    return Effect.try({
+      try: () => this.decoder.next(),
+      catch: (error) => new FramingError({ error: error instanceof WireError ? error : new WireError("Truncated", "stream", String(error)) })
+    })
+  }
+
+  /** A whole message if one has already arrived, without waiting: whatever the stream has
+   * buffered is decoded. The message stays first in line for `readFrame` unless `take` says it
+   * is consumed here. */
+  pollFrame(take: (frame: Frame) => boolean): Effect.Effect<Frame | undefined, FramingError> {
+    const self = this
+    return Effect.gen(function*() {
+      if (self.pending === undefined) {
+        for (;;) {
+          const frame = yield* self.decodeNext()
+          if (frame !== undefined) {
+            self.pending = frame
+            break
+          }
+          const chunk = self.stream.destroyed ? null : (self.stream.read() as Buffer | null)
+          if (chunk === null) return undefined
+          self.decoder.push(chunk)
+        }
+      }
+      const frame = self.pending
+      if (frame !== undefined && take(frame)) self.pending = undefined
+      return frame
+    })
+  }
+
+  /** Writes `bytes`; waits (up to the write timeout) while the stream's buffer is full. */
+  write(bytes: Uint8Array): Effect.Effect<void, SocketError> {
+    const stream = this.stream
+    const timeoutMs = this.options.writeTimeoutMs
+    return Effect.suspend(() => {
+      if (stream.destroyed || !stream.writable) {
+        return Effect.fail(new SocketError({ reason: "Closed", detail: "the connection is closed" }))
+      }
+      if (stream.write(bytes)) return Effect.void
+      return Effect.async<void, SocketError>((resume) => {
+        const done = () => {
+          detach()
+          if (stream.destroyed) resume(Effect.fail(new SocketError({ reason: "Closed", detail: "the connection closed while writing" })))
+          else resume(Effect.void)
+        }
+        const detach = () => {
+          stream.off("drain", done)
+          stream.off("close", done)
+        }
+        stream.once("drain", done)
+        stream.once("close", done)
+        return Effect.sync(detach)
+      }).pipe(
+        Effect.timeoutFail({
+          duration: Duration.millis(timeoutMs),
+          onTimeout: () => new SocketError({ reason: "Timeout", detail: `the other side read nothing for ${timeoutMs} ms` })
+        })
+      )
+    })
+  }
+
+  /** Destroys the stream (idempotent). */
+  readonly close: Effect.Effect<void> = Effect.sync(() => {
+    this.stream.destroy()
+  })
+}
+
+/** Bytes of the protocol version word. */
+export const versionWordBytes = wordBytes
