@@ -14,8 +14,7 @@ import type { Entry, Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
 import { Disk } from "../storage/Disk.ts"
 import { persistInGroups } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
-import { Snapshots } from "../storage/Snapshots.ts"
-import type { SnapshotsService } from "../storage/Snapshots.ts"
+import { readSnapshotData, Snapshots, writeSnapshotData } from "../storage/Snapshots.ts"
 
 /** A counter: each command adds the number it carries. */
 class Counter implements StateMachine<number> {
@@ -35,23 +34,6 @@ class Counter implements StateMachine<number> {
       this.total = new DataView(data.buffer, data.byteOffset).getFloat64(0)
     })
 }
-
-const readSnapshot = (snapshots: SnapshotsService, meta: SnapshotMeta) =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const reader = yield* snapshots.open(meta)
-      return yield* reader.read(0, reader.sizeBytes)
-    })
-  )
-
-const writeSnapshot = (snapshots: SnapshotsService, meta: SnapshotMeta, data: Uint8Array) =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const writer = yield* snapshots.create(meta)
-      yield* writer.write(data)
-      yield* writer.commit()
-    })
-  )
 
 export interface DemoOptions {
   readonly dataDir: string
@@ -77,15 +59,15 @@ export const runDemo = (options: DemoOptions) =>
       const own = yield* snapshots.latest
       const snapshot = own !== null && (recovered.snapshot === null || own.index >= recovered.snapshot.index) ? own : recovered.snapshot
       const counter = new Counter()
-      if (snapshot !== null) yield* counter.restore(snapshot, yield* readSnapshot(snapshots, snapshot))
+      if (snapshot !== null) yield* counter.restore(snapshot, yield* readSnapshotData(snapshots, snapshot))
       const node = yield* RaftActor.make<number, Counter>({
         config: defaultRaftConfig(id, Date.now() ^ id),
         recovered: { ...recovered, snapshot },
         stateMachine: counter,
         io: {
           persist: persistInGroups(log),
-          saveSnapshot: (meta, data) => writeSnapshot(snapshots, meta, data),
-          loadSnapshot: (meta) => readSnapshot(snapshots, meta),
+          saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
+          loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
           send: deliver
         },
         tickMs: 100,

@@ -6,7 +6,7 @@
 import { Packr } from "msgpackr"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 import type { Applied } from "../../../src/actors/Applier.ts"
-import type { Envelope, PersistBatch } from "../../../src/actors/LogWriter.ts"
+import type { Envelope } from "../../../src/actors/LogWriter.ts"
 import type { RaftNode } from "../../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../../src/actors/RaftActor.ts"
 import { defaultRaftConfig } from "../../../src/raft/config.ts"
@@ -17,8 +17,7 @@ import { Disk } from "../../../src/storage/Disk.ts"
 import type { Recovered } from "../../../src/raft/core.ts"
 import { persistInGroups } from "../../../src/storage/LogStore.ts"
 import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
-import { Snapshots } from "../../../src/storage/Snapshots.ts"
-import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
+import { readSnapshotData, Snapshots, writeSnapshotData } from "../../../src/storage/Snapshots.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
 import { makeSimDisk } from "../SimDisk.ts"
 import type { SafetyChecker } from "../checkers/safety.ts"
@@ -48,33 +47,6 @@ interface Stored {
 const logDir = "/data/log"
 const snapshotDir = "/data/snapshots"
 export const clusterId = "sim-cluster"
-
-const readAll = (snapshots: SnapshotsService, meta: SnapshotMeta) =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const reader = yield* snapshots.open(meta)
-      const data = new Uint8Array(reader.sizeBytes)
-      let offset = 0
-      while (offset < reader.sizeBytes) {
-        const chunk = yield* reader.read(offset)
-        if (chunk.length === 0) break
-        data.set(chunk, offset)
-        offset += chunk.length
-      }
-      return data
-    })
-  )
-
-const writeAll = (snapshots: SnapshotsService, meta: SnapshotMeta, data: Uint8Array) =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const writer = yield* snapshots.create(meta)
-      for (let offset = 0; offset < data.length; offset += snapshots.chunkBytesMax) {
-        yield* writer.write(data.subarray(offset, offset + snapshots.chunkBytesMax))
-      }
-      yield* writer.commit()
-    })
-  )
 
 export interface FullNode {
   readonly id: NodeId
@@ -146,7 +118,7 @@ export class FullCluster {
       const checker = this.checker
       const sm = new KvMachine((entry) => checker.onApplied(id, entry))
       if (snapshot !== null) {
-        sm.store.restore(yield* Effect.orDie(readAll(snapshots, snapshot)))
+        sm.store.restore(yield* Effect.orDie(readSnapshotData(snapshots, snapshot)))
         sm.appliedIndex = snapshot.index
       }
       const raft = yield* RaftActor.make<KvResult, KvMachine>({
@@ -155,8 +127,8 @@ export class FullCluster {
         stateMachine: sm,
         io: {
           persist: persistInGroups(log),
-          saveSnapshot: (meta, data) => writeAll(snapshots, meta, data),
-          loadSnapshot: (meta) => readAll(snapshots, meta),
+          saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
+          loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
           send: (envelope) => Effect.sync(() => this.send(id, envelope))
         },
         tickMs,
