@@ -254,19 +254,61 @@ describe("checkKvHistory: operations with unknown outcome", () => {
     expect(checkKvHistory(ops)._tag).toBe("Linearizable")
   })
 
+  it("lets each of several identical timed-out writes take effect once, in any order", () => {
+    // k timed-out writes of "b"; then rounds of: write "a", read "b". Each round needs one of
+    // them, so k rounds are fine and k + 1 are not.
+    const specsFor = (roundCount: number, timedOutCount: number): Array<OpSpec> => {
+      const specs: Array<OpSpec> = []
+      for (let index = 0; index < timedOutCount; index++) specs.push(timedOut(write(1 + (index % 8), "x", "b", index, index)))
+      for (let round = 0; round < roundCount; round++) {
+        const at = 100 + round * 10
+        specs.push(write(9, "x", "a", at, at + 1))
+        specs.push(read(10, "x", "b", at + 2, at + 3))
+      }
+      return specs
+    }
+    expect(checkKvHistory(history(...specsFor(30, 30)), { stepsMax: 100_000 })._tag).toBe("Linearizable")
+    expectNotLinearizable(checkKvHistory(history(...specsFor(31, 30)), { stepsMax: 100_000 }), "x")
+  })
+
   it("ignores timed-out reads", () => {
     const ops = history(write(1, "x", "a", 0, 10), timedOut(read(2, "x", null, 20, 20)), read(3, "x", "a", 30, 40))
     expect(checkKvHistory(ops)._tag).toBe("Linearizable")
   })
 
-  it("is not slowed down by many unobserved timed-out writes", () => {
+  /** Rounds of: a timed-out write nobody observes, a write, a read of it; optionally a cas
+   * that failed (which keeps the unobserved writes in play: they could explain it). */
+  function unobservedWrites(options: { readonly roundCount: number; readonly withFailedCas: boolean }): Array<OpSpec> {
     const specs: Array<OpSpec> = []
-    for (let index = 0; index < 300; index++) {
-      specs.push(timedOut(write(1 + (index % 8), "x", `lost-${index}`, index * 10, index * 10)))
-      specs.push(write(9, "x", `v${index}`, index * 10, index * 10 + 5))
-      specs.push(read(10, "x", `v${index}`, index * 10 + 6, index * 10 + 9))
+    for (let index = 0; index < options.roundCount; index++) {
+      const at = index * 10
+      specs.push(timedOut(write(1 + (index % 8), "x", `lost-${index}`, at, at)))
+      specs.push(write(9, "x", `v${index}`, at, at + 5))
+      specs.push(read(10, "x", `v${index}`, at + 6, at + 9))
     }
-    expect(checkKvHistory(history(...specs), { stepsMax: 10_000 })._tag).toBe("Linearizable")
+    if (options.withFailedCas) specs.push(cas(11, "x", { expected: "v0", value: "w", succeeded: false }, 0, 1))
+    return specs
+  }
+
+  it("is not slowed down by many unobserved timed-out writes", () => {
+    for (const withFailedCas of [false, true]) {
+      const specs = unobservedWrites({ roundCount: 300, withFailedCas })
+      expect(checkKvHistory(history(...specs), { stepsMax: 400_000 })._tag).toBe("Linearizable")
+      // Exhausting the search is the hard case: one impossible read at the end.
+      const broken = history(...specs, read(10, "x", "v0", 5_000, 5_010))
+      expectNotLinearizable(checkKvHistory(broken, { stepsMax: 400_000 }), "x")
+    }
+  })
+
+  it("explains a violation with the operations as recorded", () => {
+    // Nobody observes "b", so the checker renames it internally; the explanation must not.
+    const ops = history(
+      write(1, "x", "a", 0, 10),
+      cas(2, "x", { expected: "zzz", value: "b", succeeded: true }, 20, 30)
+    )
+    const result = expectNotLinearizable(checkKvHistory(ops), "x")
+    expect(result.longestPrefix).toEqual([0])
+    expect(result.explanation).toContain("op 1 (client 2: cas \"x\" \"zzz\" → \"b\" → ok, [20, 30])")
   })
 })
 
@@ -523,13 +565,46 @@ describe("property: histories of sequential executions", () => {
     )
   })
 
-  it("checks 2,000 operations over 10 keys and 8 clients quickly", () => {
+  it("does not depend on the order of the operations in the history array", () => {
+    const arbitrary = fc.tuple(plansArbitrary({ clientCount: 4, keyCount: 3, opCountMin: 1, opCountMax: 60 }), fc.nat(), fc.boolean())
+      .chain(([plans, readChoice, mutate]) => {
+        const ops = historyFromPlans(plans)
+        const reads = ops.filter((op) => op.input.kind === "read" && op.output !== null)
+        const victim = mutate && reads.length > 0 ? reads[readChoice % reads.length]! : undefined
+        const mutated = ops.map((op) =>
+          op.id === victim?.id ? { ...op, output: { kind: "value" as const, value: "never-written" } } : op
+        )
+        return fc.tuple(fc.constant(mutated), fc.shuffledSubarray(mutated, { minLength: mutated.length }))
+      })
     fc.assert(
-      fc.property(plansArbitrary({ clientCount: 8, keyCount: 10, opCountMin: 2_000, opCountMax: 2_000 }), (plans) => {
-        // The budget is per key; passing within it is the deterministic stand-in for "fast".
-        expect(checkKvHistory(historyFromPlans(plans), { stepsMax: 50_000 })).toEqual({ _tag: "Linearizable" })
+      fc.property(arbitrary, ([ops, shuffled]) => {
+        const inOrder = checkKvHistory(ops, { stepsMax: 200_000 })
+        const reordered = checkKvHistory(shuffled, { stepsMax: 200_000 })
+        expect(reordered._tag).toBe(inOrder._tag)
+        if (inOrder._tag === "NotLinearizable" && reordered._tag === "NotLinearizable") {
+          expect(reordered.partition).toBe(inOrder.partition)
+        }
       }),
-      { numRuns: 10 }
+      { numRuns: 200 }
+    )
+  })
+
+  it("checks 2,000 operations over 10 keys and 8 clients within a small budget, with a read mutated or not", () => {
+    const arbitrary = fc.tuple(plansArbitrary({ clientCount: 8, keyCount: 10, opCountMin: 2_000, opCountMax: 2_000 }), fc.nat())
+    fc.assert(
+      fc.property(arbitrary, ([plans, readChoice]) => {
+        // The budget is per key; passing within it is the deterministic stand-in for "fast".
+        const ops = historyFromPlans(plans)
+        expect(checkKvHistory(ops, { stepsMax: 100_000 })).toEqual({ _tag: "Linearizable" })
+        const reads = ops.filter((op) => op.input.kind === "read" && op.output !== null)
+        const victim = reads[readChoice % reads.length]!
+        const mutated = ops.map((op) =>
+          op.id === victim.id ? { ...op, output: { kind: "value" as const, value: "never-written" } } : op
+        )
+        expectNotLinearizable(checkKvHistory(mutated, { stepsMax: 100_000 }), victim.input.key)
+      }),
+      // Shrinking 2,000 operations would take minutes; the seed in the report replays it.
+      { numRuns: 10, endOnFailure: true }
     )
   })
 })
@@ -614,9 +689,11 @@ const tinyHistoryArbitrary: fc.Arbitrary<ReadonlyArray<HistoryOp>> = fc
   )
 
 describe("property: agreement with a brute-force oracle on tiny histories", () => {
-  // The kv model without its partition function: one search over the whole store, keeping
-  // every unknown-outcome operation. It must agree with the partitioned, pruned search.
+  // The kv model without its partition function (one search over the whole store, every
+  // unknown-outcome operation kept), and also without `inputKey` (plain WGL search). Both
+  // must agree with the partitioned, simplified search.
   const { partition: _partition, ...wholeStoreModel } = kvModel
+  const { inputKey: _inputKey, ...plainModel } = wholeStoreModel
 
   it("gives the oracle's verdict, names the first key the oracle rejects, and agrees unpartitioned", () => {
     let notLinearizableCount = 0
@@ -626,6 +703,7 @@ describe("property: agreement with a brute-force oracle on tiny histories", () =
         const result = checkKvHistory(ops, { stepsMax: 1_000_000 })
         expect(result._tag).toBe(linearizable ? "Linearizable" : "NotLinearizable")
         expect(checkLinearizable(wholeStoreModel, ops, { stepsMax: 1_000_000 })._tag).toBe(result._tag)
+        expect(checkLinearizable(plainModel, ops, { stepsMax: 1_000_000 })._tag).toBe(result._tag)
         const keysRejected = ["x", "y"].filter((key) => !bruteForceLinearizable(ops.filter((op) => op.input.key === key)))
         // Locality: the whole history is linearizable iff every key's sub-history is.
         expect(keysRejected.length === 0).toBe(linearizable)
