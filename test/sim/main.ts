@@ -34,6 +34,7 @@ let committed = 0
 let faults = 0
 let violations = 0
 let failedSeeds = 0
+let undecided = 0
 for (let seed = start; seed < start + count; seed++) {
   const run = values.full ? runFullSeed : runSeed
   if (values.full && mutation !== undefined) {
@@ -50,6 +51,7 @@ for (let seed = start; seed < start + count; seed++) {
   committed += result.committed
   faults += result.faults
   violations += result.violations.length
+  if (result.linearizabilityUndecided) undecided++
   if (result.violations.length > 0) {
     failedSeeds++
     for (const v of result.violations) process.stdout.write(`seed ${seed}: ${v.invariant}: ${v.detail}\n`)
@@ -58,6 +60,6 @@ for (let seed = start; seed < start + count; seed++) {
   if (single) process.stdout.write(`trace hash ${result.traceHash}\n`)
 }
 const seconds = ((Date.now() - started) / 1000).toFixed(1)
-process.stdout.write(`(${seconds} s, ${failedSeeds} failing seeds)\n`)
+process.stdout.write(`(${seconds} s, ${failedSeeds} failing seeds, ${undecided} histories too hard for the linearizability budget)\n`)
 process.stdout.write(`sim: ${count} seeds, ${elections} elections, ${committed} entries committed, ${faults} faults injected, ${violations} violations\n`)
 process.exitCode = violations > 0 ? 1 : 0

@@ -8,14 +8,18 @@ describe("fast simulator", () => {
     let elections = 0
     let committed = 0
     let operations = 0
+    let undecided = 0
     for (let seed = 1; seed <= 200; seed++) {
       const result = runSeed({ seed })
+      if (result.linearizabilityUndecided) undecided++
       elections += result.elections
       committed += result.committed
       operations += result.operations
       for (const v of result.violations) failures.push(`seed ${seed}: ${v.invariant}: ${v.detail.slice(0, 300)}`)
     }
     expect(failures).toEqual([])
+    // Every history was decided: a budget overrun would hide a violation.
+    expect(undecided).toBe(0)
     // The runs did real work: leaders were elected and entries committed under faults.
     expect(elections).toBeGreaterThan(200)
     expect(committed).toBeGreaterThan(10_000)

@@ -28,6 +28,8 @@ export interface SeedResult {
   readonly faults: number
   readonly operations: number
   readonly violations: ReadonlyArray<Violation>
+  /** The linearizability search ran out of budget: the history was neither proven nor refuted. */
+  readonly linearizabilityUndecided: boolean
   /** FNV-1a of the trace: equal runs give equal hashes. */
   readonly traceHash: string
 }
@@ -79,7 +81,9 @@ export function runSeed(options: SeedOptions): SeedResult {
   workload = new Workload(root.fork("workload"), { clients: swarm.int(1, 5), keys: swarm.int(1, 4), thinkUnitsMax: 40, opTimeoutUnits: defaultOpTimeoutUnits }, cluster)
   const faults = new Faults(root.fork("faults"), cluster, workload, restartTicksMax)
 
+  let undecided = false
   const result = (violations: ReadonlyArray<Violation>, operations: number): SeedResult => ({
+    linearizabilityUndecided: undecided,
     seed: options.seed,
     elections: checker.elections,
     committed: checker.committedIndexMax,
@@ -115,6 +119,7 @@ export function runSeed(options: SeedOptions): SeedResult {
   }
   const history = workload.recorded()
   const verdict = checkKvHistory(history, { stepsMax: 200_000 })
+  undecided = verdict._tag === "Unknown"
   if (verdict._tag === "NotLinearizable") {
     violations.push({ invariant: "linearizability", detail: `key ${verdict.partition ?? "?"}: ${verdict.explanation}` })
   }

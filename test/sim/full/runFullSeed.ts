@@ -225,6 +225,7 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
     faults: cluster.faults,
     operations: recorded.length,
     violations,
+    linearizabilityUndecided: verdict._tag === "Unknown",
     traceHash: traceHash.toString(16)
   }
 }
