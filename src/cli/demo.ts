@@ -96,5 +96,7 @@ export const runDemo = (options: DemoOptions) =>
       }
       yield* Effect.log("no leader yet")
     })
-    yield* writeOnce.pipe(Effect.repeat(Schedule.spaced(Duration.seconds(1))))
+    // A node whose actor died past its restart budget stops the whole process on purpose.
+    const anyFailed = Effect.raceAll([...nodes.values()].map((node) => node.failed))
+    yield* Effect.raceFirst(writeOnce.pipe(Effect.repeat(Schedule.spaced(Duration.seconds(1)))), anyFailed)
   }).pipe(Effect.provide(Disk.layerNode))
