@@ -1,0 +1,241 @@
+// One client connection to one dqlite-protocol server: connect and send the protocol word, then
+// one request at a time, each with a timeout. A connection that timed out, broke, or received
+// something the protocol does not allow is marked `broken` and closed: its stream state is
+// unknown, so it is never used again.
+//
+// While a connection sits idle (between leases), a watcher notices the server closing it or
+// sending unprompted bytes, so a pooled connection that died is replaced before a request is
+// written to it (otherwise a write to a dead server would have an unknown outcome).
+import type * as net from "node:net"
+import type { Scope } from "effect"
+import { Duration, Effect } from "effect"
+import { encodeProtocolVersion } from "../gateway/framing.ts"
+import type { Frame } from "../gateway/framing.ts"
+import { WireError } from "../gateway/errors.ts"
+import type { Request } from "../gateway/requests.ts"
+import { encodeRequest } from "../gateway/requests.ts"
+import type { Response, RowsResponse } from "../gateway/responses.ts"
+import { decodeResponse } from "../gateway/responses.ts"
+import { FrameStream } from "../gateway/socketIo.ts"
+import type { PeerTlsOptions } from "../peers/sockets.ts"
+import { connect } from "../peers/sockets.ts"
+import { ConnectionFailed, ConnectionLost, InvalidArgument, ProtocolError, RequestTimeout, ServerFailure } from "./errors.ts"
+
+export interface ConnectionOptions {
+  readonly address: string
+  readonly connectTimeoutMs: number
+  readonly requestTimeoutMs: number
+  /** Largest response accepted (a ROWS batch is small; DUMP answers hold whole databases). */
+  readonly messageBytesMax: number
+  /** TLS towards the server (client certificate included), as the peers use it. */
+  readonly tls?: PeerTlsOptions | null
+  readonly protocol?: "v1" | "legacy"
+}
+
+export type ExchangeError = ConnectionFailed | ConnectionLost | RequestTimeout | ProtocolError | ServerFailure | InvalidArgument
+
+/** A statement prepared on this connection. */
+export interface PreparedOnConnection {
+  readonly stmtId: number
+  readonly paramCount: number
+}
+
+/** Prepared statements cached per connection; the oldest is finalized beyond this. */
+export const statementsCachedMax = 128
+
+export class Connection {
+  /** Set once the connection must not be used again; it is closed at the same time. */
+  broken = false
+  /** The database opened on this connection (dqlite allows one), or null. */
+  database: string | null = null
+  readonly statements = new Map<string, PreparedOnConnection>()
+  private idleWatch: (() => void) | null = null
+
+  private constructor(
+    readonly address: string,
+    private readonly io: FrameStream,
+    private readonly socket: net.Socket,
+    private readonly options: ConnectionOptions
+  ) {}
+
+  /** Connects and sends the protocol version word; closed with the scope. */
+  static open(options: ConnectionOptions): Effect.Effect<Connection, ConnectionFailed, Scope.Scope> {
+    return Effect.gen(function*() {
+      let pending: net.Socket | null = null
+      const socket = yield* Effect.acquireRelease(
+        connect({
+          address: options.address,
+          timeoutMs: options.connectTimeoutMs,
+          keepAliveMs: 15_000,
+          tls: options.tls ?? null,
+          onSocket: (created) => void (pending = created)
+        }).pipe(
+          Effect.catchAllDefect((defect) => Effect.fail({ _tag: "Invalid" as const, detail: String(defect) })),
+          Effect.mapError((error) =>
+            new ConnectionFailed({
+              address: options.address,
+              detail: error._tag === "ConnectionTimeout" ? `connect timed out after ${options.connectTimeoutMs} ms` : error.detail,
+              cause: error
+            })
+          ),
+          Effect.onInterrupt(() => Effect.sync(() => (pending as net.Socket | null)?.destroy()))
+        ),
+        (socket) => Effect.sync(() => socket.destroy())
+      )
+      const io = new FrameStream(socket, { messageBytesMax: options.messageBytesMax, writeTimeoutMs: options.requestTimeoutMs })
+      const connection = new Connection(options.address, io, socket, options)
+      yield* io.write(encodeProtocolVersion(options.protocol ?? "v1")).pipe(
+        Effect.mapError((error) => new ConnectionFailed({ address: options.address, detail: error.detail, cause: error }))
+      )
+      yield* Effect.addFinalizer(() => connection.close)
+      return connection
+    })
+  }
+
+  get isUsable(): boolean {
+    return !this.broken && this.io.isOpen
+  }
+
+  /** Marks the connection unusable and destroys it. */
+  readonly close: Effect.Effect<void> = Effect.sync(() => {
+    this.broken = true
+    this.stopIdleWatch()
+    this.socket.destroy()
+  })
+
+  /** Between leases: notice the server closing the connection or sending unprompted bytes. */
+  startIdleWatch(): void {
+    if (this.idleWatch !== null || this.broken) return
+    const socket = this.socket
+    const onReadable = () => {
+      if (socket.read() !== null) this.breakNow()
+    }
+    const onGone = () => this.breakNow()
+    socket.on("readable", onReadable)
+    socket.on("end", onGone)
+    socket.on("close", onGone)
+    this.idleWatch = () => {
+      socket.off("readable", onReadable)
+      socket.off("end", onGone)
+      socket.off("close", onGone)
+    }
+  }
+
+  stopIdleWatch(): void {
+    this.idleWatch?.()
+    this.idleWatch = null
+  }
+
+  private breakNow(): void {
+    this.broken = true
+    this.stopIdleWatch()
+    this.socket.destroy()
+  }
+
+  /** Sends one request and reads its one response; FAILURE becomes `ServerFailure`. */
+  call(request: Request): Effect.Effect<Response, ExchangeError> {
+    return this.exchange(request, this.readResponse(request))
+  }
+
+  /** Sends QUERY / QUERY_SQL and reads the first ROWS batch. */
+  startRows(request: Request): Effect.Effect<RowsResponse, ExchangeError> {
+    return this.exchange(request, Effect.flatMap(this.readResponse(request), (response) => this.expectRows(request, response)))
+  }
+
+  /** The next ROWS batch of a result whose last batch ended in PART. */
+  nextRows(request: Request): Effect.Effect<RowsResponse, ExchangeError> {
+    return this.guard(request, Effect.flatMap(this.readResponse(request), (response) => this.expectRows(request, response)))
+  }
+
+  /** Stops a result stream whose last batch ended in PART: sends INTERRUPT and discards
+   * messages until its EMPTY (the server may have sent more batches, or a FAILURE, meanwhile). */
+  interruptRows(): Effect.Effect<void, ExchangeError> {
+    const request: Request = { kind: "interrupt", dbId: 0n }
+    const self = this
+    const drain = Effect.gen(function*() {
+      for (;;) {
+        const frame = yield* self.readFrame(request)
+        if (frame.type === 8) return // EMPTY
+      }
+    })
+    return this.exchange(request, drain)
+  }
+
+  private expectRows(request: Request, response: Response): Effect.Effect<RowsResponse, ProtocolError> {
+    if (response.kind === "rows") return Effect.succeed(response)
+    return this.protocolError(`${request.kind}: expected ROWS, got ${response.kind}`)
+  }
+
+  private protocolError(detail: string): Effect.Effect<never, ProtocolError> {
+    return Effect.zipRight(this.close, Effect.fail(new ProtocolError({ address: this.address, detail })))
+  }
+
+  private exchange<A>(request: Request, read: Effect.Effect<A, ExchangeError>): Effect.Effect<A, ExchangeError> {
+    return Effect.suspend(() => {
+      if (!this.isUsable) {
+        return Effect.fail(new ConnectionFailed({ address: this.address, detail: "the connection is closed" }))
+      }
+      let bytes: Uint8Array
+      try {
+        bytes = encodeRequest(request)
+      } catch (error) {
+        if (error instanceof WireError) return Effect.fail(new InvalidArgument({ detail: error.message }))
+        throw error
+      }
+      this.stopIdleWatch()
+      const sent = Effect.suspend((): Effect.Effect<void, ConnectionFailed | ConnectionLost> => {
+        if (!this.io.isOpen) return Effect.fail(new ConnectionFailed({ address: this.address, detail: "the connection is closed" }))
+        return this.io.write(bytes).pipe(
+          Effect.mapError((error) => new ConnectionLost({ address: this.address, request: request.kind, detail: error.detail }))
+        )
+      })
+      return this.guard(request, Effect.zipRight(sent, read))
+    })
+  }
+
+  /** The request timeout, and closing the connection on any failure that leaves it unusable. */
+  private guard<A>(request: Request, effect: Effect.Effect<A, ExchangeError>): Effect.Effect<A, ExchangeError> {
+    const timeoutMs = this.options.requestTimeoutMs
+    return effect.pipe(
+      Effect.timeoutFail({
+        duration: Duration.millis(timeoutMs),
+        onTimeout: () => new RequestTimeout({ address: this.address, request: request.kind, timeoutMs })
+      }),
+      Effect.tapError((error) => (error._tag === "ServerFailure" || error._tag === "InvalidArgument" ? Effect.void : this.close)),
+      Effect.onInterrupt(() => this.close)
+    )
+  }
+
+  private readFrame(request: Request): Effect.Effect<Frame, ConnectionLost | ProtocolError> {
+    return this.io.readFrame.pipe(
+      Effect.catchTags({
+        SocketError: (error) => Effect.fail(new ConnectionLost({ address: this.address, request: request.kind, detail: error.detail })),
+        FramingError: (error) => this.protocolError(error.error.message)
+      }),
+      Effect.flatMap((frame) =>
+        frame === null
+          ? Effect.fail(new ConnectionLost({ address: this.address, request: request.kind, detail: "the server closed the connection" }))
+          : Effect.succeed(frame)
+      )
+    )
+  }
+
+  private readResponse(request: Request): Effect.Effect<Response, ConnectionLost | ProtocolError | ServerFailure> {
+    return Effect.flatMap(this.readFrame(request), (frame): Effect.Effect<Response, ConnectionLost | ProtocolError | ServerFailure> => {
+      let response: Response
+      try {
+        response = decodeResponse(frame, {
+          protocol: this.options.protocol ?? "v1",
+          serversFormat: request.kind === "cluster" && request.format === 0 ? 0 : 1
+        })
+      } catch (error) {
+        if (error instanceof WireError) return this.protocolError(`${request.kind}: ${error.message}`)
+        throw error
+      }
+      if (response.kind === "failure") {
+        return Effect.fail(new ServerFailure({ code: response.code, message: response.message, request: request.kind }))
+      }
+      return Effect.succeed(response)
+    })
+  }
+}
