@@ -100,7 +100,12 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
   Effect.gen(function*() {
     const limits = peerLimits(options.limits)
     const nodeId = options.nodeId
-    const local: LocalIdentity = { clusterId: options.clusterId, nodeId, version: options.protocolVersion ?? peerProtocolVersion }
+    // Our listen address joins the identity once the server is listening (links start later).
+    let local: LocalIdentity = { clusterId: options.clusterId, nodeId, version: options.protocolVersion ?? peerProtocolVersion, address: null }
+    /** Addresses peers announced when they connected to us, newest last: how a node answers a
+     * peer its configuration does not name yet (a node joining, or a leader before the
+     * configuration reached us). Bounded. */
+    const announced = new Map<NodeId, string>()
     const baseSeed = options.seed ?? nodeId
     const onClientConnection = options.onClientConnection ?? (() => Effect.void)
     const secure = options.tls ?? null
@@ -160,6 +165,11 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
           return yield* Effect.logWarning(`closing connection from ${remoteOf(socket)} during the peer handshake: ${describe(error)}`)
         }
         const hello = handshake.right
+        if (hello.address !== null) {
+          announced.delete(hello.nodeId)
+          announced.set(hello.nodeId, hello.address)
+          if (announced.size > limits.inboundConnectionsMax) announced.delete(announced.keys().next().value as NodeId)
+        }
         peerSockets.get(hello.nodeId)?.destroy()
         peerSockets.set(hello.nodeId, socket)
         yield* Effect.logDebug(`peer ${hello.nodeId} connected from ${remoteOf(socket)}`)
@@ -286,6 +296,30 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
         for (const socket of sockets) socket.destroy()
       }).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore))
 
+    local = { ...local, address }
+
+    /** Starts the link to `id` at `peerAddress` (the caller holds linksLock). */
+    const startLink = (id: NodeId, peerAddress: string) =>
+      Effect.gen(function*() {
+        const valid = Either.try(() => parseAddress(peerAddress))
+        if (Either.isLeft(valid)) {
+          yield* Effect.logError(`no link to peer ${id}: ${String(valid.left)}`)
+          return undefined
+        }
+        const scope = yield* ScopeOps.fork(layerScope, ExecutionStrategy.sequential)
+        const link = yield* PeerLinkModule.make({
+          local,
+          peer: id,
+          address: peerAddress,
+          limits,
+          seed: (baseSeed * 65_537 + nodeId) * 65_537 + id,
+          tls: secure
+        }).pipe(ScopeOps.extend(scope), Effect.annotateLogs({ node: String(nodeId) }))
+        const entry = { link, address: peerAddress, scope }
+        links.set(id, entry)
+        return entry
+      })
+
     const setPeers = (peers: ReadonlyMap<NodeId, string>) =>
       linksLock.withPermits(1)(Effect.gen(function*() {
         for (const [id, entry] of [...links]) {
@@ -295,32 +329,27 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
         }
         for (const [id, peerAddress] of peers) {
           if (id === nodeId || links.has(id)) continue
-          const valid = Either.try(() => parseAddress(peerAddress))
-          if (Either.isLeft(valid)) {
-            yield* Effect.logError(`no link to peer ${id}: ${String(valid.left)}`)
-            continue
-          }
-          const scope = yield* ScopeOps.fork(layerScope, ExecutionStrategy.sequential)
-          const link = yield* PeerLinkModule.make({
-            local,
-            peer: id,
-            address: peerAddress,
-            limits,
-            seed: (baseSeed * 65_537 + nodeId) * 65_537 + id,
-            tls: secure
-          }).pipe(ScopeOps.extend(scope), Effect.annotateLogs({ node: String(nodeId) }))
-          links.set(id, { link, address: peerAddress, scope })
+          yield* startLink(id, peerAddress)
         }
       }))
 
     const send = (envelope: Envelope): Effect.Effect<void> =>
       Effect.suspend(() => {
-        const entry = links.get(envelope.message.to)
-        if (entry === undefined) {
+        const to = envelope.message.to
+        const entry = links.get(to)
+        if (entry !== undefined) return entry.link.send(envelope)
+        // Not in the configured peers: answer over a link to the address it announced.
+        const peerAddress = announced.get(to)
+        if (peerAddress === undefined || to === nodeId) {
           unroutable++
           return Effect.void
         }
-        return entry.link.send(envelope)
+        return linksLock.withPermits(1)(
+          Effect.suspend(() => {
+            const existing = links.get(to)
+            return existing !== undefined ? Effect.succeed(existing) : startLink(to, peerAddress)
+          })
+        ).pipe(Effect.flatMap((started) => (started === undefined ? Effect.void : started.link.send(envelope))))
       })
 
     const serve = (handler: (envelope: Envelope) => Effect.Effect<void>) => Effect.sync(() => void (onEnvelope = handler))

@@ -61,6 +61,9 @@ export interface Hello {
   readonly peerId: NodeId
   /** Set by an acceptor that refuses: why. */
   readonly refused: string | null
+  /** The connector's own listen address, so the acceptor can answer a node it does not know
+   * yet (one that is joining and not in its configuration); null from acceptors. */
+  readonly address: string | null
 }
 
 /** Who we are, as the handshake states it. */
@@ -68,6 +71,8 @@ export interface LocalIdentity {
   readonly clusterId: string
   readonly nodeId: NodeId
   readonly version: number
+  /** Our listen address, announced when we connect (null until known). */
+  readonly address: string | null
 }
 
 const helloPackr = new Packr({ useRecords: false })
@@ -79,7 +84,8 @@ export function encodeHello(hello: Hello): Uint8Array {
     cluster: hello.clusterId,
     node: hello.nodeId,
     peer: hello.peerId,
-    refused: hello.refused
+    refused: hello.refused,
+    address: hello.address
   })
 }
 
@@ -92,12 +98,14 @@ export function decodeHello(payload: Uint8Array): Either.Either<Hello, Malformed
   }
   if (typeof value !== "object" || value === null) return Either.left(new MalformedFrame({ detail: "handshake is not a map" }))
   const fields = value as Record<string, unknown>
-  const { cluster, node, peer, refused, version } = fields
+  const { address, cluster, node, peer, refused, version } = fields
   const isId = (id: unknown): id is number => typeof id === "number" && Number.isSafeInteger(id) && id >= 0
   if (!isId(version) || typeof cluster !== "string" || !isId(node) || !isId(peer) || (refused !== null && typeof refused !== "string")) {
     return Either.left(new MalformedFrame({ detail: "handshake lacks version, cluster, node or peer" }))
   }
-  return Either.right({ version, clusterId: cluster, nodeId: node, peerId: peer, refused })
+  // `address` arrived after version 1's first release: absent means not announced.
+  const announced = typeof address === "string" && address.length > 0 && address.length <= 512 ? address : null
+  return Either.right({ version, clusterId: cluster, nodeId: node, peerId: peer, refused, address: announced })
 }
 
 /** Why `remote` may not talk to us, or null. `expectedNode` is who a connector dialed; an
@@ -135,7 +143,7 @@ export function initiate(options: {
 }): Effect.Effect<Hello, FrameError | ConnectionClosed | ConnectionTimeout | HandshakeRefused> {
   const { local, peer, reader, socket } = options
   return Effect.gen(function*() {
-    const hello: Hello = { version: local.version, clusterId: local.clusterId, nodeId: local.nodeId, peerId: peer, refused: null }
+    const hello: Hello = { version: local.version, clusterId: local.clusterId, nodeId: local.nodeId, peerId: peer, refused: null, address: local.address }
     const magic = peerMagicWord(local.version)
     const frame = encodeFrame(encodeHello(hello))
     const out = new Uint8Array(magic.byteLength + frame.byteLength)
@@ -170,7 +178,8 @@ export function respond(options: {
       clusterId: local.clusterId,
       nodeId: local.nodeId,
       peerId: hello.nodeId,
-      refused: problem
+      refused: problem,
+      address: null
     })))
     if (problem !== null) return yield* new HandshakeRefused({ by: "local", reason: problem })
     return hello

@@ -1,5 +1,6 @@
 // The first word tells dqlite clients from tqlite peers; the hello is checked on both sides;
 // the limits are checked against each other.
+import { Packr } from "msgpackr"
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import type { Hello, LocalIdentity } from "../../../src/net/peers/handshake.ts"
@@ -25,8 +26,8 @@ describe("first word", () => {
 })
 
 describe("hello", () => {
-  const local: LocalIdentity = { clusterId: "alpha", nodeId: 1, version: 1 }
-  const hello = (overrides: Partial<Hello> = {}): Hello => ({ version: 1, clusterId: "alpha", nodeId: 2, peerId: 1, refused: null, ...overrides })
+  const local: LocalIdentity = { clusterId: "alpha", nodeId: 1, version: 1, address: "127.0.0.1:1" }
+  const hello = (overrides: Partial<Hello> = {}): Hello => ({ version: 1, clusterId: "alpha", nodeId: 2, peerId: 1, refused: null, address: "127.0.0.1:2", ...overrides })
 
   it("round-trips as a plain msgpack map", () => {
     const h = hello({ refused: "because" })
@@ -35,6 +36,12 @@ describe("hello", () => {
     expect(Either.isLeft(bad) && bad.left._tag).toBe("MalformedFrame")
     const notHello = decodeHello(encodeHello(hello()).subarray(0, 5))
     expect(Either.isLeft(notHello)).toBe(true)
+  })
+
+  it("carries the connector's listen address, and reads a hello without one as not announced", () => {
+    expect(decodeHello(encodeHello(hello({ address: "10.1.2.3:9001" })))).toEqual(Either.right(hello({ address: "10.1.2.3:9001" })))
+    const older = new Packr({ useRecords: false }).pack({ version: 1, cluster: "alpha", node: 2, peer: 1, refused: null })
+    expect(decodeHello(older)).toEqual(Either.right(hello({ address: null })))
   })
 
   it("accepts the same cluster and version, and says why it refuses anything else", () => {

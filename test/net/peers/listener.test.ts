@@ -65,7 +65,7 @@ describe("listener", () => {
       yield* waitUntil("the peers to talk", Effect.sync(() => b.received.length === 1))
 
       const random = prng(2024)
-      const hello = encodeFrame(encodeHello({ version: 1, clusterId: "test-cluster", nodeId: 9, peerId: 2, refused: null }))
+      const hello = encodeFrame(encodeHello({ version: 1, clusterId: "test-cluster", nodeId: 9, peerId: 2, refused: null, address: null }))
       const wrongMessage = encodeFrame(makePacker().pack({ _tag: "Message", message: { _tag: "Heartbeat", from: 9, to: 2, term: "x" } } as never))
       const cases: Array<Uint8Array> = [
         Uint8Array.of(1, 2, 3), // not even a first word
@@ -135,7 +135,7 @@ describe("listener", () => {
         socket.on("error", () => {})
         socket.once("data", (chunk: Buffer) => {
           hellos.push(decodeHello(chunk.subarray(12)))
-          socket.write(encodeFrame(encodeHello({ version: 1, clusterId: "gamma", nodeId: 2, peerId: 1, refused: null })))
+          socket.write(encodeFrame(encodeHello({ version: 1, clusterId: "gamma", nodeId: 2, peerId: 1, refused: null, address: null })))
         })
       })
       const port = yield* Effect.async<number>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as net.AddressInfo).port))))

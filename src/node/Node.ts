@@ -1,0 +1,103 @@
+// One tqlite node wired from its parts: identity and storage in the data directory (segment log,
+// snapshot store), the peer transport on its address, and the Raft actor stack driving a
+// pluggable state machine. Everything lives in the caller's scope: closing it stops the node.
+import * as path from "node:path"
+import type { Scope } from "effect"
+import { Context, Duration, Effect, Layer, Schedule } from "effect"
+import type { StateMachine } from "../actors/Applier.ts"
+import type { RaftNode } from "../actors/RaftActor.ts"
+import * as RaftActor from "../actors/RaftActor.ts"
+import type { ClientConnectionHandler, TransportService } from "../net/peers/PeerTransport.ts"
+import { makeTcp } from "../net/peers/PeerTransport.ts"
+import type { RaftConfig } from "../raft/config.ts"
+import { defaultRaftConfig } from "../raft/config.ts"
+import { bootstrap } from "../raft/core.ts"
+import type { Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
+import type { Disk } from "../storage/Disk.ts"
+import { persistInGroups } from "../storage/LogStore.ts"
+import { SegmentLog } from "../storage/SegmentLog.ts"
+import { readSnapshotData, Snapshots, writeSnapshotData } from "../storage/Snapshots.ts"
+import type { NodeIdentity } from "./identity.ts"
+import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
+
+export interface NodeOptions<R, SM> {
+  readonly dataDir: string
+  /** "host:port" this node listens on for peers and clients. */
+  readonly address: string
+  /** A brand-new data directory either founds a cluster (this node its only voter) or waits,
+   * empty, to be added to an existing one (`join`). Ignored when the directory has a log. */
+  readonly start: { readonly _tag: "Bootstrap" } | { readonly _tag: "Join"; readonly clusterId: string }
+  /** Makes the state machine, restored to `snapshot` (when there is one). */
+  readonly stateMachine: (snapshot: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | null) => Effect.Effect<SM & StateMachine<R>>
+  readonly tickMs?: number
+  readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
+  readonly snapshotEveryEntries?: number
+  readonly requestTimeoutMs?: number
+  readonly onClientConnection?: ClientConnectionHandler
+}
+
+export interface TqliteNode<R, SM> {
+  readonly identity: NodeIdentity
+  readonly raft: RaftNode<R, SM>
+  readonly transport: TransportService
+}
+
+export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNode<R, SM>, unknown, Scope.Scope | Disk> =>
+  Effect.gen(function*() {
+    const { identity, created } = yield* loadOrCreateIdentity(options.dataDir, options.address, () => ({
+      nodeId: generateNodeId(),
+      clusterId: options.start._tag === "Join" ? options.start.clusterId : generateClusterId()
+    }))
+    const log = yield* SegmentLog.open({ dir: path.join(options.dataDir, "log"), clusterId: identity.clusterId })
+    const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(options.dataDir, "snapshots") })), Snapshots)
+    let recovered = yield* log.load
+    if (created && options.start._tag === "Bootstrap") {
+      const founding: Membership = { members: [{ id: identity.nodeId, address: identity.address, role: "voter" }] }
+      const boot = bootstrap(founding)
+      yield* log.persist([{ hardState: boot.hardState, entries: boot.entries }])
+      recovered = yield* log.load
+    }
+    // The snapshot store holds the node's own snapshots, the log the last one installed from a
+    // leader: start from the newer.
+    const own = yield* snapshots.latest
+    const snapshotMeta = own !== null && (recovered.snapshot === null || own.index >= recovered.snapshot.index) ? own : recovered.snapshot
+    const snapshot = snapshotMeta === null ? null : { meta: snapshotMeta, data: yield* readSnapshotData(snapshots, snapshotMeta) }
+    const stateMachine = yield* options.stateMachine(snapshot)
+    const transport = yield* makeTcp({
+      nodeId: identity.nodeId,
+      clusterId: identity.clusterId,
+      listen: identity.address,
+      ...(options.onClientConnection !== undefined ? { onClientConnection: options.onClientConnection } : {})
+    })
+    const tickMs = options.tickMs ?? 100
+    const raft = yield* RaftActor.make<R, SM>({
+      config: { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft },
+      recovered: { ...recovered, snapshot: snapshotMeta },
+      stateMachine,
+      io: {
+        persist: persistInGroups(log),
+        saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
+        loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
+        send: transport.send
+      },
+      tickMs,
+      snapshotEveryEntries: options.snapshotEveryEntries ?? 10_000,
+      mailboxCapacity: 4096,
+      batchMax: 512,
+      requestTimeoutMs: options.requestTimeoutMs ?? 10_000
+    })
+    yield* transport.serve(raft.deliver)
+    // Links follow the membership: every member but us, at the address the configuration names.
+    let linked = ""
+    const syncPeers = Effect.gen(function*() {
+      const status = yield* raft.status
+      const peers = new Map<NodeId, string>(status.membership.members.filter((m) => m.id !== identity.nodeId).map((m) => [m.id, m.address]))
+      const key = JSON.stringify([...peers])
+      if (key === linked) return
+      linked = key
+      yield* transport.setPeers(peers)
+    })
+    yield* syncPeers.pipe(Effect.repeat(Schedule.spaced(Duration.millis(tickMs))), Effect.forkScoped)
+    yield* Effect.logInfo(`node ${identity.nodeId} of cluster ${identity.clusterId} on ${transport.address}${created ? " (new)" : ""}`)
+    return { identity: { ...identity, address: transport.address }, raft, transport }
+  })
