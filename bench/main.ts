@@ -4,6 +4,7 @@
 
 const benches: Record<string, { readonly module: string; readonly about: string }> = {
   log: { module: "./log.ts", about: "Raft log: append throughput vs a raw write+fdatasync loop; group commit vs fsync per entry" },
+  raft: { module: "./raft.ts", about: "Raft actor stack: proposals/s of a 3-node in-process cluster on real disk vs one node (1/8/64 proposers)" },
   walFrames: { module: "./walFrames.ts", about: "SQLite page machinery: WAL capture overhead, checksum, page apply" }
 }
 
