@@ -108,11 +108,20 @@ export function encodedPageSetBytes(databaseNameBytes: number, pageSet: PageSet)
 }
 
 export function encodePageSet(database: string, pageSet: PageSet): Uint8Array {
+  return encodePageSetAfter(0, database, pageSet)
+}
+
+/** Like `encodePageSet`, with `prefixBytes` zero bytes reserved before the encoding (for an
+ * envelope header the caller fills in), so a large page set is copied only once. The page set's
+ * encoding is `result.subarray(prefixBytes)`. */
+export function encodePageSetAfter(prefixBytes: number, database: string, pageSet: PageSet): Uint8Array {
+  assert(Number.isSafeInteger(prefixBytes) && prefixBytes >= 0, `prefix of ${prefixBytes} bytes`)
   checkPageSet(pageSet)
   const name = utf8Encoder.encode(database)
   assert(name.length >= 1 && name.length <= databaseNameBytesMax, `database name of ${name.length} bytes`)
   const count = pageSet.pages.length
-  const payload = new Uint8Array(encodedPageSetBytes(name.length, pageSet))
+  const whole = new Uint8Array(prefixBytes + encodedPageSetBytes(name.length, pageSet))
+  const payload = whole.subarray(prefixBytes)
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
   view.setUint32(0, magic, true)
   view.setUint8(4, formatVersion)
@@ -131,7 +140,7 @@ export function encodePageSet(database: string, pageSet: PageSet): Uint8Array {
     dataAt += pageSet.pageSize
   }
   assert(dataAt === payload.length, "encoding filled the payload exactly")
-  return payload
+  return whole
 }
 
 export interface DecodedPageSet {

@@ -1,0 +1,345 @@
+// The SQL surface (Sql.ts) of a tqlite node over its Raft node and SQLite state machine.
+//
+// - Roles come from the Raft node's status. A node leads a database once it is leader and its own
+//   barrier entry is applied (SqliteMachine.barrierTerm = its term): everything committed before
+//   it won is in the files. Until then, and on every follower, statements fail with SqlNotLeader
+//   naming the leader (a new leader first waits up to writeTimeoutMs for its barrier).
+// - Writes go to the database's LeaderWriter (created on first use in the current term); reads run
+//   on the committed read view once a ReadIndex round confirmed leadership (linearizable, never
+//   behind a write in flight); an interactive transaction holds the writer (Lease).
+// - A watcher checks the role every `pollMs`: a writer whose term is over is stopped, failing its
+//   clients and cutting its uncommitted frames.
+import type { Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, FiberId } from "effect"
+import type { RaftNode } from "../actors/RaftActor.ts"
+import type { RaftRequestError } from "../actors/raftErrors.ts"
+import type { StatementOutcome } from "./connection.ts"
+import { toSqlError } from "./connection.ts"
+import { LeaderDatabase } from "./LeaderDatabase.ts"
+import type { RaftAccess } from "./LeaderWriter.ts"
+import type { Lease } from "./LeaderWriter.ts"
+import { LeaderWriter } from "./LeaderWriter.ts"
+import type { SqliteLimits } from "./limits.ts"
+import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
+import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
+import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
+import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
+import { sqliteMisuseCode } from "./sqliteCodes.ts"
+import { classifyStatement, parameterCount, splitStatements } from "./statements.ts"
+
+export interface ReplicatedDatabasesOptions {
+  readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
+  readonly machine: SqliteMachine
+  readonly limits?: Partial<SqliteLimits>
+  /** How often the role is checked (a writer of an ended term is stopped within this). */
+  readonly pollMs: number
+  /** How a writer leaves on shutdown: "keepWal" (as a crash: the next start drops the WAL and
+   * replays) or "discard" (cut the uncommitted frames now). */
+  readonly shutdown?: "keepWal" | "discard"
+}
+
+export interface ReplicatedDatabases extends SqlDatabases {
+  readonly limits: SqliteLimits
+  /** The writer leading `name` on this node, if any (tests, metrics). */
+  readonly writer: (name: string) => LeaderWriter | undefined
+  /** Checks the role now (the watcher does it every pollMs). */
+  readonly checkRole: Effect.Effect<void>
+}
+
+const databaseNameBytesMax = 1024
+
+export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<ReplicatedDatabases, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { raft, machine } = options
+    const limits = sqliteLimits({ ...options.limits, pageSize: machine.pageSize })
+    const writers = new Map<string, LeaderWriter>()
+    const creating = new Map<string, Deferred.Deferred<LeaderWriter, SqlFailure>>()
+    const proposalKiB = yield* Effect.makeSemaphore(Math.floor(logRecordBytesMax / 1024))
+    const scope = yield* Effect.scope
+
+    const access: RaftAccess = {
+      propose: raft.propose,
+      confirmLeadership: raft.read(() => undefined),
+      status: raft.status
+    }
+
+    const checkRole = Effect.gen(function*() {
+      const status = yield* raft.status
+      for (const [name, writer] of writers) {
+        if (writer.stopped) {
+          writers.delete(name)
+          continue
+        }
+        if (status.role === "leader" && status.term === writer.term) continue
+        writers.delete(name)
+        yield* writer.stop(new SqlNotLeader({ leader: status.leader, message: `leadership of term ${writer.term} ended` }))
+      }
+    })
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(Duration.millis(options.pollMs)), checkRole)))
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach([...writers.values()], (writer) => writer.stop(new SqlNotLeader({ leader: null, message: "the node is shutting down" }), options.shutdown ?? "keepWal"), { discard: true })
+    )
+
+    /** The writer of `name` in this leadership, created once the barrier is applied. */
+    const writerFor = (name: string): Effect.Effect<LeaderWriter, SqlFailure> =>
+      Effect.gen(function*() {
+        const deadline = limits.writeTimeoutMs
+        for (let waitedMs = 0; ; waitedMs += options.pollMs) {
+          const status = yield* raft.status
+          if (status.role !== "leader") return yield* new SqlNotLeader({ leader: status.leader, message: `node ${raft.id} is not the leader` })
+          if (machine.barrierTerm === status.term) {
+            const existing = writers.get(name)
+            if (existing !== undefined && !existing.stopped && existing.term === status.term) return existing
+            if (existing !== undefined) {
+              writers.delete(name)
+              yield* existing.stop(new SqlNotLeader({ leader: status.leader, message: `leadership of term ${existing.term} ended` }))
+            }
+            const pending = creating.get(name)
+            if (pending !== undefined) return yield* Deferred.await(pending)
+            return yield* createWriter(name, status.term)
+          }
+          if (waitedMs >= deadline) return yield* new SqlBusy({ message: `node ${raft.id} leads but has not applied its barrier yet` })
+          yield* Effect.sleep(Duration.millis(options.pollMs))
+        }
+      })
+
+    const createWriter = (name: string, term: number): Effect.Effect<LeaderWriter, SqlFailure> =>
+      Effect.gen(function*() {
+        const done = Deferred.unsafeMake<LeaderWriter, SqlFailure>(FiberId.none)
+        creating.set(name, done)
+        const exit = yield* Effect.exit(
+          machine.lead(name, term, (databasePath) =>
+            new LeaderWriter(
+              { database: name, term, nodeId: machine.nodeId, epoch: machine.nextEpoch(), machine, raft: access, limits, proposalKiB },
+              LeaderDatabase.open({
+                databasePath,
+                pageSize: limits.pageSize,
+                readersMax: limits.readersMax,
+                cachePages: Math.max(16, Math.min(2000, Math.floor(limits.transactionBytesMax / limits.pageSize / 8))),
+                statementCacheMax: limits.statementCacheMax
+              })
+            )
+          )
+        )
+        creating.delete(name)
+        if (Exit.isFailure(exit)) {
+          const failure = new SqlError({ code: 1, message: `cannot open ${name}: ${String(exit.cause)}` })
+          Deferred.unsafeDone(done, Exit.fail(failure))
+          return yield* Effect.failCause(exit.cause)
+        }
+        const writer = exit.value
+        writers.set(name, writer)
+        yield* Effect.forkIn(writer.run(), scope)
+        Deferred.unsafeDone(done, Exit.succeed(writer))
+        return writer
+      })
+
+    const readOnView = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> =>
+      Effect.gen(function*() {
+        yield* writerFor(name)
+        const result = yield* raft
+          .read((sm) =>
+            sm.withCommittedView(name, (database): Exit.Exit<StatementOutcome, SqlFailure> => {
+              try {
+                return Exit.succeed(database.committedView.run(sql, params))
+              } catch (cause) {
+                return Exit.fail(toSqlError(cause))
+              }
+            }) ?? Exit.fail(new SqlNotLeader({ leader: null, message: `${name} is not led by this node any more` }))
+          )
+          .pipe(Effect.mapError(fromRaftError))
+        return yield* result
+      })
+
+    const open = (name: string): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
+      Effect.gen(function*() {
+        const nameBytes = Buffer.byteLength(name, "utf8")
+        if (nameBytes === 0 || nameBytes > databaseNameBytesMax || name.includes("\0")) {
+          return yield* new SqlError({ code: sqliteMisuseCode, message: `invalid database name (${nameBytes} bytes)` })
+        }
+        const session = new Session(name, { limits, writerFor, readOnView, raft })
+        yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
+        return session.api
+      })
+
+    return { open, limits, writer: (name) => writers.get(name), checkRole }
+  })
+
+function fromRaftError(error: RaftRequestError): SqlFailure {
+  switch (error._tag) {
+    case "NotLeader":
+      return new SqlNotLeader({ leader: error.leader, message: error.detail })
+    case "Overloaded":
+      return new SqlBusy({ message: error.detail })
+    case "RequestTimeout":
+      return new SqlBusy({ message: `no answer within ${error.timeoutMs} ms` })
+    default:
+      return new SqlLeadershipLost({ message: error._tag })
+  }
+}
+
+interface SessionContext {
+  readonly limits: SqliteLimits
+  readonly writerFor: (name: string) => Effect.Effect<LeaderWriter, SqlFailure>
+  readonly readOnView: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<StatementOutcome, SqlFailure>
+  readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
+}
+
+interface StatementInfo extends Prepared {
+  readonly reader: boolean
+}
+
+const noChange: ExecResult = { lastInsertId: 0n, rowsAffected: 0 }
+
+/** One client's session on one database. */
+class Session {
+  private readonly statements = new Map<number, StatementInfo>()
+  private nextId = 1
+  private transaction: { readonly writer: LeaderWriter; readonly lease: Lease } | null = null
+  readonly api: SqlSession
+
+  constructor(
+    readonly database: string,
+    private readonly context: SessionContext
+  ) {
+    this.api = {
+      database,
+      prepare: (sql) => this.prepare(sql),
+      exec: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, params), (o) => o.exec)),
+      query: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, params), (o) => o.rows)),
+      finalize: (id) => Effect.sync(() => void this.statements.delete(id)),
+      execSql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.exec ?? noChange),
+      querySql: (sql, params) => Effect.map(this.runAll(sql, params, true), (o) => o?.rows ?? { columns: [], declaredTypes: [], rows: [] }),
+      interrupt: Effect.void,
+      inTransaction: Effect.sync(() => this.transaction !== null && this.transaction.lease.state !== "ended")
+    }
+  }
+
+  close(): void {
+    const transaction = this.transaction
+    this.transaction = null
+    this.statements.clear()
+    if (transaction !== null) transaction.writer.abandonLease(transaction.lease)
+  }
+
+  private statement(id: number): Effect.Effect<StatementInfo, SqlFailure> {
+    const info = this.statements.get(id)
+    return info === undefined ? Effect.fail(new SqlError({ code: sqliteMisuseCode, message: `no prepared statement ${id}` })) : Effect.succeed(info)
+  }
+
+  private prepare(sql: string): Effect.Effect<Prepared, SqlFailure> {
+    return Effect.gen(this, function*() {
+      const first = splitStatements(sql)[0]
+      if (first === undefined) return yield* new SqlError({ code: sqliteMisuseCode, message: "no SQL statement to prepare" })
+      const info = yield* this.compile(first.sql, first.endOffset)
+      this.statements.set(info.id, info)
+      return info
+    })
+  }
+
+  /** Checks the statement compiles (on the transaction's writer, or the committed view) and
+   * learns whether it only reads. */
+  private compile(sql: string, tailOffset: number): Effect.Effect<StatementInfo, SqlFailure> {
+    return Effect.gen(this, function*() {
+      const kind = classifyStatement(sql)
+      if (kind._tag === "Forbidden") return yield* new SqlError({ code: 23, message: kind.reason })
+      const open = this.transaction
+      const transaction = open !== null && open.lease.state !== "ended" ? open : null
+      let described: { readonly reader: boolean; readonly readonly: boolean }
+      if (kind._tag !== "Other") {
+        described = { reader: false, readonly: kind._tag !== "Solo" }
+      } else if (transaction !== null) {
+        described = yield* describeOn(() => transaction.writer.database.writer.describe(sql))
+      } else {
+        const writer = yield* this.context.writerFor(this.database)
+        described = yield* describeOn(() => writer.database.committedView.describe(sql))
+      }
+      return { id: this.nextId++, sql, paramCount: parameterCount(sql), tailOffset, readonly: described.readonly, reader: described.reader }
+    })
+  }
+
+  private runAll(sql: string, params: ReadonlyArray<SqlValue>, wantRows = false): Effect.Effect<StatementOutcome | null, SqlFailure> {
+    return Effect.gen(this, function*() {
+      let last: StatementOutcome | null = null
+      let lastWithRows: StatementOutcome | null = null
+      const statements = splitStatements(sql)
+      for (let i = 0; i < statements.length; i++) {
+        const text = statements[i]!
+        const info = yield* this.compile(text.sql, text.endOffset)
+        last = yield* this.runOne(info, i === 0 ? params : [])
+        if (info.reader) lastWithRows = last
+      }
+      return wantRows ? (lastWithRows ?? last) : last
+    })
+  }
+
+  private runOne(info: StatementInfo, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> {
+    return Effect.gen(this, function*() {
+      const kind = classifyStatement(info.sql)
+      if (kind._tag === "Forbidden") return yield* new SqlError({ code: 23, message: kind.reason })
+      const ended = this.endedTransaction()
+      if (ended !== null) {
+        // The transaction was rolled back behind the client's back: say why, once.
+        if (kind._tag === "Rollback") return { exec: noChange, rows: emptyRows }
+        return yield* Effect.fail(ended)
+      }
+      const transaction = this.transaction
+      if (transaction !== null) {
+        const { writer, lease } = transaction
+        switch (kind._tag) {
+          case "Begin":
+            return yield* new SqlError({ code: 1, message: "cannot start a transaction within a transaction" })
+          case "Commit":
+            this.transaction = null
+            return { exec: yield* writer.leaseFinish(lease, info.sql), rows: emptyRows }
+          case "Rollback":
+            this.transaction = null
+            return { exec: yield* writer.leaseRollback(lease, info.sql), rows: emptyRows }
+          default:
+            if (/^\s*RELEASE\b/i.test(info.sql)) {
+              const exec = yield* writer.leaseFinish(lease, info.sql)
+              if (lease.state === "ended") this.transaction = null
+              return { exec, rows: emptyRows }
+            }
+            return yield* writer.leaseRun(lease, info.sql, params)
+        }
+      }
+      switch (kind._tag) {
+        case "Begin":
+        case "Savepoint": {
+          const writer = yield* this.context.writerFor(this.database)
+          const lease = yield* writer.acquireLease()
+          this.transaction = { writer, lease }
+          return yield* writer.leaseRun(lease, info.sql, params)
+        }
+        case "Commit":
+        case "Rollback":
+          return yield* new SqlError({ code: 1, message: `cannot ${kind._tag === "Commit" ? "commit" : "rollback"} - no transaction is active` })
+        case "Solo": {
+          const writer = yield* this.context.writerFor(this.database)
+          return yield* writer.submit(info.sql, params, "autocommit")
+        }
+        case "Other": {
+          if (info.readonly) return yield* this.context.readOnView(this.database, info.sql, params)
+          const writer = yield* this.context.writerFor(this.database)
+          return yield* writer.submit(info.sql, params, "batch")
+        }
+      }
+    })
+  }
+
+  /** Forgets a transaction that ended on its own (timed out, leadership lost, rolled back by
+   * SQLite) and returns why, if the client has not been told. */
+  private endedTransaction(): SqlFailure | null {
+    const transaction = this.transaction
+    if (transaction === null || transaction.lease.state !== "ended") return null
+    this.transaction = null
+    return transaction.lease.endedBy
+  }
+}
+
+const emptyRows: Rows = { columns: [], declaredTypes: [], rows: [] }
+
+function describeOn(describe: () => { readonly reader: boolean; readonly readonly: boolean }): Effect.Effect<{ readonly reader: boolean; readonly readonly: boolean }, SqlFailure> {
+  return Effect.try({ try: describe, catch: toSqlError })
+}

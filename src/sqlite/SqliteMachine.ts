@@ -1,0 +1,467 @@
+// The replicated state machine of a tqlite node: its named SQLite databases, one file each under
+// `<dataDir>/databases/`, driven by the applier actor (src/actors/Applier.ts).
+//
+// Each committed write entry (writeEntry.ts) carries the pages one transaction (or one batch of
+// them) wrote to one database. A database is in one of two modes on a node:
+// - closed (every follower, and a leader's databases until it needs them): no SQLite connection is
+//   open on it; entries are applied as pages into the main file (PageApplier), fdatasynced once
+//   per applier batch (`sync`), after which `applied-state` (appliedState.ts) records the index
+//   the file reflects. A restart skips entries at or below it and replays the rest.
+// - leading: this node's writer (LeaderWriter) owns the connections (LeaderDatabase). The entries
+//   it proposed are already in its WAL: applying one only marks it committed (the pending read
+//   view becomes the committed one). No other entry for that database can arrive while it leads:
+//   the writer opens only once this node's barrier entry is applied (every earlier entry applied,
+//   and any proposal of an earlier writer settled), and one leader appends for its whole term.
+//
+// Snapshots are the database files as of the applied index: a leading database is serialized from
+// its committed read view, a closed one is its main file. Installing one replaces every file
+// atomically (temp file, fsync, rename, directory fsync).
+import { Effect } from "effect"
+import fs from "node:fs"
+import path from "node:path"
+import type { StateMachine } from "../actors/Applier.ts"
+import { assert } from "../assert.ts"
+import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
+import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
+import { AppliedStateFile } from "./appliedState.ts"
+import type { DatabaseImage } from "./databaseSnapshot.ts"
+import { decodeDatabaseSnapshot, encodeDatabaseSnapshot } from "./databaseSnapshot.ts"
+import type { LeaderDatabase } from "./LeaderDatabase.ts"
+import { PageApplier, syncDirectory } from "./PageApplier.ts"
+import type { WriteOrigin } from "./writeEntry.ts"
+import { decodeWriteEntry } from "./writeEntry.ts"
+
+export type SqliteApplyResult =
+  /** Our own writer's entry: its frames were already in the WAL. */
+  | { readonly _tag: "Own"; readonly database: string; readonly seq: number }
+  /** Written as pages into the main file (or already there, on replay). */
+  | { readonly _tag: "Pages"; readonly database: string }
+  /** Not applied: it was computed on a state that is no longer the database's (see writeEntry.ts). */
+  | { readonly _tag: "Skipped"; readonly database: string; readonly reason: string }
+  /** A barrier or configuration entry. */
+  | { readonly _tag: "None" }
+
+/** The writer that leads a database, as the state machine sees it. */
+export interface LeaderSlotOwner {
+  readonly term: Term
+  readonly database: LeaderDatabase
+  /** True when the entry (of Raft term `entryTerm`) is this writer's pending local commit. */
+  readonly claims: (entryTerm: Term, origin: WriteOrigin) => boolean
+  /** Raft committed the writer's local commit `seq` at `index`. */
+  readonly committed: (seq: number, index: LogIndex) => void
+  /** The machine takes the database away (a snapshot is being installed): fail the clients and
+   * stop; the machine closes the connections. */
+  readonly detached: (reason: string) => void
+  /** A proposal of this writer may still be in the log with its fate unknown. */
+  readonly unresolved: () => boolean
+}
+
+export interface SqliteMachineOptions {
+  readonly dataDir: string
+  readonly nodeId: NodeId
+  readonly pageSize: number
+  readonly fsync: FsyncMode
+  /** The snapshot the node boots from (the RaftActor's recovered snapshot), read only if a
+   * database file is older than it. */
+  readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<Uint8Array> } | null
+}
+
+export interface SqliteMachineStats {
+  own: number
+  pages: number
+  skipped: number
+  replayed: number
+  syncs: number
+  restores: number
+}
+
+interface Slot {
+  readonly name: string
+  readonly path: string
+  /** Durable: the main file reflects every change up to here (see appliedState.ts). */
+  fileIndex: LogIndex
+  fileLastChangeIndex: LogIndex
+  /** The last entry that changed the database, as applied. */
+  lastChangeIndex: LogIndex
+  applier: PageApplier | null
+  owner: LeaderSlotOwner | null
+  /** A writer left in this term with a proposal whose fate was unknown: only a barrier of a
+   * later term settles it. */
+  unsettledTerm: Term
+}
+
+const databasesDirName = "databases"
+const appliedStateFileName = "applied-state"
+
+export class SqliteMachine implements StateMachine<SqliteApplyResult> {
+  readonly nodeId: NodeId
+  readonly pageSize: number
+  readonly databasesDir: string
+  /** The index of the last entry applied (or the snapshot restored). */
+  appliedIndex: LogIndex
+  /** The term of the newest barrier entry applied: a leader of that term has applied everything
+   * committed before it won. */
+  barrierTerm: Term = 0
+  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0 }
+  /** Called for each skipped entry (the simulator counts them: they should not happen). */
+  onSkipped: ((database: string, index: LogIndex, reason: string) => void) | null = null
+  private readonly slots = new Map<string, Slot>()
+  private readonly lock = Effect.unsafeMakeSemaphore(1)
+  private epochs = 0
+  private closed = false
+
+  private constructor(
+    private readonly options: SqliteMachineOptions,
+    private readonly stateFile: AppliedStateFile,
+    appliedIndex: LogIndex
+  ) {
+    this.nodeId = options.nodeId
+    this.pageSize = options.pageSize
+    this.databasesDir = path.join(options.dataDir, databasesDirName)
+    this.appliedIndex = appliedIndex
+  }
+
+  /** Opens the node's data directory: drops every WAL (its frames are in the Raft log if they
+   * were committed), and restores from the boot snapshot any database whose file is older. */
+  static open(options: SqliteMachineOptions): Effect.Effect<SqliteMachine> {
+    return Effect.gen(function*() {
+      const databasesDir = path.join(options.dataDir, databasesDirName)
+      fs.mkdirSync(databasesDir, { recursive: true })
+      const { file, state } = AppliedStateFile.open(path.join(options.dataDir, appliedStateFileName), options.fsync)
+      const boot = options.bootSnapshot
+      const machine = new SqliteMachine(options, file, boot?.meta.index ?? 0)
+      machine.recoverFiles(state)
+      if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
+        const images = decodeDatabaseSnapshot(yield* boot.load)
+        machine.installImages(images, boot.meta.index, { onlyOlder: true })
+      }
+      return machine
+    })
+  }
+
+  // ---- StateMachine -------------------------------------------------------------------------
+
+  readonly apply = (entry: Entry): Effect.Effect<SqliteApplyResult> => Effect.sync(() => this.applyEntry(entry))
+
+  /** After each applier batch: fdatasync the files pages were written to, then record the index
+   * they reflect. */
+  readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(
+    Effect.suspend(() => {
+      const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
+      if (dirty.length === 0) return Effect.void
+      const appliedIndex = this.appliedIndex
+      this.stats.syncs++
+      const record = () => {
+        for (const slot of dirty) {
+          slot.fileIndex = appliedIndex
+          slot.fileLastChangeIndex = slot.lastChangeIndex
+        }
+        for (const slot of this.slots.values()) {
+          // A closed database without new pages reflects the applied index as well.
+          if (slot.owner === null && slot.applier === null && fs.existsSync(slot.path)) {
+            slot.fileIndex = appliedIndex
+            slot.fileLastChangeIndex = slot.lastChangeIndex
+          }
+        }
+      }
+      switch (this.options.fsync) {
+        case "off":
+        case "sync":
+          return Effect.sync(() => {
+            for (const slot of dirty) {
+              if (this.options.fsync === "sync") slot.applier!.sync()
+              slot.applier!.close()
+              slot.applier = null
+            }
+            record()
+            this.stateFile.writeSync(this.appliedState())
+          })
+        case "async":
+          return Effect.promise(async () => {
+            await Promise.all(dirty.map((slot) => slot.applier!.syncAsync()))
+            for (const slot of dirty) {
+              slot.applier!.close()
+              slot.applier = null
+            }
+            record()
+            await this.stateFile.writeAsync(this.appliedState())
+          })
+      }
+    })
+  )
+
+  readonly snapshot: Effect.Effect<Uint8Array> = Effect.sync(() => {
+    const images: Array<DatabaseImage> = []
+    for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const image = slot.owner !== null ? slot.owner.database.serialize() : fs.existsSync(slot.path) ? fs.readFileSync(slot.path) : null
+      if (image === null) continue
+      images.push({ name: slot.name, lastChangeIndex: slot.lastChangeIndex, image })
+    }
+    return encodeDatabaseSnapshot(images)
+  })
+
+  readonly restore = (meta: SnapshotMeta, data: Uint8Array): Effect.Effect<void> =>
+    this.lock.withPermits(1)(
+      Effect.sync(() => {
+        for (const slot of this.slots.values()) {
+          const owner = slot.owner
+          if (owner === null) continue
+          owner.detached(`a snapshot at index ${meta.index} is being installed`)
+          owner.database.close("keepWal")
+          slot.owner = null
+        }
+        this.installImages(decodeDatabaseSnapshot(data), meta.index, { onlyOlder: false })
+        this.stats.restores++
+      })
+    )
+
+  // ---- leading ------------------------------------------------------------------------------
+
+  /** A fresh writer epoch: unique among this process's writers. */
+  nextEpoch(): number {
+    return ++this.epochs
+  }
+
+  /** Switches `name` to leading for a writer of `term`: closes the page applier (syncing it),
+   * records the index the main file now reflects, and lets `makeOwner` open the connections. */
+  lead<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): Effect.Effect<O> {
+    return this.lock.withPermits(1)(
+      Effect.sync(() => {
+        assert(!this.closed, "machine is open")
+        assert(term === this.barrierTerm, `leading in term ${term} after its barrier (${this.barrierTerm})`)
+        const slot = this.slotFor(name)
+        assert(slot.owner === null, `${name} has no writer yet`)
+        assert(slot.unsettledTerm < term, `${name}: a writer of term ${slot.unsettledTerm} left a proposal unsettled`)
+        if (slot.applier !== null) {
+          if (this.options.fsync !== "off") slot.applier.sync()
+          slot.applier.close()
+          slot.applier = null
+        }
+        if (fs.existsSync(slot.path)) {
+          slot.fileIndex = this.appliedIndex
+          slot.fileLastChangeIndex = slot.lastChangeIndex
+        }
+        fs.rmSync(`${slot.path}-wal`, { force: true })
+        fs.rmSync(`${slot.path}-shm`, { force: true })
+        const owner = makeOwner(slot.path, slot.lastChangeIndex)
+        slot.owner = owner
+        return owner
+      })
+    )
+  }
+
+  /** The writer leaves: "discard" cuts its uncommitted frames and leaves the main file holding
+   * the committed state; "keepWal" closes as a crash would (shutdown). */
+  release(name: string, owner: LeaderSlotOwner, mode: "discard" | "keepWal"): Effect.Effect<void> {
+    return this.lock.withPermits(1)(
+      Effect.sync(() => {
+        const slot = this.slots.get(name)
+        if (slot === undefined || slot.owner !== owner) return
+        slot.owner = null
+        if (owner.unresolved()) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
+        owner.database.close(mode)
+        if (mode === "discard") {
+          slot.fileIndex = this.appliedIndex
+          slot.fileLastChangeIndex = slot.lastChangeIndex
+          void this.persistQuietly()
+        }
+      })
+    )
+  }
+
+  /** The leader checkpointed `name`: its main file now holds every change applied so far. */
+  checkpointed(name: string, owner: LeaderSlotOwner): Effect.Effect<void> {
+    return this.lock.withPermits(1)(
+      Effect.sync(() => {
+        const slot = this.slots.get(name)
+        if (slot === undefined || slot.owner !== owner) return
+        slot.fileIndex = this.appliedIndex
+        slot.fileLastChangeIndex = slot.lastChangeIndex
+        void this.persistQuietly()
+      })
+    )
+  }
+
+  /** The last change applied to `name` (0 when none). */
+  lastChangeIndex(name: string): LogIndex {
+    return this.slots.get(name)?.lastChangeIndex ?? 0
+  }
+
+  /** Runs `read` on the committed view of `name` when this node's writer leads it. */
+  withCommittedView<A>(name: string, read: (database: LeaderDatabase) => A): A | undefined {
+    const owner = this.slots.get(name)?.owner
+    if (owner === null || owner === undefined || !owner.database.isOpen) return undefined
+    return read(owner.database)
+  }
+
+  /** Names of the databases this node knows. */
+  databaseNames(): Array<string> {
+    return [...this.slots.keys()].sort()
+  }
+
+  /** The main file of `name` (for tools and tests; read it only while the database is closed). */
+  databasePath(name: string): string {
+    return path.join(this.databasesDir, fileNameOf(name))
+  }
+
+  isLeading(name: string): boolean {
+    return (this.slots.get(name)?.owner ?? null) !== null
+  }
+
+  /** Closes the page appliers and the record (connections belong to the writers, which release
+   * their databases first). */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    for (const slot of this.slots.values()) {
+      slot.applier?.close()
+      slot.applier = null
+    }
+    this.stateFile.close()
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  private applyEntry(entry: Entry): SqliteApplyResult {
+    assert(!this.closed, "machine is open")
+    this.appliedIndex = entry.index
+    if (entry.kind === "barrier") {
+      this.barrierTerm = Math.max(this.barrierTerm, entry.term)
+      return { _tag: "None" }
+    }
+    if (entry.kind === "config") return { _tag: "None" }
+    const decoded = decodeWriteEntry(entry.data)
+    const name = decoded.database
+    const slot = this.slotFor(name)
+    if (entry.index <= slot.fileIndex) {
+      this.stats.replayed++
+      return { _tag: "Pages", database: name }
+    }
+    const owner = slot.owner
+    if (owner !== null && owner.claims(entry.term, decoded.origin)) {
+      assert(decoded.previousChangeIndex === slot.lastChangeIndex, `${name}: own entry ${entry.index} builds on ${decoded.previousChangeIndex}, last change ${slot.lastChangeIndex}`)
+      owner.committed(decoded.origin.seq, entry.index)
+      slot.lastChangeIndex = entry.index
+      this.stats.own++
+      return { _tag: "Own", database: name, seq: decoded.origin.seq }
+    }
+    if (decoded.previousChangeIndex !== slot.lastChangeIndex) {
+      const reason = `computed on the state after ${decoded.previousChangeIndex}, the last change applied is ${slot.lastChangeIndex}`
+      this.stats.skipped++
+      this.onSkipped?.(name, entry.index, reason)
+      return { _tag: "Skipped", database: name, reason }
+    }
+    assert(owner === null, `${name}: entry ${entry.index} of another writer arrived while this node's writer leads it`)
+    slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
+    slot.applier.apply(decoded.pageSet)
+    slot.lastChangeIndex = entry.index
+    this.stats.pages++
+    return { _tag: "Pages", database: name }
+  }
+
+  private slotFor(name: string): Slot {
+    let slot = this.slots.get(name)
+    if (slot === undefined) {
+      slot = {
+        name,
+        path: path.join(this.databasesDir, fileNameOf(name)),
+        fileIndex: 0,
+        fileLastChangeIndex: 0,
+        lastChangeIndex: 0,
+        applier: null,
+        owner: null,
+        unsettledTerm: 0
+      }
+      this.slots.set(name, slot)
+    }
+    return slot
+  }
+
+  /** At start: every WAL, wal-index and temp file goes; every database file gets a slot with
+   * what the record says its file reflects (0 when the record does not know it). */
+  private recoverFiles(state: AppliedState | null): void {
+    for (const file of fs.readdirSync(this.databasesDir)) {
+      if (file.endsWith("-wal") || file.endsWith("-shm") || file.endsWith(".tmp")) fs.rmSync(path.join(this.databasesDir, file), { force: true })
+    }
+    for (const file of fs.readdirSync(this.databasesDir)) {
+      const name = nameOfFile(file)
+      if (name === null) continue
+      const slot = this.slotFor(name)
+      const known: DatabaseFileState | undefined = state?.databases[name]
+      slot.fileIndex = known?.fileIndex ?? 0
+      slot.fileLastChangeIndex = known?.lastChangeIndex ?? 0
+      slot.lastChangeIndex = slot.fileLastChangeIndex
+    }
+  }
+
+  private needsBootSnapshot(state: AppliedState | null, snapshotIndex: LogIndex): boolean {
+    if (state === null) return true
+    for (const slot of this.slots.values()) if (slot.fileIndex < snapshotIndex) return true
+    return false
+  }
+
+  /** Replaces database files by snapshot images (all of them, or with `onlyOlder` only those
+   * whose file is older than the snapshot), atomically and durably, and drops databases the
+   * snapshot does not have. */
+  private installImages(images: ReadonlyArray<DatabaseImage>, index: LogIndex, options: { readonly onlyOlder: boolean }): void {
+    const byName = new Map(images.map((image) => [image.name, image]))
+    for (const slot of [...this.slots.values()]) {
+      if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
+      slot.applier?.close()
+      fs.rmSync(slot.path, { force: true })
+      this.slots.delete(slot.name)
+    }
+    for (const image of images) {
+      const slot = this.slotFor(image.name)
+      if (options.onlyOlder && slot.fileIndex >= index) continue
+      slot.applier?.close()
+      slot.applier = null
+      const tmp = `${slot.path}.tmp`
+      const fd = fs.openSync(tmp, "w", 0o644)
+      try {
+        let done = 0
+        while (done < image.image.length) done += fs.writeSync(fd, image.image, done, image.image.length - done)
+        if (this.options.fsync !== "off") fs.fsyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(tmp, slot.path)
+      fs.rmSync(`${slot.path}-wal`, { force: true })
+      fs.rmSync(`${slot.path}-shm`, { force: true })
+      slot.fileIndex = index
+      slot.fileLastChangeIndex = image.lastChangeIndex
+      slot.lastChangeIndex = image.lastChangeIndex
+    }
+    if (this.options.fsync !== "off") syncDirectory(this.databasesDir)
+    this.appliedIndex = index
+    this.stateFile.writeSync(this.appliedState())
+  }
+
+  private appliedState(): AppliedState {
+    const databases: Record<string, DatabaseFileState> = {}
+    for (const slot of this.slots.values()) {
+      if (slot.fileIndex > 0) databases[slot.name] = { fileIndex: slot.fileIndex, lastChangeIndex: slot.fileLastChangeIndex }
+    }
+    return { appliedIndex: this.appliedIndex, databases }
+  }
+
+  private persistQuietly(): Promise<void> | void {
+    if (this.closed) return
+    if (this.options.fsync === "async") return this.stateFile.writeAsync(this.appliedState()).catch(() => undefined)
+    this.stateFile.writeSync(this.appliedState())
+  }
+}
+
+/** A database name as a file name: itself when plain, else `~` and its UTF-8 bytes in hex; every
+ * main file ends in ".db", so no name collides with another's -wal, -shm or .tmp file. */
+export function fileNameOf(name: string): string {
+  if (/^[A-Za-z0-9_][A-Za-z0-9._-]{0,100}$/.test(name)) return `${name}.db`
+  return `~${Buffer.from(name, "utf8").toString("hex")}.db`
+}
+
+function nameOfFile(file: string): string | null {
+  if (!file.endsWith(".db")) return null
+  const stem = file.slice(0, -3)
+  if (stem.startsWith("~")) return Buffer.from(stem.slice(1), "hex").toString("utf8")
+  return stem.length > 0 ? stem : null
+}

@@ -1,0 +1,86 @@
+// Every bound of the replicated SQLite layer, documented and validated in one place.
+import { assert } from "../assert.ts"
+import { isValidPageSize } from "./walFormat.ts"
+import { writeEntryHeaderBytes } from "./writeEntry.ts"
+
+export interface SqliteLimits {
+  /** Page size of every database (fixed: pages are shipped as they are). */
+  readonly pageSize: number
+  /** Write requests (statements and interactive-transaction starts) queued per database; one
+   * more is refused at once with SqlBusy. */
+  readonly writeQueueMax: number
+  /** How long a write request may wait for the writer before SqlBusy (nothing was done). */
+  readonly writeTimeoutMs: number
+  /** How long a write that ran may wait for Raft to commit it before the client is told
+   * SqlLeadershipLost (outcome unknown). Raft's own request timeout and leadership checks
+   * normally answer first. */
+  readonly commitTimeoutMs: number
+  /** An interactive transaction holding the writer longer than this is rolled back. */
+  readonly transactionTimeoutMs: number
+  /** Group commit: autocommit statements run as one SQLite transaction (a savepoint each), at
+   * most this many… */
+  readonly batchStatementsMax: number
+  /** …with at most this many bytes of SQL text and parameters… */
+  readonly batchBytesMax: number
+  /** …and accepting statements for at most this long (the batch then waits for the entry in
+   * flight to commit, and closes). */
+  readonly batchOpenMsMax: number
+  /** A transaction (or batch) writing more than this many bytes of pages fails with SqlError
+   * (SQLITE_TOOBIG) and changes nothing. */
+  readonly transactionBytesMax: number
+  /** The leader checkpoints (TRUNCATE) once its WAL is larger than this and every frame is
+   * committed; new writes wait for the entry in flight, then the checkpoint. */
+  readonly walCheckpointBytes: number
+  /** Reader connections per database (pinned views and idle ones); at least 2. */
+  readonly readersMax: number
+  /** Prepared statements cached per connection. */
+  readonly statementCacheMax: number
+  /** Back-off before re-proposing an entry Raft refused as overloaded. */
+  readonly overloadRetryMs: number
+}
+
+/** The largest record the Raft log stores in one persist call (storage's persistBytesMax,
+ * src/storage/LogStore.ts; src/sqlite may not import storage, a test checks they agree). Write
+ * entries in flight together must fit it, since the leader appends them in one batch. */
+export const logRecordBytesMax = 32 * 1024 * 1024
+
+/** Room for the write entry's header, database name and page numbers beside the pages. */
+const entryOverheadBytesMax = 256 * 1024
+
+export const defaultSqliteLimits: SqliteLimits = {
+  pageSize: 4096,
+  writeQueueMax: 4096,
+  writeTimeoutMs: 5_000,
+  commitTimeoutMs: 30_000,
+  transactionTimeoutMs: 10_000,
+  batchStatementsMax: 1024,
+  batchBytesMax: 8 * 1024 * 1024,
+  batchOpenMsMax: 100,
+  // The issue suggests 64 MiB; a Raft entry that large would exceed the log's 32 MiB record
+  // bound (the segment log asserts it), so the default stays below it.
+  transactionBytesMax: 30 * 1024 * 1024,
+  walCheckpointBytes: 16 * 1024 * 1024,
+  readersMax: 4,
+  statementCacheMax: 256,
+  overloadRetryMs: 20
+}
+
+export function sqliteLimits(overrides: Partial<SqliteLimits> = {}): SqliteLimits {
+  const limits = { ...defaultSqliteLimits, ...overrides }
+  validateSqliteLimits(limits)
+  return limits
+}
+
+export function validateSqliteLimits(limits: SqliteLimits): void {
+  assert(isValidPageSize(limits.pageSize), `pageSize ${limits.pageSize} is a valid SQLite page size`)
+  for (const key of Object.keys(limits) as Array<keyof SqliteLimits>) {
+    const value = limits[key]
+    assert(Number.isSafeInteger(value) && value > 0, `${key} must be a positive integer (${value})`)
+  }
+  assert(limits.readersMax >= 2, "readersMax >= 2 (a committed and a pending view)")
+  assert(limits.transactionBytesMax >= limits.pageSize, "transactionBytesMax holds at least one page")
+  assert(
+    limits.transactionBytesMax + writeEntryHeaderBytes + entryOverheadBytesMax <= logRecordBytesMax,
+    `transactionBytesMax (${limits.transactionBytesMax}) leaves an entry within the log's record bound (${logRecordBytesMax})`
+  )
+}

@@ -1,0 +1,298 @@
+// A cluster of tqlite nodes in one process: each node the real actor stack (RaftActor with its log
+// writer and applier) over the SQLite state machine (SqliteMachine) and the SQL surface
+// (ReplicatedDatabases), its Raft log and snapshots on a simulated disk (SegmentLog and Snapshots
+// over SimDisk: a crash loses what was not fsynced) and its SQLite files in a real directory.
+//
+// Runs under the simulator's runtime (SimRuntime.ts) or any Effect runtime: every I/O call is
+// synchronous (SQLite, the simulated disk, the state machine with fsync "off" or "sync"); the
+// network delivers each message from a fiber that sleeps its delay on Effect's Clock.
+//
+// A crash closes the node's scope: its fibers stop between two calls, its writers close their
+// connections leaving the WAL as a killed process would, and its simulated disk loses or tears
+// unsynced writes. The SQLite files keep what was written (the simulator does not model power
+// loss of the page cache for them; test/sqlite covers replay after a torn apply separately).
+import fs from "node:fs"
+import path from "node:path"
+import { Packr } from "msgpackr"
+import { Context, Duration, Effect, Exit, Layer, Scope } from "effect"
+import type { Envelope } from "../../../src/actors/LogWriter.ts"
+import type { RaftNode } from "../../../src/actors/RaftActor.ts"
+import * as RaftActor from "../../../src/actors/RaftActor.ts"
+import type { RaftConfig } from "../../../src/raft/config.ts"
+import { defaultRaftConfig } from "../../../src/raft/config.ts"
+import type { Recovered } from "../../../src/raft/core.ts"
+import { bootstrap } from "../../../src/raft/core.ts"
+import type { Message } from "../../../src/raft/messages.ts"
+import type { Entry, Membership, NodeId, SnapshotMeta } from "../../../src/raft/types.ts"
+import type { FsyncMode } from "../../../src/sqlite/appliedState.ts"
+import type { SqliteLimits } from "../../../src/sqlite/limits.ts"
+import type { ReplicatedDatabases } from "../../../src/sqlite/ReplicatedDatabases.ts"
+import * as Replicated from "../../../src/sqlite/ReplicatedDatabases.ts"
+import type { SqliteApplyResult } from "../../../src/sqlite/SqliteMachine.ts"
+import { SqliteMachine } from "../../../src/sqlite/SqliteMachine.ts"
+import { Disk } from "../../../src/storage/Disk.ts"
+import { persistInGroups } from "../../../src/storage/LogStore.ts"
+import type { PersistBatch } from "../../../src/storage/LogStore.ts"
+import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
+import { Snapshots } from "../../../src/storage/Snapshots.ts"
+import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
+import type { Prng } from "../Prng.ts"
+import type { CrashMode, SimDisk } from "../SimDisk.ts"
+import { makeSimDisk } from "../SimDisk.ts"
+
+export type SqliteRaftNode = RaftNode<SqliteApplyResult, SqliteMachine>
+
+export interface SqliteClusterOptions {
+  /** Each node's SQLite files go to `<baseDir>/node-<id>`. */
+  readonly baseDir: string
+  readonly rng: Prng
+  readonly tickMs: number
+  readonly fsync: FsyncMode
+  readonly snapshotEveryEntries: number
+  readonly limits?: Partial<SqliteLimits>
+  readonly raftConfig?: (id: NodeId, restarts: number) => Partial<RaftConfig>
+  /** Network faults: a message is dropped with this probability, else delivered after 0 ..
+   * delayMsMax ms (0: at once, in send order). */
+  readonly dropProbability?: number
+  readonly delayMsMax?: number
+  readonly requestTimeoutMs?: number
+  readonly mailboxCapacity?: number
+  readonly trace?: (line: string) => void
+  /** Sees every entry every node applies (e.g. a safety checker). */
+  readonly onApplied?: (id: NodeId, entry: Entry) => void
+}
+
+export interface SqliteNode {
+  readonly id: NodeId
+  readonly dataDir: string
+  raft: SqliteRaftNode | null
+  machine: SqliteMachine | null
+  dbs: ReplicatedDatabases | null
+  scope: Scope.CloseableScope | null
+  restarts: number
+}
+
+export type LiveNode = SqliteNode & { raft: SqliteRaftNode; machine: SqliteMachine; dbs: ReplicatedDatabases }
+
+interface Stored {
+  readonly disk: SimDisk
+  readonly bootstrap: Recovered | null
+}
+
+const logDir = "/data/log"
+const snapshotDir = "/data/snapshots"
+const packr = new Packr({ useRecords: false })
+
+export const readSnapshot = (snapshots: SnapshotsService, meta: SnapshotMeta) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const reader = yield* snapshots.open(meta)
+      const data = new Uint8Array(reader.sizeBytes)
+      let offset = 0
+      while (offset < reader.sizeBytes) {
+        const chunk = yield* reader.read(offset)
+        if (chunk.length === 0) break
+        data.set(chunk, offset)
+        offset += chunk.length
+      }
+      return data
+    })
+  )
+
+export const writeSnapshot = (snapshots: SnapshotsService, meta: SnapshotMeta, data: Uint8Array) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const writer = yield* snapshots.create(meta)
+      for (let offset = 0; offset < data.length; offset += snapshots.chunkBytesMax) {
+        yield* writer.write(data.subarray(offset, offset + snapshots.chunkBytesMax))
+      }
+      yield* writer.commit()
+    })
+  )
+
+export class SqliteCluster {
+  readonly nodes = new Map<NodeId, SqliteNode>()
+  private readonly stored = new Map<NodeId, Stored>()
+  /** "a->b": messages from a to b are lost. */
+  readonly blocked = new Set<string>()
+  faults = 0
+  messages = 0
+
+  constructor(readonly options: SqliteClusterOptions) {}
+
+  bootstrap(ids: ReadonlyArray<NodeId>): Effect.Effect<void> {
+    const config: Membership = { members: ids.map((id) => ({ id, address: `node${id}`, role: "voter" as const })) }
+    return Effect.gen(this, function*() {
+      for (const id of ids) {
+        this.stored.set(id, { disk: makeSimDisk({ seed: this.options.rng.u32() }), bootstrap: bootstrap(config) })
+        const dataDir = path.join(this.options.baseDir, `node-${id}`)
+        fs.mkdirSync(dataDir, { recursive: true })
+        this.nodes.set(id, { id, dataDir, raft: null, machine: null, dbs: null, scope: null, restarts: 0 })
+        yield* this.start(id)
+      }
+    })
+  }
+
+  /** Boots a node from its disk and its SQLite directory, as after a power loss. */
+  start(id: NodeId): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
+      const node = this.nodes.get(id)
+      const stored = this.stored.get(id)
+      if (node === undefined || stored === undefined || node.raft !== null) return
+      stored.disk.driver.restart()
+      const scope = yield* Scope.make()
+      const { log, snapshots } = yield* Effect.gen(function*() {
+        const log = yield* SegmentLog.open({ dir: logDir, clusterId: "sqlite-sim", segmentBytesMax: 4 * 1024 * 1024 })
+        const context = yield* Layer.build(Snapshots.layer({ dir: snapshotDir, chunkBytesMax: 1024 * 1024 }))
+        return { log, snapshots: Context.get(context, Snapshots) }
+      }).pipe(Effect.provideService(Disk, stored.disk.service), Scope.extend(scope), Effect.orDie)
+      let loaded = yield* Effect.orDie(log.load)
+      if (loaded.entries.length === 0 && loaded.hardState.term === 0 && stored.bootstrap !== null) {
+        yield* Effect.orDie(log.persist([{ hardState: stored.bootstrap.hardState, entries: stored.bootstrap.entries }]))
+        loaded = yield* Effect.orDie(log.load)
+      }
+      const own = yield* Effect.orDie(snapshots.latest)
+      const snapshot = own !== null && (loaded.snapshot === null || own.index >= loaded.snapshot.index) ? own : loaded.snapshot
+      const machine = yield* SqliteMachine.open({
+        dataDir: node.dataDir,
+        nodeId: id,
+        pageSize: this.options.limits?.pageSize ?? 4096,
+        fsync: this.options.fsync,
+        bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(readSnapshot(snapshots, snapshot)) }
+      })
+      yield* Scope.addFinalizer(scope, Effect.sync(() => machine.close()))
+      const onApplied = this.options.onApplied
+      const stateMachine = onApplied === undefined
+        ? machine
+        : Object.assign(Object.create(machine) as SqliteMachine, {
+          apply: (entry: Entry) => Effect.zipLeft(machine.apply(entry), Effect.sync(() => onApplied(id, entry)))
+        })
+      const persist = persistInGroups(log)
+      const raft = yield* RaftActor.make<SqliteApplyResult, SqliteMachine>({
+        config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, ...this.options.raftConfig?.(id, node.restarts) },
+        recovered: { ...loaded, snapshot },
+        stateMachine,
+        io: {
+          persist: (batches: ReadonlyArray<PersistBatch>) => persist(batches),
+          saveSnapshot: (meta, data) => writeSnapshot(snapshots, meta, data),
+          loadSnapshot: (meta) => readSnapshot(snapshots, meta),
+          send: (envelope) => this.send(id, envelope)
+        },
+        tickMs: this.options.tickMs,
+        snapshotEveryEntries: this.options.snapshotEveryEntries,
+        mailboxCapacity: this.options.mailboxCapacity ?? 4096,
+        batchMax: 256,
+        requestTimeoutMs: this.options.requestTimeoutMs ?? 100 * this.options.tickMs
+      }).pipe(Scope.extend(scope))
+      const dbs = yield* Replicated.make({
+        raft,
+        machine,
+        pollMs: this.options.tickMs,
+        ...(this.options.limits !== undefined ? { limits: this.options.limits } : {})
+      }).pipe(Scope.extend(scope))
+      node.raft = raft
+      node.machine = machine
+      node.dbs = dbs
+      node.scope = scope
+      this.options.trace?.(`n${id} START term=${loaded.hardState.term} log=${loaded.base.index}+${loaded.entries.length} snapshot=${snapshot?.index ?? 0}`)
+    })
+  }
+
+  /** Stops the node where it is, then cuts its disk's power (`mode`: what unsynced writes do). */
+  crash(id: NodeId, mode?: CrashMode): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
+      const node = this.nodes.get(id)
+      if (node === undefined || node.scope === null) return
+      this.faults++
+      this.options.trace?.(`n${id} CRASH`)
+      const scope = node.scope
+      node.raft = null
+      node.machine = null
+      node.dbs = null
+      node.scope = null
+      node.restarts++
+      yield* Scope.close(scope, Exit.void)
+      this.stored.get(id)?.disk.driver.crash(mode ?? this.options.rng.pick<CrashMode>(["lose", "prefix", "sectors"]))
+    })
+  }
+
+  /** Cuts every link to and from `id` (both directions). */
+  isolate(id: NodeId): void {
+    for (const other of this.nodes.keys()) {
+      if (other === id) continue
+      this.blocked.add(`${id}->${other}`)
+      this.blocked.add(`${other}->${id}`)
+    }
+  }
+
+  heal(): void {
+    this.blocked.clear()
+  }
+
+  private send(from: NodeId, envelope: Envelope): Effect.Effect<void> {
+    const message = envelope.message
+    this.messages++
+    const drop = this.options.dropProbability ?? 0
+    if (drop > 0 && this.options.rng.chance(drop)) return Effect.void
+    const bytes = packr.pack(message)
+    const deliver = Effect.suspend(() => {
+      const node = this.nodes.get(message.to)
+      if (node?.raft == null || this.blocked.has(`${from}->${message.to}`)) return Effect.void
+      return node.raft.deliver({ message: packr.unpack(bytes) as Message, snapshot: envelope.snapshot })
+    })
+    const delayMsMax = this.options.delayMsMax ?? 0
+    if (this.blocked.has(`${from}->${message.to}`)) return Effect.void
+    if (delayMsMax === 0) return deliver
+    const delayMs = this.options.rng.int(1, delayMsMax)
+    return Effect.asVoid(Effect.forkDaemon(Effect.zipRight(Effect.sleep(Duration.millis(delayMs)), deliver)))
+  }
+
+  up(): Array<LiveNode> {
+    return [...this.nodes.values()].filter((n): n is LiveNode => n.raft !== null && n.machine !== null && n.dbs !== null)
+  }
+
+  /** The node that is leader with its barrier applied (ready to serve), if any. */
+  readyLeader(): Effect.Effect<LiveNode | undefined> {
+    return Effect.gen(this, function*() {
+      for (const node of this.up()) {
+        const status = yield* node.raft.status
+        if (status.role === "leader" && node.machine.barrierTerm === status.term) return node
+      }
+      return undefined
+    })
+  }
+
+  /** Waits (in `tickMs` steps, at most `ticksMax`) for a ready leader. */
+  awaitLeader(ticksMax = 500, except?: NodeId): Effect.Effect<LiveNode> {
+    return Effect.gen(this, function*() {
+      for (let i = 0; i < ticksMax; i++) {
+        const leader = yield* this.readyLeader()
+        if (leader !== undefined && leader.id !== except) return leader
+        yield* Effect.sleep(Duration.millis(this.options.tickMs))
+      }
+      return yield* Effect.dieMessage(`no ready leader within ${ticksMax} ticks`)
+    })
+  }
+
+  /** Waits until every live node has applied the leader's commit index. */
+  awaitConverged(ticksMax = 1000): Effect.Effect<boolean> {
+    return Effect.gen(this, function*() {
+      for (let i = 0; i < ticksMax; i++) {
+        const leader = yield* this.readyLeader()
+        if (leader !== undefined) {
+          const commit = (yield* leader.raft.status).commitIndex
+          let all = true
+          for (const node of this.up()) if ((yield* node.raft.status).appliedIndex < commit || node.machine.appliedIndex < commit) all = false
+          if (all) return true
+        }
+        yield* Effect.sleep(Duration.millis(this.options.tickMs))
+      }
+      return false
+    })
+  }
+
+  /** Closes every node (as crashes that lose nothing unsynced... of the simulated disk: "lose"). */
+  shutdown(): Effect.Effect<void> {
+    return Effect.forEach([...this.nodes.keys()], (id) => this.crash(id, "lose"), { discard: true })
+  }
+}
