@@ -5,6 +5,8 @@
 // the binary is absent.
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { startGateway } from "./harness.ts"
@@ -21,9 +23,9 @@ interface ShellRun {
 }
 
 /** Runs the shell without blocking the event loop (the gateway serves it from this process). */
-const shell = (args: ReadonlyArray<string>) =>
+const shell = (args: ReadonlyArray<string>, cwd?: string) =>
   Effect.async<ShellRun>((resume) => {
-    const child = execFile(dqliteBinary ?? "dqlite", [...args], { timeout: 30_000 }, (error, stdout, stderr) => {
+    const child = execFile(dqliteBinary ?? "dqlite", [...args], { timeout: 30_000, ...(cwd === undefined ? {} : { cwd }) }, (error, stdout, stderr) => {
       const exitCode = error === null ? 0 : typeof error.code === "number" ? error.code : -1
       resume(Effect.succeed({ exitCode, stdout, stderr }))
     })
@@ -31,8 +33,8 @@ const shell = (args: ReadonlyArray<string>) =>
   })
 
 /** The shell's output for commands that must succeed. */
-const ok = (args: ReadonlyArray<string>) =>
-  Effect.flatMap(shell(args), (run) =>
+const ok = (args: ReadonlyArray<string>, cwd?: string) =>
+  Effect.flatMap(shell(args, cwd), (run) =>
     run.exitCode === 0
       ? Effect.succeed(run.stdout)
       : Effect.dieMessage(`dqlite ${args.join(" ")} exited ${run.exitCode}:\n${run.stdout}\n${run.stderr}`))
@@ -97,6 +99,22 @@ describe.skipIf(dqliteBinary === null)("the real dqlite shell (go-dqlite 1.11.5)
       expect(remove.stdout + remove.stderr).toContain("no node has address \"127.0.0.1:1\"")
       // The failed statements were rolled back; the connection pool still works.
       expect(yield* ok([...s, "SELECT count(*) FROM t"])).toBe("1\n")
+    }))
+
+  it.scopedLive(".dump writes the database image and its (empty) WAL into the current directory", () =>
+    Effect.gen(function*() {
+      const gateway = yield* startGateway()
+      const s = ["-s", gateway.address, "test"]
+      yield* ok([...s, "CREATE TABLE t (x);INSERT INTO t VALUES ('dumped')"])
+      const directory = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-dump-"))),
+        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+      )
+      expect(yield* ok([...s, `.dump ${gateway.address} test`], directory)).toBe("OK\n")
+      const main = fs.readFileSync(path.join(directory, "test"))
+      expect(main.subarray(0, 16).toString("latin1")).toBe("SQLite format 3\0")
+      expect(main.includes(Buffer.from("dumped"))).toBe(true)
+      expect(fs.statSync(path.join(directory, "test-wal")).size).toBe(0)
     }))
 
   it.scopedLive("a large result arrives through many ROWS batches", () =>
