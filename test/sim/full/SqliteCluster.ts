@@ -115,6 +115,8 @@ export class SqliteCluster {
   private readonly stored = new Map<NodeId, Stored>()
   /** "a->b": messages from a to b are lost. */
   readonly blocked = new Set<string>()
+  /** Drops every message for which it returns true (tests: hold back appends, keep heartbeats). */
+  dropIf: ((from: NodeId, message: Message) => boolean) | null = null
   faults = 0
   messages = 0
 
@@ -237,11 +239,11 @@ export class SqliteCluster {
     const bytes = packr.pack(message)
     const deliver = Effect.suspend(() => {
       const node = this.nodes.get(message.to)
-      if (node?.raft == null || this.blocked.has(`${from}->${message.to}`)) return Effect.void
+      if (node?.raft == null || this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return Effect.void
       return node.raft.deliver({ message: packr.unpack(bytes) as Message, snapshot: envelope.snapshot })
     })
     const delayMsMax = this.options.delayMsMax ?? 0
-    if (this.blocked.has(`${from}->${message.to}`)) return Effect.void
+    if (this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return Effect.void
     if (delayMsMax === 0) return deliver
     const delayMs = this.options.rng.int(1, delayMsMax)
     return Effect.asVoid(Effect.forkDaemon(Effect.zipRight(Effect.sleep(Duration.millis(delayMs)), deliver)))
