@@ -1,0 +1,195 @@
+// Catching up and starting over: a follower that was down for 10,000 writes installs a snapshot;
+// the transaction size bound; a follower that crashed in the middle of applying replays to the
+// same bytes.
+import fs from "node:fs"
+import path from "node:path"
+import { Effect, Exit, Fiber } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import type { Entry } from "../../src/raft/types.ts"
+import { openDatabase } from "../../src/sqlite/openDatabase.ts"
+import type { SqlFailure } from "../../src/sqlite/Sql.ts"
+import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
+import { WalCapture } from "../../src/sqlite/WalCapture.ts"
+import { decodeWriteEntry, encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
+import { contentOf, exec, filesOf, integrityOf, makeCluster, query, rowsOf, session, simulate, sleepTicks } from "./clusterHelpers.ts"
+import { pageSize, seededRandom, tempDirectory } from "./helpers.ts"
+
+const dirs: Array<{ remove(): void }> = []
+afterAll(() => dirs.forEach((d) => d.remove()))
+const newDir = () => {
+  const dir = tempDirectory("tqlite-recovery-")
+  dirs.push(dir)
+  return dir.path
+}
+
+const errorOf = <A>(exit: Exit.Exit<A, SqlFailure>) => (Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : null)
+
+describe("catching up", () => {
+  it("a follower down for 10,000 writes gets a snapshot and converges", () => {
+    const base = newDir()
+    const result = simulate(
+      Effect.gen(function*() {
+        const cluster = makeCluster(base, { snapshotEveryEntries: 40 })
+        yield* cluster.bootstrap([1, 2, 3])
+        const leader = yield* cluster.awaitLeader()
+        const s = yield* session(leader)
+        yield* exec(s, "CREATE TABLE w(id INTEGER PRIMARY KEY, client INTEGER, r INTEGER, b BLOB)")
+        yield* cluster.awaitConverged()
+        const down = cluster.up().find((n) => n.id !== leader.id)!.id
+        yield* cluster.crash(down)
+        const clients = 50
+        yield* Effect.forEach(
+          Array.from({ length: clients }, (_, c) => c),
+          (c) =>
+            Effect.gen(function*() {
+              const sc = yield* session(leader)
+              for (let i = 0; i < 10_000 / clients; i++) yield* exec(sc, "INSERT INTO w(client, r, b) VALUES (?, random(), randomblob(16))", [c])
+            }),
+          { concurrency: "unbounded", discard: true }
+        )
+        const entries = leader.machine.stats.own
+        yield* cluster.start(down)
+        const converged = yield* cluster.awaitConverged(3000)
+        const restarted = cluster.nodes.get(down)!.machine!
+        const count = rowsOf(yield* query(s, "SELECT count(*) FROM w"))
+        const contents = filesOf(cluster).map((f) => contentOf(f.path))
+        const integrity = filesOf(cluster).map((f) => integrityOf(f.path))
+        const restores = restarted.stats.restores
+        yield* cluster.shutdown()
+        return { converged, count, contents, integrity, restores, entries }
+      })
+    )
+    expect(result.converged).toBe(true)
+    expect(result.count).toEqual([[10_000]])
+    expect(result.entries).toBeLessThan(2_000) // group commit
+    expect(result.restores).toBeGreaterThanOrEqual(1)
+    expect(new Set(result.contents).size).toBe(1)
+    expect(result.integrity).toEqual(["ok", "ok", "ok"])
+  })
+})
+
+describe("the transaction size bound", () => {
+  it("a transaction over transactionBytesMax fails with SQLITE_TOOBIG and changes nothing", () => {
+    const base = newDir()
+    const bound = 256 * 1024
+    const result = simulate(
+      Effect.gen(function*() {
+        const cluster = makeCluster(base, { limits: { transactionBytesMax: bound } })
+        yield* cluster.bootstrap([1, 2, 3])
+        const leader = yield* cluster.awaitLeader()
+        const s = yield* session(leader)
+        yield* exec(s, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
+        // 1. One statement that grows the database past the bound.
+        const single = errorOf(yield* Effect.exit(exec(s, "INSERT INTO big(b) VALUES (randomblob(?))", [2 * bound])))
+        // 2. The same inside a group-commit batch: it fails alone.
+        cluster.dropIf = (from, m) => from === leader.id && m._tag === "AppendEntries"
+        const first = yield* Effect.fork(exec(s, "INSERT INTO big(b) VALUES (randomblob(10))"))
+        yield* sleepTicks(2)
+        const sessions = yield* Effect.forEach([0, 1, 2, 3, 4], () => session(leader))
+        const batch = yield* Effect.forEach(sessions, (si, i) =>
+          Effect.fork(Effect.exit(exec(si, "INSERT INTO big(b) VALUES (randomblob(?))", [i === 2 ? 2 * bound : 100]))))
+        yield* sleepTicks(2)
+        cluster.dropIf = null
+        yield* Fiber.join(first)
+        const batchExits = yield* Effect.forEach(batch, Fiber.join)
+        // 3. A transaction that rewrites existing pages (the database does not grow): caught after
+        //    its local commit, cut out of the WAL.
+        yield* exec(s, "DELETE FROM big")
+        for (let i = 0; i < 3; i++) {
+          yield* exec(s, "BEGIN")
+          for (let j = 0; j < 50; j++) yield* exec(s, "INSERT INTO big(b) VALUES (randomblob(2000))")
+          yield* exec(s, "COMMIT")
+        }
+        const before = rowsOf(yield* query(s, "SELECT count(*), sum(length(b)) FROM big"))
+        const digestBefore = rowsOf(yield* query(s, "SELECT group_concat(hex(substr(b, 1, 8)), '') FROM big"))
+        const rewrite = errorOf(yield* Effect.exit(exec(s, "UPDATE big SET b = randomblob(2000)")))
+        const digestAfter = rowsOf(yield* query(s, "SELECT group_concat(hex(substr(b, 1, 8)), '') FROM big"))
+        const stillWorks = yield* exec(s, "INSERT INTO big(b) VALUES (randomblob(10))")
+        yield* cluster.awaitConverged()
+        const contents = filesOf(cluster).map((f) => contentOf(f.path))
+        const resets = leader.dbs.writer("main")!.stats.resets
+        yield* cluster.shutdown()
+        return { single, batchExits, before, digestBefore, rewrite, digestAfter, stillWorks, contents, resets }
+      })
+    )
+    expect(result.single).toMatchObject({ _tag: "SqlError", code: 18 })
+    expect(result.batchExits.map((e) => (Exit.isSuccess(e) ? "ok" : errorOf(e)?._tag))).toEqual(["ok", "ok", "SqlError", "ok", "ok"])
+    expect(errorOf(result.batchExits[2]!)).toMatchObject({ code: 18 })
+    expect(result.before).toEqual([[150, 300_000]])
+    expect(result.rewrite).toMatchObject({ _tag: "SqlError", code: 18 })
+    expect(result.digestAfter).toEqual(result.digestBefore)
+    expect(result.resets).toBe(1)
+    expect(result.stillWorks.rowsAffected).toBe(1)
+    expect(new Set(result.contents).size).toBe(1)
+  })
+})
+
+describe("a follower crashing in the middle of applying", () => {
+  it("replays from the index its file reflects and ends with the same bytes", () => {
+    const base = newDir()
+    // Entries from a real leader: a workload captured from its WAL, as a writer would propose them.
+    const leaderPath = path.join(base, "leader.db")
+    const leader = openDatabase(leaderPath, { pageSize })
+    const capture = new WalCapture({ databasePath: leaderPath, pageSize })
+    const random = seededRandom(7)
+    const entries: Array<Entry> = []
+    const record = () => {
+      for (const transaction of capture.capture()) {
+        const index = entries.length + 1
+        const data = encodeWriteEntry({ origin: { node: 9, epoch: 1, seq: index }, previousChangeIndex: index - 1, database: "main", pageSet: transaction })
+        entries.push({ kind: "command", term: 1, index, data })
+      }
+    }
+    leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b BLOB)")
+    record()
+    for (let step = 0; step < 60; step++) {
+      const roll = random()
+      if (roll < 0.6) leader.prepare("INSERT INTO t(a, b) VALUES (random(), randomblob(?))").run(1 + Math.floor(random() * 9000))
+      else if (roll < 0.8) leader.prepare("UPDATE t SET b = randomblob(?) WHERE id % 3 = ?").run(1 + Math.floor(random() * 500), step % 3)
+      else leader.prepare("DELETE FROM t WHERE id % 4 = ?").run(step % 4)
+      record()
+    }
+    capture.close()
+    leader.close()
+    expect(entries.length).toBeGreaterThan(50)
+    const last = entries.length
+
+    const applyRange = (machine: SqliteMachine, from: number, to: number, syncEvery: number) =>
+      Effect.gen(function*() {
+        for (let i = from; i <= to; i++) {
+          yield* machine.apply(entries[i - 1]!)
+          if (i % syncEvery === 0) yield* machine.sync
+        }
+      })
+    const open = (dir: string) => SqliteMachine.open({ dataDir: dir, nodeId: 2, pageSize, fsync: "sync", bootSnapshot: null })
+
+    const reference = Effect.runSync(open(path.join(base, "reference")))
+    Effect.runSync(Effect.zipRight(applyRange(reference, 1, last, 5), reference.sync))
+    reference.close()
+
+    const crashedDir = path.join(base, "crashed")
+    const crashed = Effect.runSync(open(crashedDir))
+    Effect.runSync(applyRange(crashed, 1, 30, 10)) // synced and recorded up to 30
+    Effect.runSync(applyRange(crashed, 31, 37, 1000)) // applied, never synced nor recorded
+    crashed.close()
+    // …and the apply of 38 was torn: half its pages reached the file.
+    const torn = entries[37]!
+    if (torn.kind !== "command") throw new Error("entry 38 is a command")
+    const file = crashed.databasePath("main")
+    const tornPages = decodeWriteEntry(torn.data).pageSet.pages
+    expect(tornPages.length).toBeGreaterThan(1)
+    const fd = fs.openSync(file, "r+")
+    for (const page of tornPages.slice(0, Math.ceil(tornPages.length / 2))) fs.writeSync(fd, page.data, 0, pageSize, (page.pgno - 1) * pageSize)
+    fs.closeSync(fd)
+
+    const restarted = Effect.runSync(open(crashedDir))
+    // The Raft core replays every committed entry it still has (here: all of them).
+    Effect.runSync(Effect.zipRight(applyRange(restarted, 1, last, 7), restarted.sync))
+    const replayed = restarted.stats.replayed
+    restarted.close()
+    expect(replayed).toBe(30)
+    expect(Buffer.compare(fs.readFileSync(file), fs.readFileSync(reference.databasePath("main")))).toBe(0)
+    expect(integrityOf(file)).toBe("ok")
+    expect(contentOf(file)).toBe(contentOf(reference.databasePath("main")))
+  })
+})
