@@ -31,7 +31,7 @@ import type { PeerTlsOptions } from "../peers/sockets.ts"
 import type { PreparedOnConnection } from "./Connection.ts"
 import { Connection, statementsCachedMax } from "./Connection.ts"
 import type { ClientError } from "./errors.ts"
-import { certainlyNotApplied, InvalidArgument, invalidatesConnection, NoLeader, ProtocolError } from "./errors.ts"
+import { certainlyNotApplied, InvalidArgument, invalidatesConnection, NoLeader, ProtocolError, RequestTimeout } from "./errors.ts"
 import type { ParamValue, Row } from "./values.ts"
 import { paramsOf, rowValueOf } from "./values.ts"
 
@@ -241,13 +241,13 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
       return entry
     })
 
-    const takeConnection: Effect.Effect<PooledConnection, ClientError> = Effect.suspend(() => {
+    const takeConnection: Effect.Effect<PooledConnection, ClientError> = Effect.gen(function*() {
       for (;;) {
         const entry = idle.pop()
-        if (entry === undefined) return connectLeader
+        if (entry === undefined) return yield* connectLeader
         entry.connection.stopIdleWatch()
-        if (entry.connection.isUsable) return Effect.succeed(entry)
-        Effect.runFork(discard(entry))
+        if (entry.connection.isUsable) return entry
+        yield* discard(entry)
       }
     })
 
@@ -261,7 +261,15 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
 
     /** A pooled leader connection for the current scope. */
     const lease: Effect.Effect<PooledConnection, ClientError, Scope.Scope> = Effect.gen(function*() {
-      yield* Effect.acquireRelease(permits.take(1), () => permits.release(1))
+      yield* Effect.acquireRelease(
+        permits.take(1).pipe(
+          Effect.timeoutFail({
+            duration: Duration.millis(settings.requestTimeoutMs),
+            onTimeout: () => new RequestTimeout({ address: "(client pool)", request: "connection", timeoutMs: settings.requestTimeoutMs })
+          })
+        ),
+        () => permits.release(1)
+      )
       return yield* Effect.acquireRelease(takeConnection, returnConnection)
     })
 
@@ -276,7 +284,8 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
      * that say the connection or its leadership is gone). */
     const withConnection = <A>(f: (connection: Connection) => Effect.Effect<A, ClientError>): Effect.Effect<A, ClientError> =>
       Effect.flatMap(FiberRef.get(currentTransaction), (binding) => {
-        if (binding !== null && binding.client === clientId) return f(binding.entry.connection)
+        // Fibers forked inside a transaction share its connection: one exchange at a time.
+        if (binding !== null && binding.client === clientId) return binding.entry.connection.exclusive(f(binding.entry.connection))
         return Effect.scoped(Effect.flatMap(lease, (entry) => f(entry.connection).pipe(Effect.tapError((error) => invalidate(entry, error)))))
       })
 
@@ -350,12 +359,15 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
         Effect.gen(function*() {
           const streamScope = yield* Effect.scope
           const binding = yield* FiberRef.get(currentTransaction)
-          const pinned = binding !== null && binding.client === clientId ? binding.entry.connection : null
+          if (binding !== null && binding.client === clientId) {
+            // Inside a transaction the connection is shared with the statements the stream's
+            // consumer may run, and the protocol allows nothing else on a connection while a
+            // result streams: read the whole result first.
+            const pinned = binding.entry.connection
+            const result = yield* pinned.exclusive(Effect.flatMap(makeRequest(pinned), (request) => collectRows(pinned, request)))
+            return Stream.fromIterable(result.rows)
+          }
           const attempt = Effect.gen(function*() {
-            if (pinned !== null) {
-              const request = yield* makeRequest(pinned)
-              return { connection: pinned, request, first: yield* pinned.startRows(request) }
-            }
             const attemptScope = yield* ScopeOps.fork(streamScope, ExecutionStrategy.sequential)
             const entry = yield* lease.pipe(ScopeOps.extend(attemptScope), Effect.tapError(() => ScopeOps.close(attemptScope, Exit.void)))
             return yield* Effect.gen(function*() {

@@ -50,6 +50,7 @@ export class Connection {
   database: string | null = null
   readonly statements = new Map<string, PreparedOnConnection>()
   private idleWatch: (() => void) | null = null
+  private readonly lock = Effect.unsafeMakeSemaphore(1)
 
   private constructor(
     readonly address: string,
@@ -90,6 +91,12 @@ export class Connection {
       yield* Effect.addFinalizer(() => connection.close)
       return connection
     })
+  }
+
+  /** Runs `effect` (a sequence of exchanges on this connection) with no other exchange of the
+   * same caller interleaved: for fibers that share a connection (a transaction's). */
+  exclusive<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+    return this.lock.withPermits(1)(effect)
   }
 
   get isUsable(): boolean {

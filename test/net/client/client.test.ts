@@ -104,6 +104,12 @@ describe("client: transactions", () => {
       // Nested transactions join the outer one.
       yield* db.transaction(db.transaction(db.exec("INSERT INTO t VALUES (5)")))
       expect((yield* db.query("SELECT count(*) FROM t")).rows).toEqual([[3]])
+      // Inside a transaction: statements run while a stream is consumed, and from forked fibers.
+      yield* db.transaction(Effect.gen(function*() {
+        yield* Stream.runDrain(Stream.mapEffect(db.stream("SELECT x FROM t"), (row) => db.exec("INSERT INTO t VALUES (?)", [Number(row[0]) * 10])))
+        yield* Effect.all([1, 2, 3, 4].map((n) => db.exec("INSERT INTO t VALUES (?)", [100 + n])), { concurrency: "unbounded" })
+      }))
+      expect((yield* db.query("SELECT x FROM t ORDER BY x")).rows).toEqual([[1], [2], [5], [10], [20], [50], [101], [102], [103], [104]])
     }))
 
   it.scopedLive("a leadership loss fails the transaction cleanly and nothing is kept", () =>
