@@ -86,6 +86,20 @@ const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDe
 export const clientConnectionHandler = (deps: GatewayDeps, options: ServeOptions = {}) =>
 (socket: net.Socket, version: bigint): Effect.Effect<void> => serveClient(socket, version, deps, options)
 
+/** The hook for a transport that must exist before the node it serves (the Raft node needs the
+ * transport's `send`; the gateway needs the node): clients connecting before `bind` are closed,
+ * and go-dqlite simply tries the next server. */
+export function makeClientHandlerSlot(options: ServeOptions = {}) {
+  let bound: GatewayDeps | null = null
+  return {
+    handler: (socket: net.Socket, version: bigint): Effect.Effect<void> =>
+      Effect.suspend(() => (bound === null ? Effect.sync(() => socket.destroy()) : serveClient(socket, version, bound, options))),
+    bind: (deps: GatewayDeps): void => {
+      bound = deps
+    }
+  }
+}
+
 function remoteOf(stream: Duplex): string {
   const socket = stream as Partial<net.Socket>
   return socket.remoteAddress === undefined ? "unknown" : formatAddress(socket.remoteAddress, socket.remotePort ?? 0)

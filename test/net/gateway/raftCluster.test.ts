@@ -11,8 +11,7 @@ import type { StateMachine } from "../../../src/actors/Applier.ts"
 import type { RaftNode } from "../../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../../src/actors/RaftActor.ts"
 import { make as makeClient } from "../../../src/net/client/Client.ts"
-import type { GatewayDeps } from "../../../src/net/gateway/Gateway.ts"
-import { clientConnectionHandler } from "../../../src/net/gateway/Gateway.ts"
+import { makeClientHandlerSlot } from "../../../src/net/gateway/Gateway.ts"
 import { makeRaftClusterControl } from "../../../src/net/gateway/raftClusterControl.ts"
 import type { TransportService } from "../../../src/net/peers/PeerTransport.ts"
 import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
@@ -64,17 +63,15 @@ interface Node {
 const startCluster = (): Effect.Effect<ReadonlyArray<Node>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const ids: ReadonlyArray<NodeId> = [1, 2, 3]
-    const deps = new Map<NodeId, GatewayDeps>()
+    const slots = new Map<NodeId, ReturnType<typeof makeClientHandlerSlot>>()
     const transports = new Map<NodeId, TransportService>()
     for (const id of ids) {
       const scope = yield* ScopeOps.make()
       yield* Effect.addFinalizer(() => ScopeOps.close(scope, Exit.void))
-      // The hook looks the node's gateway up when a client connects: the node is built after.
-      const handler = (socket: import("node:net").Socket, version: bigint) => {
-        const nodeDeps = deps.get(id)
-        return nodeDeps === undefined ? Effect.void : clientConnectionHandler(nodeDeps)(socket, version)
-      }
-      const transport = yield* makeTcp({ nodeId: id, clusterId: "gateway-test", listen: "127.0.0.1:0", onClientConnection: handler }).pipe(
+      // The transport exists before the node; the gateway is bound to the hook once the node is.
+      const slot = makeClientHandlerSlot()
+      slots.set(id, slot)
+      const transport = yield* makeTcp({ nodeId: id, clusterId: "gateway-test", listen: "127.0.0.1:0", onClientConnection: slot.handler }).pipe(
         ScopeOps.extend(scope),
         Effect.orDie
       )
@@ -102,7 +99,7 @@ const startCluster = (): Effect.Effect<ReadonlyArray<Node>, never, Scope.Scope> 
       })
       yield* transport.serve(raft.deliver)
       const fixture = yield* makeSqliteFixture()
-      deps.set(id, { databases: gatedByRole(fixture.databases, raft), cluster: yield* makeRaftClusterControl({ node: raft }), dumper: fixture.dumper })
+      slots.get(id)!.bind({ databases: gatedByRole(fixture.databases, raft), cluster: yield* makeRaftClusterControl({ node: raft }), dumper: fixture.dumper })
       nodes.push({ id, address: address(id), raft })
     }
     return nodes
