@@ -58,6 +58,9 @@ export interface SqliteClusterOptions {
   readonly requestTimeoutMs?: number
   readonly mailboxCapacity?: number
   readonly trace?: (line: string) => void
+  /** Where the Raft log and snapshots live: the simulated disk (default), or real files under
+   * each node's data directory (Disk.layerNode: for real processes, run on the real runtime). */
+  readonly disk?: "sim" | "node"
   /** Sees every entry every node applies (e.g. a safety checker). */
   readonly onApplied?: (id: NodeId, entry: Entry) => void
 }
@@ -143,11 +146,13 @@ export class SqliteCluster {
       if (node === undefined || stored === undefined || node.raft !== null) return
       stored.disk.driver.restart()
       const scope = yield* Scope.make()
+      const onNodeDisk = this.options.disk === "node"
+      const dirs = onNodeDisk ? { log: path.join(node.dataDir, "raft-log"), snapshots: path.join(node.dataDir, "raft-snapshots") } : { log: logDir, snapshots: snapshotDir }
       const { log, snapshots } = yield* Effect.gen(function*() {
-        const log = yield* SegmentLog.open({ dir: logDir, clusterId: "sqlite-sim", segmentBytesMax: 4 * 1024 * 1024 })
-        const context = yield* Layer.build(Snapshots.layer({ dir: snapshotDir, chunkBytesMax: 1024 * 1024 }))
+        const log = yield* SegmentLog.open({ dir: dirs.log, clusterId: "sqlite-sim", segmentBytesMax: 4 * 1024 * 1024 })
+        const context = yield* Layer.build(Snapshots.layer({ dir: dirs.snapshots, chunkBytesMax: 1024 * 1024 }))
         return { log, snapshots: Context.get(context, Snapshots) }
-      }).pipe(Effect.provideService(Disk, stored.disk.service), Scope.extend(scope), Effect.orDie)
+      }).pipe(Effect.provide(onNodeDisk ? Disk.layerNode : Layer.succeed(Disk, stored.disk.service)), Scope.extend(scope), Effect.orDie)
       let loaded = yield* Effect.orDie(log.load)
       if (loaded.entries.length === 0 && loaded.hardState.term === 0 && stored.bootstrap !== null) {
         yield* Effect.orDie(log.persist([{ hardState: stored.bootstrap.hardState, entries: stored.bootstrap.entries }]))
@@ -214,7 +219,7 @@ export class SqliteCluster {
       node.scope = null
       node.restarts++
       yield* Scope.close(scope, Exit.void)
-      this.stored.get(id)?.disk.driver.crash(mode ?? this.options.rng.pick<CrashMode>(["lose", "prefix", "sectors"]))
+      if (this.options.disk !== "node") this.stored.get(id)?.disk.driver.crash(mode ?? this.options.rng.pick<CrashMode>(["lose", "prefix", "sectors"]))
     })
   }
 
