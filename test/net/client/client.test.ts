@@ -169,6 +169,19 @@ describe("client: leaders and retries", () => {
       expect(server.received.filter((r) => r.kind === "querySql")).toHaveLength(6)
     }))
 
+  it.scopedLive("a pooled connection the server closed while idle is replaced before anything is written to it", () =>
+    Effect.gen(function*() {
+      const server = yield* scriptedLeader(() => ({ kind: "result", lastInsertId: 1n, rowsAffected: 1n }))
+      const db = yield* client([server.address], { retriesMax: 0, connectionsMax: 1 })
+      yield* db.exec("INSERT INTO t VALUES (1)")
+      server.closeConnections()
+      yield* Effect.sleep("50 millis")
+      // Not retried (retriesMax 0) and a write: this succeeds only on a fresh connection.
+      expect(yield* db.exec("INSERT INTO t VALUES (2)")).toEqual({ lastInsertId: 1n, rowsAffected: 1n })
+      expect(server.received.filter((r) => r.kind === "execSql")).toHaveLength(2)
+      expect(server.connections()).toBe(2)
+    }))
+
   it.scopedLive("every request has a timeout; a timed-out write is not retried", () =>
     Effect.gen(function*() {
       const server = yield* scriptedLeader(() => "silence")

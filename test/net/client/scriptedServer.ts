@@ -18,6 +18,8 @@ export interface ScriptedServer {
   /** Every request received, in order, across connections. */
   readonly received: Array<Request>
   readonly connections: () => number
+  /** Destroys every open connection from the server side. */
+  readonly closeConnections: () => void
 }
 
 export const scriptedServer = (
@@ -63,7 +65,11 @@ export const scriptedServer = (
           server.close()
         })
     )
-    return { address, received, connections: () => connections }
+    const closeConnections = () => {
+      for (const socket of sockets) socket.destroy()
+      sockets.clear()
+    }
+    return { address, received, connections: () => connections, closeConnections }
   })
 
 /** A leader that names itself and opens any database; `sql` answers the SQL requests. */
