@@ -9,9 +9,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { startGateway } from "./harness.ts"
+import { findDqliteShell, startGateway } from "./harness.ts"
 
-const dqliteBinary = ["/usr/bin/dqlite", "/usr/local/bin/dqlite"].find((path) => fs.existsSync(path)) ?? null
+const dqliteBinary = findDqliteShell()
 if (dqliteBinary === null) {
   console.warn("SKIPPING the real dqlite shell tests: no `dqlite` binary (apt-get install go-dqlite)")
 }

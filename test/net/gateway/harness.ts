@@ -1,6 +1,7 @@
 // Shared set-up of the gateway and client tests: a gateway on 127.0.0.1 (ephemeral port) serving
 // the better-sqlite3 fixture and a fake cluster, and a raw protocol connection that speaks the
 // codec directly (for byte-level checks and for sending what no client would).
+import * as fs from "node:fs"
 import * as net from "node:net"
 import type { Scope } from "effect"
 import { Duration, Effect } from "effect"
@@ -108,3 +109,18 @@ export const execSql = (sql: string, params: ReadonlyArray<Value> = []): Request
 
 export const querySql = (sql: string, params: ReadonlyArray<Value> = []): Request =>
   ({ kind: "querySql", schema: 0, dbId: 0n, sql, params })
+
+/** The real `dqlite` shell on PATH (Debian's go-dqlite package), or null. */
+export function findDqliteShell(): string | null {
+  const directories = (process.env["PATH"] ?? "/usr/bin:/usr/local/bin").split(":").filter((d) => d !== "")
+  for (const directory of directories) {
+    const candidate = `${directory}/dqlite`
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK)
+      if (fs.statSync(candidate).isFile()) return candidate
+    } catch {
+      // not here
+    }
+  }
+  return null
+}

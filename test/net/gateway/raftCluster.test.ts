@@ -3,7 +3,6 @@
 // is the single-node fixture gated by the node's Raft role (not replicated: this checks routing,
 // LEADER/CLUSTER/ADD/REMOVE/TRANSFER over Raft, and the real shell against the node wiring).
 import { execFile } from "node:child_process"
-import * as fs from "node:fs"
 import { describe, expect, it } from "@effect/vitest"
 import type { Scope } from "effect"
 import { Effect, Exit, Scope as ScopeOps } from "effect"
@@ -22,6 +21,7 @@ import type { SqlDatabases, SqlFailure, SqlSession } from "../../../src/sqlite/S
 import { SqlNotLeader } from "../../../src/sqlite/Sql.ts"
 import { makeMemoryLogStore } from "../../../src/storage/LogStore.ts"
 import { makeSqliteFixture } from "./fixture/sqliteFixture.ts"
+import { findDqliteShell } from "./harness.ts"
 
 class Nothing implements StateMachine<null> {
   readonly apply = () => Effect.succeed(null)
@@ -46,7 +46,7 @@ const gatedByRole = (databases: SqlDatabases, node: RaftNode<null, Nothing>): Sq
     })
 })
 
-const dqliteBinary = fs.existsSync("/usr/bin/dqlite") ? "/usr/bin/dqlite" : null
+const dqliteBinary = findDqliteShell()
 const shell = (args: ReadonlyArray<string>) =>
   Effect.async<string>((resume) => {
     const child = execFile(dqliteBinary ?? "dqlite", [...args], { timeout: 30_000 }, (error, stdout, stderr) =>
