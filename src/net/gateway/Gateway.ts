@@ -41,11 +41,12 @@ export const serveClient = (
   version: bigint,
   deps: GatewayDeps,
   options: ServeOptions = {}
-): Effect.Effect<void> => {
-  const limits = gatewayLimits(options.limits)
-  const io = new FrameStream(stream, { messageBytesMax: limits.messageBytesMax, writeTimeoutMs: limits.writeTimeoutMs })
-  return serveStream(io, version, deps, limits, options.remote ?? remoteOf(stream))
-}
+): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const limits = gatewayLimits(options.limits)
+    const io = new FrameStream(stream, { messageBytesMax: limits.messageBytesMax, writeTimeoutMs: limits.writeTimeoutMs })
+    return serveStream(io, version, deps, limits, options.remote ?? remoteOf(stream))
+  })
 
 /** Serves a stream whose version word has been read (bytes after it may be in `io`'s decoder). */
 const serveStream = (io: FrameStream, version: bigint, deps: GatewayDeps, limits: GatewayLimits, remote: string): Effect.Effect<void> => {
