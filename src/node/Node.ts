@@ -27,8 +27,12 @@ export interface NodeOptions<R, SM> {
   /** A brand-new data directory either founds a cluster (this node its only voter) or waits,
    * empty, to be added to an existing one (`join`). Ignored when the directory has a log. */
   readonly start: { readonly _tag: "Bootstrap" } | { readonly _tag: "Join"; readonly clusterId: string }
-  /** Makes the state machine, restored to `snapshot` (when there is one). */
-  readonly stateMachine: (snapshot: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | null) => Effect.Effect<SM & StateMachine<R>>
+  /** Makes the state machine (in the node's scope), restored to `snapshot` when there is one;
+   * `load` reads its data only if the state machine needs it. */
+  readonly stateMachine: (
+    identity: NodeIdentity,
+    snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<Uint8Array> } | null
+  ) => Effect.Effect<SM & StateMachine<R>, unknown, Scope.Scope>
   readonly tickMs?: number
   readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
   readonly snapshotEveryEntries?: number
@@ -39,6 +43,7 @@ export interface NodeOptions<R, SM> {
 export interface TqliteNode<R, SM> {
   readonly identity: NodeIdentity
   readonly raft: RaftNode<R, SM>
+  readonly stateMachine: SM
   readonly transport: TransportService
 }
 
@@ -61,8 +66,8 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
     // leader: start from the newer.
     const own = yield* snapshots.latest
     const snapshotMeta = own !== null && (recovered.snapshot === null || own.index >= recovered.snapshot.index) ? own : recovered.snapshot
-    const snapshot = snapshotMeta === null ? null : { meta: snapshotMeta, data: yield* readSnapshotData(snapshots, snapshotMeta) }
-    const stateMachine = yield* options.stateMachine(snapshot)
+    const snapshot = snapshotMeta === null ? null : { meta: snapshotMeta, load: Effect.orDie(readSnapshotData(snapshots, snapshotMeta)) }
+    const stateMachine = yield* options.stateMachine(identity, snapshot)
     const transport = yield* makeTcp({
       nodeId: identity.nodeId,
       clusterId: identity.clusterId,
@@ -99,5 +104,5 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
     })
     yield* syncPeers.pipe(Effect.repeat(Schedule.spaced(Duration.millis(tickMs))), Effect.forkScoped)
     yield* Effect.logInfo(`node ${identity.nodeId} of cluster ${identity.clusterId} on ${transport.address}${created ? " (new)" : ""}`)
-    return { identity: { ...identity, address: transport.address }, raft, transport }
+    return { identity: { ...identity, address: transport.address }, raft, stateMachine, transport }
   })

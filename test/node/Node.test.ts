@@ -48,7 +48,7 @@ const start = (dataDir: string, address: string, mode: Node.NodeOptions<number, 
     dataDir,
     address,
     start: mode,
-    stateMachine: (snapshot) => Effect.succeed(new Counter(snapshot?.data ?? null)),
+    stateMachine: (_identity, snapshot) => snapshot === null ? Effect.succeed(new Counter(null)) : Effect.map(snapshot.load, (data) => new Counter(data)),
     tickMs: 20,
     snapshotEveryEntries: 50,
     requestTimeoutMs: 3000

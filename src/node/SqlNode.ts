@@ -1,0 +1,75 @@
+// A tqlite node as users run it: the node wiring (Node.ts) with the replicated SQLite state
+// machine, the dqlite wire-protocol gateway on the node's address, and cluster control over
+// Raft. `join` asks a member to add this node (as a spare, then a voter).
+import * as path from "node:path"
+import type { Scope } from "effect"
+import { Duration, Effect, Schedule } from "effect"
+import { make as makeClient } from "../net/client/Client.ts"
+import { makeClientHandlerSlot } from "../net/gateway/Gateway.ts"
+import { makeRaftClusterControl } from "../net/gateway/raftClusterControl.ts"
+import { discoverCluster } from "../net/peers/discover.ts"
+import * as Replicated from "../sqlite/ReplicatedDatabases.ts"
+import type { SqliteApplyResult } from "../sqlite/SqliteMachine.ts"
+import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
+import type { Disk } from "../storage/Disk.ts"
+import type { TqliteNode } from "./Node.ts"
+import * as Node from "./Node.ts"
+
+export interface SqlNodeOptions {
+  readonly dataDir: string
+  readonly address: string
+  /** Members to join through; empty: found a new cluster (or restart an existing node). */
+  readonly join: ReadonlyArray<string>
+  readonly tickMs?: number
+}
+
+export interface SqlNode {
+  readonly node: TqliteNode<SqliteApplyResult, SqliteMachine>
+  readonly databases: Replicated.ReplicatedDatabases
+}
+
+export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, Scope.Scope | Disk> =>
+  Effect.gen(function*() {
+    const tickMs = options.tickMs ?? 100
+    const slot = makeClientHandlerSlot()
+    const joining = options.join.length > 0
+    const cluster = joining ? yield* firstAnswer(options.join) : null
+    const node = yield* Node.make<SqliteApplyResult, SqliteMachine>({
+      dataDir: options.dataDir,
+      address: options.address,
+      start: cluster === null ? { _tag: "Bootstrap" } : { _tag: "Join", clusterId: cluster.clusterId },
+      stateMachine: (identity, snapshot) =>
+        Effect.acquireRelease(
+          SqliteMachine.open({ dataDir: path.join(options.dataDir, "sqlite"), nodeId: identity.nodeId, pageSize: 4096, fsync: "sync", bootSnapshot: snapshot }),
+          (machine) => Effect.sync(() => machine.close())
+        ),
+      tickMs,
+      onClientConnection: slot.handler
+    })
+    const databases = yield* Replicated.make({ raft: node.raft, machine: node.stateMachine, pollMs: tickMs })
+    slot.bind({ databases, cluster: yield* makeRaftClusterControl({ node: node.raft }) })
+    if (joining && !(yield* isMember(node))) yield* join(node, options.join)
+    return { node, databases }
+  })
+
+const isMember = (node: TqliteNode<SqliteApplyResult, SqliteMachine>) =>
+  Effect.map(node.raft.status, (status) => status.membership.members.some((m) => m.id === node.identity.nodeId))
+
+/** The cluster id from the first member that answers. */
+const firstAnswer = (addresses: ReadonlyArray<string>) =>
+  Effect.firstSuccessOf(addresses.map((address) => discoverCluster(address)))
+
+/** Asks the cluster (through whichever member leads) to add this node as a spare, then makes it
+ * a voter; retried with backoff while the cluster elects or is busy with another change. */
+const join = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, members: ReadonlyArray<string>) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const client = yield* makeClient({ servers: members, database: "tqlite-control" })
+      const id = BigInt(node.identity.nodeId)
+      const retry = Schedule.exponential(Duration.millis(100)).pipe(Schedule.union(Schedule.spaced(Duration.seconds(2))), Schedule.intersect(Schedule.recurs(30)))
+      const servers = yield* client.cluster.pipe(Effect.retry(retry))
+      if (!servers.some((s) => s.id === id)) yield* client.add(id, node.identity.address).pipe(Effect.retry(retry))
+      yield* client.assign(id, "voter").pipe(Effect.retry(retry))
+      yield* Effect.logInfo(`node ${node.identity.nodeId} joined the cluster as a voter`)
+    })
+  )
