@@ -624,6 +624,7 @@ export class LeaderWriter implements LeaderSlotOwner {
         const exit = yield* Effect.exit(self.options.raft.propose(payload))
         if (self.stoppedBy !== null) return { failure: self.stoppedBy }
         if (Exit.isSuccess(exit)) {
+          self.proposing = false
           if (self.committedSeq >= seq) return "committed"
           return { failure: new SqlLeadershipLost({ message: `entry ${exit.value.index} was not applied as this writer's (${exit.value.result._tag})` }) }
         }
@@ -632,9 +633,22 @@ export class LeaderWriter implements LeaderSlotOwner {
           failure: ambiguous ? new SqlLeadershipLost({ message }) : new SqlNotLeader({ leader, message })
         })
         switch (error?._tag) {
-          case "NotLeader":
+          case "NotLeader": {
+            // Refused, not appended. While a leadership transfer is under way this node is still
+            // leader of its term: wait for the transfer to finish or abort, then try again.
+            const status = yield* self.options.raft.status
+            if (status.role === "leader" && status.term === self.term) {
+              self.stats.retries++
+              yield* Effect.sleep(Duration.millis(self.options.limits.overloadRetryMs))
+              continue
+            }
+            if (!ambiguous) self.proposing = false
             return lost(error.leader, `leadership lost: ${error.detail}`)
+          }
           case "ProposalDropped":
+            // Overwritten by another leader's entry: gone for good (an earlier attempt whose
+            // outcome was unknown may still have committed).
+            if (!ambiguous) self.proposing = false
             return lost(null, `the entry was overwritten by another leader's (index ${error.index})`)
           case "Overloaded":
             self.stats.retries++

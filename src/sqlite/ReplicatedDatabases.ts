@@ -76,8 +76,12 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
       }
     })
     yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(Duration.millis(options.pollMs)), checkRole)))
+    let closed = false
     yield* Effect.addFinalizer(() =>
-      Effect.forEach([...writers.values()], (writer) => writer.stop(new SqlNotLeader({ leader: null, message: "the node is shutting down" }), options.shutdown ?? "keepWal"), { discard: true })
+      Effect.suspend(() => {
+        closed = true
+        return Effect.void
+      }).pipe(Effect.zipRight(Effect.forEach([...writers.values()], (writer) => writer.stop(new SqlNotLeader({ leader: null, message: "the node is shutting down" }), options.shutdown ?? "keepWal"), { discard: true })))
     )
 
     /** The writer of `name` in this leadership, created once the barrier is applied. */
@@ -85,6 +89,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
       Effect.gen(function*() {
         const deadline = limits.writeTimeoutMs
         for (let waitedMs = 0; ; waitedMs += options.pollMs) {
+          if (closed) return yield* new SqlNotLeader({ leader: null, message: `node ${raft.id} is shutting down` })
           const status = yield* raft.status
           if (status.role !== "leader") return yield* new SqlNotLeader({ leader: status.leader, message: `node ${raft.id} is not the leader` })
           if (machine.barrierTerm === status.term) {
@@ -123,9 +128,8 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         )
         creating.delete(name)
         if (Exit.isFailure(exit)) {
-          const failure = new SqlError({ code: 1, message: `cannot open ${name}: ${String(exit.cause)}` })
-          Deferred.unsafeDone(done, Exit.fail(failure))
-          return yield* Effect.failCause(exit.cause)
+          Deferred.unsafeDone(done, exit)
+          return yield* exit
         }
         const writer = exit.value
         writers.set(name, writer)

@@ -29,6 +29,7 @@ import { decodeDatabaseSnapshot, encodeDatabaseSnapshot } from "./databaseSnapsh
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
 import { PageApplier, syncDirectory } from "./PageApplier.ts"
 import type { WriteOrigin } from "./writeEntry.ts"
+import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
 
 export type SqliteApplyResult =
@@ -61,6 +62,13 @@ export interface SqliteMachineOptions {
   readonly nodeId: NodeId
   readonly pageSize: number
   readonly fsync: FsyncMode
+  /** Pages applied to closed databases are fdatasynced (and the index they reflect recorded)
+   * once this many entries were applied since the last time, not after every applier batch.
+   * Safe because nothing depends on the files being durable: after a crash the node replays
+   * from the index recorded last, from its Raft log or, if the log was compacted past it, from
+   * its newest snapshot (which holds the files' content as of its index). It bounds that replay.
+   * Default 1 (every batch). */
+  readonly syncEveryEntries?: number
   /** The snapshot the node boots from (the RaftActor's recovered snapshot), read only if a
    * database file is older than it. */
   readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<Uint8Array> } | null
@@ -109,6 +117,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   private readonly lock = Effect.unsafeMakeSemaphore(1)
   private epochs = 0
   private closed = false
+  /** The applied index at the last sync of the page files. */
+  private syncedIndex: LogIndex = 0
 
   private constructor(
     private readonly options: SqliteMachineOptions,
@@ -147,9 +157,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * they reflect. */
   readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(
     Effect.suspend(() => {
+      if (this.appliedIndex - this.syncedIndex < (this.options.syncEveryEntries ?? 1)) return Effect.void
       const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
       if (dirty.length === 0) return Effect.void
       const appliedIndex = this.appliedIndex
+      this.syncedIndex = appliedIndex
       this.stats.syncs++
       const record = () => {
         for (const slot of dirty) {
@@ -224,10 +236,18 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   /** Switches `name` to leading for a writer of `term`: closes the page applier (syncing it),
    * records the index the main file now reflects, and lets `makeOwner` open the connections. */
-  lead<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): Effect.Effect<O> {
+  lead<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): Effect.Effect<O, SqlNotLeader> {
     return this.lock.withPermits(1)(
-      Effect.sync(() => {
-        assert(!this.closed, "machine is open")
+      Effect.suspend(() => {
+        if (this.closed) return Effect.fail(new SqlNotLeader({ leader: null, message: `node ${this.nodeId} is shutting down` }))
+        return Effect.succeed(this.leadNow(name, term, makeOwner))
+      })
+    )
+  }
+
+  private leadNow<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): O {
+    {
+      {
         assert(term === this.barrierTerm, `leading in term ${term} after its barrier (${this.barrierTerm})`)
         const slot = this.slotFor(name)
         assert(slot.owner === null, `${name} has no writer yet`)
@@ -246,8 +266,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         const owner = makeOwner(slot.path, slot.lastChangeIndex)
         slot.owner = owner
         return owner
-      })
-    )
+      }
+    }
   }
 
   /** The writer leaves: "discard" cuts its uncommitted frames and leaves the main file holding

@@ -1,11 +1,13 @@
 // npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME] [--full]
 // --full runs the whole actor stack of every node (src/actors) instead of the bare cores.
+// --sqlite runs the full stack with the SQLite state machine and a random SQL workload.
 // Runs seeds of the deterministic simulator and prints, last:
 //   sim: N seeds, E elections, C entries committed, F faults injected, V violations
 import { parseArgs } from "node:util"
 import type { Mutation } from "./fast/runSeed.ts"
 import { runSeed } from "./fast/runSeed.ts"
 import { runFullSeed } from "./full/runFullSeed.ts"
+import { runSqliteSeed } from "./full/runSqliteSeed.ts"
 
 const { values } = parseArgs({
   options: {
@@ -15,7 +17,8 @@ const { values } = parseArgs({
     trace: { type: "boolean", default: false },
     mutation: { type: "string" },
     ticks: { type: "string" },
-    full: { type: "boolean", default: false }
+    full: { type: "boolean", default: false },
+    sqlite: { type: "boolean", default: false }
   }
 })
 
@@ -36,8 +39,8 @@ let violations = 0
 let failedSeeds = 0
 let undecided = 0
 for (let seed = start; seed < start + count; seed++) {
-  const run = values.full ? runFullSeed : runSeed
-  if (values.full && mutation !== undefined) {
+  const run = values.sqlite ? runSqliteSeed : values.full ? runFullSeed : runSeed
+  if ((values.full || values.sqlite) && mutation !== undefined) {
     process.stderr.write("--mutation applies to the fast simulator only\n")
     process.exit(2)
   }

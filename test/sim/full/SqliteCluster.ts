@@ -48,6 +48,8 @@ export interface SqliteClusterOptions {
   readonly rng: Prng
   readonly tickMs: number
   readonly fsync: FsyncMode
+  /** See SqliteMachineOptions.syncEveryEntries (default 1). */
+  readonly syncEveryEntries?: number
   readonly snapshotEveryEntries: number
   readonly limits?: Partial<SqliteLimits>
   readonly raftConfig?: (id: NodeId, restarts: number) => Partial<RaftConfig>
@@ -165,6 +167,7 @@ export class SqliteCluster {
         nodeId: id,
         pageSize: this.options.limits?.pageSize ?? 4096,
         fsync: this.options.fsync,
+        ...(this.options.syncEveryEntries !== undefined ? { syncEveryEntries: this.options.syncEveryEntries } : {}),
         bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(readSnapshot(snapshots, snapshot)) }
       })
       yield* Scope.addFinalizer(scope, Effect.sync(() => machine.close()))

@@ -1,0 +1,365 @@
+// One seed of the SQLite simulator: every node the real actor stack with the SQLite state machine
+// (SqliteCluster.ts), clients running a random SQL workload through the SQL surface — inserts with
+// random() and blobs up to a few MiB, updates, deletes, interactive transactions that commit or
+// roll back, schema changes, linearizable reads — under partitions, message loss and delay,
+// crashes, whole-cluster power loss and leadership transfers. Then everything heals and stops,
+// and the checks run:
+// - safety (one leader per term, no two nodes apply different entries at an index);
+// - durability and no phantoms: every insert a client was told succeeded is there, every one it
+//   was told definitely failed (not leader, busy, SQL error, rolled back) is not;
+// - reads see every insert acknowledged before they started;
+// - convergence: every node's database has the same content, integrity_check ok, and after a
+//   checkpoint of the leader the files are byte-identical.
+// SQLite runs for real on files (under /dev/shm when it exists); the values random() and
+// randomblob() produce differ between runs but their sizes do not, so a seed replays exactly.
+import fs from "node:fs"
+import os from "node:os"
+import path from "node:path"
+import Database from "better-sqlite3"
+import { Duration, Effect, Exit, Schedule } from "effect"
+import type { NodeId } from "../../../src/raft/types.ts"
+import type { SqlFailure, SqlSession, SqlValue } from "../../../src/sqlite/Sql.ts"
+import type { Violation } from "../checkers/safety.ts"
+import { SafetyChecker } from "../checkers/safety.ts"
+import type { SeedResult } from "../fast/runSeed.ts"
+import { Prng } from "../Prng.ts"
+import type { LiveNode } from "./SqliteCluster.ts"
+import { SqliteCluster } from "./SqliteCluster.ts"
+import { runSimulated } from "./SimRuntime.ts"
+
+export interface SqliteSeedOptions {
+  readonly seed: number
+  readonly trace?: (line: string) => void
+  readonly faultTicks?: number
+  /** Keep the seed's files (for a post-mortem). */
+  readonly keepFiles?: boolean
+}
+
+const tickMs = 10
+const database = "app"
+
+type Outcome = "acked" | "failed" | "unknown"
+
+function simBaseDir(seed: number): string {
+  const root = fs.existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir()
+  return fs.mkdtempSync(path.join(root, `tqlite-sqlite-sim-${seed}-`))
+}
+
+export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
+  let traceHash = 0x811c9dc5
+  const trace = (line: string) => {
+    for (let i = 0; i < line.length; i++) traceHash = Math.imul(traceHash ^ line.charCodeAt(i), 0x01000193) >>> 0
+    options.trace?.(line)
+  }
+  const root = new Prng(options.seed)
+  const swarm = root.fork("swarm")
+  const size = swarm.pick([1, 3, 3, 5])
+  const knobs = {
+    dropProbability: swarm.pick([0, 0.02, 0.1]),
+    delayMsMax: swarm.pick([1, 10, 20, 40]),
+    snapshotEveryEntries: swarm.pick([20, 100, 1000]),
+    walCheckpointBytes: swarm.pick([64 * 1024, 1024 * 1024, 16 * 1024 * 1024]),
+    transactionTimeoutMs: swarm.pick([100, 1000]),
+    faultEveryTicks: swarm.pick([10, 30, 60]),
+    clients: swarm.int(1, 4)
+  }
+  const baseDir = simBaseDir(options.seed)
+  const checker = new SafetyChecker()
+  const cluster = new SqliteCluster({
+    baseDir,
+    rng: root.fork("cluster"),
+    tickMs,
+    fsync: "off",
+    snapshotEveryEntries: knobs.snapshotEveryEntries,
+    dropProbability: knobs.dropProbability,
+    delayMsMax: knobs.delayMsMax,
+    limits: { walCheckpointBytes: knobs.walCheckpointBytes, transactionTimeoutMs: knobs.transactionTimeoutMs, writeTimeoutMs: 1000, commitTimeoutMs: 3000 },
+    requestTimeoutMs: 50 * tickMs,
+    trace,
+    onApplied: (id, entry) => checker.onApplied(id, entry)
+  })
+  const violations: Array<Violation> = []
+  const inserts = new Map<number, Outcome>()
+  const acknowledged: Array<number> = []
+  let operations = 0
+  let completedAfterHeal = 0
+  let skipped = 0
+  let issuing = true
+  let healed = false
+  const faultTicks = options.faultTicks ?? 300
+  trace(`sqlite seed ${options.seed} size=${size} ${JSON.stringify(knobs)}`)
+
+  /** Runs `sql` statements in order on a fresh session at `node`; the first failure stops it. */
+  const run = (node: LiveNode, statements: ReadonlyArray<readonly [string, ReadonlyArray<SqlValue>]>, pause: Effect.Effect<void>) =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const session: SqlSession = yield* node.dbs.open(database)
+        let last: unknown = null
+        for (const [sql, params] of statements) {
+          last = yield* session.querySql(sql, params)
+          yield* pause
+        }
+        return last
+      })
+    )
+
+  const classify = (exit: Exit.Exit<unknown, SqlFailure>): Outcome => {
+    if (Exit.isSuccess(exit)) return "acked"
+    if (exit.cause._tag !== "Fail") return "unknown"
+    switch (exit.cause.error._tag) {
+      case "SqlNotLeader":
+      case "SqlBusy":
+      case "SqlError":
+        return "failed"
+      case "SqlLeadershipLost":
+        return "unknown"
+    }
+  }
+
+  const client = (id: number, rng: Prng) =>
+    Effect.gen(function*() {
+      let guess: NodeId | null = null
+      let opSeq = 0
+      while (issuing) {
+        yield* Effect.sleep(Duration.millis(rng.int(1, 4) * tickMs))
+        const up = cluster.up()
+        if (up.length === 0) continue
+        const node = up.find((n) => n.id === guess) ?? rng.pick(up)
+        const op = id * 1_000_000 + ++opSeq
+        const roll = rng.float()
+        const blobBytes = rng.chance(0.02) ? rng.int(512 * 1024, 3 * 1024 * 1024) : rng.int(0, 3000)
+        const insert: readonly [string, ReadonlyArray<SqlValue>] = [
+          "INSERT INTO events(op, client, r, at, b) VALUES (?, ?, 1000000000 + abs(random() % 1000000000), datetime('now'), randomblob(?))",
+          [op, id, blobBytes]
+        ]
+        const key = rng.int(1, 20)
+        const pause = Effect.sleep(Duration.millis(rng.int(0, 2) * tickMs))
+        operations++
+        let exit: Exit.Exit<unknown, SqlFailure>
+        let inserted: number | null = null
+        let rolledBack = false
+        if (roll < 0.4) {
+          inserted = op
+          exit = yield* Effect.exit(run(node, [insert], Effect.void))
+        } else if (roll < 0.55) {
+          const statement = rng.pick([
+            `INSERT OR REPLACE INTO scratch(k, v, r, b) VALUES (${key}, 0, 1000000000 + abs(random() % 1000000000), randomblob(${rng.int(0, 5000)}))`,
+            `UPDATE scratch SET v = v + 1, r = 1000000000 + abs(random() % 1000000000) WHERE k = ${key}`,
+            `DELETE FROM scratch WHERE k = ${key}`
+          ])
+          exit = yield* Effect.exit(run(node, [[statement, []]], Effect.void))
+        } else if (roll < 0.7) {
+          inserted = op
+          rolledBack = rng.chance(0.3)
+          exit = yield* Effect.exit(
+            run(node, [["BEGIN", []], insert, [`UPDATE scratch SET v = v + 1 WHERE k = ${key}`, []], [rolledBack ? "ROLLBACK" : "COMMIT", []]], pause)
+          )
+        } else if (roll < 0.75) {
+          const n = rng.int(0, 3)
+          const statement = rng.pick([
+            "CREATE INDEX IF NOT EXISTS scratch_v ON scratch(v)",
+            "DROP INDEX IF EXISTS scratch_v",
+            `CREATE TABLE IF NOT EXISTS extra_${n}(x INTEGER PRIMARY KEY, y BLOB)`,
+            `DROP TABLE IF EXISTS extra_${n}`,
+            `INSERT INTO extra_${n}(y) VALUES (randomblob(${rng.int(0, 20_000)}))`
+          ])
+          exit = yield* Effect.exit(run(node, [[statement, []]], Effect.void))
+        } else {
+          // A linearizable read must see every insert acknowledged before it started.
+          const sample: Array<number> = []
+          for (let i = 0; i < 10 && acknowledged.length > 0; i++) sample.push(rng.pick(acknowledged))
+          const distinct = [...new Set(sample)]
+          const sql = `SELECT count(*) FROM events WHERE op IN (${distinct.length === 0 ? "NULL" : distinct.join(",")})`
+          exit = yield* Effect.exit(run(node, [[sql, []]], Effect.void))
+          if (Exit.isSuccess(exit)) {
+            const seen = (exit.value as { rows: ReadonlyArray<ReadonlyArray<unknown>> }).rows[0]?.[0]
+            if (seen !== distinct.length) violations.push({ invariant: "linearizability", detail: `client ${id} read ${String(seen)} of ${distinct.length} acknowledged inserts` })
+          }
+        }
+        const outcome = classify(exit)
+        if (inserted !== null) {
+          const recorded = rolledBack && outcome === "acked" ? "failed" : outcome
+          inserts.set(inserted, recorded)
+          if (recorded === "acked") acknowledged.push(inserted)
+        }
+        if (Exit.isFailure(exit)) guess = null
+        else guess = node.id
+        if (exit._tag === "Failure" && exit.cause._tag === "Fail" && exit.cause.error._tag === "SqlNotLeader") guess = exit.cause.error.leader
+        if (Exit.isFailure(exit) && exit.cause._tag !== "Fail") violations.push({ invariant: "crash", detail: `client ${id}: ${String(exit.cause).slice(0, 500)}` })
+        if (healed && outcome !== "unknown") completedAfterHeal++
+      }
+    })
+
+  const program = Effect.gen(function*() {
+    const ids = Array.from({ length: size }, (_, i) => i + 1)
+    yield* cluster.bootstrap(ids)
+    const setup = yield* cluster.awaitLeader(1000)
+    yield* run(setup, [
+      ["CREATE TABLE IF NOT EXISTS events(op INTEGER PRIMARY KEY, client INTEGER, r INTEGER, at TEXT, b BLOB)", []],
+      ["CREATE TABLE IF NOT EXISTS scratch(k INTEGER PRIMARY KEY, v INTEGER, r INTEGER, b BLOB)", []]
+    ], Effect.void).pipe(Effect.retry({ times: 200, schedule: Schedule.spaced(Duration.millis(tickMs)) }), Effect.orDie)
+    const clients: Array<Effect.Effect<void>> = []
+    for (let i = 1; i <= knobs.clients; i++) clients.push(client(i, root.fork(`client${i}`)))
+    const running = yield* Effect.forkDaemon(Effect.all(clients, { concurrency: "unbounded", discard: true }))
+    const faults = root.fork("faults")
+    const restartAt = new Map<NodeId, number>()
+    const lastSeen = new Map<NodeId, string>()
+    let tick = 0
+    const step = Effect.gen(function*() {
+      tick++
+      yield* Effect.sleep(Duration.millis(tickMs))
+      for (const node of cluster.up()) {
+        const status = yield* node.raft.status
+        if (status.role === "leader") checker.onLeader(status.term, node.id)
+        const seen = `${status.role}/${status.term}/${status.leader ?? "-"}`
+        if (lastSeen.get(node.id) !== seen) {
+          lastSeen.set(node.id, seen)
+          trace(`${tick} n${node.id} ${seen} commit=${status.commitIndex}`)
+        }
+      }
+      for (const [id, at] of restartAt) {
+        if (at > tick) continue
+        restartAt.delete(id)
+        yield* cluster.start(id)
+      }
+    })
+    for (let t = 0; t < faultTicks; t++) {
+      yield* step
+      if (t % knobs.faultEveryTicks !== 0 || t === 0) continue
+      const nodes = [...cluster.nodes.values()]
+      const roll = faults.float()
+      if (roll < 0.25) {
+        cluster.faults++
+        cluster.blocked.clear()
+        const side = new Set(nodes.filter(() => faults.chance(0.5)).map((n) => n.id))
+        for (const a of nodes) for (const b of nodes) if (side.has(a.id) !== side.has(b.id)) cluster.blocked.add(`${a.id}->${b.id}`)
+        trace(`${tick} PARTITION {${[...side].join(",")}}`)
+      } else if (roll < 0.4) {
+        cluster.blocked.clear()
+        trace(`${tick} HEAL`)
+      } else if (roll < 0.65) {
+        const victim = faults.pick(nodes)
+        if (victim.raft !== null) {
+          yield* cluster.crash(victim.id)
+          restartAt.set(victim.id, tick + faults.int(1, 40))
+        }
+      } else if (roll < 0.7) {
+        trace(`${tick} POWER LOSS`)
+        for (const node of nodes) {
+          yield* cluster.crash(node.id)
+          restartAt.set(node.id, tick + faults.int(1, 20))
+        }
+      } else if (roll < 0.8) {
+        const leader = yield* cluster.readyLeader()
+        if (leader !== undefined) {
+          cluster.faults++
+          trace(`${tick} TRANSFER from n${leader.id}`)
+          yield* Effect.forkDaemon(Effect.ignore(leader.raft.transferLeadership(null)))
+        }
+      }
+    }
+    // Liveness: heal and restart everything; operations must complete and replicas converge.
+    cluster.blocked.clear()
+    for (const id of restartAt.keys()) yield* cluster.start(id)
+    restartAt.clear()
+    healed = true
+    trace(`${tick} HEAL ALL`)
+    for (let t = 0; t < 200; t++) yield* step
+    issuing = false
+    for (let t = 0; t < 600 && running.unsafePoll() === null; t++) yield* step
+    if (running.unsafePoll() === null) violations.push({ invariant: "liveness", detail: "clients did not finish after healing" })
+    const converged = yield* cluster.awaitConverged(1500)
+    if (!converged) {
+      violations.push({ invariant: "liveness", detail: "no convergence after healing" })
+      return
+    }
+    const leader = yield* cluster.readyLeader()
+    if (leader === undefined) return violations.push({ invariant: "liveness", detail: "no leader at the end" })
+    // Checkpoint the leader: its file then holds exactly what every follower applied.
+    const writer = leader.dbs.writer(database)
+    if (writer !== undefined) {
+      writer.requestCheckpoint()
+      for (let t = 0; t < 20 && leader.dbs.writer(database)?.database.walBytes() !== 0; t++) yield* step
+    }
+    yield* Effect.sync(() => checkFiles(leader))
+    for (const node of cluster.up()) skipped += node.machine.stats.skipped
+  }).pipe(Effect.ensuring(cluster.shutdown()))
+
+  const checkFiles = (leader: LiveNode) => {
+    const files = cluster.up().map((node) => ({ id: node.id, file: node.machine.databasePath(database) }))
+    const contents = new Map<number, string>()
+    const bytes = new Map<number, Buffer>()
+    for (const { id, file } of files) {
+      if (!fs.existsSync(file)) {
+        violations.push({ invariant: "convergence", detail: `node ${id} has no database file` })
+        continue
+      }
+      const db = new Database(file, { readonly: true, fileMustExist: true })
+      try {
+        const integrity = String(db.pragma("integrity_check", { simple: true }))
+        if (integrity !== "ok") violations.push({ invariant: "convergence", detail: `node ${id}: integrity_check ${integrity.slice(0, 200)}` })
+        contents.set(id, contentDigest(db))
+        if (id === leader.id) checkInserts(db)
+      } finally {
+        db.close()
+      }
+      bytes.set(id, fs.readFileSync(file))
+    }
+    const leaderContent = contents.get(leader.id)
+    const leaderBytes = bytes.get(leader.id)
+    for (const [id, content] of contents) {
+      if (content !== leaderContent) violations.push({ invariant: "convergence", detail: `node ${id}'s content differs from leader ${leader.id}'s` })
+      else if (leaderBytes !== undefined && Buffer.compare(bytes.get(id)!, leaderBytes) !== 0) {
+        violations.push({ invariant: "convergence", detail: `node ${id}'s file is not byte-identical to leader ${leader.id}'s after its checkpoint` })
+      }
+    }
+  }
+
+  const checkInserts = (db: Database.Database) => {
+    const present = new Set((db.prepare("SELECT op FROM events").raw().all() as Array<[number]>).map((row) => row[0]))
+    for (const [op, outcome] of inserts) {
+      if (outcome === "acked" && !present.has(op)) violations.push({ invariant: "durability", detail: `acknowledged insert ${op} is missing` })
+      if (outcome === "failed" && present.has(op)) violations.push({ invariant: "linearizability", detail: `insert ${op} was reported failed but is there` })
+    }
+  }
+
+  let exit: Exit.Exit<unknown, unknown>
+  try {
+    exit = runSimulated(program, { tasksPerInstantMax: 5_000_000 })
+    if (Exit.isFailure(exit)) violations.push({ invariant: "crash", detail: String(exit.cause).slice(0, 2000) })
+    else if (completedAfterHeal === 0) violations.push({ invariant: "liveness", detail: "no operation completed after healing" })
+  } finally {
+    if (options.keepFiles !== true) fs.rmSync(baseDir, { recursive: true, force: true })
+  }
+  violations.push(...checker.violations)
+  const acked = [...inserts.values()].filter((o) => o === "acked").length
+  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${operations} acked-inserts=${acked} skipped=${skipped} violations=${violations.length}`)
+  return {
+    seed: options.seed,
+    elections: checker.elections,
+    committed: checker.appliedIndexMax,
+    faults: cluster.faults,
+    operations,
+    violations,
+    linearizabilityUndecided: false,
+    traceHash: traceHash.toString(16)
+  }
+}
+
+/** The content of every table, schema included, as one string (blobs by length and a hash). */
+function contentDigest(db: Database.Database): string {
+  const schema = db.prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name").raw().all() as Array<[string, string, string | null]>
+  const out: Array<string> = [JSON.stringify(schema)]
+  for (const [type, name] of schema) {
+    if (type !== "table" || name.startsWith("sqlite_")) continue
+    const rows = db.prepare(`SELECT * FROM "${name}" ORDER BY 1`).raw().all() as Array<Array<unknown>>
+    for (const row of rows) out.push(JSON.stringify(row.map((v) => (Buffer.isBuffer(v) ? `blob:${v.length}:${fnv(v)}` : typeof v === "bigint" ? String(v) : v))))
+  }
+  return out.join("\n")
+}
+
+function fnv(bytes: Uint8Array): string {
+  let h = 0x811c9dc5
+  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193) >>> 0
+  return h.toString(16)
+}
