@@ -53,6 +53,8 @@ export type Isolation = "batch" | "alone" | "autocommit"
 
 interface StatementRequest {
   readonly _tag: "Statement"
+  /** When it was queued (Clock ms); the sweeper fails it with SqlBusy past writeTimeoutMs. */
+  enqueuedAtMs: number
   readonly sql: string
   readonly params: ReadonlyArray<SqlValue>
   isolation: Isolation
@@ -64,6 +66,7 @@ interface StatementRequest {
 
 interface LeaseRequest {
   readonly _tag: "Lease"
+  enqueuedAtMs: number
   readonly reply: Deferred.Deferred<Lease, SqlFailure>
   state: "queued" | "running" | "cancelled"
 }
@@ -104,6 +107,8 @@ export interface LeaderWriterStats {
   checkpoints: number
   checkpointMsMax: number
   resets: number
+  /** Total time (Clock ms) entries spent between handoff to the proposer and their answer. */
+  commitMsTotal: number
 }
 
 export interface LeaderWriterOptions {
@@ -123,7 +128,7 @@ const batchSavepoint = "tqlite_batch_statement"
 
 export class LeaderWriter implements LeaderSlotOwner {
   readonly term: Term
-  readonly stats: LeaderWriterStats = { entries: 0, statements: 0, batchStatementsMax: 0, retries: 0, checkpoints: 0, checkpointMsMax: 0, resets: 0 }
+  readonly stats: LeaderWriterStats = { entries: 0, statements: 0, batchStatementsMax: 0, retries: 0, checkpoints: 0, checkpointMsMax: 0, resets: 0, commitMsTotal: 0 }
   private readonly queue: Array<Request> = []
   private readonly wake = Effect.runSync(Queue.sliding<void>(1))
   private readonly jobs = Effect.runSync(Queue.bounded<Job | null>(1))
@@ -136,6 +141,7 @@ export class LeaderWriter implements LeaderSlotOwner {
   /** The job in the proposer has been proposed at least once (its outcome may be unknown). */
   private proposing = false
   private inflight: Job | null = null
+  private inflightSinceMs: number | null = null
   private checkpointWanted = false
   private stoppedBy: SqlFailure | null = null
 
@@ -174,7 +180,10 @@ export class LeaderWriter implements LeaderSlotOwner {
 
   /** The executor and the proposer; both end by themselves once the writer stops. */
   run(): Effect.Effect<void> {
-    return Effect.zipRight(Effect.fork(this.proposerLoop()), this.executorLoop())
+    return Effect.fork(this.proposerLoop()).pipe(
+      Effect.zipRight(Effect.fork(this.sweeperLoop())),
+      Effect.zipRight(this.executorLoop())
+    )
   }
 
   private executorLoop(): Effect.Effect<void> {
@@ -196,11 +205,17 @@ export class LeaderWriter implements LeaderSlotOwner {
         if (job === null || self.stoppedBy !== null) return
         assert(self.inflight === job, "the job taken is the one handed over")
         yield* self.runJob(job)
+        if (self.inflightSinceMs !== null) self.stats.commitMsTotal += (yield* Clock.currentTimeMillis) - self.inflightSinceMs
         self.inflight = null
+        self.inflightSinceMs = null
         self.proposing = false
         if (self.stoppedBy !== null) return
         self.proposerBusy = false
-        if (self.database.walBytes() > self.options.limits.walCheckpointBytes) self.checkpointWanted = true
+        // The WAL reaches at least the end of the last capture; stat it only when that is big.
+        const walEnd = job.commit?.walEnd.offsetBytes ?? 0
+        if (walEnd > self.options.limits.walCheckpointBytes || (job.commit === null && self.database.walBytes() > self.options.limits.walCheckpointBytes)) {
+          self.checkpointWanted = true
+        }
         self.signal()
       }
     })
@@ -218,6 +233,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       const reply = Deferred.unsafeMake<StatementOutcome, SqlFailure>(FiberId.none)
       const request: StatementRequest = {
         _tag: "Statement",
+        enqueuedAtMs: 0,
         sql,
         params,
         isolation,
@@ -234,33 +250,54 @@ export class LeaderWriter implements LeaderSlotOwner {
   acquireLease(): Effect.Effect<Lease, SqlFailure> {
     return Effect.suspend(() => {
       const reply = Deferred.unsafeMake<Lease, SqlFailure>(FiberId.none)
-      return this.enqueue({ _tag: "Lease", reply, state: "queued" }, reply)
+      return this.enqueue({ _tag: "Lease", enqueuedAtMs: 0, reply, state: "queued" }, reply)
     })
   }
 
+  /** Queues the request and waits for its answer. No timer per request (a fiber each, too
+   * costly at thousands of statements per second): the sweeper bounds every wait. */
   private enqueue<A>(request: Request, reply: Deferred.Deferred<A, SqlFailure>): Effect.Effect<A, SqlFailure> {
     const limits = this.options.limits
     if (this.stoppedBy !== null) return Effect.fail(this.notLeader())
     if (this.queue.length >= limits.writeQueueMax) {
       return Effect.fail(new SqlBusy({ message: `the write queue of ${this.options.database} is full (${limits.writeQueueMax} waiting)` }))
     }
-    this.queue.push(request)
-    this.signal()
-    return Deferred.await(reply).pipe(
-      Effect.timeout(Duration.millis(limits.writeTimeoutMs)),
-      Effect.catchTag("TimeoutException", () => {
-        if (request.state === "queued") {
-          request.state = "cancelled"
-          return Effect.fail(new SqlBusy({ message: `waited ${limits.writeTimeoutMs} ms for the writer of ${this.options.database}` }))
-        }
-        return Deferred.await(reply).pipe(
-          Effect.timeoutFail({
-            duration: Duration.millis(limits.commitTimeoutMs),
-            onTimeout: () => new SqlLeadershipLost({ message: `no commit within ${limits.commitTimeoutMs} ms: outcome unknown` })
-          })
-        )
-      })
-    )
+    return Effect.flatMap(Clock.currentTimeMillis, (nowMs) => {
+      request.enqueuedAtMs = nowMs
+      this.queue.push(request)
+      this.signal()
+      return Deferred.await(reply)
+    })
+  }
+
+  /** Bounds every wait: a request still queued after writeTimeoutMs fails with SqlBusy (it never
+   * ran); an entry in flight for longer than commitTimeoutMs answers its clients with
+   * SqlLeadershipLost (outcome unknown; the proposer goes on settling it). */
+  private sweep(nowMs: number): void {
+    const limits = this.options.limits
+    if (this.queue.some((request) => request.state === "queued" && nowMs - request.enqueuedAtMs >= limits.writeTimeoutMs)) {
+      const busy = new SqlBusy({ message: `waited ${limits.writeTimeoutMs} ms for the writer of ${this.options.database}` })
+      for (const request of this.queue) {
+        if (request.state !== "queued" || nowMs - request.enqueuedAtMs < limits.writeTimeoutMs) continue
+        request.state = "cancelled"
+        Deferred.unsafeDone(request.reply as Deferred.Deferred<unknown, SqlFailure>, Exit.fail(busy))
+      }
+    }
+    const job = this.inflight
+    if (job !== null && this.inflightSinceMs !== null && nowMs - this.inflightSinceMs >= limits.commitTimeoutMs) {
+      this.failJob(job, new SqlLeadershipLost({ message: `no commit within ${limits.commitTimeoutMs} ms: outcome unknown` }))
+    }
+  }
+
+  private sweeperLoop(): Effect.Effect<void> {
+    const self = this
+    const everyMs = Math.max(1, Math.min(100, Math.floor(this.options.limits.writeTimeoutMs / 10)))
+    return Effect.gen(function*() {
+      while (self.stoppedBy === null) {
+        yield* Effect.sleep(Duration.millis(everyMs))
+        self.sweep(yield* Clock.currentTimeMillis)
+      }
+    })
   }
 
   /** Runs a statement inside the lease's transaction (on the writer, at once). */
@@ -416,26 +453,28 @@ export class LeaderWriter implements LeaderSlotOwner {
   private runInBatch(request: StatementRequest, nowMs: number): void {
     const writer = this.database.writer
     if (this.batch === null) {
-      writer.db.exec("BEGIN IMMEDIATE")
+      writer.control("BEGIN IMMEDIATE")
       this.batch = { statements: [], bytes: 0, openedAtMs: nowMs, startPageCount: this.pageCount() }
     }
     const batch = this.batch
     request.state = "running"
     try {
-      writer.db.exec(`SAVEPOINT ${batchSavepoint}`)
+      writer.control(`SAVEPOINT ${batchSavepoint}`)
       const value = writer.run(request.sql, request.params)
       if (this.pagesSince(batch.startPageCount) > this.options.limits.transactionBytesMax) throw this.tooBig()
-      writer.db.exec(`RELEASE ${batchSavepoint}`)
+      writer.control(`RELEASE ${batchSavepoint}`)
       request.outcome = { ok: true, value }
     } catch (cause) {
       request.outcome = { ok: false, error: toSqlError(cause) }
       if (writer.inTransaction) {
-        writer.db.exec(`ROLLBACK TO ${batchSavepoint}; RELEASE ${batchSavepoint}`)
+        writer.control(`ROLLBACK TO ${batchSavepoint}`)
+        writer.control(`RELEASE ${batchSavepoint}`)
       } else {
         // SQLite rolled the whole transaction back (e.g. disk full): the statements before this
         // one are undone, so they go back to the head of the queue and run again.
         for (const earlier of batch.statements.reverse()) {
           earlier.state = "queued"
+          earlier.enqueuedAtMs = request.enqueuedAtMs
           earlier.outcome = null
           this.queue.unshift(earlier)
         }
@@ -454,7 +493,7 @@ export class LeaderWriter implements LeaderSlotOwner {
     this.batch = null
     const writer = this.database.writer
     try {
-      writer.db.exec("COMMIT")
+      writer.control("COMMIT")
     } catch (cause) {
       if (writer.inTransaction) writer.db.exec("ROLLBACK")
       const error = toSqlError(cause)
@@ -474,7 +513,7 @@ export class LeaderWriter implements LeaderSlotOwner {
     request.state = "running"
     const startPageCount = this.pageCount()
     try {
-      if (request.isolation === "alone") writer.db.exec("BEGIN IMMEDIATE")
+      if (request.isolation === "alone") writer.control("BEGIN IMMEDIATE")
       const value = writer.run(request.sql, request.params)
       if (this.pagesSince(startPageCount) > this.options.limits.transactionBytesMax) throw this.tooBig()
       if (writer.inTransaction) writer.db.exec("COMMIT")
@@ -556,6 +595,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       self.stats.batchStatementsMax = Math.max(self.stats.batchStatementsMax, statements.length)
       const job: Job = { commit, statements, lease }
       self.inflight = job
+      self.inflightSinceMs = yield* Clock.currentTimeMillis
       assert(Queue.unsafeOffer(self.jobs, job), "the proposer takes one job at a time")
     })
   }
@@ -728,7 +768,7 @@ export class LeaderWriter implements LeaderSlotOwner {
   }
 
   private pageCount(): number {
-    return Number(this.database.writer.db.pragma("page_count", { simple: true }))
+    return this.database.writer.pageCount()
   }
 
   /** Bytes of pages a transaction that started at `startPageCount` pages has added (a lower

@@ -25,6 +25,7 @@ import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, 
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteMisuseCode } from "./sqliteCodes.ts"
+import type { StatementKind, StatementText } from "./statements.ts"
 import { classifyStatement, parameterCount, splitStatements } from "./statements.ts"
 
 export interface ReplicatedDatabasesOptions {
@@ -55,6 +56,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const writers = new Map<string, LeaderWriter>()
     const creating = new Map<string, Deferred.Deferred<LeaderWriter, SqlFailure>>()
     const proposalKiB = yield* Effect.makeSemaphore(Math.floor(logRecordBytesMax / 1024))
+    const statementCache = new StatementCache(2048)
     const scope = yield* Effect.scope
 
     const access: RaftAccess = {
@@ -85,7 +87,15 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     )
 
     /** The writer of `name` in this leadership, created once the barrier is applied. */
+    /** The common case without a generator: this term's writer exists. */
     const writerFor = (name: string): Effect.Effect<LeaderWriter, SqlFailure> =>
+      Effect.flatMap(raft.status, (status) => {
+        const existing = writers.get(name)
+        if (!closed && existing !== undefined && !existing.stopped && status.role === "leader" && status.term === existing.term) return Effect.succeed(existing)
+        return writerForSlow(name)
+      })
+
+    const writerForSlow = (name: string): Effect.Effect<LeaderWriter, SqlFailure> =>
       Effect.gen(function*() {
         const deadline = limits.writeTimeoutMs
         for (let waitedMs = 0; ; waitedMs += options.pollMs) {
@@ -161,7 +171,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         if (nameBytes === 0 || nameBytes > databaseNameBytesMax || name.includes("\0")) {
           return yield* new SqlError({ code: sqliteMisuseCode, message: `invalid database name (${nameBytes} bytes)` })
         }
-        const session = new Session(name, { limits, writerFor, readOnView, raft })
+        const session = new Session(name, { limits, writerFor, readOnView, raft, cache: statementCache })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
         return session.api
       })
@@ -187,10 +197,51 @@ interface SessionContext {
   readonly writerFor: (name: string) => Effect.Effect<LeaderWriter, SqlFailure>
   readonly readOnView: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<StatementOutcome, SqlFailure>
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
+  readonly cache: StatementCache
 }
 
 interface StatementInfo extends Prepared {
   readonly reader: boolean
+  readonly kind: StatementKind
+}
+
+/** What a statement's text alone decides (its kind, parameters, whether it reads or returns
+ * rows; none of it depends on the schema), and how a SQL text splits into statements: cached,
+ * since clients send the same few statements over and over. Bounded, least recently used out. */
+class StatementCache {
+  private readonly described = new Map<string, { readonly kind: StatementKind; readonly paramCount: number; readonly readonly: boolean; readonly reader: boolean }>()
+  private readonly splits = new Map<string, ReadonlyArray<StatementText>>()
+  constructor(private readonly entriesMax: number) {}
+
+  split(sql: string): ReadonlyArray<StatementText> {
+    return this.remember(this.splits, sql, () => splitStatements(sql))
+  }
+
+  describedOf(sql: string) {
+    return touch(this.described, sql)
+  }
+
+  remember<V>(map: Map<string, V>, key: string, make: () => V): V {
+    const found = touch(map, key)
+    if (found !== undefined) return found
+    const value = make()
+    map.set(key, value)
+    if (map.size > this.entriesMax) map.delete(map.keys().next().value!)
+    return value
+  }
+
+  setDescribed(sql: string, value: { readonly kind: StatementKind; readonly paramCount: number; readonly readonly: boolean; readonly reader: boolean }): void {
+    this.remember(this.described, sql, () => value)
+  }
+}
+
+function touch<V>(map: Map<string, V>, key: string): V | undefined {
+  const found = map.get(key)
+  if (found !== undefined) {
+    map.delete(key)
+    map.set(key, found)
+  }
+  return found
 }
 
 const noChange: ExecResult = { lastInsertId: 0n, rowsAffected: 0 }
@@ -244,6 +295,8 @@ class Session {
   /** Checks the statement compiles (on the transaction's writer, or the committed view) and
    * learns whether it only reads. */
   private compile(sql: string, tailOffset: number): Effect.Effect<StatementInfo, SqlFailure> {
+    const cached = this.context.cache.describedOf(sql)
+    if (cached !== undefined) return Effect.succeed({ id: this.nextId++, sql, tailOffset, ...cached })
     return Effect.gen(this, function*() {
       const kind = classifyStatement(sql)
       if (kind._tag === "Forbidden") return yield* new SqlError({ code: 23, message: kind.reason })
@@ -258,15 +311,21 @@ class Session {
         const writer = yield* this.context.writerFor(this.database)
         described = yield* describeOn(() => writer.database.committedView.describe(sql))
       }
-      return { id: this.nextId++, sql, paramCount: parameterCount(sql), tailOffset, readonly: described.readonly, reader: described.reader }
+      const info = { kind, paramCount: parameterCount(sql), readonly: described.readonly, reader: described.reader }
+      this.context.cache.setDescribed(sql, info)
+      return { id: this.nextId++, sql, tailOffset, ...info }
     })
   }
 
   private runAll(sql: string, params: ReadonlyArray<SqlValue>, wantRows = false): Effect.Effect<StatementOutcome | null, SqlFailure> {
+    const statements = this.context.cache.split(sql)
+    const only = statements[0]
+    if (statements.length === 1 && only !== undefined) {
+      return Effect.flatMap(this.compile(only.sql, only.endOffset), (info) => this.runOne(info, params))
+    }
     return Effect.gen(this, function*() {
       let last: StatementOutcome | null = null
       let lastWithRows: StatementOutcome | null = null
-      const statements = splitStatements(sql)
       for (let i = 0; i < statements.length; i++) {
         const text = statements[i]!
         const info = yield* this.compile(text.sql, text.endOffset)
@@ -278,8 +337,13 @@ class Session {
   }
 
   private runOne(info: StatementInfo, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> {
+    if (this.transaction === null && info.kind._tag === "Other") {
+      // Autocommit: a read on the committed view, or a write through the writer's batch.
+      if (info.readonly) return this.context.readOnView(this.database, info.sql, params)
+      return Effect.flatMap(this.context.writerFor(this.database), (writer) => writer.submit(info.sql, params, "batch"))
+    }
     return Effect.gen(this, function*() {
-      const kind = classifyStatement(info.sql)
+      const kind = info.kind
       if (kind._tag === "Forbidden") return yield* new SqlError({ code: 23, message: kind.reason })
       const ended = this.endedTransaction()
       if (ended !== null) {

@@ -20,6 +20,7 @@ const noRows: Rows = { columns: [], declaredTypes: [], rows: [] }
 export class Connection {
   private readonly statements = new Map<string, Statement>()
   private changesStatement: Statement | undefined
+  private pageCountStatement: Statement | undefined
 
   constructor(
     readonly db: SqliteDatabase,
@@ -65,6 +66,18 @@ export class Connection {
     return { exec: { lastInsertId: BigInt(info.lastInsertRowid), rowsAffected: Number(info.changes) }, rows: noRows }
   }
 
+  /** Runs a statement that returns nothing (transaction control: BEGIN, SAVEPOINT, RELEASE…)
+   * through the cache, so the hot path compiles it once. */
+  control(sql: string): void {
+    this.prepare(sql).run()
+  }
+
+  /** The database's size in pages, as this connection sees it (inside its transaction). */
+  pageCount(): number {
+    this.pageCountStatement ??= this.db.prepare("PRAGMA page_count").pluck(true) as Statement
+    return Number(this.pageCountStatement.get())
+  }
+
   /** The statement's metadata without running it: does it return rows, does it write. */
   describe(sql: string): { readonly reader: boolean; readonly readonly: boolean } {
     const statement = this.prepare(sql)
@@ -78,6 +91,7 @@ export class Connection {
   close(): void {
     this.statements.clear()
     this.changesStatement = undefined
+    this.pageCountStatement = undefined
     if (this.db.open) this.db.close()
   }
 
