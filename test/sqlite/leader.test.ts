@@ -213,4 +213,55 @@ describe("the leader's writer and readers", () => {
     expect(result.afterwards.rowsAffected).toBe(1)
     expect(result.rows).toEqual([["other"], ["slow-again"]])
   })
+
+  it("a follower answers writes, reads and prepares with SqlNotLeader naming the leader", () => {
+    const base = newDir()
+    const result = simulate(
+      Effect.gen(function*() {
+        const cluster = makeCluster(base)
+        yield* cluster.bootstrap([1, 2, 3])
+        const leader = yield* cluster.awaitLeader()
+        yield* exec(yield* session(leader), "CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT)")
+        yield* sleepTicks(3)
+        const follower = cluster.up().find((n) => n.id !== leader.id)!
+        const s = yield* session(follower)
+        const failures = [
+          yield* Effect.flip(exec(s, "INSERT INTO kv VALUES ('x', 'y')")),
+          yield* Effect.flip(query(s, "SELECT * FROM kv")),
+          yield* Effect.flip(s.prepare("SELECT * FROM kv")),
+          yield* Effect.flip(exec(s, "BEGIN"))
+        ]
+        yield* cluster.shutdown()
+        return { leader: leader.id, failures }
+      })
+    )
+    for (const failure of result.failures) expect(failure).toMatchObject({ _tag: "SqlNotLeader", leader: result.leader })
+  })
+
+  it("no BUSY while the writer is free; SqlBusy when the queue is full or a write waits past its timeout", () => {
+    const base = newDir()
+    const result = simulate(
+      Effect.gen(function*() {
+        const cluster = makeCluster(base, { limits: { writeTimeoutMs: 300, writeQueueMax: 2, transactionTimeoutMs: 5000 } })
+        yield* cluster.bootstrap([1, 2, 3])
+        const leader = yield* cluster.awaitLeader()
+        const holder = yield* session(leader)
+        yield* exec(holder, "CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT)")
+        yield* exec(holder, "BEGIN; INSERT INTO kv VALUES ('held', '1')")
+        const waiting = yield* Effect.forEach([1, 2], (i) =>
+          Effect.flatMap(session(leader), (s) => Effect.fork(Effect.exit(exec(s, `INSERT INTO kv VALUES ('w${i}', '2')`)))))
+        yield* sleepTicks(1)
+        const full = yield* Effect.exit(exec(yield* session(leader), "INSERT INTO kv VALUES ('w3', '3')"))
+        yield* sleepTicks(40)
+        const timedOut = yield* Effect.forEach(waiting, Fiber.join)
+        yield* exec(holder, "COMMIT")
+        const rows = rowsOf(yield* query(holder, "SELECT k FROM kv ORDER BY k"))
+        yield* cluster.shutdown()
+        return { full: failureTag(full), timedOut: timedOut.map(failureTag), rows }
+      })
+    )
+    expect(result.full).toBe("SqlBusy")
+    expect(result.timedOut).toEqual(["SqlBusy", "SqlBusy"])
+    expect(result.rows).toEqual([["held"]])
+  })
 })
