@@ -2,6 +2,7 @@
 // The `tqlite` command: `start` runs a node, `demo` a local three-node cluster in one process.
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import * as SqlNode from "../node/SqlNode.ts"
@@ -11,6 +12,7 @@ import { runDemo } from "./demo.ts"
 const version = "0.1.0"
 const usage = `usage:
   tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...]
+               [--tls-cert FILE --tls-key FILE --tls-ca FILE]
       runs a node: with an empty data dir and no --join it founds a new cluster; with --join it
       asks a member to add it; with an existing data dir it rejoins as the same node.
       Defaults: --address 127.0.0.1:9001 --data-dir .tqlite/<port>
@@ -28,13 +30,31 @@ switch (command) {
     break
   case "start":
   case undefined: {
-    const { values } = parseArgs({ args: rest, options: { address: { type: "string" }, "data-dir": { type: "string" }, join: { type: "string" } } })
+    const { values } = parseArgs({
+      args: rest,
+      options: {
+        address: { type: "string" },
+        "data-dir": { type: "string" },
+        join: { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "tls-ca": { type: "string" }
+      }
+    })
+    const tlsFiles = [values["tls-cert"], values["tls-key"], values["tls-ca"]]
+    if (tlsFiles.some((f) => f !== undefined) && tlsFiles.some((f) => f === undefined)) {
+      process.stderr.write("tqlite start: --tls-cert, --tls-key and --tls-ca go together\n")
+      process.exit(2)
+    }
+    const tls = values["tls-cert"] !== undefined && values["tls-key"] !== undefined && values["tls-ca"] !== undefined
+      ? { cert: fs.readFileSync(values["tls-cert"]), key: fs.readFileSync(values["tls-key"]), ca: fs.readFileSync(values["tls-ca"]) }
+      : undefined
     const address = values.address ?? "127.0.0.1:9001"
     const port = address.split(":").at(-1) ?? "9001"
     const dataDir = path.resolve(values["data-dir"] ?? path.join(".tqlite", port))
     const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
     const program = Effect.gen(function*() {
-      const { node } = yield* SqlNode.start({ dataDir, address, join })
+      const { node } = yield* SqlNode.start({ dataDir, address, join, ...(tls !== undefined ? { tls } : {}) })
       const self = node.identity
       process.stdout.write(
         `tqlite ${version}: node ${self.nodeId} of cluster ${self.clusterId}\n` +

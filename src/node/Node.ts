@@ -8,6 +8,7 @@ import type { StateMachine } from "../actors/Applier.ts"
 import type { RaftNode } from "../actors/RaftActor.ts"
 import * as RaftActor from "../actors/RaftActor.ts"
 import type { ClientConnectionHandler, TransportService } from "../net/peers/PeerTransport.ts"
+import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import { makeTcp } from "../net/peers/PeerTransport.ts"
 import type { RaftConfig } from "../raft/config.ts"
 import { defaultRaftConfig } from "../raft/config.ts"
@@ -38,6 +39,8 @@ export interface NodeOptions<R, SM> {
   readonly snapshotEveryEntries?: number
   readonly requestTimeoutMs?: number
   readonly onClientConnection?: ClientConnectionHandler
+  /** Mutual TLS between peers, and TLS for clients on the same address. */
+  readonly tls?: PeerTlsOptions
 }
 
 export interface TqliteNode<R, SM> {
@@ -72,7 +75,8 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
       nodeId: identity.nodeId,
       clusterId: identity.clusterId,
       listen: identity.address,
-      ...(options.onClientConnection !== undefined ? { onClientConnection: options.onClientConnection } : {})
+      ...(options.onClientConnection !== undefined ? { onClientConnection: options.onClientConnection } : {}),
+      ...(options.tls !== undefined ? { tls: options.tls } : {})
     })
     const tickMs = options.tickMs ?? 100
     const raft = yield* RaftActor.make<R, SM>({

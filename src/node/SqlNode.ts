@@ -8,6 +8,7 @@ import { make as makeClient } from "../net/client/Client.ts"
 import { makeClientHandlerSlot } from "../net/gateway/Gateway.ts"
 import { makeRaftClusterControl } from "../net/gateway/raftClusterControl.ts"
 import { discoverCluster } from "../net/peers/discover.ts"
+import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import * as Replicated from "../sqlite/ReplicatedDatabases.ts"
 import type { SqliteApplyResult } from "../sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
@@ -21,6 +22,8 @@ export interface SqlNodeOptions {
   /** Members to join through; empty: found a new cluster (or restart an existing node). */
   readonly join: ReadonlyArray<string>
   readonly tickMs?: number
+  /** Mutual TLS between peers and TLS for clients (certificate, key, cluster CA). */
+  readonly tls?: PeerTlsOptions
 }
 
 export interface SqlNode {
@@ -33,7 +36,7 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
     const tickMs = options.tickMs ?? 100
     const slot = makeClientHandlerSlot()
     const joining = options.join.length > 0
-    const cluster = joining ? yield* firstAnswer(options.join) : null
+    const cluster = joining ? yield* firstAnswer(options.join, options.tls ?? null) : null
     const node = yield* Node.make<SqliteApplyResult, SqliteMachine>({
       dataDir: options.dataDir,
       address: options.address,
@@ -44,11 +47,12 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
           (machine) => Effect.sync(() => machine.close())
         ),
       tickMs,
-      onClientConnection: slot.handler
+      onClientConnection: slot.handler,
+      ...(options.tls !== undefined ? { tls: options.tls } : {})
     })
     const databases = yield* Replicated.make({ raft: node.raft, machine: node.stateMachine, pollMs: tickMs })
     slot.bind({ databases, cluster: yield* makeRaftClusterControl({ node: node.raft }) })
-    if (joining && !(yield* isMember(node))) yield* join(node, options.join)
+    if (joining && !(yield* isMember(node))) yield* join(node, options.join, options.tls ?? null)
     return { node, databases }
   })
 
@@ -56,15 +60,15 @@ const isMember = (node: TqliteNode<SqliteApplyResult, SqliteMachine>) =>
   Effect.map(node.raft.status, (status) => status.membership.members.some((m) => m.id === node.identity.nodeId))
 
 /** The cluster id from the first member that answers. */
-const firstAnswer = (addresses: ReadonlyArray<string>) =>
-  Effect.firstSuccessOf(addresses.map((address) => discoverCluster(address)))
+const firstAnswer = (addresses: ReadonlyArray<string>, secure: PeerTlsOptions | null) =>
+  Effect.firstSuccessOf(addresses.map((address) => discoverCluster(address, secure)))
 
 /** Asks the cluster (through whichever member leads) to add this node as a spare, then makes it
  * a voter; retried with backoff while the cluster elects or is busy with another change. */
-const join = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, members: ReadonlyArray<string>) =>
+const join = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, members: ReadonlyArray<string>, secure: PeerTlsOptions | null) =>
   Effect.scoped(
     Effect.gen(function*() {
-      const client = yield* makeClient({ servers: members, database: "tqlite-control" })
+      const client = yield* makeClient({ servers: members, database: "tqlite-control", tls: secure })
       const id = BigInt(node.identity.nodeId)
       const retry = Schedule.exponential(Duration.millis(100)).pipe(Schedule.union(Schedule.spaced(Duration.seconds(2))), Schedule.intersect(Schedule.recurs(30)))
       const servers = yield* client.cluster.pipe(Effect.retry(retry))

@@ -3,7 +3,7 @@
 // node, the leader is killed with SIGKILL and the shell's next statements succeed on the new
 // leader, the killed node restarts from its data directory and rejoins, and `.remove` removes a
 // node. CI installs the shell (.ci/run); without it the test says so and is skipped.
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -29,8 +29,8 @@ async function freePort(): Promise<number> {
   })
 }
 
-function startNode(address: string, dataDir: string, join: ReadonlyArray<string>): ChildProcess {
-  const args = ["--import", "tsx", path.join(root, "src/cli/main.ts"), "start", "--address", address, "--data-dir", dataDir]
+function startNode(address: string, dataDir: string, join: ReadonlyArray<string>, tlsArgs: ReadonlyArray<string> = []): ChildProcess {
+  const args = ["--import", "tsx", path.join(root, "src/cli/main.ts"), "start", "--address", address, "--data-dir", dataDir, ...tlsArgs]
   if (join.length > 0) args.push("--join", join.join(","))
   const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""
@@ -43,8 +43,12 @@ function startNode(address: string, dataDir: string, join: ReadonlyArray<string>
 }
 
 function shell(servers: ReadonlyArray<string>, ...command: ReadonlyArray<string>): Promise<{ code: number; out: string }> {
+  return shellWith([], servers, ...command)
+}
+
+function shellWith(flags: ReadonlyArray<string>, servers: ReadonlyArray<string>, ...command: ReadonlyArray<string>): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(dqlite ?? "dqlite", ["-s", servers.join(","), "mydb", ...command], { timeout: 30_000 }, (error, stdout, stderr) =>
+    execFile(dqlite ?? "dqlite", [...flags, "-s", servers.join(","), "mydb", ...command], { timeout: 15_000 }, (error, stdout, stderr) =>
       resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, out: `${stdout}${stderr}` }))
   })
 }
@@ -108,6 +112,36 @@ describe.skipIf(dqlite === null)("a three-process cluster and the real dqlite sh
     for (const node of nodes) node.kill("SIGKILL")
     fs.rmSync(base, { recursive: true, force: true })
   }, 120_000)
+})
+
+describe.skipIf(dqlite === null)("TLS", () => {
+  it("a node joins over mutual TLS; the shell with the cluster certificate works, one without TLS gets nothing", async () => {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-process-tls-"))
+    // go-dqlite's shell uses one self-signed certificate as the cluster's certificate and CA and
+    // wants a DNS name in it.
+    execFileSync("openssl", [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+      "-keyout", path.join(base, "cluster.key"), "-out", path.join(base, "cluster.crt"),
+      "-subj", "/CN=tqlite", "-addext", "subjectAltName=DNS:tqlite,IP:127.0.0.1"
+    ], { stdio: "ignore" })
+    const cert = path.join(base, "cluster.crt")
+    const key = path.join(base, "cluster.key")
+    const tlsArgs = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", cert]
+    const addresses = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`]
+    const nodes = [startNode(addresses[0]!, path.join(base, "n1"), [], tlsArgs)]
+    const secure = ["-c", cert, "-k", key]
+    await eventually("the founder to serve over TLS", async () => (await shellWith(secure, [addresses[0]!], ".leader")).out.trim() === addresses[0])
+    nodes.push(startNode(addresses[1]!, path.join(base, "n2"), [addresses[0]!], tlsArgs))
+    await eventually("two voters", async () => ((await shellWith(secure, addresses, ".cluster")).out.match(/\|voter/g) ?? []).length === 2)
+    expect((await shellWith(secure, [addresses[1]!], "CREATE TABLE t (x)")).code).toBe(0)
+    expect((await shellWith(secure, addresses, "INSERT INTO t VALUES (42)")).code).toBe(0)
+    expect((await shellWith(secure, addresses, "SELECT x FROM t")).out.trim()).toBe("42")
+    const plain = await shell(addresses, "SELECT x FROM t")
+    expect(plain.code).not.toBe(0)
+    expect(plain.out).not.toContain("42")
+    for (const node of nodes) node.kill("SIGKILL")
+    fs.rmSync(base, { recursive: true, force: true })
+  }, 90_000)
 })
 
 if (dqlite === null) {

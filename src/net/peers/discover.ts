@@ -2,10 +2,12 @@
 // is refused: it opens a peer connection announcing no cluster, and the member's answer (a
 // refusal) carries the member's own cluster id and node id. Nothing else is exchanged.
 import * as net from "node:net"
+import * as tls from "node:tls"
 import { Data, Duration, Effect, Either } from "effect"
 import type { NodeId } from "../../raft/types.ts"
 import { FrameDecoder, encodeFrame } from "./framing.ts"
 import { decodeHello, encodeHello, peerMagicWord, peerProtocolVersion } from "./handshake.ts"
+import type { PeerTlsOptions } from "./sockets.ts"
 import { parseAddress } from "./sockets.ts"
 
 export class DiscoveryFailed extends Data.TaggedError("DiscoveryFailed")<{ readonly address: string; readonly detail: string }> {}
@@ -13,7 +15,7 @@ export class DiscoveryFailed extends Data.TaggedError("DiscoveryFailed")<{ reado
 const answerBytesMax = 4096
 
 /** The cluster id and node id of the member listening at `address`. */
-export const discoverCluster = (address: string, timeoutMs = 5_000): Effect.Effect<{ readonly clusterId: string; readonly nodeId: NodeId }, DiscoveryFailed> =>
+export const discoverCluster = (address: string, secure: PeerTlsOptions | null = null, timeoutMs = 5_000): Effect.Effect<{ readonly clusterId: string; readonly nodeId: NodeId }, DiscoveryFailed> =>
   Effect.async<{ readonly clusterId: string; readonly nodeId: NodeId }, DiscoveryFailed>((resume) => {
     const fail = (detail: string) => resume(Effect.fail(new DiscoveryFailed({ address, detail })))
     const parsed = Either.try(() => parseAddress(address))
@@ -22,7 +24,9 @@ export const discoverCluster = (address: string, timeoutMs = 5_000): Effect.Effe
       return
     }
     const { host, port } = parsed.right
-    const socket = net.connect({ host, port })
+    const socket = secure === null
+      ? net.connect({ host, port })
+      : tls.connect({ host, port, cert: secure.cert, key: secure.key, ca: secure.ca, checkServerIdentity: () => undefined })
     const decoder = new FrameDecoder(answerBytesMax)
     let done = false
     const finish = (effect: () => void) => {
@@ -31,7 +35,7 @@ export const discoverCluster = (address: string, timeoutMs = 5_000): Effect.Effe
       socket.destroy()
       effect()
     }
-    socket.on("connect", () => {
+    socket.on(secure === null ? "connect" : "secureConnect", () => {
       const hello = encodeHello({ version: peerProtocolVersion, clusterId: "", nodeId: 0, peerId: 0, refused: null, address: null })
       const magic = peerMagicWord()
       const frame = encodeFrame(hello)
