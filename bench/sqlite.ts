@@ -1,4 +1,4 @@
-// `npm run bench -- sqlite [--seconds S] [--writers 1,8,64]`: writes per second of a 3-node
+// `npm run bench -- sqlite [--seconds S] [--writers 1,8,64] [--checkpoint-mib M]`: writes per second of a 3-node
 // tqlite cluster in one process (real disk with fsync: segment logs, SQLite files, the applied
 // state record; an in-process network that still encodes every message with msgpackr) beside
 // plain better-sqlite3 committing each INSERT with one fsync (WAL mode, synchronous=FULL), for 1,
@@ -55,12 +55,12 @@ async function plain(dir: string, writers: number, seconds: number): Promise<Mea
 }
 
 /** The cluster: `writers` sessions on the leader, each sending INSERTs for `seconds`. */
-async function cluster(dir: string, writers: number, seconds: number): Promise<Measured> {
+async function cluster(dir: string, writers: number, seconds: number, walCheckpointBytes: number): Promise<Measured> {
   const base = fs.mkdtempSync(path.join(dir, `cluster-${writers}-`))
   return Effect.runPromise(
     Effect.scoped(
       Effect.gen(function*() {
-        const nodes = new SqliteCluster({ baseDir: base, rng: new Prng(writers), tickMs: 50, fsync: "async", syncEveryEntries: 1000, snapshotEveryEntries: 1_000_000, disk: "node" })
+        const nodes = new SqliteCluster({ baseDir: base, rng: new Prng(writers), tickMs: 50, fsync: "async", syncEveryEntries: 1000, snapshotEveryEntries: 1_000_000, disk: "node", limits: { walCheckpointBytes } })
         yield* nodes.bootstrap([1, 2, 3])
         const leader = yield* nodes.awaitLeader(1000)
         const setup = yield* leader.dbs.open("bench")
@@ -100,13 +100,14 @@ async function cluster(dir: string, writers: number, seconds: number): Promise<M
 export async function main(args: ReadonlyArray<string>): Promise<void> {
   const seconds = Number(option(args, "seconds") ?? 3)
   const writerCounts = (option(args, "writers") ?? "1,8,64").split(",").map(Number)
+  const walCheckpointBytes = Number(option(args, "checkpoint-mib") ?? 4) * 1024 * 1024
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-sqlite-"))
-  process.stdout.write(`tqlite sqlite bench: ${seconds} s per run, files in ${dir} (fsync on)\n`)
+  process.stdout.write(`tqlite sqlite bench: ${seconds} s per run, files in ${dir} (fsync on), leader checkpoints past ${walCheckpointBytes / 1024 / 1024} MiB of WAL\n`)
   process.stdout.write(`${"writers".padStart(7)}  ${"plain w/s".padStart(10)}  ${"cluster w/s".padStart(11)}  ${"ratio".padStart(6)}  errors  cluster detail\n`)
   try {
     for (const writers of writerCounts) {
       const base = await plain(dir, writers, seconds)
-      const replicated = await cluster(dir, writers, seconds)
+      const replicated = await cluster(dir, writers, seconds, walCheckpointBytes)
       const plainRate = base.writes / base.seconds
       const clusterRate = replicated.writes / replicated.seconds
       process.stdout.write(

@@ -284,8 +284,12 @@ export class LeaderWriter implements LeaderSlotOwner {
       }
     }
     const job = this.inflight
-    if (job !== null && this.inflightSinceMs !== null && nowMs - this.inflightSinceMs >= limits.commitTimeoutMs) {
-      this.failJob(job, new SqlLeadershipLost({ message: `no commit within ${limits.commitTimeoutMs} ms: outcome unknown` }))
+    const unknown = new SqlLeadershipLost({ message: `no commit within ${limits.commitTimeoutMs} ms: outcome unknown` })
+    if (job !== null && this.inflightSinceMs !== null && nowMs - this.inflightSinceMs >= limits.commitTimeoutMs) this.failJob(job, unknown)
+    // Statements that ran in the open batch wait for the entry in flight; bound that too (their
+    // batch may still commit later, so their outcome is unknown).
+    for (const request of this.batch?.statements ?? []) {
+      if (nowMs - request.enqueuedAtMs >= limits.writeTimeoutMs + limits.commitTimeoutMs) Deferred.unsafeDone(request.reply, Exit.fail(unknown))
     }
   }
 
