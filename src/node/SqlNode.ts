@@ -53,6 +53,16 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
     const databases = yield* Replicated.make({ raft: node.raft, machine: node.stateMachine, pollMs: tickMs })
     slot.bind({ databases, cluster: yield* makeRaftClusterControl({ node: node.raft }) })
     if (joining && !(yield* isMember(node))) yield* join(node, options.join, options.tls ?? null)
+    // Shutting down (scope close, e.g. SIGTERM): a leader first hands leadership to a caught-up
+    // voter, so the cluster does not wait an election timeout. Bounded; a failure only costs that.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        const status = yield* node.raft.status
+        if (status.role !== "leader" || status.membership.members.filter((m) => m.role === "voter").length < 2) return
+        const handed = yield* Effect.either(node.raft.transferLeadership(null).pipe(Effect.timeout(Duration.seconds(3))))
+        yield* Effect.logInfo(handed._tag === "Right" ? "leadership handed over before shutdown" : `leadership hand-over before shutdown failed (${JSON.stringify(handed.left)}); the cluster will elect`)
+      })
+    )
     return { node, databases }
   })
 

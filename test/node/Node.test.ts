@@ -6,7 +6,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Duration, Effect, Either, Exit, Scope } from "effect"
 import type { StateMachine } from "../../src/actors/Applier.ts"
 import * as Node from "../../src/node/Node.ts"
 import type { TqliteNode } from "../../src/node/Node.ts"
@@ -115,6 +115,13 @@ describe("Node", () => {
       expect(yield* leader.raft.read((sm) => sm.total)).toBe(60)
       const voters = (yield* leader.raft.status).membership.members.filter((m) => m.role === "voter")
       expect(voters.length).toBe(3)
+
+      // A transfer hands leadership to another voter (the graceful-shutdown path).
+      const transferred = yield* Effect.either(leader.raft.transferLeadership(null))
+      expect(transferred).toEqual(Either.right(undefined))
+      const after = yield* leaderOf(all)
+      expect(after.identity.nodeId).not.toBe(leader.identity.nodeId)
+      leader = after
 
       const leaderIndex = all.indexOf(leader)
       yield* Scope.close(scopes[leaderIndex]!, Exit.void)
