@@ -59,6 +59,10 @@ export function sqliteCodeOf(name: unknown): number {
   if (typeof name !== "string") return sqliteErrorCode
   const known = extended[name] ?? primary[name]
   if (known !== undefined) return known
-  for (const [prefix, code] of Object.entries(primary)) if (name.startsWith(`${prefix}_`)) return code
-  return sqliteErrorCode
+  // An unknown extended name falls back to its primary: the longest primary name it extends.
+  let best: string | undefined
+  for (const prefix of Object.keys(primary)) {
+    if (name.startsWith(`${prefix}_`) && (best === undefined || prefix.length > best.length)) best = prefix
+  }
+  return best === undefined ? sqliteErrorCode : (primary[best] ?? sqliteErrorCode)
 }
