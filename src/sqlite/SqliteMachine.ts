@@ -12,6 +12,9 @@
 //   view becomes the committed one). No other entry for that database can arrive while it leads:
 //   the writer opens only once this node's barrier entry is applied (every earlier entry applied,
 //   and any proposal of an earlier writer settled), and one leader appends for its whole term.
+//   When another leader's entry arrives anyway (this node lost leadership and its writer has not
+//   noticed yet), the writer is stopped on the spot, its uncommitted frames cut, then the pages
+//   are applied.
 //
 // Snapshots are the database files as of the applied index: a leading database is serialized from
 // its committed read view, a closed one is its main file. Installing one replaces every file
@@ -144,6 +147,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
         const images = decodeDatabaseSnapshot(yield* boot.load)
         machine.installImages(images, boot.meta.index, { onlyOlder: true })
+        machine.stats.restores++
       }
       return machine
     })
@@ -371,7 +375,15 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       this.onSkipped?.(name, entry.index, reason)
       return { _tag: "Skipped", database: name, reason }
     }
-    assert(owner === null, `${name}: entry ${entry.index} of another writer arrived while this node's writer leads it`)
+    if (owner !== null) {
+      // Another leader's entry: this node lost leadership and its writer has not noticed yet.
+      // Stop it now, before writing pages: its uncommitted frames are cut and the main file
+      // then holds exactly the state this entry was computed on (the chain check passed).
+      owner.detached(`entry ${entry.index} of another leader's writer was committed`)
+      if (owner.unresolved()) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
+      owner.database.close("discard")
+      slot.owner = null
+    }
     slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
     slot.applier.apply(decoded.pageSet)
     slot.lastChangeIndex = entry.index

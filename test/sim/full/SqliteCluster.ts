@@ -124,6 +124,9 @@ export class SqliteCluster {
   dropIf: ((from: NodeId, message: Message) => boolean) | null = null
   faults = 0
   messages = 0
+  /** Snapshots installed from a leader, and boots that restored databases from a snapshot. */
+  installs = 0
+  bootRestores = 0
 
   constructor(readonly options: SqliteClusterOptions) {}
 
@@ -172,11 +175,11 @@ export class SqliteCluster {
       })
       yield* Scope.addFinalizer(scope, Effect.sync(() => machine.close()))
       const onApplied = this.options.onApplied
-      const stateMachine = onApplied === undefined
-        ? machine
-        : Object.assign(Object.create(machine) as SqliteMachine, {
-          apply: (entry: Entry) => Effect.zipLeft(machine.apply(entry), Effect.sync(() => onApplied(id, entry)))
-        })
+      if (machine.stats.restores > 0) this.bootRestores++
+      const stateMachine = Object.assign(Object.create(machine) as SqliteMachine, {
+        apply: (entry: Entry) => (onApplied === undefined ? machine.apply(entry) : Effect.zipLeft(machine.apply(entry), Effect.sync(() => onApplied(id, entry)))),
+        restore: (meta: SnapshotMeta, data: Uint8Array) => Effect.zipLeft(machine.restore(meta, data), Effect.sync(() => void this.installs++))
+      })
       const persist = persistInGroups(log)
       const raft = yield* RaftActor.make<SqliteApplyResult, SqliteMachine>({
         config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, ...this.options.raftConfig?.(id, node.restarts) },

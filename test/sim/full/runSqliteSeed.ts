@@ -57,11 +57,11 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
   const knobs = {
     dropProbability: swarm.pick([0, 0.02, 0.1]),
     delayMsMax: swarm.pick([1, 10, 20, 40]),
-    snapshotEveryEntries: swarm.pick([20, 100, 1000]),
+    snapshotEveryEntries: swarm.pick([10, 40, 1000]),
     walCheckpointBytes: swarm.pick([64 * 1024, 1024 * 1024, 16 * 1024 * 1024]),
     transactionTimeoutMs: swarm.pick([100, 1000]),
     faultEveryTicks: swarm.pick([10, 30, 60]),
-    clients: swarm.int(1, 4)
+    clients: swarm.int(1, 6)
   }
   const baseDir = simBaseDir(options.seed)
   const checker = new SafetyChecker()
@@ -84,6 +84,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
   let operations = 0
   let completedAfterHeal = 0
   let skipped = 0
+  let checkpoints = 0
   let issuing = true
   let healed = false
   const faultTicks = options.faultTicks ?? 300
@@ -121,7 +122,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
       let guess: NodeId | null = null
       let opSeq = 0
       while (issuing) {
-        yield* Effect.sleep(Duration.millis(rng.int(1, 4) * tickMs))
+        yield* Effect.sleep(Duration.millis(rng.int(0, 3) * tickMs))
         const up = cluster.up()
         if (up.length === 0) continue
         const node = up.find((n) => n.id === guess) ?? rng.pick(up)
@@ -241,7 +242,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
         const victim = faults.pick(nodes)
         if (victim.raft !== null) {
           yield* cluster.crash(victim.id)
-          restartAt.set(victim.id, tick + faults.int(1, 40))
+          restartAt.set(victim.id, tick + faults.int(1, 100))
         }
       } else if (roll < 0.7) {
         trace(`${tick} POWER LOSS`)
@@ -249,7 +250,16 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
           yield* cluster.crash(node.id)
           restartAt.set(node.id, tick + faults.int(1, 20))
         }
-      } else if (roll < 0.8) {
+      } else if (roll < 0.75) {
+        // A follower misses a long stretch: it comes back to a compacted log and needs a snapshot.
+        const leader = yield* cluster.readyLeader()
+        const victim = nodes.find((n) => n.raft !== null && n.id !== leader?.id)
+        if (victim !== undefined && leader !== undefined) {
+          trace(`${tick} LAG n${victim.id}`)
+          yield* cluster.crash(victim.id)
+          restartAt.set(victim.id, tick + faults.int(60, 150))
+        }
+      } else if (roll < 0.85) {
         const leader = yield* cluster.readyLeader()
         if (leader !== undefined) {
           cluster.faults++
@@ -282,7 +292,10 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
       for (let t = 0; t < 20 && leader.dbs.writer(database)?.database.walBytes() !== 0; t++) yield* step
     }
     yield* Effect.sync(() => checkFiles(leader))
-    for (const node of cluster.up()) skipped += node.machine.stats.skipped
+    for (const node of cluster.up()) {
+      skipped += node.machine.stats.skipped
+      checkpoints += node.dbs.writer(database)?.stats.checkpoints ?? 0
+    }
   }).pipe(Effect.ensuring(cluster.shutdown()))
 
   const checkFiles = (leader: LiveNode) => {
@@ -333,7 +346,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
   }
   violations.push(...checker.violations)
   const acked = [...inserts.values()].filter((o) => o === "acked").length
-  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${operations} acked-inserts=${acked} skipped=${skipped} violations=${violations.length}`)
+  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${operations} acked-inserts=${acked} skipped=${skipped} installs=${cluster.installs} boot-restores=${cluster.bootRestores} checkpoints=${checkpoints} violations=${violations.length}`)
   return {
     seed: options.seed,
     elections: checker.elections,
