@@ -309,6 +309,7 @@ class Session {
         described = yield* describeOn(() => transaction.writer.database.writer.describe(sql))
       } else {
         const writer = yield* this.context.writerFor(this.database)
+        if (writer.stopped || !writer.database.isOpen) return yield* new SqlNotLeader({ leader: null, message: "leadership was lost" })
         described = yield* describeOn(() => writer.database.committedView.describe(sql))
       }
       const info = { kind, paramCount: parameterCount(sql), readonly: described.readonly, reader: described.reader }
