@@ -1,5 +1,6 @@
 // One seed of the fast simulator: swarm the knobs, run a workload under faults (safety phase),
 // heal everything and demand progress and convergence (liveness phase), then check the history.
+import { makeTrace } from "../trace.ts"
 import type { RaftBugs } from "../../../src/raft/config.ts"
 import { isVoter } from "../../../src/raft/membership.ts"
 import type { NodeId } from "../../../src/raft/types.ts"
@@ -39,11 +40,8 @@ const nodeIdsMax = 9
 export function runSeed(options: SeedOptions): SeedResult {
   const root = new Prng(options.seed)
   const swarm = root.fork("swarm")
-  let traceHash = 0x811c9dc5
-  const trace = (line: string) => {
-    for (let i = 0; i < line.length; i++) traceHash = Math.imul(traceHash ^ line.charCodeAt(i), 0x01000193) >>> 0
-    options.trace?.(line)
-  }
+  const recorder = makeTrace(options.trace)
+  const trace = recorder.line
   const bugs: RaftBugs = {
     commitOldTerm: options.mutation === "commit-old-term",
     doubleVote: options.mutation === "double-vote"
@@ -90,7 +88,7 @@ export function runSeed(options: SeedOptions): SeedResult {
     faults: cluster.faults,
     operations,
     violations,
-    traceHash: traceHash.toString(16)
+    traceHash: recorder.hash()
   })
   function healAndFinish(): SeedResult {
   if (workload === undefined) throw new Error("no workload")

@@ -34,8 +34,7 @@ import { Disk } from "../../../src/storage/Disk.ts"
 import { persistInGroups } from "../../../src/storage/LogStore.ts"
 import type { PersistBatch } from "../../../src/storage/LogStore.ts"
 import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
-import { Snapshots } from "../../../src/storage/Snapshots.ts"
-import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
+import { readSnapshotData, Snapshots, writeSnapshotData } from "../../../src/storage/Snapshots.ts"
 import type { Prng } from "../Prng.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
 import { makeSimDisk } from "../SimDisk.ts"
@@ -87,33 +86,6 @@ interface Stored {
 const logDir = "/data/log"
 const snapshotDir = "/data/snapshots"
 const packr = new Packr({ useRecords: false })
-
-export const readSnapshot = (snapshots: SnapshotsService, meta: SnapshotMeta) =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const reader = yield* snapshots.open(meta)
-      const data = new Uint8Array(reader.sizeBytes)
-      let offset = 0
-      while (offset < reader.sizeBytes) {
-        const chunk = yield* reader.read(offset)
-        if (chunk.length === 0) break
-        data.set(chunk, offset)
-        offset += chunk.length
-      }
-      return data
-    })
-  )
-
-export const writeSnapshot = (snapshots: SnapshotsService, meta: SnapshotMeta, data: Uint8Array) =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const writer = yield* snapshots.create(meta)
-      for (let offset = 0; offset < data.length; offset += snapshots.chunkBytesMax) {
-        yield* writer.write(data.subarray(offset, offset + snapshots.chunkBytesMax))
-      }
-      yield* writer.commit()
-    })
-  )
 
 export class SqliteCluster {
   readonly nodes = new Map<NodeId, SqliteNode>()
@@ -171,7 +143,7 @@ export class SqliteCluster {
         pageSize: this.options.limits?.pageSize ?? 4096,
         fsync: this.options.fsync,
         ...(this.options.syncEveryEntries !== undefined ? { syncEveryEntries: this.options.syncEveryEntries } : {}),
-        bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(readSnapshot(snapshots, snapshot)) }
+        bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(readSnapshotData(snapshots, snapshot)) }
       })
       yield* Scope.addFinalizer(scope, Effect.sync(() => machine.close()))
       const onApplied = this.options.onApplied
@@ -187,8 +159,8 @@ export class SqliteCluster {
         stateMachine,
         io: {
           persist: (batches: ReadonlyArray<PersistBatch>) => persist(batches),
-          saveSnapshot: (meta, data) => writeSnapshot(snapshots, meta, data),
-          loadSnapshot: (meta) => readSnapshot(snapshots, meta),
+          saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
+          loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
           send: (envelope) => this.send(id, envelope)
         },
         tickMs: this.options.tickMs,

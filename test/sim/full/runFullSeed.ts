@@ -1,6 +1,7 @@
 // One seed of the full simulator: the real actor stack on every node, a workload of client
 // fibers recording a history, faults from a seeded scheduler, then healing, convergence and the
 // same checkers as the fast simulator.
+import { makeTrace } from "../trace.ts"
 import { Effect, Exit } from "effect"
 import type { NodeId } from "../../../src/raft/types.ts"
 import type { HistoryOp, KvInput, KvOutput } from "../checkers/linearizability.ts"
@@ -22,11 +23,8 @@ export interface FullSeedOptions {
 type Recorded = { -readonly [K in keyof HistoryOp]: HistoryOp[K] }
 
 export function runFullSeed(options: FullSeedOptions): SeedResult {
-  let traceHash = 0x811c9dc5
-  const trace = (line: string) => {
-    for (let i = 0; i < line.length; i++) traceHash = Math.imul(traceHash ^ line.charCodeAt(i), 0x01000193) >>> 0
-    options.trace?.(line)
-  }
+  const recorder = makeTrace(options.trace)
+  const trace = recorder.line
   const root = new Prng(options.seed)
   const swarm = root.fork("swarm")
   const size = swarm.pick([1, 3, 3, 5])
@@ -226,6 +224,6 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
     operations: recorded.length,
     violations,
     linearizabilityUndecided: verdict._tag === "Unknown",
-    traceHash: traceHash.toString(16)
+    traceHash: recorder.hash()
   }
 }

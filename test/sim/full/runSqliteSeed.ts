@@ -12,6 +12,7 @@
 //   checkpoint of the leader the files are byte-identical.
 // SQLite runs for real on files (under /dev/shm when it exists); the values random() and
 // randomblob() produce differ between runs but their sizes do not, so a seed replays exactly.
+import { makeTrace } from "../trace.ts"
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
@@ -46,11 +47,8 @@ function simBaseDir(seed: number): string {
 }
 
 export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
-  let traceHash = 0x811c9dc5
-  const trace = (line: string) => {
-    for (let i = 0; i < line.length; i++) traceHash = Math.imul(traceHash ^ line.charCodeAt(i), 0x01000193) >>> 0
-    options.trace?.(line)
-  }
+  const recorder = makeTrace(options.trace)
+  const trace = recorder.line
   const root = new Prng(options.seed)
   const swarm = root.fork("swarm")
   const size = swarm.pick([1, 3, 3, 5])
@@ -355,7 +353,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     operations,
     violations,
     linearizabilityUndecided: false,
-    traceHash: traceHash.toString(16)
+    traceHash: recorder.hash()
   }
 }
 
