@@ -3,18 +3,23 @@
 // log and snapshot store under the data directory, talking through an in-process network. It
 // writes a counter once a second and prints who leads, so one command shows the cluster working;
 // stop it with Ctrl-C (the scope closes: actors stop, files close).
+import { NodeRuntime } from "@effect/platform-node"
 import { Context, Duration, Effect, Layer, Schedule } from "effect"
-import type { StateMachine } from "../actors/Applier.ts"
-import type { Envelope } from "../actors/LogWriter.ts"
-import type { RaftNode } from "../actors/RaftActor.ts"
-import * as RaftActor from "../actors/RaftActor.ts"
-import { defaultRaftConfig } from "../raft/config.ts"
-import { bootstrap } from "../raft/core.ts"
-import type { Entry, Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
-import { Disk } from "../storage/Disk.ts"
-import { persistInGroups } from "../storage/LogStore.ts"
-import { SegmentLog } from "../storage/SegmentLog.ts"
-import { readSnapshotData, Snapshots, writeSnapshotData } from "../storage/Snapshots.ts"
+import * as path from "node:path"
+import { parseArgs } from "node:util"
+import type { StateMachine } from "../../actors/Applier.ts"
+import type { Envelope } from "../../actors/LogWriter.ts"
+import type { RaftNode } from "../../actors/RaftActor.ts"
+import * as RaftActor from "../../actors/RaftActor.ts"
+import { defaultRaftConfig } from "../../raft/config.ts"
+import { bootstrap } from "../../raft/core.ts"
+import type { Entry, Membership, NodeId, SnapshotMeta } from "../../raft/types.ts"
+import { Disk } from "../../storage/Disk.ts"
+import { persistInGroups } from "../../storage/LogStore.ts"
+import { SegmentLog } from "../../storage/SegmentLog.ts"
+import { readSnapshotData, Snapshots, writeSnapshotData } from "../../storage/Snapshots.ts"
+import type { Command } from "./command.ts"
+import { usageError } from "./command.ts"
 
 /** A counter: each command adds the number it carries. */
 class Counter implements StateMachine<number> {
@@ -100,3 +105,16 @@ export const runDemo = (options: DemoOptions) =>
     const anyFailed = Effect.raceAll([...nodes.values()].map((node) => node.failed))
     yield* Effect.raceFirst(writeOnce.pipe(Effect.repeat(Schedule.spaced(Duration.seconds(1)))), anyFailed)
   }).pipe(Effect.provide(Disk.layerNode))
+
+export const demo: Command = {
+  name: "demo",
+  usage: `tqlite demo [--data-dir DIR] [--nodes N]
+      a local cluster of N nodes (default 3) in one process, writing a counter`,
+  run: (args) => {
+    const { values } = parseArgs({ args: [...args], options: { "data-dir": { type: "string" }, nodes: { type: "string" } } })
+    const dataDir = path.resolve(values["data-dir"] ?? ".tqlite/demo")
+    const nodes = Number(values.nodes ?? 3)
+    if (!Number.isSafeInteger(nodes) || nodes < 1 || nodes > 7) return usageError("demo", "--nodes must be between 1 and 7")
+    NodeRuntime.runMain(Effect.scoped(runDemo({ dataDir, nodes })))
+  }
+}

@@ -1,0 +1,9 @@
+// Every `tqlite` subcommand, in the order `tqlite help` lists them.
+import type { Command } from "./command.ts"
+import { demo } from "./demo.ts"
+import { start } from "./start.ts"
+
+export const commands: ReadonlyArray<Command> = [
+  start,
+  demo
+]
