@@ -55,7 +55,7 @@ async function plain(dir: string, writers: number, seconds: number): Promise<Mea
 }
 
 /** The cluster: `writers` sessions on the leader, each sending INSERTs for `seconds`. */
-async function cluster(dir: string, writers: number, seconds: number, walCheckpointBytes: number): Promise<Measured> {
+export async function cluster(dir: string, writers: number, seconds: number, walCheckpointBytes: number): Promise<Measured> {
   const base = fs.mkdtempSync(path.join(dir, `cluster-${writers}-`))
   return Effect.runPromise(
     Effect.scoped(

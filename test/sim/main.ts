@@ -17,6 +17,7 @@ const { values } = parseArgs({
     trace: { type: "boolean", default: false },
     mutation: { type: "string" },
     ticks: { type: "string" },
+    "heal-ticks": { type: "string" },
     full: { type: "boolean", default: false },
     sqlite: { type: "boolean", default: false }
   }
@@ -48,6 +49,7 @@ for (let seed = start; seed < start + count; seed++) {
     seed,
     ...(mutation !== undefined ? { mutation } : {}),
     ...(values.ticks !== undefined ? { faultTicks: Number(values.ticks) } : {}),
+    ...(values["heal-ticks"] !== undefined ? { healTicks: Number(values["heal-ticks"]) } : {}),
     ...(values.trace ? { trace: (line: string) => process.stdout.write(`${line}\n`) } : {})
   })
   elections += result.elections

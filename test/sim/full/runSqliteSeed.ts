@@ -12,6 +12,7 @@
 //   checkpoint of the leader the files are byte-identical.
 // SQLite runs for real on files (under /dev/shm when it exists); the values random() and
 // randomblob() produce differ between runs but their sizes do not, so a seed replays exactly.
+import { crc32c } from "@node-rs/crc32"
 import { makeTrace } from "../trace.ts"
 import fs from "node:fs"
 import os from "node:os"
@@ -32,6 +33,8 @@ export interface SqliteSeedOptions {
   readonly seed: number
   readonly trace?: (line: string) => void
   readonly faultTicks?: number
+  /** Ticks after healing while clients keep issuing, before they stop (liveness window). */
+  readonly healTicks?: number
   /** Keep the seed's files (for a post-mortem). */
   readonly keepFiles?: boolean
 }
@@ -86,6 +89,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
   let issuing = true
   let healed = false
   const faultTicks = options.faultTicks ?? 300
+  const healTicks = options.healTicks ?? 200
   trace(`sqlite seed ${options.seed} size=${size} ${JSON.stringify(knobs)}`)
 
   /** Runs `sql` statements in order on a fresh session at `node`; the first failure stops it. */
@@ -272,7 +276,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     restartAt.clear()
     healed = true
     trace(`${tick} HEAL ALL`)
-    for (let t = 0; t < 200; t++) yield* step
+    for (let t = 0; t < healTicks; t++) yield* step
     issuing = false
     for (let t = 0; t < 600 && running.unsafePoll() === null; t++) yield* step
     if (running.unsafePoll() === null) violations.push({ invariant: "liveness", detail: "clients did not finish after healing" })
@@ -364,13 +368,7 @@ function contentDigest(db: Database.Database): string {
   for (const [type, name] of schema) {
     if (type !== "table" || name.startsWith("sqlite_")) continue
     const rows = db.prepare(`SELECT * FROM "${name}" ORDER BY 1`).raw().all() as Array<Array<unknown>>
-    for (const row of rows) out.push(JSON.stringify(row.map((v) => (Buffer.isBuffer(v) ? `blob:${v.length}:${fnv(v)}` : typeof v === "bigint" ? String(v) : v))))
+    for (const row of rows) out.push(JSON.stringify(row.map((v) => (Buffer.isBuffer(v) ? `blob:${v.length}:${crc32c(v).toString(16)}` : typeof v === "bigint" ? String(v) : v))))
   }
   return out.join("\n")
-}
-
-function fnv(bytes: Uint8Array): string {
-  let h = 0x811c9dc5
-  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193) >>> 0
-  return h.toString(16)
 }

@@ -1,0 +1,5 @@
+// Seeds 101–150 of the SQLite simulator in CI (see seeds.ts).
+import { describe } from "vitest"
+import { sqliteSeedShard } from "./seeds.ts"
+
+describe("SQLite simulator", () => sqliteSeedShard(101, 150))
