@@ -75,6 +75,10 @@ export interface SqliteMachineOptions {
   /** The snapshot the node boots from (the RaftActor's recovered snapshot), read only if a
    * database file is older than it. */
   readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<Uint8Array> } | null
+  /** Known bugs, switched on only by the simulator's mutation tests to prove its checkers
+   * catch them. `dropFollowerPage`: pages of another node's entry are applied without the
+   * highest-numbered one (a follower that silently loses part of a write). */
+  readonly bugs?: { readonly dropFollowerPage?: boolean }
 }
 
 export interface SqliteMachineStats {
@@ -385,7 +389,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       slot.owner = null
     }
     slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
-    slot.applier.apply(decoded.pageSet)
+    const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
+      ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
+      : decoded.pageSet
+    slot.applier.apply(pageSet)
     slot.lastChangeIndex = entry.index
     this.stats.pages++
     return { _tag: "Pages", database: name }

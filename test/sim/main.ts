@@ -7,6 +7,7 @@ import { parseArgs } from "node:util"
 import type { Mutation } from "./fast/runSeed.ts"
 import { runSeed } from "./fast/runSeed.ts"
 import { runFullSeed } from "./full/runFullSeed.ts"
+import type { SqliteMutation } from "./full/runSqliteSeed.ts"
 import { runSqliteSeed } from "./full/runSqliteSeed.ts"
 
 const { values } = parseArgs({
@@ -26,7 +27,12 @@ const { values } = parseArgs({
 const single = values.seed !== undefined
 const start = Number(values.seed ?? values.start ?? 1)
 const count = single ? 1 : Number(values.seeds ?? 100)
-const mutation = values.mutation as Mutation | undefined
+const mutation = values.mutation
+const mutationsKnown: ReadonlyArray<string> = values.sqlite ? ["drop-follower-page", "ack-failed", "fail-acked"] : ["commit-old-term", "double-vote", "forget-vote"]
+if (mutation !== undefined && !mutationsKnown.includes(mutation)) {
+  process.stderr.write(`unknown mutation '${mutation}'; known here: ${mutationsKnown.join(", ")}\n`)
+  process.exit(2)
+}
 if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || count <= 0) {
   process.stderr.write("usage: npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME]\n")
   process.exit(2)
@@ -40,18 +46,24 @@ let violations = 0
 let failedSeeds = 0
 let undecided = 0
 for (let seed = start; seed < start + count; seed++) {
-  const run = values.sqlite ? runSqliteSeed : values.full ? runFullSeed : runSeed
-  if ((values.full || values.sqlite) && mutation !== undefined) {
-    process.stderr.write("--mutation applies to the fast simulator only\n")
+  if (values.full && mutation !== undefined) {
+    process.stderr.write("--mutation applies to the fast and the SQLite simulators\n")
     process.exit(2)
   }
-  const result = run({
+  const common = {
     seed,
-    ...(mutation !== undefined ? { mutation } : {}),
     ...(values.ticks !== undefined ? { faultTicks: Number(values.ticks) } : {}),
-    ...(values["heal-ticks"] !== undefined ? { healTicks: Number(values["heal-ticks"]) } : {}),
-    ...(values.trace ? { trace: (line: string) => process.stdout.write(`${line}\n`) } : {})
-  })
+    ...(values.trace ? { trace: (line: string) => void process.stdout.write(`${line}\n`) } : {})
+  }
+  const result = values.sqlite
+    ? runSqliteSeed({
+      ...common,
+      ...(mutation !== undefined ? { mutation: mutation as SqliteMutation } : {}),
+      ...(values["heal-ticks"] !== undefined ? { healTicks: Number(values["heal-ticks"]) } : {})
+    })
+    : values.full
+    ? runFullSeed(common)
+    : runSeed({ ...common, ...(mutation !== undefined ? { mutation: mutation as Mutation } : {}) })
   elections += result.elections
   committed += result.committed
   faults += result.faults

@@ -64,6 +64,8 @@ export interface SqliteClusterOptions {
   readonly disk?: "sim" | "node"
   /** Sees every entry every node applies (e.g. a safety checker). */
   readonly onApplied?: (id: NodeId, entry: Entry) => void
+  /** Known bugs of the state machine (mutation tests of the checkers). */
+  readonly machineBugs?: { readonly dropFollowerPage?: boolean }
 }
 
 export interface SqliteNode {
@@ -142,6 +144,7 @@ export class SqliteCluster {
         nodeId: id,
         pageSize: this.options.limits?.pageSize ?? 4096,
         fsync: this.options.fsync,
+        ...(this.options.machineBugs !== undefined ? { bugs: this.options.machineBugs } : {}),
         ...(this.options.syncEveryEntries !== undefined ? { syncEveryEntries: this.options.syncEveryEntries } : {}),
         bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(readSnapshotData(snapshots, snapshot)) }
       })

@@ -35,9 +35,15 @@ export interface SqliteSeedOptions {
   readonly faultTicks?: number
   /** Ticks after healing while clients keep issuing, before they stop (liveness window). */
   readonly healTicks?: number
+  /** A known bug, to prove the checkers catch it: a follower that loses a page of a write
+   * (convergence), or a workload that records its outcomes wrongly — a definite failure taken
+   * for an acknowledgement (durability) or an acknowledgement for a failure (no phantoms). */
+  readonly mutation?: SqliteMutation
   /** Keep the seed's files (for a post-mortem). */
   readonly keepFiles?: boolean
 }
+
+export type SqliteMutation = "drop-follower-page" | "ack-failed" | "fail-acked"
 
 const tickMs = 10
 const database = "app"
@@ -77,7 +83,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     limits: { walCheckpointBytes: knobs.walCheckpointBytes, transactionTimeoutMs: knobs.transactionTimeoutMs, writeTimeoutMs: 1000, commitTimeoutMs: 3000 },
     requestTimeoutMs: 50 * tickMs,
     trace,
-    onApplied: (id, entry) => checker.onApplied(id, entry)
+    onApplied: (id, entry) => checker.onApplied(id, entry),
+    ...(options.mutation === "drop-follower-page" ? { machineBugs: { dropFollowerPage: true } } : {})
   })
   const violations: Array<Violation> = []
   const inserts = new Map<number, Outcome>()
@@ -107,16 +114,10 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     )
 
   const classify = (exit: Exit.Exit<unknown, SqlFailure>): Outcome => {
-    if (Exit.isSuccess(exit)) return "acked"
-    if (exit.cause._tag !== "Fail") return "unknown"
-    switch (exit.cause.error._tag) {
-      case "SqlNotLeader":
-      case "SqlBusy":
-      case "SqlError":
-        return "failed"
-      case "SqlLeadershipLost":
-        return "unknown"
-    }
+    const outcome = classifyExit(exit)
+    if (options.mutation === "ack-failed" && outcome === "failed") return "acked"
+    if (options.mutation === "fail-acked" && outcome === "acked") return "failed"
+    return outcome
   }
 
   const client = (id: number, rng: Prng) =>
@@ -371,4 +372,17 @@ function contentDigest(db: Database.Database): string {
     for (const row of rows) out.push(JSON.stringify(row.map((v) => (Buffer.isBuffer(v) ? `blob:${v.length}:${crc32c(v).toString(16)}` : typeof v === "bigint" ? String(v) : v))))
   }
   return out.join("\n")
+}
+
+function classifyExit(exit: Exit.Exit<unknown, SqlFailure>): Outcome {
+  if (Exit.isSuccess(exit)) return "acked"
+  if (exit.cause._tag !== "Fail") return "unknown"
+  switch (exit.cause.error._tag) {
+    case "SqlNotLeader":
+    case "SqlBusy":
+    case "SqlError":
+      return "failed"
+    case "SqlLeadershipLost":
+      return "unknown"
+  }
 }
