@@ -1,0 +1,65 @@
+// `tqlite bench`: its arguments, and the load generator against a live one-node tqlite over the
+// wire (real sockets on loopback): it does work, counts it, and leaves the rows it wrote.
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { parseBenchArgs } from "../../src/cli/commands/bench.ts"
+import { prepare, run, table } from "../../src/cli/loadgen.ts"
+import { make as makeClient } from "../../src/net/client/Client.ts"
+import * as SqlNode from "../../src/node/SqlNode.ts"
+import { Disk } from "../../src/storage/Disk.ts"
+
+const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+describe("tqlite bench", () => {
+  it("parses its arguments and refuses bad ones", () => {
+    const ok = parseBenchArgs(["--servers", "127.0.0.1:9001,127.0.0.1:9002", "--workers", "16", "--workload", "mixed", "kv"])
+    expect(ok).toEqual({
+      servers: ["127.0.0.1:9001", "127.0.0.1:9002"],
+      database: "kv",
+      load: { workers: 16, seconds: 10, workload: "mixed", valueBytes: 100, keySpace: 100_000 }
+    })
+    expect(parseBenchArgs([])).toEqual({ error: "--servers HOST:PORT[,...] is required" })
+    expect(parseBenchArgs(["--servers", "a:1", "--workers", "0"])).toHaveProperty("error")
+    expect(parseBenchArgs(["--servers", "a:1", "--workload", "delete"])).toHaveProperty("error")
+    expect(parseBenchArgs(["--servers", "a:1", "--seconds", "-1"])).toHaveProperty("error")
+    expect(parseBenchArgs(["--servers", "a:1", "one", "two"])).toHaveProperty("error")
+  })
+
+  it.live("runs a mixed workload against a live node and counts what it did", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-"))
+        yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dataDir, { recursive: true, force: true })))
+        const address = `127.0.0.1:${yield* freePort}`
+        yield* SqlNode.start({ dataDir, address, join: [], tickMs: 50 }).pipe(Effect.provide(Disk.layerNode))
+        const client = yield* makeClient({ servers: [address], database: "bench", connectionsMax: 4 })
+        const load = { workers: 4, seconds: 1.5, workload: "mixed" as const, valueBytes: 64, keySpace: 500 }
+        yield* prepare(client, load)
+        const filled = yield* client.query(`SELECT count(*) FROM ${table}`)
+        expect(filled.rows[0]?.[0]).toBe(500)
+        const progress: Array<number> = []
+        const report = yield* run(client, { ...load, onProgress: (done) => Effect.sync(() => void progress.push(done)) })
+        expect(report.failures).toEqual({})
+        expect(report.operations).toBeGreaterThan(20)
+        expect(report.perSecond).toBeCloseTo(report.operations / report.seconds, 5)
+        expect(report.seconds).toBeGreaterThanOrEqual(1.5)
+        expect(report.latency.p50).toBeGreaterThan(0)
+        expect(report.latency.p50).toBeLessThanOrEqual(report.latency.p95)
+        expect(report.latency.p99).toBeLessThanOrEqual(report.latency.max)
+        expect(progress.length).toBeGreaterThanOrEqual(1)
+        // Writes were upserts into the key space: still 500 rows, every value 64 bytes.
+        const after = yield* client.query(`SELECT count(*), min(length(v)), max(length(v)) FROM ${table}`)
+        expect(after.rows[0]).toEqual([500, 64, 64])
+      })
+    ), 60_000)
+})
