@@ -88,6 +88,8 @@ export const make = (nodeId: NodeId): NodeMetrics => {
   const requests = new Map<ObservedRequestType, Metric.Metric.Counter<number>>()
   const errors = new Map<string, Metric.Metric.Counter<number>>()
   const connections = gauge("tqlite_client_connections", "Client connections being served", node)
+  // Shown from the first scrape, as zeros, rather than appearing at their first event.
+  for (const metric of [persistSeconds, commitSeconds, proposals, connections]) metric.register()
 
   return {
     nodeId,
