@@ -3,7 +3,7 @@
 // escaped, histograms as cumulative `_bucket{le=…}` lines ending in `+Inf`, then `_sum` and
 // `_count`. Pure: the caller takes the snapshot and decides which pairs to show.
 import type { MetricPair } from "effect"
-import { MetricState, Option } from "effect"
+import { MetricKeyType, MetricState, Option } from "effect"
 
 export const prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -31,7 +31,7 @@ export function renderPrometheus(pairs: Iterable<Untyped>): Rendered {
   const conflicts: Array<{ name: string; reason: string }> = []
   for (const pair of pairs) {
     const state: unknown = pair.metricState
-    const type = familyTypeOf(state)
+    const type = familyTypeOf(pair.metricKey.keyType, state)
     const name = metricName(pair.metricKey.name)
     if (type === null) {
       conflicts.push({ name, reason: "unknown metric state" })
@@ -66,8 +66,11 @@ export function renderPrometheus(pairs: Iterable<Untyped>): Rendered {
   return { text: lines.length === 0 ? "" : `${lines.join("\n")}\n`, conflicts }
 }
 
-function familyTypeOf(state: unknown): FamilyType | null {
-  if (MetricState.isCounterState(state) || MetricState.isFrequencyState(state)) return "counter"
+function familyTypeOf(keyType: unknown, state: unknown): FamilyType | null {
+  // A counter not declared `incremental` may go down (Effect's own `effect_fiber_active` does):
+  // an up-down counter, which Prometheus calls a gauge (as OpenTelemetry's exporter does).
+  if (MetricState.isCounterState(state)) return MetricKeyType.isCounterKey(keyType) && keyType.incremental ? "counter" : "gauge"
+  if (MetricState.isFrequencyState(state)) return "counter"
   if (MetricState.isGaugeState(state)) return "gauge"
   if (MetricState.isHistogramState(state)) return "histogram"
   if (MetricState.isSummaryState(state)) return "summary"

@@ -68,8 +68,8 @@ describe("renderPrometheus", () => {
       const big = fresh("test_bytes_total")
       const frequency = fresh("test_words")
       const summary = fresh("test_summary")
-      yield* Metric.incrementBy(Metric.counter(counter), 3)
-      yield* Metric.incrementBy(Metric.counter(big, { bigint: true }), 12345678901234567890n)
+      yield* Metric.incrementBy(Metric.counter(counter, { incremental: true }), 3)
+      yield* Metric.incrementBy(Metric.counter(big, { bigint: true, incremental: true }), 12345678901234567890n)
       yield* Metric.update(Metric.frequency(frequency), "a\"b")
       yield* Metric.update(Metric.frequency(frequency), "a\"b")
       yield* Metric.update(Metric.frequency(frequency), "c")
@@ -87,10 +87,20 @@ describe("renderPrometheus", () => {
       expect(sampleValue(parsed, `${summary}_sum`)).toBe(6)
     }))
 
+  it.effect("writes a counter that may go down (not incremental) as a gauge", () =>
+    Effect.gen(function*() {
+      const name = fresh("test_active")
+      const upDown = Metric.counter(name)
+      yield* Metric.incrementBy(upDown, 5)
+      yield* Metric.incrementBy(upDown, -2)
+      const { text } = renderPrometheus(yield* snapshotOf(name))
+      expect(text).toBe(`# TYPE ${name} gauge\n${name} 3\n`)
+    }))
+
   it.effect("leaves out a metric whose name another type already uses, and says so", () =>
     Effect.gen(function*() {
       const name = fresh("test_clash")
-      yield* Metric.increment(Metric.counter(name))
+      yield* Metric.increment(Metric.counter(name, { incremental: true }))
       yield* Metric.set(Metric.gauge(name), 5)
       const { text, conflicts } = renderPrometheus(yield* snapshotOf(name))
       expect(conflicts.length).toBe(1)
