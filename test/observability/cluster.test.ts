@@ -174,7 +174,7 @@ describe("metrics and health of a three-node cluster", () => {
       expect((yield* get(leader.metrics, "/nothing")).status).toBe(404)
     }).pipe(Effect.scoped), 60_000)
 
-  it.live("answers 503 on a node cut off from its peers and without a leader, 200 once caught up again", () =>
+  it.live("answers 503 on a node cut off from its peers and before a leader is known, 200 once caught up", () =>
     Effect.gen(function*() {
       const nodes = yield* startCluster
       const healthy = yield* allHealthy(nodes)
@@ -201,15 +201,28 @@ describe("metrics and health of a three-node cluster", () => {
       expect(value(gauges, "tqlite_raft_role", { role: "leader" })).toBe(0)
       expect(samplesOf(gauges, "tqlite_peer_connected").every((s) => s.value === 0)).toBe(true)
 
-      // One follower comes back from its data directory: a quorum again, a leader, caught up.
-      const back = yield* startNode(stopped!.dataDir, stopped!.address, [])
-      yield* Effect.addFinalizer(() => Scope.close(back.scope, Exit.void))
-      yield* allHealthy([leader, back])
-      const status = yield* back.sql.node.raft.status
-      expect(status.leader).not.toBeNull()
+      // The whole cluster stops; one follower restarts alone: it cannot know a leader, so it
+      // answers 503 from its first answer on.
+      yield* Scope.close(leader.scope, Exit.void)
+      const first = yield* startNode(stopped!.dataDir, stopped!.address, [])
+      yield* Effect.addFinalizer(() => Scope.close(first.scope, Exit.void))
+      for (let i = 0; i < 10; i++) {
+        const r = yield* health(first)
+        expect(r.status).toBe(503)
+        expect(r.body.reason).toMatch(/^no known leader/)
+        yield* Effect.sleep(Duration.millis(tickMs * 3))
+      }
+      expect(value(yield* scrape(first), "tqlite_raft_leader_known")).toBe(0)
+
+      // The old leader restarts too: a quorum again, a leader, both caught up.
+      const second = yield* startNode(leader.dataDir, leader.address, [])
+      yield* Effect.addFinalizer(() => Scope.close(second.scope, Exit.void))
+      const back = yield* allHealthy([first, second])
+      for (const r of back) expect(r.body.leaderId).not.toBeNull()
+      const status = yield* first.sql.node.raft.status
       expect(status.commitIndex - status.appliedIndex).toBeLessThanOrEqual(100)
-      const families = yield* scrape(back)
+      const families = yield* scrape(first)
       expect(value(families, "tqlite_raft_leader_known")).toBe(1)
-      expect(value(families, "tqlite_peer_connected", { peer_id: leader.id })).toBe(1)
+      expect(value(families, "tqlite_raft_leader_id")).toBe(status.leader)
     }).pipe(Effect.scoped), 60_000)
 })
