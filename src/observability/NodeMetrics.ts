@@ -103,18 +103,21 @@ export const make = (nodeId: NodeId): NodeMetrics => {
           propose.pipe(
             Effect.tapBoth({
               onSuccess: () => Effect.flatMap(Clock.currentTimeNanos, (end) => Metric.update(commitSeconds, secondsBetween(start, end))),
-              onFailure: (error) => Metric.increment(proposalFailure(tagOf(error)))
+              onFailure: (error) => Effect.suspend(() => Metric.increment(proposalFailure(tagOf(error))))
             })
           )
         )),
     gateway: {
       request: (type) =>
-        Metric.increment(cached(requests, type, 64, () => counter("tqlite_client_requests_total", "dqlite protocol requests received, by type", { ...node, type }))),
-      failure: (code) => {
-        const key = errors.size >= errorCodesMax && !errors.has(String(code)) ? "other" : String(code)
-        return Metric.increment(cached(errors, key, errorCodesMax + 1, () =>
-          counter("tqlite_client_errors_total", "FAILURE responses sent to clients, by dqlite / SQLite error code", { ...node, code: key })))
-      },
+        Effect.suspend(() =>
+          Metric.increment(cached(requests, type, 64, () => counter("tqlite_client_requests_total", "dqlite protocol requests received, by type", { ...node, type })))
+        ),
+      failure: (code) =>
+        Effect.suspend(() => {
+          const key = errors.size >= errorCodesMax && !errors.has(String(code)) ? "other" : String(code)
+          return Metric.increment(cached(errors, key, errorCodesMax + 1, () =>
+            counter("tqlite_client_errors_total", "FAILURE responses sent to clients, by dqlite / SQLite error code", { ...node, code: key })))
+        }),
       connections: (delta) => Metric.modify(connections, delta)
     },
     setStatus: (status) =>
@@ -156,7 +159,7 @@ export const make = (nodeId: NodeId): NodeMetrics => {
 }
 
 /** The metric for `key`, made on first use. `max` bounds the map; the callers' keys come from
- * small closed sets, so reaching it is a bug. */
+ * small closed sets, so reaching it is a bug (a defect where the metric is updated). */
 function cached<K, M>(map: Map<K, M>, key: K, max: number, create: () => M): M {
   let metric = map.get(key)
   if (metric === undefined) {
