@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Duration, Effect, Exit, Logger, LogLevel, Scope } from "effect"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import type { SqlNode } from "../../src/node/SqlNode.ts"
 import * as SqlNodes from "../../src/node/SqlNode.ts"
@@ -41,6 +41,8 @@ const startNode = (dataDir: string, address: string, join: ReadonlyArray<string>
     const sql = yield* SqlNodes.start({ dataDir, address, join, tickMs, metrics: "127.0.0.1:0" }).pipe(
       Scope.extend(scope),
       Effect.provide(Disk.layerNode),
+      // The nodes' fibers inherit the level: only warnings and errors reach the test output.
+      Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)),
       Effect.onError(() => Scope.close(scope, Exit.void))
     )
     return { sql, scope, dataDir, address, id: String(sql.node.identity.nodeId), metrics: sql.metricsAddress! } satisfies Running
