@@ -18,6 +18,11 @@ import type { Disk } from "../storage/Disk.ts"
 import { persistInGroups } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
 import { readSnapshotData, Snapshots, writeSnapshotData } from "../storage/Snapshots.ts"
+import type { HealthLimits } from "../observability/health.ts"
+import { healthLimitsFor } from "../observability/health.ts"
+import * as NodeMetrics from "../observability/NodeMetrics.ts"
+import { nodeIdLabel } from "../observability/NodeMetrics.ts"
+import * as PeerContact from "../observability/PeerContact.ts"
 import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 
@@ -48,6 +53,13 @@ export interface TqliteNode<R, SM> {
   readonly raft: RaftNode<R, SM>
   readonly stateMachine: SM
   readonly transport: TransportService
+  /** What the metrics endpoint reads: the node's metrics, who it heard from when, and the
+   * contact and lag bounds its health check applies. */
+  readonly observability: {
+    readonly metrics: NodeMetrics.NodeMetrics
+    readonly contact: PeerContact.PeerContact
+    readonly healthLimits: HealthLimits
+  }
 }
 
 export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNode<R, SM>, unknown, Scope.Scope | Disk> =>
@@ -56,6 +68,14 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
       nodeId: generateNodeId(),
       clusterId: options.start._tag === "Join" ? options.start.clusterId : generateClusterId()
     }))
+    // Every log line of the node (and of the fibers it forks) names it.
+    return yield* Effect.annotateLogs(wire(options, identity, created), nodeIdLabel, String(identity.nodeId))
+  })
+
+const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, created: boolean): Effect.Effect<TqliteNode<R, SM>, unknown, Scope.Scope | Disk> =>
+  Effect.gen(function*() {
+    const metrics = NodeMetrics.make(identity.nodeId)
+    const contact = PeerContact.make()
     const log = yield* SegmentLog.open({ dir: path.join(options.dataDir, "log"), clusterId: identity.clusterId })
     const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(options.dataDir, "snapshots") })), Snapshots)
     let recovered = yield* log.load
@@ -79,12 +99,15 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
       ...(options.tls !== undefined ? { tls: options.tls } : {})
     })
     const tickMs = options.tickMs ?? 100
+    const config = { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft }
+    const healthLimits = healthLimitsFor({ tickMs, electionTicks: config.electionTicks })
+    const persist = persistInGroups(log)
     const raft = yield* RaftActor.make<R, SM>({
-      config: { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft },
+      config,
       recovered: { ...recovered, snapshot: snapshotMeta },
       stateMachine,
       io: {
-        persist: persistInGroups(log),
+        persist: (batches) => metrics.timePersist(persist(batches)),
         saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
         loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
         send: transport.send
@@ -95,7 +118,8 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
       batchMax: 512,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000
     })
-    yield* transport.serve(raft.deliver)
+    // Who was heard when: a follower's contact with its leader, a leader's with its voters.
+    yield* transport.serve((envelope) => Effect.zipRight(contact.heard(envelope.message.from), raft.deliver(envelope)))
     // Links follow the membership: every member but us, at the address the configuration names.
     let linked = ""
     const syncPeers = Effect.gen(function*() {
@@ -108,5 +132,5 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
     })
     yield* syncPeers.pipe(Effect.repeat(Schedule.spaced(Duration.millis(tickMs))), Effect.forkScoped)
     yield* Effect.logInfo(`node ${identity.nodeId} of cluster ${identity.clusterId} on ${transport.address}${created ? " (new)" : ""}`)
-    return { identity: { ...identity, address: transport.address }, raft, stateMachine, transport }
+    return { identity: { ...identity, address: transport.address }, raft, stateMachine, transport, observability: { metrics, contact, healthLimits } }
   })

@@ -10,6 +10,10 @@ import { makeRaftClusterControl } from "../net/gateway/raftClusterControl.ts"
 import { discoverCluster } from "../net/peers/discover.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import * as Replicated from "../sqlite/ReplicatedDatabases.ts"
+import type { HealthLimits } from "../observability/health.ts"
+import * as MetricsServer from "../observability/MetricsServer.ts"
+import { nodeIdLabel } from "../observability/NodeMetrics.ts"
+import * as NodeObserver from "../observability/NodeObserver.ts"
 import type { SqliteApplyResult } from "../sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
 import type { Disk } from "../storage/Disk.ts"
@@ -24,11 +28,18 @@ export interface SqlNodeOptions {
   readonly tickMs?: number
   /** Mutual TLS between peers and TLS for clients (certificate, key, cluster CA). */
   readonly tls?: PeerTlsOptions
+  /** "host:port" for the HTTP endpoint serving /metrics and /health (port 0: a free one);
+   * absent: no endpoint (metrics are still recorded, in Effect's registry). */
+  readonly metrics?: string
+  /** Overrides of the bounds /health applies (defaults: health.ts `healthLimitsFor`). */
+  readonly health?: Partial<HealthLimits>
 }
 
 export interface SqlNode {
   readonly node: TqliteNode<SqliteApplyResult, SqliteMachine>
   readonly databases: Replicated.ReplicatedDatabases
+  /** Where /metrics and /health are served, or null without `metrics`. */
+  readonly metricsAddress: string | null
 }
 
 export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, Scope.Scope | Disk> =>
@@ -50,8 +61,39 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
       onClientConnection: slot.handler,
       ...(options.tls !== undefined ? { tls: options.tls } : {})
     })
-    const databases = yield* Replicated.make({ raft: node.raft, machine: node.stateMachine, pollMs: tickMs })
-    slot.bind({ databases, cluster: yield* makeRaftClusterControl({ node: node.raft }) })
+    return yield* Effect.annotateLogs(serve(options, node, slot, tickMs, joining), nodeIdLabel, String(node.identity.nodeId))
+  })
+
+/** The node's SQL surface, gateway, join and metrics endpoint, once the node itself runs. */
+const serve = (
+  options: SqlNodeOptions,
+  node: TqliteNode<SqliteApplyResult, SqliteMachine>,
+  slot: ReturnType<typeof makeClientHandlerSlot>,
+  tickMs: number,
+  joining: boolean
+): Effect.Effect<SqlNode, unknown, Scope.Scope> =>
+  Effect.gen(function*() {
+    const metrics = node.observability.metrics
+    // Proposals are timed where the node hands Raft to SQLite: proposal → committed and applied.
+    const raft: typeof node.raft = { ...node.raft, propose: (data) => metrics.timeProposal(node.raft.propose(data)) }
+    const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs })
+    slot.bind({ databases, cluster: yield* makeRaftClusterControl({ node: node.raft }), observer: metrics.gateway })
+    // Up before joining, so /health can say "not a member" while the join is under way.
+    const metricsAddress = options.metrics === undefined ? null : (yield* MetricsServer.serve({
+      address: options.metrics,
+      endpoints: NodeObserver.endpoints({
+        metrics,
+        contact: node.observability.contact,
+        status: node.raft.status,
+        links: Effect.map(node.transport.stats, (stats) => stats.links),
+        directories: {
+          log: path.join(options.dataDir, "log"),
+          snapshots: path.join(options.dataDir, "snapshots"),
+          databases: path.join(options.dataDir, "sqlite")
+        },
+        healthLimits: { ...node.observability.healthLimits, ...options.health }
+      })
+    })).address
     if (joining && !(yield* isMember(node))) yield* join(node, options.join, options.tls ?? null)
     // Shutting down (scope close, e.g. SIGTERM): a leader first hands leadership to a caught-up
     // voter, so the cluster does not wait an election timeout. Bounded; a failure only costs that.
@@ -63,7 +105,7 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
         yield* Effect.logInfo(handed._tag === "Right" ? "leadership handed over before shutdown" : `leadership hand-over before shutdown failed (${JSON.stringify(handed.left)}); the cluster will elect`)
       })
     )
-    return { node, databases }
+    return { node, databases, metricsAddress }
   })
 
 const isMember = (node: TqliteNode<SqliteApplyResult, SqliteMachine>) =>

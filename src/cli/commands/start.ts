@@ -1,11 +1,13 @@
 // `tqlite start`: runs one node until a signal. With an empty data dir and no --join it founds a
 // new cluster; with --join it asks a member to add it; with an existing data dir it rejoins.
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect } from "effect"
+import { Cause, Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { parseAddress } from "../../net/peers/sockets.ts"
 import * as SqlNode from "../../node/SqlNode.ts"
+import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel } from "../../observability/logging.ts"
 import { Disk } from "../../storage/Disk.ts"
 import type { Command } from "./command.ts"
 import { usageError, version } from "./command.ts"
@@ -13,10 +15,14 @@ import { usageError, version } from "./command.ts"
 export const start: Command = {
   name: "start",
   usage: `tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...]
-               [--tls-cert FILE --tls-key FILE --tls-ca FILE]
+               [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--metrics HOST:PORT]
+               [--log-format pretty|json|logfmt] [--log-level LEVEL]
       runs a node: with an empty data dir and no --join it founds a new cluster; with --join it
       asks a member to add it; with an existing data dir it rejoins as the same node.
-      Defaults: --address 127.0.0.1:9001 --data-dir .tqlite/<port>`,
+      --metrics serves Prometheus /metrics and /health over HTTP (docs/observability.md).
+      LEVEL: all, trace, debug, info, warning, error, fatal or none.
+      Defaults: --address 127.0.0.1:9001 --data-dir .tqlite/<port> --log-format pretty
+      --log-level info`,
   run: (args) => {
     const { values } = parseArgs({
       args: [...args],
@@ -26,9 +32,18 @@ export const start: Command = {
         join: { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
-        "tls-ca": { type: "string" }
+        "tls-ca": { type: "string" },
+        metrics: { type: "string" },
+        "log-format": { type: "string" },
+        "log-level": { type: "string" }
       }
     })
+    const logFormat = parseLogFormat(values["log-format"] ?? "pretty")
+    if (logFormat === null) return usageError("start", `--log-format must be one of ${logFormats.join(", ")}`)
+    const logLevel = parseLogLevel(values["log-level"] ?? "info")
+    if (logLevel === null) return usageError("start", `--log-level must be one of ${logLevelNames.join(", ")}`)
+    const metrics = values.metrics
+    if (metrics !== undefined && !isAddress(metrics)) return usageError("start", `--metrics wants HOST:PORT, not "${metrics}"`)
     const tlsFiles = [values["tls-cert"], values["tls-key"], values["tls-ca"]]
     if (tlsFiles.some((f) => f !== undefined) && tlsFiles.some((f) => f === undefined)) {
       return usageError("start", "--tls-cert, --tls-key and --tls-ca go together")
@@ -41,16 +56,45 @@ export const start: Command = {
     const dataDir = path.resolve(values["data-dir"] ?? path.join(".tqlite", port))
     const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
     const program = Effect.gen(function*() {
-      const { node } = yield* SqlNode.start({ dataDir, address, join, ...(tls !== undefined ? { tls } : {}) })
+      const { node, metricsAddress } = yield* SqlNode.start({
+        dataDir,
+        address,
+        join,
+        ...(tls !== undefined ? { tls } : {}),
+        ...(metrics !== undefined ? { metrics } : {})
+      })
       const self = node.identity
-      process.stdout.write(
-        `tqlite ${version}: node ${self.nodeId} of cluster ${self.clusterId}\n` +
-          `  listening on ${self.address} (dqlite wire protocol v1 and peers), data in ${dataDir}\n` +
-          `  connect:   dqlite -s ${self.address} mydb\n` +
-          `  add nodes: npx tqlite start --address 127.0.0.1:${Number(port) + 1} --join ${self.address}\n`
-      )
+      if (logFormat === "json") {
+        // Machine-read output stays one JSON object per line.
+        yield* Effect.logInfo(`tqlite ${version} started`).pipe(
+          Effect.annotateLogs({ node_id: String(self.nodeId), cluster_id: self.clusterId, address: self.address, data_dir: dataDir, metrics: metricsAddress ?? "" })
+        )
+      } else {
+        process.stdout.write(
+          `tqlite ${version}: node ${self.nodeId} of cluster ${self.clusterId}\n` +
+            `  listening on ${self.address} (dqlite wire protocol v1 and peers), data in ${dataDir}\n` +
+            (metricsAddress !== null ? `  metrics:   http://${metricsAddress}/metrics and /health\n` : "") +
+            `  connect:   dqlite -s ${self.address} mydb\n` +
+            `  add nodes: npx tqlite start --address 127.0.0.1:${Number(port) + 1} --join ${self.address}\n`
+        )
+      }
       yield* Effect.raceFirst(Effect.never, node.raft.failed)
     })
-    NodeRuntime.runMain(Effect.scoped(program).pipe(Effect.provide(Disk.layerNode)))
+    const main = Effect.scoped(program).pipe(
+      // Reported here, inside the chosen logger, rather than by runMain's default one.
+      Effect.tapErrorCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("node stopped on an error", cause)),
+      Effect.provide(Disk.layerNode),
+      Effect.provide(loggerLayer(logFormat, logLevel))
+    )
+    NodeRuntime.runMain(main, { disableErrorReporting: true, disablePrettyLogger: true })
+  }
+}
+
+function isAddress(text: string): boolean {
+  try {
+    parseAddress(text)
+    return true
+  } catch {
+    return false
   }
 }

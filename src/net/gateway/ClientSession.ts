@@ -21,6 +21,7 @@ import type { Request } from "./requests.ts"
 import { decodeRequest } from "./requests.ts"
 import type { Response } from "./responses.ts"
 import { RowsWriter, encodeResponse, failure } from "./responses.ts"
+import type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
 import type { FrameStream, FramingError, SocketError } from "./socketIo.ts"
 import { firstStatement, isBlankSql, utf8OffsetBytes } from "./sqlText.ts"
 import { specialColumnOf, sqlValueOfParam, textForWire, wireValueOfSql } from "./sqlValues.ts"
@@ -44,6 +45,8 @@ export interface GatewayDeps {
   readonly cluster: ClusterControl
   /** Serves DUMP; without it DUMP answers a FAILURE. */
   readonly dumper?: DatabaseDumper
+  /** Told about every request and FAILURE (metrics). */
+  readonly observer?: GatewayObserver
 }
 
 const tooManyParameters: FailureText = { code: ErrorCode.range, message: "column index out of range" }
@@ -139,9 +142,14 @@ export class ClientSession {
       request = decodeRequest(frame)
     } catch (error) {
       if (!(error instanceof WireError)) throw error
-      return this.fail(failureOfWireError(frame, error))
+      return this.observed("malformed", this.fail(failureOfWireError(frame, error)))
     }
-    return this.dispatch(request)
+    return this.observed(request.kind, this.dispatch(request))
+  }
+
+  private observed<E>(type: ObservedRequestType, answer: Effect.Effect<void, E>): Effect.Effect<void, E> {
+    const observer = this.deps.observer
+    return observer === undefined ? answer : Effect.zipRight(observer.request(type), answer)
   }
 
   private send(response: Response): Effect.Effect<void, SocketError> {
@@ -149,7 +157,8 @@ export class ClientSession {
   }
 
   private fail(text: FailureText): Effect.Effect<void, SocketError> {
-    return this.send(failure(text))
+    const observer = this.deps.observer
+    return observer === undefined ? this.send(failure(text)) : Effect.zipRight(observer.failure(text.code), this.send(failure(text)))
   }
 
   private dispatch(request: Request): Effect.Effect<void, SessionError> {

@@ -26,6 +26,7 @@ import { gatewayLimits } from "./limits.ts"
 import { FrameStream } from "./socketIo.ts"
 
 export type { DatabaseDumper, DatabaseImage, GatewayDeps } from "./ClientSession.ts"
+export type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
 
 export interface ServeOptions {
   readonly limits?: Partial<GatewayLimits>
@@ -54,7 +55,11 @@ const serveStream = (io: FrameStream, version: bigint, deps: GatewayDeps, limits
   if (protocol === null) {
     return Effect.zipRight(Effect.logDebug(`closing client connection from ${remote}: unknown protocol version 0x${version.toString(16)}`), io.close)
   }
-  return serveFrames(io, protocol, deps, limits).pipe(
+  const observer = deps.observer
+  const served = observer === undefined
+    ? serveFrames(io, protocol, deps, limits)
+    : Effect.acquireUseRelease(observer.connections(1), () => serveFrames(io, protocol, deps, limits), () => observer.connections(-1))
+  return served.pipe(
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause)
         ? Effect.void

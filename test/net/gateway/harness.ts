@@ -8,7 +8,7 @@ import { Duration, Effect } from "effect"
 import type { ClusterServer } from "../../../src/net/gateway/ClusterControl.ts"
 import { encodeProtocolVersion } from "../../../src/net/gateway/framing.ts"
 import type { Frame } from "../../../src/net/gateway/framing.ts"
-import type { GatewayServer } from "../../../src/net/gateway/Gateway.ts"
+import type { GatewayObserver, GatewayServer } from "../../../src/net/gateway/Gateway.ts"
 import { listen } from "../../../src/net/gateway/Gateway.ts"
 import type { GatewayLimits } from "../../../src/net/gateway/limits.ts"
 import type { Request } from "../../../src/net/gateway/requests.ts"
@@ -36,6 +36,7 @@ export const startGateway = (options: {
   readonly leader?: "self" | number | null
   readonly limits?: Partial<GatewayLimits>
   readonly selfRole?: ClusterServer["role"]
+  readonly observer?: GatewayObserver
 } = {}): Effect.Effect<TestGateway, never, Scope.Scope> =>
   Effect.gen(function*() {
     const fixture = yield* makeSqliteFixture()
@@ -45,7 +46,8 @@ export const startGateway = (options: {
       databases: fixture.databases,
       cluster,
       dumper: fixture.dumper,
-      ...(options.limits === undefined ? {} : { limits: options.limits })
+      ...(options.limits === undefined ? {} : { limits: options.limits }),
+      ...(options.observer === undefined ? {} : { observer: options.observer })
     }).pipe(Effect.orDie)
     const self: ClusterServer = { id: 1, address: server.address, role: options.selfRole ?? "voter" }
     cluster.state.members = [self, ...(options.others ?? [])]

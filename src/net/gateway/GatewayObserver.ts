@@ -1,0 +1,15 @@
+// What the gateway reports about its traffic, for whoever keeps the node's metrics: every request
+// by type (or "malformed" when it could not be decoded), every FAILURE response by its code, and
+// connections opened and closed. Optional in `GatewayDeps`; the node wiring supplies one.
+import type { Effect } from "effect"
+import type { Request } from "./requests.ts"
+
+export type ObservedRequestType = Request["kind"] | "malformed"
+
+export interface GatewayObserver {
+  readonly request: (type: ObservedRequestType) => Effect.Effect<void>
+  /** A FAILURE sent to the client, by its dqlite / SQLite error code. */
+  readonly failure: (code: number) => Effect.Effect<void>
+  /** +1 when a client connection starts being served, −1 when it ends. */
+  readonly connections: (delta: 1 | -1) => Effect.Effect<void>
+}

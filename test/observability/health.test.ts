@@ -1,0 +1,80 @@
+// The /health verdict on its own: each reason a node is unavailable, in the order they are
+// checked, and the role filter.
+import { describe, expect, it } from "vitest"
+import type { NodeStatus } from "../../src/actors/RaftActor.ts"
+import type { HealthInput } from "../../src/observability/health.ts"
+import { evaluateHealth, parseWantedRole } from "../../src/observability/health.ts"
+import type { NodeId } from "../../src/raft/types.ts"
+
+const limits = { appliedLagMax: 10, contactMaxMs: 1000 }
+const members = [1, 2, 3].map((id) => ({ id, address: `127.0.0.1:${9000 + id}`, role: "voter" as const }))
+
+const status = (overrides: Partial<NodeStatus> = {}): NodeStatus => ({
+  id: 2,
+  role: "follower",
+  term: 4,
+  leader: 1,
+  commitIndex: 100,
+  appliedIndex: 100,
+  lastIndex: 100,
+  membership: { members },
+  ...overrides
+})
+
+const input = (s: NodeStatus, heard: Record<number, number> = { 1: 9_500 }, want: HealthInput["want"] = null): HealthInput => ({
+  status: s,
+  nowMs: 10_000,
+  lastHeardMs: (peer: NodeId) => heard[peer] ?? null,
+  want
+})
+
+describe("evaluateHealth", () => {
+  it("is ok for a caught-up follower that heard its leader recently", () => {
+    const report = evaluateHealth(input(status()), limits)
+    expect(report).toMatchObject({ status: "ok", reason: null, nodeId: 2, leaderId: 1, leaderContactAgeMs: 500 })
+  })
+
+  it("is unavailable for a node outside the configuration", () => {
+    const report = evaluateHealth(input(status({ membership: { members: members.filter((m) => m.id !== 2) } })), limits)
+    expect(report.status).toBe("unavailable")
+    expect(report.reason).toBe("not a member of the cluster configuration")
+  })
+
+  it("is unavailable without a known leader", () => {
+    expect(evaluateHealth(input(status({ leader: null, role: "preCandidate" })), limits).reason).toBe("no known leader (role preCandidate, term 4)")
+  })
+
+  it("is unavailable for a follower whose leader went quiet, or was never heard", () => {
+    expect(evaluateHealth(input(status(), { 1: 8_999 }), limits).reason).toBe("leader 1 last heard 1001 ms ago (limit 1000 ms)")
+    expect(evaluateHealth(input(status(), { 1: 9_000 }), limits).status).toBe("ok")
+    expect(evaluateHealth(input(status(), {}), limits).reason).toBe("leader 1 last heard never (limit 1000 ms)")
+  })
+
+  it("is unavailable for a leader that has not heard a quorum of voters", () => {
+    const leader = status({ id: 1, role: "leader", leader: 1 })
+    expect(evaluateHealth(input(leader, { 2: 9_900 }), limits).status).toBe("ok")
+    expect(evaluateHealth(input(leader, { 2: 8_000, 3: 8_500 }), limits).reason).toBe("leader heard from 1 of 3 voters within 1000 ms, not a quorum")
+    // A single-voter cluster is its own quorum.
+    const alone = status({ id: 1, role: "leader", leader: 1, membership: { members: [members[0]!] } })
+    expect(evaluateHealth(input(alone, {}), limits).status).toBe("ok")
+  })
+
+  it("is unavailable while the applied index trails the commit index past the bound", () => {
+    expect(evaluateHealth(input(status({ appliedIndex: 90 })), limits).status).toBe("ok")
+    expect(evaluateHealth(input(status({ appliedIndex: 89 })), limits).reason).toBe("applied index 89 trails commit index 100 by 11 (limit 10)")
+  })
+
+  it("filters by role when asked", () => {
+    expect(evaluateHealth(input(status(), undefined, "leader"), limits).reason).toBe("role is follower, not leader")
+    expect(evaluateHealth(input(status(), undefined, "follower"), limits).status).toBe("ok")
+    const leader = status({ id: 1, role: "leader", leader: 1 })
+    expect(evaluateHealth(input(leader, { 2: 9_900 }, "leader"), limits).status).toBe("ok")
+    expect(evaluateHealth(input(leader, { 2: 9_900 }, "follower"), limits).reason).toBe("role is leader, not follower")
+  })
+
+  it("parses the role parameter", () => {
+    expect(parseWantedRole(undefined)).toEqual({ ok: true, want: null })
+    expect(parseWantedRole("leader")).toEqual({ ok: true, want: "leader" })
+    expect(parseWantedRole("Leader").ok).toBe(false)
+  })
+})
