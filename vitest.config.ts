@@ -5,6 +5,10 @@ export default defineConfig({
     include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    pool: "forks"
+    pool: "forks",
+    // Both cores: vitest's default leaves one for itself (one worker on a 2-core CI machine),
+    // and many files mostly wait on sockets, child processes and fsync.
+    maxWorkers: 2,
+    minWorkers: 1
   }
 })
