@@ -4,7 +4,7 @@
 // and the client's decoding (BOOLEAN columns give booleans, DATETIME integers Dates). A program
 // therefore sees the same values whether its node leads or routes to the leader.
 import { InvalidArgument } from "../net/client/errors.ts"
-import type { ParamValue, Row } from "../net/client/values.ts"
+import type { ParamValue, Row, RowValue } from "../net/client/values.ts"
 import { paramOf, rowValueOf } from "../net/client/values.ts"
 import { specialColumnOf, sqlValueOfParam, wireValueOfSql } from "../net/gateway/sqlValues.ts"
 import type { Rows, SqlValue } from "../sqlite/Sql.ts"
@@ -29,6 +29,11 @@ export function localRows(rows: Rows): QueryResult {
   const kinds = rows.columns.map((_, i) => specialColumnOf(rows.declaredTypes[i]))
   return {
     columns: rows.columns,
-    rows: rows.rows.map((row) => row.map((value, i) => rowValueOf(wireValueOfSql(value, kinds[i] ?? "plain"))))
+    rows: rows.rows.map((row) => row.map((value, i) => plainBytes(rowValueOf(wireValueOfSql(value, kinds[i] ?? "plain")))))
   }
+}
+
+/** better-sqlite3 gives Buffers; the wire route gives plain Uint8Arrays (same bytes, no copy). */
+function plainBytes(value: RowValue): RowValue {
+  return Buffer.isBuffer(value) ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : value
 }

@@ -1,0 +1,29 @@
+// tqlite's public API (package.json "main").
+//
+// - `Tqlite`: the embedding service (`Tqlite.layer` runs a node in your app, `Tqlite.layerRemote`
+//   talks to a cluster) and its typed errors.
+// - `TqliteClient`, `TqliteMigrator`: @effect/sql's SqlClient and Migrator on top of it.
+// - `Client`: the dqlite wire-protocol client underneath (admin requests, prepared statements,
+//   row streaming).
+export * from "./embed/errors.ts"
+export type {
+  ExecResult,
+  LeaderInfo,
+  Member,
+  NodeInfo,
+  NodeRole,
+  NodeState,
+  ParamValue,
+  QueryResult,
+  RoleChange,
+  Row,
+  RowValue,
+  RoutingClientOptions,
+  TqliteConfig,
+  TqliteRemoteConfig,
+  TqliteService
+} from "./embed/Tqlite.ts"
+export { defaultDatabase, Tqlite } from "./embed/Tqlite.ts"
+export * as TqliteClient from "./sql/TqliteClient.ts"
+export * as TqliteMigrator from "./sql/TqliteMigrator.ts"
+export * as Client from "./net/client/index.ts"
