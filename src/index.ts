@@ -19,6 +19,7 @@ export type {
   Row,
   RowValue,
   RoutingClientOptions,
+  RoutingStats,
   TqliteConfig,
   TqliteRemoteConfig,
   TqliteService

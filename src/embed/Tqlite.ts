@@ -16,7 +16,7 @@
 //
 // Values are the same both ways (values.ts): a program cannot tell which route served it.
 import type { Scope } from "effect"
-import { Cause, Context, Duration, Effect, Exit, FiberRef, Layer, Schedule, Scope as ScopeOps, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Schedule, Scope as ScopeOps, Stream } from "effect"
 import type { ClientOptions, DqliteClientService, ServerRole } from "../net/client/Client.ts"
 import * as Client from "../net/client/Client.ts"
 import type { ClientError } from "../net/client/errors.ts"
@@ -116,6 +116,14 @@ export interface TqliteService {
   /** This node's role now, then every change of its role or of the leader it knows (sampled
    * every tick). Empty for a remote-only service. */
   readonly roleChanges: Stream.Stream<RoleChange>
+  /** How many `execute`/`query` calls this service served on the local node and how many it
+   * routed through the wire client, since it started. */
+  readonly stats: Effect.Effect<RoutingStats>
+}
+
+export interface RoutingStats {
+  readonly localStatements: number
+  readonly routedStatements: number
 }
 
 export class Tqlite extends Context.Tag("tqlite/embed/Tqlite")<Tqlite, TqliteService>() {
@@ -209,6 +217,10 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
   const { database, client, local } = options
   const serviceId = Symbol("Tqlite")
 
+  let localStatements = 0
+  let routedStatements = 0
+  const stats = Effect.sync((): RoutingStats => ({ localStatements, routedStatements }))
+
   const binding = Effect.map(FiberRef.get(currentTransaction), (b) => (b !== null && b.service === serviceId ? b : null))
   const localLeads = local === null ? Effect.succeed(false) : Effect.map(local.status, (status) => status.role === "leader")
 
@@ -223,15 +235,25 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
     Effect.flatMap(binding, (inside) => {
       const refused = refusal(sql, inside !== null)
       if (refused !== null) return Effect.fail(refused)
-      const remote = Effect.mapError(onClient, fromClientError)
+      const remote = Effect.suspend(() => {
+        routedStatements++
+        return Effect.mapError(onClient, fromClientError)
+      })
       const onLocal = (session: SqlSession) =>
         Effect.suspend(() => {
           const values = localParams(params)
           return values instanceof SqlError ? Effect.fail(values) : Effect.mapError(onSession(session, values), fromSqlFailure)
         })
-      if (inside !== null) return inside.route._tag === "Local" ? inside.route.lock.withPermits(1)(onLocal(inside.route.session)) : remote
+      // Counted once served: a local attempt refused as "not leader" counts as routed.
+      const countedLocal = <X>(effect: Effect.Effect<X, TqliteError>) =>
+        Effect.onExit(effect, (exit) =>
+          Effect.sync(() => {
+            const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+            if (Option.isNone(failure) || failure.value._tag !== "NotLeader") localStatements++
+          }))
+      if (inside !== null) return inside.route._tag === "Local" ? inside.route.lock.withPermits(1)(countedLocal(onLocal(inside.route.session))) : remote
       if (local === null) return remote
-      return Effect.flatMap(localLeads, (leads) => (leads ? Effect.catchTag(onLocal(local.shared), "NotLeader", () => remote) : remote))
+      return Effect.flatMap(localLeads, (leads) => (leads ? Effect.catchTag(countedLocal(onLocal(local.shared)), "NotLeader", () => remote) : remote))
     })
 
   const execute = (sql: string, params: ReadonlyArray<ParamValue> = []): Effect.Effect<ExecResult, TqliteError> =>
@@ -293,7 +315,8 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
       leader: Effect.mapError(client.leader, fromClientError),
       members: Effect.mapError(client.cluster, fromClientError),
       state: Effect.succeed(null),
-      roleChanges: Stream.empty
+      roleChanges: Stream.empty,
+      stats
     }
   }
 
@@ -311,7 +334,8 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
     roleChanges: Stream.repeatEffectWithSchedule(state, Schedule.spaced(Duration.millis(local.tickMs))).pipe(
       Stream.map((s): RoleChange => ({ role: s.role, term: s.term, leader: s.leader })),
       Stream.changesWith((a, b) => a.role === b.role && a.leader?.id === b.leader?.id)
-    )
+    ),
+    stats
   }
 }
 

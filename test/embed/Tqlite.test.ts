@@ -5,7 +5,7 @@
 import { describe, expect, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError as EffectSqlError } from "@effect/sql/SqlError"
-import { Data, Deferred, Duration, Effect, Layer, Stream } from "effect"
+import { Data, Deferred, Duration, Effect, Fiber, Layer, Stream } from "effect"
 import * as Client from "../../src/net/client/Client.ts"
 import { Tqlite } from "../../src/embed/Tqlite.ts"
 import type { TqliteService } from "../../src/embed/Tqlite.ts"
@@ -87,7 +87,12 @@ describe("Tqlite embedded", () => {
       Effect.gen(function*() {
         const { nodes } = yield* Cluster
         const leader = yield* leaderOf(nodes)
+        const before = yield* leader.service.stats
         const result = yield* Effect.provide(notesProgram("leader"), sqlClientOn(leader.service))
+        const after = yield* leader.service.stats
+        // Served by the node's own SQL surface, never through a socket.
+        expect(after.routedStatements).toBe(before.routedStatements)
+        expect(after.localStatements - before.localStatements).toBeGreaterThanOrEqual(10)
         expect(result.applied).toEqual([])
         expect(result.failure).toEqual(new Refused({ seenInside: 1 }))
         expect(result.bodies).toEqual(expectedBodies)
@@ -101,8 +106,12 @@ describe("Tqlite embedded", () => {
         const { nodes } = yield* Cluster
         const [follower] = yield* followersOf(nodes)
         expect((yield* follower!.service.state)?.role).toBe("follower")
+        const before = yield* follower!.service.stats
         const result = yield* Effect.provide(notesProgram("follower"), sqlClientOn(follower!.service))
+        const after = yield* follower!.service.stats
         expect((yield* follower!.service.state)?.role).toBe("follower")
+        expect(after.localStatements).toBe(before.localStatements)
+        expect(after.routedStatements - before.routedStatements).toBeGreaterThanOrEqual(10)
         expect(result.failure).toEqual(new Refused({ seenInside: 1 }))
         expect(result.bodies).toEqual(expectedBodies)
         const everywhere = yield* bodiesEverywhere(nodes, "follower")
@@ -172,6 +181,28 @@ describe("Tqlite embedded", () => {
         ))
         expect(rolledBack).toMatchObject({ _tag: "SqlError", code: 1 })
         expect((yield* leader.service.query("SELECT count(*) FROM notes WHERE author = 'errors'")).rows).toEqual([[0]])
+      }))
+
+    it.effect("an interrupted transaction rolls back and frees the writer, locally and routed", () =>
+      Effect.gen(function*() {
+        const { nodes } = yield* Cluster
+        const leader = yield* leaderOf(nodes)
+        const [follower] = yield* followersOf(nodes)
+        for (const node of [leader, follower!]) {
+          const inside = yield* Deferred.make<void>()
+          const fiber = yield* node.service.transaction(
+            node.service.execute("INSERT INTO notes (author, body) VALUES ('interrupted', ?)", [node.address]).pipe(
+              Effect.zipRight(Deferred.succeed(inside, undefined)),
+              Effect.zipRight(Effect.never)
+            )
+          ).pipe(Effect.fork)
+          yield* Deferred.await(inside)
+          yield* Fiber.interrupt(fiber)
+          // A transaction left open would hold the writer for transactionTimeoutMs (10 s).
+          yield* node.service.execute("INSERT INTO notes (author, body) VALUES ('after interrupt', ?)", [node.address]).pipe(Effect.timeout(Duration.seconds(2)))
+        }
+        expect((yield* leader.service.query("SELECT count(*) FROM notes WHERE author = 'interrupted'")).rows).toEqual([[0]])
+        expect((yield* leader.service.query("SELECT count(*) FROM notes WHERE author = 'after interrupt'")).rows).toEqual([[2]])
       }))
 
     it.effect("the role-change stream sees the leader become a follower and a follower become the leader", () =>
