@@ -5,7 +5,8 @@
 // - `TqliteClient`, `TqliteMigrator`: @effect/sql's SqlClient and Migrator on top of it.
 // - `Client`: the dqlite wire-protocol client underneath (admin requests, prepared statements,
 //   row streaming).
-export * from "./embed/errors.ts"
+export { ClusterUnavailable, NotLeader, SqlError, TqliteStartError, WriteTimeout } from "./embed/errors.ts"
+export type { TqliteError } from "./embed/errors.ts"
 export type {
   ExecResult,
   LeaderInfo,

@@ -132,6 +132,10 @@ export class Tqlite extends Context.Tag("tqlite/embed/Tqlite")<Tqlite, TqliteSer
   static readonly layer = (config: TqliteConfig): Layer.Layer<Tqlite, TqliteStartError> => Layer.scoped(Tqlite, make(config))
   /** The same service over the wire client only: no local node. */
   static readonly layerRemote = (config: TqliteRemoteConfig): Layer.Layer<Tqlite, TqliteStartError> => Layer.scoped(Tqlite, makeRemote(config))
+  /** `layer` as a scoped effect. */
+  static readonly make = (config: TqliteConfig): Effect.Effect<TqliteService, TqliteStartError, Scope.Scope> => make(config)
+  /** `layerRemote` as a scoped effect. */
+  static readonly makeRemote = (config: TqliteRemoteConfig): Effect.Effect<TqliteService, TqliteStartError, Scope.Scope> => makeRemote(config)
 }
 
 export const defaultDatabase = "main"
