@@ -175,6 +175,10 @@ describe("Tqlite embedded", () => {
           expect(viaSql._tag).toBe("SqlError")
           expect(sqlErrorCause(viaSql)).toMatchObject({ _tag: "SqlError", code: 1 })
         }
+        // BEGIN … END inside CREATE TRIGGER is not transaction control.
+        yield* follower!.service.execute("CREATE TRIGGER notes_touch AFTER INSERT ON notes WHEN NEW.author = 'trigger' BEGIN UPDATE notes SET tag = 'touched' WHERE id = NEW.id; END")
+        yield* leader.service.execute("INSERT INTO notes (author, body) VALUES ('trigger', 'x')")
+        expect((yield* follower!.service.query("SELECT tag FROM notes WHERE author = 'trigger'")).rows).toEqual([["touched"]])
         // A failed statement inside a transaction fails the transaction, which rolls back.
         const rolledBack = yield* Effect.flip(follower!.service.transaction(
           Effect.zipRight(follower!.service.execute("INSERT INTO notes (author, body) VALUES ('errors', 'kept?')"), follower!.service.execute("SELEKT"))
