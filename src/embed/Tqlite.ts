@@ -145,6 +145,9 @@ export const make = (config: TqliteConfig): Effect.Effect<TqliteService, TqliteS
   Effect.gen(function*() {
     const database = config.database ?? defaultDatabase
     if (database.length === 0) return yield* new TqliteStartError({ message: "the database name is empty", cause: null })
+    if (!/^.+:([1-9][0-9]{0,4})$/.test(config.address) || Number(config.address.split(":").at(-1)) > 65535) {
+      return yield* new TqliteStartError({ message: `address ${JSON.stringify(config.address)}: expected "host:port" with a port in 1…65535`, cause: null })
+    }
     const join = config.join ?? []
     const started = yield* SqlNode.start({
       dataDir: config.dataDir,
@@ -369,8 +372,13 @@ function refusal(sql: string, inTransaction: boolean): SqlError | null {
   return null
 }
 
-function describe(cause: unknown): string {
-  if (cause instanceof Error) return cause.message
-  if (typeof cause === "object" && cause !== null && "_tag" in cause) return `${String(cause._tag)} ${JSON.stringify(cause)}`
-  return String(cause)
+/** A start failure in one line: each error's tag and message, down its chain of causes. */
+function describe(cause: unknown, depth = 0): string {
+  if (depth > 4 || cause === null || cause === undefined) return ""
+  if (typeof cause !== "object") return String(cause)
+  const tag = "_tag" in cause ? String(cause._tag) : cause instanceof Error ? cause.name : "error"
+  const message = "message" in cause && typeof cause.message === "string" && cause.message !== "" && cause.message !== "An error has occurred" ? cause.message : ""
+  const detail = "detail" in cause && typeof cause.detail === "string" ? cause.detail : ""
+  const inner = "cause" in cause ? describe(cause.cause, depth + 1) : ""
+  return [`${tag}${message !== "" ? `: ${message}` : ""}${detail !== "" ? ` (${detail})` : ""}`, inner].filter((part) => part !== "").join(" ← ")
 }

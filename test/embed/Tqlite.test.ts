@@ -2,7 +2,8 @@
 // second and third joining the first), one @effect/sql program run through the leader's service,
 // then through a follower's (routed to the leader), then through layerRemote; typed errors; the
 // role-change stream across a leadership transfer.
-import { describe, expect, layer } from "@effect/vitest"
+import { describe, expect, it, layer } from "@effect/vitest"
+import * as net from "node:net"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError as EffectSqlError } from "@effect/sql/SqlError"
 import { Data, Deferred, Duration, Effect, Fiber, Layer, Stream } from "effect"
@@ -12,7 +13,7 @@ import type { TqliteService } from "../../src/embed/Tqlite.ts"
 import * as TqliteClient from "../../src/sql/TqliteClient.ts"
 import * as TqliteMigrator from "../../src/sql/TqliteMigrator.ts"
 import type { EmbeddedNode } from "./cluster.ts"
-import { Cluster, clusterLayer, database, followerRows, followersOf, leaderOf } from "./cluster.ts"
+import { Cluster, clusterLayer, database, followerRows, followersOf, leaderOf, tempDir } from "./cluster.ts"
 
 const migrations = TqliteMigrator.fromRecord({
   "1_create_notes": Effect.flatMap(SqlClient.SqlClient, (sql) => sql`CREATE TABLE notes (id INTEGER PRIMARY KEY, author TEXT NOT NULL, body TEXT NOT NULL)`),
@@ -241,4 +242,23 @@ describe("Tqlite embedded", () => {
         for (const node of nodes) expect((yield* node.service.query("SELECT count(*) FROM notes WHERE author = 'leader'")).rows).toEqual([[4]])
       }))
   })
+
+  it.live("a layer that cannot start fails with TqliteStartError saying why", () =>
+    Effect.gen(function*() {
+      const noPort = yield* Effect.flip(Effect.scoped(Tqlite.make({ dataDir: tempDir("tqlite-embed-bad-"), address: "127.0.0.1" })))
+      expect(noPort._tag).toBe("TqliteStartError")
+      expect(noPort.message).toContain("host:port")
+      // The address is taken by another listener.
+      const holder = yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const server = net.createServer()
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+      )
+      const taken = `127.0.0.1:${(holder.address() as net.AddressInfo).port}`
+      const inUse = yield* Effect.flip(Effect.scoped(Tqlite.make({ dataDir: tempDir("tqlite-embed-bad-"), address: taken })))
+      expect(inUse._tag).toBe("TqliteStartError")
+      expect(inUse.message).toContain("EADDRINUSE")
+    }).pipe(Effect.scoped))
 })
