@@ -188,6 +188,22 @@ describe("Tqlite embedded", () => {
         expect((yield* leader.service.query("SELECT count(*) FROM notes WHERE author = 'errors'")).rows).toEqual([[0]])
       }))
 
+    it.effect("concurrent read-modify-write transactions from every node lose no update", () =>
+      Effect.gen(function*() {
+        const { nodes } = yield* Cluster
+        const leader = yield* leaderOf(nodes)
+        yield* leader.service.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+        yield* leader.service.execute("INSERT INTO counter VALUES (1, 0)")
+        const increment = (node: EmbeddedNode) =>
+          node.service.transaction(Effect.gen(function*() {
+            const { rows } = yield* node.service.query("SELECT n FROM counter WHERE id = 1")
+            yield* Effect.yieldNow()
+            yield* node.service.execute("UPDATE counter SET n = ? WHERE id = 1", [Number(rows[0]![0]) + 1])
+          }))
+        yield* Effect.forEach(nodes.flatMap((node) => [node, node, node]), increment, { concurrency: "unbounded", discard: true })
+        expect((yield* leader.service.query("SELECT n FROM counter")).rows).toEqual([[9]])
+      }))
+
     it.effect("an interrupted transaction rolls back and frees the writer, locally and routed", () =>
       Effect.gen(function*() {
         const { nodes } = yield* Cluster
