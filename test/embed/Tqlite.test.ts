@@ -204,6 +204,27 @@ describe("Tqlite embedded", () => {
         expect((yield* leader.service.query("SELECT n FROM counter")).rows).toEqual([[9]])
       }))
 
+    it.effect("SAVEPOINT, RELEASE and ROLLBACK TO inside a transaction, on both routes", () =>
+      Effect.gen(function*() {
+        const { nodes } = yield* Cluster
+        const leader = yield* leaderOf(nodes)
+        const [follower] = yield* followersOf(nodes)
+        for (const node of [leader, follower!]) {
+          const db = node.service
+          const author = `savepoints ${node.address}`
+          yield* db.transaction(Effect.gen(function*() {
+            yield* db.execute("SAVEPOINT kept")
+            yield* db.execute("INSERT INTO notes (author, body) VALUES (?, 'kept')", [author])
+            yield* db.execute("RELEASE kept")
+            yield* db.execute("SAVEPOINT dropped")
+            yield* db.execute("INSERT INTO notes (author, body) VALUES (?, 'dropped')", [author])
+            yield* db.execute("ROLLBACK TO dropped")
+            yield* db.execute("INSERT INTO notes (author, body) VALUES (?, 'last')", [author])
+          }))
+          expect((yield* leader.service.query("SELECT body FROM notes WHERE author = ? ORDER BY id", [author])).rows).toEqual([["kept"], ["last"]])
+        }
+      }))
+
     it.effect("an interrupted transaction rolls back and frees the writer, locally and routed", () =>
       Effect.gen(function*() {
         const { nodes } = yield* Cluster
