@@ -275,9 +275,14 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
     routed(sql, params, (session, values) => Effect.map(session.querySql(sql, values), localRows), client.query(sql, params))
 
   const remoteTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | TqliteError, R> =>
-    client
-      .transaction(Effect.locally(Effect.mapError(effect, (error) => new CallerFailure(error)), currentTransaction, { service: serviceId, route: { _tag: "Remote" } }))
-      .pipe(Effect.mapError((error): E | TqliteError => (error instanceof CallerFailure ? (error.error as E) : fromClientError(error as ClientError))))
+    // The client's transaction runs in a scope of its own; the caller's effect keeps the
+    // caller's Scope (as on the local route), so its resources outlive the transaction.
+    Effect.flatMap(Effect.serviceOption(ScopeOps.Scope), (outer) => {
+      const inCallerScope = Option.isSome(outer) ? (Effect.provideService(effect, ScopeOps.Scope, outer.value) as Effect.Effect<A, E, R>) : effect
+      return client
+        .transaction(Effect.locally(Effect.mapError(inCallerScope, (error) => new CallerFailure(error)), currentTransaction, { service: serviceId, route: { _tag: "Remote" } }))
+        .pipe(Effect.mapError((error): E | TqliteError => (error instanceof CallerFailure ? (error.error as E) : fromClientError(error as ClientError))))
+    })
 
   /** BEGIN on a session of its own, in a scope of its own (closing it rolls back whatever is
    * left open; the caller's effect keeps its own Scope requirement). */

@@ -225,6 +225,24 @@ describe("Tqlite embedded", () => {
         }
       }))
 
+    it.effect("resources a transaction acquires belong to the caller's scope, on both routes", () =>
+      Effect.gen(function*() {
+        const { nodes } = yield* Cluster
+        const leader = yield* leaderOf(nodes)
+        const [follower] = yield* followersOf(nodes)
+        for (const node of [leader, follower!]) {
+          let released = false
+          yield* Effect.scoped(Effect.gen(function*() {
+            yield* node.service.transaction(Effect.zipRight(
+              Effect.addFinalizer(() => Effect.sync(() => void (released = true))),
+              node.service.execute("INSERT INTO notes (author, body) VALUES ('scoped', ?)", [node.address])
+            ))
+            expect(released).toBe(false)
+          }))
+          expect(released).toBe(true)
+        }
+      }))
+
     it.effect("an interrupted transaction rolls back and frees the writer, locally and routed", () =>
       Effect.gen(function*() {
         const { nodes } = yield* Cluster
