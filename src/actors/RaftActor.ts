@@ -12,6 +12,7 @@ import type { Recovered } from "../raft/core.ts"
 import { applyPending, initialState, snapshotMetaAt, step } from "../raft/core.ts"
 import { lastIndex, lastTerm } from "../raft/log.ts"
 import type { MembershipChange } from "../raft/membership.ts"
+import type { ProgressState } from "../raft/progress.ts"
 import type { Input, RaftRole, RaftState, Ready, RejectReason, RequestId } from "../raft/state.ts"
 import type { LogIndex, Membership, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import * as Actor from "./Actor.ts"
@@ -56,6 +57,20 @@ export interface NodeStatus {
   readonly appliedIndex: LogIndex
   readonly lastIndex: LogIndex
   readonly membership: Membership
+  /** On a leader, what it knows of each member it replicates to (voters and standbys); empty
+   * on any other node. */
+  readonly peers: ReadonlyArray<PeerStatus>
+}
+
+/** A leader's view of one follower. */
+export interface PeerStatus {
+  readonly id: NodeId
+  /** Highest log index known to match the leader's. */
+  readonly matchIndex: LogIndex
+  /** Time since the follower last answered the leader (counted in ticks, reported in ms). */
+  readonly silentMs: number
+  /** probe: finding where its log matches; replicate: streaming; snapshot: receiving one. */
+  readonly replication: ProgressState
 }
 
 export interface RaftNode<R, SM> {
@@ -109,7 +124,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     const core = initialState(options.config, options.recovered)
     const persistedRef = yield* Ref.make<{ index: LogIndex; term: Term } | null>(null)
     const snapshotRef = yield* Ref.make<SnapshotMeta | null>(null)
-    const statusRef = yield* Ref.make<NodeStatus>(statusOf(core))
+    const statusRef = yield* Ref.make<NodeStatus>(statusOf(core, options.tickMs))
     // Set once the Raft actor exists; the writer and applier only ever trySend to it.
     let nudge: Effect.Effect<void> = Effect.void
 
@@ -217,7 +232,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads })
           if (applyPending(state.core)) input({ _tag: "Drain" })
           yield* carryOut(state, readys)
-          yield* Ref.set(statusRef, statusOf(state.core))
+          yield* Ref.set(statusRef, statusOf(state.core, options.tickMs))
           return state
         })
     })
@@ -409,7 +424,11 @@ function failCoveredProposals<R, SM>(state: DriverState<R, SM>, index: LogIndex)
   })
 }
 
-function statusOf(core: RaftState): NodeStatus {
+function statusOf(core: RaftState, tickMs: number): NodeStatus {
+  const peers: PeerStatus[] = []
+  if (core.role === "leader") {
+    for (const [id, pr] of core.progress) peers.push({ id, matchIndex: pr.match, silentMs: pr.silentTicks * tickMs, replication: pr.state })
+  }
   return {
     id: core.config.id,
     role: core.role,
@@ -418,6 +437,7 @@ function statusOf(core: RaftState): NodeStatus {
     commitIndex: core.log.committed,
     appliedIndex: core.log.applied,
     lastIndex: lastIndex(core.log),
-    membership: core.membership
+    membership: core.membership,
+    peers
   }
 }

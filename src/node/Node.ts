@@ -23,6 +23,7 @@ import { healthLimitsFor } from "../observability/health.ts"
 import * as NodeMetrics from "../observability/NodeMetrics.ts"
 import { nodeIdLabel } from "../observability/NodeMetrics.ts"
 import * as PeerContact from "../observability/PeerContact.ts"
+import { lockDataDir } from "./dataDirLock.ts"
 import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 
@@ -64,6 +65,7 @@ export interface TqliteNode<R, SM> {
 
 export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNode<R, SM>, unknown, Scope.Scope | Disk> =>
   Effect.gen(function*() {
+    yield* lockDataDir(options.dataDir)
     const { identity, created } = yield* loadOrCreateIdentity(options.dataDir, options.address, () => ({
       nodeId: generateNodeId(),
       clusterId: options.start._tag === "Join" ? options.start.clusterId : generateClusterId()
@@ -122,8 +124,14 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
     yield* transport.serve((envelope) => Effect.zipRight(contact.heard(envelope.message.from), raft.deliver(envelope)))
     // Links follow the membership: every member but us, at the address the configuration names.
     let linked = ""
+    let ledInTerm = 0
     const syncPeers = Effect.gen(function*() {
       const status = yield* raft.status
+      // One line per leadership won: operators (and the shutdown tests) follow terms by it.
+      if (status.role === "leader" && status.term !== ledInTerm) {
+        ledInTerm = status.term
+        yield* Effect.logInfo(`node ${identity.nodeId} leads the cluster (term ${status.term})`)
+      }
       const peers = new Map<NodeId, string>(status.membership.members.filter((m) => m.id !== identity.nodeId).map((m) => [m.id, m.address]))
       const key = JSON.stringify([...peers])
       if (key === linked) return

@@ -1,11 +1,14 @@
 // A tqlite node as users run it: the node wiring (Node.ts) with the replicated SQLite state
 // machine, the dqlite wire-protocol gateway on the node's address, and cluster control over
-// Raft. `join` asks a member to add this node (as a spare, then a voter).
+// Raft. `join` asks a member to add this node as a spare; the leader's role manager
+// (roles/RoleManager.ts) makes it a standby, and a voter once it has caught up, as needed.
 import * as path from "node:path"
 import type { Scope } from "effect"
 import { Duration, Effect, Schedule } from "effect"
 import { make as makeClient } from "../net/client/Client.ts"
 import { makeClientHandlerSlot } from "../net/gateway/Gateway.ts"
+import type { ClusterControl } from "../net/gateway/ClusterControl.ts"
+import { ClusterControlError } from "../net/gateway/ClusterControl.ts"
 import { makeRaftClusterControl } from "../net/gateway/raftClusterControl.ts"
 import { discoverCluster } from "../net/peers/discover.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
@@ -14,11 +17,13 @@ import type { HealthLimits } from "../observability/health.ts"
 import * as MetricsServer from "../observability/MetricsServer.ts"
 import { nodeIdLabel } from "../observability/NodeMetrics.ts"
 import * as NodeObserver from "../observability/NodeObserver.ts"
+import type { NodeId, Role } from "../raft/types.ts"
 import type { SqliteApplyResult } from "../sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
 import type { Disk } from "../storage/Disk.ts"
 import type { TqliteNode } from "./Node.ts"
 import * as Node from "./Node.ts"
+import * as RoleManager from "./roles/RoleManager.ts"
 
 export interface SqlNodeOptions {
   readonly dataDir: string
@@ -33,6 +38,15 @@ export interface SqlNodeOptions {
   readonly metrics?: string
   /** Overrides of the bounds /health applies (defaults: health.ts `healthLimitsFor`). */
   readonly health?: Partial<HealthLimits>
+  /** This node's failure domain (dqlite's): the role manager spreads voters across domains. */
+  readonly failureDomain?: bigint
+  /** Role management targets and timings (defaults: RoleManager.defaultRoleManagerOptions). */
+  readonly roles?: Partial<RoleManager.RoleManagerOptions>
+  /** Bound on each step of a graceful shutdown (hand leadership over; step back to spare). */
+  readonly handOverTimeoutMs?: number
+  /** On shutdown, step back to spare when a replacement exists (default true). Tests that
+   * stand in a crash for a scope close turn it off. */
+  readonly leaveOnShutdown?: boolean
 }
 
 export interface SqlNode {
@@ -77,7 +91,9 @@ const serve = (
     // Proposals are timed where the node hands Raft to SQLite: proposal → committed and applied.
     const raft: typeof node.raft = { ...node.raft, propose: (data) => metrics.timeProposal(node.raft.propose(data)) }
     const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs })
-    slot.bind({ databases, cluster: yield* makeRaftClusterControl({ node: node.raft }), observer: metrics.gateway })
+    const control = yield* makeRaftClusterControl({ node: node.raft, ...(options.failureDomain !== undefined ? { failureDomain: options.failureDomain } : {}) })
+    const unreachableAfterMs = options.roles?.unreachableAfterMs ?? RoleManager.defaultRoleManagerOptions.unreachableAfterMs
+    slot.bind({ databases, cluster: quorumGuarded(control, node, unreachableAfterMs), observer: metrics.gateway })
     // Up before joining, so /health can say "not a member" while the join is under way.
     const metricsAddress = options.metrics === undefined ? null : (yield* MetricsServer.serve({
       address: options.metrics,
@@ -95,18 +111,66 @@ const serve = (
       })
     })).address
     if (joining && !(yield* isMember(node))) yield* join(node, options.join, options.tls ?? null)
-    // Shutting down (scope close, e.g. SIGTERM): a leader first hands leadership to a caught-up
-    // voter, so the cluster does not wait an election timeout. Bounded; a failure only costs that.
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
-        const status = yield* node.raft.status
-        if (status.role !== "leader" || status.membership.members.filter((m) => m.role === "voter").length < 2) return
-        const handed = yield* Effect.either(node.raft.transferLeadership(null).pipe(Effect.timeout(Duration.seconds(3))))
-        yield* Effect.logInfo(handed._tag === "Right" ? "leadership handed over before shutdown" : `leadership hand-over before shutdown failed (${JSON.stringify(handed.left)}); the cluster will elect`)
-      })
-    )
+    yield* RoleManager.start({ raft: node.raft, selfMetadata: control.describe, tls: options.tls ?? null }, options.roles ?? {})
+    // Registered last, so it runs first when the scope closes (SIGTERM): links, databases and
+    // the Raft actor are all still up while leadership moves and the node steps back.
+    const stepTimeoutMs = options.handOverTimeoutMs ?? 3_000
+    const stepBack = options.leaveOnShutdown === false ? Effect.void : leave(node, options.tls ?? null, stepTimeoutMs)
+    yield* Effect.addFinalizer(() => Effect.zipRight(handOver(node, stepTimeoutMs), stepBack))
     return { node, databases, metricsAddress }
   })
+
+/** A leader hands leadership to its most caught-up voter, so the cluster does not wait an
+ * election timeout for the next one. Bounded; a failure only costs that election. */
+const handOver = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, timeoutMs: number) =>
+  Effect.gen(function*() {
+    const before = yield* node.raft.status
+    if (before.role !== "leader" || before.membership.members.filter((m) => m.role === "voter").length < 2) return
+    yield* Effect.logInfo(`shutting down: handing leadership over (term ${before.term})`)
+    const handed = yield* Effect.either(node.raft.transferLeadership(null).pipe(Effect.timeout(Duration.millis(timeoutMs))))
+    const after = yield* node.raft.status
+    if (handed._tag === "Right" && after.role !== "leader") {
+      yield* Effect.logInfo(`leadership handed over to node ${after.leader ?? "?"} (term ${before.term} → ${after.term})`)
+    } else {
+      const why = handed._tag === "Left" ? handed.left._tag === "TimeoutException" ? `no answer within ${timeoutMs} ms` : JSON.stringify(handed.left) : "still leader"
+      yield* Effect.logWarning(`leadership hand-over before shutdown failed (${why}); the cluster will elect`)
+    }
+  })
+
+/** Leaving for good or for a while, a voter (or standby) that has someone to take its place asks
+ * the leader to make it a spare, so the role manager promotes the replacement now rather than
+ * after the unreachable timeout (go-dqlite's hand-over). The leader refuses if that would leave
+ * its reachable voters short of a majority. Bounded; a failure only costs that timeout. */
+const leave = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, secure: PeerTlsOptions | null, timeoutMs: number) =>
+  Effect.gen(function*() {
+    const status = yield* node.raft.status
+    const self = status.membership.members.find((m) => m.id === status.id)
+    if (self === undefined || self.role === "spare" || status.role === "leader") return
+    const replacements = status.membership.members.filter((m) => m.id !== status.id && (m.role === "spare" || (self.role === "voter" && m.role === "standby")))
+    if (replacements.length === 0) return
+    const others = status.membership.members.filter((m) => m.id !== status.id).map((m) => m.address)
+    const demoted = yield* Effect.either(Effect.scoped(Effect.gen(function*() {
+      const client = yield* makeClient({ servers: others, database: "tqlite-control", tls: secure, connectTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs, retriesMax: 2 })
+      yield* client.assign(BigInt(status.id), "spare")
+    })).pipe(Effect.timeout(Duration.millis(timeoutMs))))
+    if (demoted._tag === "Right") yield* Effect.logInfo(`left the ${self.role}s: node ${status.id} is now a spare, so a replacement can take its place`)
+    else yield* Effect.logWarning(`could not step back to spare before shutdown (${JSON.stringify(demoted.left)}); the leader will after its unreachable timeout`)
+  })
+
+/** The cluster control with a guard on demotions and removals: a leader refuses one that would
+ * leave the voters it hears from short of a majority (dqlite does not check; we prefer to). */
+const quorumGuarded = (control: ClusterControl, node: TqliteNode<SqliteApplyResult, SqliteMachine>, unreachableAfterMs: number): ClusterControl => {
+  const guard = (id: NodeId, role: Role) =>
+    Effect.flatMap(node.raft.status, (status) =>
+      status.role === "leader" && !RoleManager.keepsReachableQuorum(status, { node: id, role }, unreachableAfterMs)
+        ? Effect.fail(new ClusterControlError({ reason: "Failed", message: `changing node ${id} would leave the reachable voters without a majority` }))
+        : Effect.void)
+  return {
+    ...control,
+    assign: (id, role) => Effect.zipRight(guard(id, role), control.assign(id, role)),
+    remove: (id) => Effect.zipRight(guard(id, "spare"), control.remove(id))
+  }
+}
 
 const isMember = (node: TqliteNode<SqliteApplyResult, SqliteMachine>) =>
   Effect.map(node.raft.status, (status) => status.membership.members.some((m) => m.id === node.identity.nodeId))
@@ -115,8 +179,9 @@ const isMember = (node: TqliteNode<SqliteApplyResult, SqliteMachine>) =>
 const firstAnswer = (addresses: ReadonlyArray<string>, secure: PeerTlsOptions | null) =>
   Effect.firstSuccessOf(addresses.map((address) => discoverCluster(address, secure)))
 
-/** Asks the cluster (through whichever member leads) to add this node as a spare, then makes it
- * a voter; retried with backoff while the cluster elects or is busy with another change. */
+/** Asks the cluster (through whichever member leads) to add this node as a spare; retried with
+ * backoff while the cluster elects or is busy with another change. Promotion is the leader's
+ * role manager's job, once this node has caught up. */
 const join = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, members: ReadonlyArray<string>, secure: PeerTlsOptions | null) =>
   Effect.scoped(
     Effect.gen(function*() {
@@ -125,7 +190,6 @@ const join = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, members: Reado
       const retry = Schedule.exponential(Duration.millis(100)).pipe(Schedule.union(Schedule.spaced(Duration.seconds(2))), Schedule.intersect(Schedule.recurs(30)))
       const servers = yield* client.cluster.pipe(Effect.retry(retry))
       if (!servers.some((s) => s.id === id)) yield* client.add(id, node.identity.address).pipe(Effect.retry(retry))
-      yield* client.assign(id, "voter").pipe(Effect.retry(retry))
-      yield* Effect.logInfo(`node ${node.identity.nodeId} joined the cluster as a voter`)
+      yield* Effect.logInfo(`node ${node.identity.nodeId} joined the cluster as a spare; the leader promotes it as needed`)
     })
   )

@@ -47,21 +47,31 @@ export const loadOrCreateIdentity = (
     const disk = yield* Disk
     const file = path.join(dataDir, identityFileName)
     yield* disk.mkdir(dataDir)
-    if (yield* disk.exists(file)) {
-      const bytes = yield* disk.readFile(file)
-      const decoded = yield* Effect.try({
-        try: () => packr.unpack(bytes) as { version: number; nodeId: number; clusterId: string; address: string },
-        catch: (cause) => new IdentityCorrupted({ file, detail: String(cause) })
-      })
-      if (decoded.version !== formatVersion || !Number.isSafeInteger(decoded.nodeId) || typeof decoded.clusterId !== "string") {
-        return yield* new IdentityCorrupted({ file, detail: `unknown identity format (version ${String(decoded.version)})` })
+    const existing = yield* readIdentity(dataDir)
+    if (existing !== null) {
+      if (existing.address !== address) {
+        return yield* new IdentityMismatch({ file, detail: `this data directory belongs to the node at ${existing.address}, not ${address}` })
       }
-      if (decoded.address !== address) {
-        return yield* new IdentityMismatch({ file, detail: `this data directory belongs to the node at ${decoded.address}, not ${address}` })
-      }
-      return { identity: { nodeId: decoded.nodeId, clusterId: decoded.clusterId, address }, created: false }
+      return { identity: existing, created: false }
     }
     const identity = { ...fresh(), address }
     yield* writeFileAtomic(disk, file, packr.pack({ version: formatVersion, ...identity }))
     return { identity, created: true }
+  })
+
+/** The identity kept in `dataDir`, or null when it has none. */
+export const readIdentity = (dataDir: string): Effect.Effect<NodeIdentity | null, IdentityCorrupted | DiskFailure, Disk> =>
+  Effect.gen(function*() {
+    const disk = yield* Disk
+    const file = path.join(dataDir, identityFileName)
+    if (!(yield* disk.exists(file))) return null
+    const bytes = yield* disk.readFile(file)
+    const decoded = yield* Effect.try({
+      try: () => packr.unpack(bytes) as { version: number; nodeId: number; clusterId: string; address: string },
+      catch: (cause) => new IdentityCorrupted({ file, detail: String(cause) })
+    })
+    if (decoded.version !== formatVersion || !Number.isSafeInteger(decoded.nodeId) || typeof decoded.clusterId !== "string" || typeof decoded.address !== "string") {
+      return yield* new IdentityCorrupted({ file, detail: `unknown identity format (version ${String(decoded.version)})` })
+    }
+    return { nodeId: decoded.nodeId, clusterId: decoded.clusterId, address: decoded.address }
   })

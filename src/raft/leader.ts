@@ -82,6 +82,7 @@ export function handleAppendResponse(step: Step, m: AppendEntriesResponse): void
   const pr = s.progress.get(m.from)
   if (pr === undefined) return
   pr.recentActive = true
+  pr.silentTicks = 0
   if (!m.success) {
     if (pr.state === "snapshot") return
     if (pr.state === "replicate" && m.index <= pr.match) return // stale
@@ -114,6 +115,7 @@ export function handleSnapshotResponse(step: Step, m: InstallSnapshotResponse): 
   const pr = s.progress.get(m.from)
   if (pr === undefined) return
   pr.recentActive = true
+  pr.silentTicks = 0
   if (m.index > pr.match) pr.match = m.index
   becomeProbe(pr)
   if (maybeCommit(step)) broadcastAppend(step, true)
@@ -125,6 +127,7 @@ export function handleHeartbeatResponse(step: Step, m: HeartbeatResponse): void 
   const pr = s.progress.get(m.from)
   if (pr === undefined) return
   pr.recentActive = true
+  pr.silentTicks = 0
   pr.probeSent = false
   // An append may have been lost: make room so the follower can be probed again.
   if (pr.state === "replicate" && inflightFull(pr, s.config.inflightAppendsMax, s.config.inflightBytesMax)) {
@@ -170,6 +173,7 @@ export function tickLeader(step: Step): void {
   const s = step.s
   s.heartbeatElapsed++
   s.electionElapsed++
+  for (const pr of s.progress.values()) pr.silentTicks++
   if (s.electionElapsed >= s.config.electionTicks) {
     s.electionElapsed = 0
     if (s.config.checkQuorum && !quorumActive(step)) {

@@ -23,6 +23,9 @@ export interface Progress {
   inflightBytes: number
   /** Heard from since the last check-quorum round. */
   recentActive: boolean
+  /** Leader ticks since this follower last answered: how long it has been out of touch, for
+   * whoever manages roles (check-quorum's recentActive only covers the current round). */
+  silentTicks: number
   /** In snapshot state: index of the snapshot sent and ticks since it was sent. */
   snapshotIndex: LogIndex
   snapshotElapsed: number
@@ -37,6 +40,7 @@ export function makeProgress(next: LogIndex): Progress {
     inflights: [],
     inflightBytes: 0,
     recentActive: true,
+    silentTicks: 0,
     snapshotIndex: 0,
     snapshotElapsed: 0
   }

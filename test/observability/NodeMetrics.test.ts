@@ -93,7 +93,8 @@ describe("NodeMetrics", () => {
         commitIndex: 40,
         appliedIndex: 38,
         lastIndex: 41,
-        membership: { members: [{ id: metrics.nodeId, address: "a:1", role: "voter" }, { id: 5, address: "b:1", role: "standby" }] }
+        membership: { members: [{ id: metrics.nodeId, address: "a:1", role: "voter" }, { id: 5, address: "b:1", role: "standby" }] },
+        peers: []
       }
       yield* metrics.setStatus(status)
       const scrape = yield* scrapeOf(metrics)

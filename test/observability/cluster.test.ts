@@ -38,7 +38,8 @@ interface Running {
 const startNode = (dataDir: string, address: string, join: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
-    const sql = yield* SqlNodes.start({ dataDir, address, join, tickMs, metrics: "127.0.0.1:0" }).pipe(
+    // Role rounds every 100 ms: joiners come in as spares and are promoted by the leader.
+    const sql = yield* SqlNodes.start({ dataDir, address, join, tickMs, metrics: "127.0.0.1:0", roles: { intervalMs: 100 } }).pipe(
       Scope.extend(scope),
       Effect.provide(Disk.layerNode),
       // The nodes' fibers inherit the level: only warnings and errors reach the test output.
@@ -54,7 +55,13 @@ const startCluster = Effect.gen(function*() {
   const nodes: Running[] = [yield* startNode(path.join(base, "n1"), addresses[0]!, [])]
   for (const i of [1, 2]) nodes.push(yield* startNode(path.join(base, `n${i + 1}`), addresses[i]!, [addresses[0]!]))
   yield* Effect.addFinalizer(() => Effect.forEach(nodes, (n) => Scope.close(n.scope, Exit.void), { discard: true }))
-  return nodes
+  // Joiners are spares until the leader's role manager has made them voters.
+  for (let i = 0; i < 400; i++) {
+    const statuses = yield* Effect.forEach(nodes, (n) => n.sql.node.raft.status)
+    if (statuses.every((st) => st.membership.members.filter((m) => m.role === "voter").length === 3)) return nodes
+    yield* Effect.sleep(Duration.millis(50))
+  }
+  return yield* Effect.dieMessage("the joiners did not become voters within 20 s")
 })
 
 const get = (address: string, pathAndQuery: string) =>

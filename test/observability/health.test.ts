@@ -18,6 +18,7 @@ const status = (overrides: Partial<NodeStatus> = {}): NodeStatus => ({
   appliedIndex: 100,
   lastIndex: 100,
   membership: { members },
+  peers: [],
   ...overrides
 })
 

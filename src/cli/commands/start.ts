@@ -1,6 +1,5 @@
 // `tqlite start`: runs one node until a signal. With an empty data dir and no --join it founds a
 // new cluster; with --join it asks a member to add it; with an existing data dir it rejoins.
-import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -11,18 +10,21 @@ import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel }
 import { Disk } from "../../storage/Disk.ts"
 import type { Command } from "./command.ts"
 import { usageError, version } from "./command.ts"
+import { runUntilSignal } from "./signals.ts"
 
 export const start: Command = {
   name: "start",
-  usage: `tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...]
-               [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--metrics HOST:PORT]
-               [--log-format pretty|json|logfmt] [--log-level LEVEL]
+  usage: `tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...] [--failure-domain N]
+               [--voters N] [--standbys N] [--tls-cert FILE --tls-key FILE --tls-ca FILE]
+               [--metrics HOST:PORT] [--log-format pretty|json|logfmt] [--log-level LEVEL]
       runs a node: with an empty data dir and no --join it founds a new cluster; with --join it
-      asks a member to add it; with an existing data dir it rejoins as the same node.
+      asks a member to add it (as a spare: the leader promotes it as needed); with an existing
+      data dir it rejoins as the same node. SIGTERM/SIGINT shut down gracefully (a second one
+      exits at once; docs/operations.md).
       --metrics serves Prometheus /metrics and /health over HTTP (docs/observability.md).
       LEVEL: all, trace, debug, info, warning, error, fatal or none.
-      Defaults: --address 127.0.0.1:9001 --data-dir .tqlite/<port> --log-format pretty
-      --log-level info`,
+      Defaults: --address 127.0.0.1:9001 --data-dir .tqlite/<port> --failure-domain 0
+      --voters 3 --standbys 3 --log-format pretty --log-level info`,
   run: (args) => {
     const { values } = parseArgs({
       args: [...args],
@@ -30,6 +32,9 @@ export const start: Command = {
         address: { type: "string" },
         "data-dir": { type: "string" },
         join: { type: "string" },
+        "failure-domain": { type: "string" },
+        voters: { type: "string" },
+        standbys: { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         "tls-ca": { type: "string" },
@@ -54,12 +59,20 @@ export const start: Command = {
     const address = values.address ?? "127.0.0.1:9001"
     const port = address.split(":").at(-1) ?? "9001"
     const dataDir = path.resolve(values["data-dir"] ?? path.join(".tqlite", port))
+    const failureDomain = parseUint64(values["failure-domain"] ?? "0")
+    if (failureDomain === null) return usageError("start", "--failure-domain must be an integer from 0 to 2^64-1")
+    const voters = Number(values.voters ?? 3)
+    if (!Number.isSafeInteger(voters) || voters < 1 || voters % 2 === 0) return usageError("start", "--voters must be an odd number, 1 or more")
+    const standbys = Number(values.standbys ?? 3)
+    if (!Number.isSafeInteger(standbys) || standbys < 0) return usageError("start", "--standbys must be 0 or more")
     const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
     const program = Effect.gen(function*() {
       const { node, metricsAddress } = yield* SqlNode.start({
         dataDir,
         address,
         join,
+        failureDomain,
+        roles: { targets: { voters, standbys } },
         ...(tls !== undefined ? { tls } : {}),
         ...(metrics !== undefined ? { metrics } : {})
       })
@@ -86,8 +99,15 @@ export const start: Command = {
       Effect.provide(Disk.layerNode),
       Effect.provide(loggerLayer(logFormat, logLevel))
     )
-    NodeRuntime.runMain(main, { disableErrorReporting: true, disablePrettyLogger: true })
+    runUntilSignal(main, { disableErrorReporting: true, disablePrettyLogger: true })
   }
+}
+
+/** A dqlite failure domain: an unsigned 64-bit integer, in decimal. */
+function parseUint64(text: string): bigint | null {
+  if (!/^\d{1,20}$/.test(text)) return null
+  const value = BigInt(text)
+  return value < 2n ** 64n ? value : null
 }
 
 function isAddress(text: string): boolean {

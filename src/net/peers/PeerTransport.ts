@@ -109,7 +109,10 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
     const baseSeed = options.seed ?? nodeId
     const onClientConnection = options.onClientConnection ?? (() => Effect.void)
     const secure = options.tls ?? null
-    const layerScope = yield* Effect.scope
+    // Every link lives in one scope made now, so links started later (a member joining) still
+    // close after whatever the caller registered on its scope after us — e.g. a leader's
+    // hand-over before shutdown, which needs its links to send TimeoutNow.
+    const linksScope = yield* ScopeOps.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const links = new Map<NodeId, LinkEntry>()
     const linksLock = yield* Effect.makeSemaphore(1)
     let onEnvelope: ((envelope: Envelope) => Effect.Effect<void>) | null = null
@@ -306,7 +309,7 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
           yield* Effect.logError(`no link to peer ${id}: ${String(valid.left)}`)
           return undefined
         }
-        const scope = yield* ScopeOps.fork(layerScope, ExecutionStrategy.sequential)
+        const scope = yield* ScopeOps.fork(linksScope, ExecutionStrategy.sequential)
         const link = yield* PeerLinkModule.make({
           local,
           peer: id,

@@ -87,7 +87,7 @@ describe("leaderOf", () => {
     ]
   }
   const status = (id: number, role: "leader" | "follower", leader: number | null) =>
-    ({ id, role, leader, term: 1, commitIndex: 1, appliedIndex: 1, lastIndex: 1, membership })
+    ({ id, role, leader, term: 1, commitIndex: 1, appliedIndex: 1, lastIndex: 1, membership, peers: [] })
   it("names the leader from a voter, nobody from a standby or when unknown", () => {
     expect(leaderOf(status(1, "leader", 1))).toEqual({ id: 1, address: "a:1" })
     expect(leaderOf(status(2, "follower", 1))).toEqual({ id: 1, address: "a:1" })
