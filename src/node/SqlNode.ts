@@ -77,7 +77,14 @@ const serve = (
     // Proposals are timed where the node hands Raft to SQLite: proposal → committed and applied.
     const raft: typeof node.raft = { ...node.raft, propose: (data) => metrics.timeProposal(node.raft.propose(data)) }
     const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs })
-    slot.bind({ databases, cluster: yield* makeRaftClusterControl({ node: node.raft }), observer: metrics.gateway })
+    slot.bind({
+      databases,
+      cluster: yield* makeRaftClusterControl({ node: node.raft }),
+      observer: metrics.gateway,
+      // DUMP serves the leader's committed image; the WAL part is empty since the image already
+      // holds every committed page (as dqlite >= 1.12 sends it).
+      dumper: { dump: (name) => Effect.map(databases.committedImage(name), (main) => (main === null ? null : { main, wal: new Uint8Array(0) })) }
+    })
     // Up before joining, so /health can say "not a member" while the join is under way.
     const metricsAddress = options.metrics === undefined ? null : (yield* MetricsServer.serve({
       address: options.metrics,
