@@ -1,0 +1,321 @@
+// `tqlite restore`: loads a SQLite file into a live cluster's database through the client.
+//
+// Order: refuse a target that has tables (unless --force: then drop its views and tables in one
+// transaction), create the tables, copy the rows, then create indexes, triggers and views (so
+// triggers do not fire on copied rows and indexes are built once), then copy sqlite_sequence.
+// Rows go in bounded transactions (rows and bytes per transaction, well below the cluster's
+// transaction bound, src/sqlite/limits.ts) of multi-row INSERTs (bounded rows, parameters and
+// bytes per statement); parent tables (by foreign key) go before their children, and each
+// transaction defers foreign-key checks to its commit.
+//
+// Values keep their storage class: integers are read as bigints and sent as INTEGER, reals are
+// sent as FLOAT even when they hold a whole number, so a column without affinity gets back
+// exactly what it had. Rowids are copied too (tables without an INTEGER PRIMARY KEY, not
+// WITHOUT ROWID), so a dump → restore → dump gives the same rows with the same rowids.
+//
+// Not handled: virtual tables (refused), text values containing NUL characters (the wire cannot
+// carry them; the restore stops with that error), sqlite_stat* statistics (not copied).
+import Database from "better-sqlite3"
+import type { Scope } from "effect"
+import { Clock, Data, Effect } from "effect"
+import * as path from "node:path"
+import { parseArgs } from "node:util"
+import type { DqliteClientService } from "../../net/client/Client.ts"
+import { make as makeClient } from "../../net/client/Client.ts"
+import type { ClientError } from "../../net/client/errors.ts"
+import type { ParamValue } from "../../net/client/values.ts"
+import { Values } from "../../net/gateway/values.ts"
+import { defaultSqliteLimits } from "../../sqlite/limits.ts"
+import type { CliIo } from "../common.ts"
+import { clientErrorText, exitCodes, formatBytes, parseServers, processIo, runProgram } from "../common.ts"
+import { Progress } from "../progress.ts"
+import type { Command } from "./command.ts"
+import { usageError } from "./command.ts"
+
+export interface RestoreLimits {
+  /** Rows copied per transaction. */
+  readonly rowsPerTransactionMax: number
+  /** Bytes of values per transaction (one row more may go past it: a transaction has at least
+   * one row). At most a third of the cluster's transaction bound: pages cost more than values. */
+  readonly bytesPerTransactionMax: number
+  /** Rows, parameters and bytes of values per INSERT statement. */
+  readonly rowsPerStatementMax: number
+  readonly paramsPerStatementMax: number
+  readonly bytesPerStatementMax: number
+}
+
+export const restoreLimitsDefault: RestoreLimits = {
+  rowsPerTransactionMax: 10_000,
+  bytesPerTransactionMax: 8 * 1024 * 1024,
+  rowsPerStatementMax: 500,
+  paramsPerStatementMax: 999,
+  bytesPerStatementMax: 1024 * 1024
+}
+
+export function validateRestoreLimits(limits: RestoreLimits): string | null {
+  for (const [key, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value < 1) return `${key} must be a positive integer`
+  }
+  if (limits.bytesPerTransactionMax > defaultSqliteLimits.transactionBytesMax / 3) {
+    return `bytes per transaction must stay below a third of the cluster's ${formatBytes(defaultSqliteLimits.transactionBytesMax)} transaction bound`
+  }
+  return null
+}
+
+export class RestoreError extends Data.TaggedError("RestoreError")<{ readonly detail: string }> {}
+
+export interface RestoreOptions {
+  readonly servers: ReadonlyArray<string>
+  readonly database: string
+  readonly file: string
+  readonly force: boolean
+  readonly limits?: Partial<RestoreLimits>
+}
+
+interface SourceTable {
+  readonly name: string
+  readonly sql: string
+  /** Columns written (generated ones are left out). */
+  readonly columns: ReadonlyArray<string>
+  /** The rowid's name when it must be copied explicitly (no INTEGER PRIMARY KEY alias). */
+  readonly rowidName: string | null
+  readonly rowsTotal: number
+}
+
+interface SourceSchema {
+  /** Parents (by foreign key) before children. */
+  readonly tables: ReadonlyArray<SourceTable>
+  /** Indexes, triggers and views, in creation order. */
+  readonly later: ReadonlyArray<{ readonly type: string; readonly name: string; readonly sql: string }>
+  readonly sequence: ReadonlyArray<readonly [string, bigint]> | null
+}
+
+export const quoteName = (name: string) => `"${name.replace(/"/g, "\"\"")}"`
+
+const sourceStep = <A>(what: string, run: () => A) =>
+  Effect.try({ try: run, catch: (cause) => new RestoreError({ detail: `${what}: ${cause instanceof Error ? cause.message : String(cause)}` }) })
+
+/** What the source file holds, read once before anything is sent. */
+function readSourceSchema(db: Database.Database): SourceSchema {
+  const objects = db.prepare("SELECT type, name, tbl_name AS tableName, sql FROM main.sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid").all() as Array<{ type: string; name: string; tableName: string; sql: string }>
+  const listed = new Map((db.prepare("SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main'").all() as Array<{ name: string; type: string; wr: number }>).map((t) => [t.name, t]))
+  const virtual = objects.find((o) => o.type === "table" && listed.get(o.name)?.type === "virtual")
+  if (virtual !== undefined) throw new Error(`virtual table ${virtual.name} cannot be restored`)
+  const tables = objects.filter((o) => o.type === "table" && listed.get(o.name)?.type === "table").map((o): SourceTable => {
+    const columns = db.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?)").all(o.name) as Array<{ name: string; type: string; pk: number; hidden: number }>
+    const keys = columns.filter((c) => c.pk > 0)
+    const aliased = keys.length === 1 && keys[0]!.type.toUpperCase() === "INTEGER"
+    const names = new Set(columns.map((c) => c.name.toLowerCase()))
+    const rowidName = listed.get(o.name)!.wr === 1 || aliased ? null : (["rowid", "_rowid_", "oid"].find((n) => !names.has(n)) ?? null)
+    const rowsTotal = Number((db.prepare(`SELECT count(*) FROM main.${quoteName(o.name)}`).pluck().get() as number))
+    return { name: o.name, sql: o.sql, columns: columns.filter((c) => c.hidden === 0).map((c) => c.name), rowidName, rowsTotal }
+  })
+  const hasSequence = db.prepare("SELECT count(*) FROM main.sqlite_schema WHERE name = 'sqlite_sequence'").pluck().get() === 1
+  const sequence = hasSequence
+    ? (db.prepare("SELECT name, seq FROM main.sqlite_sequence").raw(true).safeIntegers(true).all() as Array<[string, bigint]>)
+    : null
+  return { tables: parentsFirst(db, tables), later: objects.filter((o) => o.type !== "table"), sequence }
+}
+
+/** Tables ordered so that a table comes after the tables its foreign keys name (cycles: as found). */
+function parentsFirst(db: Database.Database, tables: ReadonlyArray<SourceTable>): ReadonlyArray<SourceTable> {
+  const byName = new Map(tables.map((t) => [t.name.toLowerCase(), t]))
+  const ordered: Array<SourceTable> = []
+  const state = new Map<string, "visiting" | "done">()
+  const visit = (table: SourceTable) => {
+    const key = table.name.toLowerCase()
+    if (state.has(key)) return
+    state.set(key, "visiting")
+    const parents = db.prepare("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?)").pluck().all(table.name) as Array<string>
+    for (const parent of parents) {
+      const found = byName.get(parent.toLowerCase())
+      if (found !== undefined && found !== table) visit(found)
+    }
+    state.set(key, "done")
+    ordered.push(table)
+  }
+  for (const table of tables) visit(table)
+  return ordered
+}
+
+/** A source value as a parameter that keeps its storage class. */
+function paramOfSource(value: unknown): ParamValue {
+  if (typeof value === "number") return Values.float(value)
+  return value as ParamValue
+}
+
+function valueBytes(value: unknown): number {
+  if (typeof value === "string") return Buffer.byteLength(value, "utf8")
+  if (value instanceof Uint8Array) return value.byteLength
+  return value === null ? 1 : 8
+}
+
+interface Batch {
+  readonly statements: ReadonlyArray<{ readonly sql: string; readonly params: ReadonlyArray<ParamValue> }>
+  readonly rows: number
+  readonly bytes: number
+}
+
+/** Pulls the next transaction's rows from `rows` (bounded by rows and bytes) as INSERTs. */
+function nextBatch(rows: Iterator<Array<unknown>>, insertInto: (rowCount: number) => string, width: number, limits: RestoreLimits): Batch {
+  const rowsPerStatement = Math.max(1, Math.min(limits.rowsPerStatementMax, Math.floor(limits.paramsPerStatementMax / width)))
+  const statements: Array<{ sql: string; params: Array<ParamValue> }> = []
+  let pending: Array<ParamValue> = []
+  let pendingRows = 0
+  let pendingBytes = 0
+  let rowCount = 0
+  let bytes = 0
+  const flush = () => {
+    if (pendingRows === 0) return
+    statements.push({ sql: insertInto(pendingRows), params: pending })
+    pending = []
+    pendingRows = 0
+    pendingBytes = 0
+  }
+  while (rowCount < limits.rowsPerTransactionMax && bytes < limits.bytesPerTransactionMax) {
+    const next = rows.next()
+    if (next.done === true) break
+    let rowBytes = 0
+    for (const value of next.value) {
+      pending.push(paramOfSource(value))
+      rowBytes += valueBytes(value)
+    }
+    pendingRows++
+    pendingBytes += rowBytes
+    rowCount++
+    bytes += rowBytes
+    if (pendingRows >= rowsPerStatement || pendingBytes >= limits.bytesPerStatementMax) flush()
+  }
+  flush()
+  return { statements, rows: rowCount, bytes }
+}
+
+const deferForeignKeys = "PRAGMA defer_foreign_keys = ON"
+
+/** Drops the target's views and tables (with their indexes and triggers) in one transaction. */
+const dropAll = (client: DqliteClientService, existing: ReadonlyArray<{ readonly type: string; readonly name: string }>) =>
+  client.transaction(
+    Effect.gen(function*() {
+      yield* client.exec(deferForeignKeys)
+      for (const o of existing.filter((o) => o.type === "view")) yield* client.exec(`DROP VIEW IF EXISTS main.${quoteName(o.name)}`)
+      for (const o of existing.filter((o) => o.type === "table")) yield* client.exec(`DROP TABLE IF EXISTS main.${quoteName(o.name)}`)
+    })
+  )
+
+const copyTable = (client: DqliteClientService, db: Database.Database, table: SourceTable, limits: RestoreLimits, progress: Progress) =>
+  Effect.gen(function*() {
+    const columns = [...(table.rowidName === null ? [] : [table.rowidName]), ...table.columns]
+    if (columns.length === 0) return 0
+    const list = columns.map(quoteName).join(", ")
+    const tuple = `(${columns.map(() => "?").join(", ")})`
+    const insertInto = (rowCount: number) => `INSERT INTO main.${quoteName(table.name)} (${list}) VALUES ${Array.from({ length: rowCount }, () => tuple).join(", ")}`
+    const rows = yield* sourceStep(`reading ${table.name}`, () =>
+      db.prepare(`SELECT ${list} FROM main.${quoteName(table.name)}`).raw(true).safeIntegers(true).iterate() as IterableIterator<Array<unknown>>)
+    let transactions = 0
+    for (;;) {
+      const batch = yield* sourceStep(`reading ${table.name}`, () => nextBatch(rows, insertInto, columns.length, limits))
+      if (batch.rows === 0) break
+      yield* client.transaction(
+        Effect.gen(function*() {
+          yield* client.exec(deferForeignKeys)
+          for (const statement of batch.statements) yield* client.exec(statement.sql, statement.params)
+        })
+      )
+      transactions++
+      progress.advance(batch.rows, batch.bytes, yield* Clock.currentTimeMillis)
+    }
+    return transactions
+  })
+
+const restoreInto = (client: DqliteClientService, db: Database.Database, options: RestoreOptions, limits: RestoreLimits, io: CliIo): Effect.Effect<number, ClientError | RestoreError> =>
+  Effect.gen(function*() {
+    const started = yield* Clock.currentTimeMillis
+    const schema = yield* sourceStep(`reading ${options.file}`, () => readSourceSchema(db))
+    const existing = (yield* client.query("SELECT type, name FROM main.sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"))
+      .rows.map((row) => ({ type: String(row[0]), name: String(row[1]) }))
+    if (existing.length > 0) {
+      const names = existing.map((o) => o.name).slice(0, 10).join(", ")
+      if (!options.force) {
+        return yield* new RestoreError({ detail: `database ${options.database} already has tables or views (${names}${existing.length > 10 ? ", …" : ""}); --force drops them first` })
+      }
+      io.err(`dropping ${existing.length} tables and views of ${options.database} (--force)\n`)
+      yield* dropAll(client, existing)
+    }
+    for (const table of schema.tables) yield* client.exec(table.sql)
+    const rowsTotal = schema.tables.reduce((sum, t) => sum + t.rowsTotal, 0)
+    const progress = new Progress(io, `restore ${options.database}`, rowsTotal)
+    let transactions = 0
+    for (const table of schema.tables) transactions += yield* copyTable(client, db, table, limits, progress)
+    const copied = progress.finish()
+    for (const object of schema.later) yield* client.exec(object.sql)
+    if (schema.sequence !== null) {
+      const sequence = schema.sequence
+      yield* client.transaction(
+        Effect.gen(function*() {
+          yield* client.exec("DELETE FROM main.sqlite_sequence")
+          for (const [name, seq] of sequence) yield* client.exec("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", [name, seq])
+        })
+      )
+    }
+    const elapsedMs = (yield* Clock.currentTimeMillis) - started
+    io.err(
+      `restored ${schema.tables.length} tables, ${schema.later.length} indexes/triggers/views, ${copied.rows} rows ` +
+        `(${formatBytes(copied.bytes)} of values) into ${options.database} in ${transactions} transactions, ${elapsedMs} ms\n`
+    )
+    return exitCodes.ok
+  })
+
+export const runRestore = (options: RestoreOptions, io: CliIo): Effect.Effect<number, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const limits = { ...restoreLimitsDefault, ...options.limits }
+    const invalid = validateRestoreLimits(limits)
+    if (invalid !== null) {
+      io.err(`Error: ${invalid}\n`)
+      return exitCodes.usage
+    }
+    const opened = yield* Effect.either(Effect.acquireRelease(
+      sourceStep(`opening ${options.file}`, () => new Database(options.file, { readonly: true, fileMustExist: true })),
+      (db) => Effect.sync(() => db.close())
+    ))
+    if (opened._tag === "Left") {
+      io.err(`Error: ${opened.left.detail}\n`)
+      return exitCodes.failed
+    }
+    const client = yield* makeClient({ servers: options.servers, database: options.database, connectionsMax: 1 })
+    return yield* restoreInto(client, opened.right, options, limits, io).pipe(
+      Effect.catchAll((error) =>
+        Effect.sync(() => {
+          io.err(`Error: ${error._tag === "RestoreError" ? error.detail : clientErrorText(error)}\n`)
+          return exitCodes.failed
+        })
+      )
+    )
+  })
+
+export const restore: Command = {
+  name: "restore",
+  usage: `tqlite restore --servers HOST:PORT[,...] [--force] [--rows-per-transaction N] [--bytes-per-transaction N] DATABASE FILE
+      loads a SQLite file into the cluster's DATABASE; refuses a DATABASE with tables unless
+      --force (which drops them first). Defaults: 10000 rows, 8 MiB per transaction.`,
+  run: async (args) => {
+    const { values, positionals } = parseArgs({
+      args: [...args],
+      allowPositionals: true,
+      options: {
+        servers: { type: "string", short: "s" },
+        force: { type: "boolean" },
+        "rows-per-transaction": { type: "string" },
+        "bytes-per-transaction": { type: "string" }
+      }
+    })
+    const servers = parseServers(values.servers)
+    if ("error" in servers) return usageError("restore", servers.error)
+    if (positionals.length !== 2) return usageError("restore", "give DATABASE and FILE")
+    const limits: Partial<{ -readonly [K in keyof RestoreLimits]: RestoreLimits[K] }> = {}
+    if (values["rows-per-transaction"] !== undefined) limits.rowsPerTransactionMax = Number(values["rows-per-transaction"])
+    if (values["bytes-per-transaction"] !== undefined) limits.bytesPerTransactionMax = Number(values["bytes-per-transaction"])
+    const invalid = validateRestoreLimits({ ...restoreLimitsDefault, ...limits })
+    if (invalid !== null) return usageError("restore", invalid)
+    await runProgram(runRestore({ servers: servers.servers, database: positionals[0]!, file: path.resolve(positionals[1]!), force: values.force ?? false, limits }, processIo))
+  }
+}
