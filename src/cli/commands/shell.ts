@@ -57,8 +57,7 @@ export function returnsRows(sql: string): boolean {
  * not continue a string, comment or trigger body. */
 export function isComplete(text: string): boolean {
   if (text.trim().length === 0) return false
-  const probe = splitStatements(`${text}\nx`)
-  return probe.at(-1)?.sql === "x"
+  return splitStatements(`${text}\nx`).length === splitStatements(text).length + 1
 }
 
 const helpText = `.cluster            the cluster's members (id, address, role, leader)
