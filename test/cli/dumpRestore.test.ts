@@ -129,7 +129,7 @@ describe("tqlite dump and restore", () => {
   it("dump → restore into another database → dump gives identical tables, indexes and rows", async () => {
     await withClient("source", (client) =>
       Effect.gen(function*() {
-        for (const sql of schemaSql) yield* client.exec(sql)
+        yield* client.transaction(Effect.forEach(schemaSql, (sql) => client.exec(sql), { discard: true }))
         // Generated server-side in a few statements (each autocommit write is a Raft round).
         yield* client.exec(`WITH RECURSIVE n(p) AS (SELECT 1 UNION ALL SELECT p + 1 FROM n WHERE p < 40) INSERT INTO parent SELECT p, 'parent ' || p FROM n`)
         // note: NULL (the trigger fills it), a whole REAL, text with CSV-hostile characters,
