@@ -12,7 +12,7 @@ import { runDump } from "../../src/cli/commands/dump.ts"
 import { quoteName, runRestore } from "../../src/cli/commands/restore.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import type { TestCluster } from "./harness.ts"
-import { runCaptured, startCluster } from "./harness.ts"
+import { leaderAmong, runCaptured, startCluster } from "./harness.ts"
 
 let scope: Scope.CloseableScope
 let cluster: TestCluster
@@ -188,6 +188,36 @@ describe("tqlite dump and restore", () => {
     const again = path.join(base, "copy-again.db")
     expect((await dump("copy", again)).code).toBe(0)
     expect(contents(again)).toEqual(contents(file))
+  })
+
+  it("a dump never holds a transaction's uncommitted writes; a follower refuses DUMP", async () => {
+    const file = path.join(base, "open-transaction.db")
+    await withClient("pending", (client) => client.exec("CREATE TABLE p (x); INSERT INTO p VALUES ('committed')"))
+    const outcome = await withClient("pending", (client) =>
+      // The transaction has written to the leader's writer connection (its WAL, even) when the
+      // dump runs, and is rolled back afterwards.
+      Effect.flip(client.transaction(Effect.gen(function*() {
+        yield* client.exec("INSERT INTO p SELECT 'uncommitted ' || value FROM json_each('[1,2,3,4,5,6,7,8,9,10]')")
+        yield* client.exec("CREATE TABLE q (y)")
+        const result = yield* Effect.promise(() => dump("pending", file))
+        return yield* Effect.fail({ dumpedWith: result })
+      }))))
+    expect("dumpedWith" in outcome).toBe(true)
+    expect((outcome as { readonly dumpedWith: { readonly code: number } }).dumpedWith.code).toBe(0)
+    const db = new Database(file, { readonly: true, fileMustExist: true })
+    try {
+      expect(db.prepare("SELECT x FROM p").pluck().all()).toEqual(["committed"])
+      expect(db.prepare("SELECT name FROM sqlite_schema").pluck().all()).toEqual(["p"])
+    } finally {
+      db.close()
+    }
+    const leader = (await Effect.runPromise(leaderAmong(cluster.nodes))).node.identity.address
+    const follower = cluster.addresses.find((a) => a !== leader)!
+    const refused = await Effect.runPromise(Effect.scoped(Effect.flatMap(
+      makeClient({ servers: cluster.addresses, database: "pending", retriesMax: 0 }),
+      (client) => Effect.flip(client.dump(follower))
+    )))
+    expect(refused._tag === "ServerFailure" && refused.isNotLeader).toBe(true)
   })
 
   it("a dump of a database the cluster does not have fails with exit code 1", async () => {
