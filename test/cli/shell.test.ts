@@ -2,10 +2,12 @@
 // blobs, int64 edges, floats, CSV quoting), statements typed over several lines, dot commands,
 // and, through the real binary, the exit code and stderr of an SQL error.
 import { Effect, Exit, Scope } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
 import { PassThrough } from "node:stream"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { OutputFormat } from "../../src/cli/format.ts"
-import { isComplete, returnsRows, runShell } from "../../src/cli/commands/shell.ts"
+import { HistoryFile, historyLinesMax, isComplete, returnsRows, runShell } from "../../src/cli/commands/shell.ts"
 import type { TestCluster } from "./harness.ts"
 import { runCaptured, startCluster, tqlite } from "./harness.ts"
 
@@ -130,6 +132,21 @@ describe("tqlite shell", () => {
     expect(returnsRows("WITH a AS (SELECT 1) INSERT INTO m SELECT * FROM a")).toBe(false)
     expect(returnsRows("/* c */ select 1")).toBe(true)
     expect(returnsRows("UPDATE m SET x = 1")).toBe(false)
+  })
+
+  it("keeps at most historyLinesMax lines of history, oldest first in the file", () => {
+    const file = path.join(cluster.dir, "history")
+    const history = new HistoryFile(file)
+    expect(history.load()).toEqual([])
+    // readline hands history newest first.
+    const newestFirst = Array.from({ length: historyLinesMax + 5 }, (_, i) => `SELECT ${historyLinesMax + 4 - i};`)
+    history.save(newestFirst)
+    const lines = fs.readFileSync(file, "utf8").trimEnd().split("\n")
+    expect(lines).toHaveLength(historyLinesMax)
+    expect(lines[0]).toBe("SELECT 5;") // the five oldest are gone
+    expect(lines.at(-1)).toBe(`SELECT ${historyLinesMax + 4};`)
+    expect(history.load()).toEqual(newestFirst.slice(0, historyLinesMax))
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600)
   })
 
   it("the tqlite binary exits 1 on an SQL error with the message on stderr, 0 with the rows on stdout", async () => {
