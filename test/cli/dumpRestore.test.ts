@@ -9,6 +9,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { runDump } from "../../src/cli/commands/dump.ts"
+import type { RestoreLimits } from "../../src/cli/commands/restore.ts"
 import { quoteName, runRestore } from "../../src/cli/commands/restore.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import type { TestCluster } from "./harness.ts"
@@ -29,9 +30,9 @@ afterAll(async () => {
 const dump = (database: string, file: string) =>
   Effect.runPromise(runCaptured((io) => runDump({ servers: cluster.addresses, database, file }, io)))
 
-const restore = (database: string, file: string, force = false) =>
+const restore = (database: string, file: string, force = false, limits: Partial<RestoreLimits> = {}) =>
   Effect.runPromise(runCaptured((io) =>
-    runRestore({ servers: cluster.addresses, database, file, force, limits: { rowsPerTransactionMax: 700, bytesPerTransactionMax: 256 * 1024 } }, io)))
+    runRestore({ servers: cluster.addresses, database, file, force, limits: { rowsPerTransactionMax: 700, bytesPerTransactionMax: 256 * 1024, ...limits } }, io)))
 
 const withClient = <A, E>(database: string, f: (client: Effect.Effect.Success<ReturnType<typeof makeClient>>) => Effect.Effect<A, E>) =>
   Effect.runPromise(Effect.scoped(Effect.flatMap(makeClient({ servers: cluster.addresses, database }), f)))
@@ -153,6 +154,9 @@ describe("tqlite dump and restore", () => {
     expect(restored.err).toMatch(/restored 5 tables, 3 indexes\/triggers\/views, 2761 rows .* in (\d+) transactions/)
     expect(Number(/in (\d+) transactions/.exec(restored.err)![1])).toBeGreaterThan(4) // bounded transactions
     expect(restored.code).toBe(0)
+    const created = await withClient("copy", (client) => client.query("SELECT name FROM sqlite_schema ORDER BY rowid"))
+    const order = created.rows.map((r) => r[0])
+    expect(order.indexOf("child_parent")).toBeGreaterThan(order.indexOf("gen")) // a small index: after the rows
     const second = path.join(base, "copy.db")
     expect((await dump("copy", second)).code).toBe(0)
     const original = contents(first)
@@ -182,9 +186,13 @@ describe("tqlite dump and restore", () => {
     expect(refused.code).toBe(1)
     expect(refused.err).toMatch(/^Error: database copy already has tables or views \(.*child.*\); --force drops them first\n$/)
     await withClient("copy", (client) => client.exec("INSERT INTO plain VALUES ('extra', 1)"))
-    const forced = await restore("copy", file, true)
+    // Every index counts as large here: created with its table and filled as rows arrive.
+    const forced = await restore("copy", file, true, { indexAfterDataBytesMax: 1 })
     expect(forced.code).toBe(0)
     expect(forced.err).toContain("dropping 6 tables and views of copy (--force)")
+    const created = await withClient("copy", (client) => client.query("SELECT name FROM sqlite_schema ORDER BY rowid"))
+    const order = created.rows.map((r) => r[0])
+    expect(order.indexOf("child_parent")).toBeLessThan(order.indexOf("plain")) // with its table, before the rows
     const again = path.join(base, "copy-again.db")
     expect((await dump("copy", again)).code).toBe(0)
     expect(contents(again)).toEqual(contents(file))

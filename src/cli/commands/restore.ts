@@ -8,6 +8,14 @@
 // bytes per statement); parent tables (by foreign key) go before their children, and each
 // transaction defers foreign-key checks to its commit.
 //
+// The bound is on the pages a transaction writes, not on its values: rows landing on scattered
+// pages of an index (a UNIQUE column, say) can write many more bytes than they carry. A
+// transaction refused as too big (SQLITE_TOOBIG: nothing was written) is split in halves and
+// sent again, and later transactions of that table stay at the smaller size. A CREATE INDEX is
+// one transaction however large the index: an index whose pages in the source file exceed
+// `indexAfterDataBytesMax` is therefore created with its table, before the rows, and filled as
+// they arrive.
+//
 // Values keep their storage class: integers are read as bigints and sent as INTEGER, reals are
 // sent as FLOAT even when they hold a whole number, so a column without affinity gets back
 // exactly what it had. Rowids are copied too (tables without an INTEGER PRIMARY KEY, not
@@ -32,6 +40,10 @@ import { Progress } from "../progress.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
 
+/** SQLite's "string or blob too big": the cluster refused a transaction over its bound and
+ * wrote nothing. */
+const sqliteTooBigCode = 18
+
 export interface RestoreLimits {
   /** Rows copied per transaction. */
   readonly rowsPerTransactionMax: number
@@ -42,6 +54,9 @@ export interface RestoreLimits {
   readonly rowsPerStatementMax: number
   readonly paramsPerStatementMax: number
   readonly bytesPerStatementMax: number
+  /** Indexes up to this size (their pages in the source) are built after the data, in one
+   * transaction; larger ones are created before it. */
+  readonly indexAfterDataBytesMax: number
 }
 
 export const restoreLimitsDefault: RestoreLimits = {
@@ -49,15 +64,18 @@ export const restoreLimitsDefault: RestoreLimits = {
   bytesPerTransactionMax: 8 * 1024 * 1024,
   rowsPerStatementMax: 500,
   paramsPerStatementMax: 999,
-  bytesPerStatementMax: 1024 * 1024
+  bytesPerStatementMax: 1024 * 1024,
+  indexAfterDataBytesMax: 8 * 1024 * 1024
 }
 
 export function validateRestoreLimits(limits: RestoreLimits): string | null {
   for (const [key, value] of Object.entries(limits)) {
     if (!Number.isSafeInteger(value) || value < 1) return `${key} must be a positive integer`
   }
-  if (limits.bytesPerTransactionMax > defaultSqliteLimits.transactionBytesMax / 3) {
-    return `bytes per transaction must stay below a third of the cluster's ${formatBytes(defaultSqliteLimits.transactionBytesMax)} transaction bound`
+  for (const key of ["bytesPerTransactionMax", "indexAfterDataBytesMax"] as const) {
+    if (limits[key] > defaultSqliteLimits.transactionBytesMax / 3) {
+      return `${key} must stay below a third of the cluster's ${formatBytes(defaultSqliteLimits.transactionBytesMax)} transaction bound`
+    }
   }
   return null
 }
@@ -80,12 +98,14 @@ interface SourceTable {
   /** The rowid's name when it must be copied explicitly (no INTEGER PRIMARY KEY alias). */
   readonly rowidName: string | null
   readonly rowsTotal: number
+  /** CREATE INDEX statements run with the table, before its rows (large indexes). */
+  readonly indexesBeforeData: ReadonlyArray<string>
 }
 
 interface SourceSchema {
   /** Parents (by foreign key) before children. */
   readonly tables: ReadonlyArray<SourceTable>
-  /** Indexes, triggers and views, in creation order. */
+  /** Indexes (the smaller ones), triggers and views, in creation order. */
   readonly later: ReadonlyArray<{ readonly type: string; readonly name: string; readonly sql: string }>
   readonly sequence: ReadonlyArray<readonly [string, bigint]> | null
 }
@@ -96,11 +116,13 @@ const sourceStep = <A>(what: string, run: () => A) =>
   Effect.try({ try: run, catch: (cause) => new RestoreError({ detail: `${what}: ${cause instanceof Error ? cause.message : String(cause)}` }) })
 
 /** What the source file holds, read once before anything is sent. */
-function readSourceSchema(db: Database.Database): SourceSchema {
+function readSourceSchema(db: Database.Database, limits: RestoreLimits): SourceSchema {
   const objects = db.prepare("SELECT type, name, tbl_name AS tableName, sql FROM main.sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid").all() as Array<{ type: string; name: string; tableName: string; sql: string }>
   const listed = new Map((db.prepare("SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main'").all() as Array<{ name: string; type: string; wr: number }>).map((t) => [t.name, t]))
   const virtual = objects.find((o) => o.type === "table" && listed.get(o.name)?.type === "virtual")
   if (virtual !== undefined) throw new Error(`virtual table ${virtual.name} cannot be restored`)
+  const indexBytes = db.prepare("SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = ?").pluck()
+  const largeIndexes = new Set(objects.filter((o) => o.type === "index" && Number(indexBytes.get(o.name)) > limits.indexAfterDataBytesMax).map((o) => o.name))
   const tables = objects.filter((o) => o.type === "table" && listed.get(o.name)?.type === "table").map((o): SourceTable => {
     const columns = db.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?)").all(o.name) as Array<{ name: string; type: string; pk: number; hidden: number }>
     const keys = columns.filter((c) => c.pk > 0)
@@ -108,13 +130,14 @@ function readSourceSchema(db: Database.Database): SourceSchema {
     const names = new Set(columns.map((c) => c.name.toLowerCase()))
     const rowidName = listed.get(o.name)!.wr === 1 || aliased ? null : (["rowid", "_rowid_", "oid"].find((n) => !names.has(n)) ?? null)
     const rowsTotal = Number((db.prepare(`SELECT count(*) FROM main.${quoteName(o.name)}`).pluck().get() as number))
-    return { name: o.name, sql: o.sql, columns: columns.filter((c) => c.hidden === 0).map((c) => c.name), rowidName, rowsTotal }
+    const indexesBeforeData = objects.filter((i) => largeIndexes.has(i.name) && i.tableName === o.name).map((i) => i.sql)
+    return { name: o.name, sql: o.sql, columns: columns.filter((c) => c.hidden === 0).map((c) => c.name), rowidName, rowsTotal, indexesBeforeData }
   })
   const hasSequence = db.prepare("SELECT count(*) FROM main.sqlite_schema WHERE name = 'sqlite_sequence'").pluck().get() === 1
   const sequence = hasSequence
     ? (db.prepare("SELECT name, seq FROM main.sqlite_sequence").raw(true).safeIntegers(true).all() as Array<[string, bigint]>)
     : null
-  return { tables: parentsFirst(db, tables), later: objects.filter((o) => o.type !== "table"), sequence }
+  return { tables: parentsFirst(db, tables), later: objects.filter((o) => o.type !== "table" && !largeIndexes.has(o.name)), sequence }
 }
 
 /** Tables ordered so that a table comes after the tables its foreign keys name (cycles: as found). */
@@ -151,44 +174,74 @@ function valueBytes(value: unknown): number {
 }
 
 interface Batch {
-  readonly statements: ReadonlyArray<{ readonly sql: string; readonly params: ReadonlyArray<ParamValue> }>
-  readonly rows: number
+  readonly rows: ReadonlyArray<ReadonlyArray<ParamValue>>
   readonly bytes: number
 }
 
-/** Pulls the next transaction's rows from `rows` (bounded by rows and bytes) as INSERTs. */
-function nextBatch(rows: Iterator<Array<unknown>>, insertInto: (rowCount: number) => string, width: number, limits: RestoreLimits): Batch {
-  const rowsPerStatement = Math.max(1, Math.min(limits.rowsPerStatementMax, Math.floor(limits.paramsPerStatementMax / width)))
-  const statements: Array<{ sql: string; params: Array<ParamValue> }> = []
-  let pending: Array<ParamValue> = []
-  let pendingRows = 0
-  let pendingBytes = 0
-  let rowCount = 0
+/** Pulls the next transaction's rows from `rows`, bounded by rows and bytes (at least one row). */
+function nextBatch(rows: Iterator<Array<unknown>>, rowsMax: number, bytesMax: number): Batch {
+  const batch: Array<ReadonlyArray<ParamValue>> = []
   let bytes = 0
-  const flush = () => {
-    if (pendingRows === 0) return
-    statements.push({ sql: insertInto(pendingRows), params: pending })
-    pending = []
-    pendingRows = 0
-    pendingBytes = 0
-  }
-  while (rowCount < limits.rowsPerTransactionMax && bytes < limits.bytesPerTransactionMax) {
+  while (batch.length < rowsMax && bytes < bytesMax) {
     const next = rows.next()
     if (next.done === true) break
-    let rowBytes = 0
-    for (const value of next.value) {
-      pending.push(paramOfSource(value))
-      rowBytes += valueBytes(value)
-    }
-    pendingRows++
-    pendingBytes += rowBytes
-    rowCount++
-    bytes += rowBytes
-    if (pendingRows >= rowsPerStatement || pendingBytes >= limits.bytesPerStatementMax) flush()
+    batch.push(next.value.map(paramOfSource))
+    bytes += next.value.reduce((sum: number, value) => sum + valueBytes(value), 0)
   }
-  flush()
-  return { statements, rows: rowCount, bytes }
+  return { rows: batch, bytes }
 }
+
+/** Rows as multi-row INSERTs bounded by rows, parameters and bytes per statement. */
+export function insertStatements(
+  rows: ReadonlyArray<ReadonlyArray<ParamValue>>,
+  insertInto: (rowCount: number) => string,
+  limits: RestoreLimits
+): Array<{ readonly sql: string; readonly params: ReadonlyArray<ParamValue> }> {
+  const width = Math.max(1, rows[0]?.length ?? 1)
+  const rowsPerStatement = Math.max(1, Math.min(limits.rowsPerStatementMax, Math.floor(limits.paramsPerStatementMax / width)))
+  const statements: Array<{ sql: string; params: Array<ParamValue> }> = []
+  let params: Array<ParamValue> = []
+  let rowCount = 0
+  let bytes = 0
+  for (const row of rows) {
+    params.push(...row)
+    rowCount++
+    bytes += row.reduce((sum: number, value) => sum + valueBytes(value), 0)
+    if (rowCount >= rowsPerStatement || bytes >= limits.bytesPerStatementMax) {
+      statements.push({ sql: insertInto(rowCount), params })
+      params = []
+      rowCount = 0
+      bytes = 0
+    }
+  }
+  if (rowCount > 0) statements.push({ sql: insertInto(rowCount), params })
+  return statements
+}
+
+export const isTooBig = (error: ClientError): boolean => error._tag === "ServerFailure" && error.code === sqliteTooBigCode
+
+/** Sends `rows` as one transaction; one refused as too big is split in halves, each sent the
+ * same way (down to single rows, which then fail). `onSplit` learns the size that was too big.
+ * Returns the transactions committed. */
+export const sendSplittingTooBig = <E>(
+  rows: ReadonlyArray<ReadonlyArray<ParamValue>>,
+  send: (rows: ReadonlyArray<ReadonlyArray<ParamValue>>) => Effect.Effect<void, E>,
+  tooBig: (error: E) => boolean,
+  onSplit: (rowsTooMany: number) => void
+): Effect.Effect<number, E> =>
+  Effect.catchIf(
+    Effect.as(send(rows), 1),
+    (error) => rows.length > 1 && tooBig(error),
+    () => {
+      onSplit(rows.length)
+      const half = Math.ceil(rows.length / 2)
+      return Effect.zipWith(
+        sendSplittingTooBig(rows.slice(0, half), send, tooBig, onSplit),
+        sendSplittingTooBig(rows.slice(half), send, tooBig, onSplit),
+        (a, b) => a + b
+      )
+    }
+  )
 
 const deferForeignKeys = "PRAGMA defer_foreign_keys = ON"
 
@@ -211,18 +264,23 @@ const copyTable = (client: DqliteClientService, db: Database.Database, table: So
     const insertInto = (rowCount: number) => `INSERT INTO main.${quoteName(table.name)} (${list}) VALUES ${Array.from({ length: rowCount }, () => tuple).join(", ")}`
     const rows = yield* sourceStep(`reading ${table.name}`, () =>
       db.prepare(`SELECT ${list} FROM main.${quoteName(table.name)}`).raw(true).safeIntegers(true).iterate() as IterableIterator<Array<unknown>>)
-    let transactions = 0
-    for (;;) {
-      const batch = yield* sourceStep(`reading ${table.name}`, () => nextBatch(rows, insertInto, columns.length, limits))
-      if (batch.rows === 0) break
-      yield* client.transaction(
+    const send = (batch: ReadonlyArray<ReadonlyArray<ParamValue>>) =>
+      client.transaction(
         Effect.gen(function*() {
           yield* client.exec(deferForeignKeys)
-          for (const statement of batch.statements) yield* client.exec(statement.sql, statement.params)
+          for (const statement of insertStatements(batch, insertInto, limits)) yield* client.exec(statement.sql, statement.params)
         })
       )
-      transactions++
-      progress.advance(batch.rows, batch.bytes, yield* Clock.currentTimeMillis)
+    // Shrinks (never grows back) when the cluster finds a transaction of this table too big.
+    let rowsPerTransaction = limits.rowsPerTransactionMax
+    let transactions = 0
+    for (;;) {
+      const batch = yield* sourceStep(`reading ${table.name}`, () => nextBatch(rows, rowsPerTransaction, limits.bytesPerTransactionMax))
+      if (batch.rows.length === 0) break
+      transactions += yield* sendSplittingTooBig(batch.rows, send, isTooBig, (tooMany) => {
+        rowsPerTransaction = Math.max(1, Math.min(rowsPerTransaction, Math.floor(tooMany / 2)))
+      })
+      progress.advance(batch.rows.length, batch.bytes, yield* Clock.currentTimeMillis)
     }
     return transactions
   })
@@ -230,7 +288,7 @@ const copyTable = (client: DqliteClientService, db: Database.Database, table: So
 const restoreInto = (client: DqliteClientService, db: Database.Database, options: RestoreOptions, limits: RestoreLimits, io: CliIo): Effect.Effect<number, ClientError | RestoreError> =>
   Effect.gen(function*() {
     const started = yield* Clock.currentTimeMillis
-    const schema = yield* sourceStep(`reading ${options.file}`, () => readSourceSchema(db))
+    const schema = yield* sourceStep(`reading ${options.file}`, () => readSourceSchema(db, limits))
     const existing = (yield* client.query("SELECT type, name FROM main.sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"))
       .rows.map((row) => ({ type: String(row[0]), name: String(row[1]) }))
     if (existing.length > 0) {
@@ -242,7 +300,7 @@ const restoreInto = (client: DqliteClientService, db: Database.Database, options
       yield* dropAll(client, existing)
     }
     // Schema statements go in one transaction each phase: one Raft round instead of one each.
-    yield* client.transaction(Effect.forEach(schema.tables, (table) => client.exec(table.sql), { discard: true }))
+    yield* client.transaction(Effect.forEach(schema.tables.flatMap((t) => [t.sql, ...t.indexesBeforeData]), (sql) => client.exec(sql), { discard: true }))
     const rowsTotal = schema.tables.reduce((sum, t) => sum + t.rowsTotal, 0)
     const progress = new Progress(io, `restore ${options.database}`, rowsTotal)
     let transactions = 0
@@ -259,7 +317,7 @@ const restoreInto = (client: DqliteClientService, db: Database.Database, options
     )
     const elapsedMs = (yield* Clock.currentTimeMillis) - started
     io.err(
-      `restored ${schema.tables.length} tables, ${schema.later.length} indexes/triggers/views, ${copied.rows} rows ` +
+      `restored ${schema.tables.length} tables, ${schema.later.length + schema.tables.reduce((n, t) => n + t.indexesBeforeData.length, 0)} indexes/triggers/views, ${copied.rows} rows ` +
         `(${formatBytes(copied.bytes)} of values) into ${options.database} in ${transactions} transactions, ${elapsedMs} ms\n`
     )
     return exitCodes.ok
