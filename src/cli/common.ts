@@ -1,6 +1,8 @@
 // What the client-side subcommands (shell, cluster, dump, restore) share: where output goes, the
 // --servers list, how a client error reads, and how a command's program runs as a process.
 import type { Scope } from "effect"
+import { parseArgs } from "node:util"
+import type { ParseArgsConfig } from "node:util"
 import { Cause, Effect, Exit, Fiber } from "effect"
 import type { ClientError } from "../net/client/errors.ts"
 
@@ -90,4 +92,16 @@ export function formatBytes(bytes: number): string {
     unit++
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`
+}
+
+type FlagOptions = NonNullable<ParseArgsConfig["options"]>
+export type ParsedCommandLine<O extends FlagOptions> = ReturnType<typeof parseArgs<{ args: Array<string>; allowPositionals: true; strict: true; options: O }>>
+
+/** node:util parseArgs with positionals, its throw (unknown or malformed flag) as a message. */
+export function parseCommandLine<O extends FlagOptions>(args: ReadonlyArray<string>, options: O): ParsedCommandLine<O> | string {
+  try {
+    return parseArgs({ args: [...args], allowPositionals: true, strict: true, options })
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error)
+  }
 }

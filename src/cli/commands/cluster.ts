@@ -3,12 +3,11 @@
 // DESCRIBE, which asks the named server.
 import type { Scope } from "effect"
 import { Duration, Effect, Schedule } from "effect"
-import { parseArgs } from "node:util"
 import type { DqliteClientService, ServerInfo, ServerRole } from "../../net/client/Client.ts"
 import { make as makeClient } from "../../net/client/Client.ts"
 import type { ClientError } from "../../net/client/errors.ts"
 import type { CliIo } from "../common.ts"
-import { clientErrorText, exitCodes, parseServers, processIo, runProgram } from "../common.ts"
+import { clientErrorText, exitCodes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
 import type { OutputFormat } from "../format.ts"
 import { formatRows, isOutputFormat, jsonValue, outputFormats } from "../format.ts"
 import type { Command } from "./command.ts"
@@ -134,23 +133,25 @@ export const runCluster = (
     )
   })
 
+export function parseClusterArgs(args: ReadonlyArray<string>): { readonly servers: ReadonlyArray<string>; readonly action: ClusterAction; readonly format: OutputFormat } | string {
+  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" } })
+  if (typeof parsed === "string") return parsed
+  const servers = parseServers(parsed.values.servers)
+  if ("error" in servers) return servers.error
+  const format = parsed.values.format ?? "table"
+  if (!isOutputFormat(format)) return `--format must be one of ${outputFormats.join(", ")}`
+  const action = parseClusterAction(parsed.positionals)
+  return typeof action === "string" ? action : { servers: servers.servers, action, format }
+}
+
 export const cluster: Command = {
   name: "cluster",
   usage: `tqlite cluster --servers HOST:PORT[,...] [--format table|json|csv] ACTION
       list | add ID ADDRESS | remove ID | assign ID voter|standby|spare | transfer [ID] |
       describe ADDRESS. transfer without ID lets the leader pick its most caught-up voter.`,
   run: async (args) => {
-    const { values, positionals } = parseArgs({
-      args: [...args],
-      allowPositionals: true,
-      options: { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" } }
-    })
-    const servers = parseServers(values.servers)
-    if ("error" in servers) return usageError("cluster", servers.error)
-    const format = values.format ?? "table"
-    if (!isOutputFormat(format)) return usageError("cluster", `--format must be one of ${outputFormats.join(", ")}`)
-    const action = parseClusterAction(positionals)
-    if (typeof action === "string") return usageError("cluster", action)
-    await runProgram(runCluster({ servers: servers.servers, action, format }, processIo))
+    const options = parseClusterArgs(args)
+    if (typeof options === "string") return usageError("cluster", options)
+    await runProgram(runCluster(options, processIo))
   }
 }

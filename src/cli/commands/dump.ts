@@ -15,13 +15,12 @@ import type { Scope } from "effect"
 import { Clock, Data, Duration, Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { parseArgs } from "node:util"
 import type { DqliteClientService, DumpedFile } from "../../net/client/Client.ts"
 import { make as makeClient } from "../../net/client/Client.ts"
 import type { ClientError } from "../../net/client/errors.ts"
 import { NoLeader } from "../../net/client/errors.ts"
 import type { CliIo } from "../common.ts"
-import { clientErrorText, exitCodes, formatBytes, parseServers, processIo, runProgram } from "../common.ts"
+import { clientErrorText, exitCodes, formatBytes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
 
@@ -154,21 +153,24 @@ export const runDump = (options: DumpOptions, io: CliIo): Effect.Effect<number, 
     return exitCodes.ok
   })
 
+export function parseDumpArgs(args: ReadonlyArray<string>): DumpOptions | string {
+  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, "timeout-ms": { type: "string" } })
+  if (typeof parsed === "string") return parsed
+  const servers = parseServers(parsed.values.servers)
+  if ("error" in servers) return servers.error
+  if (parsed.positionals.length !== 2) return "give DATABASE and FILE"
+  const timeoutMs = Number(parsed.values["timeout-ms"] ?? dumpTimeoutMsDefault)
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) return "--timeout-ms must be a positive integer"
+  return { servers: servers.servers, database: parsed.positionals[0]!, file: path.resolve(parsed.positionals[1]!), timeoutMs }
+}
+
 export const dump: Command = {
   name: "dump",
   usage: `tqlite dump --servers HOST:PORT[,...] [--timeout-ms MS] DATABASE FILE
       a consistent backup from the leader, written atomically to FILE as a plain SQLite file`,
   run: async (args) => {
-    const { values, positionals } = parseArgs({
-      args: [...args],
-      allowPositionals: true,
-      options: { servers: { type: "string", short: "s" }, "timeout-ms": { type: "string" } }
-    })
-    const servers = parseServers(values.servers)
-    if ("error" in servers) return usageError("dump", servers.error)
-    if (positionals.length !== 2) return usageError("dump", "give DATABASE and FILE")
-    const timeoutMs = Number(values["timeout-ms"] ?? dumpTimeoutMsDefault)
-    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) return usageError("dump", "--timeout-ms must be a positive integer")
-    await runProgram(runDump({ servers: servers.servers, database: positionals[0]!, file: path.resolve(positionals[1]!), timeoutMs }, processIo))
+    const options = parseDumpArgs(args)
+    if (typeof options === "string") return usageError("dump", options)
+    await runProgram(runDump(options, processIo))
   }
 }

@@ -27,7 +27,6 @@ import Database from "better-sqlite3"
 import type { Scope } from "effect"
 import { Clock, Data, Effect } from "effect"
 import * as path from "node:path"
-import { parseArgs } from "node:util"
 import type { DqliteClientService } from "../../net/client/Client.ts"
 import { make as makeClient } from "../../net/client/Client.ts"
 import type { ClientError } from "../../net/client/errors.ts"
@@ -35,7 +34,7 @@ import type { ParamValue } from "../../net/client/values.ts"
 import { Values } from "../../net/gateway/values.ts"
 import { defaultSqliteLimits } from "../../sqlite/limits.ts"
 import type { CliIo } from "../common.ts"
-import { clientErrorText, exitCodes, formatBytes, parseServers, processIo, runProgram } from "../common.ts"
+import { clientErrorText, exitCodes, formatBytes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
 import { Progress } from "../progress.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
@@ -350,30 +349,34 @@ export const runRestore = (options: RestoreOptions, io: CliIo): Effect.Effect<nu
     )
   })
 
+export function parseRestoreArgs(args: ReadonlyArray<string>): RestoreOptions | string {
+  const parsed = parseCommandLine(args, {
+    servers: { type: "string", short: "s" },
+    force: { type: "boolean" },
+    "rows-per-transaction": { type: "string" },
+    "bytes-per-transaction": { type: "string" }
+  })
+  if (typeof parsed === "string") return parsed
+  const { values, positionals } = parsed
+  const servers = parseServers(values.servers)
+  if ("error" in servers) return servers.error
+  if (positionals.length !== 2) return "give DATABASE and FILE"
+  const limits: { -readonly [K in keyof RestoreLimits]?: RestoreLimits[K] } = {}
+  if (values["rows-per-transaction"] !== undefined) limits.rowsPerTransactionMax = Number(values["rows-per-transaction"])
+  if (values["bytes-per-transaction"] !== undefined) limits.bytesPerTransactionMax = Number(values["bytes-per-transaction"])
+  const invalid = validateRestoreLimits({ ...restoreLimitsDefault, ...limits })
+  if (invalid !== null) return invalid
+  return { servers: servers.servers, database: positionals[0]!, file: path.resolve(positionals[1]!), force: values.force ?? false, limits }
+}
+
 export const restore: Command = {
   name: "restore",
   usage: `tqlite restore --servers HOST:PORT[,...] [--force] [--rows-per-transaction N] [--bytes-per-transaction N] DATABASE FILE
       loads a SQLite file into the cluster's DATABASE; refuses a DATABASE with tables unless
       --force (which drops them first). Defaults: 10000 rows, 8 MiB per transaction.`,
   run: async (args) => {
-    const { values, positionals } = parseArgs({
-      args: [...args],
-      allowPositionals: true,
-      options: {
-        servers: { type: "string", short: "s" },
-        force: { type: "boolean" },
-        "rows-per-transaction": { type: "string" },
-        "bytes-per-transaction": { type: "string" }
-      }
-    })
-    const servers = parseServers(values.servers)
-    if ("error" in servers) return usageError("restore", servers.error)
-    if (positionals.length !== 2) return usageError("restore", "give DATABASE and FILE")
-    const limits: Partial<{ -readonly [K in keyof RestoreLimits]: RestoreLimits[K] }> = {}
-    if (values["rows-per-transaction"] !== undefined) limits.rowsPerTransactionMax = Number(values["rows-per-transaction"])
-    if (values["bytes-per-transaction"] !== undefined) limits.bytesPerTransactionMax = Number(values["bytes-per-transaction"])
-    const invalid = validateRestoreLimits({ ...restoreLimitsDefault, ...limits })
-    if (invalid !== null) return usageError("restore", invalid)
-    await runProgram(runRestore({ servers: servers.servers, database: positionals[0]!, file: path.resolve(positionals[1]!), force: values.force ?? false, limits }, processIo))
+    const options = parseRestoreArgs(args)
+    if (typeof options === "string") return usageError("restore", options)
+    await runProgram(runRestore(options, processIo))
   }
 }

@@ -15,12 +15,11 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as readline from "node:readline"
-import { parseArgs } from "node:util"
 import type { DqliteClientService } from "../../net/client/Client.ts"
 import { make as makeClient } from "../../net/client/Client.ts"
 import { splitStatements } from "../../sqlite/statements.ts"
 import type { CliIo } from "../common.ts"
-import { clientErrorText, exitCodes, parseServers, processIo, runProgram } from "../common.ts"
+import { clientErrorText, exitCodes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
 import type { OutputFormat } from "../format.ts"
 import { formatChange, formatRows, isOutputFormat, outputFormats } from "../format.ts"
 import type { Command } from "./command.ts"
@@ -275,24 +274,29 @@ export const runShell = (
     return yield* session.runLines(input, terminal, terminal ? new HistoryFile(historyFilePath()) : null)
   })
 
+/** The shell's options from its arguments, or what is wrong with them. */
+export function parseShellArgs(args: ReadonlyArray<string>): (ShellOptions & { readonly command: string | null }) | string {
+  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" }, command: { type: "string", short: "c" } })
+  if (typeof parsed === "string") return parsed
+  const { values, positionals } = parsed
+  const servers = parseServers(values.servers)
+  if ("error" in servers) return servers.error
+  const format = values.format ?? "table"
+  if (!isOutputFormat(format)) return `--format must be one of ${outputFormats.join(", ")}`
+  if (positionals.length !== 1) return "give one DATABASE name"
+  return { servers: servers.servers, database: positionals[0]!, format, command: values.command ?? null }
+}
+
 export const shell: Command = {
   name: "shell",
   usage: `tqlite shell --servers HOST:PORT[,...] [--format table|json|csv] [-c SQL] DATABASE
       a SQL shell on the cluster's leader; -c runs one statement (or dot command) and exits
       (1 on an error). History in ~/.tqlite_history (TQLITE_HISTORY overrides).`,
   run: async (args) => {
-    const { values, positionals } = parseArgs({
-      args: [...args],
-      allowPositionals: true,
-      options: { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" }, command: { type: "string", short: "c" } }
-    })
-    const servers = parseServers(values.servers)
-    if ("error" in servers) return usageError("shell", servers.error)
-    const format = values.format ?? "table"
-    if (!isOutputFormat(format)) return usageError("shell", `--format must be one of ${outputFormats.join(", ")}`)
-    if (positionals.length !== 1) return usageError("shell", "give one DATABASE name")
-    const terminal = values.command === undefined && process.stdin.isTTY === true
-    await runProgram(runShell({ servers: servers.servers, database: positionals[0]!, format, command: values.command ?? null }, processIo, process.stdin, terminal))
+    const options = parseShellArgs(args)
+    if (typeof options === "string") return usageError("shell", options)
+    const terminal = options.command === null && process.stdin.isTTY === true
+    await runProgram(runShell(options, processIo, process.stdin, terminal))
     // stdin may keep the event loop alive after an interactive session.
     if (terminal) process.stdin.pause()
   }
