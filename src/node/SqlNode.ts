@@ -93,7 +93,14 @@ const serve = (
     const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs })
     const control = yield* makeRaftClusterControl({ node: node.raft, ...(options.failureDomain !== undefined ? { failureDomain: options.failureDomain } : {}) })
     const unreachableAfterMs = options.roles?.unreachableAfterMs ?? RoleManager.defaultRoleManagerOptions.unreachableAfterMs
-    slot.bind({ databases, cluster: quorumGuarded(control, node, unreachableAfterMs), observer: metrics.gateway })
+    slot.bind({
+      databases,
+      cluster: quorumGuarded(control, node, unreachableAfterMs),
+      observer: metrics.gateway,
+      // DUMP serves the leader's committed image; the WAL part is empty since the image already
+      // holds every committed page (as dqlite >= 1.12 sends it).
+      dumper: { dump: (name) => Effect.map(databases.committedImage(name), (main) => (main === null ? null : { main, wal: new Uint8Array(0) })) }
+    })
     // Up before joining, so /health can say "not a member" while the join is under way.
     const metricsAddress = options.metrics === undefined ? null : (yield* MetricsServer.serve({
       address: options.metrics,

@@ -45,6 +45,11 @@ export interface ReplicatedDatabases extends SqlDatabases {
   readonly writer: (name: string) => LeaderWriter | undefined
   /** Checks the role now (the watcher does it every pollMs). */
   readonly checkRole: Effect.Effect<void>
+  /** A consistent image of `name` at a Raft-committed point (for DUMP): the leader's committed
+   * read view serialized once a ReadIndex round confirmed leadership, so it never holds a frame
+   * Raft has not committed and never misses one acknowledged before the call. Null when this
+   * node knows no such database; SqlNotLeader on a follower (its copy may be behind). */
+  readonly committedImage: (name: string) => Effect.Effect<Uint8Array | null, SqlFailure>
 }
 
 const databaseNameBytesMax = 1024
@@ -176,7 +181,34 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return session.api
       })
 
-    return { open, limits, writer: (name) => writers.get(name), checkRole }
+    const committedImage = (name: string): Effect.Effect<Uint8Array | null, SqlFailure> =>
+      Effect.gen(function*() {
+        const status = yield* raft.status
+        if (status.role !== "leader") return yield* new SqlNotLeader({ leader: status.leader, message: `node ${raft.id} is not the leader` })
+        // Asked through Raft (after a ReadIndex round, with everything committed before it
+        // applied), so a database created just before the dump is found even on a leader that
+        // has just won, and an unknown name does not create one.
+        const known = yield* raft.read((sm) => sm.databaseNames().includes(name)).pipe(Effect.mapError(fromRaftError))
+        if (!known) return null
+        // The writer's committed view exists only once this term's barrier is applied.
+        yield* writerFor(name)
+        const result = yield* raft
+          .read((sm) =>
+            sm.withCommittedView(name, (database): Exit.Exit<Uint8Array, SqlFailure> => {
+              try {
+                // sqlite3_serialize inside the view's pinned read transaction: the pages as of
+                // the last Raft-committed transaction, WAL frames included, later ones not.
+                return Exit.succeed(database.serialize())
+              } catch (cause) {
+                return Exit.fail(toSqlError(cause))
+              }
+            }) ?? Exit.fail(new SqlNotLeader({ leader: null, message: `${name} is not led by this node any more` }))
+          )
+          .pipe(Effect.mapError(fromRaftError))
+        return yield* result
+      })
+
+    return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage }
   })
 
 function fromRaftError(error: RaftRequestError): SqlFailure {

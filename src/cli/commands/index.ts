@@ -1,12 +1,20 @@
 // Every `tqlite` subcommand, in the order `tqlite help` lists them.
-import type { Command } from "./command.ts"
 import { bench } from "./bench.ts"
+import { cluster } from "./cluster.ts"
+import type { Command } from "./command.ts"
 import { demo } from "./demo.ts"
+import { dump } from "./dump.ts"
 import { recover } from "./recover.ts"
+import { restore } from "./restore.ts"
+import { shell } from "./shell.ts"
 import { start } from "./start.ts"
 
 export const commands: ReadonlyArray<Command> = [
   start,
+  shell,
+  cluster,
+  dump,
+  restore,
   recover,
   demo,
   bench

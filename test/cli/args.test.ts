@@ -1,0 +1,45 @@
+// The subcommands' argument parsing: what each accepts and how it says what is wrong.
+import * as path from "node:path"
+import { describe, expect, it } from "vitest"
+import { parseClusterArgs } from "../../src/cli/commands/cluster.ts"
+import { parseDumpArgs } from "../../src/cli/commands/dump.ts"
+import { parseRestoreArgs } from "../../src/cli/commands/restore.ts"
+import { parseShellArgs } from "../../src/cli/commands/shell.ts"
+import { parseServers } from "../../src/cli/common.ts"
+
+describe("CLI arguments", () => {
+  it("--servers: HOST:PORT lists, deduplicated; anything else is refused", () => {
+    expect(parseServers("127.0.0.1:9001, node-2.example:9002,127.0.0.1:9001")).toEqual({ servers: ["127.0.0.1:9001", "node-2.example:9002"] })
+    expect(parseServers("[::1]:9001")).toEqual({ servers: ["[::1]:9001"] })
+    expect(parseServers(undefined)).toEqual({ error: "--servers HOST:PORT[,HOST:PORT...] is required" })
+    expect(parseServers(" , ")).toEqual({ error: "--servers names no server" })
+    expect(parseServers("127.0.0.1")).toEqual({ error: "--servers: '127.0.0.1' is not HOST:PORT" })
+    expect(parseServers("h:70000")).toEqual({ error: "--servers: 'h:70000' is not HOST:PORT" })
+  })
+
+  it("shell", () => {
+    expect(parseShellArgs(["-s", "h:1", "-f", "csv", "-c", "SELECT 1", "db"])).toEqual({ servers: ["h:1"], database: "db", format: "csv", command: "SELECT 1" })
+    expect(parseShellArgs(["--servers", "h:1", "db"])).toEqual({ servers: ["h:1"], database: "db", format: "table", command: null })
+    expect(parseShellArgs(["--servers", "h:1", "--format", "xml", "db"])).toBe("--format must be one of table, json, csv")
+    expect(parseShellArgs(["--servers", "h:1"])).toBe("give one DATABASE name")
+    expect(parseShellArgs(["--servers", "h:1", "--bogus", "db"])).toMatch(/Unknown option '--bogus'/)
+  })
+
+  it("cluster", () => {
+    expect(parseClusterArgs(["--servers", "h:1", "--format", "json", "list"])).toEqual({ servers: ["h:1"], format: "json", action: { _tag: "List" } })
+    expect(parseClusterArgs(["--servers", "h:1", "transfer", "7"])).toEqual({ servers: ["h:1"], format: "table", action: { _tag: "Transfer", id: 7n } })
+    expect(parseClusterArgs(["--servers", "h:1"])).toBe("give an action: list, add, remove, assign, transfer, describe")
+  })
+
+  it("dump and restore", () => {
+    expect(parseDumpArgs(["--servers", "h:1", "db", "out.db"])).toEqual({ servers: ["h:1"], database: "db", file: path.resolve("out.db"), timeoutMs: 120_000 })
+    expect(parseDumpArgs(["--servers", "h:1", "--timeout-ms", "0", "db", "out.db"])).toBe("--timeout-ms must be a positive integer")
+    expect(parseDumpArgs(["--servers", "h:1", "db"])).toBe("give DATABASE and FILE")
+    expect(parseRestoreArgs(["--servers", "h:1", "--force", "--rows-per-transaction", "50", "db", "in.db"])).toEqual({
+      servers: ["h:1"], database: "db", file: path.resolve("in.db"), force: true, limits: { rowsPerTransactionMax: 50 }
+    })
+    expect(parseRestoreArgs(["--servers", "h:1", "db", "in.db"])).toMatchObject({ force: false, limits: {} })
+    expect(parseRestoreArgs(["--servers", "h:1", "--bytes-per-transaction", "31457280", "db", "in.db"])).toMatch(/must stay below a third/)
+    expect(parseRestoreArgs(["--servers", "h:1", "--rows-per-transaction", "many", "db", "in.db"])).toBe("rowsPerTransactionMax must be a positive integer")
+  })
+})

@@ -1,0 +1,95 @@
+// A three-node tqlite cluster in this process for the CLI tests: real SqlNodes (the wiring
+// `tqlite start` runs, DUMP included) on loopback ports of a temporary directory, two of them
+// joining the first. Plus an in-memory CliIo, a way to run a command's program, and the
+// `tqlite` binary for the few tests that need a real process (exit codes, stderr).
+import { execFile } from "node:child_process"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import type { Scope } from "effect"
+import { Duration, Effect } from "effect"
+import type { CliIo } from "../../src/cli/common.ts"
+import type { SqlNode } from "../../src/node/SqlNode.ts"
+import * as SqlNodes from "../../src/node/SqlNode.ts"
+import { Disk } from "../../src/storage/Disk.ts"
+
+export const root = path.resolve(import.meta.dirname, "../..")
+
+export const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+export interface TestCluster {
+  readonly dir: string
+  readonly addresses: ReadonlyArray<string>
+  readonly nodes: ReadonlyArray<SqlNode>
+}
+
+/** `size` nodes, the first founding the cluster, the others joining it as voters. Removed with
+ * its directory when the scope closes. */
+export const startCluster = (size = 3): Effect.Effect<TestCluster, unknown, Scope.Scope> =>
+  Effect.gen(function*() {
+    const dir = yield* Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-cli-"))),
+      (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+    )
+    const addresses: Array<string> = []
+    const nodes: Array<SqlNode> = []
+    for (let i = 0; i < size; i++) {
+      const address = `127.0.0.1:${yield* freePort}`
+      const node = yield* SqlNodes.start({ dataDir: path.join(dir, `node${i + 1}`), address, join: addresses.slice(0, 1), tickMs: 20 }).pipe(
+        Effect.provide(Disk.layerNode)
+      )
+      if (i === 0) yield* leaderAmong([node])
+      addresses.push(address)
+      nodes.push(node)
+    }
+    return { dir, addresses, nodes }
+  })
+
+/** The node that leads, waiting (bounded) for one. */
+export const leaderAmong = (nodes: ReadonlyArray<SqlNode>) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 500; i++) {
+      for (const node of nodes) if ((yield* node.node.raft.status).role === "leader") return node
+      yield* Effect.sleep(Duration.millis(10))
+    }
+    return yield* Effect.dieMessage("no leader within 5 s")
+  })
+
+export interface CapturedIo {
+  readonly io: CliIo
+  readonly out: () => string
+  readonly err: () => string
+}
+
+export function captureIo(errIsTty = false): CapturedIo {
+  let out = ""
+  let err = ""
+  return {
+    io: { out: (t) => void (out += t), err: (t) => void (err += t), errIsTty },
+    out: () => out,
+    err: () => err
+  }
+}
+
+/** Runs a command's program with captured output: its exit code and what it printed. */
+export const runCaptured = (program: (io: CliIo) => Effect.Effect<number, never, Scope.Scope>) =>
+  Effect.gen(function*() {
+    const captured = captureIo()
+    const code = yield* Effect.scoped(program(captured.io))
+    return { code, out: captured.out(), err: captured.err() }
+  })
+
+/** The real `tqlite` binary (through tsx), for exit codes and stderr of a separate process. */
+export function tqlite(args: ReadonlyArray<string>, timeoutMs = 20_000): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], { cwd: root, timeout: timeoutMs }, (error, stdout, stderr) =>
+      resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, out: stdout, err: stderr }))
+  })
+}
