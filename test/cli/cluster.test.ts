@@ -14,7 +14,8 @@ let cluster: TestCluster
 
 beforeAll(async () => {
   scope = await Effect.runPromise(Scope.make())
-  cluster = await Effect.runPromise(startCluster().pipe(Scope.extend(scope)))
+  // Manual roles: no role manager reverts what these tests assign.
+  cluster = await Effect.runPromise(startCluster(3, { manualRoles: true }).pipe(Scope.extend(scope)))
 }, 30_000)
 
 afterAll(async () => {

@@ -8,7 +8,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { Scope } from "effect"
-import { Duration, Effect } from "effect"
+import { Duration, Effect, Schedule } from "effect"
 import type { CliIo } from "../../src/cli/common.ts"
 import type { SqlNode } from "../../src/node/SqlNode.ts"
 import * as SqlNodes from "../../src/node/SqlNode.ts"
@@ -30,9 +30,10 @@ export interface TestCluster {
   readonly nodes: ReadonlyArray<SqlNode>
 }
 
-/** `size` nodes, the first founding the cluster, the others joining it as voters. Removed with
+/** `size` nodes, the first founding the cluster, the others joining it (as spares the role
+ * manager then promotes; this waits for up to 3 voters). Removed with
  * its directory when the scope closes. */
-export const startCluster = (size = 3): Effect.Effect<TestCluster, unknown, Scope.Scope> =>
+export const startCluster = (size = 3, options: { readonly manualRoles?: boolean } = {}): Effect.Effect<TestCluster, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const dir = yield* Effect.acquireRelease(
       Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-cli-"))),
@@ -42,14 +43,30 @@ export const startCluster = (size = 3): Effect.Effect<TestCluster, unknown, Scop
     const nodes: Array<SqlNode> = []
     for (let i = 0; i < size; i++) {
       const address = `127.0.0.1:${yield* freePort}`
-      const node = yield* SqlNodes.start({ dataDir: path.join(dir, `node${i + 1}`), address, join: addresses.slice(0, 1), tickMs: 20 }).pipe(
+      const node = yield* SqlNodes.start({ dataDir: path.join(dir, `node${i + 1}`), address, join: addresses.slice(0, 1), tickMs: 20, roles: { intervalMs: options.manualRoles === true ? 3_600_000 : 100 } }).pipe(
         Effect.provide(Disk.layerNode)
       )
       if (i === 0) yield* leaderAmong([node])
       addresses.push(address)
       nodes.push(node)
     }
-    return { dir, addresses, nodes }
+    // Joiners come in as spares; the leader's role manager promotes them (bounded wait) — or,
+    // for tests of manual role changes, the test makes them voters itself and no manager runs.
+    if (options.manualRoles === true) {
+      for (const joiner of nodes.slice(1, 3)) {
+        const leader = yield* leaderAmong(nodes)
+        yield* leader.node.raft.changeMembership({ kind: "assign", node: joiner.node.identity.nodeId, role: "voter" }).pipe(
+          Effect.retry(Schedule.spaced(Duration.millis(50)).pipe(Schedule.intersect(Schedule.recurs(200))))
+        )
+      }
+    }
+    for (let i = 0; i < 600; i++) {
+      const leader = yield* leaderAmong(nodes)
+      const status = yield* leader.node.raft.status
+      if (status.membership.members.filter((m) => m.role === "voter").length >= Math.min(size, 3)) return { dir, addresses, nodes }
+      yield* Effect.sleep(Duration.millis(50))
+    }
+    return yield* Effect.dieMessage(`the role manager did not promote ${size} voters within 30 s`)
   })
 
 /** The node that leads, waiting (bounded) for one. */
