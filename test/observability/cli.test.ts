@@ -3,12 +3,12 @@
 // /metrics; bad values are refused with exit code 2.
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, describe, expect, it, vi } from "vitest"
 import { start } from "../../src/cli/commands/start.ts"
 import { parseExposition, sampleValue } from "./exposition.ts"
+import { freePort } from "../process/harness.ts"
 
 const root = path.resolve(import.meta.dirname, "../..")
 const children = new Set<ChildProcess>()
@@ -16,16 +16,6 @@ const children = new Set<ChildProcess>()
 afterAll(() => {
   for (const child of children) child.kill("SIGKILL")
 })
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 interface Started {
   readonly child: ChildProcess

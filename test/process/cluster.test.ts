@@ -5,11 +5,11 @@
 // node. CI installs the shell (.ci/run); without it the test says so and is skipped.
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { findDqliteShell } from "../net/gateway/harness.ts"
+import { freePort } from "./harness.ts"
 
 const dqlite = findDqliteShell()
 const root = path.resolve(import.meta.dirname, "../..")
@@ -18,16 +18,6 @@ const children = new Set<ChildProcess>()
 afterAll(() => {
   for (const child of children) child.kill("SIGKILL")
 })
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 function startNode(address: string, dataDir: string, join: ReadonlyArray<string>, tlsArgs: ReadonlyArray<string> = []): ChildProcess {
   const args = ["--import", "tsx", path.join(root, "src/cli/main.ts"), "start", "--address", address, "--data-dir", dataDir, ...tlsArgs]
