@@ -5,7 +5,7 @@
 // Feedback from the writer and the applier comes back through Refs plus a best-effort nudge, so
 // no two actors ever wait on each other's full mailbox.
 import type { Scope } from "effect"
-import { Deferred, Duration, Effect, Ref } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, FiberId, Ref } from "effect"
 import { assert } from "../assert.ts"
 import type { RaftConfig } from "../raft/config.ts"
 import type { Recovered } from "../raft/core.ts"
@@ -351,19 +351,46 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
 
     yield* Ticker.make({ intervalMs: options.tickMs, onTick: raft.send({ _tag: "Tick" }) })
 
-    const request = <A>(make: (reply: Deferred.Deferred<A, RaftRequestError>) => RaftMessage<R, SM>) =>
-      Effect.gen(function*() {
-        const reply = yield* Deferred.make<A, RaftRequestError>()
-        yield* raft.trySend(make(reply)).pipe(
+    // Requests waiting for their reply, with their deadlines. One sweeper bounds every wait, and
+    // closing the node answers whoever still waits: a timer (a forked fiber) per request cost more
+    // than the rest of a proposal's trip through the node.
+    const pending = new Map<Deferred.Deferred<never, RaftRequestError>, number>()
+    const sweepEveryMs = Math.max(1, Math.min(options.tickMs, Math.floor(options.requestTimeoutMs / 4)))
+    yield* Effect.sleep(Duration.millis(sweepEveryMs)).pipe(
+      Effect.zipRight(Clock.currentTimeMillis),
+      Effect.flatMap((nowMs) =>
+        Effect.sync(() => {
+          for (const [reply, deadlineMs] of pending) {
+            if (deadlineMs > nowMs) continue
+            pending.delete(reply)
+            Deferred.unsafeDone(reply, Exit.fail(new RequestTimeout({ timeoutMs: options.requestTimeoutMs })))
+          }
+        })
+      ),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        const stopped = new NotLeader({ leader: null, detail: `node ${id} has stopped` })
+        for (const reply of pending.keys()) Deferred.unsafeDone(reply, Exit.fail(stopped))
+        pending.clear()
+      })
+    )
+
+    const request = <A>(make: (reply: Deferred.Deferred<A, RaftRequestError>) => RaftMessage<R, SM>): Effect.Effect<A, RaftRequestError> =>
+      Effect.suspend(() => {
+        const reply = Deferred.unsafeMake<A, RaftRequestError>(FiberId.none)
+        return raft.trySend(make(reply)).pipe(
           Effect.catchTags({
             MailboxFull: () => Effect.fail(new Overloaded({ detail: `node ${id} mailbox is full` })),
             ActorStopped: () => Effect.fail(new NotLeader({ leader: null, detail: `node ${id} has stopped` }))
-          })
-        )
-        return yield* Deferred.await(reply).pipe(
-          Effect.timeoutFail({
-            duration: Duration.millis(options.requestTimeoutMs),
-            onTimeout: () => new RequestTimeout({ timeoutMs: options.requestTimeoutMs })
+          }),
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.flatMap((nowMs) => {
+            const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
+            pending.set(key, nowMs + options.requestTimeoutMs)
+            return Effect.ensuring(Deferred.await(reply), Effect.sync(() => void pending.delete(key)))
           })
         )
       })

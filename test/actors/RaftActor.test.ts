@@ -1,7 +1,7 @@
 // The Raft driver actor under TestClock: proposals commit and return the state machine's result,
 // reads are linearizable, and a stalled write fails with a typed error instead of hanging.
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, TestClock } from "effect"
+import { Effect, Exit, Fiber, Scope, TestClock } from "effect"
 import type { Applied, StateMachine } from "../../src/actors/Applier.ts"
 import type { RaftNode } from "../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../src/actors/RaftActor.ts"
@@ -124,5 +124,20 @@ describe("RaftActor", () => {
       const result = yield* Fiber.join(fiber)
       expect(result._tag).toBe("Left")
       if (result._tag === "Left") expect(result.left._tag).toBe("RequestTimeout")
+    }))
+
+  it.effect("a request still waiting when its node stops is answered NotLeader at once, not left to time out", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const { nodes, cut, leader } = yield* Scope.extend(cluster(3), scope)
+      const node = yield* leader
+      for (const other of nodes.values()) if (other.id !== node.id) cut.add(other.id)
+      const fiber = yield* Effect.fork(Effect.either(node.propose(Uint8Array.of(9))))
+      yield* TestClock.adjust(tickMs * 5)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* Scope.close(scope, Exit.void)
+      const result = yield* Fiber.join(fiber)
+      expect(result._tag).toBe("Left")
+      if (result._tag === "Left") expect(result.left).toMatchObject({ _tag: "NotLeader", detail: `node ${node.id} has stopped` })
     }))
 })

@@ -4,7 +4,7 @@
 // timers for every sleeper it wakes; here a seed of a whole cluster runs without touching the
 // event loop, so thousands of seeds are practical.
 import type { Duration, Fiber, Scheduler } from "effect"
-import { Clock, Duration as D, Effect, Exit, Fiber, Supervisor } from "effect"
+import { Clock, Duration as D, Effect, Exit, Fiber as F, Supervisor } from "effect"
 
 class SimScheduler implements Scheduler.Scheduler {
   private tasks: Array<Scheduler.Task> = []
@@ -99,8 +99,10 @@ export function runSimulated<A, E>(program: Effect.Effect<A, E>, options: { read
     }
   }
   // Bounded: a fiber that keeps running after interruption is a bug the flush bound reports.
-  for (let round = 0; round < 10 && fibers.fibers.size > 0; round++) {
-    const cleanup = Effect.runFork(simulated(Fiber.interruptAll([...fibers.fibers])), { scheduler })
+  for (let round = 0; round < 10; round++) {
+    const left = Effect.runSync(fibers.value)
+    if (left.length === 0) break
+    const cleanup = Effect.runFork(simulated(F.interruptAll(left)), { scheduler })
     for (let instant = 0; instant < 1000 && cleanup.unsafePoll() === null; instant++) {
       scheduler.flush(options.tasksPerInstantMax)
       if (cleanup.unsafePoll() === null && !clock.fireNext()) break
