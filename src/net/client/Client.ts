@@ -260,18 +260,28 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
       })
 
     /** A pooled leader connection for the current scope. */
-    const lease: Effect.Effect<PooledConnection, ClientError, Scope.Scope> = Effect.gen(function*() {
-      yield* Effect.acquireRelease(
-        permits.take(1).pipe(
+    // Permits in use, counted beside the semaphore: while one is free, taking it cannot wait,
+    // so the timeout (a fiber and a timer) is paid only when the pool is exhausted.
+    let permitsTaken = 0
+    const takePermit = Effect.suspend(() =>
+      permitsTaken < settings.connectionsMax
+        ? permits.take(1)
+        : permits.take(1).pipe(
           Effect.timeoutFail({
             duration: Duration.millis(settings.requestTimeoutMs),
             onTimeout: () => new RequestTimeout({ address: "(client pool)", request: "connection", timeoutMs: settings.requestTimeoutMs })
           })
-        ),
-        () => permits.release(1)
-      )
-      return yield* Effect.acquireRelease(takeConnection, returnConnection)
+        )
+    ).pipe(Effect.tap(() => void permitsTaken++))
+    const releasePermit = Effect.suspend(() => {
+      permitsTaken--
+      return permits.release(1)
     })
+
+    const lease: Effect.Effect<PooledConnection, ClientError, Scope.Scope> = Effect.zipRight(
+      Effect.acquireRelease(takePermit, () => releasePermit),
+      Effect.acquireRelease(takeConnection, returnConnection)
+    )
 
     const invalidate = (entry: PooledConnection, error: ClientError) =>
       Effect.suspend(() => {

@@ -1,5 +1,8 @@
 // One client connection to one dqlite-protocol server: connect and send the protocol word, then
-// one request at a time, each with a timeout. A connection that timed out, broke, or received
+// one request at a time, each with a timeout. The timeout is a deadline a watchdog fiber (one per
+// connection, on Effect's Clock) checks; expiring closes the connection, which ends the waiting
+// read. A timer fiber per request would cost more than the rest of the request's trip through
+// the client. A connection that timed out, broke, or received
 // something the protocol does not allow is marked `broken` and closed: its stream state is
 // unknown, so it is never used again.
 //
@@ -8,7 +11,7 @@
 // written to it (otherwise a write to a dead server would have an unknown outcome).
 import type * as net from "node:net"
 import type { Scope } from "effect"
-import { Duration, Effect } from "effect"
+import { Clock, Duration, Effect, Exit } from "effect"
 import { encodeProtocolVersion } from "../gateway/framing.ts"
 import type { Frame } from "../gateway/framing.ts"
 import { WireError } from "../gateway/errors.ts"
@@ -51,12 +54,17 @@ export class Connection {
   readonly statements = new Map<string, PreparedOnConnection>()
   private idleWatch: (() => void) | null = null
   private readonly lock = Effect.unsafeMakeSemaphore(1)
+  /** When the exchange under way must have ended (Clock ms), or null between exchanges. */
+  private deadlineMs: number | null = null
+  /** The watchdog closed the connection because an exchange passed its deadline. */
+  private timedOut = false
 
   private constructor(
     readonly address: string,
     private readonly io: FrameStream,
     private readonly socket: net.Socket,
-    private readonly options: ConnectionOptions
+    private readonly options: ConnectionOptions,
+    private readonly clock: Clock.Clock
   ) {}
 
   /** Connects and sends the protocol version word; closed with the scope. */
@@ -84,11 +92,21 @@ export class Connection {
         (socket) => Effect.sync(() => socket.destroy())
       )
       const io = new FrameStream(socket, { messageBytesMax: options.messageBytesMax, writeTimeoutMs: options.requestTimeoutMs })
-      const connection = new Connection(options.address, io, socket, options)
+      const connection = new Connection(options.address, io, socket, options, yield* Effect.clock)
       yield* io.write(encodeProtocolVersion(options.protocol ?? "v1")).pipe(
         Effect.mapError((error) => new ConnectionFailed({ address: options.address, detail: error.detail, cause: error }))
       )
       yield* Effect.addFinalizer(() => connection.close)
+      // Checks the deadline a few times per timeout: a request fails at most a tenth late.
+      const checkEveryMs = Math.min(1000, Math.max(5, Math.floor(options.requestTimeoutMs / 10)))
+      yield* Effect.sleep(Duration.millis(checkEveryMs)).pipe(
+        Effect.zipRight(Effect.sync(() => connection.expireIfLate())),
+        Effect.repeat({ while: () => !connection.broken }),
+        // Connections are opened inside a pool's acquire (uninterruptible); the watchdog must
+        // still stop when the connection's scope closes.
+        Effect.interruptible,
+        Effect.forkScoped
+      )
       return connection
     })
   }
@@ -200,17 +218,33 @@ export class Connection {
     })
   }
 
+  /** The watchdog's check: an exchange past its deadline closes the connection (its read then
+   * fails, and `guard` reports RequestTimeout). */
+  expireIfLate(): void {
+    if (this.deadlineMs === null || this.broken || this.clock.unsafeCurrentTimeMillis() < this.deadlineMs) return
+    this.timedOut = true
+    this.breakNow()
+  }
+
   /** The request timeout, and closing the connection on any failure that leaves it unusable. */
   private guard<A>(request: Request, effect: Effect.Effect<A, ExchangeError>): Effect.Effect<A, ExchangeError> {
     const timeoutMs = this.options.requestTimeoutMs
-    return effect.pipe(
-      Effect.timeoutFail({
-        duration: Duration.millis(timeoutMs),
-        onTimeout: () => new RequestTimeout({ address: this.address, request: request.kind, timeoutMs })
-      }),
-      Effect.tapError((error) => (error._tag === "ServerFailure" || error._tag === "InvalidArgument" ? Effect.void : this.close)),
-      Effect.onInterrupt(() => this.close)
-    )
+    return Effect.suspend(() => {
+      this.deadlineMs = this.clock.unsafeCurrentTimeMillis() + timeoutMs
+      return Effect.onExit(
+        Effect.mapError(effect, (error) =>
+          this.timedOut && error._tag !== "ServerFailure" && error._tag !== "InvalidArgument"
+            ? new RequestTimeout({ address: this.address, request: request.kind, timeoutMs })
+            : error),
+        (exit) => {
+          this.deadlineMs = null
+          if (Exit.isSuccess(exit)) return Effect.void
+          const failure = exit.cause._tag === "Fail" ? exit.cause.error : null
+          if (failure !== null && (failure._tag === "ServerFailure" || failure._tag === "InvalidArgument")) return Effect.void
+          return this.close
+        }
+      )
+    })
   }
 
   private readFrame(request: Request): Effect.Effect<Frame, ConnectionLost | ProtocolError> {
