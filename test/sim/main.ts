@@ -1,8 +1,12 @@
 // npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME] [--full]
 // --full runs the whole actor stack of every node (src/actors) instead of the bare cores.
 // --sqlite runs the full stack with the SQLite state machine and a random SQL workload.
+// With --full or --sqlite, more than --chunk seeds (default 50) run as child processes of
+// --chunk seeds each, --jobs of them at a time (default 1): one process's native memory (SQLite
+// page caches, freed blobs) grows with the seeds it ran, a fresh process starts clean.
 // Runs seeds of the deterministic simulator and prints, last:
 //   sim: N seeds, E elections, C entries committed, F faults injected, V violations
+import { spawn } from "node:child_process"
 import { parseArgs } from "node:util"
 import type { Mutation } from "./fast/runSeed.ts"
 import { runSeed } from "./fast/runSeed.ts"
@@ -20,7 +24,9 @@ const { values } = parseArgs({
     ticks: { type: "string" },
     "heal-ticks": { type: "string" },
     full: { type: "boolean", default: false },
-    sqlite: { type: "boolean", default: false }
+    sqlite: { type: "boolean", default: false },
+    chunk: { type: "string", default: "50" },
+    jobs: { type: "string", default: "1" }
   }
 })
 
@@ -36,6 +42,57 @@ if (mutation !== undefined && !mutationsKnown.includes(mutation)) {
 if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || count <= 0) {
   process.stderr.write("usage: npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME]\n")
   process.exit(2)
+}
+
+const chunk = Number(values.chunk)
+const jobs = Number(values.jobs)
+if (!Number.isSafeInteger(chunk) || chunk <= 0 || !Number.isSafeInteger(jobs) || jobs <= 0) {
+  process.stderr.write("--chunk and --jobs take positive integers\n")
+  process.exit(2)
+}
+if (!single && (values.full || values.sqlite) && count > chunk) {
+  await runInChildren()
+  process.exit(process.exitCode ?? 0)
+}
+
+/** Runs the seeds as child processes of `chunk` seeds each and adds up their summaries. */
+async function runInChildren(): Promise<void> {
+  const started = Date.now()
+  const passOn = process.argv.slice(2).filter((_, i, all) => !["--seeds", "--start", "--chunk", "--jobs"].includes(all[i] ?? "") && !["--seeds", "--start", "--chunk", "--jobs"].includes(all[i - 1] ?? ""))
+  const starts: Array<number> = []
+  for (let s = start; s < start + count; s += chunk) starts.push(s)
+  const totals = { seeds: 0, elections: 0, committed: 0, faults: 0, violations: 0, failing: 0, undecided: 0 }
+  const runChild = (from: number) =>
+    new Promise<void>((resolve, reject) => {
+      const seeds = Math.min(chunk, start + count - from)
+      const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...passOn, "--start", String(from), "--seeds", String(seeds)], { stdio: ["ignore", "pipe", "inherit"] })
+      let out = ""
+      child.stdout.on("data", (data: Buffer) => (out += data.toString()))
+      child.on("error", reject)
+      child.on("close", (code) => {
+        const summary = /sim: (\d+) seeds, (\d+) elections, (\d+) entries committed, (\d+) faults injected, (\d+) violations/.exec(out)
+        const detail = /\((?:[\d.]+) s, (\d+) failing seeds, (\d+) histories/.exec(out)
+        if (summary === null || detail === null) return reject(new Error(`seeds ${from}..${from + seeds - 1} ended (code ${code}) without a summary:\n${out.slice(-2000)}`))
+        for (const line of out.split("\n")) if (line.startsWith("seed ") || line.startsWith("  replay:")) process.stdout.write(`${line}\n`)
+        totals.seeds += Number(summary[1])
+        totals.elections += Number(summary[2])
+        totals.committed += Number(summary[3])
+        totals.faults += Number(summary[4])
+        totals.violations += Number(summary[5])
+        totals.failing += Number(detail[1])
+        totals.undecided += Number(detail[2])
+        process.stderr.write(`seeds ${from}..${from + seeds - 1}: ${summary[5]} violations (${((Date.now() - started) / 1000).toFixed(0)} s)\n`)
+        resolve()
+      })
+    })
+  const queue = [...starts]
+  await Promise.all(Array.from({ length: Math.min(jobs, queue.length) }, async () => {
+    for (let next = queue.shift(); next !== undefined; next = queue.shift()) await runChild(next)
+  }))
+  const seconds = ((Date.now() - started) / 1000).toFixed(1)
+  process.stdout.write(`(${seconds} s, ${totals.failing} failing seeds, ${totals.undecided} histories too hard for the linearizability budget)\n`)
+  process.stdout.write(`sim: ${totals.seeds} seeds, ${totals.elections} elections, ${totals.committed} entries committed, ${totals.faults} faults injected, ${totals.violations} violations\n`)
+  process.exitCode = totals.violations > 0 ? 1 : 0
 }
 
 const started = Date.now()
