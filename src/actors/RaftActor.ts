@@ -353,14 +353,15 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
 
     // Requests waiting for their reply, with their deadlines. One sweeper bounds every wait, and
     // closing the node answers whoever still waits: a timer (a forked fiber) per request cost more
-    // than the rest of a proposal's trip through the node.
-    const pending = new Map<Deferred.Deferred<never, RaftRequestError>, number>()
+    // than the rest of a proposal's trip through the node. A write cut off this way may already be
+    // in the log (and commit through another leader): its outcome is unknown, never "not done".
+    const pending = new Map<Deferred.Deferred<never, RaftRequestError>, { readonly deadlineMs: number; readonly writes: boolean }>()
     const sweepEveryMs = Math.max(1, Math.min(options.tickMs, Math.floor(options.requestTimeoutMs / 4)))
     yield* Effect.sleep(Duration.millis(sweepEveryMs)).pipe(
       Effect.zipRight(Clock.currentTimeMillis),
       Effect.flatMap((nowMs) =>
         Effect.sync(() => {
-          for (const [reply, deadlineMs] of pending) {
+          for (const [reply, { deadlineMs }] of pending) {
             if (deadlineMs > nowMs) continue
             pending.delete(reply)
             Deferred.unsafeDone(reply, Exit.fail(new RequestTimeout({ timeoutMs: options.requestTimeoutMs })))
@@ -372,13 +373,18 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     )
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        const stopped = new NotLeader({ leader: null, detail: `node ${id} has stopped` })
-        for (const reply of pending.keys()) Deferred.unsafeDone(reply, Exit.fail(stopped))
+        const detail = `node ${id} has stopped`
+        for (const [reply, { writes }] of pending) {
+          Deferred.unsafeDone(reply, Exit.fail(writes ? new OutcomeUnknown({ detail }) : new NotLeader({ leader: null, detail })))
+        }
         pending.clear()
       })
     )
 
-    const request = <A>(make: (reply: Deferred.Deferred<A, RaftRequestError>) => RaftMessage<R, SM>): Effect.Effect<A, RaftRequestError> =>
+    const request = <A>(
+      writes: boolean,
+      make: (reply: Deferred.Deferred<A, RaftRequestError>) => RaftMessage<R, SM>
+    ): Effect.Effect<A, RaftRequestError> =>
       Effect.suspend(() => {
         const reply = Deferred.unsafeMake<A, RaftRequestError>(FiberId.none)
         return raft.trySend(make(reply)).pipe(
@@ -389,7 +395,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           Effect.zipRight(Clock.currentTimeMillis),
           Effect.flatMap((nowMs) => {
             const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
-            pending.set(key, nowMs + options.requestTimeoutMs)
+            pending.set(key, { deadlineMs: nowMs + options.requestTimeoutMs, writes })
             return Effect.ensuring(Deferred.await(reply), Effect.sync(() => void pending.delete(key)))
           })
         )
@@ -399,12 +405,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
 
     return {
       id,
-      propose: (data) => request<Applied<R>>((reply) => ({ _tag: "Propose", data, reply })),
+      propose: (data) => request<Applied<R>>(true, (reply) => ({ _tag: "Propose", data, reply })),
       read: <A>(query: (sm: SM) => A) =>
-        request<unknown>((reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>,
+        request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>,
       changeMembership: (change) =>
-        Effect.map(request<Applied<R>>((reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
-      transferLeadership: (to) => request<void>((reply) => ({ _tag: "Transfer", to, reply })),
+        Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
+      transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
       deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
       status: Ref.get(statusRef),
       failed

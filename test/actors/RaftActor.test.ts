@@ -126,18 +126,23 @@ describe("RaftActor", () => {
       if (result._tag === "Left") expect(result.left._tag).toBe("RequestTimeout")
     }))
 
-  it.effect("a request still waiting when its node stops is answered NotLeader at once, not left to time out", () =>
+  it.effect("requests still waiting when their node stops are answered at once: a write with OutcomeUnknown (it may be in the log), a read with NotLeader", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
       const { nodes, cut, leader } = yield* Scope.extend(cluster(3), scope)
       const node = yield* leader
       for (const other of nodes.values()) if (other.id !== node.id) cut.add(other.id)
-      const fiber = yield* Effect.fork(Effect.either(node.propose(Uint8Array.of(9))))
+      const write = yield* Effect.fork(Effect.either(node.propose(Uint8Array.of(9))))
+      const read = yield* Effect.fork(Effect.either(node.read((counter) => counter.total)))
       yield* TestClock.adjust(tickMs * 5)
-      expect(fiber.unsafePoll()).toBeNull()
+      expect(write.unsafePoll()).toBeNull()
+      expect(read.unsafePoll()).toBeNull()
       yield* Scope.close(scope, Exit.void)
-      const result = yield* Fiber.join(fiber)
-      expect(result._tag).toBe("Left")
-      if (result._tag === "Left") expect(result.left).toMatchObject({ _tag: "NotLeader", detail: `node ${node.id} has stopped` })
+      const written = yield* Fiber.join(write)
+      expect(written._tag).toBe("Left")
+      if (written._tag === "Left") expect(written.left).toMatchObject({ _tag: "OutcomeUnknown", detail: `node ${node.id} has stopped` })
+      const readResult = yield* Fiber.join(read)
+      expect(readResult._tag).toBe("Left")
+      if (readResult._tag === "Left") expect(readResult.left).toMatchObject({ _tag: "NotLeader", detail: `node ${node.id} has stopped` })
     }))
 })
