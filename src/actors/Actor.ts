@@ -34,6 +34,9 @@ export interface Actor<M> {
   readonly send: (message: M) => Effect.Effect<void, ActorStopped>
   /** Enqueues or fails at once: for edges (clients, peers) that must shed load, not wait. */
   readonly trySend: (message: M) => Effect.Effect<void, MailboxFull | ActorStopped>
+  /** Enqueues at once if the mailbox has room and the actor runs; false otherwise (then `send`
+   * to wait for room, or learn why). The cheap first try of a hot path. */
+  readonly offer: (message: M) => boolean
   /** Messages waiting: queued plus those of suspended senders; 0 once stopped. */
   readonly size: Effect.Effect<number>
   /** Waits until the actor has stopped for good: succeeds when its scope closed, fails with
@@ -80,7 +83,9 @@ export const make = <S, M, R>(
       Option.match(mailbox.unsafeSize(), { onNone: () => 0, onSome: (n) => Math.max(0, n) })
     )
 
-    return { name, send, trySend, size, stopped: Deferred.await(done) }
+    const offer = (message: M): boolean => mailbox.isActive() && mailbox.unsafeOffer(message)
+
+    return { name, send, trySend, offer, size, stopped: Deferred.await(done) }
   })
 
 function validate<S, M, R>(options: ActorOptions<S, M, R>): void {

@@ -2,7 +2,7 @@
 // order, answers the proposals waiting on them, runs reads once the state machine has reached
 // their read index, and takes snapshots when the Raft actor asks.
 import type { Scope } from "effect"
-import { Deferred, Effect, Ref } from "effect"
+import { Deferred, Effect, Exit } from "effect"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, SnapshotMeta } from "../raft/types.ts"
 import * as Actor from "./Actor.ts"
@@ -62,13 +62,14 @@ export interface ApplierHandle<R, SM> {
 export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<ApplierHandle<R, SM>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const sm = options.stateMachine
-    const appliedRef = yield* Ref.make(options.appliedIndex)
+    // Published after each batch; a plain variable (read synchronously, replaced whole).
+    let appliedPublished = options.appliedIndex
     const actor = yield* Actor.make<ApplierState, ApplierMessage<R, SM>, never>({
       name: options.name,
       mailboxCapacity: options.mailboxCapacity,
       batchMax: options.batchMax,
       // A restart must not re-apply: the state machine lives outside the actor's state.
-      initial: Effect.map(Ref.get(appliedRef), (applied) => ({ applied, reads: [] })),
+      initial: Effect.sync(() => ({ applied: appliedPublished, reads: [] })),
       supervision: { restartsMax: 0, windowMs: 1000 },
       receive: (state, batch) =>
         Effect.gen(function*() {
@@ -83,7 +84,7 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                   const result = yield* sm.apply(entry)
                   state.applied = entry.index
                   const waiter = message.waiters.get(entry.index)
-                  if (waiter !== undefined) yield* Deferred.succeed(waiter, { index: entry.index, term: entry.term, result })
+                  if (waiter !== undefined) Deferred.unsafeDone(waiter, Exit.succeed({ index: entry.index, term: entry.term, result }))
                 }
                 break
               case "Restore":
@@ -106,13 +107,13 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
             if (state.reads.length > 0) {
               const ready = state.reads.filter((r) => r.index <= state.applied)
               state.reads = state.reads.filter((r) => r.index > state.applied)
-              for (const read of ready) yield* Deferred.succeed(read.reply, read.run(sm))
+              for (const read of ready) Deferred.unsafeDone(read.reply, Exit.succeed(read.run(sm)))
             }
           }
           if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) yield* sm.sync
-          yield* Ref.set(appliedRef, state.applied)
+          appliedPublished = state.applied
           return state
         })
     })
-    return { actor, applied: Ref.get(appliedRef) }
+    return { actor, applied: Effect.sync(() => appliedPublished) }
   })

@@ -5,7 +5,7 @@
 // Feedback from the writer and the applier comes back through Refs plus a best-effort nudge, so
 // no two actors ever wait on each other's full mailbox.
 import type { Scope } from "effect"
-import { Clock, Deferred, Duration, Effect, Exit, FiberId, Ref } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, FiberId } from "effect"
 import { assert } from "../assert.ts"
 import type { RaftConfig } from "../raft/config.ts"
 import type { Recovered } from "../raft/core.ts"
@@ -122,9 +122,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
   Effect.gen(function*() {
     const id = options.config.id
     const core = initialState(options.config, options.recovered)
-    const persistedRef = yield* Ref.make<{ index: LogIndex; term: Term } | null>(null)
-    const snapshotRef = yield* Ref.make<SnapshotMeta | null>(null)
-    const statusRef = yield* Ref.make<NodeStatus>(statusOf(core, options.tickMs))
+    // Feedback from the log writer and the applier, read by the Raft actor at its next batch,
+    // and the status others read: plain variables (one JavaScript thread; each is replaced
+    // whole, never mutated), not Refs, on a path every entry takes several times.
+    let persistedLatest: { readonly index: LogIndex; readonly term: Term } | null = null
+    let snapshotLatest: SnapshotMeta | null = null
+    let status: NodeStatus = statusOf(core, options.tickMs)
     // Set once the Raft actor exists; the writer and applier only ever trySend to it.
     let nudge: Effect.Effect<void> = Effect.void
 
@@ -135,7 +138,11 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       persist: options.io.persist,
       saveSnapshot: options.io.saveSnapshot,
       send: options.io.send,
-      onPersisted: (index, term) => Effect.zipRight(Ref.set(persistedRef, { index, term }), Effect.suspend(() => nudge))
+      onPersisted: (index, term) =>
+        Effect.suspend(() => {
+          persistedLatest = { index, term }
+          return nudge
+        })
     })
     const applier = yield* Applier.make<R, SM>({
       name: `raft-${id}/applier`,
@@ -143,7 +150,11 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       mailboxCapacity: options.mailboxCapacity,
       batchMax: options.batchMax,
       saveSnapshot: (meta, data) => Effect.orDie(options.io.saveSnapshot(meta, data)),
-      onSnapshotSaved: (meta) => Effect.zipRight(Ref.set(snapshotRef, meta), Effect.suspend(() => nudge)),
+      onSnapshotSaved: (meta) =>
+        Effect.suspend(() => {
+          snapshotLatest = meta
+          return nudge
+        }),
       appliedIndex: core.log.applied
     })
 
@@ -176,12 +187,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.gen(function*() {
           const readys: Ready[] = []
           const input = (i: Input) => readys.push(step(state.core, i).ready)
-          const persisted = yield* Ref.get(persistedRef)
+          const persisted = persistedLatest
           if (persisted !== null && persisted !== state.persistedSeen) {
             state.persistedSeen = persisted
             input({ _tag: "Persisted", index: persisted.index, term: persisted.term })
           }
-          const snapshot = yield* Ref.get(snapshotRef)
+          const snapshot = snapshotLatest
           if (snapshot !== null && snapshot.index > state.snapshotIndex) {
             state.snapshotIndex = snapshot.index
             state.snapshotInFlight = false
@@ -232,7 +243,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads })
           if (applyPending(state.core)) input({ _tag: "Drain" })
           yield* carryOut(state, readys)
-          yield* Ref.set(statusRef, statusOf(state.core, options.tickMs))
+          status = statusOf(state.core, options.tickMs)
           return state
         })
     })
@@ -246,10 +257,14 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         let snapshotJob: { meta: SnapshotMeta; data: Uint8Array } | null = null
         const toApplier: Array<ApplierMessage<R, SM>> = []
         for (const ready of readys) {
-          for (const message of ready.messages) yield* options.io.send(yield* envelopeOf(message))
+          for (const message of ready.messages) {
+            yield* options.io.send(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message, snapshot: null })
+          }
           const batch = persistBatchOf(ready)
           if (batch !== null) batches.push(batch)
-          for (const message of ready.messagesAfterPersist) after.push(yield* envelopeOf(message))
+          for (const message of ready.messagesAfterPersist) {
+            after.push(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message, snapshot: null })
+          }
           if (ready.snapshot !== null) {
             const meta = ready.snapshot
             const received = state.received
@@ -257,7 +272,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             snapshotJob = received
             state.received = null
             toApplier.push({ _tag: "Restore", meta, data: received.data })
-            yield* failCoveredProposals(state, meta.index)
+            failCoveredProposals(state, meta.index)
           }
           if (ready.committed.length > 0) {
             const waiters = new Map<LogIndex, Deferred.Deferred<Applied<R>, RaftRequestError>>()
@@ -269,85 +284,84 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
               state.proposals.delete(requestId)
               if (proposal === undefined) continue
               if (proposal.term === entry.term) waiters.set(entry.index, proposal.reply)
-              else yield* Deferred.fail(proposal.reply, new ProposalDropped({ index: entry.index, term: proposal.term ?? 0 }))
+              else Deferred.unsafeDone(proposal.reply, Exit.fail(new ProposalDropped({ index: entry.index, term: proposal.term ?? 0 })))
             }
             toApplier.push({ _tag: "Apply", entries: ready.committed, waiters })
           }
-          for (const event of ready.events) yield* onEvent(state, event, toApplier)
+          for (const event of ready.events) onEvent(state, event, toApplier)
         }
         if (batches.length > 0 || after.length > 0 || snapshotJob !== null) {
-          yield* Effect.orDie(writer.send({ batches, snapshot: snapshotJob, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }))
+          const job: LogWriter.PersistJob = { batches, snapshot: snapshotJob, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }
+          if (!writer.offer(job)) yield* Effect.orDie(writer.send(job))
         }
-        for (const message of toApplier) yield* Effect.orDie(applier.actor.send(message))
+        for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))
         if (!state.snapshotInFlight && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
           state.snapshotInFlight = true
           yield* Effect.orDie(applier.actor.send({ _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }))
         }
       })
 
-    const envelopeOf = (message: Envelope["message"]) =>
-      message._tag === "InstallSnapshot"
-        ? Effect.map(Effect.orDie(options.io.loadSnapshot(message.meta)), (data): Envelope => ({ message, snapshot: data }))
-        : Effect.succeed<Envelope>({ message, snapshot: null })
+    const withSnapshot = (message: Extract<Envelope["message"], { _tag: "InstallSnapshot" }>) =>
+      Effect.map(Effect.orDie(options.io.loadSnapshot(message.meta)), (data): Envelope => ({ message, snapshot: data }))
 
-    const onEvent = (state: DriverState<R, SM>, event: Ready["events"][number], toApplier: Array<ApplierMessage<R, SM>>) =>
-      Effect.gen(function*() {
-        switch (event._tag) {
-          case "Accepted": {
-            const proposal = state.proposals.get(event.id)
-            if (proposal === undefined) return
-            proposal.index = event.index
-            proposal.term = event.term
-            // An older proposal at this index lost its entry to this one (we lead again).
-            const replaced = state.byIndex.get(event.index)
-            const older = replaced === undefined ? undefined : state.proposals.get(replaced)
-            if (replaced !== undefined && older !== undefined) {
-              state.proposals.delete(replaced)
-              yield* Deferred.fail(older.reply, new ProposalDropped({ index: event.index, term: older.term ?? 0 }))
-            }
-            state.byIndex.set(event.index, event.id)
-            return
+    /** Answers the requests an event settles (synchronously: completing a Deferred never waits). */
+    const onEvent = (state: DriverState<R, SM>, event: Ready["events"][number], toApplier: Array<ApplierMessage<R, SM>>): void => {
+      switch (event._tag) {
+        case "Accepted": {
+          const proposal = state.proposals.get(event.id)
+          if (proposal === undefined) return
+          proposal.index = event.index
+          proposal.term = event.term
+          // An older proposal at this index lost its entry to this one (we lead again).
+          const replaced = state.byIndex.get(event.index)
+          const older = replaced === undefined ? undefined : state.proposals.get(replaced)
+          if (replaced !== undefined && older !== undefined) {
+            state.proposals.delete(replaced)
+            Deferred.unsafeDone(older.reply, Exit.fail(new ProposalDropped({ index: event.index, term: older.term ?? 0 })))
           }
-          case "Rejected": {
-            const error = rejection(event.reason, event.leader, event.detail)
-            const proposal = state.proposals.get(event.id)
-            if (proposal !== undefined) {
-              state.proposals.delete(event.id)
-              return yield* Deferred.fail(proposal.reply, error)
-            }
-            const read = state.reads.get(event.id)
-            if (read !== undefined) {
-              state.reads.delete(event.id)
-              return yield* Deferred.fail(read.reply, error)
-            }
-            const transfer = state.transfers.get(event.id)
-            if (transfer !== undefined) {
-              state.transfers.delete(event.id)
-              return yield* Deferred.fail(transfer, error)
-            }
-            return
-          }
-          case "ReadReady": {
-            const read = state.reads.get(event.id)
-            if (read === undefined) return
-            state.reads.delete(event.id)
-            toApplier.push({ _tag: "Read", index: event.index, run: read.run, reply: read.reply })
-            return
-          }
-          case "StateChanged":
-            if (event.role !== "leader" && event.leader !== null && event.leader !== id) {
-              for (const reply of state.transfers.values()) yield* Deferred.succeed(reply, undefined)
-              state.transfers.clear()
-            }
-            return
-          case "TransferAborted":
-            for (const reply of state.transfers.values()) {
-              yield* Deferred.fail(reply, new InvalidRequest({ detail: `transfer to ${event.to} aborted: it did not catch up in time` }))
-            }
-            state.transfers.clear()
-            return
+          state.byIndex.set(event.index, event.id)
+          return
         }
-      })
+        case "Rejected": {
+          const error = rejection(event.reason, event.leader, event.detail)
+          const proposal = state.proposals.get(event.id)
+          if (proposal !== undefined) {
+            state.proposals.delete(event.id)
+            return Deferred.unsafeDone(proposal.reply, Exit.fail(error))
+          }
+          const read = state.reads.get(event.id)
+          if (read !== undefined) {
+            state.reads.delete(event.id)
+            return Deferred.unsafeDone(read.reply, Exit.fail(error))
+          }
+          const transfer = state.transfers.get(event.id)
+          if (transfer !== undefined) {
+            state.transfers.delete(event.id)
+            return Deferred.unsafeDone(transfer, Exit.fail(error))
+          }
+          return
+        }
+        case "ReadReady": {
+          const read = state.reads.get(event.id)
+          if (read === undefined) return
+          state.reads.delete(event.id)
+          toApplier.push({ _tag: "Read", index: event.index, run: read.run, reply: read.reply })
+          return
+        }
+        case "StateChanged":
+          if (event.role !== "leader" && event.leader !== null && event.leader !== id) {
+            for (const reply of state.transfers.values()) Deferred.unsafeDone(reply, Exit.void)
+            state.transfers.clear()
+          }
+          return
+        case "TransferAborted":
+          for (const reply of state.transfers.values()) {
+            Deferred.unsafeDone(reply, Exit.fail(new InvalidRequest({ detail: `transfer to ${event.to} aborted: it did not catch up in time` })))
+          }
+          state.transfers.clear()
+          return
+      }
+    }
 
     yield* Ticker.make({ intervalMs: options.tickMs, onTick: raft.send({ _tag: "Tick" }) })
 
@@ -412,7 +426,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
       deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
-      status: Ref.get(statusRef),
+      status: Effect.sync(() => status),
       failed
     }
   })
@@ -445,16 +459,14 @@ function rejection(reason: RejectReason, leader: NodeId | null, detail: string):
 }
 
 /** Entries up to `index` arrived inside a snapshot: whoever waited on them cannot be told. */
-function failCoveredProposals<R, SM>(state: DriverState<R, SM>, index: LogIndex) {
-  return Effect.gen(function*() {
-    for (const [at, requestId] of state.byIndex) {
-      if (at > index) continue
-      state.byIndex.delete(at)
-      const proposal = state.proposals.get(requestId)
-      state.proposals.delete(requestId)
-      if (proposal !== undefined) yield* Deferred.fail(proposal.reply, new OutcomeUnknown({ detail: `entry ${at} was covered by a snapshot` }))
-    }
-  })
+function failCoveredProposals<R, SM>(state: DriverState<R, SM>, index: LogIndex): void {
+  for (const [at, requestId] of state.byIndex) {
+    if (at > index) continue
+    state.byIndex.delete(at)
+    const proposal = state.proposals.get(requestId)
+    state.proposals.delete(requestId)
+    if (proposal !== undefined) Deferred.unsafeDone(proposal.reply, Exit.fail(new OutcomeUnknown({ detail: `entry ${at} was covered by a snapshot` })))
+  }
 }
 
 function statusOf(core: RaftState, tickMs: number): NodeStatus {
