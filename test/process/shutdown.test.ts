@@ -32,7 +32,7 @@ describe("graceful shutdown", () => {
     // 1. SIGTERM the leader.
     const leader = await eventually("a leader", () => leaderAddress(addresses))
     const leaving = nodes.get(leader)!
-    const term = Number(/leads the cluster \(term (\d+)\)/.exec(leaving.output())?.[1])
+    const term = Number(await eventually("the leader's log line", async () => /leads the cluster \(term (\d+)\)/.exec(leaving.output())?.[1] ?? null, 5_000))
     expect(term).toBeGreaterThan(0)
     const signalledAt = Date.now()
     leaving.child.kill("SIGTERM")
@@ -48,8 +48,11 @@ describe("graceful shutdown", () => {
     })
     // The new leader won term + 1 (one election, started by TimeoutNow), and won it sooner after
     // the hand-over began than a follower's election timeout could have fired.
-    const nextOut = nodes.get(next)!.output()
-    expect(nextOut).toContain(`leads the cluster (term ${term + 1})`)
+    // The node logs "leads the cluster" from a poll of its status every tick (100 ms), so the line
+    // can trail the LEADER answer a little.
+    const won = `leads the cluster (term ${term + 1})`
+    const nextOut = await eventually("the new leader's log line", async () => (nodes.get(next)!.output().includes(won) ? nodes.get(next)!.output() : null), 5_000)
+    expect(nextOut).toContain(won)
     const handOverAt = loggedAt(out, /shutting down: handing leadership over/)
     const wonAt = loggedAt(nextOut, new RegExp(`leads the cluster \\(term ${term + 1}\\)`))
     expect(handOverAt).not.toBeNull()
