@@ -161,7 +161,8 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
           const error = handshake.left
           if (error._tag === "HandshakeRefused") {
             inbound.refused++
-            yield* Effect.logWarning(`refusing peer connection from ${remoteOf(socket)}: ${error.reason}`)
+            if (error.discovery === true) yield* Effect.logDebug(`told ${remoteOf(socket)} who we are (cluster discovery)`)
+            else yield* Effect.logWarning(`refusing peer connection from ${remoteOf(socket)}: ${error.reason}`)
             return yield* closeGracefully(socket, limits.handshakeTimeoutMs)
           }
           inbound.rejected++

@@ -23,6 +23,9 @@ export class HandshakeRefused extends Data.TaggedError("HandshakeRefused")<{
   readonly reason: string
   /** Who refused: we did, or the remote side told us so. */
   readonly by: "local" | "remote"
+  /** The remote only asked who we are (a joining node's discovery: no cluster id, node 0); the
+   * refusal is its answer, not a problem worth a warning. */
+  readonly discovery?: boolean
 }> {}
 
 /** The connection ended (EOF, reset, destroyed) or failed at the socket level. */

@@ -181,7 +181,9 @@ export function respond(options: {
       refused: problem,
       address: null
     })))
-    if (problem !== null) return yield* new HandshakeRefused({ by: "local", reason: problem })
+    if (problem !== null) {
+      return yield* new HandshakeRefused({ by: "local", reason: problem, discovery: hello.clusterId === "" && hello.nodeId === 0 })
+    }
     return hello
   }).pipe(withTimeout(options.timeoutMs))
 }

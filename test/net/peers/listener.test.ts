@@ -2,9 +2,10 @@
 // refused with a log line on both sides, and garbage only ever costs its own connection.
 import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import { Duration, Effect, Logger, LogLevel } from "effect"
 import type { Envelope } from "../../../src/actors/LogWriter.ts"
 import { encodeFrame, encodeFrames, makePacker } from "../../../src/net/peers/framing.ts"
+import { discoverCluster } from "../../../src/net/peers/discover.ts"
 import { decodeHello, encodeHello, peerMagicWord } from "../../../src/net/peers/handshake.ts"
 import { layerTcp, makeTcp, Transport } from "../../../src/net/peers/PeerTransport.ts"
 import { captureLogs, link, prng, start, waitUntil } from "./helpers.ts"
@@ -108,6 +109,18 @@ describe("listener", () => {
       expect(warnings).toContainEqual(expect.stringMatching(new RegExp(`^refusing peer connection from 127\\.0\\.0\\.1:\\d+: ${escape(reason)}$`)))
       expect(warnings).toContainEqual(`peer 2 at ${b.transport.address} refused our handshake: ${reason}`)
     }).pipe(Effect.provide(logs.layer))
+  })
+
+  it.scopedLive("a joining node's discovery probe gets the cluster's identity without a warning on the member", () => {
+    const logs = captureLogs()
+    return Effect.gen(function*() {
+      const b = yield* start({ nodeId: 2, clusterId: "beta" })
+      const found = yield* Effect.orDie(discoverCluster(b.transport.address))
+      expect(found).toEqual({ clusterId: "beta", nodeId: 2 })
+      yield* waitUntil("the probe's connection to be counted", Effect.map(b.transport.stats, (s) => s.inbound.refused >= 1))
+      expect(logs.lines.filter((line) => line.level === "WARN")).toEqual([])
+      expect(logs.lines).toContainEqual({ level: "DEBUG", message: expect.stringMatching(/^told 127\.0\.0\.1:\d+ who we are \(cluster discovery\)$/) })
+    }).pipe(Effect.provide(logs.layer), Logger.withMinimumLogLevel(LogLevel.Debug))
   })
 
   it.scopedLive("a peer speaking another protocol version is refused, and the log says why", () => {
