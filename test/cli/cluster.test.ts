@@ -1,29 +1,18 @@
 // `tqlite cluster` against a three-node cluster in this process: list (table and JSON) agrees
 // with the nodes' own Raft status, transfer with and without an id moves leadership, assign
 // changes roles, add and remove change the membership, and refusals exit 1 with the reason.
-import { Effect, Exit, Scope } from "effect"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Effect } from "effect"
+import { describe, expect, it } from "vitest"
 import type { ClusterAction } from "../../src/cli/commands/cluster.ts"
 import { parseClusterAction, runCluster } from "../../src/cli/commands/cluster.ts"
 import type { OutputFormat } from "../../src/cli/format.ts"
-import type { TestCluster } from "./harness.ts"
-import { freePort, leaderAmong, runCaptured, startCluster } from "./harness.ts"
+import { clusterForFile, freePort, leaderAmong, runCaptured } from "./harness.ts"
 
-let scope: Scope.CloseableScope
-let cluster: TestCluster
-
-beforeAll(async () => {
-  scope = await Effect.runPromise(Scope.make())
-  // Manual roles: no role manager reverts what these tests assign.
-  cluster = await Effect.runPromise(startCluster(3, { manualRoles: true }).pipe(Scope.extend(scope)))
-}, 30_000)
-
-afterAll(async () => {
-  await Effect.runPromise(Scope.close(scope, Exit.void))
-})
+// Manual roles: no role manager reverts what these tests assign.
+const cluster = clusterForFile(3, { manualRoles: true })
 
 const run = (action: ClusterAction, format: OutputFormat = "table") =>
-  Effect.runPromise(runCaptured((io) => runCluster({ servers: cluster.addresses, action, format }, io)))
+  Effect.runPromise(runCaptured((io) => runCluster({ servers: cluster().addresses, action, format }, io)))
 
 interface Member {
   readonly id: number
@@ -38,13 +27,13 @@ const list = async (): Promise<ReadonlyArray<Member>> => {
   return JSON.parse(result.out) as ReadonlyArray<Member>
 }
 
-const currentLeader = () => Effect.runPromise(leaderAmong(cluster.nodes))
+const currentLeader = () => Effect.runPromise(leaderAmong(cluster().nodes))
 
 describe("tqlite cluster", () => {
   it("lists the members as the nodes see them, in a table and as JSON", async () => {
     const leader = await currentLeader()
     const members = await list()
-    expect(members.map((m) => m.address).sort()).toEqual([...cluster.addresses].sort())
+    expect(members.map((m) => m.address).sort()).toEqual([...cluster().addresses].sort())
     expect(members.every((m) => m.role === "voter")).toBe(true)
     expect(members.filter((m) => m.leader)).toEqual([
       { id: leader.node.identity.nodeId, address: leader.node.identity.address, role: "voter", leader: true }
@@ -65,7 +54,7 @@ describe("tqlite cluster", () => {
     expect(after.node.identity.nodeId).not.toBe(before.node.identity.nodeId)
     expect(moved.out).toBe(`leader: ${after.node.identity.nodeId} at ${after.node.identity.address}\n`)
 
-    const target = cluster.nodes.find((n) => n !== after)!
+    const target = cluster().nodes.find((n) => n !== after)!
     const chosen = await run({ _tag: "Transfer", id: BigInt(target.node.identity.nodeId) })
     expect(chosen.code).toBe(0)
     expect(chosen.out).toBe(`leader: ${target.node.identity.nodeId} at ${target.node.identity.address}\n`)
@@ -74,7 +63,7 @@ describe("tqlite cluster", () => {
 
   it("assign changes a member's role and back", async () => {
     const leader = await currentLeader()
-    const follower = cluster.nodes.find((n) => n !== leader)!
+    const follower = cluster().nodes.find((n) => n !== leader)!
     const id = BigInt(follower.node.identity.nodeId)
     expect(await run({ _tag: "Assign", id, role: "spare" })).toEqual({ code: 0, out: `node ${id} is now a spare\n`, err: "" })
     expect((await list()).find((m) => m.id === Number(id))?.role).toBe("spare")
@@ -94,10 +83,10 @@ describe("tqlite cluster", () => {
     expect((await list()).some((m) => m.id === 99)).toBe(false)
 
     const leader = await currentLeader()
-    const follower = cluster.nodes.find((n) => n !== leader)!
+    const follower = cluster().nodes.find((n) => n !== leader)!
     expect((await run({ _tag: "Remove", id: BigInt(follower.node.identity.nodeId) })).code).toBe(0)
     const left = await list()
-    expect(left.map((m) => m.address).sort()).toEqual(cluster.addresses.filter((a) => a !== follower.node.identity.address).sort())
+    expect(left.map((m) => m.address).sort()).toEqual(cluster().addresses.filter((a) => a !== follower.node.identity.address).sort())
 
     const unknown = await run({ _tag: "Remove", id: 12345n })
     expect(unknown.code).toBe(1)
@@ -105,9 +94,9 @@ describe("tqlite cluster", () => {
   })
 
   it("describe asks one server for its failure domain and weight", async () => {
-    const described = await run({ _tag: "Describe", address: cluster.addresses[0]! }, "json")
+    const described = await run({ _tag: "Describe", address: cluster().addresses[0]! }, "json")
     expect(described.code).toBe(0)
-    expect(JSON.parse(described.out)).toEqual({ address: cluster.addresses[0], failureDomain: 0, weight: 0 })
+    expect(JSON.parse(described.out)).toEqual({ address: cluster().addresses[0], failureDomain: 0, weight: 0 })
   })
 
   it("parses actions and says what is wrong with bad ones", () => {

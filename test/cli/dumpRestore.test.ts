@@ -4,38 +4,27 @@
 // into another database → dump gives the same schema, rows, rowids and storage classes; restore
 // refuses a database with tables unless --force.
 import Database from "better-sqlite3"
-import { Effect, Exit, Fiber, Scope } from "effect"
+import { Effect, Fiber } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { beforeAll, describe, expect, it } from "vitest"
 import { runDump } from "../../src/cli/commands/dump.ts"
 import type { RestoreLimits } from "../../src/cli/commands/restore.ts"
 import { quoteName, runRestore } from "../../src/cli/commands/restore.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
-import type { TestCluster } from "./harness.ts"
-import { leaderAmong, runCaptured, startCluster } from "./harness.ts"
+import { clusterForFile, leaderAmong, runCaptured } from "./harness.ts"
 
-let scope: Scope.CloseableScope
-let cluster: TestCluster
-
-beforeAll(async () => {
-  scope = await Effect.runPromise(Scope.make())
-  cluster = await Effect.runPromise(startCluster().pipe(Scope.extend(scope)))
-}, 30_000)
-
-afterAll(async () => {
-  await Effect.runPromise(Scope.close(scope, Exit.void))
-})
+const cluster = clusterForFile()
 
 const dump = (database: string, file: string) =>
-  Effect.runPromise(runCaptured((io) => runDump({ servers: cluster.addresses, database, file }, io)))
+  Effect.runPromise(runCaptured((io) => runDump({ servers: cluster().addresses, database, file }, io)))
 
 const restore = (database: string, file: string, force = false, limits: Partial<RestoreLimits> = {}) =>
   Effect.runPromise(runCaptured((io) =>
-    runRestore({ servers: cluster.addresses, database, file, force, limits: { rowsPerTransactionMax: 700, bytesPerTransactionMax: 256 * 1024, ...limits } }, io)))
+    runRestore({ servers: cluster().addresses, database, file, force, limits: { rowsPerTransactionMax: 700, bytesPerTransactionMax: 256 * 1024, ...limits } }, io)))
 
 const withClient = <A, E>(database: string, f: (client: Effect.Effect.Success<ReturnType<typeof makeClient>>) => Effect.Effect<A, E>) =>
-  Effect.runPromise(Effect.scoped(Effect.flatMap(makeClient({ servers: cluster.addresses, database }), f)))
+  Effect.runPromise(Effect.scoped(Effect.flatMap(makeClient({ servers: cluster().addresses, database }), f)))
 
 /** Everything a database holds, comparably: its schema (without root pages), sqlite_sequence,
  * and per table every row with its rowid and each value's storage class. */
@@ -74,7 +63,7 @@ const schemaSql = [
 describe("tqlite dump and restore", () => {
   let base: string
   beforeAll(() => {
-    base = path.join(cluster.dir, "files")
+    base = path.join(cluster().dir, "files")
     fs.mkdirSync(base)
   })
 
@@ -219,10 +208,10 @@ describe("tqlite dump and restore", () => {
     } finally {
       db.close()
     }
-    const leader = (await Effect.runPromise(leaderAmong(cluster.nodes))).node.identity.address
-    const follower = cluster.addresses.find((a) => a !== leader)!
+    const leader = (await Effect.runPromise(leaderAmong(cluster().nodes))).node.identity.address
+    const follower = cluster().addresses.find((a) => a !== leader)!
     const refused = await Effect.runPromise(Effect.scoped(Effect.flatMap(
-      makeClient({ servers: cluster.addresses, database: "pending", retriesMax: 0 }),
+      makeClient({ servers: cluster().addresses, database: "pending", retriesMax: 0 }),
       (client) => Effect.flip(client.dump(follower))
     )))
     expect(refused._tag === "ServerFailure" && refused.isNotLeader).toBe(true)

@@ -7,8 +7,8 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import type { Scope } from "effect"
-import { Duration, Effect, Schedule } from "effect"
+import { Duration, Effect, Exit, Schedule, Scope } from "effect"
+import { afterAll, beforeAll } from "vitest"
 import type { CliIo } from "../../src/cli/common.ts"
 import type { SqlNode } from "../../src/node/SqlNode.ts"
 import * as SqlNodes from "../../src/node/SqlNode.ts"
@@ -70,6 +70,24 @@ export const startCluster = (size = 3, options: { readonly manualRoles?: boolean
   })
 
 /** The node that leads, waiting (bounded) for one. */
+/** A cluster shared by one test file: started before its tests, closed after them. Returns a
+ * getter (the cluster exists only once `beforeAll` ran). */
+export function clusterForFile(size = 3, options: { readonly manualRoles?: boolean } = {}): () => TestCluster {
+  let scope: Scope.CloseableScope | null = null
+  let cluster: TestCluster | null = null
+  beforeAll(async () => {
+    scope = await Effect.runPromise(Scope.make())
+    cluster = await Effect.runPromise(startCluster(size, options).pipe(Scope.extend(scope)))
+  }, 30_000)
+  afterAll(async () => {
+    if (scope !== null) await Effect.runPromise(Scope.close(scope, Exit.void))
+  })
+  return () => {
+    if (cluster === null) throw new Error("the file's cluster is not started (use it inside a test)")
+    return cluster
+  }
+}
+
 export const leaderAmong = (nodes: ReadonlyArray<SqlNode>) =>
   Effect.gen(function*() {
     for (let i = 0; i < 500; i++) {

@@ -1,30 +1,19 @@
 // `tqlite shell` against a three-node cluster in this process: -c in each output format (NULL,
 // blobs, int64 edges, floats, CSV quoting), statements typed over several lines, dot commands,
 // and, through the real binary, the exit code and stderr of an SQL error.
-import { Effect, Exit, Scope } from "effect"
+import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { PassThrough } from "node:stream"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import type { OutputFormat } from "../../src/cli/format.ts"
 import { HistoryFile, historyLinesMax, isComplete, returnsRows, runShell } from "../../src/cli/commands/shell.ts"
-import type { TestCluster } from "./harness.ts"
-import { runCaptured, startCluster, tqlite } from "./harness.ts"
+import { clusterForFile, runCaptured, tqlite } from "./harness.ts"
 
-let scope: Scope.CloseableScope
-let cluster: TestCluster
-
-beforeAll(async () => {
-  scope = await Effect.runPromise(Scope.make())
-  cluster = await Effect.runPromise(startCluster().pipe(Scope.extend(scope)))
-}, 30_000)
-
-afterAll(async () => {
-  await Effect.runPromise(Scope.close(scope, Exit.void))
-})
+const cluster = clusterForFile()
 
 const shell = (command: string, format: OutputFormat = "table", database = "shelldb") =>
-  Effect.runPromise(runCaptured((io) => runShell({ servers: cluster.addresses, database, format, command }, io)))
+  Effect.runPromise(runCaptured((io) => runShell({ servers: cluster().addresses, database, format, command }, io)))
 
 describe("tqlite shell", () => {
   it("runs -c in each format: NULL, blobs, int64 edges, floats and CSV quoting", async () => {
@@ -105,13 +94,13 @@ describe("tqlite shell", () => {
         "SELECT missing_column FROM m;\n" +
         "SELECT 42 AS answer;\n"
     )
-    const result = await Effect.runPromise(runCaptured((io) => runShell({ servers: cluster.addresses, database: "scriptdb", format: "table", command: null }, io, input, false)))
+    const result = await Effect.runPromise(runCaptured((io) => runShell({ servers: cluster().addresses, database: "scriptdb", format: "table", command: null }, io, input, false)))
     // A script with an error ends with exit code 1 but runs on after it.
     expect(result.code).toBe(1)
     expect(result.err).toBe("Error: no such column: missing_column (code 1)\n")
     const out = result.out
     expect(out).toContain("rows affected: 2, last insert id: 2")
-    expect(cluster.addresses).toContain(out.split("\n").find((l) => l.startsWith("127.0.0.1:")))
+    expect(cluster().addresses).toContain(out.split("\n").find((l) => l.startsWith("127.0.0.1:")))
     expect(out).toMatch(/^n\n-\n2\n/m)
     expect(out).toContain("x,y\r\n1,a;b\r\n2,c\r\n")
     expect(out).toContain("id,address,role,leader\r\n")
@@ -135,7 +124,7 @@ describe("tqlite shell", () => {
   })
 
   it("keeps at most historyLinesMax lines of history, oldest first in the file", () => {
-    const file = path.join(cluster.dir, "history")
+    const file = path.join(cluster().dir, "history")
     const history = new HistoryFile(file)
     expect(history.load()).toEqual([])
     // readline hands history newest first.
@@ -150,7 +139,7 @@ describe("tqlite shell", () => {
   })
 
   it("the tqlite binary exits 1 on an SQL error with the message on stderr, 0 with the rows on stdout", async () => {
-    const servers = cluster.addresses.join(",")
+    const servers = cluster().addresses.join(",")
     // Each process loads the whole CLI through tsx: seconds on a busy machine.
     const [bad, good] = await Promise.all([
       tqlite(["shell", "--servers", servers, "-c", "SELECT * FROM missing_table", "shelldb"], 60_000),
