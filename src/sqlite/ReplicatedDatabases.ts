@@ -153,22 +153,24 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return writer
       })
 
+    /** Runs `use` on the leader's committed view of `name` after a ReadIndex round (in the
+     * applier, once everything committed before the call is applied); SQLite's failures as
+     * SqlErrors. The writer must exist (its view is created with it). */
+    const onCommittedView = <A>(name: string, use: (database: LeaderDatabase) => A): Effect.Effect<A, SqlFailure> =>
+      raft
+        .read((sm) =>
+          sm.withCommittedView(name, (database): Exit.Exit<A, SqlFailure> => {
+            try {
+              return Exit.succeed(use(database))
+            } catch (cause) {
+              return Exit.fail(toSqlError(cause))
+            }
+          }) ?? Exit.fail(new SqlNotLeader({ leader: null, message: `${name} is not led by this node any more` }))
+        )
+        .pipe(Effect.mapError(fromRaftError), Effect.flatten)
+
     const readOnView = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> =>
-      Effect.gen(function*() {
-        yield* writerFor(name)
-        const result = yield* raft
-          .read((sm) =>
-            sm.withCommittedView(name, (database): Exit.Exit<StatementOutcome, SqlFailure> => {
-              try {
-                return Exit.succeed(database.committedView.run(sql, params))
-              } catch (cause) {
-                return Exit.fail(toSqlError(cause))
-              }
-            }) ?? Exit.fail(new SqlNotLeader({ leader: null, message: `${name} is not led by this node any more` }))
-          )
-          .pipe(Effect.mapError(fromRaftError))
-        return yield* result
-      })
+      Effect.zipRight(writerFor(name), onCommittedView(name, (database) => database.committedView.run(sql, params)))
 
     const open = (name: string): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {
@@ -192,20 +194,9 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         if (!known) return null
         // The writer's committed view exists only once this term's barrier is applied.
         yield* writerFor(name)
-        const result = yield* raft
-          .read((sm) =>
-            sm.withCommittedView(name, (database): Exit.Exit<Uint8Array, SqlFailure> => {
-              try {
-                // sqlite3_serialize inside the view's pinned read transaction: the pages as of
-                // the last Raft-committed transaction, WAL frames included, later ones not.
-                return Exit.succeed(database.serialize())
-              } catch (cause) {
-                return Exit.fail(toSqlError(cause))
-              }
-            }) ?? Exit.fail(new SqlNotLeader({ leader: null, message: `${name} is not led by this node any more` }))
-          )
-          .pipe(Effect.mapError(fromRaftError))
-        return yield* result
+        // sqlite3_serialize inside the view's pinned read transaction: the pages as of the last
+        // Raft-committed transaction, WAL frames included, later ones not.
+        return yield* onCommittedView(name, (database) => database.serialize())
       })
 
     return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage }
