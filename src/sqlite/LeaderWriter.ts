@@ -541,7 +541,8 @@ export class LeaderWriter implements LeaderSlotOwner {
       if (this.database.writer.inTransaction) this.database.writer.db.exec("ROLLBACK")
       this.endLease(lease, new SqlError({ code: sqliteAbortRollbackCode, message: `the transaction held the writer for ${timeoutMs} ms and was rolled back` }))
     })
-    return Effect.asVoid(Effect.forkDaemon(Effect.zipRight(Effect.sleep(Duration.millis(timeoutMs)), expire)))
+    // A child of the executor's fiber: when the writer stops, its lease timers stop with it.
+    return Effect.asVoid(Effect.fork(Effect.zipRight(Effect.sleep(Duration.millis(timeoutMs)), expire)))
   }
 
   private commitLease(lease: Lease): Effect.Effect<void> {
