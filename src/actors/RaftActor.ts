@@ -2,8 +2,8 @@
 // requests (batched: every proposal in a mailbox batch becomes one Propose input), and carries
 // out each Ready: replication traffic leaves at once, the durable part goes to the log writer
 // (which releases votes and acknowledgements once fsynced), committed entries go to the applier.
-// Feedback from the writer and the applier comes back through Refs plus a best-effort nudge, so
-// no two actors ever wait on each other's full mailbox.
+// Feedback from the writer and the applier comes back through variables the Raft actor reads at
+// its next batch plus a best-effort nudge, so no two actors ever wait on each other's full mailbox.
 import type { Scope } from "effect"
 import { Clock, Deferred, Duration, Effect, Exit, FiberId } from "effect"
 import { assert } from "../assert.ts"

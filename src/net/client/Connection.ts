@@ -233,14 +233,10 @@ export class Connection {
       this.deadlineMs = this.clock.unsafeCurrentTimeMillis() + timeoutMs
       return Effect.onExit(
         Effect.mapError(effect, (error) =>
-          this.timedOut && error._tag !== "ServerFailure" && error._tag !== "InvalidArgument"
-            ? new RequestTimeout({ address: this.address, request: request.kind, timeoutMs })
-            : error),
+          this.timedOut && !keepsConnection(error) ? new RequestTimeout({ address: this.address, request: request.kind, timeoutMs }) : error),
         (exit) => {
           this.deadlineMs = null
-          if (Exit.isSuccess(exit)) return Effect.void
-          const failure = exit.cause._tag === "Fail" ? exit.cause.error : null
-          if (failure !== null && (failure._tag === "ServerFailure" || failure._tag === "InvalidArgument")) return Effect.void
+          if (Exit.isSuccess(exit) || (exit.cause._tag === "Fail" && keepsConnection(exit.cause.error))) return Effect.void
           return this.close
         }
       )
@@ -279,4 +275,10 @@ export class Connection {
       return Effect.succeed(response)
     })
   }
+}
+
+/** The server answered (a FAILURE response) or the request was refused before it was sent: the
+ * stream is still in step, the connection stays usable. */
+function keepsConnection(error: ExchangeError): boolean {
+  return error._tag === "ServerFailure" || error._tag === "InvalidArgument"
 }
