@@ -58,7 +58,10 @@ if (!single && (values.full || values.sqlite) && count > chunk) {
 /** Runs the seeds as child processes of `chunk` seeds each and adds up their summaries. */
 async function runInChildren(): Promise<void> {
   const started = Date.now()
-  const passOn = process.argv.slice(2).filter((_, i, all) => !["--seeds", "--start", "--chunk", "--jobs"].includes(all[i] ?? "") && !["--seeds", "--start", "--chunk", "--jobs"].includes(all[i - 1] ?? ""))
+  // Every option but those that say which seeds run where, with their values.
+  const placement = new Set(["--seeds", "--start", "--chunk", "--jobs"])
+  const args = process.argv.slice(2)
+  const passOn = args.filter((arg, i) => !placement.has(arg) && !placement.has(args[i - 1] ?? ""))
   const starts: Array<number> = []
   for (let s = start; s < start + count; s += chunk) starts.push(s)
   const totals = { seeds: 0, elections: 0, committed: 0, faults: 0, violations: 0, failing: 0, undecided: 0 }
