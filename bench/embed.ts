@@ -4,25 +4,17 @@
 // service (routed to the leader over the wire client) and a remote-only service
 // (Tqlite.makeRemote). Each writer sends one statement after another; ticks are 50 ms.
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect } from "effect"
 import type { TqliteService } from "../src/embed/Tqlite.ts"
 import * as Tqlite from "../src/embed/Tqlite.ts"
+import { freePort } from "../test/freePort.ts"
 
 function option(args: ReadonlyArray<string>, name: string): string | undefined {
   const at = args.indexOf(`--${name}`)
   return at >= 0 ? args[at + 1] : undefined
 }
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 const payload = Buffer.alloc(100, 7)
 

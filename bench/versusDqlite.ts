@@ -6,29 +6,19 @@
 // fsync on, so the ratio compares the systems, not an in-process shortcut.
 import { type ChildProcess, spawn } from "node:child_process"
 import fs from "node:fs"
-import net from "node:net"
 import os from "node:os"
 import path from "node:path"
 import { Duration, Effect, Schedule } from "effect"
 import type { LoadReport, Workload } from "../src/cli/loadgen.ts"
 import { prepare, run } from "../src/cli/loadgen.ts"
 import { make as makeClient } from "../src/net/client/Client.ts"
+import { freePortNow as freePort } from "../test/freePort.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
 
 function option(args: ReadonlyArray<string>, name: string): string | undefined {
   const at = args.indexOf(`--${name}`)
   return at >= 0 ? args[at + 1] : undefined
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
 }
 
 type Cluster = { readonly servers: ReadonlyArray<string>; readonly stop: () => Promise<void> }

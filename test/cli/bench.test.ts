@@ -3,7 +3,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { parseBenchArgs } from "../../src/cli/commands/bench.ts"
@@ -11,14 +10,7 @@ import { prepare, run, table } from "../../src/cli/loadgen.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import * as SqlNode from "../../src/node/SqlNode.ts"
 import { Disk } from "../../src/storage/Disk.ts"
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+import { freePort } from "../freePort.ts"
 
 describe("tqlite bench", () => {
   it("parses its arguments and refuses bad ones", () => {

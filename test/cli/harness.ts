@@ -4,7 +4,6 @@
 // `tqlite` binary for the few tests that need a real process (exit codes, stderr).
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Schedule, Scope } from "effect"
@@ -13,16 +12,11 @@ import type { CliIo } from "../../src/cli/common.ts"
 import type { SqlNode } from "../../src/node/SqlNode.ts"
 import * as SqlNodes from "../../src/node/SqlNode.ts"
 import { Disk } from "../../src/storage/Disk.ts"
+import { freePort } from "../freePort.ts"
 
 export const root = path.resolve(import.meta.dirname, "../..")
 
-export const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+export { freePort }
 
 export interface TestCluster {
   readonly dir: string

@@ -3,22 +3,16 @@
 import Database from "better-sqlite3"
 import { Context, Duration, Effect, Layer } from "effect"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { TqliteService } from "../../src/embed/Tqlite.ts"
 import * as Tqlite from "../../src/embed/Tqlite.ts"
+import { freePort } from "../freePort.ts"
 
 export const database = "notes"
 export const tickMs = 20
 
-export const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+export { freePort }
 
 export const tempDir = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 

@@ -3,7 +3,6 @@
 // built by adding members that survives losing its leader.
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Either, Exit, Scope } from "effect"
@@ -12,6 +11,7 @@ import * as Node from "../../src/node/Node.ts"
 import type { TqliteNode } from "../../src/node/Node.ts"
 import type { Entry } from "../../src/raft/types.ts"
 import { Disk } from "../../src/storage/Disk.ts"
+import { freePort } from "../freePort.ts"
 
 class Counter implements StateMachine<number> {
   total = 0
@@ -30,14 +30,6 @@ class Counter implements StateMachine<number> {
   })
   readonly restore = (_: unknown, data: Uint8Array) => Effect.sync(() => void (this.total = new DataView(data.buffer, data.byteOffset).getFloat64(0)))
 }
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 const tempDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-node-"))
 

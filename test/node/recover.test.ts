@@ -4,7 +4,6 @@
 // Refusals: a data directory in use, malformed --members, a membership without this node.
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Scope } from "effect"
@@ -14,14 +13,7 @@ import type { SqlNode } from "../../src/node/SqlNode.ts"
 import * as SqlNodeModule from "../../src/node/SqlNode.ts"
 import type { Membership } from "../../src/raft/types.ts"
 import { Disk } from "../../src/storage/Disk.ts"
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+import { freePort } from "../freePort.ts"
 
 const roles = { targets: { voters: 3, standbys: 1 }, intervalMs: 100, unreachableAfterMs: 1_000, probeTimeoutMs: 300 }
 

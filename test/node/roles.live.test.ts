@@ -6,7 +6,6 @@
 // out and a waiting spare takes its seat at once.
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Scope } from "effect"
@@ -15,14 +14,7 @@ import type { SqlNode } from "../../src/node/SqlNode.ts"
 import * as SqlNodeModule from "../../src/node/SqlNode.ts"
 import type { Role } from "../../src/raft/types.ts"
 import { Disk } from "../../src/storage/Disk.ts"
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+import { freePort } from "../freePort.ts"
 
 const unreachableAfterMs = 600
 const roles = { targets: { voters: 3, standbys: 0 }, intervalMs: 100, unreachableAfterMs, probeTimeoutMs: 300 }

@@ -5,7 +5,6 @@
 // its peers and while no leader is known, 200 again once a quorum is back.
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Logger, LogLevel, Scope } from "effect"
@@ -15,16 +14,9 @@ import * as SqlNodes from "../../src/node/SqlNode.ts"
 import { Disk } from "../../src/storage/Disk.ts"
 import type { Family } from "./exposition.ts"
 import { parseExposition, sampleValue, samplesOf } from "./exposition.ts"
+import { freePort } from "../freePort.ts"
 
 const tickMs = 50
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 interface Running {
   readonly sql: SqlNode

@@ -1,7 +1,6 @@
 // Real `tqlite` processes on loopback for the process tests: spawn a subcommand, keep its output,
 // wait for its exit, and ask the cluster questions through the TypeScript client.
 import { type ChildProcess, spawn } from "node:child_process"
-import * as net from "node:net"
 import * as path from "node:path"
 import { Effect } from "effect"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
@@ -44,15 +43,7 @@ export function startNode(address: string, dataDir: string, join: ReadonlyArray<
   return tqlite(["start", "--address", address, "--data-dir", dataDir, ...(join.length > 0 ? ["--join", join.join(",")] : []), ...extra])
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
-}
+export { freePortNow as freePort } from "../freePort.ts"
 
 /** Retries `check` (real time) until it returns a value other than null, or fails at the deadline. */
 export async function eventually<A>(what: string, check: () => Promise<A | null>, timeoutMs = 30_000): Promise<A> {

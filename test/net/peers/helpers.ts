@@ -1,6 +1,5 @@
 // Shared helpers of the peer-link tests: message generators, a seeded PRNG, log capture, and
 // polling on the live clock.
-import * as net from "node:net"
 import fc from "fast-check"
 import { Duration, Effect, Exit, Logger, Scope } from "effect"
 import type { Envelope } from "../../../src/actors/LogWriter.ts"
@@ -8,6 +7,7 @@ import type { TcpTransportOptions, TransportService } from "../../../src/net/pee
 import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
 import type { Message } from "../../../src/raft/messages.ts"
 import type { Entry, Membership } from "../../../src/raft/types.ts"
+import { freePort } from "../../freePort.ts"
 
 /** xorshift32: deterministic bytes for tests without Math.random. */
 export function prng(seed: number) {
@@ -121,12 +121,5 @@ export const link = (transport: TransportService) =>
     return first
   })
 
-/** A port nothing listens on right now. */
-export const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address() as net.AddressInfo
-    server.close(() => resume(Effect.succeed(address.port)))
-  })
-})
+export { freePort }
 
