@@ -9,40 +9,18 @@ import * as path from "node:path"
 import { Duration, Effect } from "effect"
 import type { TqliteService } from "../src/embed/Tqlite.ts"
 import * as Tqlite from "../src/embed/Tqlite.ts"
+import { option, runWriters } from "./load.ts"
 import { freePort } from "../test/freePort.ts"
-
-function option(args: ReadonlyArray<string>, name: string): string | undefined {
-  const at = args.indexOf(`--${name}`)
-  return at >= 0 ? args[at + 1] : undefined
-}
 
 const payload = Buffer.alloc(100, 7)
 
 /** Statements per second and the median latency of `writers` fibers running `statement`. */
 const measure = (writers: number, seconds: number, statement: (writer: number, i: number) => Effect.Effect<unknown, unknown>) =>
-  Effect.gen(function*() {
-    const latenciesMs: Array<number> = []
-    let errors = 0
-    const deadline = performance.now() + seconds * 1000
-    const started = performance.now()
-    yield* Effect.forEach(
-      Array.from({ length: writers }, (_, w) => w),
-      (w) =>
-        Effect.gen(function*() {
-          for (let i = 0; performance.now() < deadline; i++) {
-            const t0 = performance.now()
-            const exit = yield* Effect.exit(statement(w, i))
-            if (exit._tag === "Failure") errors++
-            else latenciesMs.push(performance.now() - t0)
-          }
-        }),
-      { concurrency: "unbounded", discard: true }
-    )
-    const elapsed = (performance.now() - started) / 1000
-    latenciesMs.sort((a, b) => a - b)
-    const median = latenciesMs[Math.floor(latenciesMs.length / 2)] ?? NaN
-    return { perSecond: Math.round(latenciesMs.length / elapsed), medianMs: median.toFixed(2), errors }
-  })
+  Effect.map(runWriters(writers, seconds, statement), (outcome) => ({
+    perSecond: Math.round(outcome.ok / outcome.seconds),
+    medianMs: (outcome.latenciesMs[Math.floor(outcome.latenciesMs.length / 2)] ?? NaN).toFixed(2),
+    errors: outcome.errors
+  }))
 
 export async function main(args: ReadonlyArray<string>): Promise<void> {
   const seconds = Number(option(args, "seconds") ?? "3")

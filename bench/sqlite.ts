@@ -13,17 +13,13 @@ import Database from "better-sqlite3"
 import { Effect } from "effect"
 import { SqliteCluster } from "../test/sim/full/SqliteCluster.ts"
 import { Prng } from "../test/sim/Prng.ts"
+import { option, runWriters } from "./load.ts"
 
 interface Measured {
   readonly writes: number
   readonly errors: number
   readonly seconds: number
   readonly detail: string
-}
-
-function option(args: ReadonlyArray<string>, name: string): string | undefined {
-  const at = args.indexOf(`--${name}`)
-  return at >= 0 ? args[at + 1] : undefined
 }
 
 const payload = Buffer.alloc(100, 7)
@@ -65,33 +61,13 @@ export async function cluster(dir: string, writers: number, seconds: number, wal
         const leader = yield* nodes.awaitLeader(1000)
         const setup = yield* leader.dbs.open("bench")
         yield* setup.execSql("CREATE TABLE t(id INTEGER PRIMARY KEY, w INTEGER, v BLOB)", [])
-        let writes = 0
-        let errors = 0
-        const errorTags = new Map<string, number>()
-        const deadline = performance.now() + seconds * 1000
-        const started = performance.now()
-        yield* Effect.forEach(
-          Array.from({ length: writers }, (_, w) => w),
-          (w) =>
-            Effect.gen(function*() {
-              const session = yield* leader.dbs.open("bench")
-              while (performance.now() < deadline) {
-                const exit = yield* Effect.either(session.execSql("INSERT INTO t(w, v) VALUES (?, ?)", [w, payload]))
-                if (exit._tag === "Right") writes++
-                else {
-                  errors++
-                  errorTags.set(exit.left._tag, (errorTags.get(exit.left._tag) ?? 0) + 1)
-                }
-              }
-            }),
-          { concurrency: "unbounded", discard: true }
-        )
-        const elapsed = (performance.now() - started) / 1000
+        const sessions = yield* Effect.forEach(Array.from({ length: writers }), () => leader.dbs.open("bench"))
+        const outcome = yield* runWriters(writers, seconds, (w) => sessions[w]!.execSql("INSERT INTO t(w, v) VALUES (?, ?)", [w, payload]))
         const stats = leader.dbs.writer("bench")?.stats
         yield* nodes.shutdown()
         const entries = Math.max(1, stats?.entries ?? 1)
-        const detail = `${stats?.entries ?? 0} entries, ${((stats?.statements ?? 0) / entries).toFixed(1)} statements/entry, ${((stats?.commitMsTotal ?? 0) / entries).toFixed(1)} ms/commit, ${stats?.checkpoints ?? 0} checkpoints (max ${(stats?.checkpointMsMax ?? 0).toFixed(1)} ms)${errors > 0 ? `, errors ${JSON.stringify(Object.fromEntries(errorTags))}` : ""}`
-        return { writes, errors, seconds: elapsed, detail }
+        const detail = `${stats?.entries ?? 0} entries, ${((stats?.statements ?? 0) / entries).toFixed(1)} statements/entry, ${((stats?.commitMsTotal ?? 0) / entries).toFixed(1)} ms/commit, ${stats?.checkpoints ?? 0} checkpoints (max ${(stats?.checkpointMsMax ?? 0).toFixed(1)} ms)${outcome.errors > 0 ? `, errors ${JSON.stringify(Object.fromEntries(outcome.errorTags))}` : ""}`
+        return { writes: outcome.ok, errors: outcome.errors, seconds: outcome.seconds, detail }
       })
     )
   )

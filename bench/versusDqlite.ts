@@ -12,14 +12,10 @@ import { Duration, Effect, Schedule } from "effect"
 import type { LoadReport, Workload } from "../src/cli/loadgen.ts"
 import { prepare, run } from "../src/cli/loadgen.ts"
 import { make as makeClient } from "../src/net/client/Client.ts"
+import { option } from "./load.ts"
 import { freePortNow as freePort } from "../test/freePort.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
-
-function option(args: ReadonlyArray<string>, name: string): string | undefined {
-  const at = args.indexOf(`--${name}`)
-  return at >= 0 ? args[at + 1] : undefined
-}
 
 type Cluster = { readonly servers: ReadonlyArray<string>; readonly stop: () => Promise<void> }
 
