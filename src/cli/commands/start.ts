@@ -2,9 +2,12 @@
 // new cluster; with --join it asks a member to add it; with an existing data dir it rejoins.
 import { Cause, Effect } from "effect"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { ListenFailed } from "../../net/peers/errors.ts"
 import { parseAddress } from "../../net/peers/sockets.ts"
+import { failureLine } from "../failureText.ts"
 import * as SqlNode from "../../node/SqlNode.ts"
 import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel } from "../../observability/logging.ts"
 import { Disk } from "../../storage/Disk.ts"
@@ -66,7 +69,11 @@ export const start: Command = {
     const standbys = Number(values.standbys ?? 3)
     if (!Number.isSafeInteger(standbys) || standbys < 0) return usageError("start", "--standbys must be 0 or more")
     const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
+    if (!isAddress(address)) return usageError("start", `--address wants HOST:PORT (port 1-65535), not "${address}"`)
     const program = Effect.gen(function*() {
+      // Before anything is written to the data dir: a first start on a taken port must not leave
+      // an identity (and a log) that binds the data dir to that address.
+      yield* probeListen(address)
       const { node, metricsAddress } = yield* SqlNode.start({
         dataDir,
         address,
@@ -95,7 +102,15 @@ export const start: Command = {
     })
     const main = Effect.scoped(program).pipe(
       // Reported here, inside the chosen logger, rather than by runMain's default one.
-      Effect.tapErrorCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("node stopped on an error", cause)),
+      // One line saying why and what to do; the whole cause (stack traces) only at debug level.
+      Effect.tapErrorCause((cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.void
+          : Effect.zipRight(
+            Effect.logDebug("node stopped on an error", cause),
+            Effect.sync(() => void process.stderr.write(`tqlite start: ${failureLine(cause, dataDir)}\n`))
+          )
+      ),
       Effect.provide(Disk.layerNode),
       Effect.provide(loggerLayer(logFormat, logLevel))
     )
@@ -109,6 +124,15 @@ function parseUint64(text: string): bigint | null {
   const value = BigInt(text)
   return value < 2n ** 64n ? value : null
 }
+
+/** Binds `address` and lets it go at once: fails with ListenFailed if it cannot be listened on. */
+const probeListen = (address: string): Effect.Effect<void, ListenFailed> =>
+  Effect.async<void, ListenFailed>((resume) => {
+    const { host, port } = parseAddress(address)
+    const server = net.createServer()
+    server.once("error", (cause) => resume(Effect.fail(new ListenFailed({ address, cause }))))
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resume(Effect.void)))
+  })
 
 function isAddress(text: string): boolean {
   try {
