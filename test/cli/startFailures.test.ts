@@ -64,4 +64,17 @@ describe("tqlite start failures", () => {
     expect(bad.err).toMatch(/--address wants HOST:PORT/)
     expect(fs.existsSync(path.join(base, "bad"))).toBe(false)
   }, 60_000)
+
+  it("tqlite demo on a taken port: one line, exit 1, no stack", async () => {
+    const holder = net.createServer()
+    const port = await new Promise<number>((resolve) => holder.listen(0, "127.0.0.1", () => resolve((holder.address() as net.AddressInfo).port)))
+    try {
+      const run = await tqlite(["demo", "--nodes", "1", "--base-port", String(port), "--data-dir", path.join(scratch(), "demo")])
+      expect(run.code).toBe(1)
+      expect(run.err).toMatch(new RegExp(`^tqlite demo: cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use.*\n$`))
+      expect(run.err).not.toMatch(stackLine)
+    } finally {
+      holder.close()
+    }
+  }, 60_000)
 })
