@@ -29,6 +29,12 @@ describe("CLI arguments", () => {
     expect(parseClusterArgs(["--servers", "h:1", "--format", "json", "list"])).toEqual({ servers: ["h:1"], format: "json", action: { _tag: "List" } })
     expect(parseClusterArgs(["--servers", "h:1", "transfer", "7"])).toEqual({ servers: ["h:1"], format: "table", action: { _tag: "Transfer", id: 7n } })
     expect(parseClusterArgs(["--servers", "h:1"])).toBe("give an action: list, add, remove, assign, transfer, describe")
+    // Ids in decimal (as tqlite prints them) or hex with 0x (the dqlite shell prints bare hex).
+    expect(parseClusterArgs(["--servers", "h:1", "transfer", "0x2e9cdd8f67cd"])).toMatchObject({ action: { _tag: "Transfer", id: 0x2e9cdd8f67cdn } })
+    expect(parseClusterArgs(["--servers", "h:1", "assign", "0X1F", "spare"])).toMatchObject({ action: { _tag: "Assign", id: 31n, role: "spare" } })
+    expect(parseClusterArgs(["--servers", "h:1", "remove", "2e9cdd8f67cd"])).toBe("node id '2e9cdd8f67cd' looks like hex as the dqlite shell prints it: write it as 0x2e9cdd8f67cd")
+    expect(parseClusterArgs(["--servers", "h:1", "remove", "0"])).toMatch(/out of range/)
+    expect(parseClusterArgs(["--servers", "h:1", "remove", "0x10000000000000000"])).toMatch(/not a decimal or 0x-hex/)
   })
 
   it("dump and restore", () => {

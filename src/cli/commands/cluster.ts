@@ -12,6 +12,7 @@ import type { OutputFormat } from "../format.ts"
 import { formatRows, isOutputFormat, jsonValue, outputFormats } from "../format.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
+import { parseNodeIdText } from "../../node/nodeIdText.ts"
 
 export type ClusterAction =
   | { readonly _tag: "List" }
@@ -22,7 +23,6 @@ export type ClusterAction =
   | { readonly _tag: "Describe"; readonly address: string }
 
 const roles: ReadonlyArray<ServerRole> = ["voter", "standby", "spare"]
-const uint64Max = 2n ** 64n - 1n
 
 /** How long `transfer` waits to see another server lead. */
 const transferSettleMs = 5_000
@@ -38,9 +38,7 @@ export function formatServers(format: OutputFormat, servers: ReadonlyArray<Serve
 }
 
 function parseId(text: string | undefined): bigint | string {
-  if (text === undefined || !/^\d{1,20}$/.test(text)) return `node id '${text ?? ""}' is not a positive integer`
-  const id = BigInt(text)
-  return id === 0n || id > uint64Max ? `node id ${text} is out of range` : id
+  return text === undefined ? "give a node id" : parseNodeIdText(text)
 }
 
 /** The action named by the positional arguments, or why they name none. */
