@@ -1,10 +1,11 @@
 // `tqlite bench`: a load generator against a live cluster over the wire protocol (any dqlite
 // wire-protocol v1 server, so tqlite and dqlite can be measured the same way).
-import { NodeRuntime } from "@effect/platform-node"
-import { Console, Effect } from "effect"
+import { Cause, Console, Deferred, Effect, Exit } from "effect"
 import { parseArgs } from "node:util"
 import { make as makeClient } from "../../net/client/Client.ts"
-import type { LoadOptions, Workload } from "../loadgen.ts"
+import { exitCodes } from "../common.ts"
+import { failureLine } from "../failureText.ts"
+import type { LoadOptions, LoadReport, Workload } from "../loadgen.ts"
 import { prepare, run, workersMax } from "../loadgen.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
@@ -60,28 +61,56 @@ export const bench: Command = {
                [--value-bytes B] [--keys K] [DB]
       runs a key-value workload against a live cluster (each worker its own connection to the
       leader) and prints operations/s, latency percentiles and failures by kind`,
-  run: (args) => {
+  run: async (args) => {
     const parsed = parseBenchArgs(args)
     if ("error" in parsed) return usageError("bench", parsed.error)
+    // The first Ctrl-C (or SIGTERM) ends the run early and still prints the summary so far, exit
+    // 130; a second one exits at once.
+    const stop = Effect.runSync(Deferred.make<void>())
+    let signalled = false
+    const onSignal = () => {
+      if (signalled) process.exit(exitCodes.interrupted)
+      signalled = true
+      process.stderr.write("tqlite bench: stopping; the summary so far follows (again to exit at once)\n")
+      Effect.runSync(Deferred.succeed(stop, undefined))
+    }
+    process.on("SIGINT", onSignal)
+    process.on("SIGTERM", onSignal)
     const program = Effect.scoped(
       Effect.gen(function*() {
         const client = yield* makeClient({ servers: parsed.servers, database: parsed.database, connectionsMax: parsed.load.workers })
         const load = parsed.load
         yield* Console.error(`tqlite bench: ${load.workload} workload, ${load.workers} workers, ${load.seconds} s, ${load.valueBytes}-byte values, ${load.keySpace} keys, database ${parsed.database}`)
-        yield* prepare(client, load)
+        // Interrupted before the run starts: nothing to summarise.
+        yield* Effect.raceFirst(prepare(client, load), Effect.zipRight(Deferred.await(stop), Effect.interrupt))
         const report = yield* run(client, {
           ...load,
+          stop: Deferred.await(stop),
           onProgress: (done, elapsed) => Console.error(`  ${elapsed.toFixed(0)} s: ${done} operations`)
         })
-        const failed = Object.entries(report.failures)
-        yield* Console.log(
-          `${report.operations} operations in ${report.seconds.toFixed(1)} s: ${report.perSecond.toFixed(0)}/s; ` +
-            `latency ms p50 ${report.latency.p50.toFixed(2)} p95 ${report.latency.p95.toFixed(2)} p99 ${report.latency.p99.toFixed(2)} max ${report.latency.max.toFixed(2)}; ` +
-            `failures ${failed.length === 0 ? "none" : failed.map(([kind, n]) => `${kind} ${n}`).join(", ")}`
-        )
-        if (failed.length > 0) process.exitCode = 1
+        yield* Console.log(summaryLine(report))
+        return signalled ? exitCodes.interrupted : Object.keys(report.failures).length > 0 ? exitCodes.failed : exitCodes.ok
       })
     )
-    NodeRuntime.runMain(program.pipe(Effect.tapErrorCause((cause) => Effect.sync(() => void (process.exitCode = 1)).pipe(Effect.zipRight(Console.error(`tqlite bench: ${String(cause)}`))))), { disableErrorReporting: true })
+    try {
+      const exit = await Effect.runPromiseExit(program)
+      if (Exit.isSuccess(exit)) process.exitCode = exit.value
+      else if (Cause.isInterruptedOnly(exit.cause)) process.exitCode = exitCodes.interrupted
+      else {
+        process.stderr.write(`tqlite bench: ${failureLine(exit.cause, "")}\n`)
+        process.exitCode = exitCodes.failed
+      }
+    } finally {
+      process.off("SIGINT", onSignal)
+      process.off("SIGTERM", onSignal)
+    }
   }
+}
+
+/** The run as one line: throughput, latency percentiles, failures by kind. */
+export function summaryLine(report: LoadReport): string {
+  const failed = Object.entries(report.failures)
+  return `${report.operations} operations in ${report.seconds.toFixed(1)} s: ${report.perSecond.toFixed(0)}/s; ` +
+    `latency ms p50 ${report.latency.p50.toFixed(2)} p95 ${report.latency.p95.toFixed(2)} p99 ${report.latency.p99.toFixed(2)} max ${report.latency.max.toFixed(2)}; ` +
+    `failures ${failed.length === 0 ? "none" : failed.map(([kind, n]) => `${kind} ${n}`).join(", ")}`
 }
