@@ -3,7 +3,8 @@
 import { Cause, Console, Deferred, Effect, Exit } from "effect"
 import { parseArgs } from "node:util"
 import { make as makeClient } from "../../net/client/Client.ts"
-import { exitCodes } from "../common.ts"
+import { exitCodes, parseTlsFlags, tlsFlags, withTls } from "../common.ts"
+import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
 import { failureLine } from "../failureText.ts"
 import type { LoadOptions, LoadReport, Workload } from "../loadgen.ts"
 import { prepare, run, workersMax } from "../loadgen.ts"
@@ -14,6 +15,7 @@ export interface BenchArgs {
   readonly servers: ReadonlyArray<string>
   readonly database: string
   readonly load: LoadOptions
+  readonly tls?: PeerTlsOptions
 }
 
 /** Parses the arguments, or says what is wrong with them. */
@@ -36,7 +38,8 @@ function checkBenchArgs(args: ReadonlyArray<string>): BenchArgs | { readonly err
       seconds: { type: "string", default: "10" },
       workload: { type: "string", default: "write" },
       "value-bytes": { type: "string", default: "100" },
-      keys: { type: "string", default: "100000" }
+      keys: { type: "string", default: "100000" },
+      ...tlsFlags
     }
   })
   const servers = (values.servers ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
@@ -52,13 +55,15 @@ function checkBenchArgs(args: ReadonlyArray<string>): BenchArgs | { readonly err
   if (!Number.isSafeInteger(valueBytes) || valueBytes < 0 || valueBytes > 1024 * 1024) return { error: "--value-bytes must be an integer in [0, 1048576]" }
   if (!Number.isSafeInteger(keySpace) || keySpace < 1 || keySpace > 100_000_000) return { error: "--keys must be an integer in [1, 100000000]" }
   if (!["write", "read", "mixed"].includes(workload)) return { error: "--workload must be write, read or mixed" }
-  return { servers, database: positionals[0] ?? "bench", load: { workers, seconds, workload, valueBytes, keySpace } }
+  const tls = parseTlsFlags(values)
+  if ("error" in tls) return tls
+  return { servers, database: positionals[0] ?? "bench", load: { workers, seconds, workload, valueBytes, keySpace }, ...withTls(tls.tls) }
 }
 
 export const bench: Command = {
   name: "bench",
   usage: `tqlite bench --servers A,B,C [--workers N] [--seconds S] [--workload write|read|mixed]
-               [--value-bytes B] [--keys K] [DB]
+               [--value-bytes B] [--keys K] [--tls-cert F --tls-key F --tls-ca F] [DB]
       runs a key-value workload against a live cluster (each worker its own connection to the
       leader) and prints operations/s, latency percentiles and failures by kind`,
   run: async (args) => {
@@ -78,7 +83,7 @@ export const bench: Command = {
     process.on("SIGTERM", onSignal)
     const program = Effect.scoped(
       Effect.gen(function*() {
-        const client = yield* makeClient({ servers: parsed.servers, database: parsed.database, connectionsMax: parsed.load.workers })
+        const client = yield* makeClient({ servers: parsed.servers, database: parsed.database, connectionsMax: parsed.load.workers, tls: parsed.tls ?? null })
         const load = parsed.load
         yield* Console.error(`tqlite bench: ${load.workload} workload, ${load.workers} workers, ${load.seconds} s, ${load.valueBytes}-byte values, ${load.keySpace} keys, database ${parsed.database}`)
         // Interrupted before the run starts: nothing to summarise.

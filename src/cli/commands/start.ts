@@ -84,6 +84,10 @@ export const start: Command = {
         ...(metrics !== undefined ? { metrics } : {})
       })
       const self = node.identity
+      // With TLS on, the hints carry the flags each shell needs (dqlite's takes -c/-k).
+      const tlsHint = tls === undefined
+        ? { dqlite: "", tqlite: "" }
+        : { dqlite: ` -c ${values["tls-cert"]} -k ${values["tls-key"]}`, tqlite: ` --tls-cert ${values["tls-cert"]} --tls-key ${values["tls-key"]} --tls-ca ${values["tls-ca"]}` }
       if (logFormat === "json") {
         // Machine-read output stays one JSON object per line.
         yield* Effect.logInfo(`tqlite ${version} started`).pipe(
@@ -94,7 +98,8 @@ export const start: Command = {
           `tqlite ${version}: node ${self.nodeId} of cluster ${self.clusterId}\n` +
             `  listening on ${self.address} (dqlite wire protocol v1 and peers), data in ${dataDir}\n` +
             (metricsAddress !== null ? `  metrics:   http://${metricsAddress}/metrics and /health\n` : "") +
-            `  connect:   dqlite -s ${self.address} mydb\n` +
+            `  connect:   dqlite -s ${self.address}${tlsHint.dqlite} mydb\n` +
+            `             tqlite shell --servers ${self.address}${tlsHint.tqlite} mydb\n` +
             `  add nodes: npx tqlite start --address 127.0.0.1:${Number(port) + 1} --join ${self.address}\n`
         )
       }
