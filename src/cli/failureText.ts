@@ -11,11 +11,12 @@ const remedies: Record<string, (dataDir: string) => string> = {
   ListenFailed: () => "choose another --address, or stop what listens there",
   GatewayListenFailed: () => "choose another --address, or stop what listens there",
   MetricsServerFailed: () => "choose another --metrics address",
-  DiscoveryFailed: () => "check the --join addresses and that those members run",
+  DiscoveryFailed: () => "check the --join addresses and that those members run (--join-timeout waits longer)",
   LogCorrupted: (dataDir) => `run: tqlite repair --data-dir ${dataDir}`,
   SnapshotCorrupted: (dataDir) => `run: tqlite repair --data-dir ${dataDir}`,
   ClusterIdMismatch: () => "this data dir belongs to another cluster: use another --data-dir",
   UnknownFormatVersion: () => "run the tqlite version that wrote this data dir",
+  JoinOtherCluster: () => "use another --data-dir to join that cluster, or start without --join to run this node in its own",
   DiskFull: () => "free space on the data dir's file system, then start again"
 }
 

@@ -17,11 +17,12 @@ import { runUntilSignal } from "./signals.ts"
 
 export const start: Command = {
   name: "start",
-  usage: `tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...] [--failure-domain N]
+  usage: `tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...] [--join-timeout SECONDS] [--failure-domain N]
                [--voters N] [--standbys N] [--tls-cert FILE --tls-key FILE --tls-ca FILE]
                [--metrics HOST:PORT] [--log-format pretty|json|logfmt] [--log-level LEVEL]
       runs a node: with an empty data dir and no --join it founds a new cluster; with --join it
-      asks a member to add it (as a spare: the leader promotes it as needed); with an existing
+      asks a member to add it (as a spare: the leader promotes it as needed), retrying for up to
+      --join-timeout seconds (default 120) while no member answers; with an existing
       data dir it rejoins as the same node. SIGTERM/SIGINT shut down gracefully (a second one
       exits at once; docs/operations.md).
       --metrics serves Prometheus /metrics and /health over HTTP (docs/observability.md).
@@ -35,6 +36,7 @@ export const start: Command = {
         address: { type: "string" },
         "data-dir": { type: "string" },
         join: { type: "string" },
+        "join-timeout": { type: "string" },
         "failure-domain": { type: "string" },
         voters: { type: "string" },
         standbys: { type: "string" },
@@ -69,6 +71,8 @@ export const start: Command = {
     const standbys = Number(values.standbys ?? 3)
     if (!Number.isSafeInteger(standbys) || standbys < 0) return usageError("start", "--standbys must be 0 or more")
     const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
+    const joinTimeoutSeconds = Number(values["join-timeout"] ?? SqlNode.joinTimeoutMsDefault / 1000)
+    if (!Number.isFinite(joinTimeoutSeconds) || joinTimeoutSeconds < 0 || joinTimeoutSeconds > 86_400) return usageError("start", "--join-timeout must be a number of seconds from 0 to 86400")
     if (!isAddress(address)) return usageError("start", `--address wants HOST:PORT (port 1-65535), not "${address}"`)
     const program = Effect.gen(function*() {
       // Before anything is written to the data dir: a first start on a taken port must not leave
@@ -78,6 +82,7 @@ export const start: Command = {
         dataDir,
         address,
         join,
+        joinTimeoutMs: joinTimeoutSeconds * 1000,
         failureDomain,
         roles: { targets: { voters, standbys } },
         ...(tls !== undefined ? { tls } : {}),
