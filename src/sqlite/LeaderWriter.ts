@@ -33,7 +33,7 @@ import type { LeaderDatabase, LocalCommit } from "./LeaderDatabase.ts"
 import type { SqliteLimits } from "./limits.ts"
 import type { ExecResult, SqlFailure, SqlValue } from "./Sql.ts"
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
-import { sqliteAbortRollbackCode, sqliteTooBigCode } from "./sqliteCodes.ts"
+import { sqliteAbortRollbackCode, sqliteFullCode, sqliteTooBigCode } from "./sqliteCodes.ts"
 import type { LeaderSlotOwner, SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import type { WriteOrigin } from "./writeEntry.ts"
 import { encodeWriteEntry } from "./writeEntry.ts"
@@ -695,6 +695,11 @@ export class LeaderWriter implements LeaderSlotOwner {
             // outcome was unknown may still have committed).
             if (!ambiguous) self.proposing = false
             return lost(null, `the entry was overwritten by another leader's (index ${error.index})`)
+          case "StorageFull":
+            // Refused before it was appended: definitely not done. The client hears SQLITE_FULL;
+            // the writer stops and its local commit is cut (the next write starts afresh).
+            if (!ambiguous) self.proposing = false
+            return { failure: ambiguous ? new SqlLeadershipLost({ message: `${error.detail}, after an attempt whose outcome is unknown` }) : new SqlError({ code: sqliteFullCode, message: error.detail }) }
           case "Overloaded":
             self.stats.retries++
             if (!ambiguous) self.proposing = false
@@ -737,8 +742,9 @@ export class LeaderWriter implements LeaderSlotOwner {
    * database with its uncommitted frames cut. */
   stop(failure: SqlFailure, mode: "discard" | "keepWal" = "discard"): Effect.Effect<void> {
     return Effect.suspend(() => {
-      const notLeader = failure._tag === "SqlNotLeader" ? failure : new SqlNotLeader({ leader: null, message: failure.message })
-      this.stopNow(notLeader, failure._tag === "SqlNotLeader" && !this.proposing ? failure : new SqlLeadershipLost({ message: failure.message }))
+      // A definite SQLite error (SQLITE_FULL: nothing was appended) goes to everyone as it is.
+      const definite = failure._tag === "SqlNotLeader" || failure._tag === "SqlError" ? failure : new SqlNotLeader({ leader: null, message: failure.message })
+      this.stopNow(definite, definite === failure && !this.proposing ? failure : new SqlLeadershipLost({ message: failure.message }))
       return this.options.machine.release(this.options.database, this, mode)
     })
   }

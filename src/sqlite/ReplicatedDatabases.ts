@@ -24,7 +24,7 @@ import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
 import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
-import { sqliteMisuseCode } from "./sqliteCodes.ts"
+import { sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementText } from "./statements.ts"
 import { classifyStatement, parameterCount, splitStatements } from "./statements.ts"
 
@@ -210,6 +210,8 @@ function fromRaftError(error: RaftRequestError): SqlFailure {
       return new SqlBusy({ message: error.detail })
     case "RequestTimeout":
       return new SqlBusy({ message: `no answer within ${error.timeoutMs} ms` })
+    case "StorageFull":
+      return new SqlError({ code: sqliteFullCode, message: error.detail })
     default:
       return new SqlLeadershipLost({ message: error._tag })
   }
