@@ -514,7 +514,6 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       Effect.forkScoped(Effect.catchAll(actor.stopped, (failure) =>
         Effect.sync(() => {
           stopped.push(`${failure.actor} gave up after ${failure.restarts} restarts`)
-          if (failure.actor === raft.name) status = { ...status, role: "follower", leader: null, peers: [] }
         }))), { discard: true })
     const condition = Effect.gen(function*() {
       const nowMs = yield* Clock.currentTimeMillis
@@ -536,7 +535,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
       deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
-      status: Effect.sync(() => status),
+      status: Effect.sync(() => (stopped.length === 0 ? status : { ...status, role: "follower", leader: null, peers: [] })),
       condition,
       failed
     }
