@@ -5,6 +5,7 @@
 import { Duration, Effect, Schedule } from "effect"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { describeActorFailed } from "../../actors/errors.ts"
 import type { SqlNode } from "../../node/SqlNode.ts"
 import * as SqlNodeModule from "../../node/SqlNode.ts"
 import { Disk } from "../../storage/Disk.ts"
@@ -55,7 +56,12 @@ export const runDemo = (options: DemoOptions) =>
       last = line
       process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`)
     })
-    const anyFailed = Effect.raceAll(nodes.map((n) => n.node.raft.failed))
+    // The first node whose actor gives up stops the demo (exit 1). Each racer succeeds with its
+    // node's failure: `raceAll` alone waits for a success and would ignore one failed node.
+    const anyFailed = Effect.raceAll(nodes.map((n) => Effect.flip(n.node.raft.failed))).pipe(
+      Effect.flatMap((failure) =>
+        Effect.zipRight(Effect.sync(() => process.stderr.write(`tqlite demo: a node stopped: ${describeActorFailed(failure)}; stopping the demo\n`)), Effect.fail(failure)))
+    )
     yield* Effect.raceFirst(report.pipe(Effect.repeat(Schedule.spaced(Duration.millis(500)))), anyFailed)
   })
 

@@ -4,6 +4,7 @@ import { Cause, Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { ActorFailed, describeActorFailed } from "../../actors/errors.ts"
 import { parseAddress } from "../../net/peers/sockets.ts"
 import * as SqlNode from "../../node/SqlNode.ts"
 import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel } from "../../observability/logging.ts"
@@ -91,11 +92,21 @@ export const start: Command = {
             `  add nodes: npx tqlite start --address 127.0.0.1:${Number(port) + 1} --join ${self.address}\n`
         )
       }
-      yield* Effect.raceFirst(Effect.never, node.raft.failed)
+      // An actor that gave up ends the node on purpose: the scope closes (a graceful shutdown as
+      // far as it goes) and the process exits 1, rather than serving on as a zombie.
+      yield* node.raft.failed
     })
     const main = Effect.scoped(program).pipe(
-      // Reported here, inside the chosen logger, rather than by runMain's default one.
-      Effect.tapErrorCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("node stopped on an error", cause)),
+      // Reported here, inside the chosen logger, rather than by runMain's default one: one line
+      // for an actor that gave up, the whole cause for anything else.
+      Effect.tapErrorCause((cause) => {
+        if (Cause.isInterruptedOnly(cause)) return Effect.void
+        const failure = Cause.failureOption(cause)
+        if (failure._tag === "Some" && failure.value instanceof ActorFailed) {
+          return Effect.logError(`node stopped: ${describeActorFailed(failure.value)}; exiting with status 1`)
+        }
+        return Effect.logError("node stopped on an error", cause)
+      }),
       Effect.provide(Disk.layerNode),
       Effect.provide(loggerLayer(logFormat, logLevel))
     )
