@@ -171,6 +171,36 @@ describe("disk full under the Raft actor", () => {
       expect(full!.journal.applied).toEqual([1, 2, 3, 4])
     }))
 
+  it.scoped("the applier waits out a full disk under the state machine: the same entry is applied again, nothing is published before it succeeds", () =>
+    Effect.gen(function*() {
+      const { leader } = yield* cluster(1)
+      const only = yield* leader
+      const original = only.journal.apply
+      let refusals = 3
+      // Decided when the effect runs: the applier runs the same effect again to retry.
+      only.journal.apply = (entry) =>
+        Effect.suspend(() => {
+          if (entry.kind !== "command" || refusals === 0) return original(entry)
+          refusals--
+          throw Object.assign(new Error("write /data/sqlite/databases/main.db: no space left on device"), { code: "ENOSPC", path: "/data/sqlite/databases/main.db" })
+        })
+      const appliedBefore = (yield* only.node.status).appliedIndex
+      const write = yield* Effect.fork(Effect.either(only.node.propose(Uint8Array.of(42))))
+      for (let i = 0; i < 5 && refusals > 0; i++) yield* TestClock.adjust(tickMs)
+      expect(only.watch.isFull("state machine")).toBe(true)
+      expect(write.unsafePoll()).toBeNull()
+      expect(only.journal.applied).toEqual([])
+      const during = yield* only.node.condition
+      expect(during.diskFull[0]?.path).toBe("/data/sqlite/databases/main.db")
+      for (let i = 0; i < 100 && write.unsafePoll() === null; i++) yield* TestClock.adjust(tickMs * 5)
+      const result = yield* Fiber.join(write)
+      expect(result).toMatchObject({ _tag: "Right", right: { result: 1 } })
+      expect(only.journal.applied).toEqual([42])
+      expect(only.watch.isFull("state machine")).toBe(false)
+      expect((yield* only.node.status).appliedIndex).toBeGreaterThan(appliedBefore)
+      expect((yield* only.node.condition).stopped).toEqual([])
+    }))
+
   it.scoped("failed ends as soon as one actor gives up (the log writer on a disk error), and status stops claiming leadership", () =>
     Effect.gen(function*() {
       let broken = false
