@@ -124,7 +124,12 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
               for (const read of ready) Deferred.unsafeDone(read.reply, Exit.succeed(read.run(sm)))
             }
           }
-          if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) yield* untilWritten(watch, sm.sync)
+          if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) {
+            yield* untilWritten(watch, sm.sync)
+            // Pages written and synced: whatever reported the state machine's disk full (this
+            // applier, or the leader's SQLite) is over.
+            yield* watch.clear("state machine")
+          }
           appliedPublished = state.applied
           return state
         })

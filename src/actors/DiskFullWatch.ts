@@ -51,17 +51,18 @@ export const make = (): DiskFullWatch => {
           publish()
           return Effect.logWarning(`disk full: the ${part} cannot write (${where.op} ${where.path}); retrying until space is freed`)
         })),
+    // Cheap when nothing is open (called after every successful write of some parts).
     clear: (part) =>
-      Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
-        Effect.suspend(() => {
-          const episode = open.get(part)
-          if (episode === undefined) return Effect.void
-          open.delete(part)
-          publish()
-          return Effect.logInfo(
+      Effect.suspend(() => {
+        const episode = open.get(part)
+        if (episode === undefined) return Effect.void
+        open.delete(part)
+        publish()
+        return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+          Effect.logInfo(
             `disk space is back: the ${part} writes again (${episode.path}; full for ${nowMs - episode.sinceMs} ms, ${episode.attempts} failed attempts)`
-          )
-        })),
+          ))
+      }),
     episodes: () => snapshot,
     isFull: (part) => open.has(part)
   }

@@ -107,6 +107,8 @@ export interface RaftNode<R, SM> {
   readonly deliver: (envelope: Envelope) => Effect.Effect<void>
   readonly status: Effect.Effect<NodeStatus>
   readonly condition: Effect.Effect<NodeCondition>
+  /** Where the node's parts report a full disk (the log writer, the applier, the SQL surface). */
+  readonly diskFull: DiskFullWatch
   /** Fails as soon as any actor of the node has died past its restart budget (the Raft actor,
    * the log writer or the applier): the owner's cue to shut the node down on purpose. */
   readonly failed: Effect.Effect<never, ActorFailed>
@@ -263,6 +265,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           // A log that cannot persist: refuse new entries here (the client hears SQLITE_FULL, not
           // a timeout), and a leader hands leadership to a caught-up voter (the core picks it).
           const logFull = diskFull.isFull("log")
+          const cannotPersist = logFull || diskFull.isFull("state machine")
           const proposals: Array<{ id: RequestId; data: Uint8Array }> = []
           const reads: RequestId[] = []
           for (const message of batch) {
@@ -316,11 +319,11 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           if (proposals.length > 0) input({ _tag: "Propose", proposals })
           if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads })
-          if (logFull && state.core.role === "leader" && state.core.transferee === null && state.stepDownTicks === 0) {
+          if (cannotPersist && state.core.role === "leader" && state.core.transferee === null && state.stepDownTicks === 0) {
             state.stepDownTicks = stepDownRetryTicks
             const voters = state.core.membership.members.filter((m) => m.role === "voter").length
             if (voters > 1) {
-              yield* Effect.logWarning(`the log cannot persist (disk full): handing leadership over (term ${state.core.term})`)
+              yield* Effect.logWarning(`the ${logFull ? "log" : "state machine"} cannot write (disk full): handing leadership over (term ${state.core.term})`)
               input({ _tag: "TransferLeadership", id: state.nextId++, to: null })
             }
           }
@@ -537,6 +540,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
       status: Effect.sync(() => (stopped.length === 0 ? status : { ...status, role: "follower", leader: null, peers: [] })),
       condition,
+      diskFull,
       failed
     }
   })

@@ -12,6 +12,7 @@
 import type { Scope } from "effect"
 import { Deferred, Duration, Effect, Exit, FiberId } from "effect"
 import type { RaftNode } from "../actors/RaftActor.ts"
+import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
 import type { RaftRequestError } from "../actors/raftErrors.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { toSqlError } from "./connection.ts"
@@ -180,7 +181,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         }
         const session = new Session(name, { limits, writerFor, readOnView, raft, cache: statementCache })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
-        return session.api
+        return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
 
     const committedImage = (name: string): Effect.Effect<Uint8Array | null, SqlFailure> =>
@@ -201,6 +202,25 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
 
     return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage }
   })
+
+/** SQLITE_FULL from the leader's own SQLite (its WAL or database file could not grow) is a full
+ * disk under the state machine: reported, so the node steps down and /health says so. The
+ * statement itself already failed and was rolled back (LeaderWriter). The episode ends when the
+ * applier next writes pages successfully. */
+function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePath: string): SqlSession {
+  const notice = <A, R>(effect: Effect.Effect<A, SqlFailure, R>): Effect.Effect<A, SqlFailure, R> =>
+    Effect.tapError(effect, (failure) =>
+      failure._tag === "SqlError" && (failure.code & 0xff) === sqliteFullCode
+        ? watch.report("state machine", { path: databasePath, op: "sqlite write" })
+        : Effect.void)
+  return {
+    ...session,
+    exec: (statement, params) => notice(session.exec(statement, params)),
+    execSql: (sql, params) => notice(session.execSql(sql, params)),
+    query: (statement, params) => notice(session.query(statement, params)),
+    querySql: (sql, params) => notice(session.querySql(sql, params))
+  }
+}
 
 function fromRaftError(error: RaftRequestError): SqlFailure {
   switch (error._tag) {
