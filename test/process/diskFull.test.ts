@@ -135,6 +135,7 @@ describe.skipIf(!canUnshare)("a full disk under a real node", () => {
       const values = await withClient([addresses[0]!], (client) => Effect.map(client.query("SELECT v FROM t ORDER BY v"), (r) => r.rows.map((row) => Number(row[0]))))
       for (const v of acknowledged) expect(values).toContain(v)
       expect(first.child.exitCode).toBeNull()
+      console.log(first.output().split("\n").filter((l) => /disk|leadership|leads/.test(l)).join("\n"))
       console.log(`disk full: first write acknowledged ${firstWriteAfterMs} ms after the disk filled; healthy ${healthyAfterMs} ms after space was freed; ${acknowledged.length} writes acknowledged`)
       for (const p of [first, ...others]) p.child.kill("SIGKILL")
     } catch (error) {
