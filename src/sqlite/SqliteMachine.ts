@@ -488,10 +488,16 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return { appliedIndex: this.appliedIndex, databases }
   }
 
+  /** Best effort: an older record is always safe (it only means more replay after a crash), so
+   * a failure here (a full disk while a leader steps down) must not fail the caller. */
   private persistQuietly(): Promise<void> | void {
     if (this.closed) return
     if (this.options.fsync === "async") return this.stateFile.writeAsync(this.appliedState()).catch(() => undefined)
-    this.stateFile.writeSync(this.appliedState())
+    try {
+      this.stateFile.writeSync(this.appliedState())
+    } catch {
+      // The next successful write (the applier's next sync) records the newer state.
+    }
   }
 }
 

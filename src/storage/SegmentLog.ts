@@ -192,7 +192,8 @@ class Writer {
       self.start(recovery, file)
       self.broken = null
       self.revertTo = null
-      yield* Effect.logInfo(`log: undid a persist that failed for a full disk (${point.path} back to byte ${point.bytes})`)
+      // Debug: it runs before every retry; the episode's start and end are logged by the writer.
+      yield* Effect.logDebug(`log: undid a persist that failed for a full disk (${point.path} back to byte ${point.bytes})`)
     })
   }
 

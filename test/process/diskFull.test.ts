@@ -40,10 +40,11 @@ async function health(metrics: string): Promise<{ readonly code: number; readonl
   return { code: response.status, body: (await response.json()) as never }
 }
 
-/** Fills the file system behind `dir` (as the process sees it) until ENOSPC; returns the file. */
-function fill(dir: string): string {
-  const filler = path.join(dir, "filler")
-  const fd = fs.openSync(filler, "w")
+/** Fills the file system behind `dir` (as the process sees it) until ENOSPC, appending to
+ * `name`; returns the file. Run again to take whatever the node freed meanwhile. */
+function fill(dir: string, name = "filler"): string {
+  const filler = path.join(dir, name)
+  const fd = fs.openSync(filler, "a")
   const chunk = Buffer.alloc(256 * 1024, 1)
   try {
     for (;;) fs.writeSync(fd, chunk)
@@ -91,6 +92,9 @@ describe.skipIf(!canUnshare)("a full disk under a real node", () => {
       // The node's own view of its data directory: the tmpfs in its mount namespace.
       const seen = `/proc/${first.child.pid}/root${dirs[0]}`
       const filler = fill(seen)
+      // The node frees a little by itself (a stepped-down leader cuts its WAL): take that too, so
+      // the disk stays full until the test frees it.
+      const keepFull = setInterval(() => fill(seen), 50)
       const fullAtMs = Date.now()
       let next = 21
       // Writes go on through the others: the first acknowledged one after the disk filled.
@@ -109,7 +113,9 @@ describe.skipIf(!canUnshare)("a full disk under a real node", () => {
       expect(first.child.exitCode).toBeNull()
       expect(first.output()).toMatch(/disk full: the (log|state machine|snapshots) cannot write/)
 
+      expect((await health(metrics[0]!)).body.reason).toMatch(/^disk full/)
       // Space is back: no restart, the node catches up and says so.
+      clearInterval(keepFull)
       fs.rmSync(filler)
       const freedAtMs = Date.now()
       await eventually("the node to be healthy again", async () => ((await health(metrics[0]!)).code === 200 ? true : null), 30_000)
@@ -135,7 +141,6 @@ describe.skipIf(!canUnshare)("a full disk under a real node", () => {
       const values = await withClient([addresses[0]!], (client) => Effect.map(client.query("SELECT v FROM t ORDER BY v"), (r) => r.rows.map((row) => Number(row[0]))))
       for (const v of acknowledged) expect(values).toContain(v)
       expect(first.child.exitCode).toBeNull()
-      console.log(first.output().split("\n").filter((l) => /disk|leadership|leads/.test(l)).join("\n"))
       console.log(`disk full: first write acknowledged ${firstWriteAfterMs} ms after the disk filled; healthy ${healthyAfterMs} ms after space was freed; ${acknowledged.length} writes acknowledged`)
       for (const p of [first, ...others]) p.child.kill("SIGKILL")
     } catch (error) {
