@@ -45,6 +45,8 @@ export interface RaftAccess {
    * committed before the call. */
   readonly confirmLeadership: Effect.Effect<void, RaftRequestError>
   readonly status: Effect.Effect<NodeStatus>
+  /** Why this node cannot make writes durable now (its disk is full), or null. Optional. */
+  readonly cannotWrite?: () => string | null
 }
 
 /** How a statement runs: with others in the group-commit transaction, alone in its own
@@ -259,6 +261,10 @@ export class LeaderWriter implements LeaderSlotOwner {
   private enqueue<A>(request: Request, reply: Deferred.Deferred<A, SqlFailure>): Effect.Effect<A, SqlFailure> {
     const limits = this.options.limits
     if (this.stoppedBy !== null) return Effect.fail(this.notLeader())
+    // A full disk: refused before anything runs (SQLITE_FULL), rather than queued behind an entry
+    // that cannot become durable until space is freed.
+    const full = this.options.raft.cannotWrite?.() ?? null
+    if (full !== null) return Effect.fail(new SqlError({ code: sqliteFullCode, message: full }))
     if (this.queue.length >= limits.writeQueueMax) {
       return Effect.fail(new SqlBusy({ message: `the write queue of ${this.options.database} is full (${limits.writeQueueMax} waiting)` }))
     }
@@ -695,11 +701,21 @@ export class LeaderWriter implements LeaderSlotOwner {
             // outcome was unknown may still have committed).
             if (!ambiguous) self.proposing = false
             return lost(null, `the entry was overwritten by another leader's (index ${error.index})`)
-          case "StorageFull":
+          case "StorageFull": {
             // Refused before it was appended: definitely not done. The client hears SQLITE_FULL;
             // the writer stops and its local commit is cut (the next write starts afresh).
-            if (!ambiguous) self.proposing = false
-            return { failure: ambiguous ? new SqlLeadershipLost({ message: `${error.detail}, after an attempt whose outcome is unknown` }) : new SqlError({ code: sqliteFullCode, message: error.detail }) }
+            if (!ambiguous) {
+              self.proposing = false
+              return { failure: new SqlError({ code: sqliteFullCode, message: error.detail }) }
+            }
+            // An earlier copy may still be in the log: only its commit or a new leader settles
+            // it (stopping now would leave the database unusable for the rest of the term).
+            self.stats.retries++
+            const status = yield* self.options.raft.status
+            if (status.role !== "leader" || status.term !== self.term) return { failure: new SqlLeadershipLost({ message: `leadership lost while the outcome was unknown (${error.detail})` }) }
+            yield* Effect.sleep(Duration.millis(self.options.limits.overloadRetryMs))
+            continue
+          }
           case "Overloaded":
             self.stats.retries++
             if (!ambiguous) self.proposing = false

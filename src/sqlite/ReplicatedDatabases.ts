@@ -68,7 +68,13 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const access: RaftAccess = {
       propose: raft.propose,
       confirmLeadership: raft.read(() => undefined),
-      status: raft.status
+      status: raft.status,
+      // Only the log: its writer retries on its own and ends the episode when space is back. The
+      // leader's SQLite needs no gate: it answers SQLITE_FULL by itself while its disk is full.
+      cannotWrite: () => {
+        const episode = raft.diskFull.episodes().find((e) => e.part === "log")
+        return episode === undefined ? null : `disk full: the log cannot write (${episode.op} ${episode.path})`
+      }
     }
 
     const checkRole = Effect.gen(function*() {
@@ -205,20 +211,24 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
 
 /** SQLITE_FULL from the leader's own SQLite (its WAL or database file could not grow) is a full
  * disk under the state machine: reported, so the node steps down and /health says so. The
- * statement itself already failed and was rolled back (LeaderWriter). The episode ends when the
- * applier next writes pages successfully. */
+ * statement itself already failed and was rolled back (LeaderWriter). The episode ends when a
+ * later statement executes here (a leader with nowhere to hand over, e.g. a single node), or
+ * when the applier next syncs pages (a follower). */
 function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePath: string): SqlSession {
-  const notice = <A, R>(effect: Effect.Effect<A, SqlFailure, R>): Effect.Effect<A, SqlFailure, R> =>
-    Effect.tapError(effect, (failure) =>
-      failure._tag === "SqlError" && (failure.code & 0xff) === sqliteFullCode
-        ? watch.report("state machine", { path: databasePath, op: "sqlite write" })
-        : Effect.void)
+  const notice = <A, R>(effect: Effect.Effect<A, SqlFailure, R>, executes: boolean): Effect.Effect<A, SqlFailure, R> =>
+    Effect.tapBoth(effect, {
+      onFailure: (failure) =>
+        failure._tag === "SqlError" && failure.code === sqliteFullCode && !failure.message.startsWith("disk full: the log")
+          ? watch.report("state machine", { path: databasePath, op: "sqlite write" })
+          : Effect.void,
+      onSuccess: () => (executes ? watch.clear("state machine") : Effect.void)
+    })
   return {
     ...session,
-    exec: (statement, params) => notice(session.exec(statement, params)),
-    execSql: (sql, params) => notice(session.execSql(sql, params)),
-    query: (statement, params) => notice(session.query(statement, params)),
-    querySql: (sql, params) => notice(session.querySql(sql, params))
+    exec: (statement, params) => notice(session.exec(statement, params), true),
+    execSql: (sql, params) => notice(session.execSql(sql, params), true),
+    query: (statement, params) => notice(session.query(statement, params), false),
+    querySql: (sql, params) => notice(session.querySql(sql, params), false)
   }
 }
 
