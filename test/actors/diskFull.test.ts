@@ -4,7 +4,7 @@
 // follower that cannot persist stops acknowledging; both resume by themselves once space is back,
 // with every acknowledged write in every log. And `failed` ends when any one actor gives up.
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, TestClock } from "effect"
+import { Cause, Effect, Fiber, TestClock } from "effect"
 import type { StateMachine } from "../../src/actors/Applier.ts"
 import * as DiskFullWatch from "../../src/actors/DiskFullWatch.ts"
 import type { RaftNode } from "../../src/actors/RaftActor.ts"
@@ -12,7 +12,8 @@ import * as RaftActor from "../../src/actors/RaftActor.ts"
 import { defaultRaftConfig } from "../../src/raft/config.ts"
 import { bootstrap } from "../../src/raft/core.ts"
 import type { Entry, Membership, NodeId } from "../../src/raft/types.ts"
-import { DiskError } from "../../src/storage/errors.ts"
+import { ActorFailed, describeActorFailed } from "../../src/actors/errors.ts"
+import { DiskError, DiskFull } from "../../src/storage/errors.ts"
 import type { LogStoreService } from "../../src/storage/LogStore.ts"
 import { persistInGroupsResumable } from "../../src/storage/LogStore.ts"
 import { SegmentLog } from "../../src/storage/SegmentLog.ts"
@@ -41,7 +42,14 @@ interface Member {
   readonly watch: DiskFullWatch.DiskFullWatch
 }
 
-const cluster = (n: number, options: { readonly persistFails?: (id: NodeId) => boolean } = {}) =>
+const cluster = (
+  n: number,
+  options: {
+    readonly persistFails?: (id: NodeId) => boolean
+    readonly saveSnapshot?: () => Effect.Effect<void, unknown>
+    readonly snapshotEveryEntries?: number
+  } = {}
+) =>
   Effect.gen(function*() {
     const ids = Array.from({ length: n }, (_, i) => i + 1)
     const config: Membership = { members: ids.map((id) => ({ id, address: `n${id}`, role: "voter" as const })) }
@@ -62,12 +70,12 @@ const cluster = (n: number, options: { readonly persistFails?: (id: NodeId) => b
           persist: (batches) =>
             options.persistFails?.(id) === true ? Effect.fail(new DiskError({ op: "write", path: "/data/log", code: "EIO", cause: null })) : persist(batches),
           recover: log.recover,
-          saveSnapshot: () => Effect.void,
+          saveSnapshot: options.saveSnapshot ?? (() => Effect.void),
           loadSnapshot: () => Effect.succeed(new Uint8Array()),
           send: (envelope) => Effect.suspend(() => members.get(envelope.message.to)?.node.deliver(envelope) ?? Effect.void)
         },
         tickMs,
-        snapshotEveryEntries: 10_000,
+        snapshotEveryEntries: options.snapshotEveryEntries ?? 10_000,
         mailboxCapacity: 256,
         batchMax: 64,
         requestTimeoutMs: 2000,
@@ -200,6 +208,39 @@ describe("disk full under the Raft actor", () => {
       expect((yield* only.node.status).appliedIndex).toBeGreaterThan(appliedBefore)
       expect((yield* only.node.condition).stopped).toEqual([])
     }))
+
+  it.scoped("a snapshot that cannot be saved for a full disk is skipped and tried again later; nothing stops", () =>
+    Effect.gen(function*() {
+      let full = true
+      let saved = 0
+      let refused = 0
+      const saveSnapshot = () =>
+        Effect.suspend(() => {
+          if (!full) return Effect.sync(() => void saved++)
+          refused++
+          return Effect.fail(new DiskFull({ op: "write", path: "/data/snapshots/snapshot-1.tmp", cause: null }))
+        })
+      const { leader } = yield* cluster(1, { saveSnapshot, snapshotEveryEntries: 3 })
+      const only = yield* leader
+      for (let v = 1; v <= 6; v++) expect((yield* propose(only, v))._tag).toBe("Right")
+      yield* TestClock.adjust(tickMs * 5)
+      expect(refused).toBeGreaterThan(0)
+      expect(only.watch.isFull("snapshots")).toBe(true)
+      // Skipped snapshots wait before the next try: not one attempt per applied batch.
+      expect(refused).toBeLessThanOrEqual(2)
+      full = false
+      for (let v = 7; v <= 9; v++) expect((yield* propose(only, v))._tag).toBe("Right")
+      for (let i = 0; i < 50 && saved === 0; i++) yield* TestClock.adjust(tickMs * 5)
+      expect(saved).toBeGreaterThan(0)
+      expect(only.watch.isFull("snapshots")).toBe(false)
+      expect((yield* only.node.condition).stopped).toEqual([])
+      expect(only.journal.applied).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    }))
+
+  it("describes an actor that gave up in one line", () => {
+    const failure = new ActorFailed({ actor: "raft-1/log-writer", restarts: 0, cause: Cause.die(new DiskError({ op: "fdatasync", path: "/d/log-1.seg", code: "EIO", cause: null })) })
+    expect(describeActorFailed(failure)).toBe("actor raft-1/log-writer gave up after 0 restarts (DiskError: fdatasync /d/log-1.seg: EIO)")
+  })
 
   it.scoped("failed ends as soon as one actor gives up (the log writer on a disk error), and status stops claiming leadership", () =>
     Effect.gen(function*() {
