@@ -35,9 +35,14 @@ function startOnTmpfs(address: string, dataDir: string, metrics: string): Tqlite
   return spawnTracked("unshare", ["-m", "sh", "-c", `mount -t tmpfs -o size=${tmpfsMiB}M tmpfs '${dataDir}' && exec ${quoted}`])
 }
 
+/** The last /health answer seen per endpoint, printed when the test fails. */
+const lastHealth = new Map<string, string>()
+
 async function health(metrics: string): Promise<{ readonly code: number; readonly body: { readonly status: string; readonly reason: string | null; readonly appliedIndex: number; readonly commitIndex: number; readonly role: string } }> {
   const response = await fetch(`http://${metrics}/health`)
-  return { code: response.status, body: (await response.json()) as never }
+  const body = (await response.json()) as never
+  lastHealth.set(metrics, `${response.status} ${JSON.stringify(body)}`)
+  return { code: response.status, body }
 }
 
 /** Fills the file system behind `dir` (as the process sees it) until ENOSPC, appending to
@@ -145,7 +150,7 @@ describe.skipIf(!canUnshare)("a full disk under a real node", () => {
       for (const p of [first, ...others]) p.child.kill("SIGKILL")
     } catch (error) {
       // The full node's own account is what explains a failure here.
-      console.error(`node 1 output:\n${first.output().split("\n").slice(-80).join("\n")}`)
+      console.error(`last /health answers: ${JSON.stringify([...lastHealth])}\nnode 1 output:\n${first.output().split("\n").slice(-80).join("\n")}`)
       throw error
     }
   }, 240_000)
