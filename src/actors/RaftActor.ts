@@ -378,7 +378,13 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           for (const event of ready.events) onEvent(state, event, toApplier)
         }
-        if (batches.length > 0 || after.length > 0 || snapshotJob !== null) {
+        // While the log cannot persist, a job with nothing to write carries only answers that
+        // would wait behind the stuck write anyway (heartbeat responses): drop it. Raft tolerates
+        // lost messages, and its persisted mark (the log's end, unchanged without a batch) is one
+        // an earlier job carries already. This keeps a long episode from filling the writer's
+        // mailbox and then stalling this actor.
+        const onlyAnswers = batches.length === 0 && snapshotJob === null
+        if ((batches.length > 0 || after.length > 0 || snapshotJob !== null) && !(onlyAnswers && diskFull.isFull("log"))) {
           const job: LogWriter.PersistJob = { batches, snapshot: snapshotJob, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }
           if (!writer.offer(job)) yield* Effect.orDie(writer.send(job))
         }
