@@ -2,6 +2,7 @@
 // the library's own words, and what to do about it. The full cause (stack traces and all) is for
 // the debug log, not for this line.
 import { Cause, Option } from "effect"
+import { ActorFailed, describeActorFailed } from "../actors/errors.ts"
 
 /** What an operator does about a failure, by its tag; the `dataDir` the command used. */
 const remedies: Record<string, (dataDir: string) => string> = {
@@ -23,6 +24,8 @@ const remedies: Record<string, (dataDir: string) => string> = {
 /** "reason — what to do" for the cause's first failure (or defect). */
 export function failureLine(cause: Cause.Cause<unknown>, dataDir: string): string {
   const error = Option.getOrElse(Cause.failureOption(cause), () => Option.getOrUndefined(Cause.dieOption(cause)))
+  // An actor that gave up: the node stops on purpose rather than serve on as a zombie.
+  if (error instanceof ActorFailed) return `node stopped: ${describeActorFailed(error)}; exiting with status 1`
   const reason = describe(error)
   const tag = typeof error === "object" && error !== null && "_tag" in error ? String(error._tag) : ""
   const remedy = remedies[tag]

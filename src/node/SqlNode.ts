@@ -115,6 +115,7 @@ const serve = (
         metrics,
         contact: node.observability.contact,
         status: node.raft.status,
+        condition: node.raft.condition,
         links: Effect.map(node.transport.stats, (stats) => stats.links),
         directories: {
           log: path.join(options.dataDir, "log"),

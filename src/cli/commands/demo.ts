@@ -56,8 +56,8 @@ export const runDemo = (options: DemoOptions) =>
       last = line
       process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`)
     })
-    // raceAll waits for the first *success*; a node's `failed` only ever fails, so flip it: the
-    // first node to fail ends the demo.
+    // The first node whose actor gives up stops the demo (exit 1, one line). Each racer succeeds
+    // with its node's failure: `raceAll` alone waits for a success and would ignore one failed node.
     const anyFailed = Effect.raceAll(nodes.map((n) => Effect.flip(n.node.raft.failed))).pipe(Effect.flatMap(Effect.fail))
     yield* Effect.raceFirst(report.pipe(Effect.repeat(Schedule.spaced(Duration.millis(500)))), anyFailed)
   })

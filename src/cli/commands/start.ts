@@ -108,7 +108,9 @@ export const start: Command = {
             `  add nodes: npx tqlite start --address 127.0.0.1:${Number(port) + 1} --join ${self.address}\n`
         )
       }
-      yield* Effect.raceFirst(Effect.never, node.raft.failed)
+      // An actor that gave up ends the node on purpose: the scope closes (a graceful shutdown as
+      // far as it goes) and the process exits 1, rather than serving on as a zombie.
+      yield* node.raft.failed
     })
     const main = Effect.scoped(program).pipe(
       // Reported here, inside the chosen logger, rather than by runMain's default one.

@@ -60,6 +60,7 @@ export function clusterErrorOf(error: RaftRequestError): ClusterControlError {
       if (error.detail.includes("not a member")) return new ClusterControlError({ reason: "UnknownId", message: error.detail })
       return new ClusterControlError({ reason: "Failed", message: error.detail })
     case "Overloaded":
+    case "StorageFull":
       return new ClusterControlError({ reason: "Failed", message: error.detail })
     case "RequestTimeout":
       return new ClusterControlError({ reason: "Failed", message: `the change was not committed within ${error.timeoutMs} ms` })
