@@ -7,8 +7,9 @@ import * as path from "node:path"
 import { PassThrough } from "node:stream"
 import { describe, expect, it } from "vitest"
 import type { OutputFormat } from "../../src/cli/format.ts"
-import { HistoryFile, historyLinesMax, isComplete, returnsRows, runShell } from "../../src/cli/commands/shell.ts"
-import { clusterForFile, runCaptured, tqlite } from "./harness.ts"
+import { HistoryFile, historyLinesMax, isComplete, returnsRows, runShell, ShellSession } from "../../src/cli/commands/shell.ts"
+import { make as makeClient } from "../../src/net/client/Client.ts"
+import { captureIo, clusterForFile, runCaptured, tqlite } from "./harness.ts"
 
 const cluster = clusterForFile()
 
@@ -148,4 +149,63 @@ describe("tqlite shell", () => {
     expect(bad).toEqual({ code: 1, out: "", err: "Error: no such table: missing_table (code 1)\n" })
     expect(good).toEqual({ code: 0, out: "[\n{\"id\":1},\n{\"id\":2},\n{\"id\":3}\n]\n", err: "" })
   }, 90_000)
+
+  describe("at a terminal (readline in terminal mode over a pseudo-terminal stream)", () => {
+    /** Types `keys` chunk by chunk (readline reads keypresses), then Ctrl-D. */
+    const typed = async (chunks: ReadonlyArray<string | number | (() => void)>, database = "ttydb") => {
+      const input = new PassThrough()
+      const sink = new PassThrough()
+      sink.resume()
+      const captured = captureIo()
+      const run = Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const client = yield* makeClient({ servers: cluster().addresses, database, connectionsMax: 1 })
+        return yield* new ShellSession(client, captured.io, { servers: cluster().addresses, database, format: "csv" }).runLines(input, true, null, sink)
+      })))
+      for (const chunk of chunks) {
+        if (typeof chunk === "number") await new Promise((resolve) => setTimeout(resolve, chunk))
+        else if (typeof chunk === "function") chunk()
+        else input.write(chunk)
+      }
+      input.write("\x04")
+      input.end()
+      const code = await run
+      return { code, out: captured.out(), err: captured.err() }
+    }
+
+    it("Ctrl-C clears a one-line statement: Enter afterwards runs nothing; BEGIN and COMMIT print no change count", async () => {
+      const result = await typed(["SELECT 41 + 1 AS cancelled;", 50, "\x03", 50, "\r", 50, "BEGIN;\r", "SELECT 'after' AS a;\r", "COMMIT;\r", 300])
+      expect(result.out).not.toContain("cancelled")
+      expect(result.out).toContain("a\r\nafter\r\n")
+      // Transaction control prints no change count (as sqlite3 prints nothing).
+      expect(result.out).not.toContain("rows_affected")
+      expect(result.err).toBe("")
+    }, 30_000)
+
+    it("Ctrl-C during a statement stops it and gives the prompt back at once", async () => {
+      const database = "ttywait"
+      // Another client holds the writer in an interactive transaction for a while, so the shell's
+      // INSERT waits for it (a statement that runs long without blocking the server).
+      await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const client = yield* makeClient({ servers: cluster().addresses, database, connectionsMax: 1 })
+        yield* client.exec("CREATE TABLE IF NOT EXISTS t (x)")
+      })))
+      const held = Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const client = yield* makeClient({ servers: cluster().addresses, database, connectionsMax: 1 })
+        yield* client.transaction(Effect.zipRight(client.exec("INSERT INTO t VALUES ('holder')"), Effect.sleep("4 seconds")))
+      })))
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      let interruptedAt = 0
+      const result = await typed([
+        "INSERT INTO t VALUES ('waiting');\r", 500,
+        () => void (interruptedAt = Date.now()), "\x03", 50,
+        "SELECT 'next' AS n;\r", 300
+      ], database)
+      const promptBackMs = Date.now() - interruptedAt
+      await held
+      expect(result.err).toBe("^C: statement stopped\n")
+      expect(result.out).toContain("n\r\nnext\r\n")
+      // Back well before the holder let go of the writer (4 s after it took it).
+      expect(promptBackMs).toBeLessThan(2_500)
+    }, 30_000)
+  })
 })

@@ -10,7 +10,7 @@
 // statements after it share one server session. A connection lost inside such a transaction
 // loses the transaction (the server rolls it back); the next statement runs in autocommit.
 import type { Scope } from "effect"
-import { Effect } from "effect"
+import { Effect, Exit, Fiber } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -41,6 +41,9 @@ const pendingCharsMax = 16 * 1024 * 1024
 
 export const historyFilePath = () => process.env["TQLITE_HISTORY"] ?? path.join(os.homedir(), ".tqlite_history")
 
+/** Transaction control answers with no change count worth printing (sqlite3 prints nothing). */
+const transactionControl = /^\s*(?:--[^\n]*\n\s*|\/\*[\s\S]*?\*\/\s*)*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b/i
+
 const rowsStart = /^\s*(?:--[^\n]*\n\s*|\/\*[\s\S]*?\*\/\s*)*(SELECT|VALUES|EXPLAIN|PRAGMA|WITH)\b/i
 const writeWord = /\b(INSERT|UPDATE|DELETE|REPLACE)\b/i
 const returningWord = /\bRETURNING\b/i
@@ -68,7 +71,8 @@ const helpText = `.cluster            the cluster's members (id, address, role, 
 .quit, .exit         leave the shell
 .schema [TABLE]      the CREATE statements (of one table and its indexes/triggers)
 .tables              the tables and views
-SQL ends with ';' and may span lines. Ctrl-C clears the statement being typed, Ctrl-D leaves.
+SQL ends with ';' and may span lines. Ctrl-C clears the statement being typed, or stops the one
+running (its connection is closed: the server stops a streaming result at its next batch); Ctrl-D leaves.
 `
 
 /** A shell session over one client: statements and dot commands, each printing to `io`. */
@@ -99,7 +103,7 @@ export class ShellSession {
   runStatement(sql: string): Effect.Effect<boolean> {
     const run = returnsRows(sql)
       ? Effect.map(this.client.query(sql), (result) => formatRows(this.format, result.columns, result.rows))
-      : Effect.map(this.client.exec(sql), (result) => formatChange(this.format, result.rowsAffected, result.lastInsertId))
+      : Effect.map(this.client.exec(sql), (result) => transactionControl.test(sql) ? "" : formatChange(this.format, result.rowsAffected, result.lastInsertId))
     return Effect.match(run, {
       onFailure: (error) => {
         this.io.err(`Error: ${clientErrorText(error)}\n`)
@@ -171,13 +175,13 @@ export class ShellSession {
 
   /** Reads statements and dot commands from `input` until it ends or .quit. With `terminal` a
    * prompt and history; otherwise (a script) the exit code is 1 if anything failed. */
-  runLines(input: NodeJS.ReadableStream, terminal: boolean, history: HistoryFile | null): Effect.Effect<number, never, Scope.Scope> {
+  runLines(input: NodeJS.ReadableStream, terminal: boolean, history: HistoryFile | null, output: NodeJS.WritableStream = process.stdout): Effect.Effect<number, never, Scope.Scope> {
     return Effect.gen(this, function*() {
       const rl = yield* Effect.acquireRelease(
         Effect.sync(() =>
           readline.createInterface({
             input,
-            ...(terminal ? { output: process.stdout, terminal: true, history: history?.load() ?? [], historySize: historyLinesMax, removeHistoryDuplicates: true } : { terminal: false })
+            ...(terminal ? { output, terminal: true, history: history?.load() ?? [], historySize: historyLinesMax, removeHistoryDuplicates: true } : { terminal: false })
           })
         ),
         (rl) => Effect.sync(() => {
@@ -194,7 +198,19 @@ export class ShellSession {
         rl.setPrompt(pending === "" ? primary : continuation)
         rl.prompt()
       }
+      // The statement running now, so Ctrl-C can stop it.
+      let running: Fiber.RuntimeFiber<boolean> | null = null
       rl.on("SIGINT", () => {
+        if (running !== null) {
+          // Interrupting closes its connection; the next statement gets a fresh one at once.
+          this.io.err("^C: statement stopped\n")
+          Effect.runFork(Fiber.interrupt(running))
+          return
+        }
+        // Clear what is typed on the current line too (readline keeps it otherwise, and Enter
+        // would run the statement just cancelled): end of line, then delete to its start.
+        rl.write(null, { ctrl: true, name: "e" })
+        rl.write(null, { ctrl: true, name: "u" })
         if (pending === "") this.io.out("\n(.quit or Ctrl-D to leave)\n")
         else this.io.out("\n")
         pending = ""
@@ -224,7 +240,11 @@ export class ShellSession {
         if (!isComplete(pending)) continue
         const text = pending
         pending = ""
-        if (!(yield* this.runSql(text))) failures++
+        const fiber = yield* Effect.fork(this.runSql(text))
+        running = fiber
+        const exit = yield* Fiber.await(fiber)
+        running = null
+        if (Exit.isFailure(exit) || !exit.value) failures++
       }
       // Input ended inside a statement: run what was typed, as sqlite3 does.
       if (pending.trim().length > 0 && !(yield* this.runSql(pending))) failures++
