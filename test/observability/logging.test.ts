@@ -4,11 +4,11 @@ import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Duration, Effect, Exit, LogLevel, Scope } from "effect"
+import { Cause, Duration, Effect, Exit, FiberId, FiberRefs, HashMap, List, LogLevel, Scope } from "effect"
 import { vi } from "vitest"
 import * as SqlNodes from "../../src/node/SqlNode.ts"
 import type { LogFormat } from "../../src/observability/logging.ts"
-import { loggerLayer, parseLogFormat, parseLogLevel } from "../../src/observability/logging.ts"
+import { formatPrettyLine, loggerLayer, parseLogFormat, parseLogLevel } from "../../src/observability/logging.ts"
 import { Disk } from "../../src/storage/Disk.ts"
 
 /** Runs a single-node cluster until it leads, under `loggerLayer(format, level)`; returns the
@@ -57,6 +57,32 @@ describe("the node's logger layer", () => {
         expect(line).toContain(`node_id=${nodeId}`)
       }
     }), 30_000)
+
+  it.live("pretty: one line per event — time, level, message and the annotations on the same line", () =>
+    Effect.gen(function*() {
+      const { nodeId, lines } = yield* runNode("pretty", LogLevel.Info)
+      expect(lines.length).toBeGreaterThan(0)
+      for (const line of lines) {
+        expect(line).not.toContain("\n")
+        expect(line).toMatch(/^\d\d:\d\d:\d\d\.\d{3} (INFO |WARN |ERROR|FATAL) \S/)
+        expect(line).toContain(`node_id=${nodeId}`)
+      }
+      expect(lines.some((l) => l.includes(`node ${nodeId} of cluster`))).toBe(true)
+    }), 30_000)
+
+  it("pretty: a cause is cut to its first line; values with spaces are quoted", () => {
+    const line = formatPrettyLine({
+      fiberId: FiberId.none,
+      logLevel: LogLevel.Error,
+      message: ["peer lost", 3],
+      cause: Cause.fail(new Error("boom\nsecond line")),
+      context: FiberRefs.empty(),
+      spans: List.empty(),
+      annotations: HashMap.make(["node_id", "7"], ["peer", "a b"]),
+      date: new Date("2026-12-07T01:02:03.456Z")
+    }, false)
+    expect(line).toBe('01:02:03.456 ERROR peer lost 3 node_id=7 peer="a b" cause="Error: boom"')
+  })
 
   it.live("the minimum level drops what is below it", () =>
     Effect.gen(function*() {
