@@ -19,7 +19,7 @@ import { persistInGroupsResumable } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
 import { readSnapshotData, Snapshots, writeSnapshotData } from "../storage/Snapshots.ts"
 import type { HealthLimits } from "../observability/health.ts"
-import { healthLimitsFor } from "../observability/health.ts"
+import { healthLimitsFor, leaderQuorumContact } from "../observability/health.ts"
 import * as NodeMetrics from "../observability/NodeMetrics.ts"
 import { nodeIdLabel } from "../observability/NodeMetrics.ts"
 import * as PeerContact from "../observability/PeerContact.ts"
@@ -126,12 +126,23 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
     // Links follow the membership: every member but us, at the address the configuration names.
     let linked = ""
     let ledInTerm = 0
+    let quorumLost = false
     const syncPeers = Effect.gen(function*() {
       const status = yield* raft.status
       // One line per leadership won: operators (and the shutdown tests) follow terms by it.
       if (status.role === "leader" && status.term !== ledInTerm) {
         ledInTerm = status.term
+        quorumLost = false
         yield* Effect.logInfo(`node ${identity.nodeId} leads the cluster (term ${status.term})`)
+      }
+      // A leader out of touch with its quorum says so once, and once more when it is back (it
+      // steps down if the silence lasts an election timeout: check-quorum).
+      const contactNow = leaderQuorumContact(status, healthLimits.contactMaxMs / 2)
+      if (contactNow !== null && contactNow.quorum === quorumLost) {
+        quorumLost = !contactNow.quorum
+        yield* quorumLost
+          ? Effect.logWarning(`leader lost contact with a quorum: heard from ${contactNow.heard} of ${contactNow.voters} voters within ${healthLimits.contactMaxMs / 2} ms; it steps down if this lasts`)
+          : Effect.logInfo(`leader in contact with a quorum again (${contactNow.heard} of ${contactNow.voters} voters)`)
       }
       const peers = new Map<NodeId, string>(status.membership.members.filter((m) => m.id !== identity.nodeId).map((m) => [m.id, m.address]))
       const key = JSON.stringify([...peers])

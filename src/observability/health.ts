@@ -128,3 +128,12 @@ function ageOf(lastMs: number | null, nowMs: number): number | null {
 function isRecent(lastMs: number | null, nowMs: number, maxMs: number): boolean {
   return lastMs !== null && nowMs - lastMs <= maxMs
 }
+
+/** On a leader: how many voters (itself included) answered within `windowMs`, by the core's own
+ * count of silent ticks. Null on any other node. */
+export function leaderQuorumContact(status: NodeStatus, windowMs: number): { readonly heard: number; readonly voters: number; readonly quorum: boolean } | null {
+  if (status.role !== "leader") return null
+  const voters = status.membership.members.filter((m) => m.role === "voter")
+  const heard = voters.filter((m) => m.id === status.id || (status.peers.find((p) => p.id === m.id)?.silentMs ?? Infinity) < windowMs).length
+  return { heard, voters: voters.length, quorum: heard * 2 > voters.length }
+}

@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest"
 import type { NodeCondition, NodeStatus } from "../../src/actors/RaftActor.ts"
 import type { HealthInput } from "../../src/observability/health.ts"
-import { evaluateHealth, parseWantedRole } from "../../src/observability/health.ts"
+import { evaluateHealth, leaderQuorumContact, parseWantedRole } from "../../src/observability/health.ts"
 import type { NodeId } from "../../src/raft/types.ts"
 
 const limits = { appliedLagMax: 10, contactMaxMs: 1000, stallMaxMs: 3000 }
@@ -115,3 +115,17 @@ describe("evaluateHealth", () => {
     expect(parseWantedRole("Leader").ok).toBe(false)
   })
 })
+
+describe("leaderQuorumContact", () => {
+  const peer = (id: number, silentMs: number) => ({ id, matchIndex: 100, silentMs, replication: "replicate" as const })
+  it("counts the leader and the voters heard within the window; none on a follower", () => {
+    const leader = (peers: NodeStatus["peers"]) => status({ id: 1, role: "leader", leader: 1, peers })
+    expect(leaderQuorumContact(leader([peer(2, 100), peer(3, 900)]), 500)).toEqual({ heard: 2, voters: 3, quorum: true })
+    expect(leaderQuorumContact(leader([peer(2, 600), peer(3, 900)]), 500)).toEqual({ heard: 1, voters: 3, quorum: false })
+    // A voter the leader has no progress for (just added) is not heard.
+    expect(leaderQuorumContact(leader([peer(2, 100)]), 500)).toEqual({ heard: 2, voters: 3, quorum: true })
+    expect(leaderQuorumContact(leader([]), 500)).toEqual({ heard: 1, voters: 3, quorum: false })
+    expect(leaderQuorumContact(status(), 500)).toBeNull()
+  })
+})
+

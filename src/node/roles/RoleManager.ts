@@ -122,6 +122,9 @@ export const start = (deps: RoleManagerDeps, partial: Partial<RoleManagerOptions
       Effect.forEach(view.members, (m) => {
         const peer = status.peers.find((p) => p.id === m.id)
         if (peer === undefined || m.caughtUp || !m.online) return Effect.void
+        // Not heard from since this node leads (a new leader counts every peer as fresh): nothing
+        // is known of its log, and a dead peer must not read as "catching up: log at 0 (0%)".
+        if (peer.matchIndex === 0 && peer.replication === "probe") return Effect.void
         if (nowMs - (progressLoggedAtMs.get(m.id) ?? -Infinity) < options.progressLogIntervalMs) return Effect.void
         progressLoggedAtMs.set(m.id, nowMs)
         const percent = status.commitIndex === 0 ? 100 : Math.min(100, Math.floor((peer.matchIndex / status.commitIndex) * 100))
