@@ -34,7 +34,7 @@ describe("tqlite help", () => {
   it("through the binary: `tqlite start --help` exits 0 and writes nothing to the data dir", async () => {
     const cwd = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-help-"))
     const dataDir = path.join(cwd, "data")
-    const help = await tqlite(["start", "--data-dir", dataDir, "--help"])
+    const help = await tqlite(["start", "--data-dir", dataDir, "--help"], 60_000)
     expect(help.code).toBe(0)
     expect(help.out).toMatch(/^usage: tqlite start /)
     expect(fs.existsSync(dataDir)).toBe(false)

@@ -38,20 +38,20 @@ describe("tqlite start failures", () => {
     const dataDir = path.join(scratch(), "n1")
     const [first, second] = [await Effect.runPromise(freePort), await Effect.runPromise(freePort)]
     await Effect.runPromise(loadOrCreateIdentity(dataDir, `127.0.0.1:${first}`, () => ({ nodeId: 7, clusterId: "c" })).pipe(Effect.provide(Disk.layerNode)))
-    const run = await tqlite(["start", "--address", `127.0.0.1:${second}`, "--data-dir", dataDir, "--log-format", "json"])
+    const run = await tqlite(["start", "--address", `127.0.0.1:${second}`, "--data-dir", dataDir, "--log-format", "json"], 60_000)
     expect(run.code).toBe(1)
     expect(run.err).toBe(
       `tqlite start: this data directory belongs to the node at 127.0.0.1:${first}, not 127.0.0.1:${second} — start it with the address it was created with, or use another --data-dir\n`
     )
     expect(run.out).not.toMatch(stackLine)
-  }, 60_000)
+  }, 120_000)
 
   it("a taken port or a bad address fails before the data dir is written", async () => {
     const base = scratch()
     const holder = net.createServer()
     const port = await new Promise<number>((resolve) => holder.listen(0, "127.0.0.1", () => resolve((holder.address() as net.AddressInfo).port)))
     try {
-      const taken = await tqlite(["start", "--address", `127.0.0.1:${port}`, "--data-dir", path.join(base, "taken")])
+      const taken = await tqlite(["start", "--address", `127.0.0.1:${port}`, "--data-dir", path.join(base, "taken")], 60_000)
       expect(taken.code).toBe(1)
       expect(taken.err).toMatch(new RegExp(`^tqlite start: cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use.* — choose another --address`))
       expect(taken.err).not.toMatch(stackLine)
@@ -59,22 +59,22 @@ describe("tqlite start failures", () => {
     } finally {
       holder.close()
     }
-    const bad = await tqlite(["start", "--address", "127.0.0.1:99999", "--data-dir", path.join(base, "bad")])
+    const bad = await tqlite(["start", "--address", "127.0.0.1:99999", "--data-dir", path.join(base, "bad")], 60_000)
     expect(bad.code).toBe(2)
     expect(bad.err).toMatch(/--address wants HOST:PORT/)
     expect(fs.existsSync(path.join(base, "bad"))).toBe(false)
-  }, 60_000)
+  }, 120_000)
 
   it("tqlite demo on a taken port: one line, exit 1, no stack", async () => {
     const holder = net.createServer()
     const port = await new Promise<number>((resolve) => holder.listen(0, "127.0.0.1", () => resolve((holder.address() as net.AddressInfo).port)))
     try {
-      const run = await tqlite(["demo", "--nodes", "1", "--base-port", String(port), "--data-dir", path.join(scratch(), "demo")])
+      const run = await tqlite(["demo", "--nodes", "1", "--base-port", String(port), "--data-dir", path.join(scratch(), "demo")], 60_000)
       expect(run.code).toBe(1)
       expect(run.err).toMatch(new RegExp(`^tqlite demo: cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use.*\n$`))
       expect(run.err).not.toMatch(stackLine)
     } finally {
       holder.close()
     }
-  }, 60_000)
+  }, 120_000)
 })
