@@ -5,6 +5,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { parseAddress } from "../../net/peers/sockets.ts"
+import { repairAdvice } from "../../node/repair.ts"
 import * as SqlNode from "../../node/SqlNode.ts"
 import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel } from "../../observability/logging.ts"
 import { Disk } from "../../storage/Disk.ts"
@@ -95,7 +96,12 @@ export const start: Command = {
     })
     const main = Effect.scoped(program).pipe(
       // Reported here, inside the chosen logger, rather than by runMain's default one.
-      Effect.tapErrorCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("node stopped on an error", cause)),
+      Effect.tapErrorCause((cause) => {
+        if (Cause.isInterruptedOnly(cause)) return Effect.void
+        // A damaged log or snapshot: one line naming the file, the offset and the way out.
+        const advice = repairAdvice(cause, dataDir)
+        return advice !== null ? Effect.logError(advice) : Effect.logError("node stopped on an error", cause)
+      }),
       Effect.provide(Disk.layerNode),
       Effect.provide(loggerLayer(logFormat, logLevel))
     )
