@@ -34,7 +34,8 @@ import type { DiskService } from "../storage/Disk.ts"
 import { Disk } from "../storage/Disk.ts"
 import type { DiskFailure } from "../storage/errors.ts"
 import { LogCorrupted, SnapshotCorrupted } from "../storage/errors.ts"
-import { decodeMembership, RecordKind, scanSegment } from "../storage/format.ts"
+import type { RecordView } from "../storage/format.ts"
+import { decodeMembership, decodeRecordAt, RecordKind, recordHeaderBytes, scanSegment } from "../storage/format.ts"
 import { parseSegmentFileName } from "../storage/SegmentLog.ts"
 import { openSnapshotFile } from "../storage/Snapshots.ts"
 import type { DataDirInUse, DataDirLockFailed } from "./dataDirLock.ts"
@@ -141,9 +142,11 @@ export const inspectDataDir = (dataDir: string, self: NodeIdentity): Effect.Effe
       return seq === null ? [] : [{ seq, file: path.join(logDir, name) }]
     }).sort((a, b) => a.seq - b.seq)
     for (const [i, segment] of segments.entries()) {
-      const scan = scanSegment(yield* disk.readFile(segment.file), i === segments.length - 1)
+      const buffer = yield* disk.readFile(segment.file)
+      const scan = scanSegment(buffer, i === segments.length - 1)
       if (scan.damage !== null && !scan.damage.tornTail) damage.push({ file: segment.file, offset: scan.damage.offset, reason: scan.damage.reason })
-      for (const record of scan.records) {
+      const intact = scan.damage === null ? scan.records : [...scan.records, ...recordsBehind(buffer, scan.damage.offset)]
+      for (const record of intact) {
         if (record.kind !== RecordKind.config && record.kind !== RecordKind.snapshot) continue
         const config = decodeMembership(record.payload)
         if (config !== null) configs.push({ index: record.index, config })
@@ -173,6 +176,21 @@ export const inspectDataDir = (dataDir: string, self: NodeIdentity): Effect.Effe
     }
     return { damage, addresses }
   })
+
+/** The valid records behind damaged bytes: each checksum still vouches for its record. */
+function recordsBehind(buffer: Uint8Array, badOffset: number): Array<RecordView> {
+  const found: Array<RecordView> = []
+  for (let position = badOffset + 1; position + recordHeaderBytes <= buffer.byteLength;) {
+    const result = decodeRecordAt(buffer, position)
+    if (result.ok) {
+      found.push(result.record)
+      position += result.record.bytes
+    } else {
+      position++
+    }
+  }
+  return found
+}
 
 const listIfExists = (disk: DiskService, dir: string) =>
   Effect.flatMap(disk.exists(dir), (exists) => (exists ? disk.list(dir) : Effect.succeed<ReadonlyArray<string>>([])))

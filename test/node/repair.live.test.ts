@@ -235,6 +235,8 @@ const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: n
     expect(io.err()).not.toContain("tqlite repair:")
     expect(code).toBe(0)
     expect(io.err()).toContain("(from local data)")
+    // The intact records (behind the damage too) name both other members.
+    for (const m of members) if (m !== victim) expect(io.err()).toMatch(new RegExp(`looking for the cluster at .*${m.address}`))
     expect(io.err()).toContain(`damaged: ${damage.file}`)
     expect(io.out()).toContain(before === "spare" ? "confirmed a spare" : "made a spare (was a voter)")
     expect(io.out()).toContain(`tqlite start --address ${victim.address} --data-dir ${victim.dataDir}`)
@@ -251,7 +253,15 @@ const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: n
     // Started again: same identity, empty log; it catches up and is promoted back to voter.
     const restarted = yield* start(victim, [], setup)
     expect(restarted.node.identity.nodeId).toBe(victimId)
-    yield* eventually("the repaired node promoted back to voter", 20_000, Effect.map(roleOf(members, victimId), (r) => (r === "voter" ? true : null)))
+    const first = yield* restarted.node.raft.status
+    expect(first.role).toBe("follower")
+    // It neither founds a cluster nor campaigns while it catches up: it only follows.
+    const rolesSeen = new Set<string>()
+    yield* eventually("the repaired node promoted back to voter", 20_000, Effect.gen(function*() {
+      rolesSeen.add((yield* restarted.node.raft.status).role)
+      return (yield* roleOf(members, victimId)) === "voter" ? true : null
+    }))
+    expect([...rolesSeen]).toEqual(["follower"])
     yield* writeRows(client, options.rows + 10, 5)
     const committed = (yield* (yield* leaderOf(members)).node.raft.status).commitIndex
     yield* eventually("the repaired node to apply every write", 10_000, Effect.map(restarted.node.raft.status, (s) => (s.appliedIndex >= committed ? true : null)))
