@@ -361,6 +361,8 @@ export const repairNode = (options: RepairOptions): Effect.Effect<RepairResult, 
   Effect.gen(function*() {
     const log = options.log ?? (() => Effect.void)
     const timeoutMs = options.timeoutMs ?? repairTimeoutMsDefault
+    // Locking creates a missing directory: a mistyped path is refused before it.
+    if (!(yield* (yield* Disk).exists(options.dataDir))) return yield* new NotADataDir({ dir: options.dataDir, detail: "it does not exist" })
     yield* lockDataDir(options.dataDir)
     const identity = yield* readIdentity(options.dataDir).pipe(
       Effect.catchTag("IdentityCorrupted", (error) => Effect.fail(new NotADataDir({ dir: options.dataDir, detail: `its node identity is unreadable (${error.file}: ${error.detail}); without it the node cannot be rebuilt as the same member` })))
