@@ -95,7 +95,7 @@ export class MemberConflict extends Data.TaggedError("MemberConflict")<{ readonl
 }
 
 /** No committed "spare" within the bound. Nothing was moved. */
-export class SpareNotConfirmed extends Data.TaggedError("SpareNotConfirmed")<{ readonly timeoutMs: number; readonly detail: string }> {
+export class SpareNotConfirmed extends Data.TaggedError("SpareNotConfirmed")<{ readonly timeoutMs: number; readonly detail: string; readonly cause?: ClientError }> {
   override get message() {
     return `the cluster did not make this node a spare within ${this.timeoutMs} ms (${this.detail}); nothing was moved`
   }
@@ -235,12 +235,16 @@ export const makeSpare = (client: DqliteClientService, self: NodeIdentity, timeo
     const id = BigInt(self.nodeId)
     const deadlineMs = (yield* Clock.currentTimeMillis) + timeoutMs
     let lastProblem = "no answer yet"
+    let lastError: ClientError | undefined = undefined
     /** The role the leader first reported (null: not a member). */
     let initialRole: ServerRole | null | undefined = undefined
     for (;;) {
-      if ((yield* Clock.currentTimeMillis) > deadlineMs) return yield* new SpareNotConfirmed({ timeoutMs, detail: lastProblem })
+      if ((yield* Clock.currentTimeMillis) > deadlineMs) {
+        return yield* new SpareNotConfirmed({ timeoutMs, detail: lastProblem, ...(lastError !== undefined ? { cause: lastError } : {}) })
+      }
       const servers = yield* Effect.either(client.cluster)
       if (servers._tag === "Left") {
+        lastError = servers.left
         lastProblem = describeClientError(servers.left)
         yield* Effect.sleep(Duration.millis(retryPauseMs))
         continue
@@ -273,6 +277,7 @@ export const makeSpare = (client: DqliteClientService, self: NodeIdentity, timeo
       }
       const refusal = quorumRefusal(done.left)
       if (refusal !== null) return yield* new WouldLoseQuorum({ detail: refusal })
+      lastError = done.left
       lastProblem = describeClientError(done.left)
       yield* Effect.sleep(Duration.millis(retryPauseMs))
     }

@@ -230,8 +230,9 @@ const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: n
     if (options.waitForSpare) yield* eventually("the leader to demote the silent voter", 10_000, Effect.map(roleOf(members, victimId), (r) => (r === "spare" ? true : null)))
     const before = yield* roleOf(members, victimId)
     const io = captureIo()
+    const repairStartedAt = Date.now()
     const code = yield* Effect.scoped(runRepair({ dataDir: victim.dataDir, servers: [], tls: null, timeoutMs: 10_000 }, io.io))
-    yield* Effect.logInfo(`tqlite repair said:\n${io.err()}${io.out()}`)
+    yield* Effect.logInfo(`tqlite repair took ${Date.now() - repairStartedAt} ms and said:\n${io.err()}${io.out()}`)
     expect(io.err()).not.toContain("tqlite repair:")
     expect(code).toBe(0)
     expect(io.err()).toContain("(from local data)")
@@ -253,6 +254,7 @@ const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: n
     expect(fs.existsSync(path.join(victim.dataDir, "log"))).toBe(false)
 
     // Started again: same identity, empty log; it catches up and is promoted back to voter.
+    const restartedAt = Date.now()
     const restarted = yield* start(victim, [], setup)
     expect(restarted.node.identity.nodeId).toBe(victimId)
     const first = yield* restarted.node.raft.status
@@ -264,6 +266,7 @@ const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: n
       return (yield* roleOf(members, victimId)) === "voter" ? true : null
     }))
     expect([...rolesSeen]).toEqual(["follower"])
+    yield* Effect.logInfo(`repaired node a voter again ${Date.now() - restartedAt} ms after its restart`)
     yield* writeRows(client, options.rows + 10, 5)
     const committed = (yield* (yield* leaderOf(members)).node.raft.status).commitIndex
     yield* eventually("the repaired node to apply every write", 10_000, Effect.map(restarted.node.raft.status, (s) => (s.appliedIndex >= committed ? true : null)))
