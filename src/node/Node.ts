@@ -26,6 +26,7 @@ import * as PeerContact from "../observability/PeerContact.ts"
 import { lockDataDir } from "./dataDirLock.ts"
 import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
+import { checkNoUnfinishedRepair } from "./repair.ts"
 
 export interface NodeOptions<R, SM> {
   readonly dataDir: string
@@ -68,6 +69,7 @@ export interface TqliteNode<R, SM> {
 export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNode<R, SM>, unknown, Scope.Scope | Disk> =>
   Effect.gen(function*() {
     yield* lockDataDir(options.dataDir)
+    yield* checkNoUnfinishedRepair(options.dataDir)
     const { identity, created } = yield* loadOrCreateIdentity(options.dataDir, options.address, () => ({
       nodeId: generateNodeId(),
       clusterId: options.start._tag === "Join" ? options.start.clusterId : generateClusterId()

@@ -15,7 +15,9 @@
 //    through standby (which does not vote either): the leader accepts a membership change only
 //    once the previous one is committed, so its answer proves it.
 // 3. Only then the damaged state (log, snapshots, SQLite files and applied state) moves into
-//    DIR/damaged-<UTC time>/, nothing deleted; the directories are fsynced.
+//    DIR/damaged-<UTC time>/, nothing deleted; the directories are fsynced. A marker file names
+//    that directory while the renames run: a crash in between leaves a directory that refuses to
+//    start until repair is run again, which finishes the same move.
 //
 // Started again, the node has its identity and an empty log: it does not found a cluster (the
 // identity exists), does not campaign (it knows no membership, so it is no voter), and follows
@@ -31,9 +33,9 @@ import { discoverCluster } from "../net/peers/discover.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import type { Membership, NodeId } from "../raft/types.ts"
 import type { DiskService } from "../storage/Disk.ts"
-import { Disk } from "../storage/Disk.ts"
+import { Disk, writeFileAtomic } from "../storage/Disk.ts"
 import type { DiskFailure } from "../storage/errors.ts"
-import { LogCorrupted, SnapshotCorrupted } from "../storage/errors.ts"
+import { LogCorrupted, SnapshotCorrupted, SnapshotMissing } from "../storage/errors.ts"
 import type { RecordView } from "../storage/format.ts"
 import { decodeMembership, decodeRecordAt, RecordKind, recordHeaderBytes, scanSegment } from "../storage/format.ts"
 import { parseSegmentFileName } from "../storage/SegmentLog.ts"
@@ -45,8 +47,7 @@ import { readIdentity } from "./identity.ts"
 import { NotADataDir } from "./recover.ts"
 
 /** What a node's data directory holds besides its identity and lock, as Node.ts and SqlNode.ts
- * lay it out: the Raft log, the snapshot store, the SQLite files with their applied state. The
- * log moves last, so an interrupted repair leaves a directory that still refuses to start. */
+ * lay it out: the Raft log, the snapshot store, the SQLite files with their applied state. */
 export const movedEntries: ReadonlyArray<string> = ["sqlite", "snapshots", "log"]
 
 export const repairTimeoutMsDefault = 30_000
@@ -98,6 +99,14 @@ export class MemberConflict extends Data.TaggedError("MemberConflict")<{ readonl
 export class SpareNotConfirmed extends Data.TaggedError("SpareNotConfirmed")<{ readonly timeoutMs: number; readonly detail: string; readonly cause?: ClientError }> {
   override get message() {
     return `the cluster did not make this node a spare within ${this.timeoutMs} ms (${this.detail}); nothing was moved`
+  }
+}
+
+/** A repair was interrupted while it moved the node's state aside: the directory is half moved
+ * and must not be started on until the repair is run again (it finishes the move). */
+export class RepairUnfinished extends Data.TaggedError("RepairUnfinished")<{ readonly dataDir: string; readonly damagedDir: string }> {
+  override get message() {
+    return `an interrupted tqlite repair left ${this.dataDir} half moved into ${this.damagedDir}`
   }
 }
 
@@ -310,28 +319,54 @@ function describeClientError(error: ClientError): string {
 
 // --- moving the damaged state aside ----------------------------------------------------------
 
+/** Written (atomically) before the first rename and removed after the last: names the damaged
+ * directory, so a repair run again after a crash finishes the same move, and a start refuses a
+ * half-moved directory. */
+export const repairMarkerFileName = "tqlite-repair-unfinished"
+
+/** Fails with RepairUnfinished when a repair of `dataDir` did not finish (Node.make calls it). */
+export const checkNoUnfinishedRepair = (dataDir: string): Effect.Effect<void, RepairUnfinished | DiskFailure, Disk> =>
+  Effect.gen(function*() {
+    const disk = yield* Disk
+    const marker = path.join(dataDir, repairMarkerFileName)
+    if (!(yield* disk.exists(marker))) return
+    const damagedDir = new TextDecoder().decode(yield* disk.readFile(marker)).trim()
+    return yield* new RepairUnfinished({ dataDir, damagedDir: path.join(dataDir, damagedDir) })
+  })
+
 /** "damaged-20261207T034512Z" for the given time. */
 export function damagedDirName(nowMs: number): string {
   return `damaged-${new Date(nowMs).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}`
 }
 
 /** Moves the node's state into a new `damaged-<time>` directory (renames: nothing is copied or
- * deleted) and fsyncs both directories. Returns the directory and what moved. */
+ * deleted), or into the one an interrupted repair named, and fsyncs both directories. Returns the
+ * directory and what moved. */
 export const moveAside = (dataDir: string) =>
   Effect.gen(function*() {
     const disk = yield* Disk
-    const base = damagedDirName(yield* Clock.currentTimeMillis)
-    let target = path.join(dataDir, base)
-    for (let n = 1; yield* disk.exists(target); n++) target = path.join(dataDir, `${base}-${n}`)
+    const marker = path.join(dataDir, repairMarkerFileName)
+    let name: string
+    if (yield* disk.exists(marker)) {
+      name = new TextDecoder().decode(yield* disk.readFile(marker)).trim()
+    } else {
+      const base = damagedDirName(yield* Clock.currentTimeMillis)
+      name = base
+      for (let n = 1; yield* disk.exists(path.join(dataDir, name)); n++) name = `${base}-${n}`
+      yield* writeFileAtomic(disk, marker, new TextEncoder().encode(`${name}\n`))
+    }
+    const target = path.join(dataDir, name)
     yield* disk.mkdir(target)
     const moved: Array<string> = []
-    for (const name of movedEntries) {
-      const from = path.join(dataDir, name)
+    for (const entry of movedEntries) {
+      const from = path.join(dataDir, entry)
       if (!(yield* disk.exists(from))) continue
-      yield* disk.rename(from, path.join(target, name))
-      moved.push(name)
+      yield* disk.rename(from, path.join(target, entry))
+      moved.push(entry)
     }
     yield* disk.fsyncDir(target)
+    yield* disk.fsyncDir(dataDir)
+    yield* disk.unlink(marker)
     yield* disk.fsyncDir(dataDir)
     return { dir: target, moved }
   })
@@ -407,8 +442,11 @@ export const repairNode = (options: RepairOptions): Effect.Effect<RepairResult, 
 /** When `cause` holds a damaged log or snapshot: the line that tells the operator what to run
  * (the error's own message keeps the file and the offset). Null for any other failure. */
 export function repairAdvice(cause: Cause.Cause<unknown>, dataDir: string): string | null {
-  const damaged = Cause.failures(cause).pipe((failures) =>
-    Option.fromNullable([...failures].find((e): e is LogCorrupted | SnapshotCorrupted => e instanceof LogCorrupted || e instanceof SnapshotCorrupted)))
+  const failures = [...Cause.failures(cause)]
+  const unfinished = failures.find((e): e is RepairUnfinished => e instanceof RepairUnfinished)
+  if (unfinished !== undefined) return `${unfinished.message}; to finish it, run: tqlite repair --data-dir ${dataDir}`
+  const damaged = Option.fromNullable(failures.find((e): e is LogCorrupted | SnapshotCorrupted | SnapshotMissing =>
+    e instanceof LogCorrupted || e instanceof SnapshotCorrupted || e instanceof SnapshotMissing))
   if (Option.isNone(damaged)) return null
   return `${damaged.value.message}; this node cannot start on it. To rebuild it from the cluster (it keeps its identity, the damaged files are kept aside), run: tqlite repair --data-dir ${dataDir}`
 }

@@ -4,8 +4,9 @@
 // Its start refuses, naming the file and the offset and pointing at `tqlite repair`; repair makes
 // it a spare (committed) and moves its state aside; started again it catches up (by log entries,
 // or by a snapshot in (c)), holds the same rows as the cluster, and the role manager promotes it
-// back to voter. Also: repair refuses a running node (lock) and, with the cluster down, fails
-// clearly and changes nothing on disk.
+// back to voter. Also: repair refuses a running node (lock); with the cluster down it fails
+// clearly and changes nothing on disk; a move interrupted half-way refuses to start and is
+// finished by the next run.
 import { describe, expect, it } from "@effect/vitest"
 import Database from "better-sqlite3"
 import { createHash } from "node:crypto"
@@ -17,7 +18,7 @@ import { runRepair } from "../../src/cli/commands/repair.ts"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import { identityFileName } from "../../src/node/identity.ts"
-import { repairAdvice } from "../../src/node/repair.ts"
+import { moveAside, repairAdvice, repairMarkerFileName } from "../../src/node/repair.ts"
 import type { SqlNode, SqlNodeOptions } from "../../src/node/SqlNode.ts"
 import * as SqlNodes from "../../src/node/SqlNode.ts"
 import type { Role } from "../../src/raft/types.ts"
@@ -300,7 +301,7 @@ describe("tqlite repair, live", () => {
       expect(stats.restores).toBeGreaterThan(0)
     }), 90_000)
 
-  it.live("refuses a running node's data directory, and with the cluster down fails clearly and changes nothing", () =>
+  it.live("refuses a running node's data directory; with the cluster down fails clearly and changes nothing; finishes an interrupted move", () =>
     Effect.gen(function*() {
       const base = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-repair-"))
       const setup: Setup = { storage: {}, unreachableAfterMs: 20_000 }
@@ -318,6 +319,22 @@ describe("tqlite repair, live", () => {
       expect(down.err()).toContain(members[0]!.address)
       expect(down.out()).toBe("")
       expect(treeOf(members[1]!.dataDir)).toEqual(before)
+
+      // A repair interrupted half-way through its renames: start refuses, a second run finishes
+      // the same move.
+      const half = members[2]!.dataDir
+      fs.writeFileSync(path.join(half, repairMarkerFileName), "damaged-interrupted\n")
+      fs.mkdirSync(path.join(half, "damaged-interrupted"))
+      fs.renameSync(path.join(half, "sqlite"), path.join(half, "damaged-interrupted", "sqlite"))
+      const refused = yield* Effect.exit(start(members[2]!, [], setup))
+      expect(Exit.isFailure(refused)).toBe(true)
+      const advice = Exit.isFailure(refused) ? repairAdvice(refused.cause, half) : null
+      expect(advice).toContain("an interrupted tqlite repair left")
+      expect(advice).toContain(`run: tqlite repair --data-dir ${half}`)
+      const finished = yield* moveAside(half).pipe(Effect.provide(Disk.layerNode))
+      expect(finished).toEqual({ dir: path.join(half, "damaged-interrupted"), moved: ["snapshots", "log"] })
+      expect(fs.readdirSync(path.join(half, "damaged-interrupted")).sort()).toEqual(["log", "snapshots", "sqlite"])
+      expect(fs.existsSync(path.join(half, repairMarkerFileName))).toBe(false)
       fs.rmSync(base, { recursive: true, force: true })
     }).pipe(Effect.scoped), 60_000)
 })
