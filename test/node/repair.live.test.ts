@@ -212,7 +212,8 @@ const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: n
     const damage = corrupt(victim.dataDir)
     flipBit(damage.file, damage.offset)
 
-    // Start refuses, naming the file and pointing at repair.
+    // Start refuses, naming the file and pointing at repair (in-process, then through the binary,
+    // which takes seconds to load on a busy machine: one at a time, as both take the lock).
     const refused = yield* Effect.exit(start(victim, [], setup))
     expect(Exit.isFailure(refused)).toBe(true)
     const advice = Exit.isFailure(refused) ? repairAdvice(refused.cause, victim.dataDir) : null
@@ -220,7 +221,7 @@ const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: n
     expect(advice).toMatch(/at byte \d+/)
     expect(advice).toContain(`run: tqlite repair --data-dir ${victim.dataDir}`)
     if (options.viaBinary) {
-      const binary = yield* Effect.promise(() => tqlite(["start", "--address", victim.address, "--data-dir", victim.dataDir], 30_000))
+      const binary = yield* Effect.promise(() => tqlite(["start", "--address", victim.address, "--data-dir", victim.dataDir], 60_000))
       expect(binary.code).not.toBe(0)
       const said = binary.out + binary.err
       yield* Effect.logInfo(`tqlite start said:\n${said}`)
@@ -292,7 +293,7 @@ describe("tqlite repair, live", () => {
   it.live("a bit flip in the last segment (not a torn tail): refused (through the binary too), repaired, voter again", () =>
     Effect.gen(function*() {
       yield* scenario(lastSegment, { storage: {}, unreachableAfterMs: 20_000 }, { rows: 40, waitForSpare: false, viaBinary: true })
-    }), 90_000)
+    }), 120_000)
 
   it.live("a bit flip in the newest snapshot: refused, a spare already (confirmed), caught up by a snapshot, voter again", () =>
     Effect.gen(function*() {
