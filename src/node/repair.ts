@@ -145,7 +145,29 @@ export const inspectDataDir = (dataDir: string, self: NodeIdentity): Effect.Effe
     const disk = yield* Disk
     const damage: Array<Damage> = []
     const configs: Array<{ readonly index: number; readonly config: Membership }> = []
-    const logDir = path.join(dataDir, "log")
+    // An interrupted repair may have moved part of the state already: read it where it went.
+    const unfinished = yield* unfinishedTarget(disk, dataDir)
+    const roots = unfinished === null ? [dataDir] : [dataDir, path.join(dataDir, unfinished)]
+    for (const root of roots) yield* inspectRoot(disk, root, damage, configs)
+    const addresses: Array<string> = []
+    for (const { config } of [...configs].sort((a, b) => b.index - a.index)) {
+      for (const member of config.members) {
+        if (member.id === self.nodeId || member.address === self.address || addresses.includes(member.address)) continue
+        if (addresses.length < serversMax) addresses.push(member.address)
+      }
+    }
+    return { damage, addresses }
+  })
+
+/** The log segments and snapshot files under `root`: damage found, configurations read. */
+const inspectRoot = (
+  disk: DiskService,
+  root: string,
+  damage: Array<Damage>,
+  configs: Array<{ readonly index: number; readonly config: Membership }>
+): Effect.Effect<void, DiskFailure, Disk> =>
+  Effect.gen(function*() {
+    const logDir = path.join(root, "log")
     const segments = (yield* listIfExists(disk, logDir)).flatMap((name) => {
       const seq = parseSegmentFileName(name)
       return seq === null ? [] : [{ seq, file: path.join(logDir, name) }]
@@ -161,7 +183,7 @@ export const inspectDataDir = (dataDir: string, self: NodeIdentity): Effect.Effe
         if (config !== null) configs.push({ index: record.index, config })
       }
     }
-    const snapshotDir = path.join(dataDir, "snapshots")
+    const snapshotDir = path.join(root, "snapshots")
     for (const name of yield* listIfExists(disk, snapshotDir)) {
       const file = path.join(snapshotDir, name)
       const checked = yield* Effect.scoped(Effect.gen(function*() {
@@ -176,14 +198,6 @@ export const inspectDataDir = (dataDir: string, self: NodeIdentity): Effect.Effe
       }))
       if (checked !== null) damage.push(checked)
     }
-    const addresses: Array<string> = []
-    for (const { config } of [...configs].sort((a, b) => b.index - a.index)) {
-      for (const member of config.members) {
-        if (member.id === self.nodeId || member.address === self.address || addresses.includes(member.address)) continue
-        if (addresses.length < serversMax) addresses.push(member.address)
-      }
-    }
-    return { damage, addresses }
   })
 
 /** The valid records behind damaged bytes: each checksum still vouches for its record. */
@@ -324,14 +338,21 @@ function describeClientError(error: ClientError): string {
  * half-moved directory. */
 export const repairMarkerFileName = "tqlite-repair-unfinished"
 
+/** The damaged directory an unfinished repair named, or null when there is no marker. Only a
+ * plain `damaged-…` name is taken from the file. */
+const unfinishedTarget = (disk: DiskService, dataDir: string): Effect.Effect<string | null, DiskFailure> =>
+  Effect.gen(function*() {
+    const marker = path.join(dataDir, repairMarkerFileName)
+    if (!(yield* disk.exists(marker))) return null
+    const named = new TextDecoder().decode(yield* disk.readFile(marker)).trim()
+    return /^damaged-[0-9A-Za-z-]+$/.test(named) ? named : "damaged-unfinished"
+  })
+
 /** Fails with RepairUnfinished when a repair of `dataDir` did not finish (Node.make calls it). */
 export const checkNoUnfinishedRepair = (dataDir: string): Effect.Effect<void, RepairUnfinished | DiskFailure, Disk> =>
   Effect.gen(function*() {
-    const disk = yield* Disk
-    const marker = path.join(dataDir, repairMarkerFileName)
-    if (!(yield* disk.exists(marker))) return
-    const damagedDir = new TextDecoder().decode(yield* disk.readFile(marker)).trim()
-    return yield* new RepairUnfinished({ dataDir, damagedDir: path.join(dataDir, damagedDir) })
+    const named = yield* unfinishedTarget(yield* Disk, dataDir)
+    if (named !== null) return yield* new RepairUnfinished({ dataDir, damagedDir: path.join(dataDir, named) })
   })
 
 /** "damaged-20261207T034512Z" for the given time. */
@@ -346,10 +367,8 @@ export const moveAside = (dataDir: string) =>
   Effect.gen(function*() {
     const disk = yield* Disk
     const marker = path.join(dataDir, repairMarkerFileName)
-    let name: string
-    if (yield* disk.exists(marker)) {
-      name = new TextDecoder().decode(yield* disk.readFile(marker)).trim()
-    } else {
+    let name = yield* unfinishedTarget(disk, dataDir)
+    if (name === null) {
       const base = damagedDirName(yield* Clock.currentTimeMillis)
       name = base
       for (let n = 1; yield* disk.exists(path.join(dataDir, name)); n++) name = `${base}-${n}`
