@@ -4,8 +4,8 @@
 // Its start refuses, naming the file and the offset and pointing at `tqlite repair`; repair makes
 // it a spare (committed) and moves its state aside; started again it catches up (by log entries,
 // or by a snapshot in (c)), holds the same rows as the cluster, and the role manager promotes it
-// back to voter. Also: repair refuses a running node (lock); with the cluster down it fails
-// clearly and changes nothing on disk; a move interrupted half-way refuses to start and is
+// back to voter. Also: repair refuses a running node (lock); with the cluster down, or given
+// another cluster's servers, it fails clearly and changes nothing on disk; a move interrupted half-way refuses to start and is
 // finished by the next run.
 import { describe, expect, it } from "@effect/vitest"
 import Database from "better-sqlite3"
@@ -195,7 +195,11 @@ function treeOf(dir: string): Array<string> {
   return out.sort()
 }
 
-const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: number; readonly waitForSpare: boolean; readonly viaBinary: boolean }) =>
+const scenario = (
+  corrupt: Corruption,
+  setup: Setup,
+  options: { readonly rows: number; readonly waitForSpare: boolean; readonly viaBinary: boolean; readonly explicitServers?: boolean }
+) =>
   Effect.gen(function*() {
     const base = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-repair-"))
     const members = yield* startCluster(base, setup)
@@ -233,13 +237,19 @@ const scenario = (corrupt: Corruption, setup: Setup, options: { readonly rows: n
     const before = yield* roleOf(members, victimId)
     const io = captureIo()
     const repairStartedAt = Date.now()
-    const code = yield* Effect.scoped(runRepair({ dataDir: victim.dataDir, servers: [], tls: null, timeoutMs: 10_000 }, io.io))
+    // --servers may name the node itself (an operator pasting the member list): it is skipped.
+    const servers = options.explicitServers === true ? [victim.address, (yield* leaderOf(members)).node.identity.address] : []
+    const code = yield* Effect.scoped(runRepair({ dataDir: victim.dataDir, servers, tls: null, timeoutMs: 10_000 }, io.io))
     yield* Effect.logInfo(`tqlite repair took ${Date.now() - repairStartedAt} ms and said:\n${io.err()}${io.out()}`)
     expect(io.err()).not.toContain("tqlite repair:")
     expect(code).toBe(0)
-    expect(io.err()).toContain("(from local data)")
-    // The intact records (behind the damage too) name both other members.
-    for (const m of members) if (m !== victim) expect(io.err()).toMatch(new RegExp(`looking for the cluster at .*${m.address}`))
+    if (servers.length > 0) {
+      expect(io.err()).toContain(`looking for the cluster at ${servers[1]} (from --servers)`)
+    } else {
+      expect(io.err()).toContain("(from local data)")
+      // The intact records (behind the damage too) name both other members.
+      for (const m of members) if (m !== victim) expect(io.err()).toMatch(new RegExp(`looking for the cluster at .*${m.address}`))
+    }
     expect(io.err()).toContain(`damaged: ${damage.file}`)
     expect(io.out()).toContain(before === "spare" ? "confirmed a spare" : "made a spare (was a voter)")
     expect(io.out()).toContain(`tqlite start --address ${victim.address} --data-dir ${victim.dataDir}`)
@@ -297,12 +307,12 @@ describe("tqlite repair, live", () => {
 
   it.live("a bit flip in the newest snapshot: refused, a spare already (confirmed), caught up by a snapshot, voter again", () =>
     Effect.gen(function*() {
-      const stats = yield* scenario(newestSnapshot, { storage: { snapshotEveryEntries: 20 }, unreachableAfterMs: 800 }, { rows: 120, waitForSpare: true, viaBinary: false })
+      const stats = yield* scenario(newestSnapshot, { storage: { snapshotEveryEntries: 20 }, unreachableAfterMs: 800 }, { rows: 120, waitForSpare: true, viaBinary: false, explicitServers: true })
       // The leader's log no longer reaches back to the start: the node was sent a snapshot.
       expect(stats.restores).toBeGreaterThan(0)
     }), 90_000)
 
-  it.live("refuses a running node's data directory; with the cluster down fails clearly and changes nothing; finishes an interrupted move", () =>
+  it.live("refuses a running node's data directory; with the cluster down or another cluster's servers fails clearly and changes nothing; finishes an interrupted move", () =>
     Effect.gen(function*() {
       const base = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-repair-"))
       const setup: Setup = { storage: {}, unreachableAfterMs: 20_000 }
@@ -320,6 +330,15 @@ describe("tqlite repair, live", () => {
       expect(down.err()).toContain(members[0]!.address)
       expect(down.out()).toBe("")
       expect(treeOf(members[1]!.dataDir)).toEqual(before)
+
+      // Servers of another cluster: refused, nothing changed.
+      const stranger: Member = { dataDir: path.join(base, "stranger"), address: `127.0.0.1:${yield* freePort}`, scope: null, node: null }
+      yield* start(stranger, [], setup)
+      const foreign = captureIo()
+      expect(yield* Effect.scoped(runRepair({ dataDir: members[1]!.dataDir, servers: [stranger.address], tls: null, timeoutMs: 2_000 }, foreign.io))).toBe(1)
+      expect(foreign.err()).toContain(`${stranger.address} (cluster ${stranger.node!.node.identity.clusterId}) belong to another`)
+      expect(treeOf(members[1]!.dataDir)).toEqual(before)
+      yield* stop(stranger)
 
       // A repair interrupted half-way through its renames: start refuses, a second run finishes
       // the same move.
