@@ -1,4 +1,5 @@
-// `tqlite repair` on a live cluster: three SqlNodes in this process on loopback, with data. One
+// `tqlite repair` on a live cluster: three SqlNodes in this process on loopback (one cluster with
+// mutual TLS), with data. One
 // node is stopped and a bit flipped in (a) a closed log segment, (b) the last segment (in a
 // record's body, with later writes behind it: not a torn tail), (c) its newest snapshot file.
 // Its start refuses, naming the file and the offset and pointing at `tqlite repair`; repair makes
@@ -9,6 +10,7 @@
 // finished by the next run.
 import { describe, expect, it } from "@effect/vitest"
 import Database from "better-sqlite3"
+import { execFileSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -17,6 +19,7 @@ import { Duration, Effect, Exit, Scope } from "effect"
 import { runRepair } from "../../src/cli/commands/repair.ts"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
+import type { PeerTlsOptions } from "../../src/net/peers/sockets.ts"
 import { identityFileName } from "../../src/node/identity.ts"
 import { moveAside, repairAdvice, repairMarkerFileName } from "../../src/node/repair.ts"
 import type { SqlNode, SqlNodeOptions } from "../../src/node/SqlNode.ts"
@@ -39,6 +42,8 @@ interface Member {
 
 interface Setup {
   readonly storage: NonNullable<SqlNodeOptions["storage"]>
+  /** Mutual TLS between the nodes (and for repair's client). */
+  readonly tls?: PeerTlsOptions
   /** The leader demotes a silent voter to spare after this long. */
   readonly unreachableAfterMs: number
 }
@@ -51,7 +56,8 @@ const nodeOptions = (member: Member, join: ReadonlyArray<string>, setup: Setup):
   roles: { intervalMs: 100, unreachableAfterMs: setup.unreachableAfterMs, probeTimeoutMs: 300 },
   // Stopping a node stands in for a crash: it stays a voter until someone demotes it.
   leaveOnShutdown: false,
-  storage: setup.storage
+  storage: setup.storage,
+  ...(setup.tls !== undefined ? { tls: setup.tls } : {})
 })
 
 const start = (member: Member, join: ReadonlyArray<string>, setup: Setup) =>
@@ -108,7 +114,17 @@ const startCluster = (base: string, setup: Setup) =>
     return members
   })
 
-const clientOf = (members: ReadonlyArray<Member>) => makeClient({ servers: members.map((m) => m.address), database })
+const clientOf = (members: ReadonlyArray<Member>, setup: Setup) => makeClient({ servers: members.map((m) => m.address), database, tls: setup.tls ?? null })
+
+/** A CA and one certificate it signed, shared by every node (as dqlite deployments do). */
+function makeCertificates(dir: string): PeerTlsOptions {
+  const file = (name: string) => path.join(dir, name)
+  const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+  execFileSync("openssl", ["req", "-x509", ...key, "-keyout", file("ca.key"), "-out", file("ca.crt"), "-days", "1", "-subj", "/CN=repair-ca"], { stdio: "ignore" })
+  execFileSync("openssl", ["req", ...key, "-keyout", file("node.key"), "-out", file("node.csr"), "-subj", "/CN=repair-node"], { stdio: "ignore" })
+  execFileSync("openssl", ["x509", "-req", "-in", file("node.csr"), "-CA", file("ca.crt"), "-CAkey", file("ca.key"), "-CAcreateserial", "-out", file("node.crt"), "-days", "1"], { stdio: "ignore" })
+  return { cert: fs.readFileSync(file("node.crt")), key: fs.readFileSync(file("node.key")), ca: fs.readFileSync(file("ca.crt")) }
+}
 
 /** Rows of 2 KiB blobs, one statement (one Raft entry) each. */
 const writeRows = (client: DqliteClientService, from: number, count: number) =>
@@ -203,7 +219,7 @@ const scenario = (
   Effect.gen(function*() {
     const base = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-repair-"))
     const members = yield* startCluster(base, setup)
-    const client = yield* clientOf(members)
+    const client = yield* clientOf(members, setup)
     yield* client.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
     yield* writeRows(client, 0, options.rows)
     // The victim: a voter that does not lead; stopped as a crash would stop it.
@@ -239,7 +255,7 @@ const scenario = (
     const repairStartedAt = Date.now()
     // --servers may name the node itself (an operator pasting the member list): it is skipped.
     const servers = options.explicitServers === true ? [victim.address, (yield* leaderOf(members)).node.identity.address] : []
-    const code = yield* Effect.scoped(runRepair({ dataDir: victim.dataDir, servers, tls: null, timeoutMs: 10_000 }, io.io))
+    const code = yield* Effect.scoped(runRepair({ dataDir: victim.dataDir, servers, tls: setup.tls ?? null, timeoutMs: 10_000 }, io.io))
     yield* Effect.logInfo(`tqlite repair took ${Date.now() - repairStartedAt} ms and said:\n${io.err()}${io.out()}`)
     expect(io.err()).not.toContain("tqlite repair:")
     expect(code).toBe(0)
@@ -294,9 +310,12 @@ const scenario = (
   }).pipe(Effect.scoped)
 
 describe("tqlite repair, live", () => {
-  it.live("a bit flip in a closed log segment: refused, repaired from the voter role, caught up by log entries, voter again", () =>
+  it.live("a bit flip in a closed log segment (mutual TLS): refused, repaired from the voter role, caught up by log entries, voter again", () =>
     Effect.gen(function*() {
-      const stats = yield* scenario(closedSegment, { storage: { segmentBytesMax: 64 * 1024 }, unreachableAfterMs: 20_000 }, { rows: 60, waitForSpare: false, viaBinary: false })
+      const certificates = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-repair-tls-"))
+      const tls = makeCertificates(certificates)
+      fs.rmSync(certificates, { recursive: true, force: true })
+      const stats = yield* scenario(closedSegment, { storage: { segmentBytesMax: 64 * 1024 }, unreachableAfterMs: 20_000, tls }, { rows: 60, waitForSpare: false, viaBinary: false })
       expect(stats.restores).toBe(0)
     }), 90_000)
 
