@@ -1,13 +1,12 @@
 // `tqlite repair` on a live cluster: three SqlNodes in this process on loopback (one cluster with
-// mutual TLS), with data. One
-// node is stopped and a bit flipped in (a) a closed log segment, (b) the last segment (in a
-// record's body, with later writes behind it: not a torn tail), (c) its newest snapshot file.
-// Its start refuses, naming the file and the offset and pointing at `tqlite repair`; repair makes
-// it a spare (committed) and moves its state aside; started again it catches up (by log entries,
-// or by a snapshot in (c)), holds the same rows as the cluster, and the role manager promotes it
-// back to voter. Also: repair refuses a running node (lock); with the cluster down, or given
-// another cluster's servers, it fails clearly and changes nothing on disk; a move interrupted half-way refuses to start and is
-// finished by the next run.
+// mutual TLS), with data. One node is stopped and a bit flipped in (a) a closed log segment, (b)
+// the last segment (in a record's body, with later writes behind it: not a torn tail), (c) its
+// newest snapshot file. Its start refuses, naming the file and the offset and pointing at
+// `tqlite repair`; repair makes it a spare (committed) and moves its state aside; started again it
+// catches up (by log entries, or by a snapshot in (c)), holds the same rows as the cluster, and
+// the role manager promotes it back to voter. Also: repair refuses a running node (lock); with
+// the cluster down, or given another cluster's servers, it fails clearly and changes nothing on
+// disk; a move interrupted half-way refuses to start and is finished by the next run.
 import { describe, expect, it } from "@effect/vitest"
 import Database from "better-sqlite3"
 import { execFileSync } from "node:child_process"
