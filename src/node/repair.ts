@@ -450,7 +450,13 @@ export const repairNode = (options: RepairOptions): Effect.Effect<RepairResult, 
         requestTimeoutMs: Math.min(timeoutMs, 10_000),
         retriesMax: 3
       })
-      return yield* makeSpare(client, identity, timeoutMs, log)
+      // makeSpare checks its deadline between requests; this caps a request still under way.
+      return yield* makeSpare(client, identity, timeoutMs, log).pipe(
+        Effect.timeoutFail({
+          duration: Duration.millis(timeoutMs + 1_000),
+          onTimeout: () => new SpareNotConfirmed({ timeoutMs, detail: "a request to the cluster was still under way" })
+        })
+      )
     }))
     const moved = yield* moveAside(options.dataDir)
     return { identity, damage: inspection.damage, servers, serversFrom, spare, damagedDir: moved.dir, moved: moved.moved }
