@@ -52,7 +52,9 @@ const nodeOptions = (member: Member, join: ReadonlyArray<string>, setup: Setup):
   address: member.address,
   join,
   tickMs: 20,
-  roles: { intervalMs: 100, unreachableAfterMs: setup.unreachableAfterMs, probeTimeoutMs: 300 },
+  // A spare is promoted only once a DESCRIBE probe answers within probeTimeoutMs: on a loaded
+  // machine a TLS handshake alone can take longer than roles.live.test.ts's 300 ms.
+  roles: { intervalMs: 100, unreachableAfterMs: setup.unreachableAfterMs, probeTimeoutMs: 2_000 },
   // Stopping a node stands in for a crash: it stays a voter until someone demotes it.
   leaveOnShutdown: false,
   storage: setup.storage,
