@@ -1,11 +1,19 @@
 // The applier actor: owns the replicated state machine, applies committed entries in index
 // order, answers the proposals waiting on them, runs reads once the state machine has reached
 // their read index, and takes snapshots when the Raft actor asks.
+//
+// A full disk under the state machine (ENOSPC / EDQUOT / SQLITE_FULL, thrown as a defect by
+// `apply`, `sync` or `restore`) is waited out: the same step is retried with a bounded backoff
+// until it succeeds, and the applied index is published only after the batch's `sync` did. Page
+// sets are full page images and a restore replaces whole files, so running a step again is safe.
 import type { Scope } from "effect"
-import { Deferred, Effect, Exit } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Option } from "effect"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, SnapshotMeta } from "../raft/types.ts"
 import * as Actor from "./Actor.ts"
+import type { DiskFullWatch } from "./DiskFullWatch.ts"
+import * as DiskFullWatchModule from "./DiskFullWatch.ts"
+import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
 
 /** The replicated state machine, pluggable: the simulator's key-value map, tqlite's SQLite. */
@@ -42,9 +50,14 @@ export interface ApplierOptions<R, SM> {
   readonly stateMachine: SM & StateMachine<R>
   readonly mailboxCapacity: number
   readonly batchMax: number
-  /** Where a snapshot goes once taken (the snapshot store); then the Raft actor hears of it. */
-  readonly saveSnapshot: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void>
+  /** Where a snapshot goes once taken (the snapshot store); then the Raft actor hears of it.
+   * Fails with "skipped" when it could not be saved for now (a full disk, already reported). */
+  readonly saveSnapshot: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void, "skipped">
   readonly onSnapshotSaved: (meta: SnapshotMeta) => Effect.Effect<void>
+  /** The snapshot asked for was skipped: the Raft actor asks again later. */
+  readonly onSnapshotFailed?: Effect.Effect<void>
+  /** Where full-disk episodes are reported (default: a watch of the applier's own). */
+  readonly diskFull?: DiskFullWatch
   /** Applied index starts here (the snapshot the node booted from). */
   readonly appliedIndex: LogIndex
 }
@@ -62,6 +75,7 @@ export interface ApplierHandle<R, SM> {
 export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<ApplierHandle<R, SM>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const sm = options.stateMachine
+    const watch = options.diskFull ?? DiskFullWatchModule.make()
     // Published after each batch; a plain variable (read synchronously, replaced whole).
     let appliedPublished = options.appliedIndex
     const actor = yield* Actor.make<ApplierState, ApplierMessage<R, SM>, never>({
@@ -81,14 +95,14 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                 for (const entry of message.entries) {
                   if (entry.index <= state.applied) continue // replay after a restore
                   assert(entry.index === state.applied + 1, `apply ${entry.index} after ${state.applied}`)
-                  const result = yield* sm.apply(entry)
+                  const result = yield* untilWritten(watch, sm.apply(entry))
                   state.applied = entry.index
                   const waiter = message.waiters.get(entry.index)
                   if (waiter !== undefined) Deferred.unsafeDone(waiter, Exit.succeed({ index: entry.index, term: entry.term, result }))
                 }
                 break
               case "Restore":
-                yield* sm.restore(message.meta, message.data)
+                yield* untilWritten(watch, sm.restore(message.meta, message.data))
                 state.applied = message.meta.index
                 restored = true
                 break
@@ -98,8 +112,8 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
               case "Snapshot": {
                 assert(message.meta.index === state.applied, `snapshot at ${message.meta.index}, applied ${state.applied}`)
                 const data = yield* sm.snapshot
-                yield* options.saveSnapshot(message.meta, data)
-                yield* options.onSnapshotSaved(message.meta)
+                const saved = yield* Effect.either(options.saveSnapshot(message.meta, data))
+                yield* saved._tag === "Right" ? options.onSnapshotSaved(message.meta) : (options.onSnapshotFailed ?? Effect.void)
                 break
               }
             }
@@ -110,10 +124,33 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
               for (const read of ready) Deferred.unsafeDone(read.reply, Exit.succeed(read.run(sm)))
             }
           }
-          if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) yield* sm.sync
+          if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) {
+            yield* untilWritten(watch, sm.sync)
+            // Pages written and synced: whatever reported the state machine's disk full (this
+            // applier, or the leader's SQLite) is over.
+            yield* watch.clear("state machine")
+          }
           appliedPublished = state.applied
           return state
         })
     })
     return { actor, applied: Effect.sync(() => appliedPublished) }
+  })
+
+/** Runs `step` until it does not die of a full disk; any other defect passes through. */
+const untilWritten = <A>(watch: DiskFullWatch, step: Effect.Effect<A>): Effect.Effect<A> =>
+  Effect.gen(function*() {
+    let backoffMs: number | null = null
+    while (true) {
+      const exit = yield* Effect.exit(step)
+      if (Exit.isSuccess(exit)) {
+        if (backoffMs !== null) yield* watch.clear("state machine")
+        return exit.value
+      }
+      const defect = Cause.dieOption(exit.cause)
+      if (Option.isNone(defect) || !isDiskFull(defect.value)) return yield* Effect.failCause(exit.cause)
+      yield* watch.report("state machine", whereOf(defect.value, "state machine"))
+      backoffMs = nextBackoffMs(backoffMs)
+      yield* Effect.sleep(Duration.millis(backoffMs))
+    }
   })

@@ -1,11 +1,20 @@
 // The log writer actor: group commit. It drains every persist job waiting in its mailbox, makes
 // them durable with one LogStore call (one fsync), then releases the messages that waited on
 // that durability and tells the Raft actor how far the log is durable.
+//
+// A full disk (ENOSPC / EDQUOT) is not a reason to die: the writer asks the store to go back to
+// its last durable state (`recover`), waits (50 ms doubling to 2 s, Effect's Clock) and tries the
+// same group again, for as long as it takes. Nothing that waits on the group leaves meanwhile (no
+// acknowledgement, no vote), and the Raft actor is told only once the group is durable. Any other
+// storage failure still stops the writer: after a failed write or fsync of unknown cause the
+// state of the files is unknown ("fsyncgate").
 import type { Scope } from "effect"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import type { Message } from "../raft/messages.ts"
 import type { Entry, HardState, LogIndex, SnapshotMeta, Term } from "../raft/types.ts"
 import * as Actor from "./Actor.ts"
+import type { DiskFullWatch, DiskPart } from "./DiskFullWatch.ts"
+import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 
 /** What travels between peers: a Raft message, plus the snapshot's data beside an
  * InstallSnapshot (the core never holds snapshot data). */
@@ -40,7 +49,13 @@ export interface LogWriterOptions {
   readonly batchMax: number
   /** Makes batches durable; the storage layer splits them by its own byte bounds. */
   readonly persist: (batches: ReadonlyArray<PersistBatch>) => Effect.Effect<void, unknown>
+  /** After `persist` failed for a full disk: put the store back to its last durable state, so
+   * the same batches (the same array) can be persisted again. Fails (again for a full disk, or
+   * for good) when it cannot. Absent: a failed persist is never retried. */
+  readonly recover?: Effect.Effect<void, unknown>
   readonly saveSnapshot: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void, unknown>
+  /** Full-disk episodes are reported here (log lines, /health, the Raft actor's step-down). */
+  readonly diskFull: DiskFullWatch
   readonly send: (envelope: Envelope) => Effect.Effect<void>
   readonly onPersisted: (index: LogIndex, term: Term) => Effect.Effect<void>
 }
@@ -51,18 +66,51 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
     mailboxCapacity: options.mailboxCapacity,
     batchMax: options.batchMax,
     initial: Effect.succeed(null),
-    // A failed write leaves the log in an unknown state: never retry blindly, stop the node.
+    // A failed write (other than a full disk, retried in place) leaves the log in an unknown
+    // state: never retry blindly, stop the node.
     supervision: { restartsMax: 0, windowMs: 1000 },
     receive: (state, jobs) =>
       Effect.gen(function*() {
         for (const job of jobs) {
-          if (job.snapshot !== null) yield* Effect.orDie(options.saveSnapshot(job.snapshot.meta, job.snapshot.data))
+          const snapshot = job.snapshot
+          if (snapshot !== null) yield* untilWritten(options, "snapshots", () => options.saveSnapshot(snapshot.meta, snapshot.data), Effect.void)
         }
         const batches = jobs.flatMap((job) => job.batches)
-        if (batches.length > 0) yield* Effect.orDie(options.persist(batches))
+        if (batches.length > 0) {
+          const recover = options.recover
+          yield* untilWritten(options, "log", () => options.persist(batches), recover ?? null)
+        }
         for (const job of jobs) for (const envelope of job.after) yield* options.send(envelope)
         const last = jobs[jobs.length - 1]
         if (last !== undefined) yield* options.onPersisted(last.persisted.index, last.persisted.term)
         return state
       })
+  })
+
+/** Runs `write` until it succeeds. A full disk is reported, waited out with a bounded backoff
+ * and retried (after `recover`, which must succeed first); any other failure — or a full disk
+ * with no way to recover — is a defect that stops the writer. */
+const untilWritten = (
+  options: LogWriterOptions,
+  part: DiskPart,
+  write: () => Effect.Effect<void, unknown>,
+  recover: Effect.Effect<void, unknown> | null
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    let backoffMs: number | null = null
+    let needsRecovery = false
+    while (true) {
+      const attempt = needsRecovery && recover !== null ? Effect.zipRight(recover, Effect.suspend(write)) : Effect.suspend(write)
+      const failure = yield* Effect.flip(attempt).pipe(Effect.option)
+      if (failure._tag === "None") {
+        yield* options.diskFull.clear(part)
+        return
+      }
+      const error = failure.value
+      if (!isDiskFull(error) || recover === null) return yield* Effect.die(error)
+      needsRecovery = true
+      yield* options.diskFull.report(part, whereOf(error, part))
+      backoffMs = nextBackoffMs(backoffMs)
+      yield* Effect.sleep(Duration.millis(backoffMs))
+    }
   })

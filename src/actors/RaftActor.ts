@@ -18,16 +18,21 @@ import type { LogIndex, Membership, NodeId, SnapshotMeta, Term } from "../raft/t
 import * as Actor from "./Actor.ts"
 import type { Applied, ApplierMessage, StateMachine } from "./Applier.ts"
 import * as Applier from "./Applier.ts"
+import type { DiskFullEpisode, DiskFullWatch } from "./DiskFullWatch.ts"
+import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import type { ActorFailed } from "./errors.ts"
 import type { Envelope, PersistBatch } from "./LogWriter.ts"
 import * as LogWriter from "./LogWriter.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
-import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, RequestTimeout } from "./raftErrors.ts"
+import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, RequestTimeout, StorageFull } from "./raftErrors.ts"
 import * as Ticker from "./Ticker.ts"
 
 /** The node's I/O, provided by the wiring (real disk and TCP, or the simulator's). */
 export interface RaftIo {
   readonly persist: (batches: ReadonlyArray<PersistBatch>) => Effect.Effect<void, unknown>
+  /** After `persist` failed for a full disk: back to the last durable state, so the same batches
+   * can be persisted again (LogStore `recover`). Absent: a failed persist stops the node. */
+  readonly recover?: Effect.Effect<void, unknown>
   readonly saveSnapshot: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void, unknown>
   readonly loadSnapshot: (meta: SnapshotMeta) => Effect.Effect<Uint8Array, unknown>
   /** Hands a message to the peer link; never blocks for long (a full link drops: Raft retries). */
@@ -46,6 +51,22 @@ export interface RaftNodeOptions<R, SM> {
   readonly mailboxCapacity: number
   readonly batchMax: number
   readonly requestTimeoutMs: number
+  /** Where full-disk episodes are reported; shared with the state machine's writers (default: a
+   * watch of the node's own). */
+  readonly diskFull?: DiskFullWatch
+}
+
+/** How the node's own machinery is doing, beside its Raft status: what /health checks so it
+ * never reports a node as serving while a part of it is dead, stuck or cannot write. */
+export interface NodeCondition {
+  /** Parts that cannot write for a full disk right now. */
+  readonly diskFull: ReadonlyArray<DiskFullEpisode>
+  /** Actors of the node that died past their restart budget ("log-writer: …"). */
+  readonly stopped: ReadonlyArray<string>
+  /** Clock ms of the last mailbox batch the Raft actor finished (a tick arrives every tickMs). */
+  readonly raftActiveMs: number
+  /** Clock ms when the applier last advanced or was last seen caught up with the commit index. */
+  readonly applierActiveMs: number
 }
 
 export interface NodeStatus {
@@ -85,7 +106,11 @@ export interface RaftNode<R, SM> {
   /** Inbound peer traffic; dropped when the mailbox is full (the sender retries). */
   readonly deliver: (envelope: Envelope) => Effect.Effect<void>
   readonly status: Effect.Effect<NodeStatus>
-  /** Fails when an actor of the node has died past its restart budget. */
+  readonly condition: Effect.Effect<NodeCondition>
+  /** Where the node's parts report a full disk (the log writer, the applier, the SQL surface). */
+  readonly diskFull: DiskFullWatch
+  /** Fails as soon as any actor of the node has died past its restart budget (the Raft actor,
+   * the log writer or the applier): the owner's cue to shut the node down on purpose. */
   readonly failed: Effect.Effect<never, ActorFailed>
 }
 
@@ -116,7 +141,16 @@ interface DriverState<R, SM> {
   persistedSeen: { readonly index: LogIndex; readonly term: Term } | null
   snapshotIndex: LogIndex
   snapshotInFlight: boolean
+  /** Ticks to wait before asking for a snapshot again after one failed to save. */
+  snapshotRetryTicks: number
+  /** Ticks until a leader that cannot persist asks again to hand leadership over. */
+  stepDownTicks: number
 }
+
+/** A leader whose log cannot persist asks for a transfer at most this often (ticks). */
+const stepDownRetryTicks = 10
+/** After a snapshot failed to save (full disk), wait this many ticks before the next try. */
+const snapshotRetryTicksAfterFailure = 20
 
 export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<RaftNode<R, SM>, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -127,7 +161,14 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     // whole, never mutated), not Refs, on a path every entry takes several times.
     let persistedLatest: { readonly index: LogIndex; readonly term: Term } | null = null
     let snapshotLatest: SnapshotMeta | null = null
+    let snapshotFailed = false
     let status: NodeStatus = statusOf(core, options.tickMs)
+    const diskFull = options.diskFull ?? DiskFullWatchModule.make()
+    const startedMs = yield* Clock.currentTimeMillis
+    let raftActiveMs = startedMs
+    let applierActiveMs = startedMs
+    let appliedSeen = core.log.applied
+    const stopped: string[] = []
     // Set once the Raft actor exists; the writer and applier only ever trySend to it.
     let nudge: Effect.Effect<void> = Effect.void
 
@@ -136,7 +177,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       mailboxCapacity: options.mailboxCapacity,
       batchMax: options.batchMax,
       persist: options.io.persist,
+      ...(options.io.recover !== undefined ? { recover: options.io.recover } : {}),
       saveSnapshot: options.io.saveSnapshot,
+      diskFull,
       send: options.io.send,
       onPersisted: (index, term) =>
         Effect.suspend(() => {
@@ -149,7 +192,21 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       stateMachine: options.stateMachine,
       mailboxCapacity: options.mailboxCapacity,
       batchMax: options.batchMax,
-      saveSnapshot: (meta, data) => Effect.orDie(options.io.saveSnapshot(meta, data)),
+      // A snapshot of our own that cannot be saved for a full disk is skipped: the log still holds
+      // every entry it would cover. The Raft actor asks again later.
+      saveSnapshot: (meta, data) =>
+        options.io.saveSnapshot(meta, data).pipe(
+          Effect.tap(() => diskFull.clear("snapshots")),
+          Effect.catchAll((error) =>
+            DiskFullWatchModule.isDiskFull(error)
+              ? Effect.zipRight(diskFull.report("snapshots", DiskFullWatchModule.whereOf(error, "snapshots")), Effect.fail("skipped" as const))
+              : Effect.die(error))
+        ),
+      onSnapshotFailed: Effect.suspend(() => {
+        snapshotFailed = true
+        return nudge
+      }),
+      diskFull,
       onSnapshotSaved: (meta) =>
         Effect.suspend(() => {
           snapshotLatest = meta
@@ -168,7 +225,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       received: null,
       persistedSeen: null,
       snapshotIndex: options.recovered.snapshot?.index ?? 0,
-      snapshotInFlight: false
+      snapshotInFlight: false,
+      snapshotRetryTicks: 0,
+      stepDownTicks: 0
     }
     let started = false
     const raft = yield* Actor.make<DriverState<R, SM>, RaftMessage<R, SM>, never>({
@@ -198,12 +257,23 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             state.snapshotInFlight = false
             input({ _tag: "SnapshotTaken", meta: snapshot })
           }
+          if (snapshotFailed) {
+            snapshotFailed = false
+            state.snapshotInFlight = false
+            state.snapshotRetryTicks = snapshotRetryTicksAfterFailure
+          }
+          // A log that cannot persist: refuse new entries here (the client hears SQLITE_FULL, not
+          // a timeout), and a leader hands leadership to a caught-up voter (the core picks it).
+          const logFull = diskFull.isFull("log")
+          const cannotPersist = logFull || diskFull.isFull("state machine")
           const proposals: Array<{ id: RequestId; data: Uint8Array }> = []
           const reads: RequestId[] = []
           for (const message of batch) {
             switch (message._tag) {
               case "Tick":
                 input({ _tag: "Tick" })
+                if (state.snapshotRetryTicks > 0) state.snapshotRetryTicks--
+                if (state.stepDownTicks > 0) state.stepDownTicks--
                 break
               case "Nudge":
                 break
@@ -214,6 +284,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
                 input({ _tag: "Message", message: message.envelope.message })
                 break
               case "Propose": {
+                if (logFull) {
+                  Deferred.unsafeDone(message.reply, Exit.fail(storageFull(diskFull)))
+                  break
+                }
                 const requestId = state.nextId++
                 state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
                 proposals.push({ id: requestId, data: message.data })
@@ -226,6 +300,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
                 break
               }
               case "ChangeMembership": {
+                if (logFull) {
+                  Deferred.unsafeDone(message.reply, Exit.fail(storageFull(diskFull)))
+                  break
+                }
                 const requestId = state.nextId++
                 state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
                 input({ _tag: "ChangeMembership", id: requestId, change: message.change })
@@ -241,9 +319,19 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           if (proposals.length > 0) input({ _tag: "Propose", proposals })
           if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads })
+          if (cannotPersist && state.core.role === "leader" && state.core.transferee === null && state.stepDownTicks === 0) {
+            state.stepDownTicks = stepDownRetryTicks
+            const voters = state.core.membership.members.filter((m) => m.role === "voter").length
+            if (voters > 1) {
+              yield* Effect.logWarning(`the ${logFull ? "log" : "state machine"} cannot write (disk full): handing leadership over (term ${state.core.term})`)
+              input({ _tag: "TransferLeadership", id: state.nextId++, to: null })
+            }
+          }
           if (applyPending(state.core)) input({ _tag: "Drain" })
           yield* carryOut(state, readys)
           status = statusOf(state.core, options.tickMs)
+          const nowMs = yield* Clock.currentTimeMillis
+          raftActiveMs = nowMs
           return state
         })
     })
@@ -290,12 +378,18 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           for (const event of ready.events) onEvent(state, event, toApplier)
         }
-        if (batches.length > 0 || after.length > 0 || snapshotJob !== null) {
+        // While the log cannot persist, a job with nothing to write carries only answers that
+        // would wait behind the stuck write anyway (heartbeat responses): drop it. Raft tolerates
+        // lost messages, and its persisted mark (the log's end, unchanged without a batch) is one
+        // an earlier job carries already. This keeps a long episode from filling the writer's
+        // mailbox and then stalling this actor.
+        const onlyAnswers = batches.length === 0 && snapshotJob === null
+        if ((batches.length > 0 || after.length > 0 || snapshotJob !== null) && !(onlyAnswers && diskFull.isFull("log"))) {
           const job: LogWriter.PersistJob = { batches, snapshot: snapshotJob, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }
           if (!writer.offer(job)) yield* Effect.orDie(writer.send(job))
         }
         for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))
-        if (!state.snapshotInFlight && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
+        if (!state.snapshotInFlight && state.snapshotRetryTicks === 0 && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
           state.snapshotInFlight = true
           yield* Effect.orDie(applier.actor.send({ _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }))
         }
@@ -415,7 +509,31 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         )
       })
 
-    const failed = Effect.raceAll([raft.stopped, writer.stopped, applier.actor.stopped]).pipe(Effect.zipRight(Effect.never))
+    // The first actor to give up ends the node. Not `Effect.raceAll`: it waits for the first
+    // *success* and ignores failures until every racer has failed, so one dead actor went
+    // unnoticed while the others ran on (the zombie leader of issue 13). Each racer here succeeds
+    // with its failure, and a clean stop (scope closed) never finishes.
+    const firstFailure = Effect.raceAll(
+      [raft, writer, applier.actor].map((actor) => Effect.flip(Effect.zipRight(actor.stopped, Effect.never)))
+    )
+    const failed: Effect.Effect<never, ActorFailed> = Effect.flatMap(firstFailure, Effect.fail)
+    // Whatever the owner does about it, the node stops claiming a role it no longer plays:
+    // status (and so /health, LEADER answers, metrics) says follower without a leader.
+    yield* Effect.forEach([raft, writer, applier.actor], (actor) =>
+      Effect.forkScoped(Effect.catchAll(actor.stopped, (failure) =>
+        Effect.sync(() => {
+          stopped.push(`${failure.actor} gave up after ${failure.restarts} restarts`)
+        }))), { discard: true })
+    const condition = Effect.gen(function*() {
+      const nowMs = yield* Clock.currentTimeMillis
+      const applied = yield* applier.applied
+      // The applier is "active" while it advances, or while it has nothing to do.
+      if (applied !== appliedSeen || applied >= status.commitIndex) {
+        appliedSeen = applied
+        applierActiveMs = nowMs
+      }
+      return { diskFull: diskFull.episodes(), stopped: [...stopped], raftActiveMs, applierActiveMs } satisfies NodeCondition
+    })
 
     return {
       id,
@@ -426,7 +544,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
       deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
-      status: Effect.sync(() => status),
+      status: Effect.sync(() => (stopped.length === 0 ? status : { ...status, role: "follower", leader: null, peers: [] })),
+      condition,
+      diskFull,
       failed
     }
   })
@@ -442,6 +562,11 @@ function persistBatchOf(ready: Ready): PersistBatch | null {
     ...(ready.truncateFrom !== null ? { truncateFrom: ready.truncateFrom } : {}),
     ...(ready.compactUpTo !== null ? { compactUpTo: ready.compactUpTo } : {})
   }
+}
+
+function storageFull(watch: DiskFullWatch): StorageFull {
+  const episode = watch.episodes().find((e) => e.part === "log")
+  return new StorageFull({ detail: `disk full: the log cannot persist (${episode?.op ?? "write"} ${episode?.path ?? "?"})` })
 }
 
 function rejection(reason: RejectReason, leader: NodeId | null, detail: string): RaftRequestError {

@@ -1,6 +1,5 @@
 // The expected failures of the actor runtime: one tag per thing a caller does differently.
-import type { Cause } from "effect"
-import { Data } from "effect"
+import { Cause, Data } from "effect"
 
 /** `trySend` found the mailbox full: the caller sheds load (an edge answers "overloaded"). */
 export class MailboxFull extends Data.TaggedError("MailboxFull")<{
@@ -27,3 +26,13 @@ export class ActorFailed extends Data.TaggedError("ActorFailed")<{
   readonly restarts: number
   readonly cause: Cause.Cause<unknown>
 }> {}
+
+/** One line saying which actor gave up and why (the first line of its last defect), for the
+ * message a node prints when it stops on purpose. */
+export function describeActorFailed(failure: ActorFailed): string {
+  const error = Cause.squash(failure.cause)
+  const tag = typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string" ? `${error._tag}: ` : ""
+  const text = error instanceof Error ? error.message : String(error)
+  const firstLine = text.split("\n")[0] ?? ""
+  return `actor ${failure.actor} gave up after ${failure.restarts} restarts (${tag}${firstLine})`
+}

@@ -22,7 +22,11 @@ export class ProposalDropped extends Data.TaggedError("ProposalDropped")<{ reado
  * seen applied). Treat as maybe-committed. */
 export class OutcomeUnknown extends Data.TaggedError("OutcomeUnknown")<{ readonly detail: string }> {}
 
+/** This node cannot make new entries durable (its disk is full): nothing was done. Retry after
+ * space is freed — or on another node, since a leader in this state hands leadership over. */
+export class StorageFull extends Data.TaggedError("StorageFull")<{ readonly detail: string }> {}
+
 /** No answer within the request's timeout: the outcome is unknown for writes. */
 export class RequestTimeout extends Data.TaggedError("RequestTimeout")<{ readonly timeoutMs: number }> {}
 
-export type RaftRequestError = NotLeader | Overloaded | InvalidRequest | ChangePending | ProposalDropped | OutcomeUnknown | RequestTimeout
+export type RaftRequestError = NotLeader | Overloaded | InvalidRequest | ChangePending | ProposalDropped | OutcomeUnknown | RequestTimeout | StorageFull

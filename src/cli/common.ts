@@ -5,6 +5,8 @@ import { parseArgs } from "node:util"
 import type { ParseArgsConfig } from "node:util"
 import { Cause, Effect, Exit, Fiber } from "effect"
 import type { ClientError } from "../net/client/errors.ts"
+import type { PeerTlsOptions } from "../net/peers/sockets.ts"
+import * as fs from "node:fs"
 
 /** Where a command writes; the process's streams in `tqlite`, buffers in tests. */
 export interface CliIo {
@@ -37,6 +39,34 @@ export function parseServers(text: string | undefined): { readonly servers: Read
   if (bad !== undefined) return { error: `--servers: '${bad}' is not HOST:PORT` }
   return { servers }
 }
+
+/** `--tls-cert/--tls-key/--tls-ca`: every client tool takes them, as `tqlite start` does. */
+export const tlsFlags = {
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-ca": { type: "string" }
+} as const
+
+/** The TLS settings the three flags name (read from their files), none when no flag is given,
+ * or why they are wrong. */
+export function parseTlsFlags(values: { readonly "tls-cert"?: string | undefined; readonly "tls-key"?: string | undefined; readonly "tls-ca"?: string | undefined }): { readonly tls: PeerTlsOptions | null } | { readonly error: string } {
+  const files = [values["tls-cert"], values["tls-key"], values["tls-ca"]] as const
+  if (files.every((f) => f === undefined)) return { tls: null }
+  if (files.some((f) => f === undefined)) return { error: "--tls-cert, --tls-key and --tls-ca go together" }
+  const read = (file: string) => {
+    try {
+      return fs.readFileSync(file)
+    } catch (error) {
+      return `cannot read ${file}: ${error instanceof Error ? error.message : String(error)}`
+    }
+  }
+  const [cert, key, ca] = files.map((f) => read(f!))
+  for (const part of [cert, key, ca]) if (typeof part === "string") return { error: part }
+  return { tls: { cert: cert as Buffer, key: key as Buffer, ca: ca as Buffer } }
+}
+
+/** Spreads `tls` into an options object only when TLS is on (so plain results stay as they were). */
+export const withTls = (tls: PeerTlsOptions | null): { readonly tls?: PeerTlsOptions } => (tls === null ? {} : { tls })
 
 /** A client error as one line for a person: the SQLite (or dqlite) code for server failures. */
 export function clientErrorText(error: ClientError): string {

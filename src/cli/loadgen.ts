@@ -17,6 +17,9 @@ export interface LoadOptions {
   readonly keySpace: number
   /** Called about once a second with the operations done so far. */
   readonly onProgress?: (done: number, elapsedSeconds: number) => Effect.Effect<void>
+  /** Ends the run early when it completes (Ctrl-C): operations in flight are abandoned and the
+   * report covers what finished. */
+  readonly stop?: Effect.Effect<void>
 }
 
 export interface LoadReport {
@@ -110,7 +113,8 @@ export const run = (client: DqliteClientService, options: LoadOptions): Effect.E
         yield* options.onProgress!(operations, (now - started) / 1000)
       }
     })
-    yield* Effect.raceFirst(Effect.all(Array.from({ length: options.workers }, () => worker), { concurrency: "unbounded", discard: true }), Effect.zipRight(progress, Effect.never))
+    const workers = Effect.all(Array.from({ length: options.workers }, () => worker), { concurrency: "unbounded", discard: true })
+    yield* Effect.raceAll([workers, Effect.zipRight(progress, Effect.never), options.stop ?? Effect.never])
     const seconds = ((yield* nowMs) - started) / 1000
     samples.sort((a, b) => a - b)
     const at = (q: number) => samples.length === 0 ? 0 : samples[Math.min(samples.length - 1, Math.floor(q * samples.length))]!

@@ -22,6 +22,7 @@ import * as Client from "../net/client/Client.ts"
 import type { ClientError } from "../net/client/errors.ts"
 import type { ParamValue, Row, RowValue } from "../net/client/values.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
+import { describeActorFailed } from "../actors/errors.ts"
 import * as SqlNode from "../node/SqlNode.ts"
 import type { NodeStatus } from "../actors/RaftActor.ts"
 import type { SqlFailure, SqlSession, SqlValue } from "../sqlite/Sql.ts"
@@ -171,6 +172,13 @@ export const make = (config: TqliteConfig): Effect.Effect<TqliteService, TqliteS
       Effect.mapError((failure) => new TqliteStartError({ message: `cannot open database ${database}: ${failure.message}`, cause: failure }))
     )
     const raft = started.node.raft
+    // The host's process is not ours to end: an actor that gave up is logged in one line, and the
+    // node stops claiming any role (its status says follower, no leader), so requests go to the
+    // other members through the client instead of to a zombie leader.
+    yield* raft.failed.pipe(
+      Effect.catchAll((failure) => Effect.logError(`tqlite node ${identity.nodeId} stopped serving: ${describeActorFailed(failure)}; restart it`)),
+      Effect.forkScoped
+    )
     return makeService({
       database,
       client,

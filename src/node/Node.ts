@@ -15,7 +15,7 @@ import { defaultRaftConfig } from "../raft/config.ts"
 import { bootstrap } from "../raft/core.ts"
 import type { Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
 import type { Disk } from "../storage/Disk.ts"
-import { persistInGroups } from "../storage/LogStore.ts"
+import { persistInGroupsResumable } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
 import { readSnapshotData, Snapshots, writeSnapshotData } from "../storage/Snapshots.ts"
 import type { HealthLimits } from "../observability/health.ts"
@@ -115,13 +115,14 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
     const tickMs = options.tickMs ?? 100
     const config = { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft }
     const healthLimits = healthLimitsFor({ tickMs, electionTicks: config.electionTicks })
-    const persist = persistInGroups(log)
+    const persist = persistInGroupsResumable(log)
     const raft = yield* RaftActor.make<R, SM>({
       config,
       recovered: { ...recovered, snapshot: snapshotMeta },
       stateMachine,
       io: {
         persist: (batches) => metrics.timePersist(persist(batches)),
+        recover: log.recover,
         saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
         loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
         send: transport.send

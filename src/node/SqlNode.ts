@@ -4,7 +4,7 @@
 // (roles/RoleManager.ts) makes it a standby, and a voter once it has caught up, as needed.
 import * as path from "node:path"
 import type { Scope } from "effect"
-import { Duration, Effect, Schedule } from "effect"
+import { Clock, Data, Duration, Effect, Either, Schedule } from "effect"
 import { make as makeClient } from "../net/client/Client.ts"
 import { makeClientHandlerSlot } from "../net/gateway/Gateway.ts"
 import type { ClusterControl } from "../net/gateway/ClusterControl.ts"
@@ -21,6 +21,8 @@ import type { NodeId, Role } from "../raft/types.ts"
 import type { SqliteApplyResult } from "../sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
 import type { Disk } from "../storage/Disk.ts"
+import type { NodeIdentity } from "./identity.ts"
+import { readIdentity } from "./identity.ts"
 import type { TqliteNode } from "./Node.ts"
 import * as Node from "./Node.ts"
 import * as RoleManager from "./roles/RoleManager.ts"
@@ -30,6 +32,10 @@ export interface SqlNodeOptions {
   readonly address: string
   /** Members to join through; empty: found a new cluster (or restart an existing node). */
   readonly join: ReadonlyArray<string>
+  /** How long a first start keeps trying to reach a `join` member (retried with a bounded
+   * backoff) before it gives up; 0 tries once. Default 120 s. A restart of a node that already
+   * has its data dir tries once and starts anyway: it knows its cluster. */
+  readonly joinTimeoutMs?: number
   readonly tickMs?: number
   /** Mutual TLS between peers and TLS for clients (certificate, key, cluster CA). */
   readonly tls?: PeerTlsOptions
@@ -64,7 +70,8 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
     const tickMs = options.tickMs ?? 100
     const slot = makeClientHandlerSlot()
     const joining = options.join.length > 0
-    const cluster = joining ? yield* firstAnswer(options.join, options.tls ?? null) : null
+    const existing = yield* readIdentity(options.dataDir)
+    const cluster = joining ? yield* findCluster(options, existing) : null
     const node = yield* Node.make<SqliteApplyResult, SqliteMachine>({
       dataDir: options.dataDir,
       address: options.address,
@@ -112,6 +119,7 @@ const serve = (
         metrics,
         contact: node.observability.contact,
         status: node.raft.status,
+        condition: node.raft.condition,
         links: Effect.map(node.transport.stats, (stats) => stats.links),
         directories: {
           log: path.join(options.dataDir, "log"),
@@ -189,6 +197,46 @@ const isMember = (node: TqliteNode<SqliteApplyResult, SqliteMachine>) =>
 /** The cluster id from the first member that answers. */
 const firstAnswer = (addresses: ReadonlyArray<string>, secure: PeerTlsOptions | null) =>
   Effect.firstSuccessOf(addresses.map((address) => discoverCluster(address, secure)))
+
+export const joinTimeoutMsDefault = 120_000
+const joinRetryMsMax = 5_000
+
+/** The data dir belongs to another cluster than the one `--join` names: starting would lead (or
+ * follow) the old cluster while the operator meant the new one. */
+export class JoinOtherCluster extends Data.TaggedError("JoinOtherCluster")<{ readonly dataDir: string; readonly own: string; readonly joined: string; readonly address: string }> {
+  override get message() {
+    return `the data dir ${this.dataDir} belongs to cluster ${this.own}, but ${this.address} is a member of cluster ${this.joined}`
+  }
+}
+
+/** The cluster `--join` names. A first start retries with a bounded backoff (saying so) until
+ * a member answers or the join timeout passes. A node that already has an identity tries once:
+ * if a member answers, its cluster must be this node's; if none does, the node starts from its
+ * own data (null) — a restart never waits on the members it was once told to join. */
+const findCluster = (options: SqlNodeOptions, existing: NodeIdentity | null) =>
+  Effect.gen(function*() {
+    const secure = options.tls ?? null
+    if (existing !== null) {
+      const answer = yield* Effect.either(firstAnswer(options.join, secure))
+      if (Either.isLeft(answer)) return null
+      if (answer.right.clusterId !== existing.clusterId) {
+        return yield* new JoinOtherCluster({ dataDir: options.dataDir, own: existing.clusterId, joined: answer.right.clusterId, address: options.join.join(",") })
+      }
+      return answer.right
+    }
+    const timeoutMs = options.joinTimeoutMs ?? joinTimeoutMsDefault
+    const started = yield* Clock.currentTimeMillis
+    let delayMs = 200
+    for (let attempt = 1; ; attempt++) {
+      const answer = yield* Effect.either(firstAnswer(options.join, secure))
+      if (Either.isRight(answer)) return answer.right
+      const elapsedMs = (yield* Clock.currentTimeMillis) - started
+      if (elapsedMs + delayMs > timeoutMs) return yield* answer.left
+      yield* Effect.logWarning(`no member of ${options.join.join(",")} answers yet (attempt ${attempt}: ${answer.left.detail}); retrying in ${(delayMs / 1000).toFixed(1)} s, for at most ${Math.round(timeoutMs / 1000)} s in all`)
+      yield* Effect.sleep(Duration.millis(delayMs))
+      delayMs = Math.min(delayMs * 2, joinRetryMsMax)
+    }
+  })
 
 /** Asks the cluster (through whichever member leads) to add this node as a spare; retried with
  * backoff while the cluster elects or is busy with another change. Promotion is the leader's

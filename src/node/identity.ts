@@ -20,10 +20,18 @@ const formatVersion = 1
 const packr = new Packr({ useRecords: false })
 
 /** The data directory holds another node's or cluster's identity than the one asked for. */
-export class IdentityMismatch extends Data.TaggedError("IdentityMismatch")<{ readonly file: string; readonly detail: string }> {}
+export class IdentityMismatch extends Data.TaggedError("IdentityMismatch")<{ readonly file: string; readonly detail: string }> {
+  override get message() {
+    return this.detail
+  }
+}
 
 /** The identity file is unreadable or of an unknown format version. */
-export class IdentityCorrupted extends Data.TaggedError("IdentityCorrupted")<{ readonly file: string; readonly detail: string }> {}
+export class IdentityCorrupted extends Data.TaggedError("IdentityCorrupted")<{ readonly file: string; readonly detail: string }> {
+  override get message() {
+    return `${this.file}: ${this.detail}`
+  }
+}
 
 /** A fresh node id: random, positive, and exact as a JavaScript number (dqlite's are random
  * uint64s; we keep 48 bits). */

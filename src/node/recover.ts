@@ -12,6 +12,7 @@ import type { Disk } from "../storage/Disk.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
 import { lockDataDir } from "./dataDirLock.ts"
 import { readIdentity } from "./identity.ts"
+import { parseNodeIdText } from "./nodeIdText.ts"
 
 /** --members is malformed, or does not fit this data directory. */
 export class InvalidMembers extends Data.TaggedError("InvalidMembers")<{ readonly detail: string }> {
@@ -37,8 +38,10 @@ export function parseMembers(text: string): Membership | InvalidMembers {
     const at = part.indexOf("@")
     const idText = at < 0 ? "" : part.slice(0, at)
     const address = at < 0 ? "" : part.slice(at + 1)
-    const id = /^0x[0-9a-f]+$/i.test(idText) ? Number.parseInt(idText.slice(2), 16) : /^\d+$/.test(idText) ? Number(idText) : NaN
-    if (!Number.isSafeInteger(id) || id <= 0) return new InvalidMembers({ detail: `bad member "${part}": expected ID@HOST:PORT with a positive decimal or 0x-hex id` })
+    const parsed = parseNodeIdText(idText)
+    if (typeof parsed === "string") return new InvalidMembers({ detail: `bad member "${part}": expected ID@HOST:PORT; ${parsed}` })
+    const id = Number(parsed)
+    if (!Number.isSafeInteger(id)) return new InvalidMembers({ detail: `bad member "${part}": node id ${parsed} is larger than tqlite's ids (2^53)` })
     const port = /^(.+):(\d+)$/.exec(address)
     if (port === null || Number(port[2]) < 1 || Number(port[2]) > 65_535) return new InvalidMembers({ detail: `bad member "${part}": the address must be HOST:PORT` })
     if (members.some((m) => m.id === id)) return new InvalidMembers({ detail: `node id ${id} is listed twice` })

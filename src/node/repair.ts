@@ -25,7 +25,7 @@
 // snapshot, and it is promoted back to voter once caught up.
 import * as path from "node:path"
 import type { Scope } from "effect"
-import { Cause, Clock, Data, Duration, Effect, Option } from "effect"
+import { Clock, Data, Duration, Effect } from "effect"
 import type { ClientError } from "../net/client/errors.ts"
 import type { DqliteClientService, ServerRole } from "../net/client/Client.ts"
 import { make as makeClient } from "../net/client/Client.ts"
@@ -35,7 +35,6 @@ import type { Membership } from "../raft/types.ts"
 import type { DiskService } from "../storage/Disk.ts"
 import { Disk, writeFileAtomic } from "../storage/Disk.ts"
 import type { DiskFailure } from "../storage/errors.ts"
-import { LogCorrupted, SnapshotCorrupted, SnapshotMissing } from "../storage/errors.ts"
 import type { RecordView } from "../storage/format.ts"
 import { decodeMembership, decodeRecordAt, RecordKind, recordHeaderBytes, scanSegment } from "../storage/format.ts"
 import { parseSegmentFileName } from "../storage/SegmentLog.ts"
@@ -461,17 +460,3 @@ export const repairNode = (options: RepairOptions): Effect.Effect<RepairResult, 
     const moved = yield* moveAside(options.dataDir)
     return { identity, damage: inspection.damage, servers, serversFrom, spare, damagedDir: moved.dir, moved: moved.moved }
   })
-
-// --- what `tqlite start` says when it refuses --------------------------------------------------
-
-/** When `cause` holds a damaged log or snapshot: the line that tells the operator what to run
- * (the error's own message keeps the file and the offset). Null for any other failure. */
-export function repairAdvice(cause: Cause.Cause<unknown>, dataDir: string): string | null {
-  const failures = [...Cause.failures(cause)]
-  const unfinished = failures.find((e): e is RepairUnfinished => e instanceof RepairUnfinished)
-  if (unfinished !== undefined) return `${unfinished.message}; to finish it, run: tqlite repair --data-dir ${dataDir}`
-  const damaged = Option.fromNullable(failures.find((e): e is LogCorrupted | SnapshotCorrupted | SnapshotMissing =>
-    e instanceof LogCorrupted || e instanceof SnapshotCorrupted || e instanceof SnapshotMissing))
-  if (Option.isNone(damaged)) return null
-  return `${damaged.value.message}; this node cannot start on it. To rebuild it from the cluster (it keeps its identity, the damaged files are kept aside), run: tqlite repair --data-dir ${dataDir}`
-}

@@ -8,12 +8,17 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Data, Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import * as http from "node:http"
+import { listenFailureText } from "../net/peers/errors.ts"
 import { formatAddress, parseAddress } from "../net/peers/sockets.ts"
 import type { HealthReport, WantedRole } from "./health.ts"
 import { parseWantedRole } from "./health.ts"
 import { prometheusContentType } from "./prometheus.ts"
 
-export class MetricsServerFailed extends Data.TaggedError("MetricsServerFailed")<{ readonly address: string; readonly cause: unknown }> {}
+export class MetricsServerFailed extends Data.TaggedError("MetricsServerFailed")<{ readonly address: string; readonly cause: unknown }> {
+  override get message() {
+    return `metrics endpoint: ${listenFailureText(this.address, this.cause)}`
+  }
+}
 
 export interface MetricsEndpoints {
   /** The exposition text, collected now. */

@@ -7,7 +7,8 @@
 // call, with no per-update label merging or registry lookup (`Metric.tagged` would do both).
 import type { MetricKeyType } from "effect"
 import { Clock, Effect, Metric, MetricBoundaries, MetricKey, MetricLabel } from "effect"
-import type { NodeStatus } from "../actors/RaftActor.ts"
+import type { DiskPart } from "../actors/DiskFullWatch.ts"
+import type { NodeCondition, NodeStatus } from "../actors/RaftActor.ts"
 import type { GatewayObserver, ObservedRequestType } from "../net/gateway/GatewayObserver.ts"
 import type { LinkStats } from "../net/peers/PeerLink.ts"
 import type { RaftRole } from "../raft/state.ts"
@@ -42,6 +43,8 @@ export interface NodeMetrics {
   readonly timeProposal: <A, E, R>(propose: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   readonly gateway: GatewayObserver
   readonly setStatus: (status: NodeStatus) => Effect.Effect<void>
+  /** Full-disk and dead-actor levels from the node's condition. */
+  readonly setCondition: (condition: NodeCondition) => Effect.Effect<void>
   readonly setPeers: (links: ReadonlyArray<LinkStats>) => Effect.Effect<void>
   readonly setStorage: (sizes: StorageSizes) => Effect.Effect<void>
 }
@@ -77,6 +80,11 @@ export const make = (nodeId: NodeId): NodeMetrics => {
   const member = gauge("tqlite_raft_member", "1 when the node is in the cluster's configuration", node)
   const voters = gauge("tqlite_raft_voters", "Voters in the configuration the node knows", node)
 
+  const diskParts: ReadonlyArray<DiskPart> = ["log", "snapshots", "state machine"]
+  const diskFull = gauge("tqlite_disk_full", "1 while some part of the node cannot write for a full disk (ENOSPC/EDQUOT), else 0", node)
+  const diskFullByPart = new Map(diskParts.map((part) => [part, gauge("tqlite_disk_full_part", "1 while this part cannot write for a full disk", { ...node, part })]))
+  const actorsStopped = gauge("tqlite_actors_stopped", "Actors of the node that gave up (the node is shutting down or must be restarted)", node)
+
   const logBytes = gauge("tqlite_log_size_bytes", "Bytes of the Raft log's files on disk", node)
   const snapshotBytes = gauge("tqlite_snapshot_size_bytes", "Bytes of the snapshot store's files on disk", node)
   const databaseBytes = gauge("tqlite_database_size_bytes", "Bytes of the SQLite files on disk", node)
@@ -89,7 +97,7 @@ export const make = (nodeId: NodeId): NodeMetrics => {
   const errors = new Map<string, Metric.Metric.Counter<number>>()
   const connections = gauge("tqlite_client_connections", "Client connections being served", node)
   // Shown from the first scrape, as zeros, rather than appearing at their first event.
-  for (const metric of [persistSeconds, commitSeconds, proposals, connections]) metric.register()
+  for (const metric of [persistSeconds, commitSeconds, proposals, connections, diskFull, actorsStopped]) metric.register()
 
   return {
     nodeId,
@@ -131,6 +139,12 @@ export const make = (nodeId: NodeId): NodeMetrics => {
         yield* Metric.set(leaderId, status.leader ?? 0)
         yield* Metric.set(member, status.membership.members.some((m) => m.id === nodeId) ? 1 : 0)
         yield* Metric.set(voters, status.membership.members.filter((m) => m.role === "voter").length)
+      }),
+    setCondition: (condition) =>
+      Effect.gen(function*() {
+        yield* Metric.set(diskFull, condition.diskFull.length > 0 ? 1 : 0)
+        for (const [part, metric] of diskFullByPart) yield* Metric.set(metric, condition.diskFull.some((e) => e.part === part) ? 1 : 0)
+        yield* Metric.set(actorsStopped, condition.stopped.length)
       }),
     setPeers: (links) =>
       Effect.gen(function*() {

@@ -4,7 +4,7 @@
 import { Clock, Effect, Metric } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import type { NodeStatus } from "../actors/RaftActor.ts"
+import type { NodeCondition, NodeStatus } from "../actors/RaftActor.ts"
 import type { LinkStats } from "../net/peers/PeerLink.ts"
 import type { HealthLimits } from "./health.ts"
 import { evaluateHealth } from "./health.ts"
@@ -18,6 +18,7 @@ export interface NodeObserverOptions {
   readonly metrics: NodeMetrics
   readonly contact: PeerContact
   readonly status: Effect.Effect<NodeStatus>
+  readonly condition: Effect.Effect<NodeCondition>
   readonly links: Effect.Effect<ReadonlyArray<LinkStats>>
   /** Directories whose files' bytes are reported (missing ones count 0). */
   readonly directories: { readonly log: string; readonly snapshots: string; readonly databases: string }
@@ -29,6 +30,7 @@ export const endpoints = (options: NodeObserverOptions): MetricsEndpoints => {
   return {
     metrics: Effect.gen(function*() {
       yield* options.metrics.setStatus(yield* options.status)
+      yield* options.metrics.setCondition(yield* options.condition)
       yield* options.metrics.setPeers(yield* options.links)
       const [logBytes, snapshotBytes, databaseBytes] = yield* Effect.all(
         [directoryBytes(options.directories.log), directoryBytes(options.directories.snapshots), directoryBytes(options.directories.databases)],
@@ -46,8 +48,9 @@ export const endpoints = (options: NodeObserverOptions): MetricsEndpoints => {
     health: (want) =>
       Effect.gen(function*() {
         const status = yield* options.status
+        const condition = yield* options.condition
         const nowMs = yield* Clock.currentTimeMillis
-        return evaluateHealth({ status, nowMs, lastHeardMs: options.contact.lastHeardMs, want }, options.healthLimits)
+        return evaluateHealth({ status, condition, nowMs, lastHeardMs: options.contact.lastHeardMs, want }, options.healthLimits)
       })
   }
 }

@@ -1,8 +1,10 @@
-// Whether a node can serve: the verdict behind `/health`. A node is healthy when it is a member
-// of the configuration, knows a leader, is in contact (a follower heard its leader recently; a
-// leader heard a quorum of voters recently) and has applied what it knows committed, up to a
-// small lag. Pure: the caller brings the status, the contact times and the clock reading.
-import type { NodeStatus } from "../actors/RaftActor.ts"
+// Whether a node can serve: the verdict behind `/health`. A node is healthy when its machinery
+// runs (no actor gave up, the Raft loop and the applier make progress, no part is stuck on a
+// full disk), it is a member of the configuration, knows a leader, is in contact (a follower
+// heard its leader recently; a leader heard a quorum of voters recently) and has applied what it
+// knows committed, up to a small lag. Pure: the caller brings the status, the node's condition,
+// the contact times and the clock reading.
+import type { NodeCondition, NodeStatus } from "../actors/RaftActor.ts"
 import type { NodeId } from "../raft/types.ts"
 
 export interface HealthLimits {
@@ -11,19 +13,27 @@ export interface HealthLimits {
   /** How recent the last message from the leader (or, on the leader, from each voter of a
    * quorum) must be. */
   readonly contactMaxMs: number
+  /** How long the Raft loop may go without finishing a mailbox batch (it gets a tick every
+   * tickMs), and the applier without advancing while it trails the commit index. */
+  readonly stallMaxMs: number
 }
 
 /** Contact within one base election timeout: a follower that long without a heartbeat is about
  * to start an election anyway, and a check-quorum leader that long without a quorum steps down. */
+/** A stall is declared after three election timeouts: long enough that a busy event loop or a
+ * long fsync is not mistaken for one, short enough that a balancer moves on quickly. */
 export const healthLimitsFor = (options: { readonly tickMs: number; readonly electionTicks: number }): HealthLimits => ({
   appliedLagMax: 100,
-  contactMaxMs: options.tickMs * options.electionTicks
+  contactMaxMs: options.tickMs * options.electionTicks,
+  stallMaxMs: 3 * options.tickMs * options.electionTicks
 })
 
 export type WantedRole = "leader" | "follower"
 
 export interface HealthInput {
   readonly status: NodeStatus
+  /** The node's machinery; absent: not checked. */
+  readonly condition?: NodeCondition
   readonly nowMs: number
   readonly lastHeardMs: (peer: NodeId) => number | null
   /** `/health?role=…`: also require this role. */
@@ -65,6 +75,8 @@ export function evaluateHealth(input: HealthInput, limits: HealthLimits): Health
     lastIndex: status.lastIndex,
     leaderContactAgeMs
   })
+  const machinery = input.condition === undefined ? null : conditionProblem(input.condition, status, nowMs, limits)
+  if (machinery !== null) return report(machinery)
   if (!status.membership.members.some((m) => m.id === self)) return report("not a member of the cluster configuration")
   if (status.leader === null) return report(`no known leader (role ${status.role}, term ${status.term})`)
   if (status.role === "leader") {
@@ -84,6 +96,22 @@ export function evaluateHealth(input: HealthInput, limits: HealthLimits): Health
   if (input.want === "leader" && status.role !== "leader") return report(`role is ${status.role}, not leader`)
   if (input.want === "follower" && status.role !== "follower") return report(`role is ${status.role}, not follower`)
   return report(null)
+}
+
+/** What keeps the node's own machinery from serving, most fundamental first; null when none. */
+function conditionProblem(condition: NodeCondition, status: NodeStatus, nowMs: number, limits: HealthLimits): string | null {
+  if (condition.stopped.length > 0) return `stopped: ${condition.stopped.join("; ")}`
+  if (condition.diskFull.length > 0) {
+    const parts = condition.diskFull.map((e) => `the ${e.part} cannot write (${e.op} ${e.path}) for ${Math.max(0, nowMs - e.sinceMs)} ms`)
+    return `disk full: ${parts.join("; ")}`
+  }
+  const raftIdleMs = nowMs - condition.raftActiveMs
+  if (raftIdleMs > limits.stallMaxMs) return `the Raft loop has made no progress for ${raftIdleMs} ms (limit ${limits.stallMaxMs} ms)`
+  const applierIdleMs = nowMs - condition.applierActiveMs
+  if (status.commitIndex > status.appliedIndex && applierIdleMs > limits.stallMaxMs) {
+    return `the applier has not advanced for ${applierIdleMs} ms (applied ${status.appliedIndex}, committed ${status.commitIndex}; limit ${limits.stallMaxMs} ms)`
+  }
+  return null
 }
 
 /** A `role` query parameter: absent, or one of the roles a check may ask for. */

@@ -33,7 +33,7 @@ import type { LeaderDatabase, LocalCommit } from "./LeaderDatabase.ts"
 import type { SqliteLimits } from "./limits.ts"
 import type { ExecResult, SqlFailure, SqlValue } from "./Sql.ts"
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
-import { sqliteAbortRollbackCode, sqliteTooBigCode } from "./sqliteCodes.ts"
+import { sqliteAbortRollbackCode, sqliteFullCode, sqliteTooBigCode } from "./sqliteCodes.ts"
 import type { LeaderSlotOwner, SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import type { WriteOrigin } from "./writeEntry.ts"
 import { encodeWriteEntry } from "./writeEntry.ts"
@@ -45,6 +45,8 @@ export interface RaftAccess {
    * committed before the call. */
   readonly confirmLeadership: Effect.Effect<void, RaftRequestError>
   readonly status: Effect.Effect<NodeStatus>
+  /** Why this node cannot make writes durable now (its disk is full), or null. Optional. */
+  readonly cannotWrite?: () => string | null
 }
 
 /** How a statement runs: with others in the group-commit transaction, alone in its own
@@ -259,6 +261,10 @@ export class LeaderWriter implements LeaderSlotOwner {
   private enqueue<A>(request: Request, reply: Deferred.Deferred<A, SqlFailure>): Effect.Effect<A, SqlFailure> {
     const limits = this.options.limits
     if (this.stoppedBy !== null) return Effect.fail(this.notLeader())
+    // A full disk: refused before anything runs (SQLITE_FULL), rather than queued behind an entry
+    // that cannot become durable until space is freed.
+    const full = this.options.raft.cannotWrite?.() ?? null
+    if (full !== null) return Effect.fail(new SqlError({ code: sqliteFullCode, message: full }))
     if (this.queue.length >= limits.writeQueueMax) {
       return Effect.fail(new SqlBusy({ message: `the write queue of ${this.options.database} is full (${limits.writeQueueMax} waiting)` }))
     }
@@ -695,6 +701,21 @@ export class LeaderWriter implements LeaderSlotOwner {
             // outcome was unknown may still have committed).
             if (!ambiguous) self.proposing = false
             return lost(null, `the entry was overwritten by another leader's (index ${error.index})`)
+          case "StorageFull": {
+            // Refused before it was appended: definitely not done. The client hears SQLITE_FULL;
+            // the writer stops and its local commit is cut (the next write starts afresh).
+            if (!ambiguous) {
+              self.proposing = false
+              return { failure: new SqlError({ code: sqliteFullCode, message: error.detail }) }
+            }
+            // An earlier copy may still be in the log: only its commit or a new leader settles
+            // it (stopping now would leave the database unusable for the rest of the term).
+            self.stats.retries++
+            const status = yield* self.options.raft.status
+            if (status.role !== "leader" || status.term !== self.term) return { failure: new SqlLeadershipLost({ message: `leadership lost while the outcome was unknown (${error.detail})` }) }
+            yield* Effect.sleep(Duration.millis(self.options.limits.overloadRetryMs))
+            continue
+          }
           case "Overloaded":
             self.stats.retries++
             if (!ambiguous) self.proposing = false
@@ -737,8 +758,9 @@ export class LeaderWriter implements LeaderSlotOwner {
    * database with its uncommitted frames cut. */
   stop(failure: SqlFailure, mode: "discard" | "keepWal" = "discard"): Effect.Effect<void> {
     return Effect.suspend(() => {
-      const notLeader = failure._tag === "SqlNotLeader" ? failure : new SqlNotLeader({ leader: null, message: failure.message })
-      this.stopNow(notLeader, failure._tag === "SqlNotLeader" && !this.proposing ? failure : new SqlLeadershipLost({ message: failure.message }))
+      // A definite SQLite error (SQLITE_FULL: nothing was appended) goes to everyone as it is.
+      const definite = failure._tag === "SqlNotLeader" || failure._tag === "SqlError" ? failure : new SqlNotLeader({ leader: null, message: failure.message })
+      this.stopNow(definite, definite === failure && !this.proposing ? failure : new SqlLeadershipLost({ message: failure.message }))
       return this.options.machine.release(this.options.database, this, mode)
     })
   }

@@ -12,6 +12,7 @@
 import type { Scope } from "effect"
 import { Deferred, Duration, Effect, Exit, FiberId } from "effect"
 import type { RaftNode } from "../actors/RaftActor.ts"
+import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
 import type { RaftRequestError } from "../actors/raftErrors.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { toSqlError } from "./connection.ts"
@@ -24,7 +25,7 @@ import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
 import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
-import { sqliteMisuseCode } from "./sqliteCodes.ts"
+import { sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementText } from "./statements.ts"
 import { classifyStatement, parameterCount, splitStatements } from "./statements.ts"
 
@@ -67,7 +68,13 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const access: RaftAccess = {
       propose: raft.propose,
       confirmLeadership: raft.read(() => undefined),
-      status: raft.status
+      status: raft.status,
+      // Only the log: its writer retries on its own and ends the episode when space is back. The
+      // leader's SQLite needs no gate: it answers SQLITE_FULL by itself while its disk is full.
+      cannotWrite: () => {
+        const episode = raft.diskFull.episodes().find((e) => e.part === "log")
+        return episode === undefined ? null : `disk full: the log cannot write (${episode.op} ${episode.path})`
+      }
     }
 
     const checkRole = Effect.gen(function*() {
@@ -180,7 +187,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         }
         const session = new Session(name, { limits, writerFor, readOnView, raft, cache: statementCache })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
-        return session.api
+        return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
 
     const committedImage = (name: string): Effect.Effect<Uint8Array | null, SqlFailure> =>
@@ -202,6 +209,29 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage }
   })
 
+/** SQLITE_FULL from the leader's own SQLite (its WAL or database file could not grow) is a full
+ * disk under the state machine: reported, so the node steps down and /health says so. The
+ * statement itself already failed and was rolled back (LeaderWriter). The episode ends when a
+ * later statement executes here (a leader with nowhere to hand over, e.g. a single node), or
+ * when the applier next syncs pages (a follower). */
+function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePath: string): SqlSession {
+  const notice = <A, R>(effect: Effect.Effect<A, SqlFailure, R>, executes: boolean): Effect.Effect<A, SqlFailure, R> =>
+    Effect.tapBoth(effect, {
+      onFailure: (failure) =>
+        failure._tag === "SqlError" && failure.code === sqliteFullCode && !failure.message.startsWith("disk full: the log")
+          ? watch.report("state machine", { path: databasePath, op: "sqlite write" })
+          : Effect.void,
+      onSuccess: () => (executes ? watch.clear("state machine") : Effect.void)
+    })
+  return {
+    ...session,
+    exec: (statement, params) => notice(session.exec(statement, params), true),
+    execSql: (sql, params) => notice(session.execSql(sql, params), true),
+    query: (statement, params) => notice(session.query(statement, params), false),
+    querySql: (sql, params) => notice(session.querySql(sql, params), false)
+  }
+}
+
 function fromRaftError(error: RaftRequestError): SqlFailure {
   switch (error._tag) {
     case "NotLeader":
@@ -210,6 +240,8 @@ function fromRaftError(error: RaftRequestError): SqlFailure {
       return new SqlBusy({ message: error.detail })
     case "RequestTimeout":
       return new SqlBusy({ message: `no answer within ${error.timeoutMs} ms` })
+    case "StorageFull":
+      return new SqlError({ code: sqliteFullCode, message: error.detail })
     default:
       return new SqlLeadershipLost({ message: error._tag })
   }

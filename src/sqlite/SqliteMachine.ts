@@ -169,8 +169,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
       if (dirty.length === 0) return Effect.void
       const appliedIndex = this.appliedIndex
-      this.syncedIndex = appliedIndex
-      this.stats.syncs++
+      // Counted as synced only once the files and the record are written: a sync that failed (a
+      // full disk: the applier retries it) must run again, not be skipped as already done.
       const record = () => {
         for (const slot of dirty) {
           slot.fileIndex = appliedIndex
@@ -195,6 +195,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
             }
             record()
             this.stateFile.writeSync(this.appliedState())
+            this.syncedIndex = appliedIndex
+            this.stats.syncs++
           })
         case "async":
           return Effect.promise(async () => {
@@ -205,6 +207,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
             }
             record()
             await this.stateFile.writeAsync(this.appliedState())
+            this.syncedIndex = appliedIndex
+            this.stats.syncs++
           })
       }
     })
@@ -484,10 +488,16 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return { appliedIndex: this.appliedIndex, databases }
   }
 
+  /** Best effort: an older record is always safe (it only means more replay after a crash), so
+   * a failure here (a full disk while a leader steps down) must not fail the caller. */
   private persistQuietly(): Promise<void> | void {
     if (this.closed) return
     if (this.options.fsync === "async") return this.stateFile.writeAsync(this.appliedState()).catch(() => undefined)
-    this.stateFile.writeSync(this.appliedState())
+    try {
+      this.stateFile.writeSync(this.appliedState())
+    } catch {
+      // The next successful write (the applier's next sync) records the newer state.
+    }
   }
 }
 

@@ -123,10 +123,17 @@ export class AppliedStateFile {
     slot.writeUInt32LE(crc32c(json, crc32c(slot.subarray(8, 20))), 20)
     const at = (this.seq % 2) * appliedStateSlotBytes
     let done = 0
-    while (done < slot.length) {
-      const n = call(this.filePath, "write", () => fs.writeSync(this.fd, slot, done, slot.length - done, at + done))
-      assert(n > 0, "write makes progress")
-      done += n
+    try {
+      while (done < slot.length) {
+        const n = call(this.filePath, "write", () => fs.writeSync(this.fd, slot, done, slot.length - done, at + done))
+        assert(n > 0, "write makes progress")
+        done += n
+      }
+    } catch (error) {
+      // The slot may be torn now: the next write (a retry after a full disk) goes to the same
+      // slot, never over the other one, which holds the last good record.
+      this.seq--
+      throw error
     }
   }
 }

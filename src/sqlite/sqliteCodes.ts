@@ -50,6 +50,7 @@ const extended: Record<string, number> = {
 
 export const sqliteErrorCode = 1
 export const sqliteAbortRollbackCode = 516
+export const sqliteFullCode = 13
 export const sqliteTooBigCode = 18
 export const sqliteMisuseCode = 21
 export const sqliteRangeCode = 25

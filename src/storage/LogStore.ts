@@ -50,8 +50,16 @@ export interface LogStoreService {
    * one for the closed segment and a directory fsync). Returns when everything is durable. At most
    * {@link persistEntriesMax} entries and {@link persistBytesMax} bytes per call (see
    * {@link groupPersistBatches}). After a failure the store is broken: every later call fails
-   * with `LogStoreBroken` until the node restarts and reloads. */
+   * with `LogStoreBroken` until the node restarts and reloads — or, after a full disk, until
+   * `recover` succeeds. */
   readonly persist: (batches: ReadonlyArray<PersistBatch>) => Effect.Effect<void, StorageError>
+  /** After a `persist` that failed for a full disk (`DiskFull`): puts the files back to the state
+   * the last successful `persist` left durable and reloads from them, so that the same batches can
+   * be persisted again. Nothing the failed call wrote is kept. Fails with `DiskFull` when that
+   * is not possible yet (try again later) and with `LogStoreBroken` when the failure cannot be
+   * undone in place (a failure other than a full disk, or one while old segments were being
+   * removed): then only a restart recovers. A no-op when the store is not broken. */
+  readonly recover: Effect.Effect<void, StorageError>
 }
 
 export class LogStore extends Context.Tag("tqlite/storage/LogStore")<LogStore, LogStoreService>() {
@@ -118,6 +126,24 @@ export function persistInGroups(store: LogStoreService): (batches: ReadonlyArray
   return (batches) => Effect.forEach(groupPersistBatches(batches), (group) => store.persist(group), { discard: true })
 }
 
+/** Like {@link persistInGroups}, for a caller that retries after a full disk: when a call fails
+ * after some of its groups were made durable, a retry with the same array (the same reference,
+ * after `store.recover`) starts at the group that failed — the groups before it are durable and
+ * appending them again would break the log's contiguity. Remembers one failed call at most. */
+export function persistInGroupsResumable(store: LogStoreService): (batches: ReadonlyArray<PersistBatch>) => Effect.Effect<void, StorageError> {
+  let unfinished: { readonly batches: ReadonlyArray<PersistBatch>; groupsDone: number } | null = null
+  return (batches) =>
+    Effect.suspend(() => {
+      const groups = groupPersistBatches(batches)
+      const progress = unfinished !== null && unfinished.batches === batches ? unfinished : { batches, groupsDone: 0 }
+      unfinished = progress
+      return Effect.forEach(groups.slice(progress.groupsDone), (group) =>
+        Effect.tap(store.persist(group), () => Effect.sync(() => void progress.groupsDone++)), { discard: true }).pipe(
+        Effect.tap(() => Effect.sync(() => void (unfinished = null)))
+      )
+    })
+}
+
 /** The steps of one batch, in the order they apply. */
 export function* operationsOf(batch: PersistBatch): Generator<LogOperation> {
   if (batch.hardState !== undefined) yield { _tag: "hardState", hardState: batch.hardState }
@@ -150,6 +176,8 @@ export function makeMemoryLogStore(): LogStoreService {
         for (const batch of batches) {
           for (const operation of operationsOf(batch)) applyOrDie(state, operation)
         }
-      })
+      }),
+    // Memory never fills up: persist fails only on a broken contract, which is a defect.
+    recover: Effect.void
   }
 }

@@ -85,13 +85,14 @@ export const SegmentLog = {
       const recovery = yield* openDirectory(disk, options.dir, options.clusterId)
       const writer = yield* Effect.acquireRelease(
         Effect.map(disk.open(recovery.active.path, "write"), (file) =>
-          new Writer(disk, options.dir, segmentBytesMax, recovery, file)),
+          new Writer(disk, options.dir, options.clusterId, segmentBytesMax, recovery, file)),
         (writer) => Effect.ignore(writer.close())
       )
       const mutex = yield* Effect.makeSemaphore(1)
       return {
         load: mutex.withPermits(1)(writer.load()),
-        persist: (batches) => mutex.withPermits(1)(writer.persist(batches))
+        persist: (batches) => mutex.withPermits(1)(writer.persist(batches)),
+        recover: mutex.withPermits(1)(writer.recover())
       }
     }),
 
@@ -109,18 +110,31 @@ interface SegmentInfo {
   neededUpTo: LogIndex
 }
 
+/** Where the files stood when a `persist` began: what the last successful one left durable. */
+interface RevertPoint {
+  readonly seq: number
+  readonly path: string
+  readonly bytes: number
+}
+
 class Writer {
-  private readonly segments: Array<SegmentInfo>
-  private readonly state: LogState
+  private segments: Array<SegmentInfo>
+  private state: LogState
   private activeBytes: number
   private activeRecords: number
   private cached: Recovered | null
   private broken: LogStoreBroken | null = null
+  /** Set with `broken` when the failed persist can be undone in place (a full disk before any
+   * old segment was removed). */
+  private revertTo: RevertPoint | null = null
+  /** True while `persist` removes obsolete segments: a failure then cannot be reverted. */
+  private removing = false
   private scratch = new Uint8Array(0)
 
   constructor(
     private readonly disk: DiskService,
     private readonly dir: string,
+    private readonly clusterId: string,
     private readonly segmentBytesMax: number,
     recovery: Recovery,
     private file: DiskFile
@@ -130,6 +144,57 @@ class Writer {
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
     this.cached = recoveredOf(recovery.state)
+  }
+
+  private start(recovery: Recovery, file: DiskFile): void {
+    this.segments = recovery.segments
+    this.state = recovery.state.termsOnly()
+    this.activeBytes = recovery.active.bytes
+    this.activeRecords = recovery.active.records
+    this.cached = recoveredOf(recovery.state)
+    this.file = file
+  }
+
+  /**
+   * Undoes a persist that failed for a full disk, then reloads. Why this is safe:
+   * - every byte before the revert point was fdatasynced by the persist that wrote it (that call
+   *   succeeded), and every segment before it was closed durably; nothing before it is touched;
+   * - everything after it — records of the failed call, segments it created — was never reported
+   *   durable: the Raft core still holds those entries as unstable and nothing that depends on
+   *   them (an acknowledgement, a vote) has left. Cutting them and writing them again is what a
+   *   crash followed by a restart would do, without the restart;
+   * - after a failed write or fsync the page cache may not match the disk for the pages that
+   *   call dirtied ("fsyncgate"): those pages are exactly the ones cut off (truncate, then
+   *   fdatasync), so no byte of unknown state stays in the log;
+   * - the state is then rebuilt by the same replay a restart runs (openDirectory), not from
+   *   memory, so the writer continues from what the disk holds;
+   * - a failure while old segments were being removed is not undone (the base may already need
+   *   them gone): the store stays broken and the node stops, as before.
+   */
+  recover(): Effect.Effect<void, StorageError> {
+    const self = this
+    return Effect.gen(function* () {
+      if (self.broken === null) return
+      const point = self.revertTo
+      if (point === null) return yield* self.broken
+      yield* Effect.ignore(self.file.close)
+      let removed = false
+      for (const segment of self.segments) {
+        if (segment.seq <= point.seq || !(yield* self.disk.exists(segment.path))) continue
+        yield* self.disk.unlink(segment.path)
+        removed = true
+      }
+      if (removed) yield* self.disk.fsyncDir(self.dir)
+      yield* rewriteTail(self.disk, point.path, point.bytes, new Uint8Array(0))
+      const recovery = yield* openDirectory(self.disk, self.dir, self.clusterId)
+      assert(recovery.active.path === point.path, `recovered log continues in ${recovery.active.path}, not ${point.path}`)
+      const file = yield* self.disk.open(recovery.active.path, "write")
+      self.start(recovery, file)
+      self.broken = null
+      self.revertTo = null
+      // Debug: it runs before every retry; the episode's start and end are logged by the writer.
+      yield* Effect.logDebug(`log: undid a persist that failed for a full disk (${point.path} back to byte ${point.bytes})`)
+    })
   }
 
   close(): Effect.Effect<void, DiskFailure> {
@@ -151,12 +216,19 @@ class Writer {
       if (this.broken !== null) return Effect.fail(this.broken)
       assertPersistBounds(batches)
       this.cached = null
+      const active = this.segments[this.segments.length - 1]!
+      const point: RevertPoint = { seq: active.seq, path: active.path, bytes: this.activeBytes }
       return this.writeAll(batches).pipe(
         // Whatever went wrong half-way (a disk error, a broken contract, an interruption), the
-        // files and `state` may disagree now: refuse everything until a restart recovers.
+        // files and `state` may disagree now: refuse everything until a restart recovers — or,
+        // for a full disk, until `recover` has put the files back to `point`.
         Effect.onExit((exit) =>
           Effect.sync(() => {
-            if (exit._tag === "Failure") this.broken = new LogStoreBroken({ cause: exit.cause })
+            if (exit._tag === "Success") return
+            this.broken = new LogStoreBroken({ cause: exit.cause })
+            const fullDisk = exit.cause._tag === "Fail" && exit.cause.error._tag === "DiskFull"
+            this.revertTo = fullDisk && !this.removing ? point : null
+            this.removing = false
           }))
       )
     })
@@ -196,7 +268,11 @@ class Writer {
       yield* self.flush(pending)
       if (written) yield* self.file.sync
       if (rolled) yield* self.disk.fsyncDir(self.dir)
-      if (self.state.base.index > baseBefore) yield* self.removeObsoleteSegments()
+      if (self.state.base.index > baseBefore) {
+        self.removing = true
+        yield* self.removeObsoleteSegments()
+        self.removing = false
+      }
     })
   }
 

@@ -2,6 +2,7 @@
 // wire (real sockets on loopback): it does work, counts it, and leaves the rows it wrote.
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -11,6 +12,8 @@ import { make as makeClient } from "../../src/net/client/Client.ts"
 import * as SqlNode from "../../src/node/SqlNode.ts"
 import { Disk } from "../../src/storage/Disk.ts"
 import { freePort } from "../freePort.ts"
+
+const root = path.resolve(import.meta.dirname, "../..")
 
 describe("tqlite bench", () => {
   it("parses its arguments and refuses bad ones", () => {
@@ -54,4 +57,30 @@ describe("tqlite bench", () => {
         expect(after.rows[0]).toEqual([500, 64, 64])
       })
     ), 60_000)
+
+  it.live("Ctrl-C ends a run early: the summary so far, exit 130", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-int-"))
+        yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dataDir, { recursive: true, force: true })))
+        const address = `127.0.0.1:${yield* freePort}`
+        yield* SqlNode.start({ dataDir, address, join: [], tickMs: 50 }).pipe(Effect.provide(Disk.layerNode))
+        const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), "bench", "--servers", address, "--workers", "2", "--seconds", "120", "--keys", "50"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+        let out = ""
+        let err = ""
+        child.stdout.on("data", (chunk: Buffer) => void (out += chunk.toString()))
+        // Interrupt once the run has made progress (its first progress line).
+        const progressed = new Promise<void>((resolve) => child.stderr.on("data", (chunk: Buffer) => {
+          err += chunk.toString()
+          if (/\d+ s: \d+ operations/.test(err)) resolve()
+        }))
+        const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+        yield* Effect.promise(() => progressed).pipe(Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error(`no progress: ${err}`) }))
+        child.kill("SIGINT")
+        const code = yield* Effect.promise(() => exited).pipe(Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("bench did not exit after SIGINT") }))
+        expect(code).toBe(130)
+        expect(out).toMatch(/^\d+ operations in \d+\.\d s: \d+\/s; latency ms p50 /)
+        expect(Number(/in (\d+\.\d) s/.exec(out)?.[1])).toBeLessThan(100)
+      })
+    ), 120_000)
 })

@@ -14,11 +14,12 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Fiber, Scope } from "effect"
 import { runRepair } from "../../src/cli/commands/repair.ts"
+import { failureLine } from "../../src/cli/failureText.ts"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import type { PeerTlsOptions } from "../../src/net/peers/sockets.ts"
 import { identityFileName } from "../../src/node/identity.ts"
-import { moveAside, repairAdvice, repairMarkerFileName } from "../../src/node/repair.ts"
+import { moveAside, repairMarkerFileName } from "../../src/node/repair.ts"
 import type { SqlNode, SqlNodeOptions } from "../../src/node/SqlNode.ts"
 import * as SqlNodes from "../../src/node/SqlNode.ts"
 import type { Role } from "../../src/raft/types.ts"
@@ -234,7 +235,7 @@ const scenario = (
     // which takes seconds to load on a busy machine: one at a time, as both take the lock).
     const refused = yield* Effect.exit(start(victim, [], setup))
     expect(Exit.isFailure(refused)).toBe(true)
-    const advice = Exit.isFailure(refused) ? repairAdvice(refused.cause, victim.dataDir) : null
+    const advice = Exit.isFailure(refused) ? failureLine(refused.cause, victim.dataDir) : null
     expect(advice).toContain(damage.file)
     expect(advice).toMatch(/at byte \d+/)
     expect(advice).toContain(`run: tqlite repair --data-dir ${victim.dataDir}`)
@@ -364,7 +365,7 @@ describe("tqlite repair, live", () => {
       fs.renameSync(path.join(half, "sqlite"), path.join(half, "damaged-interrupted", "sqlite"))
       const refused = yield* Effect.exit(start(members[2]!, [], setup))
       expect(Exit.isFailure(refused)).toBe(true)
-      const advice = Exit.isFailure(refused) ? repairAdvice(refused.cause, half) : null
+      const advice = Exit.isFailure(refused) ? failureLine(refused.cause, half) : null
       expect(advice).toContain("an interrupted tqlite repair left")
       expect(advice).toContain(`run: tqlite repair --data-dir ${half}`)
       const finished = yield* moveAside(half).pipe(Effect.provide(Disk.layerNode))

@@ -1,12 +1,12 @@
 // The /health verdict on its own: each reason a node is unavailable, in the order they are
 // checked, and the role filter.
 import { describe, expect, it } from "vitest"
-import type { NodeStatus } from "../../src/actors/RaftActor.ts"
+import type { NodeCondition, NodeStatus } from "../../src/actors/RaftActor.ts"
 import type { HealthInput } from "../../src/observability/health.ts"
 import { evaluateHealth, parseWantedRole } from "../../src/observability/health.ts"
 import type { NodeId } from "../../src/raft/types.ts"
 
-const limits = { appliedLagMax: 10, contactMaxMs: 1000 }
+const limits = { appliedLagMax: 10, contactMaxMs: 1000, stallMaxMs: 3000 }
 const members = [1, 2, 3].map((id) => ({ id, address: `127.0.0.1:${9000 + id}`, role: "voter" as const }))
 
 const status = (overrides: Partial<NodeStatus> = {}): NodeStatus => ({
@@ -71,6 +71,42 @@ describe("evaluateHealth", () => {
     const leader = status({ id: 1, role: "leader", leader: 1 })
     expect(evaluateHealth(input(leader, { 2: 9_900 }, "leader"), limits).status).toBe("ok")
     expect(evaluateHealth(input(leader, { 2: 9_900 }, "follower"), limits).reason).toBe("role is leader, not follower")
+  })
+
+  describe("the node's machinery (issue 13)", () => {
+    const healthy: NodeCondition = { diskFull: [], stopped: [], raftActiveMs: 9_990, applierActiveMs: 9_990 }
+    const leader = status({ id: 1, role: "leader", leader: 1 })
+    const withCondition = (s: NodeStatus, condition: NodeCondition): HealthInput => ({ ...input(s, { 2: 9_900 }), condition })
+
+    it("is ok when every part runs", () => {
+      expect(evaluateHealth(withCondition(leader, healthy), limits).status).toBe("ok")
+    })
+
+    it("is unavailable once an actor gave up, even for a node that still looks like a leader", () => {
+      const report = evaluateHealth(withCondition(leader, { ...healthy, stopped: ["raft-1/log-writer gave up after 0 restarts"] }), limits)
+      expect(report.status).toBe("unavailable")
+      expect(report.reason).toBe("stopped: raft-1/log-writer gave up after 0 restarts")
+    })
+
+    it("says disk full, naming the part and the path", () => {
+      const episode = { part: "log" as const, path: "/data/log/log-1.seg", op: "write", sinceMs: 7_000, attempts: 5 }
+      expect(evaluateHealth(withCondition(leader, { ...healthy, diskFull: [episode] }), limits).reason)
+        .toBe("disk full: the log cannot write (write /data/log/log-1.seg) for 3000 ms")
+    })
+
+    it("is unavailable when the Raft loop has finished no batch for longer than the stall bound", () => {
+      expect(evaluateHealth(withCondition(leader, { ...healthy, raftActiveMs: 7_000 }), limits).status).toBe("ok")
+      expect(evaluateHealth(withCondition(leader, { ...healthy, raftActiveMs: 6_999 }), limits).reason)
+        .toBe("the Raft loop has made no progress for 3001 ms (limit 3000 ms)")
+    })
+
+    it("is unavailable when the applier trails the commit index and has not advanced for longer than the bound", () => {
+      const behind = status({ id: 1, role: "leader", leader: 1, appliedIndex: 95 })
+      expect(evaluateHealth(withCondition(behind, { ...healthy, applierActiveMs: 6_000 }), limits).reason)
+        .toBe("the applier has not advanced for 4000 ms (applied 95, committed 100; limit 3000 ms)")
+      // Caught up: an idle applier is fine.
+      expect(evaluateHealth(withCondition(leader, { ...healthy, applierActiveMs: 1_000 }), limits).status).toBe("ok")
+    })
   })
 
   it("parses the role parameter", () => {

@@ -32,6 +32,13 @@ function startNode(address: string, dataDir: string, join: ReadonlyArray<string>
   return child
 }
 
+/** A `tqlite` client tool as a process: its exit code and output. */
+function tqliteTool(args: ReadonlyArray<string>): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) =>
+    execFile(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], { cwd: root, timeout: 60_000 }, (error, stdout, stderr) =>
+      resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, out: stdout, err: stderr })))
+}
+
 function shell(servers: ReadonlyArray<string>, ...command: ReadonlyArray<string>): Promise<{ code: number; out: string }> {
   return shellWith([], servers, ...command)
 }
@@ -133,17 +140,25 @@ describe.skipIf(dqlite === null)("TLS", () => {
       const now = (await shellWith(secure, addresses, ".cluster")).out
       return (now.match(/\|voter/g) ?? []).length === 1 && (now.match(/\|stand-by/g) ?? []).length === 1
     })
-    // Both addresses: a standby, like dqlite's, names no leader, so a shell that knows only the
-    // joiner could not find one.
     expect((await shellWith(secure, addresses, "CREATE TABLE t (x)")).code).toBe(0)
     expect((await shellWith(secure, addresses, "INSERT INTO t VALUES (42)")).code).toBe(0)
     expect((await shellWith(secure, addresses, "SELECT x FROM t")).out.trim()).toBe("42")
     const plain = await shell(addresses, "SELECT x FROM t")
     expect(plain.code).not.toBe(0)
     expect(plain.out).not.toContain("42")
+    // tqlite's own tools take the same flags, and find the leader through the standby alone.
+    const standbyOnly = ["--servers", addresses[1]!]
+    const viaTls = await tqliteTool(["shell", ...standbyOnly, ...tlsArgs, "--format", "csv", "-c", "SELECT x FROM t", "mydb"])
+    expect(viaTls).toEqual({ code: 0, out: "x\r\n42\r\n", err: "" })
+    const listed = await tqliteTool(["cluster", ...standbyOnly, ...tlsArgs, "--format", "json", "list"])
+    expect(listed.code).toBe(0)
+    expect((JSON.parse(listed.out) as Array<{ role: string }>).map((m) => m.role).sort()).toEqual(["standby", "voter"])
+    const withoutTls = await tqliteTool(["shell", ...standbyOnly, "-c", "SELECT x FROM t", "mydb"])
+    expect(withoutTls.code).toBe(1)
+    expect(withoutTls.out).not.toContain("42")
     for (const node of nodes) node.kill("SIGKILL")
     fs.rmSync(base, { recursive: true, force: true })
-  }, 90_000)
+  }, 150_000)
 })
 
 if (dqlite === null) {

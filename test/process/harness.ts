@@ -26,7 +26,12 @@ export function killAll(): void {
 }
 
 export function tqlite(args: ReadonlyArray<string>): TqliteProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+  return spawnTracked(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args])
+}
+
+/** Any command (e.g. `unshare … exec node … start`), tracked like `tqlite`. */
+export function spawnTracked(command: string, args: ReadonlyArray<string>): TqliteProcess {
+  const child = spawn(command, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""
   child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()))
   child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()))

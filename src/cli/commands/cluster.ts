@@ -7,11 +7,13 @@ import type { DqliteClientService, ServerInfo, ServerRole } from "../../net/clie
 import { make as makeClient } from "../../net/client/Client.ts"
 import type { ClientError } from "../../net/client/errors.ts"
 import type { CliIo } from "../common.ts"
-import { clientErrorText, exitCodes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
+import { clientErrorText, exitCodes, parseCommandLine, parseServers, parseTlsFlags, processIo, runProgram, tlsFlags, withTls } from "../common.ts"
+import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
 import type { OutputFormat } from "../format.ts"
 import { formatRows, isOutputFormat, jsonValue, outputFormats } from "../format.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
+import { parseNodeIdText } from "../../node/nodeIdText.ts"
 
 export type ClusterAction =
   | { readonly _tag: "List" }
@@ -22,7 +24,6 @@ export type ClusterAction =
   | { readonly _tag: "Describe"; readonly address: string }
 
 const roles: ReadonlyArray<ServerRole> = ["voter", "standby", "spare"]
-const uint64Max = 2n ** 64n - 1n
 
 /** How long `transfer` waits to see another server lead. */
 const transferSettleMs = 5_000
@@ -38,9 +39,7 @@ export function formatServers(format: OutputFormat, servers: ReadonlyArray<Serve
 }
 
 function parseId(text: string | undefined): bigint | string {
-  if (text === undefined || !/^\d{1,20}$/.test(text)) return `node id '${text ?? ""}' is not a positive integer`
-  const id = BigInt(text)
-  return id === 0n || id > uint64Max ? `node id ${text} is out of range` : id
+  return text === undefined ? "give a node id" : parseNodeIdText(text)
 }
 
 /** The action named by the positional arguments, or why they name none. */
@@ -122,31 +121,40 @@ const perform = (client: DqliteClientService, action: ClusterAction, format: Out
 }
 
 export const runCluster = (
-  options: { readonly servers: ReadonlyArray<string>; readonly action: ClusterAction; readonly format: OutputFormat },
+  options: ClusterOptions,
   io: CliIo
 ): Effect.Effect<number, never, Scope.Scope> =>
   Effect.gen(function*() {
     // Cluster requests need no particular database; OPEN is sent all the same.
-    const client = yield* makeClient({ servers: options.servers, database: "tqlite-control" })
+    const client = yield* makeClient({ servers: options.servers, database: "tqlite-control", tls: options.tls ?? null })
     return yield* perform(client, options.action, options.format, io).pipe(
       Effect.catchAll((error) => Effect.sync(() => (io.err(`Error: ${clientErrorText(error)}\n`), exitCodes.failed)))
     )
   })
 
-export function parseClusterArgs(args: ReadonlyArray<string>): { readonly servers: ReadonlyArray<string>; readonly action: ClusterAction; readonly format: OutputFormat } | string {
-  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" } })
+export interface ClusterOptions {
+  readonly servers: ReadonlyArray<string>
+  readonly action: ClusterAction
+  readonly format: OutputFormat
+  readonly tls?: PeerTlsOptions
+}
+
+export function parseClusterArgs(args: ReadonlyArray<string>): ClusterOptions | string {
+  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" }, ...tlsFlags })
   if (typeof parsed === "string") return parsed
   const servers = parseServers(parsed.values.servers)
   if ("error" in servers) return servers.error
   const format = parsed.values.format ?? "table"
   if (!isOutputFormat(format)) return `--format must be one of ${outputFormats.join(", ")}`
+  const tls = parseTlsFlags(parsed.values)
+  if ("error" in tls) return tls.error
   const action = parseClusterAction(parsed.positionals)
-  return typeof action === "string" ? action : { servers: servers.servers, action, format }
+  return typeof action === "string" ? action : { servers: servers.servers, action, format, ...withTls(tls.tls) }
 }
 
 export const cluster: Command = {
   name: "cluster",
-  usage: `tqlite cluster --servers HOST:PORT[,...] [--format table|json|csv] ACTION
+  usage: `tqlite cluster --servers HOST:PORT[,...] [--format table|json|csv] [--tls-cert F --tls-key F --tls-ca F] ACTION
       list | add ID ADDRESS | remove ID | assign ID voter|standby|spare | transfer [ID] |
       describe ADDRESS. transfer without ID lets the leader pick its most caught-up voter.`,
   run: async (args) => {

@@ -2,12 +2,13 @@
 // the dqlite wire protocol) on 127.0.0.1, consecutive ports from --base-port — that prints how to
 // connect and then who leads, whenever that or the roles change. Ctrl-C shuts it down gracefully;
 // run it again and the nodes come back from their data directories.
-import { Duration, Effect, Schedule } from "effect"
+import { Cause, Duration, Effect, Schedule } from "effect"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import type { SqlNode } from "../../node/SqlNode.ts"
 import * as SqlNodeModule from "../../node/SqlNode.ts"
 import { Disk } from "../../storage/Disk.ts"
+import { failureLine } from "../failureText.ts"
 import type { Command } from "./command.ts"
 import { usageError, version } from "./command.ts"
 import { runUntilSignal } from "./signals.ts"
@@ -55,7 +56,9 @@ export const runDemo = (options: DemoOptions) =>
       last = line
       process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`)
     })
-    const anyFailed = Effect.raceAll(nodes.map((n) => n.node.raft.failed))
+    // The first node whose actor gives up stops the demo (exit 1, one line). Each racer succeeds
+    // with its node's failure: `raceAll` alone waits for a success and would ignore one failed node.
+    const anyFailed = Effect.raceAll(nodes.map((n) => Effect.flip(n.node.raft.failed))).pipe(Effect.flatMap(Effect.fail))
     yield* Effect.raceFirst(report.pipe(Effect.repeat(Schedule.spaced(Duration.millis(500)))), anyFailed)
   })
 
@@ -71,6 +74,18 @@ export const demo: Command = {
     if (!Number.isSafeInteger(nodes) || nodes < 1 || nodes > 7) return usageError("demo", "--nodes must be between 1 and 7")
     const basePort = Number(values["base-port"] ?? 9001)
     if (!Number.isSafeInteger(basePort) || basePort < 1 || basePort + nodes - 1 > 65_535) return usageError("demo", "--base-port must leave room for every node below 65536")
-    runUntilSignal(Effect.scoped(runDemo({ dataDir, basePort, nodes })).pipe(Effect.provide(Disk.layerNode)))
+    const program = Effect.scoped(runDemo({ dataDir, basePort, nodes })).pipe(
+      // One line saying why and what to do; the whole cause only at debug level.
+      Effect.tapErrorCause((cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.void
+          : Effect.zipRight(
+            Effect.logDebug("demo stopped on an error", cause),
+            Effect.sync(() => void process.stderr.write(`tqlite demo: ${failureLine(cause, dataDir)}\n`))
+          )
+      ),
+      Effect.provide(Disk.layerNode)
+    )
+    runUntilSignal(program, { disableErrorReporting: true })
   }
 }

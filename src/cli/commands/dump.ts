@@ -20,7 +20,8 @@ import { make as makeClient } from "../../net/client/Client.ts"
 import type { ClientError } from "../../net/client/errors.ts"
 import { NoLeader } from "../../net/client/errors.ts"
 import type { CliIo } from "../common.ts"
-import { clientErrorText, exitCodes, formatBytes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
+import { clientErrorText, exitCodes, formatBytes, parseCommandLine, parseServers, parseTlsFlags, processIo, runProgram, tlsFlags, withTls } from "../common.ts"
+import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
 
@@ -38,6 +39,7 @@ export interface DumpOptions {
   readonly database: string
   readonly file: string
   readonly timeoutMs?: number
+  readonly tls?: PeerTlsOptions
 }
 
 export interface DumpOutcome {
@@ -133,7 +135,8 @@ export const runDump = (options: DumpOptions, io: CliIo): Effect.Effect<number, 
       database: options.database,
       requestTimeoutMs: options.timeoutMs ?? dumpTimeoutMsDefault,
       messageBytesMax: dumpBytesMax,
-      connectionsMax: 1
+      connectionsMax: 1,
+      tls: options.tls ?? null
     })
     const started = yield* Clock.currentTimeMillis
     io.err(`dumping ${options.database} …\n`)
@@ -154,19 +157,21 @@ export const runDump = (options: DumpOptions, io: CliIo): Effect.Effect<number, 
   })
 
 export function parseDumpArgs(args: ReadonlyArray<string>): DumpOptions | string {
-  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, "timeout-ms": { type: "string" } })
+  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, "timeout-ms": { type: "string" }, ...tlsFlags })
   if (typeof parsed === "string") return parsed
   const servers = parseServers(parsed.values.servers)
   if ("error" in servers) return servers.error
   if (parsed.positionals.length !== 2) return "give DATABASE and FILE"
   const timeoutMs = Number(parsed.values["timeout-ms"] ?? dumpTimeoutMsDefault)
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) return "--timeout-ms must be a positive integer"
-  return { servers: servers.servers, database: parsed.positionals[0]!, file: path.resolve(parsed.positionals[1]!), timeoutMs }
+  const tls = parseTlsFlags(parsed.values)
+  if ("error" in tls) return tls.error
+  return { servers: servers.servers, database: parsed.positionals[0]!, file: path.resolve(parsed.positionals[1]!), timeoutMs, ...withTls(tls.tls) }
 }
 
 export const dump: Command = {
   name: "dump",
-  usage: `tqlite dump --servers HOST:PORT[,...] [--timeout-ms MS] DATABASE FILE
+  usage: `tqlite dump --servers HOST:PORT[,...] [--timeout-ms MS] [--tls-cert F --tls-key F --tls-ca F] DATABASE FILE
       a consistent backup from the leader, written atomically to FILE as a plain SQLite file`,
   run: async (args) => {
     const options = parseDumpArgs(args)

@@ -13,7 +13,7 @@ export const recover: Command = {
   name: "recover",
   usage: `tqlite recover --data-dir DIR --members ID@HOST:PORT,...
       for a cluster that lost a majority for good: makes the listed survivors its only voters in
-      the stopped node's data dir (ids as \`.cluster\` prints them, with 0x, or in decimal).
+      the stopped node's data dir (ids in decimal as tqlite prints them, or hex with 0x).
       Run it on each survivor with the same --members, then start them.`,
   run: async (args) => {
     const { values } = parseArgs({ args: [...args], options: { "data-dir": { type: "string" }, members: { type: "string" } } })

@@ -34,7 +34,8 @@ import type { ParamValue } from "../../net/client/values.ts"
 import { Values } from "../../net/gateway/values.ts"
 import { defaultSqliteLimits } from "../../sqlite/limits.ts"
 import type { CliIo } from "../common.ts"
-import { clientErrorText, exitCodes, formatBytes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
+import { clientErrorText, exitCodes, formatBytes, parseCommandLine, parseServers, parseTlsFlags, processIo, runProgram, tlsFlags, withTls } from "../common.ts"
+import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
 import { Progress } from "../progress.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
@@ -87,6 +88,7 @@ export interface RestoreOptions {
   readonly file: string
   readonly force: boolean
   readonly limits?: Partial<RestoreLimits>
+  readonly tls?: PeerTlsOptions
 }
 
 interface SourceTable {
@@ -338,7 +340,7 @@ export const runRestore = (options: RestoreOptions, io: CliIo): Effect.Effect<nu
       io.err(`Error: ${opened.left.detail}\n`)
       return exitCodes.failed
     }
-    const client = yield* makeClient({ servers: options.servers, database: options.database, connectionsMax: 1 })
+    const client = yield* makeClient({ servers: options.servers, database: options.database, connectionsMax: 1, tls: options.tls ?? null })
     return yield* restoreInto(client, opened.right, options, limits, io).pipe(
       Effect.catchAll((error) =>
         Effect.sync(() => {
@@ -354,7 +356,8 @@ export function parseRestoreArgs(args: ReadonlyArray<string>): RestoreOptions | 
     servers: { type: "string", short: "s" },
     force: { type: "boolean" },
     "rows-per-transaction": { type: "string" },
-    "bytes-per-transaction": { type: "string" }
+    "bytes-per-transaction": { type: "string" },
+    ...tlsFlags
   })
   if (typeof parsed === "string") return parsed
   const { values, positionals } = parsed
@@ -366,12 +369,15 @@ export function parseRestoreArgs(args: ReadonlyArray<string>): RestoreOptions | 
   if (values["bytes-per-transaction"] !== undefined) limits.bytesPerTransactionMax = Number(values["bytes-per-transaction"])
   const invalid = validateRestoreLimits({ ...restoreLimitsDefault, ...limits })
   if (invalid !== null) return invalid
-  return { servers: servers.servers, database: positionals[0]!, file: path.resolve(positionals[1]!), force: values.force ?? false, limits }
+  const tls = parseTlsFlags(values)
+  if ("error" in tls) return tls.error
+  return { servers: servers.servers, database: positionals[0]!, file: path.resolve(positionals[1]!), force: values.force ?? false, limits, ...withTls(tls.tls) }
 }
 
 export const restore: Command = {
   name: "restore",
-  usage: `tqlite restore --servers HOST:PORT[,...] [--force] [--rows-per-transaction N] [--bytes-per-transaction N] DATABASE FILE
+  usage: `tqlite restore --servers HOST:PORT[,...] [--force] [--rows-per-transaction N] [--bytes-per-transaction N]
+               [--tls-cert F --tls-key F --tls-ca F] DATABASE FILE
       loads a SQLite file into the cluster's DATABASE; refuses a DATABASE with tables unless
       --force (which drops them first). Defaults: 10000 rows, 8 MiB per transaction.`,
   run: async (args) => {

@@ -19,7 +19,8 @@ import type { DqliteClientService } from "../../net/client/Client.ts"
 import { make as makeClient } from "../../net/client/Client.ts"
 import { splitStatements } from "../../sqlite/statements.ts"
 import type { CliIo } from "../common.ts"
-import { clientErrorText, exitCodes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
+import { clientErrorText, exitCodes, parseCommandLine, parseServers, parseTlsFlags, processIo, runProgram, tlsFlags, withTls } from "../common.ts"
+import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
 import type { OutputFormat } from "../format.ts"
 import { formatChange, formatRows, isOutputFormat, outputFormats } from "../format.ts"
 import type { Command } from "./command.ts"
@@ -30,6 +31,7 @@ export interface ShellOptions {
   readonly servers: ReadonlyArray<string>
   readonly database: string
   readonly format: OutputFormat
+  readonly tls?: PeerTlsOptions
 }
 
 /** History lines kept in the file and in memory. */
@@ -268,7 +270,7 @@ export const runShell = (
   terminal = false
 ): Effect.Effect<number, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const client = yield* makeClient({ servers: options.servers, database: options.database, connectionsMax: 1 })
+    const client = yield* makeClient({ servers: options.servers, database: options.database, connectionsMax: 1, tls: options.tls ?? null })
     const session = new ShellSession(client, io, options)
     if (options.command !== null) return yield* session.runCommand(options.command)
     return yield* session.runLines(input, terminal, terminal ? new HistoryFile(historyFilePath()) : null)
@@ -276,7 +278,7 @@ export const runShell = (
 
 /** The shell's options from its arguments, or what is wrong with them. */
 export function parseShellArgs(args: ReadonlyArray<string>): (ShellOptions & { readonly command: string | null }) | string {
-  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" }, command: { type: "string", short: "c" } })
+  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" }, command: { type: "string", short: "c" }, ...tlsFlags })
   if (typeof parsed === "string") return parsed
   const { values, positionals } = parsed
   const servers = parseServers(values.servers)
@@ -284,12 +286,14 @@ export function parseShellArgs(args: ReadonlyArray<string>): (ShellOptions & { r
   const format = values.format ?? "table"
   if (!isOutputFormat(format)) return `--format must be one of ${outputFormats.join(", ")}`
   if (positionals.length !== 1) return "give one DATABASE name"
-  return { servers: servers.servers, database: positionals[0]!, format, command: values.command ?? null }
+  const tls = parseTlsFlags(values)
+  if ("error" in tls) return tls.error
+  return { servers: servers.servers, database: positionals[0]!, format, command: values.command ?? null, ...withTls(tls.tls) }
 }
 
 export const shell: Command = {
   name: "shell",
-  usage: `tqlite shell --servers HOST:PORT[,...] [--format table|json|csv] [-c SQL] DATABASE
+  usage: `tqlite shell --servers HOST:PORT[,...] [--format table|json|csv] [-c SQL] [--tls-cert F --tls-key F --tls-ca F] DATABASE
       a SQL shell on the cluster's leader; -c runs one statement (or dot command) and exits
       (1 on an error). History in ~/.tqlite_history (TQLITE_HISTORY overrides).`,
   run: async (args) => {

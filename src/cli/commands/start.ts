@@ -2,10 +2,12 @@
 // new cluster; with --join it asks a member to add it; with an existing data dir it rejoins.
 import { Cause, Effect } from "effect"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import { ListenFailed } from "../../net/peers/errors.ts"
 import { parseAddress } from "../../net/peers/sockets.ts"
-import { repairAdvice } from "../../node/repair.ts"
+import { failureLine } from "../failureText.ts"
 import * as SqlNode from "../../node/SqlNode.ts"
 import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel } from "../../observability/logging.ts"
 import { Disk } from "../../storage/Disk.ts"
@@ -15,11 +17,12 @@ import { runUntilSignal } from "./signals.ts"
 
 export const start: Command = {
   name: "start",
-  usage: `tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...] [--failure-domain N]
+  usage: `tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...] [--join-timeout SECONDS] [--failure-domain N]
                [--voters N] [--standbys N] [--tls-cert FILE --tls-key FILE --tls-ca FILE]
                [--metrics HOST:PORT] [--log-format pretty|json|logfmt] [--log-level LEVEL]
       runs a node: with an empty data dir and no --join it founds a new cluster; with --join it
-      asks a member to add it (as a spare: the leader promotes it as needed); with an existing
+      asks a member to add it (as a spare: the leader promotes it as needed), retrying for up to
+      --join-timeout seconds (default 120) while no member answers; with an existing
       data dir it rejoins as the same node. SIGTERM/SIGINT shut down gracefully (a second one
       exits at once; docs/operations.md).
       --metrics serves Prometheus /metrics and /health over HTTP (docs/observability.md).
@@ -33,6 +36,7 @@ export const start: Command = {
         address: { type: "string" },
         "data-dir": { type: "string" },
         join: { type: "string" },
+        "join-timeout": { type: "string" },
         "failure-domain": { type: "string" },
         voters: { type: "string" },
         standbys: { type: "string" },
@@ -67,17 +71,28 @@ export const start: Command = {
     const standbys = Number(values.standbys ?? 3)
     if (!Number.isSafeInteger(standbys) || standbys < 0) return usageError("start", "--standbys must be 0 or more")
     const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
+    const joinTimeoutSeconds = Number(values["join-timeout"] ?? SqlNode.joinTimeoutMsDefault / 1000)
+    if (!Number.isFinite(joinTimeoutSeconds) || joinTimeoutSeconds < 0 || joinTimeoutSeconds > 86_400) return usageError("start", "--join-timeout must be a number of seconds from 0 to 86400")
+    if (!isAddress(address)) return usageError("start", `--address wants HOST:PORT (port 1-65535), not "${address}"`)
     const program = Effect.gen(function*() {
+      // Before anything is written to the data dir: a first start on a taken port must not leave
+      // an identity (and a log) that binds the data dir to that address.
+      yield* probeListen(address)
       const { node, metricsAddress } = yield* SqlNode.start({
         dataDir,
         address,
         join,
+        joinTimeoutMs: joinTimeoutSeconds * 1000,
         failureDomain,
         roles: { targets: { voters, standbys } },
         ...(tls !== undefined ? { tls } : {}),
         ...(metrics !== undefined ? { metrics } : {})
       })
       const self = node.identity
+      // With TLS on, the hints carry the flags each shell needs (dqlite's takes -c/-k).
+      const tlsHint = tls === undefined
+        ? { dqlite: "", tqlite: "" }
+        : { dqlite: ` -c ${values["tls-cert"]} -k ${values["tls-key"]}`, tqlite: ` --tls-cert ${values["tls-cert"]} --tls-key ${values["tls-key"]} --tls-ca ${values["tls-ca"]}` }
       if (logFormat === "json") {
         // Machine-read output stays one JSON object per line.
         yield* Effect.logInfo(`tqlite ${version} started`).pipe(
@@ -88,20 +103,26 @@ export const start: Command = {
           `tqlite ${version}: node ${self.nodeId} of cluster ${self.clusterId}\n` +
             `  listening on ${self.address} (dqlite wire protocol v1 and peers), data in ${dataDir}\n` +
             (metricsAddress !== null ? `  metrics:   http://${metricsAddress}/metrics and /health\n` : "") +
-            `  connect:   dqlite -s ${self.address} mydb\n` +
+            `  connect:   dqlite -s ${self.address}${tlsHint.dqlite} mydb\n` +
+            `             tqlite shell --servers ${self.address}${tlsHint.tqlite} mydb\n` +
             `  add nodes: npx tqlite start --address 127.0.0.1:${Number(port) + 1} --join ${self.address}\n`
         )
       }
-      yield* Effect.raceFirst(Effect.never, node.raft.failed)
+      // An actor that gave up ends the node on purpose: the scope closes (a graceful shutdown as
+      // far as it goes) and the process exits 1, rather than serving on as a zombie.
+      yield* node.raft.failed
     })
     const main = Effect.scoped(program).pipe(
       // Reported here, inside the chosen logger, rather than by runMain's default one.
-      Effect.tapErrorCause((cause) => {
-        if (Cause.isInterruptedOnly(cause)) return Effect.void
-        // A damaged log or snapshot: one line naming the file, the offset and the way out.
-        const advice = repairAdvice(cause, dataDir)
-        return advice !== null ? Effect.logError(advice) : Effect.logError("node stopped on an error", cause)
-      }),
+      // One line saying why and what to do; the whole cause (stack traces) only at debug level.
+      Effect.tapErrorCause((cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.void
+          : Effect.zipRight(
+            Effect.logDebug("node stopped on an error", cause),
+            Effect.sync(() => void process.stderr.write(`tqlite start: ${failureLine(cause, dataDir)}\n`))
+          )
+      ),
       Effect.provide(Disk.layerNode),
       Effect.provide(loggerLayer(logFormat, logLevel))
     )
@@ -115,6 +136,15 @@ function parseUint64(text: string): bigint | null {
   const value = BigInt(text)
   return value < 2n ** 64n ? value : null
 }
+
+/** Binds `address` and lets it go at once: fails with ListenFailed if it cannot be listened on. */
+const probeListen = (address: string): Effect.Effect<void, ListenFailed> =>
+  Effect.async<void, ListenFailed>((resume) => {
+    const { host, port } = parseAddress(address)
+    const server = net.createServer()
+    server.once("error", (cause) => resume(Effect.fail(new ListenFailed({ address, cause }))))
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resume(Effect.void)))
+  })
 
 function isAddress(text: string): boolean {
   try {

@@ -16,6 +16,7 @@ import * as net from "node:net"
 import type { Duplex } from "node:stream"
 import type { Scope } from "effect"
 import { Cause, Data, Duration, Effect, FiberSet } from "effect"
+import { listenFailureText } from "../peers/errors.ts"
 import { formatAddress, parseAddress } from "../peers/sockets.ts"
 import type { GatewayDeps } from "./ClientSession.ts"
 import { ClientSession } from "./ClientSession.ts"
@@ -114,7 +115,11 @@ function remoteOf(stream: Duplex): string {
 // ---------------------------------------------------------------------------------------------
 // Standalone listener
 
-export class GatewayListenFailed extends Data.TaggedError("GatewayListenFailed")<{ readonly address: string; readonly cause: unknown }> {}
+export class GatewayListenFailed extends Data.TaggedError("GatewayListenFailed")<{ readonly address: string; readonly cause: unknown }> {
+  override get message() {
+    return listenFailureText(this.address, this.cause)
+  }
+}
 
 export interface GatewayStats {
   /** Connections being served now. */

@@ -24,12 +24,13 @@ export interface RaftClusterControlOptions {
   readonly weight?: bigint
 }
 
-/** What dqlite answers LEADER with, from a node's status: the leader's id and the address in the
- * configuration (what clients dial), or null when no leader is known — and also when this node
- * is not a voter (standbys and spares answer (0, "") even if they know). */
+/** What LEADER is answered with, from a node's status: the leader's id and the address in the
+ * configuration (what clients dial), or null when no leader is known or this node is not a
+ * member. Unlike dqlite 1.11, whose standbys and spares answer (0, "") — a dead end for a
+ * client that was given only them — every member that knows the leader names it: clients ask
+ * the named node again before trusting it, so a stale answer costs one more round trip. */
 export function leaderOf(status: NodeStatus): ClusterServerAddress | null {
-  const self = status.membership.members.find((m) => m.id === status.id)
-  if (self === undefined || self.role !== "voter") return null
+  if (!status.membership.members.some((m) => m.id === status.id)) return null
   const leaderId = status.role === "leader" ? status.id : status.leader
   if (leaderId === null) return null
   const leader = status.membership.members.find((m) => m.id === leaderId)
@@ -59,6 +60,7 @@ export function clusterErrorOf(error: RaftRequestError): ClusterControlError {
       if (error.detail.includes("not a member")) return new ClusterControlError({ reason: "UnknownId", message: error.detail })
       return new ClusterControlError({ reason: "Failed", message: error.detail })
     case "Overloaded":
+    case "StorageFull":
       return new ClusterControlError({ reason: "Failed", message: error.detail })
     case "RequestTimeout":
       return new ClusterControlError({ reason: "Failed", message: `the change was not committed within ${error.timeoutMs} ms` })

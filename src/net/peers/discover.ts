@@ -10,7 +10,11 @@ import { decodeHello, encodeHello, peerMagicWord, peerProtocolVersion } from "./
 import type { PeerTlsOptions } from "./sockets.ts"
 import { parseAddress } from "./sockets.ts"
 
-export class DiscoveryFailed extends Data.TaggedError("DiscoveryFailed")<{ readonly address: string; readonly detail: string }> {}
+export class DiscoveryFailed extends Data.TaggedError("DiscoveryFailed")<{ readonly address: string; readonly detail: string }> {
+  override get message() {
+    return `cannot reach a cluster member at ${this.address}: ${this.detail}`
+  }
+}
 
 const answerBytesMax = 4096
 

@@ -53,4 +53,17 @@ export type ConnectionError = FrameError | HandshakeRefused | ConnectionClosed |
 export class ListenFailed extends Data.TaggedError("ListenFailed")<{
   readonly address: string
   readonly cause: unknown
-}> {}
+}> {
+  override get message() {
+    return listenFailureText(this.address, this.cause)
+  }
+}
+
+/** Why listening on `address` failed, in words an operator acts on. */
+export function listenFailureText(address: string, cause: unknown): string {
+  const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : ""
+  if (code === "EADDRINUSE") return `cannot listen on ${address}: the address is in use (another tqlite or program listens there)`
+  if (code === "EADDRNOTAVAIL") return `cannot listen on ${address}: no network interface of this machine has that address`
+  if (code === "EACCES") return `cannot listen on ${address}: permission denied (ports below 1024 need privileges)`
+  return `cannot listen on ${address}: ${cause instanceof Error ? cause.message : String(cause)}`
+}

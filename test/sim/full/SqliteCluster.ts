@@ -31,7 +31,7 @@ import * as Replicated from "../../../src/sqlite/ReplicatedDatabases.ts"
 import type { SqliteApplyResult } from "../../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../../src/sqlite/SqliteMachine.ts"
 import { Disk } from "../../../src/storage/Disk.ts"
-import { persistInGroups } from "../../../src/storage/LogStore.ts"
+import { persistInGroupsResumable } from "../../../src/storage/LogStore.ts"
 import type { PersistBatch } from "../../../src/storage/LogStore.ts"
 import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
 import { readSnapshotData, Snapshots, writeSnapshotData } from "../../../src/storage/Snapshots.ts"
@@ -104,6 +104,11 @@ export class SqliteCluster {
 
   constructor(readonly options: SqliteClusterOptions) {}
 
+  /** The simulated disk under a node's log and snapshots (its driver injects faults). */
+  diskOf(id: NodeId): SimDisk | undefined {
+    return this.stored.get(id)?.disk
+  }
+
   bootstrap(ids: ReadonlyArray<NodeId>): Effect.Effect<void> {
     const config: Membership = { members: ids.map((id) => ({ id, address: `node${id}`, role: "voter" as const })) }
     return Effect.gen(this, function*() {
@@ -155,13 +160,14 @@ export class SqliteCluster {
         apply: (entry: Entry) => (onApplied === undefined ? machine.apply(entry) : Effect.zipLeft(machine.apply(entry), Effect.sync(() => onApplied(id, entry)))),
         restore: (meta: SnapshotMeta, data: Uint8Array) => Effect.zipLeft(machine.restore(meta, data), Effect.sync(() => void this.installs++))
       })
-      const persist = persistInGroups(log)
+      const persist = persistInGroupsResumable(log)
       const raft = yield* RaftActor.make<SqliteApplyResult, SqliteMachine>({
         config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, ...this.options.raftConfig?.(id, node.restarts) },
         recovered: { ...loaded, snapshot },
         stateMachine,
         io: {
           persist: (batches: ReadonlyArray<PersistBatch>) => persist(batches),
+          recover: log.recover,
           saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
           loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
           send: (envelope) => this.send(id, envelope)

@@ -1,0 +1,78 @@
+// Joining as a new user meets it: a member that is not up yet is waited for (bounded backoff),
+// an unreachable one gives up after the join timeout with the reason, and a data dir that belongs
+// to another cluster is refused instead of quietly running its old cluster.
+import { describe, expect, it } from "@effect/vitest"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Duration, Effect, Exit, Fiber, Scope } from "effect"
+import { JoinOtherCluster } from "../../src/node/SqlNode.ts"
+import * as SqlNode from "../../src/node/SqlNode.ts"
+import { Disk } from "../../src/storage/Disk.ts"
+import { freePort } from "../freePort.ts"
+
+const base = () => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-join-"))
+
+const startIn = (scope: Scope.Scope, options: Omit<SqlNode.SqlNodeOptions, "tickMs">) =>
+  SqlNode.start({ tickMs: 20, ...options }).pipe(Scope.extend(scope), Effect.provide(Disk.layerNode))
+
+const memberOf = (node: SqlNode.SqlNode) =>
+  Effect.map(node.node.raft.status, (status) => status.membership.members.some((m) => m.id === node.node.identity.nodeId))
+
+describe("join", () => {
+  it.live("waits for a member that starts after it, then joins", () =>
+    Effect.gen(function*() {
+      const dir = base()
+      const founderAddress = `127.0.0.1:${yield* freePort}`
+      const scope = yield* Scope.make()
+      const joining = yield* Effect.fork(startIn(scope, { dataDir: path.join(dir, "joiner"), address: `127.0.0.1:${yield* freePort}`, join: [founderAddress], joinTimeoutMs: 30_000 }))
+      // Nothing listens yet: the joiner must be retrying, not failing.
+      yield* Effect.sleep(Duration.millis(1_500))
+      expect(joining.unsafePoll()).toBeNull()
+      const founder = yield* startIn(scope, { dataDir: path.join(dir, "founder"), address: founderAddress, join: [] })
+      const joiner = yield* Fiber.join(joining)
+      // The founder leads and has added the joiner (as a spare, which hears nothing yet itself).
+      const members = (yield* founder.node.raft.status).membership.members
+      expect(members.map((m) => m.id)).toContain(joiner.node.identity.nodeId)
+      yield* Scope.close(scope, Exit.void)
+    }), 60_000)
+
+  it.live("gives up after the join timeout, saying which member it could not reach", () =>
+    Effect.gen(function*() {
+      const nobody = `127.0.0.1:${yield* freePort}`
+      const scope = yield* Scope.make()
+      const started = Date.now()
+      const exit = yield* Effect.exit(startIn(scope, { dataDir: path.join(base(), "lonely"), address: `127.0.0.1:${yield* freePort}`, join: [nobody], joinTimeoutMs: 1_000 }))
+      expect(Exit.isFailure(exit)).toBe(true)
+      if (Exit.isFailure(exit)) expect(String(exit.cause)).toContain(`cannot reach a cluster member at ${nobody}`)
+      // Retried (200 + 400 ms of backoff) but bounded by the timeout.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(600)
+      expect(Date.now() - started).toBeLessThan(15_000)
+      yield* Scope.close(scope, exit)
+    }), 30_000)
+
+  it.live("a data dir of another cluster given --join is refused; a restart whose --join members are down starts anyway", () =>
+    Effect.gen(function*() {
+      const dir = base()
+      const scopeA = yield* Scope.make()
+      const clusterA = yield* startIn(scopeA, { dataDir: path.join(dir, "a"), address: `127.0.0.1:${yield* freePort}`, join: [] })
+      // B founds its own cluster, then stops.
+      const addressB = `127.0.0.1:${yield* freePort}`
+      const scopeB = yield* Scope.make()
+      yield* startIn(scopeB, { dataDir: path.join(dir, "b"), address: addressB, join: [] })
+      yield* Scope.close(scopeB, Exit.void)
+      const refused = yield* Effect.exit(startIn(yield* Scope.make(), { dataDir: path.join(dir, "b"), address: addressB, join: [clusterA.node.identity.address] }))
+      expect(refused).toMatchObject({ _tag: "Failure" })
+      if (Exit.isFailure(refused)) {
+        const error = refused.cause._tag === "Fail" ? refused.cause.error : null
+        expect(error).toBeInstanceOf(JoinOtherCluster)
+        expect((error as JoinOtherCluster).message).toMatch(/belongs to cluster .* but .* is a member of cluster /)
+      }
+      // With every --join member down, B's restart runs its own cluster from its data dir.
+      yield* Scope.close(scopeA, Exit.void)
+      const scopeAgain = yield* Scope.make()
+      const again = yield* startIn(scopeAgain, { dataDir: path.join(dir, "b"), address: addressB, join: [clusterA.node.identity.address], joinTimeoutMs: 60_000 })
+      expect(yield* memberOf(again)).toBe(true)
+      yield* Scope.close(scopeAgain, Exit.void)
+    }), 60_000)
+})
