@@ -15,6 +15,8 @@ const remedies: Record<string, (dataDir: string) => string> = {
   DiscoveryFailed: () => "check the --join addresses and that those members run (--join-timeout waits longer)",
   LogCorrupted: (dataDir) => `run: tqlite repair --data-dir ${dataDir}`,
   SnapshotCorrupted: (dataDir) => `run: tqlite repair --data-dir ${dataDir}`,
+  SnapshotMissing: (dataDir) => `run: tqlite repair --data-dir ${dataDir}`,
+  RepairUnfinished: (dataDir) => `run: tqlite repair --data-dir ${dataDir} (it finishes the move)`,
   ClusterIdMismatch: () => "this data dir belongs to another cluster: use another --data-dir",
   UnknownFormatVersion: () => "run the tqlite version that wrote this data dir",
   JoinOtherCluster: () => "use another --data-dir to join that cluster, or start without --join to run this node in its own",

@@ -53,6 +53,9 @@ export interface SqlNodeOptions {
   /** On shutdown, step back to spare when a replacement exists (default true). Tests that
    * stand in a crash for a scope close turn it off. */
   readonly leaveOnShutdown?: boolean
+  /** Storage bounds (defaults: Node.ts and SegmentLog's); tests shrink them to get closed
+   * segments and snapshots from little data. */
+  readonly storage?: { readonly snapshotEveryEntries?: number; readonly segmentBytesMax?: number }
 }
 
 export interface SqlNode {
@@ -79,6 +82,7 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
           (machine) => Effect.sync(() => machine.close())
         ),
       tickMs,
+      ...options.storage,
       onClientConnection: slot.handler,
       ...(options.tls !== undefined ? { tls: options.tls } : {})
     })

@@ -117,6 +117,21 @@ export const writeSnapshotData = (snapshots: SnapshotsService, meta: SnapshotMet
     })
   )
 
+/** One committed snapshot file opened read-only, outside any store: for offline tools (`tqlite
+ * repair`) that must leave the directory as it is (a store removes leftover temporary files).
+ * Null when `filePath` is not named like a snapshot. */
+export const openSnapshotFile = (
+  filePath: string,
+  chunkBytesMax = snapshotChunkBytesMaxDefault
+): Effect.Effect<SnapshotReader | null, SnapshotError, Disk | Scope.Scope> =>
+  Effect.gen(function*() {
+    const wanted = parseSnapshotFileName(path.basename(filePath))
+    if (wanted === null) return null
+    const disk = yield* Disk
+    const handle = yield* Effect.acquireRelease(disk.open(filePath, "read"), (h) => Effect.ignore(h.close))
+    return yield* makeReader(handle, wanted, chunkBytesMax)
+  })
+
 // --- format ------------------------------------------------------------------------------------
 
 const headerMagic = new TextEncoder().encode("TQLSNAP\n")

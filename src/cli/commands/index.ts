@@ -5,6 +5,7 @@ import type { Command } from "./command.ts"
 import { demo } from "./demo.ts"
 import { dump } from "./dump.ts"
 import { recover } from "./recover.ts"
+import { repair } from "./repair.ts"
 import { restore } from "./restore.ts"
 import { shell } from "./shell.ts"
 import { start } from "./start.ts"
@@ -16,6 +17,7 @@ export const commands: ReadonlyArray<Command> = [
   dump,
   restore,
   recover,
+  repair,
   demo,
   bench
 ]
