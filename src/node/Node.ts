@@ -27,6 +27,12 @@ import { lockDataDir } from "./dataDirLock.ts"
 import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 
+/** The driver's tick when none is given. With the core's default electionTicks (10, each node
+ * drawing its timeout from [10, 20) ticks) a leader's death is noticed after 0.5–1 s, and its
+ * heartbeats (every tick) come ten times per shortest election timeout. Measured
+ * (`npm run bench -- failover`, docs/performance.md): 100 ms ticks cost 1.7–2 s per failover. */
+export const defaultTickMs = 50
+
 export interface NodeOptions<R, SM> {
   readonly dataDir: string
   /** "host:port" this node listens on for peers and clients. */
@@ -100,7 +106,7 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
       ...(options.onClientConnection !== undefined ? { onClientConnection: options.onClientConnection } : {}),
       ...(options.tls !== undefined ? { tls: options.tls } : {})
     })
-    const tickMs = options.tickMs ?? 100
+    const tickMs = options.tickMs ?? defaultTickMs
     const config = { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft }
     const healthLimits = healthLimitsFor({ tickMs, electionTicks: config.electionTicks })
     const persist = persistInGroups(log)

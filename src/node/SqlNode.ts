@@ -58,7 +58,7 @@ export interface SqlNode {
 
 export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, Scope.Scope | Disk> =>
   Effect.gen(function*() {
-    const tickMs = options.tickMs ?? 100
+    const tickMs = options.tickMs ?? Node.defaultTickMs
     const slot = makeClientHandlerSlot()
     const joining = options.join.length > 0
     const cluster = joining ? yield* firstAnswer(options.join, options.tls ?? null) : null

@@ -1,6 +1,6 @@
 // `tqlite bench`: a load generator against a live cluster over the wire protocol (any dqlite
 // wire-protocol v1 server, so tqlite and dqlite can be measured the same way).
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Console, Effect } from "effect"
 import { parseArgs } from "node:util"
 import { make as makeClient } from "../../net/client/Client.ts"

@@ -56,9 +56,11 @@ export interface ClientOptions {
 export const clientDefaults = {
   connectTimeoutMs: 5_000,
   requestTimeoutMs: 10_000,
-  retriesMax: 8,
+  // Retries wait 50, 100, 200, then 250 ms: a new leader is found within a quarter second of
+  // its election, and the 16 retries span ~3.6 s, several elections (failover: 0.5–1 s).
+  retriesMax: 16,
   retryBaseMs: 50,
-  retryCapMs: 1_000,
+  retryCapMs: 250,
   connectionsMax: 4,
   messageBytesMax: messageBytesMaxDefault
 } as const
