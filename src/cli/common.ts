@@ -49,6 +49,8 @@ export function clientErrorText(error: ClientError): string {
       return `connection to ${error.address} lost during ${error.request}: ${error.detail}`
     case "RequestTimeout":
       return `${error.request} to ${error.address}: no answer within ${error.timeoutMs} ms`
+    case "ServerUnresponsive":
+      return `${error.request} to ${error.address}: no answer for ${error.silentMs} ms, nor to a liveness probe (paused or wedged?)`
     case "NoLeader":
       return `no leader found: ${error.detail}`
     case "ProtocolError":

@@ -43,6 +43,16 @@ export class RequestTimeout extends Data.TaggedError("RequestTimeout")<{
   readonly timeoutMs: number
 }> {}
 
+/** The server answered nothing for `silentMs`, and a liveness probe (LEADER on a second
+ * connection) got no answer either: the process is paused, wedged or cut off. Noticed well
+ * before the request timeout. The connection is closed; a write may or may not have taken
+ * effect (it may still, if the server resumes and its leadership holds). */
+export class ServerUnresponsive extends Data.TaggedError("ServerUnresponsive")<{
+  readonly address: string
+  readonly request: string
+  readonly silentMs: number
+}> {}
+
 /** No server named a leader that confirmed itself. */
 export class NoLeader extends Data.TaggedError("NoLeader")<{ readonly detail: string }> {}
 
@@ -57,7 +67,15 @@ export class ProtocolError extends Data.TaggedError("ProtocolError")<{
  * sent. */
 export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{ readonly detail: string }> {}
 
-export type ClientError = ServerFailure | ConnectionFailed | ConnectionLost | RequestTimeout | NoLeader | ProtocolError | InvalidArgument
+export type ClientError =
+  | ServerFailure
+  | ConnectionFailed
+  | ConnectionLost
+  | RequestTimeout
+  | ServerUnresponsive
+  | NoLeader
+  | ProtocolError
+  | InvalidArgument
 
 /** Whether the request certainly did nothing, so sending it again cannot apply it twice. */
 export function certainlyNotApplied(error: ClientError): boolean {
@@ -79,6 +97,7 @@ export function invalidatesConnection(error: ClientError): boolean {
     case "ConnectionFailed":
     case "ConnectionLost":
     case "RequestTimeout":
+    case "ServerUnresponsive":
     case "ProtocolError":
       return true
     case "ServerFailure":
