@@ -23,6 +23,7 @@ import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
 import type { Disk } from "../storage/Disk.ts"
 import type { TqliteNode } from "./Node.ts"
 import * as Node from "./Node.ts"
+import * as Leadership from "./leadership.ts"
 import * as RoleManager from "./roles/RoleManager.ts"
 
 export interface SqlNodeOptions {
@@ -93,10 +94,12 @@ const serve = (
     const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs })
     const control = yield* makeRaftClusterControl({ node: node.raft, ...(options.failureDomain !== undefined ? { failureDomain: options.failureDomain } : {}) })
     const unreachableAfterMs = options.roles?.unreachableAfterMs ?? RoleManager.defaultRoleManagerOptions.unreachableAfterMs
+    const leadership = yield* Leadership.watch(node.raft.status, tickMs)
     slot.bind({
       databases,
       cluster: quorumGuarded(control, node, unreachableAfterMs),
       observer: metrics.gateway,
+      leadershipEnd: leadership.currentEnd,
       // DUMP serves the leader's committed image; the WAL part is empty since the image already
       // holds every committed page (as dqlite >= 1.12 sends it).
       dumper: { dump: (name) => Effect.map(databases.committedImage(name), (main) => (main === null ? null : { main, wal: new Uint8Array(0) })) }
