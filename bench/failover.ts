@@ -9,11 +9,17 @@
 // in flight when the leader died has an unknown outcome and is not counted). With `--dqload`, the
 // go-dqlite load client (../shared/tools/dqload) also runs through every fault, for a second
 // opinion from the real driver (its error counts are printed).
+//
+// `--steady SECONDS [--steady-workers 64]`: the other half of the trade-off, run instead of the
+// faults: that many seconds of write load without any fault (dqload's kvwrite with `--dqload`,
+// else the TypeScript load generator), then the number of leaderships won meanwhile (each node
+// logs one line per leadership): short election timeouts must not cost elections under load.
 import { type ChildProcess, spawn } from "node:child_process"
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { Duration, Effect, Fiber, Schedule } from "effect"
+import { prepare, run } from "../src/cli/loadgen.ts"
 import { make as makeClient } from "../src/net/client/Client.ts"
 import { option } from "./load.ts"
 import { freePortNow as freePort } from "../test/freePort.ts"
@@ -76,7 +82,43 @@ const median = (values: ReadonlyArray<number>) => {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
+/** Lines "node N leads the cluster (term T)" logged by all nodes, with their terms. */
+function leadershipTerms(dir: string): Array<number> {
+  const terms: Array<number> = []
+  for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".log"))) {
+    for (const match of fs.readFileSync(path.join(dir, file), "utf8").matchAll(/leads the cluster \(term (\d+)\)/g)) terms.push(Number(match[1]))
+  }
+  return terms.sort((a, b) => a - b)
+}
+
+async function steady(servers: ReadonlyArray<string>, dir: string, seconds: number, workers: number, dqloadPath: string | undefined): Promise<void> {
+  const before = leadershipTerms(dir)
+  const started = Date.now()
+  if (dqloadPath !== undefined) {
+    const out = await new Promise<string>((resolve) => {
+      const child = spawn(dqloadPath, ["--servers", servers.join(","), "--db", "steady", "--workload", "kvwrite", "--workers", String(workers), "--duration", String(seconds)], { stdio: ["ignore", "pipe", "pipe"] })
+      let text = ""
+      child.stdout!.on("data", (chunk: Buffer) => (text += chunk.toString()))
+      child.stderr!.on("data", (chunk: Buffer) => (text += chunk.toString()))
+      child.once("exit", () => resolve(text))
+    })
+    process.stdout.write(`  dqload: ${out.trim()}\n`)
+  } else {
+    const report = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const client = yield* makeClient({ servers, database: "steady", connectionsMax: workers })
+      const load = { workers, seconds, workload: "write" as const, valueBytes: 100, keySpace: 100_000 }
+      yield* Effect.orDie(prepare(client, load))
+      return yield* run(client, load)
+    })))
+    process.stdout.write(`  load: ${report.perSecond.toFixed(0)} writes/s, p50 ${report.latency.p50.toFixed(2)} ms, failures ${JSON.stringify(report.failures)}\n`)
+  }
+  const after = leadershipTerms(dir)
+  const won = after.slice(before.length)
+  process.stdout.write(`steady load: ${workers} workers for ${((Date.now() - started) / 1000).toFixed(0)} s without faults: ${won.length} election(s) won meanwhile${won.length > 0 ? ` (terms ${won.join(", ")})` : ""}\n`)
+}
+
 export async function main(args: ReadonlyArray<string>): Promise<void> {
+  const steadySeconds = option(args, "steady")
   const kills = Number(option(args, "kills") ?? 5)
   const restarts = Number(option(args, "restarts") ?? 3)
   const writers = Number(option(args, "writers") ?? 4)
@@ -96,6 +138,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     await Effect.runPromise(settled(servers.slice(0, 1), 1))
     for (const n of nodes.slice(1)) n.child = spawnNode(n, servers[0]!, dir)
     await Effect.runPromise(settled(servers, 3))
+    if (steadySeconds !== undefined) return await steady(servers, dir, Number(steadySeconds), Number(option(args, "steady-workers") ?? 64), dqloadPath)
 
     const acks: Array<Ack> = []
     const failures = new Map<string, number>()
