@@ -70,10 +70,11 @@ export const clientDefaults = {
   retryCapMs: 250,
   connectionsMax: 4,
   messageBytesMax: messageBytesMaxDefault,
-  // A paused leader is noticed after ~1.5 s instead of the 10 s request timeout; a server whose
-  // event loop stalls a whole second would also have lost its leadership (elections: 0.5–1 s).
-  livenessProbeAfterMs: 500,
-  livenessTimeoutMs: 1_000
+  // A paused leader is noticed after ~3 s instead of the 10 s request timeout. The probe's 2 s
+  // are far beyond an election timeout (0.5–1 s): a server that slow has lost its leadership
+  // anyway, and a merely loaded one (load average 25 on 2 cores, seen) is not cut off.
+  livenessProbeAfterMs: 1_000,
+  livenessTimeoutMs: 2_000
 } as const
 
 export interface ExecResult {
