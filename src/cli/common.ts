@@ -4,7 +4,7 @@ import type { Scope } from "effect"
 import { parseArgs } from "node:util"
 import type { ParseArgsConfig } from "node:util"
 import { Cause, Effect, Exit, Fiber } from "effect"
-import type { ClientError } from "../net/client/errors.ts"
+import { describeClientError } from "../net/client/errors.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import * as fs from "node:fs"
 
@@ -68,25 +68,8 @@ export function parseTlsFlags(values: { readonly "tls-cert"?: string | undefined
 /** Spreads `tls` into an options object only when TLS is on (so plain results stay as they were). */
 export const withTls = (tls: PeerTlsOptions | null): { readonly tls?: PeerTlsOptions } => (tls === null ? {} : { tls })
 
-/** A client error as one line for a person: the SQLite (or dqlite) code for server failures. */
-export function clientErrorText(error: ClientError): string {
-  switch (error._tag) {
-    case "ServerFailure":
-      return `${error.message} (code ${error.code})`
-    case "ConnectionFailed":
-      return `cannot connect to ${error.address}: ${error.detail}`
-    case "ConnectionLost":
-      return `connection to ${error.address} lost during ${error.request}: ${error.detail}`
-    case "RequestTimeout":
-      return `${error.request} to ${error.address}: no answer within ${error.timeoutMs} ms`
-    case "NoLeader":
-      return `no leader found: ${error.detail}`
-    case "ProtocolError":
-      return `protocol error from ${error.address}: ${error.detail}`
-    case "InvalidArgument":
-      return `invalid argument: ${error.detail}`
-  }
-}
+/** A client error as one line for a person (the client's own wording). */
+export const clientErrorText = describeClientError
 
 /** Runs a command's program to its exit code. SIGINT/SIGTERM interrupt it (its scope closes:
  * connections close, temporary files go) and the process exits 130. */

@@ -24,6 +24,7 @@ import type { ParamValue, Row, RowValue } from "../net/client/values.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import { describeActorFailed } from "../actors/errors.ts"
 import * as SqlNode from "../node/SqlNode.ts"
+import { defaultTickMs } from "../node/Node.ts"
 import type { NodeStatus } from "../actors/RaftActor.ts"
 import type { SqlFailure, SqlSession, SqlValue } from "../sqlite/Sql.ts"
 import { classifyStatement, splitStatements } from "../sqlite/statements.ts"
@@ -185,7 +186,7 @@ export const make = (config: TqliteConfig): Effect.Effect<TqliteService, TqliteS
       local: {
         info: { id: BigInt(identity.nodeId), address: identity.address, clusterId: identity.clusterId },
         status: raft.status,
-        tickMs: config.tickMs ?? 100,
+        tickMs: config.tickMs ?? defaultTickMs,
         shared,
         open: (name) => started.databases.open(name)
       }

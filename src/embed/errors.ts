@@ -81,6 +81,8 @@ export function fromClientError(error: ClientError): TqliteError {
       return new WriteTimeout({ outcome: "unknown", message: `connection to ${error.address} lost during ${error.request}: ${error.detail}` })
     case "RequestTimeout":
       return new WriteTimeout({ outcome: "unknown", message: `${error.request} on ${error.address}: no answer within ${error.timeoutMs} ms` })
+    case "ServerUnresponsive":
+      return new WriteTimeout({ outcome: "unknown", message: `${error.request} on ${error.address}: no answer for ${error.silentMs} ms, nor to a liveness probe` })
     case "ProtocolError":
       return new WriteTimeout({ outcome: "unknown", message: `protocol error from ${error.address}: ${error.detail}` })
     case "InvalidArgument":

@@ -28,6 +28,12 @@ import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 import { checkNoUnfinishedRepair } from "./repair.ts"
 
+/** The driver's tick when none is given. With the core's default electionTicks (10, each node
+ * drawing its timeout from [10, 20) ticks) a leader's death is noticed after 0.5–1 s, and its
+ * heartbeats (every tick) come ten times per shortest election timeout. Measured
+ * (`npm run bench -- failover`, docs/performance.md): 100 ms ticks cost 1.7–2 s per failover. */
+export const defaultTickMs = 50
+
 export interface NodeOptions<R, SM> {
   readonly dataDir: string
   /** "host:port" this node listens on for peers and clients. */
@@ -112,7 +118,7 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
       ...(options.onClientConnection !== undefined ? { onClientConnection: options.onClientConnection } : {}),
       ...(options.tls !== undefined ? { tls: options.tls } : {})
     })
-    const tickMs = options.tickMs ?? 100
+    const tickMs = options.tickMs ?? defaultTickMs
     const config = { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft }
     const healthLimits = healthLimitsFor({ tickMs, electionTicks: config.electionTicks })
     const persist = persistInGroupsResumable(log)
@@ -149,11 +155,11 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
       }
       // A leader out of touch with its quorum says so once, and once more when it is back (it
       // steps down if the silence lasts an election timeout: check-quorum).
-      const contactNow = leaderQuorumContact(status, healthLimits.contactMaxMs / 2)
+      const contactNow = leaderQuorumContact(status, healthLimits.contactMaxMs)
       if (contactNow !== null && contactNow.quorum === quorumLost) {
         quorumLost = !contactNow.quorum
         yield* quorumLost
-          ? Effect.logWarning(`leader lost contact with a quorum: heard from ${contactNow.heard} of ${contactNow.voters} voters within ${healthLimits.contactMaxMs / 2} ms; it steps down if this lasts`)
+          ? Effect.logWarning(`leader lost contact with a quorum: heard from ${contactNow.heard} of ${contactNow.voters} voters within ${healthLimits.contactMaxMs} ms; it steps down if this lasts`)
           : Effect.logInfo(`leader in contact with a quorum again (${contactNow.heard} of ${contactNow.voters} voters)`)
       }
       const peers = new Map<NodeId, string>(status.membership.members.filter((m) => m.id !== identity.nodeId).map((m) => [m.id, m.address]))

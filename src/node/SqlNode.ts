@@ -25,6 +25,7 @@ import type { NodeIdentity } from "./identity.ts"
 import { readIdentity } from "./identity.ts"
 import type { TqliteNode } from "./Node.ts"
 import * as Node from "./Node.ts"
+import * as Leadership from "./leadership.ts"
 import * as RoleManager from "./roles/RoleManager.ts"
 
 export interface SqlNodeOptions {
@@ -67,7 +68,7 @@ export interface SqlNode {
 
 export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, Scope.Scope | Disk> =>
   Effect.gen(function*() {
-    const tickMs = options.tickMs ?? 100
+    const tickMs = options.tickMs ?? Node.defaultTickMs
     const slot = makeClientHandlerSlot()
     const joining = options.join.length > 0
     const existing = yield* readIdentity(options.dataDir)
@@ -104,10 +105,12 @@ const serve = (
     const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs })
     const control = yield* makeRaftClusterControl({ node: node.raft, ...(options.failureDomain !== undefined ? { failureDomain: options.failureDomain } : {}) })
     const unreachableAfterMs = options.roles?.unreachableAfterMs ?? RoleManager.defaultRoleManagerOptions.unreachableAfterMs
+    const leadership = yield* Leadership.watch(node.raft.status, tickMs)
     slot.bind({
       databases,
       cluster: quorumGuarded(control, node, unreachableAfterMs),
       observer: metrics.gateway,
+      leadershipEnd: leadership.currentEnd,
       // DUMP serves the leader's committed image; the WAL part is empty since the image already
       // holds every committed page (as dqlite >= 1.12 sends it).
       dumper: { dump: (name) => Effect.map(databases.committedImage(name), (main) => (main === null ? null : { main, wal: new Uint8Array(0) })) }

@@ -27,6 +27,7 @@ import * as path from "node:path"
 import type { Scope } from "effect"
 import { Clock, Data, Duration, Effect } from "effect"
 import type { ClientError } from "../net/client/errors.ts"
+import { describeClientError } from "../net/client/errors.ts"
 import type { DqliteClientService, ServerRole } from "../net/client/Client.ts"
 import { make as makeClient } from "../net/client/Client.ts"
 import { discoverCluster } from "../net/peers/discover.ts"
@@ -311,24 +312,6 @@ function quorumRefusal(error: ClientError): string | null {
   return /without a majority|last voter/.test(error.message) ? error.message : null
 }
 
-function describeClientError(error: ClientError): string {
-  switch (error._tag) {
-    case "ServerFailure":
-      return `${error.message} (code ${error.code})`
-    case "ConnectionFailed":
-      return `cannot connect to ${error.address}: ${error.detail}`
-    case "ConnectionLost":
-      return `connection to ${error.address} lost: ${error.detail}`
-    case "RequestTimeout":
-      return `${error.request} to ${error.address}: no answer within ${error.timeoutMs} ms`
-    case "NoLeader":
-      return `no leader: ${error.detail}`
-    case "ProtocolError":
-      return `protocol error from ${error.address}: ${error.detail}`
-    case "InvalidArgument":
-      return error.detail
-  }
-}
 
 // --- moving the damaged state aside ----------------------------------------------------------
 

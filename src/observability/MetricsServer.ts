@@ -3,8 +3,9 @@
 //   GET /metrics               Prometheus text exposition of the node's metrics
 //   GET /health[?role=leader]  200 + JSON when the node can serve (health.ts), 503 + JSON why not
 // It lives in the caller's scope: closing the scope closes the listener and its connections.
-import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+// Subpath imports: the packages' barrels load every module they have (~0.5 s of a node's start).
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Data, Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import * as http from "node:http"
@@ -51,6 +52,8 @@ export const serve = (options: {
     const limits = { ...metricsServerLimits, ...options.limits }
     const hostPort = yield* Effect.try({ try: () => parseAddress(options.address), catch: (cause) => new MetricsServerFailed({ address: options.address, cause }) })
     let nodeServer: http.Server | null = null
+    // Loaded only when metrics are served: the HTTP stack costs a node ~0.3 s of start-up.
+    const NodeHttpServer = yield* Effect.promise(() => import("@effect/platform-node/NodeHttpServer"))
     const server = yield* NodeHttpServer.make(() => {
       nodeServer = http.createServer()
       nodeServer.maxConnections = limits.connectionsMax

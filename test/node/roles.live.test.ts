@@ -65,9 +65,21 @@ describe("role manager, live", () => {
       }))
       nodes.push(yield* startNode(path.join(base, "n4"), [founder], scopes[3]!))
       const spareId = nodes[3]!.node.identity.nodeId
-      // With every voter seat filled and no standby wanted, the newcomer stays a spare.
-      yield* Effect.sleep(Duration.millis(5 * roles.intervalMs))
-      expect((yield* rolesOf(yield* leaderOf(nodes))).get(spareId)).toBe("spare")
+      // With every voter seat filled and no standby wanted, the newcomer stays a spare: it is never
+      // made a voter, and it is a spare whenever the leader hears every voter. Under load a voter's
+      // answers can lag past `unreachableAfterMs` (a follower acknowledges only after its fsync),
+      // and the manager then rightly starts the spare catching up as a standby; once the voter is
+      // heard again the standby is surplus and goes back to spare. Sampling one instant (as this
+      // test did) caught that window now and then: "expected 'spare', received 'standby'".
+      const seen = new Set<Role | undefined>()
+      const watchUntil = Date.now() + 5 * roles.intervalMs
+      while (Date.now() < watchUntil) {
+        seen.add((yield* rolesOf(yield* leaderOf(nodes))).get(spareId))
+        yield* Effect.sleep(Duration.millis(10))
+      }
+      expect(seen.has("voter")).toBe(false)
+      if (seen.has("standby")) yield* Effect.logInfo("the spare was staged as a standby for a while: a voter looked unreachable")
+      yield* eventually("the newcomer a spare", 5_000, Effect.map(rolesOf(yield* leaderOf(nodes)), (r) => (r.get(spareId) === "spare" ? true : null)))
 
       const client = yield* makeClient({ servers: nodes.map((n) => n.node.identity.address), database: "roles" })
       yield* client.exec("CREATE TABLE t (x INTEGER)")

@@ -9,12 +9,13 @@ import * as path from "node:path"
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { TqliteProcess } from "./harness.ts"
+import { defaultTickMs } from "../../src/node/Node.ts"
 import { eventually, freePort, killAll, leaderAddress, loggedAt, rolesOf, startNode, withClient } from "./harness.ts"
 
 afterAll(killAll)
 
-/** The smallest election timeout a node can draw: electionTicks (10) × tickMs (100). */
-const electionTimeoutMinMs = 1_000
+/** The smallest election timeout a node can draw: electionTicks (10) × the default tick. */
+const electionTimeoutMinMs = 10 * defaultTickMs
 const shutdownBoundMs = 10_000
 
 describe("graceful shutdown", () => {
@@ -48,7 +49,7 @@ describe("graceful shutdown", () => {
     })
     // The new leader won term + 1 (one election, started by TimeoutNow), and won it sooner after
     // the hand-over began than a follower's election timeout could have fired.
-    // The node logs "leads the cluster" from a poll of its status every tick (100 ms), so the line
+    // The node logs "leads the cluster" from a poll of its status every tick (50 ms), so the line
     // can trail the LEADER answer a little.
     const won = `leads the cluster (term ${term + 1})`
     const nextOut = await eventually("the new leader's log line", async () => (nodes.get(next)!.output().includes(won) ? nodes.get(next)!.output() : null), 5_000)

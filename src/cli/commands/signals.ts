@@ -2,7 +2,7 @@
 // (the program's scope closes: a leader hands leadership over, requests finish or fail, files
 // are synced and closed) bounded in time. A second signal during the shutdown exits at once, with
 // the shell's code for death by that signal (130 for SIGINT, 143 for SIGTERM).
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import type { Effect } from "effect"
 
 export const shutdownBoundMsDefault = 10_000

@@ -31,7 +31,7 @@ import type { PeerTlsOptions } from "../peers/sockets.ts"
 import type { PreparedOnConnection } from "./Connection.ts"
 import { Connection, statementsCachedMax } from "./Connection.ts"
 import type { ClientError } from "./errors.ts"
-import { certainlyNotApplied, InvalidArgument, invalidatesConnection, NoLeader, ProtocolError, RequestTimeout } from "./errors.ts"
+import { certainlyNotApplied, InvalidArgument, invalidatesConnection, NoLeader, ProtocolError, RequestTimeout, ServerUnresponsive } from "./errors.ts"
 import type { ParamValue, Row } from "./values.ts"
 import { paramsOf, rowValueOf } from "./values.ts"
 
@@ -51,16 +51,30 @@ export interface ClientOptions {
   /** Largest response accepted (DUMP answers carry whole databases). */
   readonly messageBytesMax?: number
   readonly tls?: PeerTlsOptions | null
+  /** A request unanswered this long makes the client probe its server (LEADER on a second
+   * connection); 0: never probe, wait for the request timeout. */
+  readonly livenessProbeAfterMs?: number
+  /** A server that answers neither the request nor the probe within this is silent (paused,
+   * wedged): the request fails with ServerUnresponsive (an unknown outcome: retried only when
+   * idempotent, on whichever server leads then). Also bounds each LEADER of leader discovery. */
+  readonly livenessTimeoutMs?: number
 }
 
 export const clientDefaults = {
   connectTimeoutMs: 5_000,
   requestTimeoutMs: 10_000,
-  retriesMax: 8,
+  // Retries wait 50, 100, 200, then 250 ms: a new leader is found within a quarter second of
+  // its election, and the 16 retries span ~3.6 s, several elections (failover: 0.5–1 s).
+  retriesMax: 16,
   retryBaseMs: 50,
-  retryCapMs: 1_000,
+  retryCapMs: 250,
   connectionsMax: 4,
-  messageBytesMax: messageBytesMaxDefault
+  messageBytesMax: messageBytesMaxDefault,
+  // A paused leader is noticed after ~3 s instead of the 10 s request timeout. The probe's 2 s
+  // are far beyond an election timeout (0.5–1 s): a server that slow has lost its leadership
+  // anyway, and a merely loaded one (load average 25 on 2 cores, seen) is not cut off.
+  livenessProbeAfterMs: 1_000,
+  livenessTimeoutMs: 2_000
 } as const
 
 export interface ExecResult {
@@ -168,7 +182,8 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
       connectTimeoutMs: settings.connectTimeoutMs,
       requestTimeoutMs: settings.requestTimeoutMs,
       messageBytesMax: settings.messageBytesMax,
-      tls: settings.tls ?? null
+      tls: settings.tls ?? null,
+      liveness: settings.livenessProbeAfterMs > 0 ? { probeAfterMs: settings.livenessProbeAfterMs, timeoutMs: settings.livenessTimeoutMs } : null
     })
 
     /** A connection in its own scope (a child of the client's), closed on failure. */
@@ -184,11 +199,18 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
 
     const discard = (entry: PooledConnection) => ScopeOps.close(entry.scope, Exit.void)
 
+    // Discovery asks with the liveness timeout: a paused server in the list must not hold the
+    // search for a whole request timeout.
     const askLeader = (entry: PooledConnection): Effect.Effect<LeaderInfo, ClientError> =>
       Effect.flatMap(entry.connection.call({ kind: "leader" }), (response) =>
         response.kind === "server"
           ? Effect.succeed({ id: response.nodeId, address: response.address })
-          : Effect.fail(new ProtocolError({ address: entry.connection.address, detail: `LEADER answered ${response.kind}` })))
+          : Effect.fail(new ProtocolError({ address: entry.connection.address, detail: `LEADER answered ${response.kind}` }))).pipe(
+          Effect.timeoutFail({
+            duration: Duration.millis(Math.min(settings.livenessTimeoutMs, settings.requestTimeoutMs)),
+            onTimeout: () => new ServerUnresponsive({ address: entry.connection.address, request: "leader", silentMs: Math.min(settings.livenessTimeoutMs, settings.requestTimeoutMs) })
+          })
+        )
 
     /** go-dqlite's discovery: the server that names itself as leader, following one redirect. */
     const findLeader: Effect.Effect<PooledConnection, ClientError> = Effect.gen(function*() {
@@ -574,6 +596,7 @@ function unknownOutcome(error: ClientError): boolean {
   switch (error._tag) {
     case "ConnectionLost":
     case "RequestTimeout":
+    case "ServerUnresponsive":
     case "ProtocolError":
       return true
     case "ServerFailure":
@@ -595,6 +618,8 @@ function describeError(error: ClientError): string {
       return error.detail
     case "RequestTimeout":
       return `${error.request} timed out after ${error.timeoutMs} ms`
+    case "ServerUnresponsive":
+      return `${error.request}: no answer for ${error.silentMs} ms, nor to a liveness probe`
   }
 }
 

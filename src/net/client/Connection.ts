@@ -6,6 +6,12 @@
 // something the protocol does not allow is marked `broken` and closed: its stream state is
 // unknown, so it is never used again.
 //
+// Liveness: a request unanswered for `liveness.probeAfterMs` makes the watchdog ask the same
+// server LEADER on a second, short-lived connection. A server that answers is alive (a slow
+// query, a long commit): the request goes on waiting, probed again later. One that does not
+// answer within `liveness.timeoutMs` is silent (paused, wedged, cut off): the connection is
+// closed and the request fails with ServerUnresponsive, long before its request timeout.
+//
 // While a connection sits idle (between leases), a watcher notices the server closing it or
 // sending unprompted bytes, so a pooled connection that died is replaced before a request is
 // written to it (otherwise a write to a dead server would have an unknown outcome).
@@ -22,7 +28,7 @@ import { decodeResponse } from "../gateway/responses.ts"
 import { FrameStream } from "../gateway/socketIo.ts"
 import type { PeerTlsOptions } from "../peers/sockets.ts"
 import { connect } from "../peers/sockets.ts"
-import { ConnectionFailed, ConnectionLost, InvalidArgument, ProtocolError, RequestTimeout, ServerFailure } from "./errors.ts"
+import { ConnectionFailed, ConnectionLost, InvalidArgument, ProtocolError, RequestTimeout, ServerFailure, ServerUnresponsive } from "./errors.ts"
 
 export interface ConnectionOptions {
   readonly address: string
@@ -33,9 +39,12 @@ export interface ConnectionOptions {
   /** TLS towards the server (client certificate included), as the peers use it. */
   readonly tls?: PeerTlsOptions | null
   readonly protocol?: "v1" | "legacy"
+  /** Probe a server that has not answered a request for `probeAfterMs`; give it `timeoutMs` to
+   * answer the probe. Absent: no probes (the request timeout alone bounds the wait). */
+  readonly liveness?: { readonly probeAfterMs: number; readonly timeoutMs: number } | null
 }
 
-export type ExchangeError = ConnectionFailed | ConnectionLost | RequestTimeout | ProtocolError | ServerFailure | InvalidArgument
+export type ExchangeError = ConnectionFailed | ConnectionLost | RequestTimeout | ServerUnresponsive | ProtocolError | ServerFailure | InvalidArgument
 
 /** A statement prepared on this connection. */
 export interface PreparedOnConnection {
@@ -58,6 +67,11 @@ export class Connection {
   private deadlineMs: number | null = null
   /** The watchdog closed the connection because an exchange passed its deadline. */
   private timedOut = false
+  /** When the exchange under way started, or its last liveness probe was answered (Clock ms). */
+  private heardOrSentMs = 0
+  /** The watchdog closed the connection because the server answered neither the exchange nor a
+   * liveness probe; how long it had been silent. */
+  private silentForMs: number | null = null
 
   private constructor(
     readonly address: string,
@@ -97,10 +111,15 @@ export class Connection {
         Effect.mapError((error) => new ConnectionFailed({ address: options.address, detail: error.detail, cause: error }))
       )
       yield* Effect.addFinalizer(() => connection.close)
-      // Checks the deadline a few times per timeout: a request fails at most a tenth late.
-      const checkEveryMs = Math.min(1000, Math.max(5, Math.floor(options.requestTimeoutMs / 10)))
+      // Checks the deadline a few times per timeout: a request fails at most a tenth late; and
+      // the silence a few times per probe delay.
+      const liveness = options.liveness ?? null
+      const checkEveryMs = Math.min(1000, Math.max(5, Math.floor(options.requestTimeoutMs / 10)), liveness === null ? Infinity : Math.max(5, Math.floor(liveness.probeAfterMs / 4)))
       yield* Effect.sleep(Duration.millis(checkEveryMs)).pipe(
-        Effect.zipRight(Effect.sync(() => connection.expireIfLate())),
+        Effect.zipRight(Effect.suspend(() => {
+          connection.expireIfLate()
+          return connection.probeIfSilent()
+        })),
         Effect.repeat({ while: () => !connection.broken }),
         // Connections are opened inside a pool's acquire (uninterruptible); the watchdog must
         // still stop when the connection's scope closes.
@@ -218,6 +237,36 @@ export class Connection {
     })
   }
 
+  /** The watchdog's other check: an exchange unanswered for `probeAfterMs` is probed; a server
+   * that answers neither closes the connection (its read then fails, and `guard` reports
+   * ServerUnresponsive). Runs on the watchdog fiber, bounded by the probe's timeout. */
+  probeIfSilent(): Effect.Effect<void> {
+    const liveness = this.options.liveness ?? null
+    if (liveness === null || this.deadlineMs === null || this.broken) return Effect.void
+    const startedMs = this.clock.unsafeCurrentTimeMillis()
+    if (startedMs - this.heardOrSentMs < liveness.probeAfterMs) return Effect.void
+    const deadlineMs = this.deadlineMs
+    const probe = Effect.scoped(
+      Effect.flatMap(
+        Connection.open({ ...this.options, connectTimeoutMs: liveness.timeoutMs, requestTimeoutMs: liveness.timeoutMs, liveness: null }),
+        (second) => second.call({ kind: "leader" })
+      )
+    ).pipe(Effect.timeout(Duration.millis(liveness.timeoutMs)), Effect.either)
+    return Effect.flatMap(probe, (answer) =>
+      Effect.sync(() => {
+        // The exchange may have ended (or another begun) while the probe ran.
+        if (this.deadlineMs !== deadlineMs || this.broken) return
+        const nowMs = this.clock.unsafeCurrentTimeMillis()
+        // Any answer, even FAILURE, shows the process is alive: keep waiting, probe again later.
+        if (answer._tag === "Right" || answer.left._tag === "ServerFailure") {
+          this.heardOrSentMs = nowMs
+          return
+        }
+        this.silentForMs = nowMs - this.heardOrSentMs
+        this.breakNow()
+      }))
+  }
+
   /** The watchdog's check: an exchange past its deadline closes the connection (its read then
    * fails, and `guard` reports RequestTimeout). */
   expireIfLate(): void {
@@ -230,10 +279,15 @@ export class Connection {
   private guard<A>(request: Request, effect: Effect.Effect<A, ExchangeError>): Effect.Effect<A, ExchangeError> {
     const timeoutMs = this.options.requestTimeoutMs
     return Effect.suspend(() => {
-      this.deadlineMs = this.clock.unsafeCurrentTimeMillis() + timeoutMs
+      this.heardOrSentMs = this.clock.unsafeCurrentTimeMillis()
+      this.deadlineMs = this.heardOrSentMs + timeoutMs
       return Effect.onExit(
-        Effect.mapError(effect, (error) =>
-          this.timedOut && !keepsConnection(error) ? new RequestTimeout({ address: this.address, request: request.kind, timeoutMs }) : error),
+        Effect.mapError(effect, (error): ExchangeError => {
+          if (keepsConnection(error)) return error
+          if (this.timedOut) return new RequestTimeout({ address: this.address, request: request.kind, timeoutMs })
+          if (this.silentForMs !== null) return new ServerUnresponsive({ address: this.address, request: request.kind, silentMs: this.silentForMs })
+          return error
+        }),
         (exit) => {
           this.deadlineMs = null
           if (Exit.isSuccess(exit) || (exit.cause._tag === "Fail" && keepsConnection(exit.cause.error))) return Effect.void

@@ -43,6 +43,16 @@ export class RequestTimeout extends Data.TaggedError("RequestTimeout")<{
   readonly timeoutMs: number
 }> {}
 
+/** The server answered nothing for `silentMs`, and a liveness probe (LEADER on a second
+ * connection) got no answer either: the process is paused, wedged or cut off. Noticed well
+ * before the request timeout. The connection is closed; a write may or may not have taken
+ * effect (it may still, if the server resumes and its leadership holds). */
+export class ServerUnresponsive extends Data.TaggedError("ServerUnresponsive")<{
+  readonly address: string
+  readonly request: string
+  readonly silentMs: number
+}> {}
+
 /** No server named a leader that confirmed itself. */
 export class NoLeader extends Data.TaggedError("NoLeader")<{ readonly detail: string }> {}
 
@@ -57,7 +67,15 @@ export class ProtocolError extends Data.TaggedError("ProtocolError")<{
  * sent. */
 export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{ readonly detail: string }> {}
 
-export type ClientError = ServerFailure | ConnectionFailed | ConnectionLost | RequestTimeout | NoLeader | ProtocolError | InvalidArgument
+export type ClientError =
+  | ServerFailure
+  | ConnectionFailed
+  | ConnectionLost
+  | RequestTimeout
+  | ServerUnresponsive
+  | NoLeader
+  | ProtocolError
+  | InvalidArgument
 
 /** Whether the request certainly did nothing, so sending it again cannot apply it twice. */
 export function certainlyNotApplied(error: ClientError): boolean {
@@ -79,11 +97,34 @@ export function invalidatesConnection(error: ClientError): boolean {
     case "ConnectionFailed":
     case "ConnectionLost":
     case "RequestTimeout":
+    case "ServerUnresponsive":
     case "ProtocolError":
       return true
     case "ServerFailure":
       return error.isNotLeader || error.isLeadershipLost
     default:
       return false
+  }
+}
+
+/** A client error as one line for a person: the SQLite (or dqlite) code for server failures. */
+export function describeClientError(error: ClientError): string {
+  switch (error._tag) {
+    case "ServerFailure":
+      return `${error.message} (code ${error.code})`
+    case "ConnectionFailed":
+      return `cannot connect to ${error.address}: ${error.detail}`
+    case "ConnectionLost":
+      return `connection to ${error.address} lost during ${error.request}: ${error.detail}`
+    case "RequestTimeout":
+      return `${error.request} to ${error.address}: no answer within ${error.timeoutMs} ms`
+    case "ServerUnresponsive":
+      return `${error.request} to ${error.address}: no answer for ${error.silentMs} ms, nor to a liveness probe (paused or wedged?)`
+    case "NoLeader":
+      return `no leader found: ${error.detail}`
+    case "ProtocolError":
+      return `protocol error from ${error.address}: ${error.detail}`
+    case "InvalidArgument":
+      return `invalid argument: ${error.detail}`
   }
 }

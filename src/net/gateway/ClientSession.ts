@@ -47,6 +47,11 @@ export interface GatewayDeps {
   readonly dumper?: DatabaseDumper
   /** Told about every request and FAILURE (metrics). */
   readonly observer?: GatewayObserver
+  /** While the node leads: an effect that completes when that leadership ends (null when it does
+   * not lead). A connection opened on a leader is closed once the leadership ends — at once when
+   * idle, else right after answering the request in hand — so clients move to the new leader
+   * rather than ask a deposed one (after a pause, say). Absent: connections stay open. */
+  readonly leadershipEnd?: Effect.Effect<Effect.Effect<void> | null>
 }
 
 const tooManyParameters: FailureText = { code: ErrorCode.range, message: "column index out of range" }

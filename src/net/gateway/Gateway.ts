@@ -76,10 +76,24 @@ const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDe
     Effect.gen(function*() {
       const scope = yield* Effect.scope
       const session = new ClientSession(deps, limits, io, scope, protocol)
+      // Opened on a leader: closed when that leadership ends (at once if idle, else after the
+      // answer in hand), so the client moves on to the new leader.
+      const leadershipEnd = deps.leadershipEnd === undefined ? null : yield* deps.leadershipEnd
+      let deposed = false
+      let handling = false
+      if (leadershipEnd !== null) {
+        yield* Effect.forkScoped(Effect.zipRight(leadershipEnd, Effect.suspend(() => {
+          deposed = true
+          return handling ? Effect.void : Effect.zipRight(Effect.logDebug("closing an idle client connection: this node no longer leads"), io.close)
+        })))
+      }
       for (;;) {
         const frame = yield* io.readFrame
-        if (frame === null) return yield* Effect.logDebug("client closed the connection")
+        if (frame === null) return yield* Effect.logDebug(deposed ? "closed the client connection: this node no longer leads" : "client closed the connection")
+        handling = true
         yield* session.handle(frame)
+        handling = false
+        if (deposed) return yield* Effect.logDebug("closing a client connection after its answer: this node no longer leads")
       }
     }).pipe(
       Effect.catchTags({

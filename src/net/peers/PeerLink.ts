@@ -343,6 +343,9 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       supervision: { restartsMax: 5, windowMs: 60_000 }
     }).pipe(Effect.annotateLogs({ peer: String(peer), address }))
     self = actor
+    // Connect now rather than at the first send: a follower sends nothing to the other followers
+    // until its leader dies, and the election that then needs the link would pay for the connect.
+    yield* nudge
 
     const send = (envelope: Envelope): Effect.Effect<void> =>
       Effect.suspend(() => {

@@ -10,7 +10,7 @@ import type { NodeStatus, RaftNode } from "../../actors/RaftActor.ts"
 import { make as makeClient } from "../../net/client/Client.ts"
 import type { NodeMetadata } from "../../net/gateway/ClusterControl.ts"
 import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
-import type { NodeId } from "../../raft/types.ts"
+import type { NodeId, Role } from "../../raft/types.ts"
 import type { ClusterView, MemberView, RoleTargets } from "./decide.ts"
 import { decideRoleChange, defaultRoleTargets, keepsQuorum } from "./decide.ts"
 
@@ -95,6 +95,8 @@ export const start = (deps: RoleManagerDeps, partial: Partial<RoleManagerOptions
       retriesMax: 0
     })
     const probes = new Map<NodeId, Probe>()
+    /** Each member's role as the last round saw it. */
+    let rolesSeen = new Map<NodeId, Role>()
     const progressLoggedAtMs = new Map<NodeId, number>()
 
     const probe = (id: NodeId, address: string) =>
@@ -136,6 +138,7 @@ export const start = (deps: RoleManagerDeps, partial: Partial<RoleManagerOptions
       const status = yield* deps.raft.status
       if (status.role !== "leader") {
         probes.clear()
+        rolesSeen = new Map()
         return
       }
       const others = status.membership.members.filter((m) => m.id !== status.id)
@@ -145,6 +148,14 @@ export const start = (deps: RoleManagerDeps, partial: Partial<RoleManagerOptions
       // Probes took time: read the status again so the view is as fresh as possible.
       const fresh = yield* deps.raft.status
       if (fresh.role !== "leader") return
+      // A member that became a spare since the last round (a voter stepping back on its way out,
+      // or a demotion) counts as online only once it answers a probe again: a leaver's answer
+      // from before it left must not get it staged as a standby while it shuts down.
+      for (const m of fresh.membership.members) {
+        const before = rolesSeen.get(m.id)
+        if (m.role === "spare" && before !== undefined && before !== "spare") probes.delete(m.id)
+      }
+      rolesSeen = new Map(fresh.membership.members.map((m) => [m.id, m.role]))
       const view = viewOf(fresh, yield* deps.selfMetadata, nowMs)
       yield* logProgress(fresh, view, nowMs)
       const change = decideRoleChange(view, options.targets)

@@ -122,8 +122,12 @@ function afterSpread(view: ClusterView, targets: RoleTargets): ReadonlyArray<Rol
   if (onlineStandbys.length < targets.standbys) {
     for (const m of preferred(pick("spare", true), domainsOf(onlineStandbys))) out.push({ node: m.id, role: "standby", reason: `online standbys ${onlineStandbys.length} below target ${targets.standbys}` })
   }
-  if (onlineStandbys.length > targets.standbys) {
-    for (const m of [...onlineStandbys].sort(byWeightDescending)) out.push({ node: m.id, role: "spare", reason: `online standbys ${onlineStandbys.length} above target ${targets.standbys}` })
+  // Standbys catching up to fill empty voter seats are not surplus: demoting them would undo the
+  // staging rule above every other round (spare → standby → spare …) and no seat would be filled.
+  const seatsToFill = Math.max(0, targets.voters - onlineVoters.length)
+  if (onlineStandbys.length > targets.standbys + seatsToFill) {
+    const surplus = onlineStandbys.length - targets.standbys - seatsToFill
+    for (const m of [...onlineStandbys].sort(byWeightDescending).slice(0, surplus)) out.push({ node: m.id, role: "spare", reason: `online standbys ${onlineStandbys.length} above target ${targets.standbys}` + (seatsToFill > 0 ? ` and ${seatsToFill} voter seat(s) to fill` : "") })
   }
   for (const m of pick("standby", false)) out.push({ node: m.id, role: "spare", reason: "standby unreachable" })
   return out

@@ -10,8 +10,8 @@ import type { Response } from "../../../src/net/gateway/responses.ts"
 import { encodeResponse } from "../../../src/net/gateway/responses.ts"
 import { FrameStream } from "../../../src/net/gateway/socketIo.ts"
 
-/** What to do with one request: answer, close the connection, or never answer. */
-export type ScriptedAnswer = Response | ReadonlyArray<Response> | "close" | "silence"
+/** What to do with one request: answer, close the connection, never answer, or answer late. */
+export type ScriptedAnswer = Response | ReadonlyArray<Response> | "close" | "silence" | { readonly delayMs: number; readonly then: Response }
 
 export interface ScriptedServer {
   readonly address: string
@@ -42,6 +42,11 @@ export const scriptedServer = (
           const reply = answer(request, address)
           if (reply === "close") return
           if (reply === "silence") continue
+          if ("delayMs" in reply) {
+            yield* Effect.sleep(reply.delayMs)
+            yield* io.write(encodeResponse(reply.then))
+            continue
+          }
           const replies: ReadonlyArray<Response> = Array.isArray(reply) ? reply : [reply as Response]
           for (const response of replies) yield* io.write(encodeResponse(response))
         }
