@@ -11,12 +11,18 @@ import { clusterForFile, runCaptured } from "./harness.ts"
 
 const cluster = clusterForFile(4)
 
+/** The node the role manager made a standby (the fourth joiner: it waits as a spare until a
+ * role round stages it), with its status once it knows the leader; bounded wait. */
 const standby = async () => {
-  for (const node of cluster().nodes) {
-    const status = await Effect.runPromise(node.node.raft.status)
-    if (status.membership.members.find((m) => m.id === status.id)?.role === "standby") return { node, status }
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    for (const node of cluster().nodes) {
+      const status = await Effect.runPromise(node.node.raft.status)
+      if (status.membership.members.find((m) => m.id === status.id)?.role === "standby" && status.leader !== null) return { node, status }
+    }
+    if (Date.now() > deadline) throw new Error("no standby that knows the leader among four nodes within 20 s")
+    await new Promise((resolve) => setTimeout(resolve, 50))
   }
-  throw new Error("no standby among four nodes")
 }
 
 describe("a standby is an entry point", () => {
