@@ -77,9 +77,9 @@ function message(m: Message): string {
     case "AppendEntriesResponse":
       return m.success ? `${head} term=${m.term} ok index=${m.index}` : `${head} term=${m.term} reject index=${m.index} hint=${m.hintIndex}/${m.hintTerm}`
     case "Heartbeat":
-      return `${head} term=${m.term} commit=${m.commit}${m.context > 0 ? ` read=${m.context}` : ""}`
+      return `${head} term=${m.term} commit=${m.commit}${m.context > 0 ? ` round=${m.context}` : ""}`
     case "HeartbeatResponse":
-      return `${head} term=${m.term}${m.context > 0 ? ` read=${m.context}` : ""}`
+      return `${head} term=${m.term}${m.context > 0 ? ` round=${m.context}` : ""}`
     case "InstallSnapshot":
       return `${head} term=${m.term} snapshot=${m.meta.index}/${m.meta.term}`
     case "InstallSnapshotResponse":
