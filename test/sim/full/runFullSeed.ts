@@ -14,8 +14,12 @@ import type { SeedResult } from "../fast/runSeed.ts"
 import { FullCluster, tickMs } from "./FullCluster.ts"
 import { runSimulated } from "./SimRuntime.ts"
 
+/** Deliberate bugs the full simulator's checkers must catch (test/sim/simFullMutations.test.ts). */
+export type FullMutation = "lease-too-long"
+
 export interface FullSeedOptions {
   readonly seed: number
+  readonly mutation?: FullMutation
   readonly trace?: (line: string) => void
   readonly faultTicks?: number
 }
@@ -27,14 +31,20 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
   const trace = recorder.line
   const root = new Prng(options.seed)
   const swarm = root.fork("swarm")
+  // Clock drift has its own generator (not forked from root) so adding it reshuffled nothing.
+  const clockDrifts = new Prng(options.seed ^ 0x6c6f636b)
   const size = swarm.pick([1, 3, 3, 5])
   const knobs = {
     dropProbability: swarm.pick([0, 0.02, 0.1]),
     delayTicksMax: swarm.pick([1, 2, 4]),
-    snapshotEveryEntries: swarm.pick([20, 100, 1000])
+    snapshotEveryEntries: swarm.pick([20, 100, 1000]),
+    // Within the lease's margin: electionTicks 10, leaseDriftTicks 2 tolerate a follower's clock
+    // running up to (10 − 1) / (10 − 2) = 1.125 times the leader's; 1.05 / 0.95 ≈ 1.105.
+    clockDriftMax: clockDrifts.pick([0, 0.02, 0.05]),
+    ...(options.mutation === "lease-too-long" ? { bugs: { leaseTooLong: true } } : {})
   }
   const checker = new SafetyChecker()
-  const cluster = new FullCluster(root.fork("cluster"), knobs, checker, trace)
+  const cluster = new FullCluster(root.fork("cluster"), knobs, checker, trace, clockDrifts.fork("rates"))
   const history: Recorded[] = []
   const dropped = new Set<number>()
   let logical = 0
@@ -87,6 +97,7 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
 
   const program = Effect.gen(function*() {
     yield* cluster.bootstrap(Array.from({ length: size }, (_, i) => i + 1))
+    trace(`clock rates ${[...cluster.clockRates.values()].map((r) => r.toFixed(4)).join(" ")}`)
     const clients = swarm.int(1, 4)
     for (let i = 1; i <= clients; i++) yield* Effect.forkDaemon(client(i, root.fork(`client${i}`)))
     const faults = root.fork("faults")
