@@ -57,7 +57,8 @@ export interface RaftBugs {
   readonly commitOldTerm?: boolean
   /** Grant a vote to every up-to-date candidate, even after voting for another in the term. */
   readonly doubleVote?: boolean
-  /** Keep the read lease for three election timeouts instead of less than one. */
+  /** Keep the read lease for five election timeouts instead of less than one, and keep leading
+   * while it holds (check-quorum trusts it). */
   readonly leaseTooLong?: boolean
 }
 

@@ -181,7 +181,10 @@ export function tickLeader(step: Step): void {
   for (const pr of s.progress.values()) pr.silentTicks++
   if (s.electionElapsed >= s.config.electionTicks) {
     s.electionElapsed = 0
-    if (s.config.checkQuorum && !quorumActive(step)) {
+    // (The leaseTooLong bug keeps leading while its stretched lease holds, as a leader that
+    // trusts its lease would.)
+    const trustsLease = s.config.bugs?.leaseTooLong === true && leaseHolds(s)
+    if (s.config.checkQuorum && !quorumActive(step) && !trustsLease) {
       becomeFollower(step, s.term, null)
       return
     }

@@ -15,7 +15,7 @@ import { voters } from "./types.ts"
 
 /** How many of its own ticks a leader's lease lasts after the heartbeat round that earned it. */
 export function leaseTicks(config: RaftConfig): number {
-  if (config.bugs?.leaseTooLong === true) return 3 * config.electionTicks
+  if (config.bugs?.leaseTooLong === true) return 5 * config.electionTicks
   return config.electionTicks - config.leaseDriftTicks
 }
 
