@@ -14,7 +14,7 @@ import { assert } from "../assert.ts"
 import type { RaftConfig } from "../raft/config.ts"
 import type { Recovered } from "../raft/core.ts"
 import { applyPending, initialState, snapshotMetaAt, step } from "../raft/core.ts"
-import { leaseAnchor, leaseTicks } from "../raft/lease.ts"
+import { leaseAnchor, leaseTicks, soleVoter } from "../raft/lease.ts"
 import { lastIndex, lastTerm } from "../raft/log.ts"
 import type { MembershipChange } from "../raft/membership.ts"
 import type { ProgressState } from "../raft/progress.ts"
@@ -145,6 +145,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     const leaseHoldsNow = (): boolean => {
       const anchor = leaseAnchor(core)
       if (anchor === null || core.ticks - anchor >= leaseTickCount) return false
+      if (soleVoter(core)) return true
       if (stampTicks[anchor % stampsSize] !== anchor) return false
       return monotonicMs() - (stampMs[anchor % stampsSize] ?? Infinity) < leaseTickCount * options.tickMs
     }

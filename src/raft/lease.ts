@@ -33,6 +33,13 @@ export function leaseAnchor(s: RaftState): number | null {
   return anchor < 0 ? null : anchor
 }
 
+/** This node is the only voter: nobody else can ever be elected while that lasts, so its lease
+ * needs no clock (and no heartbeat) at all. */
+export function soleVoter(s: RaftState): boolean {
+  const ids = voters(s.membership)
+  return ids.length === 1 && ids[0] === s.config.id
+}
+
 /** The lease holds now, in ticks. */
 export function leaseHolds(s: RaftState): boolean {
   const anchor = leaseAnchor(s)
