@@ -6,6 +6,7 @@
 // its own rate (DriftClock, drawn once per node from the seed): its ticker, timeouts and the
 // lease's clock drift apart from the others', within what the lease's drift margin allows.
 import { Packr } from "msgpackr"
+import type { Clock } from "effect"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 import type { RaftBugs } from "../../../src/raft/config.ts"
 import type { Applied } from "../../../src/actors/Applier.ts"
@@ -83,7 +84,9 @@ export class FullCluster {
     private readonly checker: SafetyChecker,
     private readonly trace: (line: string) => void,
     /** Draws the clock rates; separate from `rng` so drift does not reshuffle the rest. */
-    private readonly clockRng: Prng | null = null
+    private readonly clockRng: Prng | null = null,
+    /** Wraps a node's clock (tests: a clock whose timers stall). */
+    private readonly wrapClock: (id: NodeId, clock: Clock.Clock) => Clock.Clock = (_, clock) => clock
   ) {}
 
   private drawClockRate(id: NodeId): void {
@@ -141,7 +144,7 @@ export class FullCluster {
         sm.store.restore(yield* Effect.orDie(readSnapshotData(snapshots, snapshot)))
         sm.appliedIndex = snapshot.index
       }
-      const clock = new DriftClock(yield* Effect.clock, this.clockRates.get(id) ?? 1)
+      const clock = this.wrapClock(id, new DriftClock(yield* Effect.clock, this.clockRates.get(id) ?? 1))
       const raft = yield* RaftActor.make<KvResult, KvMachine>({
         config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {}) },
         recovered,
