@@ -4,12 +4,17 @@
 // (which releases votes and acknowledgements once fsynced), committed entries go to the applier.
 // Feedback from the writer and the applier comes back through variables the Raft actor reads at
 // its next batch plus a best-effort nudge, so no two actors ever wait on each other's full mailbox.
+// Reads: while the leader's lease holds (src/raft/lease.ts) — in ticks and on this node's
+// monotonic clock — and the applier has published everything committed, `read` runs the query at
+// once in the caller's fiber, with no mailbox hop; otherwise it goes through the actor (ReadIndex,
+// or the lease once the entries are applied) and the applier.
 import type { Scope } from "effect"
 import { Clock, Deferred, Duration, Effect, Exit, FiberId } from "effect"
 import { assert } from "../assert.ts"
 import type { RaftConfig } from "../raft/config.ts"
 import type { Recovered } from "../raft/core.ts"
 import { applyPending, initialState, snapshotMetaAt, step } from "../raft/core.ts"
+import { leaseAnchor, leaseTicks, soleVoter } from "../raft/lease.ts"
 import { lastIndex, lastTerm } from "../raft/log.ts"
 import type { MembershipChange } from "../raft/membership.ts"
 import type { ProgressState } from "../raft/progress.ts"
@@ -99,7 +104,7 @@ export interface RaftNode<R, SM> {
   /** Appends `data`; succeeds with the state machine's result once committed and applied. */
   readonly propose: (data: Uint8Array) => Effect.Effect<Applied<R>, RaftRequestError>
   /** A linearizable read: runs `query` on the state machine once it reflects everything
-   * committed before the call (ReadIndex). */
+   * committed before the call: at once under the leader's lease, else after a ReadIndex round. */
   readonly read: <A>(query: (sm: SM) => A) => Effect.Effect<A, RaftRequestError>
   readonly changeMembership: (change: MembershipChange) => Effect.Effect<LogIndex, RaftRequestError>
   readonly transferLeadership: (to: NodeId | null) => Effect.Effect<void, RaftRequestError>
@@ -156,6 +161,28 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
   Effect.gen(function*() {
     const id = options.config.id
     const core = initialState(options.config, options.recovered)
+    // The lease, on this node's monotonic clock: the core says which tick's heartbeat round
+    // anchors it, the driver remembers when each tick was stepped (no heartbeat of tick t left
+    // before then), and the lease lasts leaseTicks × tickMs from there, however late ticks ran.
+    const clock = yield* Effect.clock
+    const monotonicMs = () => Number(clock.unsafeCurrentTimeNanos() / 1000n) / 1000
+    const leaseTickCount = leaseTicks(options.config)
+    const stampsSize = leaseTickCount + 2
+    const stampTicks = new Array<number>(stampsSize).fill(-1)
+    const stampMs = new Array<number>(stampsSize).fill(0)
+    const stampTick = (tick: number, ms: number) => {
+      stampTicks[tick % stampsSize] = tick
+      stampMs[tick % stampsSize] = ms
+    }
+    stampTick(core.ticks, monotonicMs())
+    /** The lease holds now, in ticks and in time. */
+    const leaseHoldsNow = (): boolean => {
+      const anchor = leaseAnchor(core)
+      if (anchor === null || core.ticks - anchor >= leaseTickCount) return false
+      if (soleVoter(core)) return true
+      if (stampTicks[anchor % stampsSize] !== anchor) return false
+      return monotonicMs() - (stampMs[anchor % stampsSize] ?? Infinity) < leaseTickCount * options.tickMs
+    }
     // Feedback from the log writer and the applier, read by the Raft actor at its next batch,
     // and the status others read: plain variables (one JavaScript thread; each is replaced
     // whole, never mutated), not Refs, on a path every entry takes several times.
@@ -246,6 +273,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.gen(function*() {
           const readys: Ready[] = []
           const input = (i: Input) => readys.push(step(state.core, i).ready)
+          const batchMs = monotonicMs()
           const persisted = persistedLatest
           if (persisted !== null && persisted !== state.persistedSeen) {
             state.persistedSeen = persisted
@@ -272,6 +300,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             switch (message._tag) {
               case "Tick":
                 input({ _tag: "Tick" })
+                stampTick(state.core.ticks, batchMs)
                 if (state.snapshotRetryTicks > 0) state.snapshotRetryTicks--
                 if (state.stepDownTicks > 0) state.stepDownTicks--
                 break
@@ -318,7 +347,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             }
           }
           if (proposals.length > 0) input({ _tag: "Propose", proposals })
-          if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads })
+          if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads, lease: leaseHoldsNow() })
           if (cannotPersist && state.core.role === "leader" && state.core.transferee === null && state.stepDownTicks === 0) {
             state.stepDownTicks = stepDownRetryTicks
             const voters = state.core.membership.members.filter((m) => m.role === "voter").length
@@ -500,7 +529,8 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             MailboxFull: () => Effect.fail(new Overloaded({ detail: `node ${id} mailbox is full` })),
             ActorStopped: () => Effect.fail(new NotLeader({ leader: null, detail: `node ${id} has stopped` }))
           }),
-          Effect.zipRight(Clock.currentTimeMillis),
+          // The node's own clock, as the sweeper's (a caller's fiber may run on another).
+          Effect.zipRight(clock.currentTimeMillis),
           Effect.flatMap((nowMs) => {
             const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
             pending.set(key, { deadlineMs: nowMs + options.requestTimeoutMs, writes })
@@ -539,7 +569,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       id,
       propose: (data) => request<Applied<R>>(true, (reply) => ({ _tag: "Propose", data, reply })),
       read: <A>(query: (sm: SM) => A) =>
-        request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>,
+        Effect.flatMap(applier.applied, (applied): Effect.Effect<A, RaftRequestError> =>
+          // Everything committed when the read arrived is applied, and no other leader can exist:
+          // the state machine as it is now is a linearizable answer.
+          applied >= core.log.committed && leaseHoldsNow()
+            ? Effect.sync(() => query(options.stateMachine))
+            : (request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>)),
       changeMembership: (change) =>
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),

@@ -24,6 +24,16 @@ export interface RaftConfig {
   readonly inflightBytesMax: number
   /** A leader refuses proposals while this many bytes are appended but not committed. */
   readonly uncommittedBytesMax: number
+  /** How a leader confirms a linearizable read. "lease": at once while its check-quorum lease
+   * holds (a quorum of voters acknowledged a heartbeat sent less than electionTicks −
+   * leaseDriftTicks ago, and an entry of its term is committed), else by a heartbeat round.
+   * "readIndex": always a heartbeat round (strict: safe whatever the clocks do). */
+  readonly readMode: ReadMode
+  /** Ticks a lease leaves unused out of the election timeout, for clock drift between nodes:
+   * the lease lasts electionTicks − leaseDriftTicks of the leader's ticks, while a follower
+   * refuses votes for electionTicks of its own. At least 1 (a tick's own granularity), below
+   * electionTicks. */
+  readonly leaseDriftTicks: number
   /** Most ReadIndex requests waiting for a quorum round at a time. */
   readonly readsPendingMax: number
   /** Most committed entries handed to the applier in one step. */
@@ -40,11 +50,16 @@ export interface RaftConfig {
   readonly bugs?: RaftBugs
 }
 
+export type ReadMode = "lease" | "readIndex"
+
 export interface RaftBugs {
   /** Commit by counting replicas of an entry from an earlier term (Raft paper, figure 8). */
   readonly commitOldTerm?: boolean
   /** Grant a vote to every up-to-date candidate, even after voting for another in the term. */
   readonly doubleVote?: boolean
+  /** Keep the read lease for five election timeouts instead of less than one, and keep leading
+   * while it holds (check-quorum trusts it). */
+  readonly leaseTooLong?: boolean
 }
 
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
@@ -53,6 +68,8 @@ export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   heartbeatTicks: 1,
   preVote: true,
   checkQuorum: true,
+  readMode: "lease",
+  leaseDriftTicks: 2,
   appendEntriesMax: 256,
   appendBytesMax: 1024 * 1024,
   inflightAppendsMax: 64,
@@ -94,6 +111,17 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
   }
   if (config.heartbeatTicks >= config.electionTicks) {
     throw new RaftConfigError("heartbeatTicks must be smaller than electionTicks")
+  }
+  if (config.readMode !== "lease" && config.readMode !== "readIndex") {
+    throw new RaftConfigError(`readMode must be "lease" or "readIndex", got ${String(config.readMode)}`)
+  }
+  if (!Number.isSafeInteger(config.leaseDriftTicks) || config.leaseDriftTicks < 1 || config.leaseDriftTicks >= config.electionTicks) {
+    throw new RaftConfigError(`leaseDriftTicks must be an integer from 1 to electionTicks − 1, got ${String(config.leaseDriftTicks)}`)
+  }
+  if (config.readMode === "lease" && !config.checkQuorum) {
+    // The lease is safe only because followers that heard from the leader refuse votes, which is
+    // check-quorum's rule (etcd's ReadOnlyLeaseBased requires CheckQuorum for the same reason).
+    throw new RaftConfigError('readMode "lease" requires checkQuorum (use readMode "readIndex" without it)')
   }
   if (config.inflightBytesMax < config.appendBytesMax) {
     throw new RaftConfigError("inflightBytesMax must hold at least one full AppendEntries")

@@ -74,6 +74,7 @@ export function initialState(config: RaftConfig, recovered: Recovered): RaftStat
     membershipIndex: 0,
     electionElapsed: 0,
     heartbeatElapsed: 0,
+    ticks: 0,
     randomizedElectionTimeout: config.electionTicks,
     rng: config.seed | 0,
     votes: new Map(),
@@ -81,6 +82,8 @@ export function initialState(config: RaftConfig, recovered: Recovered): RaftStat
     transferee: null,
     uncommittedBytes: 0,
     readSeq: 0,
+    heartbeatRounds: [],
+    leaseRevoked: false,
     reads: [],
     readsWaitingForCommit: []
   }
@@ -101,6 +104,7 @@ function dispatch(st: Step, input: Input): void {
   const s = st.s
   switch (input._tag) {
     case "Tick":
+      s.ticks++
       if (s.role === "leader") tickLeader(st)
       else tickElection(st)
       return
@@ -117,7 +121,7 @@ function dispatch(st: Step, input: Input): void {
       return
     case "ReadIndex":
       if (s.role !== "leader") for (const id of input.ids) reject(st, id, "not-leader", "not the leader")
-      else readIndex(st, input.ids)
+      else readIndex(st, input.ids, input.lease !== false)
       return
     case "TransferLeadership":
       if (s.role !== "leader") reject(st, input.id, "not-leader", "not the leader")
@@ -153,9 +157,15 @@ function stepMessage(st: Step, m: Message): void {
   if (m.to !== s.config.id) return
   if (m.term > s.term) {
     if (m._tag === "RequestVote") {
-      // A follower that heard from a live leader within an election timeout ignores elections,
-      // so a node rejoining with a higher term cannot depose a healthy leader.
-      const inLease = s.config.checkQuorum && s.leader !== null && s.electionElapsed < s.config.electionTicks
+      // A follower that heard from a live leader within an election timeout ignores elections
+      // (pre-votes and real ones), so a node rejoining with a higher term cannot depose a healthy
+      // leader, and a leader's read lease stays valid. Only a transfer the leader asked for
+      // (TimeoutNow, after which it stops serving lease reads) passes. In lease mode a node that
+      // has not yet ticked an election timeout since it started refuses too: it may have
+      // acknowledged a lease-holding leader just before it crashed.
+      const heardLeader = s.leader !== null && s.electionElapsed < s.config.electionTicks
+      const justStarted = s.config.readMode === "lease" && s.ticks < s.config.electionTicks
+      const inLease = s.config.checkQuorum && (heardLeader || justStarted)
       if (inLease && !m.transfer) return
     }
     const preVoteTraffic = (m._tag === "RequestVote" && m.pre) || (m._tag === "RequestVoteResponse" && m.pre && m.granted)

@@ -16,6 +16,7 @@ import {
   inflightFull,
   makeProgress
 } from "./progress.ts"
+import { heartbeatRoundTick, leaseHolds, recordHeartbeatRound } from "./lease.ts"
 import { committedIndex, quorumSize } from "./quorum.ts"
 import { appendEntry, becomeFollower } from "./roles.ts"
 import type { RequestId, Step } from "./state.ts"
@@ -134,7 +135,11 @@ export function handleHeartbeatResponse(step: Step, m: HeartbeatResponse): void 
     freeFirstInflight(pr)
   }
   if (pr.match < lastIndex(s.log)) replicateTo(step, m.from, true)
-  if (m.context > 0 && isVoter(s.membership, m.from)) acknowledgeReads(step, m.from, m.context)
+  if (m.context > 0) {
+    const sentAt = heartbeatRoundTick(s, m.context)
+    if (sentAt !== undefined && sentAt > pr.leaseTick) pr.leaseTick = sentAt
+    if (isVoter(s.membership, m.from)) acknowledgeReads(step, m.from, m.context)
+  }
 }
 
 /** Advances commit to the highest index a quorum of voters holds, if it is of this term. The
@@ -176,7 +181,10 @@ export function tickLeader(step: Step): void {
   for (const pr of s.progress.values()) pr.silentTicks++
   if (s.electionElapsed >= s.config.electionTicks) {
     s.electionElapsed = 0
-    if (s.config.checkQuorum && !quorumActive(step)) {
+    // (The leaseTooLong bug keeps leading while its stretched lease holds, as a leader that
+    // trusts its lease would.)
+    const trustsLease = s.config.bugs?.leaseTooLong === true && leaseHolds(s)
+    if (s.config.checkQuorum && !quorumActive(step) && !trustsLease) {
       becomeFollower(step, s.term, null)
       return
     }
@@ -196,7 +204,7 @@ export function tickLeader(step: Step): void {
   }
   if (s.heartbeatElapsed >= s.config.heartbeatTicks) {
     s.heartbeatElapsed = 0
-    broadcastHeartbeat(step, s.reads.length > 0 ? s.readSeq : 0)
+    heartbeatRound(step)
   }
 }
 
@@ -205,6 +213,16 @@ function quorumActive(step: Step): boolean {
   const ids = voters(s.membership)
   const active = ids.filter((id) => id === s.config.id || s.progress.get(id)?.recentActive === true).length
   return active >= quorumSize(ids.length)
+}
+
+/** Sends a heartbeat round under a new number, remembered with the tick it left at: an
+ * answer to it confirms the pending reads registered before it and renews the lease. */
+function heartbeatRound(step: Step): number {
+  const s = step.s
+  s.readSeq++
+  recordHeartbeatRound(s, s.readSeq)
+  broadcastHeartbeat(step, s.readSeq)
+  return s.readSeq
 }
 
 function broadcastHeartbeat(step: Step, context: number): void {
@@ -271,8 +289,13 @@ export function changeMembership(step: Step, id: RequestId, change: MembershipCh
   broadcastAppend(step, false)
 }
 
-export function readIndex(step: Step, ids: ReadonlyArray<RequestId>): void {
+export function readIndex(step: Step, ids: ReadonlyArray<RequestId>, lease: boolean): void {
   const s = step.s
+  if (lease && leaseHolds(s)) {
+    // No other leader can exist yet: the commit index is the read index, no round needed.
+    for (const id of ids) emit(step, { _tag: "ReadReady", id, index: s.log.committed })
+    return
+  }
   if (termAt(s.log, s.log.committed) !== s.term) {
     // Until an entry of this term commits, the leader's commit index may be stale.
     for (const id of ids) {
@@ -298,10 +321,10 @@ function serveReads(step: Step, ids: ReadonlyArray<RequestId>): void {
     else accepted.push(id)
   }
   if (accepted.length === 0) return
-  s.readSeq++
+  const seq = s.readSeq + 1
   const acks = new Set<NodeId>(isVoter(s.membership, s.config.id) ? [s.config.id] : [])
-  for (const id of accepted) s.reads.push({ id, index, seq: s.readSeq, acks })
-  broadcastHeartbeat(step, s.readSeq)
+  for (const id of accepted) s.reads.push({ id, index, seq, acks })
+  heartbeatRound(step)
 }
 
 function acknowledgeReads(step: Step, from: NodeId, context: number): void {
@@ -347,5 +370,8 @@ function mostCaughtUpVoter(step: Step): NodeId | null {
 }
 
 function sendTimeoutNow(step: Step, to: NodeId): void {
+  // The transferee's election skips the voters' lease: ours is over for this term (even if the
+  // transfer is later abandoned, this TimeoutNow may still arrive).
+  step.s.leaseRevoked = true
   send(step, { _tag: "TimeoutNow", from: step.s.config.id, to, term: step.s.term })
 }

@@ -26,6 +26,9 @@ export interface Progress {
   /** Leader ticks since this follower last answered: how long it has been out of touch, for
    * whoever manages roles (check-quorum's recentActive only covers the current round). */
   silentTicks: number
+  /** Leader tick at which the newest heartbeat round this follower acknowledged was sent
+   * (−1 when none this term): the follower refuses votes until an election timeout after it. */
+  leaseTick: number
   /** In snapshot state: index of the snapshot sent and ticks since it was sent. */
   snapshotIndex: LogIndex
   snapshotElapsed: number
@@ -41,6 +44,7 @@ export function makeProgress(next: LogIndex): Progress {
     inflightBytes: 0,
     recentActive: true,
     silentTicks: 0,
+    leaseTick: -1,
     snapshotIndex: 0,
     snapshotElapsed: 0
   }

@@ -55,6 +55,8 @@ export function becomeLeader(step: Step): void {
   s.transferee = null
   s.reads = []
   s.readsWaitingForCommit = []
+  s.heartbeatRounds = []
+  s.leaseRevoked = false
   s.uncommittedBytes = 0
   for (let i = s.log.committed + 1; i <= lastIndex(s.log); i++) {
     const entry = s.log.entries[i - s.log.base.index - 1]

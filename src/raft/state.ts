@@ -22,8 +22,10 @@ export type Input =
   /** Client commands, appended as one batch (one AppendEntries per follower). */
   | { readonly _tag: "Propose"; readonly proposals: ReadonlyArray<{ readonly id: RequestId; readonly data: Uint8Array }> }
   | { readonly _tag: "ChangeMembership"; readonly id: RequestId; readonly change: MembershipChange }
-  /** Linearizable reads: each id gets a ReadReady with the index the state machine must reach. */
-  | { readonly _tag: "ReadIndex"; readonly ids: ReadonlyArray<RequestId> }
+  /** Linearizable reads: each id gets a ReadReady with the index the state machine must reach.
+   * In lease mode a leader whose lease holds answers at once; `lease: false` says the driver's
+   * clock disagrees (its ticks ran late), so a heartbeat round confirms leadership instead. */
+  | { readonly _tag: "ReadIndex"; readonly ids: ReadonlyArray<RequestId>; readonly lease?: boolean }
   /** Hand leadership to `to` (or to the most caught-up voter). */
   | { readonly _tag: "TransferLeadership"; readonly id: RequestId; readonly to: NodeId | null }
   /** Start an election now (pre-vote first when enabled). */
@@ -97,6 +99,11 @@ export interface RaftState {
   membershipIndex: LogIndex
   electionElapsed: number
   heartbeatElapsed: number
+  /** Ticks since this core started: the clock of leases (never reset, unlike the elapsed
+   * counters). A node that has not yet ticked an election timeout since it started refuses
+   * votes in lease mode: before a crash it may have acknowledged a leader whose lease still
+   * counts on it. */
+  ticks: number
   randomizedElectionTimeout: number
   /** State of the election-jitter generator (mulberry32). */
   rng: number
@@ -104,7 +111,14 @@ export interface RaftState {
   progress: Map<NodeId, Progress>
   transferee: NodeId | null
   uncommittedBytes: number
+  /** Number of the latest heartbeat round (every broadcast has one; followers echo it). */
   readSeq: number
+  /** On a leader: the tick at which each recent heartbeat round started, as the first round
+   * number sent in that tick, oldest first; bounded to the rounds a lease can still use. */
+  heartbeatRounds: Array<{ readonly seq: number; readonly tick: number }>
+  /** On a leader: it sent TimeoutNow this term, so voters may skip their lease: no more lease
+   * reads until it leads another term. */
+  leaseRevoked: boolean
   reads: PendingRead[]
   readsWaitingForCommit: RequestId[]
 }

@@ -5,8 +5,11 @@
 //   it won is in the files. Until then, and on every follower, statements fail with SqlNotLeader
 //   naming the leader (a new leader first waits up to writeTimeoutMs for its barrier).
 // - Writes go to the database's LeaderWriter (created on first use in the current term); reads run
-//   on the committed read view once a ReadIndex round confirmed leadership (linearizable, never
-//   behind a write in flight); an interactive transaction holds the writer (Lease).
+//   on the committed read view through `raft.read` (linearizable, never behind a write in flight):
+//   while the leader's lease holds and everything committed is applied, at once in the caller's
+//   fiber (no heartbeat round, no applier mailbox); otherwise after a ReadIndex round, in the
+//   applier. An interactive transaction holds the writer (a LeaderWriter Lease, unrelated to the
+//   read lease).
 // - A watcher checks the role every `pollMs`: a writer whose term is over is stopped, failing its
 //   clients and cutting its uncommitted frames.
 import type { Scope } from "effect"
@@ -47,9 +50,9 @@ export interface ReplicatedDatabases extends SqlDatabases {
   /** Checks the role now (the watcher does it every pollMs). */
   readonly checkRole: Effect.Effect<void>
   /** A consistent image of `name` at a Raft-committed point (for DUMP): the leader's committed
-   * read view serialized once a ReadIndex round confirmed leadership, so it never holds a frame
-   * Raft has not committed and never misses one acknowledged before the call. Null when this
-   * node knows no such database; SqlNotLeader on a follower (its copy may be behind). */
+   * read view serialized once leadership is confirmed (lease or ReadIndex round), so it never
+   * holds a frame Raft has not committed and never misses one acknowledged before the call. Null
+   * when this node knows no such database; SqlNotLeader on a follower (its copy may be behind). */
   readonly committedImage: (name: string) => Effect.Effect<Uint8Array | null, SqlFailure>
 }
 
@@ -160,9 +163,10 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return writer
       })
 
-    /** Runs `use` on the leader's committed view of `name` after a ReadIndex round (in the
-     * applier, once everything committed before the call is applied); SQLite's failures as
-     * SqlErrors. The writer must exist (its view is created with it). */
+    /** Runs `use` on the leader's committed view of `name` once everything committed before the
+     * call is applied and leadership is confirmed (`raft.read`: at once under the leader's lease,
+     * else after a ReadIndex round, in the applier); SQLite's failures as SqlErrors. The writer
+     * must exist (its view is created with it). */
     const onCommittedView = <A>(name: string, use: (database: LeaderDatabase) => A): Effect.Effect<A, SqlFailure> =>
       raft
         .read((sm) =>
@@ -194,9 +198,9 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
       Effect.gen(function*() {
         const status = yield* raft.status
         if (status.role !== "leader") return yield* new SqlNotLeader({ leader: status.leader, message: `node ${raft.id} is not the leader` })
-        // Asked through Raft (after a ReadIndex round, with everything committed before it
-        // applied), so a database created just before the dump is found even on a leader that
-        // has just won, and an unknown name does not create one.
+        // Asked through Raft (leadership confirmed by the lease or a ReadIndex round, everything
+        // committed before it applied), so a database created just before the dump is found even
+        // on a leader that has just won, and an unknown name does not create one.
         const known = yield* raft.read((sm) => sm.databaseNames().includes(name)).pipe(Effect.mapError(fromRaftError))
         if (!known) return null
         // The writer's committed view exists only once this term's barrier is applied.

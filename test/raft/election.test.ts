@@ -104,7 +104,8 @@ describe("leader election", () => {
       { lastTerm: 1, lastIndex: 9, granted: false }
     ]
     for (const cs of cases) {
-      const s = initialState(defaultRaftConfig(2), { hardState: { term: 2, vote: null, commit: 1 }, base: { index: 0, term: 0 }, entries, snapshot: null })
+      // Strict reads: a lease-mode node refuses every vote in its first election timeout.
+      const s = initialState({ ...defaultRaftConfig(2), readMode: "readIndex" }, { hardState: { term: 2, vote: null, commit: 1 }, base: { index: 0, term: 0 }, entries, snapshot: null })
       const vote: RequestVote = { _tag: "RequestVote", from: 1, to: 2, term: 3, pre: false, lastIndex: cs.lastIndex, lastTerm: cs.lastTerm, transfer: false }
       const { ready } = step(s, { _tag: "Message", message: vote })
       const answer = ready.messagesAfterPersist.find((m): m is RequestVoteResponse => m._tag === "RequestVoteResponse")

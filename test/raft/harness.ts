@@ -124,7 +124,10 @@ export class Cluster {
   /** A node with the given recovered state (a brand-new node has `emptyRecovered`). */
   addNode(id: NodeId, recovered: Recovered, options: ClusterOptions = {}): TestNode {
     assert(!this.nodes.has(id), `node ${id} exists`)
-    const config: RaftConfig = { ...defaultRaftConfig(id), ...options.config, ...options.configFor?.(id) }
+    // Strict reads unless a test asks for the lease: most tests turn checkQuorum off, and a
+    // lease-mode node refuses votes for its first election timeout, which every test that
+    // campaigns at once would have to wait out.
+    const config: RaftConfig = { ...defaultRaftConfig(id), readMode: "readIndex", ...options.config, ...options.configFor?.(id) }
     const node = new TestNode(id, config, recovered)
     this.nodes.set(id, node)
     return node

@@ -8,11 +8,12 @@
 //   transfer N to|null | change N add|remove|assign node [role]
 //   deliver [from=N] [to=N] [type=Tag] [drop]   (once, what is queued now)
 //   stabilize | partition 1,2 3 | isolate N | heal | hold N | release N | persist N [count]
-//   snapshot N [index] | restart N | status | queue
+//   snapshot N [index] | restart N | status | queue | lease N
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
 import type { RaftConfig } from "../../src/raft/config.ts"
+import { leaseAnchor, leaseHolds, leaseTicks } from "../../src/raft/lease.ts"
 import type { MembershipChange } from "../../src/raft/membership.ts"
 import type { Message } from "../../src/raft/messages.ts"
 import type { Input, RaftEvent, Ready } from "../../src/raft/state.ts"
@@ -77,9 +78,9 @@ function message(m: Message): string {
     case "AppendEntriesResponse":
       return m.success ? `${head} term=${m.term} ok index=${m.index}` : `${head} term=${m.term} reject index=${m.index} hint=${m.hintIndex}/${m.hintTerm}`
     case "Heartbeat":
-      return `${head} term=${m.term} commit=${m.commit}${m.context > 0 ? ` read=${m.context}` : ""}`
+      return `${head} term=${m.term} commit=${m.commit}${m.context > 0 ? ` round=${m.context}` : ""}`
     case "HeartbeatResponse":
-      return `${head} term=${m.term}${m.context > 0 ? ` read=${m.context}` : ""}`
+      return `${head} term=${m.term}${m.context > 0 ? ` round=${m.context}` : ""}`
     case "InstallSnapshot":
       return `${head} term=${m.term} snapshot=${m.meta.index}/${m.meta.term}`
     case "InstallSnapshotResponse":
@@ -253,6 +254,14 @@ function run(blocks: ReadonlyArray<Block>): string[] {
           )
         }
         break
+      case "lease": {
+        const s = c.node(num(0)).state
+        const anchor = leaseAnchor(s)
+        const why = s.role !== "leader" ? "not leader" : s.leaseRevoked ? "revoked (TimeoutNow sent)" : anchor === null ? "no entry of this term committed" : null
+        if (why !== null) out.push(`n${num(0)} no lease: ${why}`)
+        else out.push(`n${num(0)} lease ${leaseHolds(s) ? "holds" : "expired"}: anchor=${anchor} ticks=${s.ticks} lasts=${leaseTicks(s.config)}`)
+        break
+      }
       case "queue":
         for (const m of c.queue) out.push(message(m))
         break

@@ -10,6 +10,7 @@ import { spawn } from "node:child_process"
 import { parseArgs } from "node:util"
 import type { Mutation } from "./fast/runSeed.ts"
 import { runSeed } from "./fast/runSeed.ts"
+import type { FullMutation } from "./full/runFullSeed.ts"
 import { runFullSeed } from "./full/runFullSeed.ts"
 import type { SqliteMutation } from "./full/runSqliteSeed.ts"
 import { runSqliteSeed } from "./full/runSqliteSeed.ts"
@@ -34,7 +35,11 @@ const single = values.seed !== undefined
 const start = Number(values.seed ?? values.start ?? 1)
 const count = single ? 1 : Number(values.seeds ?? 100)
 const mutation = values.mutation
-const mutationsKnown: ReadonlyArray<string> = values.sqlite ? ["drop-follower-page", "ack-failed", "fail-acked"] : ["commit-old-term", "double-vote", "forget-vote"]
+const mutationsKnown: ReadonlyArray<string> = values.sqlite
+  ? ["drop-follower-page", "ack-failed", "fail-acked"]
+  : values.full
+  ? ["lease-too-long"]
+  : ["commit-old-term", "double-vote", "forget-vote"]
 if (mutation !== undefined && !mutationsKnown.includes(mutation)) {
   process.stderr.write(`unknown mutation '${mutation}'; known here: ${mutationsKnown.join(", ")}\n`)
   process.exit(2)
@@ -106,10 +111,6 @@ let violations = 0
 let failedSeeds = 0
 let undecided = 0
 for (let seed = start; seed < start + count; seed++) {
-  if (values.full && mutation !== undefined) {
-    process.stderr.write("--mutation applies to the fast and the SQLite simulators\n")
-    process.exit(2)
-  }
   const common = {
     seed,
     ...(values.ticks !== undefined ? { faultTicks: Number(values.ticks) } : {}),
@@ -122,7 +123,7 @@ for (let seed = start; seed < start + count; seed++) {
       ...(values["heal-ticks"] !== undefined ? { healTicks: Number(values["heal-ticks"]) } : {})
     })
     : values.full
-    ? runFullSeed(common)
+    ? runFullSeed({ ...common, ...(mutation !== undefined ? { mutation: mutation as FullMutation } : {}) })
     : runSeed({ ...common, ...(mutation !== undefined ? { mutation: mutation as Mutation } : {}) })
   elections += result.elections
   committed += result.committed

@@ -37,6 +37,10 @@ export interface SeedResult {
 
 const nodeIdsMax = 9
 
+function readsFor(checkQuorum: boolean): { checkQuorum: boolean; readMode: "lease" | "readIndex" } {
+  return { checkQuorum, readMode: checkQuorum ? "lease" : "readIndex" }
+}
+
 export function runSeed(options: SeedOptions): SeedResult {
   const root = new Prng(options.seed)
   const swarm = root.fork("swarm")
@@ -57,7 +61,8 @@ export function runSeed(options: SeedOptions): SeedResult {
       electionTicks: swarm.pick([5, 10, 10, 20]),
       heartbeatTicks: swarm.pick([1, 1, 2]),
       preVote: swarm.chance(0.8),
-      checkQuorum: swarm.chance(0.8),
+      // Lease reads wherever check-quorum allows them (the config refuses them without it).
+      ...readsFor(swarm.chance(0.8)),
       appendEntriesMax: swarm.pick([1, 3, 64]),
       inflightAppendsMax: swarm.pick([1, 4, 64]),
       uncommittedBytesMax: swarm.pick([2_000, 256 * 1024 * 1024])

@@ -2,9 +2,13 @@
 // applier, ticker) built by RaftActor.make, running under TestClock, with a simulated network
 // and in-memory durable storage that survives a node's crash (Scope close = power cut: whatever
 // the log writer had not persisted is gone). Network deliveries happen on tick boundaries, so a
-// run advances the clock one tick at a time and stays deterministic.
+// run advances the clock one tick at a time and stays deterministic. Each node's clock runs at
+// its own rate (DriftClock, drawn once per node from the seed): its ticker, timeouts and the
+// lease's clock drift apart from the others', within what the lease's drift margin allows.
 import { Packr } from "msgpackr"
+import type { Clock } from "effect"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
+import type { RaftBugs } from "../../../src/raft/config.ts"
 import type { Applied } from "../../../src/actors/Applier.ts"
 import type { Envelope } from "../../../src/actors/LogWriter.ts"
 import type { RaftNode } from "../../../src/actors/RaftActor.ts"
@@ -24,6 +28,7 @@ import type { SafetyChecker } from "../checkers/safety.ts"
 import type { KvApplyResult } from "../kv.ts"
 import { KvMachine } from "../kv.ts"
 import type { Prng } from "../Prng.ts"
+import { DriftClock } from "./SimRuntime.ts"
 
 export const tickMs = 10
 
@@ -31,6 +36,10 @@ export interface FullKnobs {
   readonly dropProbability: number
   readonly delayTicksMax: number
   readonly snapshotEveryEntries: number
+  /** Each node's clock rate is drawn from [1 − clockDriftMax, 1 + clockDriftMax]. */
+  readonly clockDriftMax: number
+  /** Deliberate bugs of the Raft core (mutation tests). */
+  readonly bugs?: RaftBugs
 }
 
 type KvResult = KvApplyResult | undefined
@@ -61,6 +70,8 @@ const packr = new Packr({ useRecords: false })
 export class FullCluster {
   readonly nodes = new Map<NodeId, FullNode>()
   private readonly stored = new Map<NodeId, Stored>()
+  /** Each node's clock rate, fixed for its life (restarts included). */
+  readonly clockRates = new Map<NodeId, number>()
   private inflight: Array<{ at: number; seq: number; from: NodeId; to: NodeId; bytes: Uint8Array; snapshot: Uint8Array | null }> = []
   private seq = 0
   tick = 0
@@ -71,14 +82,25 @@ export class FullCluster {
     private readonly rng: Prng,
     private readonly knobs: FullKnobs,
     private readonly checker: SafetyChecker,
-    private readonly trace: (line: string) => void
+    private readonly trace: (line: string) => void,
+    /** Draws the clock rates; separate from `rng` so drift does not reshuffle the rest. */
+    private readonly clockRng: Prng | null = null,
+    /** Wraps a node's clock (tests: a clock whose timers stall). */
+    private readonly wrapClock: (id: NodeId, clock: Clock.Clock) => Clock.Clock = (_, clock) => clock
   ) {}
+
+  private drawClockRate(id: NodeId): void {
+    const drift = this.knobs.clockDriftMax
+    const rate = this.clockRng === null || drift === 0 ? 1 : 1 - drift + 2 * drift * this.clockRng.float()
+    this.clockRates.set(id, rate)
+  }
 
   bootstrap(ids: ReadonlyArray<NodeId>): Effect.Effect<void> {
     const config: Membership = { members: ids.map((id) => ({ id, address: `node${id}`, role: "voter" as const })) }
     return Effect.gen(this, function*() {
       for (const id of ids) {
         this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), bootstrap: bootstrap(config) })
+        this.drawClockRate(id)
         this.nodes.set(id, { id, raft: null, machine: null, scope: null, restarts: 0 })
         yield* this.start(id)
       }
@@ -87,6 +109,7 @@ export class FullCluster {
 
   addEmpty(id: NodeId): Effect.Effect<void> {
     this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), bootstrap: null })
+    this.drawClockRate(id)
     this.nodes.set(id, { id, raft: null, machine: null, scope: null, restarts: 0 })
     return this.start(id)
   }
@@ -121,8 +144,9 @@ export class FullCluster {
         sm.store.restore(yield* Effect.orDie(readSnapshotData(snapshots, snapshot)))
         sm.appliedIndex = snapshot.index
       }
+      const clock = this.wrapClock(id, new DriftClock(yield* Effect.clock, this.clockRates.get(id) ?? 1))
       const raft = yield* RaftActor.make<KvResult, KvMachine>({
-        config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8 },
+        config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {}) },
         recovered,
         stateMachine: sm,
         io: {
@@ -136,7 +160,7 @@ export class FullCluster {
         mailboxCapacity: 1024,
         batchMax: 256,
         requestTimeoutMs: 50 * tickMs
-      }).pipe(Scope.extend(scope))
+      }).pipe(Effect.withClock(clock), Scope.extend(scope))
       node.raft = raft
       node.machine = sm
       node.scope = scope

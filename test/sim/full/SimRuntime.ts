@@ -47,7 +47,8 @@ class SimClock implements Clock.Clock {
   }
   readonly currentTimeMillis = Effect.sync(() => this.nowMs)
   unsafeCurrentTimeNanos(): bigint {
-    return BigInt(this.nowMs) * 1_000_000n
+    // nowMs may be fractional: drifting node clocks (DriftClock) sleep fractions of a ms.
+    return BigInt(Math.round(this.nowMs * 1_000_000))
   }
   readonly currentTimeNanos = Effect.sync(() => this.unsafeCurrentTimeNanos())
 
@@ -109,4 +110,38 @@ export function runSimulated<A, E>(program: Effect.Effect<A, E>, options: { read
     }
   }
   return exit
+}
+
+/** One node's clock, running at `rate` times the simulation's (a quartz a little fast or slow):
+ * its time advances `rate` ms per simulated ms, and its sleeps last duration / rate. Monotonic,
+ * like the real one; every fiber forked under Effect.withClock(driftClock) (a node's actors and
+ * ticker) sees only this clock. */
+export class DriftClock implements Clock.Clock {
+  readonly [Clock.ClockTypeId]: Clock.ClockTypeId = Clock.ClockTypeId
+  private readonly originBase: number
+  private readonly originLocal: number
+
+  constructor(
+    private readonly base: Clock.Clock,
+    readonly rate: number,
+    originLocalMs = base.unsafeCurrentTimeMillis()
+  ) {
+    this.originBase = base.unsafeCurrentTimeMillis()
+    this.originLocal = originLocalMs
+  }
+
+  private local(): number {
+    return this.originLocal + (this.base.unsafeCurrentTimeMillis() - this.originBase) * this.rate
+  }
+  unsafeCurrentTimeMillis(): number {
+    return this.local()
+  }
+  readonly currentTimeMillis = Effect.sync(() => this.local())
+  unsafeCurrentTimeNanos(): bigint {
+    return BigInt(Math.round(this.local() * 1_000_000))
+  }
+  readonly currentTimeNanos = Effect.sync(() => this.unsafeCurrentTimeNanos())
+  sleep(duration: Duration.Duration): Effect.Effect<void> {
+    return this.base.sleep(D.millis(D.toMillis(duration) / this.rate))
+  }
 }

@@ -14,11 +14,18 @@ import type { SeedResult } from "../fast/runSeed.ts"
 import { FullCluster, tickMs } from "./FullCluster.ts"
 import { runSimulated } from "./SimRuntime.ts"
 
+/** Deliberate bugs the full simulator's checkers must catch (test/sim/simFullMutations.test.ts). */
+export type FullMutation = "lease-too-long"
+
 export interface FullSeedOptions {
   readonly seed: number
+  readonly mutation?: FullMutation
   readonly trace?: (line: string) => void
   readonly faultTicks?: number
 }
+
+/** How long a client waits for an answer before it gives up on that node. */
+const clientTimeoutTicks = 20
 
 type Recorded = { -readonly [K in keyof HistoryOp]: HistoryOp[K] }
 
@@ -27,14 +34,21 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
   const trace = recorder.line
   const root = new Prng(options.seed)
   const swarm = root.fork("swarm")
+  // Clock drift and the read-only clients have their own generator (not forked from root), so
+  // adding them reshuffled nothing else.
+  const extra = new Prng(options.seed ^ 0x6c6f636b)
   const size = swarm.pick([1, 3, 3, 5])
   const knobs = {
     dropProbability: swarm.pick([0, 0.02, 0.1]),
     delayTicksMax: swarm.pick([1, 2, 4]),
-    snapshotEveryEntries: swarm.pick([20, 100, 1000])
+    snapshotEveryEntries: swarm.pick([20, 100, 1000]),
+    // Within the lease's margin: electionTicks 10, leaseDriftTicks 2 tolerate a follower's clock
+    // running up to (10 − 1) / (10 − 2) = 1.125 times the leader's; 1.05 / 0.95 ≈ 1.105.
+    clockDriftMax: extra.pick([0, 0.02, 0.05]),
+    ...(options.mutation === "lease-too-long" ? { bugs: { leaseTooLong: true } } : {})
   }
   const checker = new SafetyChecker()
-  const cluster = new FullCluster(root.fork("cluster"), knobs, checker, trace)
+  const cluster = new FullCluster(root.fork("cluster"), knobs, checker, trace, extra.fork("rates"))
   const history: Recorded[] = []
   const dropped = new Set<number>()
   let logical = 0
@@ -45,26 +59,36 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
   const faultEveryTicks = swarm.pick([10, 30, 60])
   trace(`full seed ${options.seed} size=${size} ${JSON.stringify({ ...knobs, faultEveryTicks })}`)
 
-  const client = (id: number, rng: Prng) =>
+  /** A closed-loop client; a reader only reads (so it keeps reading while every writer waits
+   * on a deposed leader until its request times out). */
+  const client = (id: number, rng: Prng, readsOnly = false) =>
     Effect.gen(function*() {
+      // The node that last answered a read, and the one that last took a write: a write stuck on
+      // a deposed leader (until its timeout) does not stop this client's reads, nor the reverse.
       let guess: NodeId | null = null
+      let writeGuess: NodeId | null = null
       let opSeq = 0
       while (issuing) {
         yield* Effect.sleep(rng.int(1, 4) * tickMs)
         const up = cluster.up()
         if (up.length === 0) continue
-        const node = up.find((n) => n.id === guess) ?? rng.pick(up)
         const key = `k${rng.int(1, 3)}`
         const op = id * 1_000_000 + ++opSeq
-        const roll = rng.float()
+        const roll = readsOnly ? 0.5 : rng.float()
         const input: KvInput = roll < 0.45 ? { kind: "write", key, value: `v${op}` } : roll < 0.85 ? { kind: "read", key } : { kind: "cas", key, expected: null, value: `v${op}` }
+        // Half the reads go to any node, not the last one that answered: during a partition or a
+        // leader change some reach a deposed leader, where only a sound lease may answer them.
+        const anyNode = input.kind === "read" && rng.chance(0.5)
+        const preferred = input.kind === "read" ? guess : writeGuess
+        const node = (anyNode ? undefined : up.find((n) => n.id === preferred)) ?? rng.pick(up)
         const at = history.length
         history.push({ id: op, client: id, input, invokedAt: ++logical, completedAt: null, output: null })
         const done = (output: KvOutput) => {
           const h = history[at] as Recorded
           h.completedAt = ++logical
           h.output = output
-          guess = node.id
+          if (input.kind === "read") guess = node.id
+          else writeGuess = node.id
           if (healed) completedAfterHeal++
         }
         const effect = input.kind === "read"
@@ -73,22 +97,30 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
             node.raft.propose(encodeCommand(input.kind === "write" ? { op, kind: "write", key, value: input.value } : { op, kind: "cas", key, expected: input.expected, value: input.value })),
             (applied): KvOutput => (applied.result?.result.kind === "cas-failed" ? { kind: "cas-failed" } : { kind: "ok" })
           )
-        const exit = yield* Effect.exit(effect)
+        // The client gives up before the node's own request timeout (50 ticks), as a real one
+        // would, and tries another node: writers do not all sit on a deposed leader while the
+        // new one commits nothing for the readers to miss.
+        const exit = yield* Effect.exit(Effect.timeout(effect, clientTimeoutTicks * tickMs))
         if (Exit.isSuccess(exit)) {
           done(exit.value)
           continue
         }
-        guess = null
+        if (input.kind === "read") guess = null
+        else writeGuess = null
         const error = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : null
-        const unknown = input.kind !== "read" && (error === null || error._tag === "OutcomeUnknown" || error._tag === "RequestTimeout")
+        const unknown = input.kind !== "read" && (error === null || error._tag === "OutcomeUnknown" || error._tag === "RequestTimeout" || error._tag === "TimeoutException")
         if (!unknown) dropped.add(at) // definitely no effect (or a read): leave it out
       }
     })
 
   const program = Effect.gen(function*() {
     yield* cluster.bootstrap(Array.from({ length: size }, (_, i) => i + 1))
+    trace(`clock rates ${[...cluster.clockRates.values()].map((r) => r.toFixed(4)).join(" ")}`)
     const clients = swarm.int(1, 4)
     for (let i = 1; i <= clients; i++) yield* Effect.forkDaemon(client(i, root.fork(`client${i}`)))
+    // Readers draw from their own generator, like the clocks, so adding them reshuffled nothing.
+    const readers = extra.int(1, 2)
+    for (let i = 1; i <= readers; i++) yield* Effect.forkDaemon(client(clients + i, extra.fork(`reader${i}`), true))
     const faults = root.fork("faults")
     const restartAt = new Map<NodeId, number>()
     const lastSeen = new Map<NodeId, string>()
