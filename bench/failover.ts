@@ -25,7 +25,7 @@ import { option } from "./load.ts"
 import { freePortNow as freePort } from "../test/freePort.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
-const cli = path.join(root, "dist/src/cli/main.js")
+const cli = path.join(root, "dist/tqlite.mjs")
 
 interface NodeProcess {
   readonly address: string

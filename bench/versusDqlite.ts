@@ -38,7 +38,7 @@ async function stopAll(children: ReadonlyArray<ChildProcess>): Promise<void> {
 async function startTqlite(dir: string): Promise<Cluster> {
   const ports = [await freePort(), await freePort(), await freePort()]
   const servers = ports.map((p) => `127.0.0.1:${p}`)
-  const cli = path.join(root, "dist/src/cli/main.js")
+  const cli = path.join(root, "dist/tqlite.mjs")
   const first = spawnAll([{ command: process.execPath, args: [cli, "start", "--address", servers[0]!, "--data-dir", path.join(dir, "t1")] }])
   await waitForLeader(servers.slice(0, 1))
   const rest = spawnAll(servers.slice(1).map((address, i) => ({
@@ -92,7 +92,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   const seconds = Number(option(args, "seconds") ?? 5)
   const workerCounts = (option(args, "workers") ?? "1,8,64").split(",").map(Number)
   const workload = (option(args, "workload") ?? "write") as Workload
-  if (!fs.existsSync(path.join(root, "dist/src/cli/main.js"))) throw new Error("build first: npm run build")
+  if (!fs.existsSync(path.join(root, "dist/tqlite.mjs"))) throw new Error("build first: npm run build")
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-versus-"))
   process.stdout.write(`tqlite vs dqlite 1.11 (dqlite-demo), 3 processes each on loopback, ${workload} workload, ${seconds} s per run, data in ${dir}\n`)
   process.stdout.write(`${"workers".padStart(7)}  ${"dqlite/s".padStart(9)}  ${"p50 ms".padStart(7)}  ${"tqlite/s".padStart(9)}  ${"p50 ms".padStart(7)}  ${"ratio".padStart(6)}  failures (dqlite | tqlite)\n`)
