@@ -153,6 +153,10 @@ func (w *worker) drop() {
 func named(args ...interface{}) []sqldriver.NamedValue {
 	nv := make([]sqldriver.NamedValue, len(args))
 	for i, a := range args {
+		// The raw driver takes only driver.Value types (database/sql would convert).
+		if n, isInt := a.(int); isInt {
+			a = int64(n)
+		}
 		nv[i] = sqldriver.NamedValue{Ordinal: i + 1, Value: a}
 	}
 	return nv
