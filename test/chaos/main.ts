@@ -170,6 +170,7 @@ async function main(): Promise<number> {
     const register = checkRegister(all)
     violations.push(...register.violations)
     fs.writeFileSync(path.join(options.baseDir, "history.jsonl"), all.map((op) => JSON.stringify(op)).join("\n") + "\n")
+    fs.writeFileSync(path.join(options.baseDir, "faults.json"), JSON.stringify(faults, null, 1))
 
     report(options, history, faults, violations, register.uncheckedKeys, injector.exits, contents.map((c) => `node ${c.node}: ${[...c.rowCounts].map(([t, n]) => `${t} ${n}`).join(", ")}`))
     if (violations.length > 0) {
