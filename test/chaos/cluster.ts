@@ -73,7 +73,8 @@ export class ChaosNode {
     return { child, exit }
   }
 
-  start(join: ReadonlyArray<string> = []): void {
+  /** Starts the node; with `mayExit` its exit is expected (it is meant to refuse to start). */
+  start(join: ReadonlyArray<string> = [], options: { readonly mayExit?: boolean } = {}): void {
     if (this.child !== null) throw new Error(`node ${this.index} is already running`)
     const { child, exit } = this.spawnCli([
       "start",
@@ -84,7 +85,7 @@ export class ChaosNode {
     ])
     this.child = child
     this.paused = false
-    this.stopping = false
+    this.stopping = options.mayExit === true
     this.exit = exit.then((result) => {
       if (this.child === child) {
         this.child = null
@@ -121,11 +122,6 @@ export class ChaosNode {
     if (this.exit === null || this.child === null) return this.exit === null ? null : await this.exit
     const exit = this.exit
     return await Promise.race([exit, new Promise<null>((resolve) => setTimeout(() => resolve(null), timeoutMs))])
-  }
-
-  /** Marks the coming exit as expected (the node is meant to refuse to start). */
-  expectExit(): void {
-    this.stopping = true
   }
 
   /** The applied and commit index from the node's /metrics, or null when it does not answer. */

@@ -187,6 +187,11 @@ export class FaultInjector {
    * in its first half so it is never mistaken for a torn tail; the node must refuse to start;
    * `tqlite repair` makes it a spare and moves the damaged data aside; it then rejoins. */
   private async bitflip(record: FaultRecord): Promise<void> {
+    if (this.broken.size > 0) {
+      // Damaging a second node while one is lost could leave no majority with intact data.
+      record.description = `bitflip skipped: node ${[...this.broken].join(", ")} is still lost`
+      return
+    }
     const live = this.nodes.filter((node) => !this.broken.has(node.index))
     const node = this.prng.pick(live)
     const others = this.nodes.filter((n) => n !== node).map((n) => n.address)
@@ -207,8 +212,7 @@ export class FaultInjector {
     fs.writeSync(fd, byte, 0, 1, offset)
     fs.closeSync(fd)
     record.description = `bit ${bit} of byte ${offset} flipped in ${segments.length > 1 ? "closed" : "the only (active)"} segment ${segments[0]} (${size} bytes) of node ${node.index}`
-    node.expectExit()
-    node.start()
+    node.start([], { mayExit: true })
     const exit = await node.exitWithin(refuseToStartMs)
     if (exit === null) {
       record.notes.push(`node ${node.index} started despite the flipped bit`)

@@ -166,7 +166,9 @@ async function main(): Promise<number> {
     const contents = live.map((node) => readContent(node, database))
     violations.push(...compareContents(contents))
 
-    violations.push(...checkSet(all), ...checkBank(all, { accounts, total: accounts * accountBalance }), ...checkList(all))
+    const checked = [...checkSet(all), ...checkBank(all, { accounts, total: accounts * accountBalance }), ...checkList(all)]
+    // Without final reads every list would say so once more: the liveness violation says it.
+    violations.push(...checked.filter((v) => finals.length > 0 || v.kind !== "no-final-read"))
     const register = checkRegister(all)
     violations.push(...register.violations)
     fs.writeFileSync(path.join(options.baseDir, "history.jsonl"), all.map((op) => JSON.stringify(op)).join("\n") + "\n")
