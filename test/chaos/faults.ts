@@ -25,6 +25,8 @@ export interface FaultRecord {
   description: string
   startedAt: number
   healedAt: number | null
+  /** When the killed node(s) were started again (kill, cluster-kill, bitflip). */
+  restartedAt: number | null
   /** The fault could not be carried out or healed as planned (e.g. a repair failed). */
   problem: string | null
   readonly notes: Array<string>
@@ -72,7 +74,7 @@ export class FaultInjector {
   }
 
   async inject(kind: FaultKind): Promise<FaultRecord> {
-    const record: FaultRecord = { kind, description: kind, startedAt: Date.now(), healedAt: null, problem: null, notes: [] }
+    const record: FaultRecord = { kind, description: kind, startedAt: Date.now(), healedAt: null, restartedAt: null, problem: null, notes: [] }
     try {
       switch (kind) {
         case "kill":
@@ -116,6 +118,7 @@ export class FaultInjector {
     await node.kill()
     record.description = `kill -9 node ${node.index}${isLeader ? " (leader)" : ""}, restarted after ${holdMs} ms`
     await sleep(holdMs)
+    record.restartedAt = Date.now()
     node.start()
   }
 
@@ -167,6 +170,7 @@ export class FaultInjector {
     await Promise.all(live.map((node) => node.kill()))
     record.description = `kill -9 all ${live.length} nodes, restarted after ${holdMs} ms`
     await sleep(holdMs)
+    record.restartedAt = Date.now()
     for (const node of live) node.start()
   }
 
@@ -230,6 +234,7 @@ export class FaultInjector {
       this.broken.add(node.index)
       throw new Error(`tqlite repair of node ${node.index} exited ${repaired.code ?? repaired.signal} (see ${node.logFile})`)
     }
+    record.restartedAt = Date.now()
     node.start()
     const again = await node.exitWithin(10_000)
     if (again !== null) {

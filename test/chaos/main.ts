@@ -214,15 +214,21 @@ function report(
   // Availability gap: from the fault to the first acknowledged write invoked after it.
   const writes = history.filter((op) => isWrite(op) && op.type === "ok").sort((a, b) => a.invokedAt - b.invokedAt)
   const kinds = [...new Set(faults.map((f) => f.kind))]
-  const gapLines = kinds.map((kind) => {
-    const gaps = faults.filter((f) => f.kind === kind).map((f) => {
-      const next = writes.find((op) => op.invokedAt >= f.startedAt)
-      return next === undefined ? null : next.completedAt! - f.startedAt
-    })
+  const firstWriteAfter = (at: number) => {
+    const next = writes.find((op) => op.invokedAt >= at)
+    return next === undefined ? null : next.completedAt! - at
+  }
+  const seconds = (ms: number | null) => (ms === null ? "—" : `${(ms / 1000).toFixed(2)} s`)
+  const medianAndMax = (gaps: ReadonlyArray<number | null>) => {
     const known = gaps.filter((g): g is number => g !== null).sort((a, b) => a - b)
     const median = known.length === 0 ? null : known[Math.floor((known.length - 1) / 2)]!
-    const seconds = (ms: number | null) => (ms === null ? "—" : `${(ms / 1000).toFixed(2)} s`)
-    return `  ${kind}: ${gaps.length} faults, availability gap median ${seconds(median)}, max ${seconds(known.at(-1) ?? null)}${known.length < gaps.length ? `, ${gaps.length - known.length} with no write after` : ""}`
+    return `median ${seconds(median)}, max ${seconds(known.at(-1) ?? null)}${known.length < gaps.length ? `, ${gaps.length - known.length} with no write after` : ""}`
+  }
+  const gapLines = kinds.map((kind) => {
+    const ofKind = faults.filter((f) => f.kind === kind)
+    const restarted = ofKind.filter((f) => f.restartedAt !== null)
+    return `  ${kind}: ${ofKind.length} faults, availability gap ${medianAndMax(ofKind.map((f) => firstWriteAfter(f.startedAt)))}` +
+      (restarted.length > 0 ? `; from the restart: ${medianAndMax(restarted.map((f) => firstWriteAfter(f.restartedAt!)))}` : "")
   })
   process.stdout.write(`chaos: seed ${options.seed}, ${history.length} ops (${count("ok")} ok, ${count("fail")} failed, ${count("info")} unknown), ${faults.length} faults, ${violations.length} violations\n`)
   for (const line of gapLines) process.stdout.write(`${line}\n`)

@@ -35,7 +35,11 @@ export interface WorkloadConfig {
 
 export const accountBalance = 100
 
-export const nowMs = () => performance.timeOrigin + performance.now()
+/** Times are the wall clock, as the Go client's (one clock for both), in whole ms: an invocation
+ * is stamped with the ms it began in (never later than the truth) and a completion with the end
+ * of the ms it ended in (never earlier), so every recorded interval holds the real one. */
+export const invokedNow = () => Date.now()
+export const completedNow = () => Date.now() + 1
 
 export const schema = [
   "CREATE TABLE IF NOT EXISTS set_items (v TEXT PRIMARY KEY)",
@@ -171,16 +175,16 @@ function record<A>(
   options: { readonly isRead: boolean; readonly certainFailure?: () => boolean }
 ): Effect.Effect<void> {
   return Effect.suspend(() => {
-    const invokedAt = nowMs()
+    const invokedAt = invokedNow()
     return Effect.either(body.pipe(Effect.timeout(Duration.millis(config.opTimeoutMs)))).pipe(
       Effect.map((either) => {
         const base = { workload: worker.workload, client: worker.name, f, value, invokedAt }
         if (either._tag === "Right") {
-          history.push({ ...base, completedAt: nowMs(), type: "ok", ...(either.right !== undefined ? { result: either.right } : {}) })
+          history.push({ ...base, completedAt: completedNow(), type: "ok", ...(either.right !== undefined ? { result: either.right } : {}) })
           return
         }
         const type: OpType = options.isRead || options.certainFailure?.() === true ? "fail" : writeOutcome(either.left)
-        history.push({ ...base, completedAt: type === "info" ? null : nowMs(), type, error: describe(either.left) })
+        history.push({ ...base, completedAt: type === "info" ? null : completedNow(), type, error: describe(either.left) })
       })
     )
   })
@@ -314,17 +318,17 @@ export function finalReads(db: DqliteClientService, history: ReadonlyArray<Chaos
     const out: Array<ChaosOp> = []
     const read = <A>(workload: Workload, value: unknown, query: Effect.Effect<A, ClientError>) =>
       Effect.gen(function*() {
-        const invokedAt = nowMs()
+        const invokedAt = invokedNow()
         const result = yield* query
-        return { workload, client: finalClient, f: "read", value, invokedAt, completedAt: nowMs(), type: "ok" as const, result }
+        return { workload, client: finalClient, f: "read", value, invokedAt, completedAt: completedNow(), type: "ok" as const, result }
       })
     const used = new Set(history.map((op) => op.workload))
     if (used.has("set")) out.push(yield* read("set", null, Effect.map(db.query("SELECT v FROM set_items"), ({ rows }) => rows.map((row) => text(row[0])))))
     if (used.has("bank")) out.push(yield* read("bank", null, Effect.map(db.query("SELECT id, balance FROM accounts ORDER BY id"), ({ rows }) => ({ balances: balancesOf(rows) }))))
     if (used.has("list")) {
-      const invokedAt = nowMs()
+      const invokedAt = invokedNow()
       const { rows } = yield* db.query("SELECT k, v FROM list_items ORDER BY k, id")
-      const completedAt = nowMs()
+      const completedAt = completedNow()
       const lists = new Map<number, Array<string>>()
       for (const op of history) if (op.workload === "list") lists.set((op.value as { key: number }).key, [])
       for (const row of rows) {
@@ -336,9 +340,9 @@ export function finalReads(db: DqliteClientService, history: ReadonlyArray<Chaos
       for (const [key, values] of lists) out.push({ workload: "list", client: finalClient, f: "read", value: { key }, invokedAt, completedAt, type: "ok", result: { values } })
     }
     if (used.has("register")) {
-      const invokedAt = nowMs()
+      const invokedAt = invokedNow()
       const { rows } = yield* db.query("SELECT k, v FROM registers")
-      const completedAt = nowMs()
+      const completedAt = completedNow()
       const registers = new Map<number, string | null>()
       for (const op of history) if (op.workload === "register") registers.set((op.value as { key: number }).key, null)
       for (const row of rows) registers.set(Number(row[0]), text(row[1]))
