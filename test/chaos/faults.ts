@@ -27,6 +27,8 @@ export interface FaultRecord {
   healedAt: number | null
   /** When the killed node(s) were started again (kill, cluster-kill, bitflip). */
   restartedAt: number | null
+  /** When every node answered /metrics again after the heal (its process is up). */
+  upAt: number | null
   /** The fault could not be carried out or healed as planned (e.g. a repair failed). */
   problem: string | null
   readonly notes: Array<string>
@@ -74,7 +76,7 @@ export class FaultInjector {
   }
 
   async inject(kind: FaultKind): Promise<FaultRecord> {
-    const record: FaultRecord = { kind, description: kind, startedAt: Date.now(), healedAt: null, restartedAt: null, problem: null, notes: [] }
+    const record: FaultRecord = { kind, description: kind, startedAt: Date.now(), healedAt: null, restartedAt: null, upAt: null, problem: null, notes: [] }
     try {
       switch (kind) {
         case "kill":
@@ -271,6 +273,7 @@ export class FaultInjector {
         else this.log(what)
       }
     }
+    if (record !== null) record.upAt = Date.now()
   }
 
   /** Every exit nobody asked for, with the fault in progress. */

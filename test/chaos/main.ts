@@ -228,7 +228,10 @@ function report(
     const ofKind = faults.filter((f) => f.kind === kind)
     const restarted = ofKind.filter((f) => f.restartedAt !== null)
     return `  ${kind}: ${ofKind.length} faults, availability gap ${medianAndMax(ofKind.map((f) => firstWriteAfter(f.startedAt)))}` +
-      (restarted.length > 0 ? `; from the restart: ${medianAndMax(restarted.map((f) => firstWriteAfter(f.restartedAt!)))}` : "")
+      (restarted.length > 0
+        ? `; from the restart: ${medianAndMax(restarted.map((f) => firstWriteAfter(f.restartedAt!)))}` +
+          `; from every node answering again: ${medianAndMax(restarted.map((f) => firstWriteAfter(f.upAt ?? f.restartedAt!)))}`
+        : "")
   })
   process.stdout.write(`chaos: seed ${options.seed}, ${history.length} ops (${count("ok")} ok, ${count("fail")} failed, ${count("info")} unknown), ${faults.length} faults, ${violations.length} violations\n`)
   for (const line of gapLines) process.stdout.write(`${line}\n`)
