@@ -8,7 +8,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import { Duration, Effect } from "effect"
-import type { ClientError } from "../../src/net/client/errors.ts"
+import type { ClientError, ServerFailure } from "../../src/net/client/errors.ts"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
 import type { Row } from "../../src/net/client/values.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
@@ -130,19 +130,20 @@ export function startGoClient(binary: string, config: WorkloadConfig, workers: n
 const leadershipLostOrIo = (code: number) => (code & 0xff) === 10
 
 /** Whether a write that failed with `error` certainly did nothing ("fail") or may have ("info"). */
-export function writeOutcome(error: ClientError | { readonly _tag: "TimeoutException" }): OpType {
+export function writeOutcome(error: { readonly _tag: string }): OpType {
   switch (error._tag) {
-    case "ServerFailure":
-      if (error.isNotLeader) return "fail"
-      return leadershipLostOrIo(error.code) ? "info" : "fail"
+    case "ServerFailure": {
+      const failure = error as ServerFailure
+      if (failure.isNotLeader) return "fail"
+      return leadershipLostOrIo(failure.code) ? "info" : "fail"
+    }
     case "ConnectionFailed":
     case "NoLeader":
     case "InvalidArgument":
       return "fail"
-    case "ConnectionLost":
-    case "RequestTimeout":
-    case "ProtocolError":
-    case "TimeoutException":
+    default:
+      // ConnectionLost, RequestTimeout, ProtocolError, our own timeout, and any error a newer
+      // client adds: the write may have been applied.
       return "info"
   }
 }
