@@ -104,6 +104,10 @@ async function main(): Promise<number> {
   process.on("SIGINT", interrupted)
   process.on("SIGTERM", interrupted)
 
+  // Kept for the record (written at the end, also when the run breaks).
+  const history: Array<ChaosOp> = []
+  const faults: Array<FaultRecord> = []
+  let finals: ReadonlyArray<ChaosOp> = []
   try {
     await makeNetwork(options.nodes)
     for (const node of nodes) await mountTmpfs(node.dataDir, options.tmpfsMb)
@@ -120,7 +124,6 @@ async function main(): Promise<number> {
     await withClient(servers, database, (client) => setupSchema(client, accounts).pipe(Effect.retry(Schedule.spaced(Duration.millis(500)).pipe(Schedule.intersect(Schedule.recurs(60))))))
     log(`chaos: cluster up (${servers.join(", ")}), schema ready`)
 
-    const history: Array<ChaosOp> = []
     const config: WorkloadConfig = {
       servers,
       workloads,
@@ -135,7 +138,6 @@ async function main(): Promise<number> {
     const go = startGoClient(goBinary, config, options.goWorkers, options.seed, path.join(options.baseDir, "go-client.log"), history)
     const ts = startTsClient(config, options.tsWorkers, workloadPrng, history)
 
-    const faults: Array<FaultRecord> = []
     const deadline = Date.now() + options.minutes * 60_000
     await sleep(faultPrng.int(2_000, 5_000))
     while (options.faults.length > 0 && Date.now() < deadline) {
@@ -151,7 +153,7 @@ async function main(): Promise<number> {
     await injector.leader(60_000).catch((error) => {
       violations.push({ workload: "liveness", kind: "no-leader", message: String(error) })
     })
-    const finals = await withClient(servers, database, (client) =>
+    finals = await withClient(servers, database, (client) =>
       finalReads(client, history).pipe(Effect.retry(Schedule.spaced(Duration.millis(500)).pipe(Schedule.intersect(Schedule.recurs(120)))))).catch((error) => {
         violations.push({ workload: "liveness", kind: "no-final-read", message: `the final reads failed: ${JSON.stringify(error)}` })
         return []
@@ -171,8 +173,6 @@ async function main(): Promise<number> {
     violations.push(...checked.filter((v) => finals.length > 0 || v.kind !== "no-final-read"))
     const register = checkRegister(all)
     violations.push(...register.violations)
-    fs.writeFileSync(path.join(options.baseDir, "history.jsonl"), all.map((op) => JSON.stringify(op)).join("\n") + "\n")
-    fs.writeFileSync(path.join(options.baseDir, "faults.json"), JSON.stringify(faults, null, 1))
 
     report(options, history, faults, violations, register.uncheckedKeys, injector.exits, contents.map((c) => `node ${c.node}: ${[...c.rowCounts].map(([t, n]) => `${t} ${n}`).join(", ")}`))
     if (violations.length > 0) {
@@ -185,6 +185,8 @@ async function main(): Promise<number> {
     log(`chaos: seed ${options.seed}; replay with: ${replayCommand(options)}`)
     return 2
   } finally {
+    fs.writeFileSync(path.join(options.baseDir, "history.jsonl"), [...history, ...finals].map((op) => JSON.stringify(op)).join("\n") + "\n")
+    fs.writeFileSync(path.join(options.baseDir, "faults.json"), JSON.stringify(faults, null, 1))
     await cleanup()
   }
 }
