@@ -5,7 +5,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import type { Prng } from "../sim/Prng.ts"
 import type { ChaosNode } from "./cluster.ts"
-import { eventually, leaderOf, sleep } from "./cluster.ts"
+import { eventually, leaderOf, sleep, withClient } from "./cluster.ts"
 import { cut, fillDisk, healNetwork } from "./sandbox.ts"
 
 export const faultKinds = ["kill", "pause", "partition", "cluster-kill", "disk-full", "bitflip"] as const
@@ -46,6 +46,7 @@ const holds = {
 const refuseToStartMs = 30_000
 const repairTimeoutMs = 120_000
 const nodeUpTimeoutMs = 60_000
+const wholeTimeoutMs = 180_000
 
 export class FaultInjector {
   /** Nodes the suite gave up on (a failed repair): left down, and never targeted again. */
@@ -55,7 +56,9 @@ export class FaultInjector {
   constructor(
     private readonly nodes: ReadonlyArray<ChaosNode>,
     private readonly prng: Prng,
-    private readonly log: (line: string) => void
+    private readonly log: (line: string) => void,
+    /** Voters the role manager keeps when every node is in play. */
+    private readonly voterTarget: number
   ) {}
 
   private get servers(): ReadonlyArray<string> {
@@ -274,6 +277,17 @@ export class FaultInjector {
       }
     }
     if (record !== null) record.upAt = Date.now()
+    // …and the cluster whole again: a repaired node is a spare until it has caught up, and a
+    // fault on a voter before then can cost the majority for good (two damaged logs of three).
+    const voters = Math.min(this.voterTarget, this.nodes.length - this.broken.size)
+    const whole = await eventually(`${voters} voters again`, () =>
+      withClient(this.servers, "chaos", (client) => client.cluster).then((members) =>
+        members.filter((m) => m.role === "voter").length >= voters ? true : null), wholeTimeoutMs).then(() => true, () => false)
+    if (!whole) {
+      const what = `the cluster did not have ${voters} voters again within ${wholeTimeoutMs} ms`
+      if (record !== null) record.problem ??= what
+      else this.log(what)
+    }
   }
 
   /** Every exit nobody asked for, with the fault in progress. */

@@ -111,12 +111,12 @@ async function main(): Promise<number> {
   try {
     await makeNetwork(options.nodes)
     for (const node of nodes) await mountTmpfs(node.dataDir, options.tmpfsMb)
-    const injector = new FaultInjector(nodes, faultPrng, log)
+    const voters = Math.min(options.nodes % 2 === 0 ? options.nodes - 1 : options.nodes, 3)
+    const injector = new FaultInjector(nodes, faultPrng, log, voters)
     // Found the cluster on node 1; the others join it and the role manager promotes them.
     nodes[0]!.start()
     await injector.leader(60_000)
     for (const node of nodes.slice(1)) node.start([nodes[0]!.address])
-    const voters = Math.min(options.nodes % 2 === 0 ? options.nodes - 1 : options.nodes, 3)
     await eventually(`${options.nodes} members, ${voters} voters`, () =>
       withClient(servers, database, (client) => client.cluster).then((members) =>
         members.length === options.nodes && members.filter((m) => m.role === "voter").length === voters ? true : null), 120_000)
