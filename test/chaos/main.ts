@@ -165,7 +165,14 @@ async function main(): Promise<number> {
     const convergence = await waitConvergence(live, 60_000)
     if (!convergence.converged) violations.push({ workload: "convergence", kind: "no-convergence", message: `the nodes did not converge within 60 s: ${convergence.readings}` })
     for (const node of nodes) await node.kill()
-    const contents = live.map((node) => readContent(node, database))
+    // A node that never converged may hold a half-applied file: say so rather than break.
+    const contents = live.map((node) => {
+      try {
+        return readContent(node, database)
+      } catch (error) {
+        return { node: node.index, integrity: `cannot read its database: ${String(error)}`, tables: new Map<string, string>(), rowCounts: new Map<string, number>() }
+      }
+    })
     violations.push(...compareContents(contents))
 
     const checked = [...checkSet(all), ...checkBank(all, { accounts, total: accounts * accountBalance }), ...checkList(all)]
