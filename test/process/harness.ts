@@ -73,11 +73,11 @@ export const leaderAddress = (servers: ReadonlyArray<string>) =>
   withClient(servers, (client) => Effect.map(client.leader, (leader) => (leader === null || leader.address === "" ? null : leader.address)))
 
 /** The time of day (ms since midnight) of the first log line matching `pattern`: the pretty
- * logger prefixes lines with [HH:MM:SS.mmm]. */
+ * logger starts each line with HH:MM:SS.mmm. */
 export function loggedAt(output: string, pattern: RegExp): number | null {
   for (const line of output.split("\n")) {
     if (!pattern.test(line)) continue
-    const stamp = /^\[(\d\d):(\d\d):(\d\d)\.(\d\d\d)\]/.exec(line)
+    const stamp = /^(\d\d):(\d\d):(\d\d)\.(\d\d\d) /.exec(line)
     if (stamp === null) continue
     return ((Number(stamp[1]) * 60 + Number(stamp[2])) * 60 + Number(stamp[3])) * 1000 + Number(stamp[4])
   }

@@ -88,11 +88,12 @@ describe("leaderOf", () => {
   }
   const status = (id: number, role: "leader" | "follower", leader: number | null) =>
     ({ id, role, leader, term: 1, commitIndex: 1, appliedIndex: 1, lastIndex: 1, membership, peers: [] })
-  it("names the leader from a voter, nobody from a standby or when unknown", () => {
+  it("names the leader from any member that knows it (a standby too); nobody when unknown or not a member", () => {
     expect(leaderOf(status(1, "leader", 1))).toEqual({ id: 1, address: "a:1" })
     expect(leaderOf(status(2, "follower", 1))).toEqual({ id: 1, address: "a:1" })
     expect(leaderOf(status(2, "follower", null))).toBeNull()
-    expect(leaderOf(status(3, "follower", 1))).toBeNull()
+    expect(leaderOf(status(3, "follower", 1))).toEqual({ id: 1, address: "a:1" })
+    expect(leaderOf(status(3, "follower", null))).toBeNull()
     expect(leaderOf(status(9, "follower", 1))).toBeNull()
   })
 })
