@@ -1,7 +1,7 @@
 // A failure of a long-lived command (start, demo) as one line for a person: what went wrong, in
 // the library's own words, and what to do about it. The full cause (stack traces and all) is for
 // the debug log, not for this line.
-import { Cause, Option } from "effect"
+import { Cause, Effect, Option } from "effect"
 import { ActorFailed, describeActorFailed } from "../actors/errors.ts"
 
 /** What an operator does about a failure, by its tag; the `dataDir` the command used. */
@@ -46,3 +46,14 @@ export function describe(error: unknown, depth = 0): string {
   if (fields.cause !== undefined && depth < 4) return `${tag}: ${describe(fields.cause, depth + 1)}`
   return tag
 }
+
+/** For a long-lived command's program: on failure, one line on stderr (`tqlite COMMAND: …`) and
+ * the whole cause at debug level only; an interruption (a signal) says nothing. */
+export const reportFailure = (command: string, dataDir: string) => <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.tapErrorCause(program, (cause) =>
+    Cause.isInterruptedOnly(cause)
+      ? Effect.void
+      : Effect.zipRight(
+        Effect.logDebug(`${command} stopped on an error`, cause),
+        Effect.sync(() => void process.stderr.write(`tqlite ${command}: ${failureLine(cause, dataDir)}\n`))
+      ))

@@ -15,17 +15,8 @@ import type { SqlNode } from "../../src/node/SqlNode.ts"
 import * as SqlNodeModule from "../../src/node/SqlNode.ts"
 import { Disk } from "../../src/storage/Disk.ts"
 import { freePort } from "../freePort.ts"
+import { eventually } from "../eventually.ts"
 
-const eventually = <A>(what: string, timeoutMs: number, check: Effect.Effect<A | null>) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const value = yield* check
-      if (value !== null) return value
-      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out after ${timeoutMs} ms waiting for ${what}`)
-      yield* Effect.sleep(Duration.millis(20))
-    }
-  })
 
 /** A raw client connection that has sent the protocol word (its session is being served). */
 const rawConnection = (address: string) =>

@@ -14,22 +14,13 @@ import * as SqlNodeModule from "../../src/node/SqlNode.ts"
 import type { Membership } from "../../src/raft/types.ts"
 import { Disk } from "../../src/storage/Disk.ts"
 import { freePort } from "../freePort.ts"
+import { eventually } from "../eventually.ts"
 
 const roles = { targets: { voters: 3, standbys: 1 }, intervalMs: 100, unreachableAfterMs: 1_000, probeTimeoutMs: 300 }
 
 const startNode = (dataDir: string, address: string, join: ReadonlyArray<string>, scope: Scope.Scope) =>
   SqlNodeModule.start({ dataDir, address, join, tickMs: 20, roles }).pipe(Scope.extend(scope), Effect.provide(Disk.layerNode))
 
-const eventually = <A>(what: string, timeoutMs: number, check: Effect.Effect<A | null>) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const value = yield* check
-      if (value !== null) return value
-      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out after ${timeoutMs} ms waiting for ${what}`)
-      yield* Effect.sleep(Duration.millis(25))
-    }
-  })
 
 const leaderOf = (nodes: ReadonlyArray<SqlNode>) =>
   eventually("a leader", 10_000, Effect.gen(function*() {

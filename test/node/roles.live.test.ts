@@ -15,6 +15,7 @@ import * as SqlNodeModule from "../../src/node/SqlNode.ts"
 import type { Role } from "../../src/raft/types.ts"
 import { Disk } from "../../src/storage/Disk.ts"
 import { freePort } from "../freePort.ts"
+import { eventually } from "../eventually.ts"
 
 const unreachableAfterMs = 600
 const roles = { targets: { voters: 3, standbys: 0 }, intervalMs: 100, unreachableAfterMs, probeTimeoutMs: 300 }
@@ -26,17 +27,6 @@ const startNode = (dataDir: string, join: ReadonlyArray<string>, scope: Scope.Sc
     return yield* SqlNodeModule.start({ dataDir, address, join, tickMs: 20, roles, leaveOnShutdown: !crashLike }).pipe(Scope.extend(scope), Effect.provide(Disk.layerNode))
   })
 
-/** Polls (real time) until `check` holds; fails after `timeoutMs`. */
-const eventually = <A>(what: string, timeoutMs: number, check: Effect.Effect<A | null>) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const value = yield* check
-      if (value !== null) return value
-      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out after ${timeoutMs} ms waiting for ${what}`)
-      yield* Effect.sleep(Duration.millis(25))
-    }
-  })
 
 const leaderOf = (nodes: ReadonlyArray<SqlNode>) =>
   eventually("a leader", 5_000, Effect.gen(function*() {

@@ -2,13 +2,13 @@
 // the dqlite wire protocol) on 127.0.0.1, consecutive ports from --base-port — that prints how to
 // connect and then who leads, whenever that or the roles change. Ctrl-C shuts it down gracefully;
 // run it again and the nodes come back from their data directories.
-import { Cause, Duration, Effect, Schedule } from "effect"
+import { Duration, Effect, Schedule } from "effect"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import type { SqlNode } from "../../node/SqlNode.ts"
 import * as SqlNodeModule from "../../node/SqlNode.ts"
 import { Disk } from "../../storage/Disk.ts"
-import { failureLine } from "../failureText.ts"
+import { reportFailure } from "../failureText.ts"
 import type { Command } from "./command.ts"
 import { usageError, version } from "./command.ts"
 import { runUntilSignal } from "./signals.ts"
@@ -75,15 +75,7 @@ export const demo: Command = {
     const basePort = Number(values["base-port"] ?? 9001)
     if (!Number.isSafeInteger(basePort) || basePort < 1 || basePort + nodes - 1 > 65_535) return usageError("demo", "--base-port must leave room for every node below 65536")
     const program = Effect.scoped(runDemo({ dataDir, basePort, nodes })).pipe(
-      // One line saying why and what to do; the whole cause only at debug level.
-      Effect.tapErrorCause((cause) =>
-        Cause.isInterruptedOnly(cause)
-          ? Effect.void
-          : Effect.zipRight(
-            Effect.logDebug("demo stopped on an error", cause),
-            Effect.sync(() => void process.stderr.write(`tqlite demo: ${failureLine(cause, dataDir)}\n`))
-          )
-      ),
+      reportFailure("demo", dataDir),
       Effect.provide(Disk.layerNode)
     )
     runUntilSignal(program, { disableErrorReporting: true })

@@ -1,13 +1,13 @@
 // `tqlite start`: runs one node until a signal. With an empty data dir and no --join it founds a
 // new cluster; with --join it asks a member to add it; with an existing data dir it rejoins.
-import { Cause, Effect } from "effect"
+import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { ListenFailed } from "../../net/peers/errors.ts"
 import { parseAddress } from "../../net/peers/sockets.ts"
-import { failureLine } from "../failureText.ts"
+import { reportFailure } from "../failureText.ts"
 import * as SqlNode from "../../node/SqlNode.ts"
 import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel } from "../../observability/logging.ts"
 import { Disk } from "../../storage/Disk.ts"
@@ -114,15 +114,7 @@ export const start: Command = {
     })
     const main = Effect.scoped(program).pipe(
       // Reported here, inside the chosen logger, rather than by runMain's default one.
-      // One line saying why and what to do; the whole cause (stack traces) only at debug level.
-      Effect.tapErrorCause((cause) =>
-        Cause.isInterruptedOnly(cause)
-          ? Effect.void
-          : Effect.zipRight(
-            Effect.logDebug("node stopped on an error", cause),
-            Effect.sync(() => void process.stderr.write(`tqlite start: ${failureLine(cause, dataDir)}\n`))
-          )
-      ),
+      reportFailure("start", dataDir),
       Effect.provide(Disk.layerNode),
       Effect.provide(loggerLayer(logFormat, logLevel))
     )
