@@ -6,7 +6,7 @@ import * as net from "node:net"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { ListenFailed } from "../../net/peers/errors.ts"
-import { parseAddress } from "../../net/peers/sockets.ts"
+import { formatAddress, parseAddress } from "../../net/peers/sockets.ts"
 import { reportFailure } from "../failureText.ts"
 import * as SqlNode from "../../node/SqlNode.ts"
 import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel } from "../../observability/logging.ts"
@@ -105,7 +105,7 @@ export const start: Command = {
             (metricsAddress !== null ? `  metrics:   http://${metricsAddress}/metrics and /health\n` : "") +
             `  connect:   dqlite -s ${self.address}${tlsHint.dqlite} mydb\n` +
             `             tqlite shell --servers ${self.address}${tlsHint.tqlite} mydb\n` +
-            `  add nodes: npx tqlite start --address 127.0.0.1:${Number(port) + 1} --join ${self.address}\n`
+            `  add nodes: npx tqlite start --address ${nextAddress(self.address)} --join ${self.address}${tlsHint.tqlite}\n`
         )
       }
       // An actor that gave up ends the node on purpose: the scope closes (a graceful shutdown as
@@ -127,6 +127,12 @@ function parseUint64(text: string): bigint | null {
   if (!/^\d{1,20}$/.test(text)) return null
   const value = BigInt(text)
   return value < 2n ** 64n ? value : null
+}
+
+/** The banner's example address for a second node: this node's host, the next port. */
+function nextAddress(address: string): string {
+  const { host, port } = parseAddress(address)
+  return formatAddress(host, port + 1)
 }
 
 /** Binds `address` and lets it go at once: fails with ListenFailed if it cannot be listened on. */
