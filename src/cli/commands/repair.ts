@@ -3,14 +3,13 @@
 // started again it refetches everything from the cluster and is promoted back.
 import type { Scope } from "effect"
 import { Effect } from "effect"
-import * as fs from "node:fs"
 import * as path from "node:path"
 import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
 import type { RepairResult } from "../../node/repair.ts"
 import { repairNode, repairTimeoutMsDefault } from "../../node/repair.ts"
 import { Disk } from "../../storage/Disk.ts"
 import type { CliIo } from "../common.ts"
-import { exitCodes, parseCommandLine, parseServers, processIo, runProgram } from "../common.ts"
+import { exitCodes, parseCommandLine, parseServers, parseTlsFlags, processIo, runProgram, tlsFlags } from "../common.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
 
@@ -25,10 +24,8 @@ export function parseRepairArgs(args: ReadonlyArray<string>): RepairArgs | strin
   const parsed = parseCommandLine(args, {
     "data-dir": { type: "string" },
     servers: { type: "string", short: "s" },
-    "tls-cert": { type: "string" },
-    "tls-key": { type: "string" },
-    "tls-ca": { type: "string" },
-    "timeout-ms": { type: "string" }
+    "timeout-ms": { type: "string" },
+    ...tlsFlags
   })
   if (typeof parsed === "string") return parsed
   const { values, positionals } = parsed
@@ -40,19 +37,11 @@ export function parseRepairArgs(args: ReadonlyArray<string>): RepairArgs | strin
     if ("error" in checked) return checked.error
     servers = checked.servers
   }
-  const tlsFiles = [values["tls-cert"], values["tls-key"], values["tls-ca"]]
-  if (tlsFiles.some((f) => f !== undefined) && tlsFiles.some((f) => f === undefined)) return "--tls-cert, --tls-key and --tls-ca go together"
-  let tls: PeerTlsOptions | null = null
-  if (values["tls-cert"] !== undefined && values["tls-key"] !== undefined && values["tls-ca"] !== undefined) {
-    try {
-      tls = { cert: fs.readFileSync(values["tls-cert"]), key: fs.readFileSync(values["tls-key"]), ca: fs.readFileSync(values["tls-ca"]) }
-    } catch (error) {
-      return `cannot read the TLS files: ${error instanceof Error ? error.message : String(error)}`
-    }
-  }
+  const tls = parseTlsFlags(values)
+  if ("error" in tls) return tls.error
   const timeoutMs = Number(values["timeout-ms"] ?? repairTimeoutMsDefault)
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > 3_600_000) return "--timeout-ms must be an integer from 100 to 3600000"
-  return { dataDir: path.resolve(values["data-dir"]), servers, tls, timeoutMs }
+  return { dataDir: path.resolve(values["data-dir"]), servers, tls: tls.tls, timeoutMs }
 }
 
 /** The one line saying what was done and what comes next. */

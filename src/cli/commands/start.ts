@@ -1,12 +1,12 @@
 // `tqlite start`: runs one node until a signal. With an empty data dir and no --join it founds a
 // new cluster; with --join it asks a member to add it; with an existing data dir it rejoins.
 import { Effect } from "effect"
-import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { ListenFailed } from "../../net/peers/errors.ts"
 import { formatAddress, parseAddress } from "../../net/peers/sockets.ts"
+import { parseTlsFlags, tlsFlags } from "../common.ts"
 import { reportFailure } from "../failureText.ts"
 import * as SqlNode from "../../node/SqlNode.ts"
 import { loggerLayer, logFormats, logLevelNames, parseLogFormat, parseLogLevel } from "../../observability/logging.ts"
@@ -40,9 +40,7 @@ export const start: Command = {
         "failure-domain": { type: "string" },
         voters: { type: "string" },
         standbys: { type: "string" },
-        "tls-cert": { type: "string" },
-        "tls-key": { type: "string" },
-        "tls-ca": { type: "string" },
+        ...tlsFlags,
         metrics: { type: "string" },
         "log-format": { type: "string" },
         "log-level": { type: "string" }
@@ -54,13 +52,9 @@ export const start: Command = {
     if (logLevel === null) return usageError("start", `--log-level must be one of ${logLevelNames.join(", ")}`)
     const metrics = values.metrics
     if (metrics !== undefined && !isAddress(metrics)) return usageError("start", `--metrics wants HOST:PORT, not "${metrics}"`)
-    const tlsFiles = [values["tls-cert"], values["tls-key"], values["tls-ca"]]
-    if (tlsFiles.some((f) => f !== undefined) && tlsFiles.some((f) => f === undefined)) {
-      return usageError("start", "--tls-cert, --tls-key and --tls-ca go together")
-    }
-    const tls = values["tls-cert"] !== undefined && values["tls-key"] !== undefined && values["tls-ca"] !== undefined
-      ? { cert: fs.readFileSync(values["tls-cert"]), key: fs.readFileSync(values["tls-key"]), ca: fs.readFileSync(values["tls-ca"]) }
-      : undefined
+    const parsedTls = parseTlsFlags(values)
+    if ("error" in parsedTls) return usageError("start", parsedTls.error)
+    const tls = parsedTls.tls ?? undefined
     const address = values.address ?? "127.0.0.1:9001"
     const port = address.split(":").at(-1) ?? "9001"
     const dataDir = path.resolve(values["data-dir"] ?? path.join(".tqlite", port))
