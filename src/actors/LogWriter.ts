@@ -10,27 +10,13 @@
 // state of the files is unknown ("fsyncgate").
 import type { Scope } from "effect"
 import { Duration, Effect } from "effect"
-import type { Message } from "../raft/messages.ts"
-import type { Entry, HardState, LogIndex, SnapshotMeta, Term } from "../raft/types.ts"
-import * as Actor from "./Actor.ts"
+import type { Envelope } from "../raft/messages.ts"
+import type { PersistBatch } from "../raft/storage.ts"
+import type { LogIndex, SnapshotMeta, Term } from "../raft/types.ts"
+import * as Actor from "../runtime/Actor.ts"
 import type { DiskFullWatch, DiskPart } from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 
-/** What travels between peers: a Raft message, plus the snapshot's data beside an
- * InstallSnapshot (the core never holds snapshot data). */
-export interface Envelope {
-  readonly message: Message
-  readonly snapshot: Uint8Array | null
-}
-
-/** One Ready's durable part, in the shape the storage layer's LogStore takes. */
-export interface PersistBatch {
-  readonly hardState?: HardState
-  readonly snapshot?: SnapshotMeta
-  readonly truncateFrom?: LogIndex
-  readonly entries: ReadonlyArray<Entry>
-  readonly compactUpTo?: { readonly index: LogIndex; readonly term: Term }
-}
 
 export interface PersistJob {
   readonly batches: ReadonlyArray<PersistBatch>

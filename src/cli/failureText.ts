@@ -2,7 +2,7 @@
 // the library's own words, and what to do about it. The full cause (stack traces and all) is for
 // the debug log, not for this line.
 import { Cause, Effect, Option } from "effect"
-import { ActorFailed, describeActorFailed } from "../actors/errors.ts"
+import { ActorFailed, describeActorFailed } from "../runtime/errors.ts"
 
 /** What an operator does about a failure, by its tag; the `dataDir` the command used. */
 const remedies: Record<string, (dataDir: string) => string> = {

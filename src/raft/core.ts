@@ -23,16 +23,10 @@ import { isVoter } from "./membership.ts"
 import type { Message } from "./messages.ts"
 import { becomeFollower } from "./roles.ts"
 import type { Input, RaftState, Step, StepResult } from "./state.ts"
+import type { Recovered } from "./storage.ts"
 import { emit, emptyReady, refreshMembership, reject, resetRandomizedElectionTimeout, send } from "./state.ts"
-import type { Entry, HardState, LogIndex, Membership, SnapshotMeta, Term } from "./types.ts"
+import type { LogIndex, Membership, SnapshotMeta, Term } from "./types.ts"
 
-/** What a node recovers from its storage at start. */
-export interface Recovered {
-  readonly hardState: HardState
-  readonly base: { readonly index: LogIndex; readonly term: Term }
-  readonly entries: ReadonlyArray<Entry>
-  readonly snapshot: SnapshotMeta | null
-}
 
 export const emptyRecovered: Recovered = {
   hardState: { term: 0, vote: null, commit: 0 },

@@ -2,13 +2,13 @@
 // encodes them too so the two never drift apart.
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "./types.ts"
 
-interface Envelope {
+interface Header {
   readonly from: NodeId
   readonly to: NodeId
   readonly term: Term
 }
 
-export interface RequestVote extends Envelope {
+export interface RequestVote extends Header {
   readonly _tag: "RequestVote"
   /** A pre-vote asks "would you vote for me at `term`?" without anyone changing state. */
   readonly pre: boolean
@@ -18,13 +18,13 @@ export interface RequestVote extends Envelope {
   readonly transfer: boolean
 }
 
-export interface RequestVoteResponse extends Envelope {
+export interface RequestVoteResponse extends Header {
   readonly _tag: "RequestVoteResponse"
   readonly pre: boolean
   readonly granted: boolean
 }
 
-export interface AppendEntries extends Envelope {
+export interface AppendEntries extends Header {
   readonly _tag: "AppendEntries"
   readonly prevIndex: LogIndex
   readonly prevTerm: Term
@@ -32,7 +32,7 @@ export interface AppendEntries extends Envelope {
   readonly commit: LogIndex
 }
 
-export interface AppendEntriesResponse extends Envelope {
+export interface AppendEntriesResponse extends Header {
   readonly _tag: "AppendEntriesResponse"
   readonly success: boolean
   /** On success, the follower's log matches the leader's up to here. On failure, the
@@ -45,7 +45,7 @@ export interface AppendEntriesResponse extends Envelope {
   readonly hintTerm: Term
 }
 
-export interface Heartbeat extends Envelope {
+export interface Heartbeat extends Header {
   readonly _tag: "Heartbeat"
   /** min(follower's match, leader's commit): always safe for the follower to commit. */
   readonly commit: LogIndex
@@ -53,26 +53,26 @@ export interface Heartbeat extends Envelope {
   readonly context: number
 }
 
-export interface HeartbeatResponse extends Envelope {
+export interface HeartbeatResponse extends Header {
   readonly _tag: "HeartbeatResponse"
   readonly context: number
 }
 
 /** The snapshot's data travels beside this message (the driver attaches it); the core only
  * decides, from the metadata, whether to install it. */
-export interface InstallSnapshot extends Envelope {
+export interface InstallSnapshot extends Header {
   readonly _tag: "InstallSnapshot"
   readonly meta: SnapshotMeta
 }
 
-export interface InstallSnapshotResponse extends Envelope {
+export interface InstallSnapshotResponse extends Header {
   readonly _tag: "InstallSnapshotResponse"
   /** The follower's log now matches the leader's up to here. */
   readonly index: LogIndex
 }
 
 /** Leadership transfer: "start an election now, skipping pre-vote". */
-export interface TimeoutNow extends Envelope {
+export interface TimeoutNow extends Header {
   readonly _tag: "TimeoutNow"
 }
 
@@ -86,3 +86,10 @@ export type Message =
   | InstallSnapshot
   | InstallSnapshotResponse
   | TimeoutNow
+
+/** What travels between peers: a Raft message, plus the snapshot's data beside an
+ * InstallSnapshot (the core never holds snapshot data; the peer links carry it in chunks). */
+export interface Envelope {
+  readonly message: Message
+  readonly snapshot: Uint8Array | null
+}

@@ -3,14 +3,14 @@
 // `LogStore.layerMemory` (fast tests) and `SegmentLog.layer` (segment files on a `Disk`).
 import { Context, Effect, Layer } from "effect"
 import { assert } from "../assert.ts"
-import type { Entry, HardState, LogIndex, SnapshotMeta, Term } from "../raft/types.ts"
+import type { PersistBatch, Recovered } from "../raft/storage.ts"
 import { entrySizeBytes } from "../raft/types.ts"
 import type { StorageError } from "./errors.ts"
 import { LogState } from "./logState.ts"
 import type { LogOperation } from "./logState.ts"
 
 /**
- * One Raft "Ready" to make durable. Its parts apply in this order:
+ * A PersistBatch (src/raft/storage.ts) is one Raft "Ready" to make durable. Its parts apply in this order:
  * 1. `hardState` replaces the hard state;
  * 2. `snapshot`: a follower installed a snapshot (its data is already committed in the snapshot
  *    store): every entry goes, and the log continues at snapshot.index + 1 with base
@@ -22,26 +22,7 @@ import type { LogOperation } from "./logState.ts"
  *    becomes the base; base.index <= index <= last, and `term` is that entry's term.
  * A batch that breaks these rules is a bug in the caller: `persist` dies with an AssertionError.
  */
-export interface PersistBatch {
-  readonly hardState?: HardState
-  readonly snapshot?: SnapshotMeta
-  readonly truncateFrom?: LogIndex
-  readonly entries: ReadonlyArray<Entry>
-  readonly compactUpTo?: { readonly index: LogIndex; readonly term: Term }
-}
-
-/** What `load` finds. */
-export interface Recovered {
-  /** {term: 0, vote: null, commit: 0} for a new log. */
-  readonly hardState: HardState
-  /** Entries <= base.index were compacted away ({0, 0} when none were). */
-  readonly base: { readonly index: LogIndex; readonly term: Term }
-  /** base.index + 1 .. last, contiguous. */
-  readonly entries: ReadonlyArray<Entry>
-  /** The last snapshot installed through `persist` ({@link PersistBatch.snapshot}), or null. A
-   * node's own snapshots are in the snapshot store: at start-up take the newer of the two. */
-  readonly snapshot: SnapshotMeta | null
-}
+export type { PersistBatch, Recovered }
 
 export interface LogStoreService {
   /** The durable state. Call once at start-up (it is also valid later, for tests and tools). */

@@ -5,7 +5,7 @@ import { execFile } from "node:child_process"
 import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
 import { runShell } from "../../src/cli/commands/shell.ts"
-import { leaderOf } from "../../src/net/gateway/raftClusterControl.ts"
+import { leaderOf } from "../../src/node/raftClusterControl.ts"
 import { findDqliteShell } from "../net/gateway/harness.ts"
 import { clusterForFile, runCaptured } from "./harness.ts"
 

@@ -1,7 +1,6 @@
 // The dqlite wire protocol v1 server. `serveClient` serves one connection whose protocol version
-// word has been read (what the peers listener's `onClientConnection` hook hands over);
-// `clientConnectionHandler` adapts it to that hook; `listen` is a standalone listener (tests, and
-// nodes without the shared peer address).
+// word has been read (what the peers listener's `onClientConnection` hook hands over, through
+// `makeClientHandlerSlot`); `listen` is a standalone listener (tests).
 //
 // One fiber per connection reads a request, answers it, and reads the next: go-dqlite never
 // pipelines, and the only message it sends while a response is in flight is INTERRUPT during a
@@ -102,10 +101,6 @@ const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDe
       })
     )
   )
-
-/** `serveClient` in the shape of the peers listener's `onClientConnection` hook. */
-export const clientConnectionHandler = (deps: GatewayDeps, options: ServeOptions = {}) =>
-(socket: net.Socket, version: bigint): Effect.Effect<void> => serveClient(socket, version, deps, options)
 
 /** The hook for a transport that must exist before the node it serves (the Raft node needs the
  * transport's `send`; the gateway needs the node): clients connecting before `bind` are closed,

@@ -6,7 +6,7 @@
 import { Either } from "effect"
 import { Packr, Unpackr } from "msgpackr"
 import { assert } from "../../assert.ts"
-import type { Envelope } from "../../actors/LogWriter.ts"
+import type { Envelope } from "../../raft/messages.ts"
 import type { InstallSnapshot, Message } from "../../raft/messages.ts"
 import { entrySizeBytes } from "../../raft/types.ts"
 import type { FrameError } from "./errors.ts"

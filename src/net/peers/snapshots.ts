@@ -6,7 +6,7 @@
 // up front); a missing, repeated or out-of-order chunk, a size mismatch, or a new transfer
 // before the last one finished drops the whole snapshot — the leader offers it again.
 import { assert } from "../../assert.ts"
-import type { Envelope } from "../../actors/LogWriter.ts"
+import type { Envelope } from "../../raft/messages.ts"
 import type { InstallSnapshot } from "../../raft/messages.ts"
 import type { PeerFrame } from "./framing.ts"
 

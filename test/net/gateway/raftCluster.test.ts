@@ -1,5 +1,5 @@
 // Three real Raft actors, each behind its peers transport, whose listener hands dqlite clients to
-// the gateway on the same address (clientConnectionHandler + raftClusterControl). The SQL surface
+// the gateway on the same address (makeClientHandlerSlot + raftClusterControl). The SQL surface
 // is the single-node fixture gated by the node's Raft role (not replicated: this checks routing,
 // LEADER/CLUSTER/ADD/REMOVE/TRANSFER over Raft, and the real shell against the node wiring).
 import { execFile } from "node:child_process"
@@ -11,7 +11,7 @@ import type { RaftNode } from "../../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../../src/actors/RaftActor.ts"
 import { make as makeClient } from "../../../src/net/client/Client.ts"
 import { makeClientHandlerSlot } from "../../../src/net/gateway/Gateway.ts"
-import { makeRaftClusterControl } from "../../../src/net/gateway/raftClusterControl.ts"
+import { makeRaftClusterControl } from "../../../src/node/raftClusterControl.ts"
 import type { TransportService } from "../../../src/net/peers/PeerTransport.ts"
 import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
 import { defaultRaftConfig } from "../../../src/raft/config.ts"

@@ -4,7 +4,7 @@ import Database from "better-sqlite3"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { firstStatement, isBlankSql, parameterSlots, splitStatements, utf8OffsetBytes } from "../../../src/net/gateway/sqlText.ts"
-import { leaderOf } from "../../../src/net/gateway/raftClusterControl.ts"
+import { leaderOf } from "../../../src/node/raftClusterControl.ts"
 
 describe("splitStatements", () => {
   it("splits on ; outside literals, identifiers, comments and trigger bodies", () => {

@@ -2,7 +2,7 @@
 // polling on the live clock.
 import fc from "fast-check"
 import { Duration, Effect, Exit, Logger, Scope } from "effect"
-import type { Envelope } from "../../../src/actors/LogWriter.ts"
+import type { Envelope } from "../../../src/raft/messages.ts"
 import type { TcpTransportOptions, TransportService } from "../../../src/net/peers/PeerTransport.ts"
 import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
 import type { Message } from "../../../src/raft/messages.ts"

@@ -3,7 +3,7 @@
 import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Logger, LogLevel } from "effect"
-import type { Envelope } from "../../../src/actors/LogWriter.ts"
+import type { Envelope } from "../../../src/raft/messages.ts"
 import { encodeFrame, encodeFrames, makePacker } from "../../../src/net/peers/framing.ts"
 import { discoverCluster } from "../../../src/net/peers/discover.ts"
 import { decodeHello, encodeHello, peerMagicWord } from "../../../src/net/peers/handshake.ts"

@@ -2,7 +2,7 @@
 // reads, and a snapshot through chunking.
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import type { Envelope } from "../../../src/actors/LogWriter.ts"
+import type { Envelope } from "../../../src/raft/messages.ts"
 import { appendEnvelope, bytesEqual, captureLogs, freePort, link, prng, start, waitUntil } from "./helpers.ts"
 
 const sameAppend = (a: Envelope, b: Envelope): boolean => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Option, TestClock } from "effect"
-import type { Reply } from "../../src/actors/Ask.ts"
-import { ask, respond } from "../../src/actors/Ask.ts"
+import type { Reply } from "../../src/runtime/Ask.ts"
+import { ask, respond } from "../../src/runtime/Ask.ts"
 import type { CounterMessage, CounterState, Insufficient } from "./counter.ts"
 import { add, boom, getState, hold, makeCounter } from "./counter.ts"
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, Option, Ref, Scope, TestClock } from "effect"
-import * as Actor from "../../src/actors/Actor.ts"
-import { ask } from "../../src/actors/Ask.ts"
-import type { Reply } from "../../src/actors/Ask.ts"
+import * as Actor from "../../src/runtime/Actor.ts"
+import { ask } from "../../src/runtime/Ask.ts"
+import type { Reply } from "../../src/runtime/Ask.ts"
 import type { CounterMessage, CounterState } from "./counter.ts"
 import { add, boom, captureLogs, getState, hold, makeCounter } from "./counter.ts"
 

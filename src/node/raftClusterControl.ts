@@ -3,12 +3,12 @@
 // once committed; TRANSFER asks the node to hand leadership over; DESCRIBE / WEIGHT keep this
 // node's failure domain and weight in memory, as dqlite does.
 import { Duration, Effect, Ref, Schedule } from "effect"
-import type { NodeStatus } from "../../actors/RaftActor.ts"
-import type { RaftRequestError } from "../../actors/raftErrors.ts"
-import type { MembershipChange } from "../../raft/membership.ts"
-import type { LogIndex, NodeId, Role } from "../../raft/types.ts"
-import type { ClusterControl, ClusterServerAddress } from "./ClusterControl.ts"
-import { ClusterControlError } from "./ClusterControl.ts"
+import type { NodeStatus } from "../actors/RaftActor.ts"
+import type { RaftRequestError } from "../actors/raftErrors.ts"
+import type { MembershipChange } from "../raft/membership.ts"
+import type { LogIndex, NodeId, Role } from "../raft/types.ts"
+import type { ClusterControl, ClusterServerAddress } from "../net/gateway/ClusterControl.ts"
+import { ClusterControlError } from "../net/gateway/ClusterControl.ts"
 
 /** The part of a RaftNode the cluster requests need. */
 export interface RaftClusterNode {

@@ -1,9 +1,9 @@
 // A small actor for the tests: sums amounts and records the size of every batch it handled.
 import type { Cause } from "effect"
 import { Data, Deferred, Effect, HashMap, Logger, Option, Ref } from "effect"
-import * as Actor from "../../src/actors/Actor.ts"
-import type { Reply } from "../../src/actors/Ask.ts"
-import { ask, respond } from "../../src/actors/Ask.ts"
+import * as Actor from "../../src/runtime/Actor.ts"
+import type { Reply } from "../../src/runtime/Ask.ts"
+import { ask, respond } from "../../src/runtime/Ask.ts"
 
 export interface CounterState {
   readonly total: number

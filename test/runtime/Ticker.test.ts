@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Ref, Scope, TestClock } from "effect"
-import * as Ticker from "../../src/actors/Ticker.ts"
+import * as Ticker from "../../src/runtime/Ticker.ts"
 import { add, getState, hold, makeCounter } from "./counter.ts"
 
 describe("Ticker", () => {
