@@ -307,12 +307,16 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
                 break
               case "Nudge":
                 break
-              case "Inbound":
-                if (message.envelope.message._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
-                  state.received = { meta: message.envelope.message.meta, data: message.envelope.snapshot }
+              case "Inbound": {
+                const inbound = message.envelope.message
+                if (inbound._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
+                  state.received = { meta: inbound.meta, data: message.envelope.snapshot }
                 }
-                input({ _tag: "Message", message: message.envelope.message })
+                // A follower's read-index request may be answered under the lease, which the
+                // clock must confirm now, as for this node's own reads.
+                input(inbound._tag === "ReadIndexRequest" ? { _tag: "Message", message: inbound, lease: leaseHoldsNow() } : { _tag: "Message", message: inbound })
                 break
+              }
               case "Propose": {
                 if (logFull) {
                   Deferred.unsafeDone(message.reply, Exit.fail(storageFull(diskFull)))

@@ -34,8 +34,13 @@ export interface RaftConfig {
    * refuses votes for electionTicks of its own. At least 1 (a tick's own granularity), below
    * electionTicks. */
   readonly leaseDriftTicks: number
-  /** Most ReadIndex requests waiting for a quorum round at a time. */
+  /** Most ReadIndex requests waiting for a quorum round at a time (on a follower: waiting for
+   * the leader's read index). */
   readonly readsPendingMax: number
+  /** A follower (or standby) serves linearizable reads from its own copy: it asks the leader
+   * for a read index and serves once it has applied that far. Off: it refuses reads with
+   * not-leader, naming the leader (dqlite's behaviour). */
+  readonly followerReads: boolean
   /** Most committed entries handed to the applier in one step. */
   readonly applyEntriesMax: number
   /** Ticks to wait for an InstallSnapshot answer before offering the snapshot again. */
@@ -60,6 +65,9 @@ export interface RaftBugs {
   /** Keep the read lease for five election timeouts instead of less than one, and keep leading
    * while it holds (check-quorum trusts it). */
   readonly leaseTooLong?: boolean
+  /** A follower serves a read at the commit index it knows instead of the leader's read index
+   * (what a "local" read may do, but not a linearizable one). */
+  readonly followerReadsLocal?: boolean
 }
 
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
@@ -70,6 +78,7 @@ export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   checkQuorum: true,
   readMode: "lease",
   leaseDriftTicks: 2,
+  followerReads: true,
   appendEntriesMax: 256,
   appendBytesMax: 1024 * 1024,
   inflightAppendsMax: 64,
@@ -118,6 +127,7 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
   if (!Number.isSafeInteger(config.leaseDriftTicks) || config.leaseDriftTicks < 1 || config.leaseDriftTicks >= config.electionTicks) {
     throw new RaftConfigError(`leaseDriftTicks must be an integer from 1 to electionTicks − 1, got ${String(config.leaseDriftTicks)}`)
   }
+  if (typeof config.followerReads !== "boolean") throw new RaftConfigError(`followerReads must be true or false, got ${String(config.followerReads)}`)
   if (config.readMode === "lease" && !config.checkQuorum) {
     // The lease is safe only because followers that heard from the leader refuse votes, which is
     // check-quorum's rule (etcd's ReadOnlyLeaseBased requires CheckQuorum for the same reason).

@@ -5,7 +5,7 @@ import { assert, assertNever } from "../assert.ts"
 import { campaign, handleVoteRequest, handleVoteResponse } from "./candidate.ts"
 import type { RaftConfig } from "./config.ts"
 import { validateRaftConfig } from "./config.ts"
-import { handleAppendEntries, handleHeartbeat, handleInstallSnapshot } from "./follower.ts"
+import { forwardReads, handleAppendEntries, handleHeartbeat, handleInstallSnapshot, readIndexAnswered } from "./follower.ts"
 import {
   changeMembership,
   handleAppendResponse,
@@ -14,6 +14,7 @@ import {
   maybeCommit,
   propose,
   readIndex,
+  refuseRead,
   tickLeader,
   transferLeadership,
   broadcastAppend
@@ -79,7 +80,9 @@ export function initialState(config: RaftConfig, recovered: Recovered): RaftStat
     heartbeatRounds: [],
     leaseRevoked: false,
     reads: [],
-    readsWaitingForCommit: []
+    readsWaitingForCommit: [],
+    forwardedReads: [],
+    forwardSeq: 0
   }
   refreshMembership(state)
   resetRandomizedElectionTimeout(state)
@@ -103,7 +106,7 @@ function dispatch(st: Step, input: Input): void {
       else tickElection(st)
       return
     case "Message":
-      stepMessage(st, input.message)
+      stepMessage(st, input.message, input.lease === true)
       return
     case "Propose":
       if (s.role !== "leader") for (const p of input.proposals) reject(st, p.id, "not-leader", "not the leader")
@@ -114,8 +117,8 @@ function dispatch(st: Step, input: Input): void {
       else changeMembership(st, input.id, input.change)
       return
     case "ReadIndex":
-      if (s.role !== "leader") for (const id of input.ids) reject(st, id, "not-leader", "not the leader")
-      else readIndex(st, input.ids, input.lease !== false)
+      if (s.role !== "leader") forwardReads(st, input.ids)
+      else readIndex(st, input.ids.map((id) => ({ _tag: "Local", id })), input.lease !== false)
       return
     case "TransferLeadership":
       if (s.role !== "leader") reject(st, input.id, "not-leader", "not the leader")
@@ -146,7 +149,7 @@ function tickElection(st: Step): void {
 }
 
 /** Term checks common to every role (Raft §5.1, plus pre-vote and check-quorum leases). */
-function stepMessage(st: Step, m: Message): void {
+function stepMessage(st: Step, m: Message, lease: boolean): void {
   const s = st.s
   if (m.to !== s.config.id) return
   if (m.term > s.term) {
@@ -176,6 +179,9 @@ function stepMessage(st: Step, m: Message): void {
       send(st, { _tag: "AppendEntriesResponse", from: s.config.id, to: m.from, term: s.term, success: false, index: 0, hintIndex: 0, hintTerm: 0 })
     } else if (m._tag === "RequestVote" && m.pre) {
       send(st, { _tag: "RequestVoteResponse", from: s.config.id, to: m.from, term: s.term, pre: true, granted: false })
+    } else if (m._tag === "ReadIndexRequest") {
+      // The asker is behind: the newer term in the refusal moves it on, failing its reads fast.
+      refuseRead(st, { _tag: "Follower", from: m.from, context: m.context }, "not-leader", "not the leader")
     }
     return
   }
@@ -206,6 +212,15 @@ function stepMessage(st: Step, m: Message): void {
       return
     case "TimeoutNow":
       if (s.role !== "leader") campaign(st, "real", true)
+      return
+    case "ReadIndexRequest": {
+      const requester = { _tag: "Follower", from: m.from, context: m.context } as const
+      if (s.role === "leader") readIndex(st, [requester], lease)
+      else refuseRead(st, requester, "not-leader", "not the leader")
+      return
+    }
+    case "ReadIndexResponse":
+      readIndexAnswered(st, m)
       return
     default:
       assertNever(m)

@@ -1,12 +1,62 @@
 // What a follower does with its leader's messages: append with the consistency check, truncate
-// a conflicting suffix, follow the commit index, install snapshots.
+// a conflicting suffix, follow the commit index, install snapshots. And reads served from the
+// follower's own copy: it asks the leader for a read index (no data travels) and serves once it
+// has applied that far (the driver waits for that, as for the leader's own reads).
 import { assert } from "../assert.ts"
 import { firstIndexOfTerm, lastIndex, matchTerm, restore, termAt, truncateFrom } from "./log.ts"
-import type { AppendEntries, Heartbeat, InstallSnapshot } from "./messages.ts"
+import { isReplicated } from "./membership.ts"
+import type { AppendEntries, Heartbeat, InstallSnapshot, ReadIndexResponse } from "./messages.ts"
 import { appendEntry } from "./roles.ts"
-import type { Step } from "./state.ts"
-import { refreshMembership, send } from "./state.ts"
+import type { RequestId, Step } from "./state.ts"
+import { emit, refreshMembership, reject, send } from "./state.ts"
 import type { LogIndex } from "./types.ts"
+
+/** Reads asked of a node that does not lead: forwarded to the leader it follows as one
+ * read-index request. Refused without a known leader, on a spare (it holds no data), and past
+ * `readsPendingMax` reads waiting. */
+export function forwardReads(step: Step, ids: ReadonlyArray<RequestId>): void {
+  const s = step.s
+  const self = s.membership.members.find((m) => m.id === s.config.id)
+  const refuse = (reason: "not-leader" | "overloaded", detail: string) => {
+    for (const id of ids) reject(step, id, reason, detail)
+  }
+  if (!s.config.followerReads) return refuse("not-leader", "not the leader")
+  if (s.role !== "follower" || s.leader === null || s.leader === s.config.id) return refuse("not-leader", "no leader known")
+  if (self === undefined || !isReplicated(self)) return refuse("not-leader", "this node holds no copy of the data")
+  let waiting = 0
+  for (const forwarded of s.forwardedReads) waiting += forwarded.ids.length
+  if (waiting + ids.length > s.config.readsPendingMax) return refuse("overloaded", "too many reads waiting")
+  if (s.config.bugs?.followerReadsLocal === true) {
+    for (const id of ids) emit(step, { _tag: "ReadReady", id, index: s.log.committed })
+    return
+  }
+  s.forwardSeq++
+  s.forwardedReads.push({ context: s.forwardSeq, ids })
+  send(step, { _tag: "ReadIndexRequest", from: s.config.id, to: s.leader, term: s.term, context: s.forwardSeq })
+}
+
+/** The leader's read index for one forwarded request (same term: the reads are still waiting,
+ * since a term change rejected them). */
+export function readIndexAnswered(step: Step, m: ReadIndexResponse): void {
+  const s = step.s
+  const at = s.forwardedReads.findIndex((f) => f.context === m.context)
+  const forwarded = s.forwardedReads[at]
+  if (forwarded === undefined) return
+  s.forwardedReads.splice(at, 1)
+  for (const id of forwarded.ids) {
+    if (m.refused === null) emit(step, { _tag: "ReadReady", id, index: m.index })
+    else reject(step, id, m.refused, m.refused === "overloaded" ? "the leader has too many reads waiting" : "the leader it asked no longer leads")
+  }
+}
+
+/** The reads this node forwarded will not be answered (its term or leader changed). */
+export function abandonForwardedReads(step: Step, detail: string): void {
+  const s = step.s
+  for (const forwarded of s.forwardedReads) {
+    for (const id of forwarded.ids) reject(step, id, "not-leader", detail)
+  }
+  s.forwardedReads = []
+}
 
 export function handleAppendEntries(step: Step, m: AppendEntries): void {
   const s = step.s

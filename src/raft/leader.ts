@@ -19,9 +19,9 @@ import {
 import { heartbeatRoundTick, leaseHolds, recordHeartbeatRound } from "./lease.ts"
 import { committedIndex, quorumSize } from "./quorum.ts"
 import { appendEntry, becomeFollower } from "./roles.ts"
-import type { RequestId, Step } from "./state.ts"
+import type { ReadRequester, RequestId, Step } from "./state.ts"
 import { emit, reject, send } from "./state.ts"
-import type { NodeId } from "./types.ts"
+import type { LogIndex, NodeId } from "./types.ts"
 import { entrySizeBytes, voters } from "./types.ts"
 
 // ---- replication ----
@@ -289,41 +289,61 @@ export function changeMembership(step: Step, id: RequestId, change: MembershipCh
   broadcastAppend(step, false)
 }
 
-export function readIndex(step: Step, ids: ReadonlyArray<RequestId>, lease: boolean): void {
+export function readIndex(step: Step, requesters: ReadonlyArray<ReadRequester>, lease: boolean): void {
   const s = step.s
   if (lease && leaseHolds(s)) {
     // No other leader can exist yet: the commit index is the read index, no round needed.
-    for (const id of ids) emit(step, { _tag: "ReadReady", id, index: s.log.committed })
+    for (const requester of requesters) readReady(step, requester, s.log.committed)
     return
   }
   if (termAt(s.log, s.log.committed) !== s.term) {
     // Until an entry of this term commits, the leader's commit index may be stale.
-    for (const id of ids) {
-      if (s.readsWaitingForCommit.length >= s.config.readsPendingMax) reject(step, id, "overloaded", "too many reads waiting")
-      else s.readsWaitingForCommit.push(id)
+    for (const requester of requesters) {
+      if (s.readsWaitingForCommit.length >= s.config.readsPendingMax) refuseRead(step, requester, "overloaded", "too many reads waiting")
+      else s.readsWaitingForCommit.push(requester)
     }
     return
   }
-  serveReads(step, ids)
+  serveReads(step, requesters)
 }
 
-function serveReads(step: Step, ids: ReadonlyArray<RequestId>): void {
+/** A read's index is known: this node's driver serves it once applied, or the follower that
+ * asked serves it from its own copy once it has applied that far. */
+function readReady(step: Step, requester: ReadRequester, index: LogIndex): void {
+  if (requester._tag === "Local") {
+    emit(step, { _tag: "ReadReady", id: requester.id, index })
+    return
+  }
+  const s = step.s
+  send(step, { _tag: "ReadIndexResponse", from: s.config.id, to: requester.from, term: s.term, context: requester.context, index, refused: null })
+}
+
+export function refuseRead(step: Step, requester: ReadRequester, reason: "not-leader" | "overloaded", detail: string): void {
+  const s = step.s
+  if (requester._tag === "Local") {
+    reject(step, requester.id, reason, detail)
+    return
+  }
+  send(step, { _tag: "ReadIndexResponse", from: s.config.id, to: requester.from, term: s.term, context: requester.context, index: 0, refused: reason })
+}
+
+function serveReads(step: Step, requesters: ReadonlyArray<ReadRequester>): void {
   const s = step.s
   const index = s.log.committed
   const voterIds = voters(s.membership)
   if (voterIds.length === 1 && voterIds[0] === s.config.id) {
-    for (const id of ids) emit(step, { _tag: "ReadReady", id, index })
+    for (const requester of requesters) readReady(step, requester, index)
     return
   }
-  const accepted: RequestId[] = []
-  for (const id of ids) {
-    if (s.reads.length + accepted.length >= s.config.readsPendingMax) reject(step, id, "overloaded", "too many reads waiting")
-    else accepted.push(id)
+  const accepted: ReadRequester[] = []
+  for (const requester of requesters) {
+    if (s.reads.length + accepted.length >= s.config.readsPendingMax) refuseRead(step, requester, "overloaded", "too many reads waiting")
+    else accepted.push(requester)
   }
   if (accepted.length === 0) return
   const seq = s.readSeq + 1
   const acks = new Set<NodeId>(isVoter(s.membership, s.config.id) ? [s.config.id] : [])
-  for (const id of accepted) s.reads.push({ id, index, seq, acks })
+  for (const requester of accepted) s.reads.push({ requester, index, seq, acks })
   heartbeatRound(step)
 }
 
@@ -338,7 +358,7 @@ function acknowledgeReads(step: Step, from: NodeId, context: number): void {
     const read = s.reads[0]
     if (read === undefined || read.acks.size < needed) break
     s.reads.shift()
-    emit(step, { _tag: "ReadReady", id: read.id, index: read.index })
+    readReady(step, read.requester, read.index)
   }
 }
 

@@ -71,6 +71,23 @@ export interface InstallSnapshotResponse extends Header {
   readonly index: LogIndex
 }
 
+/** A follower asks its leader for a read index on behalf of its own reads (`context` numbers
+ * the request on the follower). */
+export interface ReadIndexRequest extends Header {
+  readonly _tag: "ReadIndexRequest"
+  readonly context: number
+}
+
+/** The leader's answer: once the follower has applied `index`, it may serve the reads of
+ * `context` from its own state. `refused`: why it gives no index (the addressee is not, or no
+ * longer, the leader; or too many reads wait); `index` is then 0. */
+export interface ReadIndexResponse extends Header {
+  readonly _tag: "ReadIndexResponse"
+  readonly context: number
+  readonly index: LogIndex
+  readonly refused: "not-leader" | "overloaded" | null
+}
+
 /** Leadership transfer: "start an election now, skipping pre-vote". */
 export interface TimeoutNow extends Header {
   readonly _tag: "TimeoutNow"
@@ -86,6 +103,8 @@ export type Message =
   | InstallSnapshot
   | InstallSnapshotResponse
   | TimeoutNow
+  | ReadIndexRequest
+  | ReadIndexResponse
 
 /** What travels between peers: a Raft message, plus the snapshot's data beside an
  * InstallSnapshot (the core never holds snapshot data; the peer links carry it in chunks). */

@@ -7,7 +7,8 @@ import type { Step } from "./state.ts"
 import { emit, refreshMembership, resetRandomizedElectionTimeout } from "./state.ts"
 import type { Entry, NodeId, Term } from "./types.ts"
 import { entrySizeBytes } from "./types.ts"
-import { broadcastAppend } from "./leader.ts"
+import { abandonForwardedReads } from "./follower.ts"
+import { broadcastAppend, refuseRead } from "./leader.ts"
 
 export function becomeFollower(step: Step, term: Term, leader: NodeId | null): void {
   const s = step.s
@@ -15,6 +16,7 @@ export function becomeFollower(step: Step, term: Term, leader: NodeId | null): v
   if (term > s.term) {
     s.term = term
     s.vote = null
+    abandonForwardedReads(step, `term ${term} began`)
   }
   s.role = "follower"
   s.leader = leader
@@ -27,6 +29,7 @@ export function becomePreCandidate(step: Step): void {
   // A pre-candidate keeps its term and vote: it only asks whether it could win.
   s.role = "preCandidate"
   s.leader = null
+  abandonForwardedReads(step, "lost contact with the leader")
   resetTimers(step)
   abandonLeadership(step)
 }
@@ -37,6 +40,7 @@ export function becomeCandidate(step: Step): void {
   s.vote = s.config.id
   s.role = "candidate"
   s.leader = null
+  abandonForwardedReads(step, "lost contact with the leader")
   resetTimers(step)
   abandonLeadership(step)
 }
@@ -93,12 +97,8 @@ function abandonLeadership(step: Step): void {
   if (s.transferee !== null) emit(step, { _tag: "TransferAborted", to: s.transferee })
   s.transferee = null
   s.progress = new Map()
-  for (const read of s.reads) {
-    emit(step, { _tag: "Rejected", id: read.id, reason: "not-leader", leader: s.leader, detail: "leadership lost" })
-  }
-  for (const id of s.readsWaitingForCommit) {
-    emit(step, { _tag: "Rejected", id, reason: "not-leader", leader: s.leader, detail: "leadership lost" })
-  }
+  for (const read of s.reads) refuseRead(step, read.requester, "not-leader", "leadership lost")
+  for (const requester of s.readsWaitingForCommit) refuseRead(step, requester, "not-leader", "leadership lost")
   s.reads = []
   s.readsWaitingForCommit = []
   s.uncommittedBytes = 0

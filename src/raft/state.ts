@@ -18,7 +18,9 @@ export type RequestId = number
 export type Input =
   /** One unit of time passed. */
   | { readonly _tag: "Tick" }
-  | { readonly _tag: "Message"; readonly message: Message }
+  /** `lease`: the driver's clock confirms the leader's lease right now (as for ReadIndex), so a
+   * follower's ReadIndexRequest may be answered without a heartbeat round. */
+  | { readonly _tag: "Message"; readonly message: Message; readonly lease?: boolean }
   /** Client commands, appended as one batch (one AppendEntries per follower). */
   | { readonly _tag: "Propose"; readonly proposals: ReadonlyArray<{ readonly id: RequestId; readonly data: Uint8Array }> }
   | { readonly _tag: "ChangeMembership"; readonly id: RequestId; readonly change: MembershipChange }
@@ -76,8 +78,14 @@ export function emptyReady(): Ready {
   }
 }
 
+/** Who asked a leader for a read index: its own driver (a request id), or a follower serving
+ * reads from its own copy (the follower's context number). */
+export type ReadRequester =
+  | { readonly _tag: "Local"; readonly id: RequestId }
+  | { readonly _tag: "Follower"; readonly from: NodeId; readonly context: number }
+
 export interface PendingRead {
-  readonly id: RequestId
+  readonly requester: ReadRequester
   readonly index: LogIndex
   readonly seq: number
   readonly acks: Set<NodeId>
@@ -120,7 +128,12 @@ export interface RaftState {
    * reads until it leads another term. */
   leaseRevoked: boolean
   reads: PendingRead[]
-  readsWaitingForCommit: RequestId[]
+  readsWaitingForCommit: ReadRequester[]
+  /** On a follower: reads waiting for the read index it asked its leader for, by context.
+   * Rejected when the follower's leader or term changes (they would never be answered). */
+  forwardedReads: Array<{ readonly context: number; readonly ids: ReadonlyArray<RequestId> }>
+  /** Number of the follower's latest read-index request. */
+  forwardSeq: number
 }
 
 export interface StepResult {
@@ -135,13 +148,16 @@ export interface Step {
 }
 
 export function send(step: Step, message: Message): void {
-  // The leader's replication traffic may leave before its own fsync (asynchronous persistence);
-  // everything else answers for state that must be durable first.
+  // The leader's replication traffic may leave before its own fsync (asynchronous persistence),
+  // and read-index traffic promises nothing durable; everything else answers for state that must
+  // be durable first.
   switch (message._tag) {
     case "AppendEntries":
     case "Heartbeat":
     case "InstallSnapshot":
     case "TimeoutNow":
+    case "ReadIndexRequest":
+    case "ReadIndexResponse":
       step.out.messages.push(message)
       return
     default:

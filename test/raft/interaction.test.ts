@@ -87,6 +87,10 @@ function message(m: Message): string {
       return `${head} term=${m.term} index=${m.index}`
     case "TimeoutNow":
       return `${head} term=${m.term}`
+    case "ReadIndexRequest":
+      return `${head} term=${m.term} context=${m.context}`
+    case "ReadIndexResponse":
+      return `${head} term=${m.term} context=${m.context} ${m.refused === null ? `index=${m.index}` : `refused=${m.refused}`}`
   }
 }
 

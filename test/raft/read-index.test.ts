@@ -115,11 +115,82 @@ describe("ReadIndex", () => {
     expect(c.node(1).eventsOf("Rejected").map((e) => [e.id, e.reason])).toEqual([[9, "not-leader"]])
   })
 
-  it("followers reject reads with not-leader and name the leader", () => {
+  it("a follower asks its leader for a read index and serves at it (a heartbeat round confirms it)", () => {
     const c = new Cluster()
     c.elect(1)
-    const ready = c.step(2, { _tag: "ReadIndex", ids: [4] })
-    expect(ready.events).toEqual([{ _tag: "Rejected", id: 4, reason: "not-leader", leader: 1, detail: "not the leader" }])
+    c.propose(1, "a")
+    c.stabilize()
+    const ready = c.step(2, { _tag: "ReadIndex", ids: [4, 5] })
+    expect(ready.events).toEqual([])
+    expect(ready.messages.map((m) => [m._tag, m.to])).toEqual([["ReadIndexRequest", 1]])
+    c.deliver((m) => m._tag === "ReadIndexRequest")
+    // Without the driver's lease confirmation the leader runs a round before it answers.
+    expect(c.queue.filter((m) => m._tag === "ReadIndexResponse")).toEqual([])
+    c.stabilize()
+    expect(c.node(2).eventsOf("ReadReady")).toEqual([
+      { _tag: "ReadReady", id: 4, index: 3 },
+      { _tag: "ReadReady", id: 5, index: 3 }
+    ])
+  })
+
+  it("under the lease the leader answers a follower's request at once", () => {
+    const c = new Cluster({ config: { readMode: "lease" } })
+    // In lease mode a node refuses votes for its first election timeout.
+    c.tickAll(10)
+    c.queue = []
+    c.elect(1)
+    c.run(2)
+    c.step(3, { _tag: "ReadIndex", ids: [8] })
+    const [request] = c.take((m) => m._tag === "ReadIndexRequest")
+    const answer = c.step(1, { _tag: "Message", message: request!, lease: true })
+    expect(answer.messages).toEqual([{ _tag: "ReadIndexResponse", from: 1, to: 3, term: c.node(1).term, context: 1, index: c.node(1).committed, refused: null }])
+  })
+
+  it("a follower's forwarded reads fail when its term changes, and a refusal fails them too", () => {
+    const c = new Cluster()
+    c.elect(1)
+    c.step(2, { _tag: "ReadIndex", ids: [1] })
+    c.take((m) => m._tag === "ReadIndexRequest")
+    // A newer term: the old leader will never answer for it.
+    c.step(2, { _tag: "Message", message: { _tag: "Heartbeat", from: 3, to: 2, term: 9, commit: 0, context: 0 } })
+    expect(c.node(2).eventsOf("Rejected").map((e) => [e.id, e.reason])).toEqual([[1, "not-leader"]])
+    // Asked of a node that does not lead (the old leader, behind in term): refused, and the
+    // follower fails the read at once.
+    c.step(2, { _tag: "ReadIndex", ids: [2] })
+    const [request] = c.take((m) => m._tag === "ReadIndexRequest")
+    expect(request!.to).toBe(3)
+    const refusal = c.step(1, { _tag: "Message", message: { ...request!, to: 1 } })
+    // (It carries a newer term, so it leaves once that is durable.)
+    const [answer] = [...refusal.messages, ...refusal.messagesAfterPersist].filter((m) => m._tag === "ReadIndexResponse")
+    expect(answer).toMatchObject({ to: 2, refused: "not-leader", term: 9 })
+    c.step(2, { _tag: "Message", message: answer! })
+    expect(c.node(2).eventsOf("Rejected").map((e) => [e.id, e.reason])).toEqual([[1, "not-leader"], [2, "not-leader"]])
+  })
+
+  it("a node without a leader, and a spare, refuse reads; the follower's queue is bounded", () => {
+    const lone = new Cluster()
+    expect(lone.step(2, { _tag: "ReadIndex", ids: [4] }).events).toEqual([{ _tag: "Rejected", id: 4, reason: "not-leader", leader: null, detail: "no leader known" }])
+    const c = new Cluster({
+      members: [
+        { id: 1, role: "voter" },
+        { id: 2, role: "voter" },
+        { id: 3, role: "spare" }
+      ],
+      config: { readsPendingMax: 2 }
+    })
+    c.elect(1)
+    c.stabilize()
+    c.step(3, { _tag: "Message", message: { _tag: "Heartbeat", from: 1, to: 3, term: c.node(1).term, commit: 0, context: 0 } })
+    expect(c.step(3, { _tag: "ReadIndex", ids: [6] }).events.map((e) => (e._tag === "Rejected" ? e.detail : e._tag))).toEqual(["this node holds no copy of the data"])
+    const ready = c.step(2, { _tag: "ReadIndex", ids: [1, 2, 3] })
+    expect(ready.events.map((e) => (e._tag === "Rejected" ? [e.id, e.reason] : e._tag))).toEqual([
+      [1, "overloaded"],
+      [2, "overloaded"],
+      [3, "overloaded"]
+    ])
+    c.step(2, { _tag: "ReadIndex", ids: [4, 5] })
+    c.stabilize()
+    expect(c.node(2).eventsOf("ReadReady").map((e) => e.id)).toEqual([4, 5])
   })
 
   it("readsPendingMax bounds the reads waiting for a round", () => {

@@ -38,8 +38,8 @@ const mutation = values.mutation
 const mutationsKnown: ReadonlyArray<string> = values.sqlite
   ? ["drop-follower-page", "ack-failed", "fail-acked"]
   : values.full
-  ? ["lease-too-long"]
-  : ["commit-old-term", "double-vote", "forget-vote"]
+  ? ["lease-too-long", "follower-reads-local"]
+  : ["commit-old-term", "double-vote", "forget-vote", "follower-reads-local"]
 if (mutation !== undefined && !mutationsKnown.includes(mutation)) {
   process.stderr.write(`unknown mutation '${mutation}'; known here: ${mutationsKnown.join(", ")}\n`)
   process.exit(2)

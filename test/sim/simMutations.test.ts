@@ -42,8 +42,14 @@ describe("checkers catch broken Raft variants", () => {
     expect(found?.invariants.some((i) => i === "linearizability" || i === "log-matching" || i === "leader-completeness" || i === "state-machine-safety")).toBe(true)
   }, 240_000)
 
+  it("a follower serving a read at its own commit index instead of the leader's read index is caught", () => {
+    const found = firstViolation("follower-reads-local", 50)
+    expect(found).not.toBeNull()
+    expect(found?.invariants).toContain("linearizability")
+  })
+
   it("the correct core passes the seeds that catch each bug", () => {
-    for (const mutation of ["double-vote", "forget-vote", "commit-old-term"] as const) {
+    for (const mutation of ["double-vote", "forget-vote", "commit-old-term", "follower-reads-local"] as const) {
       const found = firstViolation(mutation, 400)
       expect(found).not.toBeNull()
       expect(runSeed({ seed: found?.seed ?? 0 }).violations).toEqual([])

@@ -82,6 +82,13 @@ export function messageProblem(value: unknown): string | null {
       return counts(value, ["index"])
     case "TimeoutNow":
       return null
+    case "ReadIndexRequest":
+      return counts(value, ["context"])
+    case "ReadIndexResponse": {
+      const refused = value["refused"]
+      if (refused !== null && refused !== "not-leader" && refused !== "overloaded") return "refused is not null, not-leader or overloaded"
+      return counts(value, ["context", "index"])
+    }
     default:
       return `message tag ${String(value["_tag"])} is unknown`
   }

@@ -52,7 +52,9 @@ export const message: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ _tag: fc.constant("HeartbeatResponse" as const), ...head, context: count }),
   fc.record({ _tag: fc.constant("InstallSnapshot" as const), ...head, meta: fc.record({ index: count, term: count, config: membership }) }),
   fc.record({ _tag: fc.constant("InstallSnapshotResponse" as const), ...head, index: count }),
-  fc.record({ _tag: fc.constant("TimeoutNow" as const), ...head })
+  fc.record({ _tag: fc.constant("TimeoutNow" as const), ...head }),
+  fc.record({ _tag: fc.constant("ReadIndexRequest" as const), ...head, context: count }),
+  fc.record({ _tag: fc.constant("ReadIndexResponse" as const), ...head, context: count, index: count, refused: fc.constantFrom(null, "not-leader" as const, "overloaded" as const) })
 )
 
 /** Plain data for deep comparison: bytes (Buffer or Uint8Array) become number arrays. */

@@ -12,7 +12,7 @@ import type { SimNode } from "./FastCluster.ts"
 import { FastCluster, unitsPerTick } from "./FastCluster.ts"
 import { Workload, defaultOpTimeoutUnits } from "./Workload.ts"
 
-export type Mutation = "commit-old-term" | "double-vote" | "forget-vote"
+export type Mutation = "commit-old-term" | "double-vote" | "forget-vote" | "follower-reads-local"
 
 export interface SeedOptions {
   readonly seed: number
@@ -48,7 +48,8 @@ export function runSeed(options: SeedOptions): SeedResult {
   const trace = recorder.line
   const bugs: RaftBugs = {
     commitOldTerm: options.mutation === "commit-old-term",
-    doubleVote: options.mutation === "double-vote"
+    doubleVote: options.mutation === "double-vote",
+    followerReadsLocal: options.mutation === "follower-reads-local"
   }
   const size = swarm.pick([1, 3, 3, 3, 5, 5])
   const knobs = {

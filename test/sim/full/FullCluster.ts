@@ -40,6 +40,8 @@ export interface FullKnobs {
   readonly clockDriftMax: number
   /** Deliberate bugs of the Raft core (mutation tests). */
   readonly bugs?: RaftBugs
+  /** Followers serve reads through the leader's read index (default), or refuse them. */
+  readonly followerReads?: boolean
 }
 
 type KvResult = KvApplyResult | undefined
@@ -146,7 +148,7 @@ export class FullCluster {
       }
       const clock = this.wrapClock(id, new DriftClock(yield* Effect.clock, this.clockRates.get(id) ?? 1))
       const raft = yield* RaftActor.make<KvResult, KvMachine>({
-        config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {}) },
+        config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, followerReads: this.knobs.followerReads ?? true, ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {}) },
         recovered,
         stateMachine: sm,
         io: {
