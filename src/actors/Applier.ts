@@ -120,8 +120,12 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
             // Reads see a state at or after their read index: run them as soon as it is reached.
             if (state.reads.length > 0) {
               const ready = state.reads.filter((r) => r.index <= state.applied)
-              state.reads = state.reads.filter((r) => r.index > state.applied)
+              const waiting = state.reads.filter((r) => r.index > state.applied)
               for (const read of ready) Deferred.unsafeDone(read.reply, Exit.succeed(read.run(sm)))
+              // A read answered meanwhile (its caller timed out) waits no longer: a session index
+              // this node never reaches must not hold a closure forever.
+              state.reads = []
+              for (const read of waiting) if (!(yield* Deferred.isDone(read.reply))) state.reads.push(read)
             }
           }
           if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) {

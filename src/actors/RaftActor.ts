@@ -26,11 +26,11 @@ import * as Applier from "./Applier.ts"
 import type { DiskFullEpisode, DiskFullWatch } from "./DiskFullWatch.ts"
 import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import type { ActorFailed } from "../runtime/errors.ts"
-import type { Envelope } from "../raft/messages.ts"
+import type { Envelope, Message } from "../raft/messages.ts"
 import type { PersistBatch } from "../raft/storage.ts"
 import * as LogWriter from "./LogWriter.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
-import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, RequestTimeout, StorageFull } from "./raftErrors.ts"
+import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, ReplicaStale, RequestTimeout, StorageFull } from "./raftErrors.ts"
 import * as Ticker from "../runtime/Ticker.ts"
 
 /** The node's I/O, provided by the wiring (real disk and TCP, or the simulator's). */
@@ -100,13 +100,31 @@ export interface PeerStatus {
   readonly replication: ProgressState
 }
 
+/** How fresh a read must be.
+ * - `linearizable`: reflects every write acknowledged before the read began (the leader's lease
+ *   or a ReadIndex round; on a follower, the leader's read index, then served from this copy).
+ * - `session`: reflects everything up to `index` (the caller's last write): waits until this
+ *   node has applied it.
+ * - `bounded`: at most `maxLagMs` behind the leader, as of the last message this node processed
+ *   from it (plus that message's time on the network); fails with ReplicaStale past it. On the
+ *   leader: linearizable.
+ * - `local`: whatever this node has applied, at once. */
+export type ReadConsistency =
+  | { readonly level: "linearizable" }
+  | { readonly level: "session"; readonly index: LogIndex }
+  | { readonly level: "bounded"; readonly maxLagMs: number }
+  | { readonly level: "local" }
+
+const linearizable: ReadConsistency = { level: "linearizable" }
+
 export interface RaftNode<R, SM> {
   readonly id: NodeId
   /** Appends `data`; succeeds with the state machine's result once committed and applied. */
   readonly propose: (data: Uint8Array) => Effect.Effect<Applied<R>, RaftRequestError>
-  /** A linearizable read: runs `query` on the state machine once it reflects everything
-   * committed before the call: at once under the leader's lease, else after a ReadIndex round. */
-  readonly read: <A>(query: (sm: SM) => A) => Effect.Effect<A, RaftRequestError>
+  /** Runs `query` on this node's state machine once it is as fresh as `consistency` asks
+   * (default linearizable: it reflects everything committed before the call — at once under the
+   * leader's lease, else after a ReadIndex round, or on a follower at the leader's read index). */
+  readonly read: <A>(query: (sm: SM) => A, consistency?: ReadConsistency) => Effect.Effect<A, RaftRequestError>
   readonly changeMembership: (change: MembershipChange) => Effect.Effect<LogIndex, RaftRequestError>
   readonly transferLeadership: (to: NodeId | null) => Effect.Effect<void, RaftRequestError>
   /** Inbound peer traffic; dropped when the mailbox is full (the sender retries). */
@@ -188,6 +206,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     // and the status others read: plain variables (one JavaScript thread; each is replaced
     // whole, never mutated), not Refs, on a path every entry takes several times.
     let persistedLatest: { readonly index: LogIndex; readonly term: Term } | null = null
+    // When this follower last processed a message from its leader (monotonic ms), for bounded
+    // reads; and reads sent straight to the applier (session, bounded), bounded like the core's.
+    let contactTerm = core.term
+    let contactCount = core.leaderContacts
+    let leaderContactMs: number | null = null
+    let directReads = 0
     let snapshotLatest: SnapshotMeta | null = null
     let snapshotFailed = false
     let status: NodeStatus = statusOf(core, options.tickMs)
@@ -362,6 +386,13 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             }
           }
           if (applyPending(state.core)) input({ _tag: "Drain" })
+          if (state.core.term !== contactTerm || state.core.leaderContacts !== contactCount) {
+            contactTerm = state.core.term
+            contactCount = state.core.leaderContacts
+            // Heard from the leader in this batch (or nothing yet this term): the message was sent
+            // before the batch began, so this is an upper bound on the contact's time.
+            leaderContactMs = contactCount > 0 ? batchMs : null
+          }
           yield* carryOut(state, readys)
           status = statusOf(state.core, options.tickMs)
           const nowMs = yield* Clock.currentTimeMillis
@@ -380,7 +411,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         const toApplier: Array<ApplierMessage<R, SM>> = []
         for (const ready of readys) {
           for (const message of ready.messages) {
-            yield* options.io.send(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message, snapshot: null })
+            yield* options.io.send(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message: vouched(message), snapshot: null })
           }
           const batch = persistBatchOf(ready)
           if (batch !== null) batches.push(batch)
@@ -523,6 +554,37 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       })
     )
 
+    /** A heartbeat vouches for the leader's commit index (bounded reads on followers) only while
+     * the lease holds by this node's clock too: ticks can run late after a stalled event loop. */
+    const vouched = (message: Message): Message => {
+      if (message._tag !== "Heartbeat" || message.leaderCommit === undefined || leaseHoldsNow()) return message
+      const { leaderCommit: _, ...beat } = message
+      return beat
+    }
+
+    /** Runs `query` once this node has applied `index`: at once if it has, else in the applier
+     * when it gets there (bounded in number like the core's reads, and in time by the sweeper). */
+    const readAt = <A>(applied: LogIndex, index: LogIndex, query: (sm: SM) => A): Effect.Effect<A, RaftRequestError> => {
+      if (applied >= index) return Effect.sync(() => query(options.stateMachine))
+      return Effect.suspend(() => {
+        if (directReads >= options.config.readsPendingMax) return Effect.fail(new Overloaded({ detail: "too many reads waiting for this node to catch up" }))
+        directReads++
+        const reply = Deferred.unsafeMake<unknown, RaftRequestError>(FiberId.none)
+        if (!applier.actor.offer({ _tag: "Read", index, run: query, reply })) {
+          directReads--
+          return Effect.fail(new Overloaded({ detail: `node ${id} applier mailbox is full` }))
+        }
+        return Effect.flatMap(clock.currentTimeMillis, (nowMs) => {
+          const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
+          pending.set(key, { deadlineMs: nowMs + options.requestTimeoutMs, writes: false })
+          return Effect.ensuring(Deferred.await(reply) as Effect.Effect<A, RaftRequestError>, Effect.sync(() => {
+            pending.delete(key)
+            directReads--
+          }))
+        })
+      })
+    }
+
     const request = <A>(
       writes: boolean,
       make: (reply: Deferred.Deferred<A, RaftRequestError>) => RaftMessage<R, SM>
@@ -573,13 +635,30 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     return {
       id,
       propose: (data) => request<Applied<R>>(true, (reply) => ({ _tag: "Propose", data, reply })),
-      read: <A>(query: (sm: SM) => A) =>
-        Effect.flatMap(applier.applied, (applied): Effect.Effect<A, RaftRequestError> =>
+      read: <A>(query: (sm: SM) => A, consistency: ReadConsistency = linearizable) =>
+        Effect.flatMap(applier.applied, (applied): Effect.Effect<A, RaftRequestError> => {
+          switch (consistency.level) {
+            case "local":
+              return Effect.sync(() => query(options.stateMachine))
+            case "session":
+              return readAt(applied, options.config.bugs?.sessionReadsAtOnce === true ? 0 : consistency.index, query)
+            case "bounded": {
+              if (core.role === "leader") break
+              const ageMs = leaderContactMs === null ? Infinity : monotonicMs() - leaderContactMs
+              if (!(ageMs <= consistency.maxLagMs) && options.config.bugs?.boundedIgnoresLag !== true) {
+                return Effect.fail(new ReplicaStale({ maxLagMs: consistency.maxLagMs, detail: leaderContactMs === null ? `node ${id} has not heard from a leader this term` : `node ${id} last heard from its leader ${Math.round(ageMs)} ms ago` }))
+              }
+              return readAt(applied, core.leaderCommit, query)
+            }
+            case "linearizable":
+              break
+          }
           // Everything committed when the read arrived is applied, and no other leader can exist:
           // the state machine as it is now is a linearizable answer.
-          applied >= core.log.committed && leaseHoldsNow()
+          return applied >= core.log.committed && leaseHoldsNow()
             ? Effect.sync(() => query(options.stateMachine))
-            : (request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>)),
+            : (request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>)
+        }),
       changeMembership: (change) =>
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),

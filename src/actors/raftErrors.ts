@@ -29,4 +29,8 @@ export class StorageFull extends Data.TaggedError("StorageFull")<{ readonly deta
 /** No answer within the request's timeout: the outcome is unknown for writes. */
 export class RequestTimeout extends Data.TaggedError("RequestTimeout")<{ readonly timeoutMs: number }> {}
 
-export type RaftRequestError = NotLeader | Overloaded | InvalidRequest | ChangePending | ProposalDropped | OutcomeUnknown | RequestTimeout | StorageFull
+/** A bounded-staleness read on a node that has not heard from its leader recently enough. Read
+ * elsewhere (or at another level). Nothing was read. */
+export class ReplicaStale extends Data.TaggedError("ReplicaStale")<{ readonly maxLagMs: number; readonly detail: string }> {}
+
+export type RaftRequestError = NotLeader | Overloaded | InvalidRequest | ChangePending | ProposalDropped | OutcomeUnknown | RequestTimeout | StorageFull | ReplicaStale

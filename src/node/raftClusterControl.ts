@@ -61,6 +61,7 @@ export function clusterErrorOf(error: RaftRequestError): ClusterControlError {
       return new ClusterControlError({ reason: "Failed", message: error.detail })
     case "Overloaded":
     case "StorageFull":
+    case "ReplicaStale":
       return new ClusterControlError({ reason: "Failed", message: error.detail })
     case "RequestTimeout":
       return new ClusterControlError({ reason: "Failed", message: `the change was not committed within ${error.timeoutMs} ms` })

@@ -68,6 +68,10 @@ export interface RaftBugs {
   /** A follower serves a read at the commit index it knows instead of the leader's read index
    * (what a "local" read may do, but not a linearizable one). */
   readonly followerReadsLocal?: boolean
+  /** (Driver) A session read runs at once, without waiting for its session index. */
+  readonly sessionReadsAtOnce?: boolean
+  /** (Driver) A bounded read ignores how long ago the leader was heard from. */
+  readonly boundedIgnoresLag?: boolean
 }
 
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({

@@ -82,7 +82,9 @@ export function initialState(config: RaftConfig, recovered: Recovered): RaftStat
     reads: [],
     readsWaitingForCommit: [],
     forwardedReads: [],
-    forwardSeq: 0
+    forwardSeq: 0,
+    leaderCommit: 0,
+    leaderContacts: 0
   }
   refreshMembership(state)
   resetRandomizedElectionTimeout(state)

@@ -7,9 +7,17 @@ import { firstIndexOfTerm, lastIndex, matchTerm, restore, termAt, truncateFrom }
 import { isReplicated } from "./membership.ts"
 import type { AppendEntries, Heartbeat, InstallSnapshot, ReadIndexResponse } from "./messages.ts"
 import { appendEntry } from "./roles.ts"
-import type { RequestId, Step } from "./state.ts"
+import type { RaftState, RequestId, Step } from "./state.ts"
 import { emit, refreshMembership, reject, send } from "./state.ts"
 import type { LogIndex } from "./types.ts"
+
+/** The leader's commit index as of a heartbeat it sent under its lease: every write acknowledged
+ * before that heartbeat left is at or below it. (Appends carry a commit index too, but a new
+ * leader's may be stale, and a deposed one's is: only the lease vouches for it.) */
+function heardLeader(s: RaftState, commit: LogIndex): void {
+  s.leaderContacts++
+  if (commit > s.leaderCommit) s.leaderCommit = commit
+}
 
 /** Reads asked of a node that does not lead: forwarded to the leader it follows as one
  * read-index request. Refused without a known leader, on a spare (it holds no data), and past
@@ -112,6 +120,7 @@ export function handleHeartbeat(step: Step, m: Heartbeat): void {
   const s = step.s
   s.electionElapsed = 0
   s.leader = m.from
+  if (m.leaderCommit !== undefined) heardLeader(s, m.leaderCommit)
   // The leader sends min(our match, its commit), which is always in our log.
   commitTo(step, Math.min(m.commit, lastIndex(s.log)))
   send(step, { _tag: "HeartbeatResponse", from: s.config.id, to: m.from, term: s.term, context: m.context })

@@ -227,15 +227,10 @@ function heartbeatRound(step: Step): number {
 
 function broadcastHeartbeat(step: Step, context: number): void {
   const s = step.s
+  const lease = leaseHolds(s)
   for (const [to, pr] of s.progress) {
-    send(step, {
-      _tag: "Heartbeat",
-      from: s.config.id,
-      to,
-      term: s.term,
-      commit: Math.min(pr.match, s.log.committed),
-      context
-    })
+    const beat = { _tag: "Heartbeat", from: s.config.id, to, term: s.term, commit: Math.min(pr.match, s.log.committed), context } as const
+    send(step, lease ? { ...beat, leaderCommit: s.log.committed } : beat)
   }
 }
 

@@ -51,6 +51,10 @@ export interface Heartbeat extends Header {
   readonly commit: LogIndex
   /** ReadIndex round this heartbeat confirms (0 when none). */
   readonly context: number
+  /** The leader's own commit index, whatever the follower holds, sent only while the leader's
+   * lease holds (no other leader can exist, so every write acknowledged so far is at or below
+   * it): what a bounded-staleness read on the follower must have applied. Absent otherwise. */
+  readonly leaderCommit?: LogIndex
 }
 
 export interface HeartbeatResponse extends Header {

@@ -16,6 +16,8 @@ export function becomeFollower(step: Step, term: Term, leader: NodeId | null): v
   if (term > s.term) {
     s.term = term
     s.vote = null
+    s.leaderCommit = 0
+    s.leaderContacts = 0
     abandonForwardedReads(step, `term ${term} began`)
   }
   s.role = "follower"

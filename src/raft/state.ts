@@ -134,6 +134,12 @@ export interface RaftState {
   forwardedReads: Array<{ readonly context: number; readonly ids: ReadonlyArray<RequestId> }>
   /** Number of the follower's latest read-index request. */
   forwardSeq: number
+  /** On a follower: the highest commit index its leader announced this term (appends and
+   * heartbeats), and how many such announcements it has had (the driver notes the time when
+   * this changes): a bounded-staleness read serves once applied that far, if the last one is
+   * recent enough. Reset when the term changes. */
+  leaderCommit: LogIndex
+  leaderContacts: number
 }
 
 export interface StepResult {

@@ -146,6 +146,27 @@ describe("ReadIndex", () => {
     expect(answer.messages).toEqual([{ _tag: "ReadIndexResponse", from: 1, to: 3, term: c.node(1).term, context: 1, index: c.node(1).committed, refused: null }])
   })
 
+  it("a heartbeat vouches for the leader's commit index only under its lease; the follower keeps it for bounded reads", () => {
+    const c = new Cluster({ config: { readMode: "lease" } })
+    c.tickAll(10)
+    c.queue = []
+    c.elect(1)
+    // Before a quorum has answered a round of this term there is no lease: nothing vouched.
+    const early = c.step(1, { _tag: "Tick" }).messages.filter((m) => m._tag === "Heartbeat")
+    expect(early.length).toBeGreaterThan(0)
+    expect(early.every((m) => m._tag === "Heartbeat" && m.leaderCommit === undefined)).toBe(true)
+    c.run(2)
+    c.propose(1, "a")
+    c.stabilize()
+    const beats = c.step(1, { _tag: "Tick" }).messages.filter((m) => m._tag === "Heartbeat")
+    expect(beats.map((m) => (m._tag === "Heartbeat" ? m.leaderCommit : null))).toEqual([c.node(1).committed, c.node(1).committed])
+    c.stabilize()
+    expect(c.node(2).state.leaderCommit).toBe(c.node(1).committed)
+    // A new term forgets it.
+    c.step(2, { _tag: "Message", message: { _tag: "Heartbeat", from: 3, to: 2, term: 9, commit: 0, context: 0 } })
+    expect(c.node(2).state.leaderCommit).toBe(0)
+  })
+
   it("a follower's forwarded reads fail when its term changes, and a refusal fails them too", () => {
     const c = new Cluster()
     c.elect(1)

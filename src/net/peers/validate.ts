@@ -70,7 +70,7 @@ export function messageProblem(value: unknown): string | null {
     case "AppendEntriesResponse":
       return counts(value, ["index", "hintIndex", "hintTerm"]) ?? bools(value, ["success"])
     case "Heartbeat":
-      return counts(value, ["commit", "context"])
+      return counts(value, ["commit", "context"]) ?? (value["leaderCommit"] === undefined ? null : counts(value, ["leaderCommit"]))
     case "HeartbeatResponse":
       return counts(value, ["context"])
     case "InstallSnapshot": {

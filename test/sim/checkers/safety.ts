@@ -6,7 +6,7 @@ import { crc32c } from "@node-rs/crc32"
 import type { Entry, LogIndex, NodeId, Term } from "../../../src/raft/types.ts"
 
 export interface Violation {
-  readonly invariant: "election-safety" | "log-matching" | "leader-completeness" | "state-machine-safety" | "durability" | "linearizability" | "convergence" | "liveness" | "crash"
+  readonly invariant: "election-safety" | "log-matching" | "leader-completeness" | "state-machine-safety" | "durability" | "linearizability" | "session" | "bounded-staleness" | "convergence" | "liveness" | "crash"
   readonly detail: string
 }
 

@@ -3,11 +3,14 @@
 // same checkers as the fast simulator.
 import { makeTrace } from "../trace.ts"
 import { Effect, Exit } from "effect"
-import type { NodeId } from "../../../src/raft/types.ts"
+import type { ReadConsistency } from "../../../src/actors/RaftActor.ts"
+import type { Entry, LogIndex, NodeId } from "../../../src/raft/types.ts"
 import type { HistoryOp, KvInput, KvOutput } from "../checkers/linearizability.ts"
 import { checkKvHistory } from "../checkers/linearizability.ts"
 import type { Violation } from "../checkers/safety.ts"
 import { SafetyChecker } from "../checkers/safety.ts"
+import type { AckedWrite, LevelRead } from "../checkers/staleness.ts"
+import { checkLevelReads, effectiveWrites } from "../checkers/staleness.ts"
 import { encodeCommand } from "../kv.ts"
 import { Prng } from "../Prng.ts"
 import type { SeedResult } from "../fast/runSeed.ts"
@@ -15,7 +18,7 @@ import { FullCluster, tickMs } from "./FullCluster.ts"
 import { runSimulated } from "./SimRuntime.ts"
 
 /** Deliberate bugs the full simulator's checkers must catch (test/sim/simFullMutations.test.ts). */
-export type FullMutation = "lease-too-long" | "follower-reads-local"
+export type FullMutation = "lease-too-long" | "follower-reads-local" | "session-reads-at-once" | "bounded-ignores-lag"
 
 export interface FullSeedOptions {
   readonly seed: number
@@ -26,6 +29,20 @@ export interface FullSeedOptions {
 
 /** How long a client waits for an answer before it gives up on that node. */
 const clientTimeoutTicks = 20
+
+/** Bounded reads in the workload: at most this many ticks behind the leader, as this node last
+ * heard from it. */
+const boundedLagTicks = 4
+
+/** The safety checker, also keeping one copy of each applied entry (the staleness checkers
+ * replay the committed log to place every value at its index). */
+class RecordingChecker extends SafetyChecker {
+  readonly entries = new Map<LogIndex, Entry>()
+  override onApplied(node: NodeId, entry: Entry): void {
+    super.onApplied(node, entry)
+    if (!this.entries.has(entry.index)) this.entries.set(entry.index, entry)
+  }
+}
 
 type Recorded = { -readonly [K in keyof HistoryOp]: HistoryOp[K] }
 
@@ -50,11 +67,18 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
     // is caught that way.
     followerReads: options.mutation === "lease-too-long" ? false : new Prng(options.seed ^ 0x72656164).chance(0.75),
     ...(options.mutation === "lease-too-long" ? { bugs: { leaseTooLong: true } } : {}),
-    ...(options.mutation === "follower-reads-local" ? { bugs: { followerReadsLocal: true } } : {})
+    ...(options.mutation === "follower-reads-local" ? { bugs: { followerReadsLocal: true } } : {}),
+    ...(options.mutation === "session-reads-at-once" ? { bugs: { sessionReadsAtOnce: true } } : {}),
+    ...(options.mutation === "bounded-ignores-lag" ? { bugs: { boundedIgnoresLag: true } } : {})
   }
-  const checker = new SafetyChecker()
+  const checker = new RecordingChecker()
   const cluster = new FullCluster(root.fork("cluster"), knobs, checker, trace, extra.fork("rates"))
   const history: Recorded[] = []
+  // Reads at the weaker levels (not linearizable: checked on their own) and the writes clients
+  // saw acknowledged, with their index and tick.
+  const levelReads: LevelRead[] = []
+  const acked: AckedWrite[] = []
+  const boundTicks = Math.ceil(boundedLagTicks * (1 + knobs.clockDriftMax) * 1.01) + knobs.delayTicksMax + 2
   const dropped = new Set<number>()
   let logical = 0
   let issuing = true
@@ -73,6 +97,10 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
       let guess: NodeId | null = null
       let writeGuess: NodeId | null = null
       let opSeq = 0
+      // The read level of each read, from the client's own generator (so choosing levels
+      // reshuffled nothing else); the session index is its last acknowledged write's.
+      const levels = new Prng((options.seed ^ 0x6c65766c) + id * 7919)
+      let sessionIndex = 0
       while (issuing) {
         yield* Effect.sleep(rng.int(1, 4) * tickMs)
         const up = cluster.up()
@@ -84,8 +112,24 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
         // Half the reads go to any node, not the last one that answered: during a partition or a
         // leader change some reach a deposed leader, where only a sound lease may answer them.
         const anyNode = input.kind === "read" && rng.chance(0.5)
-        const preferred = input.kind === "read" ? guess : writeGuess
-        const node = (anyNode ? undefined : up.find((n) => n.id === preferred)) ?? rng.pick(up)
+        const preferred: NodeId | null = input.kind === "read" ? guess : writeGuess
+        const node: (typeof up)[number] = (anyNode ? undefined : up.find((n) => n.id === preferred)) ?? rng.pick(up)
+        if (input.kind === "read") {
+          const level = levels.pick(["linearizable", "linearizable", "session", "bounded"] as const)
+          if (level !== "linearizable") {
+            const consistency: ReadConsistency = level === "session" ? { level, index: sessionIndex } : { level, maxLagMs: boundedLagTicks * tickMs }
+            const asked = { index: sessionIndex, tick: cluster.tick }
+            const exit = yield* Effect.exit(Effect.timeout(node.raft.read((sm) => sm.read(input.key), consistency), clientTimeoutTicks * tickMs))
+            if (Exit.isSuccess(exit)) {
+              levelReads.push({ client: id, key: input.key, value: exit.value, level, invokedTick: asked.tick, sessionIndex: asked.index, boundTicks })
+              guess = node.id
+              if (healed) completedAfterHeal++
+            } else {
+              guess = null
+            }
+            continue
+          }
+        }
         const at = history.length
         history.push({ id: op, client: id, input, invokedAt: ++logical, completedAt: null, output: null })
         const done = (output: KvOutput) => {
@@ -100,7 +144,12 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
           ? Effect.map(node.raft.read((sm) => sm.read(key)), (value): KvOutput => ({ kind: "value", value }))
           : Effect.map(
             node.raft.propose(encodeCommand(input.kind === "write" ? { op, kind: "write", key, value: input.value } : { op, kind: "cas", key, expected: input.expected, value: input.value })),
-            (applied): KvOutput => (applied.result?.result.kind === "cas-failed" ? { kind: "cas-failed" } : { kind: "ok" })
+            (applied): KvOutput => {
+              if (applied.result?.result.kind === "cas-failed") return { kind: "cas-failed" }
+              acked.push({ key, value: input.value, index: applied.index, ackedTick: cluster.tick })
+              sessionIndex = Math.max(sessionIndex, applied.index)
+              return { kind: "ok" }
+            }
           )
         // The client gives up before the node's own request timeout (50 ticks), as a real one
         // would, and tries another node: writers do not all sit on a deposed leader while the
@@ -252,7 +301,8 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
   const recorded = history.filter((_, i) => !dropped.has(i))
   const verdict = checkKvHistory(recorded, { stepsMax: 200_000 })
   if (verdict._tag === "NotLinearizable") violations.push({ invariant: "linearizability", detail: `key ${verdict.partition ?? "?"}: ${verdict.explanation}` })
-  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${recorded.length} lin=${verdict._tag} violations=${violations.length}`)
+  violations.push(...checkLevelReads(levelReads, acked, effectiveWrites(checker.entries)))
+  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${recorded.length} levelReads=${levelReads.length} (session ${levelReads.filter((r) => r.level === "session").length}) lin=${verdict._tag} violations=${violations.length}`)
   return {
     seed: options.seed,
     elections: checker.elections,
