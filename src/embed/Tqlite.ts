@@ -375,12 +375,12 @@ function stateOf(status: NodeStatus): NodeState {
  * session or pooled connection inside a transaction other callers would then write into. */
 function refusal(sql: string, inTransaction: boolean): SqlError | null {
   for (const statement of splitStatements(sql)) {
-    const kind = classifyStatement(statement.sql)._tag
+    const kind = classifyStatement(statement.text)._tag
     if (kind === "Begin" || kind === "Commit" || kind === "Rollback") {
-      return new SqlError({ code: misuseCode, message: `"${statement.sql}": transactions are Tqlite.transaction's (it sends BEGIN, COMMIT and ROLLBACK)` })
+      return new SqlError({ code: misuseCode, message: `"${statement.text}": transactions are Tqlite.transaction's (it sends BEGIN, COMMIT and ROLLBACK)` })
     }
     if (kind === "Savepoint" && !inTransaction) {
-      return new SqlError({ code: misuseCode, message: `"${statement.sql}" outside Tqlite.transaction would start a transaction` })
+      return new SqlError({ code: misuseCode, message: `"${statement.text}" outside Tqlite.transaction would start a transaction` })
     }
   }
   return null
