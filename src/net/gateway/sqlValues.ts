@@ -1,6 +1,6 @@
 // Between the wire's typed values and the SQL surface's plain ones (src/sqlite/Sql.ts SqlValue).
 //
-// Parameters (wire → SQL): INTEGER and BOOLEAN become `bigint`, so they bind as INTEGER
+// Parameters (wire → SQL): INTEGER and BOOLEAN (as 0 or 1) become `bigint`, so they bind as INTEGER
 // (`typeof(?)` = integer; better-sqlite3 binds every JS number as a double); FLOAT stays a
 // `number` and binds as REAL (−0.0 too), TEXT and ISO8601 a string, BLOB bytes, NULL null.
 // UNIXTIME never arrives (the codec rejects it).
@@ -23,9 +23,11 @@ import { canonicalInt64, int64Max, int64Min } from "./values.ts"
 export function sqlValueOfParam(value: Value): SqlValue {
   switch (value.kind) {
     case "integer":
-    case "boolean":
     case "unixtime":
       return BigInt(value.value)
+    case "boolean":
+      // dqlite (1.11 and later) binds a BOOLEAN as 0 or 1, whatever the raw word.
+      return value.value === 0 || value.value === 0n ? 0n : 1n
     case "float":
       return value.value
     case "text":

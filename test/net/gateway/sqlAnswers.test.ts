@@ -91,13 +91,13 @@ describe("SQL answers on the wire, as SQLite and dqlite give them", () => {
     expect(row[5]).toEqual({ kind: "integer", value: 9007199254740993n })
   })
 
-  it("parameters bind by wire type: INTEGER as integer, FLOAT as real (−0.0 kept), BOOLEAN as integer", async () => {
-    const sql = "SELECT typeof(?), typeof(?), ?, typeof(?), ?, typeof(?)"
+  it("parameters bind by wire type: INTEGER as integer, FLOAT as real (−0.0 kept), BOOLEAN as integer 0 or 1", async () => {
+    const sql = "SELECT typeof(?), typeof(?), ?, typeof(?), ?, typeof(?), ?"
     const answer = await onWire("params", (call) =>
-      Effect.map(call(querySql(sql, [int(2), float(2), float(-0), int(2n ** 60n), int(2n ** 60n + 1n), Values.boolean(true)])), rowsOf))
-    // SQLite binding a bigint (INTEGER) and a double (REAL) the same way.
-    const expected = sqliteRow(sql, [2n, 2, -0, 2n ** 60n, 2n ** 60n + 1n, 1n])
-    expect(answer).toEqual({ columns: ["typeof(?)", "typeof(?)", "?", "typeof(?)", "?", "typeof(?)"], rows: [expected] })
+      Effect.map(call(querySql(sql, [int(2), float(2), float(-0), int(2n ** 60n), int(2n ** 60n + 1n), Values.boolean(true), Values.boolean(5)])), rowsOf))
+    // SQLite binding a bigint (INTEGER) and a double (REAL) the same way; dqlite binds BOOLEAN 5 as 1.
+    const expected = sqliteRow(sql, [2n, 2, -0, 2n ** 60n, 2n ** 60n + 1n, 1n, 1n])
+    expect(answer).toEqual({ columns: ["typeof(?)", "typeof(?)", "?", "typeof(?)", "?", "typeof(?)", "?"], rows: [expected] })
     expect((answer as { rows: Array<Array<Value>> }).rows[0]!.slice(0, 2)).toEqual([Values.text("integer"), Values.text("real")])
   })
 
