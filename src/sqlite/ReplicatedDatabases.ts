@@ -437,6 +437,8 @@ class Session {
 
   /** Runs one statement; the exec part of its outcome is this session's counters after it. */
   private runOne(info: StatementInfo, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> {
+    // Checked here too, so COMMIT or ROLLBACK (which never bind) refuse extra values alike.
+    if (params.length > info.paramCount) return Effect.fail(tooManyValuesError())
     return Effect.map(this.execute(info, params), (outcome) => {
       if (info.changes) {
         const rowsAffected = outcome.exec.rowsAffected
