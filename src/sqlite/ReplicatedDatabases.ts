@@ -30,7 +30,7 @@ import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementSpan } from "./statements.ts"
-import { changesRows, classifyStatement, isRelease, mainVerb, parameterSlots, splitStatements } from "./statements.ts"
+import { changesRows, classifyStatement, firstStatement, isRelease, mainVerb, parameterSlots, splitStatements } from "./statements.ts"
 
 export interface ReplicatedDatabasesOptions {
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
@@ -362,7 +362,8 @@ class Session {
 
   private prepare(sql: string): Effect.Effect<Prepared, SqlFailure> {
     return Effect.gen(this, function*() {
-      const first = splitStatements(sql)[0]
+      // The gateway hands over the first statement already (its tail stays there).
+      const first = firstStatement(sql)?.statement
       if (first === undefined) return yield* new SqlError({ code: sqliteMisuseCode, message: "no SQL statement to prepare" })
       const info = yield* this.compile(first.text, first.end)
       this.statements.set(info.id, info)
