@@ -417,7 +417,7 @@ class Session {
       return Effect.flatMap(this.compile(only.text, only.end), (info) => this.runOne(info, params))
     }
     // Values no statement takes: refused before anything runs (dqlite 1.11 answers 25 for values
-    // the first statement has no parameter for; ≥ 1.12 ignores them in EXEC_SQL).
+    // the first statement has no parameter for; ≥ 1.18.2 ignores them in EXEC_SQL).
     let taken = 0
     for (const statement of statements) taken += statement.paramCount
     if (params.length > taken) return Effect.fail(tooManyValuesError())
