@@ -89,9 +89,10 @@ export interface QueryResult {
 }
 
 export interface QueryOptions {
-  /** Whether the statement may be re-run when its outcome is unknown. Default: true for text
-   * that starts with SELECT, VALUES, EXPLAIN or WITH and mentions no INSERT, UPDATE, DELETE,
-   * REPLACE or RETURNING. */
+  /** Whether the statement may be re-run when its outcome is unknown. Default: true when every
+   * statement of the text starts with SELECT, VALUES, EXPLAIN or WITH and has no INSERT,
+   * UPDATE, DELETE, REPLACE or RETURNING outside its strings and comments (`looksReadOnly`):
+   * the server runs every statement of a QUERY_SQL. */
   readonly idempotent?: boolean
 }
 
