@@ -109,7 +109,13 @@ const sameAnswers: ReadonlyArray<Request> = [
   // Several statements where 1.11 and tqlite agree: params for the first only, the rest NULL.
   execSql("INSERT INTO c VALUES (?); INSERT INTO c VALUES (?)", [int(90)]),
   querySql("SELECT rowid, a FROM c ORDER BY rowid"),
-  querySql("SELECT 'first'; SELECT 'second'")
+  querySql("SELECT 'first'; SELECT 'second'"),
+  execSql("SAVEPOINT z; RELEASE z"),
+  // Blank text.
+  execSql(""),
+  execSql("  -- only a comment\n ;"),
+  querySql(""),
+  querySql("/* nothing */")
 ]
 
 describe.skipIf(demoBinary === null)("tqlite answers as a real dqlite 1.11.1 node", () => {
@@ -131,10 +137,17 @@ describe.skipIf(demoBinary === null)("tqlite answers as a real dqlite 1.11.1 nod
       // 1.11 binds every value to the first statement (25 here); tqlite gives each its share.
       execSql("INSERT INTO m VALUES (?); INSERT INTO m VALUES (?)", [int(1), int(2)]),
       // 1.11 refuses an EXEC_SQL that returns rows (100); tqlite runs it as sqlite3_exec would.
-      execSql("SELECT 1")
+      execSql("SELECT 1"),
+      // 1.11 answers a write sent as QUERY_SQL with FAILURE 1 "not an error" and does not do it;
+      // with RETURNING it answers the row but keeps nothing. tqlite does both writes.
+      querySql("INSERT INTO m VALUES (100)"),
+      querySql("INSERT INTO m VALUES (101) RETURNING a"),
+      querySql("SELECT count(*) FROM m WHERE a >= 100")
     ]
-    const [, dqliteRows, dqliteCount, dqliteShare, dqliteExec] = await answers(demoAddress, "differ", requests)
-    const [, tqliteRows, tqliteCount, tqliteShare, tqliteExec] = await answers(cluster().addresses[0]!, "differ", requests)
+    const fromDqlite = await answers(demoAddress, "differ", requests)
+    const fromTqlite = await answers(cluster().addresses[0]!, "differ", requests)
+    const [, dqliteRows, dqliteCount, dqliteShare, dqliteExec] = fromDqlite
+    const [, tqliteRows, tqliteCount, tqliteShare, tqliteExec] = fromTqlite
     expect(tqliteRows).toEqual(dqliteRows)
     expect(dqliteCount).toMatchObject({ kind: "rows", rows: [[int(0)]] })
     expect(tqliteCount).toMatchObject({ kind: "rows", rows: [[int(1)]] })
@@ -142,5 +155,12 @@ describe.skipIf(demoBinary === null)("tqlite answers as a real dqlite 1.11.1 nod
     expect(tqliteShare).toMatchObject({ kind: "result", lastInsertId: 3n, rowsAffected: 1n })
     expect(dqliteExec).toMatchObject({ kind: "failure", message: "another row available" })
     expect(tqliteExec).toMatchObject({ kind: "result", lastInsertId: 3n, rowsAffected: 1n })
+    const [dqliteInsert, dqliteReturning, dqliteKept] = fromDqlite.slice(5)
+    const [tqliteInsert, tqliteReturning, tqliteKept] = fromTqlite.slice(5)
+    expect(dqliteInsert).toMatchObject({ kind: "failure", code: 1, message: "not an error" })
+    expect(tqliteInsert).toEqual({ kind: "rows", columns: [], rows: [], end: "done" })
+    expect(tqliteReturning).toEqual(dqliteReturning)
+    expect(dqliteKept).toMatchObject({ kind: "rows", rows: [[int(0)]] })
+    expect(tqliteKept).toMatchObject({ kind: "rows", rows: [[int(2)]] })
   }, 60_000)
 })
