@@ -322,6 +322,10 @@ const noChange: ExecResult = { lastInsertId: 0n, rowsAffected: 0 }
 /** One client's session on one database. */
 class Session {
   private readonly statements = new Map<number, StatementInfo>()
+  /** Each prepared statement's values from its last run: like SQLite's bindings (which survive
+   * sqlite3_reset, as dqlite ≤ 1.18.1 shows), a parameter a later EXEC / QUERY sends no value for
+   * keeps the value it had. */
+  private readonly bindings = new Map<number, ReadonlyArray<SqlValue>>()
   private nextId = 1
   private transaction: { readonly writer: LeaderWriter; readonly lease: Lease } | null = null
   /** changes() and last_insert_rowid() as this session's own connection would hold them (dqlite
@@ -338,9 +342,13 @@ class Session {
     this.api = {
       database,
       prepare: (sql) => this.prepare(sql),
-      exec: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, params), (o) => o.exec)),
-      query: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, params), (o) => o.rows)),
-      finalize: (id) => Effect.sync(() => void this.statements.delete(id)),
+      exec: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, this.bind(info, params)), (o) => o.exec)),
+      query: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, this.bind(info, params)), (o) => o.rows)),
+      finalize: (id) =>
+        Effect.sync(() => {
+          this.statements.delete(id)
+          this.bindings.delete(id)
+        }),
       execSql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.exec ?? this.counters),
       querySql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.rows ?? emptyRows),
       interrupt: Effect.void,
@@ -352,12 +360,23 @@ class Session {
     const transaction = this.transaction
     this.transaction = null
     this.statements.clear()
+    this.bindings.clear()
     if (transaction !== null) transaction.writer.abandonLease(transaction.lease)
   }
 
   private statement(id: number): Effect.Effect<StatementInfo, SqlFailure> {
     const info = this.statements.get(id)
     return info === undefined ? Effect.fail(new SqlError({ code: sqliteMisuseCode, message: `no prepared statement ${id}` })) : Effect.succeed(info)
+  }
+
+  /** A prepared statement's values for this run: those sent, then the earlier run's for the
+   * parameters after them. Too many values are left for runOne to refuse. */
+  private bind(info: StatementInfo, params: ReadonlyArray<SqlValue>): ReadonlyArray<SqlValue> {
+    if (params.length > info.paramCount) return params
+    const previous = this.bindings.get(info.id) ?? []
+    const values = params.length >= previous.length ? params : [...params, ...previous.slice(params.length)]
+    this.bindings.set(info.id, values)
+    return values
   }
 
   private prepare(sql: string): Effect.Effect<Prepared, SqlFailure> {

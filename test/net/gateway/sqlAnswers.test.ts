@@ -178,6 +178,28 @@ describe("SQL answers on the wire, as SQLite and dqlite give them", () => {
     expect(answers.none).toEqual({ failure: { code: 25, message: "column index out of range" } })
   })
 
+  it("a prepared statement keeps its values between runs for the parameters a run sends none for (SQLite's bindings, dqlite 1.11)", async () => {
+    const answers = await onWire("sticky", (call) =>
+      Effect.gen(function*() {
+        const stmt = yield* call({ kind: "prepare", schema: 0, dbId: 0n, sql: "SELECT ?, :b, ?3" })
+        if (stmt.kind !== "stmt") throw new Error(JSON.stringify(stmt))
+        const query = (params: ReadonlyArray<Value>) => Effect.map(call({ kind: "query", schema: 0, dbId: 0, stmtId: stmt.stmtId, params }), rowsOf)
+        const first = yield* query([int(1), int(2), int(3)])
+        const fewer = yield* query([int(9)])
+        const none = yield* query([])
+        yield* call({ kind: "finalize", dbId: 0, stmtId: stmt.stmtId })
+        const again = yield* call({ kind: "prepare", schema: 0, dbId: 0n, sql: "SELECT ?, :b, ?3" })
+        if (again.kind !== "stmt") throw new Error(JSON.stringify(again))
+        const fresh = rowsOf(yield* call({ kind: "query", schema: 0, dbId: 0, stmtId: again.stmtId, params: [int(5)] }))
+        return { first, fewer, none, fresh }
+      }))
+    expect(answers.first).toMatchObject({ rows: [[int(1), int(2), int(3)]] })
+    expect(answers.fewer).toMatchObject({ rows: [[int(9), int(2), int(3)]] })
+    expect(answers.none).toMatchObject({ rows: [[int(9), int(2), int(3)]] })
+    // A new statement starts unbound (NULL).
+    expect(answers.fresh).toMatchObject({ rows: [[int(5), Values.null, Values.null]] })
+  })
+
   it("EXEC_SQL with several statements: each takes as many of the values as it has parameters", async () => {
     const answers = await onWire("across", (call) =>
       Effect.gen(function*() {

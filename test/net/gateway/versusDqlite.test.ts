@@ -128,6 +128,34 @@ describe.skipIf(demoBinary === null)("tqlite answers as a real dqlite 1.11.1 nod
     }
   }, 60_000)
 
+  it("prepared statements: the same parameter count, rows, counters and failures", async () => {
+    const prepared = (address: string) =>
+      Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const connection = yield* rawConnect(address)
+        yield* connection.open("prepared").pipe(Effect.timeout(Duration.seconds(10)), Effect.orDie)
+        const prepare = (sql: string) =>
+          Effect.map(connection.call({ kind: "prepare", schema: 0, dbId: 0n, sql }), (response) => {
+            if (response.kind !== "stmt") throw new Error(`PREPARE ${sql}: ${JSON.stringify(response)}`)
+            return response
+          })
+        yield* connection.call(execSql("CREATE TABLE n (a, b, c)"))
+        const select = yield* prepare("SELECT :a, ?3, @b, typeof(?3)")
+        const insert = yield* prepare("INSERT INTO n VALUES (:x, @y, $z)")
+        const run = (kind: "query" | "exec", stmtId: number, params: ReadonlyArray<Value>) => connection.call({ kind, schema: 0, dbId: 0, stmtId, params })
+        return {
+          counts: [select.paramCount, insert.paramCount],
+          rows: yield* run("query", select.stmtId, [int(1), int(2), int(3), Values.float(4)]),
+          fewer: yield* run("query", select.stmtId, [int(1)]),
+          tooMany: yield* run("query", select.stmtId, [int(1), int(2), int(3), int(4), int(5)]),
+          inserted: yield* run("exec", insert.stmtId, [int(7), Values.text("y"), Values.float(0.5)]),
+          again: yield* run("exec", insert.stmtId, [int(8)]),
+          table: yield* connection.call(querySql("SELECT rowid, * FROM n ORDER BY rowid")),
+          bad: yield* connection.call({ kind: "prepare", schema: 0, dbId: 0n, sql: "SELECT FROM" })
+        }
+      })))
+    expect(await prepared(cluster().addresses[0]!)).toEqual(await prepared(demoAddress))
+  }, 60_000)
+
   it("where tqlite chooses differently on purpose, the difference is the documented one", async () => {
     const requests: ReadonlyArray<Request> = [
       execSql("CREATE TABLE m (a)"),
