@@ -99,11 +99,12 @@ export interface TqliteService {
   readonly database: string
   /** The embedded node, or null for a remote-only service. */
   readonly node: NodeInfo | null
-  /** Runs every statement of `sql` (parameters bind to the first); autocommit unless inside
-   * `transaction`. */
+  /** Runs every statement of `sql`, each taking as many of `params` as it has parameters;
+   * autocommit unless inside `transaction`. */
   readonly execute: (sql: string, params?: ReadonlyArray<ParamValue>) => Effect.Effect<ExecResult, TqliteError>
-  /** Rows of the last statement of `sql` that returns any (writes with RETURNING too). Reads are
-   * linearizable: they run on the leader after it confirmed its leadership. */
+  /** Rows of the first statement of `sql` (as dqlite's QUERY_SQL; later statements run too).
+   * Values as the wire client gives them: INTEGER as a number (a bigint beyond 2^53), REAL as a
+   * number. Reads are linearizable: they run on the leader after it confirmed its leadership. */
   readonly query: (sql: string, params?: ReadonlyArray<ParamValue>) => Effect.Effect<QueryResult, TqliteError>
   /** An interactive transaction: `execute`/`query` inside `effect` (and in fibers it forks) run
    * in it; COMMIT when `effect` succeeds, ROLLBACK when it fails or is interrupted. Nested calls
@@ -375,12 +376,12 @@ function stateOf(status: NodeStatus): NodeState {
  * session or pooled connection inside a transaction other callers would then write into. */
 function refusal(sql: string, inTransaction: boolean): SqlError | null {
   for (const statement of splitStatements(sql)) {
-    const kind = classifyStatement(statement.sql)._tag
+    const kind = classifyStatement(statement.text)._tag
     if (kind === "Begin" || kind === "Commit" || kind === "Rollback") {
-      return new SqlError({ code: misuseCode, message: `"${statement.sql}": transactions are Tqlite.transaction's (it sends BEGIN, COMMIT and ROLLBACK)` })
+      return new SqlError({ code: misuseCode, message: `"${statement.text}": transactions are Tqlite.transaction's (it sends BEGIN, COMMIT and ROLLBACK)` })
     }
     if (kind === "Savepoint" && !inTransaction) {
-      return new SqlError({ code: misuseCode, message: `"${statement.sql}" outside Tqlite.transaction would start a transaction` })
+      return new SqlError({ code: misuseCode, message: `"${statement.text}" outside Tqlite.transaction would start a transaction` })
     }
   }
   return null

@@ -2,7 +2,7 @@
 // `SqlClient` runs unchanged on a tqlite cluster, embedded or remote.
 //
 // - Statements compile with SQLite's dialect (`Statement.makeCompilerSqlite`) and run through
-//   `Tqlite.query` (rows of the last statement that returns any, RETURNING included), so they
+//   `Tqlite.query` (rows of the first statement, RETURNING included), so they
 //   follow its routing: the local node when it leads, else the leader over the wire.
 // - `withTransaction` is `Tqlite.transaction`: the @effect/sql transaction marker only records
 //   the depth, the statements themselves find the transaction through Tqlite's fiber-local

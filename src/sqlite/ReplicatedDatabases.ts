@@ -18,7 +18,7 @@ import type { RaftNode } from "../actors/RaftActor.ts"
 import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
 import type { RaftRequestError } from "../actors/raftErrors.ts"
 import type { StatementOutcome } from "./connection.ts"
-import { toSqlError } from "./connection.ts"
+import { tooManyValuesError, toSqlError } from "./connection.ts"
 import { LeaderDatabase } from "./LeaderDatabase.ts"
 import type { RaftAccess } from "./LeaderWriter.ts"
 import type { Lease } from "./LeaderWriter.ts"
@@ -29,8 +29,8 @@ import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, 
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
-import type { StatementKind, StatementText } from "./statements.ts"
-import { classifyStatement, parameterCount, splitStatements } from "./statements.ts"
+import type { StatementKind, StatementSpan } from "./statements.ts"
+import { changesRows, classifyStatement, firstStatement, isRelease, mainVerb, parameterSlots, splitStatements } from "./statements.ts"
 
 export interface ReplicatedDatabasesOptions {
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
@@ -259,21 +259,31 @@ interface SessionContext {
   readonly cache: StatementCache
 }
 
-interface StatementInfo extends Prepared {
-  readonly reader: boolean
+/** What a statement's text and SQLite's compiler say about it. */
+interface Described {
   readonly kind: StatementKind
+  readonly paramCount: number
+  readonly readonly: boolean
+  readonly reader: boolean
+  /** It sets changes() (INSERT, REPLACE, UPDATE, DELETE) … */
+  readonly changes: boolean
+  /** … and, when it inserted a row, last_insert_rowid() (INSERT, REPLACE). */
+  readonly inserts: boolean
 }
+
+interface StatementInfo extends Prepared, Described {}
 
 /** What a statement's text alone decides (its kind, parameters, whether it reads or returns
  * rows; none of it depends on the schema), and how a SQL text splits into statements: cached,
  * since clients send the same few statements over and over. Bounded, least recently used out. */
 class StatementCache {
-  private readonly described = new Map<string, { readonly kind: StatementKind; readonly paramCount: number; readonly readonly: boolean; readonly reader: boolean }>()
-  private readonly splits = new Map<string, ReadonlyArray<StatementText>>()
+  private readonly described = new Map<string, Described>()
+  private readonly splits = new Map<string, ReadonlyArray<SplitStatement>>()
   constructor(private readonly entriesMax: number) {}
 
-  split(sql: string): ReadonlyArray<StatementText> {
-    return this.remember(this.splits, sql, () => splitStatements(sql))
+  /** The statements of `sql` with how many parameters each takes (from the text alone). */
+  split(sql: string): ReadonlyArray<SplitStatement> {
+    return this.remember(this.splits, sql, () => splitStatements(sql).map((span) => ({ ...span, paramCount: parameterSlots(span.text).count })))
   }
 
   describedOf(sql: string) {
@@ -289,7 +299,7 @@ class StatementCache {
     return value
   }
 
-  setDescribed(sql: string, value: { readonly kind: StatementKind; readonly paramCount: number; readonly readonly: boolean; readonly reader: boolean }): void {
+  setDescribed(sql: string, value: Described): void {
     this.remember(this.described, sql, () => value)
   }
 }
@@ -303,13 +313,26 @@ function touch<V>(map: Map<string, V>, key: string): V | undefined {
   return found
 }
 
+interface SplitStatement extends StatementSpan {
+  readonly paramCount: number
+}
+
 const noChange: ExecResult = { lastInsertId: 0n, rowsAffected: 0 }
 
 /** One client's session on one database. */
 class Session {
   private readonly statements = new Map<number, StatementInfo>()
+  /** Each prepared statement's values from its last run: like SQLite's bindings (which survive
+   * sqlite3_reset, as dqlite ≤ 1.18.1 shows), a parameter a later EXEC / QUERY sends no value for
+   * keeps the value it had. */
+  private readonly bindings = new Map<number, ReadonlyArray<SqlValue>>()
   private nextId = 1
   private transaction: { readonly writer: LeaderWriter; readonly lease: Lease } | null = null
+  /** changes() and last_insert_rowid() as this session's own connection would hold them (dqlite
+   * answers a RESULT with its connection's): set by the INSERT / UPDATE / DELETE it ran, left as
+   * they were by every other statement (BEGIN, COMMIT, SAVEPOINT, DDL, reads). The writer's
+   * connection is shared, so its own counters may be another session's. */
+  private counters: ExecResult = noChange
   readonly api: SqlSession
 
   constructor(
@@ -319,11 +342,15 @@ class Session {
     this.api = {
       database,
       prepare: (sql) => this.prepare(sql),
-      exec: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, params), (o) => o.exec)),
-      query: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, params), (o) => o.rows)),
-      finalize: (id) => Effect.sync(() => void this.statements.delete(id)),
-      execSql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.exec ?? noChange),
-      querySql: (sql, params) => Effect.map(this.runAll(sql, params, true), (o) => o?.rows ?? { columns: [], declaredTypes: [], rows: [] }),
+      exec: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, this.bind(info, params)), (o) => o.exec)),
+      query: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, this.bind(info, params)), (o) => o.rows)),
+      finalize: (id) =>
+        Effect.sync(() => {
+          this.statements.delete(id)
+          this.bindings.delete(id)
+        }),
+      execSql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.exec ?? this.counters),
+      querySql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.rows ?? emptyRows),
       interrupt: Effect.void,
       inTransaction: Effect.sync(() => this.transaction !== null && this.transaction.lease.state !== "ended")
     }
@@ -333,6 +360,7 @@ class Session {
     const transaction = this.transaction
     this.transaction = null
     this.statements.clear()
+    this.bindings.clear()
     if (transaction !== null) transaction.writer.abandonLease(transaction.lease)
   }
 
@@ -341,11 +369,22 @@ class Session {
     return info === undefined ? Effect.fail(new SqlError({ code: sqliteMisuseCode, message: `no prepared statement ${id}` })) : Effect.succeed(info)
   }
 
+  /** A prepared statement's values for this run: those sent, then the earlier run's for the
+   * parameters after them. Too many values are left for runOne to refuse. */
+  private bind(info: StatementInfo, params: ReadonlyArray<SqlValue>): ReadonlyArray<SqlValue> {
+    if (params.length > info.paramCount) return params
+    const previous = this.bindings.get(info.id) ?? []
+    const values = params.length >= previous.length ? params : [...params, ...previous.slice(params.length)]
+    this.bindings.set(info.id, values)
+    return values
+  }
+
   private prepare(sql: string): Effect.Effect<Prepared, SqlFailure> {
     return Effect.gen(this, function*() {
-      const first = splitStatements(sql)[0]
+      // The gateway hands over the first statement already (its tail stays there).
+      const first = firstStatement(sql)?.statement
       if (first === undefined) return yield* new SqlError({ code: sqliteMisuseCode, message: "no SQL statement to prepare" })
-      const info = yield* this.compile(first.sql, first.endOffset)
+      const info = yield* this.compile(first.text, first.end)
       this.statements.set(info.id, info)
       return info
     })
@@ -371,32 +410,65 @@ class Session {
         if (writer.stopped || !writer.database.isOpen) return yield* new SqlNotLeader({ leader: null, message: "leadership was lost" })
         described = yield* describeOn(() => writer.database.committedView.describe(sql))
       }
-      const info = { kind, paramCount: parameterCount(sql), readonly: described.readonly, reader: described.reader }
+      const verb = mainVerb(sql)
+      const info: Described = {
+        kind,
+        paramCount: parameterSlots(sql).count,
+        readonly: described.readonly,
+        reader: described.reader,
+        changes: !described.readonly && changesRows(sql),
+        inserts: !described.readonly && changesRows(sql) && (verb === "INSERT" || verb === "REPLACE")
+      }
       this.context.cache.setDescribed(sql, info)
       return { id: this.nextId++, sql, tailOffset, ...info }
     })
   }
 
-  private runAll(sql: string, params: ReadonlyArray<SqlValue>, wantRows = false): Effect.Effect<StatementOutcome | null, SqlFailure> {
+  /** Every statement of `sql` in order, each compiled just before it runs (an earlier one may
+   * create what it uses), each taking as many of the remaining values as it has parameters.
+   * Answers the first statement's rows (dqlite's QUERY_SQL) and the counters after the last
+   * (EXEC_SQL); null for a text without statements. Stops at the first failure: the statements
+   * before it stay done (each autocommit statement commits on its own, as in dqlite). */
+  private runAll(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome | null, SqlFailure> {
     const statements = this.context.cache.split(sql)
     const only = statements[0]
     if (statements.length === 1 && only !== undefined) {
-      return Effect.flatMap(this.compile(only.sql, only.endOffset), (info) => this.runOne(info, params))
+      return Effect.flatMap(this.compile(only.text, only.end), (info) => this.runOne(info, params))
     }
+    // Values no statement takes: refused before anything runs (dqlite 1.11 answers 25 for values
+    // the first statement has no parameter for; ≥ 1.18.2 ignores them in EXEC_SQL).
+    let taken = 0
+    for (const statement of statements) taken += statement.paramCount
+    if (params.length > taken) return Effect.fail(tooManyValuesError())
     return Effect.gen(this, function*() {
+      let first: StatementOutcome | null = null
       let last: StatementOutcome | null = null
-      let lastWithRows: StatementOutcome | null = null
-      for (let i = 0; i < statements.length; i++) {
-        const text = statements[i]!
-        const info = yield* this.compile(text.sql, text.endOffset)
-        last = yield* this.runOne(info, i === 0 ? params : [])
-        if (info.reader) lastWithRows = last
+      let offset = 0
+      for (const statement of statements) {
+        const info = yield* this.compile(statement.text, statement.end)
+        const share = params.slice(offset, offset + statement.paramCount)
+        offset += statement.paramCount
+        last = yield* this.runOne(info, share)
+        first ??= last
       }
-      return wantRows ? (lastWithRows ?? last) : last
+      return first === null || last === null ? null : { exec: last.exec, rows: first.rows }
     })
   }
 
+  /** Runs one statement; the exec part of its outcome is this session's counters after it. */
   private runOne(info: StatementInfo, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> {
+    // Checked here too, so COMMIT or ROLLBACK (which never bind) refuse extra values alike.
+    if (params.length > info.paramCount) return Effect.fail(tooManyValuesError())
+    return Effect.map(this.execute(info, params), (outcome) => {
+      if (info.changes) {
+        const rowsAffected = outcome.exec.rowsAffected
+        this.counters = { rowsAffected, lastInsertId: info.inserts && rowsAffected > 0 ? outcome.exec.lastInsertId : this.counters.lastInsertId }
+      }
+      return { exec: this.counters, rows: outcome.rows }
+    })
+  }
+
+  private execute(info: StatementInfo, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> {
     if (this.transaction === null && info.kind._tag === "Other") {
       // Autocommit: a read on the committed view, or a write through the writer's batch.
       if (info.readonly) return this.context.readOnView(this.database, info.sql, params)
@@ -424,7 +496,7 @@ class Session {
             this.transaction = null
             return { exec: yield* writer.leaseRollback(lease, info.sql), rows: emptyRows }
           default:
-            if (/^\s*RELEASE\b/i.test(info.sql)) {
+            if (isRelease(info.sql)) {
               const exec = yield* writer.leaseFinish(lease, info.sql)
               if (lease.state === "ended") this.transaction = null
               return { exec, rows: emptyRows }

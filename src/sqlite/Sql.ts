@@ -5,8 +5,9 @@ import type { Effect, Scope } from "effect"
 import { Data } from "effect"
 import type { NodeId } from "../raft/types.ts"
 
-/** A value as better-sqlite3 (with safeIntegers where needed) reads and binds it. Integers that
- * do not fit a double's exact range are bigint. */
+/** A value with SQLite's storage class: INTEGER is a `bigint`, REAL a `number` (so 2.0 and -0.0
+ * stay REAL), TEXT a string, BLOB bytes, NULL null. Rows always come this way; a parameter binds
+ * by its JS type the same way (a `number` binds as REAL). */
 export type SqlValue = null | number | bigint | string | Uint8Array
 
 export interface ExecResult {
@@ -54,8 +55,10 @@ export interface SqlSession {
   readonly exec: (statement: number, params: ReadonlyArray<SqlValue>) => Effect.Effect<ExecResult, SqlFailure>
   readonly query: (statement: number, params: ReadonlyArray<SqlValue>) => Effect.Effect<Rows, SqlFailure>
   readonly finalize: (statement: number) => Effect.Effect<void, SqlFailure>
-  /** Runs every statement of `sql` in turn (dqlite's EXEC_SQL / QUERY_SQL); parameters bind to
-   * the first statement. */
+  /** Runs every statement of `sql` in turn (dqlite's EXEC_SQL / QUERY_SQL); each statement takes
+   * as many of the remaining values as it has parameters (dqlite ≥ 1.12; 1.11 binds them all to
+   * the first), by position; values left over → SqlError 25. `execSql` answers the counters after
+   * the last statement, `querySql` the rows of the first (as dqlite), having run the others too. */
   readonly execSql: (sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<ExecResult, SqlFailure>
   readonly querySql: (sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<Rows, SqlFailure>
   /** Stops the running query (dqlite's INTERRUPT). */

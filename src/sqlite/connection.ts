@@ -1,11 +1,20 @@
 // One better-sqlite3 connection as the SQL surface uses it: a bounded statement cache, running a
-// statement with dqlite's value model, and SQLite's failures as typed SqlErrors.
+// statement with dqlite's value and binding model, and SQLite's failures as typed SqlErrors.
+//
+// Values keep SQLite's storage class (statements read with safeIntegers): an INTEGER is a
+// `bigint`, a REAL a `number` (2.0 stays 2.0, -0.0 stays -0.0), TEXT a string, BLOB bytes.
+// Parameters bind the same way: a `bigint` as INTEGER, a `number` as REAL (better-sqlite3 binds
+// every JS number as a double). Boundaries that promise plain JS numbers (the embedded API, the
+// wire client) convert there. The conversion functions are exported so a worker thread running
+// a statement converts exactly as this connection does.
 import type Database from "better-sqlite3"
 import { assert } from "../assert.ts"
 import type { SqliteDatabase } from "./openDatabase.ts"
 import type { ExecResult, Rows, SqlValue } from "./Sql.ts"
 import { SqlError } from "./Sql.ts"
 import { sqliteCodeOf, sqliteRangeCode } from "./sqliteCodes.ts"
+import type { ParameterSlots } from "./statements.ts"
+import { parameterSlots } from "./statements.ts"
 
 export type Statement = Database.Statement<Array<unknown>, unknown>
 
@@ -17,8 +26,13 @@ export interface StatementOutcome {
 
 const noRows: Rows = { columns: [], declaredTypes: [], rows: [] }
 
+interface CachedStatement {
+  readonly statement: Statement
+  readonly slots: ParameterSlots
+}
+
 export class Connection {
-  private readonly statements = new Map<string, Statement>()
+  private readonly statements = new Map<string, CachedStatement>()
   private changesStatement: Statement | undefined
   private pageCountStatement: Statement | undefined
 
@@ -32,6 +46,10 @@ export class Connection {
   /** A prepared statement for `sql` from the cache (least recently used evicted). Throws
    * better-sqlite3's error for bad SQL. */
   prepare(sql: string): Statement {
+    return this.cached(sql).statement
+  }
+
+  private cached(sql: string): CachedStatement {
     const cached = this.statements.get(sql)
     if (cached !== undefined) {
       this.statements.delete(sql)
@@ -40,25 +58,27 @@ export class Connection {
     }
     const statement = this.db.prepare(sql) as Statement
     statement.safeIntegers(true)
-    this.statements.set(sql, statement)
+    const entry = { statement, slots: parameterSlots(sql) }
+    this.statements.set(sql, entry)
     if (this.statements.size > this.statementCacheMax) {
       const oldest = this.statements.keys().next().value
       if (oldest !== undefined) this.statements.delete(oldest)
     }
-    return statement
+    return entry
   }
 
-  /** Runs one statement; throws better-sqlite3's error. */
+  /** Runs one statement, its parameters bound by position as dqlite binds them
+   * (`bindArguments`); throws better-sqlite3's error, or SqlError 25 for too many values. */
   run(sql: string, params: ReadonlyArray<SqlValue>): StatementOutcome {
-    const statement = this.prepare(sql)
-    const bound = params.map(toSqlite)
+    const { statement, slots } = this.cached(sql)
+    const bound = bindArguments(slots, params)
     if (statement.reader) {
       const raw = statement.raw(true).all(...bound) as Array<Array<unknown>>
       const columns = statement.columns()
       const rows: Rows = {
         columns: columns.map((c) => c.name),
         declaredTypes: columns.map((c) => c.type ?? ""),
-        rows: raw.map((row) => row.map(fromSqlite))
+        rows: raw.map((row) => row.map(sqlValueOfColumn))
       }
       return { exec: this.lastChanges(), rows }
     }
@@ -102,17 +122,43 @@ export class Connection {
   }
 }
 
-function toSqlite(value: SqlValue): unknown {
+/** A parameter as better-sqlite3 binds it: a bigint as INTEGER, a number as REAL. */
+export function sqliteValueOf(value: SqlValue): unknown {
   if (value instanceof Uint8Array && !Buffer.isBuffer(value)) return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
   return value
 }
 
-function fromSqlite(value: unknown): SqlValue {
-  if (typeof value === "bigint") {
-    return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value
-  }
-  if (value === null || typeof value === "number" || typeof value === "string" || value instanceof Uint8Array) return value
+/** A column value read with safeIntegers(true), with its storage class kept: INTEGER → bigint,
+ * REAL → number. */
+export function sqlValueOfColumn(value: unknown): SqlValue {
+  if (value === null || typeof value === "bigint" || typeof value === "number" || typeof value === "string" || value instanceof Uint8Array) return value
   return String(value)
+}
+
+/** SQLite's answer when more values are bound than the statement has parameters (what dqlite
+ * 1.11 sends: sqlite3_bind_* returned SQLITE_RANGE). */
+export const tooManyValuesError = (): SqlError => new SqlError({ code: sqliteRangeCode, message: "column index out of range" })
+
+/** better-sqlite3's arguments for dqlite's positional binding: value i goes to parameter index
+ * i + 1 whatever its form (`?`, `?NNN`, `:a`, `@a`, `$a`); indexes without a value stay NULL, as
+ * an unbound parameter does. better-sqlite3 takes unnamed indexes positionally and named ones
+ * (a `?NNN` too) from an object keyed by the name without its prefix. */
+export function bindArguments(slots: ParameterSlots, params: ReadonlyArray<SqlValue>): Array<unknown> {
+  if (params.length > slots.count) throw tooManyValuesError()
+  const positional: Array<unknown> = []
+  let named: Record<string, unknown> | null = null
+  for (let index = 0; index < slots.count; index++) {
+    const value = index < params.length ? sqliteValueOf(params[index]!) : null
+    const name = slots.names[index] ?? null
+    if (name === null) {
+      positional.push(value)
+    } else {
+      named ??= {}
+      named[name.slice(1)] = value
+    }
+  }
+  if (named !== null) positional.push(named)
+  return positional
 }
 
 /** A failure of better-sqlite3 as the SqlError a client sees (SQLite's code and message). */

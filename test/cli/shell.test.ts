@@ -80,6 +80,9 @@ describe("tqlite shell", () => {
     expect(constraint.code).toBe(1)
     expect(constraint.err).toContain("UNIQUE constraint failed: v.id")
     expect(constraint.err).toMatch(/\(code 1555\)/) // SQLITE_CONSTRAINT_PRIMARYKEY
+    // The statement reaches SQLite with its `;`: SQLite's own message, not "incomplete input".
+    const incomplete = await shell("SELECT 1 +;")
+    expect(incomplete.err).toBe("Error: near \";\": syntax error (code 1)\n")
   })
 
   it("reads statements over several lines from a script and runs dot commands", async () => {

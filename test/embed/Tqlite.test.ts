@@ -154,6 +154,22 @@ describe("Tqlite embedded", () => {
         ])
       }))
 
+    it.effect("both routes answer SQLite's classes, the first statement's rows, named parameters and SQLite's own syntax error", () =>
+      Effect.gen(function*() {
+        const { nodes } = yield* Cluster
+        const leader = yield* leaderOf(nodes)
+        const [follower] = yield* followersOf(nodes)
+        for (const node of [leader, follower!]) {
+          const classes = yield* node.service.query("SELECT 1e15, -0.0, 2.0, typeof(2.0), 9007199254740993, typeof(?), typeof(?); SELECT 'second'", [2, 2.5])
+          expect(classes.rows).toEqual([[1e15, -0, 2, "real", 9007199254740993n, "integer", "real"]])
+          expect(Object.is(classes.rows[0]![1], -0)).toBe(true)
+          // `@b` takes the index after ?3 (4); index 2 is unused: value 2 binds nowhere.
+          expect((yield* node.service.query("SELECT :a, ?3, @b", [1, 2, 3, 4])).rows).toEqual([[1, 3, 4]])
+          const syntax = yield* Effect.flip(node.service.query("SELECT 1 +;"))
+          expect(syntax).toMatchObject({ _tag: "SqlError", code: 1, message: "near \";\": syntax error" })
+        }
+      }))
+
     it.effect("typed errors: SqlError with SQLite's code on every route, refused transaction control and parameters", () =>
       Effect.gen(function*() {
         const { nodes } = yield* Cluster

@@ -46,7 +46,7 @@ describe("replicated SQLite on three nodes", () => {
         return { count, contents, bytes, integrity, stats }
       })
     )
-    expect(result.count).toEqual([[35]])
+    expect(result.count).toEqual([[35n]])
     expect(result.contents[0]!.length).toBeGreaterThan(1000)
     expect(new Set(result.contents).size).toBe(1)
     expect(result.bytes[0]!.length).toBeGreaterThan(8 * 4096)

@@ -25,7 +25,7 @@ const program = Effect.gen(function*() {
   const writer = leader.dbs.writer("main")!
   for (let i = 0; i < 200; i++) {
     const seen = writer.database.writer.run("SELECT count(*) FROM kv WHERE k = 'uncommitted'", []).rows.rows[0]?.[0]
-    if (seen === 1) break
+    if (seen === 1n) break
     yield* Effect.sleep(Duration.millis(5))
   }
   // Let the leader's log writer make the entry durable in its own log.

@@ -49,7 +49,7 @@ describe("disk full under replicated SQLite", () => {
     expect(outcome.health.diskFull.map((e) => e.part)).toEqual(["log"])
     expect(outcome.second._tag).toBe("Right")
     // 3 was refused before it ran: never in the database.
-    expect(outcome.rows).toEqual([[1], [2], [4]])
+    expect(outcome.rows).toEqual([[1n], [2n], [4n]])
   })
 
   it("in three nodes the full leader hands over, writes go on, and once space is back every node holds the same rows", () => {
@@ -78,7 +78,7 @@ describe("disk full under replicated SQLite", () => {
         acknowledged.push(v)
       }
       const converged = yield* cluster.awaitConverged(2000)
-      const rows = rowsOf(yield* query(s2, "SELECT v FROM t ORDER BY v")).map((r) => r[0] as number)
+      const rows = rowsOf(yield* query(s2, "SELECT v FROM t ORDER BY v")).map((r) => Number(r[0]))
       const after = (yield* first.raft.condition).diskFull
       yield* sleepTicks(10)
       yield* cluster.shutdown()
@@ -127,7 +127,7 @@ describe("disk full under replicated SQLite", () => {
         yield* exec(s, "INSERT INTO t VALUES (7)")
         yield* cluster.awaitConverged(2000)
         const after = yield* Effect.forEach(followers, (n) => n.raft.condition)
-        const rows = rowsOf(yield* query(s, "SELECT v FROM t ORDER BY v")).map((r) => r[0])
+        const rows = rowsOf(yield* query(s, "SELECT v FROM t ORDER BY v")).map((r) => Number(r[0]))
         yield* cluster.shutdown()
         return { during, converged, after, rows, files: filesOf(cluster).filter((f) => f.id !== leader.id) }
       }))

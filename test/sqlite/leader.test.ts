@@ -90,7 +90,7 @@ describe("the leader's writer and readers", () => {
         return { inOldWal, writeExit: failureTag(writeExit), onNewLeader, oldRead, converged, oldRole: oldStatus.role, contents, integrity }
       })
     )
-    expect(result.inOldWal).toEqual([[1]])
+    expect(result.inOldWal).toEqual([[1n]])
     expect(["SqlLeadershipLost", "SqlNotLeader"]).toContain(result.writeExit)
     expect(result.onNewLeader).toEqual([["after"], ["kept"]])
     expect(result.oldRead).toBe("SqlNotLeader")
@@ -134,7 +134,7 @@ describe("the leader's writer and readers", () => {
       })
     )
     expect(result.failures).toEqual([{ id: 25, tag: "SqlError", code: 1555 }])
-    expect(result.count).toEqual([[51]])
+    expect(result.count).toEqual([[51n]])
     // The first insert, then one entry for the 50 (49 inserts and a rolled-back savepoint).
     expect(result.stats.own).toBe(2)
     expect(result.stats.pages).toBe(2)

@@ -60,7 +60,7 @@ describe("catching up", () => {
       })
     )
     expect(result.converged).toBe(true)
-    expect(result.count).toEqual([[10_000]])
+    expect(result.count).toEqual([[10_000n]])
     expect(result.entries).toBeLessThan(2_000) // group commit
     expect(result.restores).toBeGreaterThanOrEqual(1)
     expect(new Set(result.contents).size).toBe(1)
@@ -115,7 +115,7 @@ describe("the transaction size bound", () => {
     expect(result.single).toMatchObject({ _tag: "SqlError", code: 18 })
     expect(result.batchExits.map((e) => (Exit.isSuccess(e) ? "ok" : errorOf(e)?._tag))).toEqual(["ok", "ok", "SqlError", "ok", "ok"])
     expect(errorOf(result.batchExits[2]!)).toMatchObject({ code: 18 })
-    expect(result.before).toEqual([[150, 300_000]])
+    expect(result.before).toEqual([[150n, 300_000n]])
     expect(result.rewrite).toMatchObject({ _tag: "SqlError", code: 18 })
     expect(result.digestAfter).toEqual(result.digestBefore)
     expect(result.resets).toBe(1)

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest"
 import { AssertionError } from "../../src/assert.ts"
 import { sqliteLimits, logRecordBytesMax } from "../../src/sqlite/limits.ts"
-import { classifyStatement, parameterCount, splitStatements } from "../../src/sqlite/statements.ts"
+import { changesRows, classifyStatement, looksReadOnly, mainVerb, parameterSlots, returnsRows, splitStatements } from "../../src/sqlite/statements.ts"
 import { decodeWriteEntry, encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
 import { PageSetDecodeError } from "../../src/sqlite/errors.ts"
 import { persistBytesMax } from "../../src/storage/LogStore.ts"
@@ -11,25 +11,58 @@ describe("splitStatements", () => {
   it("splits on semicolons outside strings, identifiers and comments, with tail offsets", () => {
     const sql = "INSERT INTO t VALUES ('a;b'); -- c;d\n SELECT \"x;y\" FROM [t;u] /* ; */ ;;  "
     const parts = splitStatements(sql)
-    expect(parts.map((p) => p.sql)).toEqual(["INSERT INTO t VALUES ('a;b')", "-- c;d\n SELECT \"x;y\" FROM [t;u] /* ; */"])
-    expect(parts[0]!.endOffset).toBe(sql.indexOf(";", 25) + 1)
+    // Each statement is the client's text from its first token through its `;`, comments before
+    // it left out: SQLite sees exactly what was sent.
+    expect(parts.map((p) => p.text)).toEqual(["INSERT INTO t VALUES ('a;b');", "SELECT \"x;y\" FROM [t;u] /* ; */ ;"])
+    expect(parts[0]!.end).toBe(sql.indexOf(";", 25) + 1)
     expect(splitStatements("  -- nothing\n ; ")).toEqual([])
   })
 
   it("keeps a trigger body whole", () => {
     const sql = "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE u SET n = n + 1; DELETE FROM v; END; SELECT 1"
-    expect(splitStatements(sql).map((p) => p.sql)).toEqual([
-      "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE u SET n = n + 1; DELETE FROM v; END",
+    expect(splitStatements(sql).map((p) => p.text)).toEqual([
+      "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE u SET n = n + 1; DELETE FROM v; END;",
       "SELECT 1"
     ])
   })
 })
 
-describe("parameterCount", () => {
+describe("parameterSlots", () => {
   it("counts like sqlite3_bind_parameter_count", () => {
-    expect(parameterCount("SELECT ?, ?, '?'")).toBe(2)
-    expect(parameterCount("SELECT ?3, ?")).toBe(4)
-    expect(parameterCount("SELECT :a, @b, $c, :a -- :d")).toBe(3)
+    expect(parameterSlots("SELECT ?, ?, '?'").count).toBe(2)
+    expect(parameterSlots("SELECT ?3, ?").count).toBe(4)
+    expect(parameterSlots("SELECT :a, @b, $c, :a -- :d").count).toBe(3)
+  })
+})
+
+describe("what a statement does, from its text", () => {
+  it("finds the main verb behind WITH and knows which statements set changes()", () => {
+    expect(mainVerb("WITH x(a) AS (SELECT 1) INSERT INTO t SELECT a FROM x")).toBe("INSERT")
+    expect(mainVerb("with recursive c(n) as (select 1 union all select n + 1 from c where n < 3) select * from c")).toBe("SELECT")
+    expect(changesRows("/* c */ delete from t")).toBe(true)
+    expect(changesRows("REPLACE INTO t VALUES (1)")).toBe(true)
+    expect(changesRows("EXPLAIN INSERT INTO t VALUES (1)")).toBe(false)
+    expect(changesRows("CREATE TABLE t(a)")).toBe(false)
+    expect(changesRows("BEGIN")).toBe(false)
+    expect(changesRows("SELECT 'insert'")).toBe(false)
+  })
+
+  it("looksReadOnly is conservative, and reads words, not strings", () => {
+    expect(looksReadOnly("SELECT 1")).toBe(true)
+    expect(looksReadOnly("SELECT 'update'")).toBe(true)
+    expect(looksReadOnly("SELECT 1; SELECT 2")).toBe(true)
+    expect(looksReadOnly("SELECT 1; DELETE FROM t")).toBe(false)
+    expect(looksReadOnly("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x")).toBe(false)
+    expect(looksReadOnly("PRAGMA table_info(t)")).toBe(false)
+    expect(looksReadOnly("")).toBe(false)
+  })
+
+  it("returnsRows: what a shell runs as a query", () => {
+    expect(returnsRows("INSERT INTO m VALUES (1) RETURNING x")).toBe(true)
+    expect(returnsRows("WITH a AS (SELECT 1) INSERT INTO m SELECT * FROM a")).toBe(false)
+    expect(returnsRows("VALUES (1)")).toBe(true)
+    expect(returnsRows("PRAGMA table_info(m)")).toBe(true)
+    expect(returnsRows("INSERT INTO m VALUES ('returning')")).toBe(false)
   })
 })
 

@@ -17,7 +17,7 @@ import * as path from "node:path"
 import * as readline from "node:readline"
 import type { DqliteClientService } from "../../net/client/Client.ts"
 import { make as makeClient } from "../../net/client/Client.ts"
-import { splitStatements } from "../../sqlite/statements.ts"
+import { classifyStatement, isComplete, isRelease, returnsRows, splitStatements } from "../../sqlite/statements.ts"
 import type { CliIo } from "../common.ts"
 import { clientErrorText, exitCodes, parseCommandLine, parseServers, parseTlsFlags, processIo, runProgram, tlsFlags, withTls } from "../common.ts"
 import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
@@ -42,27 +42,12 @@ const pendingCharsMax = 16 * 1024 * 1024
 export const historyFilePath = () => process.env["TQLITE_HISTORY"] ?? path.join(os.homedir(), ".tqlite_history")
 
 /** Transaction control answers with no change count worth printing (sqlite3 prints nothing). */
-const transactionControl = /^\s*(?:--[^\n]*\n\s*|\/\*[\s\S]*?\*\/\s*)*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b/i
-
-const rowsStart = /^\s*(?:--[^\n]*\n\s*|\/\*[\s\S]*?\*\/\s*)*(SELECT|VALUES|EXPLAIN|PRAGMA|WITH)\b/i
-const writeWord = /\b(INSERT|UPDATE|DELETE|REPLACE)\b/i
-const returningWord = /\bRETURNING\b/i
-
-/** Whether a statement answers with rows (run as a query) or with a change count (exec). Only
- * decides how it is sent and printed: a WITH … INSERT sent as exec still runs. */
-export function returnsRows(sql: string): boolean {
-  if (returningWord.test(sql)) return true
-  const start = rowsStart.exec(sql)
-  if (start === null) return false
-  return start[1]!.toUpperCase() !== "WITH" || !writeWord.test(sql)
+function isTransactionControl(sql: string): boolean {
+  const kind = classifyStatement(sql)._tag
+  return kind === "Begin" || kind === "Commit" || kind === "Rollback" || kind === "Savepoint" || isRelease(sql)
 }
 
-/** Whether `text` ends with a complete statement: one more line would start a new statement,
- * not continue a string, comment or trigger body. */
-export function isComplete(text: string): boolean {
-  if (text.trim().length === 0) return false
-  return splitStatements(`${text}\nx`).length === splitStatements(text).length + 1
-}
+export { isComplete, returnsRows }
 
 const helpText = `.cluster            the cluster's members (id, address, role, leader)
 .format [FORMAT]     show or set the output format: table, json or csv
@@ -94,7 +79,7 @@ export class ShellSession {
     const statements = splitStatements(text)
     return Effect.gen(this, function*() {
       for (const statement of statements) {
-        if (!(yield* this.runStatement(statement.sql))) return false
+        if (!(yield* this.runStatement(statement.text))) return false
       }
       return true
     })
@@ -103,7 +88,7 @@ export class ShellSession {
   runStatement(sql: string): Effect.Effect<boolean> {
     const run = returnsRows(sql)
       ? Effect.map(this.client.query(sql), (result) => formatRows(this.format, result.columns, result.rows))
-      : Effect.map(this.client.exec(sql), (result) => transactionControl.test(sql) ? "" : formatChange(this.format, result.rowsAffected, result.lastInsertId))
+      : Effect.map(this.client.exec(sql), (result) => isTransactionControl(sql) ? "" : formatChange(this.format, result.rowsAffected, result.lastInsertId))
     return Effect.match(run, {
       onFailure: (error) => {
         this.io.err(`Error: ${clientErrorText(error)}\n`)

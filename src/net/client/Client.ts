@@ -18,6 +18,7 @@
 // - `stream` yields rows as ROWS batches arrive (the socket is read only as the stream is pulled);
 //   stopping early sends INTERRUPT and discards the rest of the result.
 // - Every request has a timeout (`requestTimeoutMs`), every connect one (`connectTimeoutMs`).
+import { looksReadOnly } from "../../sqlite/statements.ts"
 import type { Scope } from "effect"
 import { Chunk, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Schedule, Scope as ScopeOps, Stream } from "effect"
 import { ExecutionStrategy } from "effect"
@@ -88,9 +89,10 @@ export interface QueryResult {
 }
 
 export interface QueryOptions {
-  /** Whether the statement may be re-run when its outcome is unknown. Default: true for text
-   * that starts with SELECT, VALUES, EXPLAIN or WITH and mentions no INSERT, UPDATE, DELETE,
-   * REPLACE or RETURNING. */
+  /** Whether the statement may be re-run when its outcome is unknown. Default: true when every
+   * statement of the text starts with SELECT, VALUES, EXPLAIN or WITH and has no INSERT,
+   * UPDATE, DELETE, REPLACE or RETURNING outside its strings and comments (`looksReadOnly`):
+   * the server runs every statement of a QUERY_SQL. */
   readonly idempotent?: boolean
 }
 
@@ -157,13 +159,8 @@ interface TransactionBinding {
 /** The connection of the transaction the current fiber is in, per client. */
 const currentTransaction = FiberRef.unsafeMake<TransactionBinding | null>(null)
 
-const readOnlyStart = /^\s*(?:--[^\n]*\n\s*|\/\*[\s\S]*?\*\/\s*)*(SELECT|VALUES|EXPLAIN|WITH)\b/i
-const writeWord = /\b(INSERT|UPDATE|DELETE|REPLACE|RETURNING)\b/i
-
 /** Conservative: false only makes a query non-retryable after an unknown outcome. */
-export function looksReadOnly(sql: string): boolean {
-  return readOnlyStart.test(sql) && !writeWord.test(sql)
-}
+export { looksReadOnly }
 
 const roleByCode: Record<number, ServerRole> = { [RoleCode.voter]: "voter", [RoleCode.standby]: "standby", [RoleCode.spare]: "spare" }
 

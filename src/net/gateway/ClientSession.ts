@@ -23,7 +23,7 @@ import type { Response } from "./responses.ts"
 import { RowsWriter, encodeResponse, failure } from "./responses.ts"
 import type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
 import type { FrameStream, FramingError, SocketError } from "./socketIo.ts"
-import { firstStatement, isBlankSql, utf8OffsetBytes } from "./sqlText.ts"
+import { firstStatement, isBlankSql, utf8OffsetBytes } from "../../sqlite/statements.ts"
 import { specialColumnOf, sqlValueOfParam, textForWire, wireValueOfSql } from "./sqlValues.ts"
 import type { Value } from "./values.ts"
 

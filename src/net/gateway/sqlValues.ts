@@ -1,8 +1,9 @@
 // Between the wire's typed values and the SQL surface's plain ones (src/sqlite/Sql.ts SqlValue).
 //
-// Parameters (wire → SQL): INTEGER and BOOLEAN become `bigint`, so a binder that treats JS
-// numbers as doubles (better-sqlite3 does) still binds an int64; FLOAT stays a `number`, TEXT and
-// ISO8601 a string, BLOB bytes, NULL null. UNIXTIME never arrives (the codec rejects it).
+// Parameters (wire → SQL): INTEGER and BOOLEAN (as 0 or 1) become `bigint`, so they bind as INTEGER
+// (`typeof(?)` = integer; better-sqlite3 binds every JS number as a double); FLOAT stays a
+// `number` and binds as REAL (−0.0 too), TEXT and ISO8601 a string, BLOB bytes, NULL null.
+// UNIXTIME never arrives (the codec rejects it).
 //
 // Rows (SQL → wire), as dqlite chooses types (fact sheet §4.4): the declared type of the column,
 // matched whole and case-insensitively, decides the special types:
@@ -10,10 +11,9 @@
 // - BOOLEAN: an integer → BOOLEAN (the raw value), NULL → BOOLEAN 0;
 // - any other pairing (a REAL in a DATETIME column, text in a BOOLEAN one, which crash a dqlite
 //   1.11 node) is sent with its plain type.
-// SqlValue cannot tell REAL from INTEGER for an integral `number` (2.0 vs 2): a `bigint` is an
-// INTEGER; a `number` is an INTEGER when it is a safe integer, unless the column's declared type
-// has REAL affinity (contains REAL, FLOA or DOUB, and not INT), where SQLite only ever returns
-// REALs. An expression like `SELECT 2.0` therefore goes out as INTEGER 2.
+// Otherwise every value goes out with SQLite's own storage class, which SqlValue carries: a
+// `bigint` is an INTEGER, a `number` a FLOAT (`SELECT 2.0, -0.0, 1e15` → FLOAT 2, −0, 1e15, as
+// dqlite sends them).
 
 import type { SqlValue } from "../../sqlite/Sql.ts"
 import type { Value } from "./values.ts"
@@ -23,9 +23,11 @@ import { canonicalInt64, int64Max, int64Min } from "./values.ts"
 export function sqlValueOfParam(value: Value): SqlValue {
   switch (value.kind) {
     case "integer":
-    case "boolean":
     case "unixtime":
       return BigInt(value.value)
+    case "boolean":
+      // dqlite (1.11 and later) binds a BOOLEAN as 0 or 1, whatever the raw word.
+      return value.value === 0 || value.value === 0n ? 0n : 1n
     case "float":
       return value.value
     case "text":
@@ -38,7 +40,7 @@ export function sqlValueOfParam(value: Value): SqlValue {
   }
 }
 
-type SpecialColumn = "time" | "boolean" | "real" | "plain"
+type SpecialColumn = "time" | "boolean" | "plain"
 
 /** How a column's declared type affects the wire type of its values. */
 export function specialColumnOf(declaredType: string | null | undefined): SpecialColumn {
@@ -46,7 +48,6 @@ export function specialColumnOf(declaredType: string | null | undefined): Specia
   const upper = declaredType.toUpperCase()
   if (upper === "DATETIME" || upper === "DATE" || upper === "TIMESTAMP") return "time"
   if (upper === "BOOLEAN") return "boolean"
-  if (!upper.includes("INT") && (upper.includes("REAL") || upper.includes("FLOA") || upper.includes("DOUB"))) return "real"
   return "plain"
 }
 
@@ -58,10 +59,7 @@ export function wireValueOfSql(value: SqlValue, column: SpecialColumn): Value {
     return { kind: "null" }
   }
   if (typeof value === "bigint") return integerValue(value, column)
-  if (typeof value === "number") {
-    if (column !== "real" && Number.isSafeInteger(value)) return integerValue(BigInt(value), column)
-    return { kind: "float", value }
-  }
+  if (typeof value === "number") return { kind: "float", value }
   if (typeof value === "string") {
     const text = textForWire(value)
     return column === "time" ? { kind: "iso8601", value: text } : { kind: "text", value: text }

@@ -247,7 +247,7 @@ describe("client: cluster administration", () => {
     expect(looksReadOnly("  -- c\n with x as (select 1) select * from x")).toBe(true)
     expect(looksReadOnly("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x")).toBe(false)
     expect(looksReadOnly("INSERT INTO t VALUES (1) RETURNING *")).toBe(false)
-    expect(looksReadOnly("SELECT 'update'")).toBe(false)
+    expect(looksReadOnly("SELECT 'update'")).toBe(true)
     expect(looksReadOnly("PRAGMA table_info(t)")).toBe(false)
   })
 })

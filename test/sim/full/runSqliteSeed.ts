@@ -176,7 +176,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
           const sql = `SELECT count(*) FROM events WHERE op IN (${distinct.length === 0 ? "NULL" : distinct.join(",")})`
           exit = yield* Effect.exit(run(node, [[sql, []]], Effect.void))
           if (Exit.isSuccess(exit)) {
-            const seen = (exit.value as { rows: ReadonlyArray<ReadonlyArray<unknown>> }).rows[0]?.[0]
+            const seen = Number((exit.value as { rows: ReadonlyArray<ReadonlyArray<unknown>> }).rows[0]?.[0])
             if (seen !== distinct.length) violations.push({ invariant: "linearizability", detail: `client ${id} read ${String(seen)} of ${distinct.length} acknowledged inserts` })
           }
         }
