@@ -122,6 +122,9 @@ export interface DqloadRun {
  * prints its result); `result` settles once it has exited. */
 export interface RunningDqload {
   readonly child: ChildProcess
+  /** Resolves once dqload has found the leader (its "dqload: leader=" line); its workers start
+   * right after it creates the schema. Rejects if it exits first or after `readyTimeoutMs`. */
+  readonly ready: (readyTimeoutMs: number) => Promise<void>
   readonly result: Promise<DqloadResult>
   readonly stop: () => void
 }
@@ -141,7 +144,15 @@ export function startDqload(binary: string, run: DqloadRun): RunningDqload {
   let stderr = ""
   child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
   // Bounded: the first errors of each kind and the leader lines are all dqload prints here.
-  child.stderr!.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-20_000)))
+  let found = false
+  const readyWaiters: Array<() => void> = []
+  child.stderr!.on("data", (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-20_000)
+    if (!found && stderr.includes("dqload: leader=")) {
+      found = true
+      for (const waiter of readyWaiters.splice(0)) waiter()
+    }
+  })
   let killTimer: NodeJS.Timeout | undefined
   const stop = () => {
     if (child.exitCode !== null || child.signalCode !== null) return
@@ -162,5 +173,18 @@ export function startDqload(binary: string, run: DqloadRun): RunningDqload {
       }
     })
   })
-  return { child, result, stop }
+  const ready = (readyTimeoutMs: number) =>
+    new Promise<void>((resolve, reject) => {
+      if (found) return resolve()
+      const timer = setTimeout(() => reject(new Error(`dqload found no leader within ${readyTimeoutMs} ms`)), readyTimeoutMs)
+      readyWaiters.push(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+      result.catch((error: unknown) => {
+        clearTimeout(timer)
+        reject(error)
+      })
+    })
+  return { child, ready, result, stop }
 }
