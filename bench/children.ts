@@ -3,8 +3,15 @@
 import type { ChildProcess } from "node:child_process"
 
 const live = new Set<ChildProcess>()
+/** Set by stopTracked: a child started after it (the benchmark racing its own shutdown) is
+ * killed at once rather than left running after we exit. */
+let stopping = false
 
 export function track(child: ChildProcess): ChildProcess {
+  if (stopping) {
+    child.kill("SIGKILL")
+    return child
+  }
   live.add(child)
   child.once("exit", () => live.delete(child))
   return child
@@ -23,7 +30,10 @@ export function stopAll(children: ReadonlyArray<ChildProcess>, graceMs = 10_000)
   }))).then(() => undefined)
 }
 
-export const stopTracked = (graceMs?: number): Promise<void> => stopAll([...live], graceMs)
+export function stopTracked(graceMs?: number): Promise<void> {
+  stopping = true
+  return stopAll([...live], graceMs)
+}
 
 /** On the first SIGINT/SIGTERM: `onInterrupt` (print what was measured, clean up), then exit
  * 130. A second one exits at once. Returns the function that removes the handler. */

@@ -69,6 +69,8 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
   const loadBefore = os.loadavg()
   const startedAt = new Date().toISOString()
   let running: RunningDqload | null = null
+  // Set on Ctrl-C: the row in progress is partial and is not recorded.
+  let interrupted = false
 
   const report = (interrupted: boolean) => {
     const load: LoadAverages = { before: loadBefore, after: os.loadavg(), cpus: os.cpus().length }
@@ -90,6 +92,7 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
     fs.rmSync(dir, { recursive: true, force: true })
   }
   const removeHandler = onInterrupt(async () => {
+    interrupted = true
     await cleanUp()
     report(true)
   })
@@ -111,6 +114,7 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
         })
         outcomes[system] = await outcomeOf(running.result)
         running = null
+        if (interrupted) return
         log(`  ${spec.workload} ×${spec.workers} ${system}: ${describe(outcomes[system])}`)
       }
       rows.push({ spec, first: order[0]!, dqlite: outcomes.dqlite!, tqlite: outcomes.tqlite! })
