@@ -23,7 +23,7 @@ import { type Cluster, ensureBundle, leaderOf, leadershipTerms, startDqlite, sta
 import { ensureDqload, type RunningDqload, startDqload } from "./dqload.ts"
 import { option } from "./load.ts"
 import { UsageError, wholeSeconds } from "./versusDqlite.ts"
-import { formatLongQuery, type LongQueryMeasurement, type Outcome, type System, verdicts } from "./versusReport.ts"
+import { formatLongQuery, loadLine, type LongQueryMeasurement, type Outcome, type System, verdicts } from "./versusReport.ts"
 
 const longQuerySql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT count(*) AS n FROM c"
 const probeIntervalMs = 100
@@ -198,7 +198,7 @@ async function longQuery(args: ReadonlyArray<string>): Promise<void> {
     await cleanUp()
   }
   const loadAfter = os.loadavg()
-  process.stdout.write(`\nmachine load (1/5/15 min) before ${loadBefore.map((l) => l.toFixed(2)).join(" ")}, after ${loadAfter.map((l) => l.toFixed(2)).join(" ")}, ${os.cpus().length} CPUs\n`)
+  process.stdout.write(`\n${loadLine({ before: loadBefore, after: loadAfter, cpus: os.cpus().length })}\n`)
   if (jsonFile !== undefined) {
     const json = {
       benchmark: "long-query", querySeconds, baselineSeconds: seconds, calibratedRows: rows, loadavgBefore: loadBefore, loadavgAfter: loadAfter,
