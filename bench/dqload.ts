@@ -71,21 +71,26 @@ const buildTimeoutMs = 15 * 60_000
 
 /** The binary: `explicit` when given (it must exist), else a cached build that is newer than
  * dqload's sources, else a fresh build (`build.sh OUT`) into the cache. */
-export async function ensureDqload(explicit: string | undefined, log: (line: string) => void): Promise<string> {
+export async function ensureDqload(
+  explicit: string | undefined,
+  log: (line: string) => void,
+  where: { readonly sourceDir?: string; readonly cacheDir?: string } = {}
+): Promise<string> {
   if (explicit !== undefined) {
     if (!fs.existsSync(explicit)) throw new Error(`--dqload ${explicit}: no such file`)
     return explicit
   }
-  const source = dqloadSourceDir()
-  const binary = path.join(dqloadCacheDir, "dqload")
+  const source = where.sourceDir ?? dqloadSourceDir()
+  const cacheDir = where.cacheDir ?? dqloadCacheDir
+  const binary = path.join(cacheDir, "dqload")
   const sourcesMs = Math.max(...fs.readdirSync(source).map((f) => fs.statSync(path.join(source, f)).mtimeMs))
   if (fs.existsSync(binary) && fs.statSync(binary).mtimeMs > sourcesMs) return binary
   const started = performance.now()
   log(`building dqload from ${source} into ${binary} …`)
   const { code, output } = await runBounded("bash", [path.join(source, "build.sh"), binary], buildTimeoutMs, {
-    GOCACHE: path.join(dqloadCacheDir, "gocache")
+    GOCACHE: path.join(cacheDir, "gocache")
   })
-  if (code !== 0) throw new Error(`dqload's build.sh failed (exit ${code}): ${output.slice(-2000)}`)
+  if (code !== 0 || !fs.existsSync(binary)) throw new Error(`dqload's build.sh failed (exit ${code}): ${output.slice(-2000)}`)
   log(`built dqload in ${((performance.now() - started) / 1000).toFixed(1)} s`)
   return binary
 }
@@ -116,6 +121,10 @@ export interface DqloadRun {
   readonly seconds: number
   /** Each op's bound (dqload's --op-timeout), so the run ends by seconds + this. */
   readonly opTimeoutSeconds: number
+  /** Slack past seconds + op timeout before dqload is told to stop (SIGINT), and then before it
+   * is killed; tests shorten them. */
+  readonly stopMarginMs?: number
+  readonly killMarginMs?: number
 }
 
 /** dqload running: `stop()` asks it to finish now (SIGINT: it stops its workers and still
@@ -129,9 +138,6 @@ export interface RunningDqload {
   readonly stop: () => void
 }
 
-/** Slack past seconds + op timeout before dqload is told to stop, then before it is killed. */
-const stopMarginMs = 15_000
-const killMarginMs = 5_000
 
 export function startDqload(binary: string, run: DqloadRun): RunningDqload {
   const args = [
@@ -157,9 +163,9 @@ export function startDqload(binary: string, run: DqloadRun): RunningDqload {
   const stop = () => {
     if (child.exitCode !== null || child.signalCode !== null) return
     child.kill("SIGINT")
-    killTimer ??= setTimeout(() => child.kill("SIGKILL"), killMarginMs)
+    killTimer ??= setTimeout(() => child.kill("SIGKILL"), run.killMarginMs ?? 5_000)
   }
-  const stopTimer = setTimeout(stop, (run.seconds + run.opTimeoutSeconds) * 1000 + stopMarginMs)
+  const stopTimer = setTimeout(stop, (run.seconds + run.opTimeoutSeconds) * 1000 + (run.stopMarginMs ?? 15_000))
   const result = new Promise<DqloadResult>((resolve, reject) => {
     child.once("error", (error) => reject(new Error(`dqload: ${error.message}`)))
     // "close", not "exit": the result line may still sit in the stdout pipe at exit.

@@ -71,7 +71,7 @@ describe("versus-dqlite (smoke)", () => {
 
   it("on Ctrl-C prints the rows so far, stops every process, removes its temp dir and exits 130", async () => {
     const json = path.join(scratch, "interrupted.json")
-    const run = bench(["versus-dqlite", "--seconds", "2", "--rows", "kvwrite:1,kvwrite:1,kvwrite:1", "--plot", path.join(scratch, "interrupted.svg"), "--json", json])
+    const run = bench(["versus-dqlite", "--seconds", "1", "--rows", "kvwrite:1,kvwrite:1,kvwrite:1", "--plot", path.join(scratch, "interrupted.svg"), "--json", json])
     // Interrupt in the second row, after the first one is complete.
     const deadline = Date.now() + 180_000
     while (!/kvwrite ×1 tqlite: /.test(run.stderrSoFar()) && Date.now() < deadline && run.child.exitCode === null) {
