@@ -26,6 +26,7 @@ import {
   ratio,
   renderSvg,
   type RowResult,
+  RowsInvalid,
   type System
 } from "./versusReport.ts"
 
@@ -48,7 +49,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   try {
     await versus(args)
   } catch (error) {
-    if (!(error instanceof UsageError) && (error as Error).name !== "RowsInvalid") throw error
+    if (!(error instanceof UsageError) && !(error instanceof RowsInvalid)) throw error
     process.stderr.write(`versus-dqlite: ${(error as Error).message}\n`)
     process.exitCode = 2
   }
@@ -69,16 +70,17 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
   const loadBefore = os.loadavg()
   const startedAt = new Date().toISOString()
   let running: RunningDqload | null = null
-  // Set on Ctrl-C: the row in progress is partial and is not recorded.
-  let interrupted = false
+  // Set on Ctrl-C: the row in progress is partial and is not recorded; the loop then waits for
+  // the handler, which exits 130 once it has cleaned up and reported.
+  let interruption: Promise<void> | null = null
 
-  const report = (interrupted: boolean) => {
+  const report = (partial: boolean) => {
     const load: LoadAverages = { before: loadBefore, after: os.loadavg(), cpus: os.cpus().length }
     const title = `dqload (go-dqlite driver): 3 dqlite-demo vs 3 tqlite processes, ${seconds} s per row`
-    process.stdout.write(`\n${title}${interrupted ? " — INTERRUPTED, rows so far" : ""}\n\n${formatTable(rows)}\n\n${loadLine(load)}\n`)
+    process.stdout.write(`\n${title}${partial ? " — INTERRUPTED, rows so far" : ""}\n\n${formatTable(rows)}\n\n${loadLine(load)}\n`)
     fs.writeFileSync(plotFile, renderSvg(rows, title))
     const json = {
-      benchmark: "versus-dqlite", startedAt, finishedAt: new Date().toISOString(), interrupted, secondsPerRow: seconds, opTimeoutSeconds,
+      benchmark: "versus-dqlite", startedAt, finishedAt: new Date().toISOString(), interrupted: partial, secondsPerRow: seconds, opTimeoutSeconds,
       machine: { cpus: load.cpus, loadavgBefore: load.before, loadavgAfter: load.after, node: process.version, platform: `${os.platform()} ${os.release()}` },
       dqload,
       rows: rows.map((row) => ({ ...row.spec, first: row.first, dqlite: row.dqlite, tqlite: row.tqlite, ratio: ratio(row) }))
@@ -91,11 +93,12 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
     await stopTracked()
     fs.rmSync(dir, { recursive: true, force: true })
   }
-  const removeHandler = onInterrupt(async () => {
-    interrupted = true
-    await cleanUp()
-    report(true)
-  })
+  const removeHandler = onInterrupt(() =>
+    interruption = (async () => {
+      await cleanUp()
+      report(true)
+    })()
+  )
 
   try {
     log(`starting 3 dqlite-demo and 3 tqlite processes (data in ${dir}) …`)
@@ -114,7 +117,7 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
         })
         outcomes[system] = await outcomeOf(running.result)
         running = null
-        if (interrupted) return
+        if (interruption !== null) return await interruption
         log(`  ${spec.workload} ×${spec.workers} ${system}: ${describe(outcomes[system])}`)
       }
       rows.push({ spec, first: order[0]!, dqlite: outcomes.dqlite!, tqlite: outcomes.tqlite! })
