@@ -30,6 +30,8 @@ export function stopAll(children: ReadonlyArray<ChildProcess>, graceMs = 10_000)
   }))).then(() => undefined)
 }
 
+/** Benchmarks throw their clusters' data away, so a short grace is enough: dqlite-demo's own
+ * graceful stop (a role hand-over without deadline) hangs when its peers stop with it. */
 export function stopTracked(graceMs?: number): Promise<void> {
   stopping = true
   return stopAll([...live], graceMs)

@@ -176,7 +176,7 @@ async function longQuery(args: ReadonlyArray<string>): Promise<void> {
   const loadBefore = os.loadavg()
   const results: Array<LongQueryMeasurement> = []
   const cleanUp = async () => {
-    await stopTracked()
+    await stopTracked(3_000)
     fs.rmSync(dir, { recursive: true, force: true })
   }
   const removeHandler = onInterrupt(cleanUp)

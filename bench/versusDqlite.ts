@@ -90,7 +90,7 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
   }
   const cleanUp = async () => {
     running?.stop()
-    await stopTracked()
+    await stopTracked(3_000)
     fs.rmSync(dir, { recursive: true, force: true })
   }
   const removeHandler = onInterrupt(() =>
