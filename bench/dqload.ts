@@ -24,7 +24,12 @@ export const DqloadResult = Schema.Struct({
   max_ms: Schema.Number,
   mean_ms: Schema.Number,
   read_missing: Schema.Number,
-  acked_writes: Schema.Number
+  acked_writes: Schema.Number,
+  // Kept in the JSON results: the driver's hidden reconnects (dqload's README, "quirks").
+  driver_connects: Schema.optional(Schema.Number),
+  driver_badconn_notleader: Schema.optional(Schema.Number),
+  driver_badconn_network: Schema.optional(Schema.Number),
+  leader: Schema.optional(Schema.String)
 })
 export type DqloadResult = typeof DqloadResult.Type
 

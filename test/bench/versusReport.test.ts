@@ -71,6 +71,7 @@ describe("dqload's output", () => {
     expect(parsed.ok_per_s).toBe(175.6)
     expect(parsed.error_kinds["busy"]).toBe(24420)
     expect(parsed.p99_ms).toBe(43.22)
+    expect(parsed.driver_connects).toBe(9)
   })
 
   it("refuses output without a result, or a result without a field, saying which", () => {
