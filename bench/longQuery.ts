@@ -173,6 +173,7 @@ async function longQuery(args: ReadonlyArray<string>): Promise<void> {
   const { rows, rowsPerSecond } = calibrate(querySeconds)
   log(`calibrated: SQLite counts ${(rowsPerSecond / 1e6).toFixed(1)}M CTE rows/s here, so ${rows.toLocaleString("en-US")} rows for ~${querySeconds} s`)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-longquery-"))
+  log(`3 tqlite processes${systems.length > 1 ? ", then 3 dqlite-demo processes" : ""} (data in ${dir})`)
   const loadBefore = os.loadavg()
   const results: Array<LongQueryMeasurement> = []
   const cleanUp = async () => {
