@@ -6,7 +6,8 @@ const benches: Record<string, { readonly module: string; readonly about: string 
   log: { module: "./log.ts", about: "Raft log: append throughput vs a raw write+fdatasync loop; group commit vs fsync per entry" },
   raft: { module: "./raft.ts", about: "Raft actor stack: proposals/s of a 3-node in-process cluster on real disk vs one node (1/8/64 proposers)" },
   walFrames: { module: "./walFrames.ts", about: "SQLite page machinery: WAL capture overhead, checksum, page apply" },
-  "versus-dqlite": { module: "./versusDqlite.ts", about: "the wire load generator (tqlite bench) against 3 tqlite processes and 3 dqlite-demo (dqlite 1.11) processes, 1/8/64 workers" },
+  "versus-dqlite": { module: "./versusDqlite.ts", about: "dqload (go-dqlite driver) against 3 dqlite-demo and 3 tqlite processes, rows interleaved; ratio table, SVG plot, JSON (--seconds, --rows, --dqload, --plot, --json)" },
+  "long-query": { module: "./longQuery.ts", about: "a long read on the leader: leader changes, SELECT 1 latency and kvwrite p99 vs baseline, pass/fail against issue 12 (--query-seconds, --seconds, --dqlite)" },
   embed: { module: "./embed.ts", about: "embedding API on a 3-node loopback cluster: inserts and selects via the leader (local), a follower (routed) and layerRemote (--writers 1,16 --routes local,routed,remote)" },
   failover: { module: "./failover.ts", about: "availability: kill -9 of the leader (5×) and of the whole cluster (3×) under writes; the gap to the first acknowledged write (--kills, --restarts, --writers, --dqload PATH)" },
   sqlite: { module: "./sqlite.ts", about: "3-node replicated SQLite (real disk, fsync) vs plain better-sqlite3 with an fsync per transaction, 1/8/64 writers" }

@@ -1,113 +1,141 @@
-// `npm run bench -- versus-dqlite [--seconds S] [--workers 1,8,64] [--workload write]`: the same
-// wire-protocol load generator (`tqlite bench`, src/cli/loadgen.ts) against a 3-node tqlite
-// cluster (three `tqlite start` processes) and a 3-node dqlite 1.11 cluster (three `dqlite-demo`
-// processes from Debian's go-dqlite package), one after the other on loopback, each with its
-// data in a fresh temporary directory. Both clusters are real multi-process deployments with
-// fsync on, so the ratio compares the systems, not an in-process shortcut.
-import { type ChildProcess, spawn } from "node:child_process"
+// `npm run bench -- versus-dqlite [--seconds 10] [--rows kvwrite:1,kvwrite:8,kvwrite:64,kvreadwrite:1,kvreadwrite:64]
+//                                 [--dqload PATH] [--plot FILE.svg] [--json FILE] [--op-timeout 10]`
+//
+// Both systems driven by the same independent client: dqload (../shared/tools/dqload, go-dqlite's
+// real driver, in its own process; built into a cache dir unless --dqload is given) against 3
+// `dqlite-demo` processes (dqlite 1.11, Debian's go-dqlite) and 3 `tqlite start` processes (the
+// bundled CLI, rebuilt when stale), all on loopback with fsync on and fresh temp data dirs. The
+// rows run interleaved — for each row both systems, the one going first alternating — each on a
+// fresh database so tables start empty. Prints the ratio table and the machine's load, and writes
+// an SVG plot and a JSON file of all results. Ctrl-C prints the rows so far, stops every
+// process, removes the temp dir and exits 130.
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
-import { Duration, Effect, Schedule } from "effect"
-import type { LoadReport, Workload } from "../src/cli/loadgen.ts"
-import { prepare, run } from "../src/cli/loadgen.ts"
-import { make as makeClient } from "../src/net/client/Client.ts"
+import { onInterrupt, stopTracked } from "./children.ts"
+import { type Cluster, ensureBundle, startDqlite, startTqlite } from "./clusters.ts"
+import { type DqloadResult, ensureDqload, type RunningDqload, startDqload } from "./dqload.ts"
 import { option } from "./load.ts"
-import { freePortNow as freePort } from "../test/freePort.ts"
+import {
+  defaultRows,
+  formatTable,
+  type LoadAverages,
+  loadLine,
+  type Outcome,
+  parseRows,
+  ratio,
+  renderSvg,
+  type RowResult,
+  RowsInvalid,
+  type System
+} from "./versusReport.ts"
 
-const root = path.resolve(import.meta.dirname, "..")
-
-type Cluster = { readonly servers: ReadonlyArray<string>; readonly stop: () => Promise<void> }
-
-function spawnAll(commands: ReadonlyArray<{ readonly command: string; readonly args: ReadonlyArray<string> }>): Array<ChildProcess> {
-  return commands.map(({ command, args }) => spawn(command, args, { cwd: root, stdio: ["ignore", "ignore", "ignore"] }))
+export class UsageError extends Error {
+  override readonly name = "UsageError"
 }
 
-async function stopAll(children: ReadonlyArray<ChildProcess>): Promise<void> {
-  await Promise.all(children.map((child) => new Promise<void>((resolve) => {
-    if (child.exitCode !== null) return resolve()
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
-    child.once("exit", () => {
-      clearTimeout(timer)
-      resolve()
-    })
-    child.kill("SIGTERM")
-  })))
+/** A whole number of seconds ≥ min (dqload's --duration is whole seconds). */
+export function wholeSeconds(args: ReadonlyArray<string>, name: string, fallback: number, min = 1): number {
+  const text = option(args, name)
+  if (text === undefined) return fallback
+  const value = Number(text)
+  if (!Number.isInteger(value) || value < min) throw new UsageError(`--${name} wants a whole number ≥ ${min}, not "${text}"`)
+  return value
 }
 
-async function startTqlite(dir: string): Promise<Cluster> {
-  const ports = [await freePort(), await freePort(), await freePort()]
-  const servers = ports.map((p) => `127.0.0.1:${p}`)
-  const cli = path.join(root, "dist/tqlite.mjs")
-  const first = spawnAll([{ command: process.execPath, args: [cli, "start", "--address", servers[0]!, "--data-dir", path.join(dir, "t1")] }])
-  await waitForLeader(servers.slice(0, 1))
-  const rest = spawnAll(servers.slice(1).map((address, i) => ({
-    command: process.execPath,
-    args: [cli, "start", "--address", address, "--data-dir", path.join(dir, `t${i + 2}`), "--join", servers[0]!]
-  })))
-  await waitForVoters(servers, 3)
-  return { servers, stop: () => stopAll([...first, ...rest]) }
-}
-
-async function startDqlite(dir: string): Promise<Cluster> {
-  const ports = [await freePort(), await freePort(), await freePort()]
-  const api = [await freePort(), await freePort(), await freePort()]
-  const servers = ports.map((p) => `127.0.0.1:${p}`)
-  const children = spawnAll(servers.map((address, i) => ({
-    command: "dqlite-demo",
-    args: ["--api", `127.0.0.1:${api[i]}`, "--db", address, "--dir", path.join(dir, `d${i + 1}`), ...(i > 0 ? ["--join", servers[0]!] : [])]
-  })))
-  await waitForVoters(servers, 3)
-  return { servers, stop: () => stopAll(children) }
-}
-
-const retry = Schedule.spaced(Duration.millis(200)).pipe(Schedule.intersect(Schedule.recurs(300)))
-
-function waitForLeader(servers: ReadonlyArray<string>): Promise<void> {
-  return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const client = yield* makeClient({ servers, database: "bench", retriesMax: 0 })
-    const leader = yield* client.leader
-    if (leader === null) return yield* Effect.fail("no leader yet")
-  }).pipe(Effect.retry(retry))))
-}
-
-function waitForVoters(servers: ReadonlyArray<string>, voters: number): Promise<void> {
-  return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const client = yield* makeClient({ servers, database: "bench", retriesMax: 0 })
-    const members = yield* client.cluster
-    if (members.filter((m) => m.role === "voter").length < voters) return yield* Effect.fail("not all voters yet")
-  }).pipe(Effect.retry(retry))))
-}
-
-async function measure(cluster: Cluster, workers: number, seconds: number, workload: Workload, database: string): Promise<LoadReport> {
-  return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const client = yield* makeClient({ servers: cluster.servers, database, connectionsMax: workers })
-    const load = { workers, seconds, workload, valueBytes: 100, keySpace: 100_000 }
-    yield* Effect.orDie(prepare(client, load))
-    return yield* run(client, load)
-  })))
-}
+const stamp = () => new Date().toISOString().replace(/[:.]/g, "-")
 
 export async function main(args: ReadonlyArray<string>): Promise<void> {
-  const seconds = Number(option(args, "seconds") ?? 5)
-  const workerCounts = (option(args, "workers") ?? "1,8,64").split(",").map(Number)
-  const workload = (option(args, "workload") ?? "write") as Workload
-  if (!fs.existsSync(path.join(root, "dist/tqlite.mjs"))) throw new Error("build first: npm run build")
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-versus-"))
-  process.stdout.write(`tqlite vs dqlite 1.11 (dqlite-demo), 3 processes each on loopback, ${workload} workload, ${seconds} s per run, data in ${dir}\n`)
-  process.stdout.write(`${"workers".padStart(7)}  ${"dqlite/s".padStart(9)}  ${"p50 ms".padStart(7)}  ${"tqlite/s".padStart(9)}  ${"p50 ms".padStart(7)}  ${"ratio".padStart(6)}  failures (dqlite | tqlite)\n`)
-  const dqlite = await startDqlite(dir)
-  const tqlite = await startTqlite(dir)
   try {
-    for (const workers of workerCounts) {
-      const d = await measure(dqlite, workers, seconds, workload, `bench${workers}`)
-      const t = await measure(tqlite, workers, seconds, workload, `bench${workers}`)
-      process.stdout.write(
-        `${String(workers).padStart(7)}  ${d.perSecond.toFixed(0).padStart(9)}  ${d.latency.p50.toFixed(2).padStart(7)}  ${t.perSecond.toFixed(0).padStart(9)}  ${t.latency.p50.toFixed(2).padStart(7)}  ${(t.perSecond / Math.max(1, d.perSecond)).toFixed(2).padStart(6)}  ${JSON.stringify(d.failures)} | ${JSON.stringify(t.failures)}\n`
-      )
-    }
-  } finally {
-    await Promise.all([dqlite.stop(), tqlite.stop()])
-    fs.rmSync(dir, { recursive: true, force: true })
+    await versus(args)
+  } catch (error) {
+    if (!(error instanceof UsageError) && !(error instanceof RowsInvalid)) throw error
+    process.stderr.write(`versus-dqlite: ${(error as Error).message}\n`)
+    process.exitCode = 2
   }
 }
+
+async function versus(args: ReadonlyArray<string>): Promise<void> {
+  const seconds = wholeSeconds(args, "seconds", 10)
+  const opTimeoutSeconds = wholeSeconds(args, "op-timeout", 10)
+  const specs = parseRows(option(args, "rows") ?? defaultRows)
+  const plotFile = option(args, "plot") ?? path.join(os.tmpdir(), `tqlite-versus-dqlite-${stamp()}.svg`)
+  const jsonFile = option(args, "json") ?? plotFile.replace(/\.svg$/, "") + ".json"
+  const log = (line: string) => process.stderr.write(`${line}\n`)
+
+  await ensureBundle(log)
+  const dqload = await ensureDqload(option(args, "dqload"), log)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-versus-"))
+  const rows: Array<RowResult> = []
+  const loadBefore = os.loadavg()
+  const startedAt = new Date().toISOString()
+  let running: RunningDqload | null = null
+  // Set on Ctrl-C: the row in progress is partial and is not recorded; the loop then waits for
+  // the handler, which exits 130 once it has cleaned up and reported.
+  let interruption: Promise<void> | null = null
+
+  const report = (partial: boolean) => {
+    const load: LoadAverages = { before: loadBefore, after: os.loadavg(), cpus: os.cpus().length }
+    const title = `dqload (go-dqlite driver): 3 dqlite-demo vs 3 tqlite processes, ${seconds} s per row`
+    process.stdout.write(`\n${title}${partial ? " — INTERRUPTED, rows so far" : ""}\n\n${formatTable(rows)}\n\n${loadLine(load)}\n`)
+    fs.writeFileSync(plotFile, renderSvg(rows, title))
+    const json = {
+      benchmark: "versus-dqlite", startedAt, finishedAt: new Date().toISOString(), interrupted: partial, secondsPerRow: seconds, opTimeoutSeconds,
+      machine: { cpus: load.cpus, loadavgBefore: load.before, loadavgAfter: load.after, node: process.version, platform: `${os.platform()} ${os.release()}` },
+      dqload,
+      rows: rows.map((row) => ({ ...row.spec, first: row.first, dqlite: row.dqlite, tqlite: row.tqlite, ratio: ratio(row) }))
+    }
+    fs.writeFileSync(jsonFile, JSON.stringify(json, null, 2) + "\n")
+    process.stdout.write(`plot: ${plotFile}\nresults: ${jsonFile}\n`)
+  }
+  const cleanUp = async () => {
+    running?.stop()
+    await stopTracked(3_000)
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  const removeHandler = onInterrupt(() =>
+    interruption = (async () => {
+      await cleanUp()
+      report(true)
+    })()
+  )
+
+  try {
+    log(`starting 3 dqlite-demo and 3 tqlite processes (data in ${dir}) …`)
+    const clusters: Record<System, Cluster> = {
+      dqlite: await startDqlite(subdir(dir, "dqlite")),
+      tqlite: await startTqlite(subdir(dir, "tqlite"))
+    }
+    log(`dqlite ${clusters.dqlite.servers.join(",")}; tqlite ${clusters.tqlite.servers.join(",")}`)
+    for (const [i, spec] of specs.entries()) {
+      const order: ReadonlyArray<System> = i % 2 === 0 ? ["dqlite", "tqlite"] : ["tqlite", "dqlite"]
+      const outcomes: Partial<Record<System, Outcome>> = {}
+      for (const system of order) {
+        running = startDqload(dqload, {
+          servers: clusters[system].servers, database: `row${i}_${spec.workload}_${spec.workers}`, workload: spec.workload,
+          workers: spec.workers, seconds, opTimeoutSeconds
+        })
+        outcomes[system] = await outcomeOf(running.result)
+        running = null
+        if (interruption !== null) return await interruption
+        log(`  ${spec.workload} ×${spec.workers} ${system}: ${describe(outcomes[system])}`)
+      }
+      rows.push({ spec, first: order[0]!, dqlite: outcomes.dqlite!, tqlite: outcomes.tqlite! })
+    }
+  } finally {
+    removeHandler()
+    await cleanUp()
+  }
+  report(false)
+}
+
+function subdir(dir: string, name: string): string {
+  fs.mkdirSync(path.join(dir, name))
+  return path.join(dir, name)
+}
+
+const outcomeOf = (result: Promise<DqloadResult>): Promise<Outcome> =>
+  result.then((r) => ({ result: r }), (error: unknown) => ({ error: error instanceof Error ? error.message : String(error) }))
+
+const describe = (outcome: Outcome | undefined) =>
+  outcome === undefined ? "?" : "result" in outcome ? `${outcome.result.ok_per_s.toFixed(0)} ok/s` : `failed: ${outcome.error}`
