@@ -9,7 +9,7 @@
 // once in the caller's fiber, with no mailbox hop; otherwise it goes through the actor (ReadIndex,
 // or the lease once the entries are applied) and the applier.
 import type { Scope } from "effect"
-import { Clock, Deferred, Duration, Effect, Exit, FiberId } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, FiberId, PubSub, Stream } from "effect"
 import { assert } from "../assert.ts"
 import type { RaftConfig } from "../raft/config.ts"
 import type { Recovered } from "../raft/storage.ts"
@@ -117,6 +117,9 @@ export type ReadConsistency =
 
 const linearizable: ReadConsistency = { level: "linearizable" }
 
+/** States a slow `changes` subscriber may have waiting before the oldest is dropped. */
+export const changesBufferMax = 16
+
 export interface RaftNode<R, SM> {
   readonly id: NodeId
   /** Appends `data`; succeeds with the state machine's result once committed and applied. */
@@ -130,6 +133,10 @@ export interface RaftNode<R, SM> {
   /** Inbound peer traffic; dropped when the mailbox is full (the sender retries). */
   readonly deliver: (envelope: Envelope) => Effect.Effect<void>
   readonly status: Effect.Effect<NodeStatus>
+  /** The status now, then each time the role, term, leader or membership changes (not commit
+   * progress: poll `status` for that). A subscriber that falls behind skips to the newer states
+   * (each holds at most `changesBufferMax`), which is all a role watcher needs. */
+  readonly changes: Stream.Stream<NodeStatus>
   readonly condition: Effect.Effect<NodeCondition>
   /** Where the node's parts report a full disk (the log writer, the applier, the SQL surface). */
   readonly diskFull: DiskFullWatch
@@ -215,6 +222,14 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     let snapshotLatest: SnapshotMeta | null = null
     let snapshotFailed = false
     let status: NodeStatus = statusOf(core, options.tickMs)
+    const changesHub = yield* PubSub.sliding<NodeStatus>(changesBufferMax)
+    let published = status
+    /** Publishes the status if what `changes` promises differs from the last one published. */
+    const publishChange = (next: NodeStatus): Effect.Effect<void> => {
+      if (next.role === published.role && next.term === published.term && next.leader === published.leader && next.membership === published.membership) return Effect.void
+      published = next
+      return PubSub.publish(changesHub, next)
+    }
     const diskFull = options.diskFull ?? DiskFullWatchModule.make()
     const startedMs = yield* Clock.currentTimeMillis
     let raftActiveMs = startedMs
@@ -395,6 +410,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           yield* carryOut(state, readys)
           status = statusOf(state.core, options.tickMs)
+          if (stopped.length === 0) yield* publishChange(status)
           const nowMs = yield* Clock.currentTimeMillis
           raftActiveMs = nowMs
           return state
@@ -618,8 +634,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     // status (and so /health, LEADER answers, metrics) says follower without a leader.
     yield* Effect.forEach([raft, writer, applier.actor], (actor) =>
       Effect.forkScoped(Effect.catchAll(actor.stopped, (failure) =>
-        Effect.sync(() => {
+        Effect.suspend(() => {
           stopped.push(`${failure.actor} gave up after ${failure.restarts} restarts`)
+          return publishChange(stoppedStatus(status))
         }))), { discard: true })
     const condition = Effect.gen(function*() {
       const nowMs = yield* Clock.currentTimeMillis
@@ -663,12 +680,20 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
       deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
-      status: Effect.sync(() => (stopped.length === 0 ? status : { ...status, role: "follower", leader: null, peers: [] })),
+      status: Effect.sync(() => (stopped.length === 0 ? status : stoppedStatus(status))),
+      // Subscribe before reading the current state, so no change falls between the two.
+      changes: Stream.unwrapScoped(Effect.map(PubSub.subscribe(changesHub), (subscription) =>
+        Stream.concat(Stream.sync(() => (stopped.length === 0 ? status : stoppedStatus(status))), Stream.fromQueue(subscription)))),
       condition,
       diskFull,
       failed
     }
   })
+
+/** What a node whose actors stopped says it is: a follower of nobody. */
+function stoppedStatus(status: NodeStatus): NodeStatus {
+  return { ...status, role: "follower", leader: null, peers: [] }
+}
 
 function persistBatchOf(ready: Ready): PersistBatch | null {
   if (ready.hardState === null && ready.snapshot === null && ready.truncateFrom === null && ready.entries.length === 0 && ready.compactUpTo === null) {

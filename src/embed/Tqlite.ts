@@ -16,7 +16,7 @@
 //
 // Values are the same both ways (values.ts): a program cannot tell which route served it.
 import type { Scope } from "effect"
-import { Cause, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Schedule, Scope as ScopeOps, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Scope as ScopeOps, Stream } from "effect"
 import type { ClientOptions, DqliteClientService, ServerRole } from "../net/client/Client.ts"
 import * as Client from "../net/client/Client.ts"
 import type { ClientError } from "../net/client/errors.ts"
@@ -24,7 +24,6 @@ import type { ParamValue, Row, RowValue } from "../net/client/values.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import { describeActorFailed } from "../runtime/errors.ts"
 import * as SqlNode from "../node/SqlNode.ts"
-import { defaultTickMs } from "../node/Node.ts"
 import type { NodeStatus } from "../actors/RaftActor.ts"
 import type { SqlFailure, SqlSession, SqlValue } from "../sqlite/Sql.ts"
 import { classifyStatement, splitStatements } from "../sqlite/statements.ts"
@@ -187,7 +186,7 @@ export const make = (config: TqliteConfig): Effect.Effect<TqliteService, TqliteS
       local: {
         info: { id: BigInt(identity.nodeId), address: identity.address, clusterId: identity.clusterId },
         status: raft.status,
-        tickMs: config.tickMs ?? defaultTickMs,
+        changes: raft.changes,
         shared,
         open: (name) => started.databases.open(name)
       }
@@ -206,7 +205,7 @@ export const makeRemote = (config: TqliteRemoteConfig): Effect.Effect<TqliteServ
 interface LocalNode {
   readonly info: NodeInfo
   readonly status: Effect.Effect<NodeStatus>
-  readonly tickMs: number
+  readonly changes: Stream.Stream<NodeStatus>
   /** The session autocommit statements share (it never holds a transaction: see `refusal`). */
   readonly shared: SqlSession
   readonly open: (name: string) => Effect.Effect<SqlSession, SqlFailure, Scope.Scope>
@@ -352,9 +351,13 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
     leader: Effect.map(state, (s) => s.leader),
     members: Effect.map(local.status, (status) => status.membership.members.map((m) => ({ id: BigInt(m.id), address: m.address, role: m.role }))),
     state,
-    // Sampled per subscriber: no buffer to bound, and a slow subscriber only sees the latest.
-    roleChanges: Stream.repeatEffectWithSchedule(state, Schedule.spaced(Duration.millis(local.tickMs))).pipe(
-      Stream.map((s): RoleChange => ({ role: s.role, term: s.term, leader: s.leader })),
+    // The node's own change stream: a bounded buffer per subscriber; a slow one skips to newer
+    // states.
+    roleChanges: local.changes.pipe(
+      Stream.map((status): RoleChange => {
+        const s = stateOf(status)
+        return { role: s.role, term: s.term, leader: s.leader }
+      }),
       Stream.changesWith((a, b) => a.role === b.role && a.leader?.id === b.leader?.id)
     ),
     stats

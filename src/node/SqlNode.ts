@@ -105,7 +105,7 @@ const serve = (
     const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs })
     const control = yield* makeRaftClusterControl({ node: node.raft, ...(options.failureDomain !== undefined ? { failureDomain: options.failureDomain } : {}) })
     const unreachableAfterMs = options.roles?.unreachableAfterMs ?? RoleManager.defaultRoleManagerOptions.unreachableAfterMs
-    const leadership = yield* Leadership.watch(node.raft.status, tickMs)
+    const leadership = yield* Leadership.watch(node.raft.status, node.raft.changes)
     slot.bind({
       databases,
       cluster: quorumGuarded(control, node, unreachableAfterMs),

@@ -3,7 +3,7 @@
 // term, stepped down by check-quorum after a pause, or handed over), so its clients look for the
 // new leader at once instead of asking a node that no longer leads.
 import type { Scope } from "effect"
-import { Deferred, Duration, Effect, Schedule } from "effect"
+import { Deferred, Effect, Stream } from "effect"
 import type { NodeStatus } from "../actors/RaftActor.ts"
 
 export interface LeadershipWatch {
@@ -11,11 +11,12 @@ export interface LeadershipWatch {
   readonly currentEnd: Effect.Effect<Effect.Effect<void> | null>
 }
 
-/** Reads the node's status every `pollMs` (and on each `currentEnd`), in the current scope. */
-export const watch = (status: Effect.Effect<NodeStatus>, pollMs: number): Effect.Effect<LeadershipWatch, never, Scope.Scope> =>
+/** Follows the node's role changes (and reads its status on each `currentEnd`), in the current
+ * scope: a leadership ends the moment the Raft actor says so. */
+export const watch = (status: Effect.Effect<NodeStatus>, changes: Stream.Stream<NodeStatus>): Effect.Effect<LeadershipWatch, never, Scope.Scope> =>
   Effect.gen(function*() {
     let held: { readonly term: number; readonly ended: Deferred.Deferred<void> } | null = null
-    const check = Effect.flatMap(status, (now) =>
+    const see = (now: NodeStatus) =>
       Effect.gen(function*() {
         const leading = now.role === "leader"
         if (held !== null && (!leading || now.term !== held.term)) {
@@ -25,8 +26,9 @@ export const watch = (status: Effect.Effect<NodeStatus>, pollMs: number): Effect
         }
         if (leading && held === null) held = { term: now.term, ended: yield* Deferred.make<void>() }
         return held
-      }))
-    yield* check.pipe(Effect.repeat(Schedule.spaced(Duration.millis(pollMs))), Effect.forkScoped)
+      })
+    const check = Effect.flatMap(status, see)
+    yield* Effect.forkScoped(Stream.runForEach(changes, see))
     // Whatever still waits when the node stops is released: the node no longer leads anything.
     yield* Effect.addFinalizer(() => held === null ? Effect.void : Deferred.succeed(held.ended, undefined))
     return { currentEnd: Effect.map(check, (now) => (now === null ? null : Deferred.await(now.ended))) }

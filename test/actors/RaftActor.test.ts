@@ -1,7 +1,7 @@
 // The Raft driver actor under TestClock: proposals commit and return the state machine's result,
 // reads are linearizable, and a stalled write fails with a typed error instead of hanging.
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Scope, TestClock } from "effect"
+import { Chunk, Effect, Exit, Fiber, Scope, Stream, TestClock } from "effect"
 import type { Applied, StateMachine } from "../../src/actors/Applier.ts"
 import type { RaftNode } from "../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../src/actors/RaftActor.ts"
@@ -110,6 +110,52 @@ describe("RaftActor", () => {
         expect(exit.cause.error._tag).toBe("NotLeader")
         expect((exit.cause.error as { leader: number | null }).leader).toBe(node.id)
       }
+    }))
+
+  it.scoped("changes: the current state first, then each change of role, term or leader (not of commit)", () =>
+    Effect.gen(function*() {
+      const { nodes, cut, leader } = yield* cluster(3)
+      const node = yield* leader
+      yield* TestClock.adjust(tickMs * 3)
+      const seen = yield* Effect.fork(Stream.runCollect(Stream.take(node.changes, 2)))
+      yield* Effect.yieldNow()
+      // Commits alone publish nothing.
+      const write = yield* Effect.fork(node.propose(Uint8Array.of(1)))
+      yield* TestClock.adjust(tickMs * 2)
+      yield* Fiber.join(write)
+      expect(seen.unsafePoll()).toBeNull()
+      // Cut off, the leader steps down (check-quorum): the second state says so.
+      for (const other of nodes.values()) if (other.id !== node.id) cut.add(other.id)
+      yield* TestClock.adjust(tickMs * 40)
+      const states = Chunk.toReadonlyArray(yield* Fiber.join(seen))
+      expect(states.map((s) => s.role)).toEqual(["leader", "follower"])
+      expect(states[0]!.leader).toBe(node.id)
+      expect(states[1]!.leader).not.toBe(node.id)
+    }))
+
+  it.scoped("a follower serves linearizable, session and local reads from its own copy; bounded ones fail once the leader is silent", () =>
+    Effect.gen(function*() {
+      const { nodes, cut, leader } = yield* cluster(3)
+      const node = yield* leader
+      const write = yield* Effect.fork(node.propose(Uint8Array.of(5)))
+      yield* TestClock.adjust(tickMs * 3)
+      const applied = yield* Fiber.join(write)
+      const follower = [...nodes.values()].find((n) => n.id !== node.id)!
+      const read = (consistency: RaftActor.ReadConsistency) =>
+        Effect.gen(function*() {
+          const fiber = yield* Effect.fork(Effect.either(follower.read((sm) => sm.total, consistency)))
+          yield* TestClock.adjust(tickMs * 3)
+          const result = yield* Fiber.join(fiber)
+          return result._tag === "Right" ? result.right : result.left._tag
+        })
+      expect(yield* read({ level: "linearizable" })).toBe(5)
+      expect(yield* read({ level: "session", index: applied.index })).toBe(5)
+      expect(yield* read({ level: "bounded", maxLagMs: tickMs * 5 })).toBe(5)
+      // The leader goes silent: a bounded read past its bound is refused, a local one still reads.
+      cut.add(node.id)
+      yield* TestClock.adjust(tickMs * 8)
+      expect(yield* read({ level: "bounded", maxLagMs: tickMs * 5 })).toBe("ReplicaStale")
+      expect(yield* follower.read((sm) => sm.total, { level: "local" })).toBe(5)
     }))
 
   it.scoped("a write that cannot commit fails with RequestTimeout instead of hanging", () =>
