@@ -122,7 +122,8 @@ const serve = (
         metrics,
         contact: node.observability.contact,
         status: node.raft.status,
-        condition: node.raft.condition,
+        // The SQL surface adds why a leader cannot serve (a database it cannot open).
+        condition: Effect.zipWith(node.raft.condition, databases.cannotLead, (condition, cannotLead) => ({ ...condition, cannotLead })),
         links: Effect.map(node.transport.stats, (stats) => stats.links),
         directories: {
           log: path.join(options.dataDir, "log"),
