@@ -150,7 +150,8 @@ const handOver = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, timeoutMs:
     const before = yield* node.raft.status
     if (before.role !== "leader" || before.membership.members.filter((m) => m.role === "voter").length < 2) return
     yield* Effect.logInfo(`shutting down: handing leadership over (term ${before.term})`)
-    const handed = yield* Effect.either(node.raft.transferLeadership(null).pipe(Effect.timeout(Duration.millis(timeoutMs))))
+    // Interruptible: this runs in a finalizer, where a timeout could not otherwise stop the wait.
+    const handed = yield* Effect.either(node.raft.transferLeadership(null).pipe(Effect.interruptible, Effect.timeout(Duration.millis(timeoutMs))))
     const after = yield* node.raft.status
     if (handed._tag === "Right" && after.role !== "leader") {
       yield* Effect.logInfo(`leadership handed over to node ${after.leader ?? "?"} (term ${before.term} → ${after.term})`)
@@ -175,7 +176,7 @@ const leave = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, secure: PeerT
     const demoted = yield* Effect.either(Effect.scoped(Effect.gen(function*() {
       const client = yield* makeClient({ servers: others, database: "tqlite-control", tls: secure, connectTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs, retriesMax: 2 })
       yield* client.assign(BigInt(status.id), "spare")
-    })).pipe(Effect.timeout(Duration.millis(timeoutMs))))
+    })).pipe(Effect.interruptible, Effect.timeout(Duration.millis(timeoutMs))))
     if (demoted._tag === "Right") yield* Effect.logInfo(`left the ${self.role}s: node ${status.id} is now a spare, so a replacement can take its place`)
     else yield* Effect.logWarning(`could not step back to spare before shutdown (${JSON.stringify(demoted.left)}); the leader will after its unreachable timeout`)
   })
