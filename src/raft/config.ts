@@ -60,6 +60,9 @@ export interface RaftBugs {
   /** Keep the read lease for five election timeouts instead of less than one, and keep leading
    * while it holds (check-quorum trusts it). */
   readonly leaseTooLong?: boolean
+  /** Answer vote requests deferred by the start-up window on the next tick, inside the window
+   * (as if the window did not exist for them). */
+  readonly deferredVotesEarly?: boolean
 }
 
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({

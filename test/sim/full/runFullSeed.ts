@@ -15,7 +15,7 @@ import { FullCluster, tickMs } from "./FullCluster.ts"
 import { runSimulated } from "./SimRuntime.ts"
 
 /** Deliberate bugs the full simulator's checkers must catch (test/sim/simFullMutations.test.ts). */
-export type FullMutation = "lease-too-long"
+export type FullMutation = "lease-too-long" | "deferred-votes-early"
 
 export interface FullSeedOptions {
   readonly seed: number
@@ -45,7 +45,8 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
     // Within the lease's margin: electionTicks 10, leaseDriftTicks 2 tolerate a follower's clock
     // running up to (10 − 1) / (10 − 2) = 1.125 times the leader's; 1.05 / 0.95 ≈ 1.105.
     clockDriftMax: extra.pick([0, 0.02, 0.05]),
-    ...(options.mutation === "lease-too-long" ? { bugs: { leaseTooLong: true } } : {})
+    ...(options.mutation === "lease-too-long" ? { bugs: { leaseTooLong: true } } : {}),
+    ...(options.mutation === "deferred-votes-early" ? { bugs: { deferredVotesEarly: true } } : {})
   }
   const checker = new SafetyChecker()
   const cluster = new FullCluster(root.fork("cluster"), knobs, checker, trace, extra.fork("rates"))
