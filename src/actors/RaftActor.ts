@@ -73,6 +73,9 @@ export interface NodeCondition {
   readonly raftActiveMs: number
   /** Clock ms when the applier last advanced or was last seen caught up with the commit index. */
   readonly applierActiveMs: number
+  /** Set by the state machine's owner (SqlNode) when this node leads but cannot serve, e.g. its
+   * SQLite cannot be opened, so it is handing leadership over; the Raft actor never sets it. */
+  readonly cannotLead?: string | null
 }
 
 export interface NodeStatus {

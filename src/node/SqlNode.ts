@@ -122,7 +122,8 @@ const serve = (
         metrics,
         contact: node.observability.contact,
         status: node.raft.status,
-        condition: node.raft.condition,
+        // The SQL surface adds why a leader cannot serve (a database it cannot open).
+        condition: Effect.zipWith(node.raft.condition, databases.cannotLead, (condition, cannotLead) => ({ ...condition, cannotLead })),
         links: Effect.map(node.transport.stats, (stats) => stats.links),
         directories: {
           log: path.join(options.dataDir, "log"),
@@ -149,7 +150,8 @@ const handOver = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, timeoutMs:
     const before = yield* node.raft.status
     if (before.role !== "leader" || before.membership.members.filter((m) => m.role === "voter").length < 2) return
     yield* Effect.logInfo(`shutting down: handing leadership over (term ${before.term})`)
-    const handed = yield* Effect.either(node.raft.transferLeadership(null).pipe(Effect.timeout(Duration.millis(timeoutMs))))
+    // Interruptible: this runs in a finalizer, where a timeout could not otherwise stop the wait.
+    const handed = yield* Effect.either(node.raft.transferLeadership(null).pipe(Effect.interruptible, Effect.timeout(Duration.millis(timeoutMs))))
     const after = yield* node.raft.status
     if (handed._tag === "Right" && after.role !== "leader") {
       yield* Effect.logInfo(`leadership handed over to node ${after.leader ?? "?"} (term ${before.term} → ${after.term})`)
@@ -174,7 +176,7 @@ const leave = (node: TqliteNode<SqliteApplyResult, SqliteMachine>, secure: PeerT
     const demoted = yield* Effect.either(Effect.scoped(Effect.gen(function*() {
       const client = yield* makeClient({ servers: others, database: "tqlite-control", tls: secure, connectTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs, retriesMax: 2 })
       yield* client.assign(BigInt(status.id), "spare")
-    })).pipe(Effect.timeout(Duration.millis(timeoutMs))))
+    })).pipe(Effect.interruptible, Effect.timeout(Duration.millis(timeoutMs))))
     if (demoted._tag === "Right") yield* Effect.logInfo(`left the ${self.role}s: node ${status.id} is now a spare, so a replacement can take its place`)
     else yield* Effect.logWarning(`could not step back to spare before shutdown (${JSON.stringify(demoted.left)}); the leader will after its unreachable timeout`)
   })

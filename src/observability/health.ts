@@ -101,6 +101,7 @@ export function evaluateHealth(input: HealthInput, limits: HealthLimits): Health
 /** What keeps the node's own machinery from serving, most fundamental first; null when none. */
 function conditionProblem(condition: NodeCondition, status: NodeStatus, nowMs: number, limits: HealthLimits): string | null {
   if (condition.stopped.length > 0) return `stopped: ${condition.stopped.join("; ")}`
+  if (condition.cannotLead !== undefined && condition.cannotLead !== null) return condition.cannotLead
   if (condition.diskFull.length > 0) {
     const parts = condition.diskFull.map((e) => `the ${e.part} cannot write (${e.op} ${e.path}) for ${Math.max(0, nowMs - e.sinceMs)} ms`)
     return `disk full: ${parts.join("; ")}`

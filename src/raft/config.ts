@@ -72,6 +72,9 @@ export interface RaftBugs {
   readonly sessionReadsAtOnce?: boolean
   /** (Driver) A bounded read ignores how long ago the leader was heard from. */
   readonly boundedIgnoresLag?: boolean
+  /** Answer vote requests deferred by the start-up window on the next tick, inside the window
+   * (as if the window did not exist for them). */
+  readonly deferredVotesEarly?: boolean
 }
 
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({

@@ -21,7 +21,7 @@ import {
 } from "./leader.ts"
 import { compactTo, lastIndex, makeLog, termAt } from "./log.ts"
 import { isVoter } from "./membership.ts"
-import type { Message } from "./messages.ts"
+import type { Message, RequestVote } from "./messages.ts"
 import { becomeFollower } from "./roles.ts"
 import type { Input, RaftState, Step, StepResult } from "./state.ts"
 import type { Recovered } from "./storage.ts"
@@ -84,7 +84,8 @@ export function initialState(config: RaftConfig, recovered: Recovered): RaftStat
     forwardedReads: [],
     forwardSeq: 0,
     leaderCommit: 0,
-    leaderContacts: 0
+    leaderContacts: 0,
+    deferredVotes: []
   }
   refreshMembership(state)
   resetRandomizedElectionTimeout(state)
@@ -104,6 +105,7 @@ function dispatch(st: Step, input: Input): void {
   switch (input._tag) {
     case "Tick":
       s.ticks++
+      if (s.deferredVotes.length > 0 && (s.ticks === s.config.electionTicks || s.config.bugs?.deferredVotesEarly === true)) answerDeferredVotes(st)
       if (s.role === "leader") tickLeader(st)
       else tickElection(st)
       return
@@ -150,8 +152,31 @@ function tickElection(st: Step): void {
   }
 }
 
+/** Keeps a vote request refused only for the start-up rule, the newest per sender. */
+function deferVote(s: RaftState, m: RequestVote): void {
+  assert(s.ticks < s.config.electionTicks, "a vote is deferred only during the start-up window")
+  s.deferredVotes = s.deferredVotes.filter((d) => d.from !== m.from)
+  s.deferredVotes.push(m)
+  // Senders outside the configuration are possible (a removed node): bounded all the same.
+  if (s.deferredVotes.length > deferredVotesMax) s.deferredVotes.shift()
+}
+
+const deferredVotesMax = 16
+
+/** The start-up window is over: the deferred requests are stepped as if they arrived now, so
+ * every rule (terms, a leader heard meanwhile, log freshness, one vote per term) applies anew. */
+function answerDeferredVotes(st: Step): void {
+  const s = st.s
+  const deferred = s.deferredVotes
+  s.deferredVotes = []
+  // The mutation: stepped inside the window as if it did not apply to them.
+  const early = s.config.bugs?.deferredVotesEarly === true && s.ticks < s.config.electionTicks
+  for (const m of deferred) stepMessage(st, m, false, early)
+  assert(s.deferredVotes.length === 0, "nothing deferred after the start-up window")
+}
+
 /** Term checks common to every role (Raft §5.1, plus pre-vote and check-quorum leases). */
-function stepMessage(st: Step, m: Message, lease: boolean): void {
+function stepMessage(st: Step, m: Message, lease = false, outsideStartWindow = false): void {
   const s = st.s
   if (m.to !== s.config.id) return
   if (m.term > s.term) {
@@ -163,9 +188,12 @@ function stepMessage(st: Step, m: Message, lease: boolean): void {
       // has not yet ticked an election timeout since it started refuses too: it may have
       // acknowledged a lease-holding leader just before it crashed.
       const heardLeader = s.leader !== null && s.electionElapsed < s.config.electionTicks
-      const justStarted = s.config.readMode === "lease" && s.ticks < s.config.electionTicks
+      const justStarted = s.config.readMode === "lease" && s.ticks < s.config.electionTicks && !outsideStartWindow
       const inLease = s.config.checkQuorum && (heardLeader || justStarted)
-      if (inLease && !m.transfer) return
+      if (inLease && !m.transfer) {
+        if (!heardLeader) deferVote(s, m)
+        return
+      }
     }
     const preVoteTraffic = (m._tag === "RequestVote" && m.pre) || (m._tag === "RequestVoteResponse" && m.pre && m.granted)
     if (!preVoteTraffic) {

@@ -5,7 +5,7 @@ import type { RaftConfig } from "./config.ts"
 import type { RaftLog } from "./log.ts"
 import { lastIndex } from "./log.ts"
 import type { MembershipChange } from "./membership.ts"
-import type { Message } from "./messages.ts"
+import type { Message, RequestVote } from "./messages.ts"
 import type { Progress } from "./progress.ts"
 import type { Entry, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term } from "./types.ts"
 
@@ -140,6 +140,12 @@ export interface RaftState {
    * recent enough. Reset when the term changes. */
   leaderCommit: LogIndex
   leaderContacts: number
+  /** Vote requests (pre-votes too) ignored only because this node had not yet ticked an election
+   * timeout since it started: looked at again when that timeout has passed, as if they had
+   * arrived then (a delay the protocol already allows), so a candidate of a whole-cluster
+   * restart is answered at once instead of after its next election timeout. The newest one per
+   * sender, so at most one per member. */
+  deferredVotes: Array<RequestVote>
 }
 
 export interface StepResult {

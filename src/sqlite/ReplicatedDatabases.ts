@@ -13,9 +13,11 @@
 // - A watcher checks the role every `pollMs`: a writer whose term is over is stopped, failing its
 //   clients and cutting its uncommitted frames.
 import type { Scope } from "effect"
-import { Deferred, Duration, Effect, Exit, FiberId } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, FiberId, Option } from "effect"
+import { AssertionError } from "../assert.ts"
 import type { RaftNode } from "../actors/RaftActor.ts"
 import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
+import { isDiskFull, whereOf } from "../actors/DiskFullWatch.ts"
 import type { RaftRequestError } from "../actors/raftErrors.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { tooManyValuesError, toSqlError } from "./connection.ts"
@@ -28,7 +30,7 @@ import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
 import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
-import { sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
+import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementSpan } from "./statements.ts"
 import { changesRows, classifyStatement, firstStatement, isRelease, mainVerb, parameterSlots, splitStatements } from "./statements.ts"
 
@@ -54,6 +56,9 @@ export interface ReplicatedDatabases extends SqlDatabases {
    * holds a frame Raft has not committed and never misses one acknowledged before the call. Null
    * when this node knows no such database; SqlNotLeader on a follower (its copy may be behind). */
   readonly committedImage: (name: string) => Effect.Effect<Uint8Array | null, SqlFailure>
+  /** Why this node, leading, cannot serve: it failed to open a database's SQLite in its current
+   * term and is handing leadership over (for /health); null otherwise. */
+  readonly cannotLead: Effect.Effect<string | null>
 }
 
 const databaseNameBytesMax = 1024
@@ -133,8 +138,70 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         }
       })
 
+    // A leader that cannot open a database's SQLite (unreadable, corrupt, not a database, a
+    // directory in the way, the native module gone…) could only fail every client: it hands
+    // leadership over instead, and answers SqlNotLeader so clients move on. Its follower path
+    // writes pages with plain file I/O, not SQLite, so it may still replicate; if it cannot, the
+    // applier dies of it and the node stops as any actor that gave up (exit 1, one line).
+    let cannotLead: CannotLead | null = null
+    let handingOver = false
+
+    /** What a client gets while this node cannot lead (no open retried before `retryAtMs`). */
+    const cannotLeadFailure = (failure: CannotLead, voters: number): SqlFailure =>
+      voters > 1
+        ? new SqlNotLeader({ leader: null, message: `node ${raft.id} cannot lead: ${failure.reason}; handing leadership over` })
+        : new SqlError({ code: sqliteCantOpenCode, message: `node ${raft.id} cannot open ${failure.database}: ${failure.reason}` })
+
+    /** Asks Raft to hand leadership to the most caught-up voter, a few times, while this node
+     * still leads the term in which it failed to open; one loop at a time. */
+    const handOver = (failure: CannotLead): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        for (let attempt = 1; attempt <= handOverAttemptsMax; attempt++) {
+          const status = yield* raft.status
+          if (closed || status.role !== "leader" || status.term !== failure.term || cannotLead !== failure) return
+          yield* Effect.logWarning(`cannot lead: ${failure.reason}; handing leadership over (term ${status.term}, attempt ${attempt})`)
+          yield* Effect.ignore(raft.transferLeadership(null).pipe(Effect.timeout(Duration.millis(handOverTimeoutMs))))
+          yield* Effect.sleep(Duration.millis(options.pollMs))
+        }
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        handingOver = false
+      })))
+
+    /** Sorts a failed `machine.lead`: shutdown passes through; a full disk goes to the disk-full
+     * path (the Raft actor hands over, SQLITE_FULL meanwhile); an assertion stays a defect;
+     * anything else thrown while opening is "cannot lead". */
+    const leadFailed = (name: string, term: number, cause: Cause.Cause<SqlFailure>): Effect.Effect<Exit.Exit<never, SqlFailure>> =>
+      Effect.gen(function*() {
+        const defect = Cause.dieOption(cause)
+        if (Option.isNone(defect)) return Exit.failCause(cause)
+        const error = defect.value
+        if (error instanceof AssertionError) return Exit.failCause(cause)
+        if (isDiskFull(error)) {
+          yield* raft.diskFull.report("state machine", whereOf(error, machine.databasePath(name)))
+          return Exit.fail(new SqlError({ code: sqliteFullCode, message: `disk full: cannot open ${name}: ${messageOf(error)}` }))
+        }
+        const nowMs = yield* Clock.currentTimeMillis
+        const failure: CannotLead = { term, database: name, reason: `cannot open database ${name} (${messageOf(error)})`, sinceMs: nowMs, retryAtMs: nowMs + openRetryMs }
+        if (cannotLead?.term !== term || cannotLead.database !== name) {
+          yield* Effect.logError(`cannot lead: ${failure.reason}`, cause)
+        }
+        cannotLead = failure
+        const status = yield* raft.status
+        const voters = status.membership.members.filter((m) => m.role === "voter").length
+        if (voters > 1 && !handingOver) {
+          handingOver = true
+          yield* Effect.forkIn(handOver(failure), scope)
+        }
+        return Exit.fail(cannotLeadFailure(failure, voters))
+      })
+
     const createWriter = (name: string, term: number): Effect.Effect<LeaderWriter, SqlFailure> =>
       Effect.gen(function*() {
+        const earlier = cannotLead
+        if (earlier !== null && earlier.term === term && earlier.database === name && (yield* Clock.currentTimeMillis) < earlier.retryAtMs) {
+          const status = yield* raft.status
+          return yield* cannotLeadFailure(earlier, status.membership.members.filter((m) => m.role === "voter").length)
+        }
         const done = Deferred.unsafeMake<LeaderWriter, SqlFailure>(FiberId.none)
         creating.set(name, done)
         const exit = yield* Effect.exit(
@@ -153,9 +220,11 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         )
         creating.delete(name)
         if (Exit.isFailure(exit)) {
-          Deferred.unsafeDone(done, exit)
-          return yield* exit
+          const failure = yield* leadFailed(name, term, exit.cause)
+          Deferred.unsafeDone(done, failure)
+          return yield* failure
         }
+        if (cannotLead?.database === name) cannotLead = null
         const writer = exit.value
         writers.set(name, writer)
         yield* Effect.forkIn(writer.run(), scope)
@@ -210,8 +279,42 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return yield* onCommittedView(name, (database) => database.serialize())
       })
 
-    return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage }
+    const cannotLeadNow = Effect.map(raft.status, (status) =>
+      cannotLead !== null && status.role === "leader" && status.term === cannotLead.term ? `cannot lead: ${cannotLead.reason}` : null)
+
+    return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage, cannotLead: cannotLeadNow }
   })
+
+/** This node failed to open `database` as the leader of `term`. */
+interface CannotLead {
+  readonly term: number
+  readonly database: string
+  readonly reason: string
+  readonly sinceMs: number
+  /** Until then requests fail at once instead of opening again (one ERROR line, not one per
+   * request); then one request tries again (a fixed permission, a single-voter cluster). */
+  readonly retryAtMs: number
+}
+
+/** Between two tries to open a database that failed to open, in one term. */
+const openRetryMs = 1_000
+const sqliteCantOpenCode = sqliteCodeOf("SQLITE_CANTOPEN")
+/** Hand-over tries per failure episode, each bounded by `handOverTimeoutMs`; a later request
+ * that fails to open starts another episode. */
+const handOverAttemptsMax = 5
+const handOverTimeoutMs = 2_000
+
+/** An error's first line and, when it wraps one, its cause's ("…: file is not a database"). */
+function messageOf(error: unknown): string {
+  const parts: Array<string> = []
+  let current: unknown = error
+  for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
+    const text = current instanceof Error ? `${current.name === "Error" ? "" : `${current.name}: `}${current.message}` : String(current)
+    parts.push(text.split("\n")[0] ?? "")
+    current = current instanceof Error ? current.cause : undefined
+  }
+  return parts.join(": ")
+}
 
 /** SQLITE_FULL from the leader's own SQLite (its WAL or database file could not grow) is a full
  * disk under the state machine: reported, so the node steps down and /health says so. The

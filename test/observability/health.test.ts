@@ -88,6 +88,14 @@ describe("evaluateHealth", () => {
       expect(report.reason).toBe("stopped: raft-1/log-writer gave up after 0 restarts")
     })
 
+    it("is unavailable for a leader that cannot open its SQLite, saying why; ok once it is not set", () => {
+      const reason = "cannot lead: cannot open database main (SqliteError: file is not a database)"
+      const report = evaluateHealth(withCondition(leader, { ...healthy, cannotLead: reason }), limits)
+      expect(report.status).toBe("unavailable")
+      expect(report.reason).toBe(reason)
+      expect(evaluateHealth(withCondition(leader, { ...healthy, cannotLead: null }), limits).status).toBe("ok")
+    })
+
     it("says disk full, naming the part and the path", () => {
       const episode = { part: "log" as const, path: "/data/log/log-1.seg", op: "write", sinceMs: 7_000, attempts: 5 }
       expect(evaluateHealth(withCondition(leader, { ...healthy, diskFull: [episode] }), limits).reason)

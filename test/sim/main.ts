@@ -38,7 +38,7 @@ const mutation = values.mutation
 const mutationsKnown: ReadonlyArray<string> = values.sqlite
   ? ["drop-follower-page", "ack-failed", "fail-acked"]
   : values.full
-  ? ["lease-too-long", "follower-reads-local", "session-reads-at-once", "bounded-ignores-lag"]
+  ? ["lease-too-long", "follower-reads-local", "session-reads-at-once", "bounded-ignores-lag", "deferred-votes-early"]
   : ["commit-old-term", "double-vote", "forget-vote", "follower-reads-local"]
 if (mutation !== undefined && !mutationsKnown.includes(mutation)) {
   process.stderr.write(`unknown mutation '${mutation}'; known here: ${mutationsKnown.join(", ")}\n`)

@@ -87,12 +87,16 @@ export const start: Command = {
       const tlsHint = tls === undefined
         ? { dqlite: "", tqlite: "" }
         : { dqlite: ` -c ${values["tls-cert"]} -k ${values["tls-key"]}`, tqlite: ` --tls-cert ${values["tls-cert"]} --tls-key ${values["tls-key"]} --tls-ca ${values["tls-ca"]}` }
+      // How long the start took (a whole-cluster restart waits for it; docs/performance.md).
+      const cpu = process.cpuUsage()
+      const startup = { startup_ms: String(Math.round(process.uptime() * 1000)), startup_cpu_ms: String(Math.round((cpu.user + cpu.system) / 1000)) }
       if (logFormat === "json") {
         // Machine-read output stays one JSON object per line.
         yield* Effect.logInfo(`tqlite ${version} started`).pipe(
-          Effect.annotateLogs({ node_id: String(self.nodeId), cluster_id: self.clusterId, address: self.address, data_dir: dataDir, metrics: metricsAddress ?? "" })
+          Effect.annotateLogs({ node_id: String(self.nodeId), cluster_id: self.clusterId, address: self.address, data_dir: dataDir, metrics: metricsAddress ?? "", ...startup })
         )
       } else {
+        yield* Effect.logDebug(`started ${startup.startup_ms} ms after the process began (${startup.startup_cpu_ms} ms of CPU)`)
         process.stdout.write(
           `tqlite ${version}: node ${self.nodeId} of cluster ${self.clusterId}\n` +
             `  listening on ${self.address} (dqlite wire protocol v1 and peers), data in ${dataDir}\n` +

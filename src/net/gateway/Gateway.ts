@@ -204,7 +204,12 @@ export const listen = (options: ListenOptions): Effect.Effect<GatewayServer, Gat
       Effect.async<void>((resume) => {
         server.close(() => resume(Effect.void))
         for (const socket of sockets) socket.destroy()
-      }).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore))
+      }).pipe(
+        // A finalizer runs uninterruptibly: without this the timeout could not stop the wait.
+        Effect.interruptible,
+        Effect.timeout(Duration.seconds(5)),
+        Effect.ignore
+      ))
     return { address, stats: Effect.sync(() => ({ ...stats })) }
   })
 

@@ -278,7 +278,24 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
       })
     // Also caps sockets still in their TLS handshake, which the count below does not see yet.
     server.maxConnections = limits.inboundConnectionsMax
+    // Every accepted TCP connection, in its TLS handshake or not: `server.close` waits for each,
+    // so closing destroys them all. A handshake that completes once closing has begun is
+    // refused, else it would be served (and waited for) after the sockets were destroyed.
+    let closing = false
+    const accepted = new Set<net.Socket>()
+    server.on("connection", (raw: net.Socket) => {
+      if (closing) {
+        raw.destroy()
+        return
+      }
+      accepted.add(raw)
+      raw.once("close", () => accepted.delete(raw))
+    })
     server.on(secure === null ? "connection" : "secureConnection", (socket: net.Socket) => {
+      if (closing) {
+        socket.destroy()
+        return
+      }
       guard(socket, limits.keepAliveMs)
       if (sockets.size >= limits.inboundConnectionsMax) {
         inbound.rejected++
@@ -296,9 +313,16 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
     })
     const address = yield* Effect.acquireRelease(listen(server, options.listen), () =>
       Effect.async<void>((resume) => {
+        closing = true
         server.close(() => resume(Effect.void))
         for (const socket of sockets) socket.destroy()
-      }).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore))
+        for (const raw of accepted) raw.destroy()
+      }).pipe(
+        // A finalizer runs uninterruptibly: without this the timeout could not stop the wait.
+        Effect.interruptible,
+        Effect.timeout(Duration.seconds(5)),
+        Effect.ignore
+      ))
 
     local = { ...local, address }
 

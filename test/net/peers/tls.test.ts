@@ -3,11 +3,12 @@
 // handed to the client handler.
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as tls from "node:tls"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import { Duration, Effect, Fiber } from "effect"
 import type { PeerTlsOptions } from "../../../src/net/peers/sockets.ts"
 import { bytesEqual, link, prng, start, waitUntil } from "./helpers.ts"
 
@@ -88,5 +89,45 @@ describe("TLS between peers", () => {
         return Effect.sync(() => socket.destroy())
       }).pipe(Effect.timeout(Duration.seconds(3)))
       expect(versions).toEqual([1n])
+    }))
+
+  // The shutdown hang seen with mutual TLS (issue 13): a client connection accepted over TCP but
+  // still in its TLS handshake when the node closed was in no list to destroy; `server.close`
+  // waited for it, and when its handshake finished after the close it was served like any other,
+  // so the node never finished closing while the client held it (the 5 s bound on the close did
+  // not apply: a finalizer cannot be interrupted).
+  it.scopedLive("closing while a client is in its TLS handshake ends that connection and finishes at once", () =>
+    Effect.gen(function*() {
+      const served: Array<bigint> = []
+      // Like the gateway: serves a client until it goes away.
+      const b = yield* start({
+        nodeId: 2,
+        tls: cluster,
+        onClientConnection: (socket, version) =>
+          Effect.async<void>((resume) => {
+            served.push(version)
+            if (socket.destroyed) return resume(Effect.void)
+            socket.once("close", () => resume(Effect.void))
+          })
+      })
+      const [host, port] = b.transport.address.split(":") as [string, string]
+      // Accepted over TCP; the TLS handshake starts only once the node is closing.
+      const raw = yield* Effect.async<net.Socket>((resume) => {
+        const socket = net.connect({ host, port: Number(port) }, () => resume(Effect.succeed(socket)))
+        socket.on("error", () => {})
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => raw.destroy()))
+      yield* Effect.sleep(Duration.millis(100))
+      const startedMs = Date.now()
+      const closing = yield* Effect.forkDaemon(b.close)
+      yield* Effect.sleep(Duration.millis(20))
+      const secured = tls.connect({ socket: raw, ca: cluster.ca, checkServerIdentity: () => undefined })
+      secured.on("error", () => {})
+      secured.on("secureConnect", () => secured.write(Buffer.from([1, 0, 0, 0, 0, 0, 0, 0])))
+      yield* Effect.addFinalizer(() => Effect.sync(() => secured.destroy()))
+      const closed = yield* Fiber.await(closing).pipe(Effect.timeout(Duration.seconds(3)), Effect.option)
+      expect(closed._tag, `the transport did not finish closing within 3 s (served ${served.length} client(s) after the close began)`).toBe("Some")
+      expect(Date.now() - startedMs).toBeLessThan(3_000)
+      expect(served).toEqual([])
     }))
 })

@@ -18,7 +18,7 @@ import { FullCluster, tickMs } from "./FullCluster.ts"
 import { runSimulated } from "./SimRuntime.ts"
 
 /** Deliberate bugs the full simulator's checkers must catch (test/sim/simFullMutations.test.ts). */
-export type FullMutation = "lease-too-long" | "follower-reads-local" | "session-reads-at-once" | "bounded-ignores-lag"
+export type FullMutation = "lease-too-long" | "follower-reads-local" | "session-reads-at-once" | "bounded-ignores-lag" | "deferred-votes-early"
 
 export interface FullSeedOptions {
   readonly seed: number
@@ -69,7 +69,8 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
     ...(options.mutation === "lease-too-long" ? { bugs: { leaseTooLong: true } } : {}),
     ...(options.mutation === "follower-reads-local" ? { bugs: { followerReadsLocal: true } } : {}),
     ...(options.mutation === "session-reads-at-once" ? { bugs: { sessionReadsAtOnce: true } } : {}),
-    ...(options.mutation === "bounded-ignores-lag" ? { bugs: { boundedIgnoresLag: true } } : {})
+    ...(options.mutation === "bounded-ignores-lag" ? { bugs: { boundedIgnoresLag: true } } : {}),
+    ...(options.mutation === "deferred-votes-early" ? { bugs: { deferredVotesEarly: true } } : {})
   }
   const checker = new RecordingChecker()
   const cluster = new FullCluster(root.fork("cluster"), knobs, checker, trace, extra.fork("rates"))
