@@ -20,9 +20,10 @@ import * as NodeObserver from "../observability/NodeObserver.ts"
 import type { NodeId, Role } from "../raft/types.ts"
 import type { SqliteApplyResult } from "../sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
-import type { Disk } from "../storage/Disk.ts"
+import { Disk } from "../storage/Disk.ts"
+import { SegmentLog } from "../storage/SegmentLog.ts"
 import type { NodeIdentity } from "./identity.ts"
-import { readIdentity } from "./identity.ts"
+import { identityFileName, readIdentity } from "./identity.ts"
 import type { TqliteNode } from "./Node.ts"
 import * as Node from "./Node.ts"
 import * as Leadership from "./leadership.ts"
@@ -71,7 +72,8 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
     const tickMs = options.tickMs ?? Node.defaultTickMs
     const slot = makeClientHandlerSlot()
     const joining = options.join.length > 0
-    const existing = yield* readIdentity(options.dataDir)
+    const found = yield* readIdentity(options.dataDir)
+    const existing = joining && found !== null && found.address !== options.address ? yield* forgetIfNeverJoined(options, found) : found
     const cluster = joining ? yield* findCluster(options, existing) : null
     const node = yield* Node.make<SqliteApplyResult, SqliteMachine>({
       dataDir: options.dataDir,
@@ -213,6 +215,38 @@ export class JoinOtherCluster extends Data.TaggedError("JoinOtherCluster")<{ rea
     return `the data dir ${this.dataDir} belongs to cluster ${this.own}, but ${this.address} is a member of cluster ${this.joined}`
   }
 }
+
+/** A data dir whose node never joined may take a new address: its first start wrote the
+ * identity, then the join failed (say, the address was wrong for the peers). "Never joined" is
+ * the cluster's word, not the disk's: a spare's log stays empty even after it joined, so the node
+ * must not be in the cluster's member list, and its own log must hold nothing. Then the old
+ * identity, log, snapshots and databases move aside into `abandoned-<UTC>/` (nothing deleted) and
+ * the node starts fresh. Otherwise the identity stays, and the start fails IdentityMismatch as
+ * before. */
+const forgetIfNeverJoined = (options: SqlNodeOptions, existing: NodeIdentity) =>
+  Effect.gen(function*() {
+    const secure = options.tls ?? null
+    const answer = yield* Effect.either(firstAnswer(options.join, secure))
+    if (Either.isLeft(answer) || answer.right.clusterId !== existing.clusterId) return existing
+    const members = yield* Effect.either(Effect.scoped(Effect.flatMap(
+      makeClient({ servers: options.join, database: "tqlite-control", tls: secure }),
+      (client) => Effect.timeout(client.cluster, Duration.seconds(10))
+    )))
+    if (Either.isLeft(members) || members.right.some((s) => s.id === BigInt(existing.nodeId))) return existing
+    const log = yield* Effect.either(Effect.scoped(Effect.flatMap(
+      SegmentLog.open({ dir: path.join(options.dataDir, "log"), clusterId: existing.clusterId }),
+      (store) => store.load
+    )))
+    if (Either.isLeft(log) || log.right.entries.length > 0 || log.right.snapshot !== null || log.right.hardState.term > 0) return existing
+    const disk = yield* Disk
+    const aside = path.join(options.dataDir, `abandoned-${new Date().toISOString().replace(/[:.]/g, "-")}`)
+    yield* disk.mkdir(aside)
+    for (const name of [identityFileName, "log", "snapshots", "sqlite"]) {
+      if (yield* disk.exists(path.join(options.dataDir, name))) yield* disk.rename(path.join(options.dataDir, name), path.join(aside, name))
+    }
+    yield* Effect.logInfo(`the data dir ${options.dataDir} never joined cluster ${existing.clusterId} (node ${existing.nodeId} at ${existing.address} is not a member and its log is empty): starting as a new node at ${options.address}; the old files are in ${aside}`)
+    return null
+  })
 
 /** The cluster `--join` names. A first start retries with a bounded backoff (saying so) until
  * a member answers or the join timeout passes. A node that already has an identity tries once:

@@ -6,6 +6,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Fiber, Scope } from "effect"
+import { loadOrCreateIdentity } from "../../src/node/identity.ts"
 import { JoinOtherCluster } from "../../src/node/SqlNode.ts"
 import * as SqlNode from "../../src/node/SqlNode.ts"
 import { Disk } from "../../src/storage/Disk.ts"
@@ -20,6 +21,34 @@ const memberOf = (node: SqlNode.SqlNode) =>
   Effect.map(node.node.raft.status, (status) => status.membership.members.some((m) => m.id === node.node.identity.nodeId))
 
 describe("join", () => {
+  it.live("a data dir that never joined takes a new address (its files move aside); one that joined keeps its own", () =>
+    Effect.gen(function*() {
+      const dir = base()
+      const scope = yield* Scope.make()
+      const founder = yield* startIn(scope, { dataDir: path.join(dir, "founder"), address: `127.0.0.1:${yield* freePort}`, join: [] })
+      // A first start wrote its identity for an address the cluster never heard of, then failed.
+      const joinerDir = path.join(dir, "joiner")
+      const first = `127.0.0.1:${yield* freePort}`
+      yield* loadOrCreateIdentity(joinerDir, first, () => ({ nodeId: 4242, clusterId: founder.node.identity.clusterId })).pipe(Effect.provide(Disk.layerNode))
+      const second = `127.0.0.1:${yield* freePort}`
+      const joiner = yield* startIn(scope, { dataDir: joinerDir, address: second, join: [founder.node.identity.address] })
+      expect(joiner.node.identity.address).toBe(second)
+      expect(joiner.node.identity.nodeId).not.toBe(4242)
+      const members = (yield* founder.node.raft.status).membership.members
+      expect(members.find((m) => m.id === joiner.node.identity.nodeId)?.address).toBe(second)
+      const aside = fs.readdirSync(joinerDir).filter((name) => name.startsWith("abandoned-"))
+      expect(aside.length).toBe(1)
+      expect(fs.existsSync(path.join(joinerDir, aside[0]!, "tqlite-node"))).toBe(true)
+      // Now a member: another address is refused, the data dir untouched.
+      yield* Scope.close(scope, Exit.void)
+      const scope2 = yield* Scope.make()
+      yield* startIn(scope2, { dataDir: path.join(dir, "founder"), address: founder.node.identity.address, join: [] })
+      const moved = yield* Effect.exit(startIn(scope2, { dataDir: joinerDir, address: `127.0.0.1:${yield* freePort}`, join: [founder.node.identity.address] }))
+      expect(Exit.isFailure(moved) && String(moved.cause)).toContain("IdentityMismatch")
+      expect(fs.readdirSync(joinerDir).filter((name) => name.startsWith("abandoned-")).length).toBe(1)
+      yield* Scope.close(scope2, Exit.void)
+    }), 60_000)
+
   it.live("waits for a member that starts after it, then joins", () =>
     Effect.gen(function*() {
       const dir = base()
