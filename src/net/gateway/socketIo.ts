@@ -8,6 +8,7 @@
 
 import type { Duplex } from "node:stream"
 import { Data, Duration, Effect } from "effect"
+import { drained, readChunk } from "../streamIo.ts"
 import { wordBytes } from "./codes.ts"
 import { WireError } from "./errors.ts"
 import type { Frame } from "./framing.ts"
@@ -48,39 +49,15 @@ export class FrameStream {
   }
 
   /** The next chunk the stream has, or null at its end. */
-  readonly readChunk: Effect.Effect<Uint8Array | null, SocketError> = Effect.async((resume) => {
-    const stream = this.stream
-    const attempt = (): boolean => {
-      const chunk = stream.read() as Buffer | null
-      if (chunk !== null) {
-        resume(Effect.succeed(chunk))
-        return true
-      }
-      if (stream.errored) {
-        resume(Effect.fail(new SocketError({ reason: "Closed", detail: `read failed: ${String(stream.errored)}`, cause: stream.errored })))
-        return true
-      }
-      if (stream.readableEnded || stream.destroyed) {
-        resume(Effect.succeed(null))
-        return true
-      }
-      return false
+  readonly readChunk: Effect.Effect<Uint8Array | null, SocketError> = Effect.flatMap(Effect.suspend(() => readChunk(this.stream)), (read) => {
+    switch (read._tag) {
+      case "Chunk":
+        return Effect.succeed(read.chunk)
+      case "End":
+        return Effect.succeed(null)
+      case "Failed":
+        return Effect.fail(new SocketError({ reason: "Closed", detail: `read failed: ${String(read.cause)}`, cause: read.cause }))
     }
-    if (attempt()) return
-    const onEvent = () => {
-      if (attempt()) detach()
-    }
-    const detach = () => {
-      stream.off("readable", onEvent)
-      stream.off("end", onEvent)
-      stream.off("close", onEvent)
-      stream.off("error", onEvent)
-    }
-    stream.on("readable", onEvent)
-    stream.on("end", onEvent)
-    stream.on("close", onEvent)
-    stream.on("error", onEvent)
-    return Effect.sync(detach)
   })
 
   /** One raw word (the protocol version), or null if the stream ends first. */
@@ -167,20 +144,8 @@ export class FrameStream {
         return Effect.fail(new SocketError({ reason: "Closed", detail: "the connection is closed" }))
       }
       if (stream.write(bytes)) return Effect.void
-      return Effect.async<void, SocketError>((resume) => {
-        const done = () => {
-          detach()
-          if (stream.destroyed) resume(Effect.fail(new SocketError({ reason: "Closed", detail: "the connection closed while writing" })))
-          else resume(Effect.void)
-        }
-        const detach = () => {
-          stream.off("drain", done)
-          stream.off("close", done)
-        }
-        stream.once("drain", done)
-        stream.once("close", done)
-        return Effect.sync(detach)
-      }).pipe(
+      return drained(stream).pipe(
+        Effect.zipRight(Effect.suspend(() => stream.destroyed ? Effect.fail(new SocketError({ reason: "Closed", detail: "the connection closed while writing" })) : Effect.void)),
         Effect.timeoutFail({
           duration: Duration.millis(timeoutMs),
           onTimeout: () => new SocketError({ reason: "Timeout", detail: `the other side read nothing for ${timeoutMs} ms` })

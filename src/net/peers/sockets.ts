@@ -8,6 +8,7 @@ import { Duration, Effect, Either } from "effect"
 import type { FrameError } from "./errors.ts"
 import { ConnectionClosed, ConnectionTimeout } from "./errors.ts"
 import { FrameDecoder } from "./framing.ts"
+import { drained, readChunk } from "../streamIo.ts"
 
 /** Mutual TLS between peers: every node presents `cert`/`key` and accepts peers whose
  * certificate is signed by `ca`. Host names are not checked (peers are often addressed by IP);
@@ -112,40 +113,8 @@ export class SocketReader {
   }
 
   /** The next chunk the socket has, or null at end of stream. */
-  readonly readChunk: Effect.Effect<Uint8Array | null, ConnectionClosed> = Effect.async((resume) => {
-    const socket = this.socket
-    const attempt = (): boolean => {
-      const chunk = socket.read() as Buffer | null
-      if (chunk !== null) {
-        resume(Effect.succeed(chunk))
-        return true
-      }
-      if (socket.errored) {
-        resume(Effect.fail(closedError(socket, "read failed")))
-        return true
-      }
-      if (socket.readableEnded || socket.destroyed) {
-        resume(Effect.succeed(null))
-        return true
-      }
-      return false
-    }
-    if (attempt()) return
-    const onEvent = () => {
-      if (attempt()) detach()
-    }
-    const detach = () => {
-      socket.off("readable", onEvent)
-      socket.off("end", onEvent)
-      socket.off("close", onEvent)
-      socket.off("error", onEvent)
-    }
-    socket.on("readable", onEvent)
-    socket.on("end", onEvent)
-    socket.on("close", onEvent)
-    socket.on("error", onEvent)
-    return Effect.sync(detach)
-  })
+  readonly readChunk: Effect.Effect<Uint8Array | null, ConnectionClosed> = Effect.flatMap(Effect.suspend(() => readChunk(this.socket)), (read) =>
+    read._tag === "Chunk" ? Effect.succeed(read.chunk) : read._tag === "End" ? Effect.succeed(null) : Effect.fail(closedError(this.socket, "read failed")))
 
   /** Exactly `n` bytes (buffered ones first); fails if the stream ends before. */
   readExactly(n: number): Effect.Effect<Uint8Array, ConnectionClosed> {
@@ -180,21 +149,7 @@ export class SocketReader {
 
 /** Waits until the socket's write buffer has drained (or the socket closed). */
 export function awaitDrain(socket: net.Socket, timeoutMs: number): Effect.Effect<void, ConnectionTimeout> {
-  const wait = Effect.async<void>((resume) => {
-    if (!socket.writableNeedDrain || socket.destroyed) return resume(Effect.void)
-    const done = () => {
-      detach()
-      resume(Effect.void)
-    }
-    const detach = () => {
-      socket.off("drain", done)
-      socket.off("close", done)
-    }
-    socket.once("drain", done)
-    socket.once("close", done)
-    return Effect.sync(detach)
-  })
-  return wait.pipe(
+  return drained(socket).pipe(
     Effect.timeoutFail({
       duration: Duration.millis(timeoutMs),
       onTimeout: () => new ConnectionTimeout({ phase: "drain", timeoutMs })
