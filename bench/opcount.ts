@@ -44,7 +44,7 @@ async function measure(dir: string, writers: number, seconds: number): Promise<s
       const nodes = new SqliteCluster({ baseDir: base, rng: new Prng(writers), tickMs: 50, fsync: "async", syncEveryEntries: 1000, snapshotEveryEntries: 1_000_000, disk: "node", limits: {} })
       yield* nodes.bootstrap([1, 2, 3])
       const leader = yield* nodes.awaitLeader(1000)
-      const client = <A, E>(effect: Effect.Effect<A, E>) => Effect.locally(effect, side, "writer+client")
+      const client = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.locally(effect, side, "writer+client")
       const setup = yield* client(leader.dbs.open("bench"))
       yield* client(setup.execSql("CREATE TABLE t(id INTEGER PRIMARY KEY, w INTEGER, v BLOB)", []))
       const sessions = yield* client(Effect.forEach(Array.from({ length: writers }), () => leader.dbs.open("bench")))
