@@ -16,7 +16,9 @@
 //   entry (LeaderDatabase.markCommitted), and never calls back into the writer: when it takes the
 //   database away (a snapshot, another leader's entry) the writer notices the database closed at
 //   its next input and stops.
-import { Clock, Duration, Effect, Queue } from "effect"
+import type { Clock as ClockService } from "effect"
+import type { Cause } from "effect"
+import { Clock, Duration, Effect } from "effect"
 import type { Applied } from "../actors/Applier.ts"
 import type { NodeStatus } from "../actors/RaftActor.ts"
 import type { RaftRequestError } from "../actors/raftErrors.ts"
@@ -62,6 +64,56 @@ export class Lease {
 
 export type LeaderWriterStats = WriterStats
 
+/** The bytes of write entries in flight on a node (all its writers), in KiB: the leader appends
+ * proposals that arrive together as one log record, which must fit the log's record bound. A
+ * proposal takes its share before it goes to Raft and gives it back once Raft answered. Taking is
+ * synchronous when there is room (always, unless many databases propose large entries at once):
+ * an Effect semaphore cost ~30 Effect operations and a fiber resumption per entry. */
+export class ProposalBudget {
+  private usedKiB = 0
+  /** Writers waiting for room: at most one each (one proposal in flight per writer). */
+  private readonly waiting = new Set<() => void>()
+
+  constructor(readonly kibMax: number) {
+    assert(Number.isSafeInteger(kibMax) && kibMax > 0, "a positive budget")
+  }
+
+  get used(): number {
+    return this.usedKiB
+  }
+
+  /** Runs `effect` (which must not fail or be interrupted: wrap it in Effect.exit) holding `kib`. */
+  withKiB<A>(kib: number, effect: Effect.Effect<A>): Effect.Effect<A> {
+    const share = Math.min(Math.max(1, kib), this.kibMax)
+    const run = Effect.map(effect, (value) => {
+      this.usedKiB -= share
+      for (const wake of [...this.waiting]) wake()
+      return value
+    })
+    return Effect.suspend(() => (this.tryTake(share) ? run : Effect.zipRight(this.room(share), run)))
+  }
+
+  /** Waits until `share` could be taken, and takes it. */
+  private room(share: number): Effect.Effect<void> {
+    return Effect.async<void>((resume) => {
+      const wake = () => {
+        if (!this.tryTake(share)) return
+        this.waiting.delete(wake)
+        resume(Effect.void)
+      }
+      this.waiting.add(wake)
+      wake()
+      return Effect.sync(() => void this.waiting.delete(wake))
+    })
+  }
+
+  private tryTake(share: number): boolean {
+    if (this.usedKiB + share > this.kibMax) return false
+    this.usedKiB += share
+    return true
+  }
+}
+
 export interface LeaderWriterOptions {
   readonly database: string
   readonly term: Term
@@ -70,9 +122,8 @@ export interface LeaderWriterOptions {
   readonly machine: SqliteMachine
   readonly raft: RaftAccess
   readonly limits: SqliteLimits
-  /** Bounds the bytes of write entries in flight on the node (all databases), in KiB: the leader
-   * appends proposals that arrive together as one log record. */
-  readonly proposalKiB: Effect.Semaphore
+  /** Bounds the bytes of write entries in flight on the node (all databases). */
+  readonly proposalKiB: ProposalBudget
 }
 
 const batchSavepoint = "tqlite_batch_statement"
@@ -97,7 +148,10 @@ export class LeaderWriter implements LeaderSlotOwner {
   private ids = 0
   /** Effects that wait, for the worker (at most one besides a Release). */
   private readonly waits: Array<Waiting> = []
-  private readonly wake = Effect.runSync(Queue.sliding<void>(1))
+  /** Resumes the worker when it waits for work (a plain callback: cheaper than a queue). */
+  private wakeWorker: (() => void) | null = null
+  /** The writer's clock (the worker's, as the ticker's): read without an Effect per input. */
+  private clock: ClockService.Clock | null = null
   private batchStartPageCount = 0
   private payload: { readonly seq: number; readonly data: Uint8Array } | null = null
 
@@ -120,14 +174,26 @@ export class LeaderWriter implements LeaderSlotOwner {
 
   // ---- fibers --------------------------------------------------------------------------------
 
-  /** The worker and the ticker; both end by themselves once the writer stops. */
+  /** The worker and the ticker; both end by themselves once the writer stops. Their logs (and
+   * the opcount bench) know them by the `writer` annotation. */
   run(): Effect.Effect<void> {
-    return Effect.fork(this.tickerLoop()).pipe(Effect.zipRight(this.workerLoop()))
+    return Effect.fork(this.tickerLoop()).pipe(Effect.zipRight(this.workerLoop()), Effect.annotateLogs("writer", this.options.database))
   }
 
   private workerLoop(): Effect.Effect<void> {
     const self = this
+    const idle = Effect.async<void>((resume) => {
+      if (self.waits.length > 0 || self.core.stoppedBy !== null) return resume(Effect.void)
+      self.wakeWorker = () => {
+        self.wakeWorker = null
+        resume(Effect.void)
+      }
+      return Effect.sync(() => {
+        self.wakeWorker = null
+      })
+    })
     return Effect.gen(function*() {
+      self.clock = yield* Effect.clock
       for (;;) {
         const effect = self.waits.shift()
         if (effect !== undefined) {
@@ -135,9 +201,18 @@ export class LeaderWriter implements LeaderSlotOwner {
           continue
         }
         if (self.core.stoppedBy !== null) return
-        yield* Queue.take(self.wake)
+        yield* idle
       }
     })
+  }
+
+  private signal(): void {
+    this.wakeWorker?.()
+  }
+
+  private nowMs(): number {
+    assert(this.clock !== null, "the worker has started")
+    return this.clock.unsafeCurrentTimeMillis()
   }
 
   private tickerLoop(): Effect.Effect<void> {
@@ -211,20 +286,20 @@ export class LeaderWriter implements LeaderSlotOwner {
       case "Checkpoint": {
         const outcome = this.database.checkpoint()
         this.waits.push({ _tag: "RecordCheckpoint", durationMs: outcome.durationMs })
-        Queue.unsafeOffer(this.wake, undefined)
+        this.signal()
         return null
       }
       case "DiscardLocalCommit":
         this.payload = null
         this.database.reopenDiscarding()
         this.waits.push(effect)
-        Queue.unsafeOffer(this.wake, undefined)
+        this.signal()
         return null
       case "Propose":
       case "ConfirmLeadership":
       case "Release":
         this.waits.push(effect)
-        Queue.unsafeOffer(this.wake, undefined)
+        this.signal()
         return null
     }
   }
@@ -294,13 +369,9 @@ export class LeaderWriter implements LeaderSlotOwner {
     const options = this.options
     return Effect.gen(function*() {
       switch (effect._tag) {
-        case "Propose": {
+        case "Propose":
           if (effect.delayMs > 0) yield* Effect.sleep(Duration.millis(effect.delayMs))
-          if (self.core.stoppedBy !== null) return
-          const outcome = yield* self.propose(effect.seq)
-          self.drive({ _tag: "Proposed", seq: effect.seq, outcome, nowMs: yield* Clock.currentTimeMillis })
-          return
-        }
+          return yield* self.propose(effect.seq)
         case "ConfirmLeadership": {
           const exit = yield* Effect.exit(options.raft.confirmLeadership)
           let failure: SqlFailure | null = null
@@ -308,7 +379,7 @@ export class LeaderWriter implements LeaderSlotOwner {
             const error = exit.cause._tag === "Fail" ? exit.cause.error : null
             failure = error?._tag === "NotLeader" ? new SqlNotLeader({ leader: error.leader, message: error.detail }) : new SqlBusy({ message: `could not confirm leadership: ${error?._tag ?? "defect"}` })
           }
-          self.drive({ _tag: "Confirmed", failure, nowMs: yield* Clock.currentTimeMillis })
+          self.drive({ _tag: "Confirmed", failure, nowMs: self.nowMs() })
           return
         }
         case "RecordCheckpoint":
@@ -326,66 +397,89 @@ export class LeaderWriter implements LeaderSlotOwner {
     })
   }
 
-  /** One proposal of local commit `seq`; its outcome as the core wants it. */
-  private propose(seq: number): Effect.Effect<ProposalOutcome> {
-    const self = this
-    const options = this.options
-    return Effect.gen(function*() {
-      if (self.payload?.seq !== seq) {
-        const commit = self.database.pendingCommit
-        assert(commit !== null && commit.seq === seq, `local commit ${seq} is pending`)
-        self.payload = {
-          seq,
-          data: encodeWriteEntry({
-            origin: { node: options.nodeId, epoch: options.epoch, seq },
-            previousChangeIndex: options.machine.lastChangeIndex(options.database),
-            database: options.database,
-            pageSet: commit.pageSet
-          })
-        }
-      }
-      const payload = self.payload.data
-      const exit = yield* Effect.exit(options.proposalKiB.withPermits(Math.ceil(payload.length / 1024))(options.raft.propose(payload)))
-      if (exit._tag === "Success") {
-        const result = exit.value.result
-        const committed = (result._tag === "Own" || result._tag === "OwnCopy") && result.database === options.database && result.seq === seq
-        return { _tag: "Applied", index: exit.value.index, committed, result: result._tag }
-      }
-      const error = exit.cause._tag === "Fail" ? exit.cause.error : null
-      if (error === null || error._tag === "InvalidRequest" || error._tag === "ChangePending") {
-        return yield* Effect.dieMessage(`unexpected proposal failure: ${error?._tag ?? String(exit.cause)}`)
-      }
-      const status = yield* options.raft.status
-      const stillLeader = status.role === "leader" && status.term === self.term
-      const detail = error._tag === "ProposalDropped" ? `index ${error.index}` : error._tag === "RequestTimeout" ? `${error.timeoutMs} ms` : error.detail
-      return { _tag: "Failed", error: error._tag, detail, leader: error._tag === "NotLeader" ? error.leader : null, stillLeader }
+  /** One proposal of local commit `seq`, then its outcome fed to the core. Plain combinators, no
+   * generator: this runs once per entry. */
+  private propose(seq: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.core.stoppedBy !== null) return Effect.void
+      const payload = this.payloadFor(seq)
+      const proposal = this.options.proposalKiB.withKiB(Math.ceil(payload.length / 1024), Effect.exit(this.options.raft.propose(payload)))
+      return Effect.flatMap(proposal, (exit) => {
+        if (exit._tag === "Failure") return Effect.map(this.proposalFailure(exit.cause), (outcome) => this.drive({ _tag: "Proposed", seq, outcome, nowMs: this.nowMs() }))
+        const { index, result } = exit.value
+        const committed = (result._tag === "Own" || result._tag === "OwnCopy") && result.database === this.options.database && result.seq === seq
+        this.drive({ _tag: "Proposed", seq, outcome: { _tag: "Applied", index, committed, result: result._tag }, nowMs: this.nowMs() })
+        return Effect.void
+      })
     })
+  }
+
+  /** The entry of local commit `seq`, encoded once for all its proposals (a re-proposal must be
+   * the same entry: same origin, same previousChangeIndex). */
+  private payloadFor(seq: number): Uint8Array {
+    if (this.payload?.seq === seq) return this.payload.data
+    const commit = this.database.pendingCommit
+    assert(commit !== null && commit.seq === seq, `local commit ${seq} is pending`)
+    const options = this.options
+    const data = encodeWriteEntry({
+      origin: { node: options.nodeId, epoch: options.epoch, seq },
+      previousChangeIndex: options.machine.lastChangeIndex(options.database),
+      database: options.database,
+      pageSet: commit.pageSet
+    })
+    this.payload = { seq, data }
+    return data
+  }
+
+  /** A failed proposal as the core wants it: which error, and whether this node still leads. */
+  private proposalFailure(cause: Cause.Cause<RaftRequestError>): Effect.Effect<ProposalOutcome> {
+    const error = cause._tag === "Fail" ? cause.error : null
+    if (error === null || error._tag === "InvalidRequest" || error._tag === "ChangePending") {
+      return Effect.dieMessage(`unexpected proposal failure: ${error?._tag ?? String(cause)}`)
+    }
+    return Effect.map(this.options.raft.status, (status): ProposalOutcome => ({
+      _tag: "Failed",
+      error: error._tag,
+      detail: error._tag === "ProposalDropped" ? `index ${error.index}` : error._tag === "RequestTimeout" ? `${error.timeoutMs} ms` : error.detail,
+      leader: error._tag === "NotLeader" ? error.leader : null,
+      stillLeader: status.role === "leader" && status.term === this.term
+    }))
   }
 
   // ---- client calls --------------------------------------------------------------------------
 
   /** Runs one write statement in the writer and answers once Raft committed it. */
   submit(sql: string, params: ReadonlyArray<SqlValue>, isolation: Isolation): Effect.Effect<StatementOutcome, SqlFailure> {
-    return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+    return this.withNow((nowMs) =>
       Effect.async<StatementOutcome, SqlFailure>((resume) => {
         const id = ++this.ids
         this.waiting.set(id, resume)
         this.statements.set(id, { sql, params })
-        this.drive({ _tag: "Submitted", id, bytes: requestBytes(sql, params), isolation, nowMs, diskFull: this.options.raft.cannotWrite?.() ?? null })
-      }))
+        this.drive({ _tag: "Submitted", id, bytes: requestBytes(sql, params), isolation, nowMs: nowMs(), diskFull: this.options.raft.cannotWrite?.() ?? null })
+      })
+    )
   }
 
   /** Waits for the writer and holds it for an interactive transaction. */
   acquireLease(): Effect.Effect<Lease, SqlFailure> {
-    return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+    return this.withNow((nowMs) =>
       Effect.async<Lease, SqlFailure>((resume) => {
         const id = ++this.ids
         this.waiting.set(id, resume)
         this.grants.set(id, (lease) => resume(Effect.succeed(lease)))
-        this.drive({ _tag: "LeaseRequested", id, nowMs, diskFull: this.options.raft.cannotWrite?.() ?? null })
+        this.drive({ _tag: "LeaseRequested", id, nowMs: nowMs(), diskFull: this.options.raft.cannotWrite?.() ?? null })
         // Refused at once: no grant will come.
         if (!this.waiting.has(id)) this.grants.delete(id)
-      }))
+      })
+    )
+  }
+
+  /** `use` with a reading of the writer's clock: without an Effect once the worker has it, from
+   * the caller's Clock before (the first request may come before the worker runs). */
+  private withNow<A>(use: (nowMs: () => number) => Effect.Effect<A, SqlFailure>): Effect.Effect<A, SqlFailure> {
+    const clock = this.clock
+    if (clock !== null) return use(() => clock.unsafeCurrentTimeMillis())
+    return Effect.flatMap(Clock.currentTimeMillis, (nowMs) => use(() => nowMs))
   }
 
   /** Runs a statement inside the lease's transaction (on the writer, at once). */
@@ -419,7 +513,7 @@ export class LeaderWriter implements LeaderSlotOwner {
   /** COMMIT (or END, or the RELEASE of the outermost savepoint): waits for the entry in flight,
    * commits locally, and answers once Raft committed the transaction. */
   leaseFinish(lease: Lease, sql: string): Effect.Effect<ExecResult, SqlFailure> {
-    return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+    return this.withNow((nowMs) =>
       Effect.suspend(() => {
         this.noticeDetached()
         const ended = leaseEnded(lease)
@@ -430,7 +524,7 @@ export class LeaderWriter implements LeaderSlotOwner {
         return Effect.async<ExecResult, SqlFailure>((resume) => {
           const id = ++this.ids
           this.waiting.set(id, resume)
-          this.drive({ _tag: "LeaseCommitRequested", leaseId: lease.id, id, nowMs })
+          this.drive({ _tag: "LeaseCommitRequested", leaseId: lease.id, id, nowMs: nowMs() })
         }).pipe(Effect.ensuring(Effect.sync(() => {
           // A RELEASE of an inner savepoint, or a COMMIT that failed inside the transaction.
           if (lease.state === "committing") lease.state = "active"
@@ -478,7 +572,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       // The release happens here, not in the worker: the caller relies on it being done.
       const releases = this.waits.filter((effect): effect is Extract<Waiting, { _tag: "Release" }> => effect._tag === "Release")
       this.waits.splice(0, this.waits.length, ...this.waits.filter((effect) => effect._tag !== "Release"))
-      Queue.unsafeOffer(this.wake, undefined)
+      this.signal()
       if (releases.length === 0) return this.options.machine.release(this.options.database, this, mode, false)
       return Effect.forEach(releases, (effect) => this.performWaiting(effect), { discard: true })
     })
