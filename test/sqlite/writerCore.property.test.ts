@@ -75,7 +75,8 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
    * synchronous effect answers with. */
   let okAllowed = new Set<number>()
   let nextOkAllowed = new Set<number>()
-  let lease: { id: number; committing: boolean } | null = null
+  // In an object: the closures below assign it, which narrowing of a `let` would not see.
+  const held: { lease: { id: number; committing: boolean } | null } = { lease: null }
   let leaseCommitId: number | null = null
   let walBytes = 0
   let pageSeq = 0
@@ -110,10 +111,10 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
       case "GrantLease":
         covered.leaseGrants++
         answered(effect.id)
-        lease = { id: effect.leaseId, committing: false }
+        held.lease = { id: effect.leaseId, committing: false }
         return null
       case "LeaseEnded":
-        if (lease?.id === effect.leaseId) lease = null
+        if (held.lease?.id === effect.leaseId) held.lease = null
         return null
       case "RollbackLease":
         return null
@@ -217,18 +218,15 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
         feed({ _tag: "LeaseRequested", id: request(), nowMs, diskFull: null })
         break
       case "leaseCommit":
-        if (lease !== null && !lease.committing) {
+        if (held.lease !== null && !held.lease.committing) {
           leaseCommitId = request()
-          lease.committing = true
-          const leaseId = lease.id
+          held.lease.committing = true
+          const leaseId = held.lease.id
           feed({ _tag: "LeaseCommitRequested", leaseId, id: leaseCommitId, nowMs })
-          // Back to active unless it ended (a RELEASE, or a COMMIT failed inside the transaction).
-          const current = lease as { id: number; committing: boolean } | null
-          if (current !== null && current.id === leaseId && answers.has(leaseCommitId)) current.committing = false
         }
         break
       case "leaseEnd":
-        if (lease !== null && !lease.committing) feed({ _tag: "LeaseEnded", leaseId: lease.id, endedBy: null })
+        if (held.lease !== null && !held.lease.committing) feed({ _tag: "LeaseEnded", leaseId: held.lease.id, endedBy: null })
         break
       case "tick":
         nowMs += a.ms
@@ -245,7 +243,7 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
         break
     }
     // A lease whose COMMIT was answered (ok or not) may commit again, as its session would.
-    if (lease !== null && lease.committing && leaseCommitId !== null && answers.has(leaseCommitId)) lease.committing = false
+    if (held.lease !== null && held.lease.committing && leaseCommitId !== null && answers.has(leaseCommitId)) held.lease.committing = false
   }
   // The end: leadership lost, every outstanding answer delivered; everyone must have heard.
   feed({ _tag: "Stop", failure: new SqlNotLeader({ leader: null, message: "model end" }), mode: "discard" })
