@@ -129,7 +129,7 @@ export interface LeaderWriterOptions {
 const batchSavepoint = "tqlite_batch_statement"
 
 /** What the worker performs: the effects that wait. */
-type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeadership" | "DiscardLocalCommit" | "Release" }> | {
+type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeadership" | "DiscardLocalCommit" | "Release" | "Flush" }> | {
   readonly _tag: "RecordCheckpoint"
   readonly durationMs: number
 }
@@ -298,6 +298,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       case "Propose":
       case "ConfirmLeadership":
       case "Release":
+      case "Flush":
         this.waits.push(effect)
         this.signal()
         return null
@@ -372,6 +373,11 @@ export class LeaderWriter implements LeaderSlotOwner {
         case "Propose":
           if (effect.delayMs > 0) yield* Effect.sleep(Duration.millis(effect.delayMs))
           return yield* self.propose(effect.seq)
+        case "Flush":
+          // Behind every fiber already scheduled: the clients just answered, among them.
+          yield* Effect.yieldNow()
+          self.drive({ _tag: "Flushed" })
+          return
         case "ConfirmLeadership": {
           const exit = yield* Effect.exit(options.raft.confirmLeadership)
           let failure: SqlFailure | null = null

@@ -95,6 +95,8 @@ export type WriterInput =
    * or a statement made it too large (`endedBy`). */
   | { readonly _tag: "LeaseEnded"; readonly leaseId: number; readonly endedBy: SqlFailure | null }
   | { readonly _tag: "CheckpointRequested" }
+  /** The shell let every fiber that was ready run (after a Flush effect). */
+  | { readonly _tag: "Flushed" }
   | { readonly _tag: "Tick"; readonly nowMs: number }
   | { readonly _tag: "Stop"; readonly failure: SqlFailure; readonly mode: "discard" | "keepWal" }
 
@@ -114,6 +116,9 @@ export type WriterEffect =
   | { readonly _tag: "ConfirmLeadership" }
   /** Checkpoint (TRUNCATE) with every frame committed; answer with Checkpointed. */
   | { readonly _tag: "Checkpoint" }
+  /** Let the fibers that are ready run (clients just answered send their next statement), then
+   * answer with Flushed: only then the open batch closes, with them in it. */
+  | { readonly _tag: "Flush" }
   /** Cut the local commit from the WAL and reopen on the committed state; answer with Discarded. */
   | { readonly _tag: "DiscardLocalCommit" }
   /** Roll back the lease's transaction (it held the writer too long). */
@@ -178,6 +183,8 @@ export interface WriterState {
   running: Running | null
   inflight: InFlight | null
   checkpointWanted: boolean
+  /** A Flush is outstanding / was answered since the batch could last close. */
+  flush: "none" | "asked" | "done"
   /** The last local commit's seq. */
   seq: number
   leases: number
@@ -201,6 +208,7 @@ export function initialWriterState(database: string, limits: WriterLimits, nowMs
     running: null,
     inflight: null,
     checkpointWanted: false,
+    flush: "none",
     seq: 0,
     leases: 0,
     stoppedBy: null
@@ -267,6 +275,9 @@ function dispatch(s: WriterState, input: WriterInput, out: Array<WriterEffect>):
     case "CheckpointRequested":
       s.checkpointWanted = true
       return
+    case "Flushed":
+      if (s.flush === "asked") s.flush = "done"
+      return
     case "Tick":
       return tick(s, out)
     case "Stop":
@@ -317,6 +328,16 @@ function pump(s: WriterState, out: Array<WriterEffect>): void {
     }
     if (s.batch !== null) {
       if (inflight !== null) return
+      // Closed only after the fibers that are ready have run: with closed-loop clients, those
+      // just answered send their next statement at once, and it belongs in this batch.
+      if (s.flush !== "done") {
+        if (s.flush === "none") {
+          s.flush = "asked"
+          out.push({ _tag: "Flush" })
+        }
+        return
+      }
+      s.flush = "none"
       const batch = s.batch
       s.batch = null
       s.running = { kind: "commit", waiters: batch.waiters, lease: null, requests: batch.requests }

@@ -157,6 +157,7 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
       case "ConfirmLeadership":
       case "Checkpoint":
       case "DiscardLocalCommit":
+      case "Flush":
         if (outstanding !== null) throw new Violation(`${effect._tag} while ${outstanding._tag} is outstanding`)
         outstanding = effect
         if (effect._tag === "Checkpoint") walBytes = 0
@@ -198,6 +199,8 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
         return feed({ _tag: "Checkpointed", durationMs: 1 })
       case "DiscardLocalCommit":
         return feed({ _tag: "Discarded" })
+      case "Flush":
+        return feed({ _tag: "Flushed" })
       default:
         return
     }

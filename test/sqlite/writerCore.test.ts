@@ -13,6 +13,7 @@
 //   proposed seq=N NotLeader|ProposalDropped|StorageFull|Overloaded|RequestTimeout|OutcomeUnknown [lost] [at=T]
 //   confirmed ok|NotLeader [at=T] | checkpointed ms=M | discarded
 //   lease-commit LEASE ID [at=T] | lease-end LEASE [toobig] | checkpoint-request | tick T
+//   flushed                               the shell let ready fibers run (after `flush`)
 //   stop not-leader|lost|full [keep-wal] | state
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -85,6 +86,8 @@ export function renderEffect(effect: WriterEffect): string {
       return "confirm-leadership"
     case "Checkpoint":
       return "checkpoint"
+    case "Flush":
+      return "flush"
     case "DiscardLocalCommit":
       return "discard-local-commit"
     case "RollbackLease":
@@ -202,6 +205,8 @@ export class Script {
         return { _tag: "LeaseEnded", leaseId: num(bare[0]), endedBy: flags.has("toobig") ? new SqlError({ code: 18, message: "script" }) : null }
       case "checkpoint-request":
         return { _tag: "CheckpointRequested" }
+      case "flushed":
+        return { _tag: "Flushed" }
       case "tick":
         return { _tag: "Tick", nowMs: num(bare[0]) }
       case "stop": {
