@@ -180,29 +180,27 @@ export class LeaderWriter implements LeaderSlotOwner {
     return Effect.fork(this.tickerLoop()).pipe(Effect.zipRight(this.workerLoop()), Effect.annotateLogs("writer", this.options.database))
   }
 
+  /** Performs the effects that wait, one at a time, until the writer stops. Plain combinators,
+   * no generator: it turns twice per entry (the flush, the proposal). */
   private workerLoop(): Effect.Effect<void> {
-    const self = this
+    // No canceler (it would cost an interruptible region per wait): resuming a worker that was
+    // interrupted does nothing.
     const idle = Effect.async<void>((resume) => {
-      if (self.waits.length > 0 || self.core.stoppedBy !== null) return resume(Effect.void)
-      self.wakeWorker = () => {
-        self.wakeWorker = null
+      if (this.waits.length > 0 || this.core.stoppedBy !== null) return resume(Effect.void)
+      this.wakeWorker = () => {
+        this.wakeWorker = null
         resume(Effect.void)
       }
-      return Effect.sync(() => {
-        self.wakeWorker = null
-      })
     })
-    return Effect.gen(function*() {
-      self.clock = yield* Effect.clock
-      for (;;) {
-        const effect = self.waits.shift()
-        if (effect !== undefined) {
-          yield* self.performWaiting(effect)
-          continue
-        }
-        if (self.core.stoppedBy !== null) return
-        yield* idle
-      }
+    const next: Effect.Effect<void> = Effect.suspend(() => {
+      const effect = this.waits.shift()
+      if (effect !== undefined) return Effect.flatMap(this.performWaiting(effect), () => next)
+      if (this.core.stoppedBy !== null) return Effect.void
+      return Effect.flatMap(idle, () => next)
+    })
+    return Effect.flatMap(Effect.clock, (clock) => {
+      this.clock = clock
+      return next
     })
   }
 
@@ -366,41 +364,29 @@ export class LeaderWriter implements LeaderSlotOwner {
 
   /** The effects that wait, performed by the worker one at a time. */
   private performWaiting(effect: Waiting): Effect.Effect<void> {
-    const self = this
     const options = this.options
-    return Effect.gen(function*() {
-      switch (effect._tag) {
-        case "Propose":
-          if (effect.delayMs > 0) yield* Effect.sleep(Duration.millis(effect.delayMs))
-          return yield* self.propose(effect.seq)
-        case "Flush":
-          // Behind every fiber already scheduled: the clients just answered, among them.
-          yield* Effect.yieldNow()
-          self.drive({ _tag: "Flushed" })
-          return
-        case "ConfirmLeadership": {
-          const exit = yield* Effect.exit(options.raft.confirmLeadership)
+    switch (effect._tag) {
+      case "Propose":
+        return effect.delayMs > 0 ? Effect.zipRight(Effect.sleep(Duration.millis(effect.delayMs)), this.propose(effect.seq)) : this.propose(effect.seq)
+      case "Flush":
+        // Behind every fiber already scheduled: the clients just answered, among them.
+        return Effect.map(Effect.yieldNow(), () => this.drive({ _tag: "Flushed" }))
+      case "ConfirmLeadership":
+        return Effect.map(Effect.exit(options.raft.confirmLeadership), (exit) => {
           let failure: SqlFailure | null = null
           if (exit._tag === "Failure") {
             const error = exit.cause._tag === "Fail" ? exit.cause.error : null
             failure = error?._tag === "NotLeader" ? new SqlNotLeader({ leader: error.leader, message: error.detail }) : new SqlBusy({ message: `could not confirm leadership: ${error?._tag ?? "defect"}` })
           }
-          self.drive({ _tag: "Confirmed", failure, nowMs: self.nowMs() })
-          return
-        }
-        case "RecordCheckpoint":
-          yield* options.machine.checkpointed(options.database, self)
-          self.drive({ _tag: "Checkpointed", durationMs: effect.durationMs })
-          return
-        case "DiscardLocalCommit":
-          yield* options.machine.checkpointed(options.database, self)
-          self.drive({ _tag: "Discarded" })
-          return
-        case "Release":
-          yield* options.machine.release(options.database, self, effect.mode, effect.unresolved)
-          return
-      }
-    })
+          this.drive({ _tag: "Confirmed", failure, nowMs: this.nowMs() })
+        })
+      case "RecordCheckpoint":
+        return Effect.map(options.machine.checkpointed(options.database, this), () => this.drive({ _tag: "Checkpointed", durationMs: effect.durationMs }))
+      case "DiscardLocalCommit":
+        return Effect.map(options.machine.checkpointed(options.database, this), () => this.drive({ _tag: "Discarded" }))
+      case "Release":
+        return options.machine.release(options.database, this, effect.mode, effect.unresolved)
+    }
   }
 
   /** One proposal of local commit `seq`, then its outcome fed to the core. Plain combinators, no
