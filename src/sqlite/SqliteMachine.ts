@@ -13,8 +13,12 @@
 //   the writer opens only once this node's barrier entry is applied (every earlier entry applied,
 //   and any proposal of an earlier writer settled), and one leader appends for its whole term.
 //   When another leader's entry arrives anyway (this node lost leadership and its writer has not
-//   noticed yet), the writer is stopped on the spot, its uncommitted frames cut, then the pages
-//   are applied.
+//   noticed yet), the database is closed on the spot, its uncommitted frames cut, then the pages
+//   are applied; the writer notices the database closed at its next step and stops.
+// - The machine never calls back into the writer: it recognizes the writer's entries by their
+//   origin (LeaderSlotOwner is data), moves the read view itself (LeaderDatabase.markCommitted),
+//   and the writer learns a commit from its proposal's result (`Own`, or `OwnCopy` for a copy
+//   proposed again after an unknown outcome).
 //
 // Snapshots are the database files as of the applied index: a leading database is serialized from
 // its committed read view, a closed one is its main file. Installing one replaces every file
