@@ -426,16 +426,27 @@ export class LeaderWriter implements LeaderSlotOwner {
   /** A failed proposal as the core wants it: which error, and whether this node still leads. */
   private proposalFailure(cause: Cause.Cause<RaftRequestError>): Effect.Effect<ProposalOutcome> {
     const error = cause._tag === "Fail" ? cause.error : null
-    if (error === null || error._tag === "InvalidRequest" || error._tag === "ChangePending") {
-      return Effect.dieMessage(`unexpected proposal failure: ${error?._tag ?? String(cause)}`)
+    // Only these can answer a proposal; anything else (a request error of another kind, a defect)
+    // is a bug.
+    switch (error?._tag) {
+      case "NotLeader":
+      case "ProposalDropped":
+      case "StorageFull":
+      case "Overloaded":
+      case "RequestTimeout":
+      case "OutcomeUnknown": {
+        const known = error
+        return Effect.map(this.options.raft.status, (status): ProposalOutcome => ({
+          _tag: "Failed",
+          error: known._tag,
+          detail: known._tag === "ProposalDropped" ? `index ${known.index}` : known._tag === "RequestTimeout" ? `${known.timeoutMs} ms` : known.detail,
+          leader: known._tag === "NotLeader" ? known.leader : null,
+          stillLeader: status.role === "leader" && status.term === this.term
+        }))
+      }
+      default:
+        return Effect.dieMessage(`unexpected proposal failure: ${error?._tag ?? String(cause)}`)
     }
-    return Effect.map(this.options.raft.status, (status): ProposalOutcome => ({
-      _tag: "Failed",
-      error: error._tag,
-      detail: error._tag === "ProposalDropped" ? `index ${error.index}` : error._tag === "RequestTimeout" ? `${error.timeoutMs} ms` : error.detail,
-      leader: error._tag === "NotLeader" ? error.leader : null,
-      stillLeader: status.role === "leader" && status.term === this.term
-    }))
   }
 
   // ---- client calls --------------------------------------------------------------------------
