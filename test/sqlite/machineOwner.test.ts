@@ -40,7 +40,8 @@ function setup() {
     const data = encodeWriteEntry({ origin: { ...origin, seq }, previousChangeIndex: machine.lastChangeIndex("db"), database: "db", pageSet: commit!.pageSet })
     return { data, pageSet: commit!.pageSet }
   }
-  const count = () => owner.database.committedView.run("SELECT count(*) AS n FROM sqlite_schema", []).rows.rows[0]?.[0]
+  // Number(): main returns integers as bigint, this branch as number.
+  const count = () => Number(owner.database.committedView.run("SELECT count(*) AS n FROM sqlite_schema", []).rows.rows[0]?.[0])
   return { machine, owner, localCommit, count }
 }
 
