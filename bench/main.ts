@@ -10,6 +10,7 @@ const benches: Record<string, { readonly module: string; readonly about: string 
   "long-query": { module: "./longQuery.ts", about: "a long read on the leader: leader changes, SELECT 1 latency and kvwrite p99 vs baseline, pass/fail against issue 12 (--query-seconds, --seconds, --dqlite)" },
   embed: { module: "./embed.ts", about: "embedding API on a 3-node loopback cluster: inserts and selects via the leader (local), a follower (routed) and layerRemote (--writers 1,16 --routes local,routed,remote)" },
   failover: { module: "./failover.ts", about: "availability: kill -9 of the leader (5×) and of the whole cluster (3×) under writes; the gap to the first acknowledged write (--kills, --restarts, --writers, --dqload PATH)" },
+  opcount: { module: "./opcount.ts", about: "Effect operations and fiber resumptions per committed entry and per statement (writer+client vs the rest), 3 nodes in one process, 1/8 writers" },
   sqlite: { module: "./sqlite.ts", about: "3-node replicated SQLite (real disk, fsync) vs plain better-sqlite3 with an fsync per transaction, 1/8/64 writers" }
 }
 

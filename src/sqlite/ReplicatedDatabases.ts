@@ -24,7 +24,7 @@ import { tooManyValuesError, toSqlError } from "./connection.ts"
 import { LeaderDatabase } from "./LeaderDatabase.ts"
 import type { RaftAccess } from "./LeaderWriter.ts"
 import type { Lease } from "./LeaderWriter.ts"
-import { LeaderWriter } from "./LeaderWriter.ts"
+import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
 import type { SqliteLimits } from "./limits.ts"
 import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
 import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
@@ -69,7 +69,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const limits = sqliteLimits({ ...options.limits, pageSize: machine.pageSize })
     const writers = new Map<string, LeaderWriter>()
     const creating = new Map<string, Deferred.Deferred<LeaderWriter, SqlFailure>>()
-    const proposalKiB = yield* Effect.makeSemaphore(Math.floor(logRecordBytesMax / 1024))
+    const proposalKiB = new ProposalBudget(Math.floor(logRecordBytesMax / 1024))
     const statementCache = new StatementCache(2048)
     const scope = yield* Effect.scope
 

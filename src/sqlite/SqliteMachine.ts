@@ -13,8 +13,12 @@
 //   the writer opens only once this node's barrier entry is applied (every earlier entry applied,
 //   and any proposal of an earlier writer settled), and one leader appends for its whole term.
 //   When another leader's entry arrives anyway (this node lost leadership and its writer has not
-//   noticed yet), the writer is stopped on the spot, its uncommitted frames cut, then the pages
-//   are applied.
+//   noticed yet), the database is closed on the spot, its uncommitted frames cut, then the pages
+//   are applied; the writer notices the database closed at its next step and stops.
+// - The machine never calls back into the writer: it recognizes the writer's entries by their
+//   origin (LeaderSlotOwner is data), moves the read view itself (LeaderDatabase.markCommitted),
+//   and the writer learns a commit from its proposal's result (`Own`, or `OwnCopy` for a copy
+//   proposed again after an unknown outcome).
 //
 // Snapshots are the database files as of the applied index: a leading database is serialized from
 // its committed read view, a closed one is its main file. Installing one replaces every file
@@ -31,13 +35,15 @@ import type { DatabaseImage } from "./databaseSnapshot.ts"
 import { decodeDatabaseSnapshot, encodeDatabaseSnapshot } from "./databaseSnapshot.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
 import { PageApplier, syncDirectory } from "./PageApplier.ts"
-import type { WriteOrigin } from "./writeEntry.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
 
 export type SqliteApplyResult =
   /** Our own writer's entry: its frames were already in the WAL. */
   | { readonly _tag: "Own"; readonly database: string; readonly seq: number }
+  /** Another copy of our own writer's entry `seq`, already applied (it was proposed again after
+   * an unknown outcome): skipped, and the writer learns its entry committed. */
+  | { readonly _tag: "OwnCopy"; readonly database: string; readonly seq: number }
   /** Written as pages into the main file (or already there, on replay). */
   | { readonly _tag: "Pages"; readonly database: string }
   /** Not applied: it was computed on a state that is no longer the database's (see writeEntry.ts). */
@@ -45,19 +51,14 @@ export type SqliteApplyResult =
   /** A barrier or configuration entry. */
   | { readonly _tag: "None" }
 
-/** The writer that leads a database, as the state machine sees it. */
+/** The writer that leads a database, as the state machine sees it: data only, no callbacks. The
+ * writer learns its commits from the results of its proposals, and notices the database closed
+ * when the machine takes it away. */
 export interface LeaderSlotOwner {
   readonly term: Term
+  /** Whose entries are this writer's (with `term`): they are in its WAL already. */
+  readonly origin: { readonly node: NodeId; readonly epoch: number }
   readonly database: LeaderDatabase
-  /** True when the entry (of Raft term `entryTerm`) is this writer's pending local commit. */
-  readonly claims: (entryTerm: Term, origin: WriteOrigin) => boolean
-  /** Raft committed the writer's local commit `seq` at `index`. */
-  readonly committed: (seq: number, index: LogIndex) => void
-  /** The machine takes the database away (a snapshot is being installed): fail the clients and
-   * stop; the machine closes the connections. */
-  readonly detached: (reason: string) => void
-  /** A proposal of this writer may still be in the log with its fate unknown. */
-  readonly unresolved: () => boolean
 }
 
 export interface SqliteMachineOptions {
@@ -103,6 +104,8 @@ interface Slot {
   /** A writer left in this term with a proposal whose fate was unknown: only a barrier of a
    * later term settles it. */
   unsettledTerm: Term
+  /** The last of the owner's local commits applied (0 when none). */
+  ownSeqApplied: number
 }
 
 const databasesDirName = "databases"
@@ -230,8 +233,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         for (const slot of this.slots.values()) {
           const owner = slot.owner
           if (owner === null) continue
-          owner.detached(`a snapshot at index ${meta.index} is being installed`)
+          // The writer notices the database closed and stops. This node no longer leads the
+          // writer's term (it is being sent a snapshot), so marking it unsettled costs nothing.
           owner.database.close("keepWal")
+          slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
           slot.owner = null
         }
         this.installImages(decodeDatabaseSnapshot(data), meta.index, { onlyOlder: false })
@@ -277,20 +282,22 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         fs.rmSync(`${slot.path}-shm`, { force: true })
         const owner = makeOwner(slot.path, slot.lastChangeIndex)
         slot.owner = owner
+        slot.ownSeqApplied = 0
         return owner
       }
     }
   }
 
   /** The writer leaves: "discard" cuts its uncommitted frames and leaves the main file holding
-   * the committed state; "keepWal" closes as a crash would (shutdown). */
-  release(name: string, owner: LeaderSlotOwner, mode: "discard" | "keepWal"): Effect.Effect<void> {
+   * the committed state; "keepWal" closes as a crash would (shutdown). `unresolved`: a proposal
+   * of the writer may still be in the log with its fate unknown. */
+  release(name: string, owner: LeaderSlotOwner, mode: "discard" | "keepWal", unresolved: boolean): Effect.Effect<void> {
     return this.lock.withPermits(1)(
       Effect.sync(() => {
         const slot = this.slots.get(name)
         if (slot === undefined || slot.owner !== owner) return
         slot.owner = null
-        if (owner.unresolved()) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
+        if (unresolved) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
         owner.database.close(mode)
         if (mode === "discard") {
           slot.fileIndex = this.appliedIndex
@@ -370,9 +377,13 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       return { _tag: "Pages", database: name }
     }
     const owner = slot.owner
-    if (owner !== null && owner.claims(entry.term, decoded.origin)) {
+    const ours = owner !== null && owner.database.isOpen && entry.term === owner.term && decoded.origin.node === owner.origin.node && decoded.origin.epoch === owner.origin.epoch
+    if (ours && owner.database.pendingCommit?.seq === decoded.origin.seq) {
       assert(decoded.previousChangeIndex === slot.lastChangeIndex, `${name}: own entry ${entry.index} builds on ${decoded.previousChangeIndex}, last change ${slot.lastChangeIndex}`)
-      owner.committed(decoded.origin.seq, entry.index)
+      // The pending read view becomes the committed one now, before anything (a snapshot, a
+      // read) can see this index applied.
+      owner.database.markCommitted(decoded.origin.seq)
+      slot.ownSeqApplied = decoded.origin.seq
       slot.lastChangeIndex = entry.index
       this.stats.own++
       return { _tag: "Own", database: name, seq: decoded.origin.seq }
@@ -381,14 +392,16 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const reason = `computed on the state after ${decoded.previousChangeIndex}, the last change applied is ${slot.lastChangeIndex}`
       this.stats.skipped++
       this.onSkipped?.(name, entry.index, reason)
+      if (ours && decoded.origin.seq <= slot.ownSeqApplied) return { _tag: "OwnCopy", database: name, seq: decoded.origin.seq }
       return { _tag: "Skipped", database: name, reason }
     }
     if (owner !== null) {
       // Another leader's entry: this node lost leadership and its writer has not noticed yet.
       // Stop it now, before writing pages: its uncommitted frames are cut and the main file
       // then holds exactly the state this entry was computed on (the chain check passed).
-      owner.detached(`entry ${entry.index} of another leader's writer was committed`)
-      if (owner.unresolved()) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
+      // The writer notices the database closed and stops. The entry is of a later term, so this
+      // node no longer leads the writer's: marking it unsettled costs nothing.
+      slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
       owner.database.close("discard")
       slot.owner = null
     }
@@ -413,7 +426,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         lastChangeIndex: 0,
         applier: null,
         owner: null,
-        unsettledTerm: 0
+        unsettledTerm: 0,
+        ownSeqApplied: 0
       }
       this.slots.set(name, slot)
     }

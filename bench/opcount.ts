@@ -1,0 +1,92 @@
+// `npm run bench -- opcount [--seconds S] [--writers 1,8]`: Effect operations and fiber resumptions
+// per committed entry and per statement on a 3-node in-process cluster (the `sqlite` bench's
+// setup, real disk), counted by a Supervisor with op supervision on. Fibers are split in three:
+// "writer+client" are the client fibers and every fiber they fork (the leader's writer is created,
+// and its fibers forked, from a client's call); within it, "writer fibers" are the writer's own
+// (those with the `writer` log annotation, where the build has it); "rest" is everything else
+// (Raft actors, log writers, appliers, links). The numbers compare builds; op supervision itself slows everything
+// down, so rates printed here mean nothing.
+import fs from "node:fs"
+import os from "node:os"
+import path from "node:path"
+import { Effect, FiberRef, HashMap, RuntimeFlagsPatch, RuntimeFlags, Supervisor } from "effect"
+import type { Fiber } from "effect"
+import { SqliteCluster } from "../test/sim/full/SqliteCluster.ts"
+import { Prng } from "../test/sim/Prng.ts"
+import { option, runWriters } from "./load.ts"
+
+/** Which side a fiber counts for; inherited by the fibers it forks. */
+const sideRef = FiberRef.unsafeMake<"rest" | "writer+client">("rest")
+
+type Side = "rest" | "writer+client" | "writer fibers"
+
+const sideOf = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Side => {
+  const side = fiber.getFiberRef(sideRef)
+  if (side === "rest") return side
+  return HashMap.has(fiber.getFiberRef(FiberRef.currentLogAnnotations), "writer") ? "writer fibers" : side
+}
+
+class Counter extends Supervisor.AbstractSupervisor<void> {
+  readonly ops = { rest: 0, "writer+client": 0, "writer fibers": 0 }
+  readonly resumptions = { rest: 0, "writer+client": 0, "writer fibers": 0 }
+  counting = false
+  get value(): Effect.Effect<void> {
+    return Effect.void
+  }
+  override onEffect<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
+    if (this.counting) this.ops[sideOf(fiber)]++
+  }
+  override onResume<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
+    if (this.counting) this.resumptions[sideOf(fiber)]++
+  }
+  reset(): void {
+    this.ops.rest = this.ops["writer+client"] = this.ops["writer fibers"] = 0
+    this.resumptions.rest = this.resumptions["writer+client"] = this.resumptions["writer fibers"] = 0
+  }
+}
+
+async function measure(dir: string, writers: number, seconds: number): Promise<string> {
+  const base = fs.mkdtempSync(path.join(dir, `opcount-${writers}-`))
+  const counter = new Counter()
+  const program = Effect.scoped(
+    Effect.gen(function*() {
+      const nodes = new SqliteCluster({ baseDir: base, rng: new Prng(writers), tickMs: 50, fsync: "async", syncEveryEntries: 1000, snapshotEveryEntries: 1_000_000, disk: "node", limits: {} })
+      yield* nodes.bootstrap([1, 2, 3])
+      const leader = yield* nodes.awaitLeader(1000)
+      const client = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.locally(effect, sideRef, "writer+client")
+      const setup = yield* client(leader.dbs.open("bench"))
+      yield* client(setup.execSql("CREATE TABLE t(id INTEGER PRIMARY KEY, w INTEGER, v BLOB)", []))
+      const sessions = yield* client(Effect.forEach(Array.from({ length: writers }), () => leader.dbs.open("bench")))
+      const payload = Buffer.alloc(100, 7)
+      // Warm up, then count.
+      yield* client(runWriters(writers, 0.5, (w) => sessions[w]!.execSql("INSERT INTO t(w, v) VALUES (?, ?)", [w, payload])))
+      const statsBefore = { ...leader.dbs.writer("bench")!.stats }
+      counter.reset()
+      counter.counting = true
+      const outcome = yield* client(runWriters(writers, seconds, (w) => sessions[w]!.execSql("INSERT INTO t(w, v) VALUES (?, ?)", [w, payload])))
+      counter.counting = false
+      const stats = leader.dbs.writer("bench")!.stats
+      yield* nodes.shutdown()
+      const entries = Math.max(1, stats.entries - statsBefore.entries)
+      const statements = Math.max(1, outcome.ok)
+      const row = (name: Side) =>
+        `${name.padEnd(14)} ops/entry ${(counter.ops[name] / entries).toFixed(0).padStart(6)}  ops/statement ${(counter.ops[name] / statements).toFixed(0).padStart(6)}  resumptions/entry ${(counter.resumptions[name] / entries).toFixed(1).padStart(6)}  resumptions/statement ${(counter.resumptions[name] / statements).toFixed(1).padStart(6)}`
+      // "writer+client" printed in total: its own fibers plus the writer's.
+      counter.ops["writer+client"] += counter.ops["writer fibers"]
+      counter.resumptions["writer+client"] += counter.resumptions["writer fibers"]
+      return [`writers ${writers}: ${outcome.ok} statements ok, ${outcome.errors} errors, ${entries} entries (${(statements / entries).toFixed(1)} statements/entry, ${stats.retries - statsBefore.retries} retries, ${((stats.commitMsTotal - statsBefore.commitMsTotal) / entries).toFixed(1)} ms/commit)`, `  ${row("writer+client")}`, `    of which ${row("writer fibers")}`, `  ${row("rest")}`].join("\n")
+    })
+  )
+  return Effect.runPromise(program.pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))))
+}
+
+export async function main(args: ReadonlyArray<string>): Promise<void> {
+  const seconds = Number(option(args, "seconds") ?? 2)
+  const writerCounts = (option(args, "writers") ?? "1,8").split(",").map(Number)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-opcount-"))
+  try {
+    for (const writers of writerCounts) process.stdout.write(`${await measure(dir, writers, seconds)}\n`)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}

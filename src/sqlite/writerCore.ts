@@ -1,0 +1,609 @@
+// The leader's writer as a pure core: writerStep(state, input) → { state, effects }. No Effect, no
+// SQLite, no clock: time arrives in inputs (`nowMs`), SQLite's answers come back as inputs after
+// the shell ran what an effect asked for, and so do Raft's. Like the Raft core (src/raft/core.ts)
+// the state is owned by the core and changed in place; the caller keeps the returned one.
+//
+// What it decides (LeaderWriter.ts is the shell that performs the effects):
+// - The queue: bounded (full → SqlBusy at once); a request still queued after writeTimeoutMs →
+//   SqlBusy, nothing done. A full disk (the shell says so when a request arrives) → SQLITE_FULL.
+// - Group commit: while an entry is in flight, autocommit statements run in one open transaction,
+//   a savepoint each (the shell runs it; a failing statement is rolled back alone). The batch
+//   commits locally only once nothing is in flight: one entry in flight per database, so every
+//   entry is computed on committed state and a failed entry never has a successor built on it.
+// - An interactive transaction's lease on the writer (rolled back after transactionTimeoutMs); its
+//   COMMIT waits for the entry in flight like a batch.
+// - The entry in flight is proposed until Raft answers definitely: re-proposed after an unknown
+//   outcome (a second copy of an entry that committed is skipped by every node). A commit is
+//   learned once: from the proposal's applied result (`Proposed` with `committed`).
+// - Answers: nothing is answered ok before its entry was applied (or, when it wrote nothing,
+//   before leadership was confirmed); errors of statements that ran on uncommitted state wait
+//   for the entry too (they depend on it).
+// - Checkpoint past walCheckpointBytes: no new work until the entry in flight is applied, then the
+//   checkpoint runs with every frame committed.
+// - SQLITE_TOOBIG: a local commit over transactionBytesMax is cut from the WAL; a batch of several
+//   statements runs again, each alone (which one was too large is unknown).
+// - Stop: queued and uncommitted requests → SqlNotLeader, the entry in flight → SqlLeadershipLost
+//   (never ok), then the database is released.
+import { assert } from "../assert.ts"
+import type { ExecResult, SqlFailure } from "./Sql.ts"
+import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
+import { sqliteAbortRollbackCode, sqliteFullCode, sqliteTooBigCode } from "./sqliteCodes.ts"
+
+/** How a statement runs: with others in the group-commit transaction, alone in its own
+ * transaction, or with no transaction around it (VACUUM). */
+export type Isolation = "batch" | "alone" | "autocommit"
+
+/** What a statement (or a COMMIT) came to, as the shell reports it. `value` is opaque here. */
+export type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: SqlFailure }
+
+export interface WriterLimits {
+  readonly writeQueueMax: number
+  readonly writeTimeoutMs: number
+  readonly commitTimeoutMs: number
+  readonly transactionTimeoutMs: number
+  readonly batchStatementsMax: number
+  readonly batchBytesMax: number
+  readonly batchOpenMsMax: number
+  readonly transactionBytesMax: number
+  readonly walCheckpointBytes: number
+  readonly overloadRetryMs: number
+}
+
+export interface WriterStats {
+  entries: number
+  statements: number
+  batchStatementsMax: number
+  retries: number
+  checkpoints: number
+  checkpointMsMax: number
+  resets: number
+  /** Total time entries spent between their local commit and their answer (ms). */
+  commitMsTotal: number
+}
+
+/** A Raft proposal's outcome, as the shell reports it. `stillLeader`: after a failure, whether
+ * this node still leads the writer's term (the shell asks Raft's status). */
+export type ProposalOutcome =
+  | { readonly _tag: "Applied"; readonly index: number; readonly committed: boolean; readonly result: string }
+  | {
+    readonly _tag: "Failed"
+    readonly error: "NotLeader" | "ProposalDropped" | "StorageFull" | "Overloaded" | "RequestTimeout" | "OutcomeUnknown"
+    readonly detail: string
+    readonly leader: number | null
+    readonly stillLeader: boolean
+  }
+
+export type LocalCommitResult =
+  /** Committed (or nothing to commit): the transaction's captured size, null when it wrote nothing;
+   * `walBytes`: how far the WAL reaches now. */
+  | { readonly _tag: "Committed"; readonly commit: { readonly seq: number; readonly pageBytes: number } | null; readonly walBytes: number }
+  | { readonly _tag: "Failed"; readonly error: SqlFailure; readonly transactionOpen: boolean }
+  /** A lease's RELEASE of an inner savepoint: the transaction goes on. */
+  | { readonly _tag: "StillOpen" }
+
+export type WriterInput =
+  | { readonly _tag: "Submitted"; readonly id: number; readonly bytes: number; readonly isolation: Isolation; readonly nowMs: number; readonly diskFull: string | null }
+  | { readonly _tag: "LeaseRequested"; readonly id: number; readonly nowMs: number; readonly diskFull: string | null }
+  | { readonly _tag: "StatementRan"; readonly id: number; readonly outcome: Outcome; readonly transactionOpen: boolean }
+  | { readonly _tag: "LocalCommitDone"; readonly result: LocalCommitResult }
+  | { readonly _tag: "Proposed"; readonly seq: number; readonly outcome: ProposalOutcome; readonly nowMs: number }
+  | { readonly _tag: "Confirmed"; readonly failure: SqlFailure | null; readonly nowMs: number }
+  | { readonly _tag: "Checkpointed"; readonly durationMs: number }
+  | { readonly _tag: "Discarded" }
+  | { readonly _tag: "LeaseCommitRequested"; readonly leaseId: number; readonly id: number; readonly nowMs: number }
+  /** The session ended its transaction (ROLLBACK, a statement that ended it, its scope closed),
+   * or a statement made it too large (`endedBy`). */
+  | { readonly _tag: "LeaseEnded"; readonly leaseId: number; readonly endedBy: SqlFailure | null }
+  | { readonly _tag: "CheckpointRequested" }
+  /** The shell let every fiber that was ready run (after a Flush effect). */
+  | { readonly _tag: "Flushed" }
+  | { readonly _tag: "Tick"; readonly nowMs: number }
+  | { readonly _tag: "Stop"; readonly failure: SqlFailure; readonly mode: "discard" | "keepWal" }
+
+export type WriterEffect =
+  | { readonly _tag: "Answer"; readonly id: number; readonly outcome: Outcome }
+  | { readonly _tag: "GrantLease"; readonly id: number; readonly leaseId: number }
+  /** The lease ended other than by its session (timeout, stop) or was ended: tell the session. */
+  | { readonly _tag: "LeaseEnded"; readonly leaseId: number; readonly endedBy: SqlFailure | null }
+  /** Run statement `id`; answer with StatementRan. `begin`: open the batch transaction first. */
+  | { readonly _tag: "RunStatement"; readonly id: number; readonly isolation: Isolation; readonly begin: boolean }
+  /** COMMIT (the batch's, the lone statement's, or the lease's own SQL), capture the frames as
+   * local commit `seq`; answer with LocalCommitDone. */
+  | { readonly _tag: "CommitLocally"; readonly seq: number; readonly leaseId: number | null }
+  /** Propose local commit `seq` (after `delayMs`); answer with Proposed. */
+  | { readonly _tag: "Propose"; readonly seq: number; readonly delayMs: number }
+  /** Nothing was written: confirm leadership; answer with Confirmed. */
+  | { readonly _tag: "ConfirmLeadership" }
+  /** Checkpoint (TRUNCATE) with every frame committed; answer with Checkpointed. */
+  | { readonly _tag: "Checkpoint" }
+  /** Let the fibers that are ready run (clients just answered send their next statement), then
+   * answer with Flushed: only then the open batch closes, with them in it. */
+  | { readonly _tag: "Flush" }
+  /** Cut the local commit from the WAL and reopen on the committed state; answer with Discarded. */
+  | { readonly _tag: "DiscardLocalCommit" }
+  /** Roll back the lease's transaction (it held the writer too long). */
+  | { readonly _tag: "RollbackLease"; readonly leaseId: number }
+  /** Give the database back to the state machine. `unresolved`: a copy of the entry in flight
+   * may still be in the log with its fate unknown. */
+  | { readonly _tag: "Release"; readonly mode: "discard" | "keepWal"; readonly unresolved: boolean }
+
+interface Queued {
+  readonly kind: "statement" | "lease"
+  readonly id: number
+  readonly bytes: number
+  isolation: Isolation
+  enqueuedAtMs: number
+}
+
+/** A client waiting for an entry: its outcome is known, its answer waits for the commit. */
+interface Waiter {
+  readonly id: number
+  readonly outcome: Outcome
+  /** Past this it is answered SqlLeadershipLost (outcome unknown). */
+  readonly deadlineMs: number
+  /** For a re-run after the transaction was lost. */
+  readonly request: Queued | null
+  answered: boolean
+}
+
+interface LeaseState {
+  readonly id: number
+  readonly grantedAtMs: number
+  state: "active" | "committing"
+  commit: Waiter | null
+}
+
+type InFlight =
+  | {
+    readonly kind: "entry" | "confirm"
+    readonly seq: number
+    readonly waiters: ReadonlyArray<Waiter>
+    readonly sinceMs: number
+    readonly walBytes: number
+    /** A copy may be in the log with its fate unknown. */
+    maybeInLog: boolean
+    /** An earlier copy's outcome was unknown. */
+    ambiguous: boolean
+  }
+  | { readonly kind: "checkpoint" | "discard" }
+
+type Running =
+  | { readonly kind: "statement"; readonly request: Queued; readonly into: "batch" | "alone" }
+  | { readonly kind: "commit"; readonly waiters: ReadonlyArray<Waiter>; readonly lease: LeaseState | null; readonly requests: ReadonlyArray<Queued> }
+
+export interface WriterState {
+  readonly database: string
+  readonly limits: WriterLimits
+  readonly stats: WriterStats
+  nowMs: number
+  queue: Array<Queued>
+  batch: { readonly waiters: Array<Waiter>; readonly requests: Array<Queued>; bytes: number; readonly openedAtMs: number } | null
+  lease: LeaseState | null
+  /** A synchronous effect whose answer the core waits for (RunStatement, CommitLocally). */
+  running: Running | null
+  inflight: InFlight | null
+  checkpointWanted: boolean
+  /** A Flush is outstanding / was answered since the batch could last close. */
+  flush: "none" | "asked" | "done"
+  /** The last local commit's seq. */
+  seq: number
+  leases: number
+  stoppedBy: SqlFailure | null
+}
+
+export interface WriterStepResult {
+  readonly state: WriterState
+  readonly effects: ReadonlyArray<WriterEffect>
+}
+
+export function initialWriterState(database: string, limits: WriterLimits, nowMs = 0): WriterState {
+  return {
+    database,
+    limits,
+    stats: { entries: 0, statements: 0, batchStatementsMax: 0, retries: 0, checkpoints: 0, checkpointMsMax: 0, resets: 0, commitMsTotal: 0 },
+    nowMs,
+    queue: [],
+    batch: null,
+    lease: null,
+    running: null,
+    inflight: null,
+    checkpointWanted: false,
+    flush: "none",
+    seq: 0,
+    leases: 0,
+    stoppedBy: null
+  }
+}
+
+const leaseCommitValue: ExecResult = { lastInsertId: 0n, rowsAffected: 0 }
+
+export function writerStep(s: WriterState, input: WriterInput): WriterStepResult {
+  const out: Array<WriterEffect> = []
+  if ("nowMs" in input) s.nowMs = Math.max(s.nowMs, input.nowMs)
+  dispatch(s, input, out)
+  if (s.stoppedBy === null) pump(s, out)
+  return { state: s, effects: out }
+}
+
+function dispatch(s: WriterState, input: WriterInput, out: Array<WriterEffect>): void {
+  switch (input._tag) {
+    case "Submitted":
+    case "LeaseRequested":
+      return enqueue(s, out, input)
+    case "StatementRan":
+      return statementRan(s, out, input.id, input.outcome, input.transactionOpen)
+    case "LocalCommitDone":
+      return localCommitDone(s, out, input.result)
+    case "Proposed":
+      return proposed(s, out, input.seq, input.outcome)
+    case "Confirmed": {
+      if (s.stoppedBy !== null) return
+      const inflight = s.inflight
+      assert(inflight !== null && inflight.kind === "confirm", "a confirmation answers the confirm in flight")
+      for (const waiter of inflight.waiters) answer(out, waiter, input.failure === null ? waiter.outcome : { ok: false, error: input.failure })
+      return entryDone(s, inflight.walBytes)
+    }
+    case "Checkpointed":
+      if (s.stoppedBy !== null) return
+      assert(s.inflight?.kind === "checkpoint", "a checkpoint was running")
+      s.inflight = null
+      s.stats.checkpoints++
+      s.stats.checkpointMsMax = Math.max(s.stats.checkpointMsMax, input.durationMs)
+      return
+    case "Discarded":
+      if (s.stoppedBy !== null) return
+      assert(s.inflight?.kind === "discard", "a discard was running")
+      s.inflight = null
+      return
+    case "LeaseCommitRequested": {
+      const lease = s.lease
+      if (s.stoppedBy !== null || lease === null || lease.id !== input.leaseId || lease.state !== "active") {
+        out.push({ _tag: "Answer", id: input.id, outcome: { ok: false, error: s.stoppedBy ?? new SqlError({ code: 1, message: "no transaction is active" }) } })
+        return
+      }
+      lease.state = "committing"
+      lease.commit = { id: input.id, outcome: { ok: true, value: leaseCommitValue }, deadlineMs: s.nowMs + s.limits.writeTimeoutMs + s.limits.commitTimeoutMs, request: null, answered: false }
+      return
+    }
+    case "LeaseEnded": {
+      const lease = s.lease
+      // A committing lease ends with its commit (abandoning it then changes nothing).
+      if (lease === null || lease.id !== input.leaseId || lease.state !== "active") return
+      endLease(s, out, input.endedBy)
+      return
+    }
+    case "CheckpointRequested":
+      s.checkpointWanted = true
+      return
+    case "Flushed":
+      if (s.flush === "asked") s.flush = "done"
+      return
+    case "Tick":
+      return tick(s, out)
+    case "Stop":
+      return stop(s, out, input.failure, input.mode)
+  }
+}
+
+function enqueue(s: WriterState, out: Array<WriterEffect>, input: Extract<WriterInput, { _tag: "Submitted" | "LeaseRequested" }>): void {
+  const refuse = (error: SqlFailure) => out.push({ _tag: "Answer", id: input.id, outcome: { ok: false, error } })
+  if (s.stoppedBy !== null) return void refuse(s.stoppedBy)
+  // A full disk: refused before anything runs, rather than queued behind an entry that cannot
+  // become durable until space is freed.
+  if (input.diskFull !== null) return void refuse(new SqlError({ code: sqliteFullCode, message: input.diskFull }))
+  if (s.queue.length >= s.limits.writeQueueMax) {
+    return void refuse(new SqlBusy({ message: `the write queue of ${s.database} is full (${s.limits.writeQueueMax} waiting)` }))
+  }
+  s.queue.push(
+    input._tag === "Submitted"
+      ? { kind: "statement", id: input.id, bytes: input.bytes, isolation: input.isolation, enqueuedAtMs: input.nowMs }
+      : { kind: "lease", id: input.id, bytes: 0, isolation: "batch", enqueuedAtMs: input.nowMs }
+  )
+}
+
+/** Starts whatever can start now. Stops at an effect whose answer it needs. */
+function pump(s: WriterState, out: Array<WriterEffect>): void {
+  const limits = s.limits
+  for (;;) {
+    if (s.running !== null) return
+    const inflight = s.inflight
+    if (inflight !== null && (inflight.kind === "checkpoint" || inflight.kind === "discard")) return
+    const lease = s.lease
+    if (lease !== null) {
+      if (lease.state === "committing" && inflight === null) {
+        assert(lease.commit !== null, "a committing lease has a commit request")
+        s.running = { kind: "commit", waiters: [lease.commit], lease, requests: [] }
+        out.push({ _tag: "CommitLocally", seq: s.seq + 1, leaseId: lease.id })
+      }
+      return
+    }
+    const head = s.queue[0]
+    if (head?.kind === "statement" && head.isolation === "batch" && !s.checkpointWanted && canJoinBatch(s, head)) {
+      s.queue.shift()
+      const begin = s.batch === null
+      s.batch ??= { waiters: [], requests: [], bytes: 0, openedAtMs: s.nowMs }
+      s.running = { kind: "statement", request: head, into: "batch" }
+      out.push({ _tag: "RunStatement", id: head.id, isolation: "batch", begin })
+      return
+    }
+    if (s.batch !== null) {
+      if (inflight !== null) return
+      // Closed only after the fibers that are ready have run: with closed-loop clients, those
+      // just answered send their next statement at once, and it belongs in this batch.
+      if (s.flush !== "done") {
+        if (s.flush === "none") {
+          s.flush = "asked"
+          out.push({ _tag: "Flush" })
+        }
+        return
+      }
+      s.flush = "none"
+      const batch = s.batch
+      s.batch = null
+      s.running = { kind: "commit", waiters: batch.waiters, lease: null, requests: batch.requests }
+      out.push({ _tag: "CommitLocally", seq: s.seq + 1, leaseId: null })
+      return
+    }
+    if (inflight !== null) {
+      // A lease may start while an entry is in flight: its COMMIT waits for it.
+      if (head?.kind === "lease" && !s.checkpointWanted) {
+        s.queue.shift()
+        grant(s, out, head)
+        continue
+      }
+      return
+    }
+    if (s.checkpointWanted) {
+      s.checkpointWanted = false
+      s.inflight = { kind: "checkpoint" }
+      out.push({ _tag: "Checkpoint" })
+      return
+    }
+    if (head === undefined) return
+    s.queue.shift()
+    if (head.kind === "lease") {
+      grant(s, out, head)
+      continue
+    }
+    s.running = { kind: "statement", request: head, into: "alone" }
+    out.push({ _tag: "RunStatement", id: head.id, isolation: head.isolation, begin: false })
+    return
+  }
+  function canJoinBatch(s: WriterState, request: Queued): boolean {
+    const batch = s.batch
+    if (batch === null) return true
+    return batch.waiters.length < limits.batchStatementsMax && batch.bytes + request.bytes <= limits.batchBytesMax && s.nowMs - batch.openedAtMs < limits.batchOpenMsMax
+  }
+}
+
+function grant(s: WriterState, out: Array<WriterEffect>, request: Queued): void {
+  const lease: LeaseState = { id: ++s.leases, grantedAtMs: s.nowMs, state: "active", commit: null }
+  s.lease = lease
+  out.push({ _tag: "GrantLease", id: request.id, leaseId: lease.id })
+}
+
+function endLease(s: WriterState, out: Array<WriterEffect>, endedBy: SqlFailure | null): void {
+  const lease = s.lease
+  assert(lease !== null, "a lease to end")
+  s.lease = null
+  out.push({ _tag: "LeaseEnded", leaseId: lease.id, endedBy })
+}
+
+function waiterFor(s: WriterState, request: Queued, outcome: Outcome): Waiter {
+  return { id: request.id, outcome, deadlineMs: request.enqueuedAtMs + s.limits.writeTimeoutMs + s.limits.commitTimeoutMs, request, answered: false }
+}
+
+function statementRan(s: WriterState, out: Array<WriterEffect>, id: number, outcome: Outcome, transactionOpen: boolean): void {
+  const running = s.running
+  assert(running !== null && running.kind === "statement" && running.request.id === id, `statement ${id} is the one running`)
+  s.running = null
+  const request = running.request
+  if (running.into === "alone") {
+    // Committed (or, after an error, found empty) and answered once Raft has its say.
+    s.running = { kind: "commit", waiters: [waiterFor(s, request, outcome)], lease: null, requests: [request] }
+    out.push({ _tag: "CommitLocally", seq: s.seq + 1, leaseId: null })
+    return
+  }
+  const batch = s.batch
+  assert(batch !== null, "a batch statement runs in a batch")
+  if (!outcome.ok && !transactionOpen) {
+    // SQLite rolled the whole transaction back (e.g. disk full): the statements before this one
+    // are undone, so they go back to the head of the queue and run again.
+    for (const earlier of [...batch.requests].reverse()) {
+      earlier.enqueuedAtMs = request.enqueuedAtMs
+      s.queue.unshift(earlier)
+    }
+    s.batch = null
+    out.push({ _tag: "Answer", id, outcome })
+    return
+  }
+  batch.waiters.push(waiterFor(s, request, outcome))
+  batch.requests.push(request)
+  batch.bytes += request.bytes
+}
+
+function localCommitDone(s: WriterState, out: Array<WriterEffect>, result: LocalCommitResult): void {
+  const running = s.running
+  assert(running !== null && running.kind === "commit", "a local commit was running")
+  assert(s.inflight === null, "a local commit only with nothing in flight")
+  s.running = null
+  const lease = running.lease
+  switch (result._tag) {
+    case "StillOpen":
+      assert(lease !== null, "only a lease's RELEASE leaves the transaction open")
+      lease.state = "active"
+      lease.commit = null
+      for (const waiter of running.waiters) answer(out, waiter, waiter.outcome)
+      return
+    case "Failed":
+      if (lease !== null) {
+        lease.state = "active"
+        lease.commit = null
+        if (!result.transactionOpen) endLease(s, out, null)
+      }
+      for (const waiter of running.waiters) answer(out, waiter, { ok: false, error: result.error })
+      return
+    case "Committed":
+      break
+  }
+  if (lease !== null) endLease(s, out, null)
+  const commit = result.commit
+  if (commit !== null && commit.pageBytes > s.limits.transactionBytesMax) {
+    s.stats.resets++
+    s.inflight = { kind: "discard" }
+    out.push({ _tag: "DiscardLocalCommit" })
+    if (running.requests.length > 1) {
+      // Which statement made it too large is unknown: each runs again in its own transaction.
+      for (const request of [...running.requests].reverse()) {
+        request.isolation = "alone"
+        s.queue.unshift(request)
+      }
+    } else {
+      const error = new SqlError({ code: sqliteTooBigCode, message: `the transaction writes more than ${s.limits.transactionBytesMax} bytes of pages (transactionBytesMax)` })
+      for (const waiter of running.waiters) answer(out, waiter, { ok: false, error })
+    }
+    return
+  }
+  if (commit !== null) {
+    assert(commit.seq === s.seq + 1, `local commits are numbered in order (${commit.seq} after ${s.seq})`)
+    s.seq = commit.seq
+  }
+  s.stats.statements += running.requests.length
+  s.stats.batchStatementsMax = Math.max(s.stats.batchStatementsMax, running.requests.length)
+  s.inflight = { kind: commit === null ? "confirm" : "entry", seq: commit?.seq ?? 0, waiters: running.waiters, sinceMs: s.nowMs, walBytes: result.walBytes, maybeInLog: commit !== null, ambiguous: false }
+  out.push(commit === null ? { _tag: "ConfirmLeadership" } : { _tag: "Propose", seq: commit.seq, delayMs: 0 })
+}
+
+function proposed(s: WriterState, out: Array<WriterEffect>, seq: number, outcome: ProposalOutcome): void {
+  if (s.stoppedBy !== null) return
+  const inflight = s.inflight
+  assert(inflight !== null && inflight.kind === "entry" && inflight.seq === seq, `entry ${seq} is the one in flight`)
+  if (outcome._tag === "Applied") {
+    inflight.maybeInLog = false
+    if (!outcome.committed) return stop(s, out, new SqlLeadershipLost({ message: `entry ${outcome.index} was not applied as this writer's (${outcome.result})` }), "discard")
+    s.stats.entries++
+    s.stats.commitMsTotal += s.nowMs - inflight.sinceMs
+    for (const waiter of inflight.waiters) answer(out, waiter, waiter.outcome)
+    return entryDone(s, inflight.walBytes)
+  }
+  const retry = (delayMs: number) => {
+    s.stats.retries++
+    inflight.maybeInLog = true
+    out.push({ _tag: "Propose", seq, delayMs })
+  }
+  // Refused, not appended: the entry is gone unless an earlier copy is still in the log.
+  const refused = () => {
+    if (!inflight.ambiguous) inflight.maybeInLog = false
+  }
+  const lost = (leader: number | null, message: string) =>
+    stop(s, out, inflight.ambiguous ? new SqlLeadershipLost({ message }) : new SqlNotLeader({ leader, message }), "discard")
+  switch (outcome.error) {
+    case "NotLeader":
+      // While a leadership transfer is under way this node still leads its term: try again.
+      if (outcome.stillLeader) return retry(s.limits.overloadRetryMs)
+      refused()
+      return lost(outcome.leader, `leadership lost: ${outcome.detail}`)
+    case "ProposalDropped":
+      refused()
+      return lost(null, `the entry was overwritten by another leader's (${outcome.detail})`)
+    case "StorageFull":
+      if (!inflight.ambiguous) {
+        // Definitely not done: the client hears SQLITE_FULL; the writer stops and its local
+        // commit is cut (the next write starts afresh).
+        refused()
+        return stop(s, out, new SqlError({ code: sqliteFullCode, message: outcome.detail }), "discard")
+      }
+      // An earlier copy may still be in the log: only its commit or a new leader settles it.
+      if (!outcome.stillLeader) return stop(s, out, new SqlLeadershipLost({ message: `leadership lost while the outcome was unknown (${outcome.detail})` }), "discard")
+      return retry(s.limits.overloadRetryMs)
+    case "Overloaded":
+      refused()
+      return retry(s.limits.overloadRetryMs)
+    case "RequestTimeout":
+    case "OutcomeUnknown":
+      inflight.ambiguous = true
+      if (!outcome.stillLeader) return stop(s, out, new SqlLeadershipLost({ message: `leadership lost while the outcome was unknown (${outcome.error})` }), "discard")
+      return retry(0)
+  }
+}
+
+/** The entry in flight is settled: new work may start (after a checkpoint if the WAL is big). */
+function entryDone(s: WriterState, walBytes: number): void {
+  s.inflight = null
+  if (walBytes > s.limits.walCheckpointBytes) s.checkpointWanted = true
+}
+
+function answer(out: Array<WriterEffect>, waiter: Waiter, outcome: Outcome): void {
+  if (waiter.answered) return
+  waiter.answered = true
+  out.push({ _tag: "Answer", id: waiter.id, outcome })
+}
+
+/** Bounds every wait: queued past writeTimeoutMs → SqlBusy (it never ran); waiting for a commit
+ * past its deadline → SqlLeadershipLost (outcome unknown; the entry may still commit). */
+function tick(s: WriterState, out: Array<WriterEffect>): void {
+  if (s.stoppedBy !== null) return
+  const limits = s.limits
+  const now = s.nowMs
+  if (s.queue.some((request) => now - request.enqueuedAtMs >= limits.writeTimeoutMs)) {
+    const busy = new SqlBusy({ message: `waited ${limits.writeTimeoutMs} ms for the writer of ${s.database}` })
+    s.queue = s.queue.filter((request) => {
+      if (now - request.enqueuedAtMs < limits.writeTimeoutMs) return true
+      out.push({ _tag: "Answer", id: request.id, outcome: { ok: false, error: busy } })
+      return false
+    })
+  }
+  const unknown = (message: string) => ({ ok: false as const, error: new SqlLeadershipLost({ message }) })
+  const inflight = s.inflight
+  if (inflight !== null && (inflight.kind === "entry" || inflight.kind === "confirm") && now - inflight.sinceMs >= limits.commitTimeoutMs) {
+    for (const waiter of inflight.waiters) answer(out, waiter, unknown(`no commit within ${limits.commitTimeoutMs} ms: outcome unknown`))
+  }
+  // Statements that ran in the open batch wait for the entry in flight: bounded too (their batch
+  // may still commit later, so their outcome is unknown).
+  for (const waiter of s.batch?.waiters ?? []) {
+    if (now >= waiter.deadlineMs) answer(out, waiter, unknown(`no commit within ${limits.commitTimeoutMs} ms: outcome unknown`))
+  }
+  const lease = s.lease
+  if (lease !== null && lease.commit !== null && now >= lease.commit.deadlineMs) answer(out, lease.commit, unknown("no commit in time: outcome unknown"))
+  if (lease !== null && lease.state === "active" && now - lease.grantedAtMs >= limits.transactionTimeoutMs) {
+    out.push({ _tag: "RollbackLease", leaseId: lease.id })
+    endLease(s, out, new SqlError({ code: sqliteAbortRollbackCode, message: `the transaction held the writer for ${limits.transactionTimeoutMs} ms and was rolled back` }))
+  }
+}
+
+/** Everyone waiting gets an answer: `definite` whoever never reached Raft, the entry in flight
+ * SqlLeadershipLost unless nothing of it can be in the log and the failure is definite. */
+function stop(s: WriterState, out: Array<WriterEffect>, failure: SqlFailure, mode: "discard" | "keepWal"): void {
+  if (s.stoppedBy !== null) return
+  const definite = failure._tag === "SqlNotLeader" || failure._tag === "SqlError" ? failure : new SqlNotLeader({ leader: null, message: failure.message })
+  const inflight = s.inflight
+  const unresolved = inflight !== null && (inflight.kind === "entry" || inflight.kind === "confirm") && inflight.maybeInLog
+  const inflightFailure = definite === failure && !unresolved ? failure : new SqlLeadershipLost({ message: failure.message })
+  s.stoppedBy = definite
+  const fail = (id: number, error: SqlFailure) => out.push({ _tag: "Answer", id, outcome: { ok: false, error } })
+  for (const request of s.queue.splice(0)) fail(request.id, definite)
+  const running = s.running
+  if (running !== null) {
+    // Only between an effect and its answer, which the shell never lets a Stop in.
+    if (running.kind === "statement") fail(running.request.id, definite)
+    else for (const waiter of running.waiters) answer(out, waiter, { ok: false, error: definite })
+    s.running = null
+  }
+  for (const waiter of s.batch?.waiters ?? []) answer(out, waiter, { ok: false, error: definite })
+  s.batch = null
+  const lease = s.lease
+  if (lease !== null) {
+    if (lease.commit !== null) answer(out, lease.commit, { ok: false, error: definite })
+    s.lease = null
+    out.push({ _tag: "LeaseEnded", leaseId: lease.id, endedBy: new SqlNotLeader({ leader: definite._tag === "SqlNotLeader" ? definite.leader : null, message: `${definite.message}; the transaction was rolled back` }) })
+  }
+  if (inflight !== null && (inflight.kind === "entry" || inflight.kind === "confirm")) {
+    for (const waiter of inflight.waiters) answer(out, waiter, { ok: false, error: inflightFailure })
+  }
+  out.push({ _tag: "Release", mode, unresolved })
+}
+
+/** Whether lease `leaseId` may run a statement now. */
+export function leaseActive(s: WriterState, leaseId: number): boolean {
+  return s.stoppedBy === null && s.lease !== null && s.lease.id === leaseId && s.lease.state === "active"
+}

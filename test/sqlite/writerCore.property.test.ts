@@ -1,0 +1,305 @@
+// Property test of the writer core (src/sqlite/writerCore.ts): random client actions, random
+// SQLite and Raft answers, played by a model shell that answers synchronous effects at once and
+// the one waiting effect whenever the action list says so. Invariants:
+// - at most one entry in flight: no waiting effect (propose, confirm, checkpoint, discard) is
+//   asked for while another is outstanding, and no local commit while an entry is in flight;
+// - every request (statement, lease, lease COMMIT) is answered exactly once, by the end (a Stop,
+//   then every outstanding answer delivered);
+// - nothing is answered ok before the entry that holds it was applied (or, when it wrote
+//   nothing, before leadership was confirmed).
+// The checker is proven by known bugs (mutants of the step function) it must catch.
+import fc from "fast-check"
+import { describe, expect, it } from "vitest"
+import type { SqlFailure } from "../../src/sqlite/Sql.ts"
+import { SqlError, SqlNotLeader } from "../../src/sqlite/Sql.ts"
+import type { Isolation, ProposalOutcome, WriterEffect, WriterInput, WriterState, WriterStepResult } from "../../src/sqlite/writerCore.ts"
+import { initialWriterState, writerStep } from "../../src/sqlite/writerCore.ts"
+import { Prng } from "../sim/Prng.ts"
+
+const limits = {
+  writeQueueMax: 8,
+  writeTimeoutMs: 1000,
+  commitTimeoutMs: 3000,
+  transactionTimeoutMs: 500,
+  batchStatementsMax: 3,
+  batchBytesMax: 1000,
+  batchOpenMsMax: 100,
+  transactionBytesMax: 8192,
+  walCheckpointBytes: 100_000,
+  overloadRetryMs: 20
+}
+
+type Step = (state: WriterState, input: WriterInput) => WriterStepResult
+
+type Action =
+  | { readonly t: "submit"; readonly isolation: Isolation }
+  | { readonly t: "lease" }
+  | { readonly t: "leaseCommit" }
+  | { readonly t: "leaseEnd" }
+  | { readonly t: "tick"; readonly ms: number }
+  | { readonly t: "checkpoint" }
+  | { readonly t: "resolve" }
+  | { readonly t: "stop" }
+
+const action: fc.Arbitrary<Action> = fc.oneof(
+  { weight: 6, arbitrary: fc.constantFrom<Isolation>("batch", "batch", "batch", "alone", "autocommit").map((isolation) => ({ t: "submit" as const, isolation })) },
+  { weight: 1, arbitrary: fc.constant({ t: "lease" as const }) },
+  { weight: 2, arbitrary: fc.constant({ t: "leaseCommit" as const }) },
+  { weight: 1, arbitrary: fc.constant({ t: "leaseEnd" as const }) },
+  { weight: 2, arbitrary: fc.integer({ min: 1, max: 600 }).map((ms) => ({ t: "tick" as const, ms })) },
+  { weight: 1, arbitrary: fc.constant({ t: "checkpoint" as const }) },
+  { weight: 6, arbitrary: fc.constant({ t: "resolve" as const }) },
+  { weight: 1, arbitrary: fc.constant({ t: "stop" as const }) }
+)
+
+class Violation extends Error {}
+
+/** What the histories covered (a property that never reached a commit would prove nothing). */
+const covered = { okAnswers: 0, entries: 0, reproposals: 0, checkpoints: 0, discards: 0, leaseGrants: 0, stops: 0 }
+
+/** Plays the shell around `step`; throws Violation when an invariant breaks. */
+function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
+  const rng = new Prng(seed)
+  const state = initialWriterState("db", limits)
+  let ids = 0
+  let nowMs = 0
+  const answers = new Map<number, number>()
+  const requested = new Set<number>()
+  /** The waiting effect the core asked for and has not been answered. */
+  let outstanding: WriterEffect | null = null
+  /** Statements run since the last local commit, and what the local commit running holds. */
+  let ran: Array<number> = []
+  let committing: Array<number> = []
+  let inflight: Array<number> = []
+  /** Ids that may be answered ok during the current input; `nextOkAllowed` for the input a
+   * synchronous effect answers with. */
+  let okAllowed = new Set<number>()
+  let nextOkAllowed = new Set<number>()
+  // In an object: the closures below assign it, which narrowing of a `let` would not see.
+  const held: { lease: { id: number; committing: boolean } | null } = { lease: null }
+  let leaseCommitId: number | null = null
+  let walBytes = 0
+  let pageSeq = 0
+
+  const feed = (first: WriterInput): void => {
+    const inputs: Array<{ readonly input: WriterInput; readonly ok: Set<number> }> = [{ input: first, ok: okAllowed }]
+    for (let i = 0; i < inputs.length; i++) {
+      okAllowed = inputs[i]!.ok
+      const { effects } = step(state, inputs[i]!.input)
+      for (const effect of effects) {
+        nextOkAllowed = new Set()
+        const next = perform(effect)
+        if (next !== null) inputs.push({ input: next, ok: nextOkAllowed })
+      }
+    }
+    okAllowed = new Set()
+  }
+
+  const answered = (id: number) => {
+    if (!requested.has(id)) throw new Violation(`answer to unknown request ${id}`)
+    answers.set(id, (answers.get(id) ?? 0) + 1)
+    if (answers.get(id)! > 1) throw new Violation(`request ${id} answered twice`)
+  }
+
+  const perform = (effect: WriterEffect): WriterInput | null => {
+    switch (effect._tag) {
+      case "Answer":
+        answered(effect.id)
+        if (effect.outcome.ok && !okAllowed.has(effect.id)) throw new Violation(`request ${effect.id} answered ok before its entry was applied`)
+        if (effect.outcome.ok) covered.okAnswers++
+        return null
+      case "GrantLease":
+        covered.leaseGrants++
+        answered(effect.id)
+        held.lease = { id: effect.leaseId, committing: false }
+        return null
+      case "LeaseEnded":
+        if (held.lease?.id === effect.leaseId) held.lease = null
+        return null
+      case "RollbackLease":
+        return null
+      case "RunStatement": {
+        const roll = rng.float()
+        // A whole-transaction rollback only happens inside a batch.
+        const lost = effect.isolation === "batch" && roll < 0.05
+        const ok = roll >= 0.2
+        if (ok) ran.push(effect.id)
+        else if (lost) ran = []
+        return {
+          _tag: "StatementRan",
+          id: effect.id,
+          outcome: ok ? { ok: true, value: null } : { ok: false, error: new SqlError({ code: lost ? 13 : 19, message: "model" }) },
+          transactionOpen: ok || !lost
+        }
+      }
+      case "CommitLocally": {
+        if (outstanding !== null && outstanding._tag !== "Release") throw new Violation(`a local commit while ${outstanding._tag} is outstanding`)
+        committing = effect.leaseId === null ? ran : leaseCommitId === null ? [] : [leaseCommitId]
+        ran = []
+        const roll = rng.float()
+        if (effect.leaseId !== null && roll < 0.1) {
+          nextOkAllowed = new Set(committing)
+          return { _tag: "LocalCommitDone", result: { _tag: "StillOpen" } }
+        }
+        if (roll < 0.15) return { _tag: "LocalCommitDone", result: { _tag: "Failed", error: new SqlError({ code: 5, message: "model" }), transactionOpen: effect.leaseId !== null && rng.chance(0.5) } }
+        const wrote = committing.length > 0 && roll >= 0.25
+        walBytes += wrote ? 40_000 : 0
+        const pageBytes = rng.chance(0.1) ? limits.transactionBytesMax + 4096 : 4096
+        if (wrote && pageBytes <= limits.transactionBytesMax) {
+          pageSeq = effect.seq
+          inflight = committing
+        } else if (!wrote) {
+          inflight = committing
+        }
+        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: wrote ? { seq: effect.seq, pageBytes } : null, walBytes } }
+      }
+      case "Propose":
+      case "ConfirmLeadership":
+      case "Checkpoint":
+      case "DiscardLocalCommit":
+      case "Flush":
+        if (outstanding !== null) throw new Violation(`${effect._tag} while ${outstanding._tag} is outstanding`)
+        outstanding = effect
+        if (effect._tag === "Checkpoint") walBytes = 0
+        if (effect._tag === "Checkpoint") covered.checkpoints++
+        if (effect._tag === "DiscardLocalCommit") covered.discards++
+        if (effect._tag === "Propose" && effect.delayMs === 0 && effect.seq === state.seq && state.inflight?.kind === "entry" && state.inflight.ambiguous) covered.reproposals++
+        return null
+      case "Release":
+        covered.stops++
+        return null
+    }
+  }
+
+  const resolve = (): void => {
+    const effect = outstanding
+    if (effect === null) return
+    outstanding = null
+    switch (effect._tag) {
+      case "Propose": {
+        const roll = rng.float()
+        const errors = ["NotLeader", "ProposalDropped", "StorageFull", "Overloaded", "RequestTimeout", "OutcomeUnknown"] as const
+        const outcome: ProposalOutcome = roll < 0.6
+          ? { _tag: "Applied", index: effect.seq, committed: true, result: "Own" }
+          : roll < 0.63
+          ? { _tag: "Applied", index: effect.seq, committed: false, result: "Skipped" }
+          : { _tag: "Failed", error: rng.pick(errors), detail: "model", leader: null, stillLeader: rng.chance(0.8) }
+        if (outcome._tag === "Applied" && outcome.committed) {
+          okAllowed = new Set(inflight)
+          covered.entries++
+        }
+        return feed({ _tag: "Proposed", seq: effect.seq, outcome, nowMs })
+      }
+      case "ConfirmLeadership": {
+        const ok = rng.chance(0.9)
+        if (ok) okAllowed = new Set(inflight)
+        return feed({ _tag: "Confirmed", failure: ok ? null : new SqlNotLeader({ leader: null, message: "model" }), nowMs })
+      }
+      case "Checkpoint":
+        return feed({ _tag: "Checkpointed", durationMs: 1 })
+      case "DiscardLocalCommit":
+        return feed({ _tag: "Discarded" })
+      case "Flush":
+        return feed({ _tag: "Flushed" })
+      default:
+        return
+    }
+  }
+
+  const request = (): number => {
+    const id = ++ids
+    requested.add(id)
+    return id
+  }
+
+  for (const a of actions) {
+    switch (a.t) {
+      case "submit":
+        feed({ _tag: "Submitted", id: request(), bytes: 10, isolation: a.isolation, nowMs, diskFull: rng.chance(0.02) ? "disk full" : null })
+        break
+      case "lease":
+        feed({ _tag: "LeaseRequested", id: request(), nowMs, diskFull: null })
+        break
+      case "leaseCommit":
+        if (held.lease !== null && !held.lease.committing) {
+          leaseCommitId = request()
+          held.lease.committing = true
+          const leaseId = held.lease.id
+          feed({ _tag: "LeaseCommitRequested", leaseId, id: leaseCommitId, nowMs })
+        }
+        break
+      case "leaseEnd":
+        if (held.lease !== null && !held.lease.committing) feed({ _tag: "LeaseEnded", leaseId: held.lease.id, endedBy: null })
+        break
+      case "tick":
+        nowMs += a.ms
+        feed({ _tag: "Tick", nowMs })
+        break
+      case "checkpoint":
+        feed({ _tag: "CheckpointRequested" })
+        break
+      case "resolve":
+        resolve()
+        break
+      case "stop":
+        feed({ _tag: "Stop", failure: new SqlNotLeader({ leader: null, message: "model" }) as SqlFailure, mode: "discard" })
+        break
+    }
+    // A lease whose COMMIT was answered (ok or not) may commit again, as its session would.
+    if (held.lease !== null && held.lease.committing && leaseCommitId !== null && answers.has(leaseCommitId)) held.lease.committing = false
+  }
+  // The end: leadership lost, every outstanding answer delivered; everyone must have heard.
+  feed({ _tag: "Stop", failure: new SqlNotLeader({ leader: null, message: "model end" }), mode: "discard" })
+  for (let i = 0; i < 5 && outstanding !== null; i++) resolve()
+  for (const id of requested) {
+    if (answers.get(id) !== 1) throw new Violation(`request ${id} answered ${answers.get(id) ?? 0} times`)
+  }
+  void pageSeq
+}
+
+const property = (step: Step) => fc.property(fc.array(action, { minLength: 1, maxLength: 120 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (actions, seed) => play(step, actions, seed))
+
+describe("writer core invariants", () => {
+  it("holds on random histories", () => {
+    fc.assert(property(writerStep), { numRuns: 1000 })
+    // The histories reached every part of the core.
+    for (const [what, count] of Object.entries(covered)) expect(count, what).toBeGreaterThan(10)
+  })
+
+  // Known bugs the checker must catch.
+  const mutants: Record<string, Step> = {
+    "answers a batch statement ok as soon as it ran": (state, input) => {
+      const result = writerStep(state, input)
+      if (input._tag === "StatementRan" && input.outcome.ok && state.stoppedBy === null) {
+        return { state: result.state, effects: [...result.effects, { _tag: "Answer", id: input.id, outcome: input.outcome }] }
+      }
+      return result
+    },
+    "answers a queued request twice on timeout": (state, input) => {
+      const result = writerStep(state, input)
+      return { state: result.state, effects: result.effects.flatMap((e) => (e._tag === "Answer" && !e.outcome.ok && e.outcome.error._tag === "SqlBusy" ? [e, e] : [e])) }
+    },
+    "forgets the open batch on stop": (state, input) => {
+      if (input._tag === "Stop") state.batch = null
+      return writerStep(state, input)
+    },
+    "proposes the next entry before the one in flight is applied": (state, input) => {
+      // Pretends nothing is in flight when a batch could close.
+      if (input._tag === "StatementRan" && state.inflight?.kind === "entry") {
+        const saved = state.inflight
+        state.inflight = null
+        const result = writerStep(state, input)
+        if (state.inflight === null) state.inflight = saved
+        return result
+      }
+      return writerStep(state, input)
+    }
+  }
+  for (const [name, step] of Object.entries(mutants)) {
+    it(`catches a known bug: ${name}`, () => {
+      const outcome = fc.check(property(step), { numRuns: 2000 })
+      expect(outcome.failed).toBe(true)
+      expect(String(outcome.errorInstance)).toMatch(/Violation|assertion failed|answered|outstanding/)
+    })
+  }
+})
