@@ -503,7 +503,7 @@ export class LeaderWriter implements LeaderSlotOwner {
     this.batch = null
     const writer = this.database.writer
     try {
-      writer.control("COMMIT")
+      this.database.commitLocally(() => writer.control("COMMIT"))
     } catch (cause) {
       if (writer.inTransaction) writer.db.exec("ROLLBACK")
       const error = toSqlError(cause)
@@ -523,10 +523,14 @@ export class LeaderWriter implements LeaderSlotOwner {
     request.state = "running"
     const startPageCount = this.pageCount()
     try {
-      if (request.isolation === "alone") writer.control("BEGIN IMMEDIATE")
-      const value = writer.run(request.sql, request.params)
-      if (this.pagesSince(startPageCount) > this.options.limits.transactionBytesMax) throw this.tooBig()
-      if (writer.inTransaction) writer.db.exec("COMMIT")
+      // Bracketed whole: without BEGIN the statement commits by itself (VACUUM).
+      const value = this.database.commitLocally(() => {
+        if (request.isolation === "alone") writer.control("BEGIN IMMEDIATE")
+        const value = writer.run(request.sql, request.params)
+        if (this.pagesSince(startPageCount) > this.options.limits.transactionBytesMax) throw this.tooBig()
+        if (writer.inTransaction) writer.db.exec("COMMIT")
+        return value
+      })
       request.outcome = { ok: true, value }
     } catch (cause) {
       if (writer.inTransaction) writer.db.exec("ROLLBACK")
@@ -556,7 +560,7 @@ export class LeaderWriter implements LeaderSlotOwner {
     const reply = lease.commitReply
     assert(reply !== null, "a committing lease has a reply")
     try {
-      writer.db.exec(lease.commitSql)
+      this.database.commitLocally(() => writer.db.exec(lease.commitSql))
     } catch (cause) {
       const error = toSqlError(cause)
       if (writer.inTransaction) lease.state = "active"
@@ -622,6 +626,8 @@ export class LeaderWriter implements LeaderSlotOwner {
   private checkpoint(): Effect.Effect<void> {
     const outcome = this.database.checkpoint()
     this.checkpointWanted = false
+    // A reader held it back: the main file does not hold everything yet (retried after a later commit).
+    if (outcome.busy) return Effect.void
     this.stats.checkpoints++
     this.stats.checkpointMsMax = Math.max(this.stats.checkpointMsMax, outcome.durationMs)
     return this.options.machine.checkpointed(this.options.database, this)
