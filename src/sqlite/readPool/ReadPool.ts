@@ -11,7 +11,10 @@
 // The Effect surface is this module's ReadPool service.
 import { Context, Deferred, Effect, Exit, FiberId } from "effect"
 import fs from "node:fs"
-import { fileURLToPath } from "node:url"
+import os from "node:os"
+import path from "node:path"
+import { createRequire } from "node:module"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { Worker } from "node:worker_threads"
 import { Connection } from "../connection.ts"
 import type { StatementOutcome } from "../connection.ts"
@@ -56,6 +59,8 @@ export interface DatabaseReaders {
 
 export interface ReadersStats {
   readonly workers: number
+  /** Readers started and free. */
+  readonly idle: number
   readonly busy: number
   readonly queued: number
   readonly stuck: number
@@ -91,10 +96,39 @@ export function readWorkerUrl(): URL {
   return new URL("./tqlite-read-worker.mjs", here)
 }
 
-function workerExecArgv(url: URL): Array<string> | undefined {
-  if (!url.pathname.endsWith(".ts")) return undefined
-  // A TypeScript entry needs tsx in the worker (vitest's forks do not pass it on).
-  return process.execArgv.some((arg) => arg.includes("tsx")) ? process.execArgv : [...process.execArgv, "--import", "tsx"]
+/** How to start the worker: the entry itself (tsc's output, or the bundle's), or, from
+ * TypeScript sources (tests, `node --import tsx`), the entry bundled once per process into a
+ * temporary .mjs with esbuild: Node 20 does not apply the parent's `--import tsx` hooks inside a
+ * worker, and registering tsx in each worker costs seconds of compilation. */
+function workerEntry(url: URL): URL {
+  if (!url.pathname.endsWith(".ts")) return url
+  devBundle ??= bundleForDevelopment(url)
+  return devBundle
+}
+
+let devBundle: URL | undefined
+
+function bundleForDevelopment(url: URL): URL {
+  const require = createRequire(import.meta.url)
+  const esbuild = require("esbuild") as typeof import("esbuild")
+  const result = esbuild.buildSync({
+    entryPoints: [fileURLToPath(url)],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    write: false,
+    external: ["better-sqlite3"],
+    logLevel: "silent"
+  })
+  // The native addon stays where it is installed: imported by its absolute path.
+  const betterSqlite = require.resolve("better-sqlite3")
+  const text = result.outputFiles[0]!.text.replaceAll(/from\s*"better-sqlite3"/g, `from ${JSON.stringify(pathToFileURL(betterSqlite).href)}`)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-read-worker-"))
+  const file = path.join(dir, "readWorker.mjs")
+  fs.writeFileSync(file, text)
+  process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }))
+  return pathToFileURL(file)
 }
 
 interface PendingRead {
@@ -114,9 +148,8 @@ interface WorkerSlot {
 }
 
 export function workerReadPool(limits: ReadPoolLimits, bugs?: ReaderBugs): ReadPoolService {
-  const url = readWorkerUrl()
-  const execArgv = workerExecArgv(url)
-  return { kind: "workers", forDatabase: (options) => new WorkerReaders(options, limits, url, execArgv, bugs) }
+  const entry = workerEntry(readWorkerUrl())
+  return { kind: "workers", forDatabase: (options) => new WorkerReaders(options, limits, entry, bugs) }
 }
 
 class WorkerReaders implements DatabaseReaders {
@@ -130,10 +163,12 @@ class WorkerReaders implements DatabaseReaders {
   constructor(
     private readonly options: ReadersOptions,
     private readonly limits: ReadPoolLimits,
-    private readonly url: URL,
-    private readonly execArgv: Array<string> | undefined,
+    private readonly entry: URL,
     private readonly bugs: ReaderBugs | undefined
-  ) {}
+  ) {
+    // One reader starts with the leadership, so the first read does not wait for a thread.
+    this.spawn()
+  }
 
   readonly read = (sql: string, params: ReadonlyArray<SqlValue>, epoch: number): Effect.Effect<StatementOutcome, SqlFailure> =>
     Effect.async<StatementOutcome, SqlFailure>((resume) => {
@@ -167,11 +202,13 @@ class WorkerReaders implements DatabaseReaders {
   readonly stats = (): ReadersStats => {
     let busy = 0
     let stuck = 0
+    let idle = 0
     for (const slot of this.slots) {
       if (slot.state === "busy") busy++
       if (slot.state === "stuck") stuck++
+      if (slot.state === "idle") idle++
     }
-    return { workers: this.slots.size - stuck, busy, queued: this.queue.length, stuck, terminated: this.terminated, served: this.served }
+    return { workers: this.slots.size - stuck, idle, busy, queued: this.queue.length, stuck, terminated: this.terminated, served: this.served }
   }
 
   readonly close = (): void => {
@@ -194,6 +231,9 @@ class WorkerReaders implements DatabaseReaders {
   }
 
   private pump(): void {
+    if (this.closed) return
+    // A terminated or crashed reader is replaced at once: one is always ready.
+    if (![...this.slots].some((slot) => slot.state !== "stuck") && this.slots.size < 2 * this.limits.readWorkersMax) this.spawn()
     while (this.queue.length > 0 && !this.closed) {
       const idle = [...this.slots].find((slot) => slot.state === "idle")
       if (idle === undefined) {
@@ -227,7 +267,7 @@ class WorkerReaders implements DatabaseReaders {
       openFlag: openFlag.buffer as SharedArrayBuffer,
       ...(this.bugs !== undefined ? { bugs: this.bugs } : {})
     }
-    const worker = new Worker(this.url, { workerData, ...(this.execArgv !== undefined ? { execArgv: this.execArgv } : {}) })
+    const worker = new Worker(this.entry, { workerData })
     worker.unref()
     const slot: WorkerSlot = { worker, openFlag, state: "starting", running: null }
     this.slots.add(slot)
@@ -384,7 +424,7 @@ class InThreadReaders implements DatabaseReaders {
     Deferred.unsafeDone(wake, Exit.void)
   }
 
-  readonly stats = (): ReadersStats => ({ workers: this.all.size, busy: this.all.size - this.idle.length, queued: Math.max(0, this.inFlight - this.all.size + this.idle.length), stuck: 0, terminated: 0, served: this.served })
+  readonly stats = (): ReadersStats => ({ workers: this.all.size, idle: this.idle.length, busy: this.all.size - this.idle.length, queued: Math.max(0, this.inFlight - this.all.size + this.idle.length), stuck: 0, terminated: 0, served: this.served })
 
   readonly close = (): void => {
     if (this.closed) return
