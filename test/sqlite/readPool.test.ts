@@ -43,7 +43,7 @@ const failureOf = (exit: Exit.Exit<unknown, SqlFailure>): SqlFailure | undefined
   Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : undefined
 
 /** A recursive CTE counted in one native sqlite3_step: no row comes back until it is done. */
-const oneLongStep = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) SELECT count(*) FROM c"
+const oneLongStep = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000000) SELECT count(*) FROM c"
 /** Many rows: the worker checks the deadline between them. */
 const manyRows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) SELECT x FROM c"
 
