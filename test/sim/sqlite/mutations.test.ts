@@ -22,6 +22,12 @@ describe("SQLite simulator checkers", () => {
     expect(firstViolation("ack-failed", 8).some((v) => v.startsWith("durability:"))).toBe(true)
   }, 120_000)
 
+  it("a reader that serves its snapshot before Raft commits it is caught (a dirty read)", () => {
+    // The reader pool's pinning rule (src/sqlite/readPool/pinning.ts) switched off: a read sees
+    // the leader's pending local commit, which a leadership change may then cut.
+    expect(firstViolation("serve-uncommitted", 25).some((v) => /dirty read/.test(v))).toBe(true)
+  }, 300_000)
+
   it("a failure recorded for an acknowledged write is caught (no phantoms)", () => {
     expect(firstViolation("fail-acked", 4).some((v) => /reported failed but is there/.test(v))).toBe(true)
   }, 120_000)
