@@ -137,6 +137,7 @@ interface PendingRead {
   readonly done: (exit: Exit.Exit<StatementOutcome, SqlFailure>) => void
   finished: boolean
   slot: WorkerSlot | null
+  dispatchedAt: number
   timer: ReturnType<typeof setTimeout> | null
 }
 
@@ -183,6 +184,7 @@ class WorkerReaders implements DatabaseReaders {
         done: (exit) => resume(exit),
         finished: false,
         slot: null,
+        dispatchedAt: 0,
         timer: null
       }
       pending.timer = setTimeout(() => this.overdue(pending), timeLimitMs + stuckGraceMs)
@@ -246,6 +248,12 @@ class WorkerReaders implements DatabaseReaders {
         return
       }
       const pending = this.queue.shift()!
+      if (Date.now() >= pending.request.deadlineAt) {
+        // Its whole time limit went by in the queue.
+        this.finish(pending, Exit.fail(new SqlBusy({ message: `no reader was free within the read's time limit (${pending.request.timeLimitMs} ms)` })), true)
+        continue
+      }
+      pending.dispatchedAt = performance.now()
       idle.state = "busy"
       idle.running = pending
       pending.slot = idle
@@ -322,6 +330,14 @@ class WorkerReaders implements DatabaseReaders {
       const at = this.queue.indexOf(pending)
       if (at >= 0) this.queue.splice(at, 1)
       this.finish(pending, Exit.fail(new SqlBusy({ message: `no reader was free within the read's time limit (${pending.request.timeLimitMs} ms)` })), true)
+      return
+    }
+    const runningMs = performance.now() - pending.dispatchedAt
+    if (runningMs < stuckGraceMs) {
+      // Dispatched late in its time limit: the worker checks the deadline itself; give it the
+      // grace from dispatch before calling it stuck.
+      pending.timer = setTimeout(() => this.overdue(pending), stuckGraceMs - runningMs)
+      pending.timer.unref()
       return
     }
     slot.state = "stuck"
