@@ -165,19 +165,24 @@ export class LeaderDatabase {
 
   /** Every local COMMIT of the writer goes through here (LeaderWriter): the WAL version is odd
    * while `commit` runs, so a reader whose snapshot straddles it pins again. Only with nothing
-   * pending (one local commit at a time). When `commit` throws, nothing new is in the WAL. */
+   * pending (one local commit at a time). */
   commitLocally<A>(commit: () => A): A {
     assert(this.open, "leader database is open")
+    const walBytesBefore = this.walBytes()
     this.versions.beginLocalCommit()
-    let committed = false
+    let completed = false
     try {
       const result = commit()
-      committed = true
+      completed = true
       return result
     } finally {
       this.versions.endLocalCommit()
       this.bracketedCommits++
-      if (!committed && this.pending === null) this.markAllCommitted()
+      // It threw: if the WAL did not grow, nothing was committed and what the WAL holds is
+      // committed (readers pinned meanwhile need not wait). It may have grown and committed (an
+      // autocommit statement refused afterwards as too big): then the capture that follows
+      // decides, as after any commit.
+      if (!completed && this.pending === null && this.walBytes() === walBytesBefore) this.markAllCommitted()
     }
   }
 
