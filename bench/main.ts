@@ -11,6 +11,7 @@ const benches: Record<string, { readonly module: string; readonly about: string 
   embed: { module: "./embed.ts", about: "embedding API on a 3-node loopback cluster: inserts and selects via the leader (local), a follower (routed) and layerRemote (--writers 1,16 --routes local,routed,remote)" },
   failover: { module: "./failover.ts", about: "availability: kill -9 of the leader (5×) and of the whole cluster (3×) under writes; the gap to the first acknowledged write (--kills, --restarts, --writers, --dqload PATH)" },
   opcount: { module: "./opcount.ts", about: "Effect operations and fiber resumptions per committed entry and per statement (writer+client vs the rest), 3 nodes in one process, 1/8 writers" },
+  readpool: { module: "./readPool.ts", about: "one read through a reader worker thread vs the same statement on the main thread (µs per read, the cost of one hop)" },
   sqlite: { module: "./sqlite.ts", about: "3-node replicated SQLite (real disk, fsync) vs plain better-sqlite3 with an fsync per transaction, 1/8/64 writers" }
 }
 

@@ -16,6 +16,13 @@
 // exactly the committed state and no WAL is left for the follower's page applier to trip on.
 // `close("keepWal")` leaves everything where it is, as a crash would: the next start drops the
 // WAL and replays the log from the index the main file reflects.
+//
+// Client reads do not run on the committed view: they go to the database's reader pool
+// (readPool/, worker threads by default), which pins its own snapshots and serves one only once
+// Raft has committed it. The writer tells the readers what the WAL holds through ReadVersions: a
+// seqlock around every local COMMIT (commitLocally), the committed version (markCommitted), an
+// epoch bumped before any cut or close. The committed view stays for snapshots, DUMP images and
+// statement metadata. See README.md "Reads in worker threads".
 
 import fs from "node:fs"
 import { assert } from "../assert.ts"
@@ -24,8 +31,13 @@ import { closeConnectionsKeepingWal, cutWal } from "./discardUncommitted.ts"
 import { checkpointTruncate, openDatabase } from "./openDatabase.ts"
 import type { PageSet } from "./pageSet.ts"
 import { mergePageSets } from "./pageSet.ts"
+import type { StatementOutcome } from "./connection.ts"
+import type { DatabaseReaders, ReadPoolService } from "./readPool/ReadPool.ts"
+import { ReadVersions } from "./readPool/versions.ts"
+import type { SqlFailure, SqlValue } from "./Sql.ts"
 import type { WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
+import type { Effect } from "effect"
 
 export interface LeaderDatabaseOptions {
   readonly databasePath: string
@@ -35,6 +47,8 @@ export interface LeaderDatabaseOptions {
   /** The writer's page cache in pages: what a transaction may hold before spilling to the WAL. */
   readonly cachePages: number
   readonly statementCacheMax: number
+  /** Where client reads run (worker threads, or in-thread for the simulator). */
+  readonly readPool: ReadPoolService
 }
 
 /** A transaction committed locally and captured, not yet committed by Raft. */
@@ -47,6 +61,8 @@ export interface LocalCommit {
 export interface CheckpointOutcome {
   readonly walBytesBefore: number
   readonly durationMs: number
+  /** A reader kept the checkpoint from completing (a long read): the WAL stays, retried later. */
+  readonly busy: boolean
 }
 
 export class LeaderDatabase {
@@ -55,7 +71,13 @@ export class LeaderDatabase {
   private capture: WalCapture
   private readonly idleReaders: Array<Connection> = []
   private committed: Connection
-  private pending: { readonly commit: LocalCommit; readonly reader: Connection } | null = null
+  private pending: { readonly commit: LocalCommit; readonly reader: Connection; readonly version: number } | null = null
+  /** What the readers may see (shared with the worker threads). */
+  readonly versions = ReadVersions.create()
+  private readers: DatabaseReaders
+  /** Local COMMITs bracketed by commitLocally since the last capture (a capture that finds a
+   * transaction nobody bracketed is a bug the readers could not see: asserted). */
+  private bracketedCommits = 0
   /** The end of the last Raft-committed transaction in the WAL (undefined: none in this WAL). */
   private committedWalEnd: WalPosition | undefined = undefined
   private open = true
@@ -70,6 +92,11 @@ export class LeaderDatabase {
     this.writerConnection = writer
     this.capture = capture
     this.committed = committed
+    this.readers = this.openReaders()
+  }
+
+  private openReaders(): DatabaseReaders {
+    return this.options.readPool.forDatabase({ databasePath: this.options.databasePath, pageSize: this.options.pageSize, versions: this.versions })
   }
 
   /** The writer connection. */
@@ -112,6 +139,8 @@ export class LeaderDatabase {
     this.capture = capture
     this.committed = reader
     this.committedWalEnd = undefined
+    this.versions.markAllCommitted()
+    this.readers = this.openReaders()
     this.open = true
   }
 
@@ -134,6 +163,46 @@ export class LeaderDatabase {
     return this.pending?.commit ?? null
   }
 
+  /** Every local COMMIT of the writer goes through here (LeaderWriter): the WAL version is odd
+   * while `commit` runs, so a reader whose snapshot straddles it pins again. Only with nothing
+   * pending (one local commit at a time). */
+  commitLocally<A>(commit: () => A): A {
+    assert(this.open, "leader database is open")
+    const walBytesBefore = this.walBytes()
+    this.versions.beginLocalCommit()
+    let completed = false
+    try {
+      const result = commit()
+      completed = true
+      return result
+    } finally {
+      this.versions.endLocalCommit()
+      this.bracketedCommits++
+      // It threw: if the WAL did not grow, nothing was committed and what the WAL holds is
+      // committed (readers pinned meanwhile need not wait). It may have grown and committed (an
+      // autocommit statement refused afterwards as too big): then the capture that follows
+      // decides, as after any commit.
+      if (!completed && this.pending === null && this.walBytes() === walBytesBefore) this.markAllCommitted()
+    }
+  }
+
+  /** A client read: dispatched now (call it once leadership is confirmed and everything
+   * committed before the read is applied), served by a reader from a snapshot at least this
+   * fresh and never ahead of what Raft committed. */
+  read(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> {
+    assert(this.open, "leader database is open")
+    return this.readers.read(sql, params, this.versions.epoch())
+  }
+
+  readersStats() {
+    return this.readers.stats()
+  }
+
+  private markAllCommitted(): void {
+    this.versions.markAllCommitted()
+    this.readers.changed()
+  }
+
   /** After a local COMMIT: reads the transaction's frames back and pins a view on the new
    * state. Null when the transaction wrote nothing. Only one local commit may wait for Raft. */
   captureLocalCommit(seq: number): LocalCommit | null {
@@ -142,12 +211,19 @@ export class LeaderDatabase {
     assert(!this.writer.inTransaction, "captured after the transaction ended")
     const transactions = this.capture.capture()
     const last = transactions[transactions.length - 1]
-    if (last === undefined) return null
+    const bracketed = this.bracketedCommits
+    this.bracketedCommits = 0
+    if (last === undefined) {
+      // Nothing new in the WAL: what it holds is committed.
+      this.markAllCommitted()
+      return null
+    }
+    assert(bracketed > 0, "every local COMMIT runs inside commitLocally")
     const pageSet = mergePageSets(transactions)
     const commit: LocalCommit = { seq, pageSet, walEnd: last.walEnd }
     const reader = this.idleReaders.pop() ?? LeaderDatabase.openReader(this.options)
     pin(reader)
-    this.pending = { commit, reader }
+    this.pending = { commit, reader, version: this.versions.walVersion() }
     return commit
   }
 
@@ -160,6 +236,8 @@ export class LeaderDatabase {
     this.committed = pending.reader
     this.committedWalEnd = pending.commit.walEnd
     this.pending = null
+    this.versions.markCommitted(pending.version)
+    this.readers.changed()
   }
 
   /** The WAL's size on disk (stale bytes included). */
@@ -172,17 +250,21 @@ export class LeaderDatabase {
   }
 
   /** wal_checkpoint(TRUNCATE) when every frame is Raft-committed: no transaction open, nothing
-   * pending. Unpins the view for the duration (a pinned reader would hold the checkpoint back). */
+   * pending. Unpins the view for the duration (a pinned reader would hold the checkpoint back).
+   * A pool reader in the middle of a read may hold it back anyway: then the WAL stays as it is
+   * (SQLite may have copied some frames, which changes nothing: they are committed) and the
+   * writer tries again after a later commit. Reads are time-limited, so that ends. */
   checkpoint(): CheckpointOutcome {
     assert(this.open && this.pending === null && !this.writerConnection.inTransaction, "checkpoint only with every frame committed")
     const started = performance.now()
     const walBytesBefore = this.walBytes()
     unpin(this.committed)
     const result = checkpointTruncate(this.writerConnection.db)
-    assert(result.busy === 0, "checkpoint with no reader and no writer completes")
     pin(this.committed)
-    this.committedWalEnd = undefined
-    return { walBytesBefore, durationMs: performance.now() - started }
+    // The WAL was emptied only when the checkpoint completed; else committedWalEnd still names
+    // the last committed frame of this WAL.
+    if (result.busy === 0) this.committedWalEnd = undefined
+    return { walBytesBefore, durationMs: performance.now() - started, busy: result.busy !== 0 }
   }
 
   /** The committed view's database image (for a snapshot). */
@@ -196,6 +278,11 @@ export class LeaderDatabase {
   close(mode: "discard" | "keepWal"): void {
     if (!this.open) return
     this.open = false
+    // First every pin is voided and every pool reader's connection closed: one left open would
+    // keep SQLite's in-process wal-index of the WAL cut below (and hold its checkpoint back).
+    this.versions.newEpoch()
+    this.readers.changed()
+    this.readers.close()
     const readers = [...this.idleReaders, ...(this.pending === null ? [] : [this.pending.reader])]
     this.idleReaders.length = 0
     this.pending = null

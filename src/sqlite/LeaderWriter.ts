@@ -283,6 +283,9 @@ export class LeaderWriter implements LeaderSlotOwner {
         return { _tag: "LocalCommitDone", result: this.commitLocally(effect.seq, effect.leaseId) }
       case "Checkpoint": {
         const outcome = this.database.checkpoint()
+        // A reader thread held it back: the main file does not hold everything yet, so nothing
+        // is recorded; the next commit round past the threshold tries again.
+        if (outcome.busy) return { _tag: "Checkpointed", durationMs: outcome.durationMs }
         this.waits.push({ _tag: "RecordCheckpoint", durationMs: outcome.durationMs })
         this.signal()
         return null
@@ -332,7 +335,8 @@ export class LeaderWriter implements LeaderSlotOwner {
     const startPageCount = writer.pageCount()
     try {
       if (isolation === "alone") writer.control("BEGIN IMMEDIATE")
-      const value = writer.run(request.sql, request.params)
+      // With no transaction around it (VACUUM) the statement commits by itself: bracketed.
+      const value = isolation === "autocommit" ? this.database.commitLocally(() => writer.run(request.sql, request.params)) : writer.run(request.sql, request.params)
       if (this.pagesSince(startPageCount) > this.options.limits.transactionBytesMax) throw this.tooBig()
       return ran({ ok: true, value })
     } catch (cause) {
@@ -349,7 +353,8 @@ export class LeaderWriter implements LeaderSlotOwner {
     const sql = lease === null ? (writer.inTransaction ? "COMMIT" : null) : lease?.commitSql ?? "COMMIT"
     if (sql !== null) {
       try {
-        writer.db.exec(sql)
+        // Bracketed for the reader threads (LeaderDatabase.commitLocally: a seqlock).
+        this.database.commitLocally(() => writer.db.exec(sql))
       } catch (cause) {
         if (lease === null && writer.inTransaction) writer.db.exec("ROLLBACK")
         return { _tag: "Failed", error: toSqlError(cause), transactionOpen: writer.inTransaction }

@@ -22,6 +22,8 @@ import type { RaftRequestError } from "../actors/raftErrors.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { tooManyValuesError, toSqlError } from "./connection.ts"
 import { LeaderDatabase } from "./LeaderDatabase.ts"
+import type { ReadPoolService } from "./readPool/ReadPool.ts"
+import { workerReadPool } from "./readPool/ReadPool.ts"
 import type { RaftAccess } from "./LeaderWriter.ts"
 import type { Lease } from "./LeaderWriter.ts"
 import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
@@ -43,6 +45,8 @@ export interface ReplicatedDatabasesOptions {
   /** How a writer leaves on shutdown: "keepWal" (as a crash: the next start drops the WAL and
    * replays) or "discard" (cut the uncommitted frames now). */
   readonly shutdown?: "keepWal" | "discard"
+  /** Where client reads run (default: worker threads, readPool/ReadPool.ts). */
+  readonly readPool?: ReadPoolService
 }
 
 export interface ReplicatedDatabases extends SqlDatabases {
@@ -72,6 +76,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const proposalKiB = new ProposalBudget(Math.floor(logRecordBytesMax / 1024))
     const statementCache = new StatementCache(2048)
     const scope = yield* Effect.scope
+    const readPool = options.readPool ?? workerReadPool(limits)
 
     const access: RaftAccess = {
       propose: raft.propose,
@@ -213,7 +218,8 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
                 pageSize: limits.pageSize,
                 readersMax: limits.readersMax,
                 cachePages: Math.max(16, Math.min(2000, Math.floor(limits.transactionBytesMax / limits.pageSize / 8))),
-                statementCacheMax: limits.statementCacheMax
+                statementCacheMax: limits.statementCacheMax,
+                readPool
               })
             )
           )
@@ -249,8 +255,11 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         )
         .pipe(Effect.mapError(fromRaftError), Effect.flatten)
 
+    /** A client read: dispatched to the database's reader pool once leadership is confirmed
+     * (raft.read: the lease, or a ReadIndex round) and everything committed before it applied;
+     * the pool serves it from a snapshot at least that fresh, off the main thread. */
     const readOnView = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> =>
-      Effect.zipRight(writerFor(name), onCommittedView(name, (database) => database.committedView.run(sql, params)))
+      Effect.zipRight(writerFor(name), Effect.flatten(onCommittedView(name, (database) => database.read(sql, params))))
 
     const open = (name: string): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {

@@ -68,12 +68,14 @@ export class Connection {
   }
 
   /** Runs one statement, its parameters bound by position as dqlite binds them
-   * (`bindArguments`); throws better-sqlite3's error, or SqlError 25 for too many values. */
-  run(sql: string, params: ReadonlyArray<SqlValue>): StatementOutcome {
+   * (`bindArguments`); throws better-sqlite3's error, or SqlError 25 for too many values. With
+   * `beforeRow`, rows are stepped one at a time and `beforeRow` is called before each (a
+   * reader's time limit: it throws to stop). */
+  run(sql: string, params: ReadonlyArray<SqlValue>, beforeRow?: () => void): StatementOutcome {
     const { statement, slots } = this.cached(sql)
     const bound = bindArguments(slots, params)
     if (statement.reader) {
-      const raw = statement.raw(true).all(...bound) as Array<Array<unknown>>
+      const raw = beforeRow === undefined ? (statement.raw(true).all(...bound) as Array<Array<unknown>>) : stepRows(statement, bound, beforeRow)
       const columns = statement.columns()
       const rows: Rows = {
         columns: columns.map((c) => c.name),
@@ -120,6 +122,22 @@ export class Connection {
     const row = this.changesStatement.get() as [bigint, bigint]
     return { lastInsertId: row[1], rowsAffected: Number(row[0]) }
   }
+}
+
+function stepRows(statement: Statement, bound: ReadonlyArray<unknown>, beforeRow: () => void): Array<Array<unknown>> {
+  const rows: Array<Array<unknown>> = []
+  beforeRow()
+  const iterator = statement.raw(true).iterate(...bound) as IterableIterator<Array<unknown>>
+  try {
+    for (const row of iterator) {
+      rows.push(row)
+      beforeRow()
+    }
+  } finally {
+    // Resets the statement when beforeRow threw mid-iteration (the connection stays usable).
+    iterator.return?.()
+  }
+  return rows
 }
 
 /** A parameter as better-sqlite3 binds it: a bigint as INTEGER, a number as REAL. */

@@ -33,6 +33,13 @@ export interface SqliteLimits {
   readonly walCheckpointBytes: number
   /** Reader connections per database (pinned views and idle ones); at least 2. */
   readonly readersMax: number
+  /** Reader worker threads (one read-only connection each) per leading database. */
+  readonly readWorkersMax: number
+  /** Reads waiting for a free reader per database; one more is refused with SqlBusy. */
+  readonly readQueueMax: number
+  /** Every read's time limit (waiting for a reader included): past it the read is stopped and
+   * the client gets SQLITE_INTERRUPT naming this limit. */
+  readonly queryTimeoutMs: number
   /** Prepared statements cached per connection. */
   readonly statementCacheMax: number
   /** Back-off before re-proposing an entry Raft refused as overloaded. */
@@ -61,6 +68,13 @@ export const defaultSqliteLimits: SqliteLimits = {
   transactionBytesMax: 30 * 1024 * 1024,
   walCheckpointBytes: 16 * 1024 * 1024,
   readersMax: 4,
+  // Two cores: one long query per worker may each take a core from the main thread; three
+  // leave a reader free beside two long queries and cost nothing while idle.
+  readWorkersMax: 3,
+  readQueueMax: 256,
+  // Above the scenario (a 10 s query on the leader must finish), and a bound on how
+  // long a read can hold the leader's checkpoints back.
+  queryTimeoutMs: 30_000,
   statementCacheMax: 256,
   overloadRetryMs: 20
 }

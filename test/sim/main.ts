@@ -36,7 +36,7 @@ const start = Number(values.seed ?? values.start ?? 1)
 const count = single ? 1 : Number(values.seeds ?? 100)
 const mutation = values.mutation
 const mutationsKnown: ReadonlyArray<string> = values.sqlite
-  ? ["drop-follower-page", "ack-failed", "fail-acked"]
+  ? ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted"]
   : values.full
   ? ["lease-too-long", "follower-reads-local", "session-reads-at-once", "bounded-ignores-lag", "deferred-votes-early"]
   : ["commit-old-term", "double-vote", "forget-vote", "follower-reads-local"]

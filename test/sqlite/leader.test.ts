@@ -26,7 +26,7 @@ const failureTag = <A>(exit: Exit.Exit<A, SqlFailure>): string =>
   Exit.isSuccess(exit) ? "ok" : exit.cause._tag === "Fail" ? exit.cause.error._tag : `defect ${String(exit.cause)}`
 
 describe("the leader's writer and readers", () => {
-  it("a read during an in-flight write sees the committed value; after commit the new one", () => {
+  it("a read during an in-flight write is not served from it: it waits for the commit, then sees the new value", () => {
     const base = newDir()
     const result = simulate(
       Effect.gen(function*() {
@@ -36,25 +36,31 @@ describe("the leader's writer and readers", () => {
         const writerSession = yield* session(leader)
         const readerSession = yield* session(leader)
         yield* exec(writerSession, "CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT); INSERT INTO kv VALUES ('a', 'old')")
+        const before = rowsOf(yield* query(readerSession, "SELECT v FROM kv WHERE k = 'a'"))
         holdAppends(cluster, leader.id)
         const write = yield* Effect.fork(exec(writerSession, "UPDATE kv SET v = 'new' WHERE k = 'a'"))
         yield* sleepTicks(5)
         const inFlight = write.unsafePoll() === null
         // The frames are in the leader's WAL: its writer connection sees them…
         const writerSees = rowsOf(leader.dbs.writer("main")!.database.writer.run("SELECT v FROM kv", []).rows)
-        // …a client does not.
-        const during = rowsOf(yield* query(readerSession, "SELECT v FROM kv WHERE k = 'a'"))
+        // …a reader pinned on that WAL content does not serve it while Raft has not committed it.
+        const read = yield* Effect.fork(query(readerSession, "SELECT v FROM kv WHERE k = 'a'"))
+        yield* sleepTicks(5)
+        const readWaited = read.unsafePoll() === null
         cluster.dropIf = null
         const written = yield* Fiber.join(write)
+        const during = rowsOf(yield* Fiber.join(read))
         const after = rowsOf(yield* query(readerSession, "SELECT v FROM kv WHERE k = 'a'"))
         yield* cluster.shutdown()
-        return { inFlight, writerSees, during, written, after }
+        return { before, inFlight, writerSees, readWaited, during, written, after }
       })
     )
+    expect(result.before).toEqual([["old"]])
     expect(result.inFlight).toBe(true)
     expect(result.writerSees).toEqual([["new"]])
-    expect(result.during).toEqual([["old"]])
+    expect(result.readWaited).toBe(true)
     expect(result.written.rowsAffected).toBe(1)
+    expect(result.during).toEqual([["new"]])
     expect(result.after).toEqual([["new"]])
   })
 

@@ -2,6 +2,7 @@
 // the writer: it recognizes them by origin and pending seq, moves the read view itself, and says
 // `OwnCopy` for a second copy of an entry already applied (the writer re-proposed it after an
 // unknown outcome), which is how the writer learns that its entry committed.
+import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
@@ -28,13 +29,13 @@ function setup() {
     machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({
       term: 1,
       origin: { node: 1, epoch },
-      database: LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16 })
+      database: LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool: inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 }) })
     }))
   )
   cleanups.unshift(() => owner.database.close("keepWal"))
   /** A local commit of `sql` as the entry the writer would propose. */
   const localCommit = (sql: string, seq: number, origin = { node: 1, epoch }) => {
-    owner.database.writer.db.exec(sql)
+    owner.database.commitLocally(() => owner.database.writer.db.exec(sql))
     const commit = owner.database.captureLocalCommit(seq)
     expect(commit).not.toBeNull()
     const data = encodeWriteEntry({ origin: { ...origin, seq }, previousChangeIndex: machine.lastChangeIndex("db"), database: "db", pageSet: commit!.pageSet })

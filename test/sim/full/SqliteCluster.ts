@@ -26,6 +26,9 @@ import type { Message } from "../../../src/raft/messages.ts"
 import type { Entry, Membership, NodeId, SnapshotMeta } from "../../../src/raft/types.ts"
 import type { FsyncMode } from "../../../src/sqlite/appliedState.ts"
 import type { SqliteLimits } from "../../../src/sqlite/limits.ts"
+import { sqliteLimits } from "../../../src/sqlite/limits.ts"
+import type { ReaderBugs } from "../../../src/sqlite/readPool/pinning.ts"
+import { inThreadReadPool, workerReadPool } from "../../../src/sqlite/readPool/ReadPool.ts"
 import type { ReplicatedDatabases } from "../../../src/sqlite/ReplicatedDatabases.ts"
 import * as Replicated from "../../../src/sqlite/ReplicatedDatabases.ts"
 import type { SqliteApplyResult } from "../../../src/sqlite/SqliteMachine.ts"
@@ -66,6 +69,11 @@ export interface SqliteClusterOptions {
   readonly onApplied?: (id: NodeId, entry: Entry) => void
   /** Known bugs of the state machine (mutation tests of the checkers). */
   readonly machineBugs?: { readonly dropFollowerPage?: boolean }
+  /** Where reads run: in the main thread by default (the simulator's one deterministic thread
+   * cannot wait for a worker), or worker threads (real-runtime tests). */
+  readonly readPool?: "in-thread" | "workers"
+  /** Known bugs of the readers (mutation tests of the checkers). */
+  readonly readerBugs?: ReaderBugs
 }
 
 export interface SqliteNode {
@@ -178,10 +186,12 @@ export class SqliteCluster {
         batchMax: 256,
         requestTimeoutMs: this.options.requestTimeoutMs ?? 100 * this.options.tickMs
       }).pipe(Scope.extend(scope))
+      const limits = sqliteLimits(this.options.limits)
       const dbs = yield* Replicated.make({
         raft,
         machine,
         pollMs: this.options.tickMs,
+        readPool: this.options.readPool === "workers" ? workerReadPool(limits, this.options.readerBugs) : inThreadReadPool(limits, this.options.readerBugs),
         ...(this.options.limits !== undefined ? { limits: this.options.limits } : {})
       }).pipe(Scope.extend(scope))
       node.raft = raft

@@ -43,7 +43,7 @@ export interface SqliteSeedOptions {
   readonly keepFiles?: boolean
 }
 
-export type SqliteMutation = "drop-follower-page" | "ack-failed" | "fail-acked"
+export type SqliteMutation = "drop-follower-page" | "ack-failed" | "fail-acked" | "serve-uncommitted"
 
 const tickMs = 10
 const database = "app"
@@ -84,11 +84,16 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     requestTimeoutMs: 50 * tickMs,
     trace,
     onApplied: (id, entry) => checker.onApplied(id, entry),
-    ...(options.mutation === "drop-follower-page" ? { machineBugs: { dropFollowerPage: true } } : {})
+    ...(options.mutation === "drop-follower-page" ? { machineBugs: { dropFollowerPage: true } } : {}),
+    ...(options.mutation === "serve-uncommitted" ? { readerBugs: { serveUncommitted: true } } : {})
   })
   const violations: Array<Violation> = []
   const inserts = new Map<number, Outcome>()
   const acknowledged: Array<number> = []
+  /** Inserts issued and not yet answered, and those of them some read saw: a read may see one
+   * only if Raft committed it, so every insert a read saw must be in the final database. */
+  const inFlight = new Set<number>()
+  const seenInFlight = new Map<number, number>()
   let operations = 0
   let completedAfterHeal = 0
   let skipped = 0
@@ -144,7 +149,9 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
         let rolledBack = false
         if (roll < 0.4) {
           inserted = op
+          inFlight.add(op)
           exit = yield* Effect.exit(run(node, [insert], Effect.void))
+          inFlight.delete(op)
         } else if (roll < 0.55) {
           const statement = rng.pick([
             `INSERT OR REPLACE INTO scratch(k, v, r, b) VALUES (${key}, 0, 1000000000 + abs(random() % 1000000000), randomblob(${rng.int(0, 5000)}))`,
@@ -169,15 +176,20 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
           ])
           exit = yield* Effect.exit(run(node, [[statement, []]], Effect.void))
         } else {
-          // A linearizable read must see every insert acknowledged before it started.
+          // A linearizable read must see every insert acknowledged before it started, and may
+          // see one still in flight only if it is committed (checked at the end).
           const sample: Array<number> = []
           for (let i = 0; i < 10 && acknowledged.length > 0; i++) sample.push(rng.pick(acknowledged))
           const distinct = [...new Set(sample)]
-          const sql = `SELECT count(*) FROM events WHERE op IN (${distinct.length === 0 ? "NULL" : distinct.join(",")})`
+          const pending = [...inFlight]
+          const asked = [...distinct, ...pending]
+          const sql = `SELECT op FROM events WHERE op IN (${asked.length === 0 ? "NULL" : asked.join(",")})`
           exit = yield* Effect.exit(run(node, [[sql, []]], Effect.void))
           if (Exit.isSuccess(exit)) {
-            const seen = Number((exit.value as { rows: ReadonlyArray<ReadonlyArray<unknown>> }).rows[0]?.[0])
-            if (seen !== distinct.length) violations.push({ invariant: "linearizability", detail: `client ${id} read ${String(seen)} of ${distinct.length} acknowledged inserts` })
+            const seen = new Set((exit.value as { rows: ReadonlyArray<ReadonlyArray<unknown>> }).rows.map((row) => Number(row[0])))
+            const seenAcked = distinct.filter((op) => seen.has(op)).length
+            if (seenAcked !== distinct.length) violations.push({ invariant: "linearizability", detail: `client ${id} read ${seenAcked} of ${distinct.length} acknowledged inserts` })
+            for (const op of pending) if (seen.has(op)) seenInFlight.set(op, id)
           }
         }
         const outcome = classify(exit)
@@ -336,6 +348,9 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     for (const [op, outcome] of inserts) {
       if (outcome === "acked" && !present.has(op)) violations.push({ invariant: "durability", detail: `acknowledged insert ${op} is missing` })
       if (outcome === "failed" && present.has(op)) violations.push({ invariant: "linearizability", detail: `insert ${op} was reported failed but is there` })
+    }
+    for (const [op, reader] of seenInFlight) {
+      if (!present.has(op)) violations.push({ invariant: "linearizability", detail: `client ${reader} read insert ${op} while it was in flight, and it was never committed (a dirty read)` })
     }
   }
 

@@ -1,0 +1,469 @@
+// Where a leading database's reads run: a bounded pool of worker threads, each with one read-only
+// connection (WorkerReadPool, the node's default), or the same pinning rules on the main thread
+// (InThreadReadPool: the simulator and unit tests, which need one deterministic thread). Both
+// serve a read only from a snapshot Raft has committed (pinning.ts); see README.md "Reads in
+// worker threads".
+//
+// Why node:worker_threads and not @effect/platform's Worker: a reader must be terminated from
+// outside while stuck in one native SQLite step (better-sqlite3 has no sqlite3_interrupt), must
+// share a SharedArrayBuffer with the writer (the seqlock) and must block on Atomics.wait; the
+// platform Worker's request/response schema layer hides the thread and adds a serialization hop.
+// The Effect surface is this module's ReadPool service.
+import { Context, Deferred, Effect, Exit, FiberId } from "effect"
+import fs from "node:fs"
+import os from "node:os"
+import path from "node:path"
+import { createRequire } from "node:module"
+import { fileURLToPath, pathToFileURL } from "node:url"
+import { Worker } from "node:worker_threads"
+import { Connection } from "../connection.ts"
+import type { StatementOutcome } from "../connection.ts"
+import { openDatabase } from "../openDatabase.ts"
+import type { SqlFailure, SqlValue } from "../Sql.ts"
+import { SqlBusy, SqlError, SqlNotLeader } from "../Sql.ts"
+import type { ReaderBugs, ReadFailure, ReadRequest, ReadResult } from "./pinning.ts"
+import { endRead, epochFailure, execute, readiness, timeLimitFailure, tryPin } from "./pinning.ts"
+import type { FromWorker, ReadWorkerData, ToWorker } from "./readWorker.ts"
+import type { ReadVersions } from "./versions.ts"
+
+export interface ReadPoolLimits {
+  /** Reader connections (worker threads) per leading database. */
+  readonly readWorkersMax: number
+  /** Reads waiting for a free reader, per database; one more is refused with SqlBusy. */
+  readonly readQueueMax: number
+  /** Every read's time limit, waiting included; past it the client gets SQLITE_INTERRUPT. */
+  readonly queryTimeoutMs: number
+  readonly statementCacheMax: number
+}
+
+export interface ReadersOptions {
+  readonly databasePath: string
+  readonly pageSize: number
+  readonly versions: ReadVersions
+}
+
+/** The readers of one leading database. */
+export interface DatabaseReaders {
+  /** Runs a read that was dispatched in `epoch` (the versions' epoch right after the leadership
+   * check). */
+  readonly read: (sql: string, params: ReadonlyArray<SqlValue>, epoch: number) => Effect.Effect<StatementOutcome, SqlFailure>
+  /** The writer moved committedVersion or the epoch (in-thread waiters wake; workers are woken
+   * by Atomics.notify). */
+  readonly changed: () => void
+  /** Synchronously closes every reader connection; the epoch is already bumped, so running
+   * reads stop at their next row. Throws when a reader stuck in one native SQLite step keeps its
+   * connection open past the wait (README.md: a known limit). */
+  readonly close: () => void
+  readonly stats: () => ReadersStats
+}
+
+export interface ReadersStats {
+  readonly workers: number
+  /** Readers started and free. */
+  readonly idle: number
+  readonly busy: number
+  readonly queued: number
+  readonly stuck: number
+  readonly terminated: number
+  readonly served: number
+}
+
+export interface ReadPoolService {
+  readonly kind: "workers" | "in-thread"
+  readonly forDatabase: (options: ReadersOptions) => DatabaseReaders
+}
+
+export class ReadPool extends Context.Tag("tqlite/ReadPool")<ReadPool, ReadPoolService>() {}
+
+/** How long past its deadline a worker stuck in a native step gets before it is terminated. */
+export const stuckGraceMs = 200
+/** How long closing waits for the workers to close their connections. */
+export const closeWaitMs = 5_000
+
+function toFailure(failure: ReadFailure): SqlFailure {
+  return failure._tag === "SqlBusy" ? new SqlBusy({ message: failure.message }) : new SqlError({ code: failure.code, message: failure.message })
+}
+
+// ---- worker threads -------------------------------------------------------------------------
+
+/** This module's URL: import.meta's in ESM (tsx, tsc's output); in the CommonJS bundle
+ * (dist/tqlite.cjs) import.meta is empty and __filename names the bundle. */
+function moduleUrl(): string {
+  const url = (import.meta as { readonly url?: string }).url
+  return typeof url === "string" ? url : pathToFileURL(__filename).href
+}
+
+/** The worker entry: beside this module as .ts (tsx) or .js (tsc output), or beside the bundle
+ * (dist/tqlite.mjs) as tqlite-read-worker.mjs. */
+export function readWorkerUrl(): URL {
+  const here = moduleUrl()
+  if (here.endsWith(".ts")) return new URL("./readWorker.ts", here)
+  const sibling = new URL("./readWorker.js", here)
+  if (fs.existsSync(fileURLToPath(sibling))) return sibling
+  return new URL("./tqlite-read-worker.mjs", here)
+}
+
+/** How to start the worker: the entry itself (tsc's output, or the bundle's), or, from
+ * TypeScript sources (tests, `node --import tsx`), the entry bundled once per process into a
+ * temporary .mjs with esbuild: Node 20 does not apply the parent's `--import tsx` hooks inside a
+ * worker, and registering tsx in each worker costs seconds of compilation. */
+function workerEntry(url: URL): URL {
+  if (!url.pathname.endsWith(".ts")) return url
+  devBundle ??= bundleForDevelopment(url)
+  return devBundle
+}
+
+let devBundle: URL | undefined
+
+function bundleForDevelopment(url: URL): URL {
+  const require = createRequire(moduleUrl())
+  const esbuild = require("esbuild") as typeof import("esbuild")
+  const result = esbuild.buildSync({
+    entryPoints: [fileURLToPath(url)],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    write: false,
+    external: ["better-sqlite3"],
+    logLevel: "silent"
+  })
+  // The native addon stays where it is installed: imported by its absolute path.
+  const betterSqlite = require.resolve("better-sqlite3")
+  const text = result.outputFiles[0]!.text.replaceAll(/from\s*"better-sqlite3"/g, `from ${JSON.stringify(pathToFileURL(betterSqlite).href)}`)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-read-worker-"))
+  const file = path.join(dir, "readWorker.mjs")
+  fs.writeFileSync(file, text)
+  process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }))
+  return pathToFileURL(file)
+}
+
+interface PendingRead {
+  readonly request: ReadRequest
+  readonly id: number
+  readonly done: (exit: Exit.Exit<StatementOutcome, SqlFailure>) => void
+  finished: boolean
+  slot: WorkerSlot | null
+  dispatchedAt: number
+  timer: ReturnType<typeof setTimeout> | null
+}
+
+interface WorkerSlot {
+  readonly worker: Worker
+  readonly openFlag: Int32Array
+  state: "starting" | "idle" | "busy" | "stuck" | "closing"
+  running: PendingRead | null
+}
+
+export function workerReadPool(limits: ReadPoolLimits, bugs?: ReaderBugs): ReadPoolService {
+  const entry = workerEntry(readWorkerUrl())
+  return { kind: "workers", forDatabase: (options) => new WorkerReaders(options, limits, entry, bugs) }
+}
+
+class WorkerReaders implements DatabaseReaders {
+  private readonly slots = new Set<WorkerSlot>()
+  private readonly queue: Array<PendingRead> = []
+  private nextId = 1
+  private closed = false
+  private served = 0
+  private terminated = 0
+
+  constructor(
+    private readonly options: ReadersOptions,
+    private readonly limits: ReadPoolLimits,
+    private readonly entry: URL,
+    private readonly bugs: ReaderBugs | undefined
+  ) {
+    // One reader starts with the leadership, so the first read does not wait for a thread.
+    this.spawn()
+  }
+
+  readonly read = (sql: string, params: ReadonlyArray<SqlValue>, epoch: number): Effect.Effect<StatementOutcome, SqlFailure> =>
+    Effect.async<StatementOutcome, SqlFailure>((resume) => {
+      if (this.closed) return resume(Effect.fail(new SqlNotLeader({ leader: null, message: "the database is no longer led here" })))
+      if (this.queue.length >= this.limits.readQueueMax) {
+        return resume(Effect.fail(new SqlBusy({ message: `${this.queue.length} reads already wait for a reader (readQueueMax)` })))
+      }
+      const timeLimitMs = this.limits.queryTimeoutMs
+      const pending: PendingRead = {
+        request: { sql, params, epoch, deadlineAt: Date.now() + timeLimitMs, timeLimitMs },
+        id: this.nextId++,
+        done: (exit) => resume(exit),
+        finished: false,
+        slot: null,
+        dispatchedAt: 0,
+        timer: null
+      }
+      pending.timer = setTimeout(() => this.overdue(pending), timeLimitMs + stuckGraceMs)
+      pending.timer.unref()
+      this.queue.push(pending)
+      this.pump()
+      return Effect.sync(() => {
+        // The client went away: a queued read is dropped, a running one finishes unseen.
+        const at = this.queue.indexOf(pending)
+        if (at >= 0) this.queue.splice(at, 1)
+        this.finish(pending, Exit.fail(new SqlBusy({ message: "interrupted" })), false)
+      })
+    })
+
+  readonly changed = (): void => {}
+
+  readonly stats = (): ReadersStats => {
+    let busy = 0
+    let stuck = 0
+    let idle = 0
+    for (const slot of this.slots) {
+      if (slot.state === "busy") busy++
+      if (slot.state === "stuck") stuck++
+      if (slot.state === "idle") idle++
+    }
+    return { workers: this.slots.size - stuck, idle, busy, queued: this.queue.length, stuck, terminated: this.terminated, served: this.served }
+  }
+
+  readonly close = (): void => {
+    if (this.closed) return
+    this.closed = true
+    const notLeader = new SqlNotLeader({ leader: null, message: "the database's connections were closed (leadership change or a discarded transaction)" })
+    for (const pending of this.queue.splice(0)) this.finish(pending, Exit.fail(notLeader), true)
+    for (const slot of this.slots) {
+      if (slot.running !== null) this.finish(slot.running, Exit.fail(toFailure(epochFailure)), true)
+      if (slot.state !== "stuck") {
+        slot.state = "closing"
+        slot.worker.postMessage({ _tag: "Close" } satisfies ToWorker)
+      }
+    }
+    const allClosed = this.options.versions.waitConnectionsClosed(closeWaitMs)
+    for (const slot of this.slots) void slot.worker.terminate()
+    if (!allClosed) {
+      throw new Error(`${this.options.versions.openConnections()} reader connection(s) of ${this.options.databasePath} still open ${closeWaitMs} ms after closing: a query is stuck in one SQLite step`)
+    }
+  }
+
+  private pump(): void {
+    if (this.closed) return
+    // A terminated or crashed reader is replaced at once: one is always ready.
+    if (![...this.slots].some((slot) => slot.state !== "stuck") && this.slots.size < 2 * this.limits.readWorkersMax) this.spawn()
+    while (this.queue.length > 0 && !this.closed) {
+      const idle = [...this.slots].find((slot) => slot.state === "idle")
+      if (idle === undefined) {
+        let live = 0
+        let stuck = 0
+        for (const slot of this.slots) slot.state === "stuck" ? stuck++ : live++
+        // Terminated workers stuck in native code still hold a thread and a connection: at
+        // most as many again as the pool's size, then reads wait (and time out with SqlBusy).
+        if (live < this.limits.readWorkersMax && live + stuck < 2 * this.limits.readWorkersMax) this.spawn()
+        return
+      }
+      const pending = this.queue.shift()!
+      if (Date.now() >= pending.request.deadlineAt) {
+        // Its whole time limit went by in the queue.
+        this.finish(pending, Exit.fail(new SqlBusy({ message: `no reader was free within the read's time limit (${pending.request.timeLimitMs} ms)` })), true)
+        continue
+      }
+      pending.dispatchedAt = performance.now()
+      idle.state = "busy"
+      idle.running = pending
+      pending.slot = idle
+      idle.worker.postMessage({ _tag: "Read", id: pending.id, request: pending.request } satisfies ToWorker)
+    }
+  }
+
+  private spawn(): void {
+    const openFlag = new Int32Array(new SharedArrayBuffer(4))
+    openFlag[0] = 1
+    // Counted open before the thread starts: closing waits for a worker still starting up.
+    this.options.versions.connectionOpened()
+    const workerData: ReadWorkerData = {
+      databasePath: this.options.databasePath,
+      pageSize: this.options.pageSize,
+      statementCacheMax: this.limits.statementCacheMax,
+      busyTimeoutMs: 1_000,
+      versions: this.options.versions.buffer,
+      openFlag: openFlag.buffer as SharedArrayBuffer,
+      ...(this.bugs !== undefined ? { bugs: this.bugs } : {})
+    }
+    const worker = new Worker(this.entry, { workerData })
+    worker.unref()
+    const slot: WorkerSlot = { worker, openFlag, state: "starting", running: null }
+    this.slots.add(slot)
+    worker.on("message", (message: FromWorker) => this.onMessage(slot, message))
+    worker.on("error", (error) => this.onGone(slot, `the reader thread failed: ${error.message}`))
+    worker.on("exit", (code) => this.onGone(slot, `the reader thread exited (${code})`))
+  }
+
+  private onMessage(slot: WorkerSlot, message: FromWorker): void {
+    switch (message._tag) {
+      case "Ready":
+        if (slot.state === "starting") slot.state = "idle"
+        break
+      case "OpenFailed": {
+        // Every waiting read fails rather than spawning worker after worker on a broken file.
+        const error = new SqlError({ code: 14, message: `a reader cannot open the database: ${message.message}` })
+        for (const pending of this.queue.splice(0)) this.finish(pending, Exit.fail(error), true)
+        return
+      }
+      case "Done": {
+        const pending = slot.running
+        if (slot.state === "busy") slot.state = "idle"
+        slot.running = null
+        if (pending !== null && pending.id === message.id) {
+          this.served++
+          this.finish(pending, fromResult(message.result), true)
+        }
+        break
+      }
+    }
+    this.pump()
+  }
+
+  /** The thread is gone (its connection closed with it): count it closed, fail its read, and
+   * let pump start a replacement. */
+  private onGone(slot: WorkerSlot, why: string): void {
+    if (Atomics.compareExchange(slot.openFlag, 0, 1, 0) === 1) this.options.versions.connectionClosed()
+    if (!this.slots.delete(slot)) return
+    const pending = slot.running
+    slot.running = null
+    if (pending !== null) this.finish(pending, Exit.fail(new SqlError({ code: 10, message: why })), true)
+    this.pump()
+  }
+
+  /** Past the deadline and its grace: a queued read never found a reader; a running one is stuck
+   * in a native SQLite step (the worker checks the deadline between rows): the thread is
+   * terminated and the client answered at once. */
+  private overdue(pending: PendingRead): void {
+    if (pending.finished) return
+    const slot = pending.slot
+    if (slot === null) {
+      const at = this.queue.indexOf(pending)
+      if (at >= 0) this.queue.splice(at, 1)
+      this.finish(pending, Exit.fail(new SqlBusy({ message: `no reader was free within the read's time limit (${pending.request.timeLimitMs} ms)` })), true)
+      return
+    }
+    const runningMs = performance.now() - pending.dispatchedAt
+    if (runningMs < stuckGraceMs) {
+      // Dispatched late in its time limit: the worker checks the deadline itself; give it the
+      // grace from dispatch before calling it stuck.
+      pending.timer = setTimeout(() => this.overdue(pending), stuckGraceMs - runningMs)
+      pending.timer.unref()
+      return
+    }
+    slot.state = "stuck"
+    slot.running = null
+    this.terminated++
+    // terminate() takes effect when the native step returns to JavaScript; until then the
+    // thread keeps its core and its connection (counted as stuck).
+    void slot.worker.terminate()
+    this.finish(pending, Exit.fail(toFailure(timeLimitFailure(pending.request.timeLimitMs))), true)
+    this.pump()
+  }
+
+  private finish(pending: PendingRead, exit: Exit.Exit<StatementOutcome, SqlFailure>, answer: boolean): void {
+    if (pending.finished) return
+    pending.finished = true
+    if (pending.timer !== null) clearTimeout(pending.timer)
+    if (answer) pending.done(exit)
+  }
+}
+
+function fromResult(result: ReadResult): Exit.Exit<StatementOutcome, SqlFailure> {
+  return result.ok ? Exit.succeed(result.outcome) : Exit.fail(toFailure(result.failure))
+}
+
+// ---- in the main thread ---------------------------------------------------------------------
+
+export function inThreadReadPool(limits: ReadPoolLimits, bugs?: ReaderBugs): ReadPoolService {
+  return { kind: "in-thread", forDatabase: (options) => new InThreadReaders(options, limits, bugs) }
+}
+
+class InThreadReaders implements DatabaseReaders {
+  private readonly idle: Array<Connection> = []
+  private readonly all = new Set<Connection>()
+  private readonly permits: Effect.Semaphore
+  private inFlight = 0
+  private closed = false
+  private served = 0
+  private wake = Deferred.unsafeMake<void>(fakeFiberId)
+
+  constructor(
+    private readonly options: ReadersOptions,
+    private readonly limits: ReadPoolLimits,
+    private readonly bugs: ReaderBugs | undefined
+  ) {
+    this.permits = Effect.unsafeMakeSemaphore(limits.readWorkersMax)
+  }
+
+  readonly read = (sql: string, params: ReadonlyArray<SqlValue>, epoch: number): Effect.Effect<StatementOutcome, SqlFailure> => {
+    const self = this
+    const timeLimitMs = this.limits.queryTimeoutMs
+    const serve = (connection: Connection): Effect.Effect<StatementOutcome, SqlFailure> =>
+      Effect.gen(function*() {
+        const request: ReadRequest = { sql, params, epoch, deadlineAt: Date.now() + timeLimitMs, timeLimitMs }
+        for (;;) {
+          if (self.closed) return yield* Effect.fail(toFailure(epochFailure))
+          const pin = tryPin(connection, self.options.versions, epoch)
+          if (pin._tag === "Void") return yield* Effect.fail(toFailure(epochFailure))
+          // On the main thread a local COMMIT never runs between the two loads; kept for form.
+          if (pin._tag === "Retry") {
+            yield* Effect.sleep(1)
+            continue
+          }
+          for (;;) {
+            const wake = self.wake
+            const state = readiness(self.options.versions, pin.version, epoch, self.bugs)
+            if (state === "void") return yield* Effect.fail(toFailure(epochFailure))
+            if (state === "ready") {
+              const result = execute(connection, self.options.versions, request, Date.now)
+              self.served++
+              if (!result.ok) return yield* Effect.fail(toFailure(result.failure))
+              return result.outcome
+            }
+            yield* Deferred.await(wake)
+          }
+        }
+      })
+    const acquire = Effect.sync(() => this.idle.pop() ?? this.open())
+    const release = (connection: Connection) =>
+      Effect.sync(() => {
+        if (!connection.db.open) return
+        endRead(connection)
+        this.idle.push(connection)
+      })
+    return Effect.suspend(() => {
+      if (this.closed) return Effect.fail(new SqlNotLeader({ leader: null, message: "the database is no longer led here" }))
+      if (this.inFlight >= this.limits.readWorkersMax + this.limits.readQueueMax) {
+        return Effect.fail(new SqlBusy({ message: `${this.inFlight} reads already wait for a reader (readQueueMax)` }))
+      }
+      this.inFlight++
+      return this.permits.withPermits(1)(Effect.acquireUseRelease(acquire, serve, release)).pipe(
+        Effect.timeoutFail({ duration: timeLimitMs, onTimeout: () => new SqlBusy({ message: `the read was not served within its time limit (${timeLimitMs} ms)` }) }),
+        Effect.ensuring(Effect.sync(() => void this.inFlight--))
+      )
+    })
+  }
+
+  readonly changed = (): void => {
+    const wake = this.wake
+    this.wake = Deferred.unsafeMake<void>(fakeFiberId)
+    Deferred.unsafeDone(wake, Exit.void)
+  }
+
+  readonly stats = (): ReadersStats => ({ workers: this.all.size, idle: this.idle.length, busy: this.all.size - this.idle.length, queued: Math.max(0, this.inFlight - this.all.size + this.idle.length), stuck: 0, terminated: 0, served: this.served })
+
+  readonly close = (): void => {
+    if (this.closed) return
+    this.closed = true
+    for (const connection of this.all) connection.close()
+    this.all.clear()
+    this.idle.length = 0
+    this.changed()
+  }
+
+  private open(): Connection {
+    const db = openDatabase(this.options.databasePath, { pageSize: this.options.pageSize, readonly: true, busyTimeoutMs: 0 })
+    const connection = new Connection(db, this.limits.statementCacheMax)
+    this.all.add(connection)
+    return connection
+  }
+}
+
+const fakeFiberId = FiberId.none
