@@ -22,6 +22,7 @@ import type { RaftRequestError } from "../actors/raftErrors.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { tooManyValuesError, toSqlError } from "./connection.ts"
 import { LeaderDatabase } from "./LeaderDatabase.ts"
+import { BoundedReads } from "./boundedReads.ts"
 import type { ReadPoolService } from "./readPool/ReadPool.ts"
 import { workerReadPool } from "./readPool/ReadPool.ts"
 import type { RaftAccess } from "./LeaderWriter.ts"
@@ -47,6 +48,9 @@ export interface ReplicatedDatabasesOptions {
   readonly shutdown?: "keepWal" | "discard"
   /** Where client reads run (default: worker threads, readPool/ReadPool.ts). */
   readonly readPool?: ReadPoolService
+  /** Reads whose plan bounds them to a few rows (boundedReads.ts) run at once on the main
+   * thread's committed view instead (default true). */
+  readonly inlineBoundedReads?: boolean
 }
 
 export interface ReplicatedDatabases extends SqlDatabases {
@@ -258,8 +262,17 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     /** A client read: dispatched to the database's reader pool once leadership is confirmed
      * (raft.read: the lease, or a ReadIndex round) and everything committed before it applied;
      * the pool serves it from a snapshot at least that fresh, off the main thread. */
+    const inline = options.inlineBoundedReads ?? true
+    const boundedReads = new Map<string, BoundedReads>()
     const readOnView = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> =>
-      Effect.zipRight(writerFor(name), Effect.flatten(onCommittedView(name, (database) => database.read(sql, params))))
+      Effect.zipRight(writerFor(name), Effect.flatten(onCommittedView(name, (database): Effect.Effect<StatementOutcome, SqlFailure> => {
+        if (inline) {
+          let bounded = boundedReads.get(name)
+          if (bounded === undefined) boundedReads.set(name, bounded = new BoundedReads(limits.statementCacheMax))
+          if (bounded.isBounded(database.committedView, sql)) return Effect.succeed(database.committedView.run(sql, params))
+        }
+        return database.read(sql, params)
+      })))
 
     const open = (name: string): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {

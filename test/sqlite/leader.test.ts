@@ -26,7 +26,7 @@ const failureTag = <A>(exit: Exit.Exit<A, SqlFailure>): string =>
   Exit.isSuccess(exit) ? "ok" : exit.cause._tag === "Fail" ? exit.cause.error._tag : `defect ${String(exit.cause)}`
 
 describe("the leader's writer and readers", () => {
-  it("a read during an in-flight write is not served from it: it waits for the commit, then sees the new value", () => {
+  it("a read during an in-flight write is never served from it: a point read answers at once from the committed view, a scan in a reader thread waits for the commit and sees the new value", () => {
     const base = newDir()
     const result = simulate(
       Effect.gen(function*() {
@@ -43,8 +43,11 @@ describe("the leader's writer and readers", () => {
         const inFlight = write.unsafePoll() === null
         // The frames are in the leader's WAL: its writer connection sees them…
         const writerSees = rowsOf(leader.dbs.writer("main")!.database.writer.run("SELECT v FROM kv", []).rows)
-        // …a reader pinned on that WAL content does not serve it while Raft has not committed it.
-        const read = yield* Effect.fork(query(readerSession, "SELECT v FROM kv WHERE k = 'a'"))
+        // …a point read (bounded: inline, on the committed view) answers at once, without it…
+        const point = rowsOf(yield* query(readerSession, "SELECT v FROM kv WHERE k = 'a'"))
+        // …and a reader thread pinned on that WAL content does not serve it while Raft has not
+        // committed it.
+        const read = yield* Effect.fork(query(readerSession, "SELECT v FROM kv ORDER BY v"))
         yield* sleepTicks(5)
         const readWaited = read.unsafePoll() === null
         cluster.dropIf = null
@@ -52,12 +55,13 @@ describe("the leader's writer and readers", () => {
         const during = rowsOf(yield* Fiber.join(read))
         const after = rowsOf(yield* query(readerSession, "SELECT v FROM kv WHERE k = 'a'"))
         yield* cluster.shutdown()
-        return { before, inFlight, writerSees, readWaited, during, written, after }
+        return { before, inFlight, writerSees, point, readWaited, during, written, after }
       })
     )
     expect(result.before).toEqual([["old"]])
     expect(result.inFlight).toBe(true)
     expect(result.writerSees).toEqual([["new"]])
+    expect(result.point).toEqual([["old"]])
     expect(result.readWaited).toBe(true)
     expect(result.written.rowsAffected).toBe(1)
     expect(result.during).toEqual([["new"]])

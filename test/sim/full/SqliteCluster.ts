@@ -192,6 +192,8 @@ export class SqliteCluster {
         machine,
         pollMs: this.options.tickMs,
         readPool: this.options.readPool === "workers" ? workerReadPool(limits, this.options.readerBugs) : inThreadReadPool(limits, this.options.readerBugs),
+        // A reader mutation is in the pool's pinning: every read goes there to meet it.
+        inlineBoundedReads: this.options.readerBugs === undefined,
         ...(this.options.limits !== undefined ? { limits: this.options.limits } : {})
       }).pipe(Scope.extend(scope))
       node.raft = raft
