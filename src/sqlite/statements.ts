@@ -123,9 +123,9 @@ function transition(state: State, token: Token): State | "complete" {
   }
 }
 
-/** The non-empty statements of `sql`, in order. A last statement without `;` is included. */
-export function splitStatements(sql: string): Array<StatementSpan> {
-  const spans: Array<StatementSpan> = []
+/** The non-empty statements of `sql`, in order, found as they are scanned. A last statement
+ * without `;` is included. */
+function* statementSpans(sql: string): Generator<StatementSpan> {
   let state: State = "start"
   let start = -1
   let at = 0
@@ -134,35 +134,27 @@ export function splitStatements(sql: string): Array<StatementSpan> {
     const nextState = transition(state, token)
     if (state === "start" && nextState !== "start") start = at
     if (nextState === "complete") {
-      spans.push({ start, end, text: sql.slice(start, end) })
+      yield { start, end, text: sql.slice(start, end) }
       state = "start"
     } else {
       state = nextState
     }
     at = end
   }
-  if (state !== "start") spans.push({ start, end: sql.length, text: sql.slice(start) })
-  return spans
+  if (state !== "start") yield { start, end: sql.length, text: sql.slice(start) }
+}
+
+/** The non-empty statements of `sql`, in order. A last statement without `;` is included. */
+export function splitStatements(sql: string): Array<StatementSpan> {
+  return [...statementSpans(sql)]
 }
 
 /** The first statement of `sql` and where the tail after it starts, or `null` when the text has
- * no statement at all (only whitespace, comments and `;`). */
+ * no statement at all (only whitespace, comments and `;`). Scans no further than that statement. */
 export function firstStatement(sql: string): { readonly statement: StatementSpan; readonly tail: string } | null {
-  let state: State = "start"
-  let start = -1
-  let at = 0
-  while (at < sql.length) {
-    const { end, token } = scanToken(sql, at)
-    const nextState = transition(state, token)
-    if (state === "start" && nextState !== "start") start = at
-    if (nextState === "complete") {
-      return { statement: { start, end, text: sql.slice(start, end) }, tail: sql.slice(end) }
-    }
-    state = nextState
-    at = end
-  }
-  if (state === "start") return null
-  return { statement: { start, end: sql.length, text: sql.slice(start) }, tail: "" }
+  const first = statementSpans(sql).next()
+  if (first.done === true) return null
+  return { statement: first.value, tail: sql.slice(first.value.end) }
 }
 
 /** Whether `sql` holds no statement: only whitespace, comments and `;`. */
