@@ -25,6 +25,7 @@
 // - Stop: queued and uncommitted requests → SqlNotLeader, the entry in flight → SqlLeadershipLost
 //   (never ok), then the database is released.
 import { assert } from "../assert.ts"
+import type { SqliteLimits } from "./limits.ts"
 import type { ExecResult, SqlFailure } from "./Sql.ts"
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
 import { sqliteAbortRollbackCode, sqliteFullCode, sqliteTooBigCode } from "./sqliteCodes.ts"
@@ -36,18 +37,21 @@ export type Isolation = "batch" | "alone" | "autocommit"
 /** What a statement (or a COMMIT) came to, as the shell reports it. `value` is opaque here. */
 export type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: SqlFailure }
 
-export interface WriterLimits {
-  readonly writeQueueMax: number
-  readonly writeTimeoutMs: number
-  readonly commitTimeoutMs: number
-  readonly transactionTimeoutMs: number
-  readonly batchStatementsMax: number
-  readonly batchBytesMax: number
-  readonly batchOpenMsMax: number
-  readonly transactionBytesMax: number
-  readonly walCheckpointBytes: number
-  readonly overloadRetryMs: number
-}
+/** The bounds the core decides by: a part of the SQLite layer's (limits.ts, where each is
+ * explained). */
+export type WriterLimits = Pick<
+  SqliteLimits,
+  | "writeQueueMax"
+  | "writeTimeoutMs"
+  | "commitTimeoutMs"
+  | "transactionTimeoutMs"
+  | "batchStatementsMax"
+  | "batchBytesMax"
+  | "batchOpenMsMax"
+  | "transactionBytesMax"
+  | "walCheckpointBytes"
+  | "overloadRetryMs"
+>
 
 export interface WriterStats {
   entries: number
