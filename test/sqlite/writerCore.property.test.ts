@@ -14,20 +14,10 @@ import type { SqlFailure } from "../../src/sqlite/Sql.ts"
 import { SqlError, SqlNotLeader } from "../../src/sqlite/Sql.ts"
 import type { Isolation, ProposalOutcome, WriterEffect, WriterInput, WriterState, WriterStepResult } from "../../src/sqlite/writerCore.ts"
 import { initialWriterState, writerStep } from "../../src/sqlite/writerCore.ts"
+import { scriptLimits } from "./writerLimits.ts"
 import { Prng } from "../sim/Prng.ts"
 
-const limits = {
-  writeQueueMax: 8,
-  writeTimeoutMs: 1000,
-  commitTimeoutMs: 3000,
-  transactionTimeoutMs: 500,
-  batchStatementsMax: 3,
-  batchBytesMax: 1000,
-  batchOpenMsMax: 100,
-  transactionBytesMax: 8192,
-  walCheckpointBytes: 100_000,
-  overloadRetryMs: 20
-}
+const limits = { ...scriptLimits, writeQueueMax: 8 }
 
 type Step = (state: WriterState, input: WriterInput) => WriterStepResult
 

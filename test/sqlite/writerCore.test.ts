@@ -22,22 +22,11 @@ import type { SqlFailure } from "../../src/sqlite/Sql.ts"
 import { SqlError, SqlLeadershipLost, SqlNotLeader } from "../../src/sqlite/Sql.ts"
 import type { Isolation, ProposalOutcome, WriterEffect, WriterInput, WriterLimits, WriterState } from "../../src/sqlite/writerCore.ts"
 import { initialWriterState, writerStep } from "../../src/sqlite/writerCore.ts"
+import { scriptLimits } from "./writerLimits.ts"
 
 const dataDir = join(import.meta.dirname, "testdata", "writer")
 const rewrite = process.env.WRITER_REWRITE === "1"
 
-export const scriptLimits: WriterLimits = {
-  writeQueueMax: 4,
-  writeTimeoutMs: 1000,
-  commitTimeoutMs: 3000,
-  transactionTimeoutMs: 500,
-  batchStatementsMax: 3,
-  batchBytesMax: 1000,
-  batchOpenMsMax: 100,
-  transactionBytesMax: 8192,
-  walCheckpointBytes: 100_000,
-  overloadRetryMs: 20
-}
 
 interface Block {
   readonly comments: ReadonlyArray<string>
