@@ -593,16 +593,18 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           directReads--
           return Effect.fail(new Overloaded({ detail: `node ${id} applier mailbox is full` }))
         }
-        return Effect.flatMap(clock.currentTimeMillis, (nowMs) => {
-          const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
-          pending.set(key, { deadlineMs: nowMs + options.requestTimeoutMs, writes: false })
-          return Effect.ensuring(Deferred.await(reply) as Effect.Effect<A, RaftRequestError>, Effect.sync(() => {
-            pending.delete(key)
-            directReads--
-          }))
-        })
+        return Effect.ensuring(awaitReply(reply, false) as Effect.Effect<A, RaftRequestError>, Effect.sync(() => void directReads--))
       })
     }
+
+    /** Waits for `reply`, answered RequestTimeout by the sweeper past the request timeout. The
+     * node's own clock, as the sweeper's (a caller's fiber may run on another). */
+    const awaitReply = <A>(reply: Deferred.Deferred<A, RaftRequestError>, writes: boolean): Effect.Effect<A, RaftRequestError> =>
+      Effect.flatMap(clock.currentTimeMillis, (nowMs) => {
+        const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
+        pending.set(key, { deadlineMs: nowMs + options.requestTimeoutMs, writes })
+        return Effect.ensuring(Deferred.await(reply), Effect.sync(() => void pending.delete(key)))
+      })
 
     const request = <A>(
       writes: boolean,
@@ -615,13 +617,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             MailboxFull: () => Effect.fail(new Overloaded({ detail: `node ${id} mailbox is full` })),
             ActorStopped: () => Effect.fail(new NotLeader({ leader: null, detail: `node ${id} has stopped` }))
           }),
-          // The node's own clock, as the sweeper's (a caller's fiber may run on another).
-          Effect.zipRight(clock.currentTimeMillis),
-          Effect.flatMap((nowMs) => {
-            const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
-            pending.set(key, { deadlineMs: nowMs + options.requestTimeoutMs, writes })
-            return Effect.ensuring(Deferred.await(reply), Effect.sync(() => void pending.delete(key)))
-          })
+          Effect.zipRight(awaitReply(reply, writes))
         )
       })
 
