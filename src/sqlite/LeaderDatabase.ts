@@ -81,6 +81,8 @@ export class LeaderDatabase {
   /** The end of the last Raft-committed transaction in the WAL (undefined: none in this WAL). */
   private committedWalEnd: WalPosition | undefined = undefined
   private open = true
+  /** A `close("discard")` whose WAL cut or checkpoint failed: what it was to keep. */
+  private discardUnfinished: { readonly keep: WalPosition | undefined } | null = null
 
   private constructor(
     private readonly options: LeaderDatabaseOptions,
@@ -276,25 +278,31 @@ export class LeaderDatabase {
   /** Closes every connection. "discard": the main file ends up holding exactly the committed
    * state and no WAL is left. "keepWal": as a crash leaves it (the next start drops the WAL). */
   close(mode: "discard" | "keepWal"): void {
-    if (!this.open) return
-    this.open = false
-    // First every pin is voided and every pool reader's connection closed: one left open would
-    // keep SQLite's in-process wal-index of the WAL cut below (and hold its checkpoint back).
-    this.versions.newEpoch()
-    this.readers.changed()
-    this.readers.close()
-    const readers = [...this.idleReaders, ...(this.pending === null ? [] : [this.pending.reader])]
-    this.idleReaders.length = 0
-    this.pending = null
-    for (const reader of readers) reader.close()
-    this.capture.close()
-    const keep = this.committedWalEnd
-    // Closing the writer first while the committed view still reads keeps the WAL.
-    closeConnectionsKeepingWal(this.writerConnection.db, this.committed.db)
-    this.writerConnection.close()
-    this.committed.close()
-    if (mode === "keepWal") return
-    cutWal(this.databasePath, keep)
+    if (this.open) {
+      this.open = false
+      // First every pin is voided and every pool reader's connection closed: one left open would
+      // keep SQLite's in-process wal-index of the WAL cut below (and hold its checkpoint back).
+      this.versions.newEpoch()
+      this.readers.changed()
+      this.readers.close()
+      const readers = [...this.idleReaders, ...(this.pending === null ? [] : [this.pending.reader])]
+      this.idleReaders.length = 0
+      this.pending = null
+      for (const reader of readers) reader.close()
+      this.capture.close()
+      // Closing the writer first while the committed view still reads keeps the WAL.
+      closeConnectionsKeepingWal(this.writerConnection.db, this.committed.db)
+      this.writerConnection.close()
+      this.committed.close()
+      if (mode === "keepWal") return
+      this.discardUnfinished = { keep: this.committedWalEnd }
+    }
+    // A discard that failed part way (a full disk during the cut or the checkpoint) is finished
+    // by the next call: returning at once would leave committed frames in a WAL beside a file
+    // the page applier writes, and the next start deletes that WAL.
+    const discard = this.discardUnfinished
+    if (discard === null) return
+    cutWal(this.databasePath, discard.keep)
     const db = openDatabase(this.databasePath, { pageSize: this.options.pageSize, busyTimeoutMs: 0 })
     try {
       const result = checkpointTruncate(db)
@@ -304,6 +312,7 @@ export class LeaderDatabase {
     }
     fs.rmSync(`${this.databasePath}-wal`, { force: true })
     fs.rmSync(`${this.databasePath}-shm`, { force: true })
+    this.discardUnfinished = null
   }
 
   private release(reader: Connection): void {
