@@ -106,6 +106,10 @@ interface Slot {
   unsettledTerm: Term
   /** The last of the owner's local commits applied (0 when none). */
   ownSeqApplied: number
+  /** A writer's step-down whose WAL cut or checkpoint failed (a full disk): its WAL still holds
+   * committed frames the main file lacks, so nothing may touch the file (pages, a new writer, a
+   * snapshot) before the discard is finished. */
+  unfinishedDiscard: LeaderSlotOwner["database"] | null
 }
 
 const databasesDirName = "databases"
@@ -220,6 +224,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   readonly snapshot: Effect.Effect<Uint8Array> = Effect.sync(() => {
     const images: Array<DatabaseImage> = []
     for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      this.finishDiscard(slot)
       const image = slot.owner !== null ? slot.owner.database.serialize() : fs.existsSync(slot.path) ? fs.readFileSync(slot.path) : null
       if (image === null) continue
       images.push({ name: slot.name, lastChangeIndex: slot.lastChangeIndex, image })
@@ -239,6 +244,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
           slot.owner = null
         }
+        // The images replace the files (and their WALs): an unfinished discard has nothing left to do.
+        for (const slot of this.slots.values()) slot.unfinishedDiscard = null
         this.installImages(decodeDatabaseSnapshot(data), meta.index, { onlyOlder: false })
         this.stats.restores++
       })
@@ -269,6 +276,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         const slot = this.slotFor(name)
         assert(slot.owner === null, `${name} has no writer yet`)
         assert(slot.unsettledTerm < term, `${name}: a writer of term ${slot.unsettledTerm} left a proposal unsettled`)
+        this.finishDiscard(slot)
         if (slot.applier !== null) {
           if (this.options.fsync !== "off") slot.applier.sync()
           slot.applier.close()
@@ -298,12 +306,14 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         if (slot === undefined || slot.owner !== owner) return
         slot.owner = null
         if (unresolved) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
-        owner.database.close(mode)
-        if (mode === "discard") {
-          slot.fileIndex = this.appliedIndex
-          slot.fileLastChangeIndex = slot.lastChangeIndex
-          void this.persistQuietly()
-        }
+        if (mode === "keepWal") return owner.database.close(mode)
+        // Recorded before the cut: if a full disk fails it, whatever touches the file next
+        // finishes it first (see `finishDiscard`).
+        slot.unfinishedDiscard = owner.database
+        this.finishDiscard(slot)
+        slot.fileIndex = this.appliedIndex
+        slot.fileLastChangeIndex = slot.lastChangeIndex
+        void this.persistQuietly()
       })
     )
   }
@@ -402,9 +412,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       // The writer notices the database closed and stops. The entry is of a later term, so this
       // node no longer leads the writer's: marking it unsettled costs nothing.
       slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
-      owner.database.close("discard")
+      slot.unfinishedDiscard = owner.database
       slot.owner = null
     }
+    // Throws on a full disk; the applier retries this entry, which finishes it then.
+    this.finishDiscard(slot)
     slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
     const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
@@ -413,6 +425,16 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     slot.lastChangeIndex = entry.index
     this.stats.pages++
     return { _tag: "Pages", database: name }
+  }
+
+  /** Finishes a step-down's discard that a full disk interrupted (a no-op when none is pending):
+   * until it is done the WAL holds committed frames the main file lacks. Throws while the disk is
+   * still full; the caller's retry comes back here. */
+  private finishDiscard(slot: Slot): void {
+    const database = slot.unfinishedDiscard
+    if (database === null) return
+    database.close("discard")
+    slot.unfinishedDiscard = null
   }
 
   private slotFor(name: string): Slot {
@@ -427,7 +449,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         applier: null,
         owner: null,
         unsettledTerm: 0,
-        ownSeqApplied: 0
+        ownSeqApplied: 0,
+        unfinishedDiscard: null
       }
       this.slots.set(name, slot)
     }
