@@ -1,4 +1,5 @@
-// `tqlite repair` on a live cluster: three SqlNodes in this process on loopback, with data. One node is stopped and a bit flipped in (a) a closed log segment, (b)
+// `tqlite repair` on a live cluster: three SqlNodes in this process on loopback (one cluster with
+// mutual TLS), with data. One node is stopped and a bit flipped in (a) a closed log segment, (b)
 // the last segment (in a record's body, with later writes behind it: not a torn tail), (c) its
 // newest snapshot file. Its start refuses, naming the file and the offset and pointing at
 // `tqlite repair`; repair makes it a spare (committed) and moves its state aside; started again it
@@ -13,6 +14,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Fiber, Scope } from "effect"
+import { makeCertificates } from "../certificates.ts"
 import { runRepair } from "../../src/cli/commands/repair.ts"
 import { failureLine } from "../../src/cli/failureText.ts"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
@@ -311,9 +313,10 @@ const scenario = (
   }).pipe(Effect.scoped)
 
 describe("tqlite repair, live", () => {
-  it.live("a bit flip in a closed log segment: refused, repaired from the voter role, caught up by log entries, voter again", () =>
+  it.live("a bit flip in a closed log segment (mutual TLS): refused, repaired from the voter role, caught up by log entries, voter again", () =>
     Effect.gen(function*() {
-      const stats = yield* scenario(closedSegment, { storage: { segmentBytesMax: 64 * 1024 }, unreachableAfterMs: 20_000 }, { rows: 60, waitForSpare: false, viaBinary: false })
+      const tls = makeCertificates("repair")
+      const stats = yield* scenario(closedSegment, { storage: { segmentBytesMax: 64 * 1024 }, unreachableAfterMs: 20_000, tls }, { rows: 60, waitForSpare: false, viaBinary: false })
       expect(stats.restores).toBe(0)
     }), 90_000)
 

@@ -1,38 +1,21 @@
 // Mutual TLS between peers: nodes with certificates from the cluster's CA talk; a node with a
 // certificate from another CA, or without TLS, gets nowhere; a dqlite client over TLS is still
 // handed to the client handler.
-import { execFileSync } from "node:child_process"
-import * as fs from "node:fs"
 import * as net from "node:net"
-import * as os from "node:os"
-import * as path from "node:path"
 import * as tls from "node:tls"
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber } from "effect"
 import type { PeerTlsOptions } from "../../../src/net/peers/sockets.ts"
+import { makeCertificates } from "../../certificates.ts"
 import { bytesEqual, link, prng, start, waitUntil } from "./helpers.ts"
 
-let dir = ""
 let cluster: PeerTlsOptions
 let rogue: PeerTlsOptions
 
-/** A CA and one leaf certificate it signed (the same one for every node, as dqlite does). */
-function makeCertificates(name: string): PeerTlsOptions {
-  const file = (suffix: string) => path.join(dir, `${name}-${suffix}`)
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-  execFileSync("openssl", ["req", "-x509", ...ec, "-keyout", file("ca.key"), "-out", file("ca.crt"), "-days", "2", "-subj", `/CN=${name}-ca`], { stdio: "ignore" })
-  execFileSync("openssl", ["req", ...ec, "-keyout", file("node.key"), "-out", file("node.csr"), "-subj", `/CN=${name}-node`], { stdio: "ignore" })
-  execFileSync("openssl", ["x509", "-req", "-in", file("node.csr"), "-CA", file("ca.crt"), "-CAkey", file("ca.key"), "-CAcreateserial", "-out", file("node.crt"), "-days", "2"], { stdio: "ignore" })
-  return { cert: fs.readFileSync(file("node.crt")), key: fs.readFileSync(file("node.key")), ca: fs.readFileSync(file("ca.crt")) }
-}
-
 beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-tls-"))
   cluster = makeCertificates("cluster")
   rogue = makeCertificates("rogue")
 })
-
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
 
 const heartbeat = (context: number) => ({ message: { _tag: "Heartbeat" as const, from: 1, to: 2, term: 1, commit: 0, context }, snapshot: null })
 
