@@ -13,7 +13,7 @@
 // - A watcher checks the role every `pollMs`: a writer whose term is over is stopped, failing its
 //   clients and cutting its uncommitted frames.
 import type { Scope } from "effect"
-import { Cause, Clock, Deferred, Duration, Effect, Exit, FiberId, Option } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, FiberId, Option, Stream } from "effect"
 import { AssertionError } from "../assert.ts"
 import type { RaftNode } from "../actors/RaftActor.ts"
 import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
@@ -41,7 +41,7 @@ export interface ReplicatedDatabasesOptions {
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
   readonly machine: SqliteMachine
   readonly limits?: Partial<SqliteLimits>
-  /** How often the role is checked (a writer of an ended term is stopped within this). */
+  /** How often a request waiting for this term's writer (its barrier not applied yet) looks again. */
   readonly pollMs: number
   /** How a writer leaves on shutdown: "keepWal" (as a crash: the next start drops the WAL and
    * replays) or "discard" (cut the uncommitted frames now). */
@@ -57,7 +57,7 @@ export interface ReplicatedDatabases extends SqlDatabases {
   readonly limits: SqliteLimits
   /** The writer leading `name` on this node, if any (tests, metrics). */
   readonly writer: (name: string) => LeaderWriter | undefined
-  /** Checks the role now (the watcher does it every pollMs). */
+  /** Checks the role now (the watcher does it on every change of the node's state). */
   readonly checkRole: Effect.Effect<void>
   /** A consistent image of `name` at a Raft-committed point (for DUMP): the leader's committed
    * read view serialized once leadership is confirmed (lease or ReadIndex round), so it never
@@ -106,7 +106,9 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         yield* writer.stop(new SqlNotLeader({ leader: status.leader, message: `leadership of term ${writer.term} ended` }))
       }
     })
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(Duration.millis(options.pollMs)), checkRole)))
+    // Driven by the node's state changes (role, term, leader, membership), not a poll: a writer
+    // of an ended term stops as soon as the Raft actor publishes the change.
+    yield* raft.changes.pipe(Stream.runForEach(() => checkRole), Effect.forkScoped)
     let closed = false
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
