@@ -20,9 +20,15 @@
 //   and the writer learns a commit from its proposal's result (`Own`, or `OwnCopy` for a copy
 //   proposed again after an unknown outcome).
 //
-// Snapshots are the database files as of the applied index: a leading database is serialized from
-// its committed read view, a closed one is its main file. Installing one replaces every file
-// atomically (temp file, fsync, rename, directory fsync).
+// Snapshots are the database files as of the applied index, streamed (databaseSnapshot.ts: a
+// manifest, then the images): a closed database's main file is read in chunks while the applier
+// (the only writer of closed files) waits, releasing the event loop between chunks; a leading one
+// is serialized from its committed read view (still one buffer: see src/sqlite/README.md).
+// Installing one streams every image into `<file>.tmp` and fsyncs it, then renames them all,
+// fsyncs the directory and writes `applied-state` last. A crash before the renames leaves the old
+// files (the temp files go at start); a crash after some of them leaves files the record says are
+// older than the snapshot the log installed, so the next start installs that snapshot again
+// (`needsBootSnapshot`): the node serves either the old state or the new one, never a mix.
 import { Effect } from "effect"
 import fs from "node:fs"
 import path from "node:path"
@@ -31,8 +37,10 @@ import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
 import { AppliedStateFile } from "./appliedState.ts"
-import type { DatabaseImage } from "./databaseSnapshot.ts"
-import { decodeDatabaseSnapshot, encodeDatabaseSnapshot } from "./databaseSnapshot.ts"
+import type { SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
+import { readExactly, SnapshotSkipped, yieldEventLoop } from "../actors/snapshotData.ts"
+import type { DatabaseEntry } from "./databaseSnapshot.ts"
+import { decodeManifest, encodeManifest, manifestLength, manifestPrefixBytes } from "./databaseSnapshot.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
 import { PageApplier, syncDirectory } from "./PageApplier.ts"
 import { SqlNotLeader } from "./Sql.ts"
@@ -75,7 +83,12 @@ export interface SqliteMachineOptions {
   readonly syncEveryEntries?: number
   /** The snapshot the node boots from (the RaftActor's recovered snapshot), read only if a
    * database file is older than it. */
-  readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<Uint8Array> } | null
+  readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
+  /** Runs between two chunks of a snapshot being taken or installed (default: release the event
+   * loop once, so sockets and timers run; the simulator passes Effect.void to stay in step). */
+  readonly betweenChunks?: Effect.Effect<void>
+  /** Bytes per chunk read or written while taking or installing a snapshot (default 1 MiB). */
+  readonly snapshotChunkBytes?: number
   /** Known bugs, switched on only by the simulator's mutation tests to prove its checkers
    * catch them. `dropFollowerPage`: pages of another node's entry are applied without the
    * highest-numbered one (a follower that silently loses part of a write). */
@@ -106,6 +119,8 @@ interface Slot {
   unsettledTerm: Term
   /** The last of the owner's local commits applied (0 when none). */
   ownSeqApplied: number
+  /** Counts the writers that led it: a snapshot streaming a closed file checks none began. */
+  leads: number
 }
 
 const databasesDirName = "databases"
@@ -152,8 +167,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const machine = new SqliteMachine(options, file, boot?.meta.index ?? 0)
       machine.recoverFiles(state)
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
-        const images = decodeDatabaseSnapshot(yield* boot.load)
-        machine.installImages(images, boot.meta.index, { onlyOlder: true })
+        yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
         machine.stats.restores++
       }
       return machine
@@ -217,19 +231,60 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     })
   )
 
-  readonly snapshot: Effect.Effect<Uint8Array> = Effect.sync(() => {
-    const images: Array<DatabaseImage> = []
-    for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const image = slot.owner !== null ? slot.owner.database.serialize() : fs.existsSync(slot.path) ? fs.readFileSync(slot.path) : null
-      if (image === null) continue
-      images.push({ name: slot.name, lastChangeIndex: slot.lastChangeIndex, image })
-    }
-    return encodeDatabaseSnapshot(images)
-  })
+  /** Streams the databases as of the applied index into `sink` (databaseSnapshot.ts). Called by
+   * the applier, so no page is applied meanwhile; a closed file that starts leading during the
+   * copy (its writer may checkpoint into it) fails the snapshot as skipped. */
+  readonly snapshot = (sink: SnapshotSink): Effect.Effect<void, unknown> => {
+    const self = this
+    return Effect.gen(function*() {
+      const parts: Array<{ readonly slot: Slot; readonly entry: DatabaseEntry; readonly image: Uint8Array | null; readonly leads: number }> = []
+      for (const slot of [...self.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+        if (slot.owner !== null) {
+          const image = slot.owner.database.serialize()
+          parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes: image.byteLength }, image, leads: slot.leads })
+          continue
+        }
+        const stat = fs.statSync(slot.path, { throwIfNoEntry: false })
+        if (stat === undefined) continue
+        parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes: stat.size }, image: null, leads: slot.leads })
+      }
+      yield* sink.write(encodeManifest(parts.map((part) => part.entry)))
+      const chunkBytes = Math.min(sink.chunkBytesMax, self.chunkBytes)
+      const buffer = Buffer.allocUnsafe(chunkBytes)
+      for (const part of parts) {
+        const image = part.image
+        if (image !== null) {
+          for (let at = 0; at < image.byteLength; at += chunkBytes) {
+            yield* sink.write(image.subarray(at, at + chunkBytes))
+            yield* self.betweenChunks
+          }
+          continue
+        }
+        yield* Effect.acquireUseRelease(
+          Effect.sync(() => fs.openSync(part.slot.path, "r")),
+          (fd) =>
+            Effect.gen(function*() {
+              for (let at = 0; at < part.entry.sizeBytes;) {
+                const length = Math.min(chunkBytes, part.entry.sizeBytes - at)
+                const read = fs.readSync(fd, buffer, 0, length, at)
+                if (read !== length || part.slot.leads !== part.leads || part.slot.owner !== null) {
+                  return yield* new SnapshotSkipped({ reason: `${part.slot.name} changed while its file was copied` })
+                }
+                yield* sink.write(buffer.subarray(0, length))
+                at += length
+                yield* self.betweenChunks
+                if (part.slot.leads !== part.leads) return yield* new SnapshotSkipped({ reason: `${part.slot.name} began leading while its file was copied` })
+              }
+            }),
+          (fd) => Effect.sync(() => fs.closeSync(fd))
+        )
+      }
+    })
+  }
 
-  readonly restore = (meta: SnapshotMeta, data: Uint8Array): Effect.Effect<void> =>
+  readonly restore = (meta: SnapshotMeta, source: SnapshotSource): Effect.Effect<void> =>
     this.lock.withPermits(1)(
-      Effect.sync(() => {
+      Effect.suspend(() => {
         for (const slot of this.slots.values()) {
           const owner = slot.owner
           if (owner === null) continue
@@ -239,10 +294,87 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
           slot.owner = null
         }
-        this.installImages(decodeDatabaseSnapshot(data), meta.index, { onlyOlder: false })
-        this.stats.restores++
+        return Effect.zipRight(this.installFrom(source, meta.index, { onlyOlder: false }), Effect.sync(() => void this.stats.restores++))
       })
     )
+
+  private get chunkBytes(): number {
+    return this.options.snapshotChunkBytes ?? 1024 * 1024
+  }
+
+  private get betweenChunks(): Effect.Effect<void> {
+    return this.options.betweenChunks ?? yieldEventLoop
+  }
+
+  /** Replaces database files by the snapshot in `source` (all of them, or with `onlyOlder` only
+   * those whose file is older than the snapshot), streaming each image into its temp file; then
+   * renames, drops databases the snapshot does not have, and records the index last. A failure
+   * to read the source is a defect (the store checked it whole at start or on receipt). */
+  private installFrom(source: SnapshotSource, index: LogIndex, options: { readonly onlyOlder: boolean }): Effect.Effect<void> {
+    const self = this
+    const chunkBytes = this.chunkBytes
+    return Effect.gen(function*() {
+      const prefix = yield* Effect.orDie(readExactly(source, 0, manifestPrefixBytes, chunkBytes))
+      const manifestBytes = manifestLength(prefix)
+      const entries = decodeManifest(yield* Effect.orDie(readExactly(source, 0, manifestBytes, chunkBytes)))
+      const sync = self.options.fsync !== "off"
+      const wanted = (name: string) => !options.onlyOlder || (self.slots.get(name)?.fileIndex ?? 0) < index
+      // 1. every image into its temp file, durable; nothing visible changes yet.
+      let offset = manifestBytes
+      for (const entry of entries) {
+        const start = offset
+        offset += entry.sizeBytes
+        if (!wanted(entry.name)) continue
+        const tmp = `${self.databasePath(entry.name)}.tmp`
+        yield* Effect.acquireUseRelease(
+          Effect.sync(() => fs.openSync(tmp, "w", 0o644)),
+          (fd) =>
+            Effect.gen(function*() {
+              for (let at = 0; at < entry.sizeBytes;) {
+                const data = yield* Effect.orDie(source.read(start + at, Math.min(chunkBytes, entry.sizeBytes - at)))
+                assert(data.byteLength > 0, `snapshot ${index} ends inside ${entry.name}`)
+                yield* Effect.sync(() => {
+                  let done = 0
+                  while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done, at + done)
+                })
+                at += data.byteLength
+                yield* self.betweenChunks
+              }
+              if (sync) yield* Effect.sync(() => fs.fsyncSync(fd))
+            }),
+          (fd) => Effect.sync(() => fs.closeSync(fd))
+        )
+      }
+      assert(offset === source.sizeBytes, `snapshot ${index} holds ${source.sizeBytes} bytes, its manifest ${offset}`)
+      // 2. the switch: renames, then the directory, then the record of what the files reflect.
+      yield* Effect.sync(() => self.switchTo(entries, index, options))
+    })
+  }
+
+  private switchTo(entries: ReadonlyArray<DatabaseEntry>, index: LogIndex, options: { readonly onlyOlder: boolean }): void {
+    const byName = new Map(entries.map((entry) => [entry.name, entry]))
+    for (const slot of [...this.slots.values()]) {
+      if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
+      slot.applier?.close()
+      fs.rmSync(slot.path, { force: true })
+      this.slots.delete(slot.name)
+    }
+    for (const entry of entries) {
+      const slot = this.slotFor(entry.name)
+      if (options.onlyOlder && slot.fileIndex >= index) continue
+      slot.applier?.close()
+      slot.applier = null
+      fs.renameSync(`${slot.path}.tmp`, slot.path)
+      fs.rmSync(`${slot.path}-wal`, { force: true })
+      fs.rmSync(`${slot.path}-shm`, { force: true })
+      slot.fileIndex = index
+      slot.fileLastChangeIndex = entry.lastChangeIndex
+      slot.lastChangeIndex = entry.lastChangeIndex
+    }
+    if (this.options.fsync !== "off") syncDirectory(this.databasesDir)
+    this.appliedIndex = index
+    this.stateFile.writeSync(this.appliedState())
+  }
 
   // ---- leading ------------------------------------------------------------------------------
 
@@ -281,6 +413,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         fs.rmSync(`${slot.path}-wal`, { force: true })
         fs.rmSync(`${slot.path}-shm`, { force: true })
         const owner = makeOwner(slot.path, slot.lastChangeIndex)
+        slot.leads++
         slot.owner = owner
         slot.ownSeqApplied = 0
         return owner
@@ -427,7 +560,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         applier: null,
         owner: null,
         unsettledTerm: 0,
-        ownSeqApplied: 0
+        ownSeqApplied: 0,
+        leads: 0
       }
       this.slots.set(name, slot)
     }
@@ -455,43 +589,6 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     if (state === null) return true
     for (const slot of this.slots.values()) if (slot.fileIndex < snapshotIndex) return true
     return false
-  }
-
-  /** Replaces database files by snapshot images (all of them, or with `onlyOlder` only those
-   * whose file is older than the snapshot), atomically and durably, and drops databases the
-   * snapshot does not have. */
-  private installImages(images: ReadonlyArray<DatabaseImage>, index: LogIndex, options: { readonly onlyOlder: boolean }): void {
-    const byName = new Map(images.map((image) => [image.name, image]))
-    for (const slot of [...this.slots.values()]) {
-      if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
-      slot.applier?.close()
-      fs.rmSync(slot.path, { force: true })
-      this.slots.delete(slot.name)
-    }
-    for (const image of images) {
-      const slot = this.slotFor(image.name)
-      if (options.onlyOlder && slot.fileIndex >= index) continue
-      slot.applier?.close()
-      slot.applier = null
-      const tmp = `${slot.path}.tmp`
-      const fd = fs.openSync(tmp, "w", 0o644)
-      try {
-        let done = 0
-        while (done < image.image.length) done += fs.writeSync(fd, image.image, done, image.image.length - done)
-        if (this.options.fsync !== "off") fs.fsyncSync(fd)
-      } finally {
-        fs.closeSync(fd)
-      }
-      fs.renameSync(tmp, slot.path)
-      fs.rmSync(`${slot.path}-wal`, { force: true })
-      fs.rmSync(`${slot.path}-shm`, { force: true })
-      slot.fileIndex = index
-      slot.fileLastChangeIndex = image.lastChangeIndex
-      slot.lastChangeIndex = image.lastChangeIndex
-    }
-    if (this.options.fsync !== "off") syncDirectory(this.databasesDir)
-    this.appliedIndex = index
-    this.stateFile.writeSync(this.appliedState())
   }
 
   private appliedState(): AppliedState {
