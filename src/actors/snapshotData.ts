@@ -72,3 +72,23 @@ export const yieldEventLoop: Effect.Effect<void> = Effect.async<void>((resume) =
   const handle = setImmediate(() => resume(Effect.void))
   return Effect.sync(() => clearImmediate(handle))
 })
+
+// --- for state machines small enough to hold their state (tests, the simulator's map) ----------
+
+/** A snapshot taker that writes `bytes` (made when the snapshot is taken) in sink-sized chunks. */
+export const snapshotOfBytes = <E>(bytes: Effect.Effect<Uint8Array, E>) => (sink: SnapshotSink): Effect.Effect<void, unknown> =>
+  Effect.flatMap(bytes, (data) =>
+    Effect.gen(function*() {
+      for (let at = 0; at < data.byteLength; at += sink.chunkBytesMax) yield* sink.write(data.subarray(at, at + sink.chunkBytesMax))
+    }))
+
+/** All of `source` in one buffer: only for state machines that hold their whole state anyway. */
+export const readAllBytes = (source: SnapshotSource, chunkBytes = 1024 * 1024): Effect.Effect<Uint8Array, unknown> =>
+  readExactly(source, 0, source.sizeBytes, chunkBytes)
+
+/** Raft I/O for snapshots that never happen (tests with no snapshot store): any use is a defect. */
+export const noSnapshotIo = {
+  saveSnapshot: () => Effect.void,
+  adoptSnapshot: () => Effect.dieMessage("no snapshot store"),
+  snapshotSource: () => Effect.dieMessage("no snapshot store")
+} as const
