@@ -384,7 +384,7 @@ function makeIncoming(args: {
 
   const partPath = (m: { readonly index: number; readonly term: number }) => path.join(dir, incomingFileName(m.index, m.term))
 
-  /** Deletes every partial file and the manifest (`keep`: the one file to leave). */
+  /** Deletes every incoming file but `keep`, and the manifest when nothing is kept. */
   const discardAll = (keep: string | null) =>
     Effect.gen(function*() {
       for (const name of yield* disk.list(dir)) {
@@ -437,7 +437,10 @@ function makeIncoming(args: {
       const file = partPath(meta)
       const header = encodeHeader(meta)
       if (resumed === null) {
-        yield* discardAll(null)
+        // A snapshot received whole and not adopted yet stays: the Raft actor may be about to.
+        const keep = finished !== null && (finished.meta.index !== meta.index || finished.meta.term !== meta.term) ? incomingFileName(finished.meta.index, finished.meta.term) : null
+        yield* discardAll(keep)
+        if (keep !== null && (yield* disk.exists(manifestPath))) yield* disk.unlink(manifestPath)
         const manifest: IncomingManifest = { index: meta.index, term: meta.term, config: encodeMembership(meta.config), sizeBytes, crc32c: dataCrc, syncedBytes: 0, syncedCrc: 0 }
         const handle = yield* disk.open(file, "write")
         yield* handle.truncate(0)
@@ -513,7 +516,9 @@ function makeIncoming(args: {
       yield* disk.rename(file, finalPath)
       yield* disk.fsyncDir(dir)
       finished = null
-      yield* disk.unlink(manifestPath)
+      // The manifest describes the transfer in progress, which may be a newer one by now.
+      const manifest = (yield* disk.exists(manifestPath)) ? decodeManifest(yield* disk.readFile(manifestPath)) : null
+      if (manifest !== null && manifest.index === meta.index && manifest.term === meta.term) yield* disk.unlink(manifestPath)
       yield* args.prune
     })
 
