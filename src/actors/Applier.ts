@@ -24,6 +24,11 @@ export interface StateMachine<R> {
   /** Writes the state as of the last applied entry into `sink`, in order, in bounded chunks
    * (never the whole state in one buffer). */
   readonly snapshot: (sink: SnapshotSink) => Effect.Effect<void, unknown>
+  /** Optional, instead of `snapshot`: runs in the applier and fixes what the snapshot will be,
+   * returning the job that writes it. A `concurrent` job runs while the applier goes on applying
+   * (its state machine guarantees the entries applied meanwhile do not touch what it copies, or
+   * fails it as SnapshotSkipped); else the applier waits for it. */
+  readonly prepareSnapshot?: Effect.Effect<{ readonly concurrent: boolean; readonly write: (sink: SnapshotSink) => Effect.Effect<void, unknown> }>
   /** Replaces the state by the snapshot `source` holds (read in bounded chunks). */
   readonly restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.Effect<void>
   /** Optional: runs once after each mailbox batch that applied or restored anything, before the
@@ -79,6 +84,8 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
   Effect.gen(function*() {
     const sm = options.stateMachine
     const watch = options.diskFull ?? DiskFullWatchModule.make()
+    // Where a concurrent snapshot job runs: it ends with the applier.
+    const scope = yield* Effect.scope
     // Published after each batch; a plain variable (read synchronously, replaced whole).
     let appliedPublished = options.appliedIndex
     const actor = yield* Actor.make<ApplierState, ApplierMessage<R, SM>, never>({
@@ -114,8 +121,25 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                 break
               case "Snapshot": {
                 assert(message.meta.index === state.applied, `snapshot at ${message.meta.index}, applied ${state.applied}`)
-                const saved = yield* Effect.either(options.saveSnapshot(message.meta, sm.snapshot))
-                yield* saved._tag === "Right" ? options.onSnapshotSaved(message.meta) : (options.onSnapshotFailed ?? Effect.void)
+                const meta = message.meta
+                const save = (write: (sink: SnapshotSink) => Effect.Effect<void, unknown>) =>
+                  Effect.flatMap(Effect.either(options.saveSnapshot(meta, write)), (saved) =>
+                    saved._tag === "Right" ? options.onSnapshotSaved(meta) : (options.onSnapshotFailed ?? Effect.void))
+                if (sm.prepareSnapshot === undefined) {
+                  yield* save(sm.snapshot)
+                  break
+                }
+                const job = yield* sm.prepareSnapshot
+                // A defect in a concurrent job cannot stop the applier that forked it: it is logged
+                // loudly and the snapshot counted as failed (the Raft actor asks again later).
+                if (job.concurrent) {
+                  yield* Effect.forkIn(
+                    save(job.write).pipe(Effect.catchAllCause((cause) =>
+                      Effect.zipRight(Effect.logError(`snapshot ${meta.index} failed`, cause), options.onSnapshotFailed ?? Effect.void))),
+                    scope
+                  )
+                }
+                else yield* save(job.write)
                 break
               }
             }

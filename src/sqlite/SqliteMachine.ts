@@ -42,7 +42,11 @@ import { readExactly, SnapshotSkipped, yieldEventLoop } from "../actors/snapshot
 import type { DatabaseEntry } from "./databaseSnapshot.ts"
 import { decodeManifest, encodeManifest, manifestLength, manifestPrefixBytes } from "./databaseSnapshot.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
+import type { CommittedWal } from "./leadingImage.ts"
+import { indexCommittedWal, readCommittedPages } from "./leadingImage.ts"
 import { PageApplier, syncDirectory } from "./PageApplier.ts"
+import type { WalPosition } from "./WalCapture.ts"
+import { walFrameBytes, walHeaderBytes } from "./walFormat.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
 
@@ -121,6 +125,23 @@ interface Slot {
   ownSeqApplied: number
   /** Counts the writers that led it: a snapshot streaming a closed file checks none began. */
   leads: number
+  /** Counts what changed its main file outside a writer (pages applied, a snapshot installed,
+   * a writer's discard): a snapshot copying it concurrently checks nothing did. */
+  changes: number
+}
+
+/** One database of a snapshot being taken: its manifest entry and how its image is read. */
+interface SnapshotPart {
+  readonly slot: Slot
+  readonly entry: DatabaseEntry
+  readonly mainFd: number
+  /** Leading: its WAL and the hold on its checkpoints (the image is main file + committed frames). */
+  readonly walFd: number | null
+  readonly hold: { readonly walEnd: WalPosition | undefined; readonly generation: number; readonly release: () => void } | null
+  readonly database: LeaderDatabase | null
+  readonly walEnd: WalPosition | undefined
+  readonly leads: number
+  readonly changes: number
 }
 
 const databasesDirName = "databases"
@@ -231,53 +252,107 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     })
   )
 
-  /** Streams the databases as of the applied index into `sink` (databaseSnapshot.ts). Called by
-   * the applier, so no page is applied meanwhile; a closed file that starts leading during the
-   * copy (its writer may checkpoint into it) fails the snapshot as skipped. */
-  readonly snapshot = (sink: SnapshotSink): Effect.Effect<void, unknown> => {
-    const self = this
-    return Effect.gen(function*() {
-      const parts: Array<{ readonly slot: Slot; readonly entry: DatabaseEntry; readonly image: Uint8Array | null; readonly leads: number }> = []
-      for (const slot of [...self.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-        if (slot.owner !== null) {
-          const image = slot.owner.database.serialize()
-          parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes: image.byteLength }, image, leads: slot.leads })
-          continue
-        }
-        const stat = fs.statSync(slot.path, { throwIfNoEntry: false })
-        if (stat === undefined) continue
-        parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes: stat.size }, image: null, leads: slot.leads })
-      }
-      yield* sink.write(encodeManifest(parts.map((part) => part.entry)))
-      const chunkBytes = Math.min(sink.chunkBytesMax, self.chunkBytes)
-      const buffer = Buffer.allocUnsafe(chunkBytes)
+  /** Streams the databases as of the applied index into `sink` (databaseSnapshot.ts), the
+   * applier waiting meanwhile (see prepareSnapshot for the rest). */
+  readonly snapshot = (sink: SnapshotSink): Effect.Effect<void, unknown> => Effect.flatMap(this.prepareSnapshot, (job) => job.write(sink))
+
+  /** In the applier: fixes what the snapshot holds — each closed database's main file (its
+   * descriptor opened now), each leading one's main file plus its committed WAL prefix (its
+   * checkpoints held) — and returns the job that streams it. On a node that leads a database the
+   * job runs while the applier goes on (`concurrent`): its own writers' entries only move read
+   * views, and any change to a file being copied (a closed database applying pages or starting to
+   * lead, a leading one closing) fails the job as skipped. On a follower every entry writes pages
+   * into the files, so the applier waits for the job instead. */
+  readonly prepareSnapshot: Effect.Effect<{ readonly concurrent: boolean; readonly write: (sink: SnapshotSink) => Effect.Effect<void, unknown> }> = Effect.sync(() => {
+    const parts = this.snapshotParts()
+    const concurrent = parts.some((part) => part.hold !== null)
+    const release = () => {
       for (const part of parts) {
-        const image = part.image
-        if (image !== null) {
-          for (let at = 0; at < image.byteLength; at += chunkBytes) {
-            yield* sink.write(image.subarray(at, at + chunkBytes))
-            yield* self.betweenChunks
-          }
-          continue
+        part.hold?.release()
+        fs.closeSync(part.mainFd)
+        if (part.walFd !== null) fs.closeSync(part.walFd)
+      }
+    }
+    let used = false
+    return {
+      concurrent,
+      write: (sink: SnapshotSink) =>
+        Effect.suspend(() => {
+          assert(!used, "a prepared snapshot is written once")
+          used = true
+          return this.writeParts(parts, sink, concurrent)
+        }).pipe(Effect.ensuring(Effect.sync(release)))
+    }
+  })
+
+  private snapshotParts(): Array<SnapshotPart> {
+    const parts: Array<SnapshotPart> = []
+    for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const owner = slot.owner
+      if (owner !== null) {
+        const database = owner.database
+        const hold = database.holdForSnapshot()
+        const mainFd = fs.openSync(slot.path, "r")
+        const walEnd = hold.walEnd
+        let walFd: number | null = null
+        let dbSizePages = Math.ceil(fs.fstatSync(mainFd).size / this.pageSize)
+        if (walEnd !== undefined && walEnd.offsetBytes > walHeaderBytes) {
+          walFd = fs.openSync(`${slot.path}-wal`, "r")
+          // The last committed frame says the database's size; the job checks the whole prefix.
+          const frameHeader = Buffer.alloc(8)
+          fs.readSync(walFd, frameHeader, 0, 8, walEnd.offsetBytes - walFrameBytes(this.pageSize))
+          dbSizePages = frameHeader.readUInt32BE(4)
         }
-        yield* Effect.acquireUseRelease(
-          Effect.sync(() => fs.openSync(part.slot.path, "r")),
-          (fd) =>
-            Effect.gen(function*() {
-              for (let at = 0; at < part.entry.sizeBytes;) {
-                const length = Math.min(chunkBytes, part.entry.sizeBytes - at)
-                const read = fs.readSync(fd, buffer, 0, length, at)
-                if (read !== length || part.slot.leads !== part.leads || part.slot.owner !== null) {
-                  return yield* new SnapshotSkipped({ reason: `${part.slot.name} changed while its file was copied` })
-                }
-                yield* sink.write(buffer.subarray(0, length))
-                at += length
-                yield* self.betweenChunks
-                if (part.slot.leads !== part.leads) return yield* new SnapshotSkipped({ reason: `${part.slot.name} began leading while its file was copied` })
-              }
-            }),
-          (fd) => Effect.sync(() => fs.closeSync(fd))
-        )
+        parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes: dbSizePages * this.pageSize }, mainFd, walFd, hold, database, walEnd, leads: slot.leads, changes: slot.changes })
+        continue
+      }
+      let mainFd: number
+      try {
+        mainFd = fs.openSync(slot.path, "r")
+      } catch {
+        continue // no file yet: a database with no page written
+      }
+      const sizeBytes = fs.fstatSync(mainFd).size
+      parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes }, mainFd, walFd: null, hold: null, database: null, walEnd: undefined, leads: slot.leads, changes: slot.changes })
+    }
+    return parts
+  }
+
+  private writeParts(parts: ReadonlyArray<SnapshotPart>, sink: SnapshotSink, concurrent: boolean): Effect.Effect<void, unknown> {
+    const self = this
+    const pageSize = this.pageSize
+    return Effect.gen(function*() {
+      yield* sink.write(encodeManifest(parts.map((part) => part.entry)))
+      const chunkBytes = Math.max(pageSize, Math.floor(Math.min(sink.chunkBytesMax, self.chunkBytes) / pageSize) * pageSize)
+      const buffer = Buffer.allocUnsafe(chunkBytes)
+      const skipped = (part: SnapshotPart, why: string) => new SnapshotSkipped({ reason: `${part.slot.name}: ${why}` })
+      for (const part of parts) {
+        const { slot, entry } = part
+        // What may have changed the file under the copy.
+        const moved = () =>
+          self.slots.get(slot.name) !== slot || slot.leads !== part.leads || (part.hold === null ? (concurrent && slot.changes !== part.changes) || slot.owner !== null : !part.database!.holdValid(part.hold))
+        let wal: CommittedWal | null = null
+        if (part.walFd !== null) {
+          const indexed = indexCommittedWal(part.walFd, pageSize, part.walEnd!)
+          if (typeof indexed === "string") return yield* skipped(part, indexed)
+          if (indexed.dbSizePages * pageSize !== entry.sizeBytes) return yield* skipped(part, "the WAL's last commit changed size")
+          wal = indexed
+        }
+        for (let at = 0; at < entry.sizeBytes;) {
+          const length = Math.min(chunkBytes, entry.sizeBytes - at)
+          const out = buffer.subarray(0, length)
+          if (part.hold !== null) {
+            const problem = readCommittedPages(part.mainFd, part.walFd, wal, pageSize, at / pageSize + 1, out)
+            if (problem !== null) return yield* skipped(part, problem)
+          } else if (fs.readSync(part.mainFd, out, 0, length, at) !== length) {
+            return yield* skipped(part, "its file shrank while it was copied")
+          }
+          if (moved()) return yield* skipped(part, "its file changed while it was copied")
+          yield* sink.write(out)
+          at += length
+          yield* self.betweenChunks
+        }
+        if (moved()) return yield* skipped(part, "its file changed while it was copied")
       }
     })
   }
@@ -364,6 +439,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       if (options.onlyOlder && slot.fileIndex >= index) continue
       slot.applier?.close()
       slot.applier = null
+      slot.changes++
       fs.renameSync(`${slot.path}.tmp`, slot.path)
       fs.rmSync(`${slot.path}-wal`, { force: true })
       fs.rmSync(`${slot.path}-shm`, { force: true })
@@ -432,6 +508,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         slot.owner = null
         if (unresolved) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
         owner.database.close(mode)
+        slot.changes++
         if (mode === "discard") {
           slot.fileIndex = this.appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
@@ -537,12 +614,14 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
       owner.database.close("discard")
       slot.owner = null
+      slot.changes++
     }
     slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
     const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
       : decoded.pageSet
     slot.applier.apply(pageSet)
+    slot.changes++
     slot.lastChangeIndex = entry.index
     this.stats.pages++
     return { _tag: "Pages", database: name }
@@ -561,7 +640,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         owner: null,
         unsettledTerm: 0,
         ownSeqApplied: 0,
-        leads: 0
+        leads: 0,
+        changes: 0
       }
       this.slots.set(name, slot)
     }
