@@ -13,6 +13,10 @@ export interface SnapshotSource extends SnapshotData {
    * the end. Fails (SnapshotMissing) once the snapshot was pruned: the caller gives up and the
    * leader offers a newer one. */
   readonly read: (offset: number, lengthMax: number) => Effect.Effect<Uint8Array, unknown>
+  /** Keeps the snapshot from being pruned until the returned function is called (a peer link
+   * pins what it is sending, so a transfer longer than the time between two snapshots still
+   * ends). Absent: nothing to pin. */
+  readonly pin?: () => () => void
 }
 
 export function isSnapshotSource(data: SnapshotData): data is SnapshotSource {

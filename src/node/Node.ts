@@ -94,7 +94,9 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
       clusterId: identity.clusterId,
       ...(options.segmentBytesMax !== undefined ? { segmentBytesMax: options.segmentBytesMax } : {})
     })
-    const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(options.dataDir, "snapshots") })), Snapshots)
+    // One snapshot kept (plus one a peer link is still sending, pinned): disk use stays near the
+    // databases' size plus one copy of them, plus the log's retention.
+    const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(options.dataDir, "snapshots"), retain: 1 })), Snapshots)
     let recovered = yield* log.load
     if (created && options.start._tag === "Bootstrap") {
       const founding: Membership = { members: [{ id: identity.nodeId, address: identity.address, role: "voter" }] }

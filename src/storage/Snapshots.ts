@@ -263,12 +263,28 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
       return yield* Effect.scoped(Effect.map(open(newest), (reader) => reader.meta))
     })
 
+    /** Snapshots a peer link is sending: kept past `retain` until it is done. */
+    const pins = new Map<string, number>()
     const prune = Effect.gen(function* () {
       const all = yield* list
       for (const old of all.slice(0, Math.max(0, all.length - retain))) {
-        yield* disk.unlink(path.join(dir, snapshotFileName(old.index, old.term)))
+        const name = snapshotFileName(old.index, old.term)
+        if ((pins.get(name) ?? 0) > 0) continue
+        yield* disk.unlink(path.join(dir, name))
       }
     })
+    const pin = (meta: SnapshotMeta) => () => {
+      const name = snapshotFileName(meta.index, meta.term)
+      pins.set(name, (pins.get(name) ?? 0) + 1)
+      let released = false
+      return () => {
+        if (released) return
+        released = true
+        const left = (pins.get(name) ?? 1) - 1
+        if (left > 0) pins.set(name, left)
+        else pins.delete(name)
+      }
+    }
 
     const create = (meta: SnapshotMeta) =>
       Effect.gen(function* () {
@@ -287,7 +303,7 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
       Effect.gen(function*() {
         const { sizeBytes, crc32c: dataCrc } = yield* Effect.scoped(open(meta))
         const file = path.join(dir, snapshotFileName(meta.index, meta.term))
-        return sourceOfFile(disk, file, meta, sizeBytes, dataCrc, chunkBytesMax, () => new SnapshotMissing({ index: meta.index, term: meta.term }))
+        return { ...sourceOfFile(disk, file, meta, sizeBytes, dataCrc, chunkBytesMax, () => new SnapshotMissing({ index: meta.index, term: meta.term })), pin: pin(meta) }
       })
 
     const incoming = makeIncoming({ disk, dir, chunkBytesMax, syncBytes: incomingSyncBytes, prune })

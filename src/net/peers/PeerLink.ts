@@ -104,8 +104,13 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
     let connection: Connection | null = null
     let attempt: net.Socket | null = null // the socket of the attempt in progress
     let snapshot: OutboundSnapshot | null = null
-    /** The transfer sent last, kept after its last chunk so a Resume (a gap) can reopen it. */
+    /** The transfer sent last, kept after its last chunk so a Resume (a gap) can reopen it; its
+     * file stays pinned in the store until it is replaced. */
     let lastSnapshot: OutboundSnapshot | null = null
+    const setLastSnapshot = (next: OutboundSnapshot | null) => {
+      if (lastSnapshot !== null && lastSnapshot !== next) lastSnapshot.release()
+      lastSnapshot = next
+    }
     let nextTransfer = 1
     let continuePending = false
     let failuresInARow = 0
@@ -194,7 +199,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           counters.dropped++
           snapshot = null
         }
-        lastSnapshot = null
+        setLastSnapshot(null)
       }
       const made = yield* connectOnce.pipe(
         Effect.tapError(logFailure),
@@ -265,7 +270,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         }
         if (snapshot !== null) counters.dropped++ // superseded by a newer one
         snapshot = new OutboundSnapshot(nextTransfer++, message, envelope.snapshot, limits.snapshotChunkBytes)
-        lastSnapshot = snapshot
+        setLastSnapshot(snapshot)
         frames.push(snapshot.begin)
       }
       return frames
@@ -345,7 +350,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
             yield* Effect.logInfo(`snapshot ${snapshot.message.meta.index} for peer ${peer} can no longer be read; dropped`)
             counters.dropped++
             snapshot = null
-            lastSnapshot = null
+            setLastSnapshot(null)
             break
           }
           const chunk = read.right
@@ -372,7 +377,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       initial: Effect.sync(() => {
         destroyAll()
         snapshot = null
-        lastSnapshot = null
+        setLastSnapshot(null)
         return null
       }),
       receive: (_, batch) => receive(batch),

@@ -26,6 +26,8 @@ type ChunkFrame = Extract<PeerFrame, { _tag: "SnapshotChunk" }>
 /** The sending side of one transfer: where it reads next. */
 export class OutboundSnapshot {
   private offset = 0
+  /** Keeps the sender's file from being pruned while this transfer may still read it. */
+  private readonly unpin: () => void
 
   constructor(
     readonly transfer: number,
@@ -34,6 +36,12 @@ export class OutboundSnapshot {
     readonly chunkBytes: number
   ) {
     assert(Number.isSafeInteger(chunkBytes) && chunkBytes > 0, "chunkBytes > 0")
+    this.unpin = source.pin?.() ?? (() => {})
+  }
+
+  /** The link is done with this transfer (superseded, its connection lost, or the link reset). */
+  release(): void {
+    this.unpin()
   }
 
   get begin(): BeginFrame {
