@@ -8,7 +8,7 @@
 // of messages; the receiver may answer on the same connection where to continue (snapshots.ts).
 import type * as net from "node:net"
 import type { Scope } from "effect"
-import { Duration, Effect, Either, Random, Runtime, Schedule } from "effect"
+import { Clock, Duration, Effect, Either, Random, Runtime, Schedule } from "effect"
 import type { Envelope } from "../../raft/messages.ts"
 import * as Actor from "../../runtime/Actor.ts"
 import type { NodeId } from "../../raft/types.ts"
@@ -241,7 +241,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
 
     /** Log lines produced by the plain functions below, written by the caller. */
     const warnings: Array<string> = []
-    const framesOf = (envelopes: ReadonlyArray<Envelope>): Array<PeerFrame> => {
+    let snapshotBegunMs = 0
+    const framesOf = (envelopes: ReadonlyArray<Envelope>, nowMs: number): Array<PeerFrame> => {
       const frames: Array<PeerFrame> = []
       for (const envelope of envelopes) {
         const message = envelope.message
@@ -264,12 +265,15 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           counters.dropped++
           continue
         }
-        if (snapshot !== null && snapshot.carries(message)) {
-          counters.dropped++ // a Raft retry of the transfer already under way
+        // A Raft retry of the transfer already under way is not sent again — unless the receiver
+        // never answered its Begin (lost, or refused) within stallTimeoutMs: then it begins anew.
+        if (snapshot !== null && snapshot.carries(message) && !(snapshot.awaitingStart && nowMs - snapshotBegunMs > limits.stallTimeoutMs)) {
+          counters.dropped++
           continue
         }
         if (snapshot !== null) counters.dropped++ // superseded by a newer one
         snapshot = new OutboundSnapshot(nextTransfer++, message, envelope.snapshot, limits.snapshotChunkBytes)
+        snapshotBegunMs = nowMs
         setLastSnapshot(snapshot)
         frames.push(snapshot.begin)
       }
@@ -310,12 +314,17 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
             if (resumed === null || resumed.transfer !== message.transfer) continue
             resumed.resumeAt(message.offset)
             if (!resumed.done) snapshot = resumed
+            else if (snapshot === resumed) {
+              // The receiver holds it whole already: nothing more to send.
+              snapshot = null
+              counters.sent++
+            }
           } else {
             continuePending = false
           }
         }
         const current = yield* writableConnection
-        const frames = framesOf(envelopes)
+        const frames = framesOf(envelopes, yield* Clock.currentTimeMillis)
         for (const line of warnings.splice(0)) yield* Effect.logWarning(line)
         const group: Group = { payloads: [], bytes: 0, messages: 0 }
         for (let i = 0; i < frames.length; i++) {
@@ -365,7 +374,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
         }
         flush(current, group)
-        if (snapshot !== null) yield* nudge
+        // A transfer waiting for the receiver's first Resume is pumped again when it arrives.
+        if (snapshot !== null && !snapshot.awaitingStart) yield* nudge
         return null
       })
 

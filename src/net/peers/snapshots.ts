@@ -7,10 +7,12 @@
 // frames, each with the data offset it starts at, 1 … `snapshotChunkBytes` bytes, interleaved
 // with other frames.
 // Receiver → sender (the same connection's other direction, otherwise silent): `Resume
-// {transfer, offset}`: "continue from here". The receiver sends it when it already holds a prefix
-// (a transfer broken by a lost connection or a restart of either node: its incoming file and
-// manifest survive), and when a chunk skips past what it holds (a gap). The sender then reads
-// from that offset. A chunk repeating bytes already held is ignored.
+// {transfer, offset}`: "continue from here". The receiver answers every `SnapshotBegin` with one
+// (offset 0 for a new snapshot; the durable prefix it holds of this one when a transfer was
+// broken by a lost connection or a restart of either node: its incoming file and manifest
+// survive), and sends one when a chunk skips past what it holds (a gap). The sender sends no
+// chunk before the first Resume, so a resumed transfer reads nothing twice; a Raft retry of a
+// transfer still waiting for it begins again. A chunk repeating bytes already held is ignored.
 // The receiver delivers the envelope once every byte arrived, the checksum matched and the file
 // is durable; a checksum mismatch discards the partial file (the leader offers it again).
 import { Effect } from "effect"
@@ -26,6 +28,8 @@ type ChunkFrame = Extract<PeerFrame, { _tag: "SnapshotChunk" }>
 /** The sending side of one transfer: where it reads next. */
 export class OutboundSnapshot {
   private offset = 0
+  /** No Resume has told where to start yet. */
+  private waiting = true
   /** Keeps the sender's file from being pruned while this transfer may still read it. */
   private readonly unpin: () => void
 
@@ -56,7 +60,12 @@ export class OutboundSnapshot {
 
   /** Every byte was handed to the socket (a Resume may still reopen it). */
   get done(): boolean {
-    return this.offset >= this.source.sizeBytes
+    return !this.waiting && this.offset >= this.source.sizeBytes
+  }
+
+  /** Sent its Begin and waits for the receiver's first Resume. */
+  get awaitingStart(): boolean {
+    return this.waiting
   }
 
   get nextOffset(): number {
@@ -65,7 +74,7 @@ export class OutboundSnapshot {
 
   /** The next chunk, read from the file now; null once all were taken. */
   readonly nextChunk: Effect.Effect<ChunkFrame | null, unknown> = Effect.suspend(() => {
-    if (this.done) return Effect.succeed(null)
+    if (this.waiting || this.done) return Effect.succeed(null)
     const offset = this.offset
     return Effect.map(this.source.read(offset, this.chunkBytes), (data): ChunkFrame | null => {
       assert(data.byteLength > 0, `snapshot ${this.message.meta.index} read nothing at ${offset} of ${this.source.sizeBytes}`)
@@ -76,6 +85,7 @@ export class OutboundSnapshot {
 
   /** The receiver holds everything before `offset`: continue from there. */
   resumeAt(offset: number): void {
+    this.waiting = false
     this.offset = Math.max(0, Math.min(offset, this.source.sizeBytes))
   }
 
@@ -147,10 +157,11 @@ export class InboundSnapshots {
       const incoming = opened.right
       self.current = { begin: frame, incoming, lastResume: -1 }
       const offset = yield* incoming.offset
-      if (offset === frame.totalBytes) return yield* self.complete(supersededReason)
-      if (offset === 0) return { ...nothing, dropped: supersededReason }
+      const resumeAt = { transfer: frame.transfer, offset }
+      // Held whole already (a transfer whose delivery was lost): deliver, and tell the sender.
+      if (offset === frame.totalBytes) return { ...(yield* self.complete(supersededReason)), resumeAt }
       self.current.lastResume = offset
-      return { completed: null, dropped: supersededReason, resumeAt: { transfer: frame.transfer, offset } }
+      return { completed: null, dropped: supersededReason, resumeAt }
     })
   }
 

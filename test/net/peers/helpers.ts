@@ -141,7 +141,7 @@ export const start = (options: Omit<TcpTransportOptions, "clusterId" | "listen">
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    const { store: snapshots } = yield* snapshotStore(options.snapshotsDir !== undefined ? { dir: options.snapshotsDir } : {})
+    const { store: snapshots } = yield* snapshotStore(options.snapshotsDir !== undefined ? { dir: options.snapshotsDir, incomingSyncBytes: 1024 * 1024 } : {}).pipe(Scope.extend(scope))
     const transport = yield* makeTcp({ clusterId: "test-cluster", listen: "127.0.0.1:0", snapshotInbox: snapshots.inbox, ...options }).pipe(Scope.extend(scope))
     const received: Array<Envelope> = []
     yield* transport.serve((envelope) => Effect.sync(() => void received.push(envelope)))

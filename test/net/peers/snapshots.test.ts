@@ -35,6 +35,9 @@ describe("snapshot streaming", () => {
         const out = yield* sender(a, data)
         const inbound = new InboundSnapshots(b.inbox, 1000)
         let event = yield* inbound.begin(out.begin)
+        // Every Begin is answered with where to start (0: a new snapshot).
+        expect(event.resumeAt).toEqual({ transfer: 7, offset: 0 })
+        out.resumeAt(event.resumeAt!.offset)
         for (const chunk of yield* chunksOf(out)) {
           expect(event.completed).toBeNull()
           expect(chunk.data.byteLength).toBeLessThanOrEqual(1000)
@@ -56,9 +59,10 @@ describe("snapshot streaming", () => {
       const { store: b } = yield* snapshotStore({ chunkBytesMax: 1000 })
       const data = prng(4).bytes(5000)
       const out = yield* sender(a, data)
-      const chunks = yield* chunksOf(out)
+      expect(yield* chunksOf(out)).toEqual([]) // nothing before the receiver says where to start
       const inbound = new InboundSnapshots(b.inbox, 1000)
-      yield* inbound.begin(out.begin)
+      out.resumeAt((yield* inbound.begin(out.begin)).resumeAt!.offset)
+      const chunks = yield* chunksOf(out)
       expect((yield* inbound.chunk(chunks[0]!)).resumeAt).toBeNull()
       const gap = yield* inbound.chunk(chunks[2]!)
       expect(gap.resumeAt).toEqual({ transfer: 7, offset: 1000 })
@@ -78,7 +82,7 @@ describe("snapshot streaming", () => {
       const data = prng(5).bytes(3000)
       const out = yield* sender(a, data)
       const inbound = new InboundSnapshots(b.inbox, 1000)
-      yield* inbound.begin({ ...out.begin, crc32c: (out.begin.crc32c + 1) >>> 0 })
+      out.resumeAt((yield* inbound.begin({ ...out.begin, crc32c: (out.begin.crc32c + 1) >>> 0 })).resumeAt!.offset)
       let last = null
       for (const chunk of yield* chunksOf(out)) last = yield* inbound.chunk(chunk)
       expect(last!.completed).toBeNull()
@@ -92,6 +96,7 @@ describe("snapshot streaming", () => {
       const { dir } = yield* snapshotStore({ chunkBytesMax: 1000 })
       const data = prng(6).bytes(10_500)
       const out = yield* sender(a, data)
+      out.resumeAt(0)
       const chunks = yield* chunksOf(out)
       // First life of the receiver: 6 chunks arrive, then the connection and the process end.
       const first = yield* Scope.make()
@@ -121,13 +126,13 @@ describe("snapshot streaming", () => {
       const { store: b, dir } = yield* snapshotStore({ chunkBytesMax: 1000, incomingSyncBytes: 1000 })
       const out = yield* sender(a, prng(7).bytes(5000))
       const inbound = new InboundSnapshots(b.inbox, 1000)
-      yield* inbound.begin(out.begin)
+      out.resumeAt((yield* inbound.begin(out.begin)).resumeAt!.offset)
       for (const chunk of (yield* chunksOf(out)).slice(0, 3)) yield* inbound.chunk(chunk)
       const newer = { ...meta, index: 20 }
       const other = new OutboundSnapshot(9, { ...message, meta: newer }, yield* storedSnapshot(a, newer, prng(8).bytes(2000)), 1000)
       const began = yield* inbound.begin(other.begin)
       expect(began.dropped).toMatch(/superseded/)
-      expect(began.resumeAt).toBeNull()
+      expect(began.resumeAt).toEqual({ transfer: 9, offset: 0 })
       expect(fs.readdirSync(dir).filter((name) => name.endsWith(".part"))).toEqual(["incoming-00000000000000000020-00000000000000000002.part"])
     }))
 })
