@@ -11,6 +11,9 @@
 // fdatasync, rename, directory fsync) — the Raft actor does that before it persists the log
 // batch that installs the snapshot. One incoming transfer per store bounds the disk it takes.
 //
+// Pruning keeps the newest `retain` snapshots, and any older one a peer link is still sending
+// (`source(meta).pin`), so a transfer that outlasts the next snapshot still ends.
+//
 // File `snapshot-<index>-<term>.snap` (both zero-padded to 20 digits):
 //
 //   header   0  8 magic "TQLSNAP\n"
@@ -480,14 +483,17 @@ function makeIncoming(args: {
       const writeAt = (offset: number, chunk: Uint8Array): Effect.Effect<number, SnapshotError> =>
         Effect.gen(function*() {
           const c = live()
-          assert(offset >= 0 && chunk.byteLength <= chunkBytesMax, `chunk of ${chunk.byteLength} bytes at ${offset}`)
+          assert(offset >= 0, `chunk at ${offset}`)
           if (offset > c.written || offset + chunk.byteLength <= c.written) return c.written
+          // Any chunk size the sender chose is written in pieces of at most chunkBytesMax.
           const fresh = chunk.subarray(c.written - offset, Math.min(chunk.byteLength, sizeBytes - offset))
-          if (fresh.byteLength === 0) return c.written
-          yield* c.handle.write(header.byteLength + c.written, fresh)
-          c.written += fresh.byteLength
-          c.crc = crc32c(fresh, c.crc)
-          if (c.written - c.syncedBytes >= syncBytes) yield* syncNow(c)
+          for (let at = 0; at < fresh.byteLength; at += chunkBytesMax) {
+            const piece = fresh.subarray(at, at + chunkBytesMax)
+            yield* c.handle.write(header.byteLength + c.written, piece)
+            c.written += piece.byteLength
+            c.crc = crc32c(piece, c.crc)
+            if (c.written - c.syncedBytes >= syncBytes) yield* syncNow(c)
+          }
           return c.written
         })
 
