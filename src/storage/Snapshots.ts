@@ -112,37 +112,6 @@ export class Snapshots extends Context.Tag("tqlite/storage/Snapshots")<Snapshots
   }
 }
 
-/** A whole snapshot's data in memory (for state machines small enough to hold it; a large
- * one streams through `open(meta).chunks`). */
-export const readSnapshotData = (snapshots: SnapshotsService, meta: SnapshotMeta): Effect.Effect<Uint8Array, SnapshotError> =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const reader = yield* snapshots.open(meta)
-      const data = new Uint8Array(reader.sizeBytes)
-      let offset = 0
-      while (offset < reader.sizeBytes) {
-        const chunk = yield* reader.read(offset)
-        if (chunk.length === 0) break
-        data.set(chunk, offset)
-        offset += chunk.length
-      }
-      assert(offset === reader.sizeBytes, `snapshot ${meta.index} ended at ${offset} of ${reader.sizeBytes} bytes`)
-      return data
-    })
-  )
-
-/** Stores `data` as the snapshot `meta`, in chunks, durably (see SnapshotWriter.commit). */
-export const writeSnapshotData = (snapshots: SnapshotsService, meta: SnapshotMeta, data: Uint8Array): Effect.Effect<void, SnapshotError> =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const writer = yield* snapshots.create(meta)
-      for (let offset = 0; offset < data.length; offset += snapshots.chunkBytesMax) {
-        yield* writer.write(data.subarray(offset, offset + snapshots.chunkBytesMax))
-      }
-      yield* writer.commit()
-    })
-  )
-
 /** Writes the snapshot `meta` from `produce`, which streams the data into the sink in order; a
  * failure leaves no snapshot (the temporary file goes with the scope). */
 export const writeSnapshotFrom = <E>(
