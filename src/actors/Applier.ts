@@ -28,13 +28,21 @@ export interface StateMachine<R> {
    * returning the job that writes it. A `concurrent` job runs while the applier goes on applying
    * (its state machine guarantees the entries applied meanwhile do not touch what it copies, or
    * fails it as SnapshotSkipped); else the applier waits for it. */
-  readonly prepareSnapshot?: Effect.Effect<{ readonly concurrent: boolean; readonly write: (sink: SnapshotSink) => Effect.Effect<void, unknown> }>
+  readonly prepareSnapshot?: Effect.Effect<PreparedSnapshot>
   /** Replaces the state by the snapshot `source` holds (read in bounded chunks). */
   readonly restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.Effect<void>
   /** Optional: runs once after each mailbox batch that applied or restored anything, before the
    * applied index is published, so a state machine can make a whole batch durable with one
    * fsync (SQLite's page applier) instead of one per entry. */
   readonly sync?: Effect.Effect<void>
+}
+
+/** A snapshot fixed by `prepareSnapshot`: `write` streams it; `release` frees what it holds (run
+ * once the job ended, whether or not `write` ever ran — its store may have failed first). */
+export interface PreparedSnapshot {
+  readonly concurrent: boolean
+  readonly write: (sink: SnapshotSink) => Effect.Effect<void, unknown>
+  readonly release: Effect.Effect<void>
 }
 
 export interface Applied<R> {
@@ -129,17 +137,18 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                   yield* save(sm.snapshot)
                   break
                 }
-                const job = yield* sm.prepareSnapshot
+                const prepared = yield* sm.prepareSnapshot
+                const job = { ...prepared, save: Effect.ensuring(save(prepared.write), prepared.release) }
                 // A defect in a concurrent job cannot stop the applier that forked it: it is logged
                 // loudly and the snapshot counted as failed (the Raft actor asks again later).
                 if (job.concurrent) {
                   yield* Effect.forkIn(
-                    save(job.write).pipe(Effect.catchAllCause((cause) =>
+                    job.save.pipe(Effect.catchAllCause((cause) =>
                       Effect.zipRight(Effect.logError(`snapshot ${meta.index} failed`, cause), options.onSnapshotFailed ?? Effect.void))),
                     scope
                   )
                 }
-                else yield* save(job.write)
+                else yield* job.save
                 break
               }
             }

@@ -32,7 +32,7 @@
 import { Effect } from "effect"
 import fs from "node:fs"
 import path from "node:path"
-import type { StateMachine } from "../actors/Applier.ts"
+import type { PreparedSnapshot, StateMachine } from "../actors/Applier.ts"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
@@ -254,7 +254,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   /** Streams the databases as of the applied index into `sink` (databaseSnapshot.ts), the
    * applier waiting meanwhile (see prepareSnapshot for the rest). */
-  readonly snapshot = (sink: SnapshotSink): Effect.Effect<void, unknown> => Effect.flatMap(this.prepareSnapshot, (job) => job.write(sink))
+  readonly snapshot = (sink: SnapshotSink): Effect.Effect<void, unknown> =>
+    Effect.flatMap(this.prepareSnapshot, (job) => Effect.ensuring(job.write(sink), job.release))
 
   /** In the applier: fixes what the snapshot holds — each closed database's main file (its
    * descriptor opened now), each leading one's main file plus its committed WAL prefix (its
@@ -263,10 +264,13 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * views, and any change to a file being copied (a closed database applying pages or starting to
    * lead, a leading one closing) fails the job as skipped. On a follower every entry writes pages
    * into the files, so the applier waits for the job instead. */
-  readonly prepareSnapshot: Effect.Effect<{ readonly concurrent: boolean; readonly write: (sink: SnapshotSink) => Effect.Effect<void, unknown> }> = Effect.sync(() => {
+  readonly prepareSnapshot: Effect.Effect<PreparedSnapshot> = Effect.sync(() => {
     const parts = this.snapshotParts()
     const concurrent = parts.some((part) => part.hold !== null)
+    let released = false
     const release = () => {
+      if (released) return
+      released = true
       for (const part of parts) {
         part.hold?.release()
         fs.closeSync(part.mainFd)
@@ -276,6 +280,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     let used = false
     return {
       concurrent,
+      release: Effect.sync(release),
       write: (sink: SnapshotSink) =>
         Effect.suspend(() => {
           assert(!used, "a prepared snapshot is written once")

@@ -68,7 +68,7 @@ describe("a snapshot of a leading database", () => {
     const delay = monitorEventLoopDelay({ resolution: 1 })
     delay.enable()
     const started = performance.now()
-    const fiber = Effect.runFork(writeSnapshotFrom(snapshots, meta, job.write))
+    const fiber = Effect.runFork(Effect.ensuring(writeSnapshotFrom(snapshots, meta, job.write), job.release))
     // The writer goes on while the copy runs: commits apply, checkpoints wait.
     let writesDuring = 0
     let checkpointsHeld = 0
@@ -88,6 +88,12 @@ describe("a snapshot of a leading database", () => {
     expect(writesDuring).toBeGreaterThan(5)
     expect(checkpointsHeld).toBeGreaterThan(5)
     expect(owner.database.checkpoint().busy).toBe(false) // released after the copy
+    // A job whose store failed before it ever wrote still gives the checkpoints back.
+    const unused = Effect.runSync(machine.prepareSnapshot)
+    write(`INSERT INTO t(v) VALUES (randomblob(100))`)
+    expect(owner.database.checkpoint().busy).toBe(true)
+    Effect.runSync(unused.release)
+    expect(owner.database.checkpoint().busy).toBe(false)
 
     // Installed on another node: the committed state at `index`, byte for byte.
     const other = tempDirectory("tqlite-leader-snapshot-target-")
