@@ -3,12 +3,13 @@
 // published.
 import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
 import { snapshotOfBytes } from "../../src/actors/snapshotData.ts"
-const emptySource: SnapshotSource = { meta: { index: 10, term: 1, config: { members: [] } }, sizeBytes: 0, crc32c: 0, read: () => Effect.succeed(new Uint8Array(0)) }
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Applier from "../../src/actors/Applier.ts"
 import type { StateMachine } from "../../src/actors/Applier.ts"
 import type { Entry } from "../../src/raft/types.ts"
+
+const emptySource: SnapshotSource = { meta: { index: 10, term: 1, config: { members: [] } }, sizeBytes: 0, crc32c: 0, read: () => Effect.succeed(new Uint8Array(0)) }
 
 class Recording implements StateMachine<number> {
   readonly events: Array<string> = []
