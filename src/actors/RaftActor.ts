@@ -453,7 +453,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             state.received = null
             // Adopted into the store before the batch that installs it is persisted (a restart
             // must find the snapshot the log points to), and before the applier reads it.
-            yield* Effect.orDie(options.io.adoptSnapshot(meta))
+            yield* adoptUntilWritten(meta)
             snapshotInstalled = true
             toApplier.push({ _tag: "Restore", meta, source: yield* Effect.orDie(options.io.snapshotSource(meta)) })
             failCoveredProposals(state, meta.index)
@@ -488,6 +488,21 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         if (!state.snapshotInFlight && state.snapshotRetryTicks === 0 && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
           state.snapshotInFlight = true
           yield* Effect.orDie(applier.actor.send({ _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }))
+        }
+      })
+
+    /** Adopts a received snapshot; a full disk is reported and waited out (its trailer and
+     * rename need a little space), any other failure stops the node. */
+    const adoptUntilWritten = (meta: SnapshotMeta): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        let backoffMs: number | null = null
+        while (true) {
+          const failure = yield* Effect.flip(options.io.adoptSnapshot(meta)).pipe(Effect.option)
+          if (failure._tag === "None") return yield* (backoffMs === null ? Effect.void : diskFull.clear("snapshots"))
+          if (!DiskFullWatchModule.isDiskFull(failure.value)) return yield* Effect.die(failure.value)
+          yield* diskFull.report("snapshots", DiskFullWatchModule.whereOf(failure.value, "snapshots"))
+          backoffMs = DiskFullWatchModule.nextBackoffMs(backoffMs)
+          yield* Effect.sleep(Duration.millis(backoffMs))
         }
       })
 
