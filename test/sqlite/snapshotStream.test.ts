@@ -10,6 +10,7 @@ import Database from "better-sqlite3"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
+import { yieldEventLoop } from "../../src/actors/snapshotData.ts"
 import type { SnapshotMeta } from "../../src/raft/types.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
 import { Disk } from "../../src/storage/Disk.ts"
@@ -35,8 +36,8 @@ function makeDatabase(dataDir: string, name: string, megabytes: number, seed: nu
   db.close()
 }
 
-const open = (dataDir: string, boot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null = null) =>
-  SqliteMachine.open({ dataDir, nodeId: 1, pageSize: 4096, fsync: "sync", bootSnapshot: boot })
+const open = (dataDir: string, boot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null = null, betweenChunks?: Effect.Effect<void>) =>
+  SqliteMachine.open({ dataDir, nodeId: 1, pageSize: 4096, fsync: "sync", bootSnapshot: boot, ...(betweenChunks !== undefined ? { betweenChunks } : {}) })
 
 const store = (dir: string) =>
   Effect.map(Layer.build(Snapshots.layer({ dir }).pipe(Layer.provide(Disk.layerNode))), (context) => Context.get(context, Snapshots)).pipe(Effect.orDie)
@@ -51,7 +52,9 @@ describe("SqliteMachine snapshots as streams", () => {
       yield* Effect.addFinalizer(() => Effect.sync(() => [a, b].forEach((dir) => fs.rmSync(dir, { recursive: true, force: true }))))
       makeDatabase(a, "big", 64, 1)
       makeDatabase(a, "small", 1, 2)
-      const machine = yield* open(a)
+      // The default between two chunks (releasing the event loop once), counted.
+      let released = 0
+      const machine = yield* open(a, null, Effect.zipRight(Effect.sync(() => void released++), yieldEventLoop))
       const snapshots = yield* store(path.join(a, "snapshots"))
       // How long the event loop is held, and how often it turns, while the snapshot is taken.
       const delay = monitorEventLoopDelay({ resolution: 1 })
@@ -65,7 +68,9 @@ describe("SqliteMachine snapshots as streams", () => {
       clearInterval(ticker)
       const maxDelayMs = delay.max / 1e6
       console.log(`snapshot of ${(fileOf(a, "big").byteLength / 1e6).toFixed(1)} MB: ${tookMs.toFixed(0)} ms, event loop max delay ${maxDelayMs.toFixed(1)} ms, ${turns} timer turns`)
-      // The loop turned throughout: at least once per 4 MiB copied (64 chunks of 1 MiB).
+      // The loop was released after every 1 MiB chunk (never the whole file in one piece, as the
+      // old encoder did), and timers ran throughout: at least once per 4 MiB copied.
+      expect(released).toBeGreaterThanOrEqual(Math.floor(fileOf(a, "big").byteLength / (1024 * 1024)))
       expect(turns).toBeGreaterThanOrEqual(16)
       machine.close()
 
