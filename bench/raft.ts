@@ -2,6 +2,7 @@
 // actor stack (Raft actor, log writer with group commit, applier) on segment logs on the real
 // disk (fsync on), for 1, 8 and 64 concurrent proposers, beside a single node in the same run.
 // Shows what the Raft layer costs before SQLite is on top.
+import { snapshotOfBytes } from "../src/actors/snapshotData.ts"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -16,12 +17,12 @@ import type { Entry, Membership, NodeId } from "../src/raft/types.ts"
 import { Disk } from "../src/storage/Disk.ts"
 import { persistInGroups } from "../src/storage/LogStore.ts"
 import { SegmentLog } from "../src/storage/SegmentLog.ts"
-import { readSnapshotData, Snapshots, writeSnapshotData } from "../src/storage/Snapshots.ts"
+import { Snapshots, writeSnapshotFrom } from "../src/storage/Snapshots.ts"
 
 class Sink implements StateMachine<number> {
   applied = 0
   readonly apply = (entry: Entry) => Effect.sync(() => (entry.kind === "command" ? ++this.applied : this.applied))
-  readonly snapshot = Effect.sync(() => Uint8Array.of(0))
+  readonly snapshot = snapshotOfBytes(Effect.sync(() => Uint8Array.of(0)))
   readonly restore = () => Effect.void
 }
 
@@ -42,8 +43,9 @@ const cluster = (size: number, dir: string) =>
         stateMachine: new Sink(),
         io: {
           persist: persistInGroups(log),
-          saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
-          loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
+          saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
+          adoptSnapshot: snapshots.adopt,
+          snapshotSource: snapshots.source,
           send: deliver
         },
         tickMs: 20,

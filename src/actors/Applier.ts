@@ -15,18 +15,34 @@ import type { DiskFullWatch } from "./DiskFullWatch.ts"
 import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
+import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
 
 /** The replicated state machine, pluggable: the simulator's key-value map, tqlite's SQLite. */
 export interface StateMachine<R> {
   /** Applies one committed entry (config and barrier entries too; most ignore them). */
   readonly apply: (entry: Entry) => Effect.Effect<R>
-  /** The state as of the last applied entry. */
-  readonly snapshot: Effect.Effect<Uint8Array>
-  readonly restore: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void>
+  /** Writes the state as of the last applied entry into `sink`, in order, in bounded chunks
+   * (never the whole state in one buffer). */
+  readonly snapshot: (sink: SnapshotSink) => Effect.Effect<void, unknown>
+  /** Optional, instead of `snapshot`: runs in the applier and fixes what the snapshot will be,
+   * returning the job that writes it. A `concurrent` job runs while the applier goes on applying
+   * (its state machine guarantees the entries applied meanwhile do not touch what it copies, or
+   * fails it as SnapshotSkipped); else the applier waits for it. */
+  readonly prepareSnapshot?: Effect.Effect<PreparedSnapshot>
+  /** Replaces the state by the snapshot `source` holds (read in bounded chunks). */
+  readonly restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.Effect<void>
   /** Optional: runs once after each mailbox batch that applied or restored anything, before the
    * applied index is published, so a state machine can make a whole batch durable with one
    * fsync (SQLite's page applier) instead of one per entry. */
   readonly sync?: Effect.Effect<void>
+}
+
+/** A snapshot fixed by `prepareSnapshot`: `write` streams it; `release` frees what it holds (run
+ * once the job ended, whether or not `write` ever ran — its store may have failed first). */
+export interface PreparedSnapshot {
+  readonly concurrent: boolean
+  readonly write: (sink: SnapshotSink) => Effect.Effect<void, unknown>
+  readonly release: Effect.Effect<void>
 }
 
 export interface Applied<R> {
@@ -41,7 +57,7 @@ export type ApplierMessage<R, SM> =
     readonly entries: ReadonlyArray<Entry>
     readonly waiters: ReadonlyMap<LogIndex, Deferred.Deferred<Applied<R>, RaftRequestError>>
   }
-  | { readonly _tag: "Restore"; readonly meta: SnapshotMeta; readonly data: Uint8Array }
+  | { readonly _tag: "Restore"; readonly meta: SnapshotMeta; readonly source: SnapshotSource }
   | { readonly _tag: "Read"; readonly index: LogIndex; readonly run: (sm: SM) => unknown; readonly reply: Deferred.Deferred<unknown, RaftRequestError> }
   | { readonly _tag: "Snapshot"; readonly meta: SnapshotMeta }
 
@@ -52,7 +68,7 @@ export interface ApplierOptions<R, SM> {
   readonly batchMax: number
   /** Where a snapshot goes once taken (the snapshot store); then the Raft actor hears of it.
    * Fails with "skipped" when it could not be saved for now (a full disk, already reported). */
-  readonly saveSnapshot: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void, "skipped">
+  readonly saveSnapshot: (meta: SnapshotMeta, produce: (sink: SnapshotSink) => Effect.Effect<void, unknown>) => Effect.Effect<void, "skipped">
   readonly onSnapshotSaved: (meta: SnapshotMeta) => Effect.Effect<void>
   /** The snapshot asked for was skipped: the Raft actor asks again later. */
   readonly onSnapshotFailed?: Effect.Effect<void>
@@ -76,6 +92,8 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
   Effect.gen(function*() {
     const sm = options.stateMachine
     const watch = options.diskFull ?? DiskFullWatchModule.make()
+    // Where a concurrent snapshot job runs: it ends with the applier.
+    const scope = yield* Effect.scope
     // Published after each batch; a plain variable (read synchronously, replaced whole).
     let appliedPublished = options.appliedIndex
     const actor = yield* Actor.make<ApplierState, ApplierMessage<R, SM>, never>({
@@ -102,7 +120,7 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                 }
                 break
               case "Restore":
-                yield* untilWritten(watch, sm.restore(message.meta, message.data))
+                yield* untilWritten(watch, sm.restore(message.meta, message.source))
                 state.applied = message.meta.index
                 restored = true
                 break
@@ -111,9 +129,26 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                 break
               case "Snapshot": {
                 assert(message.meta.index === state.applied, `snapshot at ${message.meta.index}, applied ${state.applied}`)
-                const data = yield* untilWritten(watch, sm.snapshot)
-                const saved = yield* Effect.either(options.saveSnapshot(message.meta, data))
-                yield* saved._tag === "Right" ? options.onSnapshotSaved(message.meta) : (options.onSnapshotFailed ?? Effect.void)
+                const meta = message.meta
+                const save = (write: (sink: SnapshotSink) => Effect.Effect<void, unknown>) =>
+                  Effect.flatMap(Effect.either(options.saveSnapshot(meta, write)), (saved) =>
+                    saved._tag === "Right" ? options.onSnapshotSaved(meta) : (options.onSnapshotFailed ?? Effect.void))
+                if (sm.prepareSnapshot === undefined) {
+                  yield* save(sm.snapshot)
+                  break
+                }
+                const prepared = yield* sm.prepareSnapshot
+                const job = { ...prepared, save: Effect.ensuring(save(prepared.write), prepared.release) }
+                // A defect in a concurrent job cannot stop the applier that forked it: it is logged
+                // loudly and the snapshot counted as failed (the Raft actor asks again later).
+                if (job.concurrent) {
+                  yield* Effect.forkIn(
+                    job.save.pipe(Effect.catchAllCause((cause) =>
+                      Effect.zipRight(Effect.logError(`snapshot ${meta.index} failed`, cause), options.onSnapshotFailed ?? Effect.void))),
+                    scope
+                  )
+                }
+                else yield* job.save
                 break
               }
             }

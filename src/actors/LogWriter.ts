@@ -12,7 +12,7 @@ import type { Scope } from "effect"
 import { Duration, Effect } from "effect"
 import type { Envelope } from "../raft/messages.ts"
 import type { PersistBatch } from "../raft/storage.ts"
-import type { LogIndex, SnapshotMeta, Term } from "../raft/types.ts"
+import type { LogIndex, Term } from "../raft/types.ts"
 import * as Actor from "../runtime/Actor.ts"
 import type { DiskFullWatch, DiskPart } from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
@@ -20,8 +20,6 @@ import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 
 export interface PersistJob {
   readonly batches: ReadonlyArray<PersistBatch>
-  /** A snapshot received from the leader: stored before the batch that installs it. */
-  readonly snapshot: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | null
   /** Messages that may leave only once this job is durable (votes, acknowledgements). */
   readonly after: ReadonlyArray<Envelope>
   /** The end of the core's log when the job was made: reported once durable. */
@@ -39,7 +37,6 @@ export interface LogWriterOptions {
    * the same batches (the same array) can be persisted again. Fails (again for a full disk, or
    * for good) when it cannot. Absent: a failed persist is never retried. */
   readonly recover?: Effect.Effect<void, unknown>
-  readonly saveSnapshot: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void, unknown>
   /** Full-disk episodes are reported here (log lines, /health, the Raft actor's step-down). */
   readonly diskFull: DiskFullWatch
   readonly send: (envelope: Envelope) => Effect.Effect<void>
@@ -57,10 +54,6 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
     supervision: { restartsMax: 0, windowMs: 1000 },
     receive: (state, jobs) =>
       Effect.gen(function*() {
-        for (const job of jobs) {
-          const snapshot = job.snapshot
-          if (snapshot !== null) yield* untilWritten(options, "snapshots", () => options.saveSnapshot(snapshot.meta, snapshot.data), Effect.void)
-        }
         const batches = jobs.flatMap((job) => job.batches)
         if (batches.length > 0) {
           const recover = options.recover

@@ -29,6 +29,8 @@ import type { ActorFailed } from "../runtime/errors.ts"
 import type { Envelope, Message } from "../raft/messages.ts"
 import type { PersistBatch } from "../raft/storage.ts"
 import * as LogWriter from "./LogWriter.ts"
+import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
+import { SnapshotSkipped } from "./snapshotData.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
 import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, ReplicaStale, RequestTimeout, StorageFull } from "./raftErrors.ts"
 import * as Ticker from "../runtime/Ticker.ts"
@@ -39,8 +41,13 @@ export interface RaftIo {
   /** After `persist` failed for a full disk: back to the last durable state, so the same batches
    * can be persisted again (LogStore `recover`). Absent: a failed persist stops the node. */
   readonly recover?: Effect.Effect<void, unknown>
-  readonly saveSnapshot: (meta: SnapshotMeta, data: Uint8Array) => Effect.Effect<void, unknown>
-  readonly loadSnapshot: (meta: SnapshotMeta) => Effect.Effect<Uint8Array, unknown>
+  /** Stores the node's own snapshot `meta`, streamed by `produce` (the state machine). */
+  readonly saveSnapshot: (meta: SnapshotMeta, produce: (sink: SnapshotSink) => Effect.Effect<void, unknown>) => Effect.Effect<void, unknown>
+  /** A snapshot received whole (its file complete and durable in the store's incoming area)
+   * becomes a snapshot of the store: done before the log batch that installs it is persisted. */
+  readonly adoptSnapshot: (meta: SnapshotMeta) => Effect.Effect<void, unknown>
+  /** A stored snapshot as a chunked source: what a peer link sends and the applier restores. */
+  readonly snapshotSource: (meta: SnapshotMeta) => Effect.Effect<SnapshotSource, unknown>
   /** Hands a message to the peer link; never blocks for long (a full link drops: Raft retries). */
   readonly send: (envelope: Envelope) => Effect.Effect<void>
 }
@@ -170,8 +177,9 @@ interface DriverState<R, SM> {
   readonly byIndex: Map<LogIndex, RequestId>
   readonly reads: Map<RequestId, { readonly run: (sm: SM) => unknown; readonly reply: Deferred.Deferred<unknown, RaftRequestError> }>
   readonly transfers: Map<RequestId, Deferred.Deferred<void, RaftRequestError>>
-  /** Snapshot data that came with the newest InstallSnapshot, until the core decides on it. */
-  received: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | null
+  /** The snapshot that came (whole, in the store's incoming file) with the newest
+   * InstallSnapshot, until the core decides on it. */
+  received: SnapshotMeta | null
   persistedSeen: { readonly index: LogIndex; readonly term: Term } | null
   snapshotIndex: LogIndex
   snapshotInFlight: boolean
@@ -248,7 +256,6 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       batchMax: options.batchMax,
       persist: options.io.persist,
       ...(options.io.recover !== undefined ? { recover: options.io.recover } : {}),
-      saveSnapshot: options.io.saveSnapshot,
       diskFull,
       send: options.io.send,
       onPersisted: (index, term) =>
@@ -264,12 +271,14 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       batchMax: options.batchMax,
       // A snapshot of our own that cannot be saved for a full disk is skipped: the log still holds
       // every entry it would cover. The Raft actor asks again later.
-      saveSnapshot: (meta, data) =>
-        options.io.saveSnapshot(meta, data).pipe(
+      saveSnapshot: (meta, produce) =>
+        options.io.saveSnapshot(meta, produce).pipe(
           Effect.tap(() => diskFull.clear("snapshots")),
           Effect.catchAll((error) =>
             DiskFullWatchModule.isDiskFull(error)
               ? Effect.zipRight(diskFull.report("snapshots", DiskFullWatchModule.whereOf(error, "snapshots")), Effect.fail("skipped" as const))
+              : error instanceof SnapshotSkipped
+              ? Effect.zipRight(Effect.logInfo(`snapshot ${meta.index} skipped: ${error.reason}`), Effect.fail("skipped" as const))
               : Effect.die(error))
         ),
       onSnapshotFailed: Effect.suspend(() => {
@@ -352,7 +361,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
               case "Inbound": {
                 const inbound = message.envelope.message
                 if (inbound._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
-                  state.received = { meta: inbound.meta, data: message.envelope.snapshot }
+                  state.received = inbound.meta
                 }
                 // A follower's read-index request may be answered under the lease, which the
                 // clock must confirm now, as for this node's own reads.
@@ -426,7 +435,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         const s = state.core
         const batches: PersistBatch[] = []
         const after: Envelope[] = []
-        let snapshotJob: { meta: SnapshotMeta; data: Uint8Array } | null = null
+        let snapshotInstalled = false
         const toApplier: Array<ApplierMessage<R, SM>> = []
         for (const ready of readys) {
           for (const message of ready.messages) {
@@ -440,10 +449,13 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           if (ready.snapshot !== null) {
             const meta = ready.snapshot
             const received = state.received
-            assert(received !== null && received.meta.index === meta.index, `snapshot ${meta.index} installed without its data`)
-            snapshotJob = received
+            assert(received !== null && received.index === meta.index && received.term === meta.term, `snapshot ${meta.index} installed without its data`)
             state.received = null
-            toApplier.push({ _tag: "Restore", meta, data: received.data })
+            // Adopted into the store before the batch that installs it is persisted (a restart
+            // must find the snapshot the log points to), and before the applier reads it.
+            yield* adoptUntilWritten(meta)
+            snapshotInstalled = true
+            toApplier.push({ _tag: "Restore", meta, source: yield* Effect.orDie(options.io.snapshotSource(meta)) })
             failCoveredProposals(state, meta.index)
           }
           if (ready.committed.length > 0) {
@@ -467,9 +479,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         // lost messages, and its persisted mark (the log's end, unchanged without a batch) is one
         // an earlier job carries already. This keeps a long episode from filling the writer's
         // mailbox and then stalling this actor.
-        const onlyAnswers = batches.length === 0 && snapshotJob === null
-        if ((batches.length > 0 || after.length > 0 || snapshotJob !== null) && !(onlyAnswers && diskFull.isFull("log"))) {
-          const job: LogWriter.PersistJob = { batches, snapshot: snapshotJob, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }
+        const onlyAnswers = batches.length === 0 && !snapshotInstalled
+        if ((batches.length > 0 || after.length > 0 || snapshotInstalled) && !(onlyAnswers && diskFull.isFull("log"))) {
+          const job: LogWriter.PersistJob = { batches, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }
           if (!writer.offer(job)) yield* Effect.orDie(writer.send(job))
         }
         for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))
@@ -479,8 +491,23 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         }
       })
 
+    /** Adopts a received snapshot; a full disk is reported and waited out (its trailer and
+     * rename need a little space), any other failure stops the node. */
+    const adoptUntilWritten = (meta: SnapshotMeta): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        let backoffMs: number | null = null
+        while (true) {
+          const failure = yield* Effect.flip(options.io.adoptSnapshot(meta)).pipe(Effect.option)
+          if (failure._tag === "None") return yield* (backoffMs === null ? Effect.void : diskFull.clear("snapshots"))
+          if (!DiskFullWatchModule.isDiskFull(failure.value)) return yield* Effect.die(failure.value)
+          yield* diskFull.report("snapshots", DiskFullWatchModule.whereOf(failure.value, "snapshots"))
+          backoffMs = DiskFullWatchModule.nextBackoffMs(backoffMs)
+          yield* Effect.sleep(Duration.millis(backoffMs))
+        }
+      })
+
     const withSnapshot = (message: Extract<Envelope["message"], { _tag: "InstallSnapshot" }>) =>
-      Effect.map(Effect.orDie(options.io.loadSnapshot(message.meta)), (data): Envelope => ({ message, snapshot: data }))
+      Effect.map(Effect.orDie(options.io.snapshotSource(message.meta)), (source): Envelope => ({ message, snapshot: source }))
 
     /** Answers the requests an event settles (synchronously: completing a Deferred never waits). */
     const onEvent = (state: DriverState<R, SM>, event: Ready["events"][number], toApplier: Array<ApplierMessage<R, SM>>): void => {

@@ -17,7 +17,8 @@ import type { Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
 import type { Disk } from "../storage/Disk.ts"
 import { persistInGroupsResumable } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
-import { readSnapshotData, Snapshots, writeSnapshotData } from "../storage/Snapshots.ts"
+import { Snapshots, writeSnapshotFrom } from "../storage/Snapshots.ts"
+import type { SnapshotSource } from "../actors/snapshotData.ts"
 import type { HealthLimits } from "../observability/health.ts"
 import { healthLimitsFor, leaderQuorumContact } from "../observability/health.ts"
 import * as NodeMetrics from "../observability/NodeMetrics.ts"
@@ -42,10 +43,10 @@ export interface NodeOptions<R, SM> {
    * empty, to be added to an existing one (`join`). Ignored when the directory has a log. */
   readonly start: { readonly _tag: "Bootstrap" } | { readonly _tag: "Join"; readonly clusterId: string }
   /** Makes the state machine (in the node's scope), restored to `snapshot` when there is one;
-   * `load` reads its data only if the state machine needs it. */
+   * `load` opens its data (read in chunks) only if the state machine needs it. */
   readonly stateMachine: (
     identity: NodeIdentity,
-    snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<Uint8Array> } | null
+    snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
   ) => Effect.Effect<SM & StateMachine<R>, unknown, Scope.Scope>
   readonly tickMs?: number
   readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
@@ -93,7 +94,9 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
       clusterId: identity.clusterId,
       ...(options.segmentBytesMax !== undefined ? { segmentBytesMax: options.segmentBytesMax } : {})
     })
-    const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(options.dataDir, "snapshots") })), Snapshots)
+    // One snapshot kept (plus one a peer link is still sending, pinned): disk use stays near the
+    // databases' size plus one copy of them, plus the log's retention.
+    const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(options.dataDir, "snapshots"), retain: 1 })), Snapshots)
     let recovered = yield* log.load
     if (created && options.start._tag === "Bootstrap") {
       const founding: Membership = { members: [{ id: identity.nodeId, address: identity.address, role: "voter" }] }
@@ -109,14 +112,15 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
     // in its data is a clear refusal to start (SnapshotCorrupted naming file and offset), not a
     // defect later when it is loaded or sent to a follower.
     if (snapshotMeta !== null) yield* Effect.scoped(Effect.flatMap(snapshots.open(snapshotMeta), (reader) => reader.verify))
-    const snapshot = snapshotMeta === null ? null : { meta: snapshotMeta, load: Effect.orDie(readSnapshotData(snapshots, snapshotMeta)) }
+    const snapshot = snapshotMeta === null ? null : { meta: snapshotMeta, load: Effect.orDie(snapshots.source(snapshotMeta)) }
     const stateMachine = yield* options.stateMachine(identity, snapshot)
     const transport = yield* makeTcp({
       nodeId: identity.nodeId,
       clusterId: identity.clusterId,
       listen: identity.address,
       ...(options.onClientConnection !== undefined ? { onClientConnection: options.onClientConnection } : {}),
-      ...(options.tls !== undefined ? { tls: options.tls } : {})
+      ...(options.tls !== undefined ? { tls: options.tls } : {}),
+      snapshotInbox: snapshots.inbox
     })
     const tickMs = options.tickMs ?? defaultTickMs
     const config = { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft }
@@ -129,8 +133,9 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
       io: {
         persist: (batches) => metrics.timePersist(persist(batches)),
         recover: log.recover,
-        saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
-        loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
+        saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
+        adoptSnapshot: snapshots.adopt,
+        snapshotSource: snapshots.source,
         send: transport.send
       },
       tickMs,

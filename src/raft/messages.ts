@@ -110,9 +110,18 @@ export type Message =
   | ReadIndexRequest
   | ReadIndexResponse
 
+/** A snapshot's data as the core's drivers pass it along: never the bytes themselves, only
+ * what identifies them (the drivers' richer object reads them in chunks from a file:
+ * src/actors/snapshotData.ts). */
+export interface SnapshotData {
+  readonly sizeBytes: number
+  /** CRC32C of all the data. */
+  readonly crc32c: number
+}
+
 /** What travels between peers: a Raft message, plus the snapshot's data beside an
- * InstallSnapshot (the core never holds snapshot data; the peer links carry it in chunks). */
+ * InstallSnapshot (the core never holds snapshot data; the peer links stream it in chunks). */
 export interface Envelope {
   readonly message: Message
-  readonly snapshot: Uint8Array | null
+  readonly snapshot: SnapshotData | null
 }

@@ -83,6 +83,12 @@ export class LeaderDatabase {
   private open = true
   /** A `close("discard")` whose WAL cut or checkpoint failed: what it was to keep. */
   private discardUnfinished: { readonly keep: WalPosition | undefined } | null = null
+  /** Snapshots being copied from the main file and the committed WAL prefix: while any is,
+   * `checkpoint` reports busy without running, so neither changes under the copy. */
+  private snapshotHolds = 0
+  /** Bumped whenever the connections close (a step-down, or `reopenDiscarding`): a close
+   * checkpoints into the main file, which voids a snapshot copy in progress. */
+  private generation = 0
 
   private constructor(
     private readonly options: LeaderDatabaseOptions,
@@ -260,6 +266,9 @@ export class LeaderDatabase {
     assert(this.open && this.pending === null && !this.writerConnection.inTransaction, "checkpoint only with every frame committed")
     const started = performance.now()
     const walBytesBefore = this.walBytes()
+    // A snapshot is copying the main file: the writer tries again after a later commit, as after
+    // a busy checkpoint. The WAL grows meanwhile by what is committed during the copy.
+    if (this.snapshotHolds > 0) return { walBytesBefore, durationMs: 0, busy: true }
     unpin(this.committed)
     const result = checkpointTruncate(this.writerConnection.db)
     pin(this.committed)
@@ -267,6 +276,30 @@ export class LeaderDatabase {
     // the last committed frame of this WAL.
     if (result.busy === 0) this.committedWalEnd = undefined
     return { walBytesBefore, durationMs: performance.now() - started, busy: result.busy !== 0 }
+  }
+
+  /** Holds checkpoints for a snapshot of the committed state, which is then the main file with
+   * the WAL's frames up to `walEnd` laid over it (none when undefined). Valid as long as
+   * `holdValid` says so; `release` once the copy is done (or abandoned). */
+  holdForSnapshot(): { readonly walEnd: WalPosition | undefined; readonly generation: number; readonly release: () => void } {
+    assert(this.open, "leader database is open")
+    this.snapshotHolds++
+    let released = false
+    return {
+      walEnd: this.committedWalEnd,
+      generation: this.generation,
+      release: () => {
+        if (released) return
+        released = true
+        this.snapshotHolds--
+      }
+    }
+  }
+
+  /** The connections a hold was taken on are still open: the main file and the WAL prefix are
+   * as they were. */
+  holdValid(hold: { readonly generation: number }): boolean {
+    return this.open && this.generation === hold.generation
   }
 
   /** The committed view's database image (for a snapshot). */
@@ -280,6 +313,7 @@ export class LeaderDatabase {
   close(mode: "discard" | "keepWal"): void {
     if (this.open) {
       this.open = false
+      this.generation++
       // First every pin is voided and every pool reader's connection closed: one left open would
       // keep SQLite's in-process wal-index of the WAL cut below (and hold its checkpoint back).
       this.versions.newEpoch()

@@ -20,21 +20,33 @@
 //   and the writer learns a commit from its proposal's result (`Own`, or `OwnCopy` for a copy
 //   proposed again after an unknown outcome).
 //
-// Snapshots are the database files as of the applied index: a leading database is serialized from
-// its committed read view, a closed one is its main file. Installing one replaces every file
-// atomically (temp file, fsync, rename, directory fsync).
+// Snapshots are the database files as of the applied index, streamed (databaseSnapshot.ts: a
+// manifest, then the images): a closed database's main file is read in chunks while the applier
+// (the only writer of closed files) waits, releasing the event loop between chunks; a leading one
+// is serialized from its committed read view (still one buffer: see src/sqlite/README.md).
+// Installing one streams every image into `<file>.tmp` and fsyncs it, then renames them all,
+// fsyncs the directory and writes `applied-state` last. A crash before the renames leaves the old
+// files (the temp files go at start); a crash after some of them leaves files the record says are
+// older than the snapshot the log installed, so the next start installs that snapshot again
+// (`needsBootSnapshot`): the node serves either the old state or the new one, never a mix.
 import { Effect } from "effect"
 import fs from "node:fs"
 import path from "node:path"
-import type { StateMachine } from "../actors/Applier.ts"
+import type { PreparedSnapshot, StateMachine } from "../actors/Applier.ts"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
 import { AppliedStateFile } from "./appliedState.ts"
-import type { DatabaseImage } from "./databaseSnapshot.ts"
-import { decodeDatabaseSnapshot, encodeDatabaseSnapshot } from "./databaseSnapshot.ts"
+import type { SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
+import { readExactly, SnapshotSkipped, yieldEventLoop } from "../actors/snapshotData.ts"
+import type { DatabaseEntry } from "./databaseSnapshot.ts"
+import { decodeManifest, encodeManifest, manifestLength, manifestPrefixBytes } from "./databaseSnapshot.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
+import type { CommittedWal } from "./leadingImage.ts"
+import { indexCommittedWal, readCommittedPages } from "./leadingImage.ts"
 import { PageApplier, syncDirectory } from "./PageApplier.ts"
+import type { WalPosition } from "./WalCapture.ts"
+import { walFrameBytes, walHeaderBytes } from "./walFormat.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
 
@@ -75,7 +87,12 @@ export interface SqliteMachineOptions {
   readonly syncEveryEntries?: number
   /** The snapshot the node boots from (the RaftActor's recovered snapshot), read only if a
    * database file is older than it. */
-  readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<Uint8Array> } | null
+  readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
+  /** Runs between two chunks of a snapshot being taken or installed (default: release the event
+   * loop once, so sockets and timers run; the simulator passes Effect.void to stay in step). */
+  readonly betweenChunks?: Effect.Effect<void>
+  /** Bytes per chunk read or written while taking or installing a snapshot (default 1 MiB). */
+  readonly snapshotChunkBytes?: number
   /** Known bugs, switched on only by the simulator's mutation tests to prove its checkers
    * catch them. `dropFollowerPage`: pages of another node's entry are applied without the
    * highest-numbered one (a follower that silently loses part of a write). */
@@ -106,10 +123,25 @@ interface Slot {
   unsettledTerm: Term
   /** The last of the owner's local commits applied (0 when none). */
   ownSeqApplied: number
-  /** A writer's step-down whose WAL cut or checkpoint failed (a full disk): its WAL still holds
-   * committed frames the main file lacks, so nothing may touch the file (pages, a new writer, a
-   * snapshot) before the discard is finished. */
-  unfinishedDiscard: LeaderSlotOwner["database"] | null
+  /** Counts the writers that led it: a snapshot streaming a closed file checks none began. */
+  leads: number
+  /** Counts what changed its main file outside a writer (pages applied, a snapshot installed,
+   * a writer's discard): a snapshot copying it concurrently checks nothing did. */
+  changes: number
+}
+
+/** One database of a snapshot being taken: its manifest entry and how its image is read. */
+interface SnapshotPart {
+  readonly slot: Slot
+  readonly entry: DatabaseEntry
+  readonly mainFd: number
+  /** Leading: its WAL and the hold on its checkpoints (the image is main file + committed frames). */
+  readonly walFd: number | null
+  readonly hold: { readonly walEnd: WalPosition | undefined; readonly generation: number; readonly release: () => void } | null
+  readonly database: LeaderDatabase | null
+  readonly walEnd: WalPosition | undefined
+  readonly leads: number
+  readonly changes: number
 }
 
 const databasesDirName = "databases"
@@ -156,8 +188,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const machine = new SqliteMachine(options, file, boot?.meta.index ?? 0)
       machine.recoverFiles(state)
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
-        const images = decodeDatabaseSnapshot(yield* boot.load)
-        machine.installImages(images, boot.meta.index, { onlyOlder: true })
+        yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
         machine.stats.restores++
       }
       return machine
@@ -221,20 +252,119 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     })
   )
 
-  readonly snapshot: Effect.Effect<Uint8Array> = Effect.sync(() => {
-    const images: Array<DatabaseImage> = []
-    for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      this.finishDiscard(slot)
-      const image = slot.owner !== null ? slot.owner.database.serialize() : fs.existsSync(slot.path) ? fs.readFileSync(slot.path) : null
-      if (image === null) continue
-      images.push({ name: slot.name, lastChangeIndex: slot.lastChangeIndex, image })
+  /** Streams the databases as of the applied index into `sink` (databaseSnapshot.ts), the
+   * applier waiting meanwhile (see prepareSnapshot for the rest). */
+  readonly snapshot = (sink: SnapshotSink): Effect.Effect<void, unknown> =>
+    Effect.flatMap(this.prepareSnapshot, (job) => Effect.ensuring(job.write(sink), job.release))
+
+  /** In the applier: fixes what the snapshot holds — each closed database's main file (its
+   * descriptor opened now), each leading one's main file plus its committed WAL prefix (its
+   * checkpoints held) — and returns the job that streams it. On a node that leads a database the
+   * job runs while the applier goes on (`concurrent`): its own writers' entries only move read
+   * views, and any change to a file being copied (a closed database applying pages or starting to
+   * lead, a leading one closing) fails the job as skipped. On a follower every entry writes pages
+   * into the files, so the applier waits for the job instead. */
+  readonly prepareSnapshot: Effect.Effect<PreparedSnapshot> = Effect.sync(() => {
+    const parts = this.snapshotParts()
+    const concurrent = parts.some((part) => part.hold !== null)
+    let released = false
+    const release = () => {
+      if (released) return
+      released = true
+      for (const part of parts) {
+        part.hold?.release()
+        fs.closeSync(part.mainFd)
+        if (part.walFd !== null) fs.closeSync(part.walFd)
+      }
     }
-    return encodeDatabaseSnapshot(images)
+    let used = false
+    return {
+      concurrent,
+      release: Effect.sync(release),
+      write: (sink: SnapshotSink) =>
+        Effect.suspend(() => {
+          assert(!used, "a prepared snapshot is written once")
+          used = true
+          return this.writeParts(parts, sink, concurrent)
+        }).pipe(Effect.ensuring(Effect.sync(release)))
+    }
   })
 
-  readonly restore = (meta: SnapshotMeta, data: Uint8Array): Effect.Effect<void> =>
+  private snapshotParts(): Array<SnapshotPart> {
+    const parts: Array<SnapshotPart> = []
+    for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const owner = slot.owner
+      if (owner !== null) {
+        const database = owner.database
+        const hold = database.holdForSnapshot()
+        const mainFd = fs.openSync(slot.path, "r")
+        const walEnd = hold.walEnd
+        let walFd: number | null = null
+        let dbSizePages = Math.ceil(fs.fstatSync(mainFd).size / this.pageSize)
+        if (walEnd !== undefined && walEnd.offsetBytes > walHeaderBytes) {
+          walFd = fs.openSync(`${slot.path}-wal`, "r")
+          // The last committed frame says the database's size; the job checks the whole prefix.
+          const frameHeader = Buffer.alloc(8)
+          fs.readSync(walFd, frameHeader, 0, 8, walEnd.offsetBytes - walFrameBytes(this.pageSize))
+          dbSizePages = frameHeader.readUInt32BE(4)
+        }
+        parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes: dbSizePages * this.pageSize }, mainFd, walFd, hold, database, walEnd, leads: slot.leads, changes: slot.changes })
+        continue
+      }
+      let mainFd: number
+      try {
+        mainFd = fs.openSync(slot.path, "r")
+      } catch {
+        continue // no file yet: a database with no page written
+      }
+      const sizeBytes = fs.fstatSync(mainFd).size
+      parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes }, mainFd, walFd: null, hold: null, database: null, walEnd: undefined, leads: slot.leads, changes: slot.changes })
+    }
+    return parts
+  }
+
+  private writeParts(parts: ReadonlyArray<SnapshotPart>, sink: SnapshotSink, concurrent: boolean): Effect.Effect<void, unknown> {
+    const self = this
+    const pageSize = this.pageSize
+    return Effect.gen(function*() {
+      yield* sink.write(encodeManifest(parts.map((part) => part.entry)))
+      const chunkBytes = Math.max(pageSize, Math.floor(Math.min(sink.chunkBytesMax, self.chunkBytes) / pageSize) * pageSize)
+      const buffer = Buffer.allocUnsafe(chunkBytes)
+      const skipped = (part: SnapshotPart, why: string) => new SnapshotSkipped({ reason: `${part.slot.name}: ${why}` })
+      for (const part of parts) {
+        const { slot, entry } = part
+        // What may have changed the file under the copy.
+        const moved = () =>
+          self.slots.get(slot.name) !== slot || slot.leads !== part.leads || (part.hold === null ? (concurrent && slot.changes !== part.changes) || slot.owner !== null : !part.database!.holdValid(part.hold))
+        let wal: CommittedWal | null = null
+        if (part.walFd !== null) {
+          const indexed = indexCommittedWal(part.walFd, pageSize, part.walEnd!)
+          if (typeof indexed === "string") return yield* skipped(part, indexed)
+          if (indexed.dbSizePages * pageSize !== entry.sizeBytes) return yield* skipped(part, "the WAL's last commit changed size")
+          wal = indexed
+        }
+        for (let at = 0; at < entry.sizeBytes;) {
+          const length = Math.min(chunkBytes, entry.sizeBytes - at)
+          const out = buffer.subarray(0, length)
+          if (part.hold !== null) {
+            const problem = readCommittedPages(part.mainFd, part.walFd, wal, pageSize, at / pageSize + 1, out)
+            if (problem !== null) return yield* skipped(part, problem)
+          } else if (fs.readSync(part.mainFd, out, 0, length, at) !== length) {
+            return yield* skipped(part, "its file shrank while it was copied")
+          }
+          if (moved()) return yield* skipped(part, "its file changed while it was copied")
+          yield* sink.write(out)
+          at += length
+          yield* self.betweenChunks
+        }
+        if (moved()) return yield* skipped(part, "its file changed while it was copied")
+      }
+    })
+  }
+
+  readonly restore = (meta: SnapshotMeta, source: SnapshotSource): Effect.Effect<void> =>
     this.lock.withPermits(1)(
-      Effect.sync(() => {
+      Effect.suspend(() => {
         for (const slot of this.slots.values()) {
           const owner = slot.owner
           if (owner === null) continue
@@ -244,12 +374,88 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
           slot.owner = null
         }
-        // The images replace the files (and their WALs): an unfinished discard has nothing left to do.
-        for (const slot of this.slots.values()) slot.unfinishedDiscard = null
-        this.installImages(decodeDatabaseSnapshot(data), meta.index, { onlyOlder: false })
-        this.stats.restores++
+        return Effect.zipRight(this.installFrom(source, meta.index, { onlyOlder: false }), Effect.sync(() => void this.stats.restores++))
       })
     )
+
+  private get chunkBytes(): number {
+    return this.options.snapshotChunkBytes ?? 1024 * 1024
+  }
+
+  private get betweenChunks(): Effect.Effect<void> {
+    return this.options.betweenChunks ?? yieldEventLoop
+  }
+
+  /** Replaces database files by the snapshot in `source` (all of them, or with `onlyOlder` only
+   * those whose file is older than the snapshot), streaming each image into its temp file; then
+   * renames, drops databases the snapshot does not have, and records the index last. A failure
+   * to read the source is a defect (the store checked it whole at start or on receipt). */
+  private installFrom(source: SnapshotSource, index: LogIndex, options: { readonly onlyOlder: boolean }): Effect.Effect<void> {
+    const self = this
+    const chunkBytes = this.chunkBytes
+    return Effect.gen(function*() {
+      const prefix = yield* Effect.orDie(readExactly(source, 0, manifestPrefixBytes, chunkBytes))
+      const manifestBytes = manifestLength(prefix)
+      const entries = decodeManifest(yield* Effect.orDie(readExactly(source, 0, manifestBytes, chunkBytes)))
+      const sync = self.options.fsync !== "off"
+      const wanted = (name: string) => !options.onlyOlder || (self.slots.get(name)?.fileIndex ?? 0) < index
+      // 1. every image into its temp file, durable; nothing visible changes yet.
+      let offset = manifestBytes
+      for (const entry of entries) {
+        const start = offset
+        offset += entry.sizeBytes
+        if (!wanted(entry.name)) continue
+        const tmp = `${self.databasePath(entry.name)}.tmp`
+        yield* Effect.acquireUseRelease(
+          Effect.sync(() => fs.openSync(tmp, "w", 0o644)),
+          (fd) =>
+            Effect.gen(function*() {
+              for (let at = 0; at < entry.sizeBytes;) {
+                const data = yield* Effect.orDie(source.read(start + at, Math.min(chunkBytes, entry.sizeBytes - at)))
+                assert(data.byteLength > 0, `snapshot ${index} ends inside ${entry.name}`)
+                yield* Effect.sync(() => {
+                  let done = 0
+                  while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done, at + done)
+                })
+                at += data.byteLength
+                yield* self.betweenChunks
+              }
+              if (sync) yield* Effect.sync(() => fs.fsyncSync(fd))
+            }),
+          (fd) => Effect.sync(() => fs.closeSync(fd))
+        )
+      }
+      assert(offset === source.sizeBytes, `snapshot ${index} holds ${source.sizeBytes} bytes, its manifest ${offset}`)
+      // 2. the switch: renames, then the directory, then the record of what the files reflect.
+      yield* Effect.sync(() => self.switchTo(entries, index, options))
+    })
+  }
+
+  private switchTo(entries: ReadonlyArray<DatabaseEntry>, index: LogIndex, options: { readonly onlyOlder: boolean }): void {
+    const byName = new Map(entries.map((entry) => [entry.name, entry]))
+    for (const slot of [...this.slots.values()]) {
+      if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
+      slot.applier?.close()
+      fs.rmSync(slot.path, { force: true })
+      this.slots.delete(slot.name)
+    }
+    for (const entry of entries) {
+      const slot = this.slotFor(entry.name)
+      if (options.onlyOlder && slot.fileIndex >= index) continue
+      slot.applier?.close()
+      slot.applier = null
+      slot.changes++
+      fs.renameSync(`${slot.path}.tmp`, slot.path)
+      fs.rmSync(`${slot.path}-wal`, { force: true })
+      fs.rmSync(`${slot.path}-shm`, { force: true })
+      slot.fileIndex = index
+      slot.fileLastChangeIndex = entry.lastChangeIndex
+      slot.lastChangeIndex = entry.lastChangeIndex
+    }
+    if (this.options.fsync !== "off") syncDirectory(this.databasesDir)
+    this.appliedIndex = index
+    this.stateFile.writeSync(this.appliedState())
+  }
 
   // ---- leading ------------------------------------------------------------------------------
 
@@ -276,7 +482,6 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         const slot = this.slotFor(name)
         assert(slot.owner === null, `${name} has no writer yet`)
         assert(slot.unsettledTerm < term, `${name}: a writer of term ${slot.unsettledTerm} left a proposal unsettled`)
-        this.finishDiscard(slot)
         if (slot.applier !== null) {
           if (this.options.fsync !== "off") slot.applier.sync()
           slot.applier.close()
@@ -289,6 +494,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         fs.rmSync(`${slot.path}-wal`, { force: true })
         fs.rmSync(`${slot.path}-shm`, { force: true })
         const owner = makeOwner(slot.path, slot.lastChangeIndex)
+        slot.leads++
         slot.owner = owner
         slot.ownSeqApplied = 0
         return owner
@@ -306,14 +512,13 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         if (slot === undefined || slot.owner !== owner) return
         slot.owner = null
         if (unresolved) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
-        if (mode === "keepWal") return owner.database.close(mode)
-        // Recorded before the cut: if a full disk fails it, whatever touches the file next
-        // finishes it first (see `finishDiscard`).
-        slot.unfinishedDiscard = owner.database
-        this.finishDiscard(slot)
-        slot.fileIndex = this.appliedIndex
-        slot.fileLastChangeIndex = slot.lastChangeIndex
-        void this.persistQuietly()
+        owner.database.close(mode)
+        slot.changes++
+        if (mode === "discard") {
+          slot.fileIndex = this.appliedIndex
+          slot.fileLastChangeIndex = slot.lastChangeIndex
+          void this.persistQuietly()
+        }
       })
     )
   }
@@ -412,29 +617,19 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       // The writer notices the database closed and stops. The entry is of a later term, so this
       // node no longer leads the writer's: marking it unsettled costs nothing.
       slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
-      slot.unfinishedDiscard = owner.database
+      owner.database.close("discard")
       slot.owner = null
+      slot.changes++
     }
-    // Throws on a full disk; the applier retries this entry, which finishes it then.
-    this.finishDiscard(slot)
     slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
     const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
       : decoded.pageSet
     slot.applier.apply(pageSet)
+    slot.changes++
     slot.lastChangeIndex = entry.index
     this.stats.pages++
     return { _tag: "Pages", database: name }
-  }
-
-  /** Finishes a step-down's discard that a full disk interrupted (a no-op when none is pending):
-   * until it is done the WAL holds committed frames the main file lacks. Throws while the disk is
-   * still full; the caller's retry comes back here. */
-  private finishDiscard(slot: Slot): void {
-    const database = slot.unfinishedDiscard
-    if (database === null) return
-    database.close("discard")
-    slot.unfinishedDiscard = null
   }
 
   private slotFor(name: string): Slot {
@@ -450,7 +645,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         owner: null,
         unsettledTerm: 0,
         ownSeqApplied: 0,
-        unfinishedDiscard: null
+        leads: 0,
+        changes: 0
       }
       this.slots.set(name, slot)
     }
@@ -478,43 +674,6 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     if (state === null) return true
     for (const slot of this.slots.values()) if (slot.fileIndex < snapshotIndex) return true
     return false
-  }
-
-  /** Replaces database files by snapshot images (all of them, or with `onlyOlder` only those
-   * whose file is older than the snapshot), atomically and durably, and drops databases the
-   * snapshot does not have. */
-  private installImages(images: ReadonlyArray<DatabaseImage>, index: LogIndex, options: { readonly onlyOlder: boolean }): void {
-    const byName = new Map(images.map((image) => [image.name, image]))
-    for (const slot of [...this.slots.values()]) {
-      if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
-      slot.applier?.close()
-      fs.rmSync(slot.path, { force: true })
-      this.slots.delete(slot.name)
-    }
-    for (const image of images) {
-      const slot = this.slotFor(image.name)
-      if (options.onlyOlder && slot.fileIndex >= index) continue
-      slot.applier?.close()
-      slot.applier = null
-      const tmp = `${slot.path}.tmp`
-      const fd = fs.openSync(tmp, "w", 0o644)
-      try {
-        let done = 0
-        while (done < image.image.length) done += fs.writeSync(fd, image.image, done, image.image.length - done)
-        if (this.options.fsync !== "off") fs.fsyncSync(fd)
-      } finally {
-        fs.closeSync(fd)
-      }
-      fs.renameSync(tmp, slot.path)
-      fs.rmSync(`${slot.path}-wal`, { force: true })
-      fs.rmSync(`${slot.path}-shm`, { force: true })
-      slot.fileIndex = index
-      slot.fileLastChangeIndex = image.lastChangeIndex
-      slot.lastChangeIndex = image.lastChangeIndex
-    }
-    if (this.options.fsync !== "off") syncDirectory(this.databasesDir)
-    this.appliedIndex = index
-    this.stateFile.writeSync(this.appliedState())
   }
 
   private appliedState(): AppliedState {

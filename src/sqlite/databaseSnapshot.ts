@@ -1,80 +1,106 @@
-// A Raft snapshot of the SQLite state machine: every database's file image at one applied index,
-// and the index of the last change to each (the chain check of writeEntry.ts continues from it).
-// One Uint8Array for now: a large data set will need the images streamed from and to the files.
+// A Raft snapshot of the SQLite state machine, as a byte stream: a small manifest (every
+// database's name, the index of its last change — the chain check of writeEntry.ts continues
+// from it — and its image size), then the images in manifest order, each the database's main
+// file as of the snapshot's index. Written and read in bounded chunks (SqliteMachine), never
+// assembled in memory; the snapshot store and the transfer check a CRC32C over all of it.
 //
 //   offset  size  field (little-endian)
 //   0       4     magic "TQDS"
-//   4       4     format version (1)
-//   8       4     database count n
+//   4       4     format version (2)
+//   8       4     manifest bytes m (what follows, up to and including its CRC)
+//   12      4     database count n
 //   then n times:
 //           2     name length (UTF-8 bytes)     …  name
-//           8     last change index (f64)       8  image size in bytes (f64)   …  image
+//           8     last change index (f64)       8  image size in bytes (f64)
+//   12 + m − 4    4  crc32c of bytes [0, 12 + m − 4)
+//   then the n images, concatenated.
 
+import { crc32c } from "@node-rs/crc32"
 import { assert } from "../assert.ts"
 import { PageSetDecodeError } from "./errors.ts"
 
-export interface DatabaseImage {
+export interface DatabaseEntry {
   readonly name: string
   readonly lastChangeIndex: number
-  readonly image: Uint8Array
+  readonly sizeBytes: number
 }
 
 const magic = 0x53445154 // "TQDS"
-const formatVersion = 1
+const formatVersion = 2
+/** The manifest is read whole: bound it (65,536 databases of 1 KiB names fit). */
+export const manifestBytesMax = 80 * 1024 * 1024
+/** Bytes before the manifest's own length is known. */
+export const manifestPrefixBytes = 12
 const encoder = new TextEncoder()
 const decoder = new TextDecoder("utf-8", { fatal: true })
 
-export function encodeDatabaseSnapshot(databases: ReadonlyArray<DatabaseImage>): Uint8Array {
+export function encodeManifest(databases: ReadonlyArray<DatabaseEntry>): Uint8Array {
   const names = databases.map((d) => encoder.encode(d.name))
-  let bytes = 12
-  databases.forEach((d, i) => {
-    bytes += 2 + names[i]!.length + 16 + d.image.length
-  })
+  let bytes = 16
+  for (const name of names) bytes += 2 + name.length + 16
+  bytes += 4
   const out = new Uint8Array(bytes)
   const view = new DataView(out.buffer)
   view.setUint32(0, magic, true)
   view.setUint32(4, formatVersion, true)
-  view.setUint32(8, databases.length, true)
-  let at = 12
+  view.setUint32(8, bytes - manifestPrefixBytes, true)
+  view.setUint32(12, databases.length, true)
+  let at = 16
   databases.forEach((d, i) => {
     const name = names[i]!
     assert(name.length > 0 && name.length < 65536, "database name length fits")
+    assert(Number.isSafeInteger(d.sizeBytes) && d.sizeBytes >= 0, `image size ${d.sizeBytes}`)
     view.setUint16(at, name.length, true)
     out.set(name, at + 2)
     at += 2 + name.length
     view.setFloat64(at, d.lastChangeIndex, true)
-    view.setFloat64(at + 8, d.image.length, true)
-    out.set(d.image, at + 16)
-    at += 16 + d.image.length
+    view.setFloat64(at + 8, d.sizeBytes, true)
+    at += 16
   })
-  assert(at === bytes, "snapshot encoding filled exactly")
+  view.setUint32(at, crc32c(out.subarray(0, at)), true)
+  assert(at + 4 === bytes, "manifest encoding filled exactly")
   return out
 }
 
-export function decodeDatabaseSnapshot(data: Uint8Array): Array<DatabaseImage> {
+/** The manifest's total length from its first 12 bytes. */
+export function manifestLength(prefix: Uint8Array): number {
   const fail = (reason: string, offset: number): never => {
     throw new PageSetDecodeError({ reason: `database snapshot: ${reason}`, offset })
   }
-  if (data.length < 12) fail("too short", 0)
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+  if (prefix.length < manifestPrefixBytes) fail("too short", 0)
+  const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength)
   if (view.getUint32(0, true) !== magic) fail("bad magic", 0)
   if (view.getUint32(4, true) !== formatVersion) fail("unknown version", 4)
-  const count = view.getUint32(8, true)
-  const out: Array<DatabaseImage> = []
-  let at = 12
+  const rest = view.getUint32(8, true)
+  if (rest < 8 || rest > manifestBytesMax) fail(`manifest of ${rest} bytes`, 8)
+  return manifestPrefixBytes + rest
+}
+
+export function decodeManifest(data: Uint8Array): Array<DatabaseEntry> {
+  const fail = (reason: string, offset: number): never => {
+    throw new PageSetDecodeError({ reason: `database snapshot: ${reason}`, offset })
+  }
+  const length = manifestLength(data)
+  if (data.length !== length) fail(`manifest has ${data.length} of ${length} bytes`, 0)
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+  if (view.getUint32(length - 4, true) !== crc32c(data.subarray(0, length - 4))) fail("manifest checksum mismatch", length - 4)
+  const count = view.getUint32(12, true)
+  const out: Array<DatabaseEntry> = []
+  let at = 16
+  const end = length - 4
   for (let i = 0; i < count; i++) {
-    if (at + 2 > data.length) fail("truncated name length", at)
+    if (at + 2 > end) fail("truncated name length", at)
     const nameBytes = view.getUint16(at, true)
-    if (at + 2 + nameBytes + 16 > data.length) fail("truncated entry", at)
+    if (at + 2 + nameBytes + 16 > end) fail("truncated entry", at)
     const name = decoder.decode(data.subarray(at + 2, at + 2 + nameBytes))
     at += 2 + nameBytes
     const lastChangeIndex = view.getFloat64(at, true)
-    const size = view.getFloat64(at + 8, true)
-    if (!Number.isSafeInteger(size) || size < 0 || at + 16 + size > data.length) fail(`image size ${size}`, at + 8)
+    const sizeBytes = view.getFloat64(at + 8, true)
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) fail(`image size ${sizeBytes}`, at + 8)
     if (!Number.isSafeInteger(lastChangeIndex) || lastChangeIndex < 0) fail(`last change index ${lastChangeIndex}`, at)
-    out.push({ name, lastChangeIndex, image: data.subarray(at + 16, at + 16 + size) })
-    at += 16 + size
+    out.push({ name, lastChangeIndex, sizeBytes })
+    at += 16
   }
-  if (at !== data.length) fail(`${data.length - at} bytes after the last database`, at)
+  if (at !== end) fail(`${end - at} bytes after the last database`, at)
   return out
 }

@@ -1,5 +1,6 @@
 // The Raft driver actor under TestClock: proposals commit and return the state machine's result,
 // reads are linearizable, and a stalled write fails with a typed error instead of hanging.
+import { noSnapshotIo, readAllBytes, snapshotOfBytes, type SnapshotSource } from "../../src/actors/snapshotData.ts"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Exit, Fiber, Scope, Stream, TestClock } from "effect"
 import type { Applied, StateMachine } from "../../src/actors/Applier.ts"
@@ -18,8 +19,8 @@ class Counter implements StateMachine<number> {
       if (entry.kind === "command") this.total += entry.data[0] ?? 0
       return this.total
     })
-  readonly snapshot = Effect.sync(() => Uint8Array.of(this.total))
-  readonly restore = (_: unknown, data: Uint8Array) => Effect.sync(() => void (this.total = data[0] ?? 0))
+  readonly snapshot = snapshotOfBytes(Effect.sync(() => Uint8Array.of(this.total)))
+  readonly restore = (_: unknown, source: SnapshotSource) => Effect.map(Effect.orDie(readAllBytes(source)), (data) => void (this.total = data[0] ?? 0))
 }
 
 const tickMs = 10
@@ -41,8 +42,7 @@ const cluster = (n: number) =>
         stateMachine: new Counter(),
         io: {
           persist: log.persist,
-          saveSnapshot: () => Effect.void,
-          loadSnapshot: () => Effect.succeed(new Uint8Array()),
+          ...noSnapshotIo,
           send: (envelope) =>
             cut.has(envelope.message.from) || cut.has(envelope.message.to)
               ? Effect.void

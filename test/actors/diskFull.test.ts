@@ -3,6 +3,8 @@
 // A leader that cannot persist refuses writes with StorageFull and hands leadership over; a
 // follower that cannot persist stops acknowledging; both resume by themselves once space is back,
 // with every acknowledged write in every log. And `failed` ends when any one actor gives up.
+import { noSnapshotIo } from "../../src/actors/snapshotData.ts"
+import { readAllBytes, snapshotOfBytes, type SnapshotSource } from "../../src/actors/snapshotData.ts"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Fiber, TestClock } from "effect"
 import type { StateMachine } from "../../src/actors/Applier.ts"
@@ -28,8 +30,8 @@ class Journal implements StateMachine<number> {
       if (entry.kind === "command") this.applied.push(entry.data[0] ?? 0)
       return this.applied.length
     })
-  readonly snapshot = Effect.sync(() => Uint8Array.from(this.applied))
-  readonly restore = (_: unknown, data: Uint8Array) => Effect.sync(() => void this.applied.splice(0, this.applied.length, ...data))
+  readonly snapshot = snapshotOfBytes(Effect.sync(() => Uint8Array.from(this.applied)))
+  readonly restore = (_: unknown, source: SnapshotSource) => Effect.map(Effect.orDie(readAllBytes(source)), (data) => void this.applied.splice(0, this.applied.length, ...data))
 }
 
 const tickMs = 10
@@ -71,7 +73,8 @@ const cluster = (
             options.persistFails?.(id) === true ? Effect.fail(new DiskError({ op: "write", path: "/data/log", code: "EIO", cause: null })) : persist(batches),
           recover: log.recover,
           saveSnapshot: options.saveSnapshot ?? (() => Effect.void),
-          loadSnapshot: () => Effect.succeed(new Uint8Array()),
+          adoptSnapshot: noSnapshotIo.adoptSnapshot,
+          snapshotSource: noSnapshotIo.snapshotSource,
           send: (envelope) => Effect.suspend(() => members.get(envelope.message.to)?.node.deliver(envelope) ?? Effect.void)
         },
         tickMs,

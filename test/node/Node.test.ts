@@ -1,6 +1,8 @@
 // A node wired from its parts on the real disk and real sockets: bootstrap, restart from the
 // data directory, refusal of a directory that belongs to another node, and a three-node cluster
 // built by adding members that survives losing its leader.
+import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
+import { readAllBytes, snapshotOfBytes } from "../../src/actors/snapshotData.ts"
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -23,12 +25,13 @@ class Counter implements StateMachine<number> {
       if (entry.kind === "command") this.total += entry.data[0] ?? 0
       return this.total
     })
-  readonly snapshot = Effect.sync(() => {
+  readonly snapshot = snapshotOfBytes(Effect.sync(() => {
     const data = new Uint8Array(8)
     new DataView(data.buffer).setFloat64(0, this.total)
     return data
-  })
-  readonly restore = (_: unknown, data: Uint8Array) => Effect.sync(() => void (this.total = new DataView(data.buffer, data.byteOffset).getFloat64(0)))
+  }))
+  readonly restore = (_: unknown, source: SnapshotSource) =>
+    Effect.map(Effect.orDie(readAllBytes(source)), (data) => void (this.total = new DataView(data.buffer, data.byteOffset).getFloat64(0)))
 }
 
 const tempDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-node-"))
@@ -40,7 +43,7 @@ const start = (dataDir: string, address: string, mode: Node.NodeOptions<number, 
     dataDir,
     address,
     start: mode,
-    stateMachine: (_identity, snapshot) => snapshot === null ? Effect.succeed(new Counter(null)) : Effect.map(snapshot.load, (data) => new Counter(data)),
+    stateMachine: (_identity, snapshot) => snapshot === null ? Effect.succeed(new Counter(null)) : Effect.map(Effect.flatMap(snapshot.load, (source) => Effect.orDie(readAllBytes(source))), (data) => new Counter(data)),
     tickMs: 20,
     snapshotEveryEntries: 50,
     requestTimeoutMs: 3000

@@ -1,5 +1,7 @@
 // The simulator's replicated state machine: a map of string registers with write, cas and
 // read. Pluggable: the simulator only needs apply / snapshot / restore and a content digest.
+import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
+import { readAllBytes, snapshotOfBytes } from "../../src/actors/snapshotData.ts"
 import { Effect } from "effect"
 import { Packr } from "msgpackr"
 import type { StateMachine as ActorStateMachine } from "../../src/actors/Applier.ts"
@@ -78,10 +80,10 @@ export class KvMachine implements ActorStateMachine<KvApplyResult | undefined> {
       return entry.kind === "command" ? this.store.apply(entry.data) : undefined
     })
 
-  readonly snapshot = Effect.sync(() => this.store.snapshot())
+  readonly snapshot = snapshotOfBytes(Effect.sync(() => this.store.snapshot()))
 
-  readonly restore = (meta: SnapshotMeta, data: Uint8Array) =>
-    Effect.sync(() => {
+  readonly restore = (meta: SnapshotMeta, source: SnapshotSource) =>
+    Effect.map(Effect.orDie(readAllBytes(source)), (data) => {
       this.store.restore(data)
       this.appliedIndex = meta.index
     })

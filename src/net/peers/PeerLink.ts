@@ -4,10 +4,11 @@
 // while the socket's unsent bytes exceed `writeBufferBytesMax` it stops writing, so a slow peer
 // fills the queue and then costs drops, never memory. Connections are (re)made with capped,
 // jittered exponential backoff on Effect's Clock; the jitter comes from a seeded Random.
-// Snapshot data goes out in chunks, a few per round between batches of messages.
+// Snapshot data goes out in chunks read from the snapshot's file, a few per round between batches
+// of messages; the receiver may answer on the same connection where to continue (snapshots.ts).
 import type * as net from "node:net"
 import type { Scope } from "effect"
-import { Duration, Effect, Either, Random, Runtime, Schedule } from "effect"
+import { Clock, Duration, Effect, Either, Random, Runtime, Schedule } from "effect"
 import type { Envelope } from "../../raft/messages.ts"
 import * as Actor from "../../runtime/Actor.ts"
 import type { NodeId } from "../../raft/types.ts"
@@ -19,7 +20,9 @@ import { initiate } from "./handshake.ts"
 import type { PeerLimits } from "./limits.ts"
 import type { PeerTlsOptions } from "./sockets.ts"
 import { awaitDrain, connect, SocketReader } from "./sockets.ts"
-import { OutboundSnapshot } from "./snapshots.ts"
+import { isSnapshotSource } from "../../actors/snapshotData.ts"
+import { FrameDecoder } from "./framing.ts"
+import { decodeResume, OutboundSnapshot, resumeFrameBytes } from "./snapshots.ts"
 
 export interface PeerLinkOptions {
   readonly local: LocalIdentity
@@ -67,6 +70,8 @@ type LinkMessage =
   | { readonly _tag: "Send"; readonly envelope: Envelope; readonly bytes: number }
   /** Self-addressed: keep pumping the snapshot in flight. */
   | { readonly _tag: "Continue" }
+  /** The receiver asks to continue transfer `transfer` from `offset`. */
+  | { readonly _tag: "Resume"; readonly transfer: number; readonly offset: number }
 
 interface Group {
   payloads: Array<Uint8Array>
@@ -99,6 +104,13 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
     let connection: Connection | null = null
     let attempt: net.Socket | null = null // the socket of the attempt in progress
     let snapshot: OutboundSnapshot | null = null
+    /** The transfer sent last, kept after its last chunk so a Resume (a gap) can reopen it; its
+     * file stays pinned in the store until it is replaced. */
+    let lastSnapshot: OutboundSnapshot | null = null
+    const setLastSnapshot = (next: OutboundSnapshot | null) => {
+      if (lastSnapshot !== null && lastSnapshot !== next) lastSnapshot.release()
+      lastSnapshot = next
+    }
     let nextTransfer = 1
     let continuePending = false
     let failuresInARow = 0
@@ -128,8 +140,9 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       const reader = new SocketReader(socket, limits.handshakeBytesMax)
       yield* initiate({ socket, reader, local, peer, timeoutMs: limits.handshakeTimeoutMs })
       const made: Connection = { socket, packer: makePacker(), closed: socket.destroyed }
-      // The acceptor sends nothing after its hello: read and discard, so an end or a reset
-      // is noticed at once rather than at the next write.
+      // The acceptor sends nothing after its hello but Resume frames for a snapshot transfer;
+      // reading also notices an end or a reset at once rather than at the next write.
+      const back = new FrameDecoder(resumeFrameBytes)
       const lost = () => {
         if (made.closed) return
         made.closed = true
@@ -139,7 +152,17 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       }
       socket.on("close", lost)
       socket.on("end", lost)
-      socket.on("data", () => {})
+      socket.on("data", (chunk: Buffer) => {
+        back.push(chunk)
+        while (true) {
+          const next = back.next()
+          if (next._tag === "Left") return lost()
+          if (next.right === null) return
+          const resume = decodeResume(next.right)
+          if (resume === null) return lost()
+          if (self !== null) runFork(Effect.ignore(self.trySend({ _tag: "Resume", transfer: resume.transfer, offset: resume.offset })))
+        }
+      })
       attempt = null
       return made
     }).pipe(
@@ -172,9 +195,11 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         connection.socket.destroy()
         connection = null
         if (snapshot !== null) {
+          // Raft offers it again; the receiver then resumes from what its file holds.
           counters.dropped++
           snapshot = null
         }
+        setLastSnapshot(null)
       }
       const made = yield* connectOnce.pipe(
         Effect.tapError(logFailure),
@@ -216,11 +241,12 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
 
     /** Log lines produced by the plain functions below, written by the caller. */
     const warnings: Array<string> = []
-    const framesOf = (envelopes: ReadonlyArray<Envelope>): Array<PeerFrame> => {
+    let snapshotBegunMs = 0
+    const framesOf = (envelopes: ReadonlyArray<Envelope>, nowMs: number): Array<PeerFrame> => {
       const frames: Array<PeerFrame> = []
       for (const envelope of envelopes) {
         const message = envelope.message
-        const messageBytes = envelopeSizeBytes(envelope) - (envelope.snapshot?.byteLength ?? 0)
+        const messageBytes = envelopeSizeBytes(envelope)
         if (messageBytes > limits.frameBytesMax) {
           // Raft will offer it again and again: a misconfiguration (entries larger than a frame)
           // that must be visible, but not at heartbeat rate. Logged at the 1st, 2nd, 4th, … drop.
@@ -235,16 +261,20 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           frames.push({ _tag: "Message", message })
           continue
         }
-        if (message._tag !== "InstallSnapshot" || envelope.snapshot.byteLength > limits.snapshotBytesMax) {
+        if (message._tag !== "InstallSnapshot" || !isSnapshotSource(envelope.snapshot)) {
           counters.dropped++
           continue
         }
-        if (snapshot !== null && snapshot.carries(message)) {
-          counters.dropped++ // a Raft retry of the transfer already under way
+        // A Raft retry of the transfer already under way is not sent again — unless the receiver
+        // never answered its Begin (lost, or refused) within stallTimeoutMs: then it begins anew.
+        if (snapshot !== null && snapshot.carries(message) && !(snapshot.awaitingStart && nowMs - snapshotBegunMs > limits.stallTimeoutMs)) {
+          counters.dropped++
           continue
         }
         if (snapshot !== null) counters.dropped++ // superseded by a newer one
         snapshot = new OutboundSnapshot(nextTransfer++, message, envelope.snapshot, limits.snapshotChunkBytes)
+        snapshotBegunMs = nowMs
+        setLastSnapshot(snapshot)
         frames.push(snapshot.begin)
       }
       return frames
@@ -279,12 +309,22 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           if (message._tag === "Send") {
             counters.queuedBytes -= message.bytes
             envelopes.push(message.envelope)
+          } else if (message._tag === "Resume") {
+            const resumed = lastSnapshot
+            if (resumed === null || resumed.transfer !== message.transfer) continue
+            resumed.resumeAt(message.offset)
+            if (!resumed.done) snapshot = resumed
+            else if (snapshot === resumed) {
+              // The receiver holds it whole already: nothing more to send.
+              snapshot = null
+              counters.sent++
+            }
           } else {
             continuePending = false
           }
         }
         const current = yield* writableConnection
-        const frames = framesOf(envelopes)
+        const frames = framesOf(envelopes, yield* Clock.currentTimeMillis)
         for (const line of warnings.splice(0)) yield* Effect.logWarning(line)
         const group: Group = { payloads: [], bytes: 0, messages: 0 }
         for (let i = 0; i < frames.length; i++) {
@@ -313,7 +353,16 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         // Snapshot chunks fill what room the write buffer has left, a few per round.
         for (let i = 0; i < limits.snapshotChunksPerRound && snapshot !== null; i++) {
           if (current.socket.writableLength + group.bytes > limits.writeBufferBytesMax) break
-          const chunk = snapshot.nextChunk()
+          const read = yield* Effect.either(snapshot.nextChunk)
+          if (read._tag === "Left") {
+            // Pruned meanwhile (a newer snapshot exists): Raft offers the newer one.
+            yield* Effect.logInfo(`snapshot ${snapshot.message.meta.index} for peer ${peer} can no longer be read; dropped`)
+            counters.dropped++
+            snapshot = null
+            setLastSnapshot(null)
+            break
+          }
+          const chunk = read.right
           if (chunk !== null) {
             const payload = current.packer.pack(chunk)
             group.payloads.push(payload)
@@ -325,7 +374,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
         }
         flush(current, group)
-        if (snapshot !== null) yield* nudge
+        // A transfer waiting for the receiver's first Resume is pumped again when it arrives.
+        if (snapshot !== null && !snapshot.awaitingStart) yield* nudge
         return null
       })
 
@@ -337,6 +387,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       initial: Effect.sync(() => {
         destroyAll()
         snapshot = null
+        setLastSnapshot(null)
         return null
       }),
       receive: (_, batch) => receive(batch),

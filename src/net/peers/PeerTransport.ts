@@ -18,7 +18,8 @@ import type { LinkStats, PeerLink } from "./PeerLink.ts"
 import * as PeerLinkModule from "./PeerLink.ts"
 import type { PeerTlsOptions } from "./sockets.ts"
 import { closeGracefully, formatAddress, guard, parseAddress, remoteOf, SocketReader } from "./sockets.ts"
-import { SnapshotAssembler } from "./snapshots.ts"
+import type { SnapshotInbox } from "../../actors/snapshotData.ts"
+import { encodeResume, InboundSnapshots } from "./snapshots.ts"
 
 export interface InboundStats {
   /** Connections open now (peers and clients not yet handed over). */
@@ -85,6 +86,9 @@ export interface TcpTransportOptions {
   readonly tls?: PeerTlsOptions
   /** Defaults to closing the connection. */
   readonly onClientConnection?: ClientConnectionHandler
+  /** Where snapshots sent to this node are received (the node's snapshot store): streamed into
+   * a file, resumable. Without one, snapshots are dropped (logged). */
+  readonly snapshotInbox?: SnapshotInbox
   /** Only for tests of version refusal. */
   readonly protocolVersion?: number
 }
@@ -193,9 +197,10 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
     /** Reads, checks and delivers frames until the connection ends or breaks the protocol.
      * One loop for all frames buffered, so a chunk of many small frames costs one read. */
     const receiveFrames = (reader: SocketReader, hello: Hello): Effect.Effect<never, FrameError | ConnectionClosed> =>
-      Effect.gen(function*() {
+      Effect.scoped(Effect.gen(function*() {
         const unpacker = makeUnpacker()
-        const snapshots = new SnapshotAssembler(limits.snapshotBytesMax, limits.frameBytesMax)
+        const snapshots = new InboundSnapshots(options.snapshotInbox ?? null, limits.snapshotChunkBytes)
+        yield* Effect.addFinalizer(() => snapshots.stop)
         while (true) {
           const next = reader.decoder.next()
           if (Either.isLeft(next)) return yield* next.left
@@ -212,7 +217,8 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
             yield* deliver({ message: frame.message, snapshot: null }, hello)
             continue
           }
-          const result = frame._tag === "SnapshotBegin" ? snapshots.begin(frame) : snapshots.chunk(frame)
+          const result = yield* (frame._tag === "SnapshotBegin" ? snapshots.begin(frame) : snapshots.chunk(frame))
+          if (result.resumeAt !== null && !reader.socket.destroyed) reader.socket.write(encodeResume(result.resumeAt.transfer, result.resumeAt.offset))
           if (result.dropped !== null) {
             inbound.snapshotsDropped++
             yield* Effect.logWarning(`snapshot from peer ${hello.nodeId} dropped: ${result.dropped}`)
@@ -222,7 +228,7 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
             yield* deliver(result.completed, hello)
           }
         }
-      })
+      }))
 
     const handleInbound = (socket: net.Socket) =>
       Effect.gen(function*() {

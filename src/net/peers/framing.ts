@@ -18,8 +18,8 @@ export const lengthPrefixBytes = 4
 export const frameBytesLimit = 0xffffffff
 
 /** What travels in one frame after the handshake. An envelope without snapshot data is one
- * `Message` frame; one with data is a `SnapshotBegin` and `chunkCount` `SnapshotChunk`s with
- * `seq` 0, 1, … (see snapshots.ts), which may be interleaved with other frames. */
+ * `Message` frame; one with data is a `SnapshotBegin` and `SnapshotChunk`s that each say at
+ * which data offset they start (see snapshots.ts), interleaved with other frames. */
 export type PeerFrame =
   | { readonly _tag: "Message"; readonly message: Message }
   | {
@@ -27,9 +27,10 @@ export type PeerFrame =
     readonly transfer: number
     readonly message: InstallSnapshot
     readonly totalBytes: number
-    readonly chunkCount: number
+    /** CRC32C of all the data: the receiver checks it before the snapshot is delivered. */
+    readonly crc32c: number
   }
-  | { readonly _tag: "SnapshotChunk"; readonly transfer: number; readonly seq: number; readonly data: Uint8Array }
+  | { readonly _tag: "SnapshotChunk"; readonly transfer: number; readonly offset: number; readonly data: Uint8Array }
 
 // ---------------------------------------------------------------------------------------------
 // Length-prefixed frames
@@ -199,14 +200,14 @@ export function frameProblem(value: unknown): string | null {
     case "Message":
       return messageProblem(frame["message"])
     case "SnapshotBegin": {
-      if (!isCount(frame["transfer"]) || !isCount(frame["totalBytes"]) || !isCount(frame["chunkCount"])) {
-        return "snapshot header has a bad transfer, size or chunk count"
+      if (!isCount(frame["transfer"]) || !isCount(frame["totalBytes"]) || !isCount(frame["crc32c"]) || (frame["crc32c"] as number) > 0xffffffff) {
+        return "snapshot header has a bad transfer, size or checksum"
       }
       const message = frame["message"] as Record<string, unknown> | null
       return messageProblem(message) ?? (message?.["_tag"] === "InstallSnapshot" ? null : "snapshot header carries no InstallSnapshot")
     }
     case "SnapshotChunk":
-      if (!isCount(frame["transfer"]) || !isCount(frame["seq"])) return "snapshot chunk has a bad transfer or sequence number"
+      if (!isCount(frame["transfer"]) || !isCount(frame["offset"])) return "snapshot chunk has a bad transfer or offset"
       return frame["data"] instanceof Uint8Array ? null : "snapshot chunk data is not bytes"
     default:
       return `frame tag ${String(frame["_tag"])} is unknown`
@@ -218,6 +219,6 @@ export function envelopeSizeBytes(envelope: Envelope): number {
   const message = envelope.message
   let bytes = 64
   if (message._tag === "AppendEntries") for (const entry of message.entries) bytes += entrySizeBytes(entry)
-  if (envelope.snapshot !== null) bytes += envelope.snapshot.byteLength
+  // Snapshot data is read from its file a chunk at a time as it is sent: it takes no queue room.
   return bytes
 }

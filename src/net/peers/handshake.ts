@@ -27,7 +27,9 @@ import type { SocketReader } from "./sockets.ts"
 
 export const wordBytes = 8
 /** tqlite's peer protocol version: bump on any incompatible change of frames or messages. */
-export const peerProtocolVersion = 1
+// 2: snapshots stream between files (SnapshotBegin carries a CRC32C, chunks an offset, the
+// receiver answers with Resume frames).
+export const peerProtocolVersion = 2
 const magicPrefix = new TextEncoder().encode("TQLPEER")
 export const dqliteProtocolVersion = 1n
 export const dqliteLegacyProtocolVersion = 0x86104dd760433fe5n

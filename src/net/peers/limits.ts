@@ -10,10 +10,12 @@ export interface PeerLimits {
   readonly frameBytesMax: number
   /** Largest handshake frame: small, because it is read before the peer is known. */
   readonly handshakeBytesMax: number
-  /** Snapshot data travels in chunks of at most this many bytes, one frame each. */
+  /** Snapshot data travels in chunks of at most this many bytes, one frame each: what a link
+   * reads from the snapshot file per chunk and a receiver holds before writing it to its file.
+   * No bound applies to a whole snapshot (it is streamed file to file); a transfer in flight is
+   * one per link on the sender and one per node on the receiver (its store keeps one incoming
+   * file: a new transfer supersedes it). */
   readonly snapshotChunkBytes: number
-  /** Largest snapshot a receiver reassembles; a transfer announcing more is refused. */
-  readonly snapshotBytesMax: number
   /** Chunks of a snapshot written per round of the link, between batches of messages, so
    * heartbeats keep flowing during a large transfer. */
   readonly snapshotChunksPerRound: number
@@ -48,7 +50,6 @@ export const defaultPeerLimits: PeerLimits = {
   frameBytesMax: 64 * 1024 * 1024,
   handshakeBytesMax: 4096,
   snapshotChunkBytes: 1024 * 1024,
-  snapshotBytesMax: 1024 * 1024 * 1024,
   snapshotChunksPerRound: 4,
   outboundMessagesMax: 1024,
   outboundBytesMax: 64 * 1024 * 1024,

@@ -1,31 +1,51 @@
-// Snapshot data over a peer link: a `SnapshotBegin` frame (the InstallSnapshot message, total
-// size, chunk count, a transfer id unique on the connection), then `SnapshotChunk` frames with
-// seq 0 … chunkCount−1, each non-empty and at most `snapshotChunkBytes`. Chunks may be
-// interleaved with other frames but never reordered (one TCP stream). The receiver keeps at
-// most one transfer and holds only bytes that have actually arrived (never the announced size
-// up front); a missing, repeated or out-of-order chunk, a size mismatch, or a new transfer
-// before the last one finished drops the whole snapshot — the leader offers it again.
+// Snapshot data over a peer link, streamed between files: the sender reads chunks from its
+// snapshot store as it writes them, the receiver writes them into its store's incoming file.
+// Neither side ever holds more than a chunk of it, so no size bound applies below the disk's.
+//
+// Sender → receiver (the link's own connection): `SnapshotBegin` (the InstallSnapshot message,
+// total size, CRC32C of the data, a transfer id unique on the connection), then `SnapshotChunk`
+// frames, each with the data offset it starts at, 1 … `snapshotChunkBytes` bytes, interleaved
+// with other frames.
+// Receiver → sender (the same connection's other direction, otherwise silent): `Resume
+// {transfer, offset}`: "continue from here". The receiver answers every `SnapshotBegin` with one
+// (offset 0 for a new snapshot; the durable prefix it holds of this one when a transfer was
+// broken by a lost connection or a restart of either node: its incoming file and manifest
+// survive), and sends one when a chunk skips past what it holds (a gap). The sender sends no
+// chunk before the first Resume, so a resumed transfer reads nothing twice; a Raft retry of a
+// transfer still waiting for it begins again. A chunk repeating bytes already held is ignored.
+// The receiver delivers the envelope once every byte arrived, the checksum matched and the file
+// is durable; a checksum mismatch discards the partial file (the leader offers it again).
+import { Effect } from "effect"
 import { assert } from "../../assert.ts"
-import type { Envelope } from "../../raft/messages.ts"
-import type { InstallSnapshot } from "../../raft/messages.ts"
+import type { IncomingSnapshot, SnapshotInbox, SnapshotSource } from "../../actors/snapshotData.ts"
+import type { Envelope, InstallSnapshot } from "../../raft/messages.ts"
 import type { PeerFrame } from "./framing.ts"
+import { lengthPrefixBytes } from "./framing.ts"
 
 type BeginFrame = Extract<PeerFrame, { _tag: "SnapshotBegin" }>
 type ChunkFrame = Extract<PeerFrame, { _tag: "SnapshotChunk" }>
 
-/** The sending side of one transfer. */
+/** The sending side of one transfer: where it reads next. */
 export class OutboundSnapshot {
-  readonly chunkCount: number
-  private nextSeq = 0
+  private offset = 0
+  /** No Resume has told where to start yet. */
+  private waiting = true
+  /** Keeps the sender's file from being pruned while this transfer may still read it. */
+  private readonly unpin: () => void
 
   constructor(
     readonly transfer: number,
     readonly message: InstallSnapshot,
-    readonly data: Uint8Array,
+    readonly source: SnapshotSource,
     readonly chunkBytes: number
   ) {
     assert(Number.isSafeInteger(chunkBytes) && chunkBytes > 0, "chunkBytes > 0")
-    this.chunkCount = Math.ceil(data.byteLength / chunkBytes)
+    this.unpin = source.pin?.() ?? (() => {})
+  }
+
+  /** The link is done with this transfer (superseded, its connection lost, or the link reset). */
+  release(): void {
+    this.unpin()
   }
 
   get begin(): BeginFrame {
@@ -33,21 +53,40 @@ export class OutboundSnapshot {
       _tag: "SnapshotBegin",
       transfer: this.transfer,
       message: this.message,
-      totalBytes: this.data.byteLength,
-      chunkCount: this.chunkCount
+      totalBytes: this.source.sizeBytes,
+      crc32c: this.source.crc32c
     }
   }
 
+  /** Every byte was handed to the socket (a Resume may still reopen it). */
   get done(): boolean {
-    return this.nextSeq >= this.chunkCount
+    return !this.waiting && this.offset >= this.source.sizeBytes
   }
 
-  /** The next chunk, or null once all were taken. */
-  nextChunk(): ChunkFrame | null {
-    if (this.done) return null
-    const seq = this.nextSeq++
-    const start = seq * this.chunkBytes
-    return { _tag: "SnapshotChunk", transfer: this.transfer, seq, data: this.data.subarray(start, start + this.chunkBytes) }
+  /** Sent its Begin and waits for the receiver's first Resume. */
+  get awaitingStart(): boolean {
+    return this.waiting
+  }
+
+  get nextOffset(): number {
+    return this.offset
+  }
+
+  /** The next chunk, read from the file now; null once all were taken. */
+  readonly nextChunk: Effect.Effect<ChunkFrame | null, unknown> = Effect.suspend(() => {
+    if (this.waiting || this.done) return Effect.succeed(null)
+    const offset = this.offset
+    return Effect.map(this.source.read(offset, this.chunkBytes), (data): ChunkFrame | null => {
+      assert(data.byteLength > 0, `snapshot ${this.message.meta.index} read nothing at ${offset} of ${this.source.sizeBytes}`)
+      this.offset = offset + data.byteLength
+      return { _tag: "SnapshotChunk", transfer: this.transfer, offset, data }
+    })
+  })
+
+  /** The receiver holds everything before `offset`: continue from there. */
+  resumeAt(offset: number): void {
+    this.waiting = false
+    this.offset = Math.max(0, Math.min(offset, this.source.sizeBytes))
   }
 
   /** Whether `message` is the snapshot this transfer already carries (a Raft retry). */
@@ -56,89 +95,124 @@ export class OutboundSnapshot {
   }
 }
 
-export interface AssemblyResult {
-  /** A snapshot that arrived whole. */
+// --- the back channel: Resume frames ------------------------------------------------------------
+
+const resumeTag = 1
+/** tag u8, transfer f64, offset f64. */
+export const resumeFrameBytes = 17
+
+export function encodeResume(transfer: number, offset: number): Uint8Array {
+  const out = new Uint8Array(lengthPrefixBytes + resumeFrameBytes)
+  const view = new DataView(out.buffer)
+  view.setUint32(0, resumeFrameBytes, true)
+  view.setUint8(4, resumeTag)
+  view.setFloat64(5, transfer, true)
+  view.setFloat64(13, offset, true)
+  return out
+}
+
+/** A Resume frame's payload (without its length prefix), or null when it is not one. */
+export function decodeResume(payload: Uint8Array): { readonly transfer: number; readonly offset: number } | null {
+  if (payload.byteLength !== resumeFrameBytes || payload[0] !== resumeTag) return null
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
+  const transfer = view.getFloat64(1, true)
+  const offset = view.getFloat64(9, true)
+  if (!Number.isSafeInteger(transfer) || !Number.isSafeInteger(offset) || offset < 0) return null
+  return { transfer, offset }
+}
+
+// --- the receiving side --------------------------------------------------------------------------
+
+export interface InboundEvent {
+  /** A snapshot that arrived whole, checked and durable. */
   readonly completed: Envelope | null
   /** Why a snapshot was dropped, for the log. */
   readonly dropped: string | null
+  /** Tell the sender to continue from this offset. */
+  readonly resumeAt: { readonly transfer: number; readonly offset: number } | null
 }
 
-const nothing: AssemblyResult = { completed: null, dropped: null }
+const nothing: InboundEvent = { completed: null, dropped: null, resumeAt: null }
 
-interface Inbound {
-  readonly begin: BeginFrame
-  readonly parts: Array<Uint8Array>
-  receivedBytes: number
-}
+/** The receiving side of one connection: at most one transfer, written into the inbox. */
+export class InboundSnapshots {
+  private current: { readonly begin: BeginFrame; readonly incoming: IncomingSnapshot; lastResume: number } | null = null
 
-/** The receiving side of one connection. */
-export class SnapshotAssembler {
-  private current: Inbound | null = null
-  /** A transfer we gave up on: its remaining chunks are ignored quietly. */
-  private abandoned: number | null = null
+  constructor(readonly inbox: SnapshotInbox | null, readonly chunkBytesMax: number) {}
 
-  constructor(readonly snapshotBytesMax: number, readonly chunkBytesMax: number) {}
-
-  /** Bytes held for the transfer in progress. */
-  get heldBytes(): number {
-    return this.current?.receivedBytes ?? 0
+  get receiving(): boolean {
+    return this.current !== null
   }
 
-  begin(frame: BeginFrame): AssemblyResult {
-    const superseded = this.current
-    this.current = null
-    const supersededReason = superseded === null ? null : `snapshot transfer ${superseded.begin.transfer} superseded before it finished`
-    const { totalBytes, chunkCount, transfer } = frame
-    let problem: string | null = null
-    if (totalBytes > this.snapshotBytesMax) {
-      problem = `snapshot transfer ${transfer} announces ${totalBytes} bytes, more than the ${this.snapshotBytesMax} allowed`
-    } else if ((totalBytes === 0) !== (chunkCount === 0) || chunkCount > totalBytes || chunkCount * this.chunkBytesMax < totalBytes) {
-      problem = `snapshot transfer ${transfer} announces ${totalBytes} bytes in ${chunkCount} chunks`
-    }
-    if (problem !== null) {
-      this.abandoned = transfer
-      return { completed: null, dropped: supersededReason === null ? problem : `${supersededReason}; ${problem}` }
-    }
-    if (chunkCount === 0) return { completed: { message: frame.message, snapshot: new Uint8Array(0) }, dropped: supersededReason }
-    this.current = { begin: frame, parts: [], receivedBytes: 0 }
-    return { completed: null, dropped: supersededReason }
+  begin(frame: BeginFrame): Effect.Effect<InboundEvent> {
+    const self = this
+    return Effect.gen(function*() {
+      const superseded = self.current
+      yield* self.stop
+      const supersededReason = superseded === null ? null : `snapshot transfer ${superseded.begin.transfer} superseded before it finished`
+      const join = (problem: string) => (supersededReason === null ? problem : `${supersededReason}; ${problem}`)
+      if (self.inbox === null) return { ...nothing, dropped: join(`snapshot transfer ${frame.transfer}: this node has no snapshot store`) }
+      const opened = yield* Effect.either(self.inbox.receive(frame.message.meta, frame.totalBytes, frame.crc32c))
+      if (opened._tag === "Left") return { ...nothing, dropped: join(`snapshot transfer ${frame.transfer} cannot be stored: ${describe(opened.left)}`) }
+      const incoming = opened.right
+      self.current = { begin: frame, incoming, lastResume: -1 }
+      const offset = yield* incoming.offset
+      const resumeAt = { transfer: frame.transfer, offset }
+      // Held whole already (a transfer whose delivery was lost): deliver, and tell the sender.
+      if (offset === frame.totalBytes) return { ...(yield* self.complete(supersededReason)), resumeAt }
+      self.current.lastResume = offset
+      return { completed: null, dropped: supersededReason, resumeAt }
+    })
   }
 
-  chunk(frame: ChunkFrame): AssemblyResult {
+  chunk(frame: ChunkFrame): Effect.Effect<InboundEvent> {
+    const self = this
+    return Effect.gen(function*() {
+      const current = self.current
+      // Chunks of a transfer given up on (or superseded) are ignored quietly.
+      if (current === null || current.begin.transfer !== frame.transfer) return nothing
+      if (frame.data.byteLength === 0 || frame.data.byteLength > self.chunkBytesMax || frame.offset + frame.data.byteLength > current.begin.totalBytes) {
+        yield* self.stop
+        return { ...nothing, dropped: `snapshot transfer ${frame.transfer} dropped: a chunk of ${frame.data.byteLength} bytes at ${frame.offset} of ${current.begin.totalBytes}` }
+      }
+      const before = yield* current.incoming.offset
+      const written = yield* Effect.either(current.incoming.writeAt(frame.offset, frame.data))
+      if (written._tag === "Left") {
+        yield* self.stop
+        return { ...nothing, dropped: `snapshot transfer ${frame.transfer} dropped: ${describe(written.left)}` }
+      }
+      if (written.right === current.begin.totalBytes) return yield* self.complete(null)
+      // A gap (chunks lost to a reconnect the sender did not see): ask once per offset.
+      if (frame.offset > before && current.lastResume !== written.right) {
+        current.lastResume = written.right
+        return { ...nothing, resumeAt: { transfer: frame.transfer, offset: written.right } }
+      }
+      return nothing
+    })
+  }
+
+  /** The connection ended: keep what arrived durable for a later transfer to resume from. */
+  readonly stop: Effect.Effect<void> = Effect.suspend(() => {
     const current = this.current
-    if (current === null || current.begin.transfer !== frame.transfer) {
-      if (frame.transfer === this.abandoned) return nothing
-      this.abandon(frame.transfer)
-      return { completed: null, dropped: `chunk ${frame.seq} of snapshot transfer ${frame.transfer}, which never began` }
-    }
-    const expected = current.parts.length
-    const { chunkCount, totalBytes } = current.begin
-    let problem: string | null = null
-    if (frame.seq !== expected) problem = `chunk ${frame.seq} arrived where chunk ${expected} was due`
-    else if (frame.data.byteLength === 0 || frame.data.byteLength > this.chunkBytesMax) problem = `chunk ${frame.seq} has ${frame.data.byteLength} bytes`
-    else if (current.receivedBytes + frame.data.byteLength > totalBytes) problem = `chunk ${frame.seq} runs past the announced ${totalBytes} bytes`
-    else if (frame.seq === chunkCount - 1 && current.receivedBytes + frame.data.byteLength !== totalBytes) {
-      problem = `the last chunk leaves ${totalBytes - current.receivedBytes - frame.data.byteLength} of ${totalBytes} bytes missing`
-    }
-    if (problem !== null) {
-      this.abandon(frame.transfer)
-      return { completed: null, dropped: `snapshot transfer ${frame.transfer} dropped: ${problem}` }
-    }
-    current.parts.push(frame.data)
-    current.receivedBytes += frame.data.byteLength
-    if (current.parts.length < chunkCount) return nothing
     this.current = null
-    const data = new Uint8Array(totalBytes)
-    let offset = 0
-    for (const part of current.parts) {
-      data.set(part, offset)
-      offset += part.byteLength
-    }
-    return { completed: { message: current.begin.message, snapshot: data }, dropped: null }
-  }
+    return current === null ? Effect.void : Effect.ignore(current.incoming.pause)
+  })
 
-  private abandon(transfer: number): void {
+  private complete(supersededReason: string | null): Effect.Effect<InboundEvent> {
+    const current = this.current!
     this.current = null
-    this.abandoned = transfer
+    return Effect.map(Effect.either(current.incoming.finish), (finished): InboundEvent => {
+      if (finished._tag === "Left") {
+        const problem = `snapshot transfer ${current.begin.transfer} dropped: ${describe(finished.left)}`
+        return { ...nothing, dropped: supersededReason === null ? problem : `${supersededReason}; ${problem}` }
+      }
+      return { completed: { message: current.begin.message, snapshot: finished.right }, dropped: supersededReason, resumeAt: null }
+    })
   }
+}
+
+function describe(error: unknown): string {
+  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string" && error.message !== "") return error.message
+  if (typeof error === "object" && error !== null && "_tag" in error) return String(error._tag)
+  return String(error)
 }

@@ -2,6 +2,7 @@
 // the gateway on the same address (makeClientHandlerSlot + raftClusterControl). The SQL surface
 // is the single-node fixture gated by the node's Raft role (not replicated: this checks routing,
 // LEADER/CLUSTER/ADD/REMOVE/TRANSFER over Raft, and the real shell against the node wiring).
+import { noSnapshotIo, snapshotOfBytes } from "../../../src/actors/snapshotData.ts"
 import { execFile } from "node:child_process"
 import { describe, expect, it } from "@effect/vitest"
 import type { Scope } from "effect"
@@ -25,7 +26,7 @@ import { findDqliteShell } from "./harness.ts"
 
 class Nothing implements StateMachine<null> {
   readonly apply = () => Effect.succeed(null)
-  readonly snapshot = Effect.succeed(new Uint8Array())
+  readonly snapshot = snapshotOfBytes(Effect.succeed(new Uint8Array()))
   readonly restore = () => Effect.void
 }
 
@@ -90,7 +91,7 @@ const startCluster = (): Effect.Effect<ReadonlyArray<Node>, never, Scope.Scope> 
         config: { ...defaultRaftConfig(id), seed: id * 17 },
         recovered: boot,
         stateMachine: new Nothing(),
-        io: { persist: log.persist, saveSnapshot: () => Effect.void, loadSnapshot: () => Effect.succeed(new Uint8Array()), send: transport.send },
+        io: { persist: log.persist, ...noSnapshotIo, send: transport.send },
         tickMs: 10,
         snapshotEveryEntries: 1_000_000,
         mailboxCapacity: 1024,

@@ -4,6 +4,7 @@
 // and the TypeScript client write through the leader; the leader is stopped and the next
 // statements succeed against the new one. (The process-level version of this, with `tqlite start`
 // and kill -9, belongs to the node wiring.)
+import { noSnapshotIo } from "../../../src/actors/snapshotData.ts"
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -66,7 +67,7 @@ const startNodes = (directory: string): Effect.Effect<ReadonlyArray<LiveNode>, n
         config: { ...defaultRaftConfig(id, id * 7919) },
         recovered: boot,
         stateMachine: machine,
-        io: { persist: log.persist, saveSnapshot: () => Effect.void, loadSnapshot: () => Effect.succeed(new Uint8Array()), send: transport.send },
+        io: { persist: log.persist, ...noSnapshotIo, send: transport.send },
         tickMs,
         snapshotEveryEntries: 1_000_000,
         mailboxCapacity: 4096,

@@ -13,7 +13,7 @@ describe("first word", () => {
   it("dqlite's v1 and legacy versions are clients, TQLPEER+version is a peer, the rest unknown", () => {
     expect(classifyFirstWord(word(1, 0, 0, 0, 0, 0, 0, 0))).toEqual({ _tag: "Client", version: 1n })
     expect(classifyFirstWord(word(0xe5, 0x3f, 0x43, 0x60, 0xd7, 0x4d, 0x10, 0x86))).toEqual({ _tag: "Client", version: 0x86104dd760433fe5n })
-    expect(Array.from(peerMagicWord())).toEqual([0x54, 0x51, 0x4c, 0x50, 0x45, 0x45, 0x52, 0x01])
+    expect(Array.from(peerMagicWord())).toEqual([0x54, 0x51, 0x4c, 0x50, 0x45, 0x45, 0x52, 0x02])
     expect(classifyFirstWord(peerMagicWord())).toEqual({ _tag: "Peer", version: peerProtocolVersion })
     expect(classifyFirstWord(peerMagicWord(9))).toEqual({ _tag: "Peer", version: 9 })
     expect(classifyFirstWord(word(2, 0, 0, 0, 0, 0, 0, 0))._tag).toBe("Unknown")
@@ -26,8 +26,8 @@ describe("first word", () => {
 })
 
 describe("hello", () => {
-  const local: LocalIdentity = { clusterId: "alpha", nodeId: 1, version: 1, address: "127.0.0.1:1" }
-  const hello = (overrides: Partial<Hello> = {}): Hello => ({ version: 1, clusterId: "alpha", nodeId: 2, peerId: 1, refused: null, address: "127.0.0.1:2", ...overrides })
+  const local: LocalIdentity = { clusterId: "alpha", nodeId: 1, version: peerProtocolVersion, address: "127.0.0.1:1" }
+  const hello = (overrides: Partial<Hello> = {}): Hello => ({ version: peerProtocolVersion, clusterId: "alpha", nodeId: 2, peerId: 1, refused: null, address: "127.0.0.1:2", ...overrides })
 
   it("round-trips as a plain msgpack map", () => {
     const h = hello({ refused: "because" })
@@ -40,7 +40,7 @@ describe("hello", () => {
 
   it("carries the connector's listen address, and reads a hello without one as not announced", () => {
     expect(decodeHello(encodeHello(hello({ address: "10.1.2.3:9001" })))).toEqual(Either.right(hello({ address: "10.1.2.3:9001" })))
-    const older = new Packr({ useRecords: false }).pack({ version: 1, cluster: "alpha", node: 2, peer: 1, refused: null })
+    const older = new Packr({ useRecords: false }).pack({ version: peerProtocolVersion, cluster: "alpha", node: 2, peer: 1, refused: null })
     expect(decodeHello(older)).toEqual(Either.right(hello({ address: null })))
   })
 
@@ -48,7 +48,7 @@ describe("hello", () => {
     expect(helloProblem(local, hello(), null)).toBeNull()
     expect(helloProblem(local, hello(), 2)).toBeNull()
     expect(helloProblem(local, hello({ clusterId: "beta" }), null)).toBe(`cluster id "beta" differs from ours ("alpha")`)
-    expect(helloProblem(local, hello({ version: 2 }), null)).toBe("peer protocol version 2 differs from ours (1)")
+    expect(helloProblem(local, hello({ version: 1 }), null)).toBe(`peer protocol version 1 differs from ours (${peerProtocolVersion})`)
     expect(helloProblem(local, hello({ peerId: 5 }), null)).toMatch(/expected node 5 at this address, but this is node 1/)
     expect(helloProblem(local, hello({ nodeId: 3 }), 2)).toMatch(/node 3 answered where node 2 was expected/)
     expect(helloProblem(local, hello({ nodeId: 1 }), null)).toMatch(/our own node id/)

@@ -1,7 +1,17 @@
 // Shared helpers of the peer-link tests: message generators, a seeded PRNG, log capture, and
 // polling on the live clock.
 import fc from "fast-check"
-import { Duration, Effect, Exit, Logger, Scope } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Context, Duration, Effect, Exit, Layer, Logger, Scope } from "effect"
+import type { SnapshotSource } from "../../../src/actors/snapshotData.ts"
+import { isSnapshotSource, readAllBytes, snapshotOfBytes } from "../../../src/actors/snapshotData.ts"
+import type { SnapshotData } from "../../../src/raft/messages.ts"
+import type { SnapshotMeta } from "../../../src/raft/types.ts"
+import { Disk } from "../../../src/storage/Disk.ts"
+import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
+import { Snapshots, writeSnapshotFrom } from "../../../src/storage/Snapshots.ts"
 import type { Envelope } from "../../../src/raft/messages.ts"
 import type { TcpTransportOptions, TransportService } from "../../../src/net/peers/PeerTransport.ts"
 import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
@@ -105,15 +115,37 @@ export function waitUntil<E, R>(what: string, check: Effect.Effect<boolean, E, R
   })
 }
 
-/** A transport in its own scope (closed with the test's at the latest). */
-export const start = (options: Omit<TcpTransportOptions, "clusterId" | "listen"> & Partial<TcpTransportOptions>) =>
+/** A snapshot store on the real disk in a temporary directory (removed with the scope). */
+export const snapshotStore = (options: { readonly dir?: string; readonly chunkBytesMax?: number; readonly incomingSyncBytes?: number } = {}) =>
+  Effect.gen(function*() {
+    const dir = options.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-snapshots-"))
+    if (options.dir === undefined) yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+    const context = yield* Layer.build(Snapshots.layer({ dir, ...options }).pipe(Layer.provide(Disk.layerNode)))
+    return { dir, store: Context.get(context, Snapshots) }
+  }).pipe(Effect.orDie)
+
+/** `data` stored as the snapshot `meta` in `store`, as the chunked source a peer link sends. */
+export const storedSnapshot = (store: SnapshotsService, meta: SnapshotMeta, data: Uint8Array): Effect.Effect<SnapshotSource> =>
+  Effect.orDie(Effect.zipRight(writeSnapshotFrom(store, meta, snapshotOfBytes(Effect.succeed(data))), store.source(meta)))
+
+/** A received snapshot's bytes (read back from the receiver's file). */
+export const bytesOf = (data: SnapshotData | null): Effect.Effect<Uint8Array> =>
+  Effect.suspend(() => {
+    if (data === null || !isSnapshotSource(data)) return Effect.dieMessage("no snapshot source")
+    return Effect.orDie(readAllBytes(data))
+  })
+
+/** A transport in its own scope (closed with the test's at the latest), receiving snapshots
+ * into a store of its own (unless the options name an inbox). */
+export const start = (options: Omit<TcpTransportOptions, "clusterId" | "listen"> & Partial<TcpTransportOptions> & { readonly snapshotsDir?: string }) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    const transport = yield* makeTcp({ clusterId: "test-cluster", listen: "127.0.0.1:0", ...options }).pipe(Scope.extend(scope))
+    const { store: snapshots } = yield* snapshotStore(options.snapshotsDir !== undefined ? { dir: options.snapshotsDir, incomingSyncBytes: 1024 * 1024 } : {}).pipe(Scope.extend(scope))
+    const transport = yield* makeTcp({ clusterId: "test-cluster", listen: "127.0.0.1:0", snapshotInbox: snapshots.inbox, ...options }).pipe(Scope.extend(scope))
     const received: Array<Envelope> = []
     yield* transport.serve((envelope) => Effect.sync(() => void received.push(envelope)))
-    return { transport, received, close: Scope.close(scope, Exit.void) }
+    return { transport, received, snapshots, close: Scope.close(scope, Exit.void) }
   })
 
 export const link = (transport: TransportService) =>

@@ -6,7 +6,7 @@ import { Duration, Effect, Logger, LogLevel } from "effect"
 import type { Envelope } from "../../../src/raft/messages.ts"
 import { encodeFrame, encodeFrames, makePacker } from "../../../src/net/peers/framing.ts"
 import { discoverCluster } from "../../../src/net/peers/discover.ts"
-import { decodeHello, encodeHello, peerMagicWord } from "../../../src/net/peers/handshake.ts"
+import { decodeHello, encodeHello, peerMagicWord, peerProtocolVersion } from "../../../src/net/peers/handshake.ts"
 import { layerTcp, makeTcp, Transport } from "../../../src/net/peers/PeerTransport.ts"
 import { captureLogs, link, prng, start, waitUntil } from "./helpers.ts"
 
@@ -66,7 +66,7 @@ describe("listener", () => {
       yield* waitUntil("the peers to talk", Effect.sync(() => b.received.length === 1))
 
       const random = prng(2024)
-      const hello = encodeFrame(encodeHello({ version: 1, clusterId: "test-cluster", nodeId: 9, peerId: 2, refused: null, address: null }))
+      const hello = encodeFrame(encodeHello({ version: peerProtocolVersion, clusterId: "test-cluster", nodeId: 9, peerId: 2, refused: null, address: null }))
       const wrongMessage = encodeFrame(makePacker().pack({ _tag: "Message", message: { _tag: "Heartbeat", from: 9, to: 2, term: "x" } } as never))
       const cases: Array<Uint8Array> = [
         Uint8Array.of(1, 2, 3), // not even a first word
@@ -126,7 +126,7 @@ describe("listener", () => {
   it.scopedLive("a peer speaking another protocol version is refused, and the log says why", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {
-      const a = yield* start({ nodeId: 1, protocolVersion: 2 })
+      const a = yield* start({ nodeId: 1, protocolVersion: 3 })
       const b = yield* start({ nodeId: 2 })
       yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
       yield* a.transport.send(heartbeat(1, 2, 0))
@@ -134,8 +134,8 @@ describe("listener", () => {
       yield* waitUntil("the link to see it", Effect.map(link(a.transport), (s) => s.connectFailures >= 1))
       expect(b.received).toEqual([])
       const warnings = logs.lines.filter((line) => line.level === "WARN").map((line) => line.message)
-      expect(warnings).toContainEqual(expect.stringMatching(/^refusing peer connection from .*: peer protocol version 2 \(first word\) differs from ours \(1\)$/))
-      expect(warnings).toContainEqual(expect.stringMatching(/refused our handshake: peer protocol version 2 \(first word\) differs from ours \(1\)$/))
+      expect(warnings).toContainEqual(expect.stringMatching(/^refusing peer connection from .*: peer protocol version 3 \(first word\) differs from ours \(2\)$/))
+      expect(warnings).toContainEqual(expect.stringMatching(/refused our handshake: peer protocol version 3 \(first word\) differs from ours \(2\)$/))
     }).pipe(Effect.provide(logs.layer))
   })
 
@@ -148,7 +148,7 @@ describe("listener", () => {
         socket.on("error", () => {})
         socket.once("data", (chunk: Buffer) => {
           hellos.push(decodeHello(chunk.subarray(12)))
-          socket.write(encodeFrame(encodeHello({ version: 1, clusterId: "gamma", nodeId: 2, peerId: 1, refused: null, address: null })))
+          socket.write(encodeFrame(encodeHello({ version: peerProtocolVersion, clusterId: "gamma", nodeId: 2, peerId: 1, refused: null, address: null })))
         })
       })
       const port = yield* Effect.async<number>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as net.AddressInfo).port))))

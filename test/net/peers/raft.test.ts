@@ -1,5 +1,6 @@
 // The real Raft actor over real sockets: three nodes, each with its own TCP transport on
 // loopback, elect a leader, commit 100 proposals, lose the leader's transport, and commit on.
+import { noSnapshotIo, readAllBytes, snapshotOfBytes, type SnapshotSource } from "../../../src/actors/snapshotData.ts"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
 import type { StateMachine } from "../../../src/actors/Applier.ts"
@@ -21,8 +22,8 @@ class Counter implements StateMachine<number> {
       if (entry.kind === "command") this.total += entry.data[0] ?? 0
       return this.total
     })
-  readonly snapshot = Effect.sync(() => Uint8Array.of(this.total))
-  readonly restore = (_: unknown, data: Uint8Array) => Effect.sync(() => void (this.total = data[0] ?? 0))
+  readonly snapshot = snapshotOfBytes(Effect.sync(() => Uint8Array.of(this.total)))
+  readonly restore = (_: unknown, source: SnapshotSource) => Effect.map(Effect.orDie(readAllBytes(source)), (data) => void (this.total = data[0] ?? 0))
 }
 
 interface Member {
@@ -61,8 +62,7 @@ describe("Raft over TCP", () => {
           stateMachine: counter,
           io: {
             persist: log.persist,
-            saveSnapshot: () => Effect.void,
-            loadSnapshot: () => Effect.succeed(new Uint8Array()),
+            ...noSnapshotIo,
             send: transport.send
           },
           tickMs,

@@ -1,85 +1,138 @@
-// Snapshot chunking: a sender's chunks reassemble; a gap, a repeat, a reorder, a size lie or a
-// new transfer drops the whole snapshot, and an announced oversize is refused up front.
+// Snapshot streaming between two snapshot stores on the real disk, without sockets: the sender
+// reads chunks from its file, the receiver writes them into its incoming file. A gap asks the
+// sender to resume; a repeat is ignored; a checksum lie drops the transfer; a transfer broken by
+// a restart of the receiver resumes from the durable offset; another snapshot discards it.
+import * as fs from "node:fs"
 import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, Scope } from "effect"
 import type { InstallSnapshot } from "../../../src/raft/messages.ts"
-import { OutboundSnapshot, SnapshotAssembler } from "../../../src/net/peers/snapshots.ts"
-import { bytesEqual, prng } from "./helpers.ts"
+import { InboundSnapshots, OutboundSnapshot } from "../../../src/net/peers/snapshots.ts"
+import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
+import { bytesEqual, bytesOf, prng, snapshotStore, storedSnapshot } from "./helpers.ts"
 
-const message: InstallSnapshot = {
-  _tag: "InstallSnapshot",
-  from: 1,
-  to: 2,
-  term: 3,
-  meta: { index: 10, term: 2, config: { members: [{ id: 1, address: "a:1", role: "voter" }] } }
-}
+const meta = { index: 10, term: 2, config: { members: [{ id: 1, address: "a:1", role: "voter" as const }] } }
+const message: InstallSnapshot = { _tag: "InstallSnapshot", from: 1, to: 2, term: 3, meta }
 
-function chunksOf(out: OutboundSnapshot) {
-  const chunks = []
-  for (let chunk = out.nextChunk(); chunk !== null; chunk = out.nextChunk()) chunks.push(chunk)
-  return chunks
-}
+/** Every chunk the sender has left, read from its file. */
+const chunksOf = (out: OutboundSnapshot) =>
+  Effect.gen(function*() {
+    const chunks = []
+    for (let chunk = yield* out.nextChunk; chunk !== null; chunk = yield* out.nextChunk) chunks.push(chunk)
+    return chunks
+  }).pipe(Effect.orDie)
 
-describe("snapshot chunks", () => {
-  it("reassemble whole, whatever the size relative to the chunk", () => {
-    const random = prng(3)
-    for (const size of [0, 1, 999, 1000, 1001, 25_000]) {
-      const data = random.bytes(size)
-      const out = new OutboundSnapshot(7, message, data, 1000)
-      const assembler = new SnapshotAssembler(1 << 20, 1000)
-      let result = assembler.begin(out.begin)
-      for (const chunk of chunksOf(out)) {
-        expect(result.completed).toBeNull()
-        expect(chunk.data.byteLength).toBeLessThanOrEqual(1000)
-        result = assembler.chunk(chunk)
+const sender = (store: SnapshotsService, data: Uint8Array, chunkBytes = 1000) =>
+  Effect.map(storedSnapshot(store, meta, data), (source) => new OutboundSnapshot(7, message, source, chunkBytes))
+
+describe("snapshot streaming", () => {
+  it.scoped("arrives whole and checked, whatever the size relative to the chunk", () =>
+    Effect.gen(function*() {
+      const random = prng(3)
+      for (const size of [0, 1, 999, 1000, 1001, 25_000]) {
+        const { store: a } = yield* snapshotStore({ chunkBytesMax: 1000 })
+        const { store: b } = yield* snapshotStore({ chunkBytesMax: 1000, incomingSyncBytes: 4000 })
+        const data = random.bytes(size)
+        const out = yield* sender(a, data)
+        const inbound = new InboundSnapshots(b.inbox, 1000)
+        let event = yield* inbound.begin(out.begin)
+        // Every Begin is answered with where to start (0: a new snapshot).
+        expect(event.resumeAt).toEqual({ transfer: 7, offset: 0 })
+        out.resumeAt(event.resumeAt!.offset)
+        for (const chunk of yield* chunksOf(out)) {
+          expect(event.completed).toBeNull()
+          expect(chunk.data.byteLength).toBeLessThanOrEqual(1000)
+          event = yield* inbound.chunk(chunk)
+        }
+        expect(event.dropped).toBeNull()
+        expect(event.completed?.message).toEqual(message)
+        expect(bytesEqual(yield* bytesOf(event.completed!.snapshot), data)).toBe(true)
+        // Adopted, it is a snapshot of the receiver's store.
+        yield* Effect.orDie(b.adopt(meta))
+        expect(yield* Effect.orDie(b.latest)).toEqual(meta)
+        expect(bytesEqual(yield* bytesOf(yield* Effect.orDie(b.source(meta))), data)).toBe(true)
       }
-      expect(result.dropped).toBeNull()
-      expect(result.completed?.message).toEqual(message)
-      expect(bytesEqual(result.completed!.snapshot!, data)).toBe(true)
-      expect(assembler.heldBytes).toBe(0)
-    }
-  })
+    }))
 
-  it("a missing, repeated or reordered chunk drops the whole snapshot, and its later chunks are ignored", () => {
-    const data = prng(4).bytes(5000)
-    // [order of chunks delivered, drops reported]: the last one just never completes.
-    const cases: Array<[ReadonlyArray<number>, number]> = [[[0, 2, 3, 4], 1], [[0, 1, 1, 2, 3, 4], 1], [[1, 0, 2, 3, 4], 1], [[0, 1, 2, 3], 0]]
-    for (const [order, drops] of cases) {
-      const out = new OutboundSnapshot(1, message, data, 1000)
-      const chunks = chunksOf(out)
-      const assembler = new SnapshotAssembler(1 << 20, 1000)
-      assembler.begin(out.begin)
-      const results = order.map((seq) => assembler.chunk(chunks[seq]!))
-      expect(results.some((r) => r.completed !== null)).toBe(false)
-      expect(results.filter((r) => r.dropped !== null).length).toBe(drops) // reported once, then quiet
-      if (drops > 0) expect(assembler.heldBytes).toBe(0)
-    }
-  })
+  it.scoped("a gap asks the sender to resume at the receiver's offset; repeats are ignored", () =>
+    Effect.gen(function*() {
+      const { store: a } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const { store: b } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const data = prng(4).bytes(5000)
+      const out = yield* sender(a, data)
+      expect(yield* chunksOf(out)).toEqual([]) // nothing before the receiver says where to start
+      const inbound = new InboundSnapshots(b.inbox, 1000)
+      out.resumeAt((yield* inbound.begin(out.begin)).resumeAt!.offset)
+      const chunks = yield* chunksOf(out)
+      expect((yield* inbound.chunk(chunks[0]!)).resumeAt).toBeNull()
+      const gap = yield* inbound.chunk(chunks[2]!)
+      expect(gap.resumeAt).toEqual({ transfer: 7, offset: 1000 })
+      expect((yield* inbound.chunk(chunks[3]!)).resumeAt).toBeNull() // asked once per offset
+      out.resumeAt(gap.resumeAt!.offset)
+      const rest = yield* chunksOf(out)
+      expect(rest[0]!.offset).toBe(1000)
+      let last = yield* inbound.chunk(chunks[0]!) // a repeat: ignored
+      for (const chunk of rest) last = yield* inbound.chunk(chunk)
+      expect(bytesEqual(yield* bytesOf(last.completed!.snapshot), data)).toBe(true)
+    }))
 
-  it("an announced size over the limit is refused before any byte arrives", () => {
-    const assembler = new SnapshotAssembler(4096, 1000)
-    const result = assembler.begin({ _tag: "SnapshotBegin", transfer: 1, message, totalBytes: 2 ** 40, chunkCount: 2 ** 30 })
-    expect(result.dropped).toMatch(/more than the 4096 allowed/)
-    expect(assembler.heldBytes).toBe(0)
-    expect(assembler.chunk({ _tag: "SnapshotChunk", transfer: 1, seq: 0, data: new Uint8Array(10) })).toEqual({ completed: null, dropped: null })
-  })
+  it.scoped("a checksum that does not match drops the transfer and its partial file", () =>
+    Effect.gen(function*() {
+      const { store: a } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const { store: b, dir } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const data = prng(5).bytes(3000)
+      const out = yield* sender(a, data)
+      const inbound = new InboundSnapshots(b.inbox, 1000)
+      out.resumeAt((yield* inbound.begin({ ...out.begin, crc32c: (out.begin.crc32c + 1) >>> 0 })).resumeAt!.offset)
+      let last = null
+      for (const chunk of yield* chunksOf(out)) last = yield* inbound.chunk(chunk)
+      expect(last!.completed).toBeNull()
+      expect(last!.dropped).toMatch(/crc/)
+      expect(fs.readdirSync(dir).filter((name) => name.startsWith("incoming"))).toEqual([])
+    }))
 
-  it("a chunk past the announced size, or a short last chunk, drops the snapshot", () => {
-    const assembler = new SnapshotAssembler(1 << 20, 1000)
-    assembler.begin({ _tag: "SnapshotBegin", transfer: 1, message, totalBytes: 1500, chunkCount: 2 })
-    assembler.chunk({ _tag: "SnapshotChunk", transfer: 1, seq: 0, data: new Uint8Array(1000) })
-    expect(assembler.chunk({ _tag: "SnapshotChunk", transfer: 1, seq: 1, data: new Uint8Array(400) }).dropped).toMatch(/missing/)
-    assembler.begin({ _tag: "SnapshotBegin", transfer: 2, message, totalBytes: 1500, chunkCount: 2 })
-    assembler.chunk({ _tag: "SnapshotChunk", transfer: 2, seq: 0, data: new Uint8Array(1000) })
-    expect(assembler.chunk({ _tag: "SnapshotChunk", transfer: 2, seq: 1, data: new Uint8Array(600) }).dropped).toMatch(/runs past/)
-  })
+  it.scoped("a transfer broken by a restart of the receiver resumes from what its file holds", () =>
+    Effect.gen(function*() {
+      const { store: a } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const { dir } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const data = prng(6).bytes(10_500)
+      const out = yield* sender(a, data)
+      out.resumeAt(0)
+      const chunks = yield* chunksOf(out)
+      // First life of the receiver: 6 chunks arrive, then the connection and the process end.
+      const first = yield* Scope.make()
+      const { store: b1 } = yield* Scope.extend(snapshotStore({ dir, chunkBytesMax: 1000, incomingSyncBytes: 4000 }), first)
+      const inbound1 = new InboundSnapshots(b1.inbox, 1000)
+      yield* inbound1.begin(out.begin)
+      for (const chunk of chunks.slice(0, 6)) yield* inbound1.chunk(chunk)
+      yield* inbound1.stop
+      yield* Scope.close(first, Exit.void)
+      // Second life: the same snapshot is offered again, from 0.
+      const { store: b2 } = yield* snapshotStore({ dir, chunkBytesMax: 1000, incomingSyncBytes: 4000 })
+      const retry = new OutboundSnapshot(8, message, out.source, 1000)
+      const inbound2 = new InboundSnapshots(b2.inbox, 1000)
+      const began = yield* inbound2.begin(retry.begin)
+      expect(began.resumeAt).toEqual({ transfer: 8, offset: 6000 })
+      retry.resumeAt(began.resumeAt!.offset)
+      const rest = yield* chunksOf(retry)
+      expect(rest.length).toBe(5) // 6000 … 10500: the first 6000 bytes were not sent again
+      let last = null
+      for (const chunk of rest) last = yield* inbound2.chunk(chunk)
+      expect(bytesEqual(yield* bytesOf(last!.completed!.snapshot), data)).toBe(true)
+    }))
 
-  it("a new transfer supersedes an unfinished one", () => {
-    const assembler = new SnapshotAssembler(1 << 20, 1000)
-    assembler.begin({ _tag: "SnapshotBegin", transfer: 1, message, totalBytes: 1500, chunkCount: 2 })
-    assembler.chunk({ _tag: "SnapshotChunk", transfer: 1, seq: 0, data: new Uint8Array(1000) })
-    const result = assembler.begin({ _tag: "SnapshotBegin", transfer: 2, message, totalBytes: 10, chunkCount: 1 })
-    expect(result.dropped).toMatch(/transfer 1 superseded/)
-    const done = assembler.chunk({ _tag: "SnapshotChunk", transfer: 2, seq: 0, data: new Uint8Array(10) })
-    expect(done.completed?.snapshot?.byteLength).toBe(10)
-  })
+  it.scoped("another snapshot discards the partial one", () =>
+    Effect.gen(function*() {
+      const { store: a } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const { store: b, dir } = yield* snapshotStore({ chunkBytesMax: 1000, incomingSyncBytes: 1000 })
+      const out = yield* sender(a, prng(7).bytes(5000))
+      const inbound = new InboundSnapshots(b.inbox, 1000)
+      out.resumeAt((yield* inbound.begin(out.begin)).resumeAt!.offset)
+      for (const chunk of (yield* chunksOf(out)).slice(0, 3)) yield* inbound.chunk(chunk)
+      const newer = { ...meta, index: 20 }
+      const other = new OutboundSnapshot(9, { ...message, meta: newer }, yield* storedSnapshot(a, newer, prng(8).bytes(2000)), 1000)
+      const began = yield* inbound.begin(other.begin)
+      expect(began.dropped).toMatch(/superseded/)
+      expect(began.resumeAt).toEqual({ transfer: 9, offset: 0 })
+      expect(fs.readdirSync(dir).filter((name) => name.endsWith(".part"))).toEqual(["incoming-00000000000000000020-00000000000000000002.part"])
+    }))
 })

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber } from "effect"
 import type { PeerTlsOptions } from "../../../src/net/peers/sockets.ts"
 import { makeCertificates } from "../../certificates.ts"
-import { bytesEqual, link, prng, start, waitUntil } from "./helpers.ts"
+import { bytesEqual, bytesOf, link, prng, start, storedSnapshot, waitUntil } from "./helpers.ts"
 
 let cluster: PeerTlsOptions
 let rogue: PeerTlsOptions
@@ -28,10 +28,10 @@ describe("TLS between peers", () => {
       for (let i = 0; i < 100; i++) yield* a.transport.send(heartbeat(i))
       const data = prng(1).bytes(3 * 1024 * 1024 + 5)
       const install = { _tag: "InstallSnapshot" as const, from: 1, to: 2, term: 1, meta: { index: 5, term: 1, config: { members: [] } } }
-      yield* a.transport.send({ message: install, snapshot: data })
+      yield* a.transport.send({ message: install, snapshot: yield* storedSnapshot(a.snapshots, install.meta, data) })
       yield* waitUntil("everything to arrive", Effect.sync(() => b.received.length === 101))
       expect(b.received.slice(0, 100).map((e) => (e.message._tag === "Heartbeat" ? e.message.context : -1))).toEqual(Array.from({ length: 100 }, (_, i) => i))
-      expect(bytesEqual(b.received[100]!.snapshot!, data)).toBe(true)
+      expect(bytesEqual(yield* bytesOf(b.received[100]!.snapshot), data)).toBe(true)
     }))
 
   it.scopedLive("a node with another CA's certificate, or without TLS, never gets a message through", () =>

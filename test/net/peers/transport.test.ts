@@ -3,7 +3,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Envelope } from "../../../src/raft/messages.ts"
-import { appendEnvelope, bytesEqual, captureLogs, freePort, link, prng, start, waitUntil } from "./helpers.ts"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { appendEnvelope, bytesEqual, bytesOf, captureLogs, freePort, link, prng, start, storedSnapshot, waitUntil } from "./helpers.ts"
 
 const sameAppend = (a: Envelope, b: Envelope): boolean => {
   if (a.message._tag !== "AppendEntries" || b.message._tag !== "AppendEntries") return false
@@ -178,10 +181,11 @@ describe("TCP transport", () => {
       yield* a.transport.send({ message: { _tag: "Heartbeat", from: 1, to: 2, term: 1, commit: 0, context: 7 }, snapshot: null })
       // A snapshot far above the frame size still goes, in chunks.
       const data = prng(3).bytes(200 * 1024)
-      yield* a.transport.send({ message: { _tag: "InstallSnapshot", from: 1, to: 2, term: 1, meta: { index: 3, term: 1, config: { members: [] } } }, snapshot: data })
+      const meta = { index: 3, term: 1, config: { members: [] } }
+      yield* a.transport.send({ message: { _tag: "InstallSnapshot", from: 1, to: 2, term: 1, meta }, snapshot: yield* storedSnapshot(a.snapshots, meta, data) })
       yield* waitUntil("the heartbeat and the snapshot", Effect.sync(() => b.received.length === 2))
       expect(b.received[0]!.message).toMatchObject({ _tag: "Heartbeat", context: 7 })
-      expect(bytesEqual(b.received[1]!.snapshot!, data)).toBe(true)
+      expect(bytesEqual(yield* bytesOf(b.received[1]!.snapshot), data)).toBe(true)
       const stats = yield* link(a.transport)
       expect([stats.sent, stats.dropped, stats.reconnects]).toEqual([2, 1, 0])
     }))
@@ -193,19 +197,60 @@ describe("TCP transport", () => {
       yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
       const data = prng(77).bytes(5 * 1024 * 1024)
       const message = { _tag: "InstallSnapshot" as const, from: 1, to: 2, term: 4, meta: { index: 900, term: 3, config: { members: [{ id: 1, address: "x:1", role: "voter" as const }] } } }
-      yield* a.transport.send({ message, snapshot: data })
+      const source = yield* storedSnapshot(a.snapshots, message.meta, data)
+      yield* a.transport.send({ message, snapshot: source })
       for (let i = 0; i < 20; i++) yield* a.transport.send({ message: { _tag: "Heartbeat", from: 1, to: 2, term: 4, commit: 0, context: i }, snapshot: null })
       // A Raft retry of the same snapshot while it is in flight is not sent again.
-      yield* a.transport.send({ message, snapshot: data })
+      yield* a.transport.send({ message, snapshot: source })
       yield* waitUntil("the snapshot", Effect.sync(() => b.received.some((e) => e.snapshot !== null)))
       yield* waitUntil("the heartbeats", Effect.sync(() => b.received.filter((e) => e.message._tag === "Heartbeat").length === 20))
       const snapshots = b.received.filter((e) => e.snapshot !== null)
       expect(snapshots.length).toBe(1)
       expect(snapshots[0]!.message).toEqual(message)
-      expect(bytesEqual(snapshots[0]!.snapshot!, data)).toBe(true)
+      expect(bytesEqual(yield* bytesOf(snapshots[0]!.snapshot), data)).toBe(true)
       const stats = yield* b.transport.stats
       expect(stats.inbound.snapshotsReceived).toBe(1)
       expect(stats.inbound.snapshotsDropped).toBe(0)
       expect((yield* link(a.transport)).sent).toBe(21)
     }), 20_000)
+
+  it.scopedLive("a transfer broken by a restart of the receiver resumes from its offset, not from the start", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-resume-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const limits = { snapshotChunkBytes: 64 * 1024, snapshotChunksPerRound: 1 }
+      const a = yield* start({ nodeId: 1, limits })
+      const b1 = yield* start({ nodeId: 2, limits, snapshotsDir: dir })
+      yield* a.transport.setPeers(new Map([[2, b1.transport.address]]))
+      const size = 24 * 1024 * 1024
+      const data = prng(9).bytes(size)
+      const meta = { index: 40, term: 2, config: { members: [] } }
+      const stored = yield* storedSnapshot(a.snapshots, meta, data)
+      // Counts what the sender reads from its file.
+      let bytesRead = 0
+      const source = { ...stored, read: (offset: number, length: number) => Effect.tap(stored.read(offset, length), (chunk) => Effect.sync(() => void (bytesRead += chunk.byteLength))) }
+      const message = { _tag: "InstallSnapshot" as const, from: 1, to: 2, term: 2, meta }
+      yield* a.transport.send({ message, snapshot: source })
+      const partSize = () => fs.readdirSync(dir).filter((name) => name.endsWith(".part")).reduce((n, name) => n + fs.statSync(path.join(dir, name)).size, 0)
+      yield* waitUntil("a third of the snapshot at the receiver", Effect.sync(() => partSize() > size / 3), 20_000)
+      yield* b1.close // the receiver's process ends mid-transfer
+      const partSizeAtClose = partSize()
+      expect(b1.received.some((e) => e.snapshot !== null)).toBe(false)
+      const firstRead = bytesRead
+      bytesRead = 0
+      const b2 = yield* start({ nodeId: 2, limits, snapshotsDir: dir })
+      yield* a.transport.setPeers(new Map([[2, b2.transport.address]]))
+      // Raft offers the same snapshot again.
+      yield* a.transport.send({ message, snapshot: source })
+      yield* waitUntil("the snapshot at the restarted receiver", Effect.sync(() => b2.received.some((e) => e.snapshot !== null)), 30_000)
+      const got = b2.received.find((e) => e.snapshot !== null)!
+      expect(bytesEqual(yield* bytesOf(got.snapshot), data)).toBe(true)
+      // The second transfer read only what the first did not deliver durably (the receiver had
+      // more than a third of it): the sender waits for the receiver's offset before any chunk.
+      const headerBytes = partSize() - size // the received file, whole: its header and the data
+      const durable = partSizeAtClose - headerBytes
+      expect(firstRead).toBeGreaterThan(size / 3)
+      expect(bytesRead).toBe(size - durable)
+    }), 60_000)
 })
+

@@ -21,7 +21,11 @@ import { Disk } from "../../../src/storage/Disk.ts"
 import type { Recovered } from "../../../src/raft/storage.ts"
 import { persistInGroups } from "../../../src/storage/LogStore.ts"
 import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
-import { readSnapshotData, Snapshots, writeSnapshotData } from "../../../src/storage/Snapshots.ts"
+import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
+import { Snapshots, writeSnapshotFrom } from "../../../src/storage/Snapshots.ts"
+import { readAllBytes } from "../../../src/actors/snapshotData.ts"
+import type { SnapshotData } from "../../../src/raft/messages.ts"
+import { transferSnapshot } from "../snapshotTransfer.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
 import { makeSimDisk } from "../SimDisk.ts"
 import type { SafetyChecker } from "../checkers/safety.ts"
@@ -64,6 +68,8 @@ export interface FullNode {
   raft: KvNode | null
   machine: KvMachine | null
   scope: Scope.CloseableScope | null
+  /** Its snapshot store while it runs: where snapshots sent to it are received. */
+  snapshots: SnapshotsService | null
   restarts: number
 }
 
@@ -74,7 +80,7 @@ export class FullCluster {
   private readonly stored = new Map<NodeId, Stored>()
   /** Each node's clock rate, fixed for its life (restarts included). */
   readonly clockRates = new Map<NodeId, number>()
-  private inflight: Array<{ at: number; seq: number; from: NodeId; to: NodeId; bytes: Uint8Array; snapshot: Uint8Array | null }> = []
+  private inflight: Array<{ at: number; seq: number; from: NodeId; to: NodeId; bytes: Uint8Array; snapshot: SnapshotData | null }> = []
   private seq = 0
   tick = 0
   readonly blocked = new Set<string>()
@@ -103,7 +109,7 @@ export class FullCluster {
       for (const id of ids) {
         this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), bootstrap: bootstrap(config) })
         this.drawClockRate(id)
-        this.nodes.set(id, { id, raft: null, machine: null, scope: null, restarts: 0 })
+        this.nodes.set(id, { id, raft: null, machine: null, scope: null, snapshots: null, restarts: 0 })
         yield* this.start(id)
       }
     })
@@ -112,7 +118,7 @@ export class FullCluster {
   addEmpty(id: NodeId): Effect.Effect<void> {
     this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), bootstrap: null })
     this.drawClockRate(id)
-    this.nodes.set(id, { id, raft: null, machine: null, scope: null, restarts: 0 })
+    this.nodes.set(id, { id, raft: null, machine: null, scope: null, snapshots: null, restarts: 0 })
     return this.start(id)
   }
 
@@ -143,7 +149,7 @@ export class FullCluster {
       const checker = this.checker
       const sm = new KvMachine((entry) => checker.onApplied(id, entry))
       if (snapshot !== null) {
-        sm.store.restore(yield* Effect.orDie(readSnapshotData(snapshots, snapshot)))
+        sm.store.restore(yield* Effect.orDie(Effect.flatMap(snapshots.source(snapshot), (source) => readAllBytes(source))))
         sm.appliedIndex = snapshot.index
       }
       const clock = this.wrapClock(id, new DriftClock(yield* Effect.clock, this.clockRates.get(id) ?? 1))
@@ -153,8 +159,9 @@ export class FullCluster {
         stateMachine: sm,
         io: {
           persist: persistInGroups(log),
-          saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
-          loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
+          saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
+          adoptSnapshot: snapshots.adopt,
+          snapshotSource: snapshots.source,
           send: (envelope) => Effect.sync(() => this.send(id, envelope))
         },
         tickMs,
@@ -166,6 +173,7 @@ export class FullCluster {
       node.raft = raft
       node.machine = sm
       node.scope = scope
+      node.snapshots = snapshots
       this.trace(`${this.tick} n${id} START term=${recovered.hardState.term} log=${recovered.base.index}+${recovered.entries.length} snapshot=${snapshot?.index ?? 0}`)
     })
   }
@@ -180,6 +188,7 @@ export class FullCluster {
       node.raft = null
       node.machine = null
       node.scope = null
+      node.snapshots = null
       node.restarts++
       // The node stops wherever it is (its fibers interrupted between two disk calls, finalizers
       // only close handles), then power goes: whatever was not fsynced is lost or torn.
@@ -205,8 +214,10 @@ export class FullCluster {
       this.inflight = this.inflight.filter((f) => f.at > this.tick)
       for (const f of due) {
         const node = this.nodes.get(f.to)
-        if (node?.raft == null || this.blocked.has(`${f.from}->${f.to}`)) continue
-        yield* node.raft.deliver({ message: packr.unpack(f.bytes) as Message, snapshot: f.snapshot })
+        if (node?.raft == null || node.snapshots === null || this.blocked.has(`${f.from}->${f.to}`)) continue
+        const snapshot = f.snapshot === null ? null : yield* transferSnapshot(f.snapshot, node.snapshots.inbox, 4096)
+        if (f.snapshot !== null && snapshot === null) continue
+        yield* node.raft.deliver({ message: packr.unpack(f.bytes) as Message, snapshot })
       }
     })
   }

@@ -37,7 +37,10 @@ import { Disk } from "../../../src/storage/Disk.ts"
 import { persistInGroupsResumable } from "../../../src/storage/LogStore.ts"
 import type { PersistBatch } from "../../../src/storage/LogStore.ts"
 import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
-import { readSnapshotData, Snapshots, writeSnapshotData } from "../../../src/storage/Snapshots.ts"
+import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
+import { Snapshots, writeSnapshotFrom } from "../../../src/storage/Snapshots.ts"
+import type { SnapshotSource } from "../../../src/actors/snapshotData.ts"
+import { transferSnapshot } from "../snapshotTransfer.ts"
 import type { Prng } from "../Prng.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
 import { makeSimDisk } from "../SimDisk.ts"
@@ -83,6 +86,8 @@ export interface SqliteNode {
   machine: SqliteMachine | null
   dbs: ReplicatedDatabases | null
   scope: Scope.CloseableScope | null
+  /** Its snapshot store while it runs: where snapshots sent to it are received. */
+  snapshots: SnapshotsService | null
   restarts: number
 }
 
@@ -124,7 +129,7 @@ export class SqliteCluster {
         this.stored.set(id, { disk: makeSimDisk({ seed: this.options.rng.u32() }), bootstrap: bootstrap(config) })
         const dataDir = path.join(this.options.baseDir, `node-${id}`)
         fs.mkdirSync(dataDir, { recursive: true })
-        this.nodes.set(id, { id, dataDir, raft: null, machine: null, dbs: null, scope: null, restarts: 0 })
+        this.nodes.set(id, { id, dataDir, raft: null, machine: null, dbs: null, scope: null, snapshots: null, restarts: 0 })
         yield* this.start(id)
       }
     })
@@ -159,14 +164,16 @@ export class SqliteCluster {
         fsync: this.options.fsync,
         ...(this.options.machineBugs !== undefined ? { bugs: this.options.machineBugs } : {}),
         ...(this.options.syncEveryEntries !== undefined ? { syncEveryEntries: this.options.syncEveryEntries } : {}),
-        bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(readSnapshotData(snapshots, snapshot)) }
+        bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(snapshots.source(snapshot)) },
+        // One thread, in step with the simulated clock: nothing to release between chunks.
+        betweenChunks: Effect.void
       })
       yield* Scope.addFinalizer(scope, Effect.sync(() => machine.close()))
       const onApplied = this.options.onApplied
       if (machine.stats.restores > 0) this.bootRestores++
       const stateMachine = Object.assign(Object.create(machine) as SqliteMachine, {
         apply: (entry: Entry) => (onApplied === undefined ? machine.apply(entry) : Effect.zipLeft(machine.apply(entry), Effect.sync(() => onApplied(id, entry)))),
-        restore: (meta: SnapshotMeta, data: Uint8Array) => Effect.zipLeft(machine.restore(meta, data), Effect.sync(() => void this.installs++))
+        restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.zipLeft(machine.restore(meta, source), Effect.sync(() => void this.installs++))
       })
       const persist = persistInGroupsResumable(log)
       const raft = yield* RaftActor.make<SqliteApplyResult, SqliteMachine>({
@@ -176,8 +183,9 @@ export class SqliteCluster {
         io: {
           persist: (batches: ReadonlyArray<PersistBatch>) => persist(batches),
           recover: log.recover,
-          saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
-          loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
+          saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
+          adoptSnapshot: snapshots.adopt,
+          snapshotSource: snapshots.source,
           send: (envelope) => this.send(id, envelope)
         },
         tickMs: this.options.tickMs,
@@ -200,6 +208,7 @@ export class SqliteCluster {
       node.machine = machine
       node.dbs = dbs
       node.scope = scope
+      node.snapshots = snapshots
       this.options.trace?.(`n${id} START term=${loaded.hardState.term} log=${loaded.base.index}+${loaded.entries.length} snapshot=${snapshot?.index ?? 0}`)
     })
   }
@@ -216,6 +225,7 @@ export class SqliteCluster {
       node.machine = null
       node.dbs = null
       node.scope = null
+      node.snapshots = null
       node.restarts++
       yield* Scope.close(scope, Exit.void)
       if (this.options.disk !== "node") this.stored.get(id)?.disk.driver.crash(mode ?? this.options.rng.pick<CrashMode>(["lose", "prefix", "sectors"]))
@@ -243,8 +253,11 @@ export class SqliteCluster {
     const bytes = packr.pack(message)
     const deliver = Effect.suspend(() => {
       const node = this.nodes.get(message.to)
-      if (node?.raft == null || this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return Effect.void
-      return node.raft.deliver({ message: packr.unpack(bytes) as Message, snapshot: envelope.snapshot })
+      if (node?.raft == null || node.snapshots === null || this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return Effect.void
+      const raft = node.raft
+      if (envelope.snapshot === null) return raft.deliver({ message: packr.unpack(bytes) as Message, snapshot: null })
+      return Effect.flatMap(transferSnapshot(envelope.snapshot, node.snapshots.inbox, 1024 * 1024), (snapshot) =>
+        snapshot === null ? Effect.void : raft.deliver({ message: packr.unpack(bytes) as Message, snapshot }))
     })
     const delayMsMax = this.options.delayMsMax ?? 0
     if (this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return Effect.void
