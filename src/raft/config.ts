@@ -48,6 +48,14 @@ export interface RaftConfig {
   /** Entries kept below a snapshot when compacting, so a follower slightly behind still gets
    * entries rather than a whole snapshot. */
   readonly snapshotTrailingEntries: number
+  /** Most bytes of command data the core keeps in memory (the entry cache: the newest durable
+   * entries plus every entry not yet durable). Older entries keep only their term and index and
+   * are read back from the log store when a follower or the applier needs them. */
+  readonly entryCacheBytesMax: number
+  /** Most bytes of entries asked of the log store in one read-back (at least one entry). */
+  readonly entryLoadBytesMax: number
+  /** Ticks to wait for a read-back before asking again (the answer may have been lost). */
+  readonly entryLoadTimeoutTicks: number
   /** Seed of the election-jitter generator (the core's only randomness, kept as data). */
   readonly seed: number
   /** Deliberate bugs, for proving that the simulator's checkers catch them. Never set outside
@@ -77,6 +85,13 @@ export interface RaftBugs {
   readonly deferredVotesEarly?: boolean
 }
 
+/** 64 MiB: a node holds the newest 64 MiB of entries, which covers every follower that is less
+ * than that behind (at 1 MiB per AppendEntries, 64 round trips) and the applier's backlog in
+ * normal operation, so read-backs happen only for a follower far behind or a stalled applier.
+ * It is twice the default inflightBytesMax (32 MiB), so a pipelined follower's window of entries
+ * is in memory, and small beside the 300 MB node budget of issue 17. */
+export const entryCacheBytesMaxDefault = 64 * 1024 * 1024
+
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   id,
   electionTicks: 10,
@@ -95,6 +110,9 @@ export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   applyEntriesMax: 1024,
   snapshotRetryTicks: 50,
   snapshotTrailingEntries: 64,
+  entryCacheBytesMax: entryCacheBytesMaxDefault,
+  entryLoadBytesMax: 4 * 1024 * 1024,
+  entryLoadTimeoutTicks: 50,
   seed
 })
 
@@ -114,7 +132,10 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
     "uncommittedBytesMax",
     "readsPendingMax",
     "applyEntriesMax",
-    "snapshotRetryTicks"
+    "snapshotRetryTicks",
+    "entryCacheBytesMax",
+    "entryLoadBytesMax",
+    "entryLoadTimeoutTicks"
   ]
   for (const key of positive) {
     const value = config[key]

@@ -19,7 +19,8 @@ import {
   transferLeadership,
   broadcastAppend
 } from "./leader.ts"
-import { compactTo, lastIndex, makeLog, termAt } from "./log.ts"
+import { entriesLoaded, scheduleEntryLoad, tickEntryLoad } from "./entryCache.ts"
+import { compactTo, entryAt, evict, lastIndex, makeLog, slotAt, termAt } from "./log.ts"
 import { isVoter } from "./membership.ts"
 import type { Message, RequestVote } from "./messages.ts"
 import { becomeFollower } from "./roles.ts"
@@ -53,6 +54,8 @@ export function initialState(config: RaftConfig, recovered: Recovered): RaftStat
   const log = makeLog(recovered.base, recovered.entries, recovered.hardState.commit)
   log.applied = Math.max(snapshotIndex, log.base.index)
   log.committed = Math.max(log.committed, log.applied)
+  // Everything recovered is durable: hold no more of it than the cache allows.
+  evict(log, config.entryCacheBytesMax)
   assert(log.applied <= lastIndex(log) || log.entries.length === 0, "snapshot beyond the log")
   const state: RaftState = {
     config,
@@ -85,7 +88,10 @@ export function initialState(config: RaftConfig, recovered: Recovered): RaftStat
     forwardSeq: 0,
     leaderCommit: 0,
     leaderContacts: 0,
-    deferredVotes: []
+    deferredVotes: [],
+    entryLoad: null,
+    entryLoadSeq: 0,
+    entryLoadHeld: false
   }
   refreshMembership(state)
   resetRandomizedElectionTimeout(state)
@@ -105,6 +111,7 @@ function dispatch(st: Step, input: Input): void {
   switch (input._tag) {
     case "Tick":
       s.ticks++
+      tickEntryLoad(st)
       if (s.deferredVotes.length > 0 && (s.ticks === s.config.electionTicks || s.config.bugs?.deferredVotesEarly === true)) answerDeferredVotes(st)
       if (s.role === "leader") tickLeader(st)
       else tickElection(st)
@@ -136,6 +143,9 @@ function dispatch(st: Step, input: Input): void {
       return
     case "SnapshotTaken":
       snapshotTaken(st, input.meta)
+      return
+    case "EntriesLoaded":
+      entriesLoaded(st, input.seq, input.entries)
       return
     case "Drain":
       return
@@ -290,11 +300,21 @@ function finish(st: Step, before: { role: string; term: Term; vote: number | nul
   }
   const applyTo = Math.min(s.log.committed, s.log.stable, s.log.applied + s.config.applyEntriesMax)
   for (let i = s.log.applied + 1; i <= applyTo; i++) {
-    const entry = s.log.entries[i - s.log.base.index - 1]
-    assert(entry !== undefined && entry.index === i, `committed entry ${i} missing`)
+    const entry = entryAt(s.log, i)
+    if (entry === undefined) {
+      // Evicted and not loaded in this step: the applier waits for the read-back.
+      assert(slotAt(s.log, i)?.kind === "evicted", `committed entry ${i} missing`)
+      break
+    }
+    assert(entry.index === i, `committed entry ${i} is at ${entry.index}`)
     out.committed.push(entry)
+    s.log.applied = i
   }
-  if (applyTo > s.log.applied) s.log.applied = applyTo
+  // Read-back entries live for one step; then the cache goes back under its bound and whatever
+  // still waits for evicted entries asks for them.
+  s.log.loaded = null
+  evict(s.log, s.config.entryCacheBytesMax)
+  scheduleEntryLoad(st)
   if (s.role !== before.role || s.term !== before.term || s.leader !== before.leader) {
     emit(st, { _tag: "StateChanged", role: s.role, term: s.term, leader: s.leader })
   }

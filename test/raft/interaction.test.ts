@@ -114,6 +114,8 @@ function inputLine(input: Input): string {
       return `persisted ${input.index}/${input.term}`
     case "SnapshotTaken":
       return `snapshot-taken ${input.meta.index}/${input.meta.term}`
+    case "EntriesLoaded":
+      return `loaded seq=${input.seq} [${input.entries.map(entry).join(" ")}]`
     case "Drain":
       return "drain"
   }
@@ -146,6 +148,7 @@ function readyLines(ready: Ready): string[] {
   for (const m of r.messagesAfterPersist) out.push(`send-after-persist ${message(m)}`)
   if (r.committed.length > 0) out.push(`apply ${r.committed.map(entry).join(" ")}`)
   for (const e of r.events) out.push(`event ${event(e)}`)
+  for (const l of r.loads) out.push(`load seq=${l.seq} ${l.lo}..${l.hi}`)
   return out
 }
 
@@ -243,6 +246,20 @@ function run(blocks: ReadonlyArray<Block>): string[] {
         break
       case "persist":
         c.persist(num(0), positional[1] === undefined ? Infinity : num(1))
+        break
+      case "hold-loads":
+        c.node(num(0)).holdLoads = true
+        break
+      case "serve-loads":
+        c.node(num(0)).holdLoads = false
+        c.serveLoads(num(0), positional[1] === undefined ? Infinity : num(1))
+        break
+      case "cache":
+        for (const n of c.nodes.values()) {
+          const log = n.state.log
+          const evicted = log.entries.filter((e) => e.kind === "evicted").map((e) => e.index)
+          out.push(`n${n.id} resident=${log.residentFrom}..${n.lastIndex} bytes=${log.residentBytes} evicted=[${evicted.join(",")}]`)
+        }
         break
       case "snapshot":
         c.takeSnapshot(num(0), positional[1] === undefined ? undefined : num(1))
