@@ -165,6 +165,20 @@ export function evict(log: RaftLog, bytesMax: number): void {
   }
 }
 
+/** What is wrong with the cache's bookkeeping, or null (O(entries): for tests and simulators). */
+export function cacheProblem(log: RaftLog): string | null {
+  let bytes = 0
+  for (let i = log.base.index + 1; i <= lastIndex(log); i++) {
+    const slot = log.entries[i - log.base.index - 1]!
+    if (slot.index !== i) return `slot ${i} holds index ${slot.index}`
+    if (slot.kind === "evicted" && i >= log.residentFrom) return `entry ${i} evicted at or above residentFrom ${log.residentFrom}`
+    if (slot.kind === "evicted" && i > log.stable) return `entry ${i} evicted but not durable (stable ${log.stable})`
+    if (i >= log.residentFrom) bytes += dataBytes(slot)
+  }
+  if (bytes !== log.residentBytes) return `residentBytes ${log.residentBytes}, counted ${bytes}`
+  return null
+}
+
 /** First index of the run of entries with `term` that ends at or contains `index`. */
 export function firstIndexOfTerm(log: RaftLog, index: LogIndex, term: Term): LogIndex {
   let i = index

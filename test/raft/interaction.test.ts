@@ -251,7 +251,6 @@ function run(blocks: ReadonlyArray<Block>): string[] {
         c.node(num(0)).holdLoads = true
         break
       case "serve-loads":
-        c.node(num(0)).holdLoads = false
         c.serveLoads(num(0), positional[1] === undefined ? Infinity : num(1))
         break
       case "cache":
