@@ -4,8 +4,10 @@
 import { Context, Effect, Layer } from "effect"
 import { assert } from "../assert.ts"
 import type { PersistBatch, Recovered } from "../raft/storage.ts"
+import type { Entry, LogIndex } from "../raft/types.ts"
 import { entrySizeBytes } from "../raft/types.ts"
 import type { StorageError } from "./errors.ts"
+import { EntriesUnavailable } from "./errors.ts"
 import { LogState } from "./logState.ts"
 import type { LogOperation } from "./logState.ts"
 
@@ -41,6 +43,12 @@ export interface LogStoreService {
    * undone in place (a failure other than a full disk, or one while old segments were being
    * removed): then only a restart recovers. A no-op when the store is not broken. */
   readonly recover: Effect.Effect<void, StorageError>
+  /** Entries lo..hi (inclusive) of the durable log, for the Raft driver's read-backs of entries
+   * the core evicted from memory. Fails with `EntriesUnavailable` when any of them is not in the
+   * log (compacted, truncated or not yet written), `LogCorrupted` when a record read back is not
+   * the entry the index says (checksum, index or term), `LogStoreBroken` while the store is
+   * broken. lo > hi reads nothing. */
+  readonly read: (lo: LogIndex, hi: LogIndex) => Effect.Effect<ReadonlyArray<Entry>, StorageError>
 }
 
 export class LogStore extends Context.Tag("tqlite/storage/LogStore")<LogStore, LogStoreService>() {
@@ -159,6 +167,12 @@ export function makeMemoryLogStore(): LogStoreService {
         }
       }),
     // Memory never fills up: persist fails only on a broken contract, which is a defect.
-    recover: Effect.void
+    recover: Effect.void,
+    read: (lo, hi) =>
+      Effect.suspend(() => {
+        if (lo > hi) return Effect.succeed([])
+        const entries = state.entriesIn(lo, hi)
+        return entries === undefined ? Effect.fail(new EntriesUnavailable({ lo, hi, base: state.base.index, last: state.lastIndex })) : Effect.succeed(entries)
+      })
   }
 }

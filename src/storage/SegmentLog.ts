@@ -23,13 +23,14 @@ import { assert } from "../assert.ts"
 import type { Entry, LogIndex } from "../raft/types.ts"
 import { Disk, ensureDir, writeFileAtomic } from "./Disk.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
-import { ClusterIdMismatch, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
+import { ClusterIdMismatch, EntriesUnavailable, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
 import type { DiskFailure, StorageError } from "./errors.ts"
 import {
   checkpointDraft,
   compactDraft,
   decodeCheckpoint,
   decodeMembership,
+  decodeRecordAt,
   decodeVote,
   encodeRecords,
   entryDraft,
@@ -41,6 +42,7 @@ import {
   truncateDraft
 } from "./format.ts"
 import type { Checkpoint, RecordDraft, RecordView } from "./format.ts"
+import { EntryPositions } from "./entryPositions.ts"
 import { LogState } from "./logState.ts"
 import type { LogOperation, Problem } from "./logState.ts"
 import { applyOrDie, assertPersistBounds, LogStore, operationsOf, recoveredOf } from "./LogStore.ts"
@@ -55,6 +57,11 @@ export interface SegmentLogOptions {
   /** A segment is closed when the next record would take it past this size; a record larger than
    * this gets a segment of its own. Default {@link segmentBytesMaxDefault}. */
   readonly segmentBytesMax?: number
+  /** Deliberate bugs, for proving that tests catch them. Never set outside tests. */
+  readonly bugs?: {
+    /** `read` looks every entry up one position too far in the offset index. */
+    readonly readOneRecordOff?: boolean
+  }
 }
 
 export const segmentBytesMaxDefault = 64 * 1024 * 1024
@@ -85,14 +92,17 @@ export const SegmentLog = {
       const recovery = yield* openDirectory(disk, options.dir, options.clusterId)
       const writer = yield* Effect.acquireRelease(
         Effect.map(disk.open(recovery.active.path, "write"), (file) =>
-          new Writer(disk, options.dir, options.clusterId, segmentBytesMax, recovery, file)),
+          new Writer(disk, options.dir, options.clusterId, segmentBytesMax, recovery, file, options.bugs?.readOneRecordOff === true ? 1 : 0)),
         (writer) => Effect.ignore(writer.close())
       )
       const mutex = yield* Effect.makeSemaphore(1)
       return {
         load: mutex.withPermits(1)(writer.load()),
         persist: (batches) => mutex.withPermits(1)(writer.persist(batches)),
-        recover: mutex.withPermits(1)(writer.recover())
+        recover: mutex.withPermits(1)(writer.recover()),
+        // Under the same permit as persist: the positions and the files agree, and no segment is
+        // removed under the read (a read-back is bounded by the core's entryLoadBytesMax).
+        read: (lo, hi) => mutex.withPermits(1)(writer.read(lo, hi))
       }
     }),
 
@@ -120,6 +130,8 @@ interface RevertPoint {
 class Writer {
   private segments: Array<SegmentInfo>
   private state: LogState
+  /** Where each live entry's record is (the offset index for `read`). */
+  private positions: EntryPositions
   private activeBytes: number
   private activeRecords: number
   private cached: Recovered | null
@@ -137,10 +149,13 @@ class Writer {
     private readonly clusterId: string,
     private readonly segmentBytesMax: number,
     recovery: Recovery,
-    private file: DiskFile
+    private file: DiskFile,
+    /** 0, or 1 for the readOneRecordOff mutation. */
+    private readonly readShift: number
   ) {
     this.segments = recovery.segments
     this.state = recovery.state.termsOnly()
+    this.positions = recovery.positions
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
     this.cached = recoveredOf(recovery.state)
@@ -149,6 +164,7 @@ class Writer {
   private start(recovery: Recovery, file: DiskFile): void {
     this.segments = recovery.segments
     this.state = recovery.state.termsOnly()
+    this.positions = recovery.positions
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
     this.cached = recoveredOf(recovery.state)
@@ -246,6 +262,7 @@ class Writer {
         for (const operation of operationsOf(batch)) {
           if (self.state.isNoop(operation)) {
             applyOrDie(self.state, operation)
+            trackPosition(self.positions, operation, null)
             continue
           }
           const draft = draftOf(operation)
@@ -260,6 +277,8 @@ class Writer {
           }
           applyOrDie(self.state, operation)
           if (operation._tag === "truncate") self.lowerNeeded(operation.from - 1)
+          const active = self.segments[self.segments.length - 1]!
+          trackPosition(self.positions, operation, { seq: active.seq, offset: self.activeBytes + pendingBytes, bytes: size })
           pending.push(draft)
           pendingBytes += size
           written = true
@@ -274,6 +293,53 @@ class Writer {
         self.removing = false
       }
     })
+  }
+
+  /** Entries lo..hi, read back from their records (one read per segment they span). Every record
+   * is checked — checksum, kind, index and the term the log state knows — before it is returned:
+   * a wrong offset in the index is `LogCorrupted`, never a wrong entry. */
+  read(lo: LogIndex, hi: LogIndex): Effect.Effect<ReadonlyArray<Entry>, StorageError> {
+    const self = this
+    return Effect.gen(function* () {
+      if (self.broken !== null) return yield* self.broken
+      if (lo > hi) return []
+      if (lo <= self.state.base.index || hi > self.state.lastIndex) {
+        return yield* new EntriesUnavailable({ lo, hi, base: self.state.base.index, last: self.state.lastIndex })
+      }
+      const out: Array<Entry> = []
+      let index = lo
+      while (index <= hi) {
+        const first = self.positions.at(index + self.readShift)
+        if (first === undefined) return yield* new EntriesUnavailable({ lo, hi, base: self.state.base.index, last: self.state.lastIndex })
+        // The run of entries in the same segment, contiguous on disk as they were appended.
+        let end = index
+        let endByte = first.offset + first.bytes
+        while (end < hi) {
+          const next = self.positions.at(end + 1 + self.readShift)
+          if (next === undefined || next.seq !== first.seq || next.offset !== endByte) break
+          end++
+          endByte = next.offset + next.bytes
+        }
+        const segment = self.segments.find((s) => s.seq === first.seq)
+        assert(segment !== undefined, `entry ${index} is in segment ${first.seq}, which the log no longer has`)
+        const bytes = yield* self.readRange(segment.path, first.offset, endByte - first.offset)
+        let at = 0
+        for (let i = index; i <= end; i++) {
+          const entry = entryOfRecord(bytes, at, i, self.state.termAt(i))
+          if (typeof entry === "string") return yield* new LogCorrupted({ file: segment.path, offset: first.offset + at, reason: entry })
+          out.push(entry)
+          at += self.positions.at(i + self.readShift)!.bytes
+        }
+        index = end + 1
+      }
+      return out
+    })
+  }
+
+  /** The active segment is read through the writer's own handle; a closed one is opened. */
+  private readRange(file: string, position: number, length: number): Effect.Effect<Uint8Array, DiskFailure> {
+    if (file === this.file.path) return this.file.read(position, length)
+    return Effect.acquireUseRelease(this.disk.open(file, "read"), (handle) => handle.read(position, length), (handle) => Effect.ignore(handle.close))
   }
 
   private flush(drafts: ReadonlyArray<RecordDraft>): Effect.Effect<void, DiskFailure> {
@@ -343,6 +409,50 @@ class Writer {
   }
 }
 
+/** Mirrors one applied operation in the offset index (`at` is where its record went, or null
+ * when it wrote none). */
+function trackPosition(positions: EntryPositions, operation: LogOperation, at: { seq: number; offset: number; bytes: number } | null): void {
+  switch (operation._tag) {
+    case "append":
+      assert(at !== null, "an appended entry has a record")
+      positions.append(operation.entry.index, at)
+      return
+    case "truncate":
+      positions.truncate(operation.from)
+      return
+    case "compact":
+      positions.compact(operation.base.index)
+      return
+    case "snapshot":
+      positions.reset(operation.meta.index + 1)
+      return
+    case "hardState":
+      return
+  }
+}
+
+/** The entry in the record at `at` of `bytes`, or why it is not entry `index` of term `term`. */
+function entryOfRecord(bytes: Uint8Array, at: number, index: LogIndex, term: number | undefined): Entry | string {
+  const decoded = decodeRecordAt(bytes, at)
+  if (!decoded.ok) return `reading back entry ${index}: ${decoded.reason}`
+  const record = decoded.record
+  if (record.index !== index || record.term !== term) {
+    return `reading back entry ${index} (term ${term}): the record there holds index ${record.index}, term ${record.term}`
+  }
+  switch (record.kind) {
+    case RecordKind.command:
+      return { kind: "command", index, term, data: record.payload }
+    case RecordKind.config: {
+      const config = decodeMembership(record.payload)
+      return config === null ? `reading back entry ${index}: config entry holds no readable membership` : { kind: "config", index, term, config }
+    }
+    case RecordKind.barrier:
+      return { kind: "barrier", index, term }
+    default:
+      return `reading back entry ${index}: the record there is not an entry (kind ${record.kind})`
+  }
+}
+
 function draftOf(operation: LogOperation): RecordDraft {
   switch (operation._tag) {
     case "hardState":
@@ -362,6 +472,7 @@ function draftOf(operation: LogOperation): RecordDraft {
 
 interface Recovery {
   readonly state: LogState
+  readonly positions: EntryPositions
   readonly segments: Array<SegmentInfo>
   readonly active: { readonly path: string; readonly bytes: number; readonly records: number }
 }
@@ -460,6 +571,7 @@ function initialise(disk: DiskService, dir: string, clusterId: string, seqs: Rea
 
 interface Replay {
   readonly state: LogState
+  readonly positions: EntryPositions
   readonly segments: Array<SegmentInfo>
   /** Segments before a gap in the numbering: left over from an interrupted prefix removal. */
   readonly leftovers: ReadonlyArray<string>
@@ -483,6 +595,7 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
     while (firstOfRun > 0 && seqs[firstOfRun - 1] === seqs[firstOfRun]! - 1) firstOfRun--
     const run = seqs.slice(firstOfRun)
     const state = new LogState({ keepEntries: true })
+    const positions = new EntryPositions(1)
     const segments: Array<SegmentInfo> = []
     let last: Replay["last"] | null = null
     for (let i = 0; i < run.length; i++) {
@@ -516,6 +629,7 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
         }
         if (i === 0) {
           state.startAt(checkpoint)
+          positions.reset(checkpoint.lastIndex + 1)
         } else {
           const disagreement = checkpointDisagreement(state, checkpoint)
           if (disagreement !== null) {
@@ -527,6 +641,7 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
           const record = scan.records[r]!
           const problem = applyRecord(state, record)
           if (problem !== null) return yield* new LogCorrupted({ file, offset: record.offset, reason: problem })
+          trackRecordPosition(positions, record, seq)
           if (record.kind === RecordKind.truncate) {
             for (const segment of segments) segment.neededUpTo = Math.min(segment.neededUpTo, record.index - 1)
           }
@@ -552,8 +667,30 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
     }
     assert(last !== null, "a replay reads at least one segment")
     const leftovers = seqs.slice(0, firstOfRun).map((seq) => path.join(dir, segmentFileName(seq)))
-    return { state, segments, leftovers, last }
+    return { state, positions, segments, leftovers, last }
   })
+}
+
+/** Mirrors one replayed record in the offset index (as trackPosition does for a written one). */
+function trackRecordPosition(positions: EntryPositions, record: RecordView, seq: number): void {
+  switch (record.kind) {
+    case RecordKind.command:
+    case RecordKind.config:
+    case RecordKind.barrier:
+      positions.append(record.index, { seq, offset: record.offset, bytes: recordBytes(record) })
+      return
+    case RecordKind.truncate:
+      positions.truncate(record.index)
+      return
+    case RecordKind.compact:
+      positions.compact(record.index)
+      return
+    case RecordKind.snapshot:
+      positions.reset(record.index + 1)
+      return
+    default:
+      return
+  }
 }
 
 function checkpointDisagreement(state: LogState, checkpoint: Checkpoint): string | null {
@@ -641,7 +778,7 @@ function repair(disk: DiskService, dir: string, replay: Replay): Effect.Effect<R
       removed = true
     }
     if (removed) yield* disk.fsyncDir(dir)
-    return { state, segments, active: { path: last.path, bytes, records } }
+    return { state, positions: replay.positions, segments, active: { path: last.path, bytes, records } }
   })
 }
 
