@@ -25,7 +25,7 @@ import { isVoter } from "./membership.ts"
 import type { Message, RequestVote } from "./messages.ts"
 import { becomeFollower } from "./roles.ts"
 import type { Input, RaftState, Step, StepResult } from "./state.ts"
-import type { Recovered } from "./storage.ts"
+import type { Recovered, RecoveredBounded } from "./storage.ts"
 import { emit, emptyReady, refreshMembership, reject, resetRandomizedElectionTimeout, send } from "./state.ts"
 import type { LogIndex, Membership, SnapshotMeta, Term } from "./types.ts"
 
@@ -47,7 +47,7 @@ export function bootstrap(config: Membership): Recovered {
   }
 }
 
-export function initialState(config: RaftConfig, recovered: Recovered): RaftState {
+export function initialState(config: RaftConfig, recovered: RecoveredBounded): RaftState {
   validateRaftConfig(config)
   const snapshotIndex = recovered.snapshot?.index ?? 0
   assert(recovered.base.index <= snapshotIndex, "log compacted past the latest snapshot")

@@ -3,7 +3,7 @@
 // `LogStore.layerMemory` (fast tests) and `SegmentLog.layer` (segment files on a `Disk`).
 import { Context, Effect, Layer } from "effect"
 import { assert } from "../assert.ts"
-import type { PersistBatch, Recovered } from "../raft/storage.ts"
+import type { PersistBatch, Recovered, RecoveredBounded } from "../raft/storage.ts"
 import type { Entry, LogIndex } from "../raft/types.ts"
 import { entrySizeBytes } from "../raft/types.ts"
 import type { StorageError } from "./errors.ts"
@@ -29,6 +29,10 @@ export type { PersistBatch, Recovered }
 export interface LogStoreService {
   /** The durable state. Call once at start-up (it is also valid later, for tests and tools). */
   readonly load: Effect.Effect<Recovered, StorageError>
+  /** `load` for a node starting: only the newest `dataBytesMax` bytes of command data (at least
+   * the last command) are read; older commands come as EvictedEntry (the Raft core's entry cache
+   * reads them back with `read` when needed), so start-up memory does not grow with the log. */
+  readonly loadBounded: (dataBytesMax: number) => Effect.Effect<RecoveredBounded, StorageError>
   /** Applies all batches in order and makes them durable with one fdatasync (a segment roll adds
    * one for the closed segment and a directory fsync). Returns when everything is durable. At most
    * {@link persistEntriesMax} entries and {@link persistBytesMax} bytes per call (see
@@ -159,6 +163,8 @@ export function makeMemoryLogStore(): LogStoreService {
   const state = new LogState({ keepEntries: true })
   return {
     load: Effect.sync(() => recoveredOf(state)),
+    // Memory holds every entry anyway: nothing to leave on disk.
+    loadBounded: () => Effect.sync(() => recoveredOf(state)),
     persist: (batches) =>
       Effect.sync(() => {
         assertPersistBounds(batches)

@@ -20,7 +20,8 @@ import * as path from "node:path"
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { assert } from "../assert.ts"
-import type { Entry, LogIndex } from "../raft/types.ts"
+import type { RecoveredBounded } from "../raft/storage.ts"
+import type { Entry, LogIndex, LogSlot } from "../raft/types.ts"
 import { Disk, ensureDir, writeFileAtomic } from "./Disk.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
 import { ClusterIdMismatch, EntriesUnavailable, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
@@ -31,6 +32,7 @@ import {
   decodeCheckpoint,
   decodeMembership,
   decodeRecordAt,
+  recordHeaderBytes,
   decodeVote,
   encodeRecords,
   entryDraft,
@@ -43,6 +45,7 @@ import {
 } from "./format.ts"
 import type { Checkpoint, RecordDraft, RecordView } from "./format.ts"
 import { EntryPositions } from "./entryPositions.ts"
+import type { EntryPosition } from "./entryPositions.ts"
 import { LogState } from "./logState.ts"
 import type { LogOperation, Problem } from "./logState.ts"
 import { applyOrDie, assertPersistBounds, LogStore, operationsOf, recoveredOf } from "./LogStore.ts"
@@ -98,6 +101,7 @@ export const SegmentLog = {
       const mutex = yield* Effect.makeSemaphore(1)
       return {
         load: mutex.withPermits(1)(writer.load()),
+        loadBounded: (dataBytesMax) => mutex.withPermits(1)(writer.loadBounded(dataBytesMax)),
         persist: (batches) => mutex.withPermits(1)(writer.persist(batches)),
         recover: mutex.withPermits(1)(writer.recover()),
         // Under the same permit as persist: the positions and the files agree, and no segment is
@@ -134,7 +138,6 @@ class Writer {
   private positions: EntryPositions
   private activeBytes: number
   private activeRecords: number
-  private cached: Recovered | null
   private broken: LogStoreBroken | null = null
   /** Set with `broken` when the failed persist can be undone in place (a full disk before any
    * old segment was removed). */
@@ -158,7 +161,6 @@ class Writer {
     this.positions = recovery.positions
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
-    this.cached = recoveredOf(recovery.state)
   }
 
   private start(recovery: Recovery, file: DiskFile): void {
@@ -167,7 +169,6 @@ class Writer {
     this.positions = recovery.positions
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
-    this.cached = recoveredOf(recovery.state)
     this.file = file
   }
 
@@ -220,10 +221,42 @@ class Writer {
   load(): Effect.Effect<Recovered, StorageError> {
     return Effect.suspend(() => {
       if (this.broken !== null) return Effect.fail(this.broken)
-      if (this.cached !== null) return Effect.succeed(this.cached)
       // Re-read what is on disk: exactly what a restart would see.
       const seqs = this.segments.map((s) => s.seq)
-      return Effect.map(replaySegments(this.disk, this.dir, seqs), (replay) => recoveredOf(replay.state))
+      return Effect.map(replaySegments(this.disk, this.dir, seqs, true), (replay) => recoveredOf(replay.state))
+    })
+  }
+
+  /** The durable state with the data of only the newest `dataBytesMax` bytes of commands (at
+   * least the last one): older commands come as EvictedEntry, read from the offset index without
+   * touching their records. Configs and barriers always come whole. */
+  loadBounded(dataBytesMax: number): Effect.Effect<RecoveredBounded, StorageError> {
+    const self = this
+    return Effect.gen(function* () {
+      if (self.broken !== null) return yield* self.broken
+      const state = self.state
+      const first = state.base.index + 1
+      const last = state.lastIndex
+      let tailFrom = last + 1
+      let bytes = 0
+      while (tailFrom > first) {
+        const position = self.positions.at(tailFrom - 1)
+        assert(position !== undefined, `no position for live entry ${tailFrom - 1}`)
+        const data = position.kind === RecordKind.command ? position.bytes - recordHeaderBytes : 0
+        if (tailFrom <= last && bytes + data > dataBytesMax) break
+        bytes += data
+        tailFrom--
+      }
+      const entries: Array<LogSlot> = []
+      for (let index = first; index < tailFrom; index++) {
+        const position = self.positions.at(index)!
+        const term = state.termAt(index)!
+        if (position.kind === RecordKind.command) entries.push({ kind: "evicted", index, term, sizeBytes: position.bytes })
+        else if (position.kind === RecordKind.barrier) entries.push({ kind: "barrier", index, term })
+        else entries.push(...(yield* self.read(index, index)))
+      }
+      entries.push(...(yield* self.read(tailFrom, last)))
+      return { hardState: state.hardState, base: state.base, entries, snapshot: state.snapshot }
     })
   }
 
@@ -231,7 +264,6 @@ class Writer {
     return Effect.suspend((): Effect.Effect<void, StorageError> => {
       if (this.broken !== null) return Effect.fail(this.broken)
       assertPersistBounds(batches)
-      this.cached = null
       const active = this.segments[this.segments.length - 1]!
       const point: RevertPoint = { seq: active.seq, path: active.path, bytes: this.activeBytes }
       return this.writeAll(batches).pipe(
@@ -278,7 +310,7 @@ class Writer {
           applyOrDie(self.state, operation)
           if (operation._tag === "truncate") self.lowerNeeded(operation.from - 1)
           const active = self.segments[self.segments.length - 1]!
-          trackPosition(self.positions, operation, { seq: active.seq, offset: self.activeBytes + pendingBytes, bytes: size })
+          trackPosition(self.positions, operation, { seq: active.seq, offset: self.activeBytes + pendingBytes, bytes: size, kind: draft.kind })
           pending.push(draft)
           pendingBytes += size
           written = true
@@ -411,7 +443,7 @@ class Writer {
 
 /** Mirrors one applied operation in the offset index (`at` is where its record went, or null
  * when it wrote none). */
-function trackPosition(positions: EntryPositions, operation: LogOperation, at: { seq: number; offset: number; bytes: number } | null): void {
+function trackPosition(positions: EntryPositions, operation: LogOperation, at: EntryPosition | null): void {
   switch (operation._tag) {
     case "append":
       assert(at !== null, "an appended entry has a record")
@@ -494,7 +526,8 @@ function openDirectory(disk: DiskService, dir: string, clusterId: string): Effec
     if (seqs.length === 0) {
       return yield* new LogCorrupted({ file: dir, offset: 0, reason: "the directory has metadata but no log segment" })
     }
-    const replay = yield* replaySegments(disk, dir, seqs)
+    // Terms and positions only: the entries stay on disk (load and loadBounded read them).
+    const replay = yield* replaySegments(disk, dir, seqs, false)
     return yield* repair(disk, dir, replay)
   })
 }
@@ -589,12 +622,12 @@ interface Replay {
  * read: anything before a gap is what an interrupted prefix removal left behind, which is only
  * acceptable if that run alone accounts for every live entry (checked: no unread entry remains).
  */
-function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<number>): Effect.Effect<Replay, StorageError> {
+function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<number>, keepEntries: boolean): Effect.Effect<Replay, StorageError> {
   return Effect.gen(function* () {
     let firstOfRun = seqs.length - 1
     while (firstOfRun > 0 && seqs[firstOfRun - 1] === seqs[firstOfRun]! - 1) firstOfRun--
     const run = seqs.slice(firstOfRun)
-    const state = new LogState({ keepEntries: true })
+    const state = new LogState({ keepEntries })
     const positions = new EntryPositions(1)
     const segments: Array<SegmentInfo> = []
     let last: Replay["last"] | null = null
@@ -639,7 +672,7 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
         segments.push({ seq, path: file, neededUpTo: checkpoint.lastIndex })
         for (let r = 1; r < scan.records.length; r++) {
           const record = scan.records[r]!
-          const problem = applyRecord(state, record)
+          const problem = applyRecord(state, record, keepEntries)
           if (problem !== null) return yield* new LogCorrupted({ file, offset: record.offset, reason: problem })
           trackRecordPosition(positions, record, seq)
           if (record.kind === RecordKind.truncate) {
@@ -677,7 +710,7 @@ function trackRecordPosition(positions: EntryPositions, record: RecordView, seq:
     case RecordKind.command:
     case RecordKind.config:
     case RecordKind.barrier:
-      positions.append(record.index, { seq, offset: record.offset, bytes: recordBytes(record) })
+      positions.append(record.index, { seq, offset: record.offset, bytes: recordBytes(record), kind: record.kind })
       return
     case RecordKind.truncate:
       positions.truncate(record.index)
@@ -707,10 +740,11 @@ function checkpointDisagreement(state: LogState, checkpoint: Checkpoint): string
   return null
 }
 
-function applyRecord(state: LogState, record: RecordView): Problem {
+/** `copy`: the entry is kept, so its payload must not pin the segment's buffer. */
+function applyRecord(state: LogState, record: RecordView, copy: boolean): Problem {
   switch (record.kind) {
     case RecordKind.command:
-      return state.append({ kind: "command", index: record.index, term: record.term, data: record.payload.slice() })
+      return state.append({ kind: "command", index: record.index, term: record.term, data: copy ? record.payload.slice() : record.payload })
     case RecordKind.config: {
       const config = decodeMembership(record.payload)
       if (config === null) return "config entry holds no readable membership"

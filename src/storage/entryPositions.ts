@@ -3,7 +3,7 @@
 // operations exactly as LogState does — append, truncate, compact, install a snapshot — in the
 // writer (as records are written) and in replay (as records are read), so after a restart or an
 // undone full-disk persist it is rebuilt by the same replay that rebuilds the log's state.
-// Three parallel number arrays (not an object per entry): ~24 bytes per live entry.
+// Parallel number arrays (not an object per entry): ~32 bytes per live entry.
 import { assert } from "../assert.ts"
 import type { LogIndex } from "../raft/types.ts"
 
@@ -14,6 +14,8 @@ export interface EntryPosition {
   readonly offset: number
   /** Header plus payload. */
   readonly bytes: number
+  /** The record's kind (RecordKind: command, config or barrier). */
+  readonly kind: number
 }
 
 export class EntryPositions {
@@ -23,6 +25,7 @@ export class EntryPositions {
   private seqs: number[] = []
   private offsets: number[] = []
   private sizes: number[] = []
+  private kinds: number[] = []
 
   constructor(nextIndex: LogIndex) {
     this.first = nextIndex
@@ -39,6 +42,7 @@ export class EntryPositions {
     this.seqs = []
     this.offsets = []
     this.sizes = []
+    this.kinds = []
   }
 
   append(index: LogIndex, position: EntryPosition): void {
@@ -46,6 +50,7 @@ export class EntryPositions {
     this.seqs.push(position.seq)
     this.offsets.push(position.offset)
     this.sizes.push(position.bytes)
+    this.kinds.push(position.kind)
   }
 
   /** Entries >= from are gone. */
@@ -59,6 +64,7 @@ export class EntryPositions {
     this.seqs.length = keep
     this.offsets.length = keep
     this.sizes.length = keep
+    this.kinds.length = keep
   }
 
   /** Entries <= base are gone. */
@@ -68,12 +74,13 @@ export class EntryPositions {
     this.seqs.splice(0, drop)
     this.offsets.splice(0, drop)
     this.sizes.splice(0, drop)
+    this.kinds.splice(0, drop)
     this.first += drop
   }
 
   at(index: LogIndex): EntryPosition | undefined {
     const i = index - this.first
     if (i < 0 || i >= this.seqs.length) return undefined
-    return { seq: this.seqs[i]!, offset: this.offsets[i]!, bytes: this.sizes[i]! }
+    return { seq: this.seqs[i]!, offset: this.offsets[i]!, bytes: this.sizes[i]!, kind: this.kinds[i]! }
   }
 }
