@@ -46,7 +46,7 @@ const loadAttemptsMax = 10
 export interface ScaleReport {
   readonly gib: number
   readonly blobsPerTransaction: number
-  /** The nodes' --snapshot-every (entries between snapshots). */
+  /** The nodes' --snapshot-every (entries between snapshots; 0: their default, 10000). */
   readonly snapshotEvery: number
   readonly databaseBytes: number
   readonly transactions: number
@@ -94,7 +94,7 @@ const log = (line: string) => process.stderr.write(`${line}\n`)
 
 function spawnNode(node: Omit<NodeProcess, "child">, join: string | null, logDir: string, snapshotEvery: number): ChildProcess {
   const out = fs.openSync(path.join(logDir, `${node.name}.log`), "a")
-  const args = [cli, "start", "--address", node.address, "--data-dir", node.dataDir, "--metrics", node.metrics, "--snapshot-every", String(snapshotEvery), ...(join === null ? [] : ["--join", join])]
+  const args = [cli, "start", "--address", node.address, "--data-dir", node.dataDir, "--metrics", node.metrics, ...(snapshotEvery > 0 ? ["--snapshot-every", String(snapshotEvery)] : []), ...(join === null ? [] : ["--join", join])]
   const child = track(spawn(process.execPath, args, { cwd: root, stdio: ["ignore", out, out] }))
   fs.closeSync(out)
   return child
@@ -199,7 +199,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   const blobsPerTransaction = Number(option(args, "blobs-per-transaction") ?? 20)
   if (!Number.isSafeInteger(blobsPerTransaction) || blobsPerTransaction < 1 || blobsPerTransaction > 28) throw new Error("--blobs-per-transaction wants 1 to 28 (1 MiB blobs; a transaction may write 30 MiB)")
   const snapshotEvery = Number(option(args, "snapshot-every") ?? 300)
-  if (!Number.isSafeInteger(snapshotEvery) || snapshotEvery < 1) throw new Error("--snapshot-every wants a number of entries")
+  if (!Number.isSafeInteger(snapshotEvery) || snapshotEvery < 0) throw new Error("--snapshot-every wants a number of entries (0: the nodes' default, 10000)")
   const stallSeconds = Number(option(args, "stall-seconds") ?? 120)
   if (!Number.isFinite(stallSeconds) || stallSeconds < 0) throw new Error("--stall-seconds wants a number of seconds")
   const jsonPath = option(args, "json")
