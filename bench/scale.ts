@@ -385,7 +385,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
 export function renderReport(r: ScaleReport): string {
   const mb = (bytes: number) => `${(bytes / mib).toFixed(0)} MB`
   const lines = [
-    `scale: ${r.gib} GiB database (${mb(r.databaseBytes)} in ${r.transactions} transactions of ${r.blobsPerTransaction} × 1 MiB), 3 nodes + 1 joiner, a snapshot every ${r.snapshotEvery} entries, load average ${r.machine.loadBefore.toFixed(1)} → ${r.machine.loadAfter.toFixed(1)} on ${r.machine.cpus} cores`,
+    `scale: ${r.gib} GiB database (${mb(r.databaseBytes)} in ${r.transactions} transactions of ${r.blobsPerTransaction} × 1 MiB), 3 nodes + 1 joiner, a snapshot every ${r.snapshotEvery > 0 ? r.snapshotEvery : "10000 (default)"} entries, load average ${r.machine.loadBefore.toFixed(1)} → ${r.machine.loadAfter.toFixed(1)} on ${r.machine.cpus} cores`,
     `| measure | value |`,
     `| --- | --- |`,
     `| load | ${r.load.seconds.toFixed(1)} s, ${r.load.mbPerSecond.toFixed(1)} MB/s (${r.load.retries} transactions sent again) |`,
