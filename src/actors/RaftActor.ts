@@ -222,6 +222,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     // The newest answered read-back of evicted entries (the core asks for one at a time and
     // ignores any other sequence number, so the latest is all it needs).
     let loadedLatest: { readonly seq: number; readonly entries: ReadonlyArray<Entry> } | null = null
+    // What the applier has applied, for the core's bound on entries handed to it.
+    let appliedLatest: LogIndex = core.log.applied
+    let appliedStepped: LogIndex = core.log.applied
     // A read-back found a record that is not the entry its index names: the Raft actor dies
     // with it at its next batch (the node stops rather than serve from a log it cannot trust).
     let readBackDefect: unknown = null
@@ -292,7 +295,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           snapshotLatest = meta
           return nudge
         }),
-      appliedIndex: core.log.applied
+      appliedIndex: core.log.applied,
+      onApplied: (index) =>
+        Effect.suspend(() => {
+          appliedLatest = index
+          return nudge
+        })
     })
 
     const initial: DriverState<R, SM> = {
@@ -333,6 +341,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             input({ _tag: "Persisted", index: persisted.index, term: persisted.term })
           }
           if (readBackDefect !== null) return yield* Effect.die(readBackDefect)
+          if (appliedLatest !== appliedStepped) {
+            appliedStepped = appliedLatest
+            input({ _tag: "Applied", index: appliedLatest })
+          }
           const loaded = loadedLatest
           if (loaded !== null) {
             loadedLatest = null

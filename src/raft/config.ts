@@ -43,6 +43,10 @@ export interface RaftConfig {
   readonly followerReads: boolean
   /** Most committed entries handed to the applier in one step. */
   readonly applyEntriesMax: number
+  /** Most bytes of entries handed to the applier and not yet reported applied (Applied input):
+   * a slow state machine holds back the hand-out instead of piling entries up in the driver (at
+   * least one step's worth is always handed out when nothing is outstanding). */
+  readonly applyInflightBytesMax: number
   /** Ticks to wait for an InstallSnapshot answer before offering the snapshot again. */
   readonly snapshotRetryTicks: number
   /** Entries kept below a snapshot when compacting, so a follower slightly behind still gets
@@ -108,6 +112,7 @@ export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   uncommittedBytesMax: 256 * 1024 * 1024,
   readsPendingMax: 4096,
   applyEntriesMax: 1024,
+  applyInflightBytesMax: entryCacheBytesMaxDefault,
   snapshotRetryTicks: 50,
   snapshotTrailingEntries: 64,
   entryCacheBytesMax: entryCacheBytesMaxDefault,
@@ -132,6 +137,7 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
     "uncommittedBytesMax",
     "readsPendingMax",
     "applyEntriesMax",
+    "applyInflightBytesMax",
     "snapshotRetryTicks",
     "entryCacheBytesMax",
     "entryLoadBytesMax",

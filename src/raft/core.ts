@@ -28,6 +28,7 @@ import type { Input, RaftState, Step, StepResult } from "./state.ts"
 import type { Recovered, RecoveredBounded } from "./storage.ts"
 import { emit, emptyReady, refreshMembership, reject, resetRandomizedElectionTimeout, send } from "./state.ts"
 import type { LogIndex, Membership, SnapshotMeta, Term } from "./types.ts"
+import { entrySizeBytes } from "./types.ts"
 
 
 export const emptyRecovered: Recovered = {
@@ -89,6 +90,8 @@ export function initialState(config: RaftConfig, recovered: RecoveredBounded): R
     leaderCommit: 0,
     leaderContacts: 0,
     deferredVotes: [],
+    applyInflight: [],
+    applyInflightBytes: 0,
     entryLoad: null,
     entryLoadSeq: 0,
     entryLoadHeld: false
@@ -146,6 +149,9 @@ function dispatch(st: Step, input: Input): void {
       return
     case "EntriesLoaded":
       entriesLoaded(st, input.seq, input.entries)
+      return
+    case "Applied":
+      applied(s, input.index)
       return
     case "Drain":
       return
@@ -299,7 +305,10 @@ function finish(st: Step, before: { role: string; term: Term; vote: number | nul
     out.messages = []
   }
   const applyTo = Math.min(s.log.committed, s.log.stable, s.log.applied + s.config.applyEntriesMax)
+  let handedBytes = 0
   for (let i = s.log.applied + 1; i <= applyTo; i++) {
+    // The applier has enough to do: hand out more once it reports progress.
+    if (s.applyInflightBytes + handedBytes >= s.config.applyInflightBytesMax && (s.applyInflightBytes > 0 || handedBytes > 0)) break
     const entry = entryAt(s.log, i)
     if (entry === undefined) {
       // Evicted and not loaded in this step: the applier waits for the read-back.
@@ -308,7 +317,12 @@ function finish(st: Step, before: { role: string; term: Term; vote: number | nul
     }
     assert(entry.index === i, `committed entry ${i} is at ${entry.index}`)
     out.committed.push(entry)
+    handedBytes += entrySizeBytes(entry)
     s.log.applied = i
+  }
+  if (handedBytes > 0) {
+    s.applyInflight.push({ index: s.log.applied, bytes: handedBytes })
+    s.applyInflightBytes += handedBytes
   }
   // Read-back entries live for one step; then the cache goes back under its bound and whatever
   // still waits for evicted entries asks for them.
@@ -318,6 +332,13 @@ function finish(st: Step, before: { role: string; term: Term; vote: number | nul
   if (s.role !== before.role || s.term !== before.term || s.leader !== before.leader) {
     emit(st, { _tag: "StateChanged", role: s.role, term: s.term, leader: s.leader })
   }
+}
+
+function applied(s: RaftState, index: LogIndex): void {
+  while (s.applyInflight.length > 0 && s.applyInflight[0]!.index <= index) {
+    s.applyInflightBytes -= s.applyInflight.shift()!.bytes
+  }
+  assert(s.applyInflightBytes >= 0, "apply bytes in flight below zero")
 }
 
 /** Committed entries are still waiting to be applied (call step with Drain). */

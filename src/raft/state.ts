@@ -39,6 +39,9 @@ export type Input =
   /** The answer to a Ready's `loads` request `seq`: the entries read back from the log store,
    * contiguous from the request's `lo` (fewer, or none, when the read failed). */
   | { readonly _tag: "EntriesLoaded"; readonly seq: number; readonly entries: ReadonlyArray<Entry> }
+  /** The state machine has applied (or restored a snapshot) up to `index`: entries handed to it
+   * up to there no longer count against applyInflightBytesMax. */
+  | { readonly _tag: "Applied"; readonly index: LogIndex }
   /** Nothing new; emit whatever committed entries are still waiting to be applied. */
   | { readonly _tag: "Drain" }
 
@@ -159,6 +162,10 @@ export interface RaftState {
    * restart is answered at once instead of after its next election timeout. The newest one per
    * sender, so at most one per member. */
   deferredVotes: Array<RequestVote>
+  /** Entries handed to the applier and not yet reported applied: one record per step that
+   * handed some out (its last index and their bytes), and their total. */
+  applyInflight: Array<{ readonly index: LogIndex; readonly bytes: number }>
+  applyInflightBytes: number
   /** The one read-back of evicted entries in flight, and ticks since it was asked for. */
   entryLoad: { readonly seq: number; readonly lo: LogIndex; readonly hi: LogIndex; elapsedTicks: number } | null
   entryLoadSeq: number

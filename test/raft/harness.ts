@@ -44,6 +44,8 @@ export class TestNode {
   holdLoads = false
   /** How many read-backs this node's core asked for. */
   loadsAsked = 0
+  /** While true, the node reports what it applied (Applied input) right after each Ready. */
+  reportApplied = false
   /** Every entry handed out in `Ready.committed`, in order. */
   readonly applied: Entry[] = []
   /** The state machine's position: the last entry applied or snapshot restored. */
@@ -172,6 +174,9 @@ export class Cluster {
       node.appliedIndex = entry.index
       node.applied.push(entry)
     }
+    // The state machine here applies at once; a node told to report it steps Applied (the others
+    // never reach applyInflightBytesMax with a test's few bytes).
+    if ((ready.committed.length > 0 || ready.snapshot !== null) && node.reportApplied) this.step(id, { _tag: "Applied", index: node.appliedIndex })
     node.loads.push(...ready.loads)
     node.loadsAsked += ready.loads.length
     if (!node.holdPersist) this.persist(id)

@@ -116,6 +116,8 @@ function inputLine(input: Input): string {
       return `snapshot-taken ${input.meta.index}/${input.meta.term}`
     case "EntriesLoaded":
       return `loaded seq=${input.seq} [${input.entries.map(entry).join(" ")}]`
+    case "Applied":
+      return `applied ${input.index}`
     case "Drain":
       return "drain"
   }
@@ -178,7 +180,7 @@ function run(blocks: ReadonlyArray<Block>): string[] {
       cluster = new Cluster({ ids, members: ids.map((id) => ({ id, role: roleOf(id) })), config: config as Partial<RaftConfig> })
       cluster.observer = (id, input, ready) => {
         const lines = readyLines(ready)
-        if (lines.length === 0 && (input._tag === "Tick" || input._tag === "Persisted" || input._tag === "Drain")) return
+        if (lines.length === 0 && (input._tag === "Tick" || input._tag === "Persisted" || input._tag === "Drain" || input._tag === "Applied")) return
         out.push(`n${id} ${inputLine(input)}`, ...lines.map((l) => `  ${l}`))
       }
       outputs.push(ids.map((id) => `n${id} ${roleOf(id)}`).join("\n"))

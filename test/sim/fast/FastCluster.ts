@@ -229,6 +229,10 @@ export class FastCluster {
       this.hooks.onAppliedIndex(node)
       this.maybeSnapshot(node)
     }
+    if (ready.committed.length > 0 || ready.snapshot !== null) {
+      const last = ready.committed[ready.committed.length - 1]
+      this.input(node, { _tag: "Applied", index: last?.index ?? node.state.log.applied })
+    }
     this.hooks.onReady(node, ready)
   }
 

@@ -46,6 +46,7 @@ export interface FullKnobs {
    * entries back from its segment log all the time. */
   readonly entryCacheBytesMax?: number
   readonly entryLoadBytesMax?: number
+  readonly applyInflightBytesMax?: number
 }
 
 type KvResult = KvApplyResult | undefined
@@ -143,6 +144,7 @@ export class FullCluster {
         followerReads: this.knobs.followerReads ?? true,
         ...(this.knobs.entryCacheBytesMax !== undefined ? { entryCacheBytesMax: this.knobs.entryCacheBytesMax } : {}),
         ...(this.knobs.entryLoadBytesMax !== undefined ? { entryLoadBytesMax: this.knobs.entryLoadBytesMax } : {}),
+        ...(this.knobs.applyInflightBytesMax !== undefined ? { applyInflightBytesMax: this.knobs.applyInflightBytesMax } : {}),
         ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {})
       }
       // As the node wiring does: only the cache's worth of entry data is read at start.
