@@ -516,15 +516,17 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       const readEntries = options.io.readEntries
       assert(readEntries !== undefined, `node ${id} evicted entries it cannot read back: RaftIo.readEntries is missing (entryCacheBytesMax ${options.config.entryCacheBytesMax})`)
       return readEntries(load.lo, load.hi).pipe(
-        Effect.catchAll((error) =>
-          typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "LogCorrupted"
-            ? Effect.zipRight(Effect.sync(() => void (readBackDefect = error)), Effect.zipRight(nudge, Effect.never))
-            : Effect.as(Effect.logDebug(`read-back of entries ${load.lo}..${load.hi} failed; asked again later`, error), [] as ReadonlyArray<Entry>)),
-        Effect.flatMap((entries) =>
-          Effect.suspend(() => {
-            loadedLatest = { seq: load.seq, entries }
-            return nudge
-          })),
+        Effect.matchEffect({
+          onSuccess: (entries) => Effect.sync(() => void (loadedLatest = { seq: load.seq, entries })),
+          onFailure: (error) =>
+            typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "LogCorrupted"
+              ? Effect.sync(() => void (readBackDefect = error))
+              : Effect.zipRight(
+                Effect.logDebug(`read-back of entries ${load.lo}..${load.hi} failed; asked again later`, error),
+                Effect.sync(() => void (loadedLatest = { seq: load.seq, entries: [] }))
+              )
+        }),
+        Effect.zipRight(Effect.suspend(() => nudge)),
         Effect.forkIn(scope),
         Effect.asVoid
       )

@@ -25,7 +25,7 @@ class Counter implements StateMachine<number> {
 const tickMs = 10
 
 /** n nodes wired by an in-memory network that delivers at once unless a node is cut off. */
-const cluster = (n: number, entryCacheBytesMax?: number) =>
+const cluster = (n: number, entryCacheBytesMax?: number, readFails?: unknown) =>
   Effect.gen(function*() {
     const readBacks = { entries: 0 }
     const ids = Array.from({ length: n }, (_, i) => i + 1)
@@ -43,7 +43,8 @@ const cluster = (n: number, entryCacheBytesMax?: number) =>
         stateMachine: machines.set(id, new Counter()).get(id)!,
         io: {
           persist: log.persist,
-          readEntries: (lo, hi) => Effect.tap(log.read(lo, hi), (entries) => Effect.sync(() => void (readBacks.entries += entries.length))),
+          readEntries: (lo, hi) =>
+            readFails !== undefined ? Effect.fail(readFails) : Effect.tap(log.read(lo, hi), (entries) => Effect.sync(() => void (readBacks.entries += entries.length))),
           saveSnapshot: () => Effect.void,
           loadSnapshot: () => Effect.succeed(new Uint8Array()),
           send: (envelope) =>
@@ -74,6 +75,26 @@ const cluster = (n: number, entryCacheBytesMax?: number) =>
   })
 
 describe("RaftActor", () => {
+  it.scoped("a read-back that finds a record other than the entry its index names stops the node", () =>
+    Effect.gen(function*() {
+      const corrupt = { _tag: "LogCorrupted", file: "log-1.seg", offset: 0, reason: "the record there holds index 7" }
+      const { nodes, cut, leader } = yield* cluster(3, 1, corrupt)
+      const node = yield* leader
+      yield* TestClock.adjust(tickMs * 3)
+      const behind = [...nodes.values()].find((n) => n.id !== node.id)!
+      cut.add(behind.id)
+      const failed = yield* Effect.fork(Effect.flip(node.failed))
+      // One byte of cache: the entries the cut-off follower misses are evicted once durable.
+      const proposals = yield* Effect.forEach([1, 2, 3], (amount) => Effect.fork(node.propose(Uint8Array.of(amount))))
+      yield* TestClock.adjust(tickMs * 5)
+      yield* Effect.forEach(proposals, Fiber.join)
+      expect(failed.unsafePoll()).toBeNull()
+      cut.delete(behind.id)
+      yield* TestClock.adjust(tickMs * 10)
+      const failure = yield* Fiber.join(failed)
+      expect(failure.actor).toContain("raft-")
+    }))
+
   it.scoped("a follower far behind is caught up from entries evicted from the leader's memory", () =>
     Effect.gen(function*() {
       // 8 bytes of entry data per node: every entry older than the last few is read back.
