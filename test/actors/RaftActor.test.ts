@@ -5,6 +5,7 @@ import { Chunk, Effect, Exit, Fiber, Scope, Stream, TestClock } from "effect"
 import type { Applied, StateMachine } from "../../src/actors/Applier.ts"
 import type { RaftNode } from "../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../src/actors/RaftActor.ts"
+import type { RaftConfig } from "../../src/raft/config.ts"
 import { defaultRaftConfig } from "../../src/raft/config.ts"
 import { bootstrap } from "../../src/raft/core.ts"
 import type { Entry, Membership, NodeId } from "../../src/raft/types.ts"
@@ -25,7 +26,7 @@ class Counter implements StateMachine<number> {
 const tickMs = 10
 
 /** n nodes wired by an in-memory network that delivers at once unless a node is cut off. */
-const cluster = (n: number, entryCacheBytesMax?: number, readFails?: unknown) =>
+const cluster = (n: number, overrides: Partial<RaftConfig> = {}, readFails?: unknown) =>
   Effect.gen(function*() {
     const readBacks = { entries: 0 }
     const ids = Array.from({ length: n }, (_, i) => i + 1)
@@ -38,7 +39,7 @@ const cluster = (n: number, entryCacheBytesMax?: number, readFails?: unknown) =>
       const boot = bootstrap(config)
       yield* log.persist([{ hardState: boot.hardState, entries: boot.entries }])
       const node = yield* RaftActor.make<number, Counter>({
-        config: { ...defaultRaftConfig(id), seed: id * 31, ...(entryCacheBytesMax !== undefined ? { entryCacheBytesMax, entryLoadBytesMax: 256 } : {}) },
+        config: { ...defaultRaftConfig(id), seed: id * 31, ...overrides },
         recovered: boot,
         stateMachine: machines.set(id, new Counter()).get(id)!,
         io: {
@@ -78,18 +79,12 @@ describe("RaftActor", () => {
   it.scoped("a read-back that finds a record other than the entry its index names stops the node", () =>
     Effect.gen(function*() {
       const corrupt = { _tag: "LogCorrupted", file: "log-1.seg", offset: 0, reason: "the record there holds index 7" }
-      const { nodes, cut, leader } = yield* cluster(3, 1, corrupt)
+      // One byte of cache, and one entry at a time handed to the applier: the next entries are
+      // evicted before the applier asks for them, so they are read back — from a broken log.
+      const { leader } = yield* cluster(1, { entryCacheBytesMax: 1, applyInflightBytesMax: 1 }, corrupt)
       const node = yield* leader
-      yield* TestClock.adjust(tickMs * 3)
-      const behind = [...nodes.values()].find((n) => n.id !== node.id)!
-      cut.add(behind.id)
       const failed = yield* Effect.fork(Effect.flip(node.failed))
-      // One byte of cache: the entries the cut-off follower misses are evicted once durable.
-      const proposals = yield* Effect.forEach([1, 2, 3], (amount) => Effect.fork(node.propose(Uint8Array.of(amount))))
-      yield* TestClock.adjust(tickMs * 5)
-      yield* Effect.forEach(proposals, Fiber.join)
-      expect(failed.unsafePoll()).toBeNull()
-      cut.delete(behind.id)
+      yield* Effect.forEach([1, 2, 3, 4], (amount) => Effect.fork(node.propose(Uint8Array.of(amount))))
       yield* TestClock.adjust(tickMs * 10)
       const failure = yield* Fiber.join(failed)
       expect(failure.actor).toContain("raft-")
@@ -98,7 +93,7 @@ describe("RaftActor", () => {
   it.scoped("a follower far behind is caught up from entries evicted from the leader's memory", () =>
     Effect.gen(function*() {
       // 8 bytes of entry data per node: every entry older than the last few is read back.
-      const { nodes, machines, cut, leader, readBacks } = yield* cluster(3, 8)
+      const { nodes, machines, cut, leader, readBacks } = yield* cluster(3, { entryCacheBytesMax: 8, entryLoadBytesMax: 256 })
       const node = yield* leader
       yield* TestClock.adjust(tickMs * 3)
       const behind = [...nodes.values()].find((n) => n.id !== node.id)!
