@@ -42,6 +42,7 @@ const cluster = (size: number, dir: string) =>
         stateMachine: new Sink(),
         io: {
           persist: persistInGroups(log),
+          readEntries: log.read,
           saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
           loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
           send: deliver

@@ -176,6 +176,7 @@ export class SqliteCluster {
         io: {
           persist: (batches: ReadonlyArray<PersistBatch>) => persist(batches),
           recover: log.recover,
+          readEntries: log.read,
           saveSnapshot: (meta, data) => writeSnapshotData(snapshots, meta, data),
           loadSnapshot: (meta) => readSnapshotData(snapshots, meta),
           send: (envelope) => this.send(id, envelope)
