@@ -43,6 +43,7 @@ const cluster = (size: number, dir: string) =>
         stateMachine: new Sink(),
         io: {
           persist: persistInGroups(log),
+          readEntries: log.read,
           saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
           adoptSnapshot: snapshots.adopt,
           snapshotSource: snapshots.source,

@@ -76,6 +76,8 @@ export interface ApplierOptions<R, SM> {
   readonly diskFull?: DiskFullWatch
   /** Applied index starts here (the snapshot the node booted from). */
   readonly appliedIndex: LogIndex
+  /** Called when the published applied index moves (after the batch's sync). */
+  readonly onApplied?: (index: LogIndex) => Effect.Effect<void>
 }
 
 interface ApplierState {
@@ -169,7 +171,9 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
             // applier, or the leader's SQLite) is over.
             yield* watch.clear("state machine")
           }
+          const moved = state.applied !== appliedPublished
           appliedPublished = state.applied
+          if (moved && options.onApplied !== undefined) yield* options.onApplied(state.applied)
           return state
         })
     })

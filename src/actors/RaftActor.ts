@@ -12,14 +12,14 @@ import type { Scope } from "effect"
 import { Clock, Deferred, Duration, Effect, Exit, FiberId, PubSub, Stream } from "effect"
 import { assert } from "../assert.ts"
 import type { RaftConfig } from "../raft/config.ts"
-import type { Recovered } from "../raft/storage.ts"
+import type { RecoveredBounded } from "../raft/storage.ts"
 import { applyPending, initialState, snapshotMetaAt, step } from "../raft/core.ts"
 import { leaseAnchor, leaseTicks, soleVoter } from "../raft/lease.ts"
 import { lastIndex, lastTerm } from "../raft/log.ts"
 import type { MembershipChange } from "../raft/membership.ts"
 import type { ProgressState } from "../raft/progress.ts"
 import type { Input, RaftRole, RaftState, Ready, RejectReason, RequestId } from "../raft/state.ts"
-import type { LogIndex, Membership, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
+import type { Entry, LogIndex, Membership, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import * as Actor from "../runtime/Actor.ts"
 import type { Applied, ApplierMessage, StateMachine } from "./Applier.ts"
 import * as Applier from "./Applier.ts"
@@ -48,13 +48,16 @@ export interface RaftIo {
   readonly adoptSnapshot: (meta: SnapshotMeta) => Effect.Effect<void, unknown>
   /** A stored snapshot as a chunked source: what a peer link sends and the applier restores. */
   readonly snapshotSource: (meta: SnapshotMeta) => Effect.Effect<SnapshotSource, unknown>
+  /** Reads durable log entries lo..hi back (LogStore `read`), for entries the core evicted from
+   * its entry cache. Absent: the node must never evict (a read-back request is a defect). */
+  readonly readEntries?: (lo: LogIndex, hi: LogIndex) => Effect.Effect<ReadonlyArray<Entry>, unknown>
   /** Hands a message to the peer link; never blocks for long (a full link drops: Raft retries). */
   readonly send: (envelope: Envelope) => Effect.Effect<void>
 }
 
 export interface RaftNodeOptions<R, SM> {
   readonly config: RaftConfig
-  readonly recovered: Recovered
+  readonly recovered: RecoveredBounded
   /** Already restored to `recovered.snapshot` (if any) by the caller. */
   readonly stateMachine: SM & StateMachine<R>
   readonly io: RaftIo
@@ -224,6 +227,16 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     // and the status others read: plain variables (one JavaScript thread; each is replaced
     // whole, never mutated), not Refs, on a path every entry takes several times.
     let persistedLatest: { readonly index: LogIndex; readonly term: Term } | null = null
+    // The newest answered read-back of evicted entries (the core asks for one at a time and
+    // ignores any other sequence number, so the latest is all it needs).
+    let loadedLatest: { readonly seq: number; readonly entries: ReadonlyArray<Entry> } | null = null
+    // What the applier has applied, for the core's bound on entries handed to it.
+    let appliedLatest: LogIndex = core.log.applied
+    let appliedStepped: LogIndex = core.log.applied
+    // A read-back found a record that is not the entry its index names: the Raft actor dies
+    // with it at its next batch (the node stops rather than serve from a log it cannot trust).
+    let readBackDefect: unknown = null
+    const scope = yield* Effect.scope
     // When this follower last processed a message from its leader (monotonic ms), for bounded
     // reads; and reads sent straight to the applier (session, bounded), bounded like the core's.
     let contactTerm = core.term
@@ -291,7 +304,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           snapshotLatest = meta
           return nudge
         }),
-      appliedIndex: core.log.applied
+      appliedIndex: core.log.applied,
+      onApplied: (index) =>
+        Effect.suspend(() => {
+          appliedLatest = index
+          return nudge
+        })
     })
 
     const initial: DriverState<R, SM> = {
@@ -330,6 +348,16 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           if (persisted !== null && persisted !== state.persistedSeen) {
             state.persistedSeen = persisted
             input({ _tag: "Persisted", index: persisted.index, term: persisted.term })
+          }
+          if (readBackDefect !== null) return yield* Effect.die(readBackDefect)
+          if (appliedLatest !== appliedStepped) {
+            appliedStepped = appliedLatest
+            input({ _tag: "Applied", index: appliedLatest })
+          }
+          const loaded = loadedLatest
+          if (loaded !== null) {
+            loadedLatest = null
+            input({ _tag: "EntriesLoaded", seq: loaded.seq, entries: loaded.entries })
           }
           const snapshot = snapshotLatest
           if (snapshot !== null && snapshot.index > state.snapshotIndex) {
@@ -438,6 +466,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         let snapshotInstalled = false
         const toApplier: Array<ApplierMessage<R, SM>> = []
         for (const ready of readys) {
+          for (const load of ready.loads) yield* readBack(load)
           for (const message of ready.messages) {
             yield* options.io.send(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message: vouched(message), snapshot: null })
           }
@@ -505,6 +534,30 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           yield* Effect.sleep(Duration.millis(backoffMs))
         }
       })
+
+    /** Reads evicted entries back from the log store in a fiber of its own (the actor goes on);
+     * the answer is stepped in at the actor's next batch. A failed read answers with nothing and
+     * the core asks again after a tick; a record that is not what the index says stops the node
+     * (the log cannot be trusted). */
+    const readBack = (load: Ready["loads"][number]): Effect.Effect<void> => {
+      const readEntries = options.io.readEntries
+      assert(readEntries !== undefined, `node ${id} evicted entries it cannot read back: RaftIo.readEntries is missing (entryCacheBytesMax ${options.config.entryCacheBytesMax})`)
+      return readEntries(load.lo, load.hi).pipe(
+        Effect.matchEffect({
+          onSuccess: (entries) => Effect.sync(() => void (loadedLatest = { seq: load.seq, entries })),
+          onFailure: (error) =>
+            typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "LogCorrupted"
+              ? Effect.sync(() => void (readBackDefect = error))
+              : Effect.zipRight(
+                Effect.logDebug(`read-back of entries ${load.lo}..${load.hi} failed; asked again later`, error),
+                Effect.sync(() => void (loadedLatest = { seq: load.seq, entries: [] }))
+              )
+        }),
+        Effect.zipRight(Effect.suspend(() => nudge)),
+        Effect.forkIn(scope),
+        Effect.asVoid
+      )
+    }
 
     const withSnapshot = (message: Extract<Envelope["message"], { _tag: "InstallSnapshot" }>) =>
       Effect.map(Effect.orDie(options.io.snapshotSource(message.meta)), (source): Envelope => ({ message, snapshot: source }))

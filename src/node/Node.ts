@@ -11,7 +11,7 @@ import type { ClientConnectionHandler, TransportService } from "../net/peers/Pee
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import { makeTcp } from "../net/peers/PeerTransport.ts"
 import type { RaftConfig } from "../raft/config.ts"
-import { defaultRaftConfig } from "../raft/config.ts"
+import { defaultRaftConfig, entryCacheBytesMaxDefault } from "../raft/config.ts"
 import { bootstrap } from "../raft/core.ts"
 import type { Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
 import type { Disk } from "../storage/Disk.ts"
@@ -97,12 +97,15 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
     // One snapshot kept (plus one a peer link is still sending, pinned): disk use stays near the
     // databases' size plus one copy of them, plus the log's retention.
     const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(options.dataDir, "snapshots"), retain: 1 })), Snapshots)
-    let recovered = yield* log.load
+    // Only the entry cache's worth of the log's data is read at start (the rest stays on disk
+    // until a follower or the applier needs it), so a restart costs no memory for a long log.
+    const cacheBytesMax = options.raft?.entryCacheBytesMax ?? entryCacheBytesMaxDefault
+    let recovered = yield* log.loadBounded(cacheBytesMax)
     if (created && options.start._tag === "Bootstrap") {
       const founding: Membership = { members: [{ id: identity.nodeId, address: identity.address, role: "voter" }] }
       const boot = bootstrap(founding)
       yield* log.persist([{ hardState: boot.hardState, entries: boot.entries }])
-      recovered = yield* log.load
+      recovered = yield* log.loadBounded(cacheBytesMax)
     }
     // The snapshot store holds the node's own snapshots, the log the last one installed from a
     // leader: start from the newer.
@@ -133,6 +136,7 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
       io: {
         persist: (batches) => metrics.timePersist(persist(batches)),
         recover: log.recover,
+        readEntries: log.read,
         saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
         adoptSnapshot: snapshots.adopt,
         snapshotSource: snapshots.source,

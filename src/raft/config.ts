@@ -43,11 +43,23 @@ export interface RaftConfig {
   readonly followerReads: boolean
   /** Most committed entries handed to the applier in one step. */
   readonly applyEntriesMax: number
+  /** Most bytes of entries handed to the applier and not yet reported applied (Applied input):
+   * a slow state machine holds back the hand-out instead of piling entries up in the driver (at
+   * least one step's worth is always handed out when nothing is outstanding). */
+  readonly applyInflightBytesMax: number
   /** Ticks to wait for an InstallSnapshot answer before offering the snapshot again. */
   readonly snapshotRetryTicks: number
   /** Entries kept below a snapshot when compacting, so a follower slightly behind still gets
    * entries rather than a whole snapshot. */
   readonly snapshotTrailingEntries: number
+  /** Most bytes of command data the core keeps in memory (the entry cache: the newest durable
+   * entries plus every entry not yet durable). Older entries keep only their term and index and
+   * are read back from the log store when a follower or the applier needs them. */
+  readonly entryCacheBytesMax: number
+  /** Most bytes of entries asked of the log store in one read-back (at least one entry). */
+  readonly entryLoadBytesMax: number
+  /** Ticks to wait for a read-back before asking again (the answer may have been lost). */
+  readonly entryLoadTimeoutTicks: number
   /** Seed of the election-jitter generator (the core's only randomness, kept as data). */
   readonly seed: number
   /** Deliberate bugs, for proving that the simulator's checkers catch them. Never set outside
@@ -77,6 +89,13 @@ export interface RaftBugs {
   readonly deferredVotesEarly?: boolean
 }
 
+/** 64 MiB: a node holds the newest 64 MiB of entries, which covers every follower that is less
+ * than that behind (at 1 MiB per AppendEntries, 64 round trips) and the applier's backlog in
+ * normal operation, so read-backs happen only for a follower far behind or a stalled applier.
+ * It is twice the default inflightBytesMax (32 MiB), so a pipelined follower's window of entries
+ * is in memory, and small beside the 300 MB node budget of issue 17. */
+export const entryCacheBytesMaxDefault = 64 * 1024 * 1024
+
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   id,
   electionTicks: 10,
@@ -93,8 +112,12 @@ export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   uncommittedBytesMax: 256 * 1024 * 1024,
   readsPendingMax: 4096,
   applyEntriesMax: 1024,
+  applyInflightBytesMax: entryCacheBytesMaxDefault,
   snapshotRetryTicks: 50,
   snapshotTrailingEntries: 64,
+  entryCacheBytesMax: entryCacheBytesMaxDefault,
+  entryLoadBytesMax: 4 * 1024 * 1024,
+  entryLoadTimeoutTicks: 50,
   seed
 })
 
@@ -114,7 +137,11 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
     "uncommittedBytesMax",
     "readsPendingMax",
     "applyEntriesMax",
-    "snapshotRetryTicks"
+    "applyInflightBytesMax",
+    "snapshotRetryTicks",
+    "entryCacheBytesMax",
+    "entryLoadBytesMax",
+    "entryLoadTimeoutTicks"
   ]
   for (const key of positive) {
     const value = config[key]

@@ -19,14 +19,16 @@ import {
   transferLeadership,
   broadcastAppend
 } from "./leader.ts"
-import { compactTo, lastIndex, makeLog, termAt } from "./log.ts"
+import { entriesLoaded, scheduleEntryLoad, tickEntryLoad } from "./entryCache.ts"
+import { compactTo, entryAt, evict, lastIndex, makeLog, slotAt, termAt } from "./log.ts"
 import { isVoter } from "./membership.ts"
 import type { Message, RequestVote } from "./messages.ts"
 import { becomeFollower } from "./roles.ts"
 import type { Input, RaftState, Step, StepResult } from "./state.ts"
-import type { Recovered } from "./storage.ts"
+import type { Recovered, RecoveredBounded } from "./storage.ts"
 import { emit, emptyReady, refreshMembership, reject, resetRandomizedElectionTimeout, send } from "./state.ts"
 import type { LogIndex, Membership, SnapshotMeta, Term } from "./types.ts"
+import { entrySizeBytes } from "./types.ts"
 
 
 export const emptyRecovered: Recovered = {
@@ -46,13 +48,15 @@ export function bootstrap(config: Membership): Recovered {
   }
 }
 
-export function initialState(config: RaftConfig, recovered: Recovered): RaftState {
+export function initialState(config: RaftConfig, recovered: RecoveredBounded): RaftState {
   validateRaftConfig(config)
   const snapshotIndex = recovered.snapshot?.index ?? 0
   assert(recovered.base.index <= snapshotIndex, "log compacted past the latest snapshot")
   const log = makeLog(recovered.base, recovered.entries, recovered.hardState.commit)
   log.applied = Math.max(snapshotIndex, log.base.index)
   log.committed = Math.max(log.committed, log.applied)
+  // Everything recovered is durable: hold no more of it than the cache allows.
+  evict(log, config.entryCacheBytesMax)
   assert(log.applied <= lastIndex(log) || log.entries.length === 0, "snapshot beyond the log")
   const state: RaftState = {
     config,
@@ -85,7 +89,12 @@ export function initialState(config: RaftConfig, recovered: Recovered): RaftStat
     forwardSeq: 0,
     leaderCommit: 0,
     leaderContacts: 0,
-    deferredVotes: []
+    deferredVotes: [],
+    applyInflight: [],
+    applyInflightBytes: 0,
+    entryLoad: null,
+    entryLoadSeq: 0,
+    entryLoadHeld: false
   }
   refreshMembership(state)
   resetRandomizedElectionTimeout(state)
@@ -105,6 +114,7 @@ function dispatch(st: Step, input: Input): void {
   switch (input._tag) {
     case "Tick":
       s.ticks++
+      tickEntryLoad(st)
       if (s.deferredVotes.length > 0 && (s.ticks === s.config.electionTicks || s.config.bugs?.deferredVotesEarly === true)) answerDeferredVotes(st)
       if (s.role === "leader") tickLeader(st)
       else tickElection(st)
@@ -136,6 +146,12 @@ function dispatch(st: Step, input: Input): void {
       return
     case "SnapshotTaken":
       snapshotTaken(st, input.meta)
+      return
+    case "EntriesLoaded":
+      entriesLoaded(st, input.seq, input.entries)
+      return
+    case "Applied":
+      applied(s, input.index)
       return
     case "Drain":
       return
@@ -289,15 +305,40 @@ function finish(st: Step, before: { role: string; term: Term; vote: number | nul
     out.messages = []
   }
   const applyTo = Math.min(s.log.committed, s.log.stable, s.log.applied + s.config.applyEntriesMax)
+  let handedBytes = 0
   for (let i = s.log.applied + 1; i <= applyTo; i++) {
-    const entry = s.log.entries[i - s.log.base.index - 1]
-    assert(entry !== undefined && entry.index === i, `committed entry ${i} missing`)
+    // The applier has enough to do: hand out more once it reports progress.
+    if (s.applyInflightBytes + handedBytes >= s.config.applyInflightBytesMax && (s.applyInflightBytes > 0 || handedBytes > 0)) break
+    const entry = entryAt(s.log, i)
+    if (entry === undefined) {
+      // Evicted and not loaded in this step: the applier waits for the read-back.
+      assert(slotAt(s.log, i)?.kind === "evicted", `committed entry ${i} missing`)
+      break
+    }
+    assert(entry.index === i, `committed entry ${i} is at ${entry.index}`)
     out.committed.push(entry)
+    handedBytes += entrySizeBytes(entry)
+    s.log.applied = i
   }
-  if (applyTo > s.log.applied) s.log.applied = applyTo
+  if (handedBytes > 0) {
+    s.applyInflight.push({ index: s.log.applied, bytes: handedBytes })
+    s.applyInflightBytes += handedBytes
+  }
+  // Read-back entries live for one step; then the cache goes back under its bound and whatever
+  // still waits for evicted entries asks for them.
+  s.log.loaded = null
+  evict(s.log, s.config.entryCacheBytesMax)
+  scheduleEntryLoad(st)
   if (s.role !== before.role || s.term !== before.term || s.leader !== before.leader) {
     emit(st, { _tag: "StateChanged", role: s.role, term: s.term, leader: s.leader })
   }
+}
+
+function applied(s: RaftState, index: LogIndex): void {
+  while (s.applyInflight.length > 0 && s.applyInflight[0]!.index <= index) {
+    s.applyInflightBytes -= s.applyInflight.shift()!.bytes
+  }
+  assert(s.applyInflightBytes >= 0, "apply bytes in flight below zero")
 }
 
 /** Committed entries are still waiting to be applied (call step with Drain). */

@@ -1,7 +1,7 @@
 // The leader: pipelined replication with fast backtracking, commit by quorum of the current
 // term, heartbeats, check-quorum, ReadIndex, leadership transfer, proposals, membership changes.
 import { assert } from "../assert.ts"
-import { entryAt, lastIndex, lastIndexOfTerm, slice, termAt } from "./log.ts"
+import { lastIndex, lastIndexOfTerm, slice, slotAt, termAt } from "./log.ts"
 import type { MembershipChange } from "./membership.ts"
 import { applyChange, isReplicated, isVoter } from "./membership.ts"
 import type { AppendEntriesResponse, HeartbeatResponse, InstallSnapshotResponse } from "./messages.ts"
@@ -22,7 +22,7 @@ import { appendEntry, becomeFollower } from "./roles.ts"
 import type { ReadRequester, RequestId, Step } from "./state.ts"
 import { emit, reject, send } from "./state.ts"
 import type { LogIndex, NodeId } from "./types.ts"
-import { entrySizeBytes, voters } from "./types.ts"
+import { entrySizeBytes, slotSizeBytes, voters } from "./types.ts"
 
 // ---- replication ----
 
@@ -151,8 +151,8 @@ export function maybeCommit(step: Step): boolean {
   if (index <= s.log.committed) return false
   if (termAt(s.log, index) !== s.term && s.config.bugs?.commitOldTerm !== true) return false
   for (let i = s.log.committed + 1; i <= index; i++) {
-    const entry = entryAt(s.log, i)
-    if (entry !== undefined) s.uncommittedBytes -= entrySizeBytes(entry)
+    const slot = slotAt(s.log, i)
+    if (slot !== undefined) s.uncommittedBytes -= slotSizeBytes(slot)
   }
   s.log.committed = index
   afterCommit(step)

@@ -1,12 +1,12 @@
 // Role transitions. Each resets exactly the state the new role must not inherit.
 import { assert } from "../assert.ts"
-import { append, lastIndex } from "./log.ts"
+import { append, lastIndex, slotAt } from "./log.ts"
 import { isReplicated } from "./membership.ts"
 import { makeProgress } from "./progress.ts"
 import type { Step } from "./state.ts"
 import { emit, refreshMembership, resetRandomizedElectionTimeout } from "./state.ts"
 import type { Entry, NodeId, Term } from "./types.ts"
-import { entrySizeBytes } from "./types.ts"
+import { entrySizeBytes, slotSizeBytes } from "./types.ts"
 import { abandonForwardedReads } from "./follower.ts"
 import { broadcastAppend, refuseRead } from "./leader.ts"
 
@@ -65,8 +65,8 @@ export function becomeLeader(step: Step): void {
   s.leaseRevoked = false
   s.uncommittedBytes = 0
   for (let i = s.log.committed + 1; i <= lastIndex(s.log); i++) {
-    const entry = s.log.entries[i - s.log.base.index - 1]
-    if (entry !== undefined) s.uncommittedBytes += entrySizeBytes(entry)
+    const slot = slotAt(s.log, i)
+    if (slot !== undefined) s.uncommittedBytes += slotSizeBytes(slot)
   }
   // The barrier lets the new leader commit an entry of its own term, which commits everything
   // before it and lets ReadIndex and membership changes proceed.

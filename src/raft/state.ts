@@ -36,6 +36,12 @@ export type Input =
   | { readonly _tag: "Persisted"; readonly index: LogIndex; readonly term: Term }
   /** A snapshot of the state machine at meta.index is durable; the log below it may go. */
   | { readonly _tag: "SnapshotTaken"; readonly meta: SnapshotMeta }
+  /** The answer to a Ready's `loads` request `seq`: the entries read back from the log store,
+   * contiguous from the request's `lo` (fewer, or none, when the read failed). */
+  | { readonly _tag: "EntriesLoaded"; readonly seq: number; readonly entries: ReadonlyArray<Entry> }
+  /** The state machine has applied (or restored a snapshot) up to `index`: entries handed to it
+   * up to there no longer count against applyInflightBytesMax. */
+  | { readonly _tag: "Applied"; readonly index: LogIndex }
   /** Nothing new; emit whatever committed entries are still waiting to be applied. */
   | { readonly _tag: "Drain" }
 
@@ -48,10 +54,18 @@ export type RaftEvent =
   | { readonly _tag: "ReadReady"; readonly id: RequestId; readonly index: LogIndex }
   | { readonly _tag: "TransferAborted"; readonly to: NodeId }
 
+/** A request to read entries lo..hi (inclusive, all durable on this node) back from the log
+ * store and step them in as EntriesLoaded with the same `seq`. */
+export interface EntryLoad {
+  readonly seq: number
+  readonly lo: LogIndex
+  readonly hi: LogIndex
+}
+
 /** What one step asks of the driver, in this order: persist (hard state, snapshot, truncation,
  * entries, compaction — one durable batch), send `messages` at any time (even before the batch
  * is durable: the leader's own appends), send `messagesAfterPersist` only once it is durable,
- * apply `committed` in order, and act on `events`. */
+ * apply `committed` in order, and act on `events`; `loads` may be served at any time. */
 export interface Ready {
   hardState: HardState | null
   snapshot: SnapshotMeta | null
@@ -62,6 +76,7 @@ export interface Ready {
   messagesAfterPersist: Message[]
   committed: Entry[]
   events: RaftEvent[]
+  loads: EntryLoad[]
 }
 
 export function emptyReady(): Ready {
@@ -74,7 +89,8 @@ export function emptyReady(): Ready {
     messages: [],
     messagesAfterPersist: [],
     committed: [],
-    events: []
+    events: [],
+    loads: []
   }
 }
 
@@ -146,6 +162,16 @@ export interface RaftState {
    * restart is answered at once instead of after its next election timeout. The newest one per
    * sender, so at most one per member. */
   deferredVotes: Array<RequestVote>
+  /** Entries handed to the applier and not yet reported applied: one record per step that
+   * handed some out (its last index and their bytes), and their total. */
+  applyInflight: Array<{ readonly index: LogIndex; readonly bytes: number }>
+  applyInflightBytes: number
+  /** The one read-back of evicted entries in flight, and ticks since it was asked for. */
+  entryLoad: { readonly seq: number; readonly lo: LogIndex; readonly hi: LogIndex; elapsedTicks: number } | null
+  entryLoadSeq: number
+  /** A read-back came back short: ask again only after the next tick (no busy loop on a store
+   * that cannot answer for now). */
+  entryLoadHeld: boolean
 }
 
 export interface StepResult {

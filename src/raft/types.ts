@@ -67,3 +67,21 @@ export function voters(config: Membership): ReadonlyArray<NodeId> {
 export function memberOf(config: Membership, id: NodeId): Member | undefined {
   return config.members.find((m) => m.id === id)
 }
+
+/** A command entry whose data the core dropped from memory to stay within its entry cache
+ * (`entryCacheBytesMax`). It is durable on this node: the driver reads it back from the log
+ * store when a follower or the applier needs it. `sizeBytes` is what `entrySizeBytes` said of
+ * the whole entry, so flow-control accounting does not change when data leaves memory. */
+export interface EvictedEntry {
+  readonly kind: "evicted"
+  readonly term: Term
+  readonly index: LogIndex
+  readonly sizeBytes: number
+}
+
+/** One position of the core's log: an entry, or the metadata of one whose data was evicted. */
+export type LogSlot = Entry | EvictedEntry
+
+export function slotSizeBytes(slot: LogSlot): number {
+  return slot.kind === "evicted" ? slot.sizeBytes : entrySizeBytes(slot)
+}

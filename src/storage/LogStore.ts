@@ -3,9 +3,11 @@
 // `LogStore.layerMemory` (fast tests) and `SegmentLog.layer` (segment files on a `Disk`).
 import { Context, Effect, Layer } from "effect"
 import { assert } from "../assert.ts"
-import type { PersistBatch, Recovered } from "../raft/storage.ts"
+import type { PersistBatch, Recovered, RecoveredBounded } from "../raft/storage.ts"
+import type { Entry, LogIndex } from "../raft/types.ts"
 import { entrySizeBytes } from "../raft/types.ts"
 import type { StorageError } from "./errors.ts"
+import { EntriesUnavailable } from "./errors.ts"
 import { LogState } from "./logState.ts"
 import type { LogOperation } from "./logState.ts"
 
@@ -27,6 +29,10 @@ export type { PersistBatch, Recovered }
 export interface LogStoreService {
   /** The durable state. Call once at start-up (it is also valid later, for tests and tools). */
   readonly load: Effect.Effect<Recovered, StorageError>
+  /** `load` for a node starting: only the newest `dataBytesMax` bytes of command data (at least
+   * the last command) are read; older commands come as EvictedEntry (the Raft core's entry cache
+   * reads them back with `read` when needed), so start-up memory does not grow with the log. */
+  readonly loadBounded: (dataBytesMax: number) => Effect.Effect<RecoveredBounded, StorageError>
   /** Applies all batches in order and makes them durable with one fdatasync (a segment roll adds
    * one for the closed segment and a directory fsync). Returns when everything is durable. At most
    * {@link persistEntriesMax} entries and {@link persistBytesMax} bytes per call (see
@@ -41,6 +47,12 @@ export interface LogStoreService {
    * undone in place (a failure other than a full disk, or one while old segments were being
    * removed): then only a restart recovers. A no-op when the store is not broken. */
   readonly recover: Effect.Effect<void, StorageError>
+  /** Entries lo..hi (inclusive) of the durable log, for the Raft driver's read-backs of entries
+   * the core evicted from memory. Fails with `EntriesUnavailable` when any of them is not in the
+   * log (compacted, truncated or not yet written), `LogCorrupted` when a record read back is not
+   * the entry the index says (checksum, index or term), `LogStoreBroken` while the store is
+   * broken. lo > hi reads nothing. */
+  readonly read: (lo: LogIndex, hi: LogIndex) => Effect.Effect<ReadonlyArray<Entry>, StorageError>
 }
 
 export class LogStore extends Context.Tag("tqlite/storage/LogStore")<LogStore, LogStoreService>() {
@@ -151,6 +163,8 @@ export function makeMemoryLogStore(): LogStoreService {
   const state = new LogState({ keepEntries: true })
   return {
     load: Effect.sync(() => recoveredOf(state)),
+    // Memory holds every entry anyway: nothing to leave on disk.
+    loadBounded: () => Effect.sync(() => recoveredOf(state)),
     persist: (batches) =>
       Effect.sync(() => {
         assertPersistBounds(batches)
@@ -159,6 +173,12 @@ export function makeMemoryLogStore(): LogStoreService {
         }
       }),
     // Memory never fills up: persist fails only on a broken contract, which is a defect.
-    recover: Effect.void
+    recover: Effect.void,
+    read: (lo, hi) =>
+      Effect.suspend(() => {
+        if (lo > hi) return Effect.succeed([])
+        const entries = state.entriesIn(lo, hi)
+        return entries === undefined ? Effect.fail(new EntriesUnavailable({ lo, hi, base: state.base.index, last: state.lastIndex })) : Effect.succeed(entries)
+      })
   }
 }

@@ -20,16 +20,19 @@ import * as path from "node:path"
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { assert } from "../assert.ts"
-import type { Entry, LogIndex } from "../raft/types.ts"
+import type { RecoveredBounded } from "../raft/storage.ts"
+import type { Entry, LogIndex, LogSlot } from "../raft/types.ts"
 import { Disk, ensureDir, writeFileAtomic } from "./Disk.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
-import { ClusterIdMismatch, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
+import { ClusterIdMismatch, EntriesUnavailable, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
 import type { DiskFailure, StorageError } from "./errors.ts"
 import {
   checkpointDraft,
   compactDraft,
   decodeCheckpoint,
   decodeMembership,
+  decodeRecordAt,
+  recordHeaderBytes,
   decodeVote,
   encodeRecords,
   entryDraft,
@@ -41,6 +44,8 @@ import {
   truncateDraft
 } from "./format.ts"
 import type { Checkpoint, RecordDraft, RecordView } from "./format.ts"
+import { EntryPositions } from "./entryPositions.ts"
+import type { EntryPosition } from "./entryPositions.ts"
 import { LogState } from "./logState.ts"
 import type { LogOperation, Problem } from "./logState.ts"
 import { applyOrDie, assertPersistBounds, LogStore, operationsOf, recoveredOf } from "./LogStore.ts"
@@ -55,6 +60,11 @@ export interface SegmentLogOptions {
   /** A segment is closed when the next record would take it past this size; a record larger than
    * this gets a segment of its own. Default {@link segmentBytesMaxDefault}. */
   readonly segmentBytesMax?: number
+  /** Deliberate bugs, for proving that tests catch them. Never set outside tests. */
+  readonly bugs?: {
+    /** `read` looks every entry up one position too far in the offset index. */
+    readonly readOneRecordOff?: boolean
+  }
 }
 
 export const segmentBytesMaxDefault = 64 * 1024 * 1024
@@ -85,14 +95,18 @@ export const SegmentLog = {
       const recovery = yield* openDirectory(disk, options.dir, options.clusterId)
       const writer = yield* Effect.acquireRelease(
         Effect.map(disk.open(recovery.active.path, "write"), (file) =>
-          new Writer(disk, options.dir, options.clusterId, segmentBytesMax, recovery, file)),
+          new Writer(disk, options.dir, options.clusterId, segmentBytesMax, recovery, file, options.bugs?.readOneRecordOff === true ? 1 : 0)),
         (writer) => Effect.ignore(writer.close())
       )
       const mutex = yield* Effect.makeSemaphore(1)
       return {
         load: mutex.withPermits(1)(writer.load()),
+        loadBounded: (dataBytesMax) => mutex.withPermits(1)(writer.loadBounded(dataBytesMax)),
         persist: (batches) => mutex.withPermits(1)(writer.persist(batches)),
-        recover: mutex.withPermits(1)(writer.recover())
+        recover: mutex.withPermits(1)(writer.recover()),
+        // Under the same permit as persist: the positions and the files agree, and no segment is
+        // removed under the read (a read-back is bounded by the core's entryLoadBytesMax).
+        read: (lo, hi) => mutex.withPermits(1)(writer.read(lo, hi))
       }
     }),
 
@@ -120,9 +134,10 @@ interface RevertPoint {
 class Writer {
   private segments: Array<SegmentInfo>
   private state: LogState
+  /** Where each live entry's record is (the offset index for `read`). */
+  private positions: EntryPositions
   private activeBytes: number
   private activeRecords: number
-  private cached: Recovered | null
   private broken: LogStoreBroken | null = null
   /** Set with `broken` when the failed persist can be undone in place (a full disk before any
    * old segment was removed). */
@@ -137,21 +152,23 @@ class Writer {
     private readonly clusterId: string,
     private readonly segmentBytesMax: number,
     recovery: Recovery,
-    private file: DiskFile
+    private file: DiskFile,
+    /** 0, or 1 for the readOneRecordOff mutation. */
+    private readonly readShift: number
   ) {
     this.segments = recovery.segments
     this.state = recovery.state.termsOnly()
+    this.positions = recovery.positions
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
-    this.cached = recoveredOf(recovery.state)
   }
 
   private start(recovery: Recovery, file: DiskFile): void {
     this.segments = recovery.segments
     this.state = recovery.state.termsOnly()
+    this.positions = recovery.positions
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
-    this.cached = recoveredOf(recovery.state)
     this.file = file
   }
 
@@ -204,10 +221,42 @@ class Writer {
   load(): Effect.Effect<Recovered, StorageError> {
     return Effect.suspend(() => {
       if (this.broken !== null) return Effect.fail(this.broken)
-      if (this.cached !== null) return Effect.succeed(this.cached)
       // Re-read what is on disk: exactly what a restart would see.
       const seqs = this.segments.map((s) => s.seq)
-      return Effect.map(replaySegments(this.disk, this.dir, seqs), (replay) => recoveredOf(replay.state))
+      return Effect.map(replaySegments(this.disk, this.dir, seqs, true), (replay) => recoveredOf(replay.state))
+    })
+  }
+
+  /** The durable state with the data of only the newest `dataBytesMax` bytes of commands (at
+   * least the last one): older commands come as EvictedEntry, read from the offset index without
+   * touching their records. Configs and barriers always come whole. */
+  loadBounded(dataBytesMax: number): Effect.Effect<RecoveredBounded, StorageError> {
+    const self = this
+    return Effect.gen(function* () {
+      if (self.broken !== null) return yield* self.broken
+      const state = self.state
+      const first = state.base.index + 1
+      const last = state.lastIndex
+      let tailFrom = last + 1
+      let bytes = 0
+      while (tailFrom > first) {
+        const position = self.positions.at(tailFrom - 1)
+        assert(position !== undefined, `no position for live entry ${tailFrom - 1}`)
+        const data = position.kind === RecordKind.command ? position.bytes - recordHeaderBytes : 0
+        if (tailFrom <= last && bytes + data > dataBytesMax) break
+        bytes += data
+        tailFrom--
+      }
+      const entries: Array<LogSlot> = []
+      for (let index = first; index < tailFrom; index++) {
+        const position = self.positions.at(index)!
+        const term = state.termAt(index)!
+        if (position.kind === RecordKind.command) entries.push({ kind: "evicted", index, term, sizeBytes: position.bytes })
+        else if (position.kind === RecordKind.barrier) entries.push({ kind: "barrier", index, term })
+        else entries.push(...(yield* self.read(index, index)))
+      }
+      entries.push(...(yield* self.read(tailFrom, last)))
+      return { hardState: state.hardState, base: state.base, entries, snapshot: state.snapshot }
     })
   }
 
@@ -215,7 +264,6 @@ class Writer {
     return Effect.suspend((): Effect.Effect<void, StorageError> => {
       if (this.broken !== null) return Effect.fail(this.broken)
       assertPersistBounds(batches)
-      this.cached = null
       const active = this.segments[this.segments.length - 1]!
       const point: RevertPoint = { seq: active.seq, path: active.path, bytes: this.activeBytes }
       return this.writeAll(batches).pipe(
@@ -246,6 +294,7 @@ class Writer {
         for (const operation of operationsOf(batch)) {
           if (self.state.isNoop(operation)) {
             applyOrDie(self.state, operation)
+            trackPosition(self.positions, operation, null)
             continue
           }
           const draft = draftOf(operation)
@@ -260,6 +309,8 @@ class Writer {
           }
           applyOrDie(self.state, operation)
           if (operation._tag === "truncate") self.lowerNeeded(operation.from - 1)
+          const active = self.segments[self.segments.length - 1]!
+          trackPosition(self.positions, operation, { seq: active.seq, offset: self.activeBytes + pendingBytes, bytes: size, kind: draft.kind })
           pending.push(draft)
           pendingBytes += size
           written = true
@@ -274,6 +325,53 @@ class Writer {
         self.removing = false
       }
     })
+  }
+
+  /** Entries lo..hi, read back from their records (one read per segment they span). Every record
+   * is checked — checksum, kind, index and the term the log state knows — before it is returned:
+   * a wrong offset in the index is `LogCorrupted`, never a wrong entry. */
+  read(lo: LogIndex, hi: LogIndex): Effect.Effect<ReadonlyArray<Entry>, StorageError> {
+    const self = this
+    return Effect.gen(function* () {
+      if (self.broken !== null) return yield* self.broken
+      if (lo > hi) return []
+      if (lo <= self.state.base.index || hi > self.state.lastIndex) {
+        return yield* new EntriesUnavailable({ lo, hi, base: self.state.base.index, last: self.state.lastIndex })
+      }
+      const out: Array<Entry> = []
+      let index = lo
+      while (index <= hi) {
+        const first = self.positions.at(index + self.readShift)
+        if (first === undefined) return yield* new EntriesUnavailable({ lo, hi, base: self.state.base.index, last: self.state.lastIndex })
+        // The run of entries in the same segment, contiguous on disk as they were appended.
+        let end = index
+        let endByte = first.offset + first.bytes
+        while (end < hi) {
+          const next = self.positions.at(end + 1 + self.readShift)
+          if (next === undefined || next.seq !== first.seq || next.offset !== endByte) break
+          end++
+          endByte = next.offset + next.bytes
+        }
+        const segment = self.segments.find((s) => s.seq === first.seq)
+        assert(segment !== undefined, `entry ${index} is in segment ${first.seq}, which the log no longer has`)
+        const bytes = yield* self.readRange(segment.path, first.offset, endByte - first.offset)
+        let at = 0
+        for (let i = index; i <= end; i++) {
+          const entry = entryOfRecord(bytes, at, i, self.state.termAt(i))
+          if (typeof entry === "string") return yield* new LogCorrupted({ file: segment.path, offset: first.offset + at, reason: entry })
+          out.push(entry)
+          at += self.positions.at(i + self.readShift)!.bytes
+        }
+        index = end + 1
+      }
+      return out
+    })
+  }
+
+  /** The active segment is read through the writer's own handle; a closed one is opened. */
+  private readRange(file: string, position: number, length: number): Effect.Effect<Uint8Array, DiskFailure> {
+    if (file === this.file.path) return this.file.read(position, length)
+    return Effect.acquireUseRelease(this.disk.open(file, "read"), (handle) => handle.read(position, length), (handle) => Effect.ignore(handle.close))
   }
 
   private flush(drafts: ReadonlyArray<RecordDraft>): Effect.Effect<void, DiskFailure> {
@@ -343,6 +441,50 @@ class Writer {
   }
 }
 
+/** Mirrors one applied operation in the offset index (`at` is where its record went, or null
+ * when it wrote none). */
+function trackPosition(positions: EntryPositions, operation: LogOperation, at: EntryPosition | null): void {
+  switch (operation._tag) {
+    case "append":
+      assert(at !== null, "an appended entry has a record")
+      positions.append(operation.entry.index, at)
+      return
+    case "truncate":
+      positions.truncate(operation.from)
+      return
+    case "compact":
+      positions.compact(operation.base.index)
+      return
+    case "snapshot":
+      positions.reset(operation.meta.index + 1)
+      return
+    case "hardState":
+      return
+  }
+}
+
+/** The entry in the record at `at` of `bytes`, or why it is not entry `index` of term `term`. */
+function entryOfRecord(bytes: Uint8Array, at: number, index: LogIndex, term: number | undefined): Entry | string {
+  const decoded = decodeRecordAt(bytes, at)
+  if (!decoded.ok) return `reading back entry ${index}: ${decoded.reason}`
+  const record = decoded.record
+  if (record.index !== index || record.term !== term) {
+    return `reading back entry ${index} (term ${term}): the record there holds index ${record.index}, term ${record.term}`
+  }
+  switch (record.kind) {
+    case RecordKind.command:
+      return { kind: "command", index, term, data: record.payload }
+    case RecordKind.config: {
+      const config = decodeMembership(record.payload)
+      return config === null ? `reading back entry ${index}: config entry holds no readable membership` : { kind: "config", index, term, config }
+    }
+    case RecordKind.barrier:
+      return { kind: "barrier", index, term }
+    default:
+      return `reading back entry ${index}: the record there is not an entry (kind ${record.kind})`
+  }
+}
+
 function draftOf(operation: LogOperation): RecordDraft {
   switch (operation._tag) {
     case "hardState":
@@ -362,6 +504,7 @@ function draftOf(operation: LogOperation): RecordDraft {
 
 interface Recovery {
   readonly state: LogState
+  readonly positions: EntryPositions
   readonly segments: Array<SegmentInfo>
   readonly active: { readonly path: string; readonly bytes: number; readonly records: number }
 }
@@ -383,7 +526,8 @@ function openDirectory(disk: DiskService, dir: string, clusterId: string): Effec
     if (seqs.length === 0) {
       return yield* new LogCorrupted({ file: dir, offset: 0, reason: "the directory has metadata but no log segment" })
     }
-    const replay = yield* replaySegments(disk, dir, seqs)
+    // Terms and positions only: the entries stay on disk (load and loadBounded read them).
+    const replay = yield* replaySegments(disk, dir, seqs, false)
     return yield* repair(disk, dir, replay)
   })
 }
@@ -460,6 +604,7 @@ function initialise(disk: DiskService, dir: string, clusterId: string, seqs: Rea
 
 interface Replay {
   readonly state: LogState
+  readonly positions: EntryPositions
   readonly segments: Array<SegmentInfo>
   /** Segments before a gap in the numbering: left over from an interrupted prefix removal. */
   readonly leftovers: ReadonlyArray<string>
@@ -477,12 +622,13 @@ interface Replay {
  * read: anything before a gap is what an interrupted prefix removal left behind, which is only
  * acceptable if that run alone accounts for every live entry (checked: no unread entry remains).
  */
-function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<number>): Effect.Effect<Replay, StorageError> {
+function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<number>, keepEntries: boolean): Effect.Effect<Replay, StorageError> {
   return Effect.gen(function* () {
     let firstOfRun = seqs.length - 1
     while (firstOfRun > 0 && seqs[firstOfRun - 1] === seqs[firstOfRun]! - 1) firstOfRun--
     const run = seqs.slice(firstOfRun)
-    const state = new LogState({ keepEntries: true })
+    const state = new LogState({ keepEntries })
+    const positions = new EntryPositions(1)
     const segments: Array<SegmentInfo> = []
     let last: Replay["last"] | null = null
     for (let i = 0; i < run.length; i++) {
@@ -516,6 +662,7 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
         }
         if (i === 0) {
           state.startAt(checkpoint)
+          positions.reset(checkpoint.lastIndex + 1)
         } else {
           const disagreement = checkpointDisagreement(state, checkpoint)
           if (disagreement !== null) {
@@ -525,8 +672,9 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
         segments.push({ seq, path: file, neededUpTo: checkpoint.lastIndex })
         for (let r = 1; r < scan.records.length; r++) {
           const record = scan.records[r]!
-          const problem = applyRecord(state, record)
+          const problem = applyRecord(state, record, keepEntries)
           if (problem !== null) return yield* new LogCorrupted({ file, offset: record.offset, reason: problem })
+          trackRecordPosition(positions, record, seq)
           if (record.kind === RecordKind.truncate) {
             for (const segment of segments) segment.neededUpTo = Math.min(segment.neededUpTo, record.index - 1)
           }
@@ -552,8 +700,30 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
     }
     assert(last !== null, "a replay reads at least one segment")
     const leftovers = seqs.slice(0, firstOfRun).map((seq) => path.join(dir, segmentFileName(seq)))
-    return { state, segments, leftovers, last }
+    return { state, positions, segments, leftovers, last }
   })
+}
+
+/** Mirrors one replayed record in the offset index (as trackPosition does for a written one). */
+function trackRecordPosition(positions: EntryPositions, record: RecordView, seq: number): void {
+  switch (record.kind) {
+    case RecordKind.command:
+    case RecordKind.config:
+    case RecordKind.barrier:
+      positions.append(record.index, { seq, offset: record.offset, bytes: recordBytes(record), kind: record.kind })
+      return
+    case RecordKind.truncate:
+      positions.truncate(record.index)
+      return
+    case RecordKind.compact:
+      positions.compact(record.index)
+      return
+    case RecordKind.snapshot:
+      positions.reset(record.index + 1)
+      return
+    default:
+      return
+  }
 }
 
 function checkpointDisagreement(state: LogState, checkpoint: Checkpoint): string | null {
@@ -570,10 +740,11 @@ function checkpointDisagreement(state: LogState, checkpoint: Checkpoint): string
   return null
 }
 
-function applyRecord(state: LogState, record: RecordView): Problem {
+/** `copy`: the entry is kept, so its payload must not pin the segment's buffer. */
+function applyRecord(state: LogState, record: RecordView, copy: boolean): Problem {
   switch (record.kind) {
     case RecordKind.command:
-      return state.append({ kind: "command", index: record.index, term: record.term, data: record.payload.slice() })
+      return state.append({ kind: "command", index: record.index, term: record.term, data: copy ? record.payload.slice() : record.payload })
     case RecordKind.config: {
       const config = decodeMembership(record.payload)
       if (config === null) return "config entry holds no readable membership"
@@ -641,7 +812,7 @@ function repair(disk: DiskService, dir: string, replay: Replay): Effect.Effect<R
       removed = true
     }
     if (removed) yield* disk.fsyncDir(dir)
-    return { state, segments, active: { path: last.path, bytes, records } }
+    return { state, positions: replay.positions, segments, active: { path: last.path, bytes, records } }
   })
 }
 

@@ -82,8 +82,22 @@ export class LogStoreBroken extends Data.TaggedError("LogStoreBroken")<{
   }
 }
 
-/** Everything `LogStore.load` / `persist` (and opening a store) can fail with. */
-export type StorageError = DiskError | DiskFull | LogCorrupted | UnknownFormatVersion | ClusterIdMismatch | LogStoreBroken
+/** `LogStore.read` asked for entries the log does not hold (compacted, truncated or never
+ * written): the caller's view of the log moved on meanwhile. */
+export class EntriesUnavailable extends Data.TaggedError("EntriesUnavailable")<{
+  readonly lo: number
+  readonly hi: number
+  readonly base: number
+  readonly last: number
+}> {
+  constructor(args: { readonly lo: number; readonly hi: number; readonly base: number; readonly last: number }) {
+    super(args)
+    this.message = `entries ${args.lo}..${args.hi} are not in the log (it holds ${args.base + 1}..${args.last})`
+  }
+}
+
+/** Everything `LogStore.load` / `persist` / `read` (and opening a store) can fail with. */
+export type StorageError = DiskError | DiskFull | LogCorrupted | UnknownFormatVersion | ClusterIdMismatch | LogStoreBroken | EntriesUnavailable
 
 /** No committed snapshot with this index and term exists (pruned, or never written). */
 export class SnapshotMissing extends Data.TaggedError("SnapshotMissing")<{

@@ -64,6 +64,20 @@ export class LogState {
     return live
   }
 
+  /** Entries lo..hi (inclusive); only for a state that keeps entries. Undefined when any of them
+   * is outside the log or was never read. */
+  entriesIn(lo: LogIndex, hi: LogIndex): ReadonlyArray<Entry> | undefined {
+    if (this.entries === null) throw new Error("this log state keeps terms only")
+    if (lo <= this.base.index || hi > this.lastIndex) return undefined
+    const out: Array<Entry> = []
+    for (let i = lo; i <= hi; i++) {
+      const entry = this.entries[i - this.base.index - 1]
+      if (entry === undefined) return undefined
+      out.push(entry)
+    }
+    return out
+  }
+
   /** The first index whose entry is known to exist but was not read, or null. */
   firstUnknown(): LogIndex | null {
     const i = this.terms.findIndex((t) => Number.isNaN(t))

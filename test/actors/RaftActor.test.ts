@@ -6,6 +6,7 @@ import { Chunk, Effect, Exit, Fiber, Scope, Stream, TestClock } from "effect"
 import type { Applied, StateMachine } from "../../src/actors/Applier.ts"
 import type { RaftNode } from "../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../src/actors/RaftActor.ts"
+import type { RaftConfig } from "../../src/raft/config.ts"
 import { defaultRaftConfig } from "../../src/raft/config.ts"
 import { bootstrap } from "../../src/raft/core.ts"
 import type { Entry, Membership, NodeId } from "../../src/raft/types.ts"
@@ -26,22 +27,26 @@ class Counter implements StateMachine<number> {
 const tickMs = 10
 
 /** n nodes wired by an in-memory network that delivers at once unless a node is cut off. */
-const cluster = (n: number) =>
+const cluster = (n: number, overrides: Partial<RaftConfig> = {}, readFails?: unknown) =>
   Effect.gen(function*() {
+    const readBacks = { entries: 0 }
     const ids = Array.from({ length: n }, (_, i) => i + 1)
     const config: Membership = { members: ids.map((id) => ({ id, address: `n${id}`, role: "voter" as const })) }
     const nodes = new Map<NodeId, RaftNode<number, Counter>>()
+    const machines = new Map<NodeId, Counter>()
     const cut = new Set<NodeId>()
     for (const id of ids) {
       const log = makeMemoryLogStore()
       const boot = bootstrap(config)
       yield* log.persist([{ hardState: boot.hardState, entries: boot.entries }])
       const node = yield* RaftActor.make<number, Counter>({
-        config: { ...defaultRaftConfig(id), seed: id * 31 },
+        config: { ...defaultRaftConfig(id), seed: id * 31, ...overrides },
         recovered: boot,
-        stateMachine: new Counter(),
+        stateMachine: machines.set(id, new Counter()).get(id)!,
         io: {
           persist: log.persist,
+          readEntries: (lo, hi) =>
+            readFails !== undefined ? Effect.fail(readFails) : Effect.tap(log.read(lo, hi), (entries) => Effect.sync(() => void (readBacks.entries += entries.length))),
           ...noSnapshotIo,
           send: (envelope) =>
             cut.has(envelope.message.from) || cut.has(envelope.message.to)
@@ -67,10 +72,46 @@ const cluster = (n: number) =>
       }
       return yield* Effect.dieMessage("no leader elected")
     })
-    return { nodes, cut, leader }
+    return { nodes, machines, cut, leader, readBacks }
   })
 
 describe("RaftActor", () => {
+  it.scoped("a read-back that finds a record other than the entry its index names stops the node", () =>
+    Effect.gen(function*() {
+      const corrupt = { _tag: "LogCorrupted", file: "log-1.seg", offset: 0, reason: "the record there holds index 7" }
+      // One byte of cache, and one entry at a time handed to the applier: the next entries are
+      // evicted before the applier asks for them, so they are read back — from a broken log.
+      const { leader } = yield* cluster(1, { entryCacheBytesMax: 1, applyInflightBytesMax: 1 }, corrupt)
+      const node = yield* leader
+      const failed = yield* Effect.fork(Effect.flip(node.failed))
+      yield* Effect.forEach([1, 2, 3, 4], (amount) => Effect.fork(node.propose(Uint8Array.of(amount))))
+      yield* TestClock.adjust(tickMs * 10)
+      const failure = yield* Fiber.join(failed)
+      expect(failure.actor).toContain("raft-")
+    }))
+
+  it.scoped("a follower far behind is caught up from entries evicted from the leader's memory", () =>
+    Effect.gen(function*() {
+      // 8 bytes of entry data per node: every entry older than the last few is read back.
+      const { nodes, machines, cut, leader, readBacks } = yield* cluster(3, { entryCacheBytesMax: 8, entryLoadBytesMax: 256 })
+      const node = yield* leader
+      yield* TestClock.adjust(tickMs * 3)
+      const behind = [...nodes.values()].find((n) => n.id !== node.id)!
+      cut.add(behind.id)
+      const fibers = yield* Effect.forEach(Array.from({ length: 60 }, (_, i) => i % 7 + 1), (amount) => Effect.fork(node.propose(Uint8Array.of(amount))))
+      yield* TestClock.adjust(tickMs * 10)
+      const applied = yield* Effect.forEach(fibers, Fiber.join)
+      const total = Math.max(...applied.map((a) => a.result))
+      expect(readBacks.entries).toBeGreaterThan(0) // the leader's own applier read entries back
+      const before = readBacks.entries
+      cut.delete(behind.id)
+      for (let i = 0; i < 100 && machines.get(behind.id)!.total !== total; i++) yield* TestClock.adjust(tickMs)
+      expect(machines.get(behind.id)!.total).toBe(total)
+      // Catching up took read-backs: at most 8 bytes of data were in any node's memory.
+      expect(readBacks.entries - before).toBeGreaterThanOrEqual(50)
+      expect((yield* behind.status).appliedIndex).toBe((yield* node.status).commitIndex)
+    }))
+
   it.scoped("a single node elects itself and applies proposals in order", () =>
     Effect.gen(function*() {
       const { leader } = yield* cluster(1)

@@ -47,3 +47,32 @@ describe("handing committed entries to the state machine", () => {
     expect(() => new Cluster({ config: { heartbeatTicks: 10, electionTicks: 10 } })).toThrow(/heartbeatTicks must be smaller/)
   })
 })
+
+describe("applyInflightBytesMax", () => {
+  it("a slow applier holds back the hand-out until it reports Applied; all entries arrive in order", () => {
+    const bytesMax = 100
+    const c = new Cluster({ ids: [1], config: { applyInflightBytesMax: bytesMax } })
+    const node = c.node(1)
+    node.reportApplied = true
+    c.elect(1)
+    node.reportApplied = false // from here the applier is slow: nothing is reported
+    c.propose(1, ...Array.from({ length: 10 }, (_, i) => `p${i}`)) // 34 bytes each
+    expect(node.committed).toBe(12)
+    const handed = () => node.applied.length
+    const first = handed()
+    expect(first).toBeLessThan(12)
+    // Without progress from the applier, draining hands out nothing more.
+    c.step(1, { _tag: "Drain" })
+    expect(handed()).toBe(first)
+    expect(node.state.applyInflightBytes).toBeLessThan(bytesMax + 34)
+    // Each report releases the next batch, never more than the bound (plus one entry) at once.
+    for (let round = 0; round < 20 && handed() < 12; round++) {
+      const before = handed()
+      c.step(1, { _tag: "Applied", index: node.appliedIndex })
+      expect(handed()).toBeGreaterThan(before)
+      expect(node.state.applyInflightBytes).toBeLessThan(bytesMax + 34)
+    }
+    expect(node.applied.map((e) => e.index)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1))
+    expect(node.applied.slice(2).map(text)).toEqual(Array.from({ length: 10 }, (_, i) => `p${i}`))
+  })
+})

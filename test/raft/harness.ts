@@ -10,7 +10,7 @@ import { bootstrap, emptyRecovered, initialState, snapshotMetaAt, step } from ".
 import type { Recovered } from "../../src/raft/storage.ts"
 import { lastIndex } from "../../src/raft/log.ts"
 import type { Message } from "../../src/raft/messages.ts"
-import type { Input, RaftEvent, RaftState, Ready } from "../../src/raft/state.ts"
+import type { EntryLoad, Input, RaftEvent, RaftState, Ready } from "../../src/raft/state.ts"
 import type { Entry, HardState, LogIndex, Membership, NodeId, Role, SnapshotMeta, Term } from "../../src/raft/types.ts"
 
 /** What survives a crash: only what a completed persist wrote. */
@@ -38,6 +38,14 @@ export class TestNode {
   jobs: PersistJob[] = []
   /** While true, persist jobs wait for `cluster.persist(id)` (asynchronous persistence). */
   holdPersist = false
+  /** Read-backs of evicted entries asked for and not yet answered, oldest first. */
+  loads: EntryLoad[] = []
+  /** While true, read-backs wait for `cluster.serveLoads(id)`. */
+  holdLoads = false
+  /** How many read-backs this node's core asked for. */
+  loadsAsked = 0
+  /** While true, the node reports what it applied (Applied input) right after each Ready. */
+  reportApplied = false
   /** Every entry handed out in `Ready.committed`, in order. */
   readonly applied: Entry[] = []
   /** The state machine's position: the last entry applied or snapshot restored. */
@@ -166,8 +174,27 @@ export class Cluster {
       node.appliedIndex = entry.index
       node.applied.push(entry)
     }
+    // The state machine here applies at once; a node told to report it steps Applied (the others
+    // never reach applyInflightBytesMax with a test's few bytes).
+    if ((ready.committed.length > 0 || ready.snapshot !== null) && node.reportApplied) this.step(id, { _tag: "Applied", index: node.appliedIndex })
+    node.loads.push(...ready.loads)
+    node.loadsAsked += ready.loads.length
     if (!node.holdPersist) this.persist(id)
+    if (!node.holdLoads) this.serveLoads(id)
     return ready
+  }
+
+  /** Answers a node's waiting read-backs from its disk (what a log store holds), in order;
+   * `count` limits how many. */
+  serveLoads(id: NodeId, count = Infinity): void {
+    const node = this.node(id)
+    let done = 0
+    while (node.loads.length > 0 && done < count) {
+      const load = node.loads.shift() as EntryLoad
+      done++
+      const entries = node.disk.entries.filter((e) => e.index >= load.lo && e.index <= load.hi)
+      this.step(id, { _tag: "EntriesLoaded", seq: load.seq, entries })
+    }
   }
 
   tick(id: NodeId, count = 1): void {

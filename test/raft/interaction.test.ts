@@ -114,6 +114,10 @@ function inputLine(input: Input): string {
       return `persisted ${input.index}/${input.term}`
     case "SnapshotTaken":
       return `snapshot-taken ${input.meta.index}/${input.meta.term}`
+    case "EntriesLoaded":
+      return `loaded seq=${input.seq} [${input.entries.map(entry).join(" ")}]`
+    case "Applied":
+      return `applied ${input.index}`
     case "Drain":
       return "drain"
   }
@@ -146,6 +150,7 @@ function readyLines(ready: Ready): string[] {
   for (const m of r.messagesAfterPersist) out.push(`send-after-persist ${message(m)}`)
   if (r.committed.length > 0) out.push(`apply ${r.committed.map(entry).join(" ")}`)
   for (const e of r.events) out.push(`event ${event(e)}`)
+  for (const l of r.loads) out.push(`load seq=${l.seq} ${l.lo}..${l.hi}`)
   return out
 }
 
@@ -175,7 +180,7 @@ function run(blocks: ReadonlyArray<Block>): string[] {
       cluster = new Cluster({ ids, members: ids.map((id) => ({ id, role: roleOf(id) })), config: config as Partial<RaftConfig> })
       cluster.observer = (id, input, ready) => {
         const lines = readyLines(ready)
-        if (lines.length === 0 && (input._tag === "Tick" || input._tag === "Persisted" || input._tag === "Drain")) return
+        if (lines.length === 0 && (input._tag === "Tick" || input._tag === "Persisted" || input._tag === "Drain" || input._tag === "Applied")) return
         out.push(`n${id} ${inputLine(input)}`, ...lines.map((l) => `  ${l}`))
       }
       outputs.push(ids.map((id) => `n${id} ${roleOf(id)}`).join("\n"))
@@ -243,6 +248,19 @@ function run(blocks: ReadonlyArray<Block>): string[] {
         break
       case "persist":
         c.persist(num(0), positional[1] === undefined ? Infinity : num(1))
+        break
+      case "hold-loads":
+        c.node(num(0)).holdLoads = true
+        break
+      case "serve-loads":
+        c.serveLoads(num(0), positional[1] === undefined ? Infinity : num(1))
+        break
+      case "cache":
+        for (const n of c.nodes.values()) {
+          const log = n.state.log
+          const evicted = log.entries.filter((e) => e.kind === "evicted").map((e) => e.index)
+          out.push(`n${n.id} resident=${log.residentFrom}..${n.lastIndex} bytes=${log.residentBytes} evicted=[${evicted.join(",")}]`)
+        }
         break
       case "snapshot":
         c.takeSnapshot(num(0), positional[1] === undefined ? undefined : num(1))

@@ -19,7 +19,7 @@ export const start: Command = {
   name: "start",
   usage: `tqlite start [--address HOST:PORT] [--data-dir DIR] [--join ADDR,...] [--join-timeout SECONDS] [--failure-domain N]
                [--voters N] [--standbys N] [--tls-cert FILE --tls-key FILE --tls-ca FILE]
-               [--metrics HOST:PORT] [--log-format pretty|json|logfmt] [--log-level LEVEL]
+               [--metrics HOST:PORT] [--log-format pretty|json|logfmt] [--log-level LEVEL] [--snapshot-every ENTRIES]
       runs a node: with an empty data dir and no --join it founds a new cluster; with --join it
       asks a member to add it (as a spare: the leader promotes it as needed), retrying for up to
       --join-timeout seconds (default 120) while no member answers; with an existing
@@ -27,6 +27,8 @@ export const start: Command = {
       exits at once; docs/operations.md).
       --metrics serves Prometheus /metrics and /health over HTTP (docs/observability.md).
       LEVEL: all, trace, debug, info, warning, error, fatal or none.
+      --snapshot-every: take a snapshot (and compact the log) after this many applied entries
+      (default 10000).
       Defaults: --address 127.0.0.1:9001 --data-dir .tqlite/<port> --failure-domain 0
       --voters 3 --standbys 3 --log-format pretty --log-level info`,
   run: (args) => {
@@ -43,7 +45,8 @@ export const start: Command = {
         ...tlsFlags,
         metrics: { type: "string" },
         "log-format": { type: "string" },
-        "log-level": { type: "string" }
+        "log-level": { type: "string" },
+        "snapshot-every": { type: "string" }
       }
     })
     const logFormat = parseLogFormat(values["log-format"] ?? "pretty")
@@ -67,6 +70,8 @@ export const start: Command = {
     const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
     const joinTimeoutSeconds = Number(values["join-timeout"] ?? SqlNode.joinTimeoutMsDefault / 1000)
     if (!Number.isFinite(joinTimeoutSeconds) || joinTimeoutSeconds < 0 || joinTimeoutSeconds > 86_400) return usageError("start", "--join-timeout must be a number of seconds from 0 to 86400")
+    const snapshotEvery = values["snapshot-every"] === undefined ? undefined : Number(values["snapshot-every"])
+    if (snapshotEvery !== undefined && (!Number.isSafeInteger(snapshotEvery) || snapshotEvery < 1)) return usageError("start", "--snapshot-every must be a number of entries, 1 or more")
     if (!isAddress(address)) return usageError("start", `--address wants HOST:PORT (port 1-65535), not "${address}"`)
     const program = Effect.gen(function*() {
       // Before anything is written to the data dir: a first start on a taken port must not leave
@@ -79,6 +84,7 @@ export const start: Command = {
         joinTimeoutMs: joinTimeoutSeconds * 1000,
         failureDomain,
         roles: { targets: { voters, standbys } },
+        ...(snapshotEvery !== undefined ? { storage: { snapshotEveryEntries: snapshotEvery } } : {}),
         ...(tls !== undefined ? { tls } : {}),
         ...(metrics !== undefined ? { metrics } : {})
       })

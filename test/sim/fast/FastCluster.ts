@@ -7,13 +7,26 @@ import type { RaftBugs, RaftConfig } from "../../../src/raft/config.ts"
 import { defaultRaftConfig } from "../../../src/raft/config.ts"
 import { applyPending, bootstrap, emptyRecovered, initialState, snapshotMetaAt, step } from "../../../src/raft/core.ts"
 import type { Recovered } from "../../../src/raft/storage.ts"
-import { entryAt } from "../../../src/raft/log.ts"
+import { cacheProblem, entryAt, slotAt } from "../../../src/raft/log.ts"
 import type { Message } from "../../../src/raft/messages.ts"
-import type { Input, RaftState, Ready } from "../../../src/raft/state.ts"
+import type { EntryLoad, Input, RaftState, Ready } from "../../../src/raft/state.ts"
 import type { Entry, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term } from "../../../src/raft/types.ts"
 import { KvStore } from "../kv.ts"
 import type { Prng } from "../Prng.ts"
 import type { SafetyChecker } from "../checkers/safety.ts"
+
+/** The entry at `index` as the node's log holds it: from memory, or — evicted — from its disk
+ * (where every evicted entry is, being durable). For the checkers, which look at whole logs. */
+function logEntry(node: SimNode, index: LogIndex): Entry | undefined {
+  const fromMemory = entryAt(node.state.log, index)
+  if (fromMemory !== undefined) return fromMemory
+  const slot = slotAt(node.state.log, index)
+  if (slot === undefined) return undefined
+  const d = node.disk
+  const onDisk = d.entries[index - d.base.index - 1]
+  assert(onDisk !== undefined && onDisk.index === index && onDisk.term === slot.term, `evicted entry ${index} of node ${node.id} is not on its disk`)
+  return onDisk
+}
 
 /** Simulated time: a Raft tick is this many time units. */
 export const unitsPerTick = 10
@@ -29,6 +42,12 @@ export interface ClusterKnobs {
   readonly bugs: RaftBugs
   /** Driver bug: the vote is never written to disk. */
   readonly forgetVote: boolean
+  /** Storage bug: a read-back of evicted entries serves, for a command, the data of the command
+   * before it when the two are the same size (what an offset index one record off would do,
+   * without the record checks that SegmentLog makes). */
+  readonly loadWrongEntry?: boolean
+  /** Check the cache's bookkeeping after every step (O(log) per step). */
+  readonly checkCache?: boolean
 }
 
 /** What survives a crash: only what a completed persist wrote. */
@@ -62,6 +81,8 @@ export class SimNode {
   state: RaftState
   readonly disk: Disk
   jobs: PersistJob[] = []
+  /** Read-backs of evicted entries, answered at `doneAt`. */
+  loads: Array<{ readonly doneAt: number; readonly load: EntryLoad }> = []
   sm = new KvStore()
   lastSnapshotIndex: LogIndex = 0
   /** The newest snapshot this node holds in memory (taken or installed): what it sends. */
@@ -111,6 +132,8 @@ export class FastCluster {
   /** Links that drop everything: "from->to". */
   readonly blocked = new Set<string>()
   faults = 0
+  /** Entries read back from a node's disk because its core had evicted them. */
+  readBacks = 0
 
   constructor(
     private readonly rng: Prng,
@@ -142,6 +165,10 @@ export class FastCluster {
     if (!node.up) return null
     const before = node.state.log.committed
     const { ready } = step(node.state, input)
+    if (this.knobs.checkCache === true) {
+      const problem = cacheProblem(node.state.log)
+      if (problem !== null) this.checker.fail("crash", `n${node.id} entry cache: ${problem}`)
+    }
     this.observe(node, before, ready)
     this.carryOut(node, ready)
     return ready
@@ -154,17 +181,18 @@ export class FastCluster {
         this.log(`n${node.id} ${event.role} term=${event.term} leader=${event.leader ?? "-"}`)
         if (event.role === "leader") {
           this.checker.onLeader(event.term, node.id)
-          this.checker.onLeaderLog(node.id, event.term, s.log.base.index, (i) => entryAt(s.log, i))
+          this.checker.onLeaderLog(node.id, event.term, s.log.base.index, (i) => logEntry(node, i))
         }
       }
     }
     if (s.log.committed > node.checkedCommit) {
-      this.checker.onCommitted(node.id, Math.max(node.checkedCommit, committedBefore) + 1, s.log.committed, (i) => entryAt(s.log, i))
+      this.checker.onCommitted(node.id, Math.max(node.checkedCommit, committedBefore) + 1, s.log.committed, (i) => logEntry(node, i))
       node.checkedCommit = s.log.committed
     }
   }
 
   private carryOut(node: SimNode, ready: Ready): void {
+    for (const load of ready.loads) node.loads.push({ doneAt: this.now + this.rng.int(0, this.knobs.persistUnitsMax), load })
     for (const m of ready.messages) this.send(m, node)
     const needsPersist =
       ready.hardState !== null || ready.snapshot !== null || ready.truncateFrom !== null || ready.entries.length > 0 || ready.compactUpTo !== null
@@ -200,6 +228,10 @@ export class FastCluster {
     if (ready.committed.length > 0) {
       this.hooks.onAppliedIndex(node)
       this.maybeSnapshot(node)
+    }
+    if (ready.committed.length > 0 || ready.snapshot !== null) {
+      const last = ready.committed[ready.committed.length - 1]
+      this.input(node, { _tag: "Applied", index: last?.index ?? node.state.log.applied })
     }
     this.hooks.onReady(node, ready)
   }
@@ -256,6 +288,7 @@ export class FastCluster {
       this.input(node, { _tag: "Message", message })
     }
     for (const node of this.nodes.values()) this.finishPersists(node)
+    for (const node of this.nodes.values()) this.finishLoads(node)
     for (const node of this.nodes.values()) {
       if (node.up && this.now % unitsPerTick === node.id % unitsPerTick) {
         this.input(node, { _tag: "Tick" })
@@ -273,6 +306,28 @@ export class FastCluster {
       const index = last?.index ?? node.disk.base.index
       const term = last?.term ?? node.disk.base.term
       this.input(node, { _tag: "Persisted", index, term })
+    }
+  }
+
+  /** Answers the read-backs that are due from what the node's disk holds now. */
+  private finishLoads(node: SimNode): void {
+    const due = node.loads.filter((l) => l.doneAt <= this.now)
+    if (due.length === 0) return
+    node.loads = node.loads.filter((l) => l.doneAt > this.now)
+    for (const { load } of due) {
+      if (!node.up) return
+      const d = node.disk
+      const entries: Entry[] = []
+      for (let i = load.lo; i <= load.hi; i++) {
+        const entry = d.entries[i - d.base.index - 1]
+        if (entry === undefined) break
+        const before = d.entries[i - d.base.index - 2]
+        // The mutation: the neighbour's data under this entry's index and term.
+        const wrong = this.knobs.loadWrongEntry === true && entry.kind === "command" && before?.kind === "command" && before.data.length === entry.data.length
+        entries.push(wrong && before?.kind === "command" ? { ...entry, data: before.data } : entry)
+      }
+      this.readBacks += entries.length
+      this.input(node, { _tag: "EntriesLoaded", seq: load.seq, entries })
     }
   }
 
@@ -314,6 +369,7 @@ export class FastCluster {
     const torn = node.jobs[0]
     if (torn !== undefined && this.rng.chance(0.5)) this.writeJob(node, torn, 0.5)
     node.jobs = []
+    node.loads = []
     node.up = false
   }
 

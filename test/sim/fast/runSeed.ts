@@ -8,11 +8,12 @@ import { checkKvHistory } from "../checkers/linearizability.ts"
 import type { Violation } from "../checkers/safety.ts"
 import { SafetyChecker } from "../checkers/safety.ts"
 import { Prng } from "../Prng.ts"
+import { cacheKnobs } from "../cacheKnobs.ts"
 import type { SimNode } from "./FastCluster.ts"
 import { FastCluster, unitsPerTick } from "./FastCluster.ts"
 import { Workload, defaultOpTimeoutUnits } from "./Workload.ts"
 
-export type Mutation = "commit-old-term" | "double-vote" | "forget-vote" | "follower-reads-local"
+export type Mutation = "commit-old-term" | "double-vote" | "forget-vote" | "follower-reads-local" | "load-wrong-entry"
 
 export interface SeedOptions {
   readonly seed: number
@@ -33,6 +34,8 @@ export interface SeedResult {
   readonly linearizabilityUndecided: boolean
   /** FNV-1a of the trace: equal runs give equal hashes. */
   readonly traceHash: string
+  /** Entries read back from storage because a core had evicted them (the entry cache at work). */
+  readonly readBacks?: number
 }
 
 const nodeIdsMax = 9
@@ -66,10 +69,15 @@ export function runSeed(options: SeedOptions): SeedResult {
       ...readsFor(swarm.chance(0.8)),
       appendEntriesMax: swarm.pick([1, 3, 64]),
       inflightAppendsMax: swarm.pick([1, 4, 64]),
-      uncommittedBytesMax: swarm.pick([2_000, 256 * 1024 * 1024])
+      uncommittedBytesMax: swarm.pick([2_000, 256 * 1024 * 1024]),
+      // The entry cache, from a generator of its own (the other knobs of a seed stay as they
+      // were): tiny in most seeds, so replication and the applier read entries back all the time.
+      ...cacheKnobs(new Prng(options.seed ^ 0x63616368))
     },
     bugs,
-    forgetVote: options.mutation === "forget-vote"
+    forgetVote: options.mutation === "forget-vote",
+    loadWrongEntry: options.mutation === "load-wrong-entry",
+    checkCache: true
   }
   const faultEveryTicks = swarm.pick([10, 30, 80])
   const restartTicksMax = swarm.pick([3, 20, 80])
@@ -94,6 +102,7 @@ export function runSeed(options: SeedOptions): SeedResult {
     faults: cluster.faults,
     operations,
     violations,
+    readBacks: cluster.readBacks,
     traceHash: recorder.hash()
   })
   function healAndFinish(): SeedResult {

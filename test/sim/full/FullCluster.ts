@@ -18,7 +18,7 @@ import { bootstrap } from "../../../src/raft/core.ts"
 import type { Message } from "../../../src/raft/messages.ts"
 import type { Membership, NodeId, SnapshotMeta } from "../../../src/raft/types.ts"
 import { Disk } from "../../../src/storage/Disk.ts"
-import type { Recovered } from "../../../src/raft/storage.ts"
+import type { Recovered, RecoveredBounded } from "../../../src/raft/storage.ts"
 import { persistInGroups } from "../../../src/storage/LogStore.ts"
 import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
 import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
@@ -46,6 +46,11 @@ export interface FullKnobs {
   readonly bugs?: RaftBugs
   /** Followers serve reads through the leader's read index (default), or refuse them. */
   readonly followerReads?: boolean
+  /** The Raft core's entry cache (default: defaultRaftConfig's); tiny ones make every node read
+   * entries back from its segment log all the time. */
+  readonly entryCacheBytesMax?: number
+  readonly entryLoadBytesMax?: number
+  readonly applyInflightBytesMax?: number
 }
 
 type KvResult = KvApplyResult | undefined
@@ -85,6 +90,8 @@ export class FullCluster {
   tick = 0
   readonly blocked = new Set<string>()
   faults = 0
+  /** Entries read back from a segment log because the core had evicted them. */
+  readBacks = 0
 
   constructor(
     private readonly rng: Prng,
@@ -137,14 +144,24 @@ export class FullCluster {
         const context = yield* Layer.build(Snapshots.layer({ dir: snapshotDir, chunkBytesMax: 4096 }))
         return { log, snapshots: Context.get(context, Snapshots) }
       }).pipe(Effect.provideService(Disk, stored.disk.service), Scope.extend(scope), Effect.orDie)
-      let loaded = yield* Effect.orDie(log.load)
+      const config = {
+        ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729),
+        snapshotTrailingEntries: 8,
+        followerReads: this.knobs.followerReads ?? true,
+        ...(this.knobs.entryCacheBytesMax !== undefined ? { entryCacheBytesMax: this.knobs.entryCacheBytesMax } : {}),
+        ...(this.knobs.entryLoadBytesMax !== undefined ? { entryLoadBytesMax: this.knobs.entryLoadBytesMax } : {}),
+        ...(this.knobs.applyInflightBytesMax !== undefined ? { applyInflightBytesMax: this.knobs.applyInflightBytesMax } : {}),
+        ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {})
+      }
+      // As the node wiring does: only the cache's worth of entry data is read at start.
+      let loaded = yield* Effect.orDie(log.loadBounded(config.entryCacheBytesMax))
       if (loaded.entries.length === 0 && loaded.hardState.term === 0 && stored.bootstrap !== null) {
         yield* Effect.orDie(log.persist([{ hardState: stored.bootstrap.hardState, entries: stored.bootstrap.entries }]))
-        loaded = yield* Effect.orDie(log.load)
+        loaded = yield* Effect.orDie(log.loadBounded(config.entryCacheBytesMax))
       }
       const own = yield* Effect.orDie(snapshots.latest)
       const snapshot = own !== null && (loaded.snapshot === null || own.index >= loaded.snapshot.index) ? own : loaded.snapshot
-      const recovered: Recovered = { ...loaded, snapshot }
+      const recovered: RecoveredBounded = { ...loaded, snapshot }
       this.checker.onRestart(id, recovered.hardState.term, recovered.hardState.vote)
       const checker = this.checker
       const sm = new KvMachine((entry) => checker.onApplied(id, entry))
@@ -154,11 +171,12 @@ export class FullCluster {
       }
       const clock = this.wrapClock(id, new DriftClock(yield* Effect.clock, this.clockRates.get(id) ?? 1))
       const raft = yield* RaftActor.make<KvResult, KvMachine>({
-        config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, followerReads: this.knobs.followerReads ?? true, ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {}) },
+        config,
         recovered,
         stateMachine: sm,
         io: {
           persist: persistInGroups(log),
+          readEntries: (lo, hi) => Effect.tap(log.read(lo, hi), (entries) => Effect.sync(() => void (this.readBacks += entries.length))),
           saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
           adoptSnapshot: snapshots.adopt,
           snapshotSource: snapshots.source,

@@ -183,6 +183,7 @@ export class SqliteCluster {
         io: {
           persist: (batches: ReadonlyArray<PersistBatch>) => persist(batches),
           recover: log.recover,
+          readEntries: log.read,
           saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
           adoptSnapshot: snapshots.adopt,
           snapshotSource: snapshots.source,

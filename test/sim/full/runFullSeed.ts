@@ -13,6 +13,7 @@ import type { AckedWrite, LevelRead } from "../checkers/staleness.ts"
 import { checkLevelReads, effectiveWrites } from "../checkers/staleness.ts"
 import { encodeCommand } from "../kv.ts"
 import { Prng } from "../Prng.ts"
+import { cacheKnobs } from "../cacheKnobs.ts"
 import type { SeedResult } from "../fast/runSeed.ts"
 import { FullCluster, tickMs } from "./FullCluster.ts"
 import { runSimulated } from "./SimRuntime.ts"
@@ -66,6 +67,9 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
     // the client looks for the leader, so more reads reach a deposed leader: the lease mutation
     // is caught that way.
     followerReads: options.mutation === "lease-too-long" ? false : new Prng(options.seed ^ 0x72656164).chance(0.75),
+    // The entry cache, from its own generator too: most seeds keep a few entries' data at most,
+    // so replication and the applier read entries back from the segment log all the time.
+    ...cacheKnobs(new Prng(options.seed ^ 0x63616368)),
     ...(options.mutation === "lease-too-long" ? { bugs: { leaseTooLong: true } } : {}),
     ...(options.mutation === "follower-reads-local" ? { bugs: { followerReadsLocal: true } } : {}),
     ...(options.mutation === "session-reads-at-once" ? { bugs: { sessionReadsAtOnce: true } } : {}),
@@ -312,6 +316,8 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
     operations: recorded.length,
     violations,
     linearizabilityUndecided: verdict._tag === "Unknown",
+    readBacks: cluster.readBacks,
     traceHash: recorder.hash()
   }
 }
+
