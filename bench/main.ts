@@ -12,6 +12,7 @@ const benches: Record<string, { readonly module: string; readonly about: string 
   failover: { module: "./failover.ts", about: "availability: kill -9 of the leader (5×) and of the whole cluster (3×) under writes; the gap to the first acknowledged write (--kills, --restarts, --writers, --dqload PATH)" },
   opcount: { module: "./opcount.ts", about: "Effect operations and fiber resumptions per committed entry and per statement (writer+client vs the rest), 3 nodes in one process, 1/8 writers" },
   readpool: { module: "./readPool.ts", about: "one read through a reader worker thread vs the same statement on the main thread (µs per read, the cost of one hop)" },
+  "write-trace": { module: "./writeTrace.ts", about: "latency breakdown of one request: 3 tqlite processes with TQLITE_TRACE stage stamps under dqload (--seconds, --workers 1, --workload kvwrite, --dqload PATH)" },
   sqlite: { module: "./sqlite.ts", about: "3-node replicated SQLite (real disk, fsync) vs plain better-sqlite3 with an fsync per transaction, 1/8/64 writers" }
 }
 

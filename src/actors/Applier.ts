@@ -15,6 +15,7 @@ import type { DiskFullWatch } from "./DiskFullWatch.ts"
 import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
+import { trace } from "../runtime/trace.ts"
 
 /** The replicated state machine, pluggable: the simulator's key-value map, tqlite's SQLite. */
 export interface StateMachine<R> {
@@ -92,12 +93,14 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           for (const message of batch) {
             switch (message._tag) {
               case "Apply":
+                if (message.entries.length > 0) trace("apply.start", message.entries[message.entries.length - 1]!.index)
                 for (const entry of message.entries) {
                   if (entry.index <= state.applied) continue // replay after a restore
                   assert(entry.index === state.applied + 1, `apply ${entry.index} after ${state.applied}`)
                   const result = yield* untilWritten(watch, sm.apply(entry))
                   state.applied = entry.index
                   const waiter = message.waiters.get(entry.index)
+                  if (waiter !== undefined) trace("apply.answer", entry.index)
                   if (waiter !== undefined) Deferred.unsafeDone(waiter, Exit.succeed({ index: entry.index, term: entry.term, result }))
                 }
                 break
@@ -130,6 +133,7 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           }
           if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) {
             yield* untilWritten(watch, sm.sync)
+            trace("apply.synced", state.applied)
             // Pages written and synced: whatever reported the state machine's disk full (this
             // applier, or the leader's SQLite) is over.
             yield* watch.clear("state machine")

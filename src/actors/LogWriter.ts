@@ -16,6 +16,7 @@ import type { LogIndex, SnapshotMeta, Term } from "../raft/types.ts"
 import * as Actor from "../runtime/Actor.ts"
 import type { DiskFullWatch, DiskPart } from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
+import { trace, traceMessage } from "../runtime/trace.ts"
 
 
 export interface PersistJob {
@@ -64,9 +65,17 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
         const batches = jobs.flatMap((job) => job.batches)
         if (batches.length > 0) {
           const recover = options.recover
+          const through = jobs[jobs.length - 1]!.persisted.index
+          trace("log.write", through)
           yield* untilWritten(options, "log", () => options.persist(batches), recover ?? null)
+          trace("log.synced", through)
         }
-        for (const job of jobs) for (const envelope of job.after) yield* options.send(envelope)
+        for (const job of jobs) {
+          for (const envelope of job.after) {
+            traceMessage("log.after", envelope.message)
+            yield* options.send(envelope)
+          }
+        }
         const last = jobs[jobs.length - 1]
         if (last !== undefined) yield* options.onPersisted(last.persisted.index, last.persisted.term)
         return state

@@ -32,6 +32,7 @@ import * as LogWriter from "./LogWriter.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
 import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, ReplicaStale, RequestTimeout, StorageFull } from "./raftErrors.ts"
 import * as Ticker from "../runtime/Ticker.ts"
+import { trace, traceMessage } from "../runtime/trace.ts"
 
 /** The node's I/O, provided by the wiring (real disk and TCP, or the simulator's). */
 export interface RaftIo {
@@ -351,6 +352,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
                 break
               case "Inbound": {
                 const inbound = message.envelope.message
+                traceMessage("raft.in", inbound)
                 if (inbound._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
                   state.received = { meta: inbound.meta, data: message.envelope.snapshot }
                 }
@@ -367,6 +369,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
                 const requestId = state.nextId++
                 state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
                 proposals.push({ id: requestId, data: message.data })
+                trace("raft.propose")
                 break
               }
               case "Read": {
@@ -430,6 +433,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         const toApplier: Array<ApplierMessage<R, SM>> = []
         for (const ready of readys) {
           for (const message of ready.messages) {
+            traceMessage("raft.out", message)
             yield* options.io.send(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message: vouched(message), snapshot: null })
           }
           const batch = persistBatchOf(ready)
@@ -447,6 +451,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             failCoveredProposals(state, meta.index)
           }
           if (ready.committed.length > 0) {
+            trace("raft.committed", ready.committed[ready.committed.length - 1]!.index)
             const waiters = new Map<LogIndex, Deferred.Deferred<Applied<R>, RaftRequestError>>()
             for (const entry of ready.committed) {
               const requestId = state.byIndex.get(entry.index)
@@ -470,6 +475,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         const onlyAnswers = batches.length === 0 && snapshotJob === null
         if ((batches.length > 0 || after.length > 0 || snapshotJob !== null) && !(onlyAnswers && diskFull.isFull("log"))) {
           const job: LogWriter.PersistJob = { batches, snapshot: snapshotJob, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }
+          if (batches.length > 0) trace("raft.persist", lastIndex(s.log))
           if (!writer.offer(job)) yield* Effect.orDie(writer.send(job))
         }
         for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))

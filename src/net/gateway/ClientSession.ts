@@ -26,6 +26,7 @@ import type { FrameStream, FramingError, SocketError } from "./socketIo.ts"
 import { firstStatement, isBlankSql, utf8OffsetBytes } from "../../sqlite/statements.ts"
 import { specialColumnOf, sqlValueOfParam, textForWire, wireValueOfSql } from "./sqlValues.ts"
 import type { Value } from "./values.ts"
+import { trace } from "../../runtime/trace.ts"
 
 /** A database's files as DUMP sends them: a consistent image of the main file and its WAL
  * (empty when the image already holds everything, as dqlite ≥ 1.12 sends it). */
@@ -311,19 +312,24 @@ export class ClientSession {
   private answerExec(run: Effect.Effect<{ readonly lastInsertId: bigint; readonly rowsAffected: number }, SqlFailure>) {
     return Effect.matchEffect(run, {
       onFailure: (error) => this.fail(failureOfSql(error)),
-      onSuccess: (result) =>
-        this.send({
+      onSuccess: (result) => {
+        trace("gw.result")
+        return Effect.zipLeft(this.send({
           kind: "result",
           lastInsertId: BigInt.asUintN(64, result.lastInsertId),
           rowsAffected: BigInt.asUintN(64, BigInt(result.rowsAffected))
-        })
+        }), Effect.sync(() => trace("gw.written")))
+      }
     })
   }
 
   private answerQuery(run: Effect.Effect<Rows, SqlFailure>): Effect.Effect<void, SessionError> {
     return Effect.matchEffect(run, {
       onFailure: (error) => this.fail(failureOfSql(error)),
-      onSuccess: (rows) => this.streamRows(rows)
+      onSuccess: (rows) => {
+        trace("gw.rows")
+        return Effect.zipLeft(this.streamRows(rows), Effect.sync(() => trace("gw.written")))
+      }
     })
   }
 

@@ -24,6 +24,7 @@ import { decodeProtocolVersion } from "./framing.ts"
 import type { GatewayLimits } from "./limits.ts"
 import { gatewayLimits } from "./limits.ts"
 import { FrameStream } from "./socketIo.ts"
+import { trace } from "../../runtime/trace.ts"
 
 export type { DatabaseDumper, DatabaseImage, GatewayDeps } from "./ClientSession.ts"
 export type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
@@ -88,6 +89,7 @@ const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDe
       }
       for (;;) {
         const frame = yield* io.readFrame
+        trace("gw.read")
         if (frame === null) return yield* Effect.logDebug(deposed ? "closed the client connection: this node no longer leads" : "client closed the connection")
         handling = true
         yield* session.handle(frame)

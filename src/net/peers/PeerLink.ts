@@ -20,6 +20,7 @@ import type { PeerLimits } from "./limits.ts"
 import type { PeerTlsOptions } from "./sockets.ts"
 import { awaitDrain, connect, SocketReader } from "./sockets.ts"
 import { OutboundSnapshot } from "./snapshots.ts"
+import { trace, traceMessage } from "../../runtime/trace.ts"
 
 export interface PeerLinkOptions {
   readonly local: LocalIdentity
@@ -261,6 +262,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
     const flush = (current: Connection, group: Group) => {
       if (group.payloads.length === 0) return
       current.socket.write(encodeFrames(group.payloads))
+      trace("link.write")
       counters.bytesWritten += group.bytes
       counters.writes++
       counters.sent += group.messages
@@ -277,6 +279,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         const envelopes: Array<Envelope> = []
         for (const message of batch) {
           if (message._tag === "Send") {
+            traceMessage("link.take", message.envelope.message)
             counters.queuedBytes -= message.bytes
             envelopes.push(message.envelope)
           } else {
