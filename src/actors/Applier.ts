@@ -71,6 +71,8 @@ interface ApplierState {
 export interface ApplierHandle<R, SM> {
   readonly actor: Actor.Actor<ApplierMessage<R, SM>>
   readonly applied: Effect.Effect<LogIndex>
+  /** The same, read synchronously (hot paths). */
+  readonly appliedNow: () => LogIndex
 }
 
 export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<ApplierHandle<R, SM>, never, Scope.Scope> =>
@@ -136,29 +138,35 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
             trace("apply.synced", state.applied)
             // Pages written and synced: whatever reported the state machine's disk full (this
             // applier, or the leader's SQLite) is over.
-            yield* watch.clear("state machine")
+            if (watch.isFull("state machine")) yield* watch.clear("state machine")
           }
           appliedPublished = state.applied
           return state
         })
     })
-    return { actor, applied: Effect.sync(() => appliedPublished) }
+    return { actor, applied: Effect.sync(() => appliedPublished), appliedNow: () => appliedPublished }
   })
 
-/** Runs `step` until it does not die of a full disk; any other defect passes through. */
+/** Runs `step` until it does not die of a full disk; any other defect passes through. The common
+ * case, a step that succeeds with no episode open, costs no more than the step. */
 const untilWritten = <A>(watch: DiskFullWatch, step: Effect.Effect<A>): Effect.Effect<A> =>
+  Effect.catchAllCause(step, (cause) => retryUntilWritten(watch, step, cause))
+
+const retryUntilWritten = <A>(watch: DiskFullWatch, step: Effect.Effect<A>, firstCause: Cause.Cause<never>): Effect.Effect<A> =>
   Effect.gen(function*() {
     let backoffMs: number | null = null
+    let cause = firstCause
     while (true) {
-      const exit = yield* Effect.exit(step)
-      if (Exit.isSuccess(exit)) {
-        if (backoffMs !== null) yield* watch.clear("state machine")
-        return exit.value
-      }
-      const defect = Cause.dieOption(exit.cause)
-      if (Option.isNone(defect) || !isDiskFull(defect.value)) return yield* Effect.failCause(exit.cause)
+      const defect = Cause.dieOption(cause)
+      if (Option.isNone(defect) || !isDiskFull(defect.value)) return yield* Effect.failCause(cause)
       yield* watch.report("state machine", whereOf(defect.value, "state machine"))
       backoffMs = nextBackoffMs(backoffMs)
       yield* Effect.sleep(Duration.millis(backoffMs))
+      const exit = yield* Effect.exit(step)
+      if (Exit.isSuccess(exit)) {
+        yield* watch.clear("state machine")
+        return exit.value
+      }
+      cause = exit.cause
     }
   })

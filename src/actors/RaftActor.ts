@@ -132,11 +132,17 @@ export interface RaftNode<R, SM> {
    * (default linearizable: it reflects everything committed before the call — at once under the
    * leader's lease, else after a ReadIndex round, or on a follower at the leader's read index). */
   readonly read: <A>(query: (sm: SM) => A, consistency?: ReadConsistency) => Effect.Effect<A, RaftRequestError>
+  /** A linearizable read's fast path, synchronous: runs `query` now and returns its value when
+   * `read` would run it at once (the leader's lease holds and everything committed is applied);
+   * otherwise runs nothing and returns undefined (then use `read`). */
+  readonly readNow: <A>(query: (sm: SM) => A) => { readonly value: A } | undefined
   readonly changeMembership: (change: MembershipChange) => Effect.Effect<LogIndex, RaftRequestError>
   readonly transferLeadership: (to: NodeId | null) => Effect.Effect<void, RaftRequestError>
   /** Inbound peer traffic; dropped when the mailbox is full (the sender retries). */
   readonly deliver: (envelope: Envelope) => Effect.Effect<void>
   readonly status: Effect.Effect<NodeStatus>
+  /** The same, read synchronously (hot paths). */
+  readonly statusNow: () => NodeStatus
   /** The status now, then each time the role, term, leader or membership changes (not commit
    * progress: poll `status` for that). A subscriber that falls behind skips to the newer states
    * (each holds at most `changesBufferMax`), which is all a role watcher needs. */
@@ -422,7 +428,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           return state
         })
     })
-    nudge = Effect.ignore(raft.trySend({ _tag: "Nudge" }))
+    // A full mailbox needs no nudge: the Raft actor reads the variables at its next batch anyway.
+    const nudgeMessage: RaftMessage<R, SM> = { _tag: "Nudge" }
+    nudge = Effect.sync(() => void raft.offer(nudgeMessage))
 
     const carryOut = (state: DriverState<R, SM>, readys: ReadonlyArray<Ready>) =>
       Effect.gen(function*() {
@@ -603,6 +611,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       })
     }
 
+    /** A linearizable read may run at once on the state machine as it is: the lease holds and the
+     * applier has published everything committed. */
+    const readsAtOnce = (applied: LogIndex): boolean => applied >= core.log.committed && leaseHoldsNow()
+
     /** Waits for `reply`, answered RequestTimeout by the sweeper past the request timeout. The
      * node's own clock, as the sweeper's (a caller's fiber may run on another). */
     const awaitReply = <A>(reply: Deferred.Deferred<A, RaftRequestError>, writes: boolean): Effect.Effect<A, RaftRequestError> =>
@@ -618,6 +630,8 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     ): Effect.Effect<A, RaftRequestError> =>
       Effect.suspend(() => {
         const reply = Deferred.unsafeMake<A, RaftRequestError>(FiberId.none)
+        if (raft.offer(make(reply))) return awaitReply(reply, writes)
+        // Full, or stopped: trySend says which.
         return raft.trySend(make(reply)).pipe(
           Effect.catchTags({
             MailboxFull: () => Effect.fail(new Overloaded({ detail: `node ${id} mailbox is full` })),
@@ -658,7 +672,8 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       id,
       propose: (data) => request<Applied<R>>(true, (reply) => ({ _tag: "Propose", data, reply })),
       read: <A>(query: (sm: SM) => A, consistency: ReadConsistency = linearizable) =>
-        Effect.flatMap(applier.applied, (applied): Effect.Effect<A, RaftRequestError> => {
+        Effect.suspend((): Effect.Effect<A, RaftRequestError> => {
+          const applied = applier.appliedNow()
           switch (consistency.level) {
             case "local":
               return Effect.sync(() => query(options.stateMachine))
@@ -677,15 +692,17 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           // Everything committed when the read arrived is applied, and no other leader can exist:
           // the state machine as it is now is a linearizable answer.
-          return applied >= core.log.committed && leaseHoldsNow()
+          return readsAtOnce(applied)
             ? Effect.sync(() => query(options.stateMachine))
             : (request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>)
         }),
+      readNow: <A>(query: (sm: SM) => A) => (readsAtOnce(applier.appliedNow()) ? { value: query(options.stateMachine) } : undefined),
       changeMembership: (change) =>
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
-      deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
+      deliver: (envelope) => Effect.sync(() => void raft.offer({ _tag: "Inbound", envelope })),
       status: Effect.sync(() => (stopped.length === 0 ? status : stoppedStatus(status))),
+      statusNow: () => (stopped.length === 0 ? status : stoppedStatus(status)),
       // Subscribe before reading the current state, so no change falls between the two.
       changes: Stream.unwrapScoped(Effect.map(PubSub.subscribe(changesHub), (subscription) =>
         Stream.concat(Stream.sync(() => (stopped.length === 0 ? status : stoppedStatus(status))), Stream.fromQueue(subscription)))),

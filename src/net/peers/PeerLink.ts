@@ -358,11 +358,11 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           return Effect.void
         }
         counters.queuedBytes += bytes
-        return Effect.catchAll(actor.trySend({ _tag: "Send", envelope, bytes }), () =>
-          Effect.sync(() => {
-            counters.queuedBytes -= bytes
-            counters.dropped++
-          }))
+        if (!actor.offer({ _tag: "Send", envelope, bytes })) {
+          counters.queuedBytes -= bytes
+          counters.dropped++
+        }
+        return Effect.void
       })
 
     const stats = Effect.map(actor.size, (queued): LinkStats => ({
