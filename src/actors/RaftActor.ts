@@ -439,10 +439,11 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         const after: Envelope[] = []
         let snapshotJob: { meta: SnapshotMeta; data: Uint8Array } | null = null
         const toApplier: Array<ApplierMessage<R, SM>> = []
+        const outbound: Array<Envelope> = []
         for (const ready of readys) {
           for (const message of ready.messages) {
             traceMessage("raft.out", message)
-            yield* options.io.send(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message: vouched(message), snapshot: null })
+            outbound.push(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message: vouched(message), snapshot: null })
           }
           const batch = persistBatchOf(ready)
           if (batch !== null) batches.push(batch)
@@ -475,6 +476,11 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           for (const event of ready.events) onEvent(state, event, toApplier)
         }
+        // The applier first: its fiber then runs before the peer links', so a commit reaches the
+        // clients waiting on it before the replication traffic of this batch is packed and written
+        // (committed entries are durable on a quorum already; nothing here must follow a send).
+        for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))
+        for (const envelope of outbound) yield* options.io.send(envelope)
         // While the log cannot persist, a job with nothing to write carries only answers that
         // would wait behind the stuck write anyway (heartbeat responses): drop it. Raft tolerates
         // lost messages, and its persisted mark (the log's end, unchanged without a batch) is one
@@ -486,7 +492,6 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           if (batches.length > 0) trace("raft.persist", lastIndex(s.log))
           if (!writer.offer(job)) yield* Effect.orDie(writer.send(job))
         }
-        for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))
         if (!state.snapshotInFlight && state.snapshotRetryTicks === 0 && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
           state.snapshotInFlight = true
           yield* Effect.orDie(applier.actor.send({ _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }))

@@ -39,6 +39,9 @@ export interface Actor<M> {
   readonly offer: (message: M) => boolean
   /** Messages waiting: queued plus those of suspended senders; 0 once stopped. */
   readonly size: Effect.Effect<number>
+  /** True while the actor waits for its next batch with nothing queued: between batches, not in
+   * the middle of one. Lets an owner do a message's work in place (PeerLink's direct write). */
+  readonly idle: () => boolean
   /** Waits until the actor has stopped for good: succeeds when its scope closed, fails with
    * `ActorFailed` when supervision gave up — the owner's cue to shut the node down. */
   readonly stopped: Effect.Effect<void, ActorFailed>
@@ -81,7 +84,7 @@ export const make = <S, M, R>(
 
     const offer = (message: M): boolean => mailbox.offer(message)
 
-    return { name, send, trySend, offer, size, stopped: Deferred.await(done) }
+    return { name, send, trySend, offer, size, idle: () => mailbox.idle, stopped: Deferred.await(done) }
   })
 
 /** The bounded mailbox of one actor: a FIFO array read by the actor's fiber alone, a batch at a
@@ -110,6 +113,11 @@ class Mailbox<M> {
   /** Messages waiting: queued plus those of suspended senders; 0 once shut. */
   get size(): number {
     return this.shut ? 0 : this.queued + this.senders.length
+  }
+
+  /** The actor's fiber waits for a batch and nothing is queued. */
+  get idle(): boolean {
+    return !this.shut && this.taker !== null && this.queued === 0
   }
 
   /** Enqueues if open and not full (senders already waiting go first). */
