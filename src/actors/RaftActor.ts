@@ -623,10 +623,16 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     /** Waits for `reply`, answered RequestTimeout by the sweeper past the request timeout. The
      * node's own clock, as the sweeper's (a caller's fiber may run on another). */
     const awaitReply = <A>(reply: Deferred.Deferred<A, RaftRequestError>, writes: boolean): Effect.Effect<A, RaftRequestError> =>
-      Effect.flatMap(clock.currentTimeMillis, (nowMs) => {
+      Effect.suspend(() => {
+        const nowMs = clock.unsafeCurrentTimeMillis()
         const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
         pending.set(key, { deadlineMs: nowMs + options.requestTimeoutMs, writes })
-        return Effect.ensuring(Deferred.await(reply), Effect.sync(() => void pending.delete(key)))
+        // Not Effect.ensuring (an uninterruptible region per request): a waiter interrupted
+        // instead leaves its entry to the sweeper, which drops it at the deadline.
+        return Effect.flatMap(Effect.exit(Deferred.await(reply)), (exit) => {
+          pending.delete(key)
+          return exit
+        })
       })
 
     const request = <A>(
