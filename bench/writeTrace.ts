@@ -61,6 +61,8 @@ export function report(stamps: ReadonlyArray<Stamp>): string {
   const leader = stamps.find((s) => s.name === "writer.submit")?.pid
   if (leader === undefined) return "no writes traced\n"
   const offsets = new Map<string, Array<number>>()
+  /** Per write: each stage's offset, for per-write gaps between stages. */
+  const perWrite: Array<Map<string, number>> = []
   let windows = 0
   // A window: the leader's gw.read before a writer.submit, up to the next gw.written.
   let lastRead = -1
@@ -70,6 +72,8 @@ export function report(stamps: ReadonlyArray<Stamp>): string {
     if (s.pid !== leader || s.name !== "writer.submit" || lastRead < 0) continue
     const start = stamps[lastRead]!.ns
     const seen = new Set<string>()
+    const offsetsOfWrite = new Map<string, number>()
+    perWrite.push(offsetsOfWrite)
     // A follower's stamps count from its receipt of this write's entries (a slower follower may
     // still be acknowledging the previous write); "F" is the first to receive them, "F2" the other.
     // Stamps that name a log index count only once they reach this write's entry.
@@ -88,6 +92,7 @@ export function report(stamps: ReadonlyArray<Stamp>): string {
         seen.add(key)
         const list = offsets.get(key) ?? []
         list.push((t.ns - start) / 1e6)
+        offsetsOfWrite.set(key, (t.ns - start) / 1e6)
         offsets.set(key, list)
       }
       if (t.pid === leader && t.name === "gw.written") {
@@ -103,11 +108,24 @@ export function report(stamps: ReadonlyArray<Stamp>): string {
     const sorted = [...list].sort((a, b) => a - b)
     return { key, count: list.length, p10: sorted[Math.floor(sorted.length * 0.1)]!, p50: sorted[Math.floor(sorted.length * 0.5)]!, p90: sorted[Math.floor(sorted.length * 0.9)]! }
   }).sort((a, b) => a.p50 - b.p50)
-  const lines = [`${windows} writes traced; offsets from the leader's read of the request (ms)`, "| stage | p10 | p50 | Δp50 | p90 | seen |", "|---|--:|--:|--:|--:|--:|"]
-  let previous = 0
+  const lines = [
+    `${windows} writes traced; offsets from the leader's read of the request (ms); "gap" is the median over writes of`,
+    "the time from the previous row's stage to this one in the same write (load-independent stages show small gaps)",
+    "| stage | p10 | p50 | p90 | gap p50 | seen |",
+    "|---|--:|--:|--:|--:|--:|"
+  ]
+  let previous: string | null = null
   for (const row of rows) {
-    lines.push(`| ${row.key} | ${row.p10.toFixed(3)} | ${row.p50.toFixed(3)} | ${(row.p50 - previous).toFixed(3)} | ${row.p90.toFixed(3)} | ${row.count} |`)
-    previous = row.p50
+    const gaps: Array<number> = []
+    for (const write of perWrite) {
+      const here = write.get(row.key)
+      const before = previous === null ? 0 : write.get(previous)
+      if (here !== undefined && before !== undefined) gaps.push(here - before)
+    }
+    gaps.sort((a, b) => a - b)
+    const gap = gaps.length === 0 ? NaN : gaps[Math.floor(gaps.length * 0.5)]!
+    lines.push(`| ${row.key} | ${row.p10.toFixed(3)} | ${row.p50.toFixed(3)} | ${row.p90.toFixed(3)} | ${gap.toFixed(3)} | ${row.count} |`)
+    previous = row.key
   }
   return lines.join("\n") + "\n"
 }
