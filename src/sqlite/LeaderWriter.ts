@@ -370,6 +370,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       // RELEASE of an inner savepoint: the transaction goes on.
       if (lease !== null && writer.inTransaction) return { _tag: "StillOpen" }
     }
+    trace("writer.committed")
     const commit = this.database.captureLocalCommit(seq)
     if (commit === null) return { _tag: "Committed", commit: null, walBytes: this.database.walBytes() }
     return { _tag: "Committed", commit: { seq, pageBytes: commit.pageSet.pages.length * commit.pageSet.pageSize }, walBytes: commit.walEnd.offsetBytes }
