@@ -14,6 +14,7 @@ const benches: Record<string, { readonly module: string; readonly about: string 
   readpool: { module: "./readPool.ts", about: "one read through a reader worker thread vs the same statement on the main thread (µs per read, the cost of one hop)" },
   "snapshot-transfer": { module: "./snapshotTransfer.ts", about: "one snapshot streamed file to file between two TCP transports on loopback: MB/s vs the raw copy speed of this disk, event-loop delay, RSS growth (--mb N, default 200)" },
   scale: { module: "./scale.ts", about: "a database larger than memory: --gib N (0.1 for a quick run) in 3 tqlite processes; peak RSS per node, longest write stall while snapshots are taken, 4th-node join MB/s vs raw copy, restart time (--stall-seconds, --json, --keep)" },
+  "write-trace": { module: "./writeTrace.ts", about: "latency breakdown of one request: 3 tqlite processes with TQLITE_TRACE stage stamps under dqload (--seconds, --workers 1, --workload kvwrite, --dqload PATH)" },
   sqlite: { module: "./sqlite.ts", about: "3-node replicated SQLite (real disk, fsync) vs plain better-sqlite3 with an fsync per transaction, 1/8/64 writers" }
 }
 

@@ -1,4 +1,4 @@
-// `npm run bench -- opcount [--seconds S] [--writers 1,8]`: Effect operations and fiber resumptions
+// `npm run bench -- opcount [--seconds S] [--writers 1,8] [--readers 1,8]`: Effect operations and fiber resumptions
 // per committed entry and per statement on a 3-node in-process cluster (the `sqlite` bench's
 // setup, real disk), counted by a Supervisor with op supervision on. Fibers are split in three:
 // "writer+client" are the client fibers and every fiber they fork (the leader's writer is created,
@@ -11,37 +11,59 @@ import os from "node:os"
 import path from "node:path"
 import { Effect, FiberRef, HashMap, RuntimeFlagsPatch, RuntimeFlags, Supervisor } from "effect"
 import type { Fiber } from "effect"
+import { listen } from "../src/net/gateway/Gateway.ts"
+import { make as makeClient } from "../src/net/client/Client.ts"
 import { SqliteCluster } from "../test/sim/full/SqliteCluster.ts"
 import { Prng } from "../test/sim/Prng.ts"
 import { option, runWriters } from "./load.ts"
 
 /** Which side a fiber counts for; inherited by the fibers it forks. */
-const sideRef = FiberRef.unsafeMake<"rest" | "writer+client">("rest")
+const sideRef = FiberRef.unsafeMake<"rest" | "writer+client" | "client" | "gateway">("rest")
 
 type Side = "rest" | "writer+client" | "writer fibers"
 
-const sideOf = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Side => {
+const sideOf = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Side | "client" | "gateway" => {
   const side = fiber.getFiberRef(sideRef)
-  if (side === "rest") return side
+  if (side === "rest" || side === "client" || side === "gateway") return side
   return HashMap.has(fiber.getFiberRef(FiberRef.currentLogAnnotations), "writer") ? "writer fibers" : side
 }
 
+/** The actor a "rest" fiber belongs to (its `actor` log annotation, node ids elided), or "other". */
+const actorOf = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): string => {
+  const name = HashMap.get(fiber.getFiberRef(FiberRef.currentLogAnnotations), "actor")
+  return name._tag === "Some" ? String(name.value).replace(/\d+/g, "N") : "other"
+}
+
 class Counter extends Supervisor.AbstractSupervisor<void> {
-  readonly ops = { rest: 0, "writer+client": 0, "writer fibers": 0 }
-  readonly resumptions = { rest: 0, "writer+client": 0, "writer fibers": 0 }
+  readonly restByActor = new Map<string, { ops: number; resumptions: number }>()
+  readonly ops = { rest: 0, "writer+client": 0, "writer fibers": 0, client: 0, gateway: 0 }
+  readonly resumptions = { rest: 0, "writer+client": 0, "writer fibers": 0, client: 0, gateway: 0 }
   counting = false
   get value(): Effect.Effect<void> {
     return Effect.void
   }
+  private actorCount<A, E>(fiber: Fiber.RuntimeFiber<A, E>) {
+    const actor = actorOf(fiber)
+    let count = this.restByActor.get(actor)
+    if (count === undefined) this.restByActor.set(actor, count = { ops: 0, resumptions: 0 })
+    return count
+  }
   override onEffect<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (this.counting) this.ops[sideOf(fiber)]++
+    if (!this.counting) return
+    const side = sideOf(fiber)
+    this.ops[side]++
+    if (side === "rest") this.actorCount(fiber).ops++
   }
   override onResume<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (this.counting) this.resumptions[sideOf(fiber)]++
+    if (!this.counting) return
+    const side = sideOf(fiber)
+    this.resumptions[side]++
+    if (side === "rest") this.actorCount(fiber).resumptions++
   }
   reset(): void {
-    this.ops.rest = this.ops["writer+client"] = this.ops["writer fibers"] = 0
-    this.resumptions.rest = this.resumptions["writer+client"] = this.resumptions["writer fibers"] = 0
+    this.ops.rest = this.ops["writer+client"] = this.ops["writer fibers"] = this.ops.client = this.ops.gateway = 0
+    this.resumptions.rest = this.resumptions["writer+client"] = this.resumptions["writer fibers"] = this.resumptions.client = this.resumptions.gateway = 0
+    this.restByActor.clear()
   }
 }
 
@@ -74,7 +96,56 @@ async function measure(dir: string, writers: number, seconds: number): Promise<s
       // "writer+client" printed in total: its own fibers plus the writer's.
       counter.ops["writer+client"] += counter.ops["writer fibers"]
       counter.resumptions["writer+client"] += counter.resumptions["writer fibers"]
-      return [`writers ${writers}: ${outcome.ok} statements ok, ${outcome.errors} errors, ${entries} entries (${(statements / entries).toFixed(1)} statements/entry, ${stats.retries - statsBefore.retries} retries, ${((stats.commitMsTotal - statsBefore.commitMsTotal) / entries).toFixed(1)} ms/commit)`, `  ${row("writer+client")}`, `    of which ${row("writer fibers")}`, `  ${row("rest")}`].join("\n")
+      return [`writers ${writers}: ${outcome.ok} statements ok, ${outcome.errors} errors, ${entries} entries (${(statements / entries).toFixed(1)} statements/entry, ${stats.retries - statsBefore.retries} retries, ${((stats.commitMsTotal - statsBefore.commitMsTotal) / entries).toFixed(1)} ms/commit)`, `  ${row("writer+client")}`, `    of which ${row("writer fibers")}`, `  ${row("rest")}`, ...[...counter.restByActor].sort((a, b) => b[1].ops - a[1].ops).map(([actor, count]) =>
+        `    of which ${actor.padEnd(28)} ops/entry ${(count.ops / entries).toFixed(0).padStart(6)}  resumptions/entry ${(count.resumptions / entries).toFixed(1).padStart(6)}`)].join("\n")
+    })
+  )
+  return Effect.runPromise(program.pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))))
+}
+
+/** Point reads (`SELECT v FROM t WHERE id = ?`, bounded: on the leader's committed view) over
+ * the dqlite wire: a gateway on loopback in front of the leader, the TypeScript client. The
+ * client's fibers are not counted; everything the node does for a read is (gateway, session,
+ * Raft's lease check, the read itself). */
+async function measureReads(dir: string, readers: number, seconds: number): Promise<string> {
+  const base = fs.mkdtempSync(path.join(dir, `opcount-reads-${readers}-`))
+  const counter = new Counter()
+  const program = Effect.scoped(
+    Effect.gen(function*() {
+      const nodes = new SqliteCluster({ baseDir: base, rng: new Prng(readers), tickMs: 50, fsync: "async", syncEveryEntries: 1000, snapshotEveryEntries: 1_000_000, disk: "node", limits: {} })
+      yield* nodes.bootstrap([1, 2, 3])
+      const leader = yield* nodes.awaitLeader(1000)
+      let address = ""
+      const cluster = {
+        leader: Effect.sync(() => ({ id: leader.id, address })),
+        servers: Effect.sync(() => [{ id: leader.id, address, role: "voter" as const }]),
+        add: () => Effect.die("unused"), assign: () => Effect.die("unused"), remove: () => Effect.die("unused"), transfer: () => Effect.die("unused"),
+        describe: Effect.succeed({ failureDomain: 0n, weight: 0n }),
+        setWeight: () => Effect.void
+      }
+      // The connection fibers (forked by the listener) count as "gateway": a lease read runs in them.
+      const server = yield* Effect.locally(listen({ address: "127.0.0.1:0", databases: leader.dbs, cluster }), sideRef, "gateway")
+      address = server.address
+      const client = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.locally(effect, sideRef, "client")
+      const db = yield* client(makeClient({ servers: [address], database: "bench", connectionsMax: readers }))
+      yield* client(db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", []))
+      yield* client(db.exec("INSERT INTO t(id, v) VALUES (1, ?)", [Buffer.alloc(100, 7)]))
+      const read = () => db.query("SELECT v FROM t WHERE id = ?", [1])
+      yield* client(runWriters(readers, 0.5, read))
+      counter.reset()
+      counter.counting = true
+      const outcome = yield* client(runWriters(readers, seconds, read))
+      counter.counting = false
+      yield* nodes.shutdown()
+      const reads = Math.max(1, outcome.ok)
+      return [
+        `readers ${readers}: ${outcome.ok} point reads ok over the wire, ${outcome.errors} errors`,
+        `  connection fibers (the read itself)  ops/read ${(counter.ops.gateway / reads).toFixed(0).padStart(6)}  resumptions/read ${(counter.resumptions.gateway / reads).toFixed(1).padStart(6)}`,
+        `  rest of the node (ticks, heartbeats: background, divided by the reads)  ops/read ${(counter.ops.rest / reads).toFixed(0).padStart(6)}  resumptions/read ${(counter.resumptions.rest / reads).toFixed(1).padStart(6)}`,
+        ...[...counter.restByActor].sort((a, b) => b[1].ops - a[1].ops).map(([actor, count]) =>
+          `    of which ${actor.padEnd(28)} ops/read ${(count.ops / reads).toFixed(0).padStart(6)}  resumptions/read ${(count.resumptions / reads).toFixed(1).padStart(6)}`),
+        `  (client, not counted above: ops/read ${(counter.ops.client / reads).toFixed(0)})`
+      ].join("\n")
     })
   )
   return Effect.runPromise(program.pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))))
@@ -82,10 +153,12 @@ async function measure(dir: string, writers: number, seconds: number): Promise<s
 
 export async function main(args: ReadonlyArray<string>): Promise<void> {
   const seconds = Number(option(args, "seconds") ?? 2)
-  const writerCounts = (option(args, "writers") ?? "1,8").split(",").map(Number)
+  const writerCounts = (option(args, "writers") ?? "1,8").split(",").filter((w) => w !== "").map(Number)
+  const readerCounts = (option(args, "readers") ?? "1,8").split(",").filter((r) => r !== "").map(Number)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-opcount-"))
   try {
     for (const writers of writerCounts) process.stdout.write(`${await measure(dir, writers, seconds)}\n`)
+    for (const readers of readerCounts) process.stdout.write(`${await measureReads(dir, readers, seconds)}\n`)
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

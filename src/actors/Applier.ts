@@ -16,6 +16,7 @@ import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
 import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
+import { trace } from "../runtime/trace.ts"
 
 /** The replicated state machine, pluggable: the simulator's key-value map, tqlite's SQLite. */
 export interface StateMachine<R> {
@@ -88,6 +89,8 @@ interface ApplierState {
 export interface ApplierHandle<R, SM> {
   readonly actor: Actor.Actor<ApplierMessage<R, SM>>
   readonly applied: Effect.Effect<LogIndex>
+  /** The same, read synchronously (hot paths). */
+  readonly appliedNow: () => LogIndex
 }
 
 export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<ApplierHandle<R, SM>, never, Scope.Scope> =>
@@ -112,12 +115,14 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           for (const message of batch) {
             switch (message._tag) {
               case "Apply":
+                if (message.entries.length > 0) trace("apply.start", message.entries[message.entries.length - 1]!.index)
                 for (const entry of message.entries) {
                   if (entry.index <= state.applied) continue // replay after a restore
                   assert(entry.index === state.applied + 1, `apply ${entry.index} after ${state.applied}`)
                   const result = yield* untilWritten(watch, sm.apply(entry))
                   state.applied = entry.index
                   const waiter = message.waiters.get(entry.index)
+                  if (waiter !== undefined) trace("apply.answer", entry.index)
                   if (waiter !== undefined) Deferred.unsafeDone(waiter, Exit.succeed({ index: entry.index, term: entry.term, result }))
                 }
                 break
@@ -167,9 +172,10 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           }
           if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) {
             yield* untilWritten(watch, sm.sync)
+            trace("apply.synced", state.applied)
             // Pages written and synced: whatever reported the state machine's disk full (this
             // applier, or the leader's SQLite) is over.
-            yield* watch.clear("state machine")
+            if (watch.isFull("state machine")) yield* watch.clear("state machine")
           }
           const moved = state.applied !== appliedPublished
           appliedPublished = state.applied
@@ -177,23 +183,29 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           return state
         })
     })
-    return { actor, applied: Effect.sync(() => appliedPublished) }
+    return { actor, applied: Effect.sync(() => appliedPublished), appliedNow: () => appliedPublished }
   })
 
-/** Runs `step` until it does not die of a full disk; any other defect passes through. */
+/** Runs `step` until it does not die of a full disk; any other defect passes through. The common
+ * case, a step that succeeds with no episode open, costs no more than the step. */
 const untilWritten = <A>(watch: DiskFullWatch, step: Effect.Effect<A>): Effect.Effect<A> =>
+  Effect.catchAllCause(step, (cause) => retryUntilWritten(watch, step, cause))
+
+const retryUntilWritten = <A>(watch: DiskFullWatch, step: Effect.Effect<A>, firstCause: Cause.Cause<never>): Effect.Effect<A> =>
   Effect.gen(function*() {
     let backoffMs: number | null = null
+    let cause = firstCause
     while (true) {
-      const exit = yield* Effect.exit(step)
-      if (Exit.isSuccess(exit)) {
-        if (backoffMs !== null) yield* watch.clear("state machine")
-        return exit.value
-      }
-      const defect = Cause.dieOption(exit.cause)
-      if (Option.isNone(defect) || !isDiskFull(defect.value)) return yield* Effect.failCause(exit.cause)
+      const defect = Cause.dieOption(cause)
+      if (Option.isNone(defect) || !isDiskFull(defect.value)) return yield* Effect.failCause(cause)
       yield* watch.report("state machine", whereOf(defect.value, "state machine"))
       backoffMs = nextBackoffMs(backoffMs)
       yield* Effect.sleep(Duration.millis(backoffMs))
+      const exit = yield* Effect.exit(step)
+      if (Exit.isSuccess(exit)) {
+        yield* watch.clear("state machine")
+        return exit.value
+      }
+      cause = exit.cause
     }
   })

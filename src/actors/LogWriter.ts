@@ -16,6 +16,7 @@ import type { LogIndex, Term } from "../raft/types.ts"
 import * as Actor from "../runtime/Actor.ts"
 import type { DiskFullWatch, DiskPart } from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
+import { trace, traceMessage } from "../runtime/trace.ts"
 
 
 export interface PersistJob {
@@ -52,18 +53,33 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
     // A failed write (other than a full disk, retried in place) leaves the log in an unknown
     // state: never retry blindly, stop the node.
     supervision: { restartsMax: 0, windowMs: 1000 },
-    receive: (state, jobs) =>
-      Effect.gen(function*() {
-        const batches = jobs.flatMap((job) => job.batches)
-        if (batches.length > 0) {
-          const recover = options.recover
-          yield* untilWritten(options, "log", () => options.persist(batches), recover ?? null)
-        }
-        for (const job of jobs) for (const envelope of job.after) yield* options.send(envelope)
-        const last = jobs[jobs.length - 1]
-        if (last !== undefined) yield* options.onPersisted(last.persisted.index, last.persisted.term)
-        return state
+    // Plain combinators, no generator: this runs once per fsync on every node.
+    receive: (state, jobs) => {
+      const batches = jobs.length === 1 ? jobs[0]!.batches : jobs.flatMap((job) => job.batches)
+      let through = 0
+      const persist = batches.length === 0 ? Effect.void : Effect.suspend(() => {
+        through = jobs[jobs.length - 1]!.persisted.index
+        trace("log.write", through)
+        return untilWritten(options, "log", () => options.persist(batches), options.recover ?? null)
       })
+      const release = Effect.suspend(() => {
+        if (batches.length > 0) trace("log.synced", through)
+        const sends: Array<Effect.Effect<void>> = []
+        for (const job of jobs) {
+          for (const envelope of job.after) {
+            traceMessage("log.after", envelope.message)
+            sends.push(options.send(envelope))
+          }
+        }
+        const last = jobs[jobs.length - 1]!
+        const persisted = options.onPersisted(last.persisted.index, last.persisted.term)
+        // A chain rather than Effect.all: fewer operations for the usual one or two.
+        let released = persisted
+        for (let i = sends.length - 1; i >= 0; i--) released = Effect.zipRight(sends[i]!, released)
+        return Effect.as(released, state)
+      })
+      return Effect.zipRight(persist, release)
+    }
   })
 
 /** Runs `write` until it succeeds. A full disk is reported, waited out with a bounded backoff
@@ -75,21 +91,28 @@ const untilWritten = (
   write: () => Effect.Effect<void, unknown>,
   recover: Effect.Effect<void, unknown> | null
 ): Effect.Effect<void> =>
+  // The common case, a write that succeeds with no episode open, costs no more than the write.
+  Effect.catchAll(write(), (error) => retryUntilWritten(options, part, write, recover, error)).pipe(
+    Effect.zipRight(Effect.suspend(() => (options.diskFull.isFull(part) ? options.diskFull.clear(part) : Effect.void)))
+  )
+
+const retryUntilWritten = (
+  options: LogWriterOptions,
+  part: DiskPart,
+  write: () => Effect.Effect<void, unknown>,
+  recover: Effect.Effect<void, unknown> | null,
+  firstError: unknown
+): Effect.Effect<void> =>
   Effect.gen(function*() {
     let backoffMs: number | null = null
-    let needsRecovery = false
+    let error = firstError
     while (true) {
-      const attempt = needsRecovery && recover !== null ? Effect.zipRight(recover, Effect.suspend(write)) : Effect.suspend(write)
-      const failure = yield* Effect.flip(attempt).pipe(Effect.option)
-      if (failure._tag === "None") {
-        yield* options.diskFull.clear(part)
-        return
-      }
-      const error = failure.value
       if (!isDiskFull(error) || recover === null) return yield* Effect.die(error)
-      needsRecovery = true
       yield* options.diskFull.report(part, whereOf(error, part))
       backoffMs = nextBackoffMs(backoffMs)
       yield* Effect.sleep(Duration.millis(backoffMs))
+      const failure = yield* Effect.flip(Effect.zipRight(recover, Effect.suspend(write))).pipe(Effect.option)
+      if (failure._tag === "None") return
+      error = failure.value
     }
   })

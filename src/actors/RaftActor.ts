@@ -34,6 +34,7 @@ import { SnapshotSkipped } from "./snapshotData.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
 import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, ReplicaStale, RequestTimeout, StorageFull } from "./raftErrors.ts"
 import * as Ticker from "../runtime/Ticker.ts"
+import { trace, traceMessage } from "../runtime/trace.ts"
 
 /** The node's I/O, provided by the wiring (real disk and TCP, or the simulator's). */
 export interface RaftIo {
@@ -141,11 +142,17 @@ export interface RaftNode<R, SM> {
    * (default linearizable: it reflects everything committed before the call — at once under the
    * leader's lease, else after a ReadIndex round, or on a follower at the leader's read index). */
   readonly read: <A>(query: (sm: SM) => A, consistency?: ReadConsistency) => Effect.Effect<A, RaftRequestError>
+  /** A linearizable read's fast path, synchronous: runs `query` now and returns its value when
+   * `read` would run it at once (the leader's lease holds and everything committed is applied);
+   * otherwise runs nothing and returns undefined (then use `read`). */
+  readonly readNow: <A>(query: (sm: SM) => A) => { readonly value: A } | undefined
   readonly changeMembership: (change: MembershipChange) => Effect.Effect<LogIndex, RaftRequestError>
   readonly transferLeadership: (to: NodeId | null) => Effect.Effect<void, RaftRequestError>
   /** Inbound peer traffic; dropped when the mailbox is full (the sender retries). */
   readonly deliver: (envelope: Envelope) => Effect.Effect<void>
   readonly status: Effect.Effect<NodeStatus>
+  /** The same, read synchronously (hot paths). */
+  readonly statusNow: () => NodeStatus
   /** The status now, then each time the role, term, leader or membership changes (not commit
    * progress: poll `status` for that). A subscriber that falls behind skips to the newer states
    * (each holds at most `changesBufferMax`), which is all a role watcher needs. */
@@ -388,6 +395,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
                 break
               case "Inbound": {
                 const inbound = message.envelope.message
+                traceMessage("raft.in", inbound)
                 if (inbound._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
                   state.received = inbound.meta
                 }
@@ -404,6 +412,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
                 const requestId = state.nextId++
                 state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
                 proposals.push({ id: requestId, data: message.data })
+                trace("raft.propose")
                 break
               }
               case "Read": {
@@ -456,7 +465,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           return state
         })
     })
-    nudge = Effect.ignore(raft.trySend({ _tag: "Nudge" }))
+    // A full mailbox needs no nudge: the Raft actor reads the variables at its next batch anyway.
+    const nudgeMessage: RaftMessage<R, SM> = { _tag: "Nudge" }
+    nudge = Effect.sync(() => void raft.offer(nudgeMessage))
 
     const carryOut = (state: DriverState<R, SM>, readys: ReadonlyArray<Ready>) =>
       Effect.gen(function*() {
@@ -465,10 +476,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         const after: Envelope[] = []
         let snapshotInstalled = false
         const toApplier: Array<ApplierMessage<R, SM>> = []
+        const outbound: Array<Envelope> = []
         for (const ready of readys) {
           for (const load of ready.loads) yield* readBack(load)
           for (const message of ready.messages) {
-            yield* options.io.send(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message: vouched(message), snapshot: null })
+            traceMessage("raft.out", message)
+            outbound.push(message._tag === "InstallSnapshot" ? yield* withSnapshot(message) : { message: vouched(message), snapshot: null })
           }
           const batch = persistBatchOf(ready)
           if (batch !== null) batches.push(batch)
@@ -488,6 +501,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             failCoveredProposals(state, meta.index)
           }
           if (ready.committed.length > 0) {
+            trace("raft.committed", ready.committed[ready.committed.length - 1]!.index)
             const waiters = new Map<LogIndex, Deferred.Deferred<Applied<R>, RaftRequestError>>()
             for (const entry of ready.committed) {
               const requestId = state.byIndex.get(entry.index)
@@ -503,6 +517,11 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           for (const event of ready.events) onEvent(state, event, toApplier)
         }
+        // The applier first: its fiber then runs before the peer links', so a commit reaches the
+        // clients waiting on it before the replication traffic of this batch is packed and written
+        // (committed entries are durable on a quorum already; nothing here must follow a send).
+        for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))
+        for (const envelope of outbound) yield* options.io.send(envelope)
         // While the log cannot persist, a job with nothing to write carries only answers that
         // would wait behind the stuck write anyway (heartbeat responses): drop it. Raft tolerates
         // lost messages, and its persisted mark (the log's end, unchanged without a batch) is one
@@ -511,9 +530,9 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         const onlyAnswers = batches.length === 0 && !snapshotInstalled
         if ((batches.length > 0 || after.length > 0 || snapshotInstalled) && !(onlyAnswers && diskFull.isFull("log"))) {
           const job: LogWriter.PersistJob = { batches, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }
+          if (batches.length > 0) trace("raft.persist", lastIndex(s.log))
           if (!writer.offer(job)) yield* Effect.orDie(writer.send(job))
         }
-        for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))
         if (!state.snapshotInFlight && state.snapshotRetryTicks === 0 && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
           state.snapshotInFlight = true
           yield* Effect.orDie(applier.actor.send({ _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }))
@@ -677,13 +696,23 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       })
     }
 
+    /** A linearizable read may run at once on the state machine as it is: the lease holds and the
+     * applier has published everything committed. */
+    const readsAtOnce = (applied: LogIndex): boolean => applied >= core.log.committed && leaseHoldsNow()
+
     /** Waits for `reply`, answered RequestTimeout by the sweeper past the request timeout. The
      * node's own clock, as the sweeper's (a caller's fiber may run on another). */
     const awaitReply = <A>(reply: Deferred.Deferred<A, RaftRequestError>, writes: boolean): Effect.Effect<A, RaftRequestError> =>
-      Effect.flatMap(clock.currentTimeMillis, (nowMs) => {
+      Effect.suspend(() => {
+        const nowMs = clock.unsafeCurrentTimeMillis()
         const key = reply as unknown as Deferred.Deferred<never, RaftRequestError>
         pending.set(key, { deadlineMs: nowMs + options.requestTimeoutMs, writes })
-        return Effect.ensuring(Deferred.await(reply), Effect.sync(() => void pending.delete(key)))
+        // Not Effect.ensuring (an uninterruptible region per request): a waiter interrupted
+        // instead leaves its entry to the sweeper, which drops it at the deadline.
+        return Effect.flatMap(Effect.exit(Deferred.await(reply)), (exit) => {
+          pending.delete(key)
+          return exit
+        })
       })
 
     const request = <A>(
@@ -692,6 +721,8 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     ): Effect.Effect<A, RaftRequestError> =>
       Effect.suspend(() => {
         const reply = Deferred.unsafeMake<A, RaftRequestError>(FiberId.none)
+        if (raft.offer(make(reply))) return awaitReply(reply, writes)
+        // Full, or stopped: trySend says which.
         return raft.trySend(make(reply)).pipe(
           Effect.catchTags({
             MailboxFull: () => Effect.fail(new Overloaded({ detail: `node ${id} mailbox is full` })),
@@ -732,7 +763,8 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       id,
       propose: (data) => request<Applied<R>>(true, (reply) => ({ _tag: "Propose", data, reply })),
       read: <A>(query: (sm: SM) => A, consistency: ReadConsistency = linearizable) =>
-        Effect.flatMap(applier.applied, (applied): Effect.Effect<A, RaftRequestError> => {
+        Effect.suspend((): Effect.Effect<A, RaftRequestError> => {
+          const applied = applier.appliedNow()
           switch (consistency.level) {
             case "local":
               return Effect.sync(() => query(options.stateMachine))
@@ -751,15 +783,17 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           // Everything committed when the read arrived is applied, and no other leader can exist:
           // the state machine as it is now is a linearizable answer.
-          return applied >= core.log.committed && leaseHoldsNow()
+          return readsAtOnce(applied)
             ? Effect.sync(() => query(options.stateMachine))
             : (request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>)
         }),
+      readNow: <A>(query: (sm: SM) => A) => (readsAtOnce(applier.appliedNow()) ? { value: query(options.stateMachine) } : undefined),
       changeMembership: (change) =>
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
-      deliver: (envelope) => Effect.ignore(raft.trySend({ _tag: "Inbound", envelope })),
+      deliver: (envelope) => Effect.sync(() => void raft.offer({ _tag: "Inbound", envelope })),
       status: Effect.sync(() => (stopped.length === 0 ? status : stoppedStatus(status))),
+      statusNow: () => (stopped.length === 0 ? status : stoppedStatus(status)),
       // Subscribe before reading the current state, so no change falls between the two.
       changes: Stream.unwrapScoped(Effect.map(PubSub.subscribe(changesHub), (subscription) =>
         Stream.concat(Stream.sync(() => (stopped.length === 0 ? status : stoppedStatus(status))), Stream.fromQueue(subscription)))),

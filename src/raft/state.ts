@@ -187,11 +187,14 @@ export interface Step {
 
 export function send(step: Step, message: Message): void {
   // The leader's replication traffic may leave before its own fsync (asynchronous persistence),
-  // and read-index traffic promises nothing durable; everything else answers for state that must
-  // be durable first.
+  // and read-index traffic promises nothing durable; nor does a heartbeat's answer (it claims no
+  // log state; a term or vote it was sent in is made durable first by `finish`, which holds back
+  // every message of such a step), so a read's heartbeat round never waits behind a follower's
+  // fsync. Everything else answers for state that must be durable first.
   switch (message._tag) {
     case "AppendEntries":
     case "Heartbeat":
+    case "HeartbeatResponse":
     case "InstallSnapshot":
     case "TimeoutNow":
     case "ReadIndexRequest":

@@ -37,6 +37,7 @@ import { ReadVersions } from "./readPool/versions.ts"
 import type { SqlFailure, SqlValue } from "./Sql.ts"
 import type { WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
+import { trace } from "../runtime/trace.ts"
 import type { Effect } from "effect"
 
 export interface LeaderDatabaseOptions {
@@ -218,6 +219,7 @@ export class LeaderDatabase {
     assert(this.pending === null, "one local commit at a time")
     assert(!this.writer.inTransaction, "captured after the transaction ended")
     const transactions = this.capture.capture()
+    trace("writer.walRead")
     const last = transactions[transactions.length - 1]
     const bracketed = this.bracketedCommits
     this.bracketedCommits = 0

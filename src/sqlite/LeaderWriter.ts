@@ -35,6 +35,7 @@ import type { LeaderSlotOwner, SqliteApplyResult, SqliteMachine } from "./Sqlite
 import { encodeWriteEntry } from "./writeEntry.ts"
 import type { Isolation, LocalCommitResult, Outcome, ProposalOutcome, WriterEffect, WriterInput, WriterState, WriterStats } from "./writerCore.ts"
 import { initialWriterState, leaseActive, writerStep } from "./writerCore.ts"
+import { trace } from "../runtime/trace.ts"
 
 export type { Isolation } from "./writerCore.ts"
 
@@ -277,10 +278,17 @@ export class LeaderWriter implements LeaderSlotOwner {
       case "RollbackLease":
         if (this.database.writer.inTransaction) this.database.writer.db.exec("ROLLBACK")
         return null
-      case "RunStatement":
-        return this.runStatement(effect.id, effect.isolation, effect.begin)
-      case "CommitLocally":
-        return { _tag: "LocalCommitDone", result: this.commitLocally(effect.seq, effect.leaseId) }
+      case "RunStatement": {
+        const ran = this.runStatement(effect.id, effect.isolation, effect.begin)
+        trace("writer.ran")
+        return ran
+      }
+      case "CommitLocally": {
+        trace("writer.commit")
+        const result = this.commitLocally(effect.seq, effect.leaseId)
+        trace("writer.captured")
+        return { _tag: "LocalCommitDone", result }
+      }
       case "Checkpoint": {
         const outcome = this.database.checkpoint()
         // A reader thread held it back: the main file does not hold everything yet, so nothing
@@ -362,6 +370,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       // RELEASE of an inner savepoint: the transaction goes on.
       if (lease !== null && writer.inTransaction) return { _tag: "StillOpen" }
     }
+    trace("writer.committed")
     const commit = this.database.captureLocalCommit(seq)
     if (commit === null) return { _tag: "Committed", commit: null, walBytes: this.database.walBytes() }
     return { _tag: "Committed", commit: { seq, pageBytes: commit.pageSet.pages.length * commit.pageSet.pageSize }, walBytes: commit.walEnd.offsetBytes }
@@ -375,7 +384,11 @@ export class LeaderWriter implements LeaderSlotOwner {
         return effect.delayMs > 0 ? Effect.zipRight(Effect.sleep(Duration.millis(effect.delayMs)), this.propose(effect.seq)) : this.propose(effect.seq)
       case "Flush":
         // Behind every fiber already scheduled: the clients just answered, among them.
-        return Effect.map(Effect.yieldNow(), () => this.drive({ _tag: "Flushed" }))
+        trace("writer.flush")
+        return Effect.map(Effect.yieldNow(), () => {
+          trace("writer.flushed")
+          this.drive({ _tag: "Flushed" })
+        })
       case "ConfirmLeadership":
         return Effect.map(Effect.exit(options.raft.confirmLeadership), (exit) => {
           let failure: SqlFailure | null = null
@@ -400,8 +413,10 @@ export class LeaderWriter implements LeaderSlotOwner {
     return Effect.suspend(() => {
       if (this.core.stoppedBy !== null) return Effect.void
       const payload = this.payloadFor(seq)
+      trace("writer.propose")
       const proposal = this.options.proposalKiB.withKiB(Math.ceil(payload.length / 1024), Effect.exit(this.options.raft.propose(payload)))
       return Effect.flatMap(proposal, (exit) => {
+        trace("writer.proposed")
         if (exit._tag === "Failure") return Effect.map(this.proposalFailure(exit.cause), (outcome) => this.drive({ _tag: "Proposed", seq, outcome, nowMs: this.nowMs() }))
         const { index, result } = exit.value
         const committed = (result._tag === "Own" || result._tag === "OwnCopy") && result.database === this.options.database && result.seq === seq
@@ -463,6 +478,7 @@ export class LeaderWriter implements LeaderSlotOwner {
         const id = ++this.ids
         this.waiting.set(id, resume)
         this.statements.set(id, { sql, params })
+        trace("writer.submit")
         this.drive({ _tag: "Submitted", id, bytes: requestBytes(sql, params), isolation, nowMs: nowMs(), diskFull: this.options.raft.cannotWrite?.() ?? null })
       })
     )

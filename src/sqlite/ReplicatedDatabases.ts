@@ -10,10 +10,10 @@
 //   fiber (no heartbeat round, no applier mailbox); otherwise after a ReadIndex round, in the
 //   applier. An interactive transaction holds the writer (a LeaderWriter Lease, unrelated to the
 //   read lease).
-// - A watcher checks the role every `pollMs`: a writer whose term is over is stopped, failing its
-//   clients and cutting its uncommitted frames.
+// - A watcher checks the role on every change of the node's state: a writer whose term is over is
+//   stopped, failing its clients and cutting its uncommitted frames.
 import type { Scope } from "effect"
-import { Cause, Clock, Deferred, Duration, Effect, Exit, FiberId, Option, Stream } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Either, Exit, FiberId, Option, Stream } from "effect"
 import { AssertionError } from "../assert.ts"
 import type { RaftNode } from "../actors/RaftActor.ts"
 import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
@@ -276,13 +276,33 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return database.read(sql, params)
       })))
 
+    /** `readOnView` at once, when it would run at once: this term's writer exists, the lease holds
+     * with everything committed applied, and the read is bounded. Else undefined, nothing run. */
+    const readNow = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Either.Either<StatementOutcome, SqlFailure> | undefined => {
+      if (!inline || closed) return undefined
+      const writer = writers.get(name)
+      const status = raft.statusNow()
+      if (writer === undefined || writer.stopped || status.role !== "leader" || status.term !== writer.term) return undefined
+      const read = raft.readNow((sm) =>
+        sm.withCommittedView(name, (database): Either.Either<StatementOutcome, SqlFailure> | undefined => {
+          try {
+            let bounded = boundedReads.get(name)
+            if (bounded === undefined) boundedReads.set(name, bounded = new BoundedReads(limits.statementCacheMax))
+            return bounded.isBounded(database.committedView, sql) ? Either.right(database.committedView.run(sql, params)) : undefined
+          } catch (cause) {
+            return Either.left(toSqlError(cause))
+          }
+        }))
+      return read?.value ?? undefined
+    }
+
     const open = (name: string): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {
         const nameBytes = Buffer.byteLength(name, "utf8")
         if (nameBytes === 0 || nameBytes > databaseNameBytesMax || name.includes("\0")) {
           return yield* new SqlError({ code: sqliteMisuseCode, message: `invalid database name (${nameBytes} bytes)` })
         }
-        const session = new Session(name, { limits, writerFor, readOnView, raft, cache: statementCache })
+        const session = new Session(name, { limits, writerFor, readOnView, readNow, raft, cache: statementCache })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
         return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
@@ -346,16 +366,26 @@ function messageOf(error: unknown): string {
  * later statement executes here (a leader with nowhere to hand over, e.g. a single node), or
  * when the applier next syncs pages (a follower). */
 function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePath: string): SqlSession {
+  const reportFull = (failure: SqlFailure) =>
+    failure._tag === "SqlError" && failure.code === sqliteFullCode && !failure.message.startsWith("disk full: the log")
+      ? watch.report("state machine", { path: databasePath, op: "sqlite write" })
+      : Effect.void
+  // On every statement: no success tap unless there is an episode to end.
   const notice = <A, R>(effect: Effect.Effect<A, SqlFailure, R>, executes: boolean): Effect.Effect<A, SqlFailure, R> =>
-    Effect.tapBoth(effect, {
-      onFailure: (failure) =>
-        failure._tag === "SqlError" && failure.code === sqliteFullCode && !failure.message.startsWith("disk full: the log")
-          ? watch.report("state machine", { path: databasePath, op: "sqlite write" })
-          : Effect.void,
-      onSuccess: () => (executes ? watch.clear("state machine") : Effect.void)
-    })
+    executes
+      ? Effect.tapBoth(effect, { onFailure: reportFull, onSuccess: () => (watch.isFull("state machine") ? watch.clear("state machine") : Effect.void) })
+      : Effect.tapError(effect, reportFull)
+  const querySqlNow = session.querySqlNow
   return {
     ...session,
+    // A read that hit SQLITE_FULL is answered by querySql instead (a read changes nothing, so it
+    // may run twice), which reports it.
+    ...(querySqlNow === undefined ? {} : {
+      querySqlNow: (sql: string, params: ReadonlyArray<SqlValue>) => {
+        const answer = querySqlNow(sql, params)
+        return answer !== undefined && Either.isLeft(answer) && answer.left._tag === "SqlError" && answer.left.code === sqliteFullCode ? undefined : answer
+      }
+    }),
     exec: (statement, params) => notice(session.exec(statement, params), true),
     execSql: (sql, params) => notice(session.execSql(sql, params), true),
     query: (statement, params) => notice(session.query(statement, params), false),
@@ -382,6 +412,7 @@ interface SessionContext {
   readonly limits: SqliteLimits
   readonly writerFor: (name: string) => Effect.Effect<LeaderWriter, SqlFailure>
   readonly readOnView: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<StatementOutcome, SqlFailure>
+  readonly readNow: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Either.Either<StatementOutcome, SqlFailure> | undefined
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
   readonly cache: StatementCache
 }
@@ -478,6 +509,7 @@ class Session {
         }),
       execSql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.exec ?? this.counters),
       querySql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.rows ?? emptyRows),
+      querySqlNow: (sql, params) => this.querySqlNow(sql, params),
       interrupt: Effect.void,
       inTransaction: Effect.sync(() => this.transaction !== null && this.transaction.lease.state !== "ended")
     }
@@ -580,6 +612,19 @@ class Session {
       }
       return first === null || last === null ? null : { exec: last.exec, rows: first.rows }
     })
+  }
+
+  /** `querySql` of one autocommit read already compiled (its description cached), when the
+   * context can answer it at once; else undefined, nothing run. A read sets no counters. */
+  private querySqlNow(sql: string, params: ReadonlyArray<SqlValue>): Either.Either<Rows, SqlFailure> | undefined {
+    if (this.transaction !== null) return undefined
+    const statements = this.context.cache.split(sql)
+    const only = statements[0]
+    if (statements.length !== 1 || only === undefined) return undefined
+    const described = this.context.cache.describedOf(only.text)
+    if (described === undefined || !described.readonly || described.kind._tag !== "Other" || params.length > described.paramCount) return undefined
+    const outcome = this.context.readNow(this.database, only.text, params)
+    return outcome === undefined ? undefined : Either.map(outcome, (o) => o.rows)
   }
 
   /** Runs one statement; the exec part of its outcome is this session's counters after it. */

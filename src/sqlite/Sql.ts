@@ -1,7 +1,7 @@
 // The SQL surface of a tqlite node, as the dqlite gateway, the embedding API and tests see it.
 // The replicated implementation (leader writer, pinned readers, followers answering NotLeader)
 // lives beside it in src/sqlite; a gateway session holds one SqlSession per open database.
-import type { Effect, Scope } from "effect"
+import type { Effect, Either, Scope } from "effect"
 import { Data } from "effect"
 import type { NodeId } from "../raft/types.ts"
 
@@ -61,6 +61,10 @@ export interface SqlSession {
    * the last statement, `querySql` the rows of the first (as dqlite), having run the others too. */
   readonly execSql: (sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<ExecResult, SqlFailure>
   readonly querySql: (sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<Rows, SqlFailure>
+  /** Optional fast path of `querySql`, synchronous: the answer when it can be had at once (a
+   * point read on the leader's committed view under its lease, say), else undefined, having run
+   * nothing — then the caller uses `querySql`. Saves the Effect machinery on the hottest path. */
+  readonly querySqlNow?: (sql: string, params: ReadonlyArray<SqlValue>) => Either.Either<Rows, SqlFailure> | undefined
   /** Stops the running query (dqlite's INTERRUPT). */
   readonly interrupt: Effect.Effect<void>
   readonly inTransaction: Effect.Effect<boolean>

@@ -128,6 +128,12 @@ export function persistInGroupsResumable(store: LogStoreService): (batches: Read
   return (batches) =>
     Effect.suspend(() => {
       const groups = groupPersistBatches(batches)
+      // One group and nothing unfinished (the common case): nothing to resume should it fail
+      // half-way, so no bookkeeping.
+      if (groups.length === 1 && unfinished === null) {
+        unfinished = { batches, groupsDone: 0 }
+        return Effect.map(store.persist(groups[0]!), () => void (unfinished = null))
+      }
       const progress = unfinished !== null && unfinished.batches === batches ? unfinished : { batches, groupsDone: 0 }
       unfinished = progress
       return Effect.forEach(groups.slice(progress.groupsDone), (group) =>

@@ -67,6 +67,30 @@ describe("Actor", () => {
       expect((yield* getState(actor)).total).toBe(7)
     }))
 
+  it.scoped("senders waiting on a full mailbox get in in the order they came; one interrupted while waiting enqueues nothing", () =>
+    Effect.gen(function*() {
+      const { actor } = yield* makeCounter({ mailboxCapacity: 1, batchMax: 1 })
+      const gate = yield* hold(actor)
+      yield* actor.send(add(1))
+      const first = yield* Effect.fork(actor.send(add(10)))
+      while ((yield* actor.size) < 2) yield* Effect.yieldNow()
+      const interrupted = yield* Effect.fork(actor.send(add(1000)))
+      while ((yield* actor.size) < 3) yield* Effect.yieldNow()
+      const third = yield* Effect.fork(actor.send(add(100)))
+      while ((yield* actor.size) < 4) yield* Effect.yieldNow()
+      yield* Fiber.interrupt(interrupted)
+      expect(yield* actor.size).toBe(3)
+      // While senders wait, trySend does not jump the line.
+      expect((yield* Effect.flip(actor.trySend(add(5))))._tag).toBe("MailboxFull")
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(first)
+      yield* Fiber.join(third)
+      const state = yield* getState(actor)
+      expect(state.total).toBe(111)
+      // One message per batch (batchMax 1): the Hold, 1, 10, 100, then the Get.
+      expect(state.batchSizes).toEqual([1, 1, 1, 1, 1])
+    }))
+
   it.scoped("a defect is logged and restarts the actor with fresh state; the rest of its batch is lost", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {

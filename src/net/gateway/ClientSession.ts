@@ -8,7 +8,7 @@
 // for the leader again. Only a broken stream ends the session.
 
 import type { Scope } from "effect"
-import { Effect, Scope as ScopeOps } from "effect"
+import { Effect, Either, Scope as ScopeOps } from "effect"
 import type { Prepared, Rows, SqlFailure, SqlSession, SqlDatabases } from "../../sqlite/Sql.ts"
 import type { Role } from "../../raft/types.ts"
 import type { ClusterControl, ClusterControlError } from "./ClusterControl.ts"
@@ -26,6 +26,7 @@ import type { FrameStream, FramingError, SocketError } from "./socketIo.ts"
 import { firstStatement, isBlankSql, utf8OffsetBytes } from "../../sqlite/statements.ts"
 import { specialColumnOf, sqlValueOfParam, textForWire, wireValueOfSql } from "./sqlValues.ts"
 import type { Value } from "./values.ts"
+import { trace, tracing } from "../../runtime/trace.ts"
 
 /** A database's files as DUMP sends them: a consistent image of the main file and its WAL
  * (empty when the image already holds everything, as dqlite ≥ 1.12 sends it). */
@@ -210,10 +211,16 @@ export class ClientSession {
             ? this.send({ kind: "result", lastInsertId: 0n, rowsAffected: 0n })
             : this.answerExec(session.execSql(request.sql, params(request.params))))
       case "querySql":
-        return this.withDatabase(request.dbId, (session) =>
-          isBlankSql(request.sql)
-            ? this.fail(Failures.emptyStatement)
-            : this.answerQuery(session.querySql(request.sql, params(request.params))))
+        return this.withDatabase(request.dbId, (session) => {
+          if (isBlankSql(request.sql)) return this.fail(Failures.emptyStatement)
+          const values = params(request.params)
+          // A read the session answers at once skips the Effect machinery (point reads).
+          const now = session.querySqlNow?.(request.sql, values)
+          if (now === undefined) return this.answerQuery(session.querySql(request.sql, values))
+          if (Either.isLeft(now)) return this.fail(failureOfSql(now.left))
+          trace("gw.rows")
+          return traced(this.streamRows(now.right))
+        })
       case "interrupt":
         // Requests are handled one at a time, so nothing runs now; an INTERRUPT sent during a
         // ROWS stream is taken by `streamRows` itself.
@@ -311,19 +318,24 @@ export class ClientSession {
   private answerExec(run: Effect.Effect<{ readonly lastInsertId: bigint; readonly rowsAffected: number }, SqlFailure>) {
     return Effect.matchEffect(run, {
       onFailure: (error) => this.fail(failureOfSql(error)),
-      onSuccess: (result) =>
-        this.send({
+      onSuccess: (result) => {
+        trace("gw.result")
+        return traced(this.send({
           kind: "result",
           lastInsertId: BigInt.asUintN(64, result.lastInsertId),
           rowsAffected: BigInt.asUintN(64, BigInt(result.rowsAffected))
-        })
+        }))
+      }
     })
   }
 
   private answerQuery(run: Effect.Effect<Rows, SqlFailure>): Effect.Effect<void, SessionError> {
     return Effect.matchEffect(run, {
       onFailure: (error) => this.fail(failureOfSql(error)),
-      onSuccess: (rows) => this.streamRows(rows)
+      onSuccess: (rows) => {
+        trace("gw.rows")
+        return traced(this.streamRows(rows))
+      }
     })
   }
 
@@ -331,6 +343,12 @@ export class ClientSession {
    * ending in PART. Between batches, an INTERRUPT that has arrived stops the stream: it is
    * answered with EMPTY and no further ROWS are sent (go-dqlite discards messages until EMPTY). */
   private streamRows(rows: Rows): Effect.Effect<void, SessionError> {
+    // One batch holds it all (a point read): no loop.
+    if (rows.rows.length <= 1) {
+      const batch = this.buildBatch(rows.columns.map(textForWire), rows.columns.map((_, index) => specialColumnOf(rows.declaredTypes[index])), rows.rows, 0)
+      if (batch._tag === "Failure") return this.fail(batch.failure)
+      if (batch.next >= rows.rows.length) return this.io.write(batch.message)
+    }
     const self = this
     return Effect.gen(function*() {
       const columns = rows.columns.map(textForWire)
@@ -413,6 +431,11 @@ export class ClientSession {
           : this.send({ kind: "files", files: [{ name, data: image.main }, { name: `${name}-wal`, data: image.wal }] })
     })
   }
+}
+
+/** Stamps `gw.written` once the answer is written, when tracing (src/runtime/trace.ts). */
+function traced<E>(answer: Effect.Effect<void, E>): Effect.Effect<void, E> {
+  return tracing ? Effect.zipLeft(answer, Effect.sync(() => trace("gw.written"))) : answer
 }
 
 function params(values: ReadonlyArray<Value>) {

@@ -17,13 +17,14 @@ import type { Scope } from "effect"
 import { Cause, Data, Duration, Effect, FiberSet } from "effect"
 import { listenFailureText } from "../peers/errors.ts"
 import { formatAddress, parseAddress } from "../peers/sockets.ts"
-import type { GatewayDeps } from "./ClientSession.ts"
+import type { GatewayDeps, SessionError } from "./ClientSession.ts"
 import { ClientSession } from "./ClientSession.ts"
 import { ProtocolVersion } from "./codes.ts"
 import { decodeProtocolVersion } from "./framing.ts"
 import type { GatewayLimits } from "./limits.ts"
 import { gatewayLimits } from "./limits.ts"
 import { FrameStream } from "./socketIo.ts"
+import { trace } from "../../runtime/trace.ts"
 
 export type { DatabaseDumper, DatabaseImage, GatewayDeps } from "./ClientSession.ts"
 export type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
@@ -86,14 +87,17 @@ const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDe
           return handling ? Effect.void : Effect.zipRight(Effect.logDebug("closing an idle client connection: this node no longer leads"), io.close)
         })))
       }
-      for (;;) {
-        const frame = yield* io.readFrame
-        if (frame === null) return yield* Effect.logDebug(deposed ? "closed the client connection: this node no longer leads" : "client closed the connection")
+      // Plain combinators, no generator: this turns once per request.
+      const next: Effect.Effect<void, SessionError> = Effect.flatMap(io.readFrame, (frame) => {
+        trace("gw.read")
+        if (frame === null) return Effect.logDebug(deposed ? "closed the client connection: this node no longer leads" : "client closed the connection")
         handling = true
-        yield* session.handle(frame)
-        handling = false
-        if (deposed) return yield* Effect.logDebug("closing a client connection after its answer: this node no longer leads")
-      }
+        return Effect.flatMap(session.handle(frame), () => {
+          handling = false
+          return deposed ? Effect.logDebug("closing a client connection after its answer: this node no longer leads") : next
+        })
+      })
+      return yield* next
     }).pipe(
       Effect.catchTags({
         SocketError: (error) => Effect.logDebug(`client connection ended: ${error.detail}`),

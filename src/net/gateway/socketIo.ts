@@ -27,6 +27,8 @@ export class FramingError extends Data.TaggedError("FramingError")<{ readonly er
 
 const ignore = () => {}
 
+const framingError = (error: unknown) => new FramingError({ error: error instanceof WireError ? error : new WireError("Truncated", "stream", String(error)) })
+
 export interface FrameStreamOptions {
   readonly messageBytesMax: number
   /** How long a write may wait for the other side to read before the stream is given up. */
@@ -76,39 +78,47 @@ export class FrameStream {
     })
   }
 
-  /** The next whole message, or null when the stream ends cleanly between messages. */
-  readonly readFrame: Effect.Effect<Frame | null, SocketError | FramingError> = Effect.suspend(() => this.readFrameLoop())
+  /** The next whole message, or null when the stream ends cleanly between messages. A message
+   * already buffered (or held by `pollFrame`) is handed out without a loop. */
+  readonly readFrame: Effect.Effect<Frame | null, SocketError | FramingError> = Effect.suspend(() => {
+    const held = this.pending
+    if (held !== undefined) {
+      this.pending = undefined
+      return Effect.succeed(held)
+    }
+    let frame: Frame | undefined
+    try {
+      frame = this.decoder.next()
+    } catch (error) {
+      return Effect.fail(framingError(error))
+    }
+    return frame !== undefined ? Effect.succeed(frame) : this.readFrameLoop()
+  })
 
+  /** Reads chunks until a whole message is buffered (nothing is, nor held, when called). */
   private readFrameLoop(): Effect.Effect<Frame | null, SocketError | FramingError> {
-    const self = this
-    return Effect.gen(function*() {
-      const held = self.pending
-      if (held !== undefined) {
-        self.pending = undefined
-        return held
-      }
-      for (;;) {
-        const frame = yield* self.decodeNext()
-        if (frame !== undefined) return frame
-        const chunk = yield* self.readChunk
-        if (chunk === null) {
-          if (self.decoder.bufferedBytes > 0) {
-            return yield* new FramingError({
-              error: new WireError("Truncated", "stream", `stream ended inside a message (${self.decoder.bufferedBytes} bytes buffered)`)
-            })
-          }
-          return null
+    return Effect.flatMap(this.readChunk, (chunk): Effect.Effect<Frame | null, SocketError | FramingError> => {
+      if (chunk === null) {
+        if (this.decoder.bufferedBytes > 0) {
+          return Effect.fail(new FramingError({
+            error: new WireError("Truncated", "stream", `stream ended inside a message (${this.decoder.bufferedBytes} bytes buffered)`)
+          }))
         }
-        self.decoder.push(chunk)
+        return Effect.succeed(null)
       }
+      this.decoder.push(chunk)
+      let frame: Frame | undefined
+      try {
+        frame = this.decoder.next()
+      } catch (error) {
+        return Effect.fail(framingError(error))
+      }
+      return frame !== undefined ? Effect.succeed(frame) : this.readFrameLoop()
     })
   }
 
   private decodeNext(): Effect.Effect<Frame | undefined, FramingError> {
-    return Effect.try({
-      try: () => this.decoder.next(),
-      catch: (error) => new FramingError({ error: error instanceof WireError ? error : new WireError("Truncated", "stream", String(error)) })
-    })
+    return Effect.try({ try: () => this.decoder.next(), catch: framingError })
   }
 
   /** A whole message if one has already arrived, without waiting: whatever the stream has

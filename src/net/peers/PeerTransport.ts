@@ -20,6 +20,7 @@ import type { PeerTlsOptions } from "./sockets.ts"
 import { closeGracefully, formatAddress, guard, parseAddress, remoteOf, SocketReader } from "./sockets.ts"
 import type { SnapshotInbox } from "../../actors/snapshotData.ts"
 import { encodeResume, InboundSnapshots } from "./snapshots.ts"
+import { traceMessage } from "../../runtime/trace.ts"
 
 export interface InboundStats {
   /** Connections open now (peers and clients not yet handed over). */
@@ -214,6 +215,7 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
           if (Either.isLeft(decoded)) return yield* decoded.left
           const frame = decoded.right
           if (frame._tag === "Message") {
+            traceMessage("peer.recv", frame.message)
             yield* deliver({ message: frame.message, snapshot: null }, hello)
             continue
           }

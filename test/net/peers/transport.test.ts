@@ -49,6 +49,24 @@ describe("TCP transport", () => {
       expect(statsA.connected && statsB.connected).toBe(true)
     }), 30_000)
 
+  it.scopedLive("on a connected, idle link an envelope is written in the sender's fiber, before send returns; a burst stays in order", () =>
+    Effect.gen(function*() {
+      const a = yield* start({ nodeId: 1 })
+      const b = yield* start({ nodeId: 2 })
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      yield* waitUntil("the link to connect", Effect.map(link(a.transport), (stats) => stats.connected))
+      const random = prng(5)
+      const before = yield* link(a.transport)
+      const first = appendEnvelope(1, 2, 0, random, 100)
+      // No yield between the send and the check: only a write in place shows up here.
+      const after = yield* Effect.flatMap(a.transport.send(first), () => link(a.transport))
+      expect([after.writes - before.writes, after.sent - before.sent, after.queued]).toEqual([1, 1, 0])
+      const rest = Array.from({ length: 50 }, (_, i) => appendEnvelope(1, 2, i + 1, random, 100))
+      for (const envelope of rest) yield* a.transport.send(envelope)
+      yield* waitUntil("every envelope to arrive", Effect.sync(() => b.received.length === 51))
+      expect(b.received.every((envelope, i) => sameAppend(envelope, [first, ...rest][i]!))).toBe(true)
+    }))
+
   it.scopedLive("a peer that is down gets what fits the queue once it comes up, and everything sent later", () =>
     Effect.gen(function*() {
       const port = yield* freePort

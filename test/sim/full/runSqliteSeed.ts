@@ -111,7 +111,9 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
         const session: SqlSession = yield* node.dbs.open(database)
         let last: unknown = null
         for (const [sql, params] of statements) {
-          last = yield* session.querySql(sql, params)
+          // As the gateway does: the synchronous fast path first (reads at once under the lease).
+          const now = session.querySqlNow?.(sql, params)
+          last = now === undefined ? yield* session.querySql(sql, params) : yield* now
           yield* pause
         }
         return last

@@ -1,0 +1,47 @@
+// Stage timestamps for the latency breakdown of one request (bench/writeTrace.ts), off unless
+// TQLITE_TRACE names a directory. Each stamp is a stage name and process.hrtime (CLOCK_MONOTONIC,
+// the same clock in every process of the machine, so the three nodes' stamps merge by time).
+// Bounded: past `stampsMax` stamps nothing more is kept. On SIGUSR2 (and at exit) the stamps go
+// to `<dir>/trace-<pid>.json` and the buffer starts over. When off, `trace` is one branch.
+import fs from "node:fs"
+import path from "node:path"
+
+const dir = typeof process === "object" ? process.env["TQLITE_TRACE"] : undefined
+/** Whether stamps are kept (TQLITE_TRACE is set). */
+export const tracing = dir !== undefined && dir !== ""
+
+const stampsMax = 2_000_000
+const names: Array<string> = []
+const times = tracing ? new Float64Array(stampsMax) : new Float64Array(0)
+const keys = tracing ? new Float64Array(stampsMax) : new Float64Array(0)
+
+/** Records that `stage` happened now; `index` is the log index it concerns, when one is known
+ * (the highest it covers: an append's last entry, an acknowledgement's match index). */
+export function trace(stage: string, index = -1): void {
+  if (!tracing || names.length >= stampsMax) return
+  times[names.length] = Number(process.hrtime.bigint())
+  keys[names.length] = index
+  names.push(stage)
+}
+
+function dump(): void {
+  if (!tracing || dir === undefined) return
+  const stamps = names.map((name, i) => [name, times[i], keys[i]])
+  fs.mkdirSync(dir, { recursive: true })
+  fs.writeFileSync(path.join(dir, `trace-${process.pid}.json`), JSON.stringify({ pid: process.pid, stamps }))
+  names.length = 0
+}
+
+if (tracing) {
+  process.on("SIGUSR2", dump)
+  process.on("exit", dump)
+}
+
+/** Stamps `<where>.append` for an AppendEntries that carries entries and `<where>.ack` for its
+ * answer; heartbeats and the rest are not stamped. */
+export function traceMessage(where: string, message: { readonly _tag: string; readonly entries?: ReadonlyArray<{ readonly index: number }>; readonly index?: number }): void {
+  if (!tracing) return
+  const entries = message.entries
+  if (message._tag === "AppendEntries" && entries !== undefined && entries.length > 0) trace(`${where}.append`, entries[entries.length - 1]!.index)
+  else if (message._tag === "AppendEntriesResponse") trace(`${where}.ack`, message.index ?? -1)
+}
