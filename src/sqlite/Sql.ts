@@ -45,7 +45,14 @@ export class SqlLeadershipLost extends Data.TaggedError("SqlLeadershipLost")<{ r
 /** The write queue is full or a write waited past its timeout; nothing was done. */
 export class SqlBusy extends Data.TaggedError("SqlBusy")<{ readonly message: string }> {}
 
-export type SqlFailure = SqlError | SqlNotLeader | SqlLeadershipLost | SqlBusy
+/** This node's copy is not fresh enough for the read's consistency level, and waiting would not
+ * help in time; nothing was read. `reason`: "lag" — a bounded read on a node that has not heard
+ * from its leader within `maxLagMs`; "session" — the session's index was not applied here
+ * within the wait bound; "replaying" — after a restart, the node has not replayed far enough to
+ * read its files. Read elsewhere, at another level, or later. */
+export class SqlStale extends Data.TaggedError("SqlStale")<{ readonly reason: "lag" | "session" | "replaying"; readonly message: string }> {}
+
+export type SqlFailure = SqlError | SqlNotLeader | SqlLeadershipLost | SqlBusy | SqlStale
 
 /** One client's view of one database: statements, and an interactive transaction (BEGIN …
  * COMMIT across calls) that holds the database's writer until it ends or times out. */

@@ -34,6 +34,8 @@ import { AppliedStateFile } from "./appliedState.ts"
 import type { DatabaseImage } from "./databaseSnapshot.ts"
 import { decodeDatabaseSnapshot, encodeDatabaseSnapshot } from "./databaseSnapshot.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
+import type { Connection } from "./connection.ts"
+import { OwnCopyReaders } from "./OwnCopyReaders.ts"
 import { PageApplier, syncDirectory } from "./PageApplier.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
@@ -79,7 +81,9 @@ export interface SqliteMachineOptions {
   /** Known bugs, switched on only by the simulator's mutation tests to prove its checkers
    * catch them. `dropFollowerPage`: pages of another node's entry are applied without the
    * highest-numbered one (a follower that silently loses part of a write). */
-  readonly bugs?: { readonly dropFollowerPage?: boolean }
+  readonly bugs?: { readonly dropFollowerPage?: boolean; readonly ownCopyStaleCache?: boolean }
+  /** Prepared statements cached by each own-copy reader (default 64). */
+  readonly ownCopyStatementCacheMax?: number
 }
 
 export interface SqliteMachineStats {
@@ -106,6 +110,9 @@ interface Slot {
   unsettledTerm: Term
   /** The last of the owner's local commits applied (0 when none). */
   ownSeqApplied: number
+  /** Bumped every time the main file changes while the database is closed (pages applied, a
+   * snapshot installed, a writer that left): own-copy readers drop their cache when it moved. */
+  generation: number
 }
 
 const databasesDirName = "databases"
@@ -129,6 +136,12 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   private closed = false
   /** The applied index at the last sync of the page files. */
   private syncedIndex: LogIndex = 0
+  /** Connections reading closed databases' files (OwnCopyReaders.ts). */
+  private readonly ownCopy: OwnCopyReaders
+  /** Closed files are read only once this index is applied: after a restart, a file may hold
+   * pages of entries past the index it is recorded at, which only the replay up to the log's end
+   * makes whole again (set by the SQL surface to the log's last index at boot). */
+  ownCopyFromIndex: LogIndex = 0
 
   private constructor(
     private readonly options: SqliteMachineOptions,
@@ -139,6 +152,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     this.pageSize = options.pageSize
     this.databasesDir = path.join(options.dataDir, databasesDirName)
     this.appliedIndex = appliedIndex
+    this.ownCopy = new OwnCopyReaders({
+      pageSize: options.pageSize,
+      statementCacheMax: options.ownCopyStatementCacheMax ?? 64,
+      ...(options.bugs?.ownCopyStaleCache === true ? { bugs: { keepStaleCache: true } } : {})
+    })
   }
 
   /** Opens the node's data directory: drops every WAL (its frames are in the Raft log if they
@@ -278,6 +296,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           slot.fileIndex = this.appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
         }
+        // The own-copy reader goes first: its -shm mapping must not outlive the files below.
+        this.ownCopy.close(name)
         fs.rmSync(`${slot.path}-wal`, { force: true })
         fs.rmSync(`${slot.path}-shm`, { force: true })
         const owner = makeOwner(slot.path, slot.lastChangeIndex)
@@ -299,6 +319,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         slot.owner = null
         if (unresolved) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
         owner.database.close(mode)
+        slot.generation++
         if (mode === "discard") {
           slot.fileIndex = this.appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
@@ -333,6 +354,26 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return read(owner.database)
   }
 
+  /** Runs `read` on this node's own copy of `name` as of the entries applied so far: the
+   * writer's committed view while this node's writer still holds the database (a leader, or one
+   * that has just lost leadership), else the main file through an own-copy reader. Call it
+   * synchronously from the node's thread only (DESIGN in OwnCopyReaders.ts): no page may be
+   * written while `read` runs. "replaying": a restart's replay has not yet passed every entry
+   * whose pages the file may already hold. */
+  withOwnCopy<A>(name: string, read: (view: Connection) => A): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } {
+    assert(!this.closed, "machine is open")
+    const slot = this.slots.get(name)
+    const owner = slot?.owner ?? null
+    if (owner !== null && owner.database.isOpen) return { _tag: "Read", value: read(owner.database.committedView) }
+    if (this.appliedIndex < this.ownCopyFromIndex) return { _tag: "Replaying", appliedIndex: this.appliedIndex, neededIndex: this.ownCopyFromIndex }
+    return { _tag: "Read", value: read(this.ownCopy.view(name, this.databasePath(name), slot?.generation ?? 0)) }
+  }
+
+  /** Own-copy reader activity (tests, metrics). */
+  get ownCopyStats(): { readonly opens: number; readonly refreshes: number } {
+    return { opens: this.ownCopy.opens, refreshes: this.ownCopy.refreshes }
+  }
+
   /** Names of the databases this node knows. */
   databaseNames(): Array<string> {
     return [...this.slots.keys()].sort()
@@ -352,6 +393,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   close(): void {
     if (this.closed) return
     this.closed = true
+    this.ownCopy.closeAll()
     for (const slot of this.slots.values()) {
       slot.applier?.close()
       slot.applier = null
@@ -410,6 +452,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
       : decoded.pageSet
     slot.applier.apply(pageSet)
+    slot.generation++
     slot.lastChangeIndex = entry.index
     this.stats.pages++
     return { _tag: "Pages", database: name }
@@ -427,7 +470,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         applier: null,
         owner: null,
         unsettledTerm: 0,
-        ownSeqApplied: 0
+        ownSeqApplied: 0,
+        generation: 0
       }
       this.slots.set(name, slot)
     }
@@ -464,6 +508,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const byName = new Map(images.map((image) => [image.name, image]))
     for (const slot of [...this.slots.values()]) {
       if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
+      this.ownCopy.close(slot.name)
       slot.applier?.close()
       fs.rmSync(slot.path, { force: true })
       this.slots.delete(slot.name)
@@ -471,6 +516,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     for (const image of images) {
       const slot = this.slotFor(image.name)
       if (options.onlyOlder && slot.fileIndex >= index) continue
+      this.ownCopy.close(slot.name)
+      slot.generation++
       slot.applier?.close()
       slot.applier = null
       const tmp = `${slot.path}.tmp`

@@ -68,6 +68,10 @@ export function failureOfSql(error: SqlFailure): FailureText {
       return Failures.leadershipLost
     case "SqlBusy":
       return { code: ErrorCode.busy, message: error.message === "" ? Failures.databaseLocked.message : error.message }
+    case "SqlStale":
+      // Not reached today (wire reads run on the leader, at the linearizable level); busy says
+      // "nothing was done, try again" in dqlite's terms.
+      return { code: ErrorCode.busy, message: error.message }
   }
 }
 

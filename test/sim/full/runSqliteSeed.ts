@@ -396,6 +396,7 @@ function classifyExit(exit: Exit.Exit<unknown, SqlFailure>): Outcome {
     case "SqlNotLeader":
     case "SqlBusy":
     case "SqlError":
+    case "SqlStale":
       return "failed"
     case "SqlLeadershipLost":
       return "unknown"
