@@ -368,6 +368,15 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
           return Exit.fail(toSqlError(cause))
         }
       }
+      // A write sent here is known before any wait: the statement compiles on the copy as it is
+      // (cached per text). One that does not compile yet (a table the copy has not received)
+      // is taken as a read; the query decides again once the copy is fresh enough.
+      try {
+        const probe = machine.withOwnCopy(name, (view) => view.prepare(sql).readonly)
+        if (probe._tag === "Read" && !probe.value) return Effect.succeed(null)
+      } catch {
+        // decided after the wait
+      }
       const level: ReadConsistency = ownCopyReadsAtOnce ? { level: "local" } : consistency
       const waited = raft.read(query, level).pipe(Effect.mapError((error) => fromOwnCopyReadError(error, consistency, raft.id)), Effect.flatten)
       if (consistency.level !== "session") return waited
