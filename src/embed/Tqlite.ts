@@ -27,6 +27,7 @@ import * as SqlNode from "../node/SqlNode.ts"
 import type { NodeStatus } from "../actors/RaftActor.ts"
 import type { ReadConsistency as NodeReadConsistency } from "../actors/RaftActor.ts"
 import type { Rows, SqlFailure, SqlSession, SqlValue } from "../sqlite/Sql.ts"
+import { invalidConsistency } from "../sqlite/ReplicatedDatabases.ts"
 import { classifyStatement, splitStatements } from "../sqlite/statements.ts"
 import { Disk } from "../storage/Disk.ts"
 import type { TqliteError } from "./errors.ts"
@@ -57,6 +58,9 @@ export interface TqliteConfig {
   /** The level of every `query` that names none (and is not inside `withConsistency`). Default
    * linearizable. */
   readonly readConsistency?: ReadConsistency
+  /** How long a `session` read waits for this node to apply its index before ReplicaStale
+   * ("session"). Default 5 s. */
+  readonly sessionWaitMs?: number
 }
 
 /** How fresh a `query` must be (docs/embedding.md "Read consistency"). Every level is served by
@@ -203,13 +207,19 @@ export const make = (config: TqliteConfig): Effect.Effect<TqliteService, TqliteS
     if (!/^.+:([1-9][0-9]{0,4})$/.test(config.address) || Number(config.address.split(":").at(-1)) > 65535) {
       return yield* new TqliteStartError({ message: `address ${JSON.stringify(config.address)}: expected "host:port" with a port in 1…65535`, cause: null })
     }
+    if (config.sessionWaitMs !== undefined && !(Number.isSafeInteger(config.sessionWaitMs) && config.sessionWaitMs > 0)) {
+      return yield* new TqliteStartError({ message: `sessionWaitMs must be a positive integer (ms), got ${String(config.sessionWaitMs)}`, cause: null })
+    }
+    const defaultLevel = config.readConsistency === undefined ? null : consistencyProblem(config.readConsistency)
+    if (defaultLevel !== null) return yield* new TqliteStartError({ message: `readConsistency: ${defaultLevel}`, cause: null })
     const join = config.join ?? []
     const started = yield* SqlNode.start({
       dataDir: config.dataDir,
       address: config.address,
       join,
       ...(config.tickMs !== undefined ? { tickMs: config.tickMs } : {}),
-      ...(config.tls !== undefined ? { tls: config.tls } : {})
+      ...(config.tls !== undefined ? { tls: config.tls } : {}),
+      ...(config.sessionWaitMs !== undefined ? { sqlite: { sessionWaitMs: config.sessionWaitMs } } : {})
     }).pipe(
       Effect.provide(Disk.layerNode),
       Effect.mapError((cause) => new TqliteStartError({ message: `the node did not start: ${describe(cause)}`, cause }))
@@ -388,16 +398,13 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
       ([result, raftIndex]) => ({ lastInsertId: result.lastInsertId, rowsAffected: result.rowsAffected, raftIndex })
     )
 
-  /** The level a query runs at, with a session's own index filled in (null: linearizable, since
-   * this service lost track of one of its writes' indexes). */
-  const levelOf = (options: QueryOptions | undefined): Effect.Effect<NodeReadConsistency> =>
-    Effect.map(FiberRef.get(currentReadConsistency), (current): NodeReadConsistency => {
-      const asked = options?.consistency ?? current ?? options_.readConsistency
-      if (asked.level !== "session") return asked
-      if (asked.index !== undefined) return { level: "session", index: asked.index }
-      return unknownAt !== null ? { level: "linearizable" } : { level: "session", index: sessionIndex }
-    })
-  const options_ = options
+  /** The level a query runs at, with a session's own index filled in (linearizable when this
+   * service lost track of one of its writes' indexes). */
+  const nodeLevelOf = (asked: ReadConsistency): NodeReadConsistency => {
+    if (asked.level !== "session") return asked
+    if (asked.index !== undefined) return { level: "session", index: asked.index }
+    return unknownAt !== null ? { level: "linearizable" } : { level: "session", index: sessionIndex }
+  }
 
   /** The way every statement went before levels: the leader's session (or the transaction's
    * route), else the wire; a statement that may have written leaves a session token. */
@@ -405,26 +412,28 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
     Effect.map(afterWrite(routed(sql, params, (session, values) => Effect.map(session.querySql(sql, values), localRows), client.query(sql, params))), ([rows]) => rows)
 
   const query = (sql: string, params: ReadonlyArray<ParamValue> = [], queryOptions?: QueryOptions): Effect.Effect<QueryResult, TqliteError> =>
-    Effect.flatMap(Effect.zip(binding, localLeads), ([inside, leads]) => {
+    Effect.flatMap(Effect.all([binding, localLeads, FiberRef.get(currentReadConsistency)]), ([inside, leads, current]) => {
+      const asked = queryOptions?.consistency ?? current ?? options.readConsistency
+      const problem = consistencyProblem(asked)
+      if (problem !== null) return Effect.fail(new SqlError({ code: misuseCode, message: problem }))
       // A transaction keeps its route; a leader serves every level on its committed view.
       if (inside !== null || local === null || leads) return queryRouted(sql, params)
       const refused = refusal(sql, false)
       if (refused !== null) return Effect.fail(refused)
       const values = localParams(params)
       if (values instanceof SqlError) return Effect.fail(values)
-      return Effect.flatMap(levelOf(queryOptions), (level) =>
-        local.read(sql, values, level).pipe(
-          Effect.mapError(fromSqlFailure),
-          Effect.flatMap((rows) => {
-            // Not one read-only statement: the write way.
-            if (rows === null) return queryRouted(sql, params)
-            localStatements++
-            return Effect.succeed(localRows(rows))
-          }),
-          // No leader to ask for a read index (or this node just became one): the wire client
-          // finds the leader, which serves every level.
-          Effect.catchTag("NotLeader", () => queryRouted(sql, params))
-        ))
+      return local.read(sql, values, nodeLevelOf(asked)).pipe(
+        Effect.mapError(fromSqlFailure),
+        Effect.flatMap((rows) => {
+          // Not one read-only statement: the write way.
+          if (rows === null) return queryRouted(sql, params)
+          localStatements++
+          return Effect.succeed(localRows(rows))
+        }),
+        // No leader to ask for a read index (or this node just became one): the wire client
+        // finds the leader, which serves every level.
+        Effect.catchTag("NotLeader", () => queryRouted(sql, params))
+      )
     })
 
   const remoteTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | TqliteError, R> =>
@@ -526,6 +535,13 @@ function stateOf(status: NodeStatus): NodeState {
     commitIndex: status.commitIndex,
     appliedIndex: status.appliedIndex
   }
+}
+
+/** Why a level asked for is malformed (null when it is fine): checked on every route, so a bad
+ * level fails alike whichever node serves. */
+function consistencyProblem(consistency: ReadConsistency): string | null {
+  if (consistency.level === "session" && consistency.index === undefined) return null
+  return invalidConsistency(consistency as NodeReadConsistency)
 }
 
 /** Transaction control belongs to `transaction`: a BEGIN sent as SQL would leave a shared
