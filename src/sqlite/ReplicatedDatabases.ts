@@ -30,7 +30,7 @@ import type { Lease } from "./LeaderWriter.ts"
 import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
 import type { SqliteLimits } from "./limits.ts"
 import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
-import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
+import type { ExecResult, OpenOptions, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
 import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader, SqlStale } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
@@ -292,13 +292,24 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return database.read(sql, params)
       })))
 
-    const open = (name: string): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
+    const open = (name: string, openOptions: OpenOptions = {}): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {
         const nameBytes = Buffer.byteLength(name, "utf8")
         if (nameBytes === 0 || nameBytes > databaseNameBytesMax || name.includes("\0")) {
           return yield* new SqlError({ code: sqliteMisuseCode, message: `invalid database name (${nameBytes} bytes)` })
         }
-        const session = new Session(name, { limits, writerFor, readOnView, raft, cache: statementCache })
+        const level = openOptions.readConsistency
+        if (level !== undefined) {
+          const invalid = invalidConsistency(level)
+          if (invalid !== null) return yield* new SqlError({ code: sqliteMisuseCode, message: invalid })
+        }
+        // A session with a read level: its single read-only autocommit statements are served by
+        // this node when it does not lead (the wire's tqlite-read levels, net/gateway/readLevel.ts).
+        const ownCopy = level === undefined
+          ? null
+          : (sql: string, params: ReadonlyArray<SqlValue>) =>
+            Effect.flatMap(raft.status, (status) => (status.role === "leader" ? Effect.succeed(null) : read(name, sql, params, level)))
+        const session = new Session(name, { limits, writerFor, readOnView, raft, cache: statementCache, ownCopy })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
         return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
@@ -491,6 +502,9 @@ function fromRaftError(error: RaftRequestError): SqlFailure {
 }
 
 interface SessionContext {
+  /** Set for a session opened with a read level: serves a read-only statement text from this
+   * node's own copy when it does not lead (null: not served that way, go the usual way). */
+  readonly ownCopy: ((sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<Rows | null, SqlFailure>) | null
   readonly limits: SqliteLimits
   readonly writerFor: (name: string) => Effect.Effect<LeaderWriter, SqlFailure>
   readonly readOnView: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<StatementOutcome, SqlFailure>
@@ -588,8 +602,8 @@ class Session {
           this.statements.delete(id)
           this.bindings.delete(id)
         }),
-      execSql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.exec ?? this.counters),
-      querySql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.rows ?? emptyRows),
+      execSql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.exec ?? this.counters),
+      querySql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.rows ?? emptyRows),
       interrupt: Effect.void,
       inTransaction: Effect.sync(() => this.transaction !== null && this.transaction.lease.state !== "ended")
     }
@@ -661,6 +675,14 @@ class Session {
       this.context.cache.setDescribed(sql, info)
       return { id: this.nextId++, sql, tailOffset, ...info }
     })
+  }
+
+  /** A statement text: from this node's own copy when the session has a read level, the text
+   * is one read-only statement and no transaction is open; else `runAll`. */
+  private runText(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome | null, SqlFailure> {
+    const ownCopy = this.context.ownCopy
+    if (ownCopy === null || this.transaction !== null) return this.runAll(sql, params)
+    return Effect.flatMap(ownCopy(sql, params), (rows) => (rows === null ? this.runAll(sql, params) : Effect.succeed({ exec: this.counters, rows })))
   }
 
   /** Every statement of `sql` in order, each compiled just before it runs (an earlier one may

@@ -3,6 +3,7 @@
 // lives beside it in src/sqlite; a gateway session holds one SqlSession per open database.
 import type { Effect, Scope } from "effect"
 import { Data } from "effect"
+import type { ReadConsistency } from "../actors/RaftActor.ts"
 import type { NodeId } from "../raft/types.ts"
 
 /** A value with SQLite's storage class: INTEGER is a `bigint`, REAL a `number` (so 2.0 and -0.0
@@ -73,8 +74,15 @@ export interface SqlSession {
   readonly inTransaction: Effect.Effect<boolean>
 }
 
+export interface OpenOptions {
+  /** Set: on a node that does not lead, single read-only autocommit statements (QUERY_SQL /
+   * EXEC_SQL text) are served from the node's own copy at this level instead of "not leader".
+   * The leader serves every level as linearizable. */
+  readonly readConsistency?: ReadConsistency
+}
+
 export interface SqlDatabases {
   /** Opens (creating if needed) a named database for one client; closing the scope finalizes
    * its statements and rolls back an open transaction. */
-  readonly open: (name: string) => Effect.Effect<SqlSession, SqlFailure, Scope.Scope>
+  readonly open: (name: string, options?: OpenOptions) => Effect.Effect<SqlSession, SqlFailure, Scope.Scope>
 }

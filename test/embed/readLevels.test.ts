@@ -8,7 +8,10 @@ import { Duration, Effect, Fiber, Option } from "effect"
 import type { TqliteService } from "../../src/embed/Tqlite.ts"
 import { Tqlite } from "../../src/embed/Tqlite.ts"
 import * as TqliteClient from "../../src/sql/TqliteClient.ts"
-import { Cluster, followersOf, leaderOf, makeClusterLayer } from "./cluster.ts"
+import * as Client from "../../src/net/client/Client.ts"
+import { parseReadLevel, parseReadLevelFlag, readLevelText } from "../../src/net/gateway/readLevel.ts"
+import { parseShellArgs } from "../../src/cli/commands/shell.ts"
+import { Cluster, database, followersOf, leaderOf, makeClusterLayer } from "./cluster.ts"
 
 const sessionWaitMs = 1_500
 
@@ -113,5 +116,44 @@ describe("read consistency on followers", () => {
           expect(bad._tag === "Left" ? bad.left : null).toMatchObject({ _tag: "SqlError", code: 21 })
         }
       }))
+
+    it.effect("the wire: a client asking for a level in OPEN reads from the follower it names; writes still reach the leader", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const { nodes } = yield* Cluster
+        const leader = yield* leaderOf(nodes)
+        const [follower] = yield* followersOf(nodes)
+        yield* leader.service.execute("CREATE TABLE IF NOT EXISTS levels (id INTEGER PRIMARY KEY, v TEXT)")
+        const linearizable = yield* Client.make({ servers: [follower!.address], database, readConsistency: { level: "linearizable" } })
+        for (let i = 0; i < 10; i++) {
+          // A write goes to the leader as always; the read right after is served by the
+          // follower, which waits for the leader's read index first.
+          const written = yield* linearizable.exec("INSERT INTO levels (v) VALUES (?)", [`wire ${i}`])
+          const seen = yield* linearizable.query("SELECT v FROM levels WHERE id = ?", [written.lastInsertId])
+          expect(seen.rows).toEqual([[`wire ${i}`]])
+        }
+        // Proof that the follower serves it: only a node that does not lead refuses a bounded read.
+        const bounded = yield* Client.make({ servers: [follower!.address], database, readConsistency: { level: "bounded", maxLagMs: 0.001 } })
+        const refused = yield* Effect.either(bounded.query("SELECT count(*) FROM levels"))
+        expect(refused._tag === "Left" ? refused.left : null).toMatchObject({ _tag: "ServerFailure", code: 5 })
+        const onLeader = yield* Client.make({ servers: [leader.address], database, readConsistency: { level: "bounded", maxLagMs: 0.001 } })
+        expect((yield* onLeader.query("SELECT count(*) FROM levels")).rows.length).toBe(1)
+      })))
+  })
+})
+
+describe("read levels as text", () => {
+  it("OPEN's vfs and the shell's --consistency round-trip every level; anything else is refused or ignored", () => {
+    for (const level of [{ level: "linearizable" }, { level: "local" }, { level: "bounded", maxLagMs: 250 }, { level: "session", index: 42 }] as const) {
+      expect(parseReadLevel(readLevelText(level))).toEqual(level)
+    }
+    expect(parseReadLevel("")).toBeNull()
+    expect(parseReadLevel("unix-excl")).toBeNull()
+    expect(typeof parseReadLevel("tqlite-read:bounded:0")).toBe("string")
+    expect(typeof parseReadLevel("tqlite-read:session:x")).toBe("string")
+    expect(typeof parseReadLevel("tqlite-read:sometimes")).toBe("string")
+    expect(parseReadLevelFlag("bounded:500")).toEqual({ level: "bounded", maxLagMs: 500 })
+    const shell = parseShellArgs(["--servers", "127.0.0.1:9001", "--consistency", "local", "notes"])
+    expect(typeof shell === "string" ? shell : shell.consistency).toEqual({ level: "local" })
+    expect(parseShellArgs(["--servers", "127.0.0.1:9001", "--consistency", "fresh", "notes"])).toMatch(/--consistency/)
   })
 })
