@@ -7,7 +7,12 @@
 // - "each node locally": every node's service reads its own copy (the default linearizable
 //   level: a follower asks the leader for a read index, waits until applied, reads locally).
 // N reader fibers per node (default 8), W writer fibers on the leader meanwhile (default 0).
+// By default the three nodes share one process (and one event loop: the modes then compare the
+// CPU cost of a read, not the scale-out); `--processes` runs each node in a process of its own
+// (bench/embedReadsNode.ts), as a deployed service runs its instances.
 // Prints reads/s, p50 and p99 per mode and the ratio; the issue's target is ≥ 2.5×.
+import type { ChildProcess } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -15,6 +20,7 @@ import { Duration, Effect } from "effect"
 import type { TqliteService } from "../src/embed/Tqlite.ts"
 import * as Tqlite from "../src/embed/Tqlite.ts"
 import { freePort } from "../test/freePort.ts"
+import { stopAll, track } from "./children.ts"
 import { option } from "./load.ts"
 
 export interface ModeResult {
@@ -38,6 +44,9 @@ export interface EmbedReadsOptions {
   readonly rows: number
   readonly root: string
 }
+
+/** One turn of the event loop (timers and sockets get theirs). */
+export const nextTurn = Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN
 
@@ -93,7 +102,10 @@ export const run = (options: EmbedReadsOptions): Effect.Effect<ReadonlyArray<Mod
           Effect.gen(function*() {
             while (performance.now() < deadline) {
               const t0 = performance.now()
-              const exit = yield* Effect.exit(service.query("SELECT v FROM kv WHERE id = ?", [nextId()]))
+              // Each read arrives as a request does, from an I/O event: without this turn of the event
+        // loop, readers answered synchronously (the leader's own) would starve its sockets.
+        yield* nextTurn
+        const exit = yield* Effect.exit(service.query("SELECT v FROM kv WHERE id = ?", [nextId()]))
               if (exit._tag === "Success") {
                 latenciesMs.push(performance.now() - t0)
                 perNode[node]!++
@@ -121,6 +133,99 @@ export const run = (options: EmbedReadsOptions): Effect.Effect<ReadonlyArray<Mod
     return [viaLeader, local]
   }))
 
+/** A node in a child process (embedReadsNode.ts): commands in, "@@ " answers out, one at a time. */
+class NodeProcess {
+  private buffered = ""
+  private readonly waiting: Array<(value: unknown) => void> = []
+  readonly exited: Promise<number | null>
+
+  constructor(readonly address: string, readonly child: ChildProcess) {
+    child.stdout!.on("data", (chunk: Buffer) => {
+      this.buffered += chunk.toString()
+      for (let at = this.buffered.indexOf("\n"); at >= 0; at = this.buffered.indexOf("\n")) {
+        const line = this.buffered.slice(0, at)
+        this.buffered = this.buffered.slice(at + 1)
+        if (line.startsWith("@@ ")) this.waiting.shift()?.(JSON.parse(line.slice(3)))
+      }
+    })
+    child.stderr!.on("data", (chunk: Buffer) => void process.stderr.write(chunk))
+    this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)))
+  }
+
+  /** The next answer, within `timeoutMs`. */
+  next<A>(timeoutMs: number): Promise<A> {
+    return new Promise<A>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`node ${this.address}: no answer within ${timeoutMs} ms`)), timeoutMs)
+      this.waiting.push((value) => {
+        clearTimeout(timer)
+        resolve(value as A)
+      })
+    })
+  }
+
+  ask<A>(command: Record<string, unknown>, timeoutMs = 60_000): Promise<A> {
+    const answer = this.next<A>(timeoutMs)
+    this.child.stdin!.write(`${JSON.stringify(command)}\n`)
+    return answer
+  }
+}
+
+/** Both modes with each node in a process of its own (a service instance per process, as a
+ * deployed service runs them): readers per node, leader-only first. */
+export async function runProcesses(options: EmbedReadsOptions): Promise<ReadonlyArray<ModeResult>> {
+  const entry = path.join(import.meta.dirname, "embedReadsNode.ts")
+  const nodes: Array<NodeProcess> = []
+  const spawnNode = async (join: string) => {
+    const address = `127.0.0.1:${await Effect.runPromise(freePort)}`
+    const child = track(spawn(process.execPath, ["--import", "tsx", entry, path.join(options.root, address.replace(":", "-")), address, join], { stdio: ["pipe", "pipe", "pipe"] }))
+    const node = new NodeProcess(address, child)
+    nodes.push(node)
+    await node.next(120_000)
+    return node
+  }
+  try {
+    const first = await spawnNode("")
+    await Promise.all([spawnNode(first.address), spawnNode(first.address)])
+    type State = { role?: string; appliedIndex?: number; commitIndex?: number; voters: number }
+    let leader: NodeProcess | undefined
+    for (let i = 0; i < 600 && leader === undefined; i++) {
+      for (const node of nodes) {
+        const state = await node.ask<State>({ cmd: "state" })
+        if (state.role === "leader" && state.voters === 3) leader = node
+      }
+      if (leader === undefined) await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    if (leader === undefined) throw new Error("no leader with three voters")
+    await leader.ask({ cmd: "setup", rows: options.rows }, 120_000)
+    const committed = (await leader.ask<State>({ cmd: "state" })).commitIndex ?? 0
+    for (const node of nodes) {
+      for (let i = 0; i < 600 && ((await node.ask<State>({ cmd: "state" })).appliedIndex ?? 0) < committed; i++) await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    const results: Array<ModeResult> = []
+    for (const mode of ["leader only", "each node locally"]) {
+      const answers = await Promise.all(nodes.map((node) =>
+        node.ask<{ latenciesMs: Array<number>; errors: number }>({ cmd: "measure", mode, seconds: options.seconds, readers: node === leader ? options.leaderReaders : options.readers, leader: leader!.address, rows: options.rows }, options.seconds * 1000 + 120_000)
+      ))
+      const ordered = [leader, ...nodes.filter((n) => n !== leader)].map((node) => answers[nodes.indexOf(node!)]!)
+      const latenciesMs = ordered.flatMap((a) => a.latenciesMs).sort((a, b) => a - b)
+      results.push({
+        mode,
+        reads: latenciesMs.length,
+        readsPerSecond: Math.round(latenciesMs.length / options.seconds),
+        p50Ms: percentile(latenciesMs, 0.5),
+        p99Ms: percentile(latenciesMs, 0.99),
+        errors: ordered.reduce((sum, a) => sum + a.errors, 0),
+        writes: 0,
+        perNode: ordered.map((a) => Math.round(a.latenciesMs.length / options.seconds))
+      })
+    }
+    await Promise.all(nodes.map((node) => node.ask({ cmd: "quit" }, 5_000).catch(() => undefined)))
+    return results
+  } finally {
+    await stopAll(nodes.map((node) => node.child), 5_000)
+  }
+}
+
 export async function main(args: ReadonlyArray<string>): Promise<void> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-embed-reads-"))
   const options: EmbedReadsOptions = {
@@ -131,8 +236,12 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     rows: Number(option(args, "rows") ?? "1000"),
     root
   }
-  const results = await Effect.runPromise(run(options).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(root, { recursive: true, force: true })))))
-  process.stdout.write(`3 nodes in one process, ${options.readers} readers per follower and ${options.leaderReaders} on the leader, ${options.writers} writers on the leader, ${options.seconds} s per mode, load average ${os.loadavg()[0]!.toFixed(1)}\n`)
+  const processes = args.includes("--processes")
+  const results = processes
+    ? await runProcesses(options).finally(() => fs.rmSync(root, { recursive: true, force: true }))
+    : await Effect.runPromise(run(options).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(root, { recursive: true, force: true })))))
+  const where = processes ? "3 nodes in 3 processes" : "3 nodes in one process"
+  process.stdout.write(`${where}, ${options.readers} readers per follower and ${options.leaderReaders} on the leader, ${processes ? 0 : options.writers} writers on the leader, ${options.seconds} s per mode, load average ${os.loadavg()[0]!.toFixed(1)}\n`)
   process.stdout.write(`| mode | reads/s | per node (leader first) | p50 ms | p99 ms | errors | writes |\n|---|---|---|---|---|---|---|\n`)
   for (const r of results) process.stdout.write(`| ${r.mode} | ${r.readsPerSecond} | ${r.perNode.join(" / ")} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.errors} | ${r.writes} |\n`)
   const [viaLeader, local] = results

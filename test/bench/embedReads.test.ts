@@ -7,7 +7,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
-import { run } from "../../bench/embedReads.ts"
+import { run, runProcesses } from "../../bench/embedReads.ts"
 
 describe("bench embed-reads", () => {
   it("leader-only and local modes each serve every node's readers without errors", async () => {
@@ -26,4 +26,20 @@ describe("bench embed-reads", () => {
       fs.rmSync(root, { recursive: true, force: true })
     }
   }, 120_000)
+})
+
+describe("bench embed-reads --processes", () => {
+  it("three node processes (one service instance each) answer both modes without errors", async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-embed-reads-processes-smoke-"))
+    try {
+      const results = await runProcesses({ seconds: 0.5, readers: 2, leaderReaders: 2, writers: 0, rows: 50, root })
+      expect(results.map((r) => r.mode)).toEqual(["leader only", "each node locally"])
+      for (const result of results) {
+        expect(result.errors).toBe(0)
+        for (const perSecond of result.perNode) expect(perSecond).toBeGreaterThan(0)
+      }
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true })
+    }
+  }, 240_000)
 })
