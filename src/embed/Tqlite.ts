@@ -28,7 +28,7 @@ import type { NodeStatus } from "../actors/RaftActor.ts"
 import type { ReadConsistency as NodeReadConsistency } from "../actors/RaftActor.ts"
 import type { Rows, SqlFailure, SqlSession, SqlValue } from "../sqlite/Sql.ts"
 import { invalidConsistency } from "../sqlite/ReplicatedDatabases.ts"
-import { classifyStatement, splitStatements } from "../sqlite/statements.ts"
+import { classifyStatement, looksReadOnly, splitStatements } from "../sqlite/statements.ts"
 import { Disk } from "../storage/Disk.ts"
 import type { TqliteError } from "./errors.ts"
 import { fromClientError, fromSqlFailure, misuseCode, SqlError, TqliteStartError } from "./errors.ts"
@@ -408,8 +408,11 @@ const makeService = (options: { readonly database: string; readonly client: Dqli
 
   /** The way every statement went before levels: the leader's session (or the transaction's
    * route), else the wire; a statement that may have written leaves a session token. */
-  const queryRouted = (sql: string, params: ReadonlyArray<ParamValue>): Effect.Effect<QueryResult, TqliteError> =>
-    Effect.map(afterWrite(routed(sql, params, (session, values) => Effect.map(session.querySql(sql, values), localRows), client.query(sql, params))), ([rows]) => rows)
+  const queryRouted = (sql: string, params: ReadonlyArray<ParamValue>): Effect.Effect<QueryResult, TqliteError> => {
+    const served = routed(sql, params, (session, values) => Effect.map(session.querySql(sql, values), localRows), client.query(sql, params))
+    // A text that only reads leaves no token (and costs no read-index round when routed).
+    return looksReadOnly(sql) ? Effect.map(served, ([rows]) => rows) : Effect.map(afterWrite(served), ([rows]) => rows)
+  }
 
   const query = (sql: string, params: ReadonlyArray<ParamValue> = [], queryOptions?: QueryOptions): Effect.Effect<QueryResult, TqliteError> =>
     Effect.flatMap(Effect.all([binding, localLeads, FiberRef.get(currentReadConsistency)]), ([inside, leads, current]) => {

@@ -45,6 +45,9 @@ import { openDatabase } from "./openDatabase.ts"
 export interface OwnCopyReadersOptions {
   readonly pageSize: number
   readonly statementCacheMax: number
+  /** Connections kept open at once (one per database read recently); the least recently used
+   * is closed past it. */
+  readonly readersMax: number
   /** Deliberate bug for the mutation test: never drop the cache (reads go stale). */
   readonly bugs?: { readonly keepStaleCache?: boolean }
 }
@@ -53,8 +56,6 @@ interface Reader {
   readonly connection: Connection
   /** The file's generation this connection's cache reflects. */
   generation: number
-  /** The file did not exist when it opened (an empty in-memory database stands in for it). */
-  readonly empty: boolean
 }
 
 export class OwnCopyReaders {
@@ -65,14 +66,32 @@ export class OwnCopyReaders {
 
   constructor(private readonly options: OwnCopyReadersOptions) {
     assert(options.statementCacheMax >= 1, "statement cache holds at least one statement")
+    assert(options.readersMax >= 1, "at least one own-copy reader")
   }
 
-  /** A connection showing `databasePath` as it is now (`generation`: the machine's counter of
-   * changes to that file). A database this node has no file for yet reads as empty. */
-  view(name: string, databasePath: string, generation: number): Connection {
+  /** Runs `read` on a connection showing `databasePath` as it is now (`generation`: the
+   * machine's counter of changes to that file). A database this node has no file for yet reads
+   * as an empty one (a connection of its own, closed after the read: names are the clients'
+   * choice, so they are not kept). */
+  read<A>(name: string, databasePath: string, generation: number, read: (view: Connection) => A): A {
+    if (!fs.existsSync(databasePath)) {
+      this.close(name)
+      const empty = new Connection(new Database(":memory:"), 1)
+      try {
+        return read(empty)
+      } finally {
+        empty.close()
+      }
+    }
+    return read(this.view(name, databasePath, generation))
+  }
+
+  private view(name: string, databasePath: string, generation: number): Connection {
     const reader = this.readers.get(name)
-    const exists = fs.existsSync(databasePath)
-    if (reader !== undefined && reader.empty === !exists) {
+    if (reader !== undefined) {
+      // Most recently used last: the first one is closed when too many are open.
+      this.readers.delete(name)
+      this.readers.set(name, reader)
       if (reader.generation !== generation) {
         if (this.options.bugs?.keepStaleCache !== true) reader.connection.db.pragma("shrink_memory")
         reader.generation = generation
@@ -80,11 +99,10 @@ export class OwnCopyReaders {
       }
       return reader.connection
     }
-    if (reader !== undefined) this.close(name)
-    const db = exists ? this.openFile(databasePath) : new Database(":memory:")
-    const opened: Reader = { connection: new Connection(db, this.options.statementCacheMax), generation, empty: !exists }
+    const opened: Reader = { connection: new Connection(this.openFile(databasePath), this.options.statementCacheMax), generation }
     this.readers.set(name, opened)
     this.opens++
+    if (this.readers.size > this.options.readersMax) this.close(this.readers.keys().next().value!)
     return opened.connection
   }
 

@@ -155,6 +155,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     this.ownCopy = new OwnCopyReaders({
       pageSize: options.pageSize,
       statementCacheMax: options.ownCopyStatementCacheMax ?? 64,
+      readersMax: 32,
       ...(options.bugs?.ownCopyStaleCache === true ? { bugs: { keepStaleCache: true } } : {})
     })
   }
@@ -366,7 +367,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const owner = slot?.owner ?? null
     if (owner !== null && owner.database.isOpen) return { _tag: "Read", value: read(owner.database.committedView) }
     if (this.appliedIndex < this.ownCopyFromIndex) return { _tag: "Replaying", appliedIndex: this.appliedIndex, neededIndex: this.ownCopyFromIndex }
-    return { _tag: "Read", value: read(this.ownCopy.view(name, this.databasePath(name), slot?.generation ?? 0)) }
+    return { _tag: "Read", value: this.ownCopy.read(name, this.databasePath(name), slot?.generation ?? 0, read) }
   }
 
   /** Own-copy reader activity (tests, metrics). */
