@@ -93,11 +93,11 @@ describe("tqlite shell", () => {
     const run = (command: string, consistency: ReadConsistency) =>
       Effect.runPromise(runCaptured((io) => runShell({ servers: [follower], database: "shelldb", format: "csv", command, consistency }, io)))
     // Linearizable from the follower: it asks the leader for the read index, then reads its copy.
-    const written = await run("INSERT INTO v (id) VALUES (9001)", { level: "linearizable" })
+    const written = await run("CREATE TABLE levels (id INTEGER PRIMARY KEY); INSERT INTO levels (id) VALUES (9001)", { level: "linearizable" })
     expect(written.code).toBe(0)
-    expect((await run("SELECT id FROM v WHERE id = 9001", { level: "linearizable" })).out).toBe("id\r\n9001\r\n")
+    expect((await run("SELECT id FROM levels WHERE id = 9001", { level: "linearizable" })).out).toBe("id\r\n9001\r\n")
     // Only a node that does not lead refuses a bounded read: the follower served it.
-    const stale = await run("SELECT count(*) FROM v", { level: "bounded", maxLagMs: 0.001 })
+    const stale = await run("SELECT count(*) FROM levels", { level: "bounded", maxLagMs: 0.001 })
     expect(stale.code).toBe(1)
     expect(stale.err).toMatch(/heard from its leader|has not heard/)
   })
