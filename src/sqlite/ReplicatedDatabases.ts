@@ -371,6 +371,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
               if (performance.now() > deadlineMs) throw new SqlError({ code: sqliteInterruptCode, message: `interrupted: the query ran past its time limit (queryTimeoutMs = ${limits.queryTimeoutMs} ms)` })
             }).rows
           })
+          if (outcome._tag === "Closed") return Exit.fail(new SqlNotLeader({ leader: null, message: `node ${raft.id} is shutting down` }))
           if (outcome._tag === "Replaying") {
             return Exit.fail(new SqlStale({ reason: "replaying", message: `node ${raft.id} is replaying its log after a restart (applied ${outcome.appliedIndex} of ${outcome.neededIndex}): its copy cannot be read yet` }))
           }

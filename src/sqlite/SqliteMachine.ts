@@ -360,9 +360,12 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * that has just lost leadership), else the main file through an own-copy reader. Call it
    * synchronously from the node's thread only (DESIGN in OwnCopyReaders.ts): no page may be
    * written while `read` runs. "replaying": a restart's replay has not yet passed every entry
-   * whose pages the file may already hold. */
-  withOwnCopy<A>(name: string, read: (view: Connection) => A): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } {
-    assert(!this.closed, "machine is open")
+   * whose pages the file may already hold; "closed": the node is shutting down. */
+  withOwnCopy<A>(
+    name: string,
+    read: (view: Connection) => A
+  ): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } | { readonly _tag: "Closed" } {
+    if (this.closed) return { _tag: "Closed" }
     const slot = this.slots.get(name)
     const owner = slot?.owner ?? null
     if (owner !== null && owner.database.isOpen) return { _tag: "Read", value: read(owner.database.committedView) }
