@@ -143,6 +143,24 @@ function ownCopyAfterChanges(options: Partial<SqliteClusterOptions>) {
   }))
 }
 
+describe("after a restart", () => {
+  it("a node reads its files only once its replay passed the log's end at boot (SqlStale replaying before)", () => {
+    const result = simulate(Effect.gen(function*() {
+      const { cluster, follower } = yield* started({})
+      // What a restart sets: the log's last index at boot, which the replay has not reached yet.
+      const bootLast = (yield* follower.raft.status).lastIndex
+      follower.machine.ownCopyFromIndex = bootLast + 1
+      const early = yield* Effect.exit(read(follower, local))
+      follower.machine.ownCopyFromIndex = bootLast
+      const later = yield* read(follower, local)
+      yield* cluster.shutdown()
+      return { early, later }
+    }))
+    expect(failureOf(result.early)).toMatchObject({ _tag: "SqlStale", reason: "replaying" })
+    expect(result.later).toEqual([1])
+  })
+})
+
 describe("the own-copy reader's cache", () => {
   it("one connection sees every change the applier writes into the file", () => {
     const result = ownCopyAfterChanges({})
