@@ -4,19 +4,20 @@
 // test/sqlite/ownCopyReads.test.ts (simulated time, deterministic).
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Duration, Effect, Fiber, Option } from "effect"
+import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
 import type { TqliteService } from "../../src/embed/Tqlite.ts"
+import * as TqliteModule from "../../src/embed/Tqlite.ts"
 import { Tqlite } from "../../src/embed/Tqlite.ts"
 import * as TqliteClient from "../../src/sql/TqliteClient.ts"
 import * as Client from "../../src/net/client/Client.ts"
 import { parseReadLevel, parseReadLevelFlag, readLevelText } from "../../src/net/gateway/readLevel.ts"
 import { parseShellArgs } from "../../src/cli/commands/shell.ts"
-import { Cluster, database, followersOf, leaderOf, makeClusterLayer } from "./cluster.ts"
+import { Cluster, database, eventually, followersOf, freePort, leaderOf, makeClusterLayer, tempDir, tickMs } from "./cluster.ts"
 
 const sessionWaitMs = 1_500
 
-const count = (service: TqliteService, options?: Parameters<TqliteService["query"]>[2]) =>
-  Effect.map(service.query("SELECT count(*) FROM levels", [], options), (result) => Number(result.rows[0]![0]))
+const count = (service: TqliteService, options?: Parameters<TqliteService["query"]>[2], table = "levels") =>
+  Effect.map(service.query(`SELECT count(*) FROM ${table}`, [], options), (result) => Number(result.rows[0]![0]))
 
 describe("read consistency on followers", () => {
   layer(makeClusterLayer({ sessionWaitMs }), { excludeTestServices: true, timeout: Duration.seconds(30) })("three nodes", (it) => {
@@ -139,6 +140,40 @@ describe("read consistency on followers", () => {
         expect((yield* onLeader.query("SELECT count(*) FROM levels")).rows.length).toBe(1)
       })))
   })
+})
+
+describe("a follower left alone", () => {
+  it.live("bounded refuses once the leader has been silent past maxLagMs; local still answers from the copy", () =>
+    Effect.gen(function*() {
+      const scopes = yield* Effect.forEach([0, 1, 2], () => Scope.make())
+      const start = (index: number, join: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          const dataDir = tempDir("tqlite-embed-alone-")
+          const address = `127.0.0.1:${yield* freePort}`
+          const service = yield* TqliteModule.make({ dataDir, address, join, tickMs, database }).pipe(Scope.extend(scopes[index]!))
+          return { service, dataDir, address }
+        })
+      const first = yield* start(0, [])
+      yield* leaderOf([first])
+      const nodes = [first, yield* start(1, [first.address]), yield* start(2, [first.address])]
+      yield* eventually("three voters", Effect.map(first.service.members, (members) => (members.filter((m) => m.role === "voter").length === 3 ? true : undefined)), 20_000)
+      const leader = yield* leaderOf(nodes)
+      yield* leader.service.execute("CREATE TABLE alone (id INTEGER PRIMARY KEY)")
+      yield* leader.service.execute("INSERT INTO alone (id) VALUES (1)")
+      const follower = nodes.find((n) => n !== leader)!
+      const committed = (yield* leader.service.state)!.commitIndex
+      yield* eventually("the follower to apply", Effect.map(follower.service.state, (s) => ((s?.appliedIndex ?? 0) >= committed ? true : undefined)))
+      yield* eventually("a bounded read served while the leader is heard", Effect.map(Effect.either(count(follower.service, { consistency: { level: "bounded", maxLagMs: 2_000 } }, "alone")), (r) => (r._tag === "Right" ? r.right : undefined)))
+      // The two others stop: nobody leads any more (a leader alone steps down on check-quorum).
+      yield* Effect.forEach(nodes.filter((n) => n !== follower), (n) => Scope.close(scopes[nodes.indexOf(n)]!, Exit.void), { concurrency: "unbounded", discard: true })
+      yield* eventually("the follower to lead nobody", Effect.map(follower.service.state, (s) => (s?.role !== "leader" ? true : undefined)), 20_000)
+      yield* Effect.sleep(Duration.millis(600))
+      const stale = yield* Effect.either(count(follower.service, { consistency: { level: "bounded", maxLagMs: 300 } }, "alone"))
+      const local = yield* count(follower.service, { consistency: { level: "local" } }, "alone")
+      yield* Scope.close(scopes[nodes.indexOf(follower)]!, Exit.void)
+      expect(stale._tag === "Left" ? stale.left : null).toMatchObject({ _tag: "ReplicaStale", reason: "lag" })
+      expect(local).toBe(1)
+    }), 90_000)
 })
 
 describe("read levels as text", () => {
