@@ -9,6 +9,7 @@ const benches: Record<string, { readonly module: string; readonly about: string 
   "versus-dqlite": { module: "./versusDqlite.ts", about: "dqload (go-dqlite driver) against 3 dqlite-demo and 3 tqlite processes, rows interleaved; ratio table, SVG plot, JSON (--seconds, --rows, --dqload, --plot, --json)" },
   "long-query": { module: "./longQuery.ts", about: "a long read on the leader: leader changes, SELECT 1 latency and kvwrite p99 vs baseline, pass/fail against issue 12 (--query-seconds, --seconds, --dqlite)" },
   embed: { module: "./embed.ts", about: "embedding API on a 3-node loopback cluster: inserts and selects via the leader (local), a follower (routed) and layerRemote (--writers 1,16 --routes local,routed,remote)" },
+  "embed-reads": { module: "./embedReads.ts", about: "linearizable point reads on 3 embedded nodes: all through the leader vs each node reading its own copy; reads/s, p50, p99, ratio (--seconds 3 --readers 8 --writers 0)" },
   failover: { module: "./failover.ts", about: "availability: kill -9 of the leader (5×) and of the whole cluster (3×) under writes; the gap to the first acknowledged write (--kills, --restarts, --writers, --dqload PATH)" },
   opcount: { module: "./opcount.ts", about: "Effect operations and fiber resumptions per committed entry and per statement (writer+client vs the rest), 3 nodes in one process, 1/8 writers" },
   readpool: { module: "./readPool.ts", about: "one read through a reader worker thread vs the same statement on the main thread (µs per read, the cost of one hop)" },

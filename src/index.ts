@@ -5,7 +5,7 @@
 // - `TqliteClient`, `TqliteMigrator`: @effect/sql's SqlClient and Migrator on top of it.
 // - `Client`: the dqlite wire-protocol client underneath (admin requests, prepared statements,
 //   row streaming).
-export { ClusterUnavailable, NotLeader, SqlError, TqliteStartError, WriteTimeout } from "./embed/errors.ts"
+export { ClusterUnavailable, NotLeader, ReplicaStale, SqlError, TqliteStartError, WriteTimeout } from "./embed/errors.ts"
 export type { TqliteError } from "./embed/errors.ts"
 export type {
   ExecResult,
@@ -15,7 +15,9 @@ export type {
   NodeRole,
   NodeState,
   ParamValue,
+  QueryOptions,
   QueryResult,
+  ReadConsistency,
   RoleChange,
   Row,
   RowValue,
@@ -25,7 +27,7 @@ export type {
   TqliteRemoteConfig,
   TqliteService
 } from "./embed/Tqlite.ts"
-export { defaultDatabase, Tqlite } from "./embed/Tqlite.ts"
+export { defaultDatabase, Tqlite, withConsistency } from "./embed/Tqlite.ts"
 export * as TqliteClient from "./sql/TqliteClient.ts"
 export * as TqliteMigrator from "./sql/TqliteMigrator.ts"
 export * as Client from "./net/client/index.ts"

@@ -146,6 +146,10 @@ export interface RaftNode<R, SM> {
    * `read` would run it at once (the leader's lease holds and everything committed is applied);
    * otherwise runs nothing and returns undefined (then use `read`). */
   readonly readNow: <A>(query: (sm: SM) => A) => { readonly value: A } | undefined
+  /** The index a linearizable read would wait for now (the leader's commit index, confirmed by
+   * its lease or a ReadIndex round; on a follower, asked of the leader), without waiting for
+   * this node to apply it: a session token covering every write acknowledged before the call. */
+  readonly readIndex: Effect.Effect<LogIndex, RaftRequestError>
   readonly changeMembership: (change: MembershipChange) => Effect.Effect<LogIndex, RaftRequestError>
   readonly transferLeadership: (to: NodeId | null) => Effect.Effect<void, RaftRequestError>
   /** Inbound peer traffic; dropped when the mailbox is full (the sender retries). */
@@ -622,6 +626,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           const read = state.reads.get(event.id)
           if (read === undefined) return
           state.reads.delete(event.id)
+          if (read.run === indexOnly) return Deferred.unsafeDone(read.reply, Exit.succeed(event.index))
           toApplier.push({ _tag: "Read", index: event.index, run: read.run, reply: read.reply })
           return
         }
@@ -788,6 +793,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             : (request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>)
         }),
       readNow: <A>(query: (sm: SM) => A) => (readsAtOnce(applier.appliedNow()) ? { value: query(options.stateMachine) } : undefined),
+      readIndex: Effect.suspend(() =>
+        core.role === "leader" && leaseHoldsNow()
+          ? Effect.succeed(core.log.committed)
+          : (request<unknown>(false, (reply) => ({ _tag: "Read", run: indexOnly, reply })) as Effect.Effect<LogIndex, RaftRequestError>)),
       changeMembership: (change) =>
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
@@ -802,6 +811,11 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       failed
     }
   })
+
+/** The query of a `readIndex` request: its answer is the read index itself, not a state. */
+const indexOnly = (): never => {
+  throw new Error("readIndex's marker is never run")
+}
 
 /** What a node whose actors stopped says it is: a follower of nobody. */
 function stoppedStatus(status: NodeStatus): NodeStatus {

@@ -36,7 +36,17 @@ export class ClusterUnavailable extends Data.TaggedError("ClusterUnavailable")<{
   readonly message: string
 }> {}
 
-export type TqliteError = NotLeader | WriteTimeout | SqlError | ClusterUnavailable
+/** This node's copy is not fresh enough for the read's consistency level (docs/embedding.md):
+ * "lag" — a `bounded` read on a node that has not heard from its leader within `maxLagMs`;
+ * "session" — the session's index was not applied on this node within the wait bound;
+ * "replaying" — a restarted node has not replayed its log far enough to read its files.
+ * Nothing was read: read at a stronger level (through the leader), elsewhere, or later. */
+export class ReplicaStale extends Data.TaggedError("ReplicaStale")<{
+  readonly reason: "lag" | "session" | "replaying"
+  readonly message: string
+}> {}
+
+export type TqliteError = NotLeader | WriteTimeout | SqlError | ClusterUnavailable | ReplicaStale
 
 /** Building the node failed (data directory, address, joining the cluster). */
 export class TqliteStartError extends Data.TaggedError("TqliteStartError")<{
@@ -62,6 +72,8 @@ export function fromSqlFailure(failure: SqlFailure): TqliteError {
       return new WriteTimeout({ outcome: "unknown", message: failure.message })
     case "SqlBusy":
       return new WriteTimeout({ outcome: "notApplied", message: failure.message })
+    case "SqlStale":
+      return new ReplicaStale({ reason: failure.reason, message: failure.message })
   }
 }
 

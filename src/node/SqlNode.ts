@@ -18,6 +18,7 @@ import * as MetricsServer from "../observability/MetricsServer.ts"
 import { nodeIdLabel } from "../observability/NodeMetrics.ts"
 import * as NodeObserver from "../observability/NodeObserver.ts"
 import type { NodeId, Role } from "../raft/types.ts"
+import type { SqliteLimits } from "../sqlite/limits.ts"
 import type { SqliteApplyResult } from "../sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
 import { Disk } from "../storage/Disk.ts"
@@ -58,6 +59,8 @@ export interface SqlNodeOptions {
   /** Storage bounds (defaults: Node.ts and SegmentLog's); tests shrink them to get closed
    * segments and snapshots from little data. */
   readonly storage?: { readonly snapshotEveryEntries?: number; readonly segmentBytesMax?: number }
+  /** Bounds of the SQL surface (defaults: src/sqlite/limits.ts). */
+  readonly sqlite?: Partial<SqliteLimits>
 }
 
 export interface SqlNode {
@@ -104,7 +107,7 @@ const serve = (
     const metrics = node.observability.metrics
     // Proposals are timed where the node hands Raft to SQLite: proposal → committed and applied.
     const raft: typeof node.raft = { ...node.raft, propose: (data) => metrics.timeProposal(node.raft.propose(data)) }
-    const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs })
+    const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs, ...(options.sqlite !== undefined ? { limits: options.sqlite } : {}) })
     const control = yield* makeRaftClusterControl({ node: node.raft, ...(options.failureDomain !== undefined ? { failureDomain: options.failureDomain } : {}) })
     const unreachableAfterMs = options.roles?.unreachableAfterMs ?? RoleManager.defaultRoleManagerOptions.unreachableAfterMs
     const leadership = yield* Leadership.watch(node.raft.status, node.raft.changes)

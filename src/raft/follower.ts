@@ -51,6 +51,9 @@ export function readIndexAnswered(step: Step, m: ReadIndexResponse): void {
   const forwarded = s.forwardedReads[at]
   if (forwarded === undefined) return
   s.forwardedReads.splice(at, 1)
+  // The leader committed `index`; if our entry there has the leader's term, our log matches its
+  // log up to it, so it is committed here too (the reads then wait only for it to be applied).
+  if (m.refused === null && m.indexTerm !== undefined && m.index <= lastIndex(s.log) && termAt(s.log, m.index) === m.indexTerm) commitTo(step, m.index)
   for (const id of forwarded.ids) {
     if (m.refused === null) emit(step, { _tag: "ReadReady", id, index: m.index })
     else reject(step, id, m.refused, m.refused === "overloaded" ? "the leader has too many reads waiting" : "the leader it asked no longer leads")

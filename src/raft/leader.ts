@@ -310,7 +310,8 @@ function readReady(step: Step, requester: ReadRequester, index: LogIndex): void 
     return
   }
   const s = step.s
-  send(step, { _tag: "ReadIndexResponse", from: s.config.id, to: requester.from, term: s.term, context: requester.context, index, refused: null })
+  const indexTerm = termAt(s.log, index)
+  send(step, { _tag: "ReadIndexResponse", from: s.config.id, to: requester.from, term: s.term, context: requester.context, index, refused: null, ...(indexTerm !== undefined ? { indexTerm } : {}) })
 }
 
 export function refuseRead(step: Step, requester: ReadRequester, reason: "not-leader" | "overloaded", detail: string): void {

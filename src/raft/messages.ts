@@ -90,6 +90,11 @@ export interface ReadIndexResponse extends Header {
   readonly context: number
   readonly index: LogIndex
   readonly refused: "not-leader" | "overloaded" | null
+  /** The term of the leader's entry at `index` (absent when refused). A follower whose own entry
+   * at `index` has this term holds the leader's log up to it (log matching), which the leader
+   * has committed: it may commit that far at once instead of waiting for the next append or
+   * heartbeat to say so — a read right after a write then waits for no tick. */
+  readonly indexTerm?: Term
 }
 
 /** Leadership transfer: "start an election now, skipping pre-vote". */

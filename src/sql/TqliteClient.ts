@@ -7,6 +7,9 @@
 // - `withTransaction` is `Tqlite.transaction`: the @effect/sql transaction marker only records
 //   the depth, the statements themselves find the transaction through Tqlite's fiber-local
 //   binding. A nested `withTransaction` is a savepoint (rolled back to on failure).
+// - Read consistency: `withConsistency(level)(effect)` sets the level of every statement `effect`
+//   runs (Tqlite's fiber-local default, which `Tqlite.query` reads); on a node that does not
+//   lead, a read-only statement is then served from the node's own copy at that level.
 // - Every failure is @effect/sql's `SqlError` with the Tqlite error as `cause` (its `_tag` and,
 //   for SQLite's refusals, `code`).
 import * as Reactivity from "@effect/experimental/Reactivity"
@@ -16,8 +19,8 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Statement from "@effect/sql/Statement"
 import { Context, Effect, Exit, FiberRef, Layer, Option, Stream } from "effect"
 import type { TqliteError } from "../embed/errors.ts"
-import type { ParamValue, QueryResult, TqliteConfig, TqliteRemoteConfig, TqliteService } from "../embed/Tqlite.ts"
-import { Tqlite } from "../embed/Tqlite.ts"
+import type { ParamValue, QueryResult, ReadConsistency, TqliteConfig, TqliteRemoteConfig, TqliteService } from "../embed/Tqlite.ts"
+import { Tqlite, withConsistency as tqliteWithConsistency } from "../embed/Tqlite.ts"
 import type { TqliteStartError } from "../embed/errors.ts"
 
 export const TypeId: unique symbol = Symbol.for("tqlite/sql/TqliteClient")
@@ -78,6 +81,11 @@ export const make = (config: TqliteClientConfig = {}): Effect.Effect<TqliteClien
       withTransaction: <R, E, A>(effect: Effect.Effect<A, E, R>) => withTransaction(tqlite, connection, effect)
     }) as unknown as TqliteClient
   })
+
+/** Runs `effect` with `consistency` as the read level of its statements (and of the fibers it
+ * forks): e.g. `sql\`SELECT …\`.pipe(TqliteClient.withConsistency({ level: "local" }))`.
+ * Writes are unaffected; inside `withTransaction` the transaction's route serves everything. */
+export const withConsistency = (consistency: ReadConsistency) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => tqliteWithConsistency(consistency)(effect)
 
 /** Outermost: Tqlite's interactive transaction. Nested: a savepoint on it. */
 const withTransaction = <R, E, A>(tqlite: TqliteService, connection: Connection, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>

@@ -15,7 +15,7 @@
 import type { Scope } from "effect"
 import { Cause, Clock, Deferred, Duration, Effect, Either, Exit, FiberId, Option, Stream } from "effect"
 import { AssertionError } from "../assert.ts"
-import type { RaftNode } from "../actors/RaftActor.ts"
+import type { RaftNode, ReadConsistency } from "../actors/RaftActor.ts"
 import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
 import { isDiskFull, whereOf } from "../actors/DiskFullWatch.ts"
 import type { RaftRequestError } from "../actors/raftErrors.ts"
@@ -30,8 +30,8 @@ import type { Lease } from "./LeaderWriter.ts"
 import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
 import type { SqliteLimits } from "./limits.ts"
 import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
-import type { ExecResult, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
-import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader } from "./Sql.ts"
+import type { ExecResult, OpenOptions, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
+import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader, SqlStale } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementSpan } from "./statements.ts"
@@ -51,6 +51,10 @@ export interface ReplicatedDatabasesOptions {
   /** Reads whose plan bounds them to a few rows (boundedReads.ts) run at once on the main
    * thread's committed view instead (default true). */
   readonly inlineBoundedReads?: boolean
+  /** Deliberate bugs, for the mutation tests only. `ownCopyReadsAtOnce`: `read` on a node that
+   * does not lead serves every level at once from its copy, as `local` (a follower answering a
+   * linearizable read before it applied the leader's read index). */
+  readonly bugs?: { readonly ownCopyReadsAtOnce?: boolean }
 }
 
 export interface ReplicatedDatabases extends SqlDatabases {
@@ -67,6 +71,20 @@ export interface ReplicatedDatabases extends SqlDatabases {
   /** Why this node, leading, cannot serve: it failed to open a database's SQLite in its current
    * term and is handing leadership over (for /health); null otherwise. */
   readonly cannotLead: Effect.Effect<string | null>
+  /** One read-only statement of `name` at `consistency`, served by this node whatever its role:
+   * the leader reads its committed view (linearizable, which satisfies every level); any other
+   * node reads its own copy once it is fresh enough (`raft.read` with the level: a follower's
+   * linearizable read asks the leader for a read index and waits until it has applied that
+   * far). Null when `sql` is not exactly one read-only statement: the caller sends it the write
+   * way. SqlStale when this node cannot be fresh enough (bounded lag, session wait, replay);
+   * SqlNotLeader when a linearizable read finds no leader to ask. */
+  readonly read: (name: string, sql: string, params: ReadonlyArray<SqlValue>, consistency: ReadConsistency) => Effect.Effect<Rows | null, SqlFailure>
+  /** A session token for writes acknowledged by another node (a write routed to the leader): the
+   * leader's read index now (raft.readIndex), which covers them. */
+  readonly readIndex: Effect.Effect<number, SqlFailure>
+  /** The index of the last entry this node's state machine applied (a local write's session
+   * token, taken once it is acknowledged: its entry is applied by then). */
+  readonly appliedIndex: Effect.Effect<number>
 }
 
 const databaseNameBytesMax = 1024
@@ -296,13 +314,24 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
       return read?.value ?? undefined
     }
 
-    const open = (name: string): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
+    const open = (name: string, openOptions: OpenOptions = {}): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {
         const nameBytes = Buffer.byteLength(name, "utf8")
         if (nameBytes === 0 || nameBytes > databaseNameBytesMax || name.includes("\0")) {
           return yield* new SqlError({ code: sqliteMisuseCode, message: `invalid database name (${nameBytes} bytes)` })
         }
-        const session = new Session(name, { limits, writerFor, readOnView, readNow, raft, cache: statementCache })
+        const level = openOptions.readConsistency
+        if (level !== undefined) {
+          const invalid = invalidConsistency(level)
+          if (invalid !== null) return yield* new SqlError({ code: sqliteMisuseCode, message: invalid })
+        }
+        // A session with a read level: its single read-only autocommit statements are served by
+        // this node when it does not lead (the wire's tqlite-read levels, net/gateway/readLevel.ts).
+        const ownCopy = level === undefined
+          ? null
+          : (sql: string, params: ReadonlyArray<SqlValue>) =>
+            Effect.flatMap(raft.status, (status) => (status.role === "leader" ? Effect.succeed(null) : read(name, sql, params, level)))
+        const session = new Session(name, { limits, writerFor, readOnView, readNow, raft, cache: statementCache, ownCopy })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
         return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
@@ -326,7 +355,77 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const cannotLeadNow = Effect.map(raft.status, (status) =>
       cannotLead !== null && status.role === "leader" && status.term === cannotLead.term ? `cannot lead: ${cannotLead.reason}` : null)
 
-    return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage, cannotLead: cannotLeadNow }
+    // Closed files hold only whole entries once the restart's replay passed the log's end.
+    machine.ownCopyFromIndex = Math.max(machine.ownCopyFromIndex, (yield* raft.status).lastIndex)
+    const ownCopyReadsAtOnce = options.bugs?.ownCopyReadsAtOnce === true
+
+    const read = (name: string, sql: string, params: ReadonlyArray<SqlValue>, consistency: ReadConsistency): Effect.Effect<Rows | null, SqlFailure> =>
+      Effect.suspend(() => {
+        const statements = statementCache.split(sql)
+        const only = statements[0]
+        if (statements.length !== 1 || only === undefined || classifyStatement(only.text)._tag !== "Other") return Effect.succeed(null)
+        if (params.length > only.paramCount) return Effect.fail(tooManyValuesError())
+        const invalid = invalidConsistency(consistency)
+        if (invalid !== null) return Effect.fail(new SqlError({ code: sqliteMisuseCode, message: invalid }))
+        return Effect.flatMap(raft.status, (status) => (status.role === "leader" ? leaderRead(name, only.text, params) : ownCopyRead(name, only.text, params, consistency)))
+      })
+
+    /** On the leader: the committed view after the leadership check, as a session's read. */
+    const leaderRead = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<Rows | null, SqlFailure> =>
+      Effect.gen(function*() {
+        const writer = yield* writerFor(name)
+        if (writer.stopped || !writer.database.isOpen) return yield* new SqlNotLeader({ leader: null, message: "leadership was lost" })
+        const described = yield* describeOn(() => writer.database.committedView.describe(sql))
+        if (!described.readonly) return null
+        return (yield* readOnView(name, sql, params)).rows
+      })
+
+    /** On any other node: its own copy, once `raft.read` says it is fresh enough for the level;
+     * run synchronously wherever raft.read runs it (the caller's fiber or the applier), so no
+     * page is written meanwhile (OwnCopyReaders.ts). */
+    const ownCopyRead = (name: string, sql: string, params: ReadonlyArray<SqlValue>, consistency: ReadConsistency): Effect.Effect<Rows | null, SqlFailure> => {
+      const query = (sm: SqliteMachine): Exit.Exit<Rows | null, SqlFailure> => {
+        try {
+          const deadlineMs = performance.now() + limits.queryTimeoutMs
+          const outcome = sm.withOwnCopy(name, (view) => {
+            if (!view.prepare(sql).readonly) return null
+            return view.run(sql, params, () => {
+              if (performance.now() > deadlineMs) throw new SqlError({ code: sqliteInterruptCode, message: `interrupted: the query ran past its time limit (queryTimeoutMs = ${limits.queryTimeoutMs} ms)` })
+            }).rows
+          })
+          if (outcome._tag === "Closed") return Exit.fail(new SqlNotLeader({ leader: null, message: `node ${raft.id} is shutting down` }))
+          if (outcome._tag === "Replaying") {
+            return Exit.fail(new SqlStale({ reason: "replaying", message: `node ${raft.id} is replaying its log after a restart (applied ${outcome.appliedIndex} of ${outcome.neededIndex}): its copy cannot be read yet` }))
+          }
+          return Exit.succeed(outcome.value)
+        } catch (cause) {
+          return Exit.fail(toSqlError(cause))
+        }
+      }
+      // A write sent here is known before any wait: the statement compiles on the copy as it is
+      // (cached per text). One that does not compile yet (a table the copy has not received)
+      // is taken as a read; the query decides again once the copy is fresh enough.
+      try {
+        const probe = machine.withOwnCopy(name, (view) => view.prepare(sql).readonly)
+        if (probe._tag === "Read" && !probe.value) return Effect.succeed(null)
+      } catch {
+        // decided after the wait
+      }
+      const level: ReadConsistency = ownCopyReadsAtOnce ? { level: "local" } : consistency
+      const waited = raft.read(query, level).pipe(Effect.mapError((error) => fromOwnCopyReadError(error, consistency, raft.id)), Effect.flatten)
+      if (consistency.level !== "session") return waited
+      // Bounded wait for the session's index, then a typed answer (Raft's own request timeout
+      // would also end it, later and as "busy").
+      return Effect.timeoutFail(waited, {
+        duration: Duration.millis(limits.sessionWaitMs),
+        onTimeout: () => new SqlStale({ reason: "session", message: `node ${raft.id} did not apply index ${consistency.index} within ${limits.sessionWaitMs} ms (sessionWaitMs)` })
+      })
+    }
+
+    const readIndex = Effect.mapError(raft.readIndex, fromRaftError)
+    const appliedIndex = Effect.sync(() => machine.appliedIndex)
+
+    return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage, cannotLead: cannotLeadNow, read, readIndex, appliedIndex }
   })
 
 /** This node failed to open `database` as the leader of `term`. */
@@ -393,6 +492,33 @@ function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePat
   }
 }
 
+/** Why a consistency level asked for is malformed (null when it is fine). */
+export function invalidConsistency(consistency: ReadConsistency): string | null {
+  switch (consistency.level) {
+    case "linearizable":
+    case "local":
+      return null
+    case "session":
+      return Number.isSafeInteger(consistency.index) && consistency.index >= 0 ? null : `a session read needs a Raft index (a non-negative integer), got ${String(consistency.index)}`
+    case "bounded":
+      return Number.isFinite(consistency.maxLagMs) && consistency.maxLagMs > 0 ? null : `a bounded read needs maxLagMs > 0, got ${String(consistency.maxLagMs)}`
+    default:
+      return `unknown consistency level ${JSON.stringify((consistency as { level?: unknown }).level)}`
+  }
+}
+
+/** SQLITE_INTERRUPT: a read stopped at its time limit (as the reader threads answer). */
+const sqliteInterruptCode = 9
+
+/** A failed own-copy read: the level's own refusals typed, the rest as any Raft request. */
+function fromOwnCopyReadError(error: RaftRequestError, consistency: ReadConsistency, nodeId: number): SqlFailure {
+  if (error._tag === "ReplicaStale") return new SqlStale({ reason: "lag", message: error.detail })
+  if (error._tag === "RequestTimeout" && consistency.level === "session") {
+    return new SqlStale({ reason: "session", message: `node ${nodeId} did not apply index ${consistency.index} within ${error.timeoutMs} ms` })
+  }
+  return fromRaftError(error)
+}
+
 function fromRaftError(error: RaftRequestError): SqlFailure {
   switch (error._tag) {
     case "NotLeader":
@@ -409,6 +535,9 @@ function fromRaftError(error: RaftRequestError): SqlFailure {
 }
 
 interface SessionContext {
+  /** Set for a session opened with a read level: serves a read-only statement text from this
+   * node's own copy when it does not lead (null: not served that way, go the usual way). */
+  readonly ownCopy: ((sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<Rows | null, SqlFailure>) | null
   readonly limits: SqliteLimits
   readonly writerFor: (name: string) => Effect.Effect<LeaderWriter, SqlFailure>
   readonly readOnView: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<StatementOutcome, SqlFailure>
@@ -507,8 +636,8 @@ class Session {
           this.statements.delete(id)
           this.bindings.delete(id)
         }),
-      execSql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.exec ?? this.counters),
-      querySql: (sql, params) => Effect.map(this.runAll(sql, params), (o) => o?.rows ?? emptyRows),
+      execSql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.exec ?? this.counters),
+      querySql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.rows ?? emptyRows),
       querySqlNow: (sql, params) => this.querySqlNow(sql, params),
       interrupt: Effect.void,
       inTransaction: Effect.sync(() => this.transaction !== null && this.transaction.lease.state !== "ended")
@@ -581,6 +710,14 @@ class Session {
       this.context.cache.setDescribed(sql, info)
       return { id: this.nextId++, sql, tailOffset, ...info }
     })
+  }
+
+  /** A statement text: from this node's own copy when the session has a read level, the text
+   * is one read-only statement and no transaction is open; else `runAll`. */
+  private runText(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome | null, SqlFailure> {
+    const ownCopy = this.context.ownCopy
+    if (ownCopy === null || this.transaction !== null) return this.runAll(sql, params)
+    return Effect.flatMap(ownCopy(sql, params), (rows) => (rows === null ? this.runAll(sql, params) : Effect.succeed({ exec: this.counters, rows })))
   }
 
   /** Every statement of `sql` in order, each compiled just before it runs (an earlier one may

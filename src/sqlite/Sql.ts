@@ -3,6 +3,7 @@
 // lives beside it in src/sqlite; a gateway session holds one SqlSession per open database.
 import type { Effect, Either, Scope } from "effect"
 import { Data } from "effect"
+import type { ReadConsistency } from "../actors/RaftActor.ts"
 import type { NodeId } from "../raft/types.ts"
 
 /** A value with SQLite's storage class: INTEGER is a `bigint`, REAL a `number` (so 2.0 and -0.0
@@ -45,7 +46,14 @@ export class SqlLeadershipLost extends Data.TaggedError("SqlLeadershipLost")<{ r
 /** The write queue is full or a write waited past its timeout; nothing was done. */
 export class SqlBusy extends Data.TaggedError("SqlBusy")<{ readonly message: string }> {}
 
-export type SqlFailure = SqlError | SqlNotLeader | SqlLeadershipLost | SqlBusy
+/** This node's copy is not fresh enough for the read's consistency level, and waiting would not
+ * help in time; nothing was read. `reason`: "lag" — a bounded read on a node that has not heard
+ * from its leader within `maxLagMs`; "session" — the session's index was not applied here
+ * within the wait bound; "replaying" — after a restart, the node has not replayed far enough to
+ * read its files. Read elsewhere, at another level, or later. */
+export class SqlStale extends Data.TaggedError("SqlStale")<{ readonly reason: "lag" | "session" | "replaying"; readonly message: string }> {}
+
+export type SqlFailure = SqlError | SqlNotLeader | SqlLeadershipLost | SqlBusy | SqlStale
 
 /** One client's view of one database: statements, and an interactive transaction (BEGIN …
  * COMMIT across calls) that holds the database's writer until it ends or times out. */
@@ -70,8 +78,15 @@ export interface SqlSession {
   readonly inTransaction: Effect.Effect<boolean>
 }
 
+export interface OpenOptions {
+  /** Set: on a node that does not lead, single read-only autocommit statements (QUERY_SQL /
+   * EXEC_SQL text) are served from the node's own copy at this level instead of "not leader".
+   * The leader serves every level as linearizable. */
+  readonly readConsistency?: ReadConsistency
+}
+
 export interface SqlDatabases {
   /** Opens (creating if needed) a named database for one client; closing the scope finalizes
    * its statements and rolls back an open transaction. */
-  readonly open: (name: string) => Effect.Effect<SqlSession, SqlFailure, Scope.Scope>
+  readonly open: (name: string, options?: OpenOptions) => Effect.Effect<SqlSession, SqlFailure, Scope.Scope>
 }

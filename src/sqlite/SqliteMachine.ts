@@ -42,6 +42,8 @@ import { readExactly, SnapshotSkipped, yieldEventLoop } from "../actors/snapshot
 import type { DatabaseEntry } from "./databaseSnapshot.ts"
 import { decodeManifest, encodeManifest, manifestLength, manifestPrefixBytes } from "./databaseSnapshot.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
+import type { Connection } from "./connection.ts"
+import { OwnCopyReaders } from "./OwnCopyReaders.ts"
 import type { CommittedWal } from "./leadingImage.ts"
 import { indexCommittedWal, readCommittedPages } from "./leadingImage.ts"
 import { PageApplier, syncDirectory } from "./PageApplier.ts"
@@ -96,7 +98,9 @@ export interface SqliteMachineOptions {
   /** Known bugs, switched on only by the simulator's mutation tests to prove its checkers
    * catch them. `dropFollowerPage`: pages of another node's entry are applied without the
    * highest-numbered one (a follower that silently loses part of a write). */
-  readonly bugs?: { readonly dropFollowerPage?: boolean }
+  readonly bugs?: { readonly dropFollowerPage?: boolean; readonly ownCopyStaleCache?: boolean }
+  /** Prepared statements cached by each own-copy reader (default 64). */
+  readonly ownCopyStatementCacheMax?: number
 }
 
 export interface SqliteMachineStats {
@@ -165,6 +169,12 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   private closed = false
   /** The applied index at the last sync of the page files. */
   private syncedIndex: LogIndex = 0
+  /** Connections reading closed databases' files (OwnCopyReaders.ts). */
+  private readonly ownCopy: OwnCopyReaders
+  /** Closed files are read only once this index is applied: after a restart, a file may hold
+   * pages of entries past the index it is recorded at, which only the replay up to the log's end
+   * makes whole again (set by the SQL surface to the log's last index at boot). */
+  ownCopyFromIndex: LogIndex = 0
 
   private constructor(
     private readonly options: SqliteMachineOptions,
@@ -175,6 +185,12 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     this.pageSize = options.pageSize
     this.databasesDir = path.join(options.dataDir, databasesDirName)
     this.appliedIndex = appliedIndex
+    this.ownCopy = new OwnCopyReaders({
+      pageSize: options.pageSize,
+      statementCacheMax: options.ownCopyStatementCacheMax ?? 64,
+      readersMax: 32,
+      ...(options.bugs?.ownCopyStaleCache === true ? { bugs: { keepStaleCache: true } } : {})
+    })
   }
 
   /** Opens the node's data directory: drops every WAL (its frames are in the Raft log if they
@@ -435,6 +451,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const byName = new Map(entries.map((entry) => [entry.name, entry]))
     for (const slot of [...this.slots.values()]) {
       if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
+      this.ownCopy.close(slot.name)
       slot.applier?.close()
       fs.rmSync(slot.path, { force: true })
       this.slots.delete(slot.name)
@@ -442,6 +459,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     for (const entry of entries) {
       const slot = this.slotFor(entry.name)
       if (options.onlyOlder && slot.fileIndex >= index) continue
+      // The own-copy reader goes first: its connection must not outlive the file it maps.
+      this.ownCopy.close(slot.name)
       slot.applier?.close()
       slot.applier = null
       slot.changes++
@@ -491,6 +510,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           slot.fileIndex = this.appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
         }
+        // The own-copy reader goes first: its -shm mapping must not outlive the files below.
+        this.ownCopy.close(name)
         fs.rmSync(`${slot.path}-wal`, { force: true })
         fs.rmSync(`${slot.path}-shm`, { force: true })
         const owner = makeOwner(slot.path, slot.lastChangeIndex)
@@ -548,6 +569,29 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return read(owner.database)
   }
 
+  /** Runs `read` on this node's own copy of `name` as of the entries applied so far: the
+   * writer's committed view while this node's writer still holds the database (a leader, or one
+   * that has just lost leadership), else the main file through an own-copy reader. Call it
+   * synchronously from the node's thread only (DESIGN in OwnCopyReaders.ts): no page may be
+   * written while `read` runs. "replaying": a restart's replay has not yet passed every entry
+   * whose pages the file may already hold; "closed": the node is shutting down. */
+  withOwnCopy<A>(
+    name: string,
+    read: (view: Connection) => A
+  ): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } | { readonly _tag: "Closed" } {
+    if (this.closed) return { _tag: "Closed" }
+    const slot = this.slots.get(name)
+    const owner = slot?.owner ?? null
+    if (owner !== null && owner.database.isOpen) return { _tag: "Read", value: read(owner.database.committedView) }
+    if (this.appliedIndex < this.ownCopyFromIndex) return { _tag: "Replaying", appliedIndex: this.appliedIndex, neededIndex: this.ownCopyFromIndex }
+    return { _tag: "Read", value: this.ownCopy.read(name, this.databasePath(name), slot?.changes ?? 0, read) }
+  }
+
+  /** Own-copy reader activity (tests, metrics). */
+  get ownCopyStats(): { readonly opens: number; readonly refreshes: number } {
+    return { opens: this.ownCopy.opens, refreshes: this.ownCopy.refreshes }
+  }
+
   /** Names of the databases this node knows. */
   databaseNames(): Array<string> {
     return [...this.slots.keys()].sort()
@@ -567,6 +611,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   close(): void {
     if (this.closed) return
     this.closed = true
+    this.ownCopy.closeAll()
     for (const slot of this.slots.values()) {
       slot.applier?.close()
       slot.applier = null

@@ -40,6 +40,9 @@ export interface SqliteLimits {
   /** Every read's time limit (waiting for a reader included): past it the read is stopped and
    * the client gets SQLITE_INTERRUPT naming this limit. */
   readonly queryTimeoutMs: number
+  /** How long a `session` read waits for this node to apply the session's index before it
+   * fails with SqlStale (reason "session"). */
+  readonly sessionWaitMs: number
   /** Prepared statements cached per connection. */
   readonly statementCacheMax: number
   /** Back-off before re-proposing an entry Raft refused as overloaded. */
@@ -75,6 +78,9 @@ export const defaultSqliteLimits: SqliteLimits = {
   // Above the issue's scenario (a 10 s query on the leader must finish), and a bound on how
   // long a read can hold the leader's checkpoints back.
   queryTimeoutMs: 30_000,
+  // Long enough for a follower that is a few commit rounds behind, short of Raft's 10 s request
+  // timeout so the caller hears "session" rather than "busy".
+  sessionWaitMs: 5_000,
   statementCacheMax: 256,
   overloadRetryMs: 20
 }

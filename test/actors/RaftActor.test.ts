@@ -192,11 +192,24 @@ describe("RaftActor", () => {
       expect(yield* read({ level: "linearizable" })).toBe(5)
       expect(yield* read({ level: "session", index: applied.index })).toBe(5)
       expect(yield* read({ level: "bounded", maxLagMs: tickMs * 5 })).toBe(5)
+      // readIndex: the leader's read index (asked, not applied): at least the write's index, on
+      // the follower and on the leader alike.
+      const index = yield* Effect.fork(follower.readIndex)
+      yield* TestClock.adjust(tickMs * 3)
+      expect(yield* Fiber.join(index)).toBeGreaterThanOrEqual(applied.index)
+      const onLeader = yield* Effect.fork(node.readIndex)
+      yield* TestClock.adjust(tickMs * 3)
+      expect(yield* Fiber.join(onLeader)).toBeGreaterThanOrEqual(applied.index)
       // The leader goes silent: a bounded read past its bound is refused, a local one still reads.
       cut.add(node.id)
       yield* TestClock.adjust(tickMs * 8)
       expect(yield* read({ level: "bounded", maxLagMs: tickMs * 5 })).toBe("ReplicaStale")
       expect(yield* follower.read((sm) => sm.total, { level: "local" })).toBe(5)
+      // The other two elect a leader of their own: its read index still covers the write.
+      const later = yield* Effect.fork(Effect.either(follower.readIndex))
+      yield* TestClock.adjust(tickMs * 300)
+      const answer = yield* Fiber.join(later)
+      expect(answer._tag === "Right" ? answer.right : answer.left._tag).toBeGreaterThanOrEqual(applied.index)
     }))
 
   it.scoped("a write that cannot commit fails with RequestTimeout instead of hanging", () =>

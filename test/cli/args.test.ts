@@ -26,6 +26,8 @@ describe("CLI arguments", () => {
     expect(parseShellArgs(["--servers", "h:1", "--format", "xml", "db"])).toBe("--format must be one of table, json, csv")
     expect(parseShellArgs(["--servers", "h:1"])).toBe("give one DATABASE name")
     expect(parseShellArgs(["--servers", "h:1", "--bogus", "db"])).toMatch(/Unknown option '--bogus'/)
+    expect(parseShellArgs(["--servers", "h:1", "--consistency", "bounded:250", "db"])).toMatchObject({ consistency: { level: "bounded", maxLagMs: 250 } })
+    expect(parseShellArgs(["--servers", "h:1", "--consistency", "bounded:0", "db"])).toMatch(/^--consistency: /)
   })
 
   it("cluster", () => {

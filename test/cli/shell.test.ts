@@ -9,7 +9,8 @@ import { describe, expect, it } from "vitest"
 import type { OutputFormat } from "../../src/cli/format.ts"
 import { HistoryFile, historyLinesMax, isComplete, returnsRows, runShell, ShellSession } from "../../src/cli/commands/shell.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
-import { captureIo, clusterForFile, runCaptured, tqlite } from "./harness.ts"
+import type { ReadConsistency } from "../../src/actors/RaftActor.ts"
+import { captureIo, clusterForFile, leaderAmong, runCaptured, tqlite } from "./harness.ts"
 
 const cluster = clusterForFile()
 
@@ -83,6 +84,22 @@ describe("tqlite shell", () => {
     // The statement reaches SQLite with its `;`: SQLite's own message, not "incomplete input".
     const incomplete = await shell("SELECT 1 +;")
     expect(incomplete.err).toBe("Error: near \";\": syntax error (code 1)\n")
+  })
+
+  it("--consistency reads from the first server's own copy, also when it does not lead", async () => {
+    const { nodes, addresses } = cluster()
+    const leader = await Effect.runPromise(leaderAmong(nodes))
+    const follower = addresses.find((address) => address !== leader.node.identity.address)!
+    const run = (command: string, consistency: ReadConsistency) =>
+      Effect.runPromise(runCaptured((io) => runShell({ servers: [follower], database: "shelldb", format: "csv", command, consistency }, io)))
+    // Linearizable from the follower: it asks the leader for the read index, then reads its copy.
+    const written = await run("CREATE TABLE levels (id INTEGER PRIMARY KEY); INSERT INTO levels (id) VALUES (9001)", { level: "linearizable" })
+    expect(written.code).toBe(0)
+    expect((await run("SELECT id FROM levels WHERE id = 9001", { level: "linearizable" })).out).toBe("id\r\n9001\r\n")
+    // Only a node that does not lead refuses a bounded read: the follower served it.
+    const stale = await run("SELECT count(*) FROM levels", { level: "bounded", maxLagMs: 0.001 })
+    expect(stale.code).toBe(1)
+    expect(stale.err).toMatch(/heard from its leader|has not heard/)
   })
 
   it("reads statements over several lines from a script and runs dot commands", async () => {

@@ -5,7 +5,7 @@ import { Context, Duration, Effect, Layer } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import type { TqliteService } from "../../src/embed/Tqlite.ts"
+import type { TqliteConfig, TqliteService } from "../../src/embed/Tqlite.ts"
 import * as Tqlite from "../../src/embed/Tqlite.ts"
 import { freePort } from "../freePort.ts"
 
@@ -44,21 +44,22 @@ export const leaderOf = (nodes: ReadonlyArray<EmbeddedNode>) =>
 export const followersOf = (nodes: ReadonlyArray<EmbeddedNode>) =>
   Effect.flatMap(leaderOf(nodes), (leader) => Effect.succeed(nodes.filter((n) => n !== leader)))
 
-const startNode = (join: ReadonlyArray<string>) =>
+const startNode = (join: ReadonlyArray<string>, extra: Partial<TqliteConfig>) =>
   Effect.gen(function*() {
     const dataDir = tempDir("tqlite-embed-")
     const address = `127.0.0.1:${yield* freePort}`
-    const service = yield* Tqlite.make({ dataDir, address, join, tickMs, database })
+    const service = yield* Tqlite.make({ dataDir, address, join, tickMs, database, ...extra })
     return { service, dataDir, address }
   })
 
-export const clusterLayer: Layer.Layer<Cluster, unknown> = Layer.scoped(
+/** Three nodes, each `Tqlite.make` with the shared settings and `extra`. */
+export const makeClusterLayer = (extra: Partial<TqliteConfig>): Layer.Layer<Cluster, unknown> => Layer.scoped(
   Cluster,
   Effect.gen(function*() {
-    const first = yield* startNode([])
+    const first = yield* startNode([], extra)
     yield* leaderOf([first])
-    const second = yield* startNode([first.address])
-    const third = yield* startNode([first.address])
+    const second = yield* startNode([first.address], extra)
+    const third = yield* startNode([first.address], extra)
     const nodes = [first, second, third]
     // Every node counts three voters before a test starts.
     yield* eventually("three voters on every node", Effect.gen(function*() {
@@ -71,6 +72,8 @@ export const clusterLayer: Layer.Layer<Cluster, unknown> = Layer.scoped(
     return { nodes }
   })
 )
+
+export const clusterLayer: Layer.Layer<Cluster, unknown> = makeClusterLayer({})
 
 /** What a follower's database file holds once it applied everything the leader committed: the
  * file is read into memory (no connection touches the node's own file). */

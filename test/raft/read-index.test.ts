@@ -143,7 +143,35 @@ describe("ReadIndex", () => {
     c.step(3, { _tag: "ReadIndex", ids: [8] })
     const [request] = c.take((m) => m._tag === "ReadIndexRequest")
     const answer = c.step(1, { _tag: "Message", message: request!, lease: true })
-    expect(answer.messages).toEqual([{ _tag: "ReadIndexResponse", from: 1, to: 3, term: c.node(1).term, context: 1, index: c.node(1).committed, refused: null }])
+    expect(answer.messages).toEqual([{ _tag: "ReadIndexResponse", from: 1, to: 3, term: c.node(1).term, context: 1, index: c.node(1).committed, refused: null, indexTerm: c.node(1).term }])
+  })
+
+  it("a follower whose entry at the read index has the leader's term commits up to it from the answer", () => {
+    const c = new Cluster({ config: { readMode: "lease" } })
+    c.tickAll(10)
+    c.queue = []
+    c.elect(1)
+    c.run(2)
+    // An entry reaches nodes 2 and 3 and commits on 1; 3 hears nothing of the commit.
+    c.propose(1, "x")
+    c.deliver((m) => m._tag === "AppendEntries")
+    c.deliver((m) => m.to === 1)
+    c.take((m) => m.to === 3)
+    const committed = c.node(1).committed
+    expect(c.node(3).committed).toBeLessThan(committed)
+    c.step(3, { _tag: "ReadIndex", ids: [9] })
+    const [request] = c.take((m) => m._tag === "ReadIndexRequest")
+    const [answer] = c.step(1, { _tag: "Message", message: request!, lease: true }).messages
+    expect(answer).toMatchObject({ _tag: "ReadIndexResponse", index: committed, indexTerm: c.node(1).term })
+    // A term that is not its entry's proves nothing: no commit from it.
+    c.step(3, { _tag: "ReadIndex", ids: [10] })
+    const [second] = c.take((m) => m._tag === "ReadIndexRequest")
+    const [again] = c.step(1, { _tag: "Message", message: second!, lease: true }).messages
+    c.step(3, { _tag: "Message", message: { ...(again as Extract<typeof again, { _tag: "ReadIndexResponse" }>), indexTerm: c.node(1).term + 1 } })
+    expect(c.node(3).committed).toBeLessThan(committed)
+    c.step(3, { _tag: "Message", message: answer! })
+    expect(c.node(3).committed).toBe(committed)
+    expect(c.node(3).eventsOf("ReadReady")).toEqual([{ _tag: "ReadReady", id: 10, index: committed }, { _tag: "ReadReady", id: 9, index: committed }])
   })
 
   it("a heartbeat vouches for the leader's commit index only under its lease; the follower keeps it for bounded reads", () => {

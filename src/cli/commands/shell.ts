@@ -21,6 +21,8 @@ import { classifyStatement, isComplete, isRelease, returnsRows, splitStatements 
 import type { CliIo } from "../common.ts"
 import { clientErrorText, exitCodes, parseCommandLine, parseServers, parseTlsFlags, processIo, runProgram, tlsFlags, withTls } from "../common.ts"
 import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
+import type { ReadConsistency } from "../../actors/RaftActor.ts"
+import { parseReadLevelFlag } from "../../net/gateway/readLevel.ts"
 import type { OutputFormat } from "../format.ts"
 import { formatChange, formatRows, isOutputFormat, outputFormats } from "../format.ts"
 import type { Command } from "./command.ts"
@@ -32,6 +34,9 @@ export interface ShellOptions {
   readonly database: string
   readonly format: OutputFormat
   readonly tls?: PeerTlsOptions
+  /** Reads (single read-only statements outside a transaction) at this level from the first of
+   * `servers`, from its own copy when it does not lead; absent: every statement on the leader. */
+  readonly consistency?: ReadConsistency
 }
 
 /** History lines kept in the file and in memory. */
@@ -275,7 +280,13 @@ export const runShell = (
   terminal = false
 ): Effect.Effect<number, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const client = yield* makeClient({ servers: options.servers, database: options.database, connectionsMax: 1, tls: options.tls ?? null })
+    const client = yield* makeClient({
+      servers: options.servers,
+      database: options.database,
+      connectionsMax: 1,
+      tls: options.tls ?? null,
+      ...(options.consistency !== undefined ? { readConsistency: options.consistency } : {})
+    })
     const session = new ShellSession(client, io, options)
     if (options.command !== null) return yield* session.runCommand(options.command)
     return yield* session.runLines(input, terminal, terminal ? new HistoryFile(historyFilePath()) : null)
@@ -283,7 +294,7 @@ export const runShell = (
 
 /** The shell's options from its arguments, or what is wrong with them. */
 export function parseShellArgs(args: ReadonlyArray<string>): (ShellOptions & { readonly command: string | null }) | string {
-  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" }, command: { type: "string", short: "c" }, ...tlsFlags })
+  const parsed = parseCommandLine(args, { servers: { type: "string", short: "s" }, format: { type: "string", short: "f" }, command: { type: "string", short: "c" }, consistency: { type: "string" }, ...tlsFlags })
   if (typeof parsed === "string") return parsed
   const { values, positionals } = parsed
   const servers = parseServers(values.servers)
@@ -293,14 +304,19 @@ export function parseShellArgs(args: ReadonlyArray<string>): (ShellOptions & { r
   if (positionals.length !== 1) return "give one DATABASE name"
   const tls = parseTlsFlags(values)
   if ("error" in tls) return tls.error
-  return { servers: servers.servers, database: positionals[0]!, format, command: values.command ?? null, ...withTls(tls.tls) }
+  const consistency = values.consistency === undefined ? undefined : parseReadLevelFlag(values.consistency)
+  if (typeof consistency === "string") return `--consistency: ${consistency} (linearizable, local, bounded:MS or session:INDEX)`
+  return { servers: servers.servers, database: positionals[0]!, format, command: values.command ?? null, ...withTls(tls.tls), ...(consistency !== undefined ? { consistency } : {}) }
 }
 
 export const shell: Command = {
   name: "shell",
-  usage: `tqlite shell --servers HOST:PORT[,...] [--format table|json|csv] [-c SQL] [--tls-cert F --tls-key F --tls-ca F] DATABASE
+  usage: `tqlite shell --servers HOST:PORT[,...] [--format table|json|csv] [-c SQL] [--consistency LEVEL] [--tls-cert F --tls-key F --tls-ca F] DATABASE
       a SQL shell on the cluster's leader; -c runs one statement (or dot command) and exits
-      (1 on an error). History in ~/.tqlite_history (TQLITE_HISTORY overrides).`,
+      (1 on an error). --consistency linearizable|local|bounded:MS|session:INDEX reads (single
+      read-only statements) from the first server's own copy at that level, even when it does
+      not lead (tqlite only; without it every statement runs on the leader).
+      History in ~/.tqlite_history (TQLITE_HISTORY overrides).`,
   run: async (args) => {
     const options = parseShellArgs(args)
     if (typeof options === "string") return usageError("shell", options)

@@ -19,6 +19,8 @@
 //   stopping early sends INTERRUPT and discards the rest of the result.
 // - Every request has a timeout (`requestTimeoutMs`), every connect one (`connectTimeoutMs`).
 import { looksReadOnly } from "../../sqlite/statements.ts"
+import type { ReadConsistency } from "../../actors/RaftActor.ts"
+import { readLevelText } from "../gateway/readLevel.ts"
 import type { Scope } from "effect"
 import { Chunk, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Schedule, Scope as ScopeOps, Stream } from "effect"
 import { ExecutionStrategy } from "effect"
@@ -59,6 +61,13 @@ export interface ClientOptions {
    * wedged): the request fails with ServerUnresponsive (an unknown outcome: retried only when
    * idempotent, on whichever server leads then). Also bounds each LEADER of leader discovery. */
   readonly livenessTimeoutMs?: number
+  /** tqlite only: read single read-only statements (`query` of a text `looksReadOnly` accepts,
+   * outside a transaction) from `readFrom` at this level, on one connection that asks for it
+   * when it opens (net/gateway/readLevel.ts). A server that will not serve it that way (it is
+   * dqlite, or not a read after all) answers "not leader" and the query goes to the leader. */
+  readonly readConsistency?: ReadConsistency
+  /** The server those reads go to (default: the first of `servers`). */
+  readonly readFrom?: string
 }
 
 export const clientDefaults = {
@@ -438,6 +447,37 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
           options.idempotent ?? looksReadOnly(sql)
         ))
 
+    // Reads at a level from one server (readConsistency): one connection, one read at a time.
+    const readLevel = settings.readConsistency ?? null
+    const readFrom = settings.readFrom ?? settings.servers[0] ?? null
+    const readerLock = yield* Effect.makeSemaphore(1)
+    let reader: PooledConnection | null = null
+    const readerConnection = (level: ReadConsistency, address: string): Effect.Effect<PooledConnection, ClientError> =>
+      Effect.gen(function*() {
+        if (reader !== null && reader.connection.isUsable) return reader
+        if (reader !== null) yield* discard(reader)
+        reader = null
+        const entry = yield* openConnection(address)
+        const opened = yield* Effect.either(entry.connection.call({ kind: "open", database: settings.database, flags: 0n, vfs: readLevelText(level) }))
+        if (opened._tag === "Left" || opened.right.kind !== "db") {
+          yield* discard(entry)
+          return yield* (opened._tag === "Left" ? Effect.fail(opened.left) : Effect.fail(new ProtocolError({ address, detail: `OPEN answered ${opened.right.kind}` })))
+        }
+        entry.connection.database = settings.database
+        reader = entry
+        return entry
+      })
+    const queryAtLevel = (sql: string, params: ReadonlyArray<ParamValue> = [], options: QueryOptions = {}): Effect.Effect<QueryResult, ClientError> =>
+      Effect.flatMap(FiberRef.get(currentTransaction), (binding) => {
+        if (readLevel === null || readFrom === null || (binding !== null && binding.client === clientId) || !looksReadOnly(sql)) return querySql(sql, params, options)
+        return Effect.flatMap(encodeParams(params), (values) =>
+          readerLock.withPermits(1)(Effect.flatMap(readerConnection(readLevel, readFrom), (entry) =>
+            collectRows(entry.connection, { kind: "querySql", schema: paramsSchemaFor(values.length), dbId: 0n, sql, params: values }).pipe(
+              Effect.tapError((error) => (invalidatesConnection(error) ? Effect.zipRight(discard(entry), Effect.sync(() => void (reader = null))) : Effect.void))
+            )))
+        ).pipe(Effect.catchIf((error) => error._tag === "ServerFailure" && error.isNotLeader, () => querySql(sql, params, options)))
+      })
+
     const streamSql = (sql: string, params: ReadonlyArray<ParamValue> = [], options: QueryOptions = {}) =>
       Stream.unwrap(Effect.map(encodeParams(params), (values) =>
         streamRows(
@@ -546,7 +586,7 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
 
     const service: DqliteClientService = {
       exec: execSql,
-      query: querySql,
+      query: queryAtLevel,
       stream: streamSql,
       prepare,
       transaction,

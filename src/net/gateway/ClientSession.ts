@@ -19,6 +19,7 @@ import type { Frame } from "./framing.ts"
 import type { GatewayLimits } from "./limits.ts"
 import type { Request } from "./requests.ts"
 import { decodeRequest } from "./requests.ts"
+import { parseReadLevel } from "./readLevel.ts"
 import type { Response } from "./responses.ts"
 import { RowsWriter, encodeResponse, failure } from "./responses.ts"
 import type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
@@ -69,6 +70,10 @@ export function failureOfSql(error: SqlFailure): FailureText {
       return Failures.leadershipLost
     case "SqlBusy":
       return { code: ErrorCode.busy, message: error.message === "" ? Failures.databaseLocked.message : error.message }
+    case "SqlStale":
+      // Not reached today (wire reads run on the leader, at the linearizable level); busy says
+      // "nothing was done, try again" in dqlite's terms.
+      return { code: ErrorCode.busy, message: error.message }
   }
 }
 
@@ -184,7 +189,7 @@ export class ClientSession {
         // dqlite's Raft peers, which tqlite does not speak.
         return this.fail(Failures.unrecognizedRequestType)
       case "open":
-        return this.open(request.database)
+        return this.open(request.database, request.vfs)
       case "prepare":
         return this.prepare(request.dbId, request.sql, request.schema)
       case "exec":
@@ -250,9 +255,13 @@ export class ClientSession {
     }
   }
 
-  private open(name: string): Effect.Effect<void, SocketError> {
+  private open(name: string, vfs: string): Effect.Effect<void, SocketError> {
     if (this.database !== null) return this.fail(Failures.databaseAlreadyOpen)
-    return Effect.matchEffect(ScopeOps.extend(this.deps.databases.open(name), this.scope), {
+    // tqlite's client may ask for a read level in the VFS name (readLevel.ts); dqlite's clients
+    // send none.
+    const level = parseReadLevel(vfs)
+    if (typeof level === "string") return this.fail({ code: ErrorCode.error, message: level })
+    return Effect.matchEffect(ScopeOps.extend(this.deps.databases.open(name, level === null ? {} : { readConsistency: level }), this.scope), {
       onFailure: (error) => this.fail(failureOfSql(error)),
       onSuccess: (session) => {
         this.database = { name, session }

@@ -87,7 +87,7 @@ export function messageProblem(value: unknown): string | null {
     case "ReadIndexResponse": {
       const refused = value["refused"]
       if (refused !== null && refused !== "not-leader" && refused !== "overloaded") return "refused is not null, not-leader or overloaded"
-      return counts(value, ["context", "index"])
+      return counts(value, value["indexTerm"] === undefined ? ["context", "index"] : ["context", "index", "indexTerm"])
     }
     default:
       return `message tag ${String(value["_tag"])} is unknown`

@@ -71,7 +71,9 @@ export interface SqliteClusterOptions {
   /** Sees every entry every node applies (e.g. a safety checker). */
   readonly onApplied?: (id: NodeId, entry: Entry) => void
   /** Known bugs of the state machine (mutation tests of the checkers). */
-  readonly machineBugs?: { readonly dropFollowerPage?: boolean }
+  readonly machineBugs?: { readonly dropFollowerPage?: boolean; readonly ownCopyStaleCache?: boolean }
+  /** Bugs of the SQL surface (ReplicatedDatabases' `bugs`), for mutation tests. */
+  readonly databasesBugs?: { readonly ownCopyReadsAtOnce?: boolean }
   /** Where reads run: in the main thread by default (the simulator's one deterministic thread
    * cannot wait for a worker), or worker threads (real-runtime tests). */
   readonly readPool?: "in-thread" | "workers"
@@ -203,6 +205,7 @@ export class SqliteCluster {
         readPool: this.options.readPool === "workers" ? workerReadPool(limits, this.options.readerBugs) : inThreadReadPool(limits, this.options.readerBugs),
         // A reader mutation is in the pool's pinning: every read goes there to meet it.
         inlineBoundedReads: this.options.readerBugs === undefined,
+        ...(this.options.databasesBugs !== undefined ? { bugs: this.options.databasesBugs } : {}),
         ...(this.options.limits !== undefined ? { limits: this.options.limits } : {})
       }).pipe(Scope.extend(scope))
       node.raft = raft

@@ -41,9 +41,13 @@ export interface SqliteSeedOptions {
   readonly mutation?: SqliteMutation
   /** Keep the seed's files (for a post-mortem). */
   readonly keepFiles?: boolean
+  /** Half the linearizable reads go to the picked node's own copy (ReplicatedDatabases.read), so
+   * followers serve them too, under the same checks. Off by default: the CI seeds keep their
+   * schedules; test/sim/sqlite/followerReads.test.ts runs seeds with it. */
+  readonly followerReads?: boolean
 }
 
-export type SqliteMutation = "drop-follower-page" | "ack-failed" | "fail-acked" | "serve-uncommitted"
+export type SqliteMutation = "drop-follower-page" | "ack-failed" | "fail-acked" | "serve-uncommitted" | "own-copy-reads-at-once"
 
 const tickMs = 10
 const database = "app"
@@ -55,7 +59,12 @@ function simBaseDir(seed: number): string {
   return fs.mkdtempSync(path.join(root, `tqlite-sqlite-sim-${seed}-`))
 }
 
-export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
+export interface SqliteSeedResult extends SeedResult {
+  /** Reads a node that did not lead served from its own copy, successfully (`followerReads`). */
+  readonly ownCopyReads: number
+}
+
+export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
   const recorder = makeTrace(options.trace)
   const trace = recorder.line
   const root = new Prng(options.seed)
@@ -85,8 +94,12 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     trace,
     onApplied: (id, entry) => checker.onApplied(id, entry),
     ...(options.mutation === "drop-follower-page" ? { machineBugs: { dropFollowerPage: true } } : {}),
-    ...(options.mutation === "serve-uncommitted" ? { readerBugs: { serveUncommitted: true } } : {})
+    ...(options.mutation === "serve-uncommitted" ? { readerBugs: { serveUncommitted: true } } : {}),
+    ...(options.mutation === "own-copy-reads-at-once" ? { databasesBugs: { ownCopyReadsAtOnce: true } } : {})
   })
+  // Its own stream, so the default workload draws exactly what it drew before.
+  const readRoute = options.followerReads === true ? root.fork("read-route") : null
+  let ownCopyReads = 0
   const violations: Array<Violation> = []
   const inserts = new Map<number, Outcome>()
   const acknowledged: Array<number> = []
@@ -186,7 +199,15 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
           const pending = [...inFlight]
           const asked = [...distinct, ...pending]
           const sql = `SELECT op FROM events WHERE op IN (${asked.length === 0 ? "NULL" : asked.join(",")})`
-          exit = yield* Effect.exit(run(node, [[sql, []]], Effect.void))
+          if (readRoute !== null && readRoute.chance(0.5)) {
+            // Any live node, not the one the client found leading: followers serve these.
+            const reader = readRoute.pick(cluster.up().length > 0 ? cluster.up() : [node])
+            const follows = (yield* reader.raft.status).role !== "leader"
+            exit = yield* Effect.exit(Effect.map(reader.dbs.read(database, sql, [], { level: "linearizable" }), (rows) => rows ?? { rows: [] }))
+            if (follows && Exit.isSuccess(exit)) ownCopyReads++
+          } else {
+            exit = yield* Effect.exit(run(node, [[sql, []]], Effect.void))
+          }
           if (Exit.isSuccess(exit)) {
             const seen = new Set((exit.value as { rows: ReadonlyArray<ReadonlyArray<unknown>> }).rows.map((row) => Number(row[0])))
             const seenAcked = distinct.filter((op) => seen.has(op)).length
@@ -375,7 +396,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     operations,
     violations,
     linearizabilityUndecided: false,
-    traceHash: recorder.hash()
+    traceHash: recorder.hash(),
+    ownCopyReads
   }
 }
 
@@ -398,6 +420,7 @@ function classifyExit(exit: Exit.Exit<unknown, SqlFailure>): Outcome {
     case "SqlNotLeader":
     case "SqlBusy":
     case "SqlError":
+    case "SqlStale":
       return "failed"
     case "SqlLeadershipLost":
       return "unknown"
