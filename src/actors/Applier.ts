@@ -111,7 +111,8 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                 break
               case "Snapshot": {
                 assert(message.meta.index === state.applied, `snapshot at ${message.meta.index}, applied ${state.applied}`)
-                const data = yield* sm.snapshot
+                // A full disk can stop the snapshot too (SQLite finishing a step-down): waited out.
+                const data = yield* untilWritten(watch, sm.snapshot)
                 const saved = yield* Effect.either(options.saveSnapshot(message.meta, data))
                 yield* saved._tag === "Right" ? options.onSnapshotSaved(message.meta) : (options.onSnapshotFailed ?? Effect.void)
                 break

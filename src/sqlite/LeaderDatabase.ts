@@ -261,8 +261,14 @@ export class LeaderDatabase {
     const started = performance.now()
     const walBytesBefore = this.walBytes()
     unpin(this.committed)
-    const result = checkpointTruncate(this.writerConnection.db)
-    pin(this.committed)
+    let result: ReturnType<typeof checkpointTruncate>
+    try {
+      result = checkpointTruncate(this.writerConnection.db)
+    } finally {
+      // Also when it threw (SQLITE_FULL): an unpinned committed view would read the next
+      // uncommitted local commit (snapshots and DUMP images are served from it).
+      pin(this.committed)
+    }
     // The WAL was emptied only when the checkpoint completed; else committedWalEnd still names
     // the last committed frame of this WAL.
     if (result.busy === 0) this.committedWalEnd = undefined

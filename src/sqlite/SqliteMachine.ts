@@ -31,6 +31,7 @@ import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
 import { AppliedStateFile } from "./appliedState.ts"
+import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import type { DatabaseImage } from "./databaseSnapshot.ts"
 import { decodeDatabaseSnapshot, encodeDatabaseSnapshot } from "./databaseSnapshot.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
@@ -106,6 +107,10 @@ interface Slot {
   unsettledTerm: Term
   /** The last of the owner's local commits applied (0 when none). */
   ownSeqApplied: number
+  /** A writer's step-down discard that failed part way (a full disk while cutting or
+   * checkpointing its WAL): the committed frames are still only in that WAL, so nothing writes,
+   * records or reads the main file before `finishDiscard` ran it to the end. */
+  discarding: LeaderDatabase | null
 }
 
 const databasesDirName = "databases"
@@ -168,6 +173,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * they reflect. */
   readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(
     Effect.suspend(() => {
+      // The applier's retry loop (a full disk) finishes an interrupted step-down discard here.
+      for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
       if (this.appliedIndex - this.syncedIndex < (this.options.syncEveryEntries ?? 1)) return Effect.void
       const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
       if (dirty.length === 0) return Effect.void
@@ -181,7 +188,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         }
         for (const slot of this.slots.values()) {
           // A closed database without new pages reflects the applied index as well.
-          if (slot.owner === null && slot.applier === null && fs.existsSync(slot.path)) {
+          if (slot.owner === null && slot.applier === null && slot.discarding === null && fs.existsSync(slot.path)) {
             slot.fileIndex = appliedIndex
             slot.fileLastChangeIndex = slot.lastChangeIndex
           }
@@ -220,6 +227,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   readonly snapshot: Effect.Effect<Uint8Array> = Effect.sync(() => {
     const images: Array<DatabaseImage> = []
     for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      this.finishDiscard(slot, this.appliedIndex)
       const image = slot.owner !== null ? slot.owner.database.serialize() : fs.existsSync(slot.path) ? fs.readFileSync(slot.path) : null
       if (image === null) continue
       images.push({ name: slot.name, lastChangeIndex: slot.lastChangeIndex, image })
@@ -269,6 +277,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         const slot = this.slotFor(name)
         assert(slot.owner === null, `${name} has no writer yet`)
         assert(slot.unsettledTerm < term, `${name}: a writer of term ${slot.unsettledTerm} left a proposal unsettled`)
+        this.finishDiscard(slot, this.appliedIndex)
         if (slot.applier !== null) {
           if (this.options.fsync !== "off") slot.applier.sync()
           slot.applier.close()
@@ -293,17 +302,26 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * of the writer may still be in the log with its fate unknown. */
   release(name: string, owner: LeaderSlotOwner, mode: "discard" | "keepWal", unresolved: boolean): Effect.Effect<void> {
     return this.lock.withPermits(1)(
-      Effect.sync(() => {
+      Effect.suspend(() => {
         const slot = this.slots.get(name)
-        if (slot === undefined || slot.owner !== owner) return
+        if (slot === undefined || slot.owner !== owner) return Effect.void
         slot.owner = null
         if (unresolved) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
-        owner.database.close(mode)
-        if (mode === "discard") {
-          slot.fileIndex = this.appliedIndex
-          slot.fileLastChangeIndex = slot.lastChangeIndex
-          void this.persistQuietly()
+        if (mode === "keepWal") {
+          owner.database.close(mode)
+          return Effect.void
         }
+        slot.discarding = owner.database
+        try {
+          this.finishDiscard(slot, this.appliedIndex)
+        } catch (error) {
+          // Not the writer's problem (its caller is the role check): the applier finishes the
+          // discard, retrying while the disk is full, before anything touches the file.
+          if (!isDiskFull(error)) throw error
+          return Effect.logWarning(`disk full: the step-down discard of ${name} did not finish; it is finished before its file is written or read`, error)
+        }
+        void this.persistQuietly()
+        return Effect.void
       })
     )
   }
@@ -402,9 +420,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       // The writer notices the database closed and stops. The entry is of a later term, so this
       // node no longer leads the writer's: marking it unsettled costs nothing.
       slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
-      owner.database.close("discard")
       slot.owner = null
+      slot.discarding = owner.database
     }
+    // Every change up to the one before this entry is in the file once the discard is done.
+    this.finishDiscard(slot, entry.index - 1)
     slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
     const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
@@ -413,6 +433,18 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     slot.lastChangeIndex = entry.index
     this.stats.pages++
     return { _tag: "Pages", database: name }
+  }
+
+  /** Runs an interrupted step-down discard to its end (throws again while the disk is full):
+   * the WAL cut after the last committed frame and checkpointed, so the main file holds every
+   * change up to `reflectsIndex`. */
+  private finishDiscard(slot: Slot, reflectsIndex: LogIndex): void {
+    const database = slot.discarding
+    if (database === null) return
+    database.close("discard")
+    slot.discarding = null
+    slot.fileIndex = reflectsIndex
+    slot.fileLastChangeIndex = slot.lastChangeIndex
   }
 
   private slotFor(name: string): Slot {
@@ -427,7 +459,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         applier: null,
         owner: null,
         unsettledTerm: 0,
-        ownSeqApplied: 0
+        ownSeqApplied: 0,
+        discarding: null
       }
       this.slots.set(name, slot)
     }
@@ -466,6 +499,9 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
       slot.applier?.close()
       fs.rmSync(slot.path, { force: true })
+      // An unfinished discard's WAL goes with its file (the snapshot replaces both).
+      fs.rmSync(`${slot.path}-wal`, { force: true })
+      fs.rmSync(`${slot.path}-shm`, { force: true })
       this.slots.delete(slot.name)
     }
     for (const image of images) {
@@ -473,6 +509,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       if (options.onlyOlder && slot.fileIndex >= index) continue
       slot.applier?.close()
       slot.applier = null
+      slot.discarding = null
       const tmp = `${slot.path}.tmp`
       const fd = fs.openSync(tmp, "w", 0o644)
       try {
