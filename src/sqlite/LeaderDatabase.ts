@@ -37,7 +37,9 @@ import { ReadVersions } from "./readPool/versions.ts"
 import type { SqlFailure, SqlValue } from "./Sql.ts"
 import type { WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
-import type { Effect } from "effect"
+import { Effect } from "effect"
+import type { DiskService } from "../storage/Disk.ts"
+import { nodeDisk, runNow } from "../storage/Disk.ts"
 
 export interface LeaderDatabaseOptions {
   readonly databasePath: string
@@ -49,6 +51,9 @@ export interface LeaderDatabaseOptions {
   readonly statementCacheMax: number
   /** Where client reads run (worker threads, or in-thread for the simulator). */
   readonly readPool: ReadPoolService
+  /** Where tqlite's own changes to the files go (the step-down's WAL cut and removal); SQLite
+   * does its own I/O. Default: the real file system. */
+  readonly disk?: DiskService
 }
 
 /** A transaction committed locally and captured, not yet committed by Raft. */
@@ -308,7 +313,10 @@ export class LeaderDatabase {
     // the page applier writes, and the next start deletes that WAL.
     const discard = this.discardUnfinished
     if (discard === null) return
-    cutWal(this.databasePath, discard.keep)
+    const disk = this.options.disk ?? nodeDisk
+    cutWal(disk, this.databasePath, discard.keep)
+    // SQLite writes the main file by itself here: where the simulator's disk fails it.
+    if (disk.checkWritable !== undefined) runNow(disk.checkWritable(this.databasePath))
     const db = openDatabase(this.databasePath, { pageSize: this.options.pageSize, busyTimeoutMs: 0 })
     try {
       const result = checkpointTruncate(db)
@@ -316,8 +324,9 @@ export class LeaderDatabase {
     } finally {
       db.close()
     }
-    fs.rmSync(`${this.databasePath}-wal`, { force: true })
-    fs.rmSync(`${this.databasePath}-shm`, { force: true })
+    for (const file of [`${this.databasePath}-wal`, `${this.databasePath}-shm`]) {
+      if (runNow(disk.exists(file))) runNow(disk.unlink(file))
+    }
     this.discardUnfinished = null
   }
 

@@ -24,8 +24,9 @@
 // its committed read view, a closed one is its main file. Installing one replaces every file
 // atomically (temp file, fsync, rename, directory fsync).
 import { Effect } from "effect"
-import fs from "node:fs"
 import path from "node:path"
+import type { DiskService } from "../storage/Disk.ts"
+import { nodeDisk, runNow } from "../storage/Disk.ts"
 import type { StateMachine } from "../actors/Applier.ts"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
@@ -35,7 +36,10 @@ import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import type { DatabaseImage } from "./databaseSnapshot.ts"
 import { decodeDatabaseSnapshot, encodeDatabaseSnapshot } from "./databaseSnapshot.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
-import { PageApplier, syncDirectory } from "./PageApplier.ts"
+import { PageApplier } from "./PageApplier.ts"
+import type { PageFileError } from "./errors.ts"
+import type { DiskFailure } from "../storage/errors.ts"
+import { withFile } from "../storage/Disk.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
 
@@ -67,6 +71,9 @@ export interface SqliteMachineOptions {
   readonly nodeId: NodeId
   readonly pageSize: number
   readonly fsync: FsyncMode
+  /** Where the machine's own files are written: pages, applied-state, snapshot installs, WAL
+   * cuts (default: the real file system). SQLite's own I/O does not go through it. */
+  readonly disk?: DiskService
   /** Pages applied to closed databases are fdatasynced (and the index they reflect recorded)
    * once this many entries were applied since the last time, not after every applier batch.
    * Safe because nothing depends on the files being durable: after a crash the node replays
@@ -120,6 +127,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   readonly nodeId: NodeId
   readonly pageSize: number
   readonly databasesDir: string
+  readonly disk: DiskService
   /** The index of the last entry applied (or the snapshot restored). */
   appliedIndex: LogIndex
   /** The term of the newest barrier entry applied: a leader of that term has applied everything
@@ -143,6 +151,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     this.nodeId = options.nodeId
     this.pageSize = options.pageSize
     this.databasesDir = path.join(options.dataDir, databasesDirName)
+    this.disk = options.disk ?? nodeDisk
     this.appliedIndex = appliedIndex
   }
 
@@ -150,19 +159,23 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * were committed), and restores from the boot snapshot any database whose file is older. */
   static open(options: SqliteMachineOptions): Effect.Effect<SqliteMachine> {
     return Effect.gen(function*() {
+      const disk = options.disk ?? nodeDisk
       const databasesDir = path.join(options.dataDir, databasesDirName)
-      fs.mkdirSync(databasesDir, { recursive: true })
-      const { file, state } = AppliedStateFile.open(path.join(options.dataDir, appliedStateFileName), options.fsync)
+      if (!(yield* disk.exists(databasesDir))) {
+        yield* disk.mkdir(databasesDir)
+        if (options.fsync !== "off") yield* disk.fsyncDir(options.dataDir)
+      }
+      const { file, state } = yield* AppliedStateFile.open(disk, path.join(options.dataDir, appliedStateFileName), options.fsync)
       const boot = options.bootSnapshot
       const machine = new SqliteMachine(options, file, boot?.meta.index ?? 0)
-      machine.recoverFiles(state)
+      yield* machine.recoverFiles(state)
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
         const images = decodeDatabaseSnapshot(yield* boot.load)
-        machine.installImages(images, boot.meta.index, { onlyOlder: true })
+        yield* machine.installImages(images, boot.meta.index, { onlyOlder: true })
         machine.stats.restores++
       }
       return machine
-    })
+    }).pipe(Effect.orDie)
   }
 
   // ---- StateMachine -------------------------------------------------------------------------
@@ -180,47 +193,27 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       if (dirty.length === 0) return Effect.void
       const appliedIndex = this.appliedIndex
       // Counted as synced only once the files and the record are written: a sync that failed (a
-      // full disk: the applier retries it) must run again, not be skipped as already done.
-      const record = () => {
+      // full disk: the applier retries it) must run again, not be skipped as already done. The
+      // files first, then the record: a record is never newer than the files it describes.
+      return Effect.gen(this, function*() {
         for (const slot of dirty) {
+          if (this.options.fsync !== "off") yield* slot.applier!.sync
+          slot.applier!.close()
+          slot.applier = null
           slot.fileIndex = appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
         }
         for (const slot of this.slots.values()) {
           // A closed database without new pages reflects the applied index as well.
-          if (slot.owner === null && slot.applier === null && slot.discarding === null && fs.existsSync(slot.path)) {
+          if (slot.owner === null && slot.applier === null && slot.discarding === null && runNow(this.disk.exists(slot.path))) {
             slot.fileIndex = appliedIndex
             slot.fileLastChangeIndex = slot.lastChangeIndex
           }
         }
-      }
-      switch (this.options.fsync) {
-        case "off":
-        case "sync":
-          return Effect.sync(() => {
-            for (const slot of dirty) {
-              if (this.options.fsync === "sync") slot.applier!.sync()
-              slot.applier!.close()
-              slot.applier = null
-            }
-            record()
-            this.stateFile.writeSync(this.appliedState())
-            this.syncedIndex = appliedIndex
-            this.stats.syncs++
-          })
-        case "async":
-          return Effect.promise(async () => {
-            await Promise.all(dirty.map((slot) => slot.applier!.syncAsync()))
-            for (const slot of dirty) {
-              slot.applier!.close()
-              slot.applier = null
-            }
-            record()
-            await this.stateFile.writeAsync(this.appliedState())
-            this.syncedIndex = appliedIndex
-            this.stats.syncs++
-          })
-      }
+        yield* this.stateFile.write(this.appliedState())
+        this.syncedIndex = appliedIndex
+        this.stats.syncs++
+      }).pipe(Effect.orDie)
     })
   )
 
@@ -228,7 +221,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const images: Array<DatabaseImage> = []
     for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       this.finishDiscard(slot, this.appliedIndex)
-      const image = slot.owner !== null ? slot.owner.database.serialize() : fs.existsSync(slot.path) ? fs.readFileSync(slot.path) : null
+      const image = slot.owner !== null ? slot.owner.database.serialize() : runNow(this.disk.exists(slot.path)) ? runNow(this.disk.readFile(slot.path)) : null
       if (image === null) continue
       images.push({ name: slot.name, lastChangeIndex: slot.lastChangeIndex, image })
     }
@@ -247,9 +240,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
           slot.owner = null
         }
-        this.installImages(decodeDatabaseSnapshot(data), meta.index, { onlyOlder: false })
+        return this.installImages(decodeDatabaseSnapshot(data), meta.index, { onlyOlder: false })
+      }).pipe(Effect.flatten, Effect.tap(() => {
         this.stats.restores++
-      })
+      }), Effect.orDie)
     )
 
   // ---- leading ------------------------------------------------------------------------------
@@ -265,36 +259,36 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return this.lock.withPermits(1)(
       Effect.suspend(() => {
         if (this.closed) return Effect.fail(new SqlNotLeader({ leader: null, message: `node ${this.nodeId} is shutting down` }))
-        return Effect.succeed(this.leadNow(name, term, makeOwner))
+        return this.leadNow(name, term, makeOwner)
       })
     )
   }
 
-  private leadNow<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): O {
-    {
-      {
-        assert(term === this.barrierTerm, `leading in term ${term} after its barrier (${this.barrierTerm})`)
-        const slot = this.slotFor(name)
-        assert(slot.owner === null, `${name} has no writer yet`)
-        assert(slot.unsettledTerm < term, `${name}: a writer of term ${slot.unsettledTerm} left a proposal unsettled`)
-        this.finishDiscard(slot, this.appliedIndex)
-        if (slot.applier !== null) {
-          if (this.options.fsync !== "off") slot.applier.sync()
-          slot.applier.close()
-          slot.applier = null
-        }
-        if (fs.existsSync(slot.path)) {
-          slot.fileIndex = this.appliedIndex
-          slot.fileLastChangeIndex = slot.lastChangeIndex
-        }
-        fs.rmSync(`${slot.path}-wal`, { force: true })
-        fs.rmSync(`${slot.path}-shm`, { force: true })
-        const owner = makeOwner(slot.path, slot.lastChangeIndex)
-        slot.owner = owner
-        slot.ownSeqApplied = 0
-        return owner
+  private leadNow<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): Effect.Effect<O> {
+    return Effect.gen(this, function*() {
+      assert(term === this.barrierTerm, `leading in term ${term} after its barrier (${this.barrierTerm})`)
+      const slot = this.slotFor(name)
+      assert(slot.owner === null, `${name} has no writer yet`)
+      assert(slot.unsettledTerm < term, `${name}: a writer of term ${slot.unsettledTerm} left a proposal unsettled`)
+      this.finishDiscard(slot, this.appliedIndex)
+      if (slot.applier !== null) {
+        // Synced before SQLite opens the file: from here on SQLite writes it by itself.
+        if (this.options.fsync !== "off") yield* Effect.orDie(slot.applier.sync)
+        slot.applier.close()
+        slot.applier = null
       }
-    }
+      if (runNow(this.disk.exists(slot.path))) {
+        slot.fileIndex = this.appliedIndex
+        slot.fileLastChangeIndex = slot.lastChangeIndex
+      }
+      for (const file of [`${slot.path}-wal`, `${slot.path}-shm`]) {
+        if (runNow(this.disk.exists(file))) runNow(this.disk.unlink(file))
+      }
+      const owner = makeOwner(slot.path, slot.lastChangeIndex)
+      slot.owner = owner
+      slot.ownSeqApplied = 0
+      return owner
+    })
   }
 
   /** The writer leaves: "discard" cuts its uncommitted frames and leaves the main file holding
@@ -320,8 +314,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           if (!isDiskFull(error)) throw error
           return Effect.logWarning(`disk full: the step-down discard of ${name} did not finish; it is finished before its file is written or read`, error)
         }
-        void this.persistQuietly()
-        return Effect.void
+        return this.persistQuietly()
       })
     )
   }
@@ -329,12 +322,12 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The leader checkpointed `name`: its main file now holds every change applied so far. */
   checkpointed(name: string, owner: LeaderSlotOwner): Effect.Effect<void> {
     return this.lock.withPermits(1)(
-      Effect.sync(() => {
+      Effect.suspend(() => {
         const slot = this.slots.get(name)
-        if (slot === undefined || slot.owner !== owner) return
+        if (slot === undefined || slot.owner !== owner) return Effect.void
         slot.fileIndex = this.appliedIndex
         slot.fileLastChangeIndex = slot.lastChangeIndex
-        void this.persistQuietly()
+        return this.persistQuietly()
       })
     )
   }
@@ -425,7 +418,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     }
     // Every change up to the one before this entry is in the file once the discard is done.
     this.finishDiscard(slot, entry.index - 1)
-    slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
+    slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize, disk: this.disk })
     const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
       : decoded.pageSet
@@ -469,19 +462,21 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   /** At start: every WAL, wal-index and temp file goes; every database file gets a slot with
    * what the record says its file reflects (0 when the record does not know it). */
-  private recoverFiles(state: AppliedState | null): void {
-    for (const file of fs.readdirSync(this.databasesDir)) {
-      if (file.endsWith("-wal") || file.endsWith("-shm") || file.endsWith(".tmp")) fs.rmSync(path.join(this.databasesDir, file), { force: true })
-    }
-    for (const file of fs.readdirSync(this.databasesDir)) {
-      const name = nameOfFile(file)
-      if (name === null) continue
-      const slot = this.slotFor(name)
-      const known: DatabaseFileState | undefined = state?.databases[name]
-      slot.fileIndex = known?.fileIndex ?? 0
-      slot.fileLastChangeIndex = known?.lastChangeIndex ?? 0
-      slot.lastChangeIndex = slot.fileLastChangeIndex
-    }
+  private recoverFiles(state: AppliedState | null): Effect.Effect<void, DiskFailure> {
+    return Effect.gen(this, function*() {
+      for (const file of yield* this.disk.list(this.databasesDir)) {
+        if (file.endsWith("-wal") || file.endsWith("-shm") || file.endsWith(".tmp")) yield* this.disk.unlink(path.join(this.databasesDir, file))
+      }
+      for (const file of yield* this.disk.list(this.databasesDir)) {
+        const name = nameOfFile(file)
+        if (name === null) continue
+        const slot = this.slotFor(name)
+        const known: DatabaseFileState | undefined = state?.databases[name]
+        slot.fileIndex = known?.fileIndex ?? 0
+        slot.fileLastChangeIndex = known?.lastChangeIndex ?? 0
+        slot.lastChangeIndex = slot.fileLastChangeIndex
+      }
+    })
   }
 
   private needsBootSnapshot(state: AppliedState | null, snapshotIndex: LogIndex): boolean {
@@ -493,42 +488,42 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** Replaces database files by snapshot images (all of them, or with `onlyOlder` only those
    * whose file is older than the snapshot), atomically and durably, and drops databases the
    * snapshot does not have. */
-  private installImages(images: ReadonlyArray<DatabaseImage>, index: LogIndex, options: { readonly onlyOlder: boolean }): void {
-    const byName = new Map(images.map((image) => [image.name, image]))
-    for (const slot of [...this.slots.values()]) {
-      if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
-      slot.applier?.close()
-      fs.rmSync(slot.path, { force: true })
-      // An unfinished discard's WAL goes with its file (the snapshot replaces both).
-      fs.rmSync(`${slot.path}-wal`, { force: true })
-      fs.rmSync(`${slot.path}-shm`, { force: true })
-      this.slots.delete(slot.name)
-    }
-    for (const image of images) {
-      const slot = this.slotFor(image.name)
-      if (options.onlyOlder && slot.fileIndex >= index) continue
-      slot.applier?.close()
-      slot.applier = null
-      slot.discarding = null
-      const tmp = `${slot.path}.tmp`
-      const fd = fs.openSync(tmp, "w", 0o644)
-      try {
-        let done = 0
-        while (done < image.image.length) done += fs.writeSync(fd, image.image, done, image.image.length - done)
-        if (this.options.fsync !== "off") fs.fsyncSync(fd)
-      } finally {
-        fs.closeSync(fd)
+  private installImages(images: ReadonlyArray<DatabaseImage>, index: LogIndex, options: { readonly onlyOlder: boolean }): Effect.Effect<void, DiskFailure | PageFileError> {
+    return Effect.gen(this, function*() {
+      const disk = this.disk
+      const removeIfThere = (file: string) => Effect.flatMap(disk.exists(file), (there) => (there ? disk.unlink(file) : Effect.void))
+      const byName = new Map(images.map((image) => [image.name, image]))
+      for (const slot of [...this.slots.values()]) {
+        if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
+        slot.applier?.close()
+        // An unfinished discard's WAL goes with its file (the snapshot replaces both).
+        for (const file of [slot.path, `${slot.path}-wal`, `${slot.path}-shm`]) yield* removeIfThere(file)
+        this.slots.delete(slot.name)
       }
-      fs.renameSync(tmp, slot.path)
-      fs.rmSync(`${slot.path}-wal`, { force: true })
-      fs.rmSync(`${slot.path}-shm`, { force: true })
-      slot.fileIndex = index
-      slot.fileLastChangeIndex = image.lastChangeIndex
-      slot.lastChangeIndex = image.lastChangeIndex
-    }
-    if (this.options.fsync !== "off") syncDirectory(this.databasesDir)
-    this.appliedIndex = index
-    this.stateFile.writeSync(this.appliedState())
+      for (const image of images) {
+        const slot = this.slotFor(image.name)
+        if (options.onlyOlder && slot.fileIndex >= index) continue
+        slot.applier?.close()
+        slot.applier = null
+        slot.discarding = null
+        const tmp = `${slot.path}.tmp`
+        yield* withFile(disk, tmp, "write", (file) =>
+          Effect.gen(this, function*() {
+            yield* file.truncate(0)
+            yield* file.write(0, image.image)
+            if (this.options.fsync !== "off") yield* file.sync
+          }))
+        yield* disk.rename(tmp, slot.path)
+        yield* removeIfThere(`${slot.path}-wal`)
+        yield* removeIfThere(`${slot.path}-shm`)
+        slot.fileIndex = index
+        slot.fileLastChangeIndex = image.lastChangeIndex
+        slot.lastChangeIndex = image.lastChangeIndex
+      }
+      if (this.options.fsync !== "off") yield* disk.fsyncDir(this.databasesDir)
+      this.appliedIndex = index
+      yield* this.stateFile.write(this.appliedState())
+    })
   }
 
   private appliedState(): AppliedState {
@@ -540,15 +535,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   }
 
   /** Best effort: an older record is always safe (it only means more replay after a crash), so
-   * a failure here (a full disk while a leader steps down) must not fail the caller. */
-  private persistQuietly(): Promise<void> | void {
-    if (this.closed) return
-    if (this.options.fsync === "async") return this.stateFile.writeAsync(this.appliedState()).catch(() => undefined)
-    try {
-      this.stateFile.writeSync(this.appliedState())
-    } catch {
-      // The next successful write (the applier's next sync) records the newer state.
-    }
+   * a failure here (a full disk while a leader steps down) must not fail the caller; the next
+   * successful write (the applier's next sync) records the newer state. */
+  private persistQuietly(): Effect.Effect<void> {
+    if (this.closed) return Effect.void
+    return Effect.ignore(Effect.suspend(() => this.stateFile.write(this.appliedState())))
   }
 }
 

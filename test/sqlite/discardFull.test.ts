@@ -1,11 +1,14 @@
-// A leader steps down while its disk is full: `release("discard")` cannot cut its WAL (or
-// checkpoint it). The committed frames are still only in that WAL, so nothing may write pages
+// A leader steps down while its disk is full: `release("discard")` cannot checkpoint its cut WAL
+// into the main file. The committed frames are still only in that WAL, so nothing may write pages
 // into the main file beside it, record the file as holding them, or serve it, before the discard
 // is finished (the chaos suite's follower with fewer rows and its malformed databases).
 import fs from "node:fs"
 import path from "node:path"
 import { Effect, Exit } from "effect"
-import { afterEach, describe, expect, it, vi } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
+import type { DiskService } from "../../src/storage/Disk.ts"
+import { nodeDisk } from "../../src/storage/Disk.ts"
+import { DiskFull } from "../../src/storage/errors.ts"
 import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
 import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import type { LeaderSlotOwner } from "../../src/sqlite/SqliteMachine.ts"
@@ -15,12 +18,11 @@ import { integrityCheck, pageSize, readOnly, tempDirectory } from "./helpers.ts"
 
 const cleanups: Array<() => void> = []
 afterEach(() => {
-  vi.restoreAllMocks()
   for (const cleanup of cleanups.splice(0)) cleanup()
 })
 
 const readPool = () => inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 })
-const openLeader = (databasePath: string) => LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool: readPool() })
+const openLeader = (databasePath: string, disk: DiskService = nodeDisk) => LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool: readPool(), disk })
 
 /** A local commit of `sql` on `database`, captured: its page set. */
 function commit(database: LeaderDatabase, sql: string, seq: number) {
@@ -30,24 +32,25 @@ function commit(database: LeaderDatabase, sql: string, seq: number) {
   return local!.pageSet
 }
 
-/** `fs.fsyncSync` fails with ENOSPC while `full()` (the WAL cut's fsync). */
-function fullDiskOnFsync(full: () => boolean): void {
-  const real = fs.fsyncSync
-  vi.spyOn(fs, "fsyncSync").mockImplementation((fd) => {
-    if (full()) throw Object.assign(new Error("ENOSPC: no space left on device, fsync"), { code: "ENOSPC", syscall: "fsync" })
-    return real(fd)
-  })
+/** The real disk, where SQLite's own writes (the step-down checkpoint) fail while `full()`. */
+function fullForSqlite(full: () => boolean): DiskService {
+  return {
+    ...nodeDisk,
+    checkWritable: (filePath) => (full() ? Effect.fail(new DiskFull({ op: "write", path: filePath, cause: Object.assign(new Error("ENOSPC"), { code: "ENOSPC" }) })) : Effect.void)
+  }
 }
 
 describe("a step-down discard that a full disk interrupts", () => {
-  it("is finished before another leader's pages are written, so the file holds every committed row", () => {
+  it("is finished before another leader's pages are written, so the file holds every committed row", async () => {
     const dir = tempDirectory()
     cleanups.push(() => dir.remove())
-    let machine = Effect.runSync(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", bootSnapshot: null }))
+    let full = false
+    const disk = fullForSqlite(() => full)
+    let machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
     cleanups.unshift(() => machine.close())
     Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
     const epoch = machine.nextEpoch()
-    const owner = Effect.runSync(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath) })))
+    const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, disk) })))
     // Index 2: the leader's own entry, committed; its frames are only in the WAL.
     const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
     const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
@@ -66,19 +69,18 @@ describe("a step-down discard that a full disk interrupts", () => {
     const next = commit(otherLeader, "INSERT INTO t VALUES (4)", 1)
     const nextEntry = encodeWriteEntry({ origin: { node: 2, epoch: 1, seq: 1 }, previousChangeIndex: 2, database: "db", pageSet: next })
 
-    let full = true
-    fullDiskOnFsync(() => full)
+    full = true
     // Step-down with the disk full: the cut's fsync fails.
-    const released = Effect.runSyncExit(machine.release("db", owner, "discard", true))
+    const released = await Effect.runPromiseExit(machine.release("db", owner, "discard", true))
     full = false
     // The next leader's barrier and entry arrive once space is back.
     Effect.runSync(machine.apply({ kind: "barrier", term: 2, index: 3 }))
     expect(Effect.runSync(machine.apply({ kind: "command", term: 2, index: 4, data: nextEntry }))._tag).toBe("Pages")
-    Effect.runSync(machine.sync)
+    await Effect.runPromise(machine.sync)
     expect(fs.existsSync(`${machine.databasePath("db")}-wal`)).toBe(false)
     // A restart deletes any WAL and trusts applied-state: the main file alone must hold it all.
     machine.close()
-    machine = Effect.runSync(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", bootSnapshot: null }))
+    machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
     const rows = readOnly(machine.databasePath("db"), (db) => {
       expect(integrityCheck(db)).toBe("ok")
       return (db.prepare("SELECT x FROM t ORDER BY x").raw().all() as Array<[number]>).map((row) => row[0])
