@@ -8,9 +8,10 @@
 // network delivers each message from a fiber that sleeps its delay on Effect's Clock.
 //
 // A crash closes the node's scope: its fibers stop between two calls, its writers close their
-// connections leaving the WAL as a killed process would, and its simulated disk loses or tears
-// unsynced writes. The SQLite files keep what was written (the simulator does not model power
-// loss of the page cache for them; test/sqlite covers replay after a torn apply separately).
+// connections leaving the WAL as a killed process would, and its simulated disks lose or tear
+// unsynced writes: the one under its log and snapshots (SimDisk) and the one under its SQLite
+// files (MirrorDisk: what tqlite writes itself — pages, applied-state, snapshot installs, WAL
+// cuts — is modelled; SQLite's own writes are taken as durable, see MirrorDisk.ts).
 import fs from "node:fs"
 import path from "node:path"
 import { Packr } from "msgpackr"
@@ -41,6 +42,7 @@ import { readSnapshotData, Snapshots, writeSnapshotData } from "../../../src/sto
 import type { Prng } from "../Prng.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
 import { makeSimDisk } from "../SimDisk.ts"
+import { makeMirrorDisk } from "../MirrorDisk.ts"
 
 export type SqliteRaftNode = RaftNode<SqliteApplyResult, SqliteMachine>
 
@@ -90,6 +92,8 @@ export type LiveNode = SqliteNode & { raft: SqliteRaftNode; machine: SqliteMachi
 
 interface Stored {
   readonly disk: SimDisk
+  /** Under the node's SQLite files (null with `disk: "node"`). */
+  readonly sqliteDisk: SimDisk | null
   readonly bootstrap: Recovered | null
 }
 
@@ -117,11 +121,18 @@ export class SqliteCluster {
     return this.stored.get(id)?.disk
   }
 
+  /** The simulated disk under a node's SQLite files (undefined with `disk: "node"`). */
+  sqliteDiskOf(id: NodeId): SimDisk | undefined {
+    return this.stored.get(id)?.sqliteDisk ?? undefined
+  }
+
   bootstrap(ids: ReadonlyArray<NodeId>): Effect.Effect<void> {
     const config: Membership = { members: ids.map((id) => ({ id, address: `node${id}`, role: "voter" as const })) }
     return Effect.gen(this, function*() {
       for (const id of ids) {
-        this.stored.set(id, { disk: makeSimDisk({ seed: this.options.rng.u32() }), bootstrap: bootstrap(config) })
+        const seed = this.options.rng.u32()
+        const sqliteDisk = this.options.disk === "node" ? null : makeMirrorDisk({ seed: (seed ^ 0x5eed) >>> 0 })
+        this.stored.set(id, { disk: makeSimDisk({ seed }), sqliteDisk, bootstrap: bootstrap(config) })
         const dataDir = path.join(this.options.baseDir, `node-${id}`)
         fs.mkdirSync(dataDir, { recursive: true })
         this.nodes.set(id, { id, dataDir, raft: null, machine: null, dbs: null, scope: null, restarts: 0 })
@@ -137,6 +148,7 @@ export class SqliteCluster {
       const stored = this.stored.get(id)
       if (node === undefined || stored === undefined || node.raft !== null) return
       stored.disk.driver.restart()
+      stored.sqliteDisk?.driver.restart()
       const scope = yield* Scope.make()
       const onNodeDisk = this.options.disk === "node"
       const dirs = onNodeDisk ? { log: path.join(node.dataDir, "raft-log"), snapshots: path.join(node.dataDir, "raft-snapshots") } : { log: logDir, snapshots: snapshotDir }
@@ -157,6 +169,7 @@ export class SqliteCluster {
         nodeId: id,
         pageSize: this.options.limits?.pageSize ?? 4096,
         fsync: this.options.fsync,
+        ...(stored.sqliteDisk !== null ? { disk: stored.sqliteDisk.service } : {}),
         ...(this.options.machineBugs !== undefined ? { bugs: this.options.machineBugs } : {}),
         ...(this.options.syncEveryEntries !== undefined ? { syncEveryEntries: this.options.syncEveryEntries } : {}),
         bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(readSnapshotData(snapshots, snapshot)) }
@@ -218,7 +231,12 @@ export class SqliteCluster {
       node.scope = null
       node.restarts++
       yield* Scope.close(scope, Exit.void)
-      if (this.options.disk !== "node") this.stored.get(id)?.disk.driver.crash(mode ?? this.options.rng.pick<CrashMode>(["lose", "prefix", "sectors"]))
+      if (this.options.disk !== "node") {
+        const stored = this.stored.get(id)
+        const lost = mode ?? this.options.rng.pick<CrashMode>(["lose", "prefix", "sectors"])
+        stored?.disk.driver.crash(lost)
+        stored?.sqliteDisk?.driver.crash(lost)
+      }
     })
   }
 

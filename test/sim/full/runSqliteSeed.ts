@@ -76,7 +76,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     baseDir,
     rng: root.fork("cluster"),
     tickMs,
-    fsync: "off",
+    fsync: "sync",
     snapshotEveryEntries: knobs.snapshotEveryEntries,
     dropProbability: knobs.dropProbability,
     delayMsMax: knobs.delayMsMax,
