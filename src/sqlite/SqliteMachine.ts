@@ -87,7 +87,27 @@ export interface SqliteMachineOptions {
   /** Known bugs, switched on only by the simulator's mutation tests to prove its checkers
    * catch them. `dropFollowerPage`: pages of another node's entry are applied without the
    * highest-numbered one (a follower that silently loses part of a write). */
-  readonly bugs?: { readonly dropFollowerPage?: boolean }
+  readonly bugs?: SqliteMachineBugs
+}
+
+/** Known bugs of the durable-state code, each switched on by one mutation of the SQLite
+ * simulator (test/sim/sqlite/mutations.test.ts) to prove its simulated disk catches it. */
+export interface SqliteMachineBugs {
+  /** Pages of another node's entry are applied without the highest-numbered one. */
+  readonly dropFollowerPage?: boolean
+  /** `sync` records the applied index without fdatasyncing the pages first (power loss during
+   * apply). */
+  readonly skipPageSync?: boolean
+  /** An entry whose page write failed (a full disk) counts as applied on its retry (the page
+   * applier resuming past a failed write). */
+  readonly skipFailedEntry?: boolean
+  /** A leader records its main file as holding each of its commits at once, before any
+   * checkpoint copied them from the WAL (power loss before a checkpoint). */
+  readonly checkpointEarly?: boolean
+  /** A step-down discard that a full disk interrupted is forgotten (the bug before the fix). */
+  readonly forgetFailedDiscard?: boolean
+  /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
+  readonly installUnsynced?: boolean
 }
 
 export interface SqliteMachineStats {
@@ -142,6 +162,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   private closed = false
   /** The applied index at the last sync of the page files. */
   private syncedIndex: LogIndex = 0
+  /** The last entry whose pages could not be written (for the `skipFailedEntry` bug). */
+  private failedApplyIndex: LogIndex = 0
 
   private constructor(
     private readonly options: SqliteMachineOptions,
@@ -197,7 +219,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       // files first, then the record: a record is never newer than the files it describes.
       return Effect.gen(this, function*() {
         for (const slot of dirty) {
-          if (this.options.fsync !== "off") yield* slot.applier!.sync
+          if (this.options.fsync !== "off" && this.options.bugs?.skipPageSync !== true) yield* slot.applier!.sync
           slot.applier!.close()
           slot.applier = null
           slot.fileIndex = appliedIndex
@@ -312,6 +334,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           // Not the writer's problem (its caller is the role check): the applier finishes the
           // discard, retrying while the disk is full, before anything touches the file.
           if (!isDiskFull(error)) throw error
+          if (this.options.bugs?.forgetFailedDiscard === true) slot.discarding = null
           return Effect.logWarning(`disk full: the step-down discard of ${name} did not finish; it is finished before its file is written or read`, error)
         }
         return this.persistQuietly()
@@ -396,6 +419,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       owner.database.markCommitted(decoded.origin.seq)
       slot.ownSeqApplied = decoded.origin.seq
       slot.lastChangeIndex = entry.index
+      if (this.options.bugs?.checkpointEarly === true) {
+        slot.fileIndex = entry.index
+        slot.fileLastChangeIndex = entry.index
+        Effect.runSync(this.persistQuietly())
+      }
       this.stats.own++
       return { _tag: "Own", database: name, seq: decoded.origin.seq }
     }
@@ -422,7 +450,16 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
       : decoded.pageSet
-    slot.applier.apply(pageSet)
+    if (this.options.bugs?.skipFailedEntry === true && this.failedApplyIndex === entry.index) {
+      slot.lastChangeIndex = entry.index
+      return { _tag: "Pages", database: name }
+    }
+    try {
+      slot.applier.apply(pageSet)
+    } catch (error) {
+      this.failedApplyIndex = entry.index
+      throw error
+    }
     slot.lastChangeIndex = entry.index
     this.stats.pages++
     return { _tag: "Pages", database: name }
@@ -511,7 +548,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           Effect.gen(this, function*() {
             yield* file.truncate(0)
             yield* file.write(0, image.image)
-            if (this.options.fsync !== "off") yield* file.sync
+            if (this.options.fsync !== "off" && this.options.bugs?.installUnsynced !== true) yield* file.sync
           }))
         yield* disk.rename(tmp, slot.path)
         yield* removeIfThere(`${slot.path}-wal`)

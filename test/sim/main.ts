@@ -13,7 +13,7 @@ import { runSeed } from "./fast/runSeed.ts"
 import type { FullMutation } from "./full/runFullSeed.ts"
 import { runFullSeed } from "./full/runFullSeed.ts"
 import type { SqliteMutation } from "./full/runSqliteSeed.ts"
-import { runSqliteSeed } from "./full/runSqliteSeed.ts"
+import { runSqliteSeed, sqliteMutations } from "./full/runSqliteSeed.ts"
 
 const { values } = parseArgs({
   options: {
@@ -36,7 +36,7 @@ const start = Number(values.seed ?? values.start ?? 1)
 const count = single ? 1 : Number(values.seeds ?? 100)
 const mutation = values.mutation
 const mutationsKnown: ReadonlyArray<string> = values.sqlite
-  ? ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted"]
+  ? sqliteMutations
   : values.full
   ? ["lease-too-long", "follower-reads-local", "session-reads-at-once", "bounded-ignores-lag", "deferred-votes-early"]
   : ["commit-old-term", "double-vote", "forget-vote", "follower-reads-local"]

@@ -32,7 +32,7 @@ import type { ReaderBugs } from "../../../src/sqlite/readPool/pinning.ts"
 import { inThreadReadPool, workerReadPool } from "../../../src/sqlite/readPool/ReadPool.ts"
 import type { ReplicatedDatabases } from "../../../src/sqlite/ReplicatedDatabases.ts"
 import * as Replicated from "../../../src/sqlite/ReplicatedDatabases.ts"
-import type { SqliteApplyResult } from "../../../src/sqlite/SqliteMachine.ts"
+import type { SqliteApplyResult, SqliteMachineBugs } from "../../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../../src/sqlite/SqliteMachine.ts"
 import { Disk } from "../../../src/storage/Disk.ts"
 import { persistInGroupsResumable } from "../../../src/storage/LogStore.ts"
@@ -70,7 +70,7 @@ export interface SqliteClusterOptions {
   /** Sees every entry every node applies (e.g. a safety checker). */
   readonly onApplied?: (id: NodeId, entry: Entry) => void
   /** Known bugs of the state machine (mutation tests of the checkers). */
-  readonly machineBugs?: { readonly dropFollowerPage?: boolean }
+  readonly machineBugs?: SqliteMachineBugs
   /** Where reads run: in the main thread by default (the simulator's one deterministic thread
    * cannot wait for a worker), or worker threads (real-runtime tests). */
   readonly readPool?: "in-thread" | "workers"

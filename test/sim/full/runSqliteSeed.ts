@@ -21,6 +21,7 @@ import Database from "better-sqlite3"
 import { Duration, Effect, Exit, Schedule } from "effect"
 import type { NodeId } from "../../../src/raft/types.ts"
 import type { SqlFailure, SqlSession, SqlValue } from "../../../src/sqlite/Sql.ts"
+import type { SqliteMachineBugs } from "../../../src/sqlite/SqliteMachine.ts"
 import type { Violation } from "../checkers/safety.ts"
 import { SafetyChecker } from "../checkers/safety.ts"
 import type { SeedResult } from "../fast/runSeed.ts"
@@ -41,9 +42,34 @@ export interface SqliteSeedOptions {
   readonly mutation?: SqliteMutation
   /** Keep the seed's files (for a post-mortem). */
   readonly keepFiles?: boolean
+  /** "disk": most faults are full disks, on the leader's log and SQLite files at once more often
+   * than not (the mutation tests of the disk-full paths); "all" (default): the usual mix. */
+  readonly faultMix?: "all" | "disk"
 }
 
-export type SqliteMutation = "drop-follower-page" | "ack-failed" | "fail-acked" | "serve-uncommitted"
+export type SqliteMutation =
+  | "drop-follower-page"
+  | "ack-failed"
+  | "fail-acked"
+  | "serve-uncommitted"
+  // Bugs of the durable state under the SQLite files, caught through the simulated disk's power
+  // losses and full episodes (SqliteMachineBugs says what each does).
+  | "skip-page-sync"
+  | "skip-failed-entry"
+  | "checkpoint-early"
+  | "forget-failed-discard"
+  | "install-unsynced"
+
+const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
+  "drop-follower-page": { dropFollowerPage: true },
+  "skip-page-sync": { skipPageSync: true },
+  "skip-failed-entry": { skipFailedEntry: true },
+  "checkpoint-early": { checkpointEarly: true },
+  "forget-failed-discard": { forgetFailedDiscard: true },
+  "install-unsynced": { installUnsynced: true }
+}
+
+export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced"]
 
 const tickMs = 10
 const database = "app"
@@ -68,7 +94,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     walCheckpointBytes: swarm.pick([64 * 1024, 1024 * 1024, 16 * 1024 * 1024]),
     transactionTimeoutMs: swarm.pick([100, 1000]),
     faultEveryTicks: swarm.pick([10, 30, 60]),
-    clients: swarm.int(1, 6)
+    clients: swarm.int(1, 6),
+    syncEveryEntries: swarm.pick([1, 1, 8, 64])
   }
   const baseDir = simBaseDir(options.seed)
   const checker = new SafetyChecker()
@@ -84,7 +111,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     requestTimeoutMs: 50 * tickMs,
     trace,
     onApplied: (id, entry) => checker.onApplied(id, entry),
-    ...(options.mutation === "drop-follower-page" ? { machineBugs: { dropFollowerPage: true } } : {}),
+    syncEveryEntries: knobs.syncEveryEntries,
+    ...(options.mutation !== undefined && machineBugOf[options.mutation] !== undefined ? { machineBugs: machineBugOf[options.mutation]! } : {}),
     ...(options.mutation === "serve-uncommitted" ? { readerBugs: { serveUncommitted: true } } : {})
   })
   const violations: Array<Violation> = []
@@ -219,6 +247,14 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
     const running = yield* Effect.forkDaemon(Effect.all(clients, { concurrency: "unbounded", discard: true }))
     const faults = root.fork("faults")
     const restartAt = new Map<NodeId, number>()
+    /** Nodes whose disk is full, until the tick their space comes back. */
+    const fullUntil = new Map<NodeId, number>()
+    const setFull = (id: NodeId, part: "log" | "sqlite" | "both", full: boolean) => {
+      if (part !== "sqlite") cluster.diskOf(id)?.driver.setFull(full)
+      if (part !== "log") cluster.sqliteDiskOf(id)?.driver.setFull(full)
+      if (full) fullUntil.set(id, tick + faults.int(5, 80))
+      else fullUntil.delete(id)
+    }
     const lastSeen = new Map<NodeId, string>()
     let tick = 0
     const step = Effect.gen(function*() {
@@ -238,12 +274,18 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
         restartAt.delete(id)
         yield* cluster.start(id)
       }
+      for (const [id, at] of fullUntil) {
+        if (at > tick) continue
+        setFull(id, "both", false)
+        trace(`${tick} SPACE n${id}`)
+      }
     })
     for (let t = 0; t < faultTicks; t++) {
       yield* step
       if (t % knobs.faultEveryTicks !== 0 || t === 0) continue
       const nodes = [...cluster.nodes.values()]
-      const roll = faults.float()
+      const diskFaults = options.faultMix === "disk" && faults.chance(0.6)
+      const roll = diskFaults ? 1 : faults.float()
       if (roll < 0.25) {
         cluster.faults++
         cluster.blocked.clear()
@@ -281,10 +323,21 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
           trace(`${tick} TRANSFER from n${leader.id}`)
           yield* Effect.forkDaemon(Effect.ignore(leader.raft.transferLeadership(null)))
         }
+      } else {
+        // A full disk (the log's, the SQLite files', or both), on the leader half the time: the
+        // leader steps down and discards while SQLite cannot write, followers' page writes stop
+        // part way; space comes back by itself later.
+        const leader = yield* cluster.readyLeader()
+        const victim = leader !== undefined && faults.chance(diskFaults ? 0.8 : 0.5) ? leader : faults.pick(nodes)
+        const part = faults.pick<"log" | "sqlite" | "both">(diskFaults ? ["both"] : ["log", "sqlite", "both", "both"])
+        cluster.faults++
+        setFull(victim.id, part, true)
+        trace(`${tick} DISK FULL n${victim.id} ${part}`)
       }
     }
     // Liveness: heal and restart everything; operations must complete and replicas converge.
     cluster.blocked.clear()
+    for (const id of [...fullUntil.keys()]) setFull(id, "both", false)
     for (const id of restartAt.keys()) yield* cluster.start(id)
     restartAt.clear()
     healed = true
