@@ -150,6 +150,18 @@ export class SqliteCluster {
       stored.disk.driver.restart()
       stored.sqliteDisk?.driver.restart()
       const scope = yield* Scope.make()
+      // A start that fails (a full disk while recovering) leaves the node down, as a process
+      // that exited: what it opened is closed, and the caller may start it again later.
+      const booted = yield* Effect.exit(this.boot(id, node, stored, scope))
+      if (Exit.isFailure(booted)) {
+        yield* Scope.close(scope, booted)
+        return yield* Effect.failCause(booted.cause)
+      }
+    })
+  }
+
+  private boot(id: NodeId, node: SqliteNode, stored: Stored, scope: Scope.CloseableScope): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
       const onNodeDisk = this.options.disk === "node"
       const dirs = onNodeDisk ? { log: path.join(node.dataDir, "raft-log"), snapshots: path.join(node.dataDir, "raft-snapshots") } : { log: logDir, snapshots: snapshotDir }
       const { log, snapshots } = yield* Effect.gen(function*() {

@@ -18,7 +18,8 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import Database from "better-sqlite3"
-import { Duration, Effect, Exit, Schedule } from "effect"
+import { Cause, Duration, Effect, Exit, Schedule } from "effect"
+import { isDiskFull } from "../../../src/actors/DiskFullWatch.ts"
 import type { NodeId } from "../../../src/raft/types.ts"
 import type { SqlFailure, SqlSession, SqlValue } from "../../../src/sqlite/Sql.ts"
 import type { SqliteMachineBugs } from "../../../src/sqlite/SqliteMachine.ts"
@@ -272,7 +273,12 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
       for (const [id, at] of restartAt) {
         if (at > tick) continue
         restartAt.delete(id)
-        yield* cluster.start(id)
+        const started = yield* Effect.exit(cluster.start(id))
+        if (Exit.isSuccess(started)) continue
+        // A node that cannot recover on a full disk exits; its supervisor starts it again later.
+        if (!isDiskFull(Cause.squash(started.cause))) return yield* Effect.failCause(started.cause)
+        trace(`${tick} n${id} START FAILED: disk full`)
+        restartAt.set(id, tick + 10)
       }
       for (const [id, at] of fullUntil) {
         if (at > tick) continue
