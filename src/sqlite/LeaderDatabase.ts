@@ -38,6 +38,7 @@ import type { SqlFailure, SqlValue } from "./Sql.ts"
 import type { WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
 import { Effect } from "effect"
+import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import type { DiskService } from "../storage/Disk.ts"
 import { nodeDisk, runNow } from "../storage/Disk.ts"
 
@@ -66,7 +67,8 @@ export interface LocalCommit {
 export interface CheckpointOutcome {
   readonly walBytesBefore: number
   readonly durationMs: number
-  /** A reader kept the checkpoint from completing (a long read): the WAL stays, retried later. */
+  /** A reader kept the checkpoint from completing (a long read), or the disk is full: the WAL
+   * stays, retried later. */
   readonly busy: boolean
 }
 
@@ -260,15 +262,23 @@ export class LeaderDatabase {
    * pending. Unpins the view for the duration (a pinned reader would hold the checkpoint back).
    * A pool reader in the middle of a read may hold it back anyway: then the WAL stays as it is
    * (SQLite may have copied some frames, which changes nothing: they are committed) and the
-   * writer tries again after a later commit. Reads are time-limited, so that ends. */
+   * writer tries again after a later commit. Reads are time-limited, so that ends. A full disk
+   * (SQLITE_FULL: the main file cannot grow) is the same case: reported busy, tried again later,
+   * never thrown into the writer. */
   checkpoint(): CheckpointOutcome {
     assert(this.open && this.pending === null && !this.writerConnection.inTransaction, "checkpoint only with every frame committed")
     const started = performance.now()
     const walBytesBefore = this.walBytes()
+    const disk = this.options.disk ?? nodeDisk
     unpin(this.committed)
     let result: ReturnType<typeof checkpointTruncate>
     try {
+      // SQLite writes the main file by itself here: where the simulator's disk fails it.
+      if (disk.checkWritable !== undefined) runNow(disk.checkWritable(this.databasePath))
       result = checkpointTruncate(this.writerConnection.db)
+    } catch (error) {
+      if (!isDiskFull(error)) throw error
+      return { walBytesBefore, durationMs: performance.now() - started, busy: true }
     } finally {
       // Also when it threw (SQLITE_FULL): an unpinned committed view would read the next
       // uncommitted local commit (snapshots and DUMP images are served from it).

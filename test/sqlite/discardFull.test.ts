@@ -2,6 +2,8 @@
 // into the main file. The committed frames are still only in that WAL, so nothing may write pages
 // into the main file beside it, record the file as holding them, or serve it, before the discard
 // is finished (the chaos suite's follower with fewer rows and its malformed databases).
+// And the leader's own checkpoint on a full disk: reported busy and retried, never thrown into
+// the writer.
 import fs from "node:fs"
 import path from "node:path"
 import { Effect, Exit } from "effect"
@@ -88,5 +90,26 @@ describe("a step-down discard that a full disk interrupts", () => {
     expect(rows).toEqual([1, 2, 3, 4])
     // The failed release was not a defect that stops the caller (the writer's role check).
     expect(Exit.isSuccess(released)).toBe(true)
+  })
+
+  it("a leader's checkpoint on a full disk is reported busy (the WAL stays, the committed view stays pinned), and completes once space is back", () => {
+    const dir = tempDirectory()
+    cleanups.push(() => dir.remove())
+    let full = false
+    const database = openLeader(path.join(dir.path, "db.db"), fullForSqlite(() => full))
+    cleanups.unshift(() => database.close("keepWal"))
+    commit(database, "CREATE TABLE t(x); INSERT INTO t VALUES (1)", 1)
+    database.markCommitted(1)
+    full = true
+    const refused = database.checkpoint()
+    expect(refused.busy).toBe(true)
+    expect(database.walBytes()).toBeGreaterThan(0)
+    // Still pinned: a local commit made now is not visible on the committed view.
+    commit(database, "INSERT INTO t VALUES (2)", 2)
+    expect(Number(database.committedView.run("SELECT count(*) FROM t", []).rows.rows[0]?.[0])).toBe(1)
+    database.markCommitted(2)
+    full = false
+    expect(database.checkpoint().busy).toBe(false)
+    expect(database.walBytes()).toBe(0)
   })
 })
