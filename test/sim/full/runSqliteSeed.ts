@@ -44,8 +44,9 @@ export interface SqliteSeedOptions {
   /** Keep the seed's files (for a post-mortem). */
   readonly keepFiles?: boolean
   /** "disk": most faults are full disks, on the leader's log and SQLite files at once more often
-   * than not (the mutation tests of the disk-full paths); "all" (default): the usual mix. */
-  readonly faultMix?: "all" | "disk"
+   * than not (the mutation tests of the disk-full paths); "all" (default): the usual mix;
+   * "no-disk": the mix before full disks were simulated (no full disk). */
+  readonly faultMix?: "all" | "disk" | "no-disk"
 }
 
 export type SqliteMutation =
@@ -329,7 +330,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SeedResult {
           trace(`${tick} TRANSFER from n${leader.id}`)
           yield* Effect.forkDaemon(Effect.ignore(leader.raft.transferLeadership(null)))
         }
-      } else {
+      } else if (options.faultMix !== "no-disk") {
         // A full disk (the log's, the SQLite files', or both), on the leader half the time: the
         // leader steps down and discards while SQLite cannot write, followers' page writes stop
         // part way; space comes back by itself later.

@@ -5,7 +5,7 @@ import type { SqliteMutation } from "../full/runSqliteSeed.ts"
 import { runSqliteSeed } from "../full/runSqliteSeed.ts"
 import { ciSchedule } from "./seeds.ts"
 
-async function firstViolation(mutation: SqliteMutation, seedsMax: number, faultMix: "all" | "disk" = "all", seedMin = 1): Promise<ReadonlyArray<string>> {
+async function firstViolation(mutation: SqliteMutation, seedsMax: number, faultMix: "all" | "disk" | "no-disk" = "all", seedMin = 1): Promise<ReadonlyArray<string>> {
   for (let seed = seedMin; seed <= seedsMax; seed++) {
     // Let the worker's event loop answer vitest's RPC between synchronous seeds.
     await new Promise<void>((resolve) => setTimeout(resolve, 1))
@@ -27,7 +27,10 @@ describe("SQLite simulator checkers", () => {
   it("a reader that serves its snapshot before Raft commits it is caught (a dirty read)", async () => {
     // The reader pool's pinning rule (src/sqlite/readPool/pinning.ts) switched off: a read sees
     // the leader's pending local commit, which a leadership change may then cut.
-    expect((await firstViolation("serve-uncommitted", 25)).some((v) => /dirty read/.test(v))).toBe(true)
+    // Under the mix without full disks (seed 18 catches it): with full disks in the mix no seed up
+    // to 68 did — the window (a read pinned on a pending commit that a step-down then cuts) is
+    // narrow, and a full leader refuses writes instead of leaving one pending.
+    expect((await firstViolation("serve-uncommitted", 25, "no-disk")).some((v) => /dirty read/.test(v))).toBe(true)
   }, 300_000)
 
   it("a failure recorded for an acknowledged write is caught (no phantoms)", async () => {
