@@ -28,8 +28,8 @@ describe("SQLite simulator checkers", () => {
     // The reader pool's pinning rule (src/sqlite/readPool/pinning.ts) switched off: a read sees
     // the leader's pending local commit, which a leadership change may then cut.
     // Under the mix without full disks (seed 18 catches it): with full disks in the mix no seed up
-    // to 68 did — the window (a read pinned on a pending commit that a step-down then cuts) is
-    // narrow, and a full leader refuses writes instead of leaving one pending.
+    // to 68 did (the window — a read pinned on a pending commit that a step-down then cuts — is
+    // narrow, and the new faults move every seed's schedule).
     expect((await firstViolation("serve-uncommitted", 25, "no-disk")).some((v) => /dirty read/.test(v))).toBe(true)
   }, 300_000)
 
