@@ -108,6 +108,9 @@ export interface SqliteMachineBugs {
   readonly forgetFailedDiscard?: boolean
   /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
   readonly installUnsynced?: boolean
+  /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
+   * it so (power loss during the WAL cut). */
+  readonly recordBeforeDiscard?: boolean
 }
 
 export interface SqliteMachineStats {
@@ -328,6 +331,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           return Effect.void
         }
         slot.discarding = owner.database
+        if (this.options.bugs?.recordBeforeDiscard === true) {
+          slot.fileIndex = this.appliedIndex
+          slot.fileLastChangeIndex = slot.lastChangeIndex
+          Effect.runSync(this.persistQuietly())
+        }
         try {
           this.finishDiscard(slot, this.appliedIndex)
         } catch (error) {

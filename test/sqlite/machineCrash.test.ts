@@ -1,7 +1,7 @@
-// Power lost at every disk operation of a follower's apply-and-sync and of a snapshot install, on
-// the simulator's disk for SQLite files (test/sim/MirrorDisk.ts): whatever survives, the node
-// restarts, replays its log from the index applied-state records, and ends with the reference
-// bytes. Each crash point is proven by a bug of the durable-state code (SqliteMachineBugs) that
+// Power lost at every disk operation of a follower's apply-and-sync, of a snapshot install and of
+// a leader's step-down (WAL cut, removal, record), on the simulator's disk for SQLite files
+// (test/sim/MirrorDisk.ts), in each crash mode: whatever survives, the node restarts, replays its
+// log from the index applied-state records, and ends with the reference content. Each crash point is proven by a bug of the durable-state code (SqliteMachineBugs) that
 // this sweep must catch.
 import fs from "node:fs"
 import path from "node:path"
@@ -13,6 +13,9 @@ import { encodeDatabaseSnapshot } from "../../src/sqlite/databaseSnapshot.ts"
 import { openDatabase } from "../../src/sqlite/openDatabase.ts"
 import type { SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
+import type { LeaderSlotOwner } from "../../src/sqlite/SqliteMachine.ts"
+import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
+import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import { WalCapture } from "../../src/sqlite/WalCapture.ts"
 import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
 import type { CrashMode } from "../sim/SimDisk.ts"
@@ -67,7 +70,7 @@ const rowsOf = (file: string): string => {
   }
 }
 
-const run = <A>(effect: Effect.Effect<A>): A => Effect.runSync(effect)
+const run = <A, E>(effect: Effect.Effect<A, E>): A => Effect.runSync(effect)
 
 /** Applies `entries` to a machine on a fresh MirrorDisk, one sync every `syncEvery`, with the
  * power lost at disk operation `crashAt` (counted from the machine's open); then restarts it and
@@ -146,4 +149,80 @@ describe("power lost at every disk operation under the SQLite files", () => {
     expect(sweep(entries, 4, undefined, reference, restoreAt)).toEqual([])
     expect(sweep(entries, 4, { installUnsynced: true }, reference, restoreAt).length).toBeGreaterThan(0)
   }, 120_000)
+
+  it("during a step-down's WAL cut and its removal: the restarted node replays to the committed rows; recording the file before the discard is caught", () => {
+    const committed = discardCrash(null, "lose").rows
+    expect(committed).toMatch(/^\[\[/)
+    expect(committed).not.toMatch(/666/)
+    const { used } = discardCrash(null, "lose")
+    expect(used).toBeGreaterThan(2)
+    const wrong = (bugs?: SqliteMachineBugs) => {
+      const out: Array<string> = []
+      for (let crashAt = 0; crashAt <= used; crashAt++) {
+        for (const mode of ["lose", "prefix", "sectors"] as const) {
+          const { rows } = discardCrash(crashAt, mode, bugs)
+          if (rows !== committed) out.push(`op ${crashAt} ${mode}: ${rows.slice(0, 80)}`)
+        }
+      }
+      return out
+    }
+    expect(wrong()).toEqual([])
+    expect(wrong({ recordBeforeDiscard: true }).length).toBeGreaterThan(0)
+  }, 120_000)
 })
+
+/** A leader with committed transactions in its WAL (some checkpointed) and one local commit Raft
+ * never committed steps down (release "discard") on the MirrorDisk, with the power lost at disk
+ * operation `crashAt` of the step-down; then the node restarts and replays its log. */
+function discardCrash(crashAt: number | null, mode: CrashMode, bugs?: SqliteMachineBugs): { readonly rows: string; readonly used: number } {
+  const dataDir = newDir()
+  const disk = makeMirrorDisk({ seed: 9 })
+  const open = () => run(SqliteMachine.open({ dataDir, nodeId: 1, pageSize, fsync: "sync", disk: disk.service, bootSnapshot: null, ...(bugs !== undefined ? { bugs } : {}) }))
+  const machine = open()
+  const log: Array<Entry> = [{ kind: "barrier", term: 1, index: 1 }]
+  run(machine.apply(log[0]!))
+  const epoch = machine.nextEpoch()
+  const readPool = inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 })
+  const owner = run(machine.lead("main", 1, (databasePath): LeaderSlotOwner => ({
+    term: 1,
+    origin: { node: 1, epoch },
+    database: LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool, disk: disk.service })
+  })))
+  const database = owner.database
+  const commit = (sql: string, seq: number): Entry => {
+    database.commitLocally(() => database.writer.db.exec(sql))
+    const local = database.captureLocalCommit(seq)!
+    const data = encodeWriteEntry({ origin: { node: 1, epoch, seq }, previousChangeIndex: machine.lastChangeIndex("main"), database: "main", pageSet: local.pageSet })
+    return { kind: "command", term: 1, index: log.length + 1, data }
+  }
+  const commitAndApply = (sql: string, seq: number) => {
+    const entry = commit(sql, seq)
+    log.push(entry)
+    expect(run(machine.apply(entry))._tag).toBe("Own")
+  }
+  commitAndApply("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b BLOB); INSERT INTO t(a, b) VALUES (1, randomblob(3000))", 1)
+  commitAndApply("INSERT INTO t(a, b) VALUES (2, randomblob(5000))", 2)
+  // A checkpoint: the main file holds these, the WAL restarts.
+  expect(database.checkpoint().busy).toBe(false)
+  run(machine.checkpointed("main", owner))
+  commitAndApply("INSERT INTO t(a, b) VALUES (3, randomblob(7000))", 3)
+  commitAndApply("UPDATE t SET b = randomblob(100) WHERE a = 1", 4)
+  commit("INSERT INTO t(a, b) VALUES (666, randomblob(9000))", 5)
+  const opsBefore = disk.driver.ops()
+  if (crashAt !== null) disk.driver.crashAtOp(opsBefore + crashAt, mode)
+  try {
+    run(machine.release("main", owner, "discard", true))
+  } catch {
+    // The power went out during the step-down.
+  }
+  const used = disk.driver.ops() - opsBefore
+  machine.close()
+  if (crashAt !== null && !disk.driver.isCrashed()) disk.driver.crash(mode)
+  disk.driver.restart()
+  const restarted = open()
+  for (const entry of log) run(restarted.apply(entry))
+  run(restarted.sync)
+  const file = restarted.databasePath("main")
+  restarted.close()
+  return { rows: rowsOf(file), used }
+}
