@@ -10,6 +10,7 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { performance } from "node:perf_hooks"
+import { Effect } from "effect"
 import { openDatabase } from "../src/sqlite/openDatabase.ts"
 import { PageApplier } from "../src/sqlite/PageApplier.ts"
 import type { PageSet } from "../src/sqlite/pageSet.ts"
@@ -70,7 +71,7 @@ function checksumThroughput(): number {
   return data.length / 1024 / 1024 / (best / 1000)
 }
 
-function applyRun(pagesPerSet: number, sync: boolean, round: number): number {
+async function applyRun(pagesPerSet: number, sync: boolean, round: number): Promise<number> {
   const databasePath = path.join(root, `apply-${pagesPerSet}-${sync}-${round}.db`)
   const dbSizePages = 20_000
   fs.writeFileSync(databasePath, new Uint8Array(dbSizePages * pageSize))
@@ -93,9 +94,9 @@ function applyRun(pagesPerSet: number, sync: boolean, round: number): number {
   const started = performance.now()
   for (const set of sets) {
     applier.apply(set)
-    if (sync) applier.sync()
+    if (sync) await Effect.runPromise(applier.sync)
   }
-  if (!sync) applier.sync()
+  if (!sync) await Effect.runPromise(applier.sync)
   const elapsedMs = performance.now() - started
   applier.close()
   fs.rmSync(databasePath)
@@ -137,8 +138,8 @@ try {
     const noSync: Array<number> = []
     const withSync: Array<number> = []
     for (let round = 0; round < rounds; round++) {
-      noSync.push(applyRun(pagesPerSet, false, round))
-      withSync.push(applyRun(pagesPerSet, true, round))
+      noSync.push(await applyRun(pagesPerSet, false, round))
+      withSync.push(await applyRun(pagesPerSet, true, round))
     }
     console.log(
       `  ${String(pagesPerSet).padStart(4)} pages/set: ${format(median(noSync)).padStart(9)} (${format(Math.max(...noSync))}) without fdatasync, ` +

@@ -144,7 +144,8 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                   yield* save(sm.snapshot)
                   break
                 }
-                const prepared = yield* sm.prepareSnapshot
+                // A full disk can hold the snapshot up (SQLite finishing a step-down's discard first): waited out.
+                const prepared = yield* untilWritten(watch, sm.prepareSnapshot)
                 const job = { ...prepared, save: Effect.ensuring(save(prepared.write), prepared.release) }
                 // A defect in a concurrent job cannot stop the applier that forked it: it is logged
                 // loudly and the snapshot counted as failed (the Raft actor asks again later).

@@ -78,13 +78,14 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
     const found = yield* readIdentity(options.dataDir)
     const existing = joining && found !== null && found.address !== options.address ? yield* forgetIfNeverJoined(options, found) : found
     const cluster = joining ? yield* findCluster(options, existing) : null
+    const disk = yield* Disk
     const node = yield* Node.make<SqliteApplyResult, SqliteMachine>({
       dataDir: options.dataDir,
       address: options.address,
       start: cluster === null ? { _tag: "Bootstrap" } : { _tag: "Join", clusterId: cluster.clusterId },
       stateMachine: (identity, snapshot) =>
         Effect.acquireRelease(
-          SqliteMachine.open({ dataDir: path.join(options.dataDir, "sqlite"), nodeId: identity.nodeId, pageSize: 4096, fsync: "sync", bootSnapshot: snapshot }),
+          SqliteMachine.open({ dataDir: path.join(options.dataDir, "sqlite"), nodeId: identity.nodeId, pageSize: 4096, fsync: "sync", disk, bootSnapshot: snapshot }),
           (machine) => Effect.sync(() => machine.close())
         ),
       tickMs,

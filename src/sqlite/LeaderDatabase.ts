@@ -38,7 +38,10 @@ import type { SqlFailure, SqlValue } from "./Sql.ts"
 import type { WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
 import { trace } from "../runtime/trace.ts"
-import type { Effect } from "effect"
+import { Effect } from "effect"
+import { isDiskFull } from "../actors/DiskFullWatch.ts"
+import type { DiskService } from "../storage/Disk.ts"
+import { nodeDisk, runNow } from "../storage/Disk.ts"
 
 export interface LeaderDatabaseOptions {
   readonly databasePath: string
@@ -50,6 +53,9 @@ export interface LeaderDatabaseOptions {
   readonly statementCacheMax: number
   /** Where client reads run (worker threads, or in-thread for the simulator). */
   readonly readPool: ReadPoolService
+  /** Where tqlite's own changes to the files go (the step-down's WAL cut and removal); SQLite
+   * does its own I/O. Default: the real file system. */
+  readonly disk?: DiskService
 }
 
 /** A transaction committed locally and captured, not yet committed by Raft. */
@@ -62,7 +68,8 @@ export interface LocalCommit {
 export interface CheckpointOutcome {
   readonly walBytesBefore: number
   readonly durationMs: number
-  /** A reader kept the checkpoint from completing (a long read): the WAL stays, retried later. */
+  /** A reader kept the checkpoint from completing (a long read), or the disk is full: the WAL
+   * stays, retried later. */
   readonly busy: boolean
 }
 
@@ -263,7 +270,9 @@ export class LeaderDatabase {
    * pending. Unpins the view for the duration (a pinned reader would hold the checkpoint back).
    * A pool reader in the middle of a read may hold it back anyway: then the WAL stays as it is
    * (SQLite may have copied some frames, which changes nothing: they are committed) and the
-   * writer tries again after a later commit. Reads are time-limited, so that ends. */
+   * writer tries again after a later commit. Reads are time-limited, so that ends. A full disk
+   * (SQLITE_FULL: the main file cannot grow) is the same case: reported busy, tried again later,
+   * never thrown into the writer. */
   checkpoint(): CheckpointOutcome {
     assert(this.open && this.pending === null && !this.writerConnection.inTransaction, "checkpoint only with every frame committed")
     const started = performance.now()
@@ -271,9 +280,21 @@ export class LeaderDatabase {
     // A snapshot is copying the main file: the writer tries again after a later commit, as after
     // a busy checkpoint. The WAL grows meanwhile by what is committed during the copy.
     if (this.snapshotHolds > 0) return { walBytesBefore, durationMs: 0, busy: true }
+    const disk = this.options.disk ?? nodeDisk
     unpin(this.committed)
-    const result = checkpointTruncate(this.writerConnection.db)
-    pin(this.committed)
+    let result: ReturnType<typeof checkpointTruncate>
+    try {
+      // SQLite writes the main file by itself here: where the simulator's disk fails it.
+      if (disk.checkWritable !== undefined) runNow(disk.checkWritable(this.databasePath))
+      result = checkpointTruncate(this.writerConnection.db)
+    } catch (error) {
+      if (!isDiskFull(error)) throw error
+      return { walBytesBefore, durationMs: performance.now() - started, busy: true }
+    } finally {
+      // Also when it threw (SQLITE_FULL): an unpinned committed view would read the next
+      // uncommitted local commit (snapshots and DUMP images are served from it).
+      pin(this.committed)
+    }
     // The WAL was emptied only when the checkpoint completed; else committedWalEnd still names
     // the last committed frame of this WAL.
     if (result.busy === 0) this.committedWalEnd = undefined
@@ -338,7 +359,10 @@ export class LeaderDatabase {
     // the page applier writes, and the next start deletes that WAL.
     const discard = this.discardUnfinished
     if (discard === null) return
-    cutWal(this.databasePath, discard.keep)
+    const disk = this.options.disk ?? nodeDisk
+    cutWal(disk, this.databasePath, discard.keep)
+    // SQLite writes the main file by itself here: where the simulator's disk fails it.
+    if (disk.checkWritable !== undefined) runNow(disk.checkWritable(this.databasePath))
     const db = openDatabase(this.databasePath, { pageSize: this.options.pageSize, busyTimeoutMs: 0 })
     try {
       const result = checkpointTruncate(db)
@@ -346,8 +370,9 @@ export class LeaderDatabase {
     } finally {
       db.close()
     }
-    fs.rmSync(`${this.databasePath}-wal`, { force: true })
-    fs.rmSync(`${this.databasePath}-shm`, { force: true })
+    for (const file of [`${this.databasePath}-wal`, `${this.databasePath}-shm`]) {
+      if (runNow(disk.exists(file))) runNow(disk.unlink(file))
+    }
     this.discardUnfinished = null
   }
 

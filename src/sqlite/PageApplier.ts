@@ -4,13 +4,15 @@
 // to dbSizePages × pageSize. Pages are full images, so applying the same sequence again — or
 // replaying a suffix after a crash in the middle of one — gives the same bytes.
 //
-// Not atomic: durability comes from `sync()`, one fdatasync for as many page sets as the caller
+// Not atomic: durability comes from `sync`, one fdatasync for as many page sets as the caller
 // applied before it. Persist the applied Raft index only after `sync()` returned, and serve
 // nothing from the file before replay has passed every index whose pages may already be in it.
 
-import fs from "node:fs"
 import path from "node:path"
+import { Effect } from "effect"
 import { assert } from "../assert.ts"
+import type { DiskFile, DiskService } from "../storage/Disk.ts"
+import { nodeDisk, runNow } from "../storage/Disk.ts"
 import { PageFileError, PageSizeMismatch } from "./errors.ts"
 import type { PageSet } from "./pageSet.ts"
 import { checkPageSet } from "./pageSet.ts"
@@ -19,11 +21,12 @@ import { isValidPageSize } from "./walFormat.ts"
 export interface PageApplierOptions {
   readonly databasePath: string
   readonly pageSize: number
+  /** Where the file is (default: the real file system). */
+  readonly disk?: DiskService
 }
 
-/** Consecutive pages are written with one pwritev of at most this many buffers (IOV_MAX is 1024
- * on Linux). */
-const writevBuffersMax = 512
+/** Consecutive pages are written with one write of at most this many pages. */
+const runPagesMax = 512
 
 /** The first 16 bytes of every SQLite database file. */
 const sqliteMagic = Buffer.from("SQLite format 3\0", "latin1")
@@ -31,16 +34,16 @@ const sqliteMagic = Buffer.from("SQLite format 3\0", "latin1")
 export class PageApplier {
   readonly databasePath: string
   readonly pageSize: number
-  private fd: number | undefined
+  private file: DiskFile | undefined
   private sizeBytes: number
   /** The file was created by us and its directory entry has not been fsynced yet. */
   private directoryUnsynced: boolean
   private dirty = false
 
-  private constructor(options: PageApplierOptions, fd: number, sizeBytes: number, created: boolean) {
+  private constructor(options: PageApplierOptions, private readonly disk: DiskService, file: DiskFile, sizeBytes: number, created: boolean) {
     this.databasePath = options.databasePath
     this.pageSize = options.pageSize
-    this.fd = fd
+    this.file = file
     this.sizeBytes = sizeBytes
     this.directoryUnsynced = created
   }
@@ -49,23 +52,23 @@ export class PageApplier {
    * in its header. */
   static open(options: PageApplierOptions): PageApplier {
     assert(isValidPageSize(options.pageSize), `valid page size ${options.pageSize}`)
+    const disk = options.disk ?? nodeDisk
     const filePath = options.databasePath
-    const created = !fs.existsSync(filePath)
-    const fd = wrap(filePath, "open", () => fs.openSync(filePath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644))
+    const created = !wrap(filePath, "stat", () => runNow(disk.exists(filePath)))
+    const file = wrap(filePath, "open", () => runNow(disk.open(filePath, "write")))
     try {
-      const sizeBytes = wrap(filePath, "fstat", () => fs.fstatSync(fd).size)
+      const sizeBytes = wrap(filePath, "fstat", () => runNow(file.size))
       if (sizeBytes >= 100) {
-        const header = Buffer.alloc(18)
-        wrap(filePath, "read", () => fs.readSync(fd, header, 0, 18, 0))
+        const header = Buffer.from(wrap(filePath, "read", () => runNow(file.read(0, 18))))
         const raw = header.readUInt16BE(16)
         const actualBytes = raw === 1 ? 65536 : raw
         if (header.subarray(0, 16).equals(sqliteMagic) && actualBytes !== options.pageSize) {
           throw new PageSizeMismatch({ path: filePath, expectedBytes: options.pageSize, actualBytes })
         }
       }
-      return new PageApplier(options, fd, sizeBytes, created)
+      return new PageApplier(options, disk, file, sizeBytes, created)
     } catch (error) {
-      fs.closeSync(fd)
+      Effect.runSync(Effect.ignore(file.close))
       throw error
     }
   }
@@ -75,13 +78,16 @@ export class PageApplier {
     return this.sizeBytes
   }
 
-  /** Writes the pages and sets the size. Not durable until `sync()`. */
+  /** Writes the pages and sets the size. Not durable until `sync`. A failure part way (a full
+   * disk) leaves some pages written: apply the same page set again (pages are full images). */
   apply(pageSet: PageSet): void {
-    const fd = this.openFd()
+    const file = this.openFile()
     if (pageSet.pageSize !== this.pageSize) {
       throw new PageSizeMismatch({ path: this.databasePath, expectedBytes: this.pageSize, actualBytes: pageSet.pageSize })
     }
     checkPageSet(pageSet)
+    // Dirty from the first write on: a failed apply may have written part of it.
+    this.dirty = true
     const pages = pageSet.pages
     let runStart = 0
     while (runStart < pages.length) {
@@ -89,109 +95,63 @@ export class PageApplier {
       let runEnd = runStart + 1
       while (
         runEnd < pages.length &&
-        runEnd - runStart < writevBuffersMax &&
+        runEnd - runStart < runPagesMax &&
         pages[runEnd]!.pgno === pages[runEnd - 1]!.pgno + 1
       ) {
         runEnd++
       }
       const position = (pages[runStart]!.pgno - 1) * this.pageSize
-      const buffers = pages.slice(runStart, runEnd).map((page) => page.data)
-      this.writeFully(fd, buffers, position)
-      this.sizeBytes = Math.max(this.sizeBytes, position + buffers.length * this.pageSize)
+      const data = runEnd - runStart === 1 ? pages[runStart]!.data : Buffer.concat(pages.slice(runStart, runEnd).map((page) => page.data))
+      wrap(this.databasePath, "write", () => runNow(file.write(position, data)))
+      this.sizeBytes = Math.max(this.sizeBytes, position + data.byteLength)
       runStart = runEnd
     }
     const targetBytes = pageSet.dbSizePages * this.pageSize
     if (this.sizeBytes !== targetBytes) {
-      wrap(this.databasePath, "ftruncate", () => fs.ftruncateSync(fd, targetBytes))
+      wrap(this.databasePath, "ftruncate", () => runNow(file.truncate(targetBytes)))
       this.sizeBytes = targetBytes
     }
-    this.dirty = true
   }
 
   /** One fdatasync for everything applied since the last one (and, the first time, an fsync of
-   * the directory that holds a file we created). */
-  sync(): void {
-    const fd = this.openFd()
-    if (this.dirty) wrap(this.databasePath, "fdatasync", () => fs.fdatasyncSync(fd))
-    this.dirty = false
-    if (this.directoryUnsynced) {
-      syncDirectory(path.dirname(this.databasePath))
-      this.directoryUnsynced = false
-    }
-  }
-
-  /** Like `sync()`, with the fdatasync (and the directory fsync) on the thread pool, so a node
-   * keeps serving its network and Raft traffic while the disk works. Do not apply meanwhile. */
-  async syncAsync(): Promise<void> {
-    const fd = this.openFd()
-    if (this.dirty) {
-      this.dirty = false
-      try {
-        await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (cause) => (cause === null ? resolve() : reject(cause))))
-      } catch (cause) {
-        this.dirty = true
-        throw new PageFileError({ path: this.databasePath, operation: "fdatasync", cause })
-      }
-    }
-    if (this.directoryUnsynced) {
+   * the directory that holds a file we created). On the real disk it waits on the thread pool:
+   * the node keeps serving meanwhile. Do not apply while it runs. */
+  get sync(): Effect.Effect<void, PageFileError> {
+    return Effect.suspend(() => {
+      const file = this.openFile()
+      const syncFile = this.dirty
+        ? Effect.tap(file.sync, () => Effect.sync(() => {
+          this.dirty = false
+        }))
+        : Effect.void
       const directory = path.dirname(this.databasePath)
-      const handle = await fs.promises.open(directory, "r")
-      try {
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-      this.directoryUnsynced = false
-    }
-  }
-
-  /** Applies the page sets in order, then syncs once. */
-  applyAll(pageSets: Iterable<PageSet>): void {
-    for (const pageSet of pageSets) this.apply(pageSet)
-    this.sync()
+      const syncDirectoryEntry = Effect.suspend(() =>
+        this.directoryUnsynced
+          ? Effect.tap(this.disk.fsyncDir(directory), () => Effect.sync(() => {
+            this.directoryUnsynced = false
+          }))
+          : Effect.void
+      )
+      return Effect.zipRight(syncFile, syncDirectoryEntry).pipe(
+        Effect.mapError((cause) => new PageFileError({ path: cause.path, operation: cause.op, cause }))
+      )
+    })
   }
 
   close(): void {
-    if (this.fd !== undefined) fs.closeSync(this.fd)
-    this.fd = undefined
+    if (this.file !== undefined) Effect.runSync(Effect.ignore(this.file.close))
+    this.file = undefined
   }
 
-  private openFd(): number {
-    assert(this.fd !== undefined, "page applier is open")
-    return this.fd
-  }
-
-  private writeFully(fd: number, buffers: Array<Uint8Array>, position: number): void {
-    const totalBytes = buffers.length * this.pageSize
-    const written =
-      buffers.length === 1
-        ? wrap(this.databasePath, "write", () => fs.writeSync(fd, buffers[0]!, 0, this.pageSize, position))
-        : wrap(this.databasePath, "writev", () => fs.writevSync(fd, buffers, position))
-    if (written === totalBytes) return
-    // A short write (rare: signals, quotas): finish page by page from where it stopped.
-    assert(written >= 0 && written < totalBytes, "short write within the range")
-    const firstIncomplete = Math.floor(written / this.pageSize)
-    for (let i = firstIncomplete; i < buffers.length; i++) {
-      const data = buffers[i]!
-      let done = i === firstIncomplete ? written - i * this.pageSize : 0
-      while (done < this.pageSize) {
-        const at = position + i * this.pageSize + done
-        const n = wrap(this.databasePath, "write", () => fs.writeSync(fd, data, done, this.pageSize - done, at))
-        assert(n > 0, "write makes progress")
-        done += n
-      }
-    }
+  private openFile(): DiskFile {
+    assert(this.file !== undefined, "page applier is open")
+    return this.file
   }
 }
 
-export function syncDirectory(directory: string): void {
-  const fd = wrap(directory, "open", () => fs.openSync(directory, "r"))
-  try {
-    wrap(directory, "fsync", () => fs.fsyncSync(fd))
-  } finally {
-    fs.closeSync(fd)
-  }
-}
+/** fsync of a directory on `disk`, failing with a PageFileError. */
+export const syncDirectory = (disk: DiskService, directory: string): Effect.Effect<void, PageFileError> =>
+  Effect.mapError(disk.fsyncDir(directory), (cause) => new PageFileError({ path: directory, operation: "fsync", cause }))
 
 function wrap<A>(filePath: string, operation: string, run: () => A): A {
   try {

@@ -243,7 +243,8 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
                 readersMax: limits.readersMax,
                 cachePages: Math.max(16, Math.min(2000, Math.floor(limits.transactionBytesMax / limits.pageSize / 8))),
                 statementCacheMax: limits.statementCacheMax,
-                readPool
+                readPool,
+                disk: machine.disk
               })
             )
           )

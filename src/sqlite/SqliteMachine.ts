@@ -30,8 +30,12 @@
 // older than the snapshot the log installed, so the next start installs that snapshot again
 // (`needsBootSnapshot`): the node serves either the old state or the new one, never a mix.
 import { Effect } from "effect"
+// Snapshots read the files they copy through descriptors of their own (node:fs, reads only);
+// everything tqlite writes goes through `Disk`.
 import fs from "node:fs"
 import path from "node:path"
+import type { DiskService } from "../storage/Disk.ts"
+import { nodeDisk, runNow, withFile } from "../storage/Disk.ts"
 import type { PreparedSnapshot, StateMachine } from "../actors/Applier.ts"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
@@ -46,9 +50,12 @@ import type { Connection } from "./connection.ts"
 import { OwnCopyReaders } from "./OwnCopyReaders.ts"
 import type { CommittedWal } from "./leadingImage.ts"
 import { indexCommittedWal, readCommittedPages } from "./leadingImage.ts"
-import { PageApplier, syncDirectory } from "./PageApplier.ts"
+import { PageApplier } from "./PageApplier.ts"
+import type { DiskFailure } from "../storage/errors.ts"
+import type { PageFileError } from "./errors.ts"
 import type { WalPosition } from "./WalCapture.ts"
 import { walFrameBytes, walHeaderBytes } from "./walFormat.ts"
+import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
 
@@ -80,6 +87,9 @@ export interface SqliteMachineOptions {
   readonly nodeId: NodeId
   readonly pageSize: number
   readonly fsync: FsyncMode
+  /** Where the machine's own files are written: pages, applied-state, snapshot installs, WAL
+   * cuts (default: the real file system). SQLite's own I/O does not go through it. */
+  readonly disk?: DiskService
   /** Pages applied to closed databases are fdatasynced (and the index they reflect recorded)
    * once this many entries were applied since the last time, not after every applier batch.
    * Safe because nothing depends on the files being durable: after a crash the node replays
@@ -98,9 +108,34 @@ export interface SqliteMachineOptions {
   /** Known bugs, switched on only by the simulator's mutation tests to prove its checkers
    * catch them. `dropFollowerPage`: pages of another node's entry are applied without the
    * highest-numbered one (a follower that silently loses part of a write). */
-  readonly bugs?: { readonly dropFollowerPage?: boolean; readonly ownCopyStaleCache?: boolean }
+  readonly bugs?: SqliteMachineBugs
   /** Prepared statements cached by each own-copy reader (default 64). */
   readonly ownCopyStatementCacheMax?: number
+}
+
+/** Known bugs of the durable-state code, each switched on by one mutation of the SQLite
+ * simulator (test/sim/sqlite/mutations.test.ts) to prove its simulated disk catches it. */
+export interface SqliteMachineBugs {
+  /** Pages of another node's entry are applied without the highest-numbered one. */
+  readonly dropFollowerPage?: boolean
+  /** An own-copy reader keeps its page cache across applied pages (OwnCopyReaders' stale cache). */
+  readonly ownCopyStaleCache?: boolean
+  /** `sync` records the applied index without fdatasyncing the pages first (power loss during
+   * apply). */
+  readonly skipPageSync?: boolean
+  /** An entry whose page write failed (a full disk) counts as applied on its retry (the page
+   * applier resuming past a failed write). */
+  readonly skipFailedEntry?: boolean
+  /** A leader records its main file as holding each of its commits at once, before any
+   * checkpoint copied them from the WAL (power loss before a checkpoint). */
+  readonly checkpointEarly?: boolean
+  /** A step-down discard that a full disk interrupted is forgotten (the bug before the fix). */
+  readonly forgetFailedDiscard?: boolean
+  /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
+  readonly installUnsynced?: boolean
+  /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
+   * it so (power loss during the WAL cut). */
+  readonly recordBeforeDiscard?: boolean
 }
 
 export interface SqliteMachineStats {
@@ -132,6 +167,10 @@ interface Slot {
   /** Counts what changed its main file outside a writer (pages applied, a snapshot installed,
    * a writer's discard): a snapshot copying it concurrently checks nothing did. */
   changes: number
+  /** A writer's step-down discard that failed part way (a full disk while cutting or
+   * checkpointing its WAL): the committed frames are still only in that WAL, so nothing writes,
+   * records or reads the main file before `finishDiscard` ran it to the end. */
+  discarding: LeaderDatabase | null
 }
 
 /** One database of a snapshot being taken: its manifest entry and how its image is read. */
@@ -155,6 +194,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   readonly nodeId: NodeId
   readonly pageSize: number
   readonly databasesDir: string
+  readonly disk: DiskService
   /** The index of the last entry applied (or the snapshot restored). */
   appliedIndex: LogIndex
   /** The term of the newest barrier entry applied: a leader of that term has applied everything
@@ -175,6 +215,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * pages of entries past the index it is recorded at, which only the replay up to the log's end
    * makes whole again (set by the SQL surface to the log's last index at boot). */
   ownCopyFromIndex: LogIndex = 0
+  /** The last entry whose pages could not be written (for the `skipFailedEntry` bug). */
+  private failedApplyIndex: LogIndex = 0
 
   private constructor(
     private readonly options: SqliteMachineOptions,
@@ -184,6 +226,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     this.nodeId = options.nodeId
     this.pageSize = options.pageSize
     this.databasesDir = path.join(options.dataDir, databasesDirName)
+    this.disk = options.disk ?? nodeDisk
     this.appliedIndex = appliedIndex
     this.ownCopy = new OwnCopyReaders({
       pageSize: options.pageSize,
@@ -197,18 +240,22 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * were committed), and restores from the boot snapshot any database whose file is older. */
   static open(options: SqliteMachineOptions): Effect.Effect<SqliteMachine> {
     return Effect.gen(function*() {
+      const disk = options.disk ?? nodeDisk
       const databasesDir = path.join(options.dataDir, databasesDirName)
-      fs.mkdirSync(databasesDir, { recursive: true })
-      const { file, state } = AppliedStateFile.open(path.join(options.dataDir, appliedStateFileName), options.fsync)
+      if (!(yield* disk.exists(databasesDir))) {
+        yield* disk.mkdir(databasesDir)
+        if (options.fsync !== "off") yield* disk.fsyncDir(options.dataDir)
+      }
+      const { file, state } = yield* AppliedStateFile.open(disk, path.join(options.dataDir, appliedStateFileName), options.fsync)
       const boot = options.bootSnapshot
       const machine = new SqliteMachine(options, file, boot?.meta.index ?? 0)
-      machine.recoverFiles(state)
+      yield* machine.recoverFiles(state)
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
         yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
         machine.stats.restores++
       }
       return machine
-    })
+    }).pipe(Effect.orDie)
   }
 
   // ---- StateMachine -------------------------------------------------------------------------
@@ -219,52 +266,34 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * they reflect. */
   readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(
     Effect.suspend(() => {
+      // The applier's retry loop (a full disk) finishes an interrupted step-down discard here.
+      for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
       if (this.appliedIndex - this.syncedIndex < (this.options.syncEveryEntries ?? 1)) return Effect.void
       const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
       if (dirty.length === 0) return Effect.void
       const appliedIndex = this.appliedIndex
       // Counted as synced only once the files and the record are written: a sync that failed (a
-      // full disk: the applier retries it) must run again, not be skipped as already done.
-      const record = () => {
+      // full disk: the applier retries it) must run again, not be skipped as already done. The
+      // files first, then the record: a record is never newer than the files it describes.
+      return Effect.gen(this, function*() {
         for (const slot of dirty) {
+          if (this.options.fsync !== "off" && this.options.bugs?.skipPageSync !== true) yield* slot.applier!.sync
+          slot.applier!.close()
+          slot.applier = null
           slot.fileIndex = appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
         }
         for (const slot of this.slots.values()) {
           // A closed database without new pages reflects the applied index as well.
-          if (slot.owner === null && slot.applier === null && fs.existsSync(slot.path)) {
+          if (slot.owner === null && slot.applier === null && slot.discarding === null && runNow(this.disk.exists(slot.path))) {
             slot.fileIndex = appliedIndex
             slot.fileLastChangeIndex = slot.lastChangeIndex
           }
         }
-      }
-      switch (this.options.fsync) {
-        case "off":
-        case "sync":
-          return Effect.sync(() => {
-            for (const slot of dirty) {
-              if (this.options.fsync === "sync") slot.applier!.sync()
-              slot.applier!.close()
-              slot.applier = null
-            }
-            record()
-            this.stateFile.writeSync(this.appliedState())
-            this.syncedIndex = appliedIndex
-            this.stats.syncs++
-          })
-        case "async":
-          return Effect.promise(async () => {
-            await Promise.all(dirty.map((slot) => slot.applier!.syncAsync()))
-            for (const slot of dirty) {
-              slot.applier!.close()
-              slot.applier = null
-            }
-            record()
-            await this.stateFile.writeAsync(this.appliedState())
-            this.syncedIndex = appliedIndex
-            this.stats.syncs++
-          })
-      }
+        yield* this.stateFile.write(this.appliedState())
+        this.syncedIndex = appliedIndex
+        this.stats.syncs++
+      }).pipe(Effect.orDie)
     })
   )
 
@@ -307,6 +336,9 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   })
 
   private snapshotParts(): Array<SnapshotPart> {
+    // First, before any descriptor or hold is taken: a step-down's discard that a full disk
+    // interrupted (throws while the disk is still full; the applier waits it out and asks again).
+    for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
     const parts: Array<SnapshotPart> = []
     for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const owner = slot.owner
@@ -422,58 +454,58 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         offset += entry.sizeBytes
         if (!wanted(entry.name)) continue
         const tmp = `${self.databasePath(entry.name)}.tmp`
-        yield* Effect.acquireUseRelease(
-          Effect.sync(() => fs.openSync(tmp, "w", 0o644)),
-          (fd) =>
-            Effect.gen(function*() {
-              for (let at = 0; at < entry.sizeBytes;) {
-                const data = yield* Effect.orDie(source.read(start + at, Math.min(chunkBytes, entry.sizeBytes - at)))
-                assert(data.byteLength > 0, `snapshot ${index} ends inside ${entry.name}`)
-                yield* Effect.sync(() => {
-                  let done = 0
-                  while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done, at + done)
-                })
-                at += data.byteLength
-                yield* self.betweenChunks
-              }
-              if (sync) yield* Effect.sync(() => fs.fsyncSync(fd))
-            }),
-          (fd) => Effect.sync(() => fs.closeSync(fd))
-        )
+        yield* Effect.orDie(withFile(self.disk, tmp, "write", (file) =>
+          Effect.gen(function*() {
+            yield* file.truncate(0)
+            for (let at = 0; at < entry.sizeBytes;) {
+              const data = yield* Effect.orDie(source.read(start + at, Math.min(chunkBytes, entry.sizeBytes - at)))
+              assert(data.byteLength > 0, `snapshot ${index} ends inside ${entry.name}`)
+              yield* file.write(at, data)
+              at += data.byteLength
+              yield* self.betweenChunks
+            }
+            if (sync && self.options.bugs?.installUnsynced !== true) yield* file.sync
+          })))
       }
       assert(offset === source.sizeBytes, `snapshot ${index} holds ${source.sizeBytes} bytes, its manifest ${offset}`)
       // 2. the switch: renames, then the directory, then the record of what the files reflect.
-      yield* Effect.sync(() => self.switchTo(entries, index, options))
+      yield* Effect.orDie(self.switchTo(entries, index, options))
     })
   }
 
-  private switchTo(entries: ReadonlyArray<DatabaseEntry>, index: LogIndex, options: { readonly onlyOlder: boolean }): void {
-    const byName = new Map(entries.map((entry) => [entry.name, entry]))
-    for (const slot of [...this.slots.values()]) {
-      if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
-      this.ownCopy.close(slot.name)
-      slot.applier?.close()
-      fs.rmSync(slot.path, { force: true })
-      this.slots.delete(slot.name)
-    }
-    for (const entry of entries) {
-      const slot = this.slotFor(entry.name)
-      if (options.onlyOlder && slot.fileIndex >= index) continue
-      // The own-copy reader goes first: its connection must not outlive the file it maps.
-      this.ownCopy.close(slot.name)
-      slot.applier?.close()
-      slot.applier = null
-      slot.changes++
-      fs.renameSync(`${slot.path}.tmp`, slot.path)
-      fs.rmSync(`${slot.path}-wal`, { force: true })
-      fs.rmSync(`${slot.path}-shm`, { force: true })
-      slot.fileIndex = index
-      slot.fileLastChangeIndex = entry.lastChangeIndex
-      slot.lastChangeIndex = entry.lastChangeIndex
-    }
-    if (this.options.fsync !== "off") syncDirectory(this.databasesDir)
-    this.appliedIndex = index
-    this.stateFile.writeSync(this.appliedState())
+  private switchTo(entries: ReadonlyArray<DatabaseEntry>, index: LogIndex, options: { readonly onlyOlder: boolean }): Effect.Effect<void, DiskFailure | PageFileError> {
+    return Effect.gen(this, function*() {
+      const disk = this.disk
+      const removeIfThere = (file: string) => Effect.flatMap(disk.exists(file), (there) => (there ? disk.unlink(file) : Effect.void))
+      const byName = new Map(entries.map((entry) => [entry.name, entry]))
+      for (const slot of [...this.slots.values()]) {
+        if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
+        this.ownCopy.close(slot.name)
+        slot.applier?.close()
+        // An unfinished discard's WAL goes with its file (the snapshot replaces both).
+        for (const file of [slot.path, `${slot.path}-wal`, `${slot.path}-shm`]) yield* removeIfThere(file)
+        this.slots.delete(slot.name)
+      }
+      for (const entry of entries) {
+        const slot = this.slotFor(entry.name)
+        if (options.onlyOlder && slot.fileIndex >= index) continue
+        // The own-copy reader goes first: its connection must not outlive the file it maps.
+        this.ownCopy.close(slot.name)
+        slot.applier?.close()
+        slot.applier = null
+        slot.discarding = null
+        slot.changes++
+        yield* disk.rename(`${slot.path}.tmp`, slot.path)
+        yield* removeIfThere(`${slot.path}-wal`)
+        yield* removeIfThere(`${slot.path}-shm`)
+        slot.fileIndex = index
+        slot.fileLastChangeIndex = entry.lastChangeIndex
+        slot.lastChangeIndex = entry.lastChangeIndex
+      }
+      if (this.options.fsync !== "off") yield* disk.fsyncDir(this.databasesDir)
+      this.appliedIndex = index
+      yield* this.stateFile.write(this.appliedState())
+    })
   }
 
   // ---- leading ------------------------------------------------------------------------------
@@ -489,38 +521,39 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return this.lock.withPermits(1)(
       Effect.suspend(() => {
         if (this.closed) return Effect.fail(new SqlNotLeader({ leader: null, message: `node ${this.nodeId} is shutting down` }))
-        return Effect.succeed(this.leadNow(name, term, makeOwner))
+        return this.leadNow(name, term, makeOwner)
       })
     )
   }
 
-  private leadNow<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): O {
-    {
-      {
-        assert(term === this.barrierTerm, `leading in term ${term} after its barrier (${this.barrierTerm})`)
-        const slot = this.slotFor(name)
-        assert(slot.owner === null, `${name} has no writer yet`)
-        assert(slot.unsettledTerm < term, `${name}: a writer of term ${slot.unsettledTerm} left a proposal unsettled`)
-        if (slot.applier !== null) {
-          if (this.options.fsync !== "off") slot.applier.sync()
-          slot.applier.close()
-          slot.applier = null
-        }
-        if (fs.existsSync(slot.path)) {
-          slot.fileIndex = this.appliedIndex
-          slot.fileLastChangeIndex = slot.lastChangeIndex
-        }
-        // The own-copy reader goes first: its -shm mapping must not outlive the files below.
-        this.ownCopy.close(name)
-        fs.rmSync(`${slot.path}-wal`, { force: true })
-        fs.rmSync(`${slot.path}-shm`, { force: true })
-        const owner = makeOwner(slot.path, slot.lastChangeIndex)
-        slot.leads++
-        slot.owner = owner
-        slot.ownSeqApplied = 0
-        return owner
+  private leadNow<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): Effect.Effect<O> {
+    return Effect.gen(this, function*() {
+      assert(term === this.barrierTerm, `leading in term ${term} after its barrier (${this.barrierTerm})`)
+      const slot = this.slotFor(name)
+      assert(slot.owner === null, `${name} has no writer yet`)
+      assert(slot.unsettledTerm < term, `${name}: a writer of term ${slot.unsettledTerm} left a proposal unsettled`)
+      this.finishDiscard(slot, this.appliedIndex)
+      if (slot.applier !== null) {
+        // Synced before SQLite opens the file: from here on SQLite writes it by itself.
+        if (this.options.fsync !== "off") yield* Effect.orDie(slot.applier.sync)
+        slot.applier.close()
+        slot.applier = null
       }
-    }
+      if (runNow(this.disk.exists(slot.path))) {
+        slot.fileIndex = this.appliedIndex
+        slot.fileLastChangeIndex = slot.lastChangeIndex
+      }
+      // The own-copy reader goes first: its -shm mapping must not outlive the files below.
+      this.ownCopy.close(name)
+      for (const file of [`${slot.path}-wal`, `${slot.path}-shm`]) {
+        if (runNow(this.disk.exists(file))) runNow(this.disk.unlink(file))
+      }
+      const owner = makeOwner(slot.path, slot.lastChangeIndex)
+      slot.leads++
+      slot.owner = owner
+      slot.ownSeqApplied = 0
+      return owner
+    })
   }
 
   /** The writer leaves: "discard" cuts its uncommitted frames and leaves the main file holding
@@ -528,18 +561,32 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * of the writer may still be in the log with its fate unknown. */
   release(name: string, owner: LeaderSlotOwner, mode: "discard" | "keepWal", unresolved: boolean): Effect.Effect<void> {
     return this.lock.withPermits(1)(
-      Effect.sync(() => {
+      Effect.suspend(() => {
         const slot = this.slots.get(name)
-        if (slot === undefined || slot.owner !== owner) return
+        if (slot === undefined || slot.owner !== owner) return Effect.void
         slot.owner = null
         if (unresolved) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
-        owner.database.close(mode)
-        slot.changes++
-        if (mode === "discard") {
+        if (mode === "keepWal") {
+          owner.database.close(mode)
+          slot.changes++
+          return Effect.void
+        }
+        slot.discarding = owner.database
+        if (this.options.bugs?.recordBeforeDiscard === true) {
           slot.fileIndex = this.appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
-          void this.persistQuietly()
+          Effect.runSync(this.persistQuietly())
         }
+        try {
+          this.finishDiscard(slot, this.appliedIndex)
+        } catch (error) {
+          // Not the writer's problem (its caller is the role check): the applier finishes the
+          // discard, retrying while the disk is full, before anything touches the file.
+          if (!isDiskFull(error)) throw error
+          if (this.options.bugs?.forgetFailedDiscard === true) slot.discarding = null
+          return Effect.logWarning(`disk full: the step-down discard of ${name} did not finish; it is finished before its file is written or read`, error)
+        }
+        return this.persistQuietly()
       })
     )
   }
@@ -547,12 +594,12 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The leader checkpointed `name`: its main file now holds every change applied so far. */
   checkpointed(name: string, owner: LeaderSlotOwner): Effect.Effect<void> {
     return this.lock.withPermits(1)(
-      Effect.sync(() => {
+      Effect.suspend(() => {
         const slot = this.slots.get(name)
-        if (slot === undefined || slot.owner !== owner) return
+        if (slot === undefined || slot.owner !== owner) return Effect.void
         slot.fileIndex = this.appliedIndex
         slot.fileLastChangeIndex = slot.lastChangeIndex
-        void this.persistQuietly()
+        return this.persistQuietly()
       })
     )
   }
@@ -645,6 +692,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       owner.database.markCommitted(decoded.origin.seq)
       slot.ownSeqApplied = decoded.origin.seq
       slot.lastChangeIndex = entry.index
+      if (this.options.bugs?.checkpointEarly === true) {
+        slot.fileIndex = entry.index
+        slot.fileLastChangeIndex = entry.index
+        Effect.runSync(this.persistQuietly())
+      }
       this.stats.own++
       return { _tag: "Own", database: name, seq: decoded.origin.seq }
     }
@@ -662,19 +714,43 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       // The writer notices the database closed and stops. The entry is of a later term, so this
       // node no longer leads the writer's: marking it unsettled costs nothing.
       slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
-      owner.database.close("discard")
       slot.owner = null
       slot.changes++
+      slot.discarding = owner.database
     }
-    slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize })
+    // Every change up to the one before this entry is in the file once the discard is done.
+    this.finishDiscard(slot, entry.index - 1)
+    slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize, disk: this.disk })
     const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
       : decoded.pageSet
-    slot.applier.apply(pageSet)
-    slot.changes++
+    if (this.options.bugs?.skipFailedEntry === true && this.failedApplyIndex === entry.index) {
+      slot.lastChangeIndex = entry.index
+      return { _tag: "Pages", database: name }
+    }
+    try {
+      slot.applier.apply(pageSet)
+      slot.changes++
+    } catch (error) {
+      this.failedApplyIndex = entry.index
+      throw error
+    }
     slot.lastChangeIndex = entry.index
     this.stats.pages++
     return { _tag: "Pages", database: name }
+  }
+
+  /** Runs an interrupted step-down discard to its end (throws again while the disk is full):
+   * the WAL cut after the last committed frame and checkpointed, so the main file holds every
+   * change up to `reflectsIndex`. */
+  private finishDiscard(slot: Slot, reflectsIndex: LogIndex): void {
+    const database = slot.discarding
+    if (database === null) return
+    database.close("discard")
+    slot.discarding = null
+    slot.changes++
+    slot.fileIndex = reflectsIndex
+    slot.fileLastChangeIndex = slot.lastChangeIndex
   }
 
   private slotFor(name: string): Slot {
@@ -691,7 +767,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         unsettledTerm: 0,
         ownSeqApplied: 0,
         leads: 0,
-        changes: 0
+        changes: 0,
+        discarding: null
       }
       this.slots.set(name, slot)
     }
@@ -700,19 +777,21 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   /** At start: every WAL, wal-index and temp file goes; every database file gets a slot with
    * what the record says its file reflects (0 when the record does not know it). */
-  private recoverFiles(state: AppliedState | null): void {
-    for (const file of fs.readdirSync(this.databasesDir)) {
-      if (file.endsWith("-wal") || file.endsWith("-shm") || file.endsWith(".tmp")) fs.rmSync(path.join(this.databasesDir, file), { force: true })
-    }
-    for (const file of fs.readdirSync(this.databasesDir)) {
-      const name = nameOfFile(file)
-      if (name === null) continue
-      const slot = this.slotFor(name)
-      const known: DatabaseFileState | undefined = state?.databases[name]
-      slot.fileIndex = known?.fileIndex ?? 0
-      slot.fileLastChangeIndex = known?.lastChangeIndex ?? 0
-      slot.lastChangeIndex = slot.fileLastChangeIndex
-    }
+  private recoverFiles(state: AppliedState | null): Effect.Effect<void, DiskFailure> {
+    return Effect.gen(this, function*() {
+      for (const file of yield* this.disk.list(this.databasesDir)) {
+        if (file.endsWith("-wal") || file.endsWith("-shm") || file.endsWith(".tmp")) yield* this.disk.unlink(path.join(this.databasesDir, file))
+      }
+      for (const file of yield* this.disk.list(this.databasesDir)) {
+        const name = nameOfFile(file)
+        if (name === null) continue
+        const slot = this.slotFor(name)
+        const known: DatabaseFileState | undefined = state?.databases[name]
+        slot.fileIndex = known?.fileIndex ?? 0
+        slot.fileLastChangeIndex = known?.lastChangeIndex ?? 0
+        slot.lastChangeIndex = slot.fileLastChangeIndex
+      }
+    })
   }
 
   private needsBootSnapshot(state: AppliedState | null, snapshotIndex: LogIndex): boolean {
@@ -730,15 +809,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   }
 
   /** Best effort: an older record is always safe (it only means more replay after a crash), so
-   * a failure here (a full disk while a leader steps down) must not fail the caller. */
-  private persistQuietly(): Promise<void> | void {
-    if (this.closed) return
-    if (this.options.fsync === "async") return this.stateFile.writeAsync(this.appliedState()).catch(() => undefined)
-    try {
-      this.stateFile.writeSync(this.appliedState())
-    } catch {
-      // The next successful write (the applier's next sync) records the newer state.
-    }
+   * a failure here (a full disk while a leader steps down) must not fail the caller; the next
+   * successful write (the applier's next sync) records the newer state. */
+  private persistQuietly(): Effect.Effect<void> {
+    if (this.closed) return Effect.void
+    return Effect.ignore(Effect.suspend(() => this.stateFile.write(this.appliedState())))
   }
 }
 

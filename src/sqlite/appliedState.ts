@@ -19,11 +19,13 @@
 //   24  …    JSON of AppliedState
 
 import { crc32c } from "@node-rs/crc32"
-import fs from "node:fs"
 import path from "node:path"
+import { Effect } from "effect"
 import { assert } from "../assert.ts"
+import type { DiskFile, DiskService } from "../storage/Disk.ts"
+import { runNow } from "../storage/Disk.ts"
+import type { DiskFailure } from "../storage/errors.ts"
 import { PageFileError } from "./errors.ts"
-import { syncDirectory } from "./PageApplier.ts"
 
 export interface DatabaseFileState {
   /** The main file holds every change up to this Raft index, durably. */
@@ -38,9 +40,9 @@ export interface AppliedState {
   readonly databases: Readonly<Record<string, DatabaseFileState>>
 }
 
-/** How the state machine makes its files durable: "async" (fdatasync on the thread pool, for
- * a real node), "sync" (blocking), "off" (no fsync at all: the simulator, whose crashes do not
- * lose page-cache data of these files). */
+/** How the state machine makes its files durable: "sync" and "async" (the same: every fsync goes
+ * through `Disk`, on the real disk on the thread pool), or "off" (no fsync at all: for tests
+ * whose disk never loses what it was given). */
 export type FsyncMode = "async" | "sync" | "off"
 
 const magic = 0x53415154 // "TQAS" little-endian
@@ -50,11 +52,12 @@ export const appliedStateSlotBytes = 64 * 1024
 
 export class AppliedStateFile {
   private seq: number
-  private chain: Promise<void> = Promise.resolve()
+  /** A write whose fdatasync has not returned: the next one must not take the other slot. */
+  private writing = false
 
   private constructor(
     readonly filePath: string,
-    private readonly fd: number,
+    private readonly file: DiskFile,
     private readonly fsync: FsyncMode,
     seq: number
   ) {
@@ -62,52 +65,41 @@ export class AppliedStateFile {
   }
 
   /** Opens (creating if needed) the record at `filePath`; `state` is the newest valid slot's. */
-  static open(filePath: string, fsync: FsyncMode): { readonly file: AppliedStateFile; readonly state: AppliedState | null } {
-    const created = !fs.existsSync(filePath)
-    const fd = call(filePath, "open", () => fs.openSync(filePath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644))
-    if (created) {
-      call(filePath, "ftruncate", () => fs.ftruncateSync(fd, 2 * appliedStateSlotBytes))
-      if (fsync !== "off") {
-        call(filePath, "fsync", () => fs.fsyncSync(fd))
-        syncDirectory(path.dirname(filePath))
+  static open(disk: DiskService, filePath: string, fsync: FsyncMode): Effect.Effect<{ readonly file: AppliedStateFile; readonly state: AppliedState | null }, PageFileError> {
+    return Effect.gen(function*() {
+      const created = !(yield* disk.exists(filePath))
+      const file = yield* disk.open(filePath, "write")
+      if (created) {
+        yield* file.truncate(2 * appliedStateSlotBytes)
+        if (fsync !== "off") {
+          yield* file.sync
+          yield* disk.fsyncDir(path.dirname(filePath))
+        }
       }
-    }
-    let best: { seq: number; state: AppliedState } | null = null
-    for (const slot of [0, 1]) {
-      const parsed = readSlot(fd, filePath, slot)
-      if (parsed !== null && (best === null || parsed.seq > best.seq)) best = parsed
-    }
-    return { file: new AppliedStateFile(filePath, fd, fsync, best?.seq ?? 0), state: best?.state ?? null }
+      let best: { seq: number; state: AppliedState } | null = null
+      for (const slot of [0, 1]) {
+        const parsed = yield* readSlot(file, slot)
+        if (parsed !== null && (best === null || parsed.seq > best.seq)) best = parsed
+      }
+      return { file: new AppliedStateFile(filePath, file, fsync, best?.seq ?? 0), state: best?.state ?? null }
+    }).pipe(Effect.mapError((cause) => toPageFileError(cause)))
   }
 
-  /** Writes `state` into the older slot and, unless fsync is "off", fdatasyncs, blocking. */
-  writeSync(state: AppliedState): void {
-    this.writeSlot(state)
-    if (this.fsync !== "off") call(this.filePath, "fdatasync", () => fs.fdatasyncSync(this.fd))
-  }
-
-  /** Like writeSync, with the fdatasync on the thread pool. Writes are chained: each starts
-   * after the previous one's fdatasync, so two never share a slot in flight. */
-  writeAsync(state: AppliedState): Promise<void> {
-    const next = this.chain.then(
-      () =>
-        new Promise<void>((resolve, reject) => {
-          try {
-            this.writeSlot(state)
-          } catch (error) {
-            reject(error)
-            return
-          }
-          if (this.fsync === "off") return resolve()
-          fs.fdatasync(this.fd, (cause) => (cause === null ? resolve() : reject(new PageFileError({ path: this.filePath, operation: "fdatasync", cause }))))
-        })
-    )
-    this.chain = next.catch(() => undefined)
-    return next
+  /** Writes `state` into the older slot and, unless fsync is "off", fdatasyncs. */
+  write(state: AppliedState): Effect.Effect<void, PageFileError> {
+    return Effect.suspend(() => {
+      assert(!this.writing, "one applied-state write at a time")
+      this.writing = true
+      const written = Effect.try({ try: () => this.writeSlot(state), catch: (error) => error as PageFileError })
+      const synced = this.fsync === "off" ? Effect.void : Effect.mapError(this.file.sync, toPageFileError)
+      return Effect.ensuring(Effect.zipRight(written, synced), Effect.sync(() => {
+        this.writing = false
+      }))
+    })
   }
 
   close(): void {
-    fs.closeSync(this.fd)
+    Effect.runSync(Effect.ignore(this.file.close))
   }
 
   private writeSlot(state: AppliedState): void {
@@ -122,44 +114,37 @@ export class AppliedStateFile {
     json.copy(slot, slotHeaderBytes)
     slot.writeUInt32LE(crc32c(json, crc32c(slot.subarray(8, 20))), 20)
     const at = (this.seq % 2) * appliedStateSlotBytes
-    let done = 0
     try {
-      while (done < slot.length) {
-        const n = call(this.filePath, "write", () => fs.writeSync(this.fd, slot, done, slot.length - done, at + done))
-        assert(n > 0, "write makes progress")
-        done += n
-      }
+      runNow(this.file.write(at, slot))
     } catch (error) {
       // The slot may be torn now: the next write (a retry after a full disk) goes to the same
       // slot, never over the other one, which holds the last good record.
       this.seq--
-      throw error
+      throw toPageFileError(error as DiskFailure)
     }
   }
 }
 
-function readSlot(fd: number, filePath: string, slot: number): { seq: number; state: AppliedState } | null {
-  const header = Buffer.alloc(slotHeaderBytes)
-  const at = slot * appliedStateSlotBytes
-  if (call(filePath, "read", () => fs.readSync(fd, header, 0, slotHeaderBytes, at)) !== slotHeaderBytes) return null
-  if (header.readUInt32LE(0) !== magic || header.readUInt32LE(4) !== formatVersion) return null
-  const length = header.readUInt32LE(16)
-  if (length > appliedStateSlotBytes - slotHeaderBytes) return null
-  const json = Buffer.alloc(length)
-  if (call(filePath, "read", () => fs.readSync(fd, json, 0, length, at + slotHeaderBytes)) !== length) return null
-  if (crc32c(json, crc32c(header.subarray(8, 20))) !== header.readUInt32LE(20)) return null
-  try {
-    const state = JSON.parse(json.toString("utf8")) as AppliedState
-    return { seq: header.readDoubleLE(8), state }
-  } catch {
-    return null
-  }
-}
+const readSlot = (file: DiskFile, slot: number): Effect.Effect<{ seq: number; state: AppliedState } | null, DiskFailure> =>
+  Effect.gen(function*() {
+    const at = slot * appliedStateSlotBytes
+    const header = Buffer.from(yield* file.read(at, slotHeaderBytes))
+    if (header.length !== slotHeaderBytes) return null
+    if (header.readUInt32LE(0) !== magic || header.readUInt32LE(4) !== formatVersion) return null
+    const length = header.readUInt32LE(16)
+    if (length > appliedStateSlotBytes - slotHeaderBytes) return null
+    const json = Buffer.from(yield* file.read(at + slotHeaderBytes, length))
+    if (json.length !== length) return null
+    if (crc32c(json, crc32c(header.subarray(8, 20))) !== header.readUInt32LE(20)) return null
+    try {
+      const state = JSON.parse(json.toString("utf8")) as AppliedState
+      return { seq: header.readDoubleLE(8), state }
+    } catch {
+      return null
+    }
+  })
 
-function call<A>(filePath: string, operation: string, run: () => A): A {
-  try {
-    return run()
-  } catch (cause) {
-    throw new PageFileError({ path: filePath, operation, cause })
-  }
+function toPageFileError(cause: DiskFailure | PageFileError): PageFileError {
+  if (cause instanceof PageFileError) return cause
+  return new PageFileError({ path: cause.path, operation: cause.op, cause })
 }

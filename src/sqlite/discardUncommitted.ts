@@ -5,11 +5,19 @@
 //    to close checkpoints the WAL into the main file and deletes it (better-sqlite3 cannot turn
 //    that off), but not while a read-only connection still holds the database open, and a
 //    read-only connection cannot checkpoint. So close the writer first, then the reader.
-// 2. cut the WAL just after the last Raft-committed commit frame and fsync it;
+// 2. cut the WAL just after the last Raft-committed commit frame;
 // 3. delete the -shm wal-index so the next open rebuilds it from the cut WAL.
 // The database then shows exactly the Raft-committed state.
+//
+// The cut is not fsynced: nothing depends on the WAL surviving a power loss. The step-down
+// checkpoints it at once (SQLite fsyncs the WAL before copying frames, then the main file), and a
+// node that starts deletes every WAL and replays its Raft log from the index applied-state says
+// the main file reflects.
 
+import { Effect } from "effect"
 import fs from "node:fs"
+import type { DiskFile, DiskService } from "../storage/Disk.ts"
+import { nodeDisk, runNow } from "../storage/Disk.ts"
 import { assert } from "../assert.ts"
 import { PageFileError, WalCutError } from "./errors.ts"
 import type { SqliteDatabase } from "./openDatabase.ts"
@@ -24,6 +32,8 @@ export interface DiscardUncommittedOptions {
   /** The end of the last Raft-committed transaction, or undefined when no frame of the WAL
    * was ever committed by Raft (the main file alone is the committed state). */
   readonly keep: WalPosition | undefined
+  /** Where the WAL is (default: the real file system). */
+  readonly disk?: DiskService
 }
 
 export interface WalCutResult {
@@ -36,7 +46,7 @@ export interface WalCutResult {
 export function discardUncommitted(options: DiscardUncommittedOptions): WalCutResult {
   const databasePath = options.writer.name
   closeConnectionsKeepingWal(options.writer, options.reader)
-  return cutWal(databasePath, options.keep)
+  return cutWal(options.disk ?? nodeDisk, databasePath, options.keep)
 }
 
 /** Closes the writer while the reader holds the database open, then the reader, and checks the
@@ -64,38 +74,35 @@ export function closeConnectionsKeepingWal(writer: SqliteDatabase, reader: Sqlit
   }
 }
 
-/** Cuts the WAL of a database with no connection open just after `keep`, fsyncs it, and
- * deletes the -shm. Refuses (WalCutError, WAL untouched) when `keep` is not a commit boundary of
- * this WAL. When the WAL is of a later generation than `keep` (SQLite restarted it, which it does
- * only after checkpointing every frame), the main file already holds `keep` and the whole WAL is
- * uncommitted: it is emptied. */
-export function cutWal(databasePath: string, keep: WalPosition | undefined): WalCutResult {
+/** Cuts the WAL of a database with no connection open just after `keep` and deletes the -shm
+ * (through `disk`; synchronous). Refuses (WalCutError, WAL untouched) when `keep` is not a commit
+ * boundary of this WAL. When the WAL is of a later generation than `keep` (SQLite restarted it,
+ * which it does only after checkpointing every frame), the main file already holds `keep` and the
+ * whole WAL is uncommitted: it is emptied. */
+export function cutWal(disk: DiskService, databasePath: string, keep: WalPosition | undefined): WalCutResult {
   const walPath = `${databasePath}-wal`
-  const fd = openIfExists(walPath)
-  if (fd === undefined) {
+  const file = openIfExists(disk, walPath)
+  if (file === undefined) {
     if (keep !== undefined && keep.offsetBytes > walHeaderBytes) {
       throw new WalCutError({ reason: "WalTooShort", path: walPath, detail: "the WAL does not exist" })
     }
-    removeShm(databasePath)
+    removeShm(disk, databasePath)
     return { walBytesBefore: 0, walBytesAfter: 0 }
   }
   try {
-    const walBytesBefore = fs.fstatSync(fd).size
-    const cutBytes = cutOffset(fd, walPath, walBytesBefore, keep)
-    if (cutBytes < walBytesBefore) {
-      fileCall(walPath, "ftruncate", () => fs.ftruncateSync(fd, cutBytes))
-      fileCall(walPath, "fsync", () => fs.fsyncSync(fd))
-    }
-    removeShm(databasePath)
+    const walBytesBefore = fileCall(walPath, "fstat", () => runNow(file.size))
+    const cutBytes = cutOffset(file, walPath, walBytesBefore, keep)
+    if (cutBytes < walBytesBefore) fileCall(walPath, "ftruncate", () => runNow(file.truncate(cutBytes)))
+    removeShm(disk, databasePath)
     return { walBytesBefore, walBytesAfter: Math.min(cutBytes, walBytesBefore) }
   } finally {
-    fs.closeSync(fd)
+    runNow(Effect.ignore(file.close))
   }
 }
 
 /** Where to cut: after `keep` when the WAL is `keep`'s generation (checked to be a commit frame
  * with the same running checksum), else 0. */
-function cutOffset(fd: number, walPath: string, walBytes: number, keep: WalPosition | undefined): number {
+function cutOffset(fd: DiskFile, walPath: string, walBytes: number, keep: WalPosition | undefined): number {
   const headerBytes = Buffer.alloc(walHeaderBytes)
   const headerRead = walBytes >= walHeaderBytes ? readAt(fd, walPath, headerBytes, 0) : 0
   const parsed = headerRead === walHeaderBytes ? parseWalHeader(headerBytes) : undefined
@@ -142,7 +149,7 @@ function cutOffset(fd: number, walPath: string, walBytes: number, keep: WalPosit
 }
 
 function lastFrameBefore(
-  fd: number,
+  fd: DiskFile,
   walPath: string,
   frameOffset: number,
   salt1: number,
@@ -159,22 +166,22 @@ function lastFrameBefore(
   }
 }
 
-function readAt(fd: number, walPath: string, into: Buffer, position: number): number {
-  return fileCall(walPath, "read", () => fs.readSync(fd, into, 0, into.length, position))
+function readAt(file: DiskFile, walPath: string, into: Buffer, position: number): number {
+  const bytes = fileCall(walPath, "read", () => runNow(file.read(position, into.length)))
+  into.set(bytes)
+  return bytes.byteLength
 }
 
-function openIfExists(filePath: string): number | undefined {
-  try {
-    return fs.openSync(filePath, "r+")
-  } catch (cause) {
-    if (typeof cause === "object" && cause !== null && (cause as { code?: unknown }).code === "ENOENT") return undefined
-    throw new PageFileError({ path: filePath, operation: "open", cause })
-  }
+function openIfExists(disk: DiskService, filePath: string): DiskFile | undefined {
+  if (!fileCall(filePath, "stat", () => runNow(disk.exists(filePath)))) return undefined
+  return fileCall(filePath, "open", () => runNow(disk.open(filePath, "write")))
 }
 
-function removeShm(databasePath: string): void {
+function removeShm(disk: DiskService, databasePath: string): void {
   const shmPath = `${databasePath}-shm`
-  fileCall(shmPath, "unlink", () => fs.rmSync(shmPath, { force: true }))
+  fileCall(shmPath, "unlink", () => {
+    if (runNow(disk.exists(shmPath))) runNow(disk.unlink(shmPath))
+  })
 }
 
 function fileCall<A>(filePath: string, operation: string, run: () => A): A {

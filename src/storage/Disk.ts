@@ -7,9 +7,12 @@
 // - Creating, renaming or unlinking a name is durable only after `fsyncDir` of its directory
 //   returns; before that a crash may undo it (a file whose data was synced can still vanish).
 // - `rename` within one directory atomically replaces the target.
+// - Every call except `sync` and `fsyncDir` completes synchronously in every implementation (the
+//   node one uses node's sync calls, the simulator's is in memory): synchronous code (the SQLite
+//   page machinery, between better-sqlite3 calls) runs them with `runNow`. Only a sync waits.
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Context, Effect, Layer } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Option } from "effect"
 import { DiskError, DiskFull } from "./errors.ts"
 import type { DiskFailure } from "./errors.ts"
 
@@ -45,11 +48,24 @@ export interface DiskService {
   readonly unlink: (path: string) => Effect.Effect<void, DiskFailure>
   /** Makes every create, rename and unlink in `dir` durable. */
   readonly fsyncDir: (dir: string) => Effect.Effect<void, DiskFailure>
+  /** Fails when a write to `path` would fail now (a full disk, a disk that lost power). For files
+   * another component writes through its own I/O (SQLite's checkpoints): the real disk answers
+   * nothing here (SQLite meets the real error itself); the simulator's disk answers for them. */
+  readonly checkWritable?: (path: string) => Effect.Effect<void, DiskFailure>
 }
 
 export class Disk extends Context.Tag("tqlite/storage/Disk")<Disk, DiskService>() {
   /** The real file system through node:fs. */
-  static readonly layerNode: Layer.Layer<Disk> = Layer.sync(Disk, () => makeNodeDisk())
+  static readonly layerNode: Layer.Layer<Disk> = Layer.sync(Disk, () => nodeDisk)
+}
+
+/** Runs a Disk call that completes synchronously (any but `sync` and `fsyncDir`, see above) from
+ * synchronous code: its value, or its DiskFailure thrown as is. */
+export function runNow<A>(effect: Effect.Effect<A, DiskFailure>): A {
+  const exit = Effect.runSyncExit(effect)
+  if (Exit.isSuccess(exit)) return exit.value
+  const failure = Cause.failureOption(exit.cause)
+  throw Option.isSome(failure) ? failure.value : Cause.squash(exit.cause)
 }
 
 /** Opens `path`, runs `use`, and closes the file whatever happens. */
@@ -171,6 +187,9 @@ function makeNodeFile(filePath: string, fd: number): DiskFile {
     })
   }
 }
+
+/** The real file system through node:fs (what `Disk.layerNode` provides). */
+export const nodeDisk: DiskService = makeNodeDisk()
 
 function makeNodeDisk(): DiskService {
   return {

@@ -52,8 +52,29 @@ export interface SimDiskDriver {
   readonly writeFile: (filePath: string, data: Uint8Array) => void
   readonly exists: (filePath: string) => boolean
   readonly list: (dir: string) => ReadonlyArray<string>
-  /** While full, every call that needs space fails with DiskFull. */
+  /** While full, every call that needs space fails with DiskFull: a write that extends the file
+   * first writes the part that overwrites existing bytes (a short write, then ENOSPC), and
+   * `checkWritable` fails (SQLite's own writes). */
   readonly setFull: (full: boolean) => void
+  /** `length` bytes of a file's current content from `position` (fewer at its end). */
+  readonly readRange: (filePath: string, position: number, length: number) => Uint8Array
+  /** The file's current length, or undefined when no name points to it. */
+  readonly fileLength: (filePath: string) => number | undefined
+  /** True when the file has writes or truncates not yet synced. */
+  readonly hasUnsynced: (filePath: string) => boolean
+  /** Removes a name at once and durably (another writer deleted the file: see MirrorDisk.ts). */
+  readonly forget: (filePath: string) => void
+  /** Creates a directory (and its parents) at once and durably, without counting an op. */
+  readonly ensureDir: (dir: string) => void
+  /** Every file path the disk knows now. */
+  readonly files: () => ReadonlyArray<string>
+}
+
+export interface SimDiskOptions {
+  readonly seed: number
+  /** Called on a crash before the model forgets what was not synced, and after. */
+  readonly beforeCrash?: () => void
+  readonly afterCrash?: () => void
 }
 
 export interface SimDisk {
@@ -240,7 +261,7 @@ function applyChange(names: Map<string, Inode>, change: DirChange): void {
 
 // --- the service -------------------------------------------------------------------------------
 
-export function makeSimDisk(options: { readonly seed: number }): SimDisk {
+export function makeSimDisk(options: SimDiskOptions): SimDisk {
   const prng = new Prng(options.seed)
   const dirs = new Map<string, Directory>([["/", new Directory()]])
   let opCount = 0
@@ -250,6 +271,7 @@ export function makeSimDisk(options: { readonly seed: number }): SimDisk {
   let armed: { readonly op: number; readonly mode: CrashMode } | null = null
 
   const crash = (mode: CrashMode = "prefix") => {
+    options.beforeCrash?.()
     const inodes = new Set<Inode>()
     for (const dir of dirs.values()) {
       for (const inode of dir.names.values()) inodes.add(inode)
@@ -260,6 +282,7 @@ export function makeSimDisk(options: { readonly seed: number }): SimDisk {
     epoch++
     crashed = true
     armed = null
+    options.afterCrash?.()
   }
 
   const norm = (p: string) => path.posix.resolve("/", p)
@@ -303,7 +326,11 @@ export function makeSimDisk(options: { readonly seed: number }): SimDisk {
       write: (position, data) =>
         handleCall("write", true, () => {
           if (!writable) return failure("write", filePath, "EBADF")
-          if (full && position + data.byteLength > inode.length) return noSpace("write", filePath)
+          if (full && position + data.byteLength > inode.length) {
+            // A short write: what overwrites existing bytes lands, the rest needs space.
+            if (position < inode.length) inode.write(position, data.subarray(0, inode.length - position))
+            return noSpace("write", filePath)
+          }
           inode.write(position, data)
         }),
       size: handleCall("fstat", false, () => inode.length),
@@ -386,6 +413,10 @@ export function makeSimDisk(options: { readonly seed: number }): SimDisk {
         if (directory === undefined) return failure("fsync", p, "ENOENT")
         directory.sync()
       })
+    },
+    checkWritable: (filePath) => {
+      const p = norm(filePath)
+      return call("checkWritable", p, false, () => (full ? noSpace("write", p) : undefined))
     }
   }
 
@@ -438,6 +469,29 @@ export function makeSimDisk(options: { readonly seed: number }): SimDisk {
     },
     setFull: (value) => {
       full = value
+    },
+    readRange: (filePath, position, length) => {
+      const inode = inodeOf(filePath)
+      return inode.bytes.slice(Math.min(position, inode.length), Math.min(position + length, inode.length))
+    },
+    fileLength: (filePath) => lookup(norm(filePath))?.length,
+    hasUnsynced: (filePath) => (lookup(norm(filePath))?.undo.length ?? 0) > 0,
+    forget: (filePath) => {
+      const p = norm(filePath)
+      const dir = dirOf(p)
+      if (dir === undefined) return
+      const name = path.posix.basename(p)
+      dir.names.delete(name)
+      dir.durable.delete(name)
+      dir.changes = dir.changes.filter((change) => change.kind === "rename" ? change.from !== name && change.to !== name : change.name !== name)
+    },
+    ensureDir: (dir) => {
+      for (let d = norm(dir); !dirs.has(d); d = path.posix.dirname(d)) dirs.set(d, new Directory())
+    },
+    files: () => {
+      const out: Array<string> = []
+      for (const [d, directory] of dirs) for (const name of directory.names.keys()) out.push(path.posix.join(d, name))
+      return out
     }
   }
 

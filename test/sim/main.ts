@@ -1,6 +1,7 @@
 // npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME] [--full]
 // --full runs the whole actor stack of every node (src/actors) instead of the bare cores.
-// --sqlite runs the full stack with the SQLite state machine and a random SQL workload.
+// --sqlite runs the full stack with the SQLite state machine and a random SQL workload;
+// --disk-faults (with --sqlite) makes most faults full disks (the disk-full mutations).
 // With --full or --sqlite, more than --chunk seeds (default 50) run as child processes of
 // --chunk seeds each, --jobs of them at a time (default 1): one process's native memory (SQLite
 // page caches, freed blobs) grows with the seeds it ran, a fresh process starts clean.
@@ -13,7 +14,7 @@ import { runSeed } from "./fast/runSeed.ts"
 import type { FullMutation } from "./full/runFullSeed.ts"
 import { runFullSeed } from "./full/runFullSeed.ts"
 import type { SqliteMutation } from "./full/runSqliteSeed.ts"
-import { runSqliteSeed } from "./full/runSqliteSeed.ts"
+import { runSqliteSeed, sqliteMutations } from "./full/runSqliteSeed.ts"
 
 const { values } = parseArgs({
   options: {
@@ -26,6 +27,7 @@ const { values } = parseArgs({
     "heal-ticks": { type: "string" },
     full: { type: "boolean", default: false },
     sqlite: { type: "boolean", default: false },
+    "disk-faults": { type: "boolean", default: false },
     chunk: { type: "string", default: "50" },
     jobs: { type: "string", default: "1" }
   }
@@ -36,7 +38,7 @@ const start = Number(values.seed ?? values.start ?? 1)
 const count = single ? 1 : Number(values.seeds ?? 100)
 const mutation = values.mutation
 const mutationsKnown: ReadonlyArray<string> = values.sqlite
-  ? ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted"]
+  ? sqliteMutations
   : values.full
   ? ["lease-too-long", "follower-reads-local", "session-reads-at-once", "bounded-ignores-lag", "deferred-votes-early"]
   : ["commit-old-term", "double-vote", "forget-vote", "follower-reads-local"]
@@ -120,7 +122,8 @@ for (let seed = start; seed < start + count; seed++) {
     ? runSqliteSeed({
       ...common,
       ...(mutation !== undefined ? { mutation: mutation as SqliteMutation } : {}),
-      ...(values["heal-ticks"] !== undefined ? { healTicks: Number(values["heal-ticks"]) } : {})
+      ...(values["heal-ticks"] !== undefined ? { healTicks: Number(values["heal-ticks"]) } : {}),
+      ...(values["disk-faults"] ? { faultMix: "disk" as const } : {})
     })
     : values.full
     ? runFullSeed({ ...common, ...(mutation !== undefined ? { mutation: mutation as FullMutation } : {}) })

@@ -30,7 +30,7 @@ beforeEach(() => {
   const capture = new WalCapture({ databasePath: leaderPath, pageSize })
   const applier = PageApplier.open({ databasePath: followerPath, pageSize })
   leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b BLOB)")
-  applier.applyAll(capture.capture())
+  for (const pageSet of capture.capture()) applier.apply(pageSet)
   fixture = { dir, leaderPath, followerPath, leader, capture, applier }
 })
 
@@ -47,7 +47,7 @@ function captureAndReplicate(expectedTransactions: number): Array<CapturedTransa
   const transactions = fixture.capture.capture()
   expect(transactions).toHaveLength(expectedTransactions)
   for (const transaction of transactions) checkPageSet(transaction)
-  fixture.applier.applyAll(transactions)
+  for (const pageSet of transactions) fixture.applier.apply(pageSet)
   expect(readOnly(fixture.followerPath, dumpContent)).toBe(dumpContent(fixture.leader))
   return transactions
 }

@@ -19,7 +19,7 @@ export function makeCluster(baseDir: string, overrides: Partial<SqliteClusterOpt
     baseDir,
     rng: new Prng(overrides.rng === undefined ? 42 : overrides.rng.u32()),
     tickMs,
-    fsync: "off",
+    fsync: "sync",
     snapshotEveryEntries: 100_000,
     ...overrides
   })

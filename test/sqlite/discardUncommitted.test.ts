@@ -1,3 +1,4 @@
+import { nodeDisk } from "../../src/storage/Disk.ts"
 import { spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import fs from "node:fs"
@@ -136,7 +137,7 @@ describe("discardUncommitted", () => {
     fs.copyFileSync(databasePath, copyPath)
     fs.copyFileSync(`${databasePath}-wal`, `${copyPath}-wal`)
     expect(readOnly(copyPath, names)).toEqual(["A", "B"])
-    expect(cutWal(databasePath, a).walBytesAfter).toBe(a.offsetBytes)
+    expect(cutWal(nodeDisk, databasePath, a).walBytesAfter).toBe(a.offsetBytes)
     const reopened = openDatabase(databasePath, { pageSize })
     expect(names(reopened)).toEqual(["A"])
     expect((reopened.prepare("SELECT length(payload) AS n FROM t").get() as { n: number }).n).toBe(10000)
@@ -158,7 +159,7 @@ describe("discardUncommitted", () => {
     for (const [position, reason] of attempts) {
       let caught: unknown
       try {
-        cutWal(databasePath, position)
+        cutWal(nodeDisk, databasePath, position)
       } catch (error) {
         caught = error
       }

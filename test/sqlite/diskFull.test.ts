@@ -2,9 +2,8 @@
 // files, Raft logs on simulated disks switched "full"). A single node answers writes with
 // SQLITE_FULL (13) while its log cannot persist and resumes once space is back; in three nodes
 // the full leader hands over, the others write on, and every node ends with the same content.
-import fs from "node:fs"
 import { Effect, Fiber } from "effect"
-import { afterAll, describe, expect, it, vi } from "vitest"
+import { afterAll, describe, expect, it } from "vitest"
 import { contentOf, exec, filesOf, makeCluster, query, rowsOf, session, simulate, sleepTicks } from "./clusterHelpers.ts"
 import { tempDirectory } from "./helpers.ts"
 
@@ -98,53 +97,44 @@ describe("disk full under replicated SQLite", () => {
     }
   })
 
-  it("followers whose page files cannot be synced (ENOSPC) retry without publishing, the leader writes on, and all converge", () => {
+  it("followers whose page files cannot grow (ENOSPC part way through a write) retry without publishing, the leader writes on, and all converge", () => {
     const baseDir = newDir()
-    let full = false
-    const real = fs.fdatasyncSync
-    // Only the followers' page appliers and applied-state records fdatasync through node:fs (the
-    // leader's SQLite does its own I/O, the logs are on simulated disks).
-    const spy = vi.spyOn(fs, "fdatasyncSync").mockImplementation((fd) => {
-      if (full) throw Object.assign(new Error("ENOSPC: no space left on device, fdatasync"), { code: "ENOSPC", syscall: "fdatasync" })
-      return real(fd)
-    })
-    try {
-      const outcome = simulate(Effect.gen(function*() {
-        const cluster = makeCluster(baseDir, { fsync: "sync" })
-        yield* cluster.bootstrap([1, 2, 3])
-        const leader = yield* cluster.awaitLeader()
-        const s = yield* session(leader)
-        yield* exec(s, "CREATE TABLE t (v INTEGER)")
-        yield* exec(s, "INSERT INTO t VALUES (1)")
-        yield* cluster.awaitConverged()
-        full = true
-        for (let v = 2; v <= 6; v++) yield* exec(s, "INSERT INTO t VALUES (?)", [v])
-        yield* sleepTicks(30)
-        const followers = cluster.up().filter((n) => n.id !== leader.id)
-        const during = yield* Effect.forEach(followers, (n) => n.raft.condition)
-        full = false
-        const converged = yield* cluster.awaitConverged(2000)
-        yield* exec(s, "INSERT INTO t VALUES (7)")
-        yield* cluster.awaitConverged(2000)
-        const after = yield* Effect.forEach(followers, (n) => n.raft.condition)
-        const rows = rowsOf(yield* query(s, "SELECT v FROM t ORDER BY v")).map((r) => Number(r[0]))
-        yield* cluster.shutdown()
-        return { during, converged, after, rows, files: filesOf(cluster).filter((f) => f.id !== leader.id) }
-      }))
-      // Every retry failed while the disk was full: the episode stayed open (a failed sync counted
-      // as done would have let the next attempt "succeed" without syncing).
-      for (const condition of outcome.during) expect(condition.diskFull.map((e) => e.part)).toEqual(["state machine"])
-      expect(outcome.converged).toBe(true)
-      for (const condition of outcome.after) {
-        expect(condition.diskFull).toEqual([])
-        expect(condition.stopped).toEqual([])
-      }
-      expect(outcome.rows).toEqual([1, 2, 3, 4, 5, 6, 7])
-      for (const file of outcome.files) {
-        expect(contentOf(file.path).split("\n").slice(1).map((line) => (JSON.parse(line.replace(/^t:/, "")) as [number, number])[1])).toEqual(outcome.rows)
-      }
-    } finally {
-      spy.mockRestore()
+    const outcome = simulate(Effect.gen(function*() {
+      const cluster = makeCluster(baseDir, { fsync: "sync" })
+      yield* cluster.bootstrap([1, 2, 3])
+      const leader = yield* cluster.awaitLeader()
+      const s = yield* session(leader)
+      yield* exec(s, "CREATE TABLE t (v INTEGER, pad BLOB)")
+      yield* exec(s, "INSERT INTO t VALUES (1, randomblob(10000))")
+      yield* cluster.awaitConverged()
+      const followers = cluster.up().filter((n) => n.id !== leader.id)
+      // Only the followers' SQLite files: their page appliers meet it (the leader's SQLite and
+      // every log write on).
+      const full = (on: boolean) => followers.forEach((n) => cluster.sqliteDiskOf(n.id)!.driver.setFull(on))
+      full(true)
+      for (let v = 2; v <= 6; v++) yield* exec(s, "INSERT INTO t VALUES (?, randomblob(10000))", [v])
+      yield* sleepTicks(30)
+      const during = yield* Effect.forEach(followers, (n) => n.raft.condition)
+      full(false)
+      const converged = yield* cluster.awaitConverged(2000)
+      yield* exec(s, "INSERT INTO t VALUES (7, randomblob(10000))")
+      yield* cluster.awaitConverged(2000)
+      const after = yield* Effect.forEach(followers, (n) => n.raft.condition)
+      const rows = rowsOf(yield* query(s, "SELECT v FROM t ORDER BY v")).map((r) => Number(r[0]))
+      yield* cluster.shutdown()
+      return { during, converged, after, rows, files: filesOf(cluster).filter((f) => f.id !== leader.id) }
+    }))
+    // Every retry failed while the disk was full: the episode stayed open (a failed apply counted
+    // as done would have let the next attempt "succeed" without its pages).
+    for (const condition of outcome.during) expect(condition.diskFull.map((e) => e.part)).toEqual(["state machine"])
+    expect(outcome.converged).toBe(true)
+    for (const condition of outcome.after) {
+      expect(condition.diskFull).toEqual([])
+      expect(condition.stopped).toEqual([])
+    }
+    expect(outcome.rows).toEqual([1, 2, 3, 4, 5, 6, 7])
+    for (const file of outcome.files) {
+      expect(contentOf(file.path).split("\n").slice(1).map((line) => (JSON.parse(line.replace(/^t:/, "")) as [number, number])[1])).toEqual(outcome.rows)
     }
   })
 })

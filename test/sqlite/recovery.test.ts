@@ -125,7 +125,7 @@ describe("the transaction size bound", () => {
 })
 
 describe("a follower crashing in the middle of applying", () => {
-  it("replays from the index its file reflects and ends with the same bytes", () => {
+  it("replays from the index its file reflects and ends with the same bytes", async () => {
     const base = newDir()
     // Entries from a real leader: a workload captured from its WAL, as a writer would propose them.
     const leaderPath = path.join(base, "leader.db")
@@ -163,14 +163,14 @@ describe("a follower crashing in the middle of applying", () => {
       })
     const open = (dir: string) => SqliteMachine.open({ dataDir: dir, nodeId: 2, pageSize, fsync: "sync", bootSnapshot: null })
 
-    const reference = Effect.runSync(open(path.join(base, "reference")))
-    Effect.runSync(Effect.zipRight(applyRange(reference, 1, last, 5), reference.sync))
+    const reference = await Effect.runPromise(open(path.join(base, "reference")))
+    await Effect.runPromise(Effect.zipRight(applyRange(reference, 1, last, 5), reference.sync))
     reference.close()
 
     const crashedDir = path.join(base, "crashed")
-    const crashed = Effect.runSync(open(crashedDir))
-    Effect.runSync(applyRange(crashed, 1, 30, 10)) // synced and recorded up to 30
-    Effect.runSync(applyRange(crashed, 31, 37, 1000)) // applied, never synced nor recorded
+    const crashed = await Effect.runPromise(open(crashedDir))
+    await Effect.runPromise(applyRange(crashed, 1, 30, 10)) // synced and recorded up to 30
+    await Effect.runPromise(applyRange(crashed, 31, 37, 1000)) // applied, never synced nor recorded
     crashed.close()
     // …and the apply of 38 was torn: half its pages reached the file.
     const torn = entries[37]!
@@ -182,9 +182,9 @@ describe("a follower crashing in the middle of applying", () => {
     for (const page of tornPages.slice(0, Math.ceil(tornPages.length / 2))) fs.writeSync(fd, page.data, 0, pageSize, (page.pgno - 1) * pageSize)
     fs.closeSync(fd)
 
-    const restarted = Effect.runSync(open(crashedDir))
+    const restarted = await Effect.runPromise(open(crashedDir))
     // The Raft core replays every committed entry it still has (here: all of them).
-    Effect.runSync(Effect.zipRight(applyRange(restarted, 1, last, 7), restarted.sync))
+    await Effect.runPromise(Effect.zipRight(applyRange(restarted, 1, last, 7), restarted.sync))
     const replayed = restarted.stats.replayed
     restarted.close()
     expect(replayed).toBe(30)

@@ -102,7 +102,7 @@ function applyDecoded(applier: PageApplier, payloads: ReadonlyArray<Uint8Array>)
     expect(decoded.database).toBe(databaseName)
     return decoded.pageSet
   })
-  applier.applyAll(pageSets)
+  for (const pageSet of pageSets) applier.apply(pageSet)
   return pageSets
 }
 
@@ -151,7 +151,7 @@ beforeAll(() => {
           const merged = mergePageSets(mergeBatch)
           run.mergedPages += merged.pages.length
           run.unmergedPages += mergeBatch.reduce((sum, pageSet) => sum + pageSet.pages.length, 0)
-          mergedFollower.applyAll([decodePageSet(encodePageSet(databaseName, merged)).pageSet])
+          for (const pageSet of [decodePageSet(encodePageSet(databaseName, merged)).pageSet]) mergedFollower.apply(pageSet)
         }
         mergeBatch = []
         const mergedView = readOnly(run.mergedFollowerPath, dumpContent)

@@ -124,4 +124,19 @@ describe("SimDisk", () => {
       expect((yield* Effect.flip(file.write(2, bytes(1))))._tag).toBe("DiskFull")
       expect(yield* disk.list("/")).toEqual(["d"])
     }))
+
+  it.effect("a full disk writes what overwrites existing bytes, then fails (a short write); checkWritable fails while full", () =>
+    Effect.gen(function* () {
+      const { service: disk, driver } = makeSimDisk({ seed: 5 })
+      driver.writeFile("/d/f", bytes(1, 2, 3))
+      const file = yield* disk.open("/d/f", "write")
+      driver.setFull(true)
+      expect((yield* Effect.flip(file.write(1, bytes(7, 8, 9, 10))))._tag).toBe("DiskFull")
+      expect(driver.fileBytes("/d/f")).toEqual(bytes(1, 7, 8))
+      expect((yield* Effect.flip(disk.checkWritable!("/d/f")))._tag).toBe("DiskFull")
+      driver.setFull(false)
+      yield* disk.checkWritable!("/d/f")
+      yield* file.write(1, bytes(7, 8, 9, 10))
+      expect(driver.fileBytes("/d/f")).toEqual(bytes(1, 7, 8, 9, 10))
+    }))
 })

@@ -8,9 +8,10 @@
 // network delivers each message from a fiber that sleeps its delay on Effect's Clock.
 //
 // A crash closes the node's scope: its fibers stop between two calls, its writers close their
-// connections leaving the WAL as a killed process would, and its simulated disk loses or tears
-// unsynced writes. The SQLite files keep what was written (the simulator does not model power
-// loss of the page cache for them; test/sqlite covers replay after a torn apply separately).
+// connections leaving the WAL as a killed process would, and its simulated disks lose or tear
+// unsynced writes: the one under its log and snapshots (SimDisk) and the one under its SQLite
+// files (MirrorDisk: what tqlite writes itself — pages, applied-state, snapshot installs, WAL
+// cuts — is modelled; SQLite's own writes are taken as durable, see MirrorDisk.ts).
 import fs from "node:fs"
 import path from "node:path"
 import { Packr } from "msgpackr"
@@ -31,7 +32,7 @@ import type { ReaderBugs } from "../../../src/sqlite/readPool/pinning.ts"
 import { inThreadReadPool, workerReadPool } from "../../../src/sqlite/readPool/ReadPool.ts"
 import type { ReplicatedDatabases } from "../../../src/sqlite/ReplicatedDatabases.ts"
 import * as Replicated from "../../../src/sqlite/ReplicatedDatabases.ts"
-import type { SqliteApplyResult } from "../../../src/sqlite/SqliteMachine.ts"
+import type { SqliteApplyResult, SqliteMachineBugs } from "../../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../../src/sqlite/SqliteMachine.ts"
 import { Disk } from "../../../src/storage/Disk.ts"
 import { persistInGroupsResumable } from "../../../src/storage/LogStore.ts"
@@ -44,6 +45,7 @@ import { transferSnapshot } from "../snapshotTransfer.ts"
 import type { Prng } from "../Prng.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
 import { makeSimDisk } from "../SimDisk.ts"
+import { makeMirrorDisk } from "../MirrorDisk.ts"
 
 export type SqliteRaftNode = RaftNode<SqliteApplyResult, SqliteMachine>
 
@@ -71,7 +73,7 @@ export interface SqliteClusterOptions {
   /** Sees every entry every node applies (e.g. a safety checker). */
   readonly onApplied?: (id: NodeId, entry: Entry) => void
   /** Known bugs of the state machine (mutation tests of the checkers). */
-  readonly machineBugs?: { readonly dropFollowerPage?: boolean; readonly ownCopyStaleCache?: boolean }
+  readonly machineBugs?: SqliteMachineBugs
   /** Bugs of the SQL surface (ReplicatedDatabases' `bugs`), for mutation tests. */
   readonly databasesBugs?: { readonly ownCopyReadsAtOnce?: boolean }
   /** Where reads run: in the main thread by default (the simulator's one deterministic thread
@@ -97,6 +99,8 @@ export type LiveNode = SqliteNode & { raft: SqliteRaftNode; machine: SqliteMachi
 
 interface Stored {
   readonly disk: SimDisk
+  /** Under the node's SQLite files (null with `disk: "node"`). */
+  readonly sqliteDisk: SimDisk | null
   readonly bootstrap: Recovered | null
 }
 
@@ -124,11 +128,18 @@ export class SqliteCluster {
     return this.stored.get(id)?.disk
   }
 
+  /** The simulated disk under a node's SQLite files (undefined with `disk: "node"`). */
+  sqliteDiskOf(id: NodeId): SimDisk | undefined {
+    return this.stored.get(id)?.sqliteDisk ?? undefined
+  }
+
   bootstrap(ids: ReadonlyArray<NodeId>): Effect.Effect<void> {
     const config: Membership = { members: ids.map((id) => ({ id, address: `node${id}`, role: "voter" as const })) }
     return Effect.gen(this, function*() {
       for (const id of ids) {
-        this.stored.set(id, { disk: makeSimDisk({ seed: this.options.rng.u32() }), bootstrap: bootstrap(config) })
+        const seed = this.options.rng.u32()
+        const sqliteDisk = this.options.disk === "node" ? null : makeMirrorDisk({ seed: (seed ^ 0x5eed) >>> 0 })
+        this.stored.set(id, { disk: makeSimDisk({ seed }), sqliteDisk, bootstrap: bootstrap(config) })
         const dataDir = path.join(this.options.baseDir, `node-${id}`)
         fs.mkdirSync(dataDir, { recursive: true })
         this.nodes.set(id, { id, dataDir, raft: null, machine: null, dbs: null, scope: null, snapshots: null, restarts: 0 })
@@ -144,7 +155,20 @@ export class SqliteCluster {
       const stored = this.stored.get(id)
       if (node === undefined || stored === undefined || node.raft !== null) return
       stored.disk.driver.restart()
+      stored.sqliteDisk?.driver.restart()
       const scope = yield* Scope.make()
+      // A start that fails (a full disk while recovering) leaves the node down, as a process
+      // that exited: what it opened is closed, and the caller may start it again later.
+      const booted = yield* Effect.exit(this.boot(id, node, stored, scope))
+      if (Exit.isFailure(booted)) {
+        yield* Scope.close(scope, booted)
+        return yield* Effect.failCause(booted.cause)
+      }
+    })
+  }
+
+  private boot(id: NodeId, node: SqliteNode, stored: Stored, scope: Scope.CloseableScope): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
       const onNodeDisk = this.options.disk === "node"
       const dirs = onNodeDisk ? { log: path.join(node.dataDir, "raft-log"), snapshots: path.join(node.dataDir, "raft-snapshots") } : { log: logDir, snapshots: snapshotDir }
       const { log, snapshots } = yield* Effect.gen(function*() {
@@ -164,6 +188,7 @@ export class SqliteCluster {
         nodeId: id,
         pageSize: this.options.limits?.pageSize ?? 4096,
         fsync: this.options.fsync,
+        ...(stored.sqliteDisk !== null ? { disk: stored.sqliteDisk.service } : {}),
         ...(this.options.machineBugs !== undefined ? { bugs: this.options.machineBugs } : {}),
         ...(this.options.syncEveryEntries !== undefined ? { syncEveryEntries: this.options.syncEveryEntries } : {}),
         bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(snapshots.source(snapshot)) },
@@ -232,7 +257,12 @@ export class SqliteCluster {
       node.snapshots = null
       node.restarts++
       yield* Scope.close(scope, Exit.void)
-      if (this.options.disk !== "node") this.stored.get(id)?.disk.driver.crash(mode ?? this.options.rng.pick<CrashMode>(["lose", "prefix", "sectors"]))
+      if (this.options.disk !== "node") {
+        const stored = this.stored.get(id)
+        const lost = mode ?? this.options.rng.pick<CrashMode>(["lose", "prefix", "sectors"])
+        stored?.disk.driver.crash(lost)
+        stored?.sqliteDisk?.driver.crash(lost)
+      }
     })
   }
 

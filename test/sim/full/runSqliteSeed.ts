@@ -18,9 +18,11 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import Database from "better-sqlite3"
-import { Duration, Effect, Exit, Schedule } from "effect"
+import { Cause, Duration, Effect, Exit, Schedule } from "effect"
+import { isDiskFull } from "../../../src/actors/DiskFullWatch.ts"
 import type { NodeId } from "../../../src/raft/types.ts"
 import type { SqlFailure, SqlSession, SqlValue } from "../../../src/sqlite/Sql.ts"
+import type { SqliteMachineBugs } from "../../../src/sqlite/SqliteMachine.ts"
 import type { Violation } from "../checkers/safety.ts"
 import { SafetyChecker } from "../checkers/safety.ts"
 import type { SeedResult } from "../fast/runSeed.ts"
@@ -41,13 +43,40 @@ export interface SqliteSeedOptions {
   readonly mutation?: SqliteMutation
   /** Keep the seed's files (for a post-mortem). */
   readonly keepFiles?: boolean
+  /** "disk": most faults are full disks, on the leader's log and SQLite files at once more often
+   * than not (the mutation tests of the disk-full paths); "all" (default): the usual mix;
+   * "no-disk": the mix before full disks were simulated (no full disk). */
+  readonly faultMix?: "all" | "disk" | "no-disk"
   /** Half the linearizable reads go to the picked node's own copy (ReplicatedDatabases.read), so
    * followers serve them too, under the same checks. Off by default: the CI seeds keep their
    * schedules; test/sim/sqlite/followerReads.test.ts runs seeds with it. */
   readonly followerReads?: boolean
 }
 
-export type SqliteMutation = "drop-follower-page" | "ack-failed" | "fail-acked" | "serve-uncommitted" | "own-copy-reads-at-once"
+export type SqliteMutation =
+  | "drop-follower-page"
+  | "ack-failed"
+  | "fail-acked"
+  | "serve-uncommitted"
+  // Bugs of the durable state under the SQLite files, caught through the simulated disk's power
+  // losses and full episodes (SqliteMachineBugs says what each does).
+  | "skip-page-sync"
+  | "skip-failed-entry"
+  | "checkpoint-early"
+  | "forget-failed-discard"
+  | "install-unsynced"
+  | "own-copy-reads-at-once"
+
+const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
+  "drop-follower-page": { dropFollowerPage: true },
+  "skip-page-sync": { skipPageSync: true },
+  "skip-failed-entry": { skipFailedEntry: true },
+  "checkpoint-early": { checkpointEarly: true },
+  "forget-failed-discard": { forgetFailedDiscard: true },
+  "install-unsynced": { installUnsynced: true }
+}
+
+export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once"]
 
 const tickMs = 10
 const database = "app"
@@ -77,7 +106,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     walCheckpointBytes: swarm.pick([64 * 1024, 1024 * 1024, 16 * 1024 * 1024]),
     transactionTimeoutMs: swarm.pick([100, 1000]),
     faultEveryTicks: swarm.pick([10, 30, 60]),
-    clients: swarm.int(1, 6)
+    clients: swarm.int(1, 6),
+    syncEveryEntries: swarm.pick([1, 1, 8, 64])
   }
   const baseDir = simBaseDir(options.seed)
   const checker = new SafetyChecker()
@@ -85,7 +115,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     baseDir,
     rng: root.fork("cluster"),
     tickMs,
-    fsync: "off",
+    fsync: "sync",
     snapshotEveryEntries: knobs.snapshotEveryEntries,
     dropProbability: knobs.dropProbability,
     delayMsMax: knobs.delayMsMax,
@@ -93,7 +123,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     requestTimeoutMs: 50 * tickMs,
     trace,
     onApplied: (id, entry) => checker.onApplied(id, entry),
-    ...(options.mutation === "drop-follower-page" ? { machineBugs: { dropFollowerPage: true } } : {}),
+    syncEveryEntries: knobs.syncEveryEntries,
+    ...(options.mutation !== undefined && machineBugOf[options.mutation] !== undefined ? { machineBugs: machineBugOf[options.mutation]! } : {}),
     ...(options.mutation === "serve-uncommitted" ? { readerBugs: { serveUncommitted: true } } : {}),
     ...(options.mutation === "own-copy-reads-at-once" ? { databasesBugs: { ownCopyReadsAtOnce: true } } : {})
   })
@@ -242,6 +273,14 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     const running = yield* Effect.forkDaemon(Effect.all(clients, { concurrency: "unbounded", discard: true }))
     const faults = root.fork("faults")
     const restartAt = new Map<NodeId, number>()
+    /** Nodes whose disk is full, until the tick their space comes back. */
+    const fullUntil = new Map<NodeId, number>()
+    const setFull = (id: NodeId, part: "log" | "sqlite" | "both", full: boolean) => {
+      if (part !== "sqlite") cluster.diskOf(id)?.driver.setFull(full)
+      if (part !== "log") cluster.sqliteDiskOf(id)?.driver.setFull(full)
+      if (full) fullUntil.set(id, tick + faults.int(5, 80))
+      else fullUntil.delete(id)
+    }
     const lastSeen = new Map<NodeId, string>()
     let tick = 0
     const step = Effect.gen(function*() {
@@ -259,14 +298,25 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
       for (const [id, at] of restartAt) {
         if (at > tick) continue
         restartAt.delete(id)
-        yield* cluster.start(id)
+        const started = yield* Effect.exit(cluster.start(id))
+        if (Exit.isSuccess(started)) continue
+        // A node that cannot recover on a full disk exits; its supervisor starts it again later.
+        if (!isDiskFull(Cause.squash(started.cause))) return yield* Effect.failCause(started.cause)
+        trace(`${tick} n${id} START FAILED: disk full`)
+        restartAt.set(id, tick + 10)
+      }
+      for (const [id, at] of fullUntil) {
+        if (at > tick) continue
+        setFull(id, "both", false)
+        trace(`${tick} SPACE n${id}`)
       }
     })
     for (let t = 0; t < faultTicks; t++) {
       yield* step
       if (t % knobs.faultEveryTicks !== 0 || t === 0) continue
       const nodes = [...cluster.nodes.values()]
-      const roll = faults.float()
+      const diskFaults = options.faultMix === "disk" && faults.chance(0.6)
+      const roll = diskFaults ? 1 : faults.float()
       if (roll < 0.25) {
         cluster.faults++
         cluster.blocked.clear()
@@ -304,10 +354,21 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
           trace(`${tick} TRANSFER from n${leader.id}`)
           yield* Effect.forkDaemon(Effect.ignore(leader.raft.transferLeadership(null)))
         }
+      } else if (options.faultMix !== "no-disk") {
+        // A full disk (the log's, the SQLite files', or both), on the leader half the time: the
+        // leader steps down and discards while SQLite cannot write, followers' page writes stop
+        // part way; space comes back by itself later.
+        const leader = yield* cluster.readyLeader()
+        const victim = leader !== undefined && faults.chance(diskFaults ? 0.8 : 0.5) ? leader : faults.pick(nodes)
+        const part = faults.pick<"log" | "sqlite" | "both">(diskFaults ? ["both"] : ["log", "sqlite", "both", "both"])
+        cluster.faults++
+        setFull(victim.id, part, true)
+        trace(`${tick} DISK FULL n${victim.id} ${part}`)
       }
     }
     // Liveness: heal and restart everything; operations must complete and replicas converge.
     cluster.blocked.clear()
+    for (const id of [...fullUntil.keys()]) setFull(id, "both", false)
     for (const id of restartAt.keys()) yield* cluster.start(id)
     restartAt.clear()
     healed = true

@@ -1,0 +1,115 @@
+// A leader steps down while its disk is full: `release("discard")` cannot checkpoint its cut WAL
+// into the main file. The committed frames are still only in that WAL, so nothing may write pages
+// into the main file beside it, record the file as holding them, or serve it, before the discard
+// is finished (the chaos suite's follower with fewer rows and its malformed databases).
+// And the leader's own checkpoint on a full disk: reported busy and retried, never thrown into
+// the writer.
+import fs from "node:fs"
+import path from "node:path"
+import { Effect, Exit } from "effect"
+import { afterEach, describe, expect, it } from "vitest"
+import type { DiskService } from "../../src/storage/Disk.ts"
+import { nodeDisk } from "../../src/storage/Disk.ts"
+import { DiskFull } from "../../src/storage/errors.ts"
+import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
+import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
+import type { LeaderSlotOwner } from "../../src/sqlite/SqliteMachine.ts"
+import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
+import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
+import { integrityCheck, pageSize, readOnly, tempDirectory } from "./helpers.ts"
+
+const cleanups: Array<() => void> = []
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0)) cleanup()
+})
+
+const readPool = () => inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 })
+const openLeader = (databasePath: string, disk: DiskService = nodeDisk) => LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool: readPool(), disk })
+
+/** A local commit of `sql` on `database`, captured: its page set. */
+function commit(database: LeaderDatabase, sql: string, seq: number) {
+  database.commitLocally(() => database.writer.db.exec(sql))
+  const local = database.captureLocalCommit(seq)
+  expect(local).not.toBeNull()
+  return local!.pageSet
+}
+
+/** The real disk, where SQLite's own writes (the step-down checkpoint) fail while `full()`. */
+function fullForSqlite(full: () => boolean): DiskService {
+  return {
+    ...nodeDisk,
+    checkWritable: (filePath) => (full() ? Effect.fail(new DiskFull({ op: "write", path: filePath, cause: Object.assign(new Error("ENOSPC"), { code: "ENOSPC" }) })) : Effect.void)
+  }
+}
+
+describe("a step-down discard that a full disk interrupts", () => {
+  it("is finished before another leader's pages are written, so the file holds every committed row", async () => {
+    const dir = tempDirectory()
+    cleanups.push(() => dir.remove())
+    let full = false
+    const disk = fullForSqlite(() => full)
+    let machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
+    cleanups.unshift(() => machine.close())
+    Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
+    const epoch = machine.nextEpoch()
+    const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, disk) })))
+    // Index 2: the leader's own entry, committed; its frames are only in the WAL.
+    const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
+    const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
+    expect(Effect.runSync(machine.apply({ kind: "command", term: 1, index: 2, data: ownEntry }))._tag).toBe("Own")
+    const committedImage = owner.database.serialize()
+    // A local commit Raft never commits: the WAL must be cut before it.
+    commit(owner.database, "INSERT INTO t VALUES (666)", 2)
+
+    // The next leader (node 2, term 2) computes its entry on the committed state.
+    const other = tempDirectory()
+    cleanups.push(() => other.remove())
+    const otherPath = path.join(other.path, "db.db")
+    fs.writeFileSync(otherPath, committedImage)
+    const otherLeader = openLeader(otherPath)
+    cleanups.unshift(() => otherLeader.close("keepWal"))
+    const next = commit(otherLeader, "INSERT INTO t VALUES (4)", 1)
+    const nextEntry = encodeWriteEntry({ origin: { node: 2, epoch: 1, seq: 1 }, previousChangeIndex: 2, database: "db", pageSet: next })
+
+    full = true
+    // Step-down with the disk full: the cut's fsync fails.
+    const released = await Effect.runPromiseExit(machine.release("db", owner, "discard", true))
+    full = false
+    // The next leader's barrier and entry arrive once space is back.
+    Effect.runSync(machine.apply({ kind: "barrier", term: 2, index: 3 }))
+    expect(Effect.runSync(machine.apply({ kind: "command", term: 2, index: 4, data: nextEntry }))._tag).toBe("Pages")
+    await Effect.runPromise(machine.sync)
+    expect(fs.existsSync(`${machine.databasePath("db")}-wal`)).toBe(false)
+    // A restart deletes any WAL and trusts applied-state: the main file alone must hold it all.
+    machine.close()
+    machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
+    const rows = readOnly(machine.databasePath("db"), (db) => {
+      expect(integrityCheck(db)).toBe("ok")
+      return (db.prepare("SELECT x FROM t ORDER BY x").raw().all() as Array<[number]>).map((row) => row[0])
+    })
+    expect(rows).toEqual([1, 2, 3, 4])
+    // The failed release was not a defect that stops the caller (the writer's role check).
+    expect(Exit.isSuccess(released)).toBe(true)
+  })
+
+  it("a leader's checkpoint on a full disk is reported busy (the WAL stays, the committed view stays pinned), and completes once space is back", () => {
+    const dir = tempDirectory()
+    cleanups.push(() => dir.remove())
+    let full = false
+    const database = openLeader(path.join(dir.path, "db.db"), fullForSqlite(() => full))
+    cleanups.unshift(() => database.close("keepWal"))
+    commit(database, "CREATE TABLE t(x); INSERT INTO t VALUES (1)", 1)
+    database.markCommitted(1)
+    full = true
+    const refused = database.checkpoint()
+    expect(refused.busy).toBe(true)
+    expect(database.walBytes()).toBeGreaterThan(0)
+    // Still pinned: a local commit made now is not visible on the committed view.
+    commit(database, "INSERT INTO t VALUES (2)", 2)
+    expect(Number(database.committedView.run("SELECT count(*) FROM t", []).rows.rows[0]?.[0])).toBe(1)
+    database.markCommitted(2)
+    full = false
+    expect(database.checkpoint().busy).toBe(false)
+    expect(database.walBytes()).toBe(0)
+  })
+})

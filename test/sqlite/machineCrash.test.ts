@@ -1,0 +1,244 @@
+// Power lost at every disk operation of a follower's apply-and-sync, of a snapshot install and of
+// a leader's step-down (WAL cut, removal, record), on the simulator's disk for SQLite files
+// (test/sim/MirrorDisk.ts), in each crash mode: whatever survives, the node restarts, replays its
+// log from the index applied-state records, and ends with the reference content. Each crash point is proven by a bug of the durable-state code (SqliteMachineBugs) that
+// this sweep must catch.
+import fs from "node:fs"
+import path from "node:path"
+import Database from "better-sqlite3"
+import { Effect } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import type { Entry } from "../../src/raft/types.ts"
+import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
+import { encodeManifest } from "../../src/sqlite/databaseSnapshot.ts"
+import { openDatabase } from "../../src/sqlite/openDatabase.ts"
+import type { SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
+import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
+import type { LeaderSlotOwner } from "../../src/sqlite/SqliteMachine.ts"
+import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
+import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
+import { WalCapture } from "../../src/sqlite/WalCapture.ts"
+import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
+import type { CrashMode } from "../sim/SimDisk.ts"
+import { makeMirrorDisk } from "../sim/MirrorDisk.ts"
+import { pageSize, seededRandom, tempDirectory } from "./helpers.ts"
+
+/** A snapshot's bytes (the machine's format: manifest, then the images) as a chunked source. */
+const sourceOf = (meta: SnapshotSource["meta"], bytes: Uint8Array): SnapshotSource => ({
+  meta,
+  sizeBytes: bytes.byteLength,
+  crc32c: 0,
+  read: (offset, lengthMax) => Effect.succeed(bytes.subarray(offset, Math.min(bytes.byteLength, offset + lengthMax)))
+})
+
+const dirs: Array<{ remove(): void }> = []
+afterAll(() => dirs.forEach((d) => d.remove()))
+const newDir = () => {
+  const dir = tempDirectory("tqlite-machine-crash-")
+  dirs.push(dir)
+  return dir.path
+}
+
+/** Entries of a real leader's workload, captured from its WAL as a writer proposes them. */
+function workload(dir: string, steps: number): Array<Entry> {
+  const leaderPath = path.join(dir, "leader.db")
+  const leader = openDatabase(leaderPath, { pageSize })
+  const capture = new WalCapture({ databasePath: leaderPath, pageSize })
+  const random = seededRandom(11)
+  const entries: Array<Entry> = []
+  const record = () => {
+    for (const transaction of capture.capture()) {
+      const index = entries.length + 1
+      const data = encodeWriteEntry({ origin: { node: 9, epoch: 1, seq: index }, previousChangeIndex: index - 1, database: "main", pageSet: transaction })
+      entries.push({ kind: "command", term: 1, index, data })
+    }
+  }
+  leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b BLOB)")
+  record()
+  for (let step = 0; step < steps; step++) {
+    if (random() < 0.7) leader.prepare("INSERT INTO t(a, b) VALUES (random(), randomblob(?))").run(1 + Math.floor(random() * 6000))
+    else leader.prepare("UPDATE t SET b = randomblob(?) WHERE id % 3 = ?").run(1 + Math.floor(random() * 500), step % 3)
+    record()
+  }
+  capture.close()
+  leader.close()
+  return entries
+}
+
+const rowsOf = (file: string): string => {
+  if (!fs.existsSync(file)) return "no file"
+  const db = new Database(file, { readonly: true, fileMustExist: true })
+  try {
+    const integrity = String(db.pragma("integrity_check", { simple: true }))
+    if (integrity !== "ok") return `integrity: ${integrity}`
+    return JSON.stringify(db.prepare("SELECT id, a, length(b) FROM t ORDER BY id").raw().all(), (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))
+  } catch (error) {
+    return `unreadable: ${String(error)}`
+  } finally {
+    db.close()
+  }
+}
+
+const run = <A, E>(effect: Effect.Effect<A, E>): A => Effect.runSync(effect)
+
+/** Applies `entries` to a machine on a fresh MirrorDisk, one sync every `syncEvery`, with the
+ * power lost at disk operation `crashAt` (counted from the machine's open); then restarts it and
+ * replays every entry (as the Raft log would): the content at the end. */
+function applyCrashReplay(options: {
+  readonly entries: ReadonlyArray<Entry>
+  readonly syncEvery: number
+  readonly crashAt: number | null
+  readonly mode: CrashMode
+  readonly bugs?: SqliteMachineBugs
+  readonly restoreAt?: { readonly index: number; readonly data: Uint8Array }
+}): { readonly rows: string; readonly opsUsed: number } {
+  const dataDir = newDir()
+  const disk = makeMirrorDisk({ seed: 5 })
+  const open = () => run(SqliteMachine.open({ dataDir, nodeId: 2, pageSize, fsync: "sync", disk: disk.service, bootSnapshot: null, betweenChunks: Effect.void, ...(options.bugs !== undefined ? { bugs: options.bugs } : {}) }))
+  const machine = open()
+  const opsBefore = disk.driver.ops()
+  if (options.crashAt !== null) disk.driver.crashAtOp(opsBefore + options.crashAt, options.mode)
+  try {
+    if (options.restoreAt !== undefined) {
+      const meta = { index: options.restoreAt.index, term: 1, config: { members: [] } }
+      run(machine.restore(meta, sourceOf(meta, options.restoreAt.data)))
+    }
+    for (const entry of options.entries) {
+      if (entry.index <= (options.restoreAt?.index ?? 0)) continue
+      run(machine.apply(entry))
+      if (entry.index % options.syncEvery === 0) run(machine.sync)
+    }
+    run(machine.sync)
+  } catch {
+    // The power went out: what the disk kept is what the restart finds.
+  }
+  const opsUsed = disk.driver.ops() - opsBefore
+  machine.close()
+  if (options.crashAt !== null && !disk.driver.isCrashed()) disk.driver.crash(options.mode)
+  disk.driver.restart()
+  const restarted = open()
+  for (const entry of options.entries) run(restarted.apply(entry))
+  run(restarted.sync)
+  const file = restarted.databasePath("main")
+  restarted.close()
+  return { rows: rowsOf(file), opsUsed }
+}
+
+/** Every crash point and mode: the crash points where the end content is not the reference. */
+function sweep(entries: ReadonlyArray<Entry>, syncEvery: number, bugs: SqliteMachineBugs | undefined, reference: string, restoreAt?: { index: number; data: Uint8Array }): Array<string> {
+  const { opsUsed } = applyCrashReplay({ entries, syncEvery, crashAt: null, mode: "lose", ...(restoreAt !== undefined ? { restoreAt } : {}) })
+  expect(opsUsed).toBeGreaterThan(5)
+  const wrong: Array<string> = []
+  for (let crashAt = 0; crashAt <= opsUsed; crashAt++) {
+    for (const mode of ["lose", "prefix", "sectors"] as const) {
+      const { rows } = applyCrashReplay({ entries, syncEvery, crashAt, mode, ...(bugs !== undefined ? { bugs } : {}), ...(restoreAt !== undefined ? { restoreAt } : {}) })
+      if (rows !== reference) wrong.push(`op ${crashAt} ${mode}: ${rows.slice(0, 80)}`)
+    }
+  }
+  return wrong
+}
+
+describe("power lost at every disk operation under the SQLite files", () => {
+  const base = newDir()
+  const entries = workload(base, 14)
+  const reference = applyCrashReplay({ entries, syncEvery: 1, crashAt: null, mode: "lose" }).rows
+
+  it("during apply and sync: replay always ends with the reference content; recording before the pages are synced is caught", () => {
+    expect(reference).toMatch(/^\[\[/)
+    expect(sweep(entries, 3, undefined, reference)).toEqual([])
+    expect(sweep(entries, 3, { skipPageSync: true }, reference).length).toBeGreaterThan(0)
+  }, 120_000)
+
+  it("during a snapshot install: the node ends with the reference content; an install without fsync is caught", () => {
+    // The snapshot: the database as of entry 6, made by a machine on the real disk.
+    const source = newDir()
+    const maker = Effect.runSync(SqliteMachine.open({ dataDir: source, nodeId: 3, pageSize, fsync: "off", bootSnapshot: null }))
+    for (const entry of entries.slice(0, 6)) Effect.runSync(maker.apply(entry))
+    Effect.runSync(maker.sync)
+    const image = fs.readFileSync(maker.databasePath("main"))
+    maker.close()
+    const manifest = encodeManifest([{ name: "main", lastChangeIndex: 6, sizeBytes: image.byteLength }])
+    const data = new Uint8Array(manifest.byteLength + image.byteLength)
+    data.set(manifest, 0)
+    data.set(image, manifest.byteLength)
+    const restoreAt = { index: 6, data }
+    expect(sweep(entries, 4, undefined, reference, restoreAt)).toEqual([])
+    expect(sweep(entries, 4, { installUnsynced: true }, reference, restoreAt).length).toBeGreaterThan(0)
+  }, 120_000)
+
+  it("during a step-down's WAL cut and its removal: the restarted node replays to the committed rows; recording the file before the discard is caught", () => {
+    const committed = discardCrash(null, "lose").rows
+    expect(committed).toMatch(/^\[\[/)
+    expect(committed).not.toMatch(/666/)
+    const { used } = discardCrash(null, "lose")
+    expect(used).toBeGreaterThan(2)
+    const wrong = (bugs?: SqliteMachineBugs) => {
+      const out: Array<string> = []
+      for (let crashAt = 0; crashAt <= used; crashAt++) {
+        for (const mode of ["lose", "prefix", "sectors"] as const) {
+          const { rows } = discardCrash(crashAt, mode, bugs)
+          if (rows !== committed) out.push(`op ${crashAt} ${mode}: ${rows.slice(0, 80)}`)
+        }
+      }
+      return out
+    }
+    expect(wrong()).toEqual([])
+    expect(wrong({ recordBeforeDiscard: true }).length).toBeGreaterThan(0)
+  }, 120_000)
+})
+
+/** A leader with committed transactions in its WAL (some checkpointed) and one local commit Raft
+ * never committed steps down (release "discard") on the MirrorDisk, with the power lost at disk
+ * operation `crashAt` of the step-down; then the node restarts and replays its log. */
+function discardCrash(crashAt: number | null, mode: CrashMode, bugs?: SqliteMachineBugs): { readonly rows: string; readonly used: number } {
+  const dataDir = newDir()
+  const disk = makeMirrorDisk({ seed: 9 })
+  const open = () => run(SqliteMachine.open({ dataDir, nodeId: 1, pageSize, fsync: "sync", disk: disk.service, bootSnapshot: null, ...(bugs !== undefined ? { bugs } : {}) }))
+  const machine = open()
+  const log: Array<Entry> = [{ kind: "barrier", term: 1, index: 1 }]
+  run(machine.apply(log[0]!))
+  const epoch = machine.nextEpoch()
+  const readPool = inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 })
+  const owner = run(machine.lead("main", 1, (databasePath): LeaderSlotOwner => ({
+    term: 1,
+    origin: { node: 1, epoch },
+    database: LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool, disk: disk.service })
+  })))
+  const database = owner.database
+  const commit = (sql: string, seq: number): Entry => {
+    database.commitLocally(() => database.writer.db.exec(sql))
+    const local = database.captureLocalCommit(seq)!
+    const data = encodeWriteEntry({ origin: { node: 1, epoch, seq }, previousChangeIndex: machine.lastChangeIndex("main"), database: "main", pageSet: local.pageSet })
+    return { kind: "command", term: 1, index: log.length + 1, data }
+  }
+  const commitAndApply = (sql: string, seq: number) => {
+    const entry = commit(sql, seq)
+    log.push(entry)
+    expect(run(machine.apply(entry))._tag).toBe("Own")
+  }
+  commitAndApply("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b BLOB); INSERT INTO t(a, b) VALUES (1, randomblob(3000))", 1)
+  commitAndApply("INSERT INTO t(a, b) VALUES (2, randomblob(5000))", 2)
+  // A checkpoint: the main file holds these, the WAL restarts.
+  expect(database.checkpoint().busy).toBe(false)
+  run(machine.checkpointed("main", owner))
+  commitAndApply("INSERT INTO t(a, b) VALUES (3, randomblob(7000))", 3)
+  commitAndApply("UPDATE t SET b = randomblob(100) WHERE a = 1", 4)
+  commit("INSERT INTO t(a, b) VALUES (666, randomblob(9000))", 5)
+  const opsBefore = disk.driver.ops()
+  if (crashAt !== null) disk.driver.crashAtOp(opsBefore + crashAt, mode)
+  try {
+    run(machine.release("main", owner, "discard", true))
+  } catch {
+    // The power went out during the step-down.
+  }
+  const used = disk.driver.ops() - opsBefore
+  machine.close()
+  if (crashAt !== null && !disk.driver.isCrashed()) disk.driver.crash(mode)
+  disk.driver.restart()
+  const restarted = open()
+  for (const entry of log) run(restarted.apply(entry))
+  run(restarted.sync)
+  const file = restarted.databasePath("main")
+  restarted.close()
+  return { rows: rowsOf(file), used }
+}
