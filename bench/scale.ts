@@ -188,6 +188,14 @@ function rawCopy(source: string, target: string, bytes: number): { seconds: numb
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!)
 
+/** Why a run of `gib` (a database of `databaseBytes`) cannot start with `freeBytes` free in
+ * `parent`, or null when it can. */
+export function roomRefusal(gib: number, databaseBytes: number, freeBytes: number, parent: string): string | null {
+  const neededBytes = databaseBytes * freeSpaceFactor + gibBytes
+  if (freeBytes >= neededBytes) return null
+  return `refusing to run: ${gib} GiB needs about ${(neededBytes / gibBytes).toFixed(1)} GiB free in ${parent} (3 nodes, a joiner and a raw copy), and ${(freeBytes / gibBytes).toFixed(1)} GiB are`
+}
+
 export function parseGib(text: string | undefined): number {
   const gib = Number(text)
   if (text === undefined || !Number.isFinite(gib) || gib <= 0 || gib > 64) throw new Error(`--gib wants a size in GiB from 0 to 64 (e.g. 0.1, 1, 4), not ${text ?? "nothing"}`)
@@ -209,11 +217,8 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   const transactions = Math.max(1, Math.ceil(databaseBytesTarget / (blobsPerTransaction * blobBytes)))
   const databaseBytes = transactions * blobsPerTransaction * blobBytes
   const free = fs.statfsSync(parent)
-  const freeBytes = free.bavail * free.bsize
-  const neededBytes = databaseBytes * freeSpaceFactor + gibBytes
-  if (freeBytes < neededBytes) {
-    throw new Error(`refusing to run: ${gib} GiB needs about ${(neededBytes / gibBytes).toFixed(1)} GiB free in ${parent} (3 nodes, a joiner and a raw copy), and ${(freeBytes / gibBytes).toFixed(1)} GiB are`)
-  }
+  const refusal = roomRefusal(gib, databaseBytes, free.bavail * free.bsize, parent)
+  if (refusal !== null) throw new Error(refusal)
   await ensureBundle(log)
   const dir = fs.mkdtempSync(path.join(parent, "tqlite-scale-"))
   const nodes: Array<NodeProcess> = []
