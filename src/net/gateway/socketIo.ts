@@ -86,14 +86,20 @@ export class FrameStream {
       this.pending = undefined
       return Effect.succeed(held)
     }
+    return this.bufferedFrameOr(() => this.readFrameLoop())
+  })
+
+  /** The next message already buffered, a framing error, or `more()` when none is whole yet
+   * (plain code, no Effect.try: this runs once per request). */
+  private bufferedFrameOr(more: () => Effect.Effect<Frame | null, SocketError | FramingError>): Effect.Effect<Frame | null, SocketError | FramingError> {
     let frame: Frame | undefined
     try {
       frame = this.decoder.next()
     } catch (error) {
       return Effect.fail(framingError(error))
     }
-    return frame !== undefined ? Effect.succeed(frame) : this.readFrameLoop()
-  })
+    return frame !== undefined ? Effect.succeed(frame) : more()
+  }
 
   /** Reads chunks until a whole message is buffered (nothing is, nor held, when called). */
   private readFrameLoop(): Effect.Effect<Frame | null, SocketError | FramingError> {
@@ -107,13 +113,7 @@ export class FrameStream {
         return Effect.succeed(null)
       }
       this.decoder.push(chunk)
-      let frame: Frame | undefined
-      try {
-        frame = this.decoder.next()
-      } catch (error) {
-        return Effect.fail(framingError(error))
-      }
-      return frame !== undefined ? Effect.succeed(frame) : this.readFrameLoop()
+      return this.bufferedFrameOr(() => this.readFrameLoop())
     })
   }
 
