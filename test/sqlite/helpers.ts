@@ -3,7 +3,11 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import Database from "better-sqlite3"
+import type { Entry } from "../../src/raft/types.ts"
 import type { SqliteDatabase } from "../../src/sqlite/openDatabase.ts"
+import { openDatabase } from "../../src/sqlite/openDatabase.ts"
+import { WalCapture } from "../../src/sqlite/WalCapture.ts"
+import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
 
 export const pageSize = 4096
 
@@ -71,5 +75,29 @@ export function seededRandom(seed: number): () => number {
     t = Math.imul(t ^ (t >>> 15), t | 1)
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** A real leader's database "main" in `dir` whose transactions become the Raft entries a writer
+ * would propose: `record()` captures what its WAL gained since the last call. `close()` when done. */
+export function recordingLeader(dir: string): { readonly leader: SqliteDatabase; readonly entries: Array<Entry>; record(): void; close(): void } {
+  const leaderPath = path.join(dir, "leader.db")
+  const leader = openDatabase(leaderPath, { pageSize })
+  const capture = new WalCapture({ databasePath: leaderPath, pageSize })
+  const entries: Array<Entry> = []
+  return {
+    leader,
+    entries,
+    record: () => {
+      for (const transaction of capture.capture()) {
+        const index = entries.length + 1
+        const data = encodeWriteEntry({ origin: { node: 9, epoch: 1, seq: index }, previousChangeIndex: index - 1, database: "main", pageSet: transaction })
+        entries.push({ kind: "command", term: 1, index, data })
+      }
+    },
+    close: () => {
+      capture.close()
+      leader.close()
+    }
   }
 }

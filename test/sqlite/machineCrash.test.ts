@@ -4,24 +4,21 @@
 // log from the index applied-state records, and ends with the reference content. Each crash point is proven by a bug of the durable-state code (SqliteMachineBugs) that
 // this sweep must catch.
 import fs from "node:fs"
-import path from "node:path"
 import Database from "better-sqlite3"
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { Entry } from "../../src/raft/types.ts"
 import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
 import { encodeManifest } from "../../src/sqlite/databaseSnapshot.ts"
-import { openDatabase } from "../../src/sqlite/openDatabase.ts"
 import type { SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
 import type { LeaderSlotOwner } from "../../src/sqlite/SqliteMachine.ts"
 import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
 import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
-import { WalCapture } from "../../src/sqlite/WalCapture.ts"
 import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
 import type { CrashMode } from "../sim/SimDisk.ts"
 import { makeMirrorDisk } from "../sim/MirrorDisk.ts"
-import { pageSize, seededRandom, tempDirectory } from "./helpers.ts"
+import { pageSize, recordingLeader, seededRandom, tempDirectory } from "./helpers.ts"
 
 /** A snapshot's bytes (the machine's format: manifest, then the images) as a chunked source. */
 const sourceOf = (meta: SnapshotSource["meta"], bytes: Uint8Array): SnapshotSource => ({
@@ -41,18 +38,8 @@ const newDir = () => {
 
 /** Entries of a real leader's workload, captured from its WAL as a writer proposes them. */
 function workload(dir: string, steps: number): Array<Entry> {
-  const leaderPath = path.join(dir, "leader.db")
-  const leader = openDatabase(leaderPath, { pageSize })
-  const capture = new WalCapture({ databasePath: leaderPath, pageSize })
+  const { leader, entries, record, close } = recordingLeader(dir)
   const random = seededRandom(11)
-  const entries: Array<Entry> = []
-  const record = () => {
-    for (const transaction of capture.capture()) {
-      const index = entries.length + 1
-      const data = encodeWriteEntry({ origin: { node: 9, epoch: 1, seq: index }, previousChangeIndex: index - 1, database: "main", pageSet: transaction })
-      entries.push({ kind: "command", term: 1, index, data })
-    }
-  }
   leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b BLOB)")
   record()
   for (let step = 0; step < steps; step++) {
@@ -60,8 +47,7 @@ function workload(dir: string, steps: number): Array<Entry> {
     else leader.prepare("UPDATE t SET b = randomblob(?) WHERE id % 3 = ?").run(1 + Math.floor(random() * 500), step % 3)
     record()
   }
-  capture.close()
-  leader.close()
+  close()
   return entries
 }
 

@@ -5,14 +5,11 @@ import fs from "node:fs"
 import path from "node:path"
 import { Effect, Exit, Fiber } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import type { Entry } from "../../src/raft/types.ts"
-import { openDatabase } from "../../src/sqlite/openDatabase.ts"
 import type { SqlFailure } from "../../src/sqlite/Sql.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
-import { WalCapture } from "../../src/sqlite/WalCapture.ts"
-import { decodeWriteEntry, encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
+import { decodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
 import { contentOf, exec, filesOf, integrityOf, makeCluster, query, rowsOf, session, simulate, sleepTicks } from "./clusterHelpers.ts"
-import { pageSize, seededRandom, tempDirectory } from "./helpers.ts"
+import { pageSize, recordingLeader, seededRandom, tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
 afterAll(() => dirs.forEach((d) => d.remove()))
@@ -128,18 +125,8 @@ describe("a follower crashing in the middle of applying", () => {
   it("replays from the index its file reflects and ends with the same bytes", async () => {
     const base = newDir()
     // Entries from a real leader: a workload captured from its WAL, as a writer would propose them.
-    const leaderPath = path.join(base, "leader.db")
-    const leader = openDatabase(leaderPath, { pageSize })
-    const capture = new WalCapture({ databasePath: leaderPath, pageSize })
+    const { leader, entries, record, close } = recordingLeader(base)
     const random = seededRandom(7)
-    const entries: Array<Entry> = []
-    const record = () => {
-      for (const transaction of capture.capture()) {
-        const index = entries.length + 1
-        const data = encodeWriteEntry({ origin: { node: 9, epoch: 1, seq: index }, previousChangeIndex: index - 1, database: "main", pageSet: transaction })
-        entries.push({ kind: "command", term: 1, index, data })
-      }
-    }
     leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b BLOB)")
     record()
     for (let step = 0; step < 60; step++) {
@@ -149,8 +136,7 @@ describe("a follower crashing in the middle of applying", () => {
       else leader.prepare("DELETE FROM t WHERE id % 4 = ?").run(step % 4)
       record()
     }
-    capture.close()
-    leader.close()
+    close()
     expect(entries.length).toBeGreaterThan(50)
     const last = entries.length
 
