@@ -3,6 +3,8 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import Database from "better-sqlite3"
+import { Effect } from "effect"
+import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
 import type { Entry } from "../../src/raft/types.ts"
 import type { SqliteDatabase } from "../../src/sqlite/openDatabase.ts"
 import { openDatabase } from "../../src/sqlite/openDatabase.ts"
@@ -99,5 +101,16 @@ export function recordingLeader(dir: string): { readonly leader: SqliteDatabase;
       capture.close()
       leader.close()
     }
+  }
+}
+
+/** A snapshot's bytes (the state machine's format: manifest, then the images) as a chunked
+ * source, as a store would hand it to `restore`. */
+export function snapshotSourceOf(meta: SnapshotSource["meta"], bytes: Uint8Array): SnapshotSource {
+  return {
+    meta,
+    sizeBytes: bytes.byteLength,
+    crc32c: 0,
+    read: (offset, lengthMax) => Effect.succeed(bytes.subarray(offset, Math.min(bytes.byteLength, offset + lengthMax)))
   }
 }

@@ -8,7 +8,6 @@ import Database from "better-sqlite3"
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { Entry } from "../../src/raft/types.ts"
-import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
 import { encodeManifest } from "../../src/sqlite/databaseSnapshot.ts"
 import type { SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
@@ -18,15 +17,7 @@ import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
 import type { CrashMode } from "../sim/SimDisk.ts"
 import { makeMirrorDisk } from "../sim/MirrorDisk.ts"
-import { pageSize, recordingLeader, seededRandom, tempDirectory } from "./helpers.ts"
-
-/** A snapshot's bytes (the machine's format: manifest, then the images) as a chunked source. */
-const sourceOf = (meta: SnapshotSource["meta"], bytes: Uint8Array): SnapshotSource => ({
-  meta,
-  sizeBytes: bytes.byteLength,
-  crc32c: 0,
-  read: (offset, lengthMax) => Effect.succeed(bytes.subarray(offset, Math.min(bytes.byteLength, offset + lengthMax)))
-})
+import { pageSize, recordingLeader, seededRandom, snapshotSourceOf, tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
 afterAll(() => dirs.forEach((d) => d.remove()))
@@ -87,7 +78,7 @@ function applyCrashReplay(options: {
   try {
     if (options.restoreAt !== undefined) {
       const meta = { index: options.restoreAt.index, term: 1, config: { members: [] } }
-      run(machine.restore(meta, sourceOf(meta, options.restoreAt.data)))
+      run(machine.restore(meta, snapshotSourceOf(meta, options.restoreAt.data)))
     }
     for (const entry of options.entries) {
       if (entry.index <= (options.restoreAt?.index ?? 0)) continue

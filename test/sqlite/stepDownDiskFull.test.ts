@@ -10,7 +10,7 @@ import path from "node:path"
 import Database from "better-sqlite3"
 import { Effect, Exit } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
-import type { SnapshotSink, SnapshotSource } from "../../src/actors/snapshotData.ts"
+import type { SnapshotSink } from "../../src/actors/snapshotData.ts"
 import type { DiskService } from "../../src/storage/Disk.ts"
 import { nodeDisk } from "../../src/storage/Disk.ts"
 import { DiskFull } from "../../src/storage/errors.ts"
@@ -19,7 +19,7 @@ import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import type { LeaderSlotOwner } from "../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
 import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
-import { pageSize, tempDirectory } from "./helpers.ts"
+import { pageSize, snapshotSourceOf, tempDirectory } from "./helpers.ts"
 
 const cleanups: Array<() => void> = []
 afterEach(() => {
@@ -153,8 +153,7 @@ describe("a step-down that meets a full disk", () => {
     cleanups.push(() => dir.remove())
     const copy = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 3, pageSize, fsync: "off", bootSnapshot: null }))
     const meta = { index: 10, term: 2, config: { members: [] } }
-    const source: SnapshotSource = { meta, sizeBytes: bytes.byteLength, crc32c: 0, read: (offset, lengthMax) => Effect.succeed(bytes.subarray(offset, Math.min(bytes.byteLength, offset + lengthMax))) }
-    await Effect.runPromise(copy.restore(meta, source))
+    await Effect.runPromise(copy.restore(meta, snapshotSourceOf(meta, bytes)))
     expect(rowsAfterRestart(copy)).toEqual({ rows: [1, 2, 3], integrity: "ok" })
   })
 })
