@@ -41,7 +41,7 @@ import { trace } from "../runtime/trace.ts"
 import { Effect } from "effect"
 import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import type { DiskService } from "../storage/Disk.ts"
-import { nodeDisk, runNow } from "../storage/Disk.ts"
+import { nodeDisk, runNow, unlinkIfExists } from "../storage/Disk.ts"
 
 export interface LeaderDatabaseOptions {
   readonly databasePath: string
@@ -371,7 +371,7 @@ export class LeaderDatabase {
       db.close()
     }
     for (const file of [`${this.databasePath}-wal`, `${this.databasePath}-shm`]) {
-      if (runNow(disk.exists(file))) runNow(disk.unlink(file))
+      runNow(unlinkIfExists(disk, file))
     }
     this.discardUnfinished = null
   }

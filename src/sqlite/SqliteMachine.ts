@@ -35,7 +35,7 @@ import { Effect } from "effect"
 import fs from "node:fs"
 import path from "node:path"
 import type { DiskService } from "../storage/Disk.ts"
-import { nodeDisk, runNow, withFile } from "../storage/Disk.ts"
+import { nodeDisk, runNow, unlinkIfExists, withFile } from "../storage/Disk.ts"
 import type { PreparedSnapshot, StateMachine } from "../actors/Applier.ts"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
@@ -476,14 +476,13 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   private switchTo(entries: ReadonlyArray<DatabaseEntry>, index: LogIndex, options: { readonly onlyOlder: boolean }): Effect.Effect<void, DiskFailure | PageFileError> {
     return Effect.gen(this, function*() {
       const disk = this.disk
-      const removeIfThere = (file: string) => Effect.flatMap(disk.exists(file), (there) => (there ? disk.unlink(file) : Effect.void))
       const byName = new Map(entries.map((entry) => [entry.name, entry]))
       for (const slot of [...this.slots.values()]) {
         if (byName.has(slot.name) || (options.onlyOlder && slot.fileIndex >= index)) continue
         this.ownCopy.close(slot.name)
         slot.applier?.close()
         // An unfinished discard's WAL goes with its file (the snapshot replaces both).
-        for (const file of [slot.path, `${slot.path}-wal`, `${slot.path}-shm`]) yield* removeIfThere(file)
+        for (const file of [slot.path, `${slot.path}-wal`, `${slot.path}-shm`]) yield* unlinkIfExists(disk, file)
         this.slots.delete(slot.name)
       }
       for (const entry of entries) {
@@ -496,8 +495,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         slot.discarding = null
         slot.changes++
         yield* disk.rename(`${slot.path}.tmp`, slot.path)
-        yield* removeIfThere(`${slot.path}-wal`)
-        yield* removeIfThere(`${slot.path}-shm`)
+        yield* unlinkIfExists(disk, `${slot.path}-wal`)
+        yield* unlinkIfExists(disk, `${slot.path}-shm`)
         slot.fileIndex = index
         slot.fileLastChangeIndex = entry.lastChangeIndex
         slot.lastChangeIndex = entry.lastChangeIndex
@@ -546,7 +545,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       // The own-copy reader goes first: its -shm mapping must not outlive the files below.
       this.ownCopy.close(name)
       for (const file of [`${slot.path}-wal`, `${slot.path}-shm`]) {
-        if (runNow(this.disk.exists(file))) runNow(this.disk.unlink(file))
+        runNow(unlinkIfExists(this.disk, file))
       }
       const owner = makeOwner(slot.path, slot.lastChangeIndex)
       slot.leads++

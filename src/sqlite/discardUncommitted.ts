@@ -17,7 +17,7 @@
 import { Effect } from "effect"
 import fs from "node:fs"
 import type { DiskFile, DiskService } from "../storage/Disk.ts"
-import { nodeDisk, runNow } from "../storage/Disk.ts"
+import { nodeDisk, runNow, unlinkIfExists } from "../storage/Disk.ts"
 import { assert } from "../assert.ts"
 import { PageFileError, WalCutError } from "./errors.ts"
 import type { SqliteDatabase } from "./openDatabase.ts"
@@ -180,7 +180,7 @@ function openIfExists(disk: DiskService, filePath: string): DiskFile | undefined
 function removeShm(disk: DiskService, databasePath: string): void {
   const shmPath = `${databasePath}-shm`
   fileCall(shmPath, "unlink", () => {
-    if (runNow(disk.exists(shmPath))) runNow(disk.unlink(shmPath))
+    runNow(unlinkIfExists(disk, shmPath))
   })
 }
 

@@ -68,6 +68,10 @@ export function runNow<A>(effect: Effect.Effect<A, DiskFailure>): A {
   throw Option.isSome(failure) ? failure.value : Cause.squash(exit.cause)
 }
 
+/** Removes `filePath` when it exists (an absent file is not an error). */
+export const unlinkIfExists = (disk: DiskService, filePath: string): Effect.Effect<void, DiskFailure> =>
+  Effect.flatMap(disk.exists(filePath), (there) => (there ? disk.unlink(filePath) : Effect.void))
+
 /** Opens `path`, runs `use`, and closes the file whatever happens. */
 export const withFile = <A, E, R>(
   disk: DiskService,

@@ -34,7 +34,7 @@ import { Packr } from "msgpackr"
 import { assert } from "../assert.ts"
 import type { SnapshotMeta } from "../raft/types.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
-import { Disk, ensureDir, withFile, writeFileAtomic } from "./Disk.ts"
+import { Disk, ensureDir, unlinkIfExists, withFile, writeFileAtomic } from "./Disk.ts"
 import { SnapshotCorrupted, SnapshotMissing } from "./errors.ts"
 import type { DiskFailure, SnapshotError } from "./errors.ts"
 import type { IncomingSnapshot, SnapshotInbox, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
@@ -380,7 +380,7 @@ function makeIncoming(args: {
       for (const name of yield* disk.list(dir)) {
         if (incomingPattern.test(name) && name !== keep) yield* disk.unlink(path.join(dir, name))
       }
-      if (keep === null && (yield* disk.exists(manifestPath))) yield* disk.unlink(manifestPath)
+      if (keep === null) yield* unlinkIfExists(disk, manifestPath)
     })
 
   const closeCurrent = Effect.suspend(() => {
@@ -430,7 +430,7 @@ function makeIncoming(args: {
         // A snapshot received whole and not adopted yet stays: the Raft actor may be about to.
         const keep = finished !== null && (finished.meta.index !== meta.index || finished.meta.term !== meta.term) ? incomingFileName(finished.meta.index, finished.meta.term) : null
         yield* discardAll(keep)
-        if (keep !== null && (yield* disk.exists(manifestPath))) yield* disk.unlink(manifestPath)
+        if (keep !== null) yield* unlinkIfExists(disk, manifestPath)
         const manifest: IncomingManifest = { index: meta.index, term: meta.term, config: encodeMembership(meta.config), sizeBytes, crc32c: dataCrc, syncedBytes: 0, syncedCrc: 0 }
         const handle = yield* disk.open(file, "write")
         yield* handle.truncate(0)
