@@ -285,14 +285,17 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
      * the pool serves it from a snapshot at least that fresh, off the main thread. */
     const inline = options.inlineBoundedReads ?? true
     const boundedReads = new Map<string, BoundedReads>()
+    /** The read run at once on the committed view when its plan bounds it (boundedReads.ts);
+     * undefined, nothing run, otherwise. Throws what SQLite throws. */
+    const runIfBounded = (name: string, database: LeaderDatabase, sql: string, params: ReadonlyArray<SqlValue>): StatementOutcome | undefined => {
+      let bounded = boundedReads.get(name)
+      if (bounded === undefined) boundedReads.set(name, bounded = new BoundedReads(limits.statementCacheMax))
+      return bounded.isBounded(database.committedView, sql) ? database.committedView.run(sql, params) : undefined
+    }
     const readOnView = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> =>
       Effect.zipRight(writerFor(name), Effect.flatten(onCommittedView(name, (database): Effect.Effect<StatementOutcome, SqlFailure> => {
-        if (inline) {
-          let bounded = boundedReads.get(name)
-          if (bounded === undefined) boundedReads.set(name, bounded = new BoundedReads(limits.statementCacheMax))
-          if (bounded.isBounded(database.committedView, sql)) return Effect.succeed(database.committedView.run(sql, params))
-        }
-        return database.read(sql, params)
+        const now = inline ? runIfBounded(name, database, sql, params) : undefined
+        return now !== undefined ? Effect.succeed(now) : database.read(sql, params)
       })))
 
     /** `readOnView` at once, when it would run at once: this term's writer exists, the lease holds
@@ -305,9 +308,8 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
       const read = raft.readNow((sm) =>
         sm.withCommittedView(name, (database): Either.Either<StatementOutcome, SqlFailure> | undefined => {
           try {
-            let bounded = boundedReads.get(name)
-            if (bounded === undefined) boundedReads.set(name, bounded = new BoundedReads(limits.statementCacheMax))
-            return bounded.isBounded(database.committedView, sql) ? Either.right(database.committedView.run(sql, params)) : undefined
+            const now = runIfBounded(name, database, sql, params)
+            return now === undefined ? undefined : Either.right(now)
           } catch (cause) {
             return Either.left(toSqlError(cause))
           }
