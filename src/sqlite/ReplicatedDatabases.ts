@@ -329,7 +329,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
           if (invalid !== null) return yield* new SqlError({ code: sqliteMisuseCode, message: invalid })
         }
         // A session with a read level: its single read-only autocommit statements are served by
-        // this node when it does not lead (the wire's tqlite-read levels, net/gateway/readLevel.ts).
+        // this node when it does not lead (the wire's tqlite-read levels, net/protocol/readLevel.ts).
         const ownCopy = level === undefined
           ? null
           : (sql: string, params: ReadonlyArray<SqlValue>) =>

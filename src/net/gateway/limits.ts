@@ -1,7 +1,7 @@
 // Every bound of the gateway, named and validated together.
 import { assert } from "../../assert.ts"
-import { headerBytes, rowsBatchBytesTarget, welcomeHeartbeatTimeoutMsDefault, wordBytes } from "./codes.ts"
-import { messageBytesMaxDefault, messageBytesMaxLimit } from "./framing.ts"
+import { headerBytes, rowsBatchBytesTarget, welcomeHeartbeatTimeoutMsDefault, wordBytes } from "../protocol/codes.ts"
+import { messageBytesMaxDefault, messageBytesMaxLimit } from "../protocol/framing.ts"
 
 export interface GatewayLimits {
   /** Largest request (header + body) accepted; a header announcing more closes the connection
