@@ -35,7 +35,7 @@ import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader, SqlStale } from "./
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementSpan } from "./statements.ts"
-import { changesRows, classifyStatement, firstStatement, isRelease, mainVerb, parameterSlots, splitStatements } from "./statements.ts"
+import { changesRows, classifyStatement, isRelease, mainVerb, parameterSlots, splitStatements } from "./statements.ts"
 
 export interface ReplicatedDatabasesOptions {
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
@@ -631,7 +631,7 @@ class Session {
   ) {
     this.api = {
       database,
-      prepare: (sql) => this.prepare(sql),
+      prepare: (statement) => this.prepare(statement),
       exec: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, this.bind(info, params)), (o) => o.exec)),
       query: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, this.bind(info, params)), (o) => o.rows)),
       finalize: (id) =>
@@ -670,12 +670,11 @@ class Session {
     return values
   }
 
-  private prepare(sql: string): Effect.Effect<Prepared, SqlFailure> {
+  private prepare(statement: StatementSpan): Effect.Effect<Prepared, SqlFailure> {
     return Effect.gen(this, function*() {
-      // The gateway hands over the first statement already (its tail stays there).
-      const first = firstStatement(sql)?.statement
-      if (first === undefined) return yield* new SqlError({ code: sqliteMisuseCode, message: "no SQL statement to prepare" })
-      const info = yield* this.compile(first.text, first.end)
+      // The caller split the text (the gateway's PREPARE); splitting it again here would only
+      // find the same statement.
+      const info = yield* this.compile(statement.text, statement.end)
       this.statements.set(info.id, info)
       return info
     })

@@ -302,7 +302,7 @@ export class ClientSession {
       if (stmtId === null) {
         return this.fail({ code: ErrorCode.error, message: `too many prepared statements (at most ${this.limits.statementsMax} per connection)` })
       }
-      return Effect.matchEffect(session.prepare(first.statement.text), {
+      return Effect.matchEffect(session.prepare(first.statement), {
         onFailure: (error) => this.fail(failureOfSql(error)),
         onSuccess: (prepared) => {
           this.statements.set(stmtId, { prepared })
