@@ -28,12 +28,14 @@ import { lockDataDir } from "./dataDirLock.ts"
 import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 import { checkNoUnfinishedRepair } from "./repair.ts"
+import type { NodeBoundsOverrides } from "../limits.ts"
+import { checkNodeBounds, nodeBoundsDefault } from "../limits.ts"
 
 /** The driver's tick when none is given. With the core's default electionTicks (10, each node
  * drawing its timeout from [10, 20) ticks) a leader's death is noticed after 0.5–1 s, and its
  * heartbeats (every tick) come ten times per shortest election timeout. Measured
  * (`npm run bench -- failover`, docs/performance.md): 100 ms ticks cost 1.7–2 s per failover. */
-export const defaultTickMs = 50
+export const defaultTickMs = nodeBoundsDefault.raftActor.tickMs
 
 export interface NodeOptions<R, SM> {
   readonly dataDir: string
@@ -73,8 +75,31 @@ export interface TqliteNode<R, SM> {
   }
 }
 
+/** The node's options as overrides of the bounds table (src/limits.ts). */
+export function boundsOverridesOf(options: {
+  readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
+  readonly tickMs?: number
+  readonly snapshotEveryEntries?: number
+  readonly requestTimeoutMs?: number
+  readonly segmentBytesMax?: number
+}): NodeBoundsOverrides {
+  const { bugs: _bugs, ...raft } = options.raft ?? {}
+  return {
+    raft,
+    raftActor: {
+      ...(options.tickMs !== undefined ? { tickMs: options.tickMs } : {}),
+      ...(options.snapshotEveryEntries !== undefined ? { snapshotEveryEntries: options.snapshotEveryEntries } : {}),
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {})
+    },
+    log: options.segmentBytesMax !== undefined ? { segmentBytesMax: options.segmentBytesMax } : {}
+  }
+}
+
 export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNode<R, SM>, unknown, Scope.Scope | Disk> =>
   Effect.gen(function*() {
+    // Cross-layer relations between bounds (src/limits.ts) are checked before anything opens;
+    // those of the SQL surface by SqlNode, which knows its bounds.
+    yield* checkNodeBounds(boundsOverridesOf(options), { sql: false })
     yield* lockDataDir(options.dataDir)
     yield* checkNoUnfinishedRepair(options.dataDir)
     const { identity, created } = yield* loadOrCreateIdentity(options.dataDir, options.address, () => ({
@@ -143,10 +168,10 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
         send: transport.send
       },
       tickMs,
-      snapshotEveryEntries: options.snapshotEveryEntries ?? 10_000,
-      mailboxCapacity: 4096,
-      batchMax: 512,
-      requestTimeoutMs: options.requestTimeoutMs ?? 10_000
+      snapshotEveryEntries: options.snapshotEveryEntries ?? nodeBoundsDefault.raftActor.snapshotEveryEntries,
+      mailboxCapacity: nodeBoundsDefault.raftActor.mailboxCapacity,
+      batchMax: nodeBoundsDefault.raftActor.batchMax,
+      requestTimeoutMs: options.requestTimeoutMs ?? nodeBoundsDefault.raftActor.requestTimeoutMs
     })
     // Who was heard when: a follower's contact with its leader, a leader's with its voters.
     yield* transport.serve((envelope) => Effect.zipRight(contact.heard(envelope.message.from), raft.deliver(envelope)))

@@ -29,6 +29,7 @@ import type { TqliteNode } from "./Node.ts"
 import * as Node from "./Node.ts"
 import * as Leadership from "./leadership.ts"
 import * as RoleManager from "./roles/RoleManager.ts"
+import { checkNodeBounds } from "../limits.ts"
 
 export interface SqlNodeOptions {
   readonly dataDir: string
@@ -73,6 +74,10 @@ export interface SqlNode {
 export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, Scope.Scope | Disk> =>
   Effect.gen(function*() {
     const tickMs = options.tickMs ?? Node.defaultTickMs
+    // Every bound the node will run with, its cross-layer relations checked before anything
+    // opens (src/limits.ts); Node.make checks its own part again.
+    const nodeOverrides = Node.boundsOverridesOf({ tickMs, ...options.storage })
+    const bounds = yield* checkNodeBounds({ ...nodeOverrides, ...(options.sqlite !== undefined ? { sqlite: options.sqlite } : {}) })
     const slot = makeClientHandlerSlot()
     const joining = options.join.length > 0
     const found = yield* readIdentity(options.dataDir)
@@ -85,7 +90,7 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
       start: cluster === null ? { _tag: "Bootstrap" } : { _tag: "Join", clusterId: cluster.clusterId },
       stateMachine: (identity, snapshot) =>
         Effect.acquireRelease(
-          SqliteMachine.open({ dataDir: path.join(options.dataDir, "sqlite"), nodeId: identity.nodeId, pageSize: 4096, fsync: "sync", disk, bootSnapshot: snapshot }),
+          SqliteMachine.open({ dataDir: path.join(options.dataDir, "sqlite"), nodeId: identity.nodeId, pageSize: bounds.sqlite.pageSize, fsync: "sync", disk, bootSnapshot: snapshot }),
           (machine) => Effect.sync(() => machine.close())
         ),
       tickMs,

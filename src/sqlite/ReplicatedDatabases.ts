@@ -89,6 +89,12 @@ export interface ReplicatedDatabases extends SqlDatabases {
 
 const databaseNameBytesMax = 1024
 
+/** Statement texts whose split and description (parameters, read-only or not) the node keeps,
+ * shared by every session: a client's working set of distinct statements is far smaller, and
+ * each entry is a few hundred bytes, so a full cache stays under a megabyte (listed in
+ * src/limits.ts with every other bound). */
+export const statementDescriptionsMax = 2048
+
 export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<ReplicatedDatabases, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { raft, machine } = options
@@ -96,7 +102,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const writers = new Map<string, LeaderWriter>()
     const creating = new Map<string, Deferred.Deferred<LeaderWriter, SqlFailure>>()
     const proposalKiB = new ProposalBudget(Math.floor(logRecordBytesMax / 1024))
-    const statementCache = new StatementCache(2048)
+    const statementCache = new StatementCache(statementDescriptionsMax)
     const scope = yield* Effect.scope
     const readPool = options.readPool ?? workerReadPool(limits)
 
