@@ -29,10 +29,11 @@ import { toSqlError } from "./connection.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
 import type { SqliteLimits } from "./limits.ts"
 import type { ExecResult, SqlFailure, SqlValue } from "./Sql.ts"
-import { SqlBusy, SqlError, SqlNotLeader } from "./Sql.ts"
+import { SqlError, SqlNotLeader } from "./Sql.ts"
 import { sqliteTooBigCode } from "./sqliteCodes.ts"
 import type { LeaderSlotOwner, SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { encodeWriteEntry } from "./writeEntry.ts"
+import { sqlFailureOfLeadershipCheck } from "./raftFailures.ts"
 import type { Isolation, LocalCommitResult, Outcome, ProposalOutcome, WriterEffect, WriterInput, WriterState, WriterStats } from "./writerCore.ts"
 import { initialWriterState, leaseActive, writerStep } from "./writerCore.ts"
 import { trace } from "../runtime/trace.ts"
@@ -394,7 +395,7 @@ export class LeaderWriter implements LeaderSlotOwner {
           let failure: SqlFailure | null = null
           if (exit._tag === "Failure") {
             const error = exit.cause._tag === "Fail" ? exit.cause.error : null
-            failure = error?._tag === "NotLeader" ? new SqlNotLeader({ leader: error.leader, message: error.detail }) : new SqlBusy({ message: `could not confirm leadership: ${error?._tag ?? "defect"}` })
+            failure = sqlFailureOfLeadershipCheck(error)
           }
           this.drive({ _tag: "Confirmed", failure, nowMs: this.nowMs() })
         })

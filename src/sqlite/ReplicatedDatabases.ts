@@ -18,10 +18,10 @@ import { AssertionError } from "../assert.ts"
 import type { RaftNode, ReadConsistency } from "../actors/RaftActor.ts"
 import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
 import { isDiskFull, whereOf } from "../actors/DiskFullWatch.ts"
-import type { RaftRequestError } from "../actors/raftErrors.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { tooManyValuesError, toSqlError } from "./connection.ts"
 import { LeaderDatabase } from "./LeaderDatabase.ts"
+import { sqlFailureOfOwnCopyRead, sqlFailureOfRaft } from "./raftFailures.ts"
 import { BoundedReads } from "./boundedReads.ts"
 import type { ReadPoolService } from "./readPool/ReadPool.ts"
 import { workerReadPool } from "./readPool/ReadPool.ts"
@@ -31,7 +31,7 @@ import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
 import type { SqliteLimits } from "./limits.ts"
 import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
 import type { ExecResult, OpenOptions, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
-import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader, SqlStale } from "./Sql.ts"
+import { SqlBusy, SqlError, SqlNotLeader, SqlStale } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementSpan } from "./statements.ts"
@@ -284,7 +284,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
             }
           }) ?? Exit.fail(new SqlNotLeader({ leader: null, message: `${name} is not led by this node any more` }))
         )
-        .pipe(Effect.mapError(fromRaftError), Effect.flatten)
+        .pipe(Effect.mapError(sqlFailureOfRaft), Effect.flatten)
 
     /** A client read: dispatched to the database's reader pool once leadership is confirmed
      * (raft.read: the lease, or a ReadIndex round) and everything committed before it applied;
@@ -352,7 +352,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         // Asked through Raft (leadership confirmed by the lease or a ReadIndex round, everything
         // committed before it applied), so a database created just before the dump is found even
         // on a leader that has just won, and an unknown name does not create one.
-        const known = yield* raft.read((sm) => sm.databaseNames().includes(name)).pipe(Effect.mapError(fromRaftError))
+        const known = yield* raft.read((sm) => sm.databaseNames().includes(name)).pipe(Effect.mapError(sqlFailureOfRaft))
         if (!known) return null
         // The writer's committed view exists only once this term's barrier is applied.
         yield* writerFor(name)
@@ -421,7 +421,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         // decided after the wait
       }
       const level: ReadConsistency = ownCopyReadsAtOnce ? { level: "local" } : consistency
-      const waited = raft.read(query, level).pipe(Effect.mapError((error) => fromOwnCopyReadError(error, consistency, raft.id)), Effect.flatten)
+      const waited = raft.read(query, level).pipe(Effect.mapError((error) => sqlFailureOfOwnCopyRead(error, consistency, raft.id)), Effect.flatten)
       if (consistency.level !== "session") return waited
       // Bounded wait for the session's index, then a typed answer (Raft's own request timeout
       // would also end it, later and as "busy").
@@ -431,7 +431,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
       })
     }
 
-    const readIndex = Effect.mapError(raft.readIndex, fromRaftError)
+    const readIndex = Effect.mapError(raft.readIndex, sqlFailureOfRaft)
     const appliedIndex = Effect.sync(() => machine.appliedIndex)
 
     return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage, cannotLead: cannotLeadNow, read, readIndex, appliedIndex }
@@ -518,30 +518,6 @@ export function invalidConsistency(consistency: ReadConsistency): string | null 
 
 /** SQLITE_INTERRUPT: a read stopped at its time limit (as the reader threads answer). */
 const sqliteInterruptCode = 9
-
-/** A failed own-copy read: the level's own refusals typed, the rest as any Raft request. */
-function fromOwnCopyReadError(error: RaftRequestError, consistency: ReadConsistency, nodeId: number): SqlFailure {
-  if (error._tag === "ReplicaStale") return new SqlStale({ reason: "lag", message: error.detail })
-  if (error._tag === "RequestTimeout" && consistency.level === "session") {
-    return new SqlStale({ reason: "session", message: `node ${nodeId} did not apply index ${consistency.index} within ${error.timeoutMs} ms` })
-  }
-  return fromRaftError(error)
-}
-
-function fromRaftError(error: RaftRequestError): SqlFailure {
-  switch (error._tag) {
-    case "NotLeader":
-      return new SqlNotLeader({ leader: error.leader, message: error.detail })
-    case "Overloaded":
-      return new SqlBusy({ message: error.detail })
-    case "RequestTimeout":
-      return new SqlBusy({ message: `no answer within ${error.timeoutMs} ms` })
-    case "StorageFull":
-      return new SqlError({ code: sqliteFullCode, message: error.detail })
-    default:
-      return new SqlLeadershipLost({ message: error._tag })
-  }
-}
 
 interface SessionContext {
   /** Set for a session opened with a read level: serves a read-only statement text from this
