@@ -450,18 +450,19 @@ export class LeaderWriter implements LeaderSlotOwner {
     // Only these can answer a proposal; anything else (a request error of another kind, a defect)
     // is a bug.
     switch (error?._tag) {
-      case "NotLeader":
+      case "RaftNotLeader":
       case "ProposalDropped":
       case "StorageFull":
       case "Overloaded":
-      case "RequestTimeout":
+      case "RaftRequestTimeout":
       case "OutcomeUnknown": {
         const known = error
         return Effect.map(this.options.raft.status, (status): ProposalOutcome => ({
           _tag: "Failed",
-          error: known._tag,
-          detail: known._tag === "ProposalDropped" ? `index ${known.index}` : known._tag === "RequestTimeout" ? `${known.timeoutMs} ms` : known.detail,
-          leader: known._tag === "NotLeader" ? known.leader : null,
+          // The writer's core has its own words for a failed proposal (its script tests use them).
+          error: known._tag === "RaftNotLeader" ? "NotLeader" : known._tag === "RaftRequestTimeout" ? "RequestTimeout" : known._tag,
+          detail: known._tag === "ProposalDropped" ? `index ${known.index}` : known._tag === "RaftRequestTimeout" ? `${known.timeoutMs} ms` : known.detail,
+          leader: known._tag === "RaftNotLeader" ? known.leader : null,
           stillLeader: status.role === "leader" && status.term === this.term
         }))
       }

@@ -14,11 +14,11 @@ import { sqliteFullCode } from "./sqliteCodes.ts"
  * SQLITE_FULL; anything else (leadership moved while it ran) → SqlLeadershipLost. */
 export function sqlFailureOfRaft(error: RaftRequestError): SqlFailure {
   switch (error._tag) {
-    case "NotLeader":
+    case "RaftNotLeader":
       return new SqlNotLeader({ leader: error.leader, message: error.detail })
     case "Overloaded":
       return new SqlBusy({ message: error.detail })
-    case "RequestTimeout":
+    case "RaftRequestTimeout":
       return new SqlBusy({ message: `no answer within ${error.timeoutMs} ms` })
     case "StorageFull":
       return new SqlError({ code: sqliteFullCode, message: error.detail })
@@ -30,8 +30,8 @@ export function sqlFailureOfRaft(error: RaftRequestError): SqlFailure {
 /** A read from this node's own copy at a read level: the level's own refusals typed (a stale
  * replica, a session index not reached in time), the rest as any Raft request. */
 export function sqlFailureOfOwnCopyRead(error: RaftRequestError, consistency: ReadConsistency, nodeId: number): SqlFailure {
-  if (error._tag === "ReplicaStale") return new SqlStale({ reason: "lag", message: error.detail })
-  if (error._tag === "RequestTimeout" && consistency.level === "session") {
+  if (error._tag === "RaftReplicaStale") return new SqlStale({ reason: "lag", message: error.detail })
+  if (error._tag === "RaftRequestTimeout" && consistency.level === "session") {
     return new SqlStale({ reason: "session", message: `node ${nodeId} did not apply index ${consistency.index} within ${error.timeoutMs} ms` })
   }
   return sqlFailureOfRaft(error)
@@ -40,7 +40,7 @@ export function sqlFailureOfOwnCopyRead(error: RaftRequestError, consistency: Re
 /** The writer's leadership check before it serves from its committed view failed: not leader →
  * SqlNotLeader; anything else (`error` null: a defect) → SqlBusy, since nothing was done. */
 export function sqlFailureOfLeadershipCheck(error: RaftRequestError | null): SqlFailure {
-  return error?._tag === "NotLeader"
+  return error?._tag === "RaftNotLeader"
     ? new SqlNotLeader({ leader: error.leader, message: error.detail })
     : new SqlBusy({ message: `could not confirm leadership: ${error?._tag ?? "defect"}` })
 }
