@@ -20,6 +20,7 @@ import { entryHeaderBytes } from "./raft/types.ts"
 import type { SqliteLimits } from "./sqlite/limits.ts"
 import { defaultSqliteLimits, entryOverheadBytesMax, logRecordBytesMax as sqliteLogRecordBytesMax } from "./sqlite/limits.ts"
 import { writeEntryHeaderBytes } from "./sqlite/writeEntry.ts"
+import { messageBytesMaxLimit } from "./net/protocol/framing.ts"
 import { recordPayloadBytesMax } from "./storage/format.ts"
 import { persistBytesMax, persistEntriesMax } from "./storage/LogStore.ts"
 import { segmentBytesMaxDefault } from "./storage/SegmentLog.ts"
@@ -40,6 +41,15 @@ export interface RaftActorBounds {
   readonly tickMs: number
 }
 
+/** Bounds of what crosses the dqlite wire beyond one request (src/net/protocol). */
+export interface WireBounds {
+  /** The largest DUMP answer `tqlite dump` accepts: the client holds it in memory as one FILES
+   * message (the database's committed image, whole). */
+  readonly dumpBytesMax: number
+  /** The largest message a dqlite header can announce: 8 + 8 × (2^32 − 1) bytes. */
+  readonly messageBytesMaxLimit: number
+}
+
 /** The log's bounds (src/storage). */
 export interface LogBounds {
   /** Bytes (as `entrySizeBytes` counts them) of one persist call, written as one record. */
@@ -58,6 +68,7 @@ export interface NodeBounds {
   readonly peers: PeerLimits
   readonly gateway: GatewayLimits
   readonly sqlite: SqliteLimits
+  readonly wire: WireBounds
 }
 
 const { id: _id, seed: _seed, ...raftDefaults } = defaultRaftConfig(1)
@@ -81,7 +92,10 @@ export const nodeBoundsDefault: NodeBounds = {
   log: { persistBytesMax, persistEntriesMax, segmentBytesMax: segmentBytesMaxDefault, recordPayloadBytesMax },
   peers: defaultPeerLimits,
   gateway: gatewayLimitsDefault,
-  sqlite: defaultSqliteLimits
+  sqlite: defaultSqliteLimits,
+  // 1 GiB: a database that size is dumped in one message a client can still hold; beyond it the
+  // dump is refused by the client's frame bound (the leader's image is not split in chunks).
+  wire: { dumpBytesMax: 1024 * 1024 * 1024, messageBytesMaxLimit }
 }
 
 /** Fixed bounds kept beside their code, listed here so this table is the whole picture. */
@@ -93,6 +107,10 @@ export { chunkOverheadBytes } from "./net/peers/limits.ts"
 export const entryEncodingOverheadBytes = 64
 /** Bytes an AppendEntries envelope adds around its entries (from, to, term, indexes); generous. */
 export const envelopeOverheadBytes = 4096
+
+/** Bytes a DUMP's FILES answer adds around the image: header, count, two names (each at most a
+ * database name of 1 KiB) and their sizes, word padding; generous. */
+export const dumpAnswerOverheadBytes = 8 * 1024
 
 /** The largest Raft entry the SQL surface proposes: a transaction's (or a group-commit batch's)
  * pages with the write entry's header and names, as the Raft core counts it. */
@@ -167,6 +185,14 @@ export const relations: ReadonlyArray<Relation> = [
     explain: (b) => `raft.uncommittedBytesMax ${mib(b.raft.uncommittedBytesMax)} is less than one largest write entry (${mib(largestWriteEntryBytes(b))})`
   },
   {
+    // A DUMP answer is one FILES message: the database image and its (empty) WAL, each named
+    // and padded to whole words. The largest the client accepts must be announceable.
+    name: "wire message holds the largest DUMP",
+    sql: false,
+    holds: (b) => b.wire.dumpBytesMax + dumpAnswerOverheadBytes <= b.wire.messageBytesMaxLimit,
+    explain: (b) => `wire.dumpBytesMax ${mib(b.wire.dumpBytesMax)} plus a FILES answer's framing is more than a dqlite header can announce (${mib(b.wire.messageBytesMaxLimit)})`
+  },
+  {
     // The actor drains at most batchMax messages per step from its mailbox.
     name: "Raft actor batch within its mailbox",
     sql: false,
@@ -214,6 +240,7 @@ export interface NodeBoundsOverrides {
   readonly peers?: Partial<PeerLimits>
   readonly gateway?: Partial<GatewayLimits>
   readonly sqlite?: Partial<SqliteLimits>
+  readonly wire?: Partial<WireBounds>
 }
 
 /** The defaults with `overrides` laid over them, each section replaced key by key. */
@@ -225,7 +252,8 @@ export function nodeBounds(overrides: NodeBoundsOverrides = {}): NodeBounds {
     log: { ...d.log, ...overrides.log },
     peers: { ...d.peers, ...overrides.peers },
     gateway: { ...d.gateway, ...overrides.gateway },
-    sqlite: { ...d.sqlite, ...overrides.sqlite }
+    sqlite: { ...d.sqlite, ...overrides.sqlite },
+    wire: { ...d.wire, ...overrides.wire }
   }
 }
 

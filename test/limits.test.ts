@@ -21,6 +21,7 @@ const breaking: ReadonlyArray<readonly [string, NodeBoundsOverrides]> = [
   ["record format holds a persist", { log: { recordPayloadBytesMax: 16 * mib } }],
   ["peer frame holds the largest AppendEntries", { peers: { frameBytesMax: 16 * mib } }],
   ["uncommitted bound holds the largest write entry", { raft: { uncommittedBytesMax: 16 * mib } }],
+  ["wire message holds the largest DUMP", { wire: { dumpBytesMax: 40 * 1024 * mib } }],
   ["Raft actor batch within its mailbox", { raftActor: { batchMax: 8192 } }],
   ["request timeout outlives an election", { raftActor: { requestTimeoutMs: 6_000, tickMs: 300 } }],
   ["SQL commit wait outlasts Raft's request timeout", { sqlite: { commitTimeoutMs: 5_000 } }],
