@@ -11,8 +11,8 @@ import os from "node:os"
 import path from "node:path"
 import { Effect, FiberRef, HashMap, RuntimeFlagsPatch, RuntimeFlags, Supervisor } from "effect"
 import type { Fiber } from "effect"
-import { listen } from "../src/net/gateway/Gateway.ts"
 import { make as makeClient } from "../src/net/client/Client.ts"
+import { listenForClients } from "../test/net/gateway/harness.ts"
 import { SqliteCluster } from "../test/sim/full/SqliteCluster.ts"
 import { Prng } from "../test/sim/Prng.ts"
 import { option, runWriters } from "./load.ts"
@@ -123,8 +123,8 @@ async function measureReads(dir: string, readers: number, seconds: number): Prom
         describe: Effect.succeed({ failureDomain: 0n, weight: 0n }),
         setWeight: () => Effect.void
       }
-      // The connection fibers (forked by the listener) count as "gateway": a lease read runs in them.
-      const server = yield* Effect.locally(listen({ address: "127.0.0.1:0", databases: leader.dbs, cluster }), sideRef, "gateway")
+      // Served as a node serves clients (the peers' listener hands them over). The connection fibers (forked by the listener) count as "gateway": a lease read runs in them.
+      const server = yield* Effect.locally(listenForClients({ databases: leader.dbs, cluster }), sideRef, "gateway")
       address = server.address
       const client = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.locally(effect, sideRef, "client")
       const db = yield* client(makeClient({ servers: [address], database: "bench", connectionsMax: readers }))

@@ -32,7 +32,7 @@ import * as LogWriter from "./LogWriter.ts"
 import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
 import { SnapshotSkipped } from "./snapshotData.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
-import { ChangePending, InvalidRequest, NotLeader, OutcomeUnknown, Overloaded, ProposalDropped, ReplicaStale, RequestTimeout, StorageFull } from "./raftErrors.ts"
+import { ChangePending, InvalidRequest, RaftNotLeader, OutcomeUnknown, Overloaded, ProposalDropped, RaftReplicaStale, RaftRequestTimeout, StorageFull } from "./raftErrors.ts"
 import * as Ticker from "../runtime/Ticker.ts"
 import { trace, traceMessage } from "../runtime/trace.ts"
 
@@ -120,7 +120,7 @@ export interface PeerStatus {
  * - `session`: reflects everything up to `index` (the caller's last write): waits until this
  *   node has applied it.
  * - `bounded`: at most `maxLagMs` behind the leader, as of the last message this node processed
- *   from it (plus that message's time on the network); fails with ReplicaStale past it. On the
+ *   from it (plus that message's time on the network); fails with RaftReplicaStale past it. On the
  *   leader: linearizable.
  * - `local`: whatever this node has applied, at once. */
 export type ReadConsistency =
@@ -660,7 +660,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           for (const [reply, { deadlineMs }] of pending) {
             if (deadlineMs > nowMs) continue
             pending.delete(reply)
-            Deferred.unsafeDone(reply, Exit.fail(new RequestTimeout({ timeoutMs: options.requestTimeoutMs })))
+            Deferred.unsafeDone(reply, Exit.fail(new RaftRequestTimeout({ timeoutMs: options.requestTimeoutMs })))
           }
         })
       ),
@@ -671,7 +671,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       Effect.sync(() => {
         const detail = `node ${id} has stopped`
         for (const [reply, { writes }] of pending) {
-          Deferred.unsafeDone(reply, Exit.fail(writes ? new OutcomeUnknown({ detail }) : new NotLeader({ leader: null, detail })))
+          Deferred.unsafeDone(reply, Exit.fail(writes ? new OutcomeUnknown({ detail }) : new RaftNotLeader({ leader: null, detail })))
         }
         pending.clear()
       })
@@ -705,7 +705,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
      * applier has published everything committed. */
     const readsAtOnce = (applied: LogIndex): boolean => applied >= core.log.committed && leaseHoldsNow()
 
-    /** Waits for `reply`, answered RequestTimeout by the sweeper past the request timeout. The
+    /** Waits for `reply`, answered RaftRequestTimeout by the sweeper past the request timeout. The
      * node's own clock, as the sweeper's (a caller's fiber may run on another). */
     const awaitReply = <A>(reply: Deferred.Deferred<A, RaftRequestError>, writes: boolean): Effect.Effect<A, RaftRequestError> =>
       Effect.suspend(() => {
@@ -731,7 +731,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         return raft.trySend(make(reply)).pipe(
           Effect.catchTags({
             MailboxFull: () => Effect.fail(new Overloaded({ detail: `node ${id} mailbox is full` })),
-            ActorStopped: () => Effect.fail(new NotLeader({ leader: null, detail: `node ${id} has stopped` }))
+            ActorStopped: () => Effect.fail(new RaftNotLeader({ leader: null, detail: `node ${id} has stopped` }))
           }),
           Effect.zipRight(awaitReply(reply, writes))
         )
@@ -779,7 +779,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
               if (core.role === "leader") break
               const ageMs = leaderContactMs === null ? Infinity : monotonicMs() - leaderContactMs
               if (!(ageMs <= consistency.maxLagMs) && options.config.bugs?.boundedIgnoresLag !== true) {
-                return Effect.fail(new ReplicaStale({ maxLagMs: consistency.maxLagMs, detail: leaderContactMs === null ? `node ${id} has not heard from a leader this term` : `node ${id} last heard from its leader ${Math.round(ageMs)} ms ago` }))
+                return Effect.fail(new RaftReplicaStale({ maxLagMs: consistency.maxLagMs, detail: leaderContactMs === null ? `node ${id} has not heard from a leader this term` : `node ${id} last heard from its leader ${Math.round(ageMs)} ms ago` }))
               }
               return readAt(applied, core.leaderCommit, query)
             }
@@ -844,7 +844,7 @@ function rejection(reason: RejectReason, leader: NodeId | null, detail: string):
   switch (reason) {
     case "not-leader":
     case "transferring":
-      return new NotLeader({ leader, detail })
+      return new RaftNotLeader({ leader, detail })
     case "overloaded":
       return new Overloaded({ detail })
     case "config-pending":

@@ -3,7 +3,7 @@ import { Data } from "effect"
 import type { NodeId } from "../raft/types.ts"
 
 /** Not the leader (or leadership is moving): retry on `leader` when known. */
-export class NotLeader extends Data.TaggedError("NotLeader")<{ readonly leader: NodeId | null; readonly detail: string }> {}
+export class RaftNotLeader extends Data.TaggedError("RaftNotLeader")<{ readonly leader: NodeId | null; readonly detail: string }> {}
 
 /** Too much in flight (mailbox full, uncommitted bytes or pending reads past their bound): back
  * off and retry. Nothing was done. */
@@ -27,10 +27,10 @@ export class OutcomeUnknown extends Data.TaggedError("OutcomeUnknown")<{ readonl
 export class StorageFull extends Data.TaggedError("StorageFull")<{ readonly detail: string }> {}
 
 /** No answer within the request's timeout: the outcome is unknown for writes. */
-export class RequestTimeout extends Data.TaggedError("RequestTimeout")<{ readonly timeoutMs: number }> {}
+export class RaftRequestTimeout extends Data.TaggedError("RaftRequestTimeout")<{ readonly timeoutMs: number }> {}
 
 /** A bounded-staleness read on a node that has not heard from its leader recently enough. Read
  * elsewhere (or at another level). Nothing was read. */
-export class ReplicaStale extends Data.TaggedError("ReplicaStale")<{ readonly maxLagMs: number; readonly detail: string }> {}
+export class RaftReplicaStale extends Data.TaggedError("RaftReplicaStale")<{ readonly maxLagMs: number; readonly detail: string }> {}
 
-export type RaftRequestError = NotLeader | Overloaded | InvalidRequest | ChangePending | ProposalDropped | OutcomeUnknown | RequestTimeout | StorageFull | ReplicaStale
+export type RaftRequestError = RaftNotLeader | Overloaded | InvalidRequest | ChangePending | ProposalDropped | OutcomeUnknown | RaftRequestTimeout | StorageFull | RaftReplicaStale

@@ -10,7 +10,6 @@ const remedies: Record<string, (dataDir: string) => string> = {
   IdentityCorrupted: () => "restore the data dir from a backup, or remove it and --join the cluster as a new node",
   DataDirInUse: () => "stop that process first, or use another --data-dir",
   ListenFailed: () => "choose another --address, or stop what listens there",
-  GatewayListenFailed: () => "choose another --address, or stop what listens there",
   MetricsServerFailed: () => "choose another --metrics address",
   DiscoveryFailed: () => "check the --join addresses and that those members run (--join-timeout waits longer)",
   LogCorrupted: (dataDir) => `run: tqlite repair --data-dir ${dataDir}`,

@@ -4,6 +4,7 @@
 import { Data } from "effect"
 import type { ClientError } from "../net/client/errors.ts"
 import type { SqlFailure } from "../sqlite/Sql.ts"
+import { SqlError } from "../sqlite/Sql.ts"
 
 /** The node that received the request does not lead (and routing could not reach one that
  * does). Nothing was done: retrying is safe. */
@@ -25,11 +26,9 @@ export class WriteTimeout extends Data.TaggedError("WriteTimeout")<{
 /** SQLite refused the statement: `code` is SQLite's (extended) result code (1 for a syntax
  * error, 2067 for a UNIQUE constraint, …), `message` SQLite's text. Also used for bad input
  * this API refuses before sending (`code` 20 SQLITE_MISMATCH for a parameter no SQL type fits,
- * 21 SQLITE_MISUSE for transaction control outside `transaction`). */
-export class SqlError extends Data.TaggedError("SqlError")<{
-  readonly code: number
-  readonly message: string
-}> {}
+ * 21 SQLITE_MISUSE for transaction control outside `transaction`). The SQL surface's own class
+ * (src/sqlite/Sql.ts), the same name, fields and tag: one definition, so the tag means one thing. */
+export { SqlError }
 
 /** No leader could be reached: no quorum, or no member answered. Nothing was done. */
 export class ClusterUnavailable extends Data.TaggedError("ClusterUnavailable")<{

@@ -1,5 +1,5 @@
 // Reading and writing a Node stream (TCP or TLS socket, or any Duplex) as Effects, shared by the
-// dqlite-protocol streams (gateway and client: gateway/socketIo.ts) and the peer links
+// dqlite-protocol streams (gateway and client: net/protocol/socketIo.ts) and the peer links
 // (peers/sockets.ts), which wrap the outcomes in their own error types.
 //
 // Reads are pull-based: the stream stays paused and a chunk is taken with `read()` only when one

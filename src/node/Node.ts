@@ -28,14 +28,36 @@ import { lockDataDir } from "./dataDirLock.ts"
 import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 import { checkNoUnfinishedRepair } from "./repair.ts"
+import type { NodeBoundsInvalid, NodeBoundsOverrides } from "../limits.ts"
+import type { ListenFailed } from "../net/peers/errors.ts"
+import type { SnapshotError, StorageError } from "../storage/errors.ts"
+import type { DataDirInUse, DataDirLockFailed } from "./dataDirLock.ts"
+import type { IdentityCorrupted, IdentityMismatch } from "./identity.ts"
+import type { RepairUnfinished } from "./repair.ts"
+import { checkNodeBounds, nodeBoundsDefault } from "../limits.ts"
 
 /** The driver's tick when none is given. With the core's default electionTicks (10, each node
  * drawing its timeout from [10, 20) ticks) a leader's death is noticed after 0.5–1 s, and its
  * heartbeats (every tick) come ten times per shortest election timeout. Measured
  * (`npm run bench -- failover`, docs/performance.md): 100 ms ticks cost 1.7–2 s per failover. */
-export const defaultTickMs = 50
+export const defaultTickMs = nodeBoundsDefault.raftActor.tickMs
 
-export interface NodeOptions<R, SM> {
+/** Why a node did not start, each a tagged error of the layer that refused: the bounds table, the
+ * data directory's lock and identity, an unfinished repair, the log and snapshot store
+ * (corruption, a full or failing disk, another cluster's or an unknown format's files), the
+ * listener. A state machine's own start errors come on top (`E`). */
+export type NodeStartError =
+  | NodeBoundsInvalid
+  | DataDirInUse
+  | DataDirLockFailed
+  | IdentityCorrupted
+  | IdentityMismatch
+  | RepairUnfinished
+  | StorageError
+  | SnapshotError
+  | ListenFailed
+
+export interface NodeOptions<R, SM, E = never> {
   readonly dataDir: string
   /** "host:port" this node listens on for peers and clients. */
   readonly address: string
@@ -47,7 +69,7 @@ export interface NodeOptions<R, SM> {
   readonly stateMachine: (
     identity: NodeIdentity,
     snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
-  ) => Effect.Effect<SM & StateMachine<R>, unknown, Scope.Scope>
+  ) => Effect.Effect<SM & StateMachine<R>, E, Scope.Scope>
   readonly tickMs?: number
   readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
   readonly snapshotEveryEntries?: number
@@ -73,8 +95,31 @@ export interface TqliteNode<R, SM> {
   }
 }
 
-export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNode<R, SM>, unknown, Scope.Scope | Disk> =>
+/** The node's options as overrides of the bounds table (src/limits.ts). */
+export function boundsOverridesOf(options: {
+  readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
+  readonly tickMs?: number
+  readonly snapshotEveryEntries?: number
+  readonly requestTimeoutMs?: number
+  readonly segmentBytesMax?: number
+}): NodeBoundsOverrides {
+  const { bugs: _bugs, ...raft } = options.raft ?? {}
+  return {
+    raft,
+    raftActor: {
+      ...(options.tickMs !== undefined ? { tickMs: options.tickMs } : {}),
+      ...(options.snapshotEveryEntries !== undefined ? { snapshotEveryEntries: options.snapshotEveryEntries } : {}),
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {})
+    },
+    log: options.segmentBytesMax !== undefined ? { segmentBytesMax: options.segmentBytesMax } : {}
+  }
+}
+
+export const make = <R, SM, E = never>(options: NodeOptions<R, SM, E>): Effect.Effect<TqliteNode<R, SM>, NodeStartError | E, Scope.Scope | Disk> =>
   Effect.gen(function*() {
+    // Cross-layer relations between bounds (src/limits.ts) are checked before anything opens;
+    // those of the SQL surface by SqlNode, which knows its bounds.
+    yield* checkNodeBounds(boundsOverridesOf(options), { sql: false })
     yield* lockDataDir(options.dataDir)
     yield* checkNoUnfinishedRepair(options.dataDir)
     const { identity, created } = yield* loadOrCreateIdentity(options.dataDir, options.address, () => ({
@@ -85,7 +130,7 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
     return yield* Effect.annotateLogs(wire(options, identity, created), nodeIdLabel, String(identity.nodeId))
   })
 
-const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, created: boolean): Effect.Effect<TqliteNode<R, SM>, unknown, Scope.Scope | Disk> =>
+const wire = <R, SM, E>(options: NodeOptions<R, SM, E>, identity: NodeIdentity, created: boolean) =>
   Effect.gen(function*() {
     const metrics = NodeMetrics.make(identity.nodeId)
     const contact = PeerContact.make()
@@ -143,10 +188,10 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
         send: transport.send
       },
       tickMs,
-      snapshotEveryEntries: options.snapshotEveryEntries ?? 10_000,
-      mailboxCapacity: 4096,
-      batchMax: 512,
-      requestTimeoutMs: options.requestTimeoutMs ?? 10_000
+      snapshotEveryEntries: options.snapshotEveryEntries ?? nodeBoundsDefault.raftActor.snapshotEveryEntries,
+      mailboxCapacity: nodeBoundsDefault.raftActor.mailboxCapacity,
+      batchMax: nodeBoundsDefault.raftActor.batchMax,
+      requestTimeoutMs: options.requestTimeoutMs ?? nodeBoundsDefault.raftActor.requestTimeoutMs
     })
     // Who was heard when: a follower's contact with its leader, a leader's with its voters.
     yield* transport.serve((envelope) => Effect.zipRight(contact.heard(envelope.message.from), raft.deliver(envelope)))

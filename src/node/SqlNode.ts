@@ -6,10 +6,12 @@ import * as path from "node:path"
 import type { Scope } from "effect"
 import { Clock, Data, Duration, Effect, Either, Schedule } from "effect"
 import { make as makeClient } from "../net/client/Client.ts"
+import type { ClientError } from "../net/client/errors.ts"
 import { makeClientHandlerSlot } from "../net/gateway/Gateway.ts"
 import type { ClusterControl } from "../net/gateway/ClusterControl.ts"
 import { ClusterControlError } from "../net/gateway/ClusterControl.ts"
 import { makeRaftClusterControl } from "./raftClusterControl.ts"
+import type { DiscoveryFailed } from "../net/peers/discover.ts"
 import { discoverCluster } from "../net/peers/discover.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import * as Replicated from "../sqlite/ReplicatedDatabases.ts"
@@ -29,6 +31,7 @@ import type { TqliteNode } from "./Node.ts"
 import * as Node from "./Node.ts"
 import * as Leadership from "./leadership.ts"
 import * as RoleManager from "./roles/RoleManager.ts"
+import { checkNodeBounds } from "../limits.ts"
 
 export interface SqlNodeOptions {
   readonly dataDir: string
@@ -70,9 +73,18 @@ export interface SqlNode {
   readonly metricsAddress: string | null
 }
 
-export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, Scope.Scope | Disk> =>
+/** Why a SQL node did not start: the node's own reasons, finding the cluster to join (nobody
+ * answered, or it is another cluster than this data dir's), the metrics endpoint's address, the
+ * join request to the leader, and SQLite refusing to open a database file. */
+export type SqlNodeStartError = Node.NodeStartError | DiscoveryFailed | JoinOtherCluster | MetricsServer.MetricsServerFailed | ClientError
+
+export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, SqlNodeStartError, Scope.Scope | Disk> =>
   Effect.gen(function*() {
     const tickMs = options.tickMs ?? Node.defaultTickMs
+    // Every bound the node will run with, its cross-layer relations checked before anything
+    // opens (src/limits.ts); Node.make checks its own part again.
+    const nodeOverrides = Node.boundsOverridesOf({ tickMs, ...options.storage })
+    const bounds = yield* checkNodeBounds({ ...nodeOverrides, ...(options.sqlite !== undefined ? { sqlite: options.sqlite } : {}) })
     const slot = makeClientHandlerSlot()
     const joining = options.join.length > 0
     const found = yield* readIdentity(options.dataDir)
@@ -85,7 +97,7 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, unknown, 
       start: cluster === null ? { _tag: "Bootstrap" } : { _tag: "Join", clusterId: cluster.clusterId },
       stateMachine: (identity, snapshot) =>
         Effect.acquireRelease(
-          SqliteMachine.open({ dataDir: path.join(options.dataDir, "sqlite"), nodeId: identity.nodeId, pageSize: 4096, fsync: "sync", disk, bootSnapshot: snapshot }),
+          SqliteMachine.open({ dataDir: path.join(options.dataDir, "sqlite"), nodeId: identity.nodeId, pageSize: bounds.sqlite.pageSize, fsync: "sync", disk, bootSnapshot: snapshot }),
           (machine) => Effect.sync(() => machine.close())
         ),
       tickMs,
@@ -103,7 +115,7 @@ const serve = (
   slot: ReturnType<typeof makeClientHandlerSlot>,
   tickMs: number,
   joining: boolean
-): Effect.Effect<SqlNode, unknown, Scope.Scope> =>
+): Effect.Effect<SqlNode, MetricsServer.MetricsServerFailed | ClientError, Scope.Scope> =>
   Effect.gen(function*() {
     const metrics = node.observability.metrics
     // Proposals are timed where the node hands Raft to SQLite: proposal → committed and applied.

@@ -46,7 +46,7 @@ const fail = (reason: ClusterControlError["reason"], message: string) => Effect.
 /** A Raft request failure as the gateway reports it. */
 export function clusterErrorOf(error: RaftRequestError): ClusterControlError {
   switch (error._tag) {
-    case "NotLeader":
+    case "RaftNotLeader":
       return new ClusterControlError({ reason: "NotLeader", message: error.detail })
     // The entry was overwritten by another leader's: not applied, and this node is not leading.
     case "ProposalDropped":
@@ -61,9 +61,9 @@ export function clusterErrorOf(error: RaftRequestError): ClusterControlError {
       return new ClusterControlError({ reason: "Failed", message: error.detail })
     case "Overloaded":
     case "StorageFull":
-    case "ReplicaStale":
+    case "RaftReplicaStale":
       return new ClusterControlError({ reason: "Failed", message: error.detail })
-    case "RequestTimeout":
+    case "RaftRequestTimeout":
       return new ClusterControlError({ reason: "Failed", message: `the change was not committed within ${error.timeoutMs} ms` })
   }
 }

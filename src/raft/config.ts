@@ -121,7 +121,10 @@ export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   seed
 })
 
+/** Thrown by `validateRaftConfig` (the core imports nothing, not even Effect, so it is a plain
+ * Error; the literal `_tag` lets an Effect caller `catchTag` it like any tagged error). */
 export class RaftConfigError extends Error {
+  readonly _tag = "RaftConfigError" as const
   override readonly name = "RaftConfigError"
 }
 

@@ -29,10 +29,11 @@ import { toSqlError } from "./connection.ts"
 import type { LeaderDatabase } from "./LeaderDatabase.ts"
 import type { SqliteLimits } from "./limits.ts"
 import type { ExecResult, SqlFailure, SqlValue } from "./Sql.ts"
-import { SqlBusy, SqlError, SqlNotLeader } from "./Sql.ts"
+import { SqlError, SqlNotLeader } from "./Sql.ts"
 import { sqliteTooBigCode } from "./sqliteCodes.ts"
 import type { LeaderSlotOwner, SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { encodeWriteEntry } from "./writeEntry.ts"
+import { sqlFailureOfLeadershipCheck } from "./raftFailures.ts"
 import type { Isolation, LocalCommitResult, Outcome, ProposalOutcome, WriterEffect, WriterInput, WriterState, WriterStats } from "./writerCore.ts"
 import { initialWriterState, leaseActive, writerStep } from "./writerCore.ts"
 import { trace } from "../runtime/trace.ts"
@@ -394,7 +395,7 @@ export class LeaderWriter implements LeaderSlotOwner {
           let failure: SqlFailure | null = null
           if (exit._tag === "Failure") {
             const error = exit.cause._tag === "Fail" ? exit.cause.error : null
-            failure = error?._tag === "NotLeader" ? new SqlNotLeader({ leader: error.leader, message: error.detail }) : new SqlBusy({ message: `could not confirm leadership: ${error?._tag ?? "defect"}` })
+            failure = sqlFailureOfLeadershipCheck(error)
           }
           this.drive({ _tag: "Confirmed", failure, nowMs: this.nowMs() })
         })
@@ -449,18 +450,19 @@ export class LeaderWriter implements LeaderSlotOwner {
     // Only these can answer a proposal; anything else (a request error of another kind, a defect)
     // is a bug.
     switch (error?._tag) {
-      case "NotLeader":
+      case "RaftNotLeader":
       case "ProposalDropped":
       case "StorageFull":
       case "Overloaded":
-      case "RequestTimeout":
+      case "RaftRequestTimeout":
       case "OutcomeUnknown": {
         const known = error
         return Effect.map(this.options.raft.status, (status): ProposalOutcome => ({
           _tag: "Failed",
-          error: known._tag,
-          detail: known._tag === "ProposalDropped" ? `index ${known.index}` : known._tag === "RequestTimeout" ? `${known.timeoutMs} ms` : known.detail,
-          leader: known._tag === "NotLeader" ? known.leader : null,
+          // The writer's core has its own words for a failed proposal (its script tests use them).
+          error: known._tag === "RaftNotLeader" ? "NotLeader" : known._tag === "RaftRequestTimeout" ? "RequestTimeout" : known._tag,
+          detail: known._tag === "ProposalDropped" ? `index ${known.index}` : known._tag === "RaftRequestTimeout" ? `${known.timeoutMs} ms` : known.detail,
+          leader: known._tag === "RaftNotLeader" ? known.leader : null,
           stillLeader: status.role === "leader" && status.term === this.term
         }))
       }

@@ -18,10 +18,10 @@ import { AssertionError } from "../assert.ts"
 import type { RaftNode, ReadConsistency } from "../actors/RaftActor.ts"
 import type { DiskFullWatch } from "../actors/DiskFullWatch.ts"
 import { isDiskFull, whereOf } from "../actors/DiskFullWatch.ts"
-import type { RaftRequestError } from "../actors/raftErrors.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { tooManyValuesError, toSqlError } from "./connection.ts"
 import { LeaderDatabase } from "./LeaderDatabase.ts"
+import { sqlFailureOfOwnCopyRead, sqlFailureOfRaft } from "./raftFailures.ts"
 import { BoundedReads } from "./boundedReads.ts"
 import type { ReadPoolService } from "./readPool/ReadPool.ts"
 import { workerReadPool } from "./readPool/ReadPool.ts"
@@ -31,11 +31,11 @@ import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
 import type { SqliteLimits } from "./limits.ts"
 import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
 import type { ExecResult, OpenOptions, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
-import { SqlBusy, SqlError, SqlLeadershipLost, SqlNotLeader, SqlStale } from "./Sql.ts"
+import { SqlBusy, SqlError, SqlNotLeader, SqlStale } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementSpan } from "./statements.ts"
-import { changesRows, classifyStatement, firstStatement, isRelease, mainVerb, parameterSlots, splitStatements } from "./statements.ts"
+import { changesRows, classifyStatement, isRelease, mainVerb, parameterSlots, splitStatements } from "./statements.ts"
 
 export interface ReplicatedDatabasesOptions {
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
@@ -89,6 +89,12 @@ export interface ReplicatedDatabases extends SqlDatabases {
 
 const databaseNameBytesMax = 1024
 
+/** Statement texts whose split and description (parameters, read-only or not) the node keeps,
+ * shared by every session: a client's working set of distinct statements is far smaller, and
+ * each entry is a few hundred bytes, so a full cache stays under a megabyte (listed in
+ * src/limits.ts with every other bound). */
+export const statementDescriptionsMax = 2048
+
 export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<ReplicatedDatabases, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { raft, machine } = options
@@ -96,7 +102,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const writers = new Map<string, LeaderWriter>()
     const creating = new Map<string, Deferred.Deferred<LeaderWriter, SqlFailure>>()
     const proposalKiB = new ProposalBudget(Math.floor(logRecordBytesMax / 1024))
-    const statementCache = new StatementCache(2048)
+    const statementCache = new StatementCache(statementDescriptionsMax)
     const scope = yield* Effect.scope
     const readPool = options.readPool ?? workerReadPool(limits)
 
@@ -278,7 +284,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
             }
           }) ?? Exit.fail(new SqlNotLeader({ leader: null, message: `${name} is not led by this node any more` }))
         )
-        .pipe(Effect.mapError(fromRaftError), Effect.flatten)
+        .pipe(Effect.mapError(sqlFailureOfRaft), Effect.flatten)
 
     /** A client read: dispatched to the database's reader pool once leadership is confirmed
      * (raft.read: the lease, or a ReadIndex round) and everything committed before it applied;
@@ -329,7 +335,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
           if (invalid !== null) return yield* new SqlError({ code: sqliteMisuseCode, message: invalid })
         }
         // A session with a read level: its single read-only autocommit statements are served by
-        // this node when it does not lead (the wire's tqlite-read levels, net/gateway/readLevel.ts).
+        // this node when it does not lead (the wire's tqlite-read levels, net/protocol/readLevel.ts).
         const ownCopy = level === undefined
           ? null
           : (sql: string, params: ReadonlyArray<SqlValue>) =>
@@ -346,7 +352,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         // Asked through Raft (leadership confirmed by the lease or a ReadIndex round, everything
         // committed before it applied), so a database created just before the dump is found even
         // on a leader that has just won, and an unknown name does not create one.
-        const known = yield* raft.read((sm) => sm.databaseNames().includes(name)).pipe(Effect.mapError(fromRaftError))
+        const known = yield* raft.read((sm) => sm.databaseNames().includes(name)).pipe(Effect.mapError(sqlFailureOfRaft))
         if (!known) return null
         // The writer's committed view exists only once this term's barrier is applied.
         yield* writerFor(name)
@@ -415,7 +421,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         // decided after the wait
       }
       const level: ReadConsistency = ownCopyReadsAtOnce ? { level: "local" } : consistency
-      const waited = raft.read(query, level).pipe(Effect.mapError((error) => fromOwnCopyReadError(error, consistency, raft.id)), Effect.flatten)
+      const waited = raft.read(query, level).pipe(Effect.mapError((error) => sqlFailureOfOwnCopyRead(error, consistency, raft.id)), Effect.flatten)
       if (consistency.level !== "session") return waited
       // Bounded wait for the session's index, then a typed answer (Raft's own request timeout
       // would also end it, later and as "busy").
@@ -425,7 +431,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
       })
     }
 
-    const readIndex = Effect.mapError(raft.readIndex, fromRaftError)
+    const readIndex = Effect.mapError(raft.readIndex, sqlFailureOfRaft)
     const appliedIndex = Effect.sync(() => machine.appliedIndex)
 
     return { open, limits, writer: (name) => writers.get(name), checkRole, committedImage, cannotLead: cannotLeadNow, read, readIndex, appliedIndex }
@@ -512,30 +518,6 @@ export function invalidConsistency(consistency: ReadConsistency): string | null 
 
 /** SQLITE_INTERRUPT: a read stopped at its time limit (as the reader threads answer). */
 const sqliteInterruptCode = 9
-
-/** A failed own-copy read: the level's own refusals typed, the rest as any Raft request. */
-function fromOwnCopyReadError(error: RaftRequestError, consistency: ReadConsistency, nodeId: number): SqlFailure {
-  if (error._tag === "ReplicaStale") return new SqlStale({ reason: "lag", message: error.detail })
-  if (error._tag === "RequestTimeout" && consistency.level === "session") {
-    return new SqlStale({ reason: "session", message: `node ${nodeId} did not apply index ${consistency.index} within ${error.timeoutMs} ms` })
-  }
-  return fromRaftError(error)
-}
-
-function fromRaftError(error: RaftRequestError): SqlFailure {
-  switch (error._tag) {
-    case "NotLeader":
-      return new SqlNotLeader({ leader: error.leader, message: error.detail })
-    case "Overloaded":
-      return new SqlBusy({ message: error.detail })
-    case "RequestTimeout":
-      return new SqlBusy({ message: `no answer within ${error.timeoutMs} ms` })
-    case "StorageFull":
-      return new SqlError({ code: sqliteFullCode, message: error.detail })
-    default:
-      return new SqlLeadershipLost({ message: error._tag })
-  }
-}
 
 interface SessionContext {
   /** Set for a session opened with a read level: serves a read-only statement text from this
@@ -631,7 +613,7 @@ class Session {
   ) {
     this.api = {
       database,
-      prepare: (sql) => this.prepare(sql),
+      prepare: (statement) => this.prepare(statement),
       exec: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, this.bind(info, params)), (o) => o.exec)),
       query: (id, params) => Effect.flatMap(this.statement(id), (info) => Effect.map(this.runOne(info, this.bind(info, params)), (o) => o.rows)),
       finalize: (id) =>
@@ -670,12 +652,11 @@ class Session {
     return values
   }
 
-  private prepare(sql: string): Effect.Effect<Prepared, SqlFailure> {
+  private prepare(statement: StatementSpan): Effect.Effect<Prepared, SqlFailure> {
     return Effect.gen(this, function*() {
-      // The gateway hands over the first statement already (its tail stays there).
-      const first = firstStatement(sql)?.statement
-      if (first === undefined) return yield* new SqlError({ code: sqliteMisuseCode, message: "no SQL statement to prepare" })
-      const info = yield* this.compile(first.text, first.end)
+      // The caller split the text (the gateway's PREPARE); splitting it again here would only
+      // find the same statement.
+      const info = yield* this.compile(statement.text, statement.end)
       this.statements.set(info.id, info)
       return info
     })

@@ -5,6 +5,7 @@ import type { Effect, Either, Scope } from "effect"
 import { Data } from "effect"
 import type { ReadConsistency } from "../actors/RaftActor.ts"
 import type { NodeId } from "../raft/types.ts"
+import type { StatementSpan } from "./statements.ts"
 
 /** A value with SQLite's storage class: INTEGER is a `bigint`, REAL a `number` (so 2.0 and -0.0
  * stay REAL), TEXT a string, BLOB bytes, NULL null. Rows always come this way; a parameter binds
@@ -59,7 +60,9 @@ export type SqlFailure = SqlError | SqlNotLeader | SqlLeadershipLost | SqlBusy |
  * COMMIT across calls) that holds the database's writer until it ends or times out. */
 export interface SqlSession {
   readonly database: string
-  readonly prepare: (sql: string) => Effect.Effect<Prepared, SqlFailure>
+  /** One statement, already split from its text by the caller (the gateway's PREPARE: the text
+   * is split once, in `net/gateway/ClientSession.ts`, and the tail stays there). */
+  readonly prepare: (statement: StatementSpan) => Effect.Effect<Prepared, SqlFailure>
   readonly exec: (statement: number, params: ReadonlyArray<SqlValue>) => Effect.Effect<ExecResult, SqlFailure>
   readonly query: (statement: number, params: ReadonlyArray<SqlValue>) => Effect.Effect<Rows, SqlFailure>
   readonly finalize: (statement: number) => Effect.Effect<void, SqlFailure>

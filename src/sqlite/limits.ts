@@ -55,7 +55,7 @@ export interface SqliteLimits {
 export const logRecordBytesMax = 32 * 1024 * 1024
 
 /** Room for the write entry's header, database name and page numbers beside the pages. */
-const entryOverheadBytesMax = 256 * 1024
+export const entryOverheadBytesMax = 256 * 1024
 
 export const defaultSqliteLimits: SqliteLimits = {
   pageSize: 4096,

@@ -139,7 +139,7 @@ describe("RaftActor", () => {
       expect(yield* Fiber.join(read)).toBe(36)
     }))
 
-  it.scoped("a follower answers NotLeader naming the leader", () =>
+  it.scoped("a follower answers RaftNotLeader naming the leader", () =>
     Effect.gen(function*() {
       const { nodes, leader } = yield* cluster(3)
       const node = yield* leader
@@ -148,7 +148,7 @@ describe("RaftActor", () => {
       const exit = yield* Effect.exit(follower.propose(Uint8Array.of(1)))
       expect(exit).toStrictEqual(Exit.fail(expect.anything()))
       if (Exit.isFailure(exit) && exit.cause._tag === "Fail") {
-        expect(exit.cause.error._tag).toBe("NotLeader")
+        expect(exit.cause.error._tag).toBe("RaftNotLeader")
         expect((exit.cause.error as { leader: number | null }).leader).toBe(node.id)
       }
     }))
@@ -203,7 +203,7 @@ describe("RaftActor", () => {
       // The leader goes silent: a bounded read past its bound is refused, a local one still reads.
       cut.add(node.id)
       yield* TestClock.adjust(tickMs * 8)
-      expect(yield* read({ level: "bounded", maxLagMs: tickMs * 5 })).toBe("ReplicaStale")
+      expect(yield* read({ level: "bounded", maxLagMs: tickMs * 5 })).toBe("RaftReplicaStale")
       expect(yield* follower.read((sm) => sm.total, { level: "local" })).toBe(5)
       // The other two elect a leader of their own: its read index still covers the write.
       const later = yield* Effect.fork(Effect.either(follower.readIndex))
@@ -212,7 +212,7 @@ describe("RaftActor", () => {
       expect(answer._tag === "Right" ? answer.right : answer.left._tag).toBeGreaterThanOrEqual(applied.index)
     }))
 
-  it.scoped("a write that cannot commit fails with RequestTimeout instead of hanging", () =>
+  it.scoped("a write that cannot commit fails with RaftRequestTimeout instead of hanging", () =>
     Effect.gen(function*() {
       const { nodes, cut, leader } = yield* cluster(3)
       const node = yield* leader
@@ -223,7 +223,7 @@ describe("RaftActor", () => {
       yield* TestClock.adjust(1)
       const result = yield* Fiber.join(fiber)
       expect(result._tag).toBe("Left")
-      if (result._tag === "Left") expect(result.left._tag).toBe("RequestTimeout")
+      if (result._tag === "Left") expect(result.left._tag).toBe("RaftRequestTimeout")
     }))
 
   it.effect("requests still waiting when their node stops are answered at once: a write with OutcomeUnknown (it may be in the log), a read with NotLeader", () =>
@@ -243,6 +243,6 @@ describe("RaftActor", () => {
       if (written._tag === "Left") expect(written.left).toMatchObject({ _tag: "OutcomeUnknown", detail: `node ${node.id} has stopped` })
       const readResult = yield* Fiber.join(read)
       expect(readResult._tag).toBe("Left")
-      if (readResult._tag === "Left") expect(readResult.left).toMatchObject({ _tag: "NotLeader", detail: `node ${node.id} has stopped` })
+      if (readResult._tag === "Left") expect(readResult.left).toMatchObject({ _tag: "RaftNotLeader", detail: `node ${node.id} has stopped` })
     }))
 })

@@ -10,7 +10,7 @@ import * as TqliteModule from "../../src/embed/Tqlite.ts"
 import { Tqlite } from "../../src/embed/Tqlite.ts"
 import * as TqliteClient from "../../src/sql/TqliteClient.ts"
 import * as Client from "../../src/net/client/Client.ts"
-import { parseReadLevel, parseReadLevelFlag, readLevelText } from "../../src/net/gateway/readLevel.ts"
+import { parseReadLevel, parseReadLevelFlag, readLevelText } from "../../src/net/protocol/readLevel.ts"
 import { parseShellArgs } from "../../src/cli/commands/shell.ts"
 import { Cluster, database, eventually, followersOf, freePort, leaderOf, makeClusterLayer, tempDir, tickMs } from "./cluster.ts"
 

@@ -10,8 +10,8 @@ import * as path from "node:path"
 import { Effect, Exit } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { make as makeClient } from "../../src/net/client/Client.ts"
-import { encodeProtocolVersion } from "../../src/net/gateway/framing.ts"
-import { encodeRequest } from "../../src/net/gateway/requests.ts"
+import { encodeProtocolVersion } from "../../src/net/protocol/framing.ts"
+import { encodeRequest } from "../../src/net/protocol/requests.ts"
 import { eventually, freePort, killAll, leaderAddress, rolesOf, startNode } from "./harness.ts"
 
 afterAll(killAll)

@@ -4,6 +4,7 @@ import { Effect, Exit, Fiber } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { NodeId } from "../../src/raft/types.ts"
 import type { SqlFailure } from "../../src/sqlite/Sql.ts"
+import { firstStatement } from "../../src/sqlite/statements.ts"
 import type { SqliteCluster } from "../sim/full/SqliteCluster.ts"
 import { contentOf, exec, filesOf, integrityOf, makeCluster, query, rowsOf, session, simulate, sleepTicks } from "./clusterHelpers.ts"
 import { tempDirectory } from "./helpers.ts"
@@ -238,7 +239,7 @@ describe("the leader's writer and readers", () => {
         const failures = [
           yield* Effect.flip(exec(s, "INSERT INTO kv VALUES ('x', 'y')")),
           yield* Effect.flip(query(s, "SELECT * FROM kv")),
-          yield* Effect.flip(s.prepare("SELECT * FROM kv")),
+          yield* Effect.flip(s.prepare(firstStatement("SELECT * FROM kv")!.statement)),
           yield* Effect.flip(exec(s, "BEGIN"))
         ]
         yield* cluster.shutdown()

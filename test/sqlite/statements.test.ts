@@ -55,6 +55,11 @@ describe("what a statement does, from its text", () => {
     expect(looksReadOnly("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x")).toBe(false)
     expect(looksReadOnly("PRAGMA table_info(t)")).toBe(false)
     expect(looksReadOnly("")).toBe(false)
+    // The client's retry decision (net/client) asks the same function: its cases, kept here.
+    expect(looksReadOnly("  -- c\n with x as (select 1) select * from x")).toBe(true)
+    expect(looksReadOnly("INSERT INTO t VALUES (1) RETURNING *")).toBe(false)
+    expect(looksReadOnly("SELECT 'a;' AS \"update\"")).toBe(true)
+    expect(looksReadOnly("/* insert */ SELECT 1 -- delete")).toBe(true)
   })
 
   it("returnsRows: what a shell runs as a query", () => {

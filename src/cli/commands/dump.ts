@@ -10,6 +10,7 @@
 //
 // The client reads the DUMP answer as one message, so there is no byte progress to show; the
 // size written is printed at the end. The answer is bounded by `dumpBytesMax`.
+import { nodeBoundsDefault } from "../../limits.ts"
 import Database from "better-sqlite3"
 import type { Scope } from "effect"
 import { Clock, Data, Duration, Effect } from "effect"
@@ -25,8 +26,9 @@ import type { PeerTlsOptions } from "../../net/peers/sockets.ts"
 import type { Command } from "./command.ts"
 import { usageError } from "./command.ts"
 
-/** The largest dump accepted (the client holds it in memory as one message). */
-export const dumpBytesMax = 1024 * 1024 * 1024
+/** The largest dump accepted (the client holds it in memory as one message): in the bounds
+ * table, src/limits.ts, which checks a dqlite header can announce it. */
+export const dumpBytesMax = nodeBoundsDefault.wire.dumpBytesMax
 /** Leader look-ups when the server asked turns out not to lead any more. */
 const leaderAttemptsMax = 5
 const leaderRetryMs = 200

@@ -20,16 +20,16 @@
 // - Every request has a timeout (`requestTimeoutMs`), every connect one (`connectTimeoutMs`).
 import { looksReadOnly } from "../../sqlite/statements.ts"
 import type { ReadConsistency } from "../../actors/RaftActor.ts"
-import { readLevelText } from "../gateway/readLevel.ts"
+import { readLevelText } from "../protocol/readLevel.ts"
 import type { Scope } from "effect"
 import { Chunk, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Schedule, Scope as ScopeOps, Stream } from "effect"
 import { ExecutionStrategy } from "effect"
-import { ErrorCode, RoleCode } from "../gateway/codes.ts"
-import { messageBytesMaxDefault } from "../gateway/framing.ts"
-import type { Request } from "../gateway/requests.ts"
-import type { Response, RowsResponse } from "../gateway/responses.ts"
-import type { Value } from "../gateway/values.ts"
-import { paramsSchemaFor } from "../gateway/wire.ts"
+import { ErrorCode, RoleCode } from "../protocol/codes.ts"
+import { messageBytesMaxDefault } from "../protocol/framing.ts"
+import type { Request } from "../protocol/requests.ts"
+import type { Response, RowsResponse } from "../protocol/responses.ts"
+import type { Value } from "../protocol/values.ts"
+import { paramsSchemaFor } from "../protocol/wire.ts"
 import type { PeerTlsOptions } from "../peers/sockets.ts"
 import type { PreparedOnConnection } from "./Connection.ts"
 import { Connection, statementsCachedMax } from "./Connection.ts"
@@ -63,7 +63,7 @@ export interface ClientOptions {
   readonly livenessTimeoutMs?: number
   /** tqlite only: read single read-only statements (`query` of a text `looksReadOnly` accepts,
    * outside a transaction) from `readFrom` at this level, on one connection that asks for it
-   * when it opens (net/gateway/readLevel.ts). A server that will not serve it that way (it is
+   * when it opens (net/protocol/readLevel.ts). A server that will not serve it that way (it is
    * dqlite, or not a read after all) answers "not leader" and the query goes to the leader. */
   readonly readConsistency?: ReadConsistency
   /** The server those reads go to (default: the first of `servers`). */

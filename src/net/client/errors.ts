@@ -1,6 +1,6 @@
 // What a client call can fail with, one tag per thing a caller does differently.
 import { Data } from "effect"
-import { ErrorCode } from "../gateway/codes.ts"
+import { ErrorCode } from "../protocol/codes.ts"
 
 /** The server answered FAILURE: `code` is SQLite's (extended) code or dqlite's own (codes.ts
  * `ErrorCode`: 10250 not leader, 10506 leadership lost, 5 busy, 1005 parse, …). */

@@ -4,4 +4,4 @@ export * from "./Connection.ts"
 export * from "./errors.ts"
 export * from "./values.ts"
 // Codec values, to force a wire type for a parameter (`Values.float(2)` sends a REAL).
-export { Values } from "../gateway/values.ts"
+export { Values } from "../protocol/values.ts"

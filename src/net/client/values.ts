@@ -7,8 +7,8 @@
 // as it is, to force a type.
 // Rows: INTEGER → number when safe, bigint beyond 2^53; FLOAT → number; TEXT → string;
 // BLOB → Uint8Array; NULL → null; UNIXTIME → Date; ISO8601 → its text ("" → null); BOOLEAN → boolean.
-import type { Value } from "../gateway/values.ts"
-import { canonicalInt64, int64Max, int64Min } from "../gateway/values.ts"
+import type { Value } from "../protocol/values.ts"
+import { canonicalInt64, int64Max, int64Min } from "../protocol/values.ts"
 import { InvalidArgument } from "./errors.ts"
 
 export type ParamValue = null | undefined | boolean | number | bigint | string | Uint8Array | Date | Value

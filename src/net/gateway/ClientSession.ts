@@ -12,21 +12,21 @@ import { Effect, Either, Scope as ScopeOps } from "effect"
 import type { Prepared, Rows, SqlFailure, SqlSession, SqlDatabases } from "../../sqlite/Sql.ts"
 import type { Role } from "../../raft/types.ts"
 import type { ClusterControl, ClusterControlError } from "./ClusterControl.ts"
-import type { FailureText } from "./codes.ts"
-import { ErrorCode, Failures, RequestType, RoleCode } from "./codes.ts"
-import { WireError } from "./errors.ts"
-import type { Frame } from "./framing.ts"
+import type { FailureText } from "../protocol/codes.ts"
+import { ErrorCode, Failures, RequestType, RoleCode } from "../protocol/codes.ts"
+import { WireError } from "../protocol/errors.ts"
+import type { Frame } from "../protocol/framing.ts"
 import type { GatewayLimits } from "./limits.ts"
-import type { Request } from "./requests.ts"
-import { decodeRequest } from "./requests.ts"
-import { parseReadLevel } from "./readLevel.ts"
-import type { Response } from "./responses.ts"
-import { RowsWriter, encodeResponse, failure } from "./responses.ts"
+import type { Request } from "../protocol/requests.ts"
+import { decodeRequest } from "../protocol/requests.ts"
+import { parseReadLevel } from "../protocol/readLevel.ts"
+import type { Response } from "../protocol/responses.ts"
+import { RowsWriter, encodeResponse, failure } from "../protocol/responses.ts"
 import type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
-import type { FrameStream, FramingError, SocketError } from "./socketIo.ts"
+import type { FrameStream, FramingError, SocketError } from "../protocol/socketIo.ts"
 import { firstStatement, isBlankSql, utf8OffsetBytes } from "../../sqlite/statements.ts"
 import { specialColumnOf, sqlValueOfParam, textForWire, wireValueOfSql } from "./sqlValues.ts"
-import type { Value } from "./values.ts"
+import type { Value } from "../protocol/values.ts"
 import { trace, tracing } from "../../runtime/trace.ts"
 
 /** A database's files as DUMP sends them: a consistent image of the main file and its WAL
@@ -302,7 +302,7 @@ export class ClientSession {
       if (stmtId === null) {
         return this.fail({ code: ErrorCode.error, message: `too many prepared statements (at most ${this.limits.statementsMax} per connection)` })
       }
-      return Effect.matchEffect(session.prepare(first.statement.text), {
+      return Effect.matchEffect(session.prepare(first.statement), {
         onFailure: (error) => this.fail(failureOfSql(error)),
         onSuccess: (prepared) => {
           this.statements.set(stmtId, { prepared })

@@ -1,6 +1,7 @@
 // The dqlite wire protocol v1 server. `serveClient` serves one connection whose protocol version
 // word has been read (what the peers listener's `onClientConnection` hook hands over, through
-// `makeClientHandlerSlot`); `listen` is a standalone listener (tests).
+// `makeClientHandlerSlot`). There is no listener here: clients and peers share the node's one
+// address, so the peers' listener tells them apart by the first word and hands clients over.
 //
 // One fiber per connection reads a request, answers it, and reads the next: go-dqlite never
 // pipelines, and the only message it sends while a response is in flight is INTERRUPT during a
@@ -13,17 +14,14 @@
 
 import * as net from "node:net"
 import type { Duplex } from "node:stream"
-import type { Scope } from "effect"
-import { Cause, Data, Duration, Effect, FiberSet } from "effect"
-import { listenFailureText } from "../peers/errors.ts"
-import { formatAddress, parseAddress } from "../peers/sockets.ts"
+import { Cause, Effect } from "effect"
+import { formatAddress } from "../peers/sockets.ts"
 import type { GatewayDeps, SessionError } from "./ClientSession.ts"
 import { ClientSession } from "./ClientSession.ts"
-import { ProtocolVersion } from "./codes.ts"
-import { decodeProtocolVersion } from "./framing.ts"
+import { ProtocolVersion } from "../protocol/codes.ts"
 import type { GatewayLimits } from "./limits.ts"
 import { gatewayLimits } from "./limits.ts"
-import { FrameStream } from "./socketIo.ts"
+import { FrameStream } from "../protocol/socketIo.ts"
 import { trace } from "../../runtime/trace.ts"
 
 export type { DatabaseDumper, DatabaseImage, GatewayDeps } from "./ClientSession.ts"
@@ -123,115 +121,4 @@ export function makeClientHandlerSlot(options: ServeOptions = {}) {
 function remoteOf(stream: Duplex): string {
   const socket = stream as Partial<net.Socket>
   return socket.remoteAddress === undefined ? "unknown" : formatAddress(socket.remoteAddress, socket.remotePort ?? 0)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Standalone listener
-
-export class GatewayListenFailed extends Data.TaggedError("GatewayListenFailed")<{ readonly address: string; readonly cause: unknown }> {
-  override get message() {
-    return listenFailureText(this.address, this.cause)
-  }
-}
-
-export interface GatewayStats {
-  /** Connections being served now. */
-  readonly connections: number
-  readonly accepted: number
-  /** Closed at once: over `connectionsMax`, no version word in time, or an unknown one. */
-  readonly rejected: number
-}
-
-export interface GatewayServer {
-  /** The address actually listened on ("127.0.0.1:0" resolved to the chosen port). */
-  readonly address: string
-  readonly stats: Effect.Effect<GatewayStats>
-}
-
-export interface ListenOptions extends GatewayDeps {
-  /** "host:port"; port 0 picks a free one. */
-  readonly address: string
-  readonly limits?: Partial<GatewayLimits>
-}
-
-/** A TCP listener serving dqlite clients only, in the current scope: closing the scope closes
- * the server, destroys every connection and interrupts their fibers. */
-export const listen = (options: ListenOptions): Effect.Effect<GatewayServer, GatewayListenFailed, Scope.Scope> =>
-  Effect.gen(function*() {
-    const limits = gatewayLimits(options.limits)
-    const deps: GatewayDeps = options
-    const sockets = new Set<net.Socket>()
-    const stats = { connections: 0, accepted: 0, rejected: 0 }
-    const runFork = yield* FiberSet.makeRuntime<never>()
-
-    const handle = (socket: net.Socket) =>
-      Effect.gen(function*() {
-        const io = new FrameStream(socket, { messageBytesMax: limits.messageBytesMax, writeTimeoutMs: limits.writeTimeoutMs })
-        const word = yield* io.readWord.pipe(Effect.timeout(Duration.millis(limits.versionWordTimeoutMs)), Effect.option)
-        if (word._tag === "None" || word.value === null) {
-          stats.rejected++
-          return
-        }
-        const version = decodeProtocolVersion(word.value)
-        if (version.kind === "unknown") {
-          stats.rejected++
-          return
-        }
-        // Bytes after the word stay in the decoder, where the session reads them first.
-        const versionWord = version.kind === "v1" ? ProtocolVersion.one : ProtocolVersion.legacy
-        yield* serveStream(io, versionWord, deps, limits, remoteOf(socket))
-      }).pipe(
-        Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("client connection failed", cause)),
-        Effect.ensuring(Effect.sync(() => {
-          socket.destroy()
-          sockets.delete(socket)
-          stats.connections--
-        }))
-      )
-
-    const server = net.createServer()
-    server.maxConnections = limits.connectionsMax
-    server.on("connection", (socket: net.Socket) => {
-      socket.on("error", () => {})
-      socket.setNoDelay(true)
-      if (sockets.size >= limits.connectionsMax) {
-        stats.rejected++
-        socket.destroy()
-        return
-      }
-      sockets.add(socket)
-      stats.accepted++
-      stats.connections++
-      runFork(handle(socket))
-    })
-    const address = yield* Effect.acquireRelease(listenOn(server, options.address), () =>
-      Effect.async<void>((resume) => {
-        server.close(() => resume(Effect.void))
-        for (const socket of sockets) socket.destroy()
-      }).pipe(
-        // A finalizer runs uninterruptibly: without this the timeout could not stop the wait.
-        Effect.interruptible,
-        Effect.timeout(Duration.seconds(5)),
-        Effect.ignore
-      ))
-    return { address, stats: Effect.sync(() => ({ ...stats })) }
-  })
-
-function listenOn(server: net.Server, address: string): Effect.Effect<string, GatewayListenFailed> {
-  return Effect.async<string, GatewayListenFailed>((resume) => {
-    let hostPort: { host: string; port: number }
-    try {
-      hostPort = parseAddress(address)
-    } catch (cause) {
-      return resume(Effect.fail(new GatewayListenFailed({ address, cause })))
-    }
-    const onError = (cause: Error) => resume(Effect.fail(new GatewayListenFailed({ address, cause })))
-    server.once("error", onError)
-    server.listen(hostPort.port, hostPort.host, () => {
-      server.off("error", onError)
-      server.on("error", () => {})
-      const bound = server.address()
-      resume(Effect.succeed(bound !== null && typeof bound === "object" ? formatAddress(bound.address, bound.port) : address))
-    })
-  })
 }

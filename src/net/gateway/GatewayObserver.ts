@@ -2,7 +2,7 @@
 // by type (or "malformed" when it could not be decoded), every FAILURE response by its code, and
 // connections opened and closed. Optional in `GatewayDeps`; the node wiring supplies one.
 import type { Effect } from "effect"
-import type { Request } from "./requests.ts"
+import type { Request } from "../protocol/requests.ts"
 
 export type ObservedRequestType = Request["kind"] | "malformed"
 

@@ -1,7 +1,7 @@
 // Every bound of the gateway, named and validated together.
 import { assert } from "../../assert.ts"
-import { headerBytes, rowsBatchBytesTarget, welcomeHeartbeatTimeoutMsDefault, wordBytes } from "./codes.ts"
-import { messageBytesMaxDefault, messageBytesMaxLimit } from "./framing.ts"
+import { headerBytes, rowsBatchBytesTarget, welcomeHeartbeatTimeoutMsDefault, wordBytes } from "../protocol/codes.ts"
+import { messageBytesMaxDefault, messageBytesMaxLimit } from "../protocol/framing.ts"
 
 export interface GatewayLimits {
   /** Largest request (header + body) accepted; a header announcing more closes the connection
@@ -17,10 +17,6 @@ export interface GatewayLimits {
   readonly writeTimeoutMs: number
   /** The heartbeat timeout announced in WELCOME (go ignores it; dqlite-client may use it). */
   readonly heartbeatTimeoutMs: number
-  /** `listen` only: connections served at once; more are closed at accept. */
-  readonly connectionsMax: number
-  /** `listen` only: how long a new connection may take to send its protocol version word. */
-  readonly versionWordTimeoutMs: number
 }
 
 export const gatewayLimitsDefault: GatewayLimits = {
@@ -28,9 +24,7 @@ export const gatewayLimitsDefault: GatewayLimits = {
   statementsMax: 1024,
   rowsBatchBytesTarget,
   writeTimeoutMs: 60_000,
-  heartbeatTimeoutMs: welcomeHeartbeatTimeoutMsDefault,
-  connectionsMax: 1024,
-  versionWordTimeoutMs: 10_000
+  heartbeatTimeoutMs: welcomeHeartbeatTimeoutMsDefault
 }
 
 export function gatewayLimits(overrides: Partial<GatewayLimits> = {}): GatewayLimits {
@@ -43,7 +37,5 @@ export function gatewayLimits(overrides: Partial<GatewayLimits> = {}): GatewayLi
   assert(Number.isSafeInteger(limits.rowsBatchBytesTarget) && limits.rowsBatchBytesTarget >= 64, "rowsBatchBytesTarget >= 64")
   assert(limits.writeTimeoutMs > 0, "writeTimeoutMs > 0")
   assert(Number.isSafeInteger(limits.heartbeatTimeoutMs) && limits.heartbeatTimeoutMs >= 0, "heartbeatTimeoutMs >= 0")
-  assert(Number.isSafeInteger(limits.connectionsMax) && limits.connectionsMax >= 1, "connectionsMax >= 1")
-  assert(limits.versionWordTimeoutMs > 0, "versionWordTimeoutMs > 0")
   return limits
 }

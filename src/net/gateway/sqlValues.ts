@@ -16,8 +16,8 @@
 // dqlite sends them).
 
 import type { SqlValue } from "../../sqlite/Sql.ts"
-import type { Value } from "./values.ts"
-import { canonicalInt64, int64Max, int64Min } from "./values.ts"
+import type { Value } from "../protocol/values.ts"
+import { canonicalInt64, int64Max, int64Min } from "../protocol/values.ts"
 
 /** A parameter as the SQL surface binds it. */
 export function sqlValueOfParam(value: Value): SqlValue {

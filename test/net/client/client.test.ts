@@ -4,7 +4,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Exit, Fiber, Stream } from "effect"
 import type { ClientOptions } from "../../../src/net/client/Client.ts"
 import { looksReadOnly, make } from "../../../src/net/client/Client.ts"
-import { Values } from "../../../src/net/gateway/values.ts"
+import { Values } from "../../../src/net/protocol/values.ts"
 import { startGateway } from "../gateway/harness.ts"
 import { scriptedLeader, scriptedServer } from "./scriptedServer.ts"
 

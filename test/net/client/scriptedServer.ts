@@ -4,11 +4,11 @@
 import * as net from "node:net"
 import type { Scope } from "effect"
 import { Effect } from "effect"
-import type { Request } from "../../../src/net/gateway/requests.ts"
-import { decodeRequest } from "../../../src/net/gateway/requests.ts"
-import type { Response } from "../../../src/net/gateway/responses.ts"
-import { encodeResponse } from "../../../src/net/gateway/responses.ts"
-import { FrameStream } from "../../../src/net/gateway/socketIo.ts"
+import type { Request } from "../../../src/net/protocol/requests.ts"
+import { decodeRequest } from "../../../src/net/protocol/requests.ts"
+import type { Response } from "../../../src/net/protocol/responses.ts"
+import { encodeResponse } from "../../../src/net/protocol/responses.ts"
+import { FrameStream } from "../../../src/net/protocol/socketIo.ts"
 
 /** What to do with one request: answer, close the connection, never answer, or answer late. */
 export type ScriptedAnswer = Response | ReadonlyArray<Response> | "close" | "silence" | { readonly delayMs: number; readonly then: Response }

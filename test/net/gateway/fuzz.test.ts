@@ -3,15 +3,15 @@
 
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { WireError } from "../../../src/net/gateway/errors.ts"
-import { FrameDecoder } from "../../../src/net/gateway/framing.ts"
-import type { Frame } from "../../../src/net/gateway/framing.ts"
-import type { Request } from "../../../src/net/gateway/requests.ts"
-import { decodeRequest, encodeRequest } from "../../../src/net/gateway/requests.ts"
-import type { Response, ResponseDecodeOptions } from "../../../src/net/gateway/responses.ts"
-import { decodeResponse, encodeResponse } from "../../../src/net/gateway/responses.ts"
-import { Values, canonicalInt64, int64Max, int64Min } from "../../../src/net/gateway/values.ts"
-import type { Value } from "../../../src/net/gateway/values.ts"
+import { WireError } from "../../../src/net/protocol/errors.ts"
+import { FrameDecoder } from "../../../src/net/protocol/framing.ts"
+import type { Frame } from "../../../src/net/protocol/framing.ts"
+import type { Request } from "../../../src/net/protocol/requests.ts"
+import { decodeRequest, encodeRequest } from "../../../src/net/protocol/requests.ts"
+import type { Response, ResponseDecodeOptions } from "../../../src/net/protocol/responses.ts"
+import { decodeResponse, encodeResponse } from "../../../src/net/protocol/responses.ts"
+import { Values, canonicalInt64, int64Max, int64Min } from "../../../src/net/protocol/values.ts"
+import type { Value } from "../../../src/net/protocol/values.ts"
 
 const int64 = fc.bigInt({ min: int64Min, max: int64Max }).map(canonicalInt64)
 const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })

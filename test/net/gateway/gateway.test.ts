@@ -3,10 +3,10 @@
 // byte against the dqlite captures of the fact sheet.
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { encodeProtocolVersion } from "../../../src/net/gateway/framing.ts"
-import { encodeRequest } from "../../../src/net/gateway/requests.ts"
-import type { Response } from "../../../src/net/gateway/responses.ts"
-import { Values } from "../../../src/net/gateway/values.ts"
+import { encodeProtocolVersion } from "../../../src/net/protocol/framing.ts"
+import { encodeRequest } from "../../../src/net/protocol/requests.ts"
+import type { Response } from "../../../src/net/protocol/responses.ts"
+import { Values } from "../../../src/net/protocol/values.ts"
 import { ascii, concat, hex, toHex } from "./helpers.ts"
 import { execSql, querySql, rawConnect, startGateway } from "./harness.ts"
 

@@ -6,25 +6,57 @@ import * as net from "node:net"
 import type { Scope } from "effect"
 import { Duration, Effect } from "effect"
 import type { ClusterServer } from "../../../src/net/gateway/ClusterControl.ts"
-import { encodeProtocolVersion } from "../../../src/net/gateway/framing.ts"
-import type { Frame } from "../../../src/net/gateway/framing.ts"
-import type { GatewayObserver, GatewayServer } from "../../../src/net/gateway/Gateway.ts"
-import { listen } from "../../../src/net/gateway/Gateway.ts"
+import { encodeProtocolVersion } from "../../../src/net/protocol/framing.ts"
+import type { Frame } from "../../../src/net/protocol/framing.ts"
+import type { GatewayDeps, GatewayObserver } from "../../../src/net/gateway/Gateway.ts"
+import { makeClientHandlerSlot } from "../../../src/net/gateway/Gateway.ts"
+import { makeTcp } from "../../../src/net/peers/PeerTransport.ts"
 import type { GatewayLimits } from "../../../src/net/gateway/limits.ts"
-import type { Request } from "../../../src/net/gateway/requests.ts"
-import { encodeRequest } from "../../../src/net/gateway/requests.ts"
-import type { Response, ResponseDecodeOptions } from "../../../src/net/gateway/responses.ts"
-import { decodeResponse } from "../../../src/net/gateway/responses.ts"
-import { FrameStream } from "../../../src/net/gateway/socketIo.ts"
-import type { Value } from "../../../src/net/gateway/values.ts"
+import type { Request } from "../../../src/net/protocol/requests.ts"
+import { encodeRequest } from "../../../src/net/protocol/requests.ts"
+import type { Response, ResponseDecodeOptions } from "../../../src/net/protocol/responses.ts"
+import { decodeResponse } from "../../../src/net/protocol/responses.ts"
+import { FrameStream } from "../../../src/net/protocol/socketIo.ts"
+import type { Value } from "../../../src/net/protocol/values.ts"
 import type { FakeCluster } from "./fixture/fakeCluster.ts"
 import { makeFakeCluster } from "./fixture/fakeCluster.ts"
 import type { SqliteFixture } from "./fixture/sqliteFixture.ts"
 import { makeSqliteFixture } from "./fixture/sqliteFixture.ts"
 
+export interface ClientListener {
+  /** The address actually listened on (port 0 resolved). */
+  readonly address: string
+  /** `connections`: clients being served now; `accepted`: handed to the gateway; `rejected`:
+   * closed by the listener (unknown first word, too many connections, nothing in time). */
+  readonly stats: Effect.Effect<{ readonly connections: number; readonly accepted: number; readonly rejected: number }>
+}
+
+/** A gateway served the way a node serves it: the peers' listener (`makeTcp`, node 1, no peers)
+ * hands every connection whose first word is a dqlite version to `makeClientHandlerSlot`. */
+export const listenForClients = (
+  deps: GatewayDeps,
+  limits?: Partial<GatewayLimits>
+): Effect.Effect<ClientListener, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const slot = makeClientHandlerSlot(limits === undefined ? {} : { limits })
+    let connections = 0
+    const transport = yield* makeTcp({
+      nodeId: 1,
+      clusterId: "gateway-tests",
+      listen: "127.0.0.1:0",
+      onClientConnection: (socket, version) =>
+        Effect.acquireUseRelease(Effect.sync(() => connections++), () => slot.handler(socket, version), () => Effect.sync(() => connections--))
+    }).pipe(Effect.orDie)
+    slot.bind(deps)
+    return {
+      address: transport.address,
+      stats: Effect.map(transport.stats, ({ inbound }) => ({ connections, accepted: inbound.clientConnections, rejected: inbound.rejected }))
+    }
+  })
+
 export interface TestGateway {
   readonly address: string
-  readonly server: GatewayServer
+  readonly server: ClientListener
   readonly fixture: SqliteFixture
   readonly cluster: FakeCluster
 }
@@ -41,14 +73,12 @@ export const startGateway = (options: {
   Effect.gen(function*() {
     const fixture = yield* makeSqliteFixture()
     const cluster = makeFakeCluster({ self: 1, members: [], leader: null })
-    const server = yield* listen({
-      address: "127.0.0.1:0",
+    const server = yield* listenForClients({
       databases: fixture.databases,
       cluster,
       dumper: fixture.dumper,
-      ...(options.limits === undefined ? {} : { limits: options.limits }),
       ...(options.observer === undefined ? {} : { observer: options.observer })
-    }).pipe(Effect.orDie)
+    }, options.limits)
     const self: ClusterServer = { id: 1, address: server.address, role: options.selfRole ?? "voter" }
     cluster.state.members = [self, ...(options.others ?? [])]
     const leaderId = options.leader === undefined || options.leader === "self" ? 1 : options.leader

@@ -1,8 +1,8 @@
 // Byte-building helpers for the gateway codec tests.
 
 import { expect } from "vitest"
-import { WireError } from "../../../src/net/gateway/errors.ts"
-import type { WireErrorReason } from "../../../src/net/gateway/errors.ts"
+import { WireError } from "../../../src/net/protocol/errors.ts"
+import type { WireErrorReason } from "../../../src/net/protocol/errors.ts"
 
 /** Bytes from hex; spaces, `|` and newlines are ignored ("01 00 | ff"). */
 export function hex(text: string): Uint8Array {

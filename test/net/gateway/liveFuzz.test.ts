@@ -7,13 +7,13 @@ import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import fc from "fast-check"
 import { Duration, Effect, Logger } from "effect"
-import { encodeProtocolVersion } from "../../../src/net/gateway/framing.ts"
-import { FrameDecoder } from "../../../src/net/gateway/framing.ts"
-import type { Request } from "../../../src/net/gateway/requests.ts"
-import { encodeRequest } from "../../../src/net/gateway/requests.ts"
-import { decodeResponse } from "../../../src/net/gateway/responses.ts"
-import type { Value } from "../../../src/net/gateway/values.ts"
-import { Values } from "../../../src/net/gateway/values.ts"
+import { encodeProtocolVersion } from "../../../src/net/protocol/framing.ts"
+import { FrameDecoder } from "../../../src/net/protocol/framing.ts"
+import type { Request } from "../../../src/net/protocol/requests.ts"
+import { encodeRequest } from "../../../src/net/protocol/requests.ts"
+import { decodeResponse } from "../../../src/net/protocol/responses.ts"
+import type { Value } from "../../../src/net/protocol/values.ts"
+import { Values } from "../../../src/net/protocol/values.ts"
 import { querySql, rawConnect, startGateway } from "./harness.ts"
 
 const statements = [
@@ -171,7 +171,7 @@ describe("gateway: live fuzz", () => {
         decoder.push(received)
         // (SERVERS carries roles only for CLUSTER format 1, so either format may be the right one.)
         const protocol = fuzz.version === "legacy" ? "legacy" : "v1"
-        const decodes = (frame: import("../../../src/net/gateway/framing.ts").Frame) => {
+        const decodes = (frame: import("../../../src/net/protocol/framing.ts").Frame) => {
           let kind: string
           try {
             kind = decodeResponse(frame, { protocol, serversFormat: 1 }).kind

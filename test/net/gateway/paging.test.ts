@@ -2,15 +2,15 @@
 // one message; integer edge values both ways; INTERRUPT in the middle of a stream.
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { headerBytes, rowsBatchBytesTarget } from "../../../src/net/gateway/codes.ts"
-import type { RowsResponse } from "../../../src/net/gateway/responses.ts"
-import { decodeResponse } from "../../../src/net/gateway/responses.ts"
-import type { Value } from "../../../src/net/gateway/values.ts"
-import { Values, int64Max, int64Min } from "../../../src/net/gateway/values.ts"
+import { headerBytes, rowsBatchBytesTarget } from "../../../src/net/protocol/codes.ts"
+import type { RowsResponse } from "../../../src/net/protocol/responses.ts"
+import { decodeResponse } from "../../../src/net/protocol/responses.ts"
+import type { Value } from "../../../src/net/protocol/values.ts"
+import { Values, int64Max, int64Min } from "../../../src/net/protocol/values.ts"
 import { execSql, querySql, rawConnect, startGateway } from "./harness.ts"
 
 /** Reads ROWS messages until DONE; returns each message's size and decoded form. */
-const readAllBatches = (c: { readonly receiveFrame: Effect.Effect<import("../../../src/net/gateway/framing.ts").Frame | null> }) =>
+const readAllBatches = (c: { readonly receiveFrame: Effect.Effect<import("../../../src/net/protocol/framing.ts").Frame | null> }) =>
   Effect.gen(function*() {
     const batches: Array<{ readonly bytes: number; readonly rows: RowsResponse }> = []
     for (;;) {

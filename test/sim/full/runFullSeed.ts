@@ -167,7 +167,7 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
         if (input.kind === "read") guess = null
         else writeGuess = null
         const error = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : null
-        const unknown = input.kind !== "read" && (error === null || error._tag === "OutcomeUnknown" || error._tag === "RequestTimeout" || error._tag === "TimeoutException")
+        const unknown = input.kind !== "read" && (error === null || error._tag === "OutcomeUnknown" || error._tag === "RaftRequestTimeout" || error._tag === "TimeoutException")
         if (!unknown) dropped.add(at) // definitely no effect (or a read): leave it out
       }
     })

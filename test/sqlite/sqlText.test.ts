@@ -3,8 +3,7 @@
 import Database from "better-sqlite3"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { firstStatement, isBlankSql, parameterSlots, splitStatements, utf8OffsetBytes } from "../../../src/net/gateway/sqlText.ts"
-import { leaderOf } from "../../../src/node/raftClusterControl.ts"
+import { firstStatement, isBlankSql, parameterSlots, splitStatements, utf8OffsetBytes } from "../../src/sqlite/statements.ts"
 
 describe("splitStatements", () => {
   it("splits on ; outside literals, identifiers, comments and trigger bodies", () => {
@@ -75,25 +74,5 @@ describe("parameterSlots", () => {
       expect(() => db.prepare(sql).get(...args), sql).not.toThrow()
     }
     expect(parameterSlots("SELECT ?3, ?, :x").names).toEqual([null, null, "?3", null, ":x"])
-  })
-})
-
-describe("leaderOf", () => {
-  const membership = {
-    members: [
-      { id: 1, address: "a:1", role: "voter" as const },
-      { id: 2, address: "b:2", role: "voter" as const },
-      { id: 3, address: "c:3", role: "standby" as const }
-    ]
-  }
-  const status = (id: number, role: "leader" | "follower", leader: number | null) =>
-    ({ id, role, leader, term: 1, commitIndex: 1, appliedIndex: 1, lastIndex: 1, membership, peers: [] })
-  it("names the leader from any member that knows it (a standby too); nobody when unknown or not a member", () => {
-    expect(leaderOf(status(1, "leader", 1))).toEqual({ id: 1, address: "a:1" })
-    expect(leaderOf(status(2, "follower", 1))).toEqual({ id: 1, address: "a:1" })
-    expect(leaderOf(status(2, "follower", null))).toBeNull()
-    expect(leaderOf(status(3, "follower", 1))).toEqual({ id: 1, address: "a:1" })
-    expect(leaderOf(status(3, "follower", null))).toBeNull()
-    expect(leaderOf(status(9, "follower", 1))).toBeNull()
   })
 })

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest"
-import { ValueType } from "../../../src/net/gateway/codes.ts"
-import { Values, canonicalInt64, int64Max, int64Min } from "../../../src/net/gateway/values.ts"
-import type { Value } from "../../../src/net/gateway/values.ts"
+import { ValueType } from "../../../src/net/protocol/codes.ts"
+import { Values, canonicalInt64, int64Max, int64Min } from "../../../src/net/protocol/values.ts"
+import type { Value } from "../../../src/net/protocol/values.ts"
 import {
   Reader,
   Writer,
@@ -15,8 +15,8 @@ import {
   writeParams,
   writeRow,
   writeValue
-} from "../../../src/net/gateway/wire.ts"
-import { ascii, concat, expectWireError, hex } from "./helpers.ts"
+} from "../../../src/net/protocol/wire.ts"
+import { ascii, concat, expectWireError, hex } from "../gateway/helpers.ts"
 
 function encodeValue(value: Value): Uint8Array {
   const w = new Writer()

@@ -1,11 +1,11 @@
 import { describe, expect, it } from "vitest"
-import { RequestType } from "../../../src/net/gateway/codes.ts"
-import { WireError } from "../../../src/net/gateway/errors.ts"
-import { decodeFrame, encodeFrame } from "../../../src/net/gateway/framing.ts"
-import type { Request } from "../../../src/net/gateway/requests.ts"
-import { decodeRequest, encodeRequest, requestSchema, requestTypeCode } from "../../../src/net/gateway/requests.ts"
-import { Values } from "../../../src/net/gateway/values.ts"
-import { ascii, concat, expectWireError, hex, toHex } from "./helpers.ts"
+import { RequestType } from "../../../src/net/protocol/codes.ts"
+import { WireError } from "../../../src/net/protocol/errors.ts"
+import { decodeFrame, encodeFrame } from "../../../src/net/protocol/framing.ts"
+import type { Request } from "../../../src/net/protocol/requests.ts"
+import { decodeRequest, encodeRequest, requestSchema, requestTypeCode } from "../../../src/net/protocol/requests.ts"
+import { Values } from "../../../src/net/protocol/values.ts"
+import { ascii, concat, expectWireError, hex, toHex } from "../gateway/helpers.ts"
 
 function decode(bytes: Uint8Array): Request {
   return decodeRequest(decodeFrame(bytes))

@@ -1,7 +1,7 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { AssertionError } from "../../../src/assert.ts"
-import { RequestType, ResponseType } from "../../../src/net/gateway/codes.ts"
+import { RequestType, ResponseType } from "../../../src/net/protocol/codes.ts"
 import {
   FrameDecoder,
   decodeFrame,
@@ -10,12 +10,12 @@ import {
   encodeFrame,
   encodeHeader,
   encodeProtocolVersion
-} from "../../../src/net/gateway/framing.ts"
-import type { Frame } from "../../../src/net/gateway/framing.ts"
-import { decodeRequest, encodeRequest } from "../../../src/net/gateway/requests.ts"
-import { encodeResponse } from "../../../src/net/gateway/responses.ts"
-import { Values } from "../../../src/net/gateway/values.ts"
-import { concat, expectWireError, hex } from "./helpers.ts"
+} from "../../../src/net/protocol/framing.ts"
+import type { Frame } from "../../../src/net/protocol/framing.ts"
+import { decodeRequest, encodeRequest } from "../../../src/net/protocol/requests.ts"
+import { encodeResponse } from "../../../src/net/protocol/responses.ts"
+import { Values } from "../../../src/net/protocol/values.ts"
+import { concat, expectWireError, hex } from "../gateway/helpers.ts"
 
 /** A stream of several messages of different sizes, including a multi-word ROWS. */
 function sampleStream(): { bytes: Uint8Array; frames: Array<Frame> } {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest"
-import { ErrorCode, Failures, ResponseType, rowsBatchBytesTarget } from "../../../src/net/gateway/codes.ts"
-import { decodeFrame } from "../../../src/net/gateway/framing.ts"
-import type { Response, ResponseDecodeOptions } from "../../../src/net/gateway/responses.ts"
+import { ErrorCode, Failures, ResponseType, rowsBatchBytesTarget } from "../../../src/net/protocol/codes.ts"
+import { decodeFrame } from "../../../src/net/protocol/framing.ts"
+import type { Response, ResponseDecodeOptions } from "../../../src/net/protocol/responses.ts"
 import {
   RowsWriter,
   decodeResponse,
@@ -11,10 +11,10 @@ import {
   notLeaderFailure,
   responseSchema,
   responseTypeCode
-} from "../../../src/net/gateway/responses.ts"
-import { Values } from "../../../src/net/gateway/values.ts"
-import type { Value } from "../../../src/net/gateway/values.ts"
-import { ascii, concat, expectWireError, hex, toHex } from "./helpers.ts"
+} from "../../../src/net/protocol/responses.ts"
+import { Values } from "../../../src/net/protocol/values.ts"
+import type { Value } from "../../../src/net/protocol/values.ts"
+import { ascii, concat, expectWireError, hex, toHex } from "../gateway/helpers.ts"
 
 function decode(bytes: Uint8Array, options: ResponseDecodeOptions = {}): Response {
   return decodeResponse(decodeFrame(bytes), options)

@@ -1,0 +1,268 @@
+// Every bound of a node in one table, and the relations between bounds of different layers,
+// checked once when a node starts (TigerBeetle's constants.zig, etcd's Config.validate).
+//
+// Each layer keeps its own bounds beside its code and checks the relations inside the layer when
+// they are built: the Raft core (src/raft/config.ts: it imports nothing), the peer links
+// (src/net/peers/limits.ts), the gateway (src/net/gateway/limits.ts), the SQL surface
+// (src/sqlite/limits.ts) and the log (src/storage/LogStore.ts, SegmentLog.ts, format.ts). This
+// table gathers them, names the numbers the node's wiring used to write inline (mailbox, batch,
+// timeouts, page size), and checks what no single layer can see: that a bound of one layer
+// leaves room for the largest thing another layer may produce. A violated relation refuses the
+// start with `NodeBoundsInvalid`, which names the relation and both numbers.
+import { Data, Effect } from "effect"
+import type { GatewayLimits } from "./net/gateway/limits.ts"
+import { gatewayLimitsDefault } from "./net/gateway/limits.ts"
+import type { PeerLimits } from "./net/peers/limits.ts"
+import { defaultPeerLimits } from "./net/peers/limits.ts"
+import type { RaftConfig } from "./raft/config.ts"
+import { defaultRaftConfig } from "./raft/config.ts"
+import { entryHeaderBytes } from "./raft/types.ts"
+import type { SqliteLimits } from "./sqlite/limits.ts"
+import { defaultSqliteLimits, entryOverheadBytesMax, logRecordBytesMax as sqliteLogRecordBytesMax } from "./sqlite/limits.ts"
+import { writeEntryHeaderBytes } from "./sqlite/writeEntry.ts"
+import { messageBytesMaxLimit } from "./net/protocol/framing.ts"
+import { recordPayloadBytesMax } from "./storage/format.ts"
+import { persistBytesMax, persistEntriesMax } from "./storage/LogStore.ts"
+import { segmentBytesMaxDefault } from "./storage/SegmentLog.ts"
+
+/** The Raft actor's bounds, set by the node's wiring. */
+export interface RaftActorBounds {
+  /** Messages waiting in the Raft actor's mailbox (proposals, reads, peer messages, persisted /
+   * applied reports); a full mailbox suspends the sender (back-pressure inside the node). */
+  readonly mailboxCapacity: number
+  /** Messages the actor takes from its mailbox per step: one persist and one round of sends
+   * cover them all (group commit falls out of it). */
+  readonly batchMax: number
+  /** A proposal or read waiting this long for Raft is failed with RequestTimeout. */
+  readonly requestTimeoutMs: number
+  /** Entries applied since the last snapshot before the node takes the next one. */
+  readonly snapshotEveryEntries: number
+  /** The driver's tick: Raft's election and heartbeat ticks are this many milliseconds. */
+  readonly tickMs: number
+}
+
+/** Bounds of what crosses the dqlite wire beyond one request (src/net/protocol). */
+export interface WireBounds {
+  /** The largest DUMP answer `tqlite dump` accepts: the client holds it in memory as one FILES
+   * message (the database's committed image, whole). */
+  readonly dumpBytesMax: number
+  /** The largest message a dqlite header can announce: 8 + 8 × (2^32 − 1) bytes. */
+  readonly messageBytesMaxLimit: number
+}
+
+/** The log's bounds (src/storage). */
+export interface LogBounds {
+  /** Bytes (as `entrySizeBytes` counts them) of one persist call, written as one record. */
+  readonly persistBytesMax: number
+  readonly persistEntriesMax: number
+  /** Size at which a segment is closed (a larger record gets a segment of its own). */
+  readonly segmentBytesMax: number
+  /** Largest record payload the record format admits (its length field's cap). */
+  readonly recordPayloadBytesMax: number
+}
+
+export interface NodeBounds {
+  readonly raft: Omit<RaftConfig, "id" | "seed" | "bugs">
+  readonly raftActor: RaftActorBounds
+  readonly log: LogBounds
+  readonly peers: PeerLimits
+  readonly gateway: GatewayLimits
+  readonly sqlite: SqliteLimits
+  readonly wire: WireBounds
+}
+
+const { id: _id, seed: _seed, ...raftDefaults } = defaultRaftConfig(1)
+
+export const nodeBoundsDefault: NodeBounds = {
+  raft: raftDefaults,
+  raftActor: {
+    // A mailbox of 4096 holds eight full batches: peers' bursts and a burst of client proposals
+    // wait in it while the actor persists, without letting memory grow without bound.
+    mailboxCapacity: 4096,
+    // 512 messages per step: large enough that one fsync covers a whole burst of proposals,
+    // small enough that a step (and so a heartbeat) is never long in coming.
+    batchMax: 512,
+    // Longer than an election (10–20 ticks of 50 ms) plus a commit round, so a leader change
+    // does not time out what the new leader will answer.
+    requestTimeoutMs: 10_000,
+    snapshotEveryEntries: 10_000,
+    // See src/node/Node.ts defaultTickMs: a leader's death is noticed after 0.5–1 s.
+    tickMs: 50
+  },
+  log: { persistBytesMax, persistEntriesMax, segmentBytesMax: segmentBytesMaxDefault, recordPayloadBytesMax },
+  peers: defaultPeerLimits,
+  gateway: gatewayLimitsDefault,
+  sqlite: defaultSqliteLimits,
+  // 1 GiB: a database that size is dumped in one message a client can still hold; beyond it the
+  // dump is refused by the client's frame bound (the leader's image is not split in chunks).
+  wire: { dumpBytesMax: 1024 * 1024 * 1024, messageBytesMaxLimit }
+}
+
+/** Fixed bounds kept beside their code, listed here so this table is the whole picture. */
+export { statementDescriptionsMax } from "./sqlite/ReplicatedDatabases.ts"
+export { chunkOverheadBytes } from "./net/peers/limits.ts"
+
+/** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
+ * (field names, lengths, tags); generous. */
+export const entryEncodingOverheadBytes = 64
+/** Bytes an AppendEntries envelope adds around its entries (from, to, term, indexes); generous. */
+export const envelopeOverheadBytes = 4096
+
+/** Bytes a DUMP's FILES answer adds around the image: header, count, two names (each at most a
+ * database name of 1 KiB) and their sizes, word padding; generous. */
+export const dumpAnswerOverheadBytes = 8 * 1024
+
+/** The largest Raft entry the SQL surface proposes: a transaction's (or a group-commit batch's)
+ * pages with the write entry's header and names, as the Raft core counts it. */
+export function largestWriteEntryBytes(bounds: NodeBounds): number {
+  return entryHeaderBytes + writeEntryHeaderBytes + entryOverheadBytesMax + bounds.sqlite.transactionBytesMax
+}
+
+/** The largest AppendEntries a leader sends, encoded: `slice` adds entries while they stay
+ * within appendBytesMax, and always takes the first, so the entries weigh at most the larger of
+ * appendBytesMax and one largest entry. */
+export function largestAppendFrameBytes(bounds: NodeBounds): number {
+  const entries = Math.max(bounds.raft.appendBytesMax, largestWriteEntryBytes(bounds))
+  return entries + bounds.raft.appendEntriesMax * entryEncodingOverheadBytes + envelopeOverheadBytes
+}
+
+/** A relation between bounds that a node refuses to start without: `relation` names it,
+ * `message` gives both sides' numbers and why the relation matters. */
+export class NodeBoundsInvalid extends Data.TaggedError("NodeBoundsInvalid")<{ readonly relation: string; readonly message: string }> {}
+
+interface Relation {
+  readonly name: string
+  /** Whether it weighs the SQL surface's bounds: a node without one (a bare Raft node, the
+   * benchmarks) checks only the others. */
+  readonly sql: boolean
+  readonly holds: (bounds: NodeBounds) => boolean
+  readonly explain: (bounds: NodeBounds) => string
+}
+
+const mib = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(2)} MiB`
+
+/** Every cross-layer relation, each with why it must hold. */
+export const relations: ReadonlyArray<Relation> = [
+  {
+    // The leader appends a transaction as one entry, persisted in one record: an entry larger
+    // than a record could be committed by SQLite on the leader and never logged.
+    name: "log record holds the largest write entry",
+    sql: true,
+    holds: (b) => largestWriteEntryBytes(b) <= b.log.persistBytesMax,
+    explain: (b) =>
+      `a transaction of up to sqlite.transactionBytesMax ${mib(b.sqlite.transactionBytesMax)} makes an entry of ${mib(largestWriteEntryBytes(b))}, more than the log's persistBytesMax ${mib(b.log.persistBytesMax)}: lower transactionBytesMax`
+  },
+  {
+    // src/sqlite may not import src/storage, so it keeps its own copy of the record bound (its
+    // proposal budget and its transaction check use it): the copy must be the log's number.
+    name: "the SQL surface's copy of the record bound is the log's",
+    sql: true,
+    holds: (b) => sqliteLogRecordBytesMax === b.log.persistBytesMax,
+    explain: (b) => `src/sqlite/limits.ts logRecordBytesMax ${mib(sqliteLogRecordBytesMax)} differs from the log's persistBytesMax ${mib(b.log.persistBytesMax)}`
+  },
+  {
+    // A persist call is one record: the record format's length field must admit it.
+    name: "record format holds a persist",
+    sql: false,
+    holds: (b) => b.log.persistBytesMax <= b.log.recordPayloadBytesMax,
+    explain: (b) => `persistBytesMax ${mib(b.log.persistBytesMax)} is more than a record's payload may be (${mib(b.log.recordPayloadBytesMax)})`
+  },
+  {
+    // A peer link drops an envelope larger than a frame (it could never be delivered): an
+    // AppendEntries above the frame bound would stop replication to that follower for good.
+    name: "peer frame holds the largest AppendEntries",
+    sql: true,
+    holds: (b) => largestAppendFrameBytes(b) <= b.peers.frameBytesMax,
+    explain: (b) =>
+      `an AppendEntries may encode to ${mib(largestAppendFrameBytes(b))} (appendBytesMax ${mib(b.raft.appendBytesMax)} or one entry of ${mib(largestWriteEntryBytes(b))}), more than peers.frameBytesMax ${mib(b.peers.frameBytesMax)}`
+  },
+  {
+    // A leader refuses proposals while this many bytes are uncommitted: below one largest entry,
+    // the largest transaction would be refused as overloaded for ever.
+    name: "uncommitted bound holds the largest write entry",
+    sql: true,
+    holds: (b) => largestWriteEntryBytes(b) <= b.raft.uncommittedBytesMax,
+    explain: (b) => `raft.uncommittedBytesMax ${mib(b.raft.uncommittedBytesMax)} is less than one largest write entry (${mib(largestWriteEntryBytes(b))})`
+  },
+  {
+    // A DUMP answer is one FILES message: the database image and its (empty) WAL, each named
+    // and padded to whole words. The largest the client accepts must be announceable.
+    name: "wire message holds the largest DUMP",
+    sql: false,
+    holds: (b) => b.wire.dumpBytesMax + dumpAnswerOverheadBytes <= b.wire.messageBytesMaxLimit,
+    explain: (b) => `wire.dumpBytesMax ${mib(b.wire.dumpBytesMax)} plus a FILES answer's framing is more than a dqlite header can announce (${mib(b.wire.messageBytesMaxLimit)})`
+  },
+  {
+    // The actor drains at most batchMax messages per step from its mailbox.
+    name: "Raft actor batch within its mailbox",
+    sql: false,
+    holds: (b) => b.raftActor.batchMax <= b.raftActor.mailboxCapacity,
+    explain: (b) => `raftActor.batchMax ${b.raftActor.batchMax} is more than its mailboxCapacity ${b.raftActor.mailboxCapacity}`
+  },
+  {
+    // A request must outlive the longest election (2 × electionTicks), or every leader change
+    // fails requests the new leader would have answered.
+    name: "request timeout outlives an election",
+    sql: false,
+    holds: (b) => b.raftActor.requestTimeoutMs > 2 * b.raft.electionTicks * b.raftActor.tickMs,
+    explain: (b) => `raftActor.requestTimeoutMs ${b.raftActor.requestTimeoutMs} is not more than the longest election timeout (${2 * b.raft.electionTicks * b.raftActor.tickMs} ms)`
+  },
+  {
+    // The SQL surface's commit wait is a backstop: Raft's own request timeout should answer
+    // first, with the more precise error.
+    name: "SQL commit wait outlasts Raft's request timeout",
+    sql: true,
+    holds: (b) => b.sqlite.commitTimeoutMs >= b.raftActor.requestTimeoutMs,
+    explain: (b) => `sqlite.commitTimeoutMs ${b.sqlite.commitTimeoutMs} is less than raftActor.requestTimeoutMs ${b.raftActor.requestTimeoutMs}`
+  },
+  {
+    // A session read gives up before Raft's request timeout, so its caller hears "session"
+    // (read elsewhere or later) rather than a timeout.
+    name: "session read wait within Raft's request timeout",
+    sql: true,
+    holds: (b) => b.sqlite.sessionWaitMs < b.raftActor.requestTimeoutMs,
+    explain: (b) => `sqlite.sessionWaitMs ${b.sqlite.sessionWaitMs} is not less than raftActor.requestTimeoutMs ${b.raftActor.requestTimeoutMs}`
+  }
+]
+
+/** Every relation the bounds break, in the table's order (without `sql`: those that do not
+ * weigh the SQL surface's bounds). */
+export function violatedRelations(bounds: NodeBounds, options: { readonly sql: boolean } = { sql: true }): ReadonlyArray<NodeBoundsInvalid> {
+  return relations
+    .filter((relation) => (options.sql || !relation.sql) && !relation.holds(bounds))
+    .map((relation) => new NodeBoundsInvalid({ relation: relation.name, message: `bounds refused (${relation.name}): ${relation.explain(bounds)}` }))
+}
+
+export interface NodeBoundsOverrides {
+  readonly raft?: Partial<NodeBounds["raft"]>
+  readonly raftActor?: Partial<RaftActorBounds>
+  readonly log?: Partial<LogBounds>
+  readonly peers?: Partial<PeerLimits>
+  readonly gateway?: Partial<GatewayLimits>
+  readonly sqlite?: Partial<SqliteLimits>
+  readonly wire?: Partial<WireBounds>
+}
+
+/** The defaults with `overrides` laid over them, each section replaced key by key. */
+export function nodeBounds(overrides: NodeBoundsOverrides = {}): NodeBounds {
+  const d = nodeBoundsDefault
+  return {
+    raft: { ...d.raft, ...overrides.raft },
+    raftActor: { ...d.raftActor, ...overrides.raftActor },
+    log: { ...d.log, ...overrides.log },
+    peers: { ...d.peers, ...overrides.peers },
+    gateway: { ...d.gateway, ...overrides.gateway },
+    sqlite: { ...d.sqlite, ...overrides.sqlite },
+    wire: { ...d.wire, ...overrides.wire }
+  }
+}
+
+/** At a node's start: the bounds it will run with, or `NodeBoundsInvalid` naming the first
+ * relation they break (nothing is opened before this). `sql: false` for a node without the SQL
+ * surface. */
+export const checkNodeBounds = (overrides: NodeBoundsOverrides = {}, options: { readonly sql: boolean } = { sql: true }): Effect.Effect<NodeBounds, NodeBoundsInvalid> =>
+  Effect.suspend(() => {
+    const bounds = nodeBounds(overrides)
+    const violated = violatedRelations(bounds, options)[0]
+    return violated === undefined ? Effect.succeed(bounds) : Effect.fail(violated)
+  })
