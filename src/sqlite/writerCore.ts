@@ -280,7 +280,7 @@ function dispatch(s: WriterState, input: WriterInput, out: Array<WriterEffect>):
       s.checkpointWanted = true
       return
     case "Flushed":
-      if (s.flush === "asked") s.flush = "done"
+      if (s.flush === "asked") s.flush = s.batch === null ? "none" : "done"
       return
     case "Tick":
       return tick(s, out)
@@ -310,6 +310,9 @@ function pump(s: WriterState, out: Array<WriterEffect>): void {
   const limits = s.limits
   for (;;) {
     if (s.running !== null) return
+    // The batch a Flush was asked for was rolled back meanwhile: the shell answers the Flush in
+    // turn with every effect that waits, so nothing starts before it is answered.
+    if (s.flush === "asked" && s.batch === null) return
     const inflight = s.inflight
     if (inflight !== null && (inflight.kind === "checkpoint" || inflight.kind === "discard")) return
     const lease = s.lease

@@ -251,7 +251,12 @@ const property = (step: Step) => fc.property(fc.array(action, { minLength: 1, ma
 
 describe("writer core invariants", () => {
   it("holds on random histories", () => {
-    fc.assert(property(writerStep), { numRuns: 1000 })
+    fc.assert(property(writerStep), {
+      numRuns: 1000,
+      // Found by a random run: the batch a Flush was asked for is rolled back, then a checkpoint
+      // was started while the Flush was still outstanding.
+      examples: [[[{ t: "submit", isolation: "batch" }, { t: "submit", isolation: "batch" }, { t: "checkpoint" }], 2147483619]]
+    })
     // The histories reached every part of the core.
     for (const [what, count] of Object.entries(covered)) expect(count, what).toBeGreaterThan(10)
   })
