@@ -14,9 +14,10 @@
 import * as net from "node:net"
 import type { Duplex } from "node:stream"
 import type { Scope } from "effect"
-import { Cause, Data, Duration, Effect, FiberSet } from "effect"
+import { Cause, Data, Duration, Effect } from "effect"
 import { listenFailureText } from "../peers/errors.ts"
-import { formatAddress, parseAddress } from "../peers/sockets.ts"
+import { formatAddress } from "../peers/sockets.ts"
+import { listen as listenOn } from "../listener.ts"
 import type { GatewayDeps, SessionError } from "./ClientSession.ts"
 import { ClientSession } from "./ClientSession.ts"
 import { ProtocolVersion } from "./codes.ts"
@@ -160,9 +161,7 @@ export const listen = (options: ListenOptions): Effect.Effect<GatewayServer, Gat
   Effect.gen(function*() {
     const limits = gatewayLimits(options.limits)
     const deps: GatewayDeps = options
-    const sockets = new Set<net.Socket>()
     const stats = { connections: 0, accepted: 0, rejected: 0 }
-    const runFork = yield* FiberSet.makeRuntime<never>()
 
     const handle = (socket: net.Socket) =>
       Effect.gen(function*() {
@@ -180,58 +179,19 @@ export const listen = (options: ListenOptions): Effect.Effect<GatewayServer, Gat
         // Bytes after the word stay in the decoder, where the session reads them first.
         const versionWord = version.kind === "v1" ? ProtocolVersion.one : ProtocolVersion.legacy
         yield* serveStream(io, versionWord, deps, limits, remoteOf(socket))
-      }).pipe(
-        Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("client connection failed", cause)),
-        Effect.ensuring(Effect.sync(() => {
-          socket.destroy()
-          sockets.delete(socket)
-          stats.connections--
-        }))
-      )
+      }).pipe(Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("client connection failed", cause)))
 
-    const server = net.createServer()
-    server.maxConnections = limits.connectionsMax
-    server.on("connection", (socket: net.Socket) => {
-      socket.on("error", () => {})
-      socket.setNoDelay(true)
-      if (sockets.size >= limits.connectionsMax) {
-        stats.rejected++
-        socket.destroy()
-        return
-      }
-      sockets.add(socket)
-      stats.accepted++
-      stats.connections++
-      runFork(handle(socket))
-    })
-    const address = yield* Effect.acquireRelease(listenOn(server, options.address), () =>
-      Effect.async<void>((resume) => {
-        server.close(() => resume(Effect.void))
-        for (const socket of sockets) socket.destroy()
-      }).pipe(
-        // A finalizer runs uninterruptibly: without this the timeout could not stop the wait.
-        Effect.interruptible,
-        Effect.timeout(Duration.seconds(5)),
-        Effect.ignore
-      ))
+    const address = yield* listenOn({
+      address: options.address,
+      tls: null,
+      connectionsMax: limits.connectionsMax,
+      prepare: (socket) => {
+        socket.on("error", () => {})
+        socket.setNoDelay(true)
+      },
+      serve: handle,
+      counts: stats
+    }, (cause) => new GatewayListenFailed({ address: options.address, cause }))
     return { address, stats: Effect.sync(() => ({ ...stats })) }
   })
 
-function listenOn(server: net.Server, address: string): Effect.Effect<string, GatewayListenFailed> {
-  return Effect.async<string, GatewayListenFailed>((resume) => {
-    let hostPort: { host: string; port: number }
-    try {
-      hostPort = parseAddress(address)
-    } catch (cause) {
-      return resume(Effect.fail(new GatewayListenFailed({ address, cause })))
-    }
-    const onError = (cause: Error) => resume(Effect.fail(new GatewayListenFailed({ address, cause })))
-    server.once("error", onError)
-    server.listen(hostPort.port, hostPort.host, () => {
-      server.off("error", onError)
-      server.on("error", () => {})
-      const bound = server.address()
-      resume(Effect.succeed(bound !== null && typeof bound === "object" ? formatAddress(bound.address, bound.port) : address))
-    })
-  })
-}
