@@ -196,22 +196,16 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
       })
 
     /** Reads, checks and delivers frames until the connection ends or breaks the protocol.
-     * One loop for all frames buffered, so a chunk of many small frames costs one read. */
+     * Frames already buffered are taken first, so a chunk of many small frames costs one read. */
     const receiveFrames = (reader: SocketReader, hello: Hello): Effect.Effect<never, FrameError | ConnectionClosed> =>
       Effect.scoped(Effect.gen(function*() {
         const unpacker = makeUnpacker()
         const snapshots = new InboundSnapshots(options.snapshotInbox ?? null, limits.snapshotChunkBytes)
         yield* Effect.addFinalizer(() => snapshots.stop)
+        const peerClosed = () => new ConnectionClosed({ detail: "the peer closed the connection" })
         while (true) {
-          const next = reader.decoder.next()
-          if (Either.isLeft(next)) return yield* next.left
-          if (next.right === null) {
-            const chunk = yield* reader.readChunk
-            if (chunk === null) return yield* new ConnectionClosed({ detail: "the peer closed the connection" })
-            reader.decoder.push(chunk)
-            continue
-          }
-          const decoded = unpacker.unpack(next.right)
+          const payload = yield* reader.readFrameOr(peerClosed)
+          const decoded = unpacker.unpack(payload)
           if (Either.isLeft(decoded)) return yield* decoded.left
           const frame = decoded.right
           if (frame._tag === "Message") {
