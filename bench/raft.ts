@@ -37,7 +37,7 @@ const cluster = (size: number, dir: string) =>
     })
     const nodes: Array<RaftNode<number, Sink>> = []
     for (const id of ids) {
-      const node = yield* Node.wire<number, Sink, NodeTransport>({
+      const node = yield* Node.wire({
         identity: { nodeId: id, clusterId: "bench", address: `n${id}` },
         founding: membership,
         stateMachine: () => Effect.succeed(new Sink()),

@@ -1,9 +1,8 @@
-// One TCP (or TLS) listener for the node's address and the standalone gateway: accept, cap the
-// connections served at once, serve each in a fiber of the listener's scope, and on close stop
-// accepting, destroy every socket (those still in their TLS handshake too) and interrupt the
-// fibers. What a connection speaks is the caller's `serve`; the peers' transport
-// (peers/PeerTransport.ts) tells peers from dqlite clients by the first word, the gateway
-// (gateway/Gateway.ts) serves clients only.
+// One TCP (or TLS) listener: accept, cap the connections served at once, serve each in a fiber
+// of the listener's scope, and on close stop accepting, destroy every socket (those still in
+// their TLS handshake too) and interrupt the fibers. What a connection speaks is the caller's
+// `serve`: on the node's one address (peers/PeerTransport.ts) peers and dqlite clients are told
+// apart by the first word; a server of clients only (the standalone gateway) is served the same.
 import * as net from "node:net"
 import * as tls from "node:tls"
 import type { Scope } from "effect"

@@ -13,6 +13,7 @@ import type { StateMachine } from "../actors/Applier.ts"
 import type { RaftNode } from "../actors/RaftActor.ts"
 import * as RaftActor from "../actors/RaftActor.ts"
 import type { ClientConnectionHandler, TransportService } from "../net/peers/PeerTransport.ts"
+import type { ListenFailed } from "../net/peers/errors.ts"
 import type { Envelope } from "../raft/messages.ts"
 import type { RecoveredBounded } from "../raft/storage.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
@@ -27,6 +28,7 @@ import { persistInGroupsResumable } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
 import { Snapshots, writeSnapshotFrom } from "../storage/Snapshots.ts"
 import type { SnapshotInbox, SnapshotSource } from "../actors/snapshotData.ts"
+import type { SnapshotError, StorageError } from "../storage/errors.ts"
 import type { HealthLimits } from "../observability/health.ts"
 import { healthLimitsFor, leaderQuorumContact } from "../observability/health.ts"
 import * as NodeMetrics from "../observability/NodeMetrics.ts"
@@ -83,12 +85,12 @@ export interface NodeTransport {
 
 /** Everything a node touches outside its own memory, as one record: what production, the
  * simulators and the benchmarks pass differently to the same wiring. */
-export interface NodeIo<T extends NodeTransport> {
+export interface NodeIo<T extends NodeTransport, TE = never> {
   /** Where the log and the snapshot store live (the state machine is given its own disk). */
   readonly disk: DiskService
   /** Opens the peer transport; snapshots sent to the node are received into `inbox` (the node's
    * snapshot store). Called once, in the node's scope. */
-  readonly transport: (inbox: SnapshotInbox) => Effect.Effect<T, unknown, Scope.Scope>
+  readonly transport: (inbox: SnapshotInbox) => Effect.Effect<T, TE, Scope.Scope>
   /** Every timer of the node (its ticker, request timeouts, the lease, peer sync) reads this. */
   readonly clock: Clock.Clock
   /** The ticker's period: one Tick input to the Raft core every `tickMs` of `clock`. */
@@ -117,7 +119,7 @@ export interface ActorBounds {
 }
 
 /** What the node is made of, beside its I/O. */
-export interface NodeParts<R, SM> {
+export interface NodeParts<R, SM, E = never> {
   readonly identity: NodeIdentity
   /** Written as the log's first entry when the log is empty (no entries, term 0): the founding
    * members. null: the node waits, empty, to be added to a cluster. */
@@ -126,7 +128,7 @@ export interface NodeParts<R, SM> {
    * `load` opens its data (read in chunks) only if the state machine needs it. */
   readonly stateMachine: (
     snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
-  ) => Effect.Effect<SM & StateMachine<R>, unknown, Scope.Scope>
+  ) => Effect.Effect<SM & StateMachine<R>, E, Scope.Scope>
   readonly storage: {
     readonly logDir: string
     readonly snapshotsDir: string
@@ -172,7 +174,7 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
       nodeId: generateNodeId(),
       clusterId: options.start._tag === "Join" ? options.start.clusterId : generateClusterId()
     }))
-    const io: NodeIo<TransportService> = {
+    const io: NodeIo<TransportService, ListenFailed> = {
       disk: yield* Disk,
       transport: (inbox) =>
         makeTcp({
@@ -187,7 +189,7 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
       tickMs: options.tickMs ?? defaultTickMs,
       randomSeed: identity.nodeId ^ Date.now()
     }
-    const node = yield* wire<R, SM, TransportService>({
+    const node = yield* wire<R, SM, unknown, TransportService, ListenFailed>({
       identity,
       // Only a brand-new data directory founds a cluster: one that lost its log is not re-founded.
       founding: created && options.start._tag === "Bootstrap" ? { members: [{ id: identity.nodeId, address: identity.address, role: "voter" }] } : null,
@@ -216,11 +218,17 @@ export const make = <R, SM>(options: NodeOptions<R, SM>): Effect.Effect<TqliteNo
  * founds the log if asked, boots from the newest snapshot (checked whole first), makes the state
  * machine, opens the transport, starts the Raft actor stack on `io.clock`, and keeps the peer
  * links in step with the membership. The one wiring of production, simulators and benchmarks. */
-export const wire = <R, SM, T extends NodeTransport>(parts: NodeParts<R, SM>, io: NodeIo<T>): Effect.Effect<TqliteNode<R, SM, T>, unknown, Scope.Scope> =>
+export const wire = <R, SM, E, T extends NodeTransport, TE>(
+  parts: NodeParts<R, SM, E>,
+  io: NodeIo<T, TE>
+): Effect.Effect<TqliteNode<R, SM, T>, StorageError | SnapshotError | E | TE, Scope.Scope> =>
   // Every log line of the node (and of the fibers it forks) names it; every timer reads its clock.
   wireOnClock(parts, io).pipe(Effect.withClock(io.clock), Effect.annotateLogs(nodeIdLabel, String(parts.identity.nodeId)))
 
-const wireOnClock = <R, SM, T extends NodeTransport>(parts: NodeParts<R, SM>, io: NodeIo<T>): Effect.Effect<TqliteNode<R, SM, T>, unknown, Scope.Scope> =>
+const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
+  parts: NodeParts<R, SM, E>,
+  io: NodeIo<T, TE>
+): Effect.Effect<TqliteNode<R, SM, T>, StorageError | SnapshotError | E | TE, Scope.Scope> =>
   Effect.gen(function*() {
     const { identity } = parts
     const bounds: ActorBounds = { ...actorBoundsDefault, ...parts.bounds }

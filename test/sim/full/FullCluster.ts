@@ -148,7 +148,7 @@ export class FullCluster {
       }
       // Opening the real segment log and snapshot store on this node's simulated disk: recovery
       // (torn tail cut, checksums checked) runs exactly as after a real power loss.
-      const wired = yield* Node.wire<KvResult, KvMachine, SimTransport>({
+      const wired = yield* Node.wire({
         identity: { nodeId: id, clusterId, address: `node${id}` },
         founding: stored.founding,
         stateMachine: (snapshot) =>

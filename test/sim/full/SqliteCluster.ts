@@ -178,7 +178,7 @@ export class SqliteCluster {
         randomSeed: id * 7919 + node.restarts * 104729
       }
       let machine: SqliteMachine | null = null
-      const wired = yield* Node.wire<SqliteApplyResult, SqliteMachine, NodeTransport>({
+      const wired = yield* Node.wire({
         identity: { nodeId: id, clusterId: "sqlite-sim", address: `node${id}` },
         founding: stored.founding,
         stateMachine: (snapshot) =>
