@@ -6,18 +6,14 @@ import { snapshotOfBytes } from "../src/actors/snapshotData.ts"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Context, Effect, Layer } from "effect"
+import { Effect, Logger, LogLevel } from "effect"
 import type { StateMachine } from "../src/actors/Applier.ts"
 import type { Envelope } from "../src/raft/messages.ts"
 import type { RaftNode } from "../src/actors/RaftActor.ts"
-import * as RaftActor from "../src/actors/RaftActor.ts"
-import { defaultRaftConfig } from "../src/raft/config.ts"
-import { bootstrap } from "../src/raft/core.ts"
+import type { NodeTransport } from "../src/node/Node.ts"
+import * as Node from "../src/node/Node.ts"
 import type { Entry, Membership, NodeId } from "../src/raft/types.ts"
-import { Disk } from "../src/storage/Disk.ts"
-import { persistInGroups } from "../src/storage/LogStore.ts"
-import { SegmentLog } from "../src/storage/SegmentLog.ts"
-import { Snapshots, writeSnapshotFrom } from "../src/storage/Snapshots.ts"
+import { nodeDisk } from "../src/storage/Disk.ts"
 
 class Sink implements StateMachine<number> {
   applied = 0
@@ -26,38 +22,36 @@ class Sink implements StateMachine<number> {
   readonly restore = () => Effect.void
 }
 
+/** `size` nodes wired as production wires them (Node.wire, segment logs and snapshots on the real
+ * disk, the system clock) but linked by direct calls instead of TCP: the Raft layer's own cost. */
 const cluster = (size: number, dir: string) =>
   Effect.gen(function*() {
     const ids = Array.from({ length: size }, (_, i) => i + 1)
     const membership: Membership = { members: ids.map((id) => ({ id, address: `n${id}`, role: "voter" as const })) }
-    const nodes = new Map<NodeId, RaftNode<number, Sink>>()
-    const deliver = (envelope: Envelope) => Effect.suspend(() => nodes.get(envelope.message.to)?.deliver(envelope) ?? Effect.void)
+    const handlers = new Map<NodeId, (envelope: Envelope) => Effect.Effect<void>>()
+    const inProcess = (id: NodeId): NodeTransport => ({
+      address: `n${id}`,
+      send: (envelope) => Effect.suspend(() => handlers.get(envelope.message.to)?.(envelope) ?? Effect.void),
+      serve: (onEnvelope) => Effect.sync(() => void handlers.set(id, onEnvelope)),
+      setPeers: () => Effect.void
+    })
+    const nodes: Array<RaftNode<number, Sink>> = []
     for (const id of ids) {
-      const log = yield* SegmentLog.open({ dir: path.join(dir, `n${id}`, "log"), clusterId: "bench" })
-      const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(dir, `n${id}`, "snap") })), Snapshots)
-      const boot = bootstrap(membership)
-      yield* log.persist([{ hardState: boot.hardState, entries: boot.entries }])
-      nodes.set(id, yield* RaftActor.make<number, Sink>({
-        config: { ...defaultRaftConfig(id, id * 7), electionTicks: 10 },
-        recovered: boot,
-        stateMachine: new Sink(),
-        io: {
-          persist: persistInGroups(log),
-          readEntries: log.read,
-          saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
-          adoptSnapshot: snapshots.adopt,
-          snapshotSource: snapshots.source,
-          send: deliver
-        },
-        tickMs: 20,
-        snapshotEveryEntries: 1_000_000,
-        mailboxCapacity: 4096,
-        batchMax: 512,
-        requestTimeoutMs: 10_000
-      }))
+      const node = yield* Node.wire({
+        identity: { nodeId: id, clusterId: "bench", address: `n${id}` },
+        founding: membership,
+        stateMachine: () => Effect.succeed(new Sink()),
+        storage: { logDir: path.join(dir, `n${id}`, "log"), snapshotsDir: path.join(dir, `n${id}`, "snap") },
+        raft: { electionTicks: 10 },
+        bounds: { snapshotEveryEntries: 1_000_000 }
+      }, { disk: nodeDisk, transport: () => Effect.succeed(inProcess(id)), clock: yield* Effect.clock, tickMs: 20, randomSeed: id * 7 }).pipe(
+        // The table is the output: a leadership won is not news here; warnings still show.
+        Logger.withMinimumLogLevel(LogLevel.Warning)
+      )
+      nodes.push(node.raft)
     }
     for (let i = 0; i < 500; i++) {
-      for (const node of nodes.values()) if ((yield* node.status).role === "leader") return node
+      for (const node of nodes) if ((yield* node.status).role === "leader") return node
       yield* Effect.sleep("20 millis")
     }
     return yield* Effect.dieMessage("no leader")
@@ -85,7 +79,7 @@ const measure = (size: number, proposers: number, seconds: number) =>
       fs.rmSync(dir, { recursive: true, force: true })
       return { perSecond: done / elapsed, errors }
     })
-  ).pipe(Effect.provide(Disk.layerNode))
+  )
 
 export async function main(args: ReadonlyArray<string>): Promise<void> {
   const seconds = Number(args[0] ?? 3)

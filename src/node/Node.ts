@@ -1,24 +1,34 @@
-// One tqlite node wired from its parts: identity and storage in the data directory (segment log,
-// snapshot store), the peer transport on its address, and the Raft actor stack driving a
-// pluggable state machine. Everything lives in the caller's scope: closing it stops the node.
+// One tqlite node wired from its parts: storage (segment log, snapshot store), the peer
+// transport, and the Raft actor stack driving a pluggable state machine. `wire` is the one
+// function that builds a node; it takes everything the node touches outside its memory as one
+// record, `NodeIo` (disk, transport, clock and ticker period, random seed) — TigerBeetle's
+// `ReplicaType(StateMachine, MessageBus, Storage, Time)`. `make` is production: the data
+// directory's lock and identity, then `wire` with TCP, the real disk and the system clock. The
+// full and SQLite simulators and `npm run bench -- raft` call `wire` with their own records.
+// Everything lives in the caller's scope: closing it stops the node.
 import * as path from "node:path"
 import type { Scope } from "effect"
-import { Context, Duration, Effect, Layer, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Schedule } from "effect"
 import type { StateMachine } from "../actors/Applier.ts"
 import type { RaftNode } from "../actors/RaftActor.ts"
 import * as RaftActor from "../actors/RaftActor.ts"
 import type { ClientConnectionHandler, TransportService } from "../net/peers/PeerTransport.ts"
+import type { ListenFailed } from "../net/peers/errors.ts"
+import type { Envelope } from "../raft/messages.ts"
+import type { RecoveredBounded } from "../raft/storage.ts"
 import type { PeerTlsOptions } from "../net/peers/sockets.ts"
 import { makeTcp } from "../net/peers/PeerTransport.ts"
 import type { RaftConfig } from "../raft/config.ts"
-import { defaultRaftConfig, entryCacheBytesMaxDefault } from "../raft/config.ts"
+import { defaultRaftConfig } from "../raft/config.ts"
 import { bootstrap } from "../raft/core.ts"
 import type { Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
-import type { Disk } from "../storage/Disk.ts"
+import type { DiskService } from "../storage/Disk.ts"
+import { Disk } from "../storage/Disk.ts"
 import { persistInGroupsResumable } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
 import { Snapshots, writeSnapshotFrom } from "../storage/Snapshots.ts"
-import type { SnapshotSource } from "../actors/snapshotData.ts"
+import type { SnapshotInbox, SnapshotSource } from "../actors/snapshotData.ts"
+import type { SnapshotError, StorageError } from "../storage/errors.ts"
 import type { HealthLimits } from "../observability/health.ts"
 import { healthLimitsFor, leaderQuorumContact } from "../observability/health.ts"
 import * as NodeMetrics from "../observability/NodeMetrics.ts"
@@ -29,8 +39,6 @@ import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 import { checkNoUnfinishedRepair } from "./repair.ts"
 import type { NodeBoundsInvalid, NodeBoundsOverrides } from "../limits.ts"
-import type { ListenFailed } from "../net/peers/errors.ts"
-import type { SnapshotError, StorageError } from "../storage/errors.ts"
 import type { DataDirInUse, DataDirLockFailed } from "./dataDirLock.ts"
 import type { IdentityCorrupted, IdentityMismatch } from "./identity.ts"
 import type { RepairUnfinished } from "./repair.ts"
@@ -81,11 +89,81 @@ export interface NodeOptions<R, SM, E = never> {
   readonly tls?: PeerTlsOptions
 }
 
-export interface TqliteNode<R, SM> {
+
+/** The peer transport as the wiring uses it: TCP in production, the simulated network in the
+ * simulators, direct calls in the in-process benchmark. */
+export interface NodeTransport {
+  /** The address peers reach the node at (TCP: port 0 resolved). */
+  readonly address: string
+  /** Hands a message to the peer link; never waits for long. */
+  readonly send: (envelope: Envelope) => Effect.Effect<void>
+  /** Registers the handler of inbound envelopes. */
+  readonly serve: (onEnvelope: (envelope: Envelope) => Effect.Effect<void>) => Effect.Effect<void>
+  /** The members to keep links to (every member but this node, at its configured address). */
+  readonly setPeers: (peers: ReadonlyMap<NodeId, string>) => Effect.Effect<void>
+}
+
+/** Everything a node touches outside its own memory, as one record: what production, the
+ * simulators and the benchmarks pass differently to the same wiring. */
+export interface NodeIo<T extends NodeTransport, TE = never> {
+  /** Where the log and the snapshot store live (the state machine is given its own disk). */
+  readonly disk: DiskService
+  /** Opens the peer transport; snapshots sent to the node are received into `inbox` (the node's
+   * snapshot store). Called once, in the node's scope. */
+  readonly transport: (inbox: SnapshotInbox) => Effect.Effect<T, TE, Scope.Scope>
+  /** Every timer of the node (its ticker, request timeouts, the lease, peer sync) reads this. */
+  readonly clock: Clock.Clock
+  /** The ticker's period: one Tick input to the Raft core every `tickMs` of `clock`. */
+  readonly tickMs: number
+  /** Seeds the core's election jitter (the only randomness of the node's Raft). */
+  readonly randomSeed: number
+}
+
+/** Bounds of the Raft actor stack (defaults: the bounds table's `raftActor`, src/limits.ts). */
+export interface ActorBounds {
+  readonly mailboxCapacity: number
+  readonly batchMax: number
+  readonly requestTimeoutMs: number
+  readonly snapshotEveryEntries: number
+}
+
+/** What the node is made of, beside its I/O. */
+export interface NodeParts<R, SM, E = never> {
+  readonly identity: NodeIdentity
+  /** Written as the log's first entry when the log is empty (no entries, term 0): the founding
+   * members. null: the node waits, empty, to be added to a cluster. */
+  readonly founding: Membership | null
+  /** Makes the state machine (in the node's scope), restored to `snapshot` when there is one;
+   * `load` opens its data (read in chunks) only if the state machine needs it. */
+  readonly stateMachine: (
+    snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
+  ) => Effect.Effect<SM & StateMachine<R>, E, Scope.Scope>
+  readonly storage: {
+    readonly logDir: string
+    readonly snapshotsDir: string
+    /** Size at which a log segment is closed (default: SegmentLog's). */
+    readonly segmentBytesMax?: number
+    /** Committed snapshots kept (default: the store's). */
+    readonly snapshotsRetained?: number
+    /** The snapshot store's chunk size (default: the store's). */
+    readonly snapshotChunkBytesMax?: number
+  }
+  readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
+  readonly bounds?: Partial<ActorBounds>
+  /** Sees what the node recovered from its disk before its actors start (the simulators'
+   * safety checker and traces). */
+  readonly onRecovered?: (recovered: RecoveredBounded) => Effect.Effect<void>
+  /** Counts entries read back from the log after the core evicted them (the simulators). */
+  readonly onReadBack?: (entries: number) => void
+}
+
+export interface TqliteNode<R, SM, T extends NodeTransport = TransportService> {
   readonly identity: NodeIdentity
   readonly raft: RaftNode<R, SM>
   readonly stateMachine: SM
-  readonly transport: TransportService
+  readonly transport: T
+  /** What the node started from (its log and the snapshot it booted from). */
+  readonly recovered: RecoveredBounded
   /** What the metrics endpoint reads: the node's metrics, who it heard from when, and the
    * contact and lag bounds its health check applies. */
   readonly observability: {
@@ -115,6 +193,9 @@ export function boundsOverridesOf(options: {
   }
 }
 
+/** Production: the bounds checked, the data directory's lock and identity, then {@link wire} with
+ * TCP on the node's address, the disk in the context (Disk.layerNode), the system clock and a
+ * time-based seed. */
 export const make = <R, SM, E = never>(options: NodeOptions<R, SM, E>): Effect.Effect<TqliteNode<R, SM>, NodeStartError | E, Scope.Scope | Disk> =>
   Effect.gen(function*() {
     // Cross-layer relations between bounds (src/limits.ts) are checked before anything opens;
@@ -126,103 +207,158 @@ export const make = <R, SM, E = never>(options: NodeOptions<R, SM, E>): Effect.E
       nodeId: generateNodeId(),
       clusterId: options.start._tag === "Join" ? options.start.clusterId : generateClusterId()
     }))
-    // Every log line of the node (and of the fibers it forks) names it.
-    return yield* Effect.annotateLogs(wire(options, identity, created), nodeIdLabel, String(identity.nodeId))
+    const io: NodeIo<TransportService, ListenFailed> = {
+      disk: yield* Disk,
+      transport: (inbox) =>
+        makeTcp({
+          nodeId: identity.nodeId,
+          clusterId: identity.clusterId,
+          listen: identity.address,
+          ...(options.onClientConnection !== undefined ? { onClientConnection: options.onClientConnection } : {}),
+          ...(options.tls !== undefined ? { tls: options.tls } : {}),
+          snapshotInbox: inbox
+        }),
+      clock: yield* Effect.clock,
+      tickMs: options.tickMs ?? defaultTickMs,
+      randomSeed: identity.nodeId ^ Date.now()
+    }
+    const node = yield* wire<R, SM, E, TransportService, ListenFailed>({
+      identity,
+      // Only a brand-new data directory founds a cluster: one that lost its log is not re-founded.
+      founding: created && options.start._tag === "Bootstrap" ? { members: [{ id: identity.nodeId, address: identity.address, role: "voter" }] } : null,
+      stateMachine: (snapshot) => options.stateMachine(identity, snapshot),
+      storage: {
+        logDir: path.join(options.dataDir, "log"),
+        snapshotsDir: path.join(options.dataDir, "snapshots"),
+        ...(options.segmentBytesMax !== undefined ? { segmentBytesMax: options.segmentBytesMax } : {}),
+        // One snapshot kept (plus one a peer link is still sending, pinned): disk use stays near
+        // the databases' size plus one copy of them, plus the log's retention.
+        snapshotsRetained: 1
+      },
+      ...(options.raft !== undefined ? { raft: options.raft } : {}),
+      bounds: {
+        ...(options.snapshotEveryEntries !== undefined ? { snapshotEveryEntries: options.snapshotEveryEntries } : {}),
+        ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {})
+      }
+    }, io)
+    yield* Effect.logInfo(`node ${identity.nodeId} of cluster ${identity.clusterId} on ${node.transport.address}${created ? " (new)" : ""}`).pipe(
+      Effect.annotateLogs(nodeIdLabel, String(identity.nodeId))
+    )
+    return node
   })
 
-const wire = <R, SM, E>(options: NodeOptions<R, SM, E>, identity: NodeIdentity, created: boolean) =>
+/** Builds one node from its parts and its I/O: opens the log and snapshot store on `io.disk`,
+ * founds the log if asked, boots from the newest snapshot (checked whole first), makes the state
+ * machine, opens the transport, starts the Raft actor stack on `io.clock`, and keeps the peer
+ * links in step with the membership. The one wiring of production, simulators and benchmarks. */
+export const wire = <R, SM, E, T extends NodeTransport, TE>(
+  parts: NodeParts<R, SM, E>,
+  io: NodeIo<T, TE>
+): Effect.Effect<TqliteNode<R, SM, T>, StorageError | SnapshotError | E | TE, Scope.Scope> =>
+  // Every log line of the node (and of the fibers it forks) names it; every timer reads its clock.
+  wireOnClock(parts, io).pipe(Effect.withClock(io.clock), Effect.annotateLogs(nodeIdLabel, String(parts.identity.nodeId)))
+
+const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
+  parts: NodeParts<R, SM, E>,
+  io: NodeIo<T, TE>
+): Effect.Effect<TqliteNode<R, SM, T>, StorageError | SnapshotError | E | TE, Scope.Scope> =>
   Effect.gen(function*() {
-    const metrics = NodeMetrics.make(identity.nodeId)
-    const contact = PeerContact.make()
-    const log = yield* SegmentLog.open({
-      dir: path.join(options.dataDir, "log"),
-      clusterId: identity.clusterId,
-      ...(options.segmentBytesMax !== undefined ? { segmentBytesMax: options.segmentBytesMax } : {})
-    })
-    // One snapshot kept (plus one a peer link is still sending, pinned): disk use stays near the
-    // databases' size plus one copy of them, plus the log's retention.
-    const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(options.dataDir, "snapshots"), retain: 1 })), Snapshots)
+    const { identity } = parts
+    const bounds: ActorBounds = { ...nodeBoundsDefault.raftActor, ...parts.bounds }
+    const { log, snapshots } = yield* Effect.gen(function*() {
+      const log = yield* SegmentLog.open({
+        dir: parts.storage.logDir,
+        clusterId: identity.clusterId,
+        ...(parts.storage.segmentBytesMax !== undefined ? { segmentBytesMax: parts.storage.segmentBytesMax } : {})
+      })
+      const context = yield* Layer.build(Snapshots.layer({
+        dir: parts.storage.snapshotsDir,
+        ...(parts.storage.snapshotsRetained !== undefined ? { retain: parts.storage.snapshotsRetained } : {}),
+        ...(parts.storage.snapshotChunkBytesMax !== undefined ? { chunkBytesMax: parts.storage.snapshotChunkBytesMax } : {})
+      }))
+      return { log, snapshots: Context.get(context, Snapshots) }
+    }).pipe(Effect.provideService(Disk, io.disk))
+    const config = { ...defaultRaftConfig(identity.nodeId, io.randomSeed), ...parts.raft }
     // Only the entry cache's worth of the log's data is read at start (the rest stays on disk
     // until a follower or the applier needs it), so a restart costs no memory for a long log.
-    const cacheBytesMax = options.raft?.entryCacheBytesMax ?? entryCacheBytesMaxDefault
-    let recovered = yield* log.loadBounded(cacheBytesMax)
-    if (created && options.start._tag === "Bootstrap") {
-      const founding: Membership = { members: [{ id: identity.nodeId, address: identity.address, role: "voter" }] }
-      const boot = bootstrap(founding)
+    let loaded = yield* log.loadBounded(config.entryCacheBytesMax)
+    if (parts.founding !== null && loaded.entries.length === 0 && loaded.hardState.term === 0) {
+      const boot = bootstrap(parts.founding)
       yield* log.persist([{ hardState: boot.hardState, entries: boot.entries }])
-      recovered = yield* log.loadBounded(cacheBytesMax)
+      loaded = yield* log.loadBounded(config.entryCacheBytesMax)
     }
     // The snapshot store holds the node's own snapshots, the log the last one installed from a
     // leader: start from the newer.
     const own = yield* snapshots.latest
-    const snapshotMeta = own !== null && (recovered.snapshot === null || own.index >= recovered.snapshot.index) ? own : recovered.snapshot
+    const snapshotMeta = own !== null && (loaded.snapshot === null || own.index >= loaded.snapshot.index) ? own : loaded.snapshot
+    const recovered: RecoveredBounded = { ...loaded, snapshot: snapshotMeta }
+    if (parts.onRecovered !== undefined) yield* parts.onRecovered(recovered)
     // The snapshot the node boots from is checked whole now (one read of the file): a bit flip
     // in its data is a clear refusal to start (SnapshotCorrupted naming file and offset), not a
     // defect later when it is loaded or sent to a follower.
     if (snapshotMeta !== null) yield* Effect.scoped(Effect.flatMap(snapshots.open(snapshotMeta), (reader) => reader.verify))
     const snapshot = snapshotMeta === null ? null : { meta: snapshotMeta, load: Effect.orDie(snapshots.source(snapshotMeta)) }
-    const stateMachine = yield* options.stateMachine(identity, snapshot)
-    const transport = yield* makeTcp({
-      nodeId: identity.nodeId,
-      clusterId: identity.clusterId,
-      listen: identity.address,
-      ...(options.onClientConnection !== undefined ? { onClientConnection: options.onClientConnection } : {}),
-      ...(options.tls !== undefined ? { tls: options.tls } : {}),
-      snapshotInbox: snapshots.inbox
-    })
-    const tickMs = options.tickMs ?? defaultTickMs
-    const config = { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft }
-    const healthLimits = healthLimitsFor({ tickMs, electionTicks: config.electionTicks })
+    const stateMachine = yield* parts.stateMachine(snapshot)
+    const transport = yield* io.transport(snapshots.inbox)
+    const metrics = NodeMetrics.make(identity.nodeId)
+    const contact = PeerContact.make()
+    const healthLimits = healthLimitsFor({ tickMs: io.tickMs, electionTicks: config.electionTicks })
     const persist = persistInGroupsResumable(log)
+    const onReadBack = parts.onReadBack
     const raft = yield* RaftActor.make<R, SM>({
       config,
-      recovered: { ...recovered, snapshot: snapshotMeta },
+      recovered,
       stateMachine,
       io: {
         persist: (batches) => metrics.timePersist(persist(batches)),
         recover: log.recover,
-        readEntries: log.read,
+        readEntries: onReadBack === undefined ? log.read : (lo, hi) => Effect.tap(log.read(lo, hi), (entries) => Effect.sync(() => onReadBack(entries.length))),
         saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
         adoptSnapshot: snapshots.adopt,
         snapshotSource: snapshots.source,
         send: transport.send
       },
-      tickMs,
-      snapshotEveryEntries: options.snapshotEveryEntries ?? nodeBoundsDefault.raftActor.snapshotEveryEntries,
-      mailboxCapacity: nodeBoundsDefault.raftActor.mailboxCapacity,
-      batchMax: nodeBoundsDefault.raftActor.batchMax,
-      requestTimeoutMs: options.requestTimeoutMs ?? nodeBoundsDefault.raftActor.requestTimeoutMs
+      tickMs: io.tickMs,
+      snapshotEveryEntries: bounds.snapshotEveryEntries,
+      mailboxCapacity: bounds.mailboxCapacity,
+      batchMax: bounds.batchMax,
+      requestTimeoutMs: bounds.requestTimeoutMs
     })
-    // Who was heard when: a follower's contact with its leader, a leader's with its voters.
+    // Who was heard when: a follower's contact with its leader, a leader's with its voters. Read
+    // on the delivering fiber's clock: the system clock in production, the simulation's in the
+    // simulators (where only health, which they do not serve, would read it).
     yield* transport.serve((envelope) => Effect.zipRight(contact.heard(envelope.message.from), raft.deliver(envelope)))
-    // Links follow the membership: every member but us, at the address the configuration names.
-    let linked = ""
-    let ledInTerm = 0
-    let quorumLost = false
-    const syncPeers = Effect.gen(function*() {
-      const status = yield* raft.status
-      // One line per leadership won: operators (and the shutdown tests) follow terms by it.
-      if (status.role === "leader" && status.term !== ledInTerm) {
-        ledInTerm = status.term
-        quorumLost = false
-        yield* Effect.logInfo(`node ${identity.nodeId} leads the cluster (term ${status.term})`)
-      }
-      // A leader out of touch with its quorum says so once, and once more when it is back (it
-      // steps down if the silence lasts an election timeout: check-quorum).
-      const contactNow = leaderQuorumContact(status, healthLimits.contactMaxMs)
-      if (contactNow !== null && contactNow.quorum === quorumLost) {
-        quorumLost = !contactNow.quorum
-        yield* quorumLost
-          ? Effect.logWarning(`leader lost contact with a quorum: heard from ${contactNow.heard} of ${contactNow.voters} voters within ${healthLimits.contactMaxMs} ms; it steps down if this lasts`)
-          : Effect.logInfo(`leader in contact with a quorum again (${contactNow.heard} of ${contactNow.voters} voters)`)
-      }
-      const peers = new Map<NodeId, string>(status.membership.members.filter((m) => m.id !== identity.nodeId).map((m) => [m.id, m.address]))
-      const key = JSON.stringify([...peers])
-      if (key === linked) return
-      linked = key
-      yield* transport.setPeers(peers)
-    })
-    yield* syncPeers.pipe(Effect.repeat(Schedule.spaced(Duration.millis(tickMs))), Effect.forkScoped)
-    yield* Effect.logInfo(`node ${identity.nodeId} of cluster ${identity.clusterId} on ${transport.address}${created ? " (new)" : ""}`)
-    return { identity: { ...identity, address: transport.address }, raft, stateMachine, transport, observability: { metrics, contact, healthLimits } }
+    yield* syncPeers(identity.nodeId, raft, transport, healthLimits.contactMaxMs).pipe(Effect.repeat(Schedule.spaced(Duration.millis(io.tickMs))), Effect.forkScoped)
+    return { identity: { ...identity, address: transport.address }, raft, stateMachine, transport, recovered, observability: { metrics, contact, healthLimits } }
   })
+
+/** One round of the peer sync: links follow the membership (every member but this node, at the
+ * address the configuration names); a leadership won, a quorum lost or regained is logged once. */
+const syncPeers = <R, SM>(self: NodeId, raft: RaftNode<R, SM>, transport: NodeTransport, contactMaxMs: number): Effect.Effect<void> => {
+  let linked = ""
+  let ledInTerm = 0
+  let quorumLost = false
+  return Effect.gen(function*() {
+    const status = yield* raft.status
+    // One line per leadership won: operators (and the shutdown tests) follow terms by it.
+    if (status.role === "leader" && status.term !== ledInTerm) {
+      ledInTerm = status.term
+      quorumLost = false
+      yield* Effect.logInfo(`node ${self} leads the cluster (term ${status.term})`)
+    }
+    // A leader out of touch with its quorum says so once, and once more when it is back (it
+    // steps down if the silence lasts an election timeout: check-quorum).
+    const contactNow = leaderQuorumContact(status, contactMaxMs)
+    if (contactNow !== null && contactNow.quorum === quorumLost) {
+      quorumLost = !contactNow.quorum
+      yield* quorumLost
+        ? Effect.logWarning(`leader lost contact with a quorum: heard from ${contactNow.heard} of ${contactNow.voters} voters within ${contactMaxMs} ms; it steps down if this lasts`)
+        : Effect.logInfo(`leader in contact with a quorum again (${contactNow.heard} of ${contactNow.voters} voters)`)
+    }
+    const peers = new Map<NodeId, string>(status.membership.members.filter((m) => m.id !== self).map((m) => [m.id, m.address]))
+    const key = JSON.stringify([...peers])
+    if (key === linked) return
+    linked = key
+    yield* transport.setPeers(peers)
+  })
+}

@@ -3,15 +3,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { parseBenchArgs } from "../../src/cli/commands/bench.ts"
 import { prepare, run, table } from "../../src/cli/loadgen.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
-import * as SqlNode from "../../src/node/SqlNode.ts"
-import { Disk } from "../../src/storage/Disk.ts"
-import { freePort } from "../freePort.ts"
+import { startNode, tempDir } from "../loopback.ts"
 
 const root = path.resolve(import.meta.dirname, "../..")
 
@@ -33,10 +29,8 @@ describe("tqlite bench", () => {
   it.live("runs a mixed workload against a live node and counts what it did", () =>
     Effect.scoped(
       Effect.gen(function*() {
-        const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-"))
-        yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dataDir, { recursive: true, force: true })))
-        const address = `127.0.0.1:${yield* freePort}`
-        yield* SqlNode.start({ dataDir, address, join: [], tickMs: 50 }).pipe(Effect.provide(Disk.layerNode))
+        const node = yield* startNode({ dataDir: yield* tempDir("tqlite-bench-"), join: [], tickMs: 50 })
+        const address = node.node.identity.address
         const client = yield* makeClient({ servers: [address], database: "bench", connectionsMax: 4 })
         const load = { workers: 4, seconds: 1.5, workload: "mixed" as const, valueBytes: 64, keySpace: 500 }
         yield* prepare(client, load)
@@ -61,10 +55,8 @@ describe("tqlite bench", () => {
   it.live("Ctrl-C ends a run early: the summary so far, exit 130", () =>
     Effect.scoped(
       Effect.gen(function*() {
-        const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-int-"))
-        yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dataDir, { recursive: true, force: true })))
-        const address = `127.0.0.1:${yield* freePort}`
-        yield* SqlNode.start({ dataDir, address, join: [], tickMs: 50 }).pipe(Effect.provide(Disk.layerNode))
+        const node = yield* startNode({ dataDir: yield* tempDir("tqlite-bench-int-"), join: [], tickMs: 50 })
+        const address = node.node.identity.address
         const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), "bench", "--servers", address, "--workers", "2", "--seconds", "120", "--keys", "50"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
         let out = ""
         let err = ""

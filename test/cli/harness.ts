@@ -3,50 +3,34 @@
 // joining the first. Plus an in-memory CliIo, a way to run a command's program, and the
 // `tqlite` binary for the few tests that need a real process (exit codes, stderr).
 import { execFile } from "node:child_process"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Schedule, Scope } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import type { CliIo } from "../../src/cli/common.ts"
-import type { SqlNode } from "../../src/node/SqlNode.ts"
-import * as SqlNodes from "../../src/node/SqlNode.ts"
-import { Disk } from "../../src/storage/Disk.ts"
-import { freePort } from "../freePort.ts"
+import type { LoopbackCluster } from "../loopback.ts"
+import { awaitVoters, freePort, leaderAmong, startCluster as startLoopbackCluster, tempDir } from "../loopback.ts"
 
 export const root = path.resolve(import.meta.dirname, "../..")
 
-export { freePort }
+export { freePort, leaderAmong }
 
-export interface TestCluster {
-  readonly dir: string
-  readonly addresses: ReadonlyArray<string>
-  readonly nodes: ReadonlyArray<SqlNode>
-}
+export type TestCluster = LoopbackCluster
 
 /** `size` nodes, the first founding the cluster, the others joining it (as spares the role
  * manager then promotes; this waits for up to 3 voters). Removed with
  * its directory when the scope closes. */
 export const startCluster = (size = 3, options: { readonly manualRoles?: boolean } = {}): Effect.Effect<TestCluster, unknown, Scope.Scope> =>
   Effect.gen(function*() {
-    const dir = yield* Effect.acquireRelease(
-      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-cli-"))),
-      (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-    )
-    const addresses: Array<string> = []
-    const nodes: Array<SqlNode> = []
-    for (let i = 0; i < size; i++) {
-      const address = `127.0.0.1:${yield* freePort}`
-      const node = yield* SqlNodes.start({ dataDir: path.join(dir, `node${i + 1}`), address, join: addresses.slice(0, 1), tickMs: 20, roles: { intervalMs: options.manualRoles === true ? 3_600_000 : 100 } }).pipe(
-        Effect.provide(Disk.layerNode)
-      )
-      if (i === 0) yield* leaderAmong([node])
-      addresses.push(address)
-      nodes.push(node)
-    }
+    const manual = options.manualRoles === true
+    const cluster = yield* startLoopbackCluster(size, {
+      dir: yield* tempDir("tqlite-cli-"),
+      node: () => ({ roles: { intervalMs: manual ? 3_600_000 : 100 } }),
+      voters: 0
+    })
+    const nodes = cluster.nodes
     // Joiners come in as spares; the leader's role manager promotes them (bounded wait) — or,
     // for tests of manual role changes, the test makes them voters itself and no manager runs.
-    if (options.manualRoles === true) {
+    if (manual) {
       for (const joiner of nodes.slice(1, 3)) {
         const leader = yield* leaderAmong(nodes)
         yield* leader.node.raft.changeMembership({ kind: "assign", node: joiner.node.identity.nodeId, role: "voter" }).pipe(
@@ -54,16 +38,10 @@ export const startCluster = (size = 3, options: { readonly manualRoles?: boolean
         )
       }
     }
-    for (let i = 0; i < 600; i++) {
-      const leader = yield* leaderAmong(nodes)
-      const status = yield* leader.node.raft.status
-      if (status.membership.members.filter((m) => m.role === "voter").length >= Math.min(size, 3)) return { dir, addresses, nodes }
-      yield* Effect.sleep(Duration.millis(50))
-    }
-    return yield* Effect.dieMessage(`the role manager did not promote ${size} voters within 30 s`)
+    yield* awaitVoters(nodes, Math.min(size, 3))
+    return cluster
   })
 
-/** The node that leads, waiting (bounded) for one. */
 /** A cluster shared by one test file: started before its tests, closed after them. Returns a
  * getter (the cluster exists only once `beforeAll` ran). */
 export function clusterForFile(size = 3, options: { readonly manualRoles?: boolean } = {}): () => TestCluster {
@@ -81,15 +59,6 @@ export function clusterForFile(size = 3, options: { readonly manualRoles?: boole
     return cluster
   }
 }
-
-export const leaderAmong = (nodes: ReadonlyArray<SqlNode>) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 500; i++) {
-      for (const node of nodes) if ((yield* node.node.raft.status).role === "leader") return node
-      yield* Effect.sleep(Duration.millis(10))
-    }
-    return yield* Effect.dieMessage("no leader within 5 s")
-  })
 
 export interface CapturedIo {
   readonly io: CliIo

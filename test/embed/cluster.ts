@@ -3,18 +3,17 @@
 import Database from "better-sqlite3"
 import { Context, Duration, Effect, Layer } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import type { TqliteConfig, TqliteService } from "../../src/embed/Tqlite.ts"
 import * as Tqlite from "../../src/embed/Tqlite.ts"
-import { freePort } from "../freePort.ts"
+import { freePort, loopbackAddress, tempDirNow } from "../loopback.ts"
 
 export const database = "notes"
 export const tickMs = 20
 
-export { freePort }
+export { freePort, loopbackAddress }
 
-export const tempDir = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+export const tempDir = tempDirNow
 
 export interface EmbeddedNode {
   readonly service: TqliteService
@@ -47,7 +46,7 @@ export const followersOf = (nodes: ReadonlyArray<EmbeddedNode>) =>
 const startNode = (join: ReadonlyArray<string>, extra: Partial<TqliteConfig>) =>
   Effect.gen(function*() {
     const dataDir = tempDir("tqlite-embed-")
-    const address = `127.0.0.1:${yield* freePort}`
+    const address = yield* loopbackAddress
     const service = yield* Tqlite.make({ dataDir, address, join, tickMs, database, ...extra })
     return { service, dataDir, address }
   })

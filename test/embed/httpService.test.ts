@@ -4,7 +4,7 @@ import { HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { NotesService } from "../../examples/http-service/NotesService.ts"
-import { freePort, tempDir } from "./cluster.ts"
+import { loopbackAddress, tempDir } from "./cluster.ts"
 
 const request = (url: string, init?: RequestInit) =>
   Effect.promise(async () => {
@@ -15,7 +15,7 @@ const request = (url: string, init?: RequestInit) =>
 describe("examples/http-service", () => {
   it.live("serves POST /notes and GET /notes, /notes/:id, /cluster", () =>
     Effect.scoped(Effect.gen(function*() {
-      const address = `127.0.0.1:${yield* freePort}`
+      const address = yield* loopbackAddress
       const context = yield* Layer.build(NotesService({ address, join: [], dataDir: tempDir("tqlite-notes-"), httpHost: "127.0.0.1", httpPort: 0, tickMs: 20 }))
       const server = Context.get(context, HttpServer.HttpServer).address
       if (server._tag !== "TcpAddress") return expect.fail("the server has no TCP address")

@@ -12,7 +12,7 @@ import * as TqliteClient from "../../src/sql/TqliteClient.ts"
 import * as Client from "../../src/net/client/Client.ts"
 import { parseReadLevel, parseReadLevelFlag, readLevelText } from "../../src/net/protocol/readLevel.ts"
 import { parseShellArgs } from "../../src/cli/commands/shell.ts"
-import { Cluster, database, eventually, followersOf, freePort, leaderOf, makeClusterLayer, tempDir, tickMs } from "./cluster.ts"
+import { Cluster, database, eventually, followersOf, leaderOf, loopbackAddress, makeClusterLayer, tempDir, tickMs } from "./cluster.ts"
 
 const sessionWaitMs = 1_500
 
@@ -149,7 +149,7 @@ describe("a follower left alone", () => {
       const start = (index: number, join: ReadonlyArray<string>) =>
         Effect.gen(function*() {
           const dataDir = tempDir("tqlite-embed-alone-")
-          const address = `127.0.0.1:${yield* freePort}`
+          const address = yield* loopbackAddress
           const service = yield* TqliteModule.make({ dataDir, address, join, tickMs, database }).pipe(Scope.extend(scopes[index]!))
           return { service, dataDir, address }
         })

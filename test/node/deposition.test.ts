@@ -4,17 +4,12 @@
 // this process on loopback; the leadership moves by a transfer (the process test
 // test/process/pause.test.ts does it with SIGSTOP).
 import { describe, expect, it } from "@effect/vitest"
-import * as fs from "node:fs"
 import * as net from "node:net"
-import * as os from "node:os"
-import * as path from "node:path"
 import { Duration, Effect, Exit, Scope } from "effect"
 import { encodeProtocolVersion } from "../../src/net/protocol/framing.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import type { SqlNode } from "../../src/node/SqlNode.ts"
-import * as SqlNodeModule from "../../src/node/SqlNode.ts"
-import { Disk } from "../../src/storage/Disk.ts"
-import { freePort } from "../freePort.ts"
+import { leaderAmong, startCluster, tempDir } from "../loopback.ts"
 import { eventually } from "../eventually.ts"
 
 
@@ -37,22 +32,15 @@ const rawConnection = (address: string) =>
 describe("a deposed leader", () => {
   it.live("closes the client connections opened on it; those on followers stay open", () =>
     Effect.gen(function*() {
-      const base = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-deposed-"))
       const scopes = [yield* Scope.make(), yield* Scope.make(), yield* Scope.make()]
-      const start = (i: number, join: ReadonlyArray<string>) =>
-        Effect.flatMap(freePort, (port) =>
-          SqlNodeModule.start({ dataDir: path.join(base, `n${i}`), address: `127.0.0.1:${port}`, join, tickMs: 20, leaveOnShutdown: false, roles: { intervalMs: 100 } })
-        ).pipe(Scope.extend(scopes[i]!), Effect.provide(Disk.layerNode))
-      const nodes: Array<SqlNode> = [yield* start(0, [])]
-      yield* eventually("the founder leads", 5_000, Effect.map(nodes[0]!.node.raft.status, (s) => (s.role === "leader" ? true : null)))
-      nodes.push(yield* start(1, [nodes[0]!.node.identity.address]), yield* start(2, [nodes[0]!.node.identity.address]))
+      const { nodes } = yield* startCluster(3, {
+        dir: yield* tempDir("tqlite-deposed-"),
+        node: () => ({ leaveOnShutdown: false, roles: { intervalMs: 100 } }),
+        scopeOf: (i) => scopes[i]!,
+        voters: 3
+      })
       const servers = nodes.map((n) => n.node.identity.address)
-      yield* eventually("three voters", 15_000, Effect.map(nodes[0]!.node.raft.status, (s) => (s.membership.members.filter((m) => m.role === "voter").length === 3 ? true : null)))
-      const leaderOf = eventually("a leader", 5_000, Effect.gen(function*() {
-        for (const n of nodes) if ((yield* n.node.raft.status).role === "leader") return n
-        return null
-      }))
-      const leader = yield* leaderOf
+      const leader = yield* leaderAmong(nodes)
       const follower = nodes.find((n) => n !== leader)!
 
       const client = yield* makeClient({ servers, database: "deposed", livenessProbeAfterMs: 0 })
@@ -76,10 +64,9 @@ describe("a deposed leader", () => {
       // The client's pooled connection to the old leader was closed too: its next write goes to
       // the new leader without a "not leader" round trip or an unknown outcome.
       expect(yield* client.exec("INSERT INTO t VALUES (1)")).toMatchObject({ rowsAffected: 1n })
-      expect((yield* leaderOf).node.identity.nodeId).toBe(follower.node.identity.nodeId)
+      expect((yield* leaderAmong(nodes)).node.identity.nodeId).toBe(follower.node.identity.nodeId)
 
       yield* client.exec("SELECT 1").pipe(Effect.ignore)
       for (const scope of scopes) yield* Scope.close(scope, Exit.void)
-      fs.rmSync(base, { recursive: true, force: true })
     }).pipe(Effect.scoped), 60_000)
 })

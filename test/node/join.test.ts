@@ -3,19 +3,18 @@
 // to another cluster is refused instead of quietly running its old cluster.
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Fiber, Scope } from "effect"
 import { loadOrCreateIdentity } from "../../src/node/identity.ts"
 import { JoinOtherCluster } from "../../src/node/SqlNode.ts"
-import * as SqlNode from "../../src/node/SqlNode.ts"
+import type * as SqlNode from "../../src/node/SqlNode.ts"
 import { Disk } from "../../src/storage/Disk.ts"
-import { freePort } from "../freePort.ts"
+import type { NodeOptions } from "../loopback.ts"
+import { loopbackAddress, startNode, tempDirNow } from "../loopback.ts"
 
-const base = () => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-join-"))
+const base = () => tempDirNow("tqlite-join-")
 
-const startIn = (scope: Scope.Scope, options: Omit<SqlNode.SqlNodeOptions, "tickMs">) =>
-  SqlNode.start({ tickMs: 20, ...options }).pipe(Scope.extend(scope), Effect.provide(Disk.layerNode))
+const startIn = (scope: Scope.Scope, options: NodeOptions) => Scope.extend(startNode(options), scope)
 
 const memberOf = (node: SqlNode.SqlNode) =>
   Effect.map(node.node.raft.status, (status) => status.membership.members.some((m) => m.id === node.node.identity.nodeId))
@@ -25,12 +24,12 @@ describe("join", () => {
     Effect.gen(function*() {
       const dir = base()
       const scope = yield* Scope.make()
-      const founder = yield* startIn(scope, { dataDir: path.join(dir, "founder"), address: `127.0.0.1:${yield* freePort}`, join: [] })
+      const founder = yield* startIn(scope, { dataDir: path.join(dir, "founder"), address: yield* loopbackAddress, join: [] })
       // A first start wrote its identity for an address the cluster never heard of, then failed.
       const joinerDir = path.join(dir, "joiner")
-      const first = `127.0.0.1:${yield* freePort}`
+      const first = yield* loopbackAddress
       yield* loadOrCreateIdentity(joinerDir, first, () => ({ nodeId: 4242, clusterId: founder.node.identity.clusterId })).pipe(Effect.provide(Disk.layerNode))
-      const second = `127.0.0.1:${yield* freePort}`
+      const second = yield* loopbackAddress
       const joiner = yield* startIn(scope, { dataDir: joinerDir, address: second, join: [founder.node.identity.address] })
       expect(joiner.node.identity.address).toBe(second)
       expect(joiner.node.identity.nodeId).not.toBe(4242)
@@ -43,7 +42,7 @@ describe("join", () => {
       yield* Scope.close(scope, Exit.void)
       const scope2 = yield* Scope.make()
       yield* startIn(scope2, { dataDir: path.join(dir, "founder"), address: founder.node.identity.address, join: [] })
-      const moved = yield* Effect.exit(startIn(scope2, { dataDir: joinerDir, address: `127.0.0.1:${yield* freePort}`, join: [founder.node.identity.address] }))
+      const moved = yield* Effect.exit(startIn(scope2, { dataDir: joinerDir, address: yield* loopbackAddress, join: [founder.node.identity.address] }))
       expect(Exit.isFailure(moved) && String(moved.cause)).toContain("IdentityMismatch")
       expect(fs.readdirSync(joinerDir).filter((name) => name.startsWith("abandoned-")).length).toBe(1)
       yield* Scope.close(scope2, Exit.void)
@@ -52,9 +51,9 @@ describe("join", () => {
   it.live("waits for a member that starts after it, then joins", () =>
     Effect.gen(function*() {
       const dir = base()
-      const founderAddress = `127.0.0.1:${yield* freePort}`
+      const founderAddress = yield* loopbackAddress
       const scope = yield* Scope.make()
-      const joining = yield* Effect.fork(startIn(scope, { dataDir: path.join(dir, "joiner"), address: `127.0.0.1:${yield* freePort}`, join: [founderAddress], joinTimeoutMs: 30_000 }))
+      const joining = yield* Effect.fork(startIn(scope, { dataDir: path.join(dir, "joiner"), address: yield* loopbackAddress, join: [founderAddress], joinTimeoutMs: 30_000 }))
       // Nothing listens yet: the joiner must be retrying, not failing.
       yield* Effect.sleep(Duration.millis(1_500))
       expect(joining.unsafePoll()).toBeNull()
@@ -68,10 +67,10 @@ describe("join", () => {
 
   it.live("gives up after the join timeout, saying which member it could not reach", () =>
     Effect.gen(function*() {
-      const nobody = `127.0.0.1:${yield* freePort}`
+      const nobody = yield* loopbackAddress
       const scope = yield* Scope.make()
       const started = Date.now()
-      const exit = yield* Effect.exit(startIn(scope, { dataDir: path.join(base(), "lonely"), address: `127.0.0.1:${yield* freePort}`, join: [nobody], joinTimeoutMs: 1_000 }))
+      const exit = yield* Effect.exit(startIn(scope, { dataDir: path.join(base(), "lonely"), address: yield* loopbackAddress, join: [nobody], joinTimeoutMs: 1_000 }))
       expect(Exit.isFailure(exit)).toBe(true)
       if (Exit.isFailure(exit)) expect(String(exit.cause)).toContain(`cannot reach a cluster member at ${nobody}`)
       // Retried (200 + 400 ms of backoff) but bounded by the timeout.
@@ -84,9 +83,9 @@ describe("join", () => {
     Effect.gen(function*() {
       const dir = base()
       const scopeA = yield* Scope.make()
-      const clusterA = yield* startIn(scopeA, { dataDir: path.join(dir, "a"), address: `127.0.0.1:${yield* freePort}`, join: [] })
+      const clusterA = yield* startIn(scopeA, { dataDir: path.join(dir, "a"), address: yield* loopbackAddress, join: [] })
       // B founds its own cluster, then stops.
-      const addressB = `127.0.0.1:${yield* freePort}`
+      const addressB = yield* loopbackAddress
       const scopeB = yield* Scope.make()
       yield* startIn(scopeB, { dataDir: path.join(dir, "b"), address: addressB, join: [] })
       yield* Scope.close(scopeB, Exit.void)

@@ -6,15 +6,12 @@
 // out and a waiting spare takes its seat at once.
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Scope } from "effect"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import type { SqlNode } from "../../src/node/SqlNode.ts"
-import * as SqlNodeModule from "../../src/node/SqlNode.ts"
 import type { Role } from "../../src/raft/types.ts"
-import { Disk } from "../../src/storage/Disk.ts"
-import { freePort } from "../freePort.ts"
+import { leaderAmong, startNode as startLoopbackNode, tempDirNow } from "../loopback.ts"
 import { eventually } from "../eventually.ts"
 
 const unreachableAfterMs = 600
@@ -22,17 +19,9 @@ const roles = { targets: { voters: 3, standbys: 0 }, intervalMs: 100, unreachabl
 
 /** `crashLike`: its scope close skips the graceful step back to spare, as a crash would. */
 const startNode = (dataDir: string, join: ReadonlyArray<string>, scope: Scope.Scope, crashLike = false) =>
-  Effect.gen(function*() {
-    const address = `127.0.0.1:${yield* freePort}`
-    return yield* SqlNodeModule.start({ dataDir, address, join, tickMs: 20, roles, leaveOnShutdown: !crashLike }).pipe(Scope.extend(scope), Effect.provide(Disk.layerNode))
-  })
+  Scope.extend(startLoopbackNode({ dataDir, join, roles, leaveOnShutdown: !crashLike }), scope)
 
-
-const leaderOf = (nodes: ReadonlyArray<SqlNode>) =>
-  eventually("a leader", 5_000, Effect.gen(function*() {
-    for (const n of nodes) if ((yield* n.node.raft.status).role === "leader") return n
-    return null
-  }))
+const leaderOf = (nodes: ReadonlyArray<SqlNode>) => leaderAmong(nodes)
 
 const rolesOf = (node: SqlNode) =>
   Effect.map(node.node.raft.status, (status) => new Map<number, Role>(status.membership.members.map((m) => [m.id, m.role])))
@@ -40,7 +29,7 @@ const rolesOf = (node: SqlNode) =>
 describe("role manager, live", () => {
   it.live("joiners become voters through standby; a lost voter is replaced by the spare and writes go on", () =>
     Effect.gen(function*() {
-      const base = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-roles-"))
+      const base = tempDirNow("tqlite-roles-")
       const scopes = [yield* Scope.make(), yield* Scope.make(), yield* Scope.make(), yield* Scope.make()]
       const nodes: SqlNode[] = []
       nodes.push(yield* startNode(path.join(base, "n1"), [], scopes[0]!))

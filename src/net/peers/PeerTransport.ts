@@ -1,10 +1,10 @@
 // The Transport service over TCP: one listening address per node serves peers and dqlite
 // clients (told apart by the first word, see handshake.ts); one PeerLink per remote node
 // carries our outbound traffic, and inbound peer connections carry theirs.
-import * as net from "node:net"
-import * as tls from "node:tls"
+import type * as net from "node:net"
+import type * as tls from "node:tls"
 import type { Scope } from "effect"
-import { Context, Duration, Effect, Either, ExecutionStrategy, Exit, FiberSet, Layer, Scope as ScopeOps } from "effect"
+import { Context, Duration, Effect, Either, ExecutionStrategy, Exit, Layer, Scope as ScopeOps } from "effect"
 import type { Envelope } from "../../raft/messages.ts"
 import type { NodeId } from "../../raft/types.ts"
 import type { ConnectionError, FrameError } from "./errors.ts"
@@ -17,7 +17,8 @@ import { peerLimits } from "./limits.ts"
 import type { LinkStats, PeerLink } from "./PeerLink.ts"
 import * as PeerLinkModule from "./PeerLink.ts"
 import type { PeerTlsOptions } from "./sockets.ts"
-import { closeGracefully, formatAddress, guard, parseAddress, remoteOf, SocketReader } from "./sockets.ts"
+import { closeGracefully, guard, parseAddress, remoteOf, SocketReader } from "./sockets.ts"
+import { listen } from "../listener.ts"
 import type { SnapshotInbox } from "../../actors/snapshotData.ts"
 import { encodeResume, InboundSnapshots } from "./snapshots.ts"
 import { traceMessage } from "../../runtime/trace.ts"
@@ -135,7 +136,6 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
       snapshotsReceived: 0,
       snapshotsDropped: 0
     }
-    const sockets = new Set<net.Socket>()
     /** The newest inbound connection of each peer: an older one is closed when it reconnects. */
     const peerSockets = new Map<NodeId, net.Socket>()
 
@@ -196,22 +196,16 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
       })
 
     /** Reads, checks and delivers frames until the connection ends or breaks the protocol.
-     * One loop for all frames buffered, so a chunk of many small frames costs one read. */
+     * Frames already buffered are taken first, so a chunk of many small frames costs one read. */
     const receiveFrames = (reader: SocketReader, hello: Hello): Effect.Effect<never, FrameError | ConnectionClosed> =>
       Effect.scoped(Effect.gen(function*() {
         const unpacker = makeUnpacker()
         const snapshots = new InboundSnapshots(options.snapshotInbox ?? null, limits.snapshotChunkBytes)
         yield* Effect.addFinalizer(() => snapshots.stop)
+        const peerClosed = () => new ConnectionClosed({ detail: "the peer closed the connection" })
         while (true) {
-          const next = reader.decoder.next()
-          if (Either.isLeft(next)) return yield* next.left
-          if (next.right === null) {
-            const chunk = yield* reader.readChunk
-            if (chunk === null) return yield* new ConnectionClosed({ detail: "the peer closed the connection" })
-            reader.decoder.push(chunk)
-            continue
-          }
-          const decoded = unpacker.unpack(next.right)
+          const payload = yield* reader.readFrameOr(peerClosed)
+          const decoded = unpacker.unpack(payload)
           if (Either.isLeft(decoded)) return yield* decoded.left
           const frame = decoded.right
           if (frame._tag === "Message") {
@@ -263,74 +257,26 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
         // A defect here (in the client handler or the envelope handler) costs this connection
         // only; say so loudly, it is a bug.
         Effect.catchAllDefect((defect) => Effect.logError(`connection from ${remoteOf(socket)} failed`, defect)),
-        Effect.ensuring(Effect.sync(() => {
-          socket.destroy()
-          sockets.delete(socket)
-          inbound.connections--
-        })),
         Effect.annotateLogs({ node: String(nodeId), remote: remoteOf(socket) })
       )
 
-    // Connection fibers live in a FiberSet made before the server: the server is closed (and
-    // every socket destroyed) first, then the fibers are interrupted.
-    const runFork = yield* FiberSet.makeRuntime<never>()
-    const server = secure === null
-      ? net.createServer()
-      : tls.createServer({
+    // One listener for peers and clients (the first word tells them apart): capped, every
+    // connection in a fiber of this scope, all closed with it.
+    const address = yield* listen({
+      address: options.listen,
+      tls: secure === null ? null : {
         cert: secure.cert,
         key: secure.key,
         ca: secure.ca,
         requestCert: true,
         rejectUnauthorized: false,
         handshakeTimeout: limits.handshakeTimeoutMs
-      })
-    // Also caps sockets still in their TLS handshake, which the count below does not see yet.
-    server.maxConnections = limits.inboundConnectionsMax
-    // Every accepted TCP connection, in its TLS handshake or not: `server.close` waits for each,
-    // so closing destroys them all. A handshake that completes once closing has begun is
-    // refused, else it would be served (and waited for) after the sockets were destroyed.
-    let closing = false
-    const accepted = new Set<net.Socket>()
-    server.on("connection", (raw: net.Socket) => {
-      if (closing) {
-        raw.destroy()
-        return
-      }
-      accepted.add(raw)
-      raw.once("close", () => accepted.delete(raw))
-    })
-    server.on(secure === null ? "connection" : "secureConnection", (socket: net.Socket) => {
-      if (closing) {
-        socket.destroy()
-        return
-      }
-      guard(socket, limits.keepAliveMs)
-      if (sockets.size >= limits.inboundConnectionsMax) {
-        inbound.rejected++
-        socket.destroy()
-        return
-      }
-      sockets.add(socket)
-      inbound.accepted++
-      inbound.connections++
-      runFork(handleInbound(socket))
-    })
-    server.on("tlsClientError", (_error: Error, socket: net.Socket) => {
-      inbound.rejected++
-      socket.destroy()
-    })
-    const address = yield* Effect.acquireRelease(listen(server, options.listen), () =>
-      Effect.async<void>((resume) => {
-        closing = true
-        server.close(() => resume(Effect.void))
-        for (const socket of sockets) socket.destroy()
-        for (const raw of accepted) raw.destroy()
-      }).pipe(
-        // A finalizer runs uninterruptibly: without this the timeout could not stop the wait.
-        Effect.interruptible,
-        Effect.timeout(Duration.seconds(5)),
-        Effect.ignore
-      ))
+      },
+      connectionsMax: limits.inboundConnectionsMax,
+      prepare: (socket) => guard(socket, limits.keepAliveMs),
+      serve: handleInbound,
+      counts: inbound
+    }, (cause) => new ListenFailed({ address: options.listen, cause }))
 
     local = { ...local, address }
 
@@ -401,26 +347,6 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
   })
 
 export const layerTcp = (options: TcpTransportOptions): Layer.Layer<Transport, ListenFailed> => Layer.scoped(Transport, makeTcp(options))
-
-function listen(server: net.Server, address: string): Effect.Effect<string, ListenFailed> {
-  return Effect.async<string, ListenFailed>((resume) => {
-    let hostPort: { host: string; port: number }
-    try {
-      hostPort = parseAddress(address)
-    } catch (cause) {
-      return resume(Effect.fail(new ListenFailed({ address, cause })))
-    }
-    const onError = (cause: Error) => resume(Effect.fail(new ListenFailed({ address, cause })))
-    server.once("error", onError)
-    server.listen(hostPort.port, hostPort.host, () => {
-      server.off("error", onError)
-      // Later server errors (rare: e.g. EMFILE on accept) must not crash the process.
-      server.on("error", () => {})
-      const bound = server.address()
-      resume(Effect.succeed(bound !== null && typeof bound === "object" ? formatAddress(bound.address, bound.port) : address))
-    })
-  })
-}
 
 function describe(error: ConnectionError): string {
   switch (error._tag) {

@@ -8,7 +8,8 @@ import { Duration, Effect, Either } from "effect"
 import type { FrameError } from "./errors.ts"
 import { ConnectionClosed, ConnectionTimeout } from "./errors.ts"
 import { FrameDecoder } from "./framing.ts"
-import { drained, readChunk } from "../streamIo.ts"
+import type { Decoding } from "../streamIo.ts"
+import { drained, readDecoded } from "../streamIo.ts"
 
 /** Mutual TLS between peers: every node presents `cert`/`key` and accepts peers whose
  * certificate is signed by `ca`. Host names are not checked (peers are often addressed by IP);
@@ -112,38 +113,35 @@ export class SocketReader {
     this.decoder = new FrameDecoder(frameBytesMax)
   }
 
-  /** The next chunk the socket has, or null at end of stream. */
-  readonly readChunk: Effect.Effect<Uint8Array | null, ConnectionClosed> = Effect.flatMap(Effect.suspend(() => readChunk(this.socket)), (read) =>
-    read._tag === "Chunk" ? Effect.succeed(read.chunk) : read._tag === "End" ? Effect.succeed(null) : Effect.fail(closedError(this.socket, "read failed")))
-
   /** Exactly `n` bytes (buffered ones first); fails if the stream ends before. */
   readExactly(n: number): Effect.Effect<Uint8Array, ConnectionClosed> {
-    const self = this
-    return Effect.gen(function*() {
-      while (self.decoder.bufferedBytes < n) {
-        const chunk = yield* self.readChunk
-        if (chunk === null) return yield* closedError(self.socket, `stream ended after ${self.decoder.bufferedBytes} of ${n} bytes`)
-        self.decoder.push(chunk)
-      }
-      return self.decoder.take(n)
-    })
+    return Effect.suspend(() =>
+      readDecoded(this.socket, {
+        decoded: () => (this.decoder.bufferedBytes >= n ? Effect.succeed(this.decoder.take(n)) : null),
+        push: (chunk) => this.decoder.push(chunk),
+        ended: () => Effect.fail(closedError(this.socket, `stream ended after ${this.decoder.bufferedBytes} of ${n} bytes`)),
+        failed: () => closedError(this.socket, "read failed")
+      }))
+  }
+
+  /** The read loop's view of the decoder: whole frames; the stream may not end. */
+  private readonly frames: Decoding<Uint8Array, FrameError | ConnectionClosed> = {
+    decoded: () => {
+      const next = this.decoder.next()
+      return Either.isLeft(next) ? Effect.fail(next.left) : next.right !== null ? Effect.succeed(next.right) : null
+    },
+    push: (chunk) => this.decoder.push(chunk),
+    ended: () => Effect.fail(closedError(this.socket, "stream ended")),
+    failed: () => closedError(this.socket, "read failed")
   }
 
   /** The next frame's payload; fails on end of stream, oversize or an empty frame. */
-  readonly readFrame: Effect.Effect<Uint8Array, FrameError | ConnectionClosed> = Effect.suspend(() => this.frameLoop())
+  readonly readFrame: Effect.Effect<Uint8Array, FrameError | ConnectionClosed> = Effect.suspend(() => readDecoded(this.socket, this.frames))
 
-  private frameLoop(): Effect.Effect<Uint8Array, FrameError | ConnectionClosed> {
-    const self = this
-    return Effect.gen(function*() {
-      while (true) {
-        const next = self.decoder.next()
-        if (Either.isLeft(next)) return yield* next.left
-        if (next.right !== null) return next.right
-        const chunk = yield* self.readChunk
-        if (chunk === null) return yield* closedError(self.socket, "stream ended")
-        self.decoder.push(chunk)
-      }
-    })
+  /** `readFrame`, but a clean end of the stream fails with `ended` instead (a peer's connection
+   * closed between frames says so). */
+  readFrameOr(ended: () => ConnectionClosed): Effect.Effect<Uint8Array, FrameError | ConnectionClosed> {
+    return Effect.suspend(() => readDecoded(this.socket, { ...this.frames, ended: () => Effect.fail(ended()) }))
   }
 }
 

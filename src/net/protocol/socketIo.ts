@@ -8,7 +8,8 @@
 
 import type { Duplex } from "node:stream"
 import { Data, Duration, Effect } from "effect"
-import { drained, readChunk } from "../streamIo.ts"
+import type { Decoding } from "../streamIo.ts"
+import { drained, readDecoded } from "../streamIo.ts"
 import { wordBytes } from "./codes.ts"
 import { WireError } from "./errors.ts"
 import type { Frame } from "./framing.ts"
@@ -26,6 +27,8 @@ export class SocketError extends Data.TaggedError("SocketError")<{
 export class FramingError extends Data.TaggedError("FramingError")<{ readonly error: WireError }> {}
 
 const ignore = () => {}
+
+const readFailed = (cause: unknown) => new SocketError({ reason: "Closed", detail: `read failed: ${String(cause)}`, cause })
 
 const framingError = (error: unknown) => new FramingError({ error: error instanceof WireError ? error : new WireError("Truncated", "stream", String(error)) })
 
@@ -50,33 +53,38 @@ export class FrameStream {
     return !this.stream.destroyed && this.stream.writable
   }
 
-  /** The next chunk the stream has, or null at its end. */
-  readonly readChunk: Effect.Effect<Uint8Array | null, SocketError> = Effect.flatMap(Effect.suspend(() => readChunk(this.stream)), (read) => {
-    switch (read._tag) {
-      case "Chunk":
-        return Effect.succeed(read.chunk)
-      case "End":
-        return Effect.succeed(null)
-      case "Failed":
-        return Effect.fail(new SocketError({ reason: "Closed", detail: `read failed: ${String(read.cause)}`, cause: read.cause }))
-    }
-  })
+  /** The read loop's view of the decoder: whole messages; a clean end between two. */
+  private readonly frames: Decoding<Frame | null, SocketError | FramingError> = {
+    decoded: () => {
+      let frame: Frame | undefined
+      try {
+        frame = this.decoder.next()
+      } catch (error) {
+        return Effect.fail(framingError(error))
+      }
+      return frame !== undefined ? Effect.succeed(frame) : null
+    },
+    push: (chunk) => this.decoder.push(chunk),
+    ended: () =>
+      this.decoder.bufferedBytes > 0
+        ? Effect.fail(new FramingError({ error: new WireError("Truncated", "stream", `stream ended inside a message (${this.decoder.bufferedBytes} bytes buffered)`) }))
+        : Effect.succeed(null),
+    failed: readFailed
+  }
+
+  /** The read loop's view of the decoder for the protocol version word. */
+  private readonly words: Decoding<Uint8Array | null, SocketError> = {
+    decoded: () => {
+      const word = this.decoder.nextWord()
+      return word !== undefined ? Effect.succeed(word) : null
+    },
+    push: (chunk) => this.decoder.push(chunk),
+    ended: () => Effect.succeed(null),
+    failed: readFailed
+  }
 
   /** One raw word (the protocol version), or null if the stream ends first. */
-  readonly readWord: Effect.Effect<Uint8Array | null, SocketError> = Effect.suspend(() => this.readWordLoop())
-
-  private readWordLoop(): Effect.Effect<Uint8Array | null, SocketError> {
-    const self = this
-    return Effect.gen(function*() {
-      for (;;) {
-        const word = self.decoder.nextWord()
-        if (word !== undefined) return word
-        const chunk = yield* self.readChunk
-        if (chunk === null) return null
-        self.decoder.push(chunk)
-      }
-    })
-  }
+  readonly readWord: Effect.Effect<Uint8Array | null, SocketError> = Effect.suspend(() => readDecoded(this.stream, this.words))
 
   /** The next whole message, or null when the stream ends cleanly between messages. A message
    * already buffered (or held by `pollFrame`) is handed out without a loop. */
@@ -86,36 +94,8 @@ export class FrameStream {
       this.pending = undefined
       return Effect.succeed(held)
     }
-    return this.bufferedFrameOr(() => this.readFrameLoop())
+    return readDecoded(this.stream, this.frames)
   })
-
-  /** The next message already buffered, a framing error, or `more()` when none is whole yet
-   * (plain code, no Effect.try: this runs once per request). */
-  private bufferedFrameOr(more: () => Effect.Effect<Frame | null, SocketError | FramingError>): Effect.Effect<Frame | null, SocketError | FramingError> {
-    let frame: Frame | undefined
-    try {
-      frame = this.decoder.next()
-    } catch (error) {
-      return Effect.fail(framingError(error))
-    }
-    return frame !== undefined ? Effect.succeed(frame) : more()
-  }
-
-  /** Reads chunks until a whole message is buffered (nothing is, nor held, when called). */
-  private readFrameLoop(): Effect.Effect<Frame | null, SocketError | FramingError> {
-    return Effect.flatMap(this.readChunk, (chunk): Effect.Effect<Frame | null, SocketError | FramingError> => {
-      if (chunk === null) {
-        if (this.decoder.bufferedBytes > 0) {
-          return Effect.fail(new FramingError({
-            error: new WireError("Truncated", "stream", `stream ended inside a message (${this.decoder.bufferedBytes} bytes buffered)`)
-          }))
-        }
-        return Effect.succeed(null)
-      }
-      this.decoder.push(chunk)
-      return this.bufferedFrameOr(() => this.readFrameLoop())
-    })
-  }
 
   private decodeNext(): Effect.Effect<Frame | undefined, FramingError> {
     return Effect.try({ try: () => this.decoder.next(), catch: framingError })

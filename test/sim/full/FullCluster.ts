@@ -1,29 +1,23 @@
 // The full simulator's cluster: every node is the real actor stack (Raft actor, log writer,
-// applier, ticker) built by RaftActor.make, running under TestClock, with a simulated network
-// and in-memory durable storage that survives a node's crash (Scope close = power cut: whatever
-// the log writer had not persisted is gone). Network deliveries happen on tick boundaries, so a
+// applier, ticker) built by the node wiring (Node.wire), its I/O record a simulated network, a
+// simulated disk under its log and snapshots that survives its crash (Scope close = power cut:
+// whatever was not fsynced is lost or torn) and its own drifting clock. Network deliveries happen on tick boundaries, so a
 // run advances the clock one tick at a time and stays deterministic. Each node's clock runs at
 // its own rate (DriftClock, drawn once per node from the seed): its ticker, timeouts and the
 // lease's clock drift apart from the others', within what the lease's drift margin allows.
 import { Packr } from "msgpackr"
 import type { Clock } from "effect"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Effect, Exit, Logger, LogLevel, Scope } from "effect"
 import type { RaftBugs } from "../../../src/raft/config.ts"
 import type { Applied } from "../../../src/actors/Applier.ts"
 import type { Envelope } from "../../../src/raft/messages.ts"
 import type { RaftNode } from "../../../src/actors/RaftActor.ts"
-import * as RaftActor from "../../../src/actors/RaftActor.ts"
-import { defaultRaftConfig } from "../../../src/raft/config.ts"
-import { bootstrap } from "../../../src/raft/core.ts"
 import type { Message } from "../../../src/raft/messages.ts"
-import type { Membership, NodeId, SnapshotMeta } from "../../../src/raft/types.ts"
-import { Disk } from "../../../src/storage/Disk.ts"
-import type { Recovered, RecoveredBounded } from "../../../src/raft/storage.ts"
-import { persistInGroups } from "../../../src/storage/LogStore.ts"
-import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
-import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
-import { Snapshots, writeSnapshotFrom } from "../../../src/storage/Snapshots.ts"
+import type { Membership, NodeId } from "../../../src/raft/types.ts"
+import type { SnapshotInbox } from "../../../src/actors/snapshotData.ts"
 import { readAllBytes } from "../../../src/actors/snapshotData.ts"
+import type { NodeIo, NodeTransport } from "../../../src/node/Node.ts"
+import * as Node from "../../../src/node/Node.ts"
 import type { SnapshotData } from "../../../src/raft/messages.ts"
 import { transferSnapshot } from "../snapshotTransfer.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
@@ -35,6 +29,9 @@ import type { Prng } from "../Prng.ts"
 import { DriftClock } from "./SimRuntime.ts"
 
 export const tickMs = 10
+/** The nodes' own log lines (a leadership won, every few ticks) would drown a run of many seeds:
+ * the trace says who leads; warnings still show. */
+export const nodeLogLevel = LogLevel.Warning
 
 export interface FullKnobs {
   readonly dropProbability: number
@@ -54,14 +51,15 @@ export interface FullKnobs {
 }
 
 type KvResult = KvApplyResult | undefined
+type SimTransport = NodeTransport
 export type KvNode = RaftNode<KvResult, KvMachine>
 
 /** A node's disk: the segment log and the snapshot store live on it and survive its crashes
  * exactly as far as they fsynced. */
 interface Stored {
   readonly disk: SimDisk
-  /** The founding members' first entry, written at first start. */
-  readonly bootstrap: Recovered | null
+  /** The founding members, written as the log's first entry at first start. */
+  readonly founding: Membership | null
 }
 
 const logDir = "/data/log"
@@ -73,8 +71,10 @@ export interface FullNode {
   raft: KvNode | null
   machine: KvMachine | null
   scope: Scope.CloseableScope | null
-  /** Its snapshot store while it runs: where snapshots sent to it are received. */
-  snapshots: SnapshotsService | null
+  /** While it runs: where snapshots sent to it are received (its snapshot store's inbox), and
+   * the handler its wiring registered for inbound messages. */
+  inbox: SnapshotInbox | null
+  deliver: ((envelope: Envelope) => Effect.Effect<void>) | null
   restarts: number
 }
 
@@ -114,22 +114,23 @@ export class FullCluster {
     const config: Membership = { members: ids.map((id) => ({ id, address: `node${id}`, role: "voter" as const })) }
     return Effect.gen(this, function*() {
       for (const id of ids) {
-        this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), bootstrap: bootstrap(config) })
+        this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), founding: config })
         this.drawClockRate(id)
-        this.nodes.set(id, { id, raft: null, machine: null, scope: null, snapshots: null, restarts: 0 })
+        this.nodes.set(id, { id, raft: null, machine: null, scope: null, inbox: null, deliver: null, restarts: 0 })
         yield* this.start(id)
       }
     })
   }
 
   addEmpty(id: NodeId): Effect.Effect<void> {
-    this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), bootstrap: null })
+    this.stored.set(id, { disk: makeSimDisk({ seed: this.rng.u32() }), founding: null })
     this.drawClockRate(id)
-    this.nodes.set(id, { id, raft: null, machine: null, scope: null, snapshots: null, restarts: 0 })
+    this.nodes.set(id, { id, raft: null, machine: null, scope: null, inbox: null, deliver: null, restarts: 0 })
     return this.start(id)
   }
 
-  /** Boots a node from what its storage holds, exactly as a restart after power loss would. */
+  /** Boots a node from what its storage holds, exactly as a restart after power loss would:
+   * the node wiring (Node.wire) with this node's simulated disk, network and drifting clock. */
   start(id: NodeId): Effect.Effect<void> {
     return Effect.gen(this, function*() {
       const node = this.nodes.get(id)
@@ -137,63 +138,59 @@ export class FullCluster {
       if (node === undefined || stored === undefined || node.raft !== null) return
       stored.disk.driver.restart()
       const scope = yield* Scope.make()
+      const checker = this.checker
+      const io: NodeIo<SimTransport> = {
+        disk: stored.disk.service,
+        transport: (inbox) => Effect.succeed(this.transportOf(id, node, inbox)),
+        clock: this.wrapClock(id, new DriftClock(yield* Effect.clock, this.clockRates.get(id) ?? 1)),
+        tickMs,
+        randomSeed: id * 7919 + node.restarts * 104729
+      }
       // Opening the real segment log and snapshot store on this node's simulated disk: recovery
       // (torn tail cut, checksums checked) runs exactly as after a real power loss.
-      const { log, snapshots } = yield* Effect.gen(function*() {
-        const log = yield* SegmentLog.open({ dir: logDir, clusterId, segmentBytesMax: 16 * 1024 })
-        const context = yield* Layer.build(Snapshots.layer({ dir: snapshotDir, chunkBytesMax: 4096 }))
-        return { log, snapshots: Context.get(context, Snapshots) }
-      }).pipe(Effect.provideService(Disk, stored.disk.service), Scope.extend(scope), Effect.orDie)
-      const config = {
-        ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729),
-        snapshotTrailingEntries: 8,
-        followerReads: this.knobs.followerReads ?? true,
-        ...(this.knobs.entryCacheBytesMax !== undefined ? { entryCacheBytesMax: this.knobs.entryCacheBytesMax } : {}),
-        ...(this.knobs.entryLoadBytesMax !== undefined ? { entryLoadBytesMax: this.knobs.entryLoadBytesMax } : {}),
-        ...(this.knobs.applyInflightBytesMax !== undefined ? { applyInflightBytesMax: this.knobs.applyInflightBytesMax } : {}),
-        ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {})
-      }
-      // As the node wiring does: only the cache's worth of entry data is read at start.
-      let loaded = yield* Effect.orDie(log.loadBounded(config.entryCacheBytesMax))
-      if (loaded.entries.length === 0 && loaded.hardState.term === 0 && stored.bootstrap !== null) {
-        yield* Effect.orDie(log.persist([{ hardState: stored.bootstrap.hardState, entries: stored.bootstrap.entries }]))
-        loaded = yield* Effect.orDie(log.loadBounded(config.entryCacheBytesMax))
-      }
-      const own = yield* Effect.orDie(snapshots.latest)
-      const snapshot = own !== null && (loaded.snapshot === null || own.index >= loaded.snapshot.index) ? own : loaded.snapshot
-      const recovered: RecoveredBounded = { ...loaded, snapshot }
-      this.checker.onRestart(id, recovered.hardState.term, recovered.hardState.vote)
-      const checker = this.checker
-      const sm = new KvMachine((entry) => checker.onApplied(id, entry))
-      if (snapshot !== null) {
-        sm.store.restore(yield* Effect.orDie(Effect.flatMap(snapshots.source(snapshot), (source) => readAllBytes(source))))
-        sm.appliedIndex = snapshot.index
-      }
-      const clock = this.wrapClock(id, new DriftClock(yield* Effect.clock, this.clockRates.get(id) ?? 1))
-      const raft = yield* RaftActor.make<KvResult, KvMachine>({
-        config,
-        recovered,
-        stateMachine: sm,
-        io: {
-          persist: persistInGroups(log),
-          readEntries: (lo, hi) => Effect.tap(log.read(lo, hi), (entries) => Effect.sync(() => void (this.readBacks += entries.length))),
-          saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
-          adoptSnapshot: snapshots.adopt,
-          snapshotSource: snapshots.source,
-          send: (envelope) => Effect.sync(() => this.send(id, envelope))
+      const wired = yield* Node.wire({
+        identity: { nodeId: id, clusterId, address: `node${id}` },
+        founding: stored.founding,
+        stateMachine: (snapshot) =>
+          Effect.gen(function*() {
+            const sm = new KvMachine((entry) => checker.onApplied(id, entry))
+            if (snapshot !== null) {
+              sm.store.restore(yield* readAllBytes(yield* snapshot.load))
+              sm.appliedIndex = snapshot.meta.index
+            }
+            return sm
+          }),
+        storage: { logDir, snapshotsDir: snapshotDir, segmentBytesMax: 16 * 1024, snapshotChunkBytesMax: 4096 },
+        raft: {
+          snapshotTrailingEntries: 8,
+          followerReads: this.knobs.followerReads ?? true,
+          ...(this.knobs.entryCacheBytesMax !== undefined ? { entryCacheBytesMax: this.knobs.entryCacheBytesMax } : {}),
+          ...(this.knobs.entryLoadBytesMax !== undefined ? { entryLoadBytesMax: this.knobs.entryLoadBytesMax } : {}),
+          ...(this.knobs.applyInflightBytesMax !== undefined ? { applyInflightBytesMax: this.knobs.applyInflightBytesMax } : {}),
+          ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {})
         },
-        tickMs,
-        snapshotEveryEntries: this.knobs.snapshotEveryEntries,
-        mailboxCapacity: 1024,
-        batchMax: 256,
-        requestTimeoutMs: 50 * tickMs
-      }).pipe(Effect.withClock(clock), Scope.extend(scope))
-      node.raft = raft
-      node.machine = sm
+        bounds: { snapshotEveryEntries: this.knobs.snapshotEveryEntries, mailboxCapacity: 1024, batchMax: 256, requestTimeoutMs: 50 * tickMs },
+        onRecovered: (recovered) => Effect.sync(() => checker.onRestart(id, recovered.hardState.term, recovered.hardState.vote)),
+        onReadBack: (entries) => void (this.readBacks += entries)
+      }, io).pipe(Effect.orDie, Logger.withMinimumLogLevel(nodeLogLevel), Scope.extend(scope))
+      node.raft = wired.raft
+      node.machine = wired.stateMachine
       node.scope = scope
-      node.snapshots = snapshots
-      this.trace(`${this.tick} n${id} START term=${recovered.hardState.term} log=${recovered.base.index}+${recovered.entries.length} snapshot=${snapshot?.index ?? 0}`)
+      const recovered = wired.recovered
+      this.trace(`${this.tick} n${id} START term=${recovered.hardState.term} log=${recovered.base.index}+${recovered.entries.length} snapshot=${recovered.snapshot?.index ?? 0}`)
     })
+  }
+
+  /** The node's end of the simulated network: sends go into the cluster's in-flight list,
+   * deliveries (deliverDue) go to the handler the wiring registers. */
+  private transportOf(id: NodeId, node: FullNode, inbox: SnapshotInbox): SimTransport {
+    node.inbox = inbox
+    return {
+      address: `node${id}`,
+      send: (envelope) => Effect.sync(() => this.send(id, envelope)),
+      serve: (onEnvelope) => Effect.sync(() => void (node.deliver = onEnvelope)),
+      setPeers: () => Effect.void
+    }
   }
 
   crash(id: NodeId): Effect.Effect<void> {
@@ -206,7 +203,8 @@ export class FullCluster {
       node.raft = null
       node.machine = null
       node.scope = null
-      node.snapshots = null
+      node.inbox = null
+      node.deliver = null
       node.restarts++
       // The node stops wherever it is (its fibers interrupted between two disk calls, finalizers
       // only close handles), then power goes: whatever was not fsynced is lost or torn.
@@ -232,10 +230,10 @@ export class FullCluster {
       this.inflight = this.inflight.filter((f) => f.at > this.tick)
       for (const f of due) {
         const node = this.nodes.get(f.to)
-        if (node?.raft == null || node.snapshots === null || this.blocked.has(`${f.from}->${f.to}`)) continue
-        const snapshot = f.snapshot === null ? null : yield* transferSnapshot(f.snapshot, node.snapshots.inbox, 4096)
+        if (node?.raft == null || node.inbox === null || node.deliver === null || this.blocked.has(`${f.from}->${f.to}`)) continue
+        const snapshot = f.snapshot === null ? null : yield* transferSnapshot(f.snapshot, node.inbox, 4096)
         if (f.snapshot !== null && snapshot === null) continue
-        yield* node.raft.deliver({ message: packr.unpack(f.bytes) as Message, snapshot })
+        yield* node.deliver({ message: packr.unpack(f.bytes) as Message, snapshot })
       }
     })
   }

@@ -1,6 +1,6 @@
-// A cluster of tqlite nodes in one process: each node the real actor stack (RaftActor with its log
-// writer and applier) over the SQLite state machine (SqliteMachine) and the SQL surface
-// (ReplicatedDatabases), its Raft log and snapshots on a simulated disk (SegmentLog and Snapshots
+// A cluster of tqlite nodes in one process: each node built by the node wiring (Node.wire: the
+// real actor stack, RaftActor with its log writer and applier) over the SQLite state machine
+// (SqliteMachine), with the SQL surface (ReplicatedDatabases) on top, its Raft log and snapshots on a simulated disk (SegmentLog and Snapshots
 // over SimDisk: a crash loses what was not fsynced) and its SQLite files in a real directory.
 //
 // Runs under the simulator's runtime (SimRuntime.ts) or any Effect runtime: every I/O call is
@@ -15,16 +15,14 @@
 import fs from "node:fs"
 import path from "node:path"
 import { Packr } from "msgpackr"
-import { Context, Duration, Effect, Exit, Layer, Scope } from "effect"
+import { Duration, Effect, Exit, Logger, Scope } from "effect"
 import type { Envelope } from "../../../src/raft/messages.ts"
 import type { RaftNode } from "../../../src/actors/RaftActor.ts"
-import * as RaftActor from "../../../src/actors/RaftActor.ts"
 import type { RaftConfig } from "../../../src/raft/config.ts"
-import { defaultRaftConfig } from "../../../src/raft/config.ts"
-import type { Recovered } from "../../../src/raft/storage.ts"
-import { bootstrap } from "../../../src/raft/core.ts"
 import type { Message } from "../../../src/raft/messages.ts"
 import type { Entry, Membership, NodeId, SnapshotMeta } from "../../../src/raft/types.ts"
+import type { NodeIo, NodeTransport } from "../../../src/node/Node.ts"
+import * as Node from "../../../src/node/Node.ts"
 import type { FsyncMode } from "../../../src/sqlite/appliedState.ts"
 import type { SqliteLimits } from "../../../src/sqlite/limits.ts"
 import { sqliteLimits } from "../../../src/sqlite/limits.ts"
@@ -34,18 +32,14 @@ import type { ReplicatedDatabases } from "../../../src/sqlite/ReplicatedDatabase
 import * as Replicated from "../../../src/sqlite/ReplicatedDatabases.ts"
 import type { SqliteApplyResult, SqliteMachineBugs } from "../../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../../src/sqlite/SqliteMachine.ts"
-import { Disk } from "../../../src/storage/Disk.ts"
-import { persistInGroupsResumable } from "../../../src/storage/LogStore.ts"
-import type { PersistBatch } from "../../../src/storage/LogStore.ts"
-import { SegmentLog } from "../../../src/storage/SegmentLog.ts"
-import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
-import { Snapshots, writeSnapshotFrom } from "../../../src/storage/Snapshots.ts"
-import type { SnapshotSource } from "../../../src/actors/snapshotData.ts"
+import { nodeDisk } from "../../../src/storage/Disk.ts"
+import type { SnapshotInbox, SnapshotSource } from "../../../src/actors/snapshotData.ts"
 import { transferSnapshot } from "../snapshotTransfer.ts"
 import type { Prng } from "../Prng.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
 import { makeSimDisk } from "../SimDisk.ts"
 import { makeMirrorDisk } from "../MirrorDisk.ts"
+import { nodeLogLevel } from "./FullCluster.ts"
 
 export type SqliteRaftNode = RaftNode<SqliteApplyResult, SqliteMachine>
 
@@ -90,8 +84,10 @@ export interface SqliteNode {
   machine: SqliteMachine | null
   dbs: ReplicatedDatabases | null
   scope: Scope.CloseableScope | null
-  /** Its snapshot store while it runs: where snapshots sent to it are received. */
-  snapshots: SnapshotsService | null
+  /** While it runs: where snapshots sent to it are received (its snapshot store's inbox), and
+   * the handler its wiring registered for inbound messages. */
+  inbox: SnapshotInbox | null
+  deliver: ((envelope: Envelope) => Effect.Effect<void>) | null
   restarts: number
 }
 
@@ -101,7 +97,8 @@ interface Stored {
   readonly disk: SimDisk
   /** Under the node's SQLite files (null with `disk: "node"`). */
   readonly sqliteDisk: SimDisk | null
-  readonly bootstrap: Recovered | null
+  /** The founding members, written as the log's first entry at first start. */
+  readonly founding: Membership | null
 }
 
 const logDir = "/data/log"
@@ -139,10 +136,10 @@ export class SqliteCluster {
       for (const id of ids) {
         const seed = this.options.rng.u32()
         const sqliteDisk = this.options.disk === "node" ? null : makeMirrorDisk({ seed: (seed ^ 0x5eed) >>> 0 })
-        this.stored.set(id, { disk: makeSimDisk({ seed }), sqliteDisk, bootstrap: bootstrap(config) })
+        this.stored.set(id, { disk: makeSimDisk({ seed }), sqliteDisk, founding: config })
         const dataDir = path.join(this.options.baseDir, `node-${id}`)
         fs.mkdirSync(dataDir, { recursive: true })
-        this.nodes.set(id, { id, dataDir, raft: null, machine: null, dbs: null, scope: null, snapshots: null, restarts: 0 })
+        this.nodes.set(id, { id, dataDir, raft: null, machine: null, dbs: null, scope: null, inbox: null, deliver: null, restarts: 0 })
         yield* this.start(id)
       }
     })
@@ -167,79 +164,91 @@ export class SqliteCluster {
     })
   }
 
+  /** The node wiring (Node.wire) with this node's simulated disk and network, the SQLite state
+   * machine on its own (mirrored) disk, and the SQL surface on top, as SqlNode puts it. */
   private boot(id: NodeId, node: SqliteNode, stored: Stored, scope: Scope.CloseableScope): Effect.Effect<void> {
     return Effect.gen(this, function*() {
       const onNodeDisk = this.options.disk === "node"
-      const dirs = onNodeDisk ? { log: path.join(node.dataDir, "raft-log"), snapshots: path.join(node.dataDir, "raft-snapshots") } : { log: logDir, snapshots: snapshotDir }
-      const { log, snapshots } = yield* Effect.gen(function*() {
-        const log = yield* SegmentLog.open({ dir: dirs.log, clusterId: "sqlite-sim", segmentBytesMax: 4 * 1024 * 1024 })
-        const context = yield* Layer.build(Snapshots.layer({ dir: dirs.snapshots, chunkBytesMax: 1024 * 1024 }))
-        return { log, snapshots: Context.get(context, Snapshots) }
-      }).pipe(Effect.provide(onNodeDisk ? Disk.layerNode : Layer.succeed(Disk, stored.disk.service)), Scope.extend(scope), Effect.orDie)
-      let loaded = yield* Effect.orDie(log.load)
-      if (loaded.entries.length === 0 && loaded.hardState.term === 0 && stored.bootstrap !== null) {
-        yield* Effect.orDie(log.persist([{ hardState: stored.bootstrap.hardState, entries: stored.bootstrap.entries }]))
-        loaded = yield* Effect.orDie(log.load)
+      const options = this.options
+      const io: NodeIo<NodeTransport> = {
+        disk: onNodeDisk ? nodeDisk : stored.disk.service,
+        transport: (inbox) => Effect.succeed(this.transportOf(id, node, inbox)),
+        clock: yield* Effect.clock,
+        tickMs: options.tickMs,
+        randomSeed: id * 7919 + node.restarts * 104729
       }
-      const own = yield* Effect.orDie(snapshots.latest)
-      const snapshot = own !== null && (loaded.snapshot === null || own.index >= loaded.snapshot.index) ? own : loaded.snapshot
-      const machine = yield* SqliteMachine.open({
-        dataDir: node.dataDir,
-        nodeId: id,
-        pageSize: this.options.limits?.pageSize ?? 4096,
-        fsync: this.options.fsync,
-        ...(stored.sqliteDisk !== null ? { disk: stored.sqliteDisk.service } : {}),
-        ...(this.options.machineBugs !== undefined ? { bugs: this.options.machineBugs } : {}),
-        ...(this.options.syncEveryEntries !== undefined ? { syncEveryEntries: this.options.syncEveryEntries } : {}),
-        bootSnapshot: snapshot === null ? null : { meta: snapshot, load: Effect.orDie(snapshots.source(snapshot)) },
-        // One thread, in step with the simulated clock: nothing to release between chunks.
-        betweenChunks: Effect.void
-      })
-      yield* Scope.addFinalizer(scope, Effect.sync(() => machine.close()))
-      const onApplied = this.options.onApplied
-      if (machine.stats.restores > 0) this.bootRestores++
-      const stateMachine = Object.assign(Object.create(machine) as SqliteMachine, {
-        apply: (entry: Entry) => (onApplied === undefined ? machine.apply(entry) : Effect.zipLeft(machine.apply(entry), Effect.sync(() => onApplied(id, entry)))),
-        restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.zipLeft(machine.restore(meta, source), Effect.sync(() => void this.installs++))
-      })
-      const persist = persistInGroupsResumable(log)
-      const raft = yield* RaftActor.make<SqliteApplyResult, SqliteMachine>({
-        config: { ...defaultRaftConfig(id, id * 7919 + node.restarts * 104729), snapshotTrailingEntries: 8, ...this.options.raftConfig?.(id, node.restarts) },
-        recovered: { ...loaded, snapshot },
-        stateMachine,
-        io: {
-          persist: (batches: ReadonlyArray<PersistBatch>) => persist(batches),
-          recover: log.recover,
-          readEntries: log.read,
-          saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
-          adoptSnapshot: snapshots.adopt,
-          snapshotSource: snapshots.source,
-          send: (envelope) => this.send(id, envelope)
-        },
-        tickMs: this.options.tickMs,
-        snapshotEveryEntries: this.options.snapshotEveryEntries,
-        mailboxCapacity: this.options.mailboxCapacity ?? 4096,
-        batchMax: 256,
-        requestTimeoutMs: this.options.requestTimeoutMs ?? 100 * this.options.tickMs
-      }).pipe(Scope.extend(scope))
-      const limits = sqliteLimits(this.options.limits)
+      let machine: SqliteMachine | null = null
+      const wired = yield* Node.wire({
+        identity: { nodeId: id, clusterId: "sqlite-sim", address: `node${id}` },
+        founding: stored.founding,
+        stateMachine: (snapshot) =>
+          Effect.gen(this, function*() {
+            const opened = yield* Effect.acquireRelease(
+              SqliteMachine.open({
+                dataDir: node.dataDir,
+                nodeId: id,
+                pageSize: options.limits?.pageSize ?? 4096,
+                fsync: options.fsync,
+                ...(stored.sqliteDisk !== null ? { disk: stored.sqliteDisk.service } : {}),
+                ...(options.machineBugs !== undefined ? { bugs: options.machineBugs } : {}),
+                ...(options.syncEveryEntries !== undefined ? { syncEveryEntries: options.syncEveryEntries } : {}),
+                bootSnapshot: snapshot,
+                // One thread, in step with the simulated clock: nothing to release between chunks.
+                betweenChunks: Effect.void
+              }),
+              (opened) => Effect.sync(() => opened.close())
+            )
+            machine = opened
+            if (opened.stats.restores > 0) this.bootRestores++
+            const onApplied = options.onApplied
+            return Object.assign(Object.create(opened) as SqliteMachine, {
+              apply: (entry: Entry) => (onApplied === undefined ? opened.apply(entry) : Effect.zipLeft(opened.apply(entry), Effect.sync(() => onApplied(id, entry)))),
+              restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.zipLeft(opened.restore(meta, source), Effect.sync(() => void this.installs++))
+            })
+          }),
+        storage: onNodeDisk
+          ? { logDir: path.join(node.dataDir, "raft-log"), snapshotsDir: path.join(node.dataDir, "raft-snapshots"), segmentBytesMax: 4 * 1024 * 1024, snapshotChunkBytesMax: 1024 * 1024 }
+          : { logDir, snapshotsDir: snapshotDir, segmentBytesMax: 4 * 1024 * 1024, snapshotChunkBytesMax: 1024 * 1024 },
+        raft: { snapshotTrailingEntries: 8, ...options.raftConfig?.(id, node.restarts) },
+        bounds: {
+          snapshotEveryEntries: options.snapshotEveryEntries,
+          mailboxCapacity: options.mailboxCapacity ?? 4096,
+          batchMax: 256,
+          requestTimeoutMs: options.requestTimeoutMs ?? 100 * options.tickMs
+        }
+      }, io).pipe(Effect.orDie, Logger.withMinimumLogLevel(nodeLogLevel), Scope.extend(scope))
+      const opened = machine as SqliteMachine | null
+      if (opened === null) return yield* Effect.dieMessage("the wiring returned without making the state machine")
+      const limits = sqliteLimits(options.limits)
       const dbs = yield* Replicated.make({
-        raft,
-        machine,
-        pollMs: this.options.tickMs,
-        readPool: this.options.readPool === "workers" ? workerReadPool(limits, this.options.readerBugs) : inThreadReadPool(limits, this.options.readerBugs),
+        raft: wired.raft,
+        machine: opened,
+        pollMs: options.tickMs,
+        readPool: options.readPool === "workers" ? workerReadPool(limits, options.readerBugs) : inThreadReadPool(limits, options.readerBugs),
         // A reader mutation is in the pool's pinning: every read goes there to meet it.
-        inlineBoundedReads: this.options.readerBugs === undefined,
-        ...(this.options.databasesBugs !== undefined ? { bugs: this.options.databasesBugs } : {}),
-        ...(this.options.limits !== undefined ? { limits: this.options.limits } : {})
+        inlineBoundedReads: options.readerBugs === undefined,
+        ...(options.databasesBugs !== undefined ? { bugs: options.databasesBugs } : {}),
+        ...(options.limits !== undefined ? { limits: options.limits } : {})
       }).pipe(Scope.extend(scope))
-      node.raft = raft
-      node.machine = machine
+      node.raft = wired.raft
+      node.machine = opened
       node.dbs = dbs
       node.scope = scope
-      node.snapshots = snapshots
-      this.options.trace?.(`n${id} START term=${loaded.hardState.term} log=${loaded.base.index}+${loaded.entries.length} snapshot=${snapshot?.index ?? 0}`)
+      const recovered = wired.recovered
+      options.trace?.(`n${id} START term=${recovered.hardState.term} log=${recovered.base.index}+${recovered.entries.length} snapshot=${recovered.snapshot?.index ?? 0}`)
     })
+  }
+
+  /** The node's end of the simulated network: `send` below; deliveries go to the handler the
+   * wiring registers, snapshots into the inbox of its snapshot store. */
+  private transportOf(id: NodeId, node: SqliteNode, inbox: SnapshotInbox): NodeTransport {
+    node.inbox = inbox
+    return {
+      address: `node${id}`,
+      send: (envelope) => this.send(id, envelope),
+      serve: (onEnvelope) => Effect.sync(() => void (node.deliver = onEnvelope)),
+      setPeers: () => Effect.void
+    }
   }
 
   /** Stops the node where it is, then cuts its disk's power (`mode`: what unsynced writes do). */
@@ -254,7 +263,8 @@ export class SqliteCluster {
       node.machine = null
       node.dbs = null
       node.scope = null
-      node.snapshots = null
+      node.inbox = null
+      node.deliver = null
       node.restarts++
       yield* Scope.close(scope, Exit.void)
       if (this.options.disk !== "node") {
@@ -287,11 +297,11 @@ export class SqliteCluster {
     const bytes = packr.pack(message)
     const deliver = Effect.suspend(() => {
       const node = this.nodes.get(message.to)
-      if (node?.raft == null || node.snapshots === null || this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return Effect.void
-      const raft = node.raft
-      if (envelope.snapshot === null) return raft.deliver({ message: packr.unpack(bytes) as Message, snapshot: null })
-      return Effect.flatMap(transferSnapshot(envelope.snapshot, node.snapshots.inbox, 1024 * 1024), (snapshot) =>
-        snapshot === null ? Effect.void : raft.deliver({ message: packr.unpack(bytes) as Message, snapshot }))
+      if (node?.raft == null || node.inbox === null || node.deliver === null || this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return Effect.void
+      const deliver = node.deliver
+      if (envelope.snapshot === null) return deliver({ message: packr.unpack(bytes) as Message, snapshot: null })
+      return Effect.flatMap(transferSnapshot(envelope.snapshot, node.inbox, 1024 * 1024), (snapshot) =>
+        snapshot === null ? Effect.void : deliver({ message: packr.unpack(bytes) as Message, snapshot }))
     })
     const delayMsMax = this.options.delayMsMax ?? 0
     if (this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return Effect.void
