@@ -10,6 +10,11 @@
 //   a savepoint each (the shell runs it; a failing statement is rolled back alone). The batch
 //   commits locally only once nothing is in flight: one entry in flight per database, so every
 //   entry is computed on committed state and a failed entry never has a successor built on it.
+// - Gathering: once an entry is applied and its statements answered, the open batch waits up to
+//   batchGatherMsMax for as many new statements as were answered (closed-loop clients over TCP
+//   need a round trip or three to send the next one); without it they split into groups that take
+//   turns, each group an entry. It closes at once when they are back, when it is full, or when a
+//   lease, a lone statement or a checkpoint waits.
 // - An interactive transaction's lease on the writer (rolled back after transactionTimeoutMs); its
 //   COMMIT waits for the entry in flight like a batch.
 // - The entry in flight is proposed until Raft answers definitely: re-proposed after an unknown
