@@ -3,6 +3,7 @@
 // Add a benchmark by adding a line here.
 
 const benches: Record<string, { readonly module: string; readonly about: string }> = {
+  fsync: { module: "./fsync.ts", about: "one fdatasync after a log-sized record: growing file vs preallocated (written once) vs fallocate'd region, blocking vs libuv's pool, turn by turn (--rounds, --record-bytes, --files N processes at once)" },
   log: { module: "./log.ts", about: "Raft log: append throughput vs a raw write+fdatasync loop; group commit vs fsync per entry" },
   raft: { module: "./raft.ts", about: "Raft actor stack: proposals/s of a 3-node in-process cluster on real disk vs one node (1/8/64 proposers)" },
   walFrames: { module: "./walFrames.ts", about: "SQLite page machinery: WAL capture overhead, checksum, page apply" },

@@ -127,5 +127,20 @@ export function report(stamps: ReadonlyArray<Stamp>): string {
     lines.push(`| ${row.key} | ${row.p10.toFixed(3)} | ${row.p50.toFixed(3)} | ${row.p90.toFixed(3)} | ${gap.toFixed(3)} | ${row.count} |`)
     previous = row.key
   }
-  return lines.join("\n") + "\n"
+  return lines.join("\n") + "\n" + fsyncReport(stamps, leader)
+}
+
+/** fdatasyncs per entry a writer waited for (the leader's `apply.answer`), per node: the log's
+ * (`log.synced`, one per persist) and the state machine's (`machine.synced`, pages plus
+ * applied-state: two each). They share one device, so every one delays the others. */
+function fsyncReport(stamps: ReadonlyArray<Stamp>, leader: number): string {
+  const entries = stamps.filter((s) => s.pid === leader && s.name === "apply.answer").length
+  if (entries === 0) return ""
+  const pids = [...new Set(stamps.map((s) => s.pid))].sort((a, b) => (a === leader ? -1 : b === leader ? 1 : a - b))
+  const parts = pids.map((pid) => {
+    const log = stamps.filter((s) => s.pid === pid && s.name === "log.synced").length
+    const machine = stamps.filter((s) => s.pid === pid && s.name === "machine.synced").length
+    return `${pid === leader ? "leader" : "follower"} ${((log + 2 * machine) / entries).toFixed(2)} (log ${(log / entries).toFixed(2)}, pages+applied-state ${((2 * machine) / entries).toFixed(2)})`
+  })
+  return `fdatasyncs per written entry (${entries} entries): ${parts.join("; ")}\n`
 }

@@ -525,7 +525,6 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         // clients waiting on it before the replication traffic of this batch is packed and written
         // (committed entries are durable on a quorum already; nothing here must follow a send).
         for (const message of toApplier) if (!applier.actor.offer(message)) yield* Effect.orDie(applier.actor.send(message))
-        for (const envelope of outbound) yield* options.io.send(envelope)
         // While the log cannot persist, a job with nothing to write carries only answers that
         // would wait behind the stuck write anyway (heartbeat responses): drop it. Raft tolerates
         // lost messages, and its persisted mark (the log's end, unchanged without a batch) is one
@@ -537,6 +536,14 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           if (batches.length > 0) trace("raft.persist", lastIndex(s.log))
           if (!writer.offer(job)) yield* Effect.orDie(writer.send(job))
         }
+        // New entries or commits, and messages to send: let the log writer start the write and
+        // fdatasync (on the thread pool) and the applier answer the clients before this batch's
+        // messages are packed and written to the peers. The leader's own fsync then runs beside
+        // the network trip instead of after the sends (which measured 0.6-1.6 ms before it), and a
+        // commit is answered before the appends that carry the new commit index leave. Sending
+        // later is always safe; a follower persists before it acknowledges.
+        if ((batches.length > 0 || toApplier.length > 0) && outbound.length > 0) yield* Effect.yieldNow()
+        for (const envelope of outbound) yield* options.io.send(envelope)
         if (!state.snapshotInFlight && state.snapshotRetryTicks === 0 && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
           state.snapshotInFlight = true
           yield* Effect.orDie(applier.actor.send({ _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }))

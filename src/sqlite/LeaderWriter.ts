@@ -131,7 +131,7 @@ export interface LeaderWriterOptions {
 const batchSavepoint = "tqlite_batch_statement"
 
 /** What the worker performs: the effects that wait. */
-type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeadership" | "DiscardLocalCommit" | "Release" | "Flush" }> | {
+type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeadership" | "DiscardLocalCommit" | "Release" | "Flush" | "Gather" }> | {
   readonly _tag: "RecordCheckpoint"
   readonly durationMs: number
 }
@@ -152,6 +152,8 @@ export class LeaderWriter implements LeaderSlotOwner {
   private readonly waits: Array<Waiting> = []
   /** Resumes the worker when it waits for work (a plain callback: cheaper than a queue). */
   private wakeWorker: (() => void) | null = null
+  /** Ends a Gather wait early: the core has other work for the worker. */
+  private wakeGather: (() => void) | null = null
   /** The writer's clock (the worker's, as the ticker's): read without an Effect per input. */
   private clock: ClockService.Clock | null = null
   private batchStartPageCount = 0
@@ -208,6 +210,7 @@ export class LeaderWriter implements LeaderSlotOwner {
 
   private signal(): void {
     this.wakeWorker?.()
+    this.wakeGather?.()
   }
 
   private nowMs(): number {
@@ -309,6 +312,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       case "ConfirmLeadership":
       case "Release":
       case "Flush":
+      case "Gather":
         this.waits.push(effect)
         this.signal()
         return null
@@ -390,6 +394,20 @@ export class LeaderWriter implements LeaderSlotOwner {
           trace("writer.flushed")
           this.drive({ _tag: "Flushed" })
         })
+      case "Gather": {
+        // Until the time is up, or another waiting effect arrives (the batch closed because the
+        // clients were back: its proposal must not wait for the rest of this). Effect's clock, so
+        // the simulator's time drives it.
+        const woken = Effect.async<void>((resume) => {
+          if (this.waits.length > 0 || this.core.stoppedBy !== null) return resume(Effect.void)
+          this.wakeGather = () => {
+            this.wakeGather = null
+            resume(Effect.void)
+          }
+          return Effect.sync(() => void (this.wakeGather = null))
+        })
+        return Effect.map(Effect.race(Effect.sleep(Duration.millis(effect.waitMs)), woken), () => this.drive({ _tag: "Gathered", nowMs: this.nowMs() }))
+      }
       case "ConfirmLeadership":
         return Effect.map(Effect.exit(options.raft.confirmLeadership), (exit) => {
           let failure: SqlFailure | null = null

@@ -58,6 +58,7 @@ import { walFrameBytes, walHeaderBytes } from "./walFormat.ts"
 import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
+import { trace } from "../runtime/trace.ts"
 
 export type SqliteApplyResult =
   /** Our own writer's entry: its frames were already in the WAL. */
@@ -293,6 +294,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         yield* this.stateFile.write(this.appliedState())
         this.syncedIndex = appliedIndex
         this.stats.syncs++
+        trace("machine.synced", appliedIndex)
       }).pipe(Effect.orDie)
     })
   )

@@ -25,6 +25,12 @@ export interface SqliteLimits {
   /** …and accepting statements for at most this long (the batch then waits for the entry in
    * flight to commit, and closes). */
   readonly batchOpenMsMax: number
+  /** Once an entry is applied and its statements answered, the next batch waits at most this
+   * long for as many new statements as were just answered (closed-loop clients send their next
+   * one at once, but over TCP that takes a round trip): they then share one entry instead of
+   * splitting into groups that take turns. It closes at once when they are back, when it is
+   * full, or when something else waits (a lease, a lone statement, a checkpoint). */
+  readonly batchGatherMsMax: number
   /** A transaction (or batch) writing more than this many bytes of pages fails with SqlError
    * (SQLITE_TOOBIG) and changes nothing. */
   readonly transactionBytesMax: number
@@ -66,6 +72,7 @@ export const defaultSqliteLimits: SqliteLimits = {
   batchStatementsMax: 1024,
   batchBytesMax: 8 * 1024 * 1024,
   batchOpenMsMax: 100,
+  batchGatherMsMax: 2,
   // The issue suggests 64 MiB; a Raft entry that large would exceed the log's 32 MiB record
   // bound (the segment log asserts it), so the default stays below it.
   transactionBytesMax: 30 * 1024 * 1024,

@@ -10,6 +10,11 @@
 //   a savepoint each (the shell runs it; a failing statement is rolled back alone). The batch
 //   commits locally only once nothing is in flight: one entry in flight per database, so every
 //   entry is computed on committed state and a failed entry never has a successor built on it.
+// - Gathering: once an entry is applied and its statements answered, the open batch waits up to
+//   batchGatherMsMax for as many new statements as were answered (closed-loop clients over TCP
+//   need a round trip or three to send the next one); without it they split into groups that take
+//   turns, each group an entry. It closes at once when they are back, when it is full, or when a
+//   lease, a lone statement or a checkpoint waits.
 // - An interactive transaction's lease on the writer (rolled back after transactionTimeoutMs); its
 //   COMMIT waits for the entry in flight like a batch.
 // - The entry in flight is proposed until Raft answers definitely: re-proposed after an unknown
@@ -48,6 +53,7 @@ export type WriterLimits = Pick<
   | "batchStatementsMax"
   | "batchBytesMax"
   | "batchOpenMsMax"
+  | "batchGatherMsMax"
   | "transactionBytesMax"
   | "walCheckpointBytes"
   | "overloadRetryMs"
@@ -101,6 +107,9 @@ export type WriterInput =
   | { readonly _tag: "CheckpointRequested" }
   /** The shell let every fiber that was ready run (after a Flush effect). */
   | { readonly _tag: "Flushed" }
+  /** A Gather wait ended: its time ran out, or the shell had other work (then it may come after
+   * the batch already closed, and changes nothing). */
+  | { readonly _tag: "Gathered"; readonly nowMs: number }
   | { readonly _tag: "Tick"; readonly nowMs: number }
   | { readonly _tag: "Stop"; readonly failure: SqlFailure; readonly mode: "discard" | "keepWal" }
 
@@ -123,6 +132,9 @@ export type WriterEffect =
   /** Let the fibers that are ready run (clients just answered send their next statement), then
    * answer with Flushed: only then the open batch closes, with them in it. */
   | { readonly _tag: "Flush" }
+  /** Wait up to `waitMs` for the clients just answered to send their next statement (they join
+   * the open batch meanwhile), or less when other work comes; answer with Gathered. */
+  | { readonly _tag: "Gather"; readonly waitMs: number }
   /** Cut the local commit from the WAL and reopen on the committed state; answer with Discarded. */
   | { readonly _tag: "DiscardLocalCommit" }
   /** Roll back the lease's transaction (it held the writer too long). */
@@ -187,8 +199,12 @@ export interface WriterState {
   running: Running | null
   inflight: InFlight | null
   checkpointWanted: boolean
-  /** A Flush is outstanding / was answered since the batch could last close. */
-  flush: "none" | "asked" | "done"
+  /** A Flush is outstanding / was answered since the batch could last close / a Gather is
+   * outstanding. */
+  flush: "none" | "asked" | "done" | "gathering"
+  /** After an entry was applied: the open batch closes once it holds `expected` statements
+   * more than its `base` (those just answered, back with their next one), or at `untilMs`. */
+  gather: { readonly base: number; readonly expected: number; readonly untilMs: number } | null
   /** The last local commit's seq. */
   seq: number
   leases: number
@@ -213,6 +229,7 @@ export function initialWriterState(database: string, limits: WriterLimits, nowMs
     inflight: null,
     checkpointWanted: false,
     flush: "none",
+    gather: null,
     seq: 0,
     leases: 0,
     stoppedBy: null
@@ -245,6 +262,7 @@ function dispatch(s: WriterState, input: WriterInput, out: Array<WriterEffect>):
       const inflight = s.inflight
       assert(inflight !== null && inflight.kind === "confirm", "a confirmation answers the confirm in flight")
       for (const waiter of inflight.waiters) answer(out, waiter, input.failure === null ? waiter.outcome : { ok: false, error: input.failure })
+      expectBack(s, inflight.waiters)
       return entryDone(s, inflight.walBytes)
     }
     case "Checkpointed":
@@ -281,6 +299,9 @@ function dispatch(s: WriterState, input: WriterInput, out: Array<WriterEffect>):
       return
     case "Flushed":
       if (s.flush === "asked") s.flush = s.batch === null ? "none" : "done"
+      return
+    case "Gathered":
+      if (s.flush === "gathering") s.flush = "done"
       return
     case "Tick":
       return tick(s, out)
@@ -337,14 +358,21 @@ function pump(s: WriterState, out: Array<WriterEffect>): void {
       if (inflight !== null) return
       // Closed only after the fibers that are ready have run: with closed-loop clients, those
       // just answered send their next statement at once, and it belongs in this batch.
-      if (s.flush !== "done") {
-        if (s.flush === "none") {
-          s.flush = "asked"
-          out.push({ _tag: "Flush" })
+      if (s.flush === "none") {
+        s.flush = "asked"
+        out.push({ _tag: "Flush" })
+        return
+      }
+      if (s.flush === "asked") return
+      if (!gathered(s)) {
+        if (s.flush === "done") {
+          s.flush = "gathering"
+          out.push({ _tag: "Gather", waitMs: s.gather!.untilMs - s.nowMs })
         }
         return
       }
       s.flush = "none"
+      s.gather = null
       const batch = s.batch
       s.batch = null
       s.running = { kind: "commit", waiters: batch.waiters, lease: null, requests: batch.requests }
@@ -375,6 +403,17 @@ function pump(s: WriterState, out: Array<WriterEffect>): void {
     s.running = { kind: "statement", request: head, into: "alone" }
     out.push({ _tag: "RunStatement", id: head.id, isolation: head.isolation, begin: false })
     return
+  }
+  /** Whether the open batch may close: no gathering, the clients answered are back, time is up,
+   * the batch is full, or something that cannot join it waits. */
+  function gathered(s: WriterState): boolean {
+    const gather = s.gather
+    const batch = s.batch
+    if (gather === null || batch === null) return true
+    if (batch.waiters.length >= gather.base + gather.expected || s.nowMs >= gather.untilMs) return true
+    const head = s.queue[0]
+    if (s.checkpointWanted || s.lease !== null || (head !== undefined && !(head.kind === "statement" && head.isolation === "batch"))) return true
+    return batch.waiters.length >= limits.batchStatementsMax || batch.bytes >= limits.batchBytesMax
   }
   function canJoinBatch(s: WriterState, request: Queued): boolean {
     const batch = s.batch
@@ -491,6 +530,7 @@ function proposed(s: WriterState, out: Array<WriterEffect>, seq: number, outcome
     s.stats.entries++
     s.stats.commitMsTotal += s.nowMs - inflight.sinceMs
     for (const waiter of inflight.waiters) answer(out, waiter, waiter.outcome)
+    expectBack(s, inflight.waiters)
     return entryDone(s, inflight.walBytes)
   }
   const retry = (delayMs: number) => {
@@ -532,6 +572,14 @@ function proposed(s: WriterState, out: Array<WriterEffect>, seq: number, outcome
       if (!outcome.stillLeader) return stop(s, out, new SqlLeadershipLost({ message: `leadership lost while the outcome was unknown (${outcome.error})` }), "discard")
       return retry(0)
   }
+}
+
+/** An entry's statements were just answered: their clients (closed-loop ones, at least) send
+ * their next statement at once, and the open batch waits a little for them (see pump). A lease's
+ * COMMIT is not counted: its client's next step is not a batch statement. */
+function expectBack(s: WriterState, waiters: ReadonlyArray<Waiter>): void {
+  const expected = waiters.filter((waiter) => waiter.request !== null).length
+  s.gather = expected <= 0 ? null : { base: s.batch?.waiters.length ?? 0, expected, untilMs: s.nowMs + s.limits.batchGatherMsMax }
 }
 
 /** The entry in flight is settled: new work may start (after a checkpoint if the WAL is big). */

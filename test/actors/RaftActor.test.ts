@@ -29,6 +29,9 @@ const tickMs = 10
 /** n nodes wired by an in-memory network that delivers at once unless a node is cut off. */
 const cluster = (n: number, overrides: Partial<RaftConfig> = {}, readFails?: unknown) =>
   Effect.gen(function*() {
+    /** In order: each node's log persists ("persist <node> <last index>", when the write begins)
+     * and sends of entries ("send <node> <last index>"). */
+    const events: Array<string> = []
     const readBacks = { entries: 0 }
     const ids = Array.from({ length: n }, (_, i) => i + 1)
     const config: Membership = { members: ids.map((id) => ({ id, address: `n${id}`, role: "voter" as const })) }
@@ -44,14 +47,22 @@ const cluster = (n: number, overrides: Partial<RaftConfig> = {}, readFails?: unk
         recovered: boot,
         stateMachine: machines.set(id, new Counter()).get(id)!,
         io: {
-          persist: log.persist,
+          persist: (batches) =>
+            Effect.suspend(() => {
+              const last = batches.flatMap((batch) => batch.entries).at(-1)
+              if (last !== undefined) events.push(`persist ${id} ${last.index}`)
+              return log.persist(batches)
+            }),
           readEntries: (lo, hi) =>
             readFails !== undefined ? Effect.fail(readFails) : Effect.tap(log.read(lo, hi), (entries) => Effect.sync(() => void (readBacks.entries += entries.length))),
           ...noSnapshotIo,
-          send: (envelope) =>
-            cut.has(envelope.message.from) || cut.has(envelope.message.to)
+          send: (envelope) => {
+            const message = envelope.message
+            if (message._tag === "AppendEntries" && message.entries.length > 0) events.push(`send ${id} ${message.entries.at(-1)!.index}`)
+            return cut.has(envelope.message.from) || cut.has(envelope.message.to)
               ? Effect.void
               : Effect.suspend(() => nodes.get(envelope.message.to)?.deliver(envelope) ?? Effect.void)
+          }
         },
         tickMs,
         snapshotEveryEntries: 1000,
@@ -72,7 +83,7 @@ const cluster = (n: number, overrides: Partial<RaftConfig> = {}, readFails?: unk
       }
       return yield* Effect.dieMessage("no leader elected")
     })
-    return { nodes, machines, cut, leader, readBacks }
+    return { nodes, machines, cut, leader, readBacks, events }
   })
 
 describe("RaftActor", () => {
@@ -139,7 +150,28 @@ describe("RaftActor", () => {
       expect(yield* Fiber.join(read)).toBe(36)
     }))
 
-  it.scoped("a follower answers RaftNotLeader naming the leader", () =>
+  it.scoped("a leader starts writing its new entries to its log before it sends them to the followers", () =>
+    Effect.gen(function*() {
+      const { leader, events } = yield* cluster(3)
+      const node = yield* leader
+      yield* TestClock.adjust(tickMs * 3)
+      const applied = yield* Effect.forEach([1, 2, 3], (amount) =>
+        Effect.gen(function*() {
+          const proposal = yield* Effect.fork(node.propose(Uint8Array.of(amount)))
+          yield* TestClock.adjust(tickMs)
+          return yield* Fiber.join(proposal)
+        }))
+      for (const { index } of applied) {
+        const persisted = events.indexOf(`persist ${node.id} ${index}`)
+        const sent = events.indexOf(`send ${node.id} ${index}`)
+        expect(persisted, `entry ${index}: ${events.join(", ")}`).toBeGreaterThanOrEqual(0)
+        expect(sent).toBeGreaterThanOrEqual(0)
+        // The leader's fsync then runs while the appends travel, not after they were written.
+        expect(persisted, `entry ${index}: ${events.join(", ")}`).toBeLessThan(sent)
+      }
+    }))
+
+    it.scoped("a follower answers RaftNotLeader naming the leader", () =>
     Effect.gen(function*() {
       const { nodes, leader } = yield* cluster(3)
       const node = yield* leader

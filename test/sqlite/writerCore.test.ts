@@ -14,6 +14,7 @@
 //   confirmed ok|NotLeader [at=T] | checkpointed ms=M | discarded
 //   lease-commit LEASE ID [at=T] | lease-end LEASE [toobig] | checkpoint-request | tick T
 //   flushed                               the shell let ready fibers run (after `flush`)
+//   gathered [at=T]                       a `gather` wait ended (time up, or the shell had other work)
 //   stop not-leader|lost|full [keep-wal] | state
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -77,6 +78,8 @@ export function renderEffect(effect: WriterEffect): string {
       return "checkpoint"
     case "Flush":
       return "flush"
+    case "Gather":
+      return `gather wait=${effect.waitMs}ms`
     case "DiscardLocalCommit":
       return "discard-local-commit"
     case "RollbackLease":
@@ -196,6 +199,8 @@ export class Script {
         return { _tag: "CheckpointRequested" }
       case "flushed":
         return { _tag: "Flushed" }
+      case "gathered":
+        return { _tag: "Gathered", nowMs: this.now(kv) }
       case "tick":
         return { _tag: "Tick", nowMs: num(bare[0]) }
       case "stop": {

@@ -9,6 +9,7 @@ export const scriptLimits: WriterLimits = {
   batchStatementsMax: 3,
   batchBytesMax: 1000,
   batchOpenMsMax: 100,
+  batchGatherMsMax: 5,
   transactionBytesMax: 8192,
   walCheckpointBytes: 100_000,
   overloadRetryMs: 20
