@@ -33,6 +33,8 @@ export interface ModeResult {
   readonly writes: number
   /** Reads served per second by each node's readers (leader first). */
   readonly perNode: ReadonlyArray<number>
+  /** With --processes: each node's process CPU over the mode (leader first), ms. */
+  readonly cpuMs?: ReadonlyArray<number>
 }
 
 export interface EmbedReadsOptions {
@@ -204,7 +206,7 @@ export async function runProcesses(options: EmbedReadsOptions): Promise<Readonly
     const results: Array<ModeResult> = []
     for (const mode of ["leader only", "each node locally"]) {
       const answers = await Promise.all(nodes.map((node) =>
-        node.ask<{ latenciesMs: Array<number>; errors: number }>({ cmd: "measure", mode, seconds: options.seconds, readers: node === leader ? options.leaderReaders : options.readers, leader: leader!.address, rows: options.rows }, options.seconds * 1000 + 120_000)
+        node.ask<{ latenciesMs: Array<number>; errors: number; cpuMs: number }>({ cmd: "measure", mode, seconds: options.seconds, readers: node === leader ? options.leaderReaders : options.readers, leader: leader!.address, rows: options.rows }, options.seconds * 1000 + 120_000)
       ))
       const ordered = [leader, ...nodes.filter((n) => n !== leader)].map((node) => answers[nodes.indexOf(node!)]!)
       const latenciesMs = ordered.flatMap((a) => a.latenciesMs).sort((a, b) => a - b)
@@ -216,7 +218,8 @@ export async function runProcesses(options: EmbedReadsOptions): Promise<Readonly
         p99Ms: percentile(latenciesMs, 0.99),
         errors: ordered.reduce((sum, a) => sum + a.errors, 0),
         writes: 0,
-        perNode: ordered.map((a) => Math.round(a.latenciesMs.length / options.seconds))
+        perNode: ordered.map((a) => Math.round(a.latenciesMs.length / options.seconds)),
+        cpuMs: ordered.map((a) => a.cpuMs)
       })
     }
     await Promise.all(nodes.map((node) => node.ask({ cmd: "quit" }, 5_000).catch(() => undefined)))
@@ -244,6 +247,14 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   process.stdout.write(`${where}, ${options.readers} readers per follower and ${options.leaderReaders} on the leader, ${processes ? 0 : options.writers} writers on the leader, ${options.seconds} s per mode, load average ${os.loadavg()[0]!.toFixed(1)}\n`)
   process.stdout.write(`| mode | reads/s | per node (leader first) | p50 ms | p99 ms | errors | writes |\n|---|---|---|---|---|---|---|\n`)
   for (const r of results) process.stdout.write(`| ${r.mode} | ${r.readsPerSecond} | ${r.perNode.join(" / ")} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.errors} | ${r.writes} |\n`)
+  // CPU per read is what bounds reads/s when the cores are shared (this 2-core machine runs the
+  // three processes): less sensitive to other load than reads/s.
+  for (const r of results) {
+    if (r.cpuMs === undefined || r.reads === 0) continue
+    const perRead = r.cpuMs.map((ms) => ((ms * 1000) / r.reads).toFixed(0))
+    const total = (r.cpuMs.reduce((a, b) => a + b, 0) * 1000) / r.reads
+    process.stdout.write(`${r.mode}: CPU per read ${total.toFixed(0)} µs in all (leader first: ${perRead.join(" / ")} µs)\n`)
+  }
   const [viaLeader, local] = results
   if (viaLeader !== undefined && local !== undefined) process.stdout.write(`ratio (each node locally / leader only): ${(local.readsPerSecond / viaLeader.readsPerSecond).toFixed(2)}× (target ≥ 2.5×)\n`)
 }

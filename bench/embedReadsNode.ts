@@ -28,6 +28,7 @@ const measure = (service: TqliteService, seconds: number, readers: number, rows:
       return 1 + (seed % rows)
     }
     const deadline = performance.now() + seconds * 1000
+    const cpuBefore = process.cpuUsage()
     const reader = Effect.gen(function*() {
       while (performance.now() < deadline) {
         const t0 = performance.now()
@@ -40,7 +41,10 @@ const measure = (service: TqliteService, seconds: number, readers: number, rows:
       }
     })
     yield* Effect.all(Array.from({ length: readers }, () => reader), { concurrency: "unbounded", discard: true })
-    return { latenciesMs, errors }
+    const cpu = process.cpuUsage(cpuBefore)
+    // This process's CPU over the measurement (user + system), all of it: its readers, its node
+    // serving other nodes (the leader's read-index answers), its event loop.
+    return { latenciesMs, errors, cpuMs: (cpu.user + cpu.system) / 1000 }
   })
 
 const program = Effect.scoped(Effect.gen(function*() {
