@@ -1,4 +1,4 @@
-// `npm run bench -- embed-reads [--seconds S] [--readers N] [--writers W] [--rows R]`: linearizable
+// `npm run bench -- embed-reads [--seconds S] [--readers N] [--writers W] [--rows R] [--only leader|local]`: linearizable
 // point reads on a 3-node embedded cluster in one process (Tqlite.make ×3 on loopback TCP, real
 // disk with fsync, ticks of 50 ms), two ways:
 // - "leader only": every read is served by the leader: the leader's service reads its committed
@@ -45,6 +45,8 @@ export interface EmbedReadsOptions {
   readonly writers: number
   readonly rows: number
   readonly root: string
+  /** With --processes: run only this mode (`--only leader|local`, e.g. to profile one). */
+  readonly only?: "leader" | "local"
 }
 
 /** One turn of the event loop (timers and sockets get theirs). */
@@ -204,7 +206,8 @@ export async function runProcesses(options: EmbedReadsOptions): Promise<Readonly
       for (let i = 0; i < 600 && ((await node.ask<State>({ cmd: "state" })).appliedIndex ?? 0) < committed; i++) await new Promise((resolve) => setTimeout(resolve, 50))
     }
     const results: Array<ModeResult> = []
-    for (const mode of ["leader only", "each node locally"]) {
+    const modes = options.only === "leader" ? ["leader only"] : options.only === "local" ? ["each node locally"] : ["leader only", "each node locally"]
+    for (const mode of modes) {
       const answers = await Promise.all(nodes.map((node) =>
         node.ask<{ latenciesMs: Array<number>; errors: number; cpuMs: number }>({ cmd: "measure", mode, seconds: options.seconds, readers: node === leader ? options.leaderReaders : options.readers, leader: leader!.address, rows: options.rows }, options.seconds * 1000 + 120_000)
       ))
@@ -237,7 +240,8 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     leaderReaders: Number(option(args, "leader-readers") ?? option(args, "readers") ?? "8"),
     writers: Number(option(args, "writers") ?? "0"),
     rows: Number(option(args, "rows") ?? "1000"),
-    root
+    root,
+    ...(option(args, "only") === "leader" || option(args, "only") === "local" ? { only: option(args, "only") as "leader" | "local" } : {})
   }
   const processes = args.includes("--processes")
   const results = processes
