@@ -1,4 +1,5 @@
-// `npm run bench -- embed-reads [--seconds S] [--readers N] [--writers W] [--rows R] [--only leader|local]`: linearizable
+// `npm run bench -- embed-reads [--seconds S] [--readers N] [--writers W] [--rows R] [--only leader|local] [--cpu-prof DIR]`:
+// linearizable
 // point reads on a 3-node embedded cluster in one process (Tqlite.make ×3 on loopback TCP, real
 // disk with fsync, ticks of 50 ms), two ways:
 // - "leader only": every read is served by the leader: the leader's service reads its committed
@@ -47,6 +48,8 @@ export interface EmbedReadsOptions {
   readonly root: string
   /** With --processes: run only this mode (`--only leader|local`, e.g. to profile one). */
   readonly only?: "leader" | "local"
+  /** With --processes: each node process writes a V8 CPU profile into this directory at exit. */
+  readonly cpuProfDir?: string
 }
 
 /** One turn of the event loop (timers and sockets get theirs). */
@@ -181,7 +184,8 @@ export async function runProcesses(options: EmbedReadsOptions): Promise<Readonly
   const nodes: Array<NodeProcess> = []
   const spawnNode = async (join: string) => {
     const address = `127.0.0.1:${await Effect.runPromise(freePort)}`
-    const child = track(spawn(process.execPath, ["--import", "tsx", entry, path.join(options.root, address.replace(":", "-")), address, join], { stdio: ["pipe", "pipe", "pipe"] }))
+    const profile = options.cpuProfDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options.cpuProfDir]
+    const child = track(spawn(process.execPath, [...profile, "--import", "tsx", entry, path.join(options.root, address.replace(":", "-")), address, join], { stdio: ["pipe", "pipe", "pipe"] }))
     const node = new NodeProcess(address, child)
     nodes.push(node)
     await node.next(120_000)
@@ -241,6 +245,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     writers: Number(option(args, "writers") ?? "0"),
     rows: Number(option(args, "rows") ?? "1000"),
     root,
+    ...(option(args, "cpu-prof") !== undefined ? { cpuProfDir: path.resolve(option(args, "cpu-prof")!) } : {}),
     ...(option(args, "only") === "leader" || option(args, "only") === "local" ? { only: option(args, "only") as "leader" | "local" } : {})
   }
   const processes = args.includes("--processes")
