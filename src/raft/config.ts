@@ -43,9 +43,10 @@ export interface RaftConfig {
    * when one is answered (etcd's read loop, with 1): one round trip serves any number of reads,
    * instead of one per batch of reads. */
   readonly readRoundsInflightMax: number
-  /** Ticks a follower waits for the answer to a ReadIndexRequest before it gives up on it: its
-   * reads go in the next request (sent after they arrived too, so still linearizable), so one
-   * lost message does not hold back every later read. */
+  /** Ticks after which a follower's unanswered ReadIndexRequest stops counting against
+   * readRoundsInflightMax, so one lost message (or a slow round trip) does not hold back every
+   * later read: the reads waiting leave in a new request. The old one's reads still wait for
+   * its answer, up to electionTicks, then fail with not-leader. */
   readonly readIndexTimeoutTicks: number
   /** A follower (or standby) serves linearizable reads from its own copy: it asks the leader
    * for a read index and serves once it has applied that far. Off: it refuses reads with
@@ -172,6 +173,9 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
   }
   if (config.heartbeatTicks >= config.electionTicks) {
     throw new RaftConfigError("heartbeatTicks must be smaller than electionTicks")
+  }
+  if (config.readIndexTimeoutTicks >= config.electionTicks) {
+    throw new RaftConfigError("readIndexTimeoutTicks must be smaller than electionTicks")
   }
   if (config.readMode !== "lease" && config.readMode !== "readIndex") {
     throw new RaftConfigError(`readMode must be "lease" or "readIndex", got ${String(config.readMode)}`)

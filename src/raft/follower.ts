@@ -54,10 +54,14 @@ function forwardedWaiting(s: RaftState): number {
   return waiting
 }
 
-/** Sends the reads waiting as one request, if one more may be in flight. */
+/** Sends the reads waiting as one request, if one more may be in flight (a request unanswered
+ * for `readIndexTimeoutTicks` no longer counts: see tickForwardedReads). */
 function forwardWaiting(step: Step): void {
   const s = step.s
-  if (s.readsToForward.length === 0 || s.forwardedReads.length >= s.config.readRoundsInflightMax || s.leader === null) return
+  if (s.readsToForward.length === 0 || s.leader === null) return
+  let inflight = 0
+  for (const forwarded of s.forwardedReads) if (forwarded.elapsedTicks < s.config.readIndexTimeoutTicks) inflight++
+  if (inflight >= s.config.readRoundsInflightMax) return
   s.forwardSeq++
   s.forwardedReads.push({ context: s.forwardSeq, ids: s.readsToForward, elapsedTicks: 0 })
   s.readsToForward = []
@@ -82,22 +86,23 @@ export function readIndexAnswered(step: Step, m: ReadIndexResponse): void {
   forwardWaiting(step)
 }
 
-/** A tick on a follower: a request unanswered for `readIndexTimeoutTicks` is given up (the
- * message or its answer may be lost); its reads go first in the next request, which may leave
- * now. A late answer to it finds no request and is ignored. */
+/** A tick on a follower. A request unanswered for `readIndexTimeoutTicks` stops holding back
+ * the reads waiting (the message or its answer may be lost, or the round trip is just slow):
+ * they leave in a new request now. Its own reads stay with it, since a late answer still serves
+ * them (its index is as good as when it was sent); after an election timeout without one they
+ * fail (not-leader: the caller asks again), so a lost request holds nothing forever. */
 export function tickForwardedReads(step: Step): void {
   const s = step.s
   if (s.forwardedReads.length === 0) return
-  const expired: RequestId[] = []
+  let expired = false
   s.forwardedReads = s.forwardedReads.filter((forwarded) => {
     forwarded.elapsedTicks++
-    if (forwarded.elapsedTicks < s.config.readIndexTimeoutTicks) return true
-    for (const id of forwarded.ids) expired.push(id)
+    if (forwarded.elapsedTicks === s.config.readIndexTimeoutTicks) expired = true
+    if (forwarded.elapsedTicks < s.config.electionTicks) return true
+    for (const id of forwarded.ids) reject(step, id, "not-leader", "the leader did not answer the read-index request")
     return false
   })
-  if (expired.length === 0) return
-  s.readsToForward = [...expired, ...s.readsToForward]
-  forwardWaiting(step)
+  if (expired) forwardWaiting(step)
 }
 
 /** The reads this node forwarded will not be answered (its term or leader changed). */
