@@ -1,5 +1,5 @@
-// `npm run bench -- embed-reads [--seconds S] [--readers N] [--writers W] [--rows R] [--only leader|local] [--cpu-prof DIR]`:
-// linearizable
+// `npm run bench -- embed-reads [--seconds S] [--readers N] [--leader-readers N] [--writers W]
+// [--rows R] [--processes [--only leader|local] [--cpu-prof DIR]]`: linearizable
 // point reads on a 3-node embedded cluster in one process (Tqlite.make ×3 on loopback TCP, real
 // disk with fsync, ticks of 50 ms), two ways:
 // - "leader only": every read is served by the leader: the leader's service reads its committed
@@ -11,7 +11,9 @@
 // By default the three nodes share one process (and one event loop: the modes then compare the
 // CPU cost of a read, not the scale-out); `--processes` runs each node in a process of its own
 // (bench/embedReadsNode.ts), as a deployed service runs its instances.
-// Prints reads/s, p50 and p99 per mode and the ratio; the issue's target is ≥ 2.5×.
+// Prints reads/s, p50 and p99 per mode and the ratio; the issue's target is ≥ 2.5×. With
+// --processes also each process's CPU per read (less sensitive to other load on shared cores);
+// --only runs one mode, --cpu-prof DIR has each node process write a V8 CPU profile there.
 import type { ChildProcess } from "node:child_process"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
