@@ -1,4 +1,5 @@
-// `npm run bench -- embed-reads [--seconds S] [--readers N] [--writers W] [--rows R]`: linearizable
+// `npm run bench -- embed-reads [--seconds S] [--readers N] [--leader-readers N] [--writers W]
+// [--rows R] [--processes [--only leader|local] [--cpu-prof DIR]]`: linearizable
 // point reads on a 3-node embedded cluster in one process (Tqlite.make ×3 on loopback TCP, real
 // disk with fsync, ticks of 50 ms), two ways:
 // - "leader only": every read is served by the leader: the leader's service reads its committed
@@ -10,7 +11,9 @@
 // By default the three nodes share one process (and one event loop: the modes then compare the
 // CPU cost of a read, not the scale-out); `--processes` runs each node in a process of its own
 // (bench/embedReadsNode.ts), as a deployed service runs its instances.
-// Prints reads/s, p50 and p99 per mode and the ratio; the issue's target is ≥ 2.5×.
+// Prints reads/s, p50 and p99 per mode and the ratio; the issue's target is ≥ 2.5×. With
+// --processes also each process's CPU per read (less sensitive to other load on shared cores);
+// --only runs one mode, --cpu-prof DIR has each node process write a V8 CPU profile there.
 import type { ChildProcess } from "node:child_process"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -33,6 +36,8 @@ export interface ModeResult {
   readonly writes: number
   /** Reads served per second by each node's readers (leader first). */
   readonly perNode: ReadonlyArray<number>
+  /** With --processes: each node's process CPU over the mode (leader first), ms. */
+  readonly cpuMs?: ReadonlyArray<number>
 }
 
 export interface EmbedReadsOptions {
@@ -43,6 +48,10 @@ export interface EmbedReadsOptions {
   readonly writers: number
   readonly rows: number
   readonly root: string
+  /** With --processes: run only this mode (`--only leader|local`, e.g. to profile one). */
+  readonly only?: "leader" | "local"
+  /** With --processes: each node process writes a V8 CPU profile into this directory at exit. */
+  readonly cpuProfDir?: string
 }
 
 /** One turn of the event loop (timers and sockets get theirs). */
@@ -177,7 +186,8 @@ export async function runProcesses(options: EmbedReadsOptions): Promise<Readonly
   const nodes: Array<NodeProcess> = []
   const spawnNode = async (join: string) => {
     const address = `127.0.0.1:${await Effect.runPromise(freePort)}`
-    const child = track(spawn(process.execPath, ["--import", "tsx", entry, path.join(options.root, address.replace(":", "-")), address, join], { stdio: ["pipe", "pipe", "pipe"] }))
+    const profile = options.cpuProfDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options.cpuProfDir]
+    const child = track(spawn(process.execPath, [...profile, "--import", "tsx", entry, path.join(options.root, address.replace(":", "-")), address, join], { stdio: ["pipe", "pipe", "pipe"] }))
     const node = new NodeProcess(address, child)
     nodes.push(node)
     await node.next(120_000)
@@ -202,9 +212,10 @@ export async function runProcesses(options: EmbedReadsOptions): Promise<Readonly
       for (let i = 0; i < 600 && ((await node.ask<State>({ cmd: "state" })).appliedIndex ?? 0) < committed; i++) await new Promise((resolve) => setTimeout(resolve, 50))
     }
     const results: Array<ModeResult> = []
-    for (const mode of ["leader only", "each node locally"]) {
+    const modes = options.only === "leader" ? ["leader only"] : options.only === "local" ? ["each node locally"] : ["leader only", "each node locally"]
+    for (const mode of modes) {
       const answers = await Promise.all(nodes.map((node) =>
-        node.ask<{ latenciesMs: Array<number>; errors: number }>({ cmd: "measure", mode, seconds: options.seconds, readers: node === leader ? options.leaderReaders : options.readers, leader: leader!.address, rows: options.rows }, options.seconds * 1000 + 120_000)
+        node.ask<{ latenciesMs: Array<number>; errors: number; cpuMs: number }>({ cmd: "measure", mode, seconds: options.seconds, readers: node === leader ? options.leaderReaders : options.readers, leader: leader!.address, rows: options.rows }, options.seconds * 1000 + 120_000)
       ))
       const ordered = [leader, ...nodes.filter((n) => n !== leader)].map((node) => answers[nodes.indexOf(node!)]!)
       const latenciesMs = ordered.flatMap((a) => a.latenciesMs).sort((a, b) => a - b)
@@ -216,7 +227,8 @@ export async function runProcesses(options: EmbedReadsOptions): Promise<Readonly
         p99Ms: percentile(latenciesMs, 0.99),
         errors: ordered.reduce((sum, a) => sum + a.errors, 0),
         writes: 0,
-        perNode: ordered.map((a) => Math.round(a.latenciesMs.length / options.seconds))
+        perNode: ordered.map((a) => Math.round(a.latenciesMs.length / options.seconds)),
+        cpuMs: ordered.map((a) => a.cpuMs)
       })
     }
     await Promise.all(nodes.map((node) => node.ask({ cmd: "quit" }, 5_000).catch(() => undefined)))
@@ -234,7 +246,9 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     leaderReaders: Number(option(args, "leader-readers") ?? option(args, "readers") ?? "8"),
     writers: Number(option(args, "writers") ?? "0"),
     rows: Number(option(args, "rows") ?? "1000"),
-    root
+    root,
+    ...(option(args, "cpu-prof") !== undefined ? { cpuProfDir: path.resolve(option(args, "cpu-prof")!) } : {}),
+    ...(option(args, "only") === "leader" || option(args, "only") === "local" ? { only: option(args, "only") as "leader" | "local" } : {})
   }
   const processes = args.includes("--processes")
   const results = processes
@@ -244,6 +258,14 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   process.stdout.write(`${where}, ${options.readers} readers per follower and ${options.leaderReaders} on the leader, ${processes ? 0 : options.writers} writers on the leader, ${options.seconds} s per mode, load average ${os.loadavg()[0]!.toFixed(1)}\n`)
   process.stdout.write(`| mode | reads/s | per node (leader first) | p50 ms | p99 ms | errors | writes |\n|---|---|---|---|---|---|---|\n`)
   for (const r of results) process.stdout.write(`| ${r.mode} | ${r.readsPerSecond} | ${r.perNode.join(" / ")} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.errors} | ${r.writes} |\n`)
+  // CPU per read is what bounds reads/s when the cores are shared (this 2-core machine runs the
+  // three processes): less sensitive to other load than reads/s.
+  for (const r of results) {
+    if (r.cpuMs === undefined || r.reads === 0) continue
+    const perRead = r.cpuMs.map((ms) => ((ms * 1000) / r.reads).toFixed(0))
+    const total = (r.cpuMs.reduce((a, b) => a + b, 0) * 1000) / r.reads
+    process.stdout.write(`${r.mode}: CPU per read ${total.toFixed(0)} µs in all (leader first: ${perRead.join(" / ")} µs)\n`)
+  }
   const [viaLeader, local] = results
   if (viaLeader !== undefined && local !== undefined) process.stdout.write(`ratio (each node locally / leader only): ${(local.readsPerSecond / viaLeader.readsPerSecond).toFixed(2)}× (target ≥ 2.5×)\n`)
 }

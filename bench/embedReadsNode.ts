@@ -4,7 +4,7 @@
 // "mode":"leader only"|"each node locally","seconds":S,"readers":N,"leader":"host:port"},
 // {"cmd":"quit"}. Answers are lines starting with "@@ "; warnings of the node are logged as usual.
 import * as readline from "node:readline"
-import { Effect, Logger, LogLevel } from "effect"
+import { Duration, Effect, Logger, LogLevel } from "effect"
 import type { TqliteService } from "../src/embed/Tqlite.ts"
 import * as Tqlite from "../src/embed/Tqlite.ts"
 
@@ -28,6 +28,7 @@ const measure = (service: TqliteService, seconds: number, readers: number, rows:
       return 1 + (seed % rows)
     }
     const deadline = performance.now() + seconds * 1000
+    const cpuBefore = process.cpuUsage()
     const reader = Effect.gen(function*() {
       while (performance.now() < deadline) {
         const t0 = performance.now()
@@ -40,7 +41,14 @@ const measure = (service: TqliteService, seconds: number, readers: number, rows:
       }
     })
     yield* Effect.all(Array.from({ length: readers }, () => reader), { concurrency: "unbounded", discard: true })
-    return { latenciesMs, errors }
+    // A node without readers (the leader with --leader-readers 0) still serves the others: its
+    // CPU counts over the whole mode.
+    const left = deadline - performance.now()
+    if (left > 0) yield* Effect.sleep(Duration.millis(left))
+    const cpu = process.cpuUsage(cpuBefore)
+    // This process's CPU over the measurement (user + system), all of it: its readers, its node
+    // serving other nodes (the leader's read-index answers), its event loop.
+    return { latenciesMs, errors, cpuMs: (cpu.user + cpu.system) / 1000 }
   })
 
 const program = Effect.scoped(Effect.gen(function*() {

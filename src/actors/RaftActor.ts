@@ -795,9 +795,13 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           // Everything committed when the read arrived is applied, and no other leader can exist:
           // the state machine as it is now is a linearizable answer.
-          return readsAtOnce(applied)
-            ? Effect.sync(() => query(options.stateMachine))
-            : (request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>)
+          if (readsAtOnce(applied)) return Effect.sync(() => query(options.stateMachine))
+          // Under the lease the commit index of now is the read index (the core would answer
+          // just that): the read waits in the applier for it, without a trip through the Raft
+          // actor. Under steady writes ~5 % of a leader's point reads arrive while the last
+          // committed entry is not yet applied.
+          if (core.role === "leader" && leaseHoldsNow()) return readAt(applied, core.log.committed, query)
+          return request<unknown>(false, (reply) => ({ _tag: "Read", run: query, reply })) as Effect.Effect<A, RaftRequestError>
         }),
       readNow: <A>(query: (sm: SM) => A) => (readsAtOnce(applier.appliedNow()) ? { value: query(options.stateMachine) } : undefined),
       readIndex: Effect.suspend(() =>

@@ -37,6 +37,17 @@ export interface RaftConfig {
   /** Most ReadIndex requests waiting for a quorum round at a time (on a follower: waiting for
    * the leader's read index). */
   readonly readsPendingMax: number
+  /** Most read rounds in flight at a time: on a follower, ReadIndexRequests sent and not yet
+   * answered; on a leader without its lease, heartbeat rounds started for reads and not yet
+   * confirmed by a quorum. Reads arriving meanwhile wait and all go in the next round, sent
+   * when one is answered (etcd's read loop, with 1): one round trip serves any number of reads,
+   * instead of one per batch of reads. */
+  readonly readRoundsInflightMax: number
+  /** Ticks after which a follower's unanswered ReadIndexRequest stops counting against
+   * readRoundsInflightMax, so one lost message (or a slow round trip) does not hold back every
+   * later read: the reads waiting leave in a new request. The old one's reads still wait for
+   * its answer, up to electionTicks, then fail with not-leader. */
+  readonly readIndexTimeoutTicks: number
   /** A follower (or standby) serves linearizable reads from its own copy: it asks the leader
    * for a read index and serves once it has applied that far. Off: it refuses reads with
    * not-leader, naming the leader (dqlite's behaviour). */
@@ -84,6 +95,10 @@ export interface RaftBugs {
   readonly sessionReadsAtOnce?: boolean
   /** (Driver) A bounded read ignores how long ago the leader was heard from. */
   readonly boundedIgnoresLag?: boolean
+  /** A read that arrives while a read round is in flight joins that round and is answered with
+   * its index, although the round left before the read arrived (not linearizable: a write
+   * acknowledged in between may be missed). */
+  readonly readJoinsInflightRound?: boolean
   /** Answer vote requests deferred by the start-up window on the next tick, inside the window
    * (as if the window did not exist for them). */
   readonly deferredVotesEarly?: boolean
@@ -111,6 +126,8 @@ export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   inflightBytesMax: 32 * 1024 * 1024,
   uncommittedBytesMax: 256 * 1024 * 1024,
   readsPendingMax: 4096,
+  readRoundsInflightMax: 1,
+  readIndexTimeoutTicks: 3,
   applyEntriesMax: 1024,
   applyInflightBytesMax: entryCacheBytesMaxDefault,
   snapshotRetryTicks: 50,
@@ -139,6 +156,8 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
     "inflightBytesMax",
     "uncommittedBytesMax",
     "readsPendingMax",
+    "readRoundsInflightMax",
+    "readIndexTimeoutTicks",
     "applyEntriesMax",
     "applyInflightBytesMax",
     "snapshotRetryTicks",
@@ -157,6 +176,9 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
   }
   if (config.heartbeatTicks >= config.electionTicks) {
     throw new RaftConfigError("heartbeatTicks must be smaller than electionTicks")
+  }
+  if (config.readIndexTimeoutTicks >= config.electionTicks) {
+    throw new RaftConfigError("readIndexTimeoutTicks must be smaller than electionTicks")
   }
   if (config.readMode !== "lease" && config.readMode !== "readIndex") {
     throw new RaftConfigError(`readMode must be "lease" or "readIndex", got ${String(config.readMode)}`)

@@ -5,7 +5,7 @@ import { assert, assertNever } from "../assert.ts"
 import { campaign, handleVoteRequest, handleVoteResponse } from "./candidate.ts"
 import type { RaftConfig } from "./config.ts"
 import { validateRaftConfig } from "./config.ts"
-import { forwardReads, handleAppendEntries, handleHeartbeat, handleInstallSnapshot, readIndexAnswered } from "./follower.ts"
+import { forwardReads, handleAppendEntries, handleHeartbeat, handleInstallSnapshot, readIndexAnswered, tickForwardedReads } from "./follower.ts"
 import {
   changeMembership,
   handleAppendResponse,
@@ -85,7 +85,9 @@ export function initialState(config: RaftConfig, recovered: RecoveredBounded): R
     leaseRevoked: false,
     reads: [],
     readsWaitingForCommit: [],
+    readsQueued: [],
     forwardedReads: [],
+    readsToForward: [],
     forwardSeq: 0,
     leaderCommit: 0,
     leaderContacts: 0,
@@ -117,7 +119,10 @@ function dispatch(st: Step, input: Input): void {
       tickEntryLoad(st)
       if (s.deferredVotes.length > 0 && (s.ticks === s.config.electionTicks || s.config.bugs?.deferredVotesEarly === true)) answerDeferredVotes(st)
       if (s.role === "leader") tickLeader(st)
-      else tickElection(st)
+      else {
+        tickForwardedReads(st)
+        tickElection(st)
+      }
       return
     case "Message":
       stepMessage(st, input.message, input.lease === true)

@@ -19,9 +19,12 @@ function heardLeader(s: RaftState, commit: LogIndex): void {
   if (commit > s.leaderCommit) s.leaderCommit = commit
 }
 
-/** Reads asked of a node that does not lead: forwarded to the leader it follows as one
- * read-index request. Refused without a known leader, on a spare (it holds no data), and past
- * `readsPendingMax` reads waiting. */
+/** Reads asked of a node that does not lead: forwarded to the leader it follows in read-index
+ * requests, at most `readRoundsInflightMax` in flight; reads arriving while they are full wait
+ * and all go in the next request, sent once one is answered or timed out. A read is answered
+ * only by a request sent after it arrived: the leader's index then covers every write
+ * acknowledged before the read began. Refused without a known leader, on a spare (it holds no
+ * data), and past `readsPendingMax` reads waiting. */
 export function forwardReads(step: Step, ids: ReadonlyArray<RequestId>): void {
   const s = step.s
   const self = s.membership.members.find((m) => m.id === s.config.id)
@@ -31,15 +34,37 @@ export function forwardReads(step: Step, ids: ReadonlyArray<RequestId>): void {
   if (!s.config.followerReads) return refuse("not-leader", "not the leader")
   if (s.role !== "follower" || s.leader === null || s.leader === s.config.id) return refuse("not-leader", "no leader known")
   if (self === undefined || !isReplicated(self)) return refuse("not-leader", "this node holds no copy of the data")
-  let waiting = 0
-  for (const forwarded of s.forwardedReads) waiting += forwarded.ids.length
-  if (waiting + ids.length > s.config.readsPendingMax) return refuse("overloaded", "too many reads waiting")
+  if (forwardedWaiting(s) + ids.length > s.config.readsPendingMax) return refuse("overloaded", "too many reads waiting")
   if (s.config.bugs?.followerReadsLocal === true) {
     for (const id of ids) emit(step, { _tag: "ReadReady", id, index: s.log.committed })
     return
   }
+  const inflight = s.forwardedReads[s.forwardedReads.length - 1]
+  if (s.config.bugs?.readJoinsInflightRound === true && inflight !== undefined) {
+    s.forwardedReads[s.forwardedReads.length - 1] = { ...inflight, ids: [...inflight.ids, ...ids] }
+    return
+  }
+  for (const id of ids) s.readsToForward.push(id)
+  forwardWaiting(step)
+}
+
+function forwardedWaiting(s: RaftState): number {
+  let waiting = s.readsToForward.length
+  for (const forwarded of s.forwardedReads) waiting += forwarded.ids.length
+  return waiting
+}
+
+/** Sends the reads waiting as one request, if one more may be in flight (a request unanswered
+ * for `readIndexTimeoutTicks` no longer counts: see tickForwardedReads). */
+function forwardWaiting(step: Step): void {
+  const s = step.s
+  if (s.readsToForward.length === 0 || s.leader === null) return
+  let inflight = 0
+  for (const forwarded of s.forwardedReads) if (forwarded.elapsedTicks < s.config.readIndexTimeoutTicks) inflight++
+  if (inflight >= s.config.readRoundsInflightMax) return
   s.forwardSeq++
-  s.forwardedReads.push({ context: s.forwardSeq, ids })
+  s.forwardedReads.push({ context: s.forwardSeq, ids: s.readsToForward, elapsedTicks: 0 })
+  s.readsToForward = []
   send(step, { _tag: "ReadIndexRequest", from: s.config.id, to: s.leader, term: s.term, context: s.forwardSeq })
 }
 
@@ -58,6 +83,26 @@ export function readIndexAnswered(step: Step, m: ReadIndexResponse): void {
     if (m.refused === null) emit(step, { _tag: "ReadReady", id, index: m.index })
     else reject(step, id, m.refused, m.refused === "overloaded" ? "the leader has too many reads waiting" : "the leader it asked no longer leads")
   }
+  forwardWaiting(step)
+}
+
+/** A tick on a follower. A request unanswered for `readIndexTimeoutTicks` stops holding back
+ * the reads waiting (the message or its answer may be lost, or the round trip is just slow):
+ * they leave in a new request now. Its own reads stay with it, since a late answer still serves
+ * them (its index is as good as when it was sent); after an election timeout without one they
+ * fail (not-leader: the caller asks again), so a lost request holds nothing forever. */
+export function tickForwardedReads(step: Step): void {
+  const s = step.s
+  if (s.forwardedReads.length === 0) return
+  let expired = false
+  s.forwardedReads = s.forwardedReads.filter((forwarded) => {
+    forwarded.elapsedTicks++
+    if (forwarded.elapsedTicks === s.config.readIndexTimeoutTicks) expired = true
+    if (forwarded.elapsedTicks < s.config.electionTicks) return true
+    for (const id of forwarded.ids) reject(step, id, "not-leader", "the leader did not answer the read-index request")
+    return false
+  })
+  if (expired) forwardWaiting(step)
 }
 
 /** The reads this node forwarded will not be answered (its term or leader changed). */
@@ -66,7 +111,9 @@ export function abandonForwardedReads(step: Step, detail: string): void {
   for (const forwarded of s.forwardedReads) {
     for (const id of forwarded.ids) reject(step, id, "not-leader", detail)
   }
+  for (const id of s.readsToForward) reject(step, id, "not-leader", detail)
   s.forwardedReads = []
+  s.readsToForward = []
 }
 
 export function handleAppendEntries(step: Step, m: AppendEntries): void {

@@ -19,7 +19,7 @@ import {
 import { heartbeatRoundTick, leaseHolds, recordHeartbeatRound } from "./lease.ts"
 import { committedIndex, quorumSize } from "./quorum.ts"
 import { appendEntry, becomeFollower } from "./roles.ts"
-import type { ReadRequester, RequestId, Step } from "./state.ts"
+import type { RaftState, ReadRequester, RequestId, Step } from "./state.ts"
 import { emit, reject, send } from "./state.ts"
 import type { LogIndex, NodeId } from "./types.ts"
 import { entrySizeBytes, slotSizeBytes, voters } from "./types.ts"
@@ -216,13 +216,37 @@ function quorumActive(step: Step): boolean {
 }
 
 /** Sends a heartbeat round under a new number, remembered with the tick it left at: an
- * answer to it confirms the pending reads registered before it and renews the lease. */
+ * answer to it confirms the reads registered before it and renews the lease. Every round (a
+ * tick's too) takes the reads queued so far, at the commit index of now. */
 function heartbeatRound(step: Step): number {
   const s = step.s
   s.readSeq++
   recordHeartbeatRound(s, s.readSeq)
+  if (s.readsQueued.length > 0) {
+    const acks = new Set<NodeId>(isVoter(s.membership, s.config.id) ? [s.config.id] : [])
+    for (const requester of s.readsQueued) s.reads.push({ requester, index: s.log.committed, seq: s.readSeq, acks })
+    s.readsQueued = []
+  }
   broadcastHeartbeat(step, s.readSeq)
   return s.readSeq
+}
+
+/** Heartbeat rounds with reads waiting for their quorum (the reads are in round order). */
+function readRoundsInflight(s: RaftState): number {
+  let rounds = 0
+  let seq = -1
+  for (const read of s.reads) {
+    if (read.seq !== seq) rounds++
+    seq = read.seq
+  }
+  return rounds
+}
+
+/** Starts a round for the queued reads if one more may be in flight (else the next answered
+ * round or the next tick's heartbeat takes them). */
+function roundForQueuedReads(step: Step): void {
+  const s = step.s
+  if (s.readsQueued.length > 0 && readRoundsInflight(s) < s.config.readRoundsInflightMax) heartbeatRound(step)
 }
 
 function broadcastHeartbeat(step: Step, context: number): void {
@@ -331,16 +355,13 @@ function serveReads(step: Step, requesters: ReadonlyArray<ReadRequester>): void 
     for (const requester of requesters) readReady(step, requester, index)
     return
   }
-  const accepted: ReadRequester[] = []
+  const last = s.reads[s.reads.length - 1]
   for (const requester of requesters) {
-    if (s.reads.length + accepted.length >= s.config.readsPendingMax) refuseRead(step, requester, "overloaded", "too many reads waiting")
-    else accepted.push(requester)
+    if (s.reads.length + s.readsQueued.length >= s.config.readsPendingMax) refuseRead(step, requester, "overloaded", "too many reads waiting")
+    else if (s.config.bugs?.readJoinsInflightRound === true && last !== undefined) s.reads.push({ ...last, requester })
+    else s.readsQueued.push(requester)
   }
-  if (accepted.length === 0) return
-  const seq = s.readSeq + 1
-  const acks = new Set<NodeId>(isVoter(s.membership, s.config.id) ? [s.config.id] : [])
-  for (const requester of accepted) s.reads.push({ requester, index, seq, acks })
-  heartbeatRound(step)
+  roundForQueuedReads(step)
 }
 
 function acknowledgeReads(step: Step, from: NodeId, context: number): void {
@@ -350,12 +371,16 @@ function acknowledgeReads(step: Step, from: NodeId, context: number): void {
     read.acks.add(from)
   }
   const needed = quorumSize(voters(s.membership).length)
-  while (s.reads.length > 0) {
-    const read = s.reads[0]
+  let served = 0
+  while (served < s.reads.length) {
+    const read = s.reads[served]
     if (read === undefined || read.acks.size < needed) break
-    s.reads.shift()
     readReady(step, read.requester, read.index)
+    served++
   }
+  if (served === 0) return
+  s.reads = s.reads.slice(served)
+  roundForQueuedReads(step)
 }
 
 export function transferLeadership(step: Step, id: RequestId, to: NodeId | null): void {

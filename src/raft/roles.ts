@@ -61,6 +61,7 @@ export function becomeLeader(step: Step): void {
   s.transferee = null
   s.reads = []
   s.readsWaitingForCommit = []
+  s.readsQueued = []
   s.heartbeatRounds = []
   s.leaseRevoked = false
   s.uncommittedBytes = 0
@@ -101,7 +102,9 @@ function abandonLeadership(step: Step): void {
   s.progress = new Map()
   for (const read of s.reads) refuseRead(step, read.requester, "not-leader", "leadership lost")
   for (const requester of s.readsWaitingForCommit) refuseRead(step, requester, "not-leader", "leadership lost")
+  for (const requester of s.readsQueued) refuseRead(step, requester, "not-leader", "leadership lost")
   s.reads = []
   s.readsWaitingForCommit = []
+  s.readsQueued = []
   s.uncommittedBytes = 0
 }

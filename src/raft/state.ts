@@ -145,9 +145,16 @@ export interface RaftState {
   leaseRevoked: boolean
   reads: PendingRead[]
   readsWaitingForCommit: ReadRequester[]
-  /** On a follower: reads waiting for the read index it asked its leader for, by context.
-   * Rejected when the follower's leader or term changes (they would never be answered). */
-  forwardedReads: Array<{ readonly context: number; readonly ids: ReadonlyArray<RequestId> }>
+  /** On a leader: reads waiting for the next heartbeat round (at most readRoundsInflightMax
+   * rounds for reads are in flight; the next one, or the next tick's, takes them all). */
+  readsQueued: ReadRequester[]
+  /** On a follower: the read-index requests in flight (at most readRoundsInflightMax), by
+   * context, with the reads each will serve and the ticks since it left. Rejected when the
+   * follower's leader or term changes (they would never be answered). */
+  forwardedReads: Array<{ readonly context: number; readonly ids: ReadonlyArray<RequestId>; elapsedTicks: number }>
+  /** On a follower: reads that arrived while the in-flight requests were full; they all go in
+   * the next request (never in one already sent: its answer may predate them). */
+  readsToForward: RequestId[]
   /** Number of the follower's latest read-index request. */
   forwardSeq: number
   /** On a follower: the highest commit index its leader announced this term (appends and

@@ -632,7 +632,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const owner = slot?.owner ?? null
     if (owner !== null && owner.database.isOpen) return { _tag: "Read", value: read(owner.database.committedView) }
     if (this.appliedIndex < this.ownCopyFromIndex) return { _tag: "Replaying", appliedIndex: this.appliedIndex, neededIndex: this.ownCopyFromIndex }
-    return { _tag: "Read", value: this.ownCopy.read(name, this.databasePath(name), slot?.changes ?? 0, read) }
+    return { _tag: "Read", value: this.ownCopy.read(name, () => this.databasePath(name), slot?.changes ?? 0, read) }
   }
 
   /** Own-copy reader activity (tests, metrics). */

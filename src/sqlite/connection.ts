@@ -25,6 +25,7 @@ export interface StatementOutcome {
 }
 
 const noRows: Rows = { columns: [], declaredTypes: [], rows: [] }
+const unchanged: ExecResult = { lastInsertId: 0n, rowsAffected: 0 }
 
 interface CachedStatement {
   readonly statement: Statement
@@ -118,6 +119,9 @@ export class Connection {
   }
 
   private lastChanges(): ExecResult {
+    // A read-only connection (the committed view, a follower's own copy) never changes a row or
+    // inserts one, so its counters stay 0: no second statement after each of its reads.
+    if (this.db.readonly) return unchanged
     this.changesStatement ??= this.db.prepare("SELECT changes(), last_insert_rowid()").raw(true).safeIntegers(true) as Statement
     const row = this.changesStatement.get() as [bigint, bigint]
     return { lastInsertId: row[1], rowsAffected: Number(row[0]) }

@@ -37,6 +37,9 @@ describe("bench embed-reads --processes", () => {
       for (const result of results) {
         expect(result.errors).toBe(0)
         for (const perSecond of result.perNode) expect(perSecond).toBeGreaterThan(0)
+        // Every process's CPU over the mode, the leader's included.
+        expect(result.cpuMs).toHaveLength(3)
+        for (const ms of result.cpuMs ?? []) expect(ms).toBeGreaterThan(0)
       }
     } finally {
       fs.rmSync(root, { recursive: true, force: true })

@@ -51,6 +51,11 @@ export interface SqliteSeedOptions {
    * followers serve them too, under the same checks. Off by default: the CI seeds keep their
    * schedules; test/sim/sqlite/followerReads.test.ts runs seeds with it. */
   readonly followerReads?: boolean
+  /** With followerReads: this many more clients that only read, each at a node that does not
+   * lead, back to back, so a follower has reads arriving while its read round is in flight
+   * (the coalescing of read rounds under test). Their own generator: the other clients draw
+   * what they drew before. */
+  readonly followerReaders?: number
 }
 
 export type SqliteMutation =
@@ -66,6 +71,9 @@ export type SqliteMutation =
   | "forget-failed-discard"
   | "install-unsynced"
   | "own-copy-reads-at-once"
+  // The Raft core answers a read with the index of a read round already in flight when it
+  // arrived (RaftBugs.readJoinsInflightRound).
+  | "read-joins-inflight-round"
 
 const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
   "drop-follower-page": { dropFollowerPage: true },
@@ -76,7 +84,7 @@ const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
   "install-unsynced": { installUnsynced: true }
 }
 
-export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once"]
+export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once", "read-joins-inflight-round"]
 
 const tickMs = 10
 const database = "app"
@@ -126,7 +134,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     syncEveryEntries: knobs.syncEveryEntries,
     ...(options.mutation !== undefined && machineBugOf[options.mutation] !== undefined ? { machineBugs: machineBugOf[options.mutation]! } : {}),
     ...(options.mutation === "serve-uncommitted" ? { readerBugs: { serveUncommitted: true } } : {}),
-    ...(options.mutation === "own-copy-reads-at-once" ? { databasesBugs: { ownCopyReadsAtOnce: true } } : {})
+    ...(options.mutation === "own-copy-reads-at-once" ? { databasesBugs: { ownCopyReadsAtOnce: true } } : {}),
+    ...(options.mutation === "read-joins-inflight-round" ? { raftConfig: () => ({ bugs: { readJoinsInflightRound: true } }) } : {})
   })
   // Its own stream, so the default workload draws exactly what it drew before.
   const readRoute = options.followerReads === true ? root.fork("read-route") : null
@@ -260,6 +269,33 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
       }
     })
 
+  /** Reads only, at any node that does not lead, with no pause or a tick's: overlapping reads
+   * on one follower, checked as the clients' reads are. */
+  const followerReader = (id: number, rng: Prng) =>
+    Effect.gen(function*() {
+      while (issuing) {
+        yield* Effect.sleep(Duration.millis(rng.int(0, 1) * tickMs))
+        const followers: Array<LiveNode> = []
+        for (const node of cluster.up()) if ((yield* node.raft.status).role !== "leader") followers.push(node)
+        if (followers.length === 0) continue
+        const reader = rng.pick(followers)
+        const sample: Array<number> = []
+        for (let i = 0; i < 10 && acknowledged.length > 0; i++) sample.push(rng.pick(acknowledged))
+        const distinct = [...new Set(sample)]
+        const sql = `SELECT op FROM events WHERE op IN (${distinct.length === 0 ? "NULL" : distinct.join(",")})`
+        const exit = yield* Effect.exit(reader.dbs.read(database, sql, [], { level: "linearizable" }))
+        if (Exit.isFailure(exit)) {
+          if (exit.cause._tag !== "Fail") violations.push({ invariant: "crash", detail: `reader ${id}: ${String(exit.cause).slice(0, 500)}` })
+          continue
+        }
+        operations++
+        ownCopyReads++
+        const seen = new Set((exit.value?.rows ?? []).map((row) => Number(row[0])))
+        const seenAcked = distinct.filter((op) => seen.has(op)).length
+        if (seenAcked !== distinct.length) violations.push({ invariant: "linearizability", detail: `reader ${id} at n${reader.id} read ${seenAcked} of ${distinct.length} acknowledged inserts` })
+      }
+    })
+
   const program = Effect.gen(function*() {
     const ids = Array.from({ length: size }, (_, i) => i + 1)
     yield* cluster.bootstrap(ids)
@@ -270,6 +306,10 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     ], Effect.void).pipe(Effect.retry({ times: 200, schedule: Schedule.spaced(Duration.millis(tickMs)) }), Effect.orDie)
     const clients: Array<Effect.Effect<void>> = []
     for (let i = 1; i <= knobs.clients; i++) clients.push(client(i, root.fork(`client${i}`)))
+    if (options.followerReads === true) {
+      const readers = new Prng(options.seed ^ 0x72647273)
+      for (let i = 1; i <= (options.followerReaders ?? 0); i++) clients.push(followerReader(i, readers.fork(`reader${i}`)))
+    }
     const running = yield* Effect.forkDaemon(Effect.all(clients, { concurrency: "unbounded", discard: true }))
     const faults = root.fork("faults")
     const restartAt = new Map<NodeId, number>()

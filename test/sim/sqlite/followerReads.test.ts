@@ -2,7 +2,10 @@
 // picked node's own copy (ReplicatedDatabases.read, any role), under the same checks as leader
 // reads — every insert acknowledged before the read began is seen, and an insert seen while in
 // flight must end up committed. Proven by the mutation it exists for: a node that serves a
-// linearizable read from its copy at once, without the leader's read index.
+// linearizable read from its copy at once, without the leader's read index. Seeds with follower
+// readers (clients that only read, back to back, at nodes that do not lead) make reads arrive
+// while a follower's read round is in flight, so the coalescing of read rounds runs; they prove
+// its mutation: a read answered by a round already in flight when it arrived.
 import { describe, expect, it } from "vitest"
 import { runSqliteSeed } from "../full/runSqliteSeed.ts"
 import { ciSchedule } from "./seeds.ts"
@@ -26,6 +29,27 @@ describe("SQLite simulator with follower reads", () => {
     expect(operations).toBeGreaterThan(seeds * 30)
     expect(ownCopyReads).toBeGreaterThan(seeds * 2)
   })
+
+  const readerSeeds = 6
+  const followerReaders = 4
+  for (let seed = 1; seed <= readerSeeds; seed++) {
+    it(`seed ${seed} with ${followerReaders} follower readers`, async () => {
+      await new Promise<void>((resolve) => setTimeout(resolve, 1))
+      const result = runSqliteSeed({ seed, followerReads: true, followerReaders, ...ciSchedule })
+      expect(result.ownCopyReads).toBeGreaterThan(0)
+      expect(result.violations.map((v) => `${v.invariant}: ${v.detail.slice(0, 300)}`)).toEqual([])
+    }, 120_000)
+  }
+
+  it(`mutation: a read answered by a read round already in flight when it arrived is caught within ${readerSeeds} seeds with follower readers`, async () => {
+    const found: Array<string> = []
+    for (let seed = 1; seed <= readerSeeds && found.length === 0; seed++) {
+      await new Promise<void>((resolve) => setTimeout(resolve, 1))
+      const result = runSqliteSeed({ seed, followerReads: true, followerReaders, mutation: "read-joins-inflight-round", ...ciSchedule })
+      found.push(...result.violations.map((v) => `${v.invariant}: ${v.detail}`))
+    }
+    expect(found.some((v) => /^linearizability: (client|reader) \d+ .*read \d+ of \d+ acknowledged inserts/.test(v))).toBe(true)
+  }, 600_000)
 
   it("mutation: a node serving linearizable reads from its copy at once is caught (a read misses acknowledged inserts)", async () => {
     const found: Array<string> = []
