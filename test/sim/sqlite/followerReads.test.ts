@@ -41,11 +41,16 @@ describe("SQLite simulator with follower reads", () => {
     }, 120_000)
   }
 
-  it(`mutation: a read answered by a read round already in flight when it arrived is caught within ${readerSeeds} seeds with follower readers`, async () => {
+  // Caught when a write is acknowledged between a round's request and a read joining it: with 8
+  // readers per follower ~40 % of seeds catch it (4 readers: ~17 %), so 12 seeds miss it with a
+  // chance of ~0.1 % whatever a change elsewhere does to the schedules.
+  const mutationSeeds = 12
+  const mutationReaders = 8
+  it(`mutation: a read answered by a read round already in flight when it arrived is caught within ${mutationSeeds} seeds with ${mutationReaders} follower readers`, async () => {
     const found: Array<string> = []
-    for (let seed = 1; seed <= readerSeeds && found.length === 0; seed++) {
+    for (let seed = 1; seed <= mutationSeeds && found.length === 0; seed++) {
       await new Promise<void>((resolve) => setTimeout(resolve, 1))
-      const result = runSqliteSeed({ seed, followerReads: true, followerReaders, mutation: "read-joins-inflight-round", ...ciSchedule })
+      const result = runSqliteSeed({ seed, followerReads: true, followerReaders: mutationReaders, mutation: "read-joins-inflight-round", ...ciSchedule })
       found.push(...result.violations.map((v) => `${v.invariant}: ${v.detail}`))
     }
     expect(found.some((v) => /^linearizability: (client|reader) \d+ .*read \d+ of \d+ acknowledged inserts/.test(v))).toBe(true)
