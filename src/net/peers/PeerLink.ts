@@ -13,8 +13,9 @@ import type { Envelope } from "../../raft/messages.ts"
 import * as Actor from "../../runtime/Actor.ts"
 import type { NodeId } from "../../raft/types.ts"
 import type { ConnectionError } from "./errors.ts"
-import type { FramePacker, PeerFrame } from "./framing.ts"
+import type { FramePacker, PackedFrame, PeerFrame } from "./framing.ts"
 import { encodeFrames, envelopeSizeBytes, lengthPrefixBytes, makePacker } from "./framing.ts"
+import { largePayloadBytes } from "../../runtime/yieldToLoop.ts"
 import type { LocalIdentity } from "./handshake.ts"
 import { initiate } from "./handshake.ts"
 import type { PeerLimits } from "./limits.ts"
@@ -75,7 +76,7 @@ type LinkMessage =
   | { readonly _tag: "Resume"; readonly transfer: number; readonly offset: number }
 
 interface Group {
-  payloads: Array<Uint8Array>
+  payloads: Array<PackedFrame>
   bytes: number
   /** Envelopes the group completes. */
   messages: number
@@ -288,10 +289,26 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       return Effect.catchAll(self.trySend({ _tag: "Continue" }), () => Effect.sync(() => void (continuePending = false)))
     })
 
-    /** Writes the group's frames with one socket write. */
+    /** Writes the group's frames with one socket write. A large payload is not copied behind its
+     * length prefix: prefix and payload go to the socket as they are, corked into one writev. */
     const flush = (current: Connection, group: Group) => {
       if (group.payloads.length === 0) return
-      current.socket.write(encodeFrames(group.payloads))
+      if (group.payloads.every((frame) => frame.parts.length === 1 && frame.byteLength < largePayloadBytes)) {
+        current.socket.write(encodeFrames(group.payloads.map((frame) => frame.parts[0]!)))
+      } else {
+        current.socket.cork()
+        for (const frame of group.payloads) {
+          if (frame.parts.length === 1 && frame.byteLength < largePayloadBytes) {
+            current.socket.write(encodeFrames(frame.parts))
+            continue
+          }
+          const prefix = Buffer.allocUnsafe(lengthPrefixBytes)
+          prefix.writeUInt32LE(frame.byteLength, 0)
+          current.socket.write(prefix)
+          for (const part of frame.parts) current.socket.write(part)
+        }
+        current.socket.uncork()
+      }
       trace("link.write")
       counters.bytesWritten += group.bytes
       counters.writes++
@@ -332,7 +349,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         const group: Group = { payloads: [], bytes: 0, messages: 0 }
         for (let i = 0; i < frames.length; i++) {
           const frame = frames[i]!
-          const payload = current.packer.pack(frame)
+          const payload = current.packer.packParts(frame)
           if (payload.byteLength > limits.frameBytesMax) {
             // The size estimate missed: this frame cannot go, and frames packed after it could
             // refer to record structures it defined. Send what came before, then start over.
@@ -367,7 +384,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
           const chunk = read.right
           if (chunk !== null) {
-            const payload = current.packer.pack(chunk)
+            const payload = current.packer.packParts(chunk)
             group.payloads.push(payload)
             group.bytes += lengthPrefixBytes + payload.byteLength
           }
@@ -408,7 +425,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
     const writeNow = (envelope: Envelope, bytes: number): boolean => {
       const current = connection
       if (current === null || current.closed || snapshot !== null || envelope.snapshot !== null || continuePending) return false
-      if (self === null || !self.idle() || bytes > limits.frameBytesMax) return false
+      // A large entry goes through the actor's corked write of its parts.
+      if (self === null || !self.idle() || bytes > limits.frameBytesMax || bytes >= largePayloadBytes) return false
       if (current.socket.writableLength + bytes > limits.writeBufferBytesMax) return false
       traceMessage("link.take", envelope.message)
       const payload = current.packer.pack({ _tag: "Message", message: envelope.message })
@@ -418,7 +436,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         counters.dropped++
         return true
       }
-      flush(current, { payloads: [payload], bytes: lengthPrefixBytes + payload.byteLength, messages: 1 })
+      flush(current, { payloads: [{ parts: [payload], byteLength: payload.byteLength }], bytes: lengthPrefixBytes + payload.byteLength, messages: 1 })
       return true
     }
 

@@ -20,7 +20,8 @@ import type { PeerTlsOptions } from "./sockets.ts"
 import { closeGracefully, formatAddress, guard, parseAddress, remoteOf, SocketReader } from "./sockets.ts"
 import type { SnapshotInbox } from "../../actors/snapshotData.ts"
 import { encodeResume, InboundSnapshots } from "./snapshots.ts"
-import { traceMessage } from "../../runtime/trace.ts"
+import { trace, traceMessage } from "../../runtime/trace.ts"
+import { largePayloadBytes, yieldToLoop } from "../../runtime/yieldToLoop.ts"
 
 export interface InboundStats {
   /** Connections open now (peers and clients not yet handed over). */
@@ -211,11 +212,16 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
             reader.decoder.push(chunk)
             continue
           }
+          const large = next.right.byteLength >= largePayloadBytes
+          if (large) trace("peer.largeFrame", next.right.byteLength)
           const decoded = unpacker.unpack(next.right)
           if (Either.isLeft(decoded)) return yield* decoded.left
           const frame = decoded.right
           if (frame._tag === "Message") {
             traceMessage("peer.recv", frame.message)
+            // Receiving it held the loop for its last chunks: timers and the other sockets get a
+            // turn before the Raft actor takes it (src/runtime/yieldToLoop.ts).
+            if (large) yield* yieldToLoop
             yield* deliver({ message: frame.message, snapshot: null }, hello)
             continue
           }

@@ -4,7 +4,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import type { PeerFrame } from "../../../src/net/peers/framing.ts"
-import { encodeFrames, envelopeSizeBytes, FrameDecoder, makePacker, makeUnpacker } from "../../../src/net/peers/framing.ts"
+import { dataFrameMarker, encodeFrames, envelopeSizeBytes, FrameDecoder, largeFrameBytes, makePacker, makeUnpacker, outOfBandDataBytes } from "../../../src/net/peers/framing.ts"
 import { message, plain, prng } from "./helpers.ts"
 
 /** Pulls every whole frame the decoder has. */
@@ -89,6 +89,81 @@ describe("framing", () => {
     expect(Array.from(decoder.take(8))).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
     expect(Array.from(decoder.takeAll())).toEqual([9, 10])
     expect(decoder.bufferedBytes).toBe(0)
+  })
+})
+
+describe("large frames and data frames (issue 17: a 20 MiB entry)", () => {
+  /** An AppendEntries with commands of these sizes (and a barrier and a config between). */
+  const appendWith = (sizes: ReadonlyArray<number>): PeerFrame => ({
+    _tag: "Message",
+    message: {
+      _tag: "AppendEntries", from: 1, to: 2, term: 3, prevIndex: 9, prevTerm: 3, commit: 9,
+      entries: [
+        ...sizes.map((size, i) => ({ kind: "command" as const, term: 3, index: 10 + i, data: Uint8Array.from({ length: size }, (_, j) => (i * 7 + j) & 0xff) })),
+        { kind: "barrier" as const, term: 3, index: 10 + sizes.length },
+        { kind: "config" as const, term: 3, index: 11 + sizes.length, config: { members: [{ id: 1, address: "a:1", role: "voter" as const }] } }
+      ]
+    }
+  })
+  const concat = (parts: ReadonlyArray<Uint8Array>) => {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+    let at = 0
+    for (const part of parts) {
+      out.set(part, at)
+      at += part.byteLength
+    }
+    return out
+  }
+
+  it("a message with large entries goes as a data frame whose data parts are the entries' own bytes, and round-trips between small frames", () => {
+    const packer = makePacker()
+    const unpacker = makeUnpacker()
+    const frames = [appendWith([3]), appendWith([outOfBandDataBytes, 0, 5, outOfBandDataBytes + 1]), appendWith([1, 2])]
+    for (const frame of frames) {
+      const packed = packer.packParts(frame)
+      const entries = frame._tag === "Message" && frame.message._tag === "AppendEntries" ? frame.message.entries : []
+      const large = entries.some((e) => e.kind === "command" && e.data.byteLength >= outOfBandDataBytes)
+      expect(packed.parts.length > 1).toBe(large)
+      if (large) {
+        expect(packed.parts[0]![0]).toBe(dataFrameMarker)
+        // No copy: the big entries' data are parts as they are.
+        const big = entries.filter((e) => e.kind === "command" && e.data.byteLength >= outOfBandDataBytes)
+        for (const e of big) expect(packed.parts.some((part) => e.kind === "command" && part === e.data)).toBe(true)
+      }
+      const payload = concat(packed.parts)
+      expect(payload.byteLength).toBe(packed.byteLength)
+      const decoded = Either.getOrThrow(unpacker.unpack(payload))
+      expect(plain(decoded)).toEqual(plain(frame))
+    }
+  })
+
+  it("a data frame whose sizes do not add up, or whose header is not msgpack, is MalformedFrame", () => {
+    const packed = makePacker().packParts(appendWith([outOfBandDataBytes]))
+    const payload = concat(packed.parts)
+    const cases = [payload.subarray(0, payload.byteLength - 1), concat([payload, new Uint8Array(1)]), payload.subarray(0, 3), Uint8Array.from([dataFrameMarker, 255, 255, 0, 0, 1])]
+    for (const bad of cases) {
+      const decoded = makeUnpacker().unpack(bad)
+      expect(Either.isLeft(decoded) && decoded.left._tag).toBe("MalformedFrame")
+    }
+  })
+
+  it("a large frame is received into a buffer of its own, whatever the chunking, between small frames", () => {
+    const big = Uint8Array.from({ length: largeFrameBytes + 12_345 }, (_, i) => (i * 31) & 0xff)
+    const payloads = [Uint8Array.of(1, 2, 3), big, Uint8Array.of(4), big.subarray(0, largeFrameBytes), Uint8Array.of(5, 6)]
+    const stream = encodeFrames(payloads)
+    for (const chunkBytes of [1_000, 65_536, 700_001, stream.byteLength]) {
+      const decoder = new FrameDecoder(64 * 1024 * 1024)
+      const frames: Array<Uint8Array> = []
+      for (let at = 0; at < stream.byteLength; at += chunkBytes) {
+        decoder.push(stream.subarray(at, at + chunkBytes))
+        frames.push(...drain(decoder))
+      }
+      expect(frames.length).toBe(payloads.length)
+      frames.forEach((frame, i) => expect(Buffer.compare(frame, payloads[i]!)).toBe(0))
+      // The large ones own exactly their bytes (no slice of a bigger, growing buffer).
+      expect(frames[1]!.buffer.byteLength).toBe(big.byteLength)
+      expect(decoder.bufferedBytes).toBe(0)
+    }
   })
 })
 
