@@ -14,7 +14,8 @@ import * as Actor from "../../runtime/Actor.ts"
 import type { NodeId } from "../../raft/types.ts"
 import type { ConnectionError } from "./errors.ts"
 import type { FramePacker, PackedFrame, PeerFrame } from "./framing.ts"
-import { encodeFrames, envelopeSizeBytes, lengthPrefixBytes, makePacker } from "./framing.ts"
+import { commandDataBytes, dataChunkFrame, encodeFrames, envelopeSizeBytes, lengthPrefixBytes, makePacker, outOfBandDataBytes } from "./framing.ts"
+import { assert } from "../../assert.ts"
 import { largePayloadBytes } from "../../runtime/yieldToLoop.ts"
 import type { LocalIdentity } from "./handshake.ts"
 import { initiate } from "./handshake.ts"
@@ -114,6 +115,13 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       lastSnapshot = next
     }
     let nextTransfer = 1
+    /** A data message being sent (framing.ts): its entries' data still to go in chunk frames,
+     * a few per round between other frames. */
+    let dataOut: { readonly parts: ReadonlyArray<Uint8Array>; part: number; offset: number } | null = null
+    /** AppendEntries and snapshots taken while a data message is being sent: they must not
+     * overtake it (the receiver would see a gap), so they wait for its last chunk, still counted
+     * in `queuedBytes`. Bounded by the mailbox they came from. */
+    const heldForData: Array<{ readonly envelope: Envelope; readonly bytes: number }> = []
     let continuePending = false
     let failuresInARow = 0
     const random = Random.make(options.seed)
@@ -202,6 +210,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           snapshot = null
         }
         setLastSnapshot(null)
+        dropData()
       }
       const made = yield* connectOnce.pipe(
         Effect.tapError(logFailure),
@@ -282,6 +291,18 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       return frames
     }
 
+    /** A new connection starts a new codec: a data message half sent is lost (Raft sends its
+     * entries again), and so are the messages held behind it. */
+    const dropData = () => {
+      if (dataOut !== null) counters.dropped++
+      dataOut = null
+      for (const held of heldForData.splice(0)) {
+        counters.queuedBytes -= held.bytes
+        counters.dropped++
+      }
+    }
+    const mustFollowData = (envelope: Envelope) => envelope.message._tag === "AppendEntries" || envelope.snapshot !== null
+
     let self: Actor.Actor<LinkMessage> | null = null
     const nudge = Effect.suspend(() => {
       if (continuePending || self === null) return Effect.void
@@ -344,12 +365,35 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
         }
         const current = yield* writableConnection
-        const frames = framesOf(envelopes, yield* Clock.currentTimeMillis)
+        // Held behind a data message that has gone out whole: their turn, in order, first.
+        const ready: Array<Envelope> = []
+        const candidates = dataOut === null && heldForData.length > 0 ? [...heldForData.splice(0).map((held) => {
+          counters.queuedBytes -= held.bytes
+          return held.envelope
+        }), ...envelopes] : envelopes
+        let dataStarts = dataOut !== null
+        for (const envelope of candidates) {
+          if (dataStarts && mustFollowData(envelope)) {
+            const bytes = envelopeSizeBytes(envelope)
+            counters.queuedBytes += bytes
+            heldForData.push({ envelope, bytes })
+            continue
+          }
+          ready.push(envelope)
+          if (envelope.message._tag === "AppendEntries" && commandDataBytes(envelope.message) >= outOfBandDataBytes) dataStarts = true
+        }
+        const frames = framesOf(ready, yield* Clock.currentTimeMillis)
         for (const line of warnings.splice(0)) yield* Effect.logWarning(line)
         const group: Group = { payloads: [], bytes: 0, messages: 0 }
         for (let i = 0; i < frames.length; i++) {
           const frame = frames[i]!
-          const payload = current.packer.packParts(frame)
+          const data = current.packer.packData(frame)
+          const packed = data === null ? current.packer.pack(frame) : data.header
+          const payload: PackedFrame = { parts: [packed], byteLength: packed.byteLength }
+          if (data !== null) {
+            assert(dataOut === null, "one data message at a time per connection")
+            dataOut = { parts: data.data, part: 0, offset: 0 }
+          }
           if (payload.byteLength > limits.frameBytesMax) {
             // The size estimate missed: this frame cannot go, and frames packed after it could
             // refer to record structures it defined. Send what came before, then start over.
@@ -361,13 +405,33 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
           group.payloads.push(payload)
           group.bytes += lengthPrefixBytes + payload.byteLength
-          if (frame._tag === "Message") group.messages++
+          // A data message counts as sent with its last chunk.
+          if (frame._tag === "Message" && data === null) group.messages++
           if (group.bytes >= groupBytesMax && i < frames.length - 1) {
             flush(current, group)
             if (!(yield* room(current))) {
               counters.dropped += messagesIn(frames.slice(i + 1))
               return null
             }
+          }
+        }
+        // A data message's chunks fill what room the write buffer has left, a few per round,
+        // so the heartbeats queued meanwhile go out between them.
+        for (let i = 0; i < limits.snapshotChunksPerRound && dataOut !== null; i++) {
+          if (current.socket.writableLength + group.bytes > limits.writeBufferBytesMax) break
+          const part = dataOut.parts[dataOut.part]!
+          const end = Math.min(part.byteLength, dataOut.offset + limits.snapshotChunkBytes)
+          const chunk = dataChunkFrame(part.subarray(dataOut.offset, end))
+          group.payloads.push(chunk)
+          group.bytes += lengthPrefixBytes + chunk.byteLength
+          dataOut.offset = end
+          if (end === part.byteLength) {
+            dataOut.part++
+            dataOut.offset = 0
+          }
+          if (dataOut.part === dataOut.parts.length) {
+            dataOut = null
+            group.messages++
           }
         }
         // Snapshot chunks fill what room the write buffer has left, a few per round.
@@ -384,7 +448,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
           const chunk = read.right
           if (chunk !== null) {
-            const payload = current.packer.packParts(chunk)
+            const packed = current.packer.pack(chunk)
+            const payload: PackedFrame = { parts: [packed], byteLength: packed.byteLength }
             group.payloads.push(payload)
             group.bytes += lengthPrefixBytes + payload.byteLength
           }
@@ -396,6 +461,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         flush(current, group)
         // A transfer waiting for the receiver's first Resume is pumped again when it arrives.
         if (snapshot !== null && !snapshot.awaitingStart) yield* nudge
+        // The rest of a data message, then what waited behind it.
+        if (dataOut !== null || heldForData.length > 0) yield* nudge
         return null
       })
 
@@ -408,6 +475,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         destroyAll()
         snapshot = null
         setLastSnapshot(null)
+        dropData()
         return null
       }),
       receive: (_, batch) => receive(batch),
@@ -425,6 +493,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
     const writeNow = (envelope: Envelope, bytes: number): boolean => {
       const current = connection
       if (current === null || current.closed || snapshot !== null || envelope.snapshot !== null || continuePending) return false
+      if (dataOut !== null || heldForData.length > 0) return false
       // A large entry goes through the actor's corked write of its parts.
       if (self === null || !self.idle() || bytes > limits.frameBytesMax || bytes >= largePayloadBytes) return false
       if (current.socket.writableLength + bytes > limits.writeBufferBytesMax) return false

@@ -20,8 +20,7 @@ import type { PeerTlsOptions } from "./sockets.ts"
 import { closeGracefully, formatAddress, guard, parseAddress, remoteOf, SocketReader } from "./sockets.ts"
 import type { SnapshotInbox } from "../../actors/snapshotData.ts"
 import { encodeResume, InboundSnapshots } from "./snapshots.ts"
-import { trace, traceMessage } from "../../runtime/trace.ts"
-import { largePayloadBytes, yieldToLoop } from "../../runtime/yieldToLoop.ts"
+import { traceMessage } from "../../runtime/trace.ts"
 
 export interface InboundStats {
   /** Connections open now (peers and clients not yet handed over). */
@@ -200,7 +199,7 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
      * One loop for all frames buffered, so a chunk of many small frames costs one read. */
     const receiveFrames = (reader: SocketReader, hello: Hello): Effect.Effect<never, FrameError | ConnectionClosed> =>
       Effect.scoped(Effect.gen(function*() {
-        const unpacker = makeUnpacker()
+        const unpacker = makeUnpacker(limits.frameBytesMax)
         const snapshots = new InboundSnapshots(options.snapshotInbox ?? null, limits.snapshotChunkBytes)
         yield* Effect.addFinalizer(() => snapshots.stop)
         while (true) {
@@ -212,16 +211,13 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
             reader.decoder.push(chunk)
             continue
           }
-          const large = next.right.byteLength >= largePayloadBytes
-          if (large) trace("peer.largeFrame", next.right.byteLength)
-          const decoded = unpacker.unpack(next.right)
+          const decoded = unpacker.receive(next.right)
           if (Either.isLeft(decoded)) return yield* decoded.left
           const frame = decoded.right
+          // Part of a data message (framing.ts): its Message comes with its last chunk.
+          if (frame === null) continue
           if (frame._tag === "Message") {
             traceMessage("peer.recv", frame.message)
-            // Receiving it held the loop for its last chunks: timers and the other sockets get a
-            // turn before the Raft actor takes it (src/runtime/yieldToLoop.ts).
-            if (large) yield* yieldToLoop
             yield* deliver({ message: frame.message, snapshot: null }, hello)
             continue
           }

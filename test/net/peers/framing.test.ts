@@ -4,7 +4,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import type { PeerFrame } from "../../../src/net/peers/framing.ts"
-import { dataFrameMarker, encodeFrames, envelopeSizeBytes, FrameDecoder, largeFrameBytes, makePacker, makeUnpacker, outOfBandDataBytes } from "../../../src/net/peers/framing.ts"
+import { dataChunkFrame, dataHeaderMarker, encodeFrames, envelopeSizeBytes, FrameDecoder, largeFrameBytes, makePacker, makeUnpacker, outOfBandDataBytes } from "../../../src/net/peers/framing.ts"
 import { message, plain, prng } from "./helpers.ts"
 
 /** Pulls every whole frame the decoder has. */
@@ -115,36 +115,63 @@ describe("large frames and data frames (issue 17: a 20 MiB entry)", () => {
     return out
   }
 
-  it("a message with large entries goes as a data frame whose data parts are the entries' own bytes, and round-trips between small frames", () => {
+  /** The frames a link sends for `frame`: a data message's header then its data in chunks of
+   * `chunkBytes`, or the one frame. */
+  const framesFor = (packer: ReturnType<typeof makePacker>, frame: PeerFrame, chunkBytes: number): Array<Uint8Array> => {
+    const data = packer.packData(frame)
+    if (data === null) return [packer.pack(frame)]
+    const out = [data.header]
+    for (const part of data.data) {
+      for (let at = 0; at < part.byteLength; at += chunkBytes) out.push(concat(dataChunkFrame(part.subarray(at, at + chunkBytes)).parts))
+    }
+    return out
+  }
+
+  it("a message with large entries is a data message: its chunks view the entries' own bytes, other messages may come between them, and it round-trips", () => {
+    const big = appendWith([outOfBandDataBytes, 0, 5, outOfBandDataBytes + 1])
+    const data = makePacker().packData(big)!
+    expect(data.header[0]).toBe(dataHeaderMarker)
+    const entries = big._tag === "Message" && big.message._tag === "AppendEntries" ? big.message.entries : []
+    // No copy: the non-empty entries' data are the parts, as they are.
+    expect(data.data).toEqual(entries.flatMap((e) => (e.kind === "command" && e.data.byteLength > 0 ? [e.data] : [])))
+    expect(data.data.every((part, i) => part === (entries.filter((e) => e.kind === "command" && e.data.byteLength > 0)[i] as { data: Uint8Array }).data)).toBe(true)
+    expect(makePacker().packData(appendWith([3]))).toBeNull()
     const packer = makePacker()
     const unpacker = makeUnpacker()
-    const frames = [appendWith([3]), appendWith([outOfBandDataBytes, 0, 5, outOfBandDataBytes + 1]), appendWith([1, 2])]
-    for (const frame of frames) {
-      const packed = packer.packParts(frame)
-      const entries = frame._tag === "Message" && frame.message._tag === "AppendEntries" ? frame.message.entries : []
-      const large = entries.some((e) => e.kind === "command" && e.data.byteLength >= outOfBandDataBytes)
-      expect(packed.parts.length > 1).toBe(large)
-      if (large) {
-        expect(packed.parts[0]![0]).toBe(dataFrameMarker)
-        // No copy: the big entries' data are parts as they are.
-        const big = entries.filter((e) => e.kind === "command" && e.data.byteLength >= outOfBandDataBytes)
-        for (const e of big) expect(packed.parts.some((part) => e.kind === "command" && part === e.data)).toBe(true)
-      }
-      const payload = concat(packed.parts)
-      expect(payload.byteLength).toBe(packed.byteLength)
-      const decoded = Either.getOrThrow(unpacker.unpack(payload))
-      expect(plain(decoded)).toEqual(plain(frame))
-    }
+    const heartbeat: PeerFrame = { _tag: "Message", message: { _tag: "Heartbeat", from: 1, to: 2, term: 3, commit: 1, context: 4 } }
+    // Packed in the order they go (records are defined by the first frame that uses them):
+    // small, [header, chunk, heartbeat, chunk, …], small: delivered as small, heartbeat, big, small.
+    const first = packer.pack(appendWith([3]))
+    const chunks = framesFor(packer, big, 100_000)
+    const between = packer.pack(heartbeat)
+    const wire = [first, chunks[0]!, chunks[1]!, between, ...chunks.slice(2), packer.pack(appendWith([1, 2]))]
+    const delivered = wire.map((payload) => {
+      const result = unpacker.receive(payload)
+      if (Either.isLeft(result)) throw new Error(`${wire.indexOf(payload)} of ${wire.length} (${payload[0]}, ${payload.byteLength}): ${result.left.detail}`)
+      return result.right
+    }).filter((frame) => frame !== null)
+    expect(plain(delivered)).toEqual(plain([appendWith([3]), heartbeat, big, appendWith([1, 2])]))
   })
 
-  it("a data frame whose sizes do not add up, or whose header is not msgpack, is MalformedFrame", () => {
-    const packed = makePacker().packParts(appendWith([outOfBandDataBytes]))
-    const payload = concat(packed.parts)
-    const cases = [payload.subarray(0, payload.byteLength - 1), concat([payload, new Uint8Array(1)]), payload.subarray(0, 3), Uint8Array.from([dataFrameMarker, 255, 255, 0, 0, 1])]
-    for (const bad of cases) {
-      const decoded = makeUnpacker().unpack(bad)
-      expect(Either.isLeft(decoded) && decoded.left._tag).toBe("MalformedFrame")
+  it("a data message broken off, overtaken by an AppendEntries, or larger than the bound is MalformedFrame", () => {
+    const big = appendWith([outOfBandDataBytes])
+    const malformed = (payloads: ReadonlyArray<Uint8Array>, dataBytesMax?: number) => {
+      const unpacker = makeUnpacker(dataBytesMax)
+      const results = payloads.map((payload) => unpacker.receive(payload))
+      return results.some((result) => Either.isLeft(result) && result.left._tag === "MalformedFrame")
     }
+    const packer = () => makePacker()
+    const p1 = packer()
+    const [header, ...chunks] = framesFor(p1, big, 100_000)
+    expect(malformed([header!, ...chunks])).toBe(false)
+    expect(malformed([header!, ...chunks], outOfBandDataBytes - 1)).toBe(true)
+    expect(malformed([chunks[0]!])).toBe(true) // a chunk with no header
+    const p2 = packer()
+    const [header2, ...chunks2] = framesFor(p2, big, 100_000)
+    expect(malformed([header2!, p2.pack(appendWith([1]))])).toBe(true) // an AppendEntries overtakes it
+    expect(malformed([header2!, chunks2[0]!, header2!])).toBe(true) // a second one begins
+    expect(malformed([header2!, ...chunks2, concat(dataChunkFrame(Uint8Array.of(1)).parts)])).toBe(true) // past its end
+    expect(malformed([Uint8Array.of(dataHeaderMarker, 1, 2, 3)])).toBe(true) // header not msgpack
   })
 
   it("a large frame is received into a buffer of its own, whatever the chunking, between small frames", () => {
