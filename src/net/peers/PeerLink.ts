@@ -302,6 +302,22 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       }
     }
     const mustFollowData = (envelope: Envelope) => envelope.message._tag === "AppendEntries" || envelope.snapshot !== null
+    /** A data message's chunks are added only while the socket holds less than this: what a
+     * heartbeat queued behind them waits for is at most this much data being read, not the
+     * whole `writeBufferBytesMax` (8 MiB: 0.6 s on the loaded VM, and the leader lost its
+     * quorum). */
+    const dataInSocketBytesMax = limits.dataChunkBytes * limits.snapshotChunksPerRound
+    let drainWatched = false
+    /** Nudges the link once `current`'s socket has drained (or within stallTimeoutMs, after
+     * which the next round's `room` decides), without holding the actor meanwhile. */
+    const watchDrain = (current: Connection) => {
+      if (drainWatched) return
+      drainWatched = true
+      runFork(Effect.ignore(awaitDrain(current.socket, limits.stallTimeoutMs)).pipe(
+        Effect.zipRight(Effect.sync(() => void (drainWatched = false))),
+        Effect.zipRight(nudge)
+      ))
+    }
 
     let self: Actor.Actor<LinkMessage> | null = null
     const nudge = Effect.suspend(() => {
@@ -418,9 +434,9 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         // A data message's chunks fill what room the write buffer has left, a few per round,
         // so the heartbeats queued meanwhile go out between them.
         for (let i = 0; i < limits.snapshotChunksPerRound && dataOut !== null; i++) {
-          if (current.socket.writableLength + group.bytes > limits.writeBufferBytesMax) break
+          if (current.socket.writableLength + group.bytes >= dataInSocketBytesMax) break
           const part = dataOut.parts[dataOut.part]!
-          const end = Math.min(part.byteLength, dataOut.offset + limits.snapshotChunkBytes)
+          const end = Math.min(part.byteLength, dataOut.offset + limits.dataChunkBytes)
           const chunk = dataChunkFrame(part.subarray(dataOut.offset, end))
           group.payloads.push(chunk)
           group.bytes += lengthPrefixBytes + chunk.byteLength
@@ -461,8 +477,11 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         flush(current, group)
         // A transfer waiting for the receiver's first Resume is pumped again when it arrives.
         if (snapshot !== null && !snapshot.awaitingStart) yield* nudge
-        // The rest of a data message, then what waited behind it.
-        if (dataOut !== null || heldForData.length > 0) yield* nudge
+        // The rest of a data message once the socket has taken what it holds (a round later if
+        // there is room; the actor goes on meanwhile, so messages queued behind the data are
+        // written at once), then what waited behind it.
+        if (dataOut !== null && current.socket.writableLength >= dataInSocketBytesMax) watchDrain(current)
+        else if (dataOut !== null || heldForData.length > 0) yield* nudge
         return null
       })
 

@@ -21,6 +21,7 @@ import { closeGracefully, formatAddress, guard, parseAddress, remoteOf, SocketRe
 import type { SnapshotInbox } from "../../actors/snapshotData.ts"
 import { encodeResume, InboundSnapshots } from "./snapshots.ts"
 import { traceMessage } from "../../runtime/trace.ts"
+import { yieldToLoop } from "../../runtime/yieldToLoop.ts"
 
 export interface InboundStats {
   /** Connections open now (peers and clients not yet handed over). */
@@ -214,8 +215,13 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
           const decoded = unpacker.receive(next.right)
           if (Either.isLeft(decoded)) return yield* decoded.left
           const frame = decoded.right
-          // Part of a data message (framing.ts): its Message comes with its last chunk.
-          if (frame === null) continue
+          // Part of a data message (framing.ts): its Message comes with its last chunk. While
+          // the socket holds more, this loop reads on without returning to the event loop:
+          // after each chunk, timers and the other sockets get a turn.
+          if (frame === null) {
+            yield* yieldToLoop
+            continue
+          }
           if (frame._tag === "Message") {
             traceMessage("peer.recv", frame.message)
             yield* deliver({ message: frame.message, snapshot: null }, hello)
