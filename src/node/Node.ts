@@ -25,6 +25,8 @@ import * as NodeMetrics from "../observability/NodeMetrics.ts"
 import { nodeIdLabel } from "../observability/NodeMetrics.ts"
 import * as PeerContact from "../observability/PeerContact.ts"
 import { lockDataDir } from "./dataDirLock.ts"
+import { assertEntryBounds } from "./entryBounds.ts"
+import { defaultPeerLimits } from "../net/peers/limits.ts"
 import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 import { checkNoUnfinishedRepair } from "./repair.ts"
@@ -48,6 +50,10 @@ export interface NodeOptions<R, SM> {
     identity: NodeIdentity,
     snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
   ) => Effect.Effect<SM & StateMachine<R>, unknown, Scope.Scope>
+  /** The largest entry data the state machine proposes (SqlNode: a transaction of
+   * `transactionBytesMax` with its header): asserted at start to pass every bound on its way
+   * (entryBounds.ts). */
+  readonly entryBytesMax?: number
   readonly tickMs?: number
   readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
   readonly snapshotEveryEntries?: number
@@ -127,6 +133,7 @@ const wire = <R, SM>(options: NodeOptions<R, SM>, identity: NodeIdentity, create
     })
     const tickMs = options.tickMs ?? defaultTickMs
     const config = { ...defaultRaftConfig(identity.nodeId, identity.nodeId ^ Date.now()), ...options.raft }
+    if (options.entryBytesMax !== undefined) assertEntryBounds(options.entryBytesMax, config, defaultPeerLimits)
     const healthLimits = healthLimitsFor({ tickMs, electionTicks: config.electionTicks })
     const persist = persistInGroupsResumable(log)
     const raft = yield* RaftActor.make<R, SM>({
