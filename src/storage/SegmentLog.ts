@@ -666,11 +666,15 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
     const positions = new EntryPositions(1)
     const segments: Array<SegmentInfo> = []
     let last: Replay["last"] | null = null
+    // Without entries kept, nothing refers to a segment's bytes once it is scanned: one buffer
+    // (grown to the largest segment) serves them all, read into memory already touched.
+    let reused: Uint8Array | undefined = undefined
     for (let i = 0; i < run.length; i++) {
       const seq = run[i]!
       const file = path.join(dir, segmentFileName(seq))
       const isLast = i === run.length - 1
-      const buffer = yield* disk.readFile(file)
+      const buffer: Uint8Array = yield* disk.readFile(file, reused)
+      if (!keepEntries && (reused === undefined || buffer.buffer !== reused.buffer)) reused = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
       const scan = scanSegment(buffer, isLast)
       if (scan.damage !== null && !scan.damage.tornTail) {
         return yield* new LogCorrupted({
