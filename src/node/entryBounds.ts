@@ -23,4 +23,11 @@ export function assertEntryBounds(entryBytesMax: number, raft: RaftConfig, peers
   fits(raft.entryCacheBytesMax, "Raft's entryCacheBytesMax", "it would be evicted as soon as durable and read back for every follower")
   fits(raft.applyInflightBytesMax, "Raft's applyInflightBytesMax", "the applier could hold it only alone")
   fits(raft.uncommittedBytesMax, "Raft's uncommittedBytesMax", "the leader would refuse it as overload")
+  // A link's queue holds a follower's whole window and one more entry: Raft's own traffic to a
+  // peer that reads is never dropped by the queue (only by a peer that stopped reading, which
+  // stallTimeoutMs ends with a reconnect).
+  assert(
+    raft.inflightBytesMax + entry <= peers.outboundBytesMax,
+    `the peers' outboundBytesMax (${peers.outboundBytesMax}) holds Raft's inflightBytesMax (${raft.inflightBytesMax}) plus the largest entry (${entry})`
+  )
 }

@@ -20,6 +20,7 @@ describe("entry bounds at start", () => {
     const cases: Array<[string, () => void]> = [
       ["frameBytesMax", () => assertEntryBounds(entry, raft, { ...defaultPeerLimits, frameBytesMax: entry - 1 })],
       ["outboundBytesMax", () => assertEntryBounds(entry, raft, { ...defaultPeerLimits, outboundBytesMax: entry })],
+      ["outboundBytesMax", () => assertEntryBounds(entry, raft, { ...defaultPeerLimits, outboundBytesMax: raft.inflightBytesMax + entry - 1 })],
       ["inflightBytesMax", () => assertEntryBounds(entry, { ...raft, inflightBytesMax: entry }, defaultPeerLimits)],
       ["entryCacheBytesMax", () => assertEntryBounds(entry, { ...raft, entryCacheBytesMax: 4 * 1024 * 1024 }, defaultPeerLimits)],
       ["applyInflightBytesMax", () => assertEntryBounds(entry, { ...raft, applyInflightBytesMax: entry }, defaultPeerLimits)],

@@ -102,7 +102,7 @@ export function reconnectSchedule(baseMs: number, capMs: number): Schedule.Sched
 export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { address, limits, local, peer } = options
-    const counters = { sent: 0, dropped: 0, oversize: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0, writes: 0 }
+    const counters = { sent: 0, dropped: 0, oversize: 0, queueFull: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0, writes: 0 }
     // What the actor owns, kept here so `stats` and the finalizer can see it.
     let connection: Connection | null = null
     let attempt: net.Socket | null = null // the socket of the attempt in progress
@@ -532,17 +532,25 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       Effect.suspend(() => {
         const bytes = envelopeSizeBytes(envelope)
         if (counters.queuedBytes === 0 && writeNow(envelope, bytes)) return Effect.void
-        if (counters.queuedBytes > 0 && counters.queuedBytes + bytes > limits.outboundBytesMax) {
-          counters.dropped++
-          return Effect.void
-        }
+        if (counters.queuedBytes > 0 && counters.queuedBytes + bytes > limits.outboundBytesMax) return queueFull(envelope, "bytes")
         counters.queuedBytes += bytes
         if (!actor.offer({ _tag: "Send", envelope, bytes })) {
           counters.queuedBytes -= bytes
-          counters.dropped++
+          return queueFull(envelope, "messages")
         }
         return Effect.void
       })
+
+    /** A full queue drops (Raft sends again what matters; its own window fits the queue, see
+     * node/entryBounds.ts, so this is a peer that stopped reading): counted, and said at the
+     * 1st, 2nd, 4th, … drop, not at heartbeat rate. */
+    const queueFull = (envelope: Envelope, by: "bytes" | "messages"): Effect.Effect<void> => {
+      counters.dropped++
+      counters.queueFull++
+      if ((counters.queueFull & (counters.queueFull - 1)) !== 0) return Effect.void
+      const bound = by === "bytes" ? `outboundBytesMax ${limits.outboundBytesMax}` : `outboundMessagesMax ${limits.outboundMessagesMax}`
+      return Effect.logWarning(`the queue to peer ${peer} is full (${bound}): dropping a ${envelope.message._tag} (${counters.queueFull} so far)`)
+    }
 
     const stats = Effect.map(actor.size, (queued): LinkStats => ({
       peer,
