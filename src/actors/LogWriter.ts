@@ -17,6 +17,14 @@ import * as Actor from "../runtime/Actor.ts"
 import type { DiskFullWatch, DiskPart } from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import { trace, traceMessage } from "../runtime/trace.ts"
+import { largePayloadBytes, yieldToLoop } from "../runtime/yieldToLoop.ts"
+import { entrySizeBytes } from "../raft/types.ts"
+
+function batchesBytes(batches: ReadonlyArray<PersistBatch>): number {
+  let bytes = 0
+  for (const batch of batches) for (const entry of batch.entries) bytes += entrySizeBytes(entry)
+  return bytes
+}
 
 
 export interface PersistJob {
@@ -60,7 +68,11 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
       const persist = batches.length === 0 ? Effect.void : Effect.suspend(() => {
         through = jobs[jobs.length - 1]!.persisted.index
         trace("log.write", through)
-        return untilWritten(options, "log", () => options.persist(batches), options.recover ?? null)
+        const written = untilWritten(options, "log", () => options.persist(batches), options.recover ?? null)
+        // A large entry is encoded and checksummed in one piece: let timers and sockets run
+        // first (src/runtime/yieldToLoop.ts), so this node's heartbeats and answers keep flowing.
+        const bytes = batchesBytes(batches)
+        return bytes >= largePayloadBytes ? Effect.zipRight(yieldToLoop, written) : written
       })
       const release = Effect.suspend(() => {
         if (batches.length > 0) trace("log.synced", through)

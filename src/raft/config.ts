@@ -22,7 +22,10 @@ export interface RaftConfig {
   readonly inflightAppendsMax: number
   /** Most bytes in flight to one follower while pipelining. */
   readonly inflightBytesMax: number
-  /** A leader refuses proposals while this many bytes are appended but not committed. */
+  /** A leader refuses proposals (Overloaded: the proposer backs off and tries again) while this
+   * many bytes are appended but not committed. It bounds what a leader holds of entries waiting
+   * for its log writer's fsync and for a quorum (the cache keeps every entry not yet durable);
+   * on a follower the same is bounded by the leader's inflightBytesMax. */
   readonly uncommittedBytesMax: number
   /** How a leader confirms a linearizable read. "lease": at once while its check-quorum lease
    * holds (a quorum of voters acknowledged a heartbeat sent less than electionTicks −
@@ -124,7 +127,10 @@ export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   appendBytesMax: 1024 * 1024,
   inflightAppendsMax: 64,
   inflightBytesMax: 32 * 1024 * 1024,
-  uncommittedBytesMax: 256 * 1024 * 1024,
+  // 64 MiB: two of the largest entries (a 30 MiB transaction, src/sqlite/limits.ts) fit, and a
+  // node's entries not yet durable stay a fifth of the 300 MB node budget of issue 17 (256 MiB
+  // before: most of it).
+  uncommittedBytesMax: 64 * 1024 * 1024,
   readsPendingMax: 4096,
   readRoundsInflightMax: 1,
   readIndexTimeoutTicks: 3,

@@ -32,9 +32,19 @@ function dump(): void {
   names.length = 0
 }
 
+/** While tracing, an event loop held longer than this is stamped `loop.held` with the held
+ * time in ms as its index (a 10 ms timer that fires late): where a node stops answering. */
+const loopHeldStampMs = 50
+
 if (tracing) {
   process.on("SIGUSR2", dump)
   process.on("exit", dump)
+  let lastMs = performance.now()
+  setInterval(() => {
+    const nowMs = performance.now()
+    if (nowMs - lastMs > loopHeldStampMs) trace("loop.held", Math.round(nowMs - lastMs))
+    lastMs = nowMs
+  }, 10).unref()
 }
 
 /** Stamps `<where>.append` for an AppendEntries that carries entries and `<where>.ack` for its

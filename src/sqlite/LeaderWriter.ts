@@ -26,16 +26,18 @@ import { assert } from "../assert.ts"
 import type { NodeId, Term } from "../raft/types.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { toSqlError } from "./connection.ts"
-import type { LeaderDatabase } from "./LeaderDatabase.ts"
+import type { LeaderDatabase, LocalCommit } from "./LeaderDatabase.ts"
 import type { SqliteLimits } from "./limits.ts"
 import type { ExecResult, SqlFailure, SqlValue } from "./Sql.ts"
 import { SqlError, SqlNotLeader } from "./Sql.ts"
 import { sqliteTooBigCode } from "./sqliteCodes.ts"
 import type { LeaderSlotOwner, SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
-import { encodeWriteEntry } from "./writeEntry.ts"
+import { encodeWriteEntrySteps } from "./writeEntry.ts"
+import { runSteps } from "./pageSet.ts"
 import { sqlFailureOfLeadershipCheck } from "./raftFailures.ts"
 import type { Isolation, LocalCommitResult, Outcome, ProposalOutcome, WriterEffect, WriterInput, WriterState, WriterStats } from "./writerCore.ts"
 import { initialWriterState, leaseActive, writerStep } from "./writerCore.ts"
+import { largePayloadBytes, yieldIfLarge, yieldToLoop } from "../runtime/yieldToLoop.ts"
 import { trace } from "../runtime/trace.ts"
 
 export type { Isolation } from "./writerCore.ts"
@@ -134,7 +136,14 @@ const batchSavepoint = "tqlite_batch_statement"
 type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeadership" | "DiscardLocalCommit" | "Release" | "Flush" | "Gather" }> | {
   readonly _tag: "RecordCheckpoint"
   readonly durationMs: number
+} | {
+  /** The capture of a large local commit, a step at a time (its answer is LocalCommitDone). */
+  readonly _tag: "CaptureLocalCommit"
+  readonly seq: number
 }
+
+/** A step of a large capture or encoding: about 1 MiB of frames (256 frames of 4 KiB pages). */
+const captureFramesStep = 256
 
 type Resume = (effect: Effect.Effect<any, SqlFailure>) => void
 
@@ -289,7 +298,17 @@ export class LeaderWriter implements LeaderSlotOwner {
       }
       case "CommitLocally": {
         trace("writer.commit")
-        const result = this.commitLocally(effect.seq, effect.leaseId)
+        const failed = this.commitOnly(effect.seq, effect.leaseId)
+        if (failed !== null) return { _tag: "LocalCommitDone", result: failed }
+        trace("writer.committed")
+        if (this.database.uncapturedWalBytes() >= largePayloadBytes) {
+          // A large transaction is read back a step at a time by the worker, the event loop
+          // free in between (the core waits for LocalCommitDone as for any local commit).
+          this.waits.push({ _tag: "CaptureLocalCommit", seq: effect.seq })
+          this.signal()
+          return null
+        }
+        const result = this.capturedResult(effect.seq, this.database.captureLocalCommit(effect.seq))
         trace("writer.captured")
         return { _tag: "LocalCommitDone", result }
       }
@@ -360,7 +379,9 @@ export class LeaderWriter implements LeaderSlotOwner {
 
   /** The one place the writer commits locally: the batch's or lone statement's COMMIT, or the
    * lease's own COMMIT / END / RELEASE; then the transaction's frames are captured. */
-  private commitLocally(seq: number, leaseId: number | null): LocalCommitResult {
+  /** The local COMMIT (or RELEASE) of local commit `seq`: its result when it failed or left the
+   * transaction open, null when it committed (then capture it). */
+  private commitOnly(_seq: number, leaseId: number | null): LocalCommitResult | null {
     const writer = this.database.writer
     const lease = leaseId === null ? null : this.leases.get(leaseId)
     const sql = lease === null ? (writer.inTransaction ? "COMMIT" : null) : lease?.commitSql ?? "COMMIT"
@@ -375,8 +396,10 @@ export class LeaderWriter implements LeaderSlotOwner {
       // RELEASE of an inner savepoint: the transaction goes on.
       if (lease !== null && writer.inTransaction) return { _tag: "StillOpen" }
     }
-    trace("writer.committed")
-    const commit = this.database.captureLocalCommit(seq)
+    return null
+  }
+
+  private capturedResult(seq: number, commit: LocalCommit | null): LocalCommitResult {
     if (commit === null) return { _tag: "Committed", commit: null, walBytes: this.database.walBytes() }
     return { _tag: "Committed", commit: { seq, pageBytes: commit.pageSet.pages.length * commit.pageSet.pageSize }, walBytes: commit.walEnd.offsetBytes }
   }
@@ -385,12 +408,23 @@ export class LeaderWriter implements LeaderSlotOwner {
   private performWaiting(effect: Waiting): Effect.Effect<void> {
     const options = this.options
     switch (effect._tag) {
+      case "CaptureLocalCommit": {
+        const stopped = () => this.core.stoppedBy !== null
+        return Effect.map(this.database.captureLocalCommitInSteps(effect.seq, captureFramesStep, stopped), (commit) => {
+          trace("writer.captured")
+          // Stopped (or closed) meanwhile: the stop answered everyone and released the database.
+          if (commit === undefined || stopped()) return
+          this.drive({ _tag: "LocalCommitDone", result: this.capturedResult(effect.seq, commit) })
+        })
+      }
       case "Propose":
         return effect.delayMs > 0 ? Effect.zipRight(Effect.sleep(Duration.millis(effect.delayMs)), this.propose(effect.seq)) : this.propose(effect.seq)
       case "Flush":
         // Behind every fiber already scheduled: the clients just answered, among them.
         trace("writer.flush")
-        return Effect.map(Effect.yieldNow(), () => {
+        // Before a large transaction's COMMIT and capture (a copy of its pages): timers and
+        // sockets get a turn after its statements held the loop (src/runtime/yieldToLoop.ts).
+        return Effect.map(this.database.uncapturedWalBytes() >= largePayloadBytes ? yieldToLoop : Effect.yieldNow(), () => {
           trace("writer.flushed")
           this.drive({ _tag: "Flushed" })
         })
@@ -429,11 +463,13 @@ export class LeaderWriter implements LeaderSlotOwner {
   /** One proposal of local commit `seq`, then its outcome fed to the core. Plain combinators, no
    * generator: this runs once per entry. */
   private propose(seq: number): Effect.Effect<void> {
-    return Effect.suspend(() => {
+    return Effect.flatMap(this.encodeLarge(seq), () => Effect.suspend(() => {
       if (this.core.stoppedBy !== null) return Effect.void
       const payload = this.payloadFor(seq)
       trace("writer.propose")
-      const proposal = this.options.proposalKiB.withKiB(Math.ceil(payload.length / 1024), Effect.exit(this.options.raft.propose(payload)))
+      // A large entry took the loop for its capture and encoding: timers and sockets get a turn
+      // before the Raft actor persists and sends it (src/runtime/yieldToLoop.ts).
+      const proposal = this.options.proposalKiB.withKiB(Math.ceil(payload.length / 1024), Effect.zipRight(yieldIfLarge(payload.length), Effect.exit(this.options.raft.propose(payload))))
       return Effect.flatMap(proposal, (exit) => {
         trace("writer.proposed")
         if (exit._tag === "Failure") return Effect.map(this.proposalFailure(exit.cause), (outcome) => this.drive({ _tag: "Proposed", seq, outcome, nowMs: this.nowMs() }))
@@ -442,24 +478,50 @@ export class LeaderWriter implements LeaderSlotOwner {
         this.drive({ _tag: "Proposed", seq, outcome: { _tag: "Applied", index, committed, result: result._tag }, nowMs: this.nowMs() })
         return Effect.void
       })
-    })
+    }))
   }
 
   /** The entry of local commit `seq`, encoded once for all its proposals (a re-proposal must be
    * the same entry: same origin, same previousChangeIndex). */
   private payloadFor(seq: number): Uint8Array {
     if (this.payload?.seq === seq) return this.payload.data
+    const data = runSteps(this.encodeSteps(seq, Number.POSITIVE_INFINITY))
+    this.payload = { seq, data }
+    return data
+  }
+
+  /** Encodes a large local commit's entry ahead of `payloadFor`, a step of about 1 MiB of pages
+   * at a time with the event loop free in between: one whole copy of the transaction. Nothing for
+   * a small one (payloadFor encodes it in place) or once stopped. */
+  private encodeLarge(seq: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const commit = this.database.pendingCommit
+      if (this.payload?.seq === seq || this.core.stoppedBy !== null || commit === null || commit.seq !== seq) return Effect.void
+      if (commit.pageSet.pages.length * commit.pageSet.pageSize < largePayloadBytes) return Effect.void
+      const steps = this.encodeSteps(seq, captureFramesStep * commit.pageSet.pageSize)
+      const step = (): Effect.Effect<void> =>
+        Effect.suspend(() => {
+          const next = steps.next()
+          if (next.done === true) {
+            this.payload = { seq, data: next.value }
+            return Effect.void
+          }
+          return Effect.zipRight(yieldToLoop, step())
+        })
+      return Effect.zipRight(yieldToLoop, step())
+    })
+  }
+
+  private encodeSteps(seq: number, stepBytes: number): Generator<void, Uint8Array> {
     const commit = this.database.pendingCommit
     assert(commit !== null && commit.seq === seq, `local commit ${seq} is pending`)
     const options = this.options
-    const data = encodeWriteEntry({
+    return encodeWriteEntrySteps({
       origin: { node: options.nodeId, epoch: options.epoch, seq },
       previousChangeIndex: options.machine.lastChangeIndex(options.database),
       database: options.database,
       pageSet: commit.pageSet
-    })
-    this.payload = { seq, data }
-    return data
+    }, stepBytes)
   }
 
   /** A failed proposal as the core wants it: which error, and whether this node still leads. */

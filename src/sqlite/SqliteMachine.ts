@@ -252,8 +252,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const machine = new SqliteMachine(options, file, boot?.meta.index ?? 0)
       yield* machine.recoverFiles(state)
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
+        const started = performance.now()
         yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
         machine.stats.restores++
+        yield* Effect.logDebug(`boot: databases older than snapshot ${boot.meta.index} restored from it in ${Math.round(performance.now() - started)} ms`)
       }
       return machine
     }).pipe(Effect.orDie)

@@ -58,6 +58,10 @@ export interface WalCaptureOptions {
   readonly readFramesMax?: number
 }
 
+/** Captures of at least this many page bytes keep their pages in the buffer they were read
+ * into (see copyTransactions). */
+const largeCaptureBytes = 1024 * 1024
+
 export class WalCapture {
   readonly walPath: string
   readonly pageSize: number
@@ -90,6 +94,19 @@ export class WalCapture {
 
   /** The transactions committed since the last capture, oldest first (often none or one). */
   capture(): Array<CapturedTransaction> {
+    const steps = this.captureSteps(this.readFramesMax)
+    for (;;) {
+      const next = steps.next()
+      if (next.done === true) return next.value
+    }
+  }
+
+  /** `capture()` as steps: the generator pauses after each read of at most `readFramesStep`
+   * frames (and the check of their checksums), so a caller can free the event loop in between
+   * (LeaderDatabase.captureLocalCommitInSteps, for a large transaction). The WAL must not change
+   * while it runs (the writer waits for it), and nothing else may capture meanwhile. */
+  *captureSteps(readFramesStep: number): Generator<void, Array<CapturedTransaction>> {
+    assert(Number.isSafeInteger(readFramesStep) && readFramesStep >= 1, "a step reads at least one frame")
     const fd = this.openWal()
     if (fd === undefined) return []
     const sizeBytes = this.fstat(fd).size
@@ -102,7 +119,7 @@ export class WalCapture {
       throw new PageSizeMismatch({ path: this.walPath, expectedBytes: this.pageSize, actualBytes: header.pageSize })
     }
     const start = this.resumePoint(header)
-    const transactions = this.walkFrames(fd, header, start, sizeBytes)
+    const transactions = yield* this.walkFrames(fd, header, start, sizeBytes, readFramesStep)
     const last = transactions[transactions.length - 1]
     if (last !== undefined) this.shipped = last.walEnd
     return transactions
@@ -137,7 +154,7 @@ export class WalCapture {
 
   /** Reads and checks frames from `start` into the reused read buffer, then copies the pages of
    * every committed transaction out of it (the buffer is overwritten by the next capture). */
-  private walkFrames(fd: number, header: WalHeader, start: WalPosition, sizeBytes: number): Array<CapturedTransaction> {
+  private *walkFrames(fd: number, header: WalHeader, start: WalPosition, sizeBytes: number, readFramesStep: number): Generator<void, Array<CapturedTransaction>> {
     const frameBytes = this.frameBytes
     const frameWords = frameBytes >>> 2
     const framesInFile = Math.floor((sizeBytes - start.offsetBytes) / frameBytes)
@@ -146,8 +163,12 @@ export class WalCapture {
     let framesChecked = 0
     let readFrames = this.readFramesInitial
     let valid = true
+    // Sized once for every frame the file may hold: growing by doubling would copy what was
+    // read so far at each step (a fresh buffer each time: page faults on the event loop).
+    this.ensureCapacity(framesInFile * frameBytes, 0)
     while (valid && framesChecked < framesInFile) {
-      const framesToRead = Math.min(readFrames, framesInFile - framesChecked)
+      if (framesChecked > 0) yield
+      const framesToRead = Math.min(readFrames, readFramesStep, framesInFile - framesChecked)
       readFrames = Math.min(readFrames * 2, this.readFramesMax)
       this.ensureCapacity((framesChecked + framesToRead) * frameBytes, framesChecked * frameBytes)
       const buffer = this.readBuffer
@@ -174,7 +195,8 @@ export class WalCapture {
       framesChecked += framesRead
     }
     const transactions = this.copyTransactions(start, commits)
-    // Do not keep a buffer sized for one huge transaction forever.
+    // Do not keep a buffer sized for one huge transaction forever (one captured in place was
+    // handed over already).
     if (this.readBuffer.length > 2 * this.readFramesMax * frameBytes) this.ensureCapacity(0, 0, true)
     return transactions
   }
@@ -190,7 +212,12 @@ export class WalCapture {
     const frameBytes = this.frameBytes
     const pageSize = this.pageSize
     const buffer = this.readBuffer
-    const copies = Buffer.allocUnsafeSlow(lastCommit.frameEnd * pageSize)
+    // A large capture keeps its pages where they were read: the read buffer goes with them (the
+    // next capture starts a new one) instead of every page being copied into fresh memory, one
+    // whole-transaction copy less on the event loop (issue 17).
+    const inPlace = lastCommit.frameEnd * pageSize >= largeCaptureBytes
+    if (inPlace) this.ensureCapacity(0, 0, true)
+    const copies = inPlace ? Buffer.alloc(0) : Buffer.allocUnsafeSlow(lastCommit.frameEnd * pageSize)
     let copied = 0
     const transactions: Array<CapturedTransaction> = []
     let frameStart = 0
@@ -204,6 +231,7 @@ export class WalCapture {
       const pages: Array<Page> = pgnos.map((pgno) => {
         const frame = lastFrameOf.get(pgno)!
         const from = frame * frameBytes + walFrameHeaderBytes
+        if (inPlace) return { pgno, data: buffer.subarray(from, from + pageSize) }
         buffer.copy(copies, copied, from, from + pageSize)
         copied += pageSize
         return { pgno, data: copies.subarray(copied - pageSize, copied) }

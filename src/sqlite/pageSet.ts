@@ -115,12 +115,30 @@ export function encodePageSet(database: string, pageSet: PageSet): Uint8Array {
  * envelope header the caller fills in), so a large page set is copied only once. The page set's
  * encoding is `result.subarray(prefixBytes)`. */
 export function encodePageSetAfter(prefixBytes: number, database: string, pageSet: PageSet): Uint8Array {
+  return runSteps(encodePageSetAfterSteps(prefixBytes, database, pageSet, Number.POSITIVE_INFINITY))
+}
+
+/** Runs a generator of steps to its end, synchronously. */
+export function runSteps<A>(steps: Generator<void, A>): A {
+  for (;;) {
+    const next = steps.next()
+    if (next.done === true) return next.value
+  }
+}
+
+/** `encodePageSetAfter` as steps: pauses after each `stepBytes` of page images copied, so a
+ * caller can free the event loop in between (a large entry on the leader). The buffer is not
+ * zeroed first (every byte is written), so its memory is touched a step at a time too. */
+export function* encodePageSetAfterSteps(prefixBytes: number, database: string, pageSet: PageSet, stepBytes: number): Generator<void, Uint8Array> {
+  assert(stepBytes > 0, "a step copies something")
   assert(Number.isSafeInteger(prefixBytes) && prefixBytes >= 0, `prefix of ${prefixBytes} bytes`)
   checkPageSet(pageSet)
   const name = utf8Encoder.encode(database)
   assert(name.length >= 1 && name.length <= databaseNameBytesMax, `database name of ${name.length} bytes`)
   const count = pageSet.pages.length
-  const whole = new Uint8Array(prefixBytes + encodedPageSetBytes(name.length, pageSet))
+  const wholeBytes = prefixBytes + encodedPageSetBytes(name.length, pageSet)
+  const whole = new Uint8Array(Buffer.allocUnsafeSlow(wholeBytes).buffer, 0, wholeBytes)
+  whole.fill(0, 0, prefixBytes)
   const payload = whole.subarray(prefixBytes)
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
   view.setUint32(0, magic, true)
@@ -133,11 +151,17 @@ export function encodePageSetAfter(prefixBytes: number, database: string, pageSe
   payload.set(name, headerBytes)
   let pgnoAt = headerBytes + name.length
   let dataAt = pgnoAt + 4 * count
+  let sinceStep = 0
   for (const page of pageSet.pages) {
     view.setUint32(pgnoAt, page.pgno, true)
     payload.set(page.data, dataAt)
     pgnoAt += 4
     dataAt += pageSet.pageSize
+    sinceStep += pageSet.pageSize
+    if (sinceStep >= stepBytes) {
+      sinceStep = 0
+      yield
+    }
   }
   assert(dataAt === payload.length, "encoding filled the payload exactly")
   return whole

@@ -28,7 +28,7 @@
 import { assert } from "../assert.ts"
 import { PageSetDecodeError } from "./errors.ts"
 import type { DecodedPageSet, PageSet } from "./pageSet.ts"
-import { decodePageSet, encodePageSetAfter } from "./pageSet.ts"
+import { decodePageSet, encodePageSetAfterSteps, runSteps } from "./pageSet.ts"
 
 export interface WriteOrigin {
   readonly node: number
@@ -53,11 +53,16 @@ const formatVersion = 1
 export const writeEntryHeaderBytes = 40
 
 export function encodeWriteEntry(entry: WriteEntry): Uint8Array {
+  return runSteps(encodeWriteEntrySteps(entry, Number.POSITIVE_INFINITY))
+}
+
+/** `encodeWriteEntry` as steps of `stepBytes` of pages copied (see encodePageSetAfterSteps). */
+export function* encodeWriteEntrySteps(entry: WriteEntry, stepBytes: number): Generator<void, Uint8Array> {
   const { origin } = entry
   for (const value of [origin.node, origin.epoch, origin.seq, entry.previousChangeIndex]) {
     assert(Number.isSafeInteger(value) && value >= 0, `write entry field ${value} is a non-negative safe integer`)
   }
-  const payload = encodePageSetAfter(writeEntryHeaderBytes, entry.database, entry.pageSet)
+  const payload = yield* encodePageSetAfterSteps(writeEntryHeaderBytes, entry.database, entry.pageSet, stepBytes)
   const view = new DataView(payload.buffer, payload.byteOffset, writeEntryHeaderBytes)
   view.setUint32(0, magic, true)
   view.setUint8(4, formatVersion)

@@ -32,6 +32,7 @@ import { Context, Effect, Layer, Option, Stream } from "effect"
 import type { Scope } from "effect"
 import { Packr } from "msgpackr"
 import { assert } from "../assert.ts"
+import { yieldToLoop } from "../runtime/yieldToLoop.ts"
 import type { SnapshotMeta } from "../raft/types.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
 import { Disk, ensureDir, unlinkIfExists, withFile, writeFileAtomic } from "./Disk.ts"
@@ -634,7 +635,11 @@ function makeReader(
 
     const verify = Effect.gen(function* () {
       let crc = 0
+      let chunks = 0
       for (let offset = 0; offset < sizeBytes;) {
+        // The event loop is free every few chunks (a few ms of reading and checksumming): a
+        // node verifies its boot snapshot while it already serves (src/node/Node.ts).
+        if (++chunks % 4 === 0) yield* yieldToLoop
         const data = yield* read(offset)
         if (data.byteLength === 0) return yield* corrupted(dataStart + offset, "data ends early")
         crc = crc32c(data, crc)

@@ -89,6 +89,53 @@ describe("Node", () => {
       yield* Scope.close(third, Exit.void)
     }), 30_000)
 
+  it.live("a restart does not wait for its boot snapshot's check unless the state machine loads it; a corrupt one is refused either way", () =>
+    Effect.gen(function*() {
+      const dir = tempDir()
+      const address = `127.0.0.1:${yield* freePort}`
+      const first = yield* Scope.make()
+      const node = yield* start(dir, address, { _tag: "Bootstrap" }, first)
+      yield* leaderOf([node])
+      for (let i = 0; i < 60; i++) yield* node.raft.propose(add(1))
+      yield* Scope.close(first, Exit.void)
+      const snapshotsDir = path.join(dir, "snapshots")
+      const files = fs.readdirSync(snapshotsDir).filter((name) => !name.startsWith(".") && !name.endsWith(".tmp"))
+      expect(files.length).toBeGreaterThan(0)
+      // One bit of the snapshot's data (the 8 bytes before its 24-byte trailer) flipped.
+      const file = path.join(snapshotsDir, files[files.length - 1]!)
+      const bytes = fs.readFileSync(file)
+      bytes[bytes.length - 24 - 1]! ^= 0x10
+      fs.writeFileSync(file, bytes)
+
+      // A state machine whose files are current (it does not load the snapshot): the node starts
+      // and serves; the snapshot, checked in the background, cannot be loaded or sent.
+      let boot: Parameters<Node.NodeOptions<number, Counter>["stateMachine"]>[1] = null
+      const second = yield* Scope.make()
+      const again = yield* Node.make<number, Counter>({
+        dataDir: dir,
+        address,
+        start: { _tag: "Bootstrap" },
+        stateMachine: (_identity, snapshot) => Effect.sync(() => {
+          boot = snapshot
+          return new Counter(null)
+        }),
+        tickMs: 20,
+        snapshotEveryEntries: 1000,
+        requestTimeoutMs: 3000
+      }).pipe(Scope.extend(second), Effect.provide(Disk.layerNode))
+      yield* leaderOf([again])
+      expect(boot).not.toBeNull()
+      const loaded = yield* Effect.exit(boot!.load)
+      expect(Exit.isFailure(loaded) ? String(Exit.isFailure(loaded) && loaded.cause) : "loaded").toContain("SnapshotCorrupted")
+      yield* Scope.close(second, Exit.void)
+
+      // A state machine that restores from it: the node refuses to start.
+      const third = yield* Scope.make()
+      const refused = yield* Effect.exit(start(dir, address, { _tag: "Bootstrap" }, third))
+      expect(Exit.isFailure(refused) ? String(refused.cause) : "started").toContain("SnapshotCorrupted")
+      yield* Scope.close(third, Exit.void)
+    }), 30_000)
+
   it.live("grows to three nodes by adding members, replicates, and survives losing the leader", () =>
     Effect.gen(function*() {
       const scopes = [yield* Scope.make(), yield* Scope.make(), yield* Scope.make()]

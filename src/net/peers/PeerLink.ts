@@ -13,8 +13,10 @@ import type { Envelope } from "../../raft/messages.ts"
 import * as Actor from "../../runtime/Actor.ts"
 import type { NodeId } from "../../raft/types.ts"
 import type { ConnectionError } from "./errors.ts"
-import type { FramePacker, PeerFrame } from "./framing.ts"
-import { encodeFrames, envelopeSizeBytes, lengthPrefixBytes, makePacker } from "./framing.ts"
+import type { FramePacker, PackedFrame, PeerFrame } from "./framing.ts"
+import { commandDataBytes, dataChunkFrame, encodeFrames, envelopeSizeBytes, lengthPrefixBytes, makePacker, outOfBandDataBytes } from "./framing.ts"
+import { assert } from "../../assert.ts"
+import { largePayloadBytes } from "../../runtime/yieldToLoop.ts"
 import type { LocalIdentity } from "./handshake.ts"
 import { initiate } from "./handshake.ts"
 import type { PeerLimits } from "./limits.ts"
@@ -75,7 +77,7 @@ type LinkMessage =
   | { readonly _tag: "Resume"; readonly transfer: number; readonly offset: number }
 
 interface Group {
-  payloads: Array<Uint8Array>
+  payloads: Array<PackedFrame>
   bytes: number
   /** Envelopes the group completes. */
   messages: number
@@ -100,7 +102,7 @@ export function reconnectSchedule(baseMs: number, capMs: number): Schedule.Sched
 export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { address, limits, local, peer } = options
-    const counters = { sent: 0, dropped: 0, oversize: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0, writes: 0 }
+    const counters = { sent: 0, dropped: 0, oversize: 0, queueFull: 0, connects: 0, connectFailures: 0, queuedBytes: 0, bytesWritten: 0, writes: 0 }
     // What the actor owns, kept here so `stats` and the finalizer can see it.
     let connection: Connection | null = null
     let attempt: net.Socket | null = null // the socket of the attempt in progress
@@ -113,6 +115,13 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       lastSnapshot = next
     }
     let nextTransfer = 1
+    /** A data message being sent (framing.ts): its entries' data still to go in chunk frames,
+     * a few per round between other frames. */
+    let dataOut: { readonly parts: ReadonlyArray<Uint8Array>; part: number; offset: number } | null = null
+    /** AppendEntries and snapshots taken while a data message is being sent: they must not
+     * overtake it (the receiver would see a gap), so they wait for its last chunk, still counted
+     * in `queuedBytes`. Bounded by the mailbox they came from. */
+    const heldForData: Array<{ readonly envelope: Envelope; readonly bytes: number }> = []
     let continuePending = false
     let failuresInARow = 0
     const random = Random.make(options.seed)
@@ -201,6 +210,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           snapshot = null
         }
         setLastSnapshot(null)
+        dropData()
       }
       const made = yield* connectOnce.pipe(
         Effect.tapError(logFailure),
@@ -281,6 +291,34 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       return frames
     }
 
+    /** A new connection starts a new codec: a data message half sent is lost (Raft sends its
+     * entries again), and so are the messages held behind it. */
+    const dropData = () => {
+      if (dataOut !== null) counters.dropped++
+      dataOut = null
+      for (const held of heldForData.splice(0)) {
+        counters.queuedBytes -= held.bytes
+        counters.dropped++
+      }
+    }
+    const mustFollowData = (envelope: Envelope) => envelope.message._tag === "AppendEntries" || envelope.snapshot !== null
+    /** A data message's chunks are added only while the socket holds less than this: what a
+     * heartbeat queued behind them waits for is at most this much data being read, not the
+     * whole `writeBufferBytesMax` (8 MiB: 0.6 s on the loaded VM, and the leader lost its
+     * quorum). */
+    const dataInSocketBytesMax = limits.dataChunkBytes * limits.snapshotChunksPerRound
+    let drainWatched = false
+    /** Nudges the link once `current`'s socket has drained (or within stallTimeoutMs, after
+     * which the next round's `room` decides), without holding the actor meanwhile. */
+    const watchDrain = (current: Connection) => {
+      if (drainWatched) return
+      drainWatched = true
+      runFork(Effect.ignore(awaitDrain(current.socket, limits.stallTimeoutMs)).pipe(
+        Effect.zipRight(Effect.sync(() => void (drainWatched = false))),
+        Effect.zipRight(nudge)
+      ))
+    }
+
     let self: Actor.Actor<LinkMessage> | null = null
     const nudge = Effect.suspend(() => {
       if (continuePending || self === null) return Effect.void
@@ -288,10 +326,26 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       return Effect.catchAll(self.trySend({ _tag: "Continue" }), () => Effect.sync(() => void (continuePending = false)))
     })
 
-    /** Writes the group's frames with one socket write. */
+    /** Writes the group's frames with one socket write. A large payload is not copied behind its
+     * length prefix: prefix and payload go to the socket as they are, corked into one writev. */
     const flush = (current: Connection, group: Group) => {
       if (group.payloads.length === 0) return
-      current.socket.write(encodeFrames(group.payloads))
+      if (group.payloads.every((frame) => frame.parts.length === 1 && frame.byteLength < largePayloadBytes)) {
+        current.socket.write(encodeFrames(group.payloads.map((frame) => frame.parts[0]!)))
+      } else {
+        current.socket.cork()
+        for (const frame of group.payloads) {
+          if (frame.parts.length === 1 && frame.byteLength < largePayloadBytes) {
+            current.socket.write(encodeFrames(frame.parts))
+            continue
+          }
+          const prefix = Buffer.allocUnsafe(lengthPrefixBytes)
+          prefix.writeUInt32LE(frame.byteLength, 0)
+          current.socket.write(prefix)
+          for (const part of frame.parts) current.socket.write(part)
+        }
+        current.socket.uncork()
+      }
       trace("link.write")
       counters.bytesWritten += group.bytes
       counters.writes++
@@ -327,12 +381,35 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
         }
         const current = yield* writableConnection
-        const frames = framesOf(envelopes, yield* Clock.currentTimeMillis)
+        // Held behind a data message that has gone out whole: their turn, in order, first.
+        const ready: Array<Envelope> = []
+        const candidates = dataOut === null && heldForData.length > 0 ? [...heldForData.splice(0).map((held) => {
+          counters.queuedBytes -= held.bytes
+          return held.envelope
+        }), ...envelopes] : envelopes
+        let dataStarts = dataOut !== null
+        for (const envelope of candidates) {
+          if (dataStarts && mustFollowData(envelope)) {
+            const bytes = envelopeSizeBytes(envelope)
+            counters.queuedBytes += bytes
+            heldForData.push({ envelope, bytes })
+            continue
+          }
+          ready.push(envelope)
+          if (envelope.message._tag === "AppendEntries" && commandDataBytes(envelope.message) >= outOfBandDataBytes) dataStarts = true
+        }
+        const frames = framesOf(ready, yield* Clock.currentTimeMillis)
         for (const line of warnings.splice(0)) yield* Effect.logWarning(line)
         const group: Group = { payloads: [], bytes: 0, messages: 0 }
         for (let i = 0; i < frames.length; i++) {
           const frame = frames[i]!
-          const payload = current.packer.pack(frame)
+          const data = current.packer.packData(frame)
+          const packed = data === null ? current.packer.pack(frame) : data.header
+          const payload: PackedFrame = { parts: [packed], byteLength: packed.byteLength }
+          if (data !== null) {
+            assert(dataOut === null, "one data message at a time per connection")
+            dataOut = { parts: data.data, part: 0, offset: 0 }
+          }
           if (payload.byteLength > limits.frameBytesMax) {
             // The size estimate missed: this frame cannot go, and frames packed after it could
             // refer to record structures it defined. Send what came before, then start over.
@@ -344,13 +421,33 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
           group.payloads.push(payload)
           group.bytes += lengthPrefixBytes + payload.byteLength
-          if (frame._tag === "Message") group.messages++
+          // A data message counts as sent with its last chunk.
+          if (frame._tag === "Message" && data === null) group.messages++
           if (group.bytes >= groupBytesMax && i < frames.length - 1) {
             flush(current, group)
             if (!(yield* room(current))) {
               counters.dropped += messagesIn(frames.slice(i + 1))
               return null
             }
+          }
+        }
+        // A data message's chunks fill what room the write buffer has left, a few per round,
+        // so the heartbeats queued meanwhile go out between them.
+        for (let i = 0; i < limits.snapshotChunksPerRound && dataOut !== null; i++) {
+          if (current.socket.writableLength + group.bytes >= dataInSocketBytesMax) break
+          const part = dataOut.parts[dataOut.part]!
+          const end = Math.min(part.byteLength, dataOut.offset + limits.dataChunkBytes)
+          const chunk = dataChunkFrame(part.subarray(dataOut.offset, end))
+          group.payloads.push(chunk)
+          group.bytes += lengthPrefixBytes + chunk.byteLength
+          dataOut.offset = end
+          if (end === part.byteLength) {
+            dataOut.part++
+            dataOut.offset = 0
+          }
+          if (dataOut.part === dataOut.parts.length) {
+            dataOut = null
+            group.messages++
           }
         }
         // Snapshot chunks fill what room the write buffer has left, a few per round.
@@ -367,7 +464,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
           const chunk = read.right
           if (chunk !== null) {
-            const payload = current.packer.pack(chunk)
+            const packed = current.packer.pack(chunk)
+            const payload: PackedFrame = { parts: [packed], byteLength: packed.byteLength }
             group.payloads.push(payload)
             group.bytes += lengthPrefixBytes + payload.byteLength
           }
@@ -379,6 +477,11 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         flush(current, group)
         // A transfer waiting for the receiver's first Resume is pumped again when it arrives.
         if (snapshot !== null && !snapshot.awaitingStart) yield* nudge
+        // The rest of a data message once the socket has taken what it holds (a round later if
+        // there is room; the actor goes on meanwhile, so messages queued behind the data are
+        // written at once), then what waited behind it.
+        if (dataOut !== null && current.socket.writableLength >= dataInSocketBytesMax) watchDrain(current)
+        else if (dataOut !== null || heldForData.length > 0) yield* nudge
         return null
       })
 
@@ -391,6 +494,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         destroyAll()
         snapshot = null
         setLastSnapshot(null)
+        dropData()
         return null
       }),
       receive: (_, batch) => receive(batch),
@@ -408,7 +512,9 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
     const writeNow = (envelope: Envelope, bytes: number): boolean => {
       const current = connection
       if (current === null || current.closed || snapshot !== null || envelope.snapshot !== null || continuePending) return false
-      if (self === null || !self.idle() || bytes > limits.frameBytesMax) return false
+      if (dataOut !== null || heldForData.length > 0) return false
+      // A large entry goes through the actor's corked write of its parts.
+      if (self === null || !self.idle() || bytes > limits.frameBytesMax || bytes >= largePayloadBytes) return false
       if (current.socket.writableLength + bytes > limits.writeBufferBytesMax) return false
       traceMessage("link.take", envelope.message)
       const payload = current.packer.pack({ _tag: "Message", message: envelope.message })
@@ -418,7 +524,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         counters.dropped++
         return true
       }
-      flush(current, { payloads: [payload], bytes: lengthPrefixBytes + payload.byteLength, messages: 1 })
+      flush(current, { payloads: [{ parts: [payload], byteLength: payload.byteLength }], bytes: lengthPrefixBytes + payload.byteLength, messages: 1 })
       return true
     }
 
@@ -426,17 +532,25 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       Effect.suspend(() => {
         const bytes = envelopeSizeBytes(envelope)
         if (counters.queuedBytes === 0 && writeNow(envelope, bytes)) return Effect.void
-        if (counters.queuedBytes > 0 && counters.queuedBytes + bytes > limits.outboundBytesMax) {
-          counters.dropped++
-          return Effect.void
-        }
+        if (counters.queuedBytes > 0 && counters.queuedBytes + bytes > limits.outboundBytesMax) return queueFull(envelope, "bytes")
         counters.queuedBytes += bytes
         if (!actor.offer({ _tag: "Send", envelope, bytes })) {
           counters.queuedBytes -= bytes
-          counters.dropped++
+          return queueFull(envelope, "messages")
         }
         return Effect.void
       })
+
+    /** A full queue drops (Raft sends again what matters; its own window fits the queue, see
+     * node/entryBounds.ts, so this is a peer that stopped reading): counted, and said at the
+     * 1st, 2nd, 4th, … drop, not at heartbeat rate. */
+    const queueFull = (envelope: Envelope, by: "bytes" | "messages"): Effect.Effect<void> => {
+      counters.dropped++
+      counters.queueFull++
+      if ((counters.queueFull & (counters.queueFull - 1)) !== 0) return Effect.void
+      const bound = by === "bytes" ? `outboundBytesMax ${limits.outboundBytesMax}` : `outboundMessagesMax ${limits.outboundMessagesMax}`
+      return Effect.logWarning(`the queue to peer ${peer} is full (${bound}): dropping a ${envelope.message._tag} (${counters.queueFull} so far)`)
+    }
 
     const stats = Effect.map(actor.size, (queued): LinkStats => ({
       peer,

@@ -22,6 +22,7 @@ import { listen } from "../listener.ts"
 import type { SnapshotInbox } from "../../actors/snapshotData.ts"
 import { encodeResume, InboundSnapshots } from "./snapshots.ts"
 import { traceMessage } from "../../runtime/trace.ts"
+import { yieldToLoop } from "../../runtime/yieldToLoop.ts"
 
 export interface InboundStats {
   /** Connections open now (peers and clients not yet handed over). */
@@ -199,15 +200,22 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
      * Frames already buffered are taken first, so a chunk of many small frames costs one read. */
     const receiveFrames = (reader: SocketReader, hello: Hello): Effect.Effect<never, FrameError | ConnectionClosed> =>
       Effect.scoped(Effect.gen(function*() {
-        const unpacker = makeUnpacker()
+        const unpacker = makeUnpacker(limits.frameBytesMax)
         const snapshots = new InboundSnapshots(options.snapshotInbox ?? null, limits.snapshotChunkBytes)
         yield* Effect.addFinalizer(() => snapshots.stop)
         const peerClosed = () => new ConnectionClosed({ detail: "the peer closed the connection" })
         while (true) {
           const payload = yield* reader.readFrameOr(peerClosed)
-          const decoded = unpacker.unpack(payload)
+          const decoded = unpacker.receive(payload)
           if (Either.isLeft(decoded)) return yield* decoded.left
           const frame = decoded.right
+          // Part of a data message (framing.ts): its Message comes with its last chunk. While
+          // the socket holds more, this loop reads on without returning to the event loop:
+          // after each chunk, timers and the other sockets get a turn.
+          if (frame === null) {
+            yield* yieldToLoop
+            continue
+          }
           if (frame._tag === "Message") {
             traceMessage("peer.recv", frame.message)
             yield* deliver({ message: frame.message, snapshot: null }, hello)

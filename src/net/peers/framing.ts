@@ -57,6 +57,8 @@ export function encodeFrame(payload: Uint8Array): Uint8Array {
 
 /** Buffers above this are dropped once empty, so one big frame does not pin memory forever. */
 const retainedBufferBytesMax = 1024 * 1024
+/** Frames from this size are received into their own buffer (FrameDecoder.receiveLarge). */
+export const largeFrameBytes = 1024 * 1024
 const initialBufferBytes = 64 * 1024
 
 /**
@@ -70,6 +72,10 @@ export class FrameDecoder {
   private buffer = new Uint8Array(0)
   private start = 0
   private end = 0
+  /** A large frame being received straight into a buffer of its own size (no growing buffer,
+   * no copy out of it): allocated without zeroing, so its memory is touched only as chunks
+   * arrive, spread over the reads instead of one long step (fresh memory is slow on some VMs). */
+  private large: { readonly frame: Uint8Array; filled: number } | null = null
 
   /** May be changed between frames, e.g. raised once a handshake has succeeded. */
   constructor(public frameBytesMax: number) {
@@ -77,10 +83,17 @@ export class FrameDecoder {
   }
 
   get bufferedBytes(): number {
-    return this.end - this.start
+    return this.end - this.start + (this.large?.filled ?? 0)
   }
 
   push(chunk: Uint8Array): void {
+    const large = this.large
+    if (large !== null && large.filled < large.frame.byteLength) {
+      const n = Math.min(chunk.byteLength, large.frame.byteLength - large.filled)
+      large.frame.set(chunk.subarray(0, n), large.filled)
+      large.filled += n
+      chunk = chunk.subarray(n)
+    }
     if (chunk.byteLength === 0) return
     if (this.end + chunk.byteLength > this.buffer.byteLength) this.makeRoom(chunk.byteLength)
     this.buffer.set(chunk, this.end)
@@ -89,19 +102,40 @@ export class FrameDecoder {
 
   /** The next whole frame's payload; `null` when more bytes are needed. */
   next(): Either.Either<Uint8Array | null, FrameError> {
+    const large = this.large
+    if (large !== null) {
+      if (large.filled < large.frame.byteLength) return Either.right(null)
+      this.large = null
+      return Either.right(large.frame)
+    }
     if (this.bufferedBytes < lengthPrefixBytes) return Either.right(null)
     const b = this.buffer
     const s = this.start
     const frameBytes = (b[s]! | (b[s + 1]! << 8) | (b[s + 2]! << 16)) + b[s + 3]! * 0x1000000
     if (frameBytes > this.frameBytesMax) return Either.left(new FrameTooLarge({ frameBytes, frameBytesMax: this.frameBytesMax }))
     if (frameBytes === 0) return Either.left(new MalformedFrame({ detail: "empty frame" }))
-    if (this.bufferedBytes < lengthPrefixBytes + frameBytes) return Either.right(null)
+    if (this.bufferedBytes < lengthPrefixBytes + frameBytes) {
+      if (frameBytes >= largeFrameBytes) this.receiveLarge(frameBytes)
+      return Either.right(null)
+    }
     this.start += lengthPrefixBytes
     return Either.right(this.take(frameBytes))
   }
 
+  /** Moves the start of a large frame (everything buffered after its prefix) into a buffer of
+   * the frame's size, which `push` fills from then on. */
+  private receiveLarge(frameBytes: number): void {
+    const frame = new Uint8Array(Buffer.allocUnsafeSlow(frameBytes).buffer, 0, frameBytes)
+    const have = this.end - this.start - lengthPrefixBytes
+    assert(have >= 0 && have < frameBytes, "a large frame starts with part of it buffered")
+    frame.set(this.buffer.subarray(this.start + lengthPrefixBytes, this.end), 0)
+    this.large = { frame, filled: have }
+    this.reset()
+  }
+
   /** Removes and returns the first `n` buffered bytes (a copy). Requires `n <= bufferedBytes`. */
   take(n: number): Uint8Array {
+    assert(this.large === null, "no large frame in progress (take is for handshakes)")
     assert(n >= 0 && n <= this.bufferedBytes, "take no more than is buffered")
     const out = this.buffer.slice(this.start, this.start + n)
     this.start += n
@@ -136,6 +170,106 @@ export class FrameDecoder {
   }
 }
 
+/** One frame's payload as the buffers to write, in order, after its length prefix: never copied
+ * together (a data chunk's bytes are a view of an entry's data, as the Raft core holds it). */
+export interface PackedFrame {
+  readonly parts: ReadonlyArray<Uint8Array>
+  readonly byteLength: number
+}
+
+export interface FramePacker {
+  /** One frame's payload. Frames of a connection must be sent in the order packed. */
+  readonly pack: (frame: PeerFrame) => Uint8Array
+  /** A Message whose entries carry at least `outOfBandDataBytes` of command data, as a data
+   * message (see below): its header frame, and its entries' data to send in chunk frames
+   * (`dataChunkFrame`) right after, in order. Null for any other frame (use `pack`). */
+  readonly packData: (frame: PeerFrame) => { readonly header: Uint8Array; readonly data: ReadonlyArray<Uint8Array> } | null
+}
+
+export interface FrameUnpacker {
+  /** Decodes and checks one payload; frames of a connection must be unpacked in order. A data
+   * message's header or chunk is not a frame of its own: see `receive`. */
+  readonly unpack: (payload: Uint8Array) => Either.Either<PeerFrame, MalformedFrame>
+  /** Like `unpack`, and assembles data messages: null while one is incomplete (its header and
+   * chunks so far are kept), the whole Message once its last chunk arrived. */
+  readonly receive: (payload: Uint8Array) => Either.Either<PeerFrame | null, MalformedFrame>
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data messages: a Message with large entries, their data in chunks beside other frames
+//
+// msgpackr copies every byte it packs into its own buffer: measured on the dev VM, packing a
+// 20 MiB entry took 550-680 ms of the event loop, once per follower, in one piece; and a 20 MiB
+// frame, however written, holds every frame behind it (heartbeats included) until it is read:
+// 1.6-2 s on the loaded VM, long enough for the leader to lose its quorum (issue 17). So a
+// Message carrying at least `outOfBandDataBytes` of command data is sent as
+//   header frame  u8 0xc1 | msgpackr {_tag: "Message", message, dataBytes}
+//                 (this connection's codec; every command entry's data replaced by an empty one,
+//                 `dataBytes` their lengths in order)
+//   chunk frames  u8 0xc2 | the next bytes of the entries' data, concatenated in order
+// Other frames (never an AppendEntries or a snapshot: PeerLink holds those back) may come between
+// the chunks, so heartbeats keep flowing. 0xc1 is the one byte msgpack never uses and 0xc2 is
+// `false`, which no frame is: neither starts a msgpack frame. One data message at a time per
+// connection; its data is at most `dataBytesMax` (the frame bound: what a receiver assembles).
+
+/** The first byte of a data message's header frame and of its chunk frames. */
+export const dataHeaderMarker = 0xc1
+export const dataChunkMarker = 0xc2
+/** Messages with at least this much command data are sent as data messages. */
+export const outOfBandDataBytes = 256 * 1024
+const emptyData = new Uint8Array(0)
+const dataChunkPrefix = Uint8Array.of(dataChunkMarker)
+
+/** Bytes of command data an AppendEntries carries. */
+export function commandDataBytes(message: Message): number {
+  if (message._tag !== "AppendEntries") return 0
+  let bytes = 0
+  for (const entry of message.entries) if (entry.kind === "command") bytes += entry.data.byteLength
+  return bytes
+}
+
+/** A chunk frame carrying `data` (a view: not copied). */
+export function dataChunkFrame(data: Uint8Array): PackedFrame {
+  return { parts: [dataChunkPrefix, data], byteLength: 1 + data.byteLength }
+}
+
+function packDataHeader(packr: Packr, message: Message & { readonly _tag: "AppendEntries" }): { header: Uint8Array; data: Array<Uint8Array> } {
+  const dataBytes: Array<number> = []
+  const data: Array<Uint8Array> = []
+  const entries = message.entries.map((entry) => {
+    if (entry.kind !== "command") return entry
+    dataBytes.push(entry.data.byteLength)
+    if (entry.data.byteLength > 0) data.push(entry.data)
+    return { ...entry, data: emptyData }
+  })
+  const packed = packr.pack({ _tag: "Message", message: { ...message, entries }, dataBytes }) as Uint8Array
+  const header = new Uint8Array(1 + packed.byteLength)
+  header[0] = dataHeaderMarker
+  header.set(packed, 1)
+  return { header, data }
+}
+
+interface Assembling {
+  readonly message: Message & { readonly _tag: "AppendEntries" }
+  readonly dataBytes: ReadonlyArray<number>
+  readonly data: Uint8Array
+  filled: number
+}
+
+/** The Message of a complete data message, its command entries' data viewing `assembled.data`. */
+function assembled(assembling: Assembling): PeerFrame {
+  let at = 0
+  let next = 0
+  const entries = assembling.message.entries.map((entry) => {
+    if (entry.kind !== "command") return entry
+    const length = assembling.dataBytes[next++]!
+    const data = assembling.data.subarray(at, at + length)
+    at += length
+    return { ...entry, data }
+  })
+  return { _tag: "Message", message: { ...assembling.message, entries } }
+}
+
 // ---------------------------------------------------------------------------------------------
 // msgpackr encoding of frames
 
@@ -151,35 +285,83 @@ const codecOptions = () => ({
   moreTypes: false
 } as const)
 
-export interface FramePacker {
-  /** One frame's payload. Frames of a connection must be sent in the order packed. */
-  readonly pack: (frame: PeerFrame) => Uint8Array
-}
-
-export interface FrameUnpacker {
-  /** Decodes and checks one payload; frames of a connection must be unpacked in order. */
-  readonly unpack: (payload: Uint8Array) => Either.Either<PeerFrame, MalformedFrame>
-}
-
 /** A fresh encoder for one connection. */
 export function makePacker(): FramePacker {
   const packr = new Packr(codecOptions())
-  return { pack: (frame) => packr.pack(frame) }
+  return {
+    pack: (frame) => packr.pack(frame) as Uint8Array,
+    packData: (frame) =>
+      frame._tag === "Message" && frame.message._tag === "AppendEntries" && commandDataBytes(frame.message) >= outOfBandDataBytes
+        ? packDataHeader(packr, frame.message)
+        : null
+  }
 }
 
-/** A fresh decoder for one connection. */
-export function makeUnpacker(): FrameUnpacker {
+/** A fresh decoder for one connection; a data message's data may total `dataBytesMax`. */
+export function makeUnpacker(dataBytesMax: number = frameBytesLimit): FrameUnpacker {
   const unpackr = new Unpackr(codecOptions())
+  let assembling: Assembling | null = null
+  const malformed = (detail: string) => Either.left(new MalformedFrame({ detail }))
+  const unpack = (payload: Uint8Array): Either.Either<PeerFrame, MalformedFrame> => {
+    let value: unknown
+    try {
+      value = unpackr.unpack(payload)
+    } catch (cause) {
+      return Either.left(new MalformedFrame({ detail: `not msgpack (${printable(String(cause))})`, cause }))
+    }
+    const problem = frameProblem(value)
+    return problem === null ? Either.right(value as PeerFrame) : Either.left(new MalformedFrame({ detail: problem }))
+  }
+  const header = (payload: Uint8Array): Either.Either<PeerFrame | null, MalformedFrame> => {
+    if (assembling !== null) return malformed("a data message began before the last one ended")
+    let value: unknown
+    try {
+      value = unpackr.unpack(payload.subarray(1))
+    } catch (cause) {
+      return Either.left(new MalformedFrame({ detail: `data message header is not msgpack (${printable(String(cause))})`, cause }))
+    }
+    const fields = value as { _tag?: unknown; message?: unknown; dataBytes?: unknown } | null
+    const dataBytes = fields?.dataBytes
+    if (fields?._tag !== "Message" || !Array.isArray(dataBytes) || !dataBytes.every(isCount)) return malformed("data message header is not a Message with data sizes")
+    const problem = messageProblem(fields.message)
+    if (problem !== null) return malformed(problem)
+    const message = fields.message as Message
+    if (message._tag !== "AppendEntries") return malformed(`data message carries a ${message._tag}`)
+    const commands = message.entries.filter((entry) => entry.kind === "command").length
+    const total = (dataBytes as Array<number>).reduce((sum, n) => sum + n, 0)
+    if (commands !== dataBytes.length) return malformed(`data message has ${dataBytes.length} sizes for ${commands} commands`)
+    if (total > dataBytesMax) return malformed(`data message of ${total} bytes exceeds the ${dataBytesMax} allowed`)
+    // Not zeroed: every byte is written by a chunk before the message is delivered.
+    const data = new Uint8Array(Buffer.allocUnsafeSlow(total).buffer, 0, total)
+    const started: Assembling = { message, dataBytes: dataBytes as Array<number>, data, filled: 0 }
+    if (total === 0) return Either.right(assembled(started))
+    assembling = started
+    return Either.right(null)
+  }
+  const chunk = (payload: Uint8Array): Either.Either<PeerFrame | null, MalformedFrame> => {
+    const current = assembling
+    if (current === null) return malformed("a data chunk without a data message")
+    const bytes = payload.byteLength - 1
+    if (bytes === 0 || current.filled + bytes > current.data.byteLength) return malformed(`a data chunk of ${bytes} bytes past the message's ${current.data.byteLength}`)
+    current.data.set(payload.subarray(1), current.filled)
+    current.filled += bytes
+    if (current.filled < current.data.byteLength) return Either.right(null)
+    assembling = null
+    return Either.right(assembled(current))
+  }
   return {
-    unpack: (payload) => {
-      let value: unknown
-      try {
-        value = unpackr.unpack(payload)
-      } catch (cause) {
-        return Either.left(new MalformedFrame({ detail: `not msgpack (${printable(String(cause))})`, cause }))
+    unpack,
+    receive: (payload) => {
+      if (payload[0] === dataHeaderMarker) return header(payload)
+      if (payload[0] === dataChunkMarker) return chunk(payload)
+      if (assembling !== null) {
+        // Only messages that may overtake an AppendEntries come between the chunks.
+        const frame = unpack(payload)
+        if (Either.isRight(frame) && frame.right._tag === "Message" && frame.right.message._tag === "AppendEntries") return malformed("an AppendEntries inside a data message")
+        if (Either.isRight(frame) && frame.right._tag !== "Message") return malformed("a snapshot frame inside a data message")
+        return frame
       }
-      const problem = frameProblem(value)
-      return problem === null ? Either.right(value as PeerFrame) : Either.left(new MalformedFrame({ detail: problem }))
+      return unpack(payload)
     }
   }
 }

@@ -29,7 +29,8 @@ export const wordBytes = 8
 /** tqlite's peer protocol version: bump on any incompatible change of frames or messages. */
 // 2: snapshots stream between files (SnapshotBegin carries a CRC32C, chunks an offset, the
 // receiver answers with Resume frames).
-export const peerProtocolVersion = 2
+// 3: a Message with large entries is a data frame, their data after a msgpack header (framing.ts).
+export const peerProtocolVersion = 3
 const magicPrefix = new TextEncoder().encode("TQLPEER")
 export const dqliteProtocolVersion = 1n
 export const dqliteLegacyProtocolVersion = 0x86104dd760433fe5n

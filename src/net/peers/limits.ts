@@ -16,9 +16,14 @@ export interface PeerLimits {
    * one per link on the sender and one per node on the receiver (its store keeps one incoming
    * file: a new transfer supersedes it). */
   readonly snapshotChunkBytes: number
-  /** Chunks of a snapshot written per round of the link, between batches of messages, so
-   * heartbeats keep flowing during a large transfer. */
+  /** Chunks of a snapshot (or of a data message) written per round of the link, between
+   * batches of messages, so heartbeats keep flowing during a large transfer. */
   readonly snapshotChunksPerRound: number
+  /** A large AppendEntries' entry data travels in chunk frames of at most this many bytes
+   * (a data message, framing.ts), other frames between them: a heartbeat waits behind at most
+   * `snapshotChunksPerRound` of them, never behind a whole entry. Under the receiver's 1 MiB
+   * reused read buffer, so a chunk costs one copy (into the message being assembled). */
+  readonly dataChunkBytes: number
   /** Envelopes waiting in one link's outbound queue; beyond it `send` drops (and counts). */
   readonly outboundMessagesMax: number
   /** Estimated bytes waiting in one link's outbound queue; beyond it `send` drops, except
@@ -51,6 +56,7 @@ export const defaultPeerLimits: PeerLimits = {
   handshakeBytesMax: 4096,
   snapshotChunkBytes: 1024 * 1024,
   snapshotChunksPerRound: 4,
+  dataChunkBytes: 256 * 1024,
   outboundMessagesMax: 1024,
   outboundBytesMax: 64 * 1024 * 1024,
   writeBatchMax: 256,
@@ -77,6 +83,7 @@ export function validatePeerLimits(limits: PeerLimits): PeerLimits {
   assert(limits.frameBytesMax <= 0xffffffff, "frameBytesMax fits the u32 length prefix")
   assert(limits.handshakeBytesMax <= limits.frameBytesMax, "handshakeBytesMax <= frameBytesMax")
   assert(limits.snapshotChunkBytes + chunkOverheadBytes <= limits.frameBytesMax, "a snapshot chunk fits one frame")
+  assert(limits.dataChunkBytes + chunkOverheadBytes <= limits.frameBytesMax, "a data chunk fits one frame")
   assert(limits.writeBatchMax <= limits.outboundMessagesMax, "writeBatchMax <= outboundMessagesMax")
   // The link waits for the socket's 'drain', which Node only promises once a write has crossed
   // the socket's high-water mark (16 KiB by default): the bound must sit well above it.

@@ -4,7 +4,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import type { PeerFrame } from "../../../src/net/peers/framing.ts"
-import { encodeFrames, envelopeSizeBytes, FrameDecoder, makePacker, makeUnpacker } from "../../../src/net/peers/framing.ts"
+import { dataChunkFrame, dataHeaderMarker, encodeFrames, envelopeSizeBytes, FrameDecoder, largeFrameBytes, makePacker, makeUnpacker, outOfBandDataBytes } from "../../../src/net/peers/framing.ts"
 import { message, plain, prng } from "./helpers.ts"
 
 /** Pulls every whole frame the decoder has. */
@@ -89,6 +89,108 @@ describe("framing", () => {
     expect(Array.from(decoder.take(8))).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
     expect(Array.from(decoder.takeAll())).toEqual([9, 10])
     expect(decoder.bufferedBytes).toBe(0)
+  })
+})
+
+describe("large frames and data frames (issue 17: a 20 MiB entry)", () => {
+  /** An AppendEntries with commands of these sizes (and a barrier and a config between). */
+  const appendWith = (sizes: ReadonlyArray<number>): PeerFrame => ({
+    _tag: "Message",
+    message: {
+      _tag: "AppendEntries", from: 1, to: 2, term: 3, prevIndex: 9, prevTerm: 3, commit: 9,
+      entries: [
+        ...sizes.map((size, i) => ({ kind: "command" as const, term: 3, index: 10 + i, data: Uint8Array.from({ length: size }, (_, j) => (i * 7 + j) & 0xff) })),
+        { kind: "barrier" as const, term: 3, index: 10 + sizes.length },
+        { kind: "config" as const, term: 3, index: 11 + sizes.length, config: { members: [{ id: 1, address: "a:1", role: "voter" as const }] } }
+      ]
+    }
+  })
+  const concat = (parts: ReadonlyArray<Uint8Array>) => {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+    let at = 0
+    for (const part of parts) {
+      out.set(part, at)
+      at += part.byteLength
+    }
+    return out
+  }
+
+  /** The frames a link sends for `frame`: a data message's header then its data in chunks of
+   * `chunkBytes`, or the one frame. */
+  const framesFor = (packer: ReturnType<typeof makePacker>, frame: PeerFrame, chunkBytes: number): Array<Uint8Array> => {
+    const data = packer.packData(frame)
+    if (data === null) return [packer.pack(frame)]
+    const out = [data.header]
+    for (const part of data.data) {
+      for (let at = 0; at < part.byteLength; at += chunkBytes) out.push(concat(dataChunkFrame(part.subarray(at, at + chunkBytes)).parts))
+    }
+    return out
+  }
+
+  it("a message with large entries is a data message: its chunks view the entries' own bytes, other messages may come between them, and it round-trips", () => {
+    const big = appendWith([outOfBandDataBytes, 0, 5, outOfBandDataBytes + 1])
+    const data = makePacker().packData(big)!
+    expect(data.header[0]).toBe(dataHeaderMarker)
+    const entries = big._tag === "Message" && big.message._tag === "AppendEntries" ? big.message.entries : []
+    // No copy: the non-empty entries' data are the parts, as they are.
+    expect(data.data).toEqual(entries.flatMap((e) => (e.kind === "command" && e.data.byteLength > 0 ? [e.data] : [])))
+    expect(data.data.every((part, i) => part === (entries.filter((e) => e.kind === "command" && e.data.byteLength > 0)[i] as { data: Uint8Array }).data)).toBe(true)
+    expect(makePacker().packData(appendWith([3]))).toBeNull()
+    const packer = makePacker()
+    const unpacker = makeUnpacker()
+    const heartbeat: PeerFrame = { _tag: "Message", message: { _tag: "Heartbeat", from: 1, to: 2, term: 3, commit: 1, context: 4 } }
+    // Packed in the order they go (records are defined by the first frame that uses them):
+    // small, [header, chunk, heartbeat, chunk, …], small: delivered as small, heartbeat, big, small.
+    const first = packer.pack(appendWith([3]))
+    const chunks = framesFor(packer, big, 100_000)
+    const between = packer.pack(heartbeat)
+    const wire = [first, chunks[0]!, chunks[1]!, between, ...chunks.slice(2), packer.pack(appendWith([1, 2]))]
+    const delivered = wire.map((payload) => {
+      const result = unpacker.receive(payload)
+      if (Either.isLeft(result)) throw new Error(`${wire.indexOf(payload)} of ${wire.length} (${payload[0]}, ${payload.byteLength}): ${result.left.detail}`)
+      return result.right
+    }).filter((frame) => frame !== null)
+    expect(plain(delivered)).toEqual(plain([appendWith([3]), heartbeat, big, appendWith([1, 2])]))
+  })
+
+  it("a data message broken off, overtaken by an AppendEntries, or larger than the bound is MalformedFrame", () => {
+    const big = appendWith([outOfBandDataBytes])
+    const malformed = (payloads: ReadonlyArray<Uint8Array>, dataBytesMax?: number) => {
+      const unpacker = makeUnpacker(dataBytesMax)
+      const results = payloads.map((payload) => unpacker.receive(payload))
+      return results.some((result) => Either.isLeft(result) && result.left._tag === "MalformedFrame")
+    }
+    const packer = () => makePacker()
+    const p1 = packer()
+    const [header, ...chunks] = framesFor(p1, big, 100_000)
+    expect(malformed([header!, ...chunks])).toBe(false)
+    expect(malformed([header!, ...chunks], outOfBandDataBytes - 1)).toBe(true)
+    expect(malformed([chunks[0]!])).toBe(true) // a chunk with no header
+    const p2 = packer()
+    const [header2, ...chunks2] = framesFor(p2, big, 100_000)
+    expect(malformed([header2!, p2.pack(appendWith([1]))])).toBe(true) // an AppendEntries overtakes it
+    expect(malformed([header2!, chunks2[0]!, header2!])).toBe(true) // a second one begins
+    expect(malformed([header2!, ...chunks2, concat(dataChunkFrame(Uint8Array.of(1)).parts)])).toBe(true) // past its end
+    expect(malformed([Uint8Array.of(dataHeaderMarker, 1, 2, 3)])).toBe(true) // header not msgpack
+  })
+
+  it("a large frame is received into a buffer of its own, whatever the chunking, between small frames", () => {
+    const big = Uint8Array.from({ length: largeFrameBytes + 12_345 }, (_, i) => (i * 31) & 0xff)
+    const payloads = [Uint8Array.of(1, 2, 3), big, Uint8Array.of(4), big.subarray(0, largeFrameBytes), Uint8Array.of(5, 6)]
+    const stream = encodeFrames(payloads)
+    for (const chunkBytes of [1_000, 65_536, 700_001, stream.byteLength]) {
+      const decoder = new FrameDecoder(64 * 1024 * 1024)
+      const frames: Array<Uint8Array> = []
+      for (let at = 0; at < stream.byteLength; at += chunkBytes) {
+        decoder.push(stream.subarray(at, at + chunkBytes))
+        frames.push(...drain(decoder))
+      }
+      expect(frames.length).toBe(payloads.length)
+      frames.forEach((frame, i) => expect(Buffer.compare(frame, payloads[i]!)).toBe(0))
+      // The large ones own exactly their bytes (no slice of a bigger, growing buffer).
+      expect(frames[1]!.buffer.byteLength).toBe(big.byteLength)
+      expect(decoder.bufferedBytes).toBe(0)
+    }
   })
 })
 

@@ -188,7 +188,7 @@ describe("TCP transport", () => {
 
   it.scopedLive("an envelope too large for a frame is dropped by the sender, and the link carries on", () =>
     Effect.gen(function*() {
-      const limits = { frameBytesMax: 64 * 1024, snapshotChunkBytes: 16 * 1024 }
+      const limits = { frameBytesMax: 64 * 1024, snapshotChunkBytes: 16 * 1024, dataChunkBytes: 16 * 1024 }
       const a = yield* start({ nodeId: 1, limits })
       const b = yield* start({ nodeId: 2, limits })
       yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
@@ -230,6 +230,27 @@ describe("TCP transport", () => {
       expect(stats.inbound.snapshotsReceived).toBe(1)
       expect(stats.inbound.snapshotsDropped).toBe(0)
       expect((yield* link(a.transport)).sent).toBe(21)
+    }), 20_000)
+
+  it.scopedLive("a 6 MiB AppendEntries goes as a data message: heartbeats pass it, the AppendEntries after it does not, its data arrives intact", () =>
+    Effect.gen(function*() {
+      const a = yield* start({ nodeId: 1 })
+      const b = yield* start({ nodeId: 2 })
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      const data = prng(78).bytes(6 * 1024 * 1024)
+      const append = (index: number, bytes: Uint8Array) => ({ _tag: "AppendEntries" as const, from: 1, to: 2, term: 4, prevIndex: index - 1, prevTerm: 4, commit: 0, entries: [{ kind: "command" as const, term: 4, index, data: bytes }] })
+      yield* a.transport.send({ message: append(10, data), snapshot: null })
+      yield* a.transport.send({ message: append(11, Uint8Array.of(1, 2, 3)), snapshot: null })
+      for (let i = 0; i < 20; i++) yield* a.transport.send({ message: { _tag: "Heartbeat", from: 1, to: 2, term: 4, commit: 0, context: i }, snapshot: null })
+      yield* waitUntil("everything", Effect.sync(() => b.received.length === 22))
+      const tags = b.received.map((e) => (e.message._tag === "AppendEntries" ? e.message.entries[0]!.index : e.message._tag))
+      // The small AppendEntries stays behind the large one; heartbeats queued after both get
+      // past the large one (sent between its chunks), so not all of them come after it.
+      expect(tags.indexOf(10)).toBeLessThan(tags.indexOf(11))
+      expect(tags.indexOf("Heartbeat")).toBeLessThan(tags.indexOf(10))
+      const big = b.received.find((e) => e.message._tag === "AppendEntries" && e.message.entries[0]!.index === 10)!.message
+      expect(big._tag === "AppendEntries" && big.entries[0]!.kind === "command" && bytesEqual(big.entries[0]!.data, data)).toBe(true)
+      expect((yield* link(a.transport)).sent).toBe(22)
     }), 20_000)
 
   it.scopedLive("a transfer broken by a restart of the receiver resumes from its offset, not from the start", () =>
