@@ -132,6 +132,9 @@ export interface SqliteMachineBugs {
   readonly checkpointEarly?: boolean
   /** A step-down discard that a full disk interrupted is forgotten (the bug before the fix). */
   readonly forgetFailedDiscard?: boolean
+  /** An own-copy read opens the main file while a step-down discard that a full disk
+   * interrupted is unfinished (its reader deletes the WAL that holds the committed frames). */
+  readonly readBeforeDiscard?: boolean
   /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
   readonly installUnsynced?: boolean
   /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
@@ -172,6 +175,11 @@ interface Slot {
    * checkpointing its WAL): the committed frames are still only in that WAL, so nothing writes,
    * records or reads the main file before `finishDiscard` ran it to the end. */
   discarding: LeaderDatabase | null
+  /** The index the main file reflects once `discarding` is finished: the applied index when the
+   * discard began. Not the applied index at finish time: an entry of this database whose apply
+   * failed (a full disk) is counted in it before its pages are written, and an own-copy read may
+   * finish the discard while the applier waits to retry that entry. */
+  discardReflectsIndex: LogIndex
 }
 
 /** One database of a snapshot being taken: its manifest entry and how its image is read. */
@@ -573,6 +581,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           return Effect.void
         }
         slot.discarding = owner.database
+        slot.discardReflectsIndex = this.appliedIndex
         if (this.options.bugs?.recordBeforeDiscard === true) {
           slot.fileIndex = this.appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
@@ -622,16 +631,30 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * that has just lost leadership), else the main file through an own-copy reader. Call it
    * synchronously from the node's thread only (DESIGN in OwnCopyReaders.ts): no page may be
    * written while `read` runs. "replaying": a restart's replay has not yet passed every entry
-   * whose pages the file may already hold; "closed": the node is shutting down. */
+   * whose pages the file may already hold; "closed": the node is shutting down; "discarding":
+   * a step-down discard that a full disk interrupted cannot be finished yet (the disk is still
+   * full), so the file does not hold the committed state. */
   withOwnCopy<A>(
     name: string,
     read: (view: Connection) => A
-  ): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } | { readonly _tag: "Closed" } {
+  ): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } | { readonly _tag: "Closed" } | { readonly _tag: "Discarding"; readonly cause: unknown } {
     if (this.closed) return { _tag: "Closed" }
     const slot = this.slots.get(name)
     const owner = slot?.owner ?? null
     if (owner !== null && owner.database.isOpen) return { _tag: "Read", value: read(owner.database.committedView) }
     if (this.appliedIndex < this.ownCopyFromIndex) return { _tag: "Replaying", appliedIndex: this.appliedIndex, neededIndex: this.ownCopyFromIndex }
+    if (slot !== undefined && slot.discarding !== null && this.options.bugs?.readBeforeDiscard !== true) {
+      // The committed frames of the writer that left are still only in its cut WAL: the file alone
+      // is an older state, and the reader deletes a WAL it finds beside the file before opening
+      // it, which would lose them for good (the simulator's malformed follower, seeds 15 and 24).
+      // So the discard is finished first, as before the page applier writes the file.
+      try {
+        this.finishDiscard(slot, slot.discardReflectsIndex)
+      } catch (error) {
+        if (!isDiskFull(error)) throw error
+        return { _tag: "Discarding", cause: error }
+      }
+    }
     return { _tag: "Read", value: this.ownCopy.read(name, () => this.databasePath(name), slot?.changes ?? 0, read) }
   }
 
@@ -718,6 +741,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       slot.owner = null
       slot.changes++
       slot.discarding = owner.database
+      slot.discardReflectsIndex = entry.index - 1
     }
     // Every change up to the one before this entry is in the file once the discard is done.
     this.finishDiscard(slot, entry.index - 1)
@@ -769,7 +793,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         ownSeqApplied: 0,
         leads: 0,
         changes: 0,
-        discarding: null
+        discarding: null,
+        discardReflectsIndex: 0
       }
       this.slots.set(name, slot)
     }
