@@ -30,7 +30,9 @@
 // The connection is read-only and never checkpoints; SQLite still creates an empty -wal and a
 // -shm beside the file when it opens it. A closed database has no WAL worth keeping (the machine
 // deletes them at start and before leading), so they are deleted before the first open: a WAL
-// left by an older leader must not be read over the pages applied since. Whoever is about to
+// left by an older leader must not be read over the pages applied since. The one exception is a
+// step-down discard that a full disk interrupted (its WAL holds committed frames): the machine
+// finishes it before calling `read` (SqliteMachine.withOwnCopy), never this class. Whoever is about to
 // replace the file (a snapshot), open the writer (leading) or stop the node closes the reader
 // first (`close`), so no connection ever maps a -shm that a writer is about to recreate.
 //
