@@ -9,7 +9,9 @@
 //    fiber or the applier's, and the applier writes each entry's pages in one synchronous call
 //    (SqliteMachine.applyEntry). Between two such calls the file is exactly the leader's database
 //    as of a Raft index (DESIGN.md "Frame replication": byte-identical to its checkpointed file),
-//    so every read sees one committed state, at or after the index its level asked for.
+//    so every read sees one committed state, at or after the index its level asked for — except
+//    after a call that a full disk stopped part way, until its retry: SqliteMachine.withOwnCopy
+//    refuses reads of that database meanwhile.
 // 2. A connection kept open keeps serving the pages it cached before the applier rewrote them.
 //    In WAL mode SQLite validates its cache only against the wal-index (the -shm), which the
 //    applier never touches, so an open connection would read stale pages forever. Each database

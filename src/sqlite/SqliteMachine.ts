@@ -135,6 +135,8 @@ export interface SqliteMachineBugs {
   /** An own-copy read opens the main file while a step-down discard that a full disk
    * interrupted is unfinished (its reader deletes the WAL that holds the committed frames). */
   readonly readBeforeDiscard?: boolean
+  /** An own-copy read is served from a file holding part of an entry whose page write failed. */
+  readonly readTornEntry?: boolean
   /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
   readonly installUnsynced?: boolean
   /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
@@ -180,6 +182,10 @@ interface Slot {
    * failed (a full disk) is counted in it before its pages are written, and an own-copy read may
    * finish the discard while the applier waits to retry that entry. */
   discardReflectsIndex: LogIndex
+  /** An entry of this database whose page write failed part way (a full disk), until its retry
+   * wrote it whole: the file holds part of its pages, a state no leader ever had, which no read
+   * may see (0 when none). */
+  tornEntryIndex: LogIndex
 }
 
 /** One database of a snapshot being taken: its manifest entry and how its image is read. */
@@ -503,6 +509,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         slot.applier?.close()
         slot.applier = null
         slot.discarding = null
+        slot.tornEntryIndex = 0
         slot.changes++
         yield* disk.rename(`${slot.path}.tmp`, slot.path)
         yield* unlinkIfExists(disk, `${slot.path}-wal`)
@@ -631,13 +638,13 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * that has just lost leadership), else the main file through an own-copy reader. Call it
    * synchronously from the node's thread only (DESIGN in OwnCopyReaders.ts): no page may be
    * written while `read` runs. "replaying": a restart's replay has not yet passed every entry
-   * whose pages the file may already hold; "closed": the node is shutting down; "discarding":
-   * a step-down discard that a full disk interrupted cannot be finished yet (the disk is still
-   * full), so the file does not hold the committed state. */
+   * whose pages the file may already hold; "closed": the node is shutting down; "unavailable":
+   * the file does not hold a committed state while a full disk lasts (a step-down discard that
+   * cannot be finished yet, or an entry whose page write failed part way, until its retry). */
   withOwnCopy<A>(
     name: string,
     read: (view: Connection) => A
-  ): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } | { readonly _tag: "Closed" } | { readonly _tag: "Discarding"; readonly cause: unknown } {
+  ): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } | { readonly _tag: "Closed" } | { readonly _tag: "Unavailable"; readonly reason: string } {
     if (this.closed) return { _tag: "Closed" }
     const slot = this.slots.get(name)
     const owner = slot?.owner ?? null
@@ -652,8 +659,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         this.finishDiscard(slot, slot.discardReflectsIndex)
       } catch (error) {
         if (!isDiskFull(error)) throw error
-        return { _tag: "Discarding", cause: error }
+        return { _tag: "Unavailable", reason: `the step-down discard of ${name} waits for disk space (its committed frames are in its WAL)` }
       }
+    }
+    if (slot !== undefined && slot.tornEntryIndex !== 0 && this.options.bugs?.readTornEntry !== true) {
+      return { _tag: "Unavailable", reason: `the file of ${name} holds part of entry ${slot.tornEntryIndex}, whose page write failed (a full disk); the applier retries it` }
     }
     return { _tag: "Read", value: this.ownCopy.read(name, () => this.databasePath(name), slot?.changes ?? 0, read) }
   }
@@ -751,13 +761,20 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       : decoded.pageSet
     if (this.options.bugs?.skipFailedEntry === true && this.failedApplyIndex === entry.index) {
       slot.lastChangeIndex = entry.index
+      slot.tornEntryIndex = 0
       return { _tag: "Pages", database: name }
     }
     try {
       slot.applier.apply(pageSet)
       slot.changes++
+      slot.tornEntryIndex = 0
     } catch (error) {
       this.failedApplyIndex = entry.index
+      // Pages written so far stay in the file while the applier waits to retry the entry; an
+      // own-copy read running meanwhile (in its caller's fiber) must not see them. The reader's
+      // cache is dropped too: it may have read some of them.
+      slot.tornEntryIndex = entry.index
+      slot.changes++
       throw error
     }
     slot.lastChangeIndex = entry.index
@@ -794,7 +811,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         leads: 0,
         changes: 0,
         discarding: null,
-        discardReflectsIndex: 0
+        discardReflectsIndex: 0,
+        tornEntryIndex: 0
       }
       this.slots.set(name, slot)
     }

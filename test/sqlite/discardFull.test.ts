@@ -124,7 +124,7 @@ describe("a step-down discard that a full disk interrupts", () => {
     expect(Exit.isSuccess(await Effect.runPromiseExit(machine.release("db", owner, "discard", true)))).toBe(true)
     const rowsOf = () => machine.withOwnCopy("db", (view) => view.run("SELECT x FROM t ORDER BY x", []).rows.rows.map((row) => Number(row[0])))
     // Still full: the file alone is not the committed state, so no read is served from it.
-    expect(rowsOf()._tag).toBe("Discarding")
+    expect(rowsOf()._tag).toBe("Unavailable")
     expect(fs.existsSync(`${machine.databasePath("db")}-wal`)).toBe(true)
     full = false
     // Now the read finishes the discard first and sees every committed row, not the cut one.
