@@ -649,6 +649,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const slot = this.slots.get(name)
     const owner = slot?.owner ?? null
     if (owner !== null && owner.database.isOpen) return { _tag: "Read", value: read(owner.database.committedView) }
+    // A writer that still holds the database with its connections closed (a discard-and-reopen
+    // that a full disk stopped, until the writer releases it): its committed frames are in the
+    // WAL, which the reader would delete.
+    if (owner !== null) return { _tag: "Unavailable", reason: `the writer of ${name} is closing` }
     if (this.appliedIndex < this.ownCopyFromIndex) return { _tag: "Replaying", appliedIndex: this.appliedIndex, neededIndex: this.ownCopyFromIndex }
     if (slot !== undefined && slot.discarding !== null && this.options.bugs?.readBeforeDiscard !== true) {
       // The committed frames of the writer that left are still only in its cut WAL: the file alone

@@ -145,6 +145,31 @@ describe("a step-down discard that a full disk interrupts", () => {
     expect(rows).toEqual([1, 2, 3, 4])
   })
 
+  it("a writer's discard-and-reopen that a full disk stopped: no own-copy read opens the file (and deletes its WAL) before the writer releases it", async () => {
+    const dir = tempDirectory()
+    cleanups.push(() => dir.remove())
+    let full = false
+    const disk = fullForSqlite(() => full)
+    const machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
+    cleanups.unshift(() => machine.close())
+    Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
+    const epoch = machine.nextEpoch()
+    const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, disk) })))
+    const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
+    const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
+    expect(Effect.runSync(machine.apply({ kind: "command", term: 1, index: 2, data: ownEntry }))._tag).toBe("Own")
+    commit(owner.database, "INSERT INTO t VALUES (666)", 2)
+    full = true
+    // A transaction refused after its local commit (TOOBIG): the writer cuts it and reopens.
+    expect(() => owner.database.reopenDiscarding()).toThrow()
+    const rowsOf = () => machine.withOwnCopy("db", (view) => view.run("SELECT x FROM t ORDER BY x", []).rows.rows.map((row) => Number(row[0])))
+    expect(rowsOf()._tag).toBe("Unavailable")
+    expect(fs.statSync(`${machine.databasePath("db")}-wal`).size).toBeGreaterThan(0)
+    full = false
+    await Effect.runPromise(machine.release("db", owner, "discard", false))
+    expect(rowsOf()).toEqual({ _tag: "Read", value: [1, 2, 3] })
+  })
+
   it("a leader's checkpoint on a full disk is reported busy (the WAL stays, the committed view stays pinned), and completes once space is back", () => {
     const dir = tempDirectory()
     cleanups.push(() => dir.remove())
