@@ -775,8 +775,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     } catch (error) {
       this.failedApplyIndex = entry.index
       // Pages written so far stay in the file while the applier waits to retry the entry; an
-      // own-copy read running meanwhile (in its caller's fiber) must not see them. The reader's
-      // cache is dropped too: it may have read some of them.
+      // own-copy read running meanwhile (in its caller's fiber) must not see them. Counted as a
+      // change: the file was written (a snapshot copying it concurrently checks `changes`).
       slot.tornEntryIndex = entry.index
       slot.changes++
       throw error
