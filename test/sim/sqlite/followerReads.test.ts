@@ -37,6 +37,18 @@ describe("SQLite simulator with follower reads", () => {
     }, 120_000)
   }
 
+  // The same under the disk mix (most faults full disks, on the leader more often than not): before
+  // the fix 10 of its seeds 1–30 failed so (2 and 4 among these), every one also with the fix and
+  // only the mutation below switched on.
+  const diskSeeds = 4
+  for (let seed = 1; seed <= diskSeeds; seed++) {
+    it(`seed ${seed} under the disk mix`, async () => {
+      await new Promise<void>((resolve) => setTimeout(resolve, 1))
+      const result = runSqliteSeed({ seed, followerReads: true, faultMix: "disk", ...ciSchedule })
+      expect(result.violations.map((v) => `${v.invariant}: ${v.detail.slice(0, 300)}`)).toEqual([])
+    }, 120_000)
+  }
+
   it("mutation: an own-copy read opening the file before an interrupted step-down discard finished is caught (a malformed file)", async () => {
     await new Promise<void>((resolve) => setTimeout(resolve, 1))
     const result = runSqliteSeed({ seed: 15, followerReads: true, mutation: "read-before-discard", ...ciSchedule })
