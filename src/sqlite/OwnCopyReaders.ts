@@ -9,7 +9,9 @@
 //    fiber or the applier's, and the applier writes each entry's pages in one synchronous call
 //    (SqliteMachine.applyEntry). Between two such calls the file is exactly the leader's database
 //    as of a Raft index (DESIGN.md "Frame replication": byte-identical to its checkpointed file),
-//    so every read sees one committed state, at or after the index its level asked for.
+//    so every read sees one committed state, at or after the index its level asked for — except
+//    after a call that a full disk stopped part way, until its retry: SqliteMachine.withOwnCopy
+//    refuses reads of that database meanwhile.
 // 2. A connection kept open keeps serving the pages it cached before the applier rewrote them.
 //    In WAL mode SQLite validates its cache only against the wal-index (the -shm), which the
 //    applier never touches, so an open connection would read stale pages forever. Each database
@@ -30,7 +32,9 @@
 // The connection is read-only and never checkpoints; SQLite still creates an empty -wal and a
 // -shm beside the file when it opens it. A closed database has no WAL worth keeping (the machine
 // deletes them at start and before leading), so they are deleted before the first open: a WAL
-// left by an older leader must not be read over the pages applied since. Whoever is about to
+// left by an older leader must not be read over the pages applied since. The one exception is a
+// step-down discard that a full disk interrupted (its WAL holds committed frames): the machine
+// finishes it before calling `read` (SqliteMachine.withOwnCopy), never this class. Whoever is about to
 // replace the file (a snapshot), open the writer (leading) or stop the node closes the reader
 // first (`close`), so no connection ever maps a -shm that a writer is about to recreate.
 //

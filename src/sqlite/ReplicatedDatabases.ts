@@ -406,6 +406,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
           if (outcome._tag === "Replaying") {
             return Exit.fail(new SqlStale({ reason: "replaying", message: `node ${raft.id} is replaying its log after a restart (applied ${outcome.appliedIndex} of ${outcome.neededIndex}): its copy cannot be read yet` }))
           }
+          if (outcome._tag === "Unavailable") return Exit.fail(new SqlBusy({ message: `node ${raft.id} cannot serve its copy now: ${outcome.reason}` }))
           return Exit.succeed(outcome.value)
         } catch (cause) {
           return Exit.fail(toSqlError(cause))

@@ -132,6 +132,11 @@ export interface SqliteMachineBugs {
   readonly checkpointEarly?: boolean
   /** A step-down discard that a full disk interrupted is forgotten (the bug before the fix). */
   readonly forgetFailedDiscard?: boolean
+  /** An own-copy read opens the main file while a step-down discard that a full disk
+   * interrupted is unfinished (its reader deletes the WAL that holds the committed frames). */
+  readonly readBeforeDiscard?: boolean
+  /** An own-copy read is served from a file holding part of an entry whose page write failed. */
+  readonly readTornEntry?: boolean
   /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
   readonly installUnsynced?: boolean
   /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
@@ -172,6 +177,15 @@ interface Slot {
    * checkpointing its WAL): the committed frames are still only in that WAL, so nothing writes,
    * records or reads the main file before `finishDiscard` ran it to the end. */
   discarding: LeaderDatabase | null
+  /** The index the main file reflects once `discarding` is finished: the applied index when the
+   * discard began. Not the applied index at finish time: an entry of this database whose apply
+   * failed (a full disk) is counted in it before its pages are written, and an own-copy read may
+   * finish the discard while the applier waits to retry that entry. */
+  discardReflectsIndex: LogIndex
+  /** An entry of this database whose page write failed part way (a full disk), until its retry
+   * wrote it whole: the file holds part of its pages, a state no leader ever had, which no read
+   * may see (0 when none). */
+  tornEntryIndex: LogIndex
 }
 
 /** One database of a snapshot being taken: its manifest entry and how its image is read. */
@@ -497,6 +511,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         slot.applier?.close()
         slot.applier = null
         slot.discarding = null
+        slot.tornEntryIndex = 0
         slot.changes++
         yield* disk.rename(`${slot.path}.tmp`, slot.path)
         yield* unlinkIfExists(disk, `${slot.path}-wal`)
@@ -575,6 +590,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           return Effect.void
         }
         slot.discarding = owner.database
+        slot.discardReflectsIndex = this.appliedIndex
         if (this.options.bugs?.recordBeforeDiscard === true) {
           slot.fileIndex = this.appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
@@ -624,16 +640,37 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * that has just lost leadership), else the main file through an own-copy reader. Call it
    * synchronously from the node's thread only (DESIGN in OwnCopyReaders.ts): no page may be
    * written while `read` runs. "replaying": a restart's replay has not yet passed every entry
-   * whose pages the file may already hold; "closed": the node is shutting down. */
+   * whose pages the file may already hold; "closed": the node is shutting down; "unavailable":
+   * the file does not hold a committed state while a full disk lasts (a step-down discard that
+   * cannot be finished yet, or an entry whose page write failed part way, until its retry). */
   withOwnCopy<A>(
     name: string,
     read: (view: Connection) => A
-  ): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } | { readonly _tag: "Closed" } {
+  ): { readonly _tag: "Read"; readonly value: A } | { readonly _tag: "Replaying"; readonly appliedIndex: LogIndex; readonly neededIndex: LogIndex } | { readonly _tag: "Closed" } | { readonly _tag: "Unavailable"; readonly reason: string } {
     if (this.closed) return { _tag: "Closed" }
     const slot = this.slots.get(name)
     const owner = slot?.owner ?? null
     if (owner !== null && owner.database.isOpen) return { _tag: "Read", value: read(owner.database.committedView) }
+    // A writer that still holds the database with its connections closed (a discard-and-reopen
+    // that a full disk stopped, until the writer releases it): its committed frames are in the
+    // WAL, which the reader would delete.
+    if (owner !== null) return { _tag: "Unavailable", reason: `the writer of ${name} is closing` }
     if (this.appliedIndex < this.ownCopyFromIndex) return { _tag: "Replaying", appliedIndex: this.appliedIndex, neededIndex: this.ownCopyFromIndex }
+    if (slot !== undefined && slot.discarding !== null && this.options.bugs?.readBeforeDiscard !== true) {
+      // The committed frames of the writer that left are still only in its cut WAL: the file alone
+      // is an older state, and the reader deletes a WAL it finds beside the file before opening
+      // it, which would lose them for good (the simulator's malformed follower, seeds 15 and 24).
+      // So the discard is finished first, as before the page applier writes the file.
+      try {
+        this.finishDiscard(slot, slot.discardReflectsIndex)
+      } catch (error) {
+        if (!isDiskFull(error)) throw error
+        return { _tag: "Unavailable", reason: `the step-down discard of ${name} waits for disk space (its committed frames are in its WAL)` }
+      }
+    }
+    if (slot !== undefined && slot.tornEntryIndex !== 0 && this.options.bugs?.readTornEntry !== true) {
+      return { _tag: "Unavailable", reason: `the file of ${name} holds part of entry ${slot.tornEntryIndex}, whose page write failed (a full disk); the applier retries it` }
+    }
     return { _tag: "Read", value: this.ownCopy.read(name, () => this.databasePath(name), slot?.changes ?? 0, read) }
   }
 
@@ -720,6 +757,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       slot.owner = null
       slot.changes++
       slot.discarding = owner.database
+      slot.discardReflectsIndex = entry.index - 1
     }
     // Every change up to the one before this entry is in the file once the discard is done.
     this.finishDiscard(slot, entry.index - 1)
@@ -729,13 +767,20 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       : decoded.pageSet
     if (this.options.bugs?.skipFailedEntry === true && this.failedApplyIndex === entry.index) {
       slot.lastChangeIndex = entry.index
+      slot.tornEntryIndex = 0
       return { _tag: "Pages", database: name }
     }
     try {
       slot.applier.apply(pageSet)
       slot.changes++
+      slot.tornEntryIndex = 0
     } catch (error) {
       this.failedApplyIndex = entry.index
+      // Pages written so far stay in the file while the applier waits to retry the entry; an
+      // own-copy read running meanwhile (in its caller's fiber) must not see them. Counted as a
+      // change: the file was written (a snapshot copying it concurrently checks `changes`).
+      slot.tornEntryIndex = entry.index
+      slot.changes++
       throw error
     }
     slot.lastChangeIndex = entry.index
@@ -771,7 +816,9 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         ownSeqApplied: 0,
         leads: 0,
         changes: 0,
-        discarding: null
+        discarding: null,
+        discardReflectsIndex: 0,
+        tornEntryIndex: 0
       }
       this.slots.set(name, slot)
     }

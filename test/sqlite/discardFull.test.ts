@@ -1,7 +1,9 @@
 // A leader steps down while its disk is full: `release("discard")` cannot checkpoint its cut WAL
 // into the main file. The committed frames are still only in that WAL, so nothing may write pages
 // into the main file beside it, record the file as holding them, or serve it, before the discard
-// is finished (the chaos suite's follower with fewer rows and its malformed databases).
+// is finished (the chaos suite's follower with fewer rows and its malformed databases; an
+// own-copy read, whose reader deletes a WAL it finds beside the file: the SQLite simulator's
+// malformed follower with follower reads, seeds 15 and 24).
 // And the leader's own checkpoint on a full disk: reported busy and retried, never thrown into
 // the writer.
 import fs from "node:fs"
@@ -90,6 +92,82 @@ describe("a step-down discard that a full disk interrupts", () => {
     expect(rows).toEqual([1, 2, 3, 4])
     // The failed release was not a defect that stops the caller (the writer's role check).
     expect(Exit.isSuccess(released)).toBe(true)
+  })
+
+  it("is finished before an own-copy read opens the file (whose reader deletes a WAL beside it), or the read is refused while the disk is full", async () => {
+    const dir = tempDirectory()
+    cleanups.push(() => dir.remove())
+    let full = false
+    const disk = fullForSqlite(() => full)
+    let machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
+    cleanups.unshift(() => machine.close())
+    Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
+    const epoch = machine.nextEpoch()
+    const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, disk) })))
+    // Index 2: the leader's own entry, committed; its frames are only in the WAL.
+    const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
+    const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
+    expect(Effect.runSync(machine.apply({ kind: "command", term: 1, index: 2, data: ownEntry }))._tag).toBe("Own")
+    const committedImage = owner.database.serialize()
+    commit(owner.database, "INSERT INTO t VALUES (666)", 2)
+    // The next leader's entry, computed on the committed state.
+    const other = tempDirectory()
+    cleanups.push(() => other.remove())
+    const otherPath = path.join(other.path, "db.db")
+    fs.writeFileSync(otherPath, committedImage)
+    const otherLeader = openLeader(otherPath)
+    cleanups.unshift(() => otherLeader.close("keepWal"))
+    const next = commit(otherLeader, "INSERT INTO t VALUES (4)", 1)
+    const nextEntry = encodeWriteEntry({ origin: { node: 2, epoch: 1, seq: 1 }, previousChangeIndex: 2, database: "db", pageSet: next })
+
+    full = true
+    expect(Exit.isSuccess(await Effect.runPromiseExit(machine.release("db", owner, "discard", true)))).toBe(true)
+    const rowsOf = () => machine.withOwnCopy("db", (view) => view.run("SELECT x FROM t ORDER BY x", []).rows.rows.map((row) => Number(row[0])))
+    // Still full: the file alone is not the committed state, so no read is served from it.
+    expect(rowsOf()._tag).toBe("Unavailable")
+    expect(fs.existsSync(`${machine.databasePath("db")}-wal`)).toBe(true)
+    full = false
+    // Now the read finishes the discard first and sees every committed row, not the cut one.
+    expect(rowsOf()).toEqual({ _tag: "Read", value: [1, 2, 3] })
+    // The reader's own -wal (SQLite opens one beside the file) holds nothing.
+    expect(fs.statSync(`${machine.databasePath("db")}-wal`, { throwIfNoEntry: false })?.size ?? 0).toBe(0)
+    // The next leader's pages land on a file holding the committed state.
+    Effect.runSync(machine.apply({ kind: "barrier", term: 2, index: 3 }))
+    expect(Effect.runSync(machine.apply({ kind: "command", term: 2, index: 4, data: nextEntry }))._tag).toBe("Pages")
+    await Effect.runPromise(machine.sync)
+    expect(rowsOf()).toEqual({ _tag: "Read", value: [1, 2, 3, 4] })
+    machine.close()
+    machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
+    const rows = readOnly(machine.databasePath("db"), (db) => {
+      expect(integrityCheck(db)).toBe("ok")
+      return (db.prepare("SELECT x FROM t ORDER BY x").raw().all() as Array<[number]>).map((row) => row[0])
+    })
+    expect(rows).toEqual([1, 2, 3, 4])
+  })
+
+  it("a writer's discard-and-reopen that a full disk stopped: no own-copy read opens the file (and deletes its WAL) before the writer releases it", async () => {
+    const dir = tempDirectory()
+    cleanups.push(() => dir.remove())
+    let full = false
+    const disk = fullForSqlite(() => full)
+    const machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
+    cleanups.unshift(() => machine.close())
+    Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
+    const epoch = machine.nextEpoch()
+    const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, disk) })))
+    const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
+    const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
+    expect(Effect.runSync(machine.apply({ kind: "command", term: 1, index: 2, data: ownEntry }))._tag).toBe("Own")
+    commit(owner.database, "INSERT INTO t VALUES (666)", 2)
+    full = true
+    // A transaction refused after its local commit (TOOBIG): the writer cuts it and reopens.
+    expect(() => owner.database.reopenDiscarding()).toThrow()
+    const rowsOf = () => machine.withOwnCopy("db", (view) => view.run("SELECT x FROM t ORDER BY x", []).rows.rows.map((row) => Number(row[0])))
+    expect(rowsOf()._tag).toBe("Unavailable")
+    expect(fs.statSync(`${machine.databasePath("db")}-wal`).size).toBeGreaterThan(0)
+    full = false
+    await Effect.runPromise(machine.release("db", owner, "discard", false))
+    expect(rowsOf()).toEqual({ _tag: "Read", value: [1, 2, 3] })
   })
 
   it("a leader's checkpoint on a full disk is reported busy (the WAL stays, the committed view stays pinned), and completes once space is back", () => {

@@ -71,6 +71,9 @@ export type SqliteMutation =
   | "forget-failed-discard"
   | "install-unsynced"
   | "own-copy-reads-at-once"
+  // An own-copy read opens the file while a step-down discard a full disk interrupted is
+  // unfinished (its reader deletes the WAL holding the committed frames): with followerReads.
+  | "read-before-discard"
   // The Raft core answers a read with the index of a read round already in flight when it
   // arrived (RaftBugs.readJoinsInflightRound).
   | "read-joins-inflight-round"
@@ -81,10 +84,11 @@ const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
   "skip-failed-entry": { skipFailedEntry: true },
   "checkpoint-early": { checkpointEarly: true },
   "forget-failed-discard": { forgetFailedDiscard: true },
-  "install-unsynced": { installUnsynced: true }
+  "install-unsynced": { installUnsynced: true },
+  "read-before-discard": { readBeforeDiscard: true }
 }
 
-export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once", "read-joins-inflight-round"]
+export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once", "read-joins-inflight-round", "read-before-discard"]
 
 const tickMs = 10
 const database = "app"
