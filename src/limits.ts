@@ -185,6 +185,39 @@ export const relations: ReadonlyArray<Relation> = [
     explain: (b) => `raft.uncommittedBytesMax ${mib(b.raft.uncommittedBytesMax)} is less than one largest write entry (${mib(largestWriteEntryBytes(b))})`
   },
   {
+    // A follower's pipeline holds this many bytes of entries in flight: below one largest
+    // entry, that entry could only be sent into an empty pipeline (issue 17's 20 MiB entry).
+    name: "in-flight window holds the largest write entry",
+    sql: true,
+    holds: (b) => largestWriteEntryBytes(b) <= b.raft.inflightBytesMax,
+    explain: (b) => `raft.inflightBytesMax ${mib(b.raft.inflightBytesMax)} is less than one largest write entry (${mib(largestWriteEntryBytes(b))})`
+  },
+  {
+    // Below one largest entry, it would be evicted as soon as durable and read back from the
+    // log for every follower and the applier.
+    name: "entry cache holds the largest write entry",
+    sql: true,
+    holds: (b) => largestWriteEntryBytes(b) <= b.raft.entryCacheBytesMax,
+    explain: (b) => `raft.entryCacheBytesMax ${mib(b.raft.entryCacheBytesMax)} is less than one largest write entry (${mib(largestWriteEntryBytes(b))})`
+  },
+  {
+    // Entries handed to the applier and not yet applied: one largest entry must fit.
+    name: "apply in flight holds the largest write entry",
+    sql: true,
+    holds: (b) => largestWriteEntryBytes(b) <= b.raft.applyInflightBytesMax,
+    explain: (b) => `raft.applyInflightBytesMax ${mib(b.raft.applyInflightBytesMax)} is less than one largest write entry (${mib(largestWriteEntryBytes(b))})`
+  },
+  {
+    // A link's queue holds a follower's whole in-flight window and one more entry, so Raft's own
+    // traffic to a peer that reads is never dropped there (only a peer that stopped reading
+    // fills it, and the stall timeout reconnects).
+    name: "peer link queue holds the in-flight window plus the largest write entry",
+    sql: true,
+    holds: (b) => b.raft.inflightBytesMax + largestWriteEntryBytes(b) <= b.peers.outboundBytesMax,
+    explain: (b) =>
+      `peers.outboundBytesMax ${mib(b.peers.outboundBytesMax)} is less than raft.inflightBytesMax ${mib(b.raft.inflightBytesMax)} plus one largest write entry (${mib(largestWriteEntryBytes(b))})`
+  },
+  {
     // A DUMP answer is one FILES message: the database image and its (empty) WAL, each named
     // and padded to whole words. The largest the client accepts must be announceable.
     name: "wire message holds the largest DUMP",

@@ -14,13 +14,19 @@ import { Disk } from "../src/storage/Disk.ts"
 
 const mib = 1024 * 1024
 
-/** For each relation, one bound changed so that it alone breaks. */
+/** For each relation, one bound changed so that it alone breaks (others raised where the change
+ * would break them too). */
 const breaking: ReadonlyArray<readonly [string, NodeBoundsOverrides]> = [
-  ["log record holds the largest write entry", { sqlite: { transactionBytesMax: 32 * mib } }],
+  // A larger transaction also outgrows the in-flight window and the link queue: those are raised.
+  ["log record holds the largest write entry", { sqlite: { transactionBytesMax: 32 * mib }, raft: { inflightBytesMax: 48 * mib }, peers: { outboundBytesMax: 128 * mib } }],
   ["the SQL surface's copy of the record bound is the log's", { log: { persistBytesMax: 48 * mib } }],
   ["record format holds a persist", { log: { recordPayloadBytesMax: 16 * mib } }],
   ["peer frame holds the largest AppendEntries", { peers: { frameBytesMax: 16 * mib } }],
   ["uncommitted bound holds the largest write entry", { raft: { uncommittedBytesMax: 16 * mib } }],
+  ["in-flight window holds the largest write entry", { raft: { inflightBytesMax: 16 * mib } }],
+  ["entry cache holds the largest write entry", { raft: { entryCacheBytesMax: 16 * mib } }],
+  ["apply in flight holds the largest write entry", { raft: { applyInflightBytesMax: 16 * mib } }],
+  ["peer link queue holds the in-flight window plus the largest write entry", { peers: { outboundBytesMax: 48 * mib } }],
   ["wire message holds the largest DUMP", { wire: { dumpBytesMax: 40 * 1024 * mib } }],
   ["Raft actor batch within its mailbox", { raftActor: { batchMax: 8192 } }],
   ["request timeout outlives an election", { raftActor: { requestTimeoutMs: 6_000, tickMs: 300 } }],

@@ -35,8 +35,6 @@ import * as NodeMetrics from "../observability/NodeMetrics.ts"
 import { nodeIdLabel } from "../observability/NodeMetrics.ts"
 import * as PeerContact from "../observability/PeerContact.ts"
 import { lockDataDir } from "./dataDirLock.ts"
-import { assertEntryBounds } from "./entryBounds.ts"
-import { defaultPeerLimits } from "../net/peers/limits.ts"
 import type { NodeIdentity } from "./identity.ts"
 import { generateClusterId, generateNodeId, loadOrCreateIdentity } from "./identity.ts"
 import { checkNoUnfinishedRepair } from "./repair.ts"
@@ -80,10 +78,6 @@ export interface NodeOptions<R, SM, E = never> {
     identity: NodeIdentity,
     snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
   ) => Effect.Effect<SM & StateMachine<R>, E, Scope.Scope>
-  /** The largest entry data the state machine proposes (SqlNode: a transaction of
-   * `transactionBytesMax` with its header): asserted at start to pass every bound on its way
-   * (entryBounds.ts). */
-  readonly entryBytesMax?: number
   readonly tickMs?: number
   readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
   readonly snapshotEveryEntries?: number
@@ -156,9 +150,6 @@ export interface NodeParts<R, SM, E = never> {
   }
   readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
   readonly bounds?: Partial<ActorBounds>
-  /** The largest entry data the state machine proposes, checked against every bound on its way
-   * (entryBounds.ts); unchecked when absent. */
-  readonly entryBytesMax?: number
   /** Sees what the node recovered from its disk before its actors start (the simulators'
    * safety checker and traces). */
   readonly onRecovered?: (recovered: RecoveredBounded) => Effect.Effect<void>
@@ -245,7 +236,6 @@ export const make = <R, SM, E = never>(options: NodeOptions<R, SM, E>): Effect.E
         snapshotsRetained: 1
       },
       ...(options.raft !== undefined ? { raft: options.raft } : {}),
-      ...(options.entryBytesMax !== undefined ? { entryBytesMax: options.entryBytesMax } : {}),
       bounds: {
         ...(options.snapshotEveryEntries !== undefined ? { snapshotEveryEntries: options.snapshotEveryEntries } : {}),
         ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {})
@@ -294,7 +284,6 @@ const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
       return { log, snapshots: Context.get(context, Snapshots) }
     }).pipe(Effect.provideService(Disk, io.disk))
     const config = { ...defaultRaftConfig(identity.nodeId, io.randomSeed), ...parts.raft }
-    if (parts.entryBytesMax !== undefined) assertEntryBounds(parts.entryBytesMax, config, defaultPeerLimits)
     // Only the entry cache's worth of the log's data is read at start (the rest stays on disk
     // until a follower or the applier needs it), so a restart costs no memory for a long log.
     let loaded = yield* bootStep("log loaded", log.loadBounded(config.entryCacheBytesMax))

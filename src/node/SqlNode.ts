@@ -21,7 +21,6 @@ import { nodeIdLabel } from "../observability/NodeMetrics.ts"
 import * as NodeObserver from "../observability/NodeObserver.ts"
 import type { NodeId, Role } from "../raft/types.ts"
 import type { SqliteLimits } from "../sqlite/limits.ts"
-import { sqliteLimits, writeEntryBytesMax } from "../sqlite/limits.ts"
 import type { SqliteApplyResult } from "../sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../sqlite/SqliteMachine.ts"
 import { Disk } from "../storage/Disk.ts"
@@ -113,7 +112,6 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, SqlNodeSt
           (machine) => Effect.sync(() => machine.close())
         ),
       tickMs,
-      entryBytesMax: writeEntryBytesMax(sqliteLimits(options.sqlite)),
       ...options.storage,
       onClientConnection: slot.handler,
       ...(options.tls !== undefined ? { tls: options.tls } : {})

@@ -92,12 +92,6 @@ export const defaultSqliteLimits: SqliteLimits = {
   overloadRetryMs: 20
 }
 
-/** The largest write entry a leader proposes under `limits`: a transaction of
- * `transactionBytesMax` of pages with its header, name and page numbers. */
-export function writeEntryBytesMax(limits: SqliteLimits): number {
-  return limits.transactionBytesMax + writeEntryHeaderBytes + entryOverheadBytesMax
-}
-
 export function sqliteLimits(overrides: Partial<SqliteLimits> = {}): SqliteLimits {
   const limits = { ...defaultSqliteLimits, ...overrides }
   validateSqliteLimits(limits)

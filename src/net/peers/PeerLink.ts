@@ -542,7 +542,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       })
 
     /** A full queue drops (Raft sends again what matters; its own window fits the queue, see
-     * node/entryBounds.ts, so this is a peer that stopped reading): counted, and said at the
+     * the bounds table src/limits.ts, so this is a peer that stopped reading): counted, and said at the
      * 1st, 2nd, 4th, … drop, not at heartbeat rate. */
     const queueFull = (envelope: Envelope, by: "bytes" | "messages"): Effect.Effect<void> => {
       counters.dropped++
