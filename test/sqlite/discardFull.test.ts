@@ -44,89 +44,95 @@ function fullForSqlite(full: () => boolean): DiskService {
   }
 }
 
+/** A leader on a disk that fails SQLite's own writes while `full`: its entry at index 2 (rows 1,
+ * 2, 3) committed with its frames only in the WAL, and a local commit Raft never commits (666). */
+async function leaderWithCommittedWal() {
+  const dir = tempDirectory()
+  cleanups.push(() => dir.remove())
+  const fixture = {
+    dir,
+    full: false,
+    disk: undefined as unknown as DiskService,
+    machine: undefined as unknown as SqliteMachine,
+    committedImage: new Uint8Array() as Uint8Array,
+    owner: undefined as unknown as LeaderSlotOwner
+  }
+  fixture.disk = fullForSqlite(() => fixture.full)
+  fixture.machine = await openMachine(fixture)
+  cleanups.unshift(() => fixture.machine.close())
+  const machine = fixture.machine
+  Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
+  const epoch = machine.nextEpoch()
+  const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, fixture.disk) })))
+  fixture.owner = owner
+  // Index 2: the leader's own entry, committed; its frames are only in the WAL.
+  const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
+  const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
+  expect(Effect.runSync(machine.apply({ kind: "command", term: 1, index: 2, data: ownEntry }))._tag).toBe("Own")
+  fixture.committedImage = owner.database.serialize()
+  // A local commit Raft never commits: the WAL must be cut before it.
+  commit(owner.database, "INSERT INTO t VALUES (666)", 2)
+  return fixture
+}
+
+const openMachine = (fixture: { readonly dir: { readonly path: string }; readonly disk: DiskService }) =>
+  Effect.runPromise(SqliteMachine.open({ dataDir: fixture.dir.path, nodeId: 1, pageSize, fsync: "sync", disk: fixture.disk, bootSnapshot: null }))
+
+/** The next leader's (node 2, term 2) entry inserting 4, computed on the committed state. */
+function nextLeaderEntry(committedImage: Uint8Array) {
+  const other = tempDirectory()
+  cleanups.push(() => other.remove())
+  const otherPath = path.join(other.path, "db.db")
+  fs.writeFileSync(otherPath, committedImage)
+  const otherLeader = openLeader(otherPath)
+  cleanups.unshift(() => otherLeader.close("keepWal"))
+  const next = commit(otherLeader, "INSERT INTO t VALUES (4)", 1)
+  return encodeWriteEntry({ origin: { node: 2, epoch: 1, seq: 1 }, previousChangeIndex: 2, database: "db", pageSet: next })
+}
+
+/** A restart deletes any WAL and trusts applied-state: the rows the main file alone holds, after
+ * its integrity check. */
+async function rowsAfterRestart(fixture: Awaited<ReturnType<typeof leaderWithCommittedWal>>) {
+  fixture.machine.close()
+  fixture.machine = await openMachine(fixture)
+  return readOnly(fixture.machine.databasePath("db"), (db) => {
+    expect(integrityCheck(db)).toBe("ok")
+    return (db.prepare("SELECT x FROM t ORDER BY x").raw().all() as Array<[number]>).map((row) => row[0])
+  })
+}
+
 describe("a step-down discard that a full disk interrupts", () => {
   it("is finished before another leader's pages are written, so the file holds every committed row", async () => {
-    const dir = tempDirectory()
-    cleanups.push(() => dir.remove())
-    let full = false
-    const disk = fullForSqlite(() => full)
-    let machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
-    cleanups.unshift(() => machine.close())
-    Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
-    const epoch = machine.nextEpoch()
-    const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, disk) })))
-    // Index 2: the leader's own entry, committed; its frames are only in the WAL.
-    const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
-    const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
-    expect(Effect.runSync(machine.apply({ kind: "command", term: 1, index: 2, data: ownEntry }))._tag).toBe("Own")
-    const committedImage = owner.database.serialize()
-    // A local commit Raft never commits: the WAL must be cut before it.
-    commit(owner.database, "INSERT INTO t VALUES (666)", 2)
+    const fixture = await leaderWithCommittedWal()
+    const { machine, owner } = fixture
+    const nextEntry = nextLeaderEntry(fixture.committedImage)
 
-    // The next leader (node 2, term 2) computes its entry on the committed state.
-    const other = tempDirectory()
-    cleanups.push(() => other.remove())
-    const otherPath = path.join(other.path, "db.db")
-    fs.writeFileSync(otherPath, committedImage)
-    const otherLeader = openLeader(otherPath)
-    cleanups.unshift(() => otherLeader.close("keepWal"))
-    const next = commit(otherLeader, "INSERT INTO t VALUES (4)", 1)
-    const nextEntry = encodeWriteEntry({ origin: { node: 2, epoch: 1, seq: 1 }, previousChangeIndex: 2, database: "db", pageSet: next })
-
-    full = true
+    fixture.full = true
     // Step-down with the disk full: the cut's fsync fails.
     const released = await Effect.runPromiseExit(machine.release("db", owner, "discard", true))
-    full = false
+    fixture.full = false
     // The next leader's barrier and entry arrive once space is back.
     Effect.runSync(machine.apply({ kind: "barrier", term: 2, index: 3 }))
     expect(Effect.runSync(machine.apply({ kind: "command", term: 2, index: 4, data: nextEntry }))._tag).toBe("Pages")
     await Effect.runPromise(machine.sync)
     expect(fs.existsSync(`${machine.databasePath("db")}-wal`)).toBe(false)
-    // A restart deletes any WAL and trusts applied-state: the main file alone must hold it all.
-    machine.close()
-    machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
-    const rows = readOnly(machine.databasePath("db"), (db) => {
-      expect(integrityCheck(db)).toBe("ok")
-      return (db.prepare("SELECT x FROM t ORDER BY x").raw().all() as Array<[number]>).map((row) => row[0])
-    })
-    expect(rows).toEqual([1, 2, 3, 4])
+    expect(await rowsAfterRestart(fixture)).toEqual([1, 2, 3, 4])
     // The failed release was not a defect that stops the caller (the writer's role check).
     expect(Exit.isSuccess(released)).toBe(true)
   })
 
   it("is finished before an own-copy read opens the file (whose reader deletes a WAL beside it), or the read is refused while the disk is full", async () => {
-    const dir = tempDirectory()
-    cleanups.push(() => dir.remove())
-    let full = false
-    const disk = fullForSqlite(() => full)
-    let machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
-    cleanups.unshift(() => machine.close())
-    Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
-    const epoch = machine.nextEpoch()
-    const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, disk) })))
-    // Index 2: the leader's own entry, committed; its frames are only in the WAL.
-    const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
-    const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
-    expect(Effect.runSync(machine.apply({ kind: "command", term: 1, index: 2, data: ownEntry }))._tag).toBe("Own")
-    const committedImage = owner.database.serialize()
-    commit(owner.database, "INSERT INTO t VALUES (666)", 2)
-    // The next leader's entry, computed on the committed state.
-    const other = tempDirectory()
-    cleanups.push(() => other.remove())
-    const otherPath = path.join(other.path, "db.db")
-    fs.writeFileSync(otherPath, committedImage)
-    const otherLeader = openLeader(otherPath)
-    cleanups.unshift(() => otherLeader.close("keepWal"))
-    const next = commit(otherLeader, "INSERT INTO t VALUES (4)", 1)
-    const nextEntry = encodeWriteEntry({ origin: { node: 2, epoch: 1, seq: 1 }, previousChangeIndex: 2, database: "db", pageSet: next })
+    const fixture = await leaderWithCommittedWal()
+    const { machine, owner } = fixture
+    const nextEntry = nextLeaderEntry(fixture.committedImage)
 
-    full = true
+    fixture.full = true
     expect(Exit.isSuccess(await Effect.runPromiseExit(machine.release("db", owner, "discard", true)))).toBe(true)
     const rowsOf = () => machine.withOwnCopy("db", (view) => view.run("SELECT x FROM t ORDER BY x", []).rows.rows.map((row) => Number(row[0])))
     // Still full: the file alone is not the committed state, so no read is served from it.
     expect(rowsOf()._tag).toBe("Unavailable")
     expect(fs.existsSync(`${machine.databasePath("db")}-wal`)).toBe(true)
-    full = false
+    fixture.full = false
     // Now the read finishes the discard first and sees every committed row, not the cut one.
     expect(rowsOf()).toEqual({ _tag: "Read", value: [1, 2, 3] })
     // The reader's own -wal (SQLite opens one beside the file) holds nothing.
@@ -136,36 +142,19 @@ describe("a step-down discard that a full disk interrupts", () => {
     expect(Effect.runSync(machine.apply({ kind: "command", term: 2, index: 4, data: nextEntry }))._tag).toBe("Pages")
     await Effect.runPromise(machine.sync)
     expect(rowsOf()).toEqual({ _tag: "Read", value: [1, 2, 3, 4] })
-    machine.close()
-    machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
-    const rows = readOnly(machine.databasePath("db"), (db) => {
-      expect(integrityCheck(db)).toBe("ok")
-      return (db.prepare("SELECT x FROM t ORDER BY x").raw().all() as Array<[number]>).map((row) => row[0])
-    })
-    expect(rows).toEqual([1, 2, 3, 4])
+    expect(await rowsAfterRestart(fixture)).toEqual([1, 2, 3, 4])
   })
 
   it("a writer's discard-and-reopen that a full disk stopped: no own-copy read opens the file (and deletes its WAL) before the writer releases it", async () => {
-    const dir = tempDirectory()
-    cleanups.push(() => dir.remove())
-    let full = false
-    const disk = fullForSqlite(() => full)
-    const machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
-    cleanups.unshift(() => machine.close())
-    Effect.runSync(machine.apply({ kind: "barrier", term: 1, index: 1 }))
-    const epoch = machine.nextEpoch()
-    const owner = await Effect.runPromise(machine.lead("db", 1, (databasePath): LeaderSlotOwner => ({ term: 1, origin: { node: 1, epoch }, database: openLeader(databasePath, disk) })))
-    const own = commit(owner.database, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)", 1)
-    const ownEntry = encodeWriteEntry({ origin: { node: 1, epoch, seq: 1 }, previousChangeIndex: 0, database: "db", pageSet: own })
-    expect(Effect.runSync(machine.apply({ kind: "command", term: 1, index: 2, data: ownEntry }))._tag).toBe("Own")
-    commit(owner.database, "INSERT INTO t VALUES (666)", 2)
-    full = true
+    const fixture = await leaderWithCommittedWal()
+    const { machine, owner } = fixture
+    fixture.full = true
     // A transaction refused after its local commit (TOOBIG): the writer cuts it and reopens.
     expect(() => owner.database.reopenDiscarding()).toThrow()
     const rowsOf = () => machine.withOwnCopy("db", (view) => view.run("SELECT x FROM t ORDER BY x", []).rows.rows.map((row) => Number(row[0])))
     expect(rowsOf()._tag).toBe("Unavailable")
     expect(fs.statSync(`${machine.databasePath("db")}-wal`).size).toBeGreaterThan(0)
-    full = false
+    fixture.full = false
     await Effect.runPromise(machine.release("db", owner, "discard", false))
     expect(rowsOf()).toEqual({ _tag: "Read", value: [1, 2, 3] })
   })
