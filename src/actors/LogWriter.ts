@@ -17,7 +17,7 @@ import * as Actor from "../runtime/Actor.ts"
 import type { DiskFullWatch, DiskPart } from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import { trace, traceMessage } from "../runtime/trace.ts"
-import { largePayloadBytes, yieldToLoop } from "../runtime/yieldToLoop.ts"
+import { afterYieldIfLarge } from "../runtime/yieldToLoop.ts"
 import { entrySizeBytes } from "../raft/types.ts"
 
 function batchesBytes(batches: ReadonlyArray<PersistBatch>): number {
@@ -71,8 +71,7 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
         const written = untilWritten(options, "log", () => options.persist(batches), options.recover ?? null)
         // A large entry is encoded and checksummed in one piece: let timers and sockets run
         // first (src/runtime/yieldToLoop.ts), so this node's heartbeats and answers keep flowing.
-        const bytes = batchesBytes(batches)
-        return bytes >= largePayloadBytes ? Effect.zipRight(yieldToLoop, written) : written
+        return afterYieldIfLarge(batchesBytes(batches), written)
       })
       const release = Effect.suspend(() => {
         if (batches.length > 0) trace("log.synced", through)

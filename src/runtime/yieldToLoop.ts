@@ -22,5 +22,20 @@ export const largePayloadBytes = 1024 * 1024
  * lost liveness in SQLite simulator seeds). */
 export const yieldToLoop: Effect.Effect<void> = Effect.sleep(Duration.zero)
 
-/** `yieldToLoop` when `bytes` is a large payload, else nothing. */
-export const yieldIfLarge = (bytes: number): Effect.Effect<void> => (bytes >= largePayloadBytes ? yieldToLoop : Effect.void)
+/** `effect`, after a `yieldToLoop` when `bytes` is a large payload; a small one pays nothing
+ * (not even an extra operation: the hot path's proposals and log writes use it). */
+export const afterYieldIfLarge = <A, E, R>(bytes: number, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  bytes >= largePayloadBytes ? Effect.zipRight(yieldToLoop, effect) : effect
+
+/** Runs a generator of synchronous steps (each about `largePayloadBytes` of work: a capture or an
+ * encoding) to its end, with `yieldToLoop` between steps; undefined when `abandoned()` said so
+ * before a step. */
+export const stepsYielding = <A>(steps: Generator<void, A>, abandoned: () => boolean = () => false): Effect.Effect<A | undefined> => {
+  const step = (): Effect.Effect<A | undefined> =>
+    Effect.suspend(() => {
+      if (abandoned()) return Effect.succeed(undefined)
+      const next = steps.next()
+      return next.done === true ? Effect.succeed(next.value) : Effect.zipRight(yieldToLoop, step())
+    })
+  return step()
+}

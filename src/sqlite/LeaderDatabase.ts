@@ -38,7 +38,7 @@ import type { SqlFailure, SqlValue } from "./Sql.ts"
 import type { CapturedTransaction, WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
 import { trace } from "../runtime/trace.ts"
-import { yieldToLoop } from "../runtime/yieldToLoop.ts"
+import { stepsYielding } from "../runtime/yieldToLoop.ts"
 import { Effect } from "effect"
 import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import type { DiskService } from "../storage/Disk.ts"
@@ -237,14 +237,7 @@ export class LeaderDatabase {
     return Effect.suspend(() => {
       this.assertCapturable()
       const steps = this.capture.captureSteps(readFramesStep)
-      const step = (): Effect.Effect<LocalCommit | null | undefined> =>
-        Effect.suspend(() => {
-          if (!this.open || abandon()) return Effect.succeed(undefined)
-          const next = steps.next()
-          if (next.done === true) return Effect.succeed(this.captured(seq, next.value))
-          return Effect.zipRight(yieldToLoop, step())
-        })
-      return step()
+      return Effect.map(stepsYielding(steps, () => !this.open || abandon()), (transactions) => (transactions === undefined ? undefined : this.captured(seq, transactions)))
     })
   }
 

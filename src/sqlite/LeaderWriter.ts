@@ -37,7 +37,7 @@ import { runSteps } from "./pageSet.ts"
 import { sqlFailureOfLeadershipCheck } from "./raftFailures.ts"
 import type { Isolation, LocalCommitResult, Outcome, ProposalOutcome, WriterEffect, WriterInput, WriterState, WriterStats } from "./writerCore.ts"
 import { initialWriterState, leaseActive, writerStep } from "./writerCore.ts"
-import { largePayloadBytes, yieldIfLarge, yieldToLoop } from "../runtime/yieldToLoop.ts"
+import { afterYieldIfLarge, largePayloadBytes, stepsYielding, yieldToLoop } from "../runtime/yieldToLoop.ts"
 import { trace } from "../runtime/trace.ts"
 
 export type { Isolation } from "./writerCore.ts"
@@ -469,7 +469,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       trace("writer.propose")
       // A large entry took the loop for its capture and encoding: timers and sockets get a turn
       // before the Raft actor persists and sends it (src/runtime/yieldToLoop.ts).
-      const proposal = this.options.proposalKiB.withKiB(Math.ceil(payload.length / 1024), Effect.zipRight(yieldIfLarge(payload.length), Effect.exit(this.options.raft.propose(payload))))
+      const proposal = this.options.proposalKiB.withKiB(Math.ceil(payload.length / 1024), afterYieldIfLarge(payload.length, Effect.exit(this.options.raft.propose(payload))))
       return Effect.flatMap(proposal, (exit) => {
         trace("writer.proposed")
         if (exit._tag === "Failure") return Effect.map(this.proposalFailure(exit.cause), (outcome) => this.drive({ _tag: "Proposed", seq, outcome, nowMs: this.nowMs() }))
@@ -499,16 +499,12 @@ export class LeaderWriter implements LeaderSlotOwner {
       if (this.payload?.seq === seq || this.core.stoppedBy !== null || commit === null || commit.seq !== seq) return Effect.void
       if (commit.pageSet.pages.length * commit.pageSet.pageSize < largePayloadBytes) return Effect.void
       const steps = this.encodeSteps(seq, captureFramesStep * commit.pageSet.pageSize)
-      const step = (): Effect.Effect<void> =>
-        Effect.suspend(() => {
-          const next = steps.next()
-          if (next.done === true) {
-            this.payload = { seq, data: next.value }
-            return Effect.void
-          }
-          return Effect.zipRight(yieldToLoop, step())
+      return Effect.zipRight(
+        yieldToLoop,
+        Effect.map(stepsYielding(steps), (data) => {
+          if (data !== undefined) this.payload = { seq, data }
         })
-      return Effect.zipRight(yieldToLoop, step())
+      )
     })
   }
 
