@@ -75,14 +75,19 @@ export const diskFullBackoffMsMax = 2_000
 export const nextBackoffMs = (previousMs: number | null): number =>
   previousMs === null ? diskFullBackoffMsMin : Math.min(diskFullBackoffMsMax, previousMs * 2)
 
+/** Codes that say "no space": errno ENOSPC / EDQUOT, SQLite's SQLITE_FULL (a database or WAL
+ * file could not grow) and SQLITE_IOERR_SHMSIZE (the WAL index, `-shm`, could not be sized: what
+ * opening a database in WAL mode on a full file system fails with). */
+const diskFullCodes: ReadonlySet<unknown> = new Set(["ENOSPC", "EDQUOT", "SQLITE_FULL", "SQLITE_IOERR_SHMSIZE"])
+
 /** True when `error` (or the `cause` chain under it, a few levels deep) is a full disk: the
- * storage layer's `DiskFull`, an errno `ENOSPC` / `EDQUOT`, or SQLite's SQLITE_FULL. */
+ * storage layer's `DiskFull` or one of `diskFullCodes`. */
 export function isDiskFull(error: unknown): boolean {
   let current: unknown = error
   for (let depth = 0; depth < 8 && typeof current === "object" && current !== null; depth++) {
     const record = current as { readonly _tag?: unknown; readonly code?: unknown; readonly cause?: unknown }
     if (record._tag === "DiskFull") return true
-    if (record.code === "ENOSPC" || record.code === "EDQUOT" || record.code === "SQLITE_FULL") return true
+    if (diskFullCodes.has(record.code)) return true
     current = record.cause
   }
   return false

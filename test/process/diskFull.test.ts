@@ -75,6 +75,7 @@ describe.skipIf(!canUnshare)("a full disk under a real node", () => {
     const dirs = addresses.map((_, i) => path.join(base, `node${i + 1}`))
     for (const dir of dirs) fs.mkdirSync(dir)
     const first = startOnTmpfs(addresses[0]!, dirs[0]!, metrics[0]!)
+    let keepFull: ReturnType<typeof setInterval> | undefined
     try {
       await eventually("the first node to lead", async () => ((await health(metrics[0]!)).code === 200 ? true : null))
       const others = [1, 2].map((i) => tqlite(["start", "--address", addresses[i]!, "--data-dir", dirs[i]!, "--metrics", metrics[i]!, "--join", addresses[0]!]))
@@ -99,7 +100,16 @@ describe.skipIf(!canUnshare)("a full disk under a real node", () => {
       const filler = fill(seen)
       // The node frees a little by itself (a stepped-down leader cuts its WAL): take that too, so
       // the disk stays full until the test frees it.
-      const keepFull = setInterval(() => fill(seen), 50)
+      // Stops by itself once the node is gone (its /proc entry with it): the failure is then
+      // the node's exit, reported once below, not one ENOENT per tick.
+      keepFull = setInterval(() => {
+        try {
+          fill(seen)
+        } catch (error) {
+          clearInterval(keepFull)
+          console.error(`filling stopped: ${String(error)} (node 1 exit code ${first.child.exitCode})`)
+        }
+      }, 50)
       const fullAtMs = Date.now()
       let next = 21
       // Writes go on through the others: the first acknowledged one after the disk filled.
@@ -149,6 +159,7 @@ describe.skipIf(!canUnshare)("a full disk under a real node", () => {
       console.log(`disk full: first write acknowledged ${firstWriteAfterMs} ms after the disk filled; healthy ${healthyAfterMs} ms after space was freed; ${acknowledged.length} writes acknowledged`)
       for (const p of [first, ...others]) p.child.kill("SIGKILL")
     } catch (error) {
+      clearInterval(keepFull)
       // The full node's own account is what explains a failure here.
       console.error(`last /health answers: ${JSON.stringify([...lastHealth])}\nnode 1 output:\n${first.output().split("\n").slice(-80).join("\n")}`)
       throw error
