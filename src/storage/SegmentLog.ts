@@ -96,7 +96,7 @@ export const SegmentLog = {
       const segmentBytesMax = options.segmentBytesMax ?? segmentBytesMaxDefault
       assert(segmentBytesMax >= 4096 && segmentBytesMax < 2 ** 32, `segmentBytesMax ${segmentBytesMax} outside [4096, 2^32)`)
       assert(options.clusterId.length > 0, "clusterId must not be empty")
-      const recovery = yield* openDirectory(disk, options.dir, options.clusterId)
+      const recovery = yield* openDirectory(disk, options.dir, options.clusterId, segmentBytesMax)
       const writer = yield* Effect.acquireRelease(
         Effect.map(disk.open(recovery.active.path, "write"), (file) =>
           new Writer(disk, options.dir, options.clusterId, segmentBytesMax, recovery, file, options.bugs?.readOneRecordOff === true ? 1 : 0)),
@@ -207,7 +207,7 @@ class Writer {
       }
       if (removed) yield* self.disk.fsyncDir(self.dir)
       yield* rewriteTail(self.disk, point.path, point.bytes, new Uint8Array(0))
-      const recovery = yield* openDirectory(self.disk, self.dir, self.clusterId)
+      const recovery = yield* openDirectory(self.disk, self.dir, self.clusterId, self.segmentBytesMax)
       assert(recovery.active.path === point.path, `recovered log continues in ${recovery.active.path}, not ${point.path}`)
       const file = yield* self.disk.open(recovery.active.path, "write")
       self.start(recovery, file)
@@ -544,7 +544,7 @@ interface Recovery {
   readonly active: { readonly path: string; readonly bytes: number; readonly records: number }
 }
 
-function openDirectory(disk: DiskService, dir: string, clusterId: string): Effect.Effect<Recovery, StorageError> {
+function openDirectory(disk: DiskService, dir: string, clusterId: string, segmentBytesMax: number): Effect.Effect<Recovery, StorageError> {
   return Effect.gen(function* () {
     yield* ensureDir(disk, dir)
     let names = yield* disk.list(dir)
@@ -562,7 +562,7 @@ function openDirectory(disk: DiskService, dir: string, clusterId: string): Effec
       return yield* new LogCorrupted({ file: dir, offset: 0, reason: "the directory has metadata but no log segment" })
     }
     // Terms and positions only: the entries stay on disk (load and loadBounded read them).
-    const replay = yield* replaySegments(disk, dir, seqs, false)
+    const replay = yield* replaySegments(disk, dir, seqs, false, segmentBytesMax)
     return yield* repair(disk, dir, replay)
   })
 }
@@ -657,7 +657,7 @@ interface Replay {
  * read: anything before a gap is what an interrupted prefix removal left behind, which is only
  * acceptable if that run alone accounts for every live entry (checked: no unread entry remains).
  */
-function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<number>, keepEntries: boolean): Effect.Effect<Replay, StorageError> {
+function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<number>, keepEntries: boolean, segmentBytesMax = segmentBytesMaxDefault): Effect.Effect<Replay, StorageError> {
   return Effect.gen(function* () {
     let firstOfRun = seqs.length - 1
     while (firstOfRun > 0 && seqs[firstOfRun - 1] === seqs[firstOfRun]! - 1) firstOfRun--
@@ -670,8 +670,10 @@ function replaySegments(disk: DiskService, dir: string, seqs: ReadonlyArray<numb
     // of a full segment's size serves them all (allocated untouched: only what the largest
     // segment fills is ever backed), so each segment is read into memory already touched (fresh
     // memory per segment cost 2 of the 3 s of opening a 300 MB log on the dev VM). A larger
-    // segment (one record above the size) is read on its own.
-    const reused = keepEntries ? undefined : new Uint8Array(Buffer.allocUnsafeSlow(segmentBytesMaxDefault).buffer, 0, segmentBytesMaxDefault)
+    // segment (one record above the size) is read on its own. One segment alone gains nothing
+    // from it, and a 64 MiB buffer per open made the crash tests, which reopen small logs
+    // thousands of times, spend half their time in GC (V8 counts it as external memory).
+    const reused = keepEntries || run.length < 2 ? undefined : new Uint8Array(Buffer.allocUnsafeSlow(segmentBytesMax).buffer, 0, segmentBytesMax)
     for (let i = 0; i < run.length; i++) {
       const seq = run[i]!
       const file = path.join(dir, segmentFileName(seq))
