@@ -34,11 +34,12 @@ import { mergePageSets } from "./pageSet.ts"
 import type { StatementOutcome } from "./connection.ts"
 import type { DatabaseReaders, ReadPoolService } from "./readPool/ReadPool.ts"
 import { ReadVersions } from "./readPool/versions.ts"
-import type { SqlFailure, SqlValue } from "./Sql.ts"
+import type { RowStream, SqlFailure, SqlValue } from "./Sql.ts"
 import type { CapturedTransaction, WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
 import { trace } from "../runtime/trace.ts"
 import { stepsYielding } from "../runtime/yieldToLoop.ts"
+import type { Scope } from "effect"
 import { Effect } from "effect"
 import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import type { DiskService } from "../storage/Disk.ts"
@@ -209,6 +210,13 @@ export class LeaderDatabase {
   read(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<StatementOutcome, SqlFailure> {
     assert(this.open, "leader database is open")
     return this.readers.read(sql, params, this.versions.epoch())
+  }
+
+  /** `read`, streamed (readPool's `stream`): the rows a batch at a time, the reader's snapshot
+   * held until the scope closes. */
+  readStream(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<RowStream, SqlFailure, Scope.Scope> {
+    assert(this.open, "leader database is open")
+    return this.readers.stream(sql, params, this.versions.epoch())
   }
 
   readersStats() {

@@ -30,8 +30,8 @@ import type { Lease } from "./LeaderWriter.ts"
 import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
 import type { SqliteLimits } from "./limits.ts"
 import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
-import type { ExecResult, OpenOptions, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
-import { SqlBusy, SqlError, SqlNotLeader, SqlStale } from "./Sql.ts"
+import type { ExecResult, OpenOptions, Prepared, Rows, RowStream, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
+import { SqlBusy, SqlError, SqlNotLeader, SqlStale, rowStreamOf } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementSpan } from "./statements.ts"
@@ -304,6 +304,14 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return now !== undefined ? Effect.succeed(now) : database.read(sql, params)
       })))
 
+    /** `readOnView`, streamed: a read the plan bounds still runs at once (one batch); any other
+     * goes to the reader pool as a stream, its snapshot held until the scope closes. */
+    const readOnViewStream = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<RowStream, SqlFailure, Scope.Scope> =>
+      Effect.zipRight(writerFor(name), Effect.flatten(onCommittedView(name, (database): Effect.Effect<RowStream, SqlFailure, Scope.Scope> => {
+        const now = inline ? runIfBounded(name, database, sql, params) : undefined
+        return now !== undefined ? Effect.succeed(rowStreamOf(now.rows)) : database.readStream(sql, params)
+      })))
+
     /** `readOnView` at once, when it would run at once: this term's writer exists, the lease holds
      * with everything committed applied, and the read is bounded. Else undefined, nothing run. */
     const readNow = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Either.Either<StatementOutcome, SqlFailure> | undefined => {
@@ -340,7 +348,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
           ? null
           : (sql: string, params: ReadonlyArray<SqlValue>) =>
             Effect.flatMap(raft.status, (status) => (status.role === "leader" ? Effect.succeed(null) : read(name, sql, params, level)))
-        const session = new Session(name, { limits, writerFor, readOnView, readNow, raft, cache: statementCache, ownCopy })
+        const session = new Session(name, { limits, writerFor, readOnView, readOnViewStream, readNow, raft, cache: statementCache, ownCopy })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
         return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
@@ -495,6 +503,8 @@ function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePat
         return answer !== undefined && Either.isLeft(answer) && answer.left._tag === "SqlError" && answer.left.code === sqliteFullCode ? undefined : answer
       }
     }),
+    ...(session.queryStream === undefined ? {} : { queryStream: (statement: number, params: ReadonlyArray<SqlValue>) => notice(session.queryStream!(statement, params), false) }),
+    ...(session.querySqlStream === undefined ? {} : { querySqlStream: (sql: string, params: ReadonlyArray<SqlValue>) => notice(session.querySqlStream!(sql, params), false) }),
     exec: (statement, params) => notice(session.exec(statement, params), true),
     execSql: (sql, params) => notice(session.execSql(sql, params), true),
     query: (statement, params) => notice(session.query(statement, params), false),
@@ -527,6 +537,7 @@ interface SessionContext {
   readonly limits: SqliteLimits
   readonly writerFor: (name: string) => Effect.Effect<LeaderWriter, SqlFailure>
   readonly readOnView: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<StatementOutcome, SqlFailure>
+  readonly readOnViewStream: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<RowStream, SqlFailure, Scope.Scope>
   readonly readNow: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Either.Either<StatementOutcome, SqlFailure> | undefined
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
   readonly cache: StatementCache
@@ -625,6 +636,8 @@ class Session {
       execSql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.exec ?? this.counters),
       querySql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.rows ?? emptyRows),
       querySqlNow: (sql, params) => this.querySqlNow(sql, params),
+      queryStream: (id, params) => Effect.flatMap(this.statement(id), (info) => this.streamOne(info, this.bind(info, params))),
+      querySqlStream: (sql, params) => this.streamText(sql, params),
       interrupt: Effect.void,
       inTransaction: Effect.sync(() => this.transaction !== null && this.transaction.lease.state !== "ended")
     }
@@ -734,6 +747,27 @@ class Session {
       }
       return first === null || last === null ? null : { exec: last.exec, rows: first.rows }
     })
+  }
+
+  /** `runText`'s rows, streamed when the text is one autocommit read on the leader's committed
+   * view (the reader pool steps it a batch at a time); anything else runs whole and answers as
+   * one batch: a session with a read level (own-copy reads run on the main thread, bounded by
+   * their time limit), a multi-statement text, a statement in a transaction, a write. */
+  private streamText(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<RowStream, SqlFailure, Scope.Scope> {
+    const statements = this.context.cache.split(sql)
+    const only = statements[0]
+    if (this.context.ownCopy !== null || statements.length !== 1 || only === undefined) {
+      return Effect.map(this.runText(sql, params), (o) => rowStreamOf(o?.rows ?? emptyRows))
+    }
+    return Effect.flatMap(this.compile(only.text, only.end), (info) => this.streamOne(info, params))
+  }
+
+  /** `runOne`'s rows, streamed when it is an autocommit read (see `streamText`). */
+  private streamOne(info: StatementInfo, params: ReadonlyArray<SqlValue>): Effect.Effect<RowStream, SqlFailure, Scope.Scope> {
+    if (params.length > info.paramCount) return Effect.fail(tooManyValuesError())
+    // A read sets no counters (runOne would leave them as they are too).
+    if (this.transaction === null && info.kind._tag === "Other" && info.readonly) return this.context.readOnViewStream(this.database, info.sql, params)
+    return Effect.map(this.runOne(info, params), (o) => rowStreamOf(o.rows))
   }
 
   /** `querySql` of one autocommit read already compiled (its description cached), when the

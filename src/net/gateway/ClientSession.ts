@@ -9,7 +9,8 @@
 
 import type { Scope } from "effect"
 import { Effect, Either, Scope as ScopeOps } from "effect"
-import type { Prepared, Rows, SqlFailure, SqlSession, SqlDatabases } from "../../sqlite/Sql.ts"
+import type { Prepared, Rows, RowStream, SqlFailure, SqlSession, SqlDatabases } from "../../sqlite/Sql.ts"
+import { rowStreamOf } from "../../sqlite/Sql.ts"
 import type { Role } from "../../raft/types.ts"
 import type { ClusterControl, ClusterControlError } from "./ClusterControl.ts"
 import type { FailureText } from "../protocol/codes.ts"
@@ -200,7 +201,9 @@ export class ClientSession {
       case "query":
         return this.withStatement(request.dbId, request.stmtId, (session, entry) => {
           if (request.params.length > entry.prepared.paramCount) return this.fail(tooManyParameters)
-          return this.answerQuery(session.query(entry.prepared.id, params(request.params)))
+          const values = params(request.params)
+          const stream = session.queryStream
+          return stream === undefined ? this.answerQuery(session.query(entry.prepared.id, values)) : this.answerStream(stream(entry.prepared.id, values))
         })
       case "finalize":
         return this.withStatement(request.dbId, request.stmtId, (session, entry) => {
@@ -221,10 +224,13 @@ export class ClientSession {
           const values = params(request.params)
           // A read the session answers at once skips the Effect machinery (point reads).
           const now = session.querySqlNow?.(request.sql, values)
-          if (now === undefined) return this.answerQuery(session.querySql(request.sql, values))
+          if (now === undefined) {
+            const stream = session.querySqlStream
+            return stream === undefined ? this.answerQuery(session.querySql(request.sql, values)) : this.answerStream(stream(request.sql, values))
+          }
           if (Either.isLeft(now)) return this.fail(failureOfSql(now.left))
           trace("gw.rows")
-          return traced(this.streamRows(now.right))
+          return traced(this.streamRows(rowStreamOf(now.right)))
         })
       case "interrupt":
         // Requests are handled one at a time, so nothing runs now; an INTERRUPT sent during a
@@ -343,46 +349,72 @@ export class ClientSession {
       onFailure: (error) => this.fail(failureOfSql(error)),
       onSuccess: (rows) => {
         trace("gw.rows")
-        return traced(this.streamRows(rows))
+        return traced(this.streamRows(rowStreamOf(rows)))
       }
     })
   }
 
-  /** Sends a result set as ROWS batches of about `rowsBatchBytesTarget` bytes, each but the last
-   * ending in PART. Between batches, an INTERRUPT that has arrived stops the stream: it is
-   * answered with EMPTY and no further ROWS are sent (go-dqlite discards messages until EMPTY). */
-  private streamRows(rows: Rows): Effect.Effect<void, SessionError> {
-    // One batch holds it all (a point read): no loop.
-    if (rows.rows.length <= 1) {
-      const batch = this.buildBatch(rows.columns.map(textForWire), rows.columns.map((_, index) => specialColumnOf(rows.declaredTypes[index])), rows.rows, 0)
+  /** A streamed result: its reader (and the snapshot it pinned) lives in this scope, which ends
+   * with the answer — after DONE, a FAILURE, an INTERRUPT, or a broken connection. */
+  private answerStream(open: Effect.Effect<RowStream, SqlFailure, Scope.Scope>): Effect.Effect<void, SessionError> {
+    return Effect.scoped(Effect.matchEffect(open, {
+      onFailure: (error) => this.fail(failureOfSql(error)),
+      onSuccess: (stream) => {
+        trace("gw.rows")
+        return traced(this.streamRows(stream))
+      }
+    }))
+  }
+
+  /** Sends a result set as ROWS messages of about `rowsBatchBytesTarget` bytes, each but the last
+   * ending in PART, taking the source's batches one at a time: the next batch is asked for only
+   * once this one is written, and a write waits for the socket to drain, so a client that stops
+   * reading stops the source (backpressure end to end). Between messages, an INTERRUPT that has
+   * arrived stops the stream: it is answered with EMPTY and no further ROWS are sent (go-dqlite
+   * discards messages until EMPTY). A source failing after some batches went out is answered
+   * with a lone FAILURE in place of the next ROWS (as C dqlite does). */
+  private streamRows(stream: RowStream): Effect.Effect<void, SessionError> {
+    const first = stream.first
+    // One message holds it all (a point read): no loop.
+    if (first.done && first.rows.length <= 1) {
+      const batch = this.buildBatch(stream.columns.map(textForWire), stream.columns.map((_, index) => specialColumnOf(stream.declaredTypes[index])), first.rows, 0, false)
       if (batch._tag === "Failure") return this.fail(batch.failure)
-      if (batch.next >= rows.rows.length) return this.io.write(batch.message)
+      if (batch.next >= first.rows.length) return this.io.write(batch.message)
     }
     const self = this
     return Effect.gen(function*() {
-      const columns = rows.columns.map(textForWire)
-      const kinds = rows.columns.map((_, index) => specialColumnOf(rows.declaredTypes[index]))
-      let index = 0
+      const columns = stream.columns.map(textForWire)
+      const kinds = stream.columns.map((_, index) => specialColumnOf(stream.declaredTypes[index]))
+      let source = first
       for (;;) {
-        const batch = self.buildBatch(columns, kinds, rows.rows, index)
-        if (batch._tag === "Failure") return yield* self.fail(batch.failure)
-        index = batch.next
-        yield* self.io.write(batch.message)
-        if (index >= rows.rows.length) return
-        const interrupt = yield* self.io.pollFrame((frame) => frame.type === RequestType.interrupt)
-        if (interrupt !== undefined && interrupt.type === RequestType.interrupt) {
-          yield* Effect.ignore(self.database?.session.interrupt ?? Effect.void)
-          return yield* self.send({ kind: "empty" })
+        let index = 0
+        // A batch without rows that is not the last carries nothing to send.
+        while (index < source.rows.length || (source.done && index === 0)) {
+          const batch = self.buildBatch(columns, kinds, source.rows, index, !source.done)
+          if (batch._tag === "Failure") return yield* self.fail(batch.failure)
+          index = batch.next
+          yield* self.io.write(batch.message)
+          if (source.done && index >= source.rows.length) return
+          const interrupt = yield* self.io.pollFrame((frame) => frame.type === RequestType.interrupt)
+          if (interrupt !== undefined && interrupt.type === RequestType.interrupt) {
+            yield* Effect.ignore(self.database?.session.interrupt ?? Effect.void)
+            return yield* self.send({ kind: "empty" })
+          }
         }
+        const next = yield* Effect.either(stream.next)
+        if (Either.isLeft(next)) return yield* self.fail(failureOfSql(next.left))
+        source = next.right
       }
     })
   }
 
+  /** One ROWS message from `rows[from…]`: PART when rows are left here or `more` follow. */
   private buildBatch(
     columns: ReadonlyArray<string>,
     kinds: ReadonlyArray<ReturnType<typeof specialColumnOf>>,
-    rows: Rows["rows"],
-    from: number
+    rows: RowStream["first"]["rows"],
+    from: number,
+    more: boolean
   ): { readonly _tag: "Batch"; readonly message: Uint8Array; readonly next: number } | { readonly _tag: "Failure"; readonly failure: FailureText } {
     try {
       const writer = new RowsWriter(columns)
@@ -396,7 +428,7 @@ export class ClientSession {
         writer.appendRow(values)
         index++
       }
-      return { _tag: "Batch", message: writer.finish(index < rows.length ? "part" : "done"), next: index }
+      return { _tag: "Batch", message: writer.finish(index < rows.length || more ? "part" : "done"), next: index }
     } catch (error) {
       if (error instanceof WireError) return { _tag: "Failure", failure: rowsNotRepresentable(error.message) }
       throw error
