@@ -63,11 +63,13 @@ export interface ReplicatedDatabases extends SqlDatabases {
   readonly writer: (name: string) => LeaderWriter | undefined
   /** Checks the role now (the watcher does it on every change of the node's state). */
   readonly checkRole: Effect.Effect<void>
-  /** A consistent image of `name` at a Raft-committed point (for DUMP): the leader's committed
-   * read view serialized once leadership is confirmed (lease or ReadIndex round), so it never
-   * holds a frame Raft has not committed and never misses one acknowledged before the call. Null
-   * when this node knows no such database; SqlNotLeader on a follower (its copy may be behind). */
-  readonly committedImage: (name: string) => Effect.Effect<Uint8Array | null, SqlFailure>
+  /** A consistent image of `name` at a Raft-committed point (for DUMP), read from the files a
+   * chunk at a time: the committed state once leadership is confirmed (lease or ReadIndex round),
+   * so it never holds a frame Raft has not committed and never misses one acknowledged before the
+   * call. The leader's checkpoints wait while the scope is open (the WAL grows by what is
+   * committed meanwhile). Null when this node knows no such database; SqlNotLeader on a follower
+   * (its copy may be behind). */
+  readonly committedImage: (name: string) => Effect.Effect<CommittedImage | null, SqlFailure, Scope.Scope>
   /** Why this node, leading, cannot serve: it failed to open a database's SQLite in its current
    * term and is handing leadership over (for /health); null otherwise. */
   readonly cannotLead: Effect.Effect<string | null>
@@ -85,6 +87,14 @@ export interface ReplicatedDatabases extends SqlDatabases {
   /** The index of the last entry this node's state machine applied (a local write's session
    * token, taken once it is acknowledged: its entry is applied by then). */
   readonly appliedIndex: Effect.Effect<number>
+}
+
+/** A database's committed image, read in chunks (DUMP). */
+export interface CommittedImage {
+  readonly sizeBytes: number
+  /** Fills `out` with the image's bytes at `offsetBytes` (both whole pages); fails (SqlBusy)
+   * when the files changed under the read (a step-down closed the database). */
+  readonly read: (offsetBytes: number, out: Uint8Array) => Effect.Effect<void, SqlFailure>
 }
 
 const databaseNameBytesMax = 1024
@@ -353,7 +363,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
 
-    const committedImage = (name: string): Effect.Effect<Uint8Array | null, SqlFailure> =>
+    const committedImage = (name: string): Effect.Effect<CommittedImage | null, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {
         const status = yield* raft.status
         if (status.role !== "leader") return yield* new SqlNotLeader({ leader: status.leader, message: `node ${raft.id} is not the leader` })
@@ -364,9 +374,18 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         if (!known) return null
         // The writer's committed view exists only once this term's barrier is applied.
         yield* writerFor(name)
-        // sqlite3_serialize inside the view's pinned read transaction: the pages as of the last
-        // Raft-committed transaction, WAL frames included, later ones not.
-        return yield* onCommittedView(name, (database) => database.serialize())
+        // The files as of the last Raft-committed transaction (the main file, the WAL's frames up
+        // to the committed end laid over it), later frames not: never one buffer of the whole
+        // database (sqlite3_serialize was, on the event loop).
+        const reader = yield* Effect.acquireRelease(onCommittedView(name, (database) => database.openCommittedImage()), (r) => Effect.sync(() => r.release()))
+        return {
+          sizeBytes: reader.sizeBytes,
+          read: (offsetBytes: number, out: Uint8Array) =>
+            Effect.suspend(() => {
+              const problem = reader.read(offsetBytes, out)
+              return problem === null ? Effect.void : Effect.fail(new SqlBusy({ message: `the dump of ${name} stopped: ${problem}` }))
+            })
+        }
       })
 
     const cannotLeadNow = Effect.map(raft.status, (status) =>

@@ -22,24 +22,29 @@ import type { Request } from "../protocol/requests.ts"
 import { decodeRequest } from "../protocol/requests.ts"
 import { parseReadLevel } from "../protocol/readLevel.ts"
 import type { Response } from "../protocol/responses.ts"
-import { RowsWriter, encodeResponse, failure } from "../protocol/responses.ts"
+import { RowsWriter, encodeFilesPieces, encodeResponse, failure } from "../protocol/responses.ts"
 import type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
-import type { FrameStream, FramingError, SocketError } from "../protocol/socketIo.ts"
+import type { FrameStream, FramingError } from "../protocol/socketIo.ts"
+import { SocketError } from "../protocol/socketIo.ts"
 import { firstStatement, isBlankSql, utf8OffsetBytes } from "../../sqlite/statements.ts"
 import { specialColumnOf, sqlValueOfParam, textForWire, wireValueOfSql } from "./sqlValues.ts"
 import type { Value } from "../protocol/values.ts"
 import { trace, tracing } from "../../runtime/trace.ts"
 
-/** A database's files as DUMP sends them: a consistent image of the main file and its WAL
- * (empty when the image already holds everything, as dqlite ≥ 1.12 sends it). */
+/** A database's committed image as DUMP sends it (the main file; the WAL goes empty, as dqlite
+ * ≥ 1.12 sends it, since the image already holds everything), read a chunk at a time: never one
+ * buffer of the whole database. */
 export interface DatabaseImage {
-  readonly main: Uint8Array
-  readonly wal: Uint8Array
+  /** Whole pages, so a multiple of 8 (FILES sizes must be). */
+  readonly sizeBytes: number
+  /** Fills `out` with the image's bytes at `offsetBytes` (both whole pages). */
+  readonly read: (offsetBytes: number, out: Uint8Array) => Effect.Effect<void, SqlFailure>
 }
 
 export interface DatabaseDumper {
-  /** The named database's files from this node's local copy, or null when it has none. */
-  readonly dump: (name: string) => Effect.Effect<DatabaseImage | null, SqlFailure>
+  /** The named database's image, consistent for as long as the scope is open, or null when this
+   * node has no such database. */
+  readonly dump: (name: string) => Effect.Effect<DatabaseImage | null, SqlFailure, Scope.Scope>
 }
 
 /** What a gateway serves. */
@@ -464,13 +469,47 @@ export class ClientSession {
   private dump(name: string): Effect.Effect<void, SocketError> {
     const dumper = this.deps.dumper
     if (dumper === undefined) return this.fail({ code: ErrorCode.error, message: "dump is not supported by this node" })
-    return Effect.matchEffect(dumper.dump(name), {
+    return Effect.scoped(Effect.matchEffect(dumper.dump(name), {
       onFailure: (error) => this.fail(failureOfSql(error)),
-      onSuccess: (image) =>
-        image === null
-          ? this.fail(Failures.databaseNotFound)
-          : this.send({ kind: "files", files: [{ name, data: image.main }, { name: `${name}-wal`, data: image.wal }] })
+      onSuccess: (image) => (image === null ? this.fail(Failures.databaseNotFound) : this.sendImage(name, image))
+    }))
+  }
+
+  /** FILES streamed: the message's header announces the image's size, then the image goes out
+   * `dumpChunkBytes` at a time, each chunk read only once the previous one is written (a write
+   * waits for the socket to drain), then the empty WAL. Past the header no FAILURE can be sent
+   * (the message's length is announced): a read that fails, or a dump past `dumpTimeoutMs` (it
+   * holds the leader's checkpoints back), closes the connection. */
+  private sendImage(name: string, image: DatabaseImage): Effect.Effect<void, SocketError> {
+    let pieces: ReadonlyArray<Uint8Array>
+    try {
+      pieces = encodeFilesPieces([{ name, sizeBytes: image.sizeBytes }, { name: `${name}-wal`, sizeBytes: 0 }])
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error
+      return this.fail({ code: ErrorCode.error, message: `response cannot be sent: ${error.message}` })
+    }
+    const io = this.io
+    const chunkBytes = this.limits.dumpChunkBytes
+    const timeoutMs = this.limits.dumpTimeoutMs
+    const body = Effect.gen(function*() {
+      yield* io.write(pieces[0]!)
+      for (let offset = 0; offset < image.sizeBytes;) {
+        // A fresh buffer per chunk: the socket may still hold the previous one.
+        const chunk = new Uint8Array(Math.min(chunkBytes, image.sizeBytes - offset))
+        const read = yield* Effect.either(image.read(offset, chunk))
+        if (read._tag === "Left") {
+          yield* Effect.logWarning(`closing the connection: the dump of ${name} failed after ${offset} of ${image.sizeBytes} bytes: ${read.left.message}`)
+          return yield* Effect.zipRight(io.close, Effect.fail(new SocketError({ reason: "Closed", detail: "the dump failed mid-way" })))
+        }
+        yield* io.write(chunk)
+        offset += chunk.length
+      }
+      yield* io.write(pieces[1]!)
     })
+    return body.pipe(
+      Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new SocketError({ reason: "Timeout", detail: `the dump of ${name} took longer than dumpTimeoutMs (${timeoutMs} ms)` }) }),
+      Effect.tapError((error) => (error.reason === "Timeout" ? io.close : Effect.void))
+    )
   }
 }
 
