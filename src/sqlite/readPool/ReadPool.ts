@@ -20,6 +20,7 @@ import { Worker } from "node:worker_threads"
 import { Connection } from "../connection.ts"
 import type { StatementOutcome } from "../connection.ts"
 import { openDatabase } from "../openDatabase.ts"
+import { streamBatchBytesDefault, streamBatchRowsMaxDefault } from "../limits.ts"
 import type { RowBatch, RowStream, SqlFailure, SqlValue } from "../Sql.ts"
 import { SqlBusy, SqlError, SqlNotLeader, rowStreamOf } from "../Sql.ts"
 import type { ReaderBugs, ReadFailure, ReadRequest, ReadResult, StreamBatchBounds, StreamStep } from "./pinning.ts"
@@ -41,11 +42,7 @@ export interface ReadPoolLimits {
   readonly streamBatchRowsMax?: number
 }
 
-/** Defaults of the stream bounds (SqliteLimits sets them for a node). 64 KiB: one thread hop
- * costs ~0.1 ms, so a 4 KiB wire batch per hop would spend more on hops than on rows; 64 KiB
- * makes it ~1/16 of that while a few batches in flight stay far below a megabyte. */
-export const streamBatchBytesDefault = 64 * 1024
-export const streamBatchRowsMaxDefault = 4096
+export { streamBatchBytesDefault, streamBatchRowsMaxDefault }
 
 function streamBounds(limits: ReadPoolLimits): StreamBatchBounds {
   return { bytesMax: limits.streamBatchBytes ?? streamBatchBytesDefault, rowsMax: limits.streamBatchRowsMax ?? streamBatchRowsMaxDefault }
