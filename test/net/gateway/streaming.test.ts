@@ -15,7 +15,7 @@ import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import Database from "better-sqlite3"
 import type { Scope } from "effect"
-import { Effect, Stream } from "effect"
+import { Effect, Exit, Stream } from "effect"
 import { noSnapshotIo } from "../../../src/actors/snapshotData.ts"
 import * as RaftActor from "../../../src/actors/RaftActor.ts"
 import { make as makeClient } from "../../../src/net/client/Client.ts"
@@ -33,7 +33,11 @@ import * as Replicated from "../../../src/sqlite/ReplicatedDatabases.ts"
 import type { SqliteApplyResult } from "../../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../../src/sqlite/SqliteMachine.ts"
 import { makeMemoryLogStore } from "../../../src/storage/LogStore.ts"
-import { execSql, findDqliteShell, querySql, rawConnect } from "./harness.ts"
+import type { SqliteLimits } from "../../../src/sqlite/limits.ts"
+import { SqlBusy } from "../../../src/sqlite/Sql.ts"
+import { makeFakeCluster } from "./fixture/fakeCluster.ts"
+import { makeSqliteFixture } from "./fixture/sqliteFixture.ts"
+import { execSql, findDqliteShell, listenForClients, querySql, rawConnect } from "./harness.ts"
 
 const dqliteBinary = findDqliteShell()
 const tickMs = 10
@@ -50,7 +54,7 @@ interface Node {
   readonly readers: () => ReadersStats
 }
 
-const startNode = (directory: string): Effect.Effect<Node, never, Scope.Scope> =>
+const startNode = (directory: string, limits: Partial<SqliteLimits> = {}): Effect.Effect<Node, never, Scope.Scope> =>
   Effect.gen(function*() {
     const slot = makeClientHandlerSlot()
     const transport = yield* Effect.orDie(makeTcp({ nodeId: 1, clusterId: "streaming", listen: "127.0.0.1:0", onClientConnection: slot.handler }))
@@ -71,7 +75,7 @@ const startNode = (directory: string): Effect.Effect<Node, never, Scope.Scope> =
       requestTimeoutMs: 3000
     })
     yield* transport.serve(raft.deliver)
-    const databases = yield* Replicated.make({ raft, machine, pollMs: tickMs })
+    const databases = yield* Replicated.make({ raft, machine, pollMs: tickMs, limits })
     const dumpReads: Array<number> = []
     slot.bind({
       databases,
@@ -220,6 +224,76 @@ describe("gateway: result sets and DUMP stream", () => {
       expect(yield* raw.call(querySql("SELECT count(*) FROM t"))).toMatchObject({ kind: "rows", end: "done" })
       expect(yield* raw.call(execSql("INSERT INTO t (s) VALUES ('after')"))).toMatchObject({ kind: "result", rowsAffected: 1n })
     }), 120_000)
+
+  it.scopedLive("a stream that outlives its time limit while the client pauses ends with a lone FAILURE after the ROWS sent", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode(yield* tempDir, { queryTimeoutMs: 1_500 })
+      yield* fill(node)
+      const raw = yield* rawConnect(node.address)
+      yield* raw.open()
+      yield* raw.send(querySql("SELECT n, s FROM t ORDER BY n"))
+      expect(decodeResponse((yield* raw.receiveFrame)!).kind).toBe("rows")
+      // Paused past the limit: the reader lets go of its snapshot without waiting for the client
+      // (whose answer still waits for the socket to drain: the stream's scope is open).
+      yield* waitUntil(() => node.readers().busy === 0, "the time limit to free the reader", 15_000)
+      expect(node.readers().streams).toBe(1)
+      expect(node.readers().streamBytesHeld).toBeLessThanOrEqual(heldBytesBound)
+      let rowsMessages = 1
+      for (;;) {
+        const response = decodeResponse((yield* raw.receiveFrame)!)
+        if (response.kind === "rows") {
+          expect(response.end).toBe("part")
+          rowsMessages++
+          continue
+        }
+        expect(response).toMatchObject({ kind: "failure", code: 9 })
+        expect(response.kind === "failure" && response.message).toMatch(/queryTimeoutMs = 1500 ms/)
+        break
+      }
+      expect(rowsMessages * 4096).toBeLessThan((rows * rowBytes) / 2)
+      yield* waitUntil(() => node.readers().streams === 0, "the stream's scope to close")
+      // The connection keeps serving.
+      expect(yield* raw.call(querySql("SELECT count(*) FROM t"))).toMatchObject({ kind: "rows", end: "done" })
+    }), 120_000)
+
+  it.scopedLive("a DUMP whose image cannot be read to the end, or that outlives dumpTimeoutMs, closes the connection (nothing can follow an announced size)", () =>
+    Effect.gen(function*() {
+      const fixture = yield* makeSqliteFixture()
+      const cluster = makeFakeCluster({ self: 1, members: [], leader: null })
+      let reads = 0
+      const sizeBytes = 64 * 1024 * 1024
+      const server = yield* listenForClients({
+        databases: fixture.databases,
+        cluster,
+        dumper: {
+          dump: (name) =>
+            Effect.succeed({
+              sizeBytes,
+              read: (_offset: number, out: Uint8Array) =>
+                name === "fails" && ++reads === 3 ? Effect.fail(new SqlBusy({ message: "the database was closed" })) : Effect.sync(() => out.fill(7))
+            })
+        }
+      }, { dumpTimeoutMs: 500 })
+      const failing = yield* rawConnect(server.address)
+      yield* failing.send({ kind: "dump", database: "fails" })
+      const cut = yield* Effect.exit(failing.io.readFrame)
+      // The stream ends inside the announced message.
+      expect(Exit.isFailure(cut) || (Exit.isSuccess(cut) && cut.value === null)).toBe(true)
+      expect(reads).toBe(3)
+      // A client that reads nothing: past dumpTimeoutMs the server closes.
+      const stalled = yield* rawConnect(server.address)
+      yield* stalled.send({ kind: "dump", database: "slow" })
+      const started = Date.now()
+      // Served, then dropped by the server (the listener counts the connections it serves).
+      yield* Effect.sleep("100 millis")
+      expect((yield* server.stats).connections).toBe(1)
+      const deadline = Date.now() + 10_000
+      while ((yield* server.stats).connections > 0) {
+        if (Date.now() > deadline) return yield* Effect.dieMessage("the stalled DUMP was not closed")
+        yield* Effect.sleep("20 millis")
+      }
+      expect(Date.now() - started).toBeGreaterThanOrEqual(400)
+    }), 60_000)
 
   it.scopedLive("DUMP of a database many chunks large returns exactly the checkpointed file, a chunk at a time; the dqlite shell's .dump and a large SELECT work", () =>
     Effect.gen(function*() {
