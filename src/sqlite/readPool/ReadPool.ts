@@ -280,7 +280,7 @@ class WorkerReaders implements DatabaseReaders {
     })
 
   readonly stream = (sql: string, params: ReadonlyArray<SqlValue>, epoch: number): Effect.Effect<RowStream, SqlFailure, Scope.Scope> =>
-    Effect.flatMap(
+    Effect.uninterruptible(Effect.flatMap(
       Effect.sync((): PendingRead | SqlFailure => {
         if (this.closed) return new SqlNotLeader({ leader: null, message: "the database is no longer led here" })
         if (this.queue.length >= this.limits.readQueueMax) return new SqlBusy({ message: `${this.queue.length} reads already wait for a reader (readQueueMax)` })
@@ -300,6 +300,8 @@ class WorkerReaders implements DatabaseReaders {
             answer = resume
           }
         }
+        // Counted open here, closed by endStream (the scope's finalizer, added right after).
+        this.meter.open++
         return {
           request: { sql, params, epoch, deadlineAt: Date.now() + timeLimitMs, timeLimitMs },
           id: this.nextId++,
@@ -312,24 +314,26 @@ class WorkerReaders implements DatabaseReaders {
           stream
         }
       }),
-      (pending) => {
-        if (!("request" in pending)) return Effect.fail(pending)
-        const stream = pending.stream!
-        // Registered before anything is queued: whatever ends the scope (the last batch taken,
-        // the client gone, INTERRUPT, a failure, an interruption while queued) ends the read.
-        return Effect.zipRight(
-          Effect.addFinalizer(() => Effect.sync(() => this.endStream(pending))),
-          Effect.async<RowStream, SqlFailure>((resume) => {
-            stream.listen(resume)
-            this.meter.open++
-            pending.timer = setTimeout(() => this.overdue(pending), pending.request.timeLimitMs + stuckGraceMs)
-            pending.timer.unref()
-            this.queue.push(pending)
-            this.pump()
-          })
-        )
-      }
+      (pending) => (!("request" in pending) ? Effect.fail(pending) : this.runStream(pending))
+    )).pipe(Effect.flatten)
+
+  /** Registers the stream's end with the scope before anything is queued (uninterruptibly: it
+   * was counted open), then queues it and waits for its first batch. Whatever ends the scope —
+   * the last batch taken, the client gone, INTERRUPT, a failure, an interruption while queued —
+   * ends the read. */
+  private runStream(pending: PendingRead): Effect.Effect<Effect.Effect<RowStream, SqlFailure>, never, Scope.Scope> {
+    const stream = pending.stream!
+    return Effect.as(
+      Effect.addFinalizer(() => Effect.sync(() => this.endStream(pending))),
+      Effect.async<RowStream, SqlFailure>((resume) => {
+        stream.listen(resume)
+        pending.timer = setTimeout(() => this.overdue(pending), pending.request.timeLimitMs + stuckGraceMs)
+        pending.timer.unref()
+        this.queue.push(pending)
+        this.pump()
+      })
     )
+  }
 
   /** The taker's `next` of a streamed read. */
   private nextBatch(pending: PendingRead): Effect.Effect<RowBatch, SqlFailure> {
@@ -757,7 +761,9 @@ class InThreadReaders implements DatabaseReaders {
         self.meter.release(held)
         held = 0
       }))
-      yield* Effect.acquireRelease(self.permits.take(1), () => self.permits.release(1)).pipe(
+      // The wait for a permit stays interruptible (by the time limit): acquireRelease's acquire
+      // is not otherwise; an interrupted take takes nothing.
+      yield* Effect.acquireRelease(Effect.interruptible(self.permits.take(1)), () => self.permits.release(1)).pipe(
         Effect.timeoutFail({ duration: timeLimitMs, onTimeout: () => new SqlBusy({ message: `no reader was free within the read's time limit (${timeLimitMs} ms)` }) })
       )
       const connection = yield* Effect.acquireRelease(Effect.sync(() => self.idle.pop() ?? self.open()), (c) =>
