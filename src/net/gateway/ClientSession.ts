@@ -376,7 +376,8 @@ export class ClientSession {
    * once this one is written, and a write waits for the socket to drain, so a client that stops
    * reading stops the source (backpressure end to end). Between messages, an INTERRUPT that has
    * arrived stops the stream: it is answered with EMPTY and no further ROWS are sent (go-dqlite
-   * discards messages until EMPTY). A source failing after some batches went out is answered
+   * discards messages until EMPTY). Messages go out ~64 KiB per write, an INTERRUPT looked for
+   * between writes. A source failing after some batches went out is answered
    * with a lone FAILURE in place of the next ROWS (as C dqlite does). */
   private streamRows(stream: RowStream): Effect.Effect<void, SessionError> {
     const first = stream.first
@@ -392,14 +393,26 @@ export class ClientSession {
       const kinds = stream.columns.map((_, index) => specialColumnOf(stream.declaredTypes[index]))
       let source = first
       for (;;) {
+        // ROWS messages go out in writes of about `writeBytesTarget` (one syscall, not one per
+        // 4 KiB message), an INTERRUPT looked for after each; a batch without rows that is not
+        // the last carries nothing to send.
+        const messages: Array<Uint8Array> = []
+        let pendingBytes = 0
         let index = 0
-        // A batch without rows that is not the last carries nothing to send.
         while (index < source.rows.length || (source.done && index === 0)) {
           const batch = self.buildBatch(columns, kinds, source.rows, index, !source.done)
-          if (batch._tag === "Failure") return yield* self.fail(batch.failure)
+          if (batch._tag === "Failure") {
+            if (messages.length > 0) yield* self.io.write(concatBytes(messages))
+            return yield* self.fail(batch.failure)
+          }
           index = batch.next
-          yield* self.io.write(batch.message)
-          if (source.done && index >= source.rows.length) return
+          messages.push(batch.message)
+          pendingBytes += batch.message.byteLength
+          const last = source.done && index >= source.rows.length
+          if (pendingBytes < writeBytesTarget && index < source.rows.length) continue
+          yield* self.io.write(concatBytes(messages.splice(0)))
+          pendingBytes = 0
+          if (last) return
           const interrupt = yield* self.io.pollFrame((frame) => frame.type === RequestType.interrupt)
           if (interrupt !== undefined && interrupt.type === RequestType.interrupt) {
             yield* Effect.ignore(self.database?.session.interrupt ?? Effect.void)
@@ -511,6 +524,13 @@ export class ClientSession {
       Effect.tapError((error) => (error.reason === "Timeout" ? io.close : Effect.void))
     )
   }
+}
+
+/** ROWS messages gathered into one socket write: 64 KiB, a reader's batch. */
+const writeBytesTarget = 64 * 1024
+
+function concatBytes(parts: ReadonlyArray<Uint8Array>): Uint8Array {
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
 }
 
 /** Stamps `gw.written` once the answer is written, when tracing (src/runtime/trace.ts). */
