@@ -169,8 +169,9 @@ describe("streamed reads (workers): a taker that stops asking", () => {
     try {
       fill(db, 5_000)
       await until(() => db.readersStats().idle >= 1, "a reader")
-      const { stream, scope } = await openStream(db, "SELECT n, s FROM t ORDER BY n")
+      // Before the stream is queued: its time limit counts from there.
       const started = performance.now()
+      const { stream, scope } = await openStream(db, "SELECT n, s FROM t ORDER BY n")
       // The pool asked for one batch ahead of the first; then nothing more while nobody asks.
       await until(() => db.readersStats().streamBatches >= 2, "the batch ahead")
       await new Promise((resolve) => setTimeout(resolve, 300))
