@@ -27,6 +27,13 @@ function status(pid: number, field: "VmHWM" | "VmRSS"): number {
   return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) / 1024
 }
 
+/** CPU time of the process (all its threads: the reader workers too), ms. */
+function cpuMs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+  // utime and stime are fields 14 and 15 of stat; after "pid (comm) " they are 12th and 13th.
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+}
+
 /** Resets the peak (VmHWM) to the current RSS; returns that RSS in MiB. */
 function resetPeak(pid: number): number {
   fs.writeFileSync(`/proc/${pid}/clear_refs`, "5")
@@ -80,6 +87,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
       yield* Effect.sleep("2 seconds")
 
       const restSelect = resetPeak(pid)
+      const cpuBeforeSelect = cpuMs(pid)
       const started = performance.now()
       let firstMs = 0
       let count = 0
@@ -89,26 +97,29 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
       })))
       const selectSeconds = (performance.now() - started) / 1000
       const selectPeak = status(pid, "VmHWM")
+      const selectCpuMs = cpuMs(pid) - cpuBeforeSelect
       if (count !== rows) throw new Error(`SELECT returned ${count} rows of ${rows}`)
 
       yield* Effect.sleep("2 seconds")
       const restDump = resetPeak(pid)
+      const cpuBeforeDump = cpuMs(pid)
       const dumpStarted = performance.now()
       const files = yield* client.dump(address, "bench")
       const dumpSeconds = (performance.now() - dumpStarted) / 1000
       const dumpPeak = status(pid, "VmHWM")
+      const dumpCpuMs = cpuMs(pid) - cpuBeforeDump
       const dumped = files[0]?.data.byteLength ?? 0
       if (dumped !== size) throw new Error(`DUMP gave ${dumped} bytes of ${size}`)
-      return { rows, size, restSelect, firstMs, selectSeconds, selectPeak, restDump, dumpSeconds, dumpPeak }
+      return { rows, size, restSelect, firstMs, selectSeconds, selectPeak, selectCpuMs, restDump, dumpSeconds, dumpPeak, dumpCpuMs }
     })))
     const r = report
     const load = fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")
     process.stdout.write([
       `stream-out: ${path.relative(root, cliPath)}, ${(r.size / mb).toFixed(0)} MB database, ${r.rows} rows (load average ${load})`,
-      `| what | leader RSS at rest MiB | peak MiB | peak above rest MiB | time | rate |`,
-      `|---|---|---|---|---|---|`,
-      `| SELECT n, s FROM t | ${r.restSelect.toFixed(0)} | ${r.selectPeak.toFixed(0)} | ${(r.selectPeak - r.restSelect).toFixed(0)} | first row ${r.firstMs.toFixed(0)} ms, all ${r.selectSeconds.toFixed(2)} s | ${(r.rows / r.selectSeconds).toFixed(0)} rows/s |`,
-      `| DUMP | ${r.restDump.toFixed(0)} | ${r.dumpPeak.toFixed(0)} | ${(r.dumpPeak - r.restDump).toFixed(0)} | ${r.dumpSeconds.toFixed(2)} s | ${(r.size / mb / r.dumpSeconds).toFixed(0)} MB/s |`,
+      `| what | leader RSS at rest MiB | peak MiB | peak above rest MiB | time | rate | leader CPU (all threads) |`,
+      `|---|---|---|---|---|---|---|`,
+      `| SELECT n, s FROM t | ${r.restSelect.toFixed(0)} | ${r.selectPeak.toFixed(0)} | ${(r.selectPeak - r.restSelect).toFixed(0)} | first row ${r.firstMs.toFixed(0)} ms, all ${r.selectSeconds.toFixed(2)} s | ${(r.rows / r.selectSeconds).toFixed(0)} rows/s | ${r.selectCpuMs.toFixed(0)} ms (${((r.selectCpuMs * 1000) / r.rows).toFixed(1)} µs/row) |`,
+      `| DUMP | ${r.restDump.toFixed(0)} | ${r.dumpPeak.toFixed(0)} | ${(r.dumpPeak - r.restDump).toFixed(0)} | ${r.dumpSeconds.toFixed(2)} s | ${(r.size / mb / r.dumpSeconds).toFixed(0)} MB/s | ${r.dumpCpuMs.toFixed(0)} ms (${(r.dumpCpuMs / (r.size / mb)).toFixed(1)} ms/MB) |`,
       ""
     ].join("\n"))
   } finally {
