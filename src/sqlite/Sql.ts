@@ -44,9 +44,11 @@ export interface RowStream {
   readonly next: Effect.Effect<RowBatch, SqlFailure>
 }
 
+const noNextBatch: Effect.Effect<RowBatch, SqlFailure> = Effect.die("a one-batch stream has no next batch")
+
 /** A whole result as a stream of one batch. */
 export function rowStreamOf(rows: Rows): RowStream {
-  return { columns: rows.columns, declaredTypes: rows.declaredTypes, first: { rows: rows.rows, done: true }, next: Effect.die("a one-batch stream has no next batch") }
+  return { columns: rows.columns, declaredTypes: rows.declaredTypes, first: { rows: rows.rows, done: true }, next: noNextBatch }
 }
 
 export interface Prepared {
