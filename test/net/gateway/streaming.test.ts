@@ -298,10 +298,11 @@ describe("gateway: result sets and DUMP stream", () => {
   it.scopedLive("DUMP of a database many chunks large returns exactly the checkpointed file, a chunk at a time; the dqlite shell's .dump and a large SELECT work", () =>
     Effect.gen(function*() {
       const directory = yield* tempDir
-      const node = yield* startNode(directory)
+      // No checkpoint: most of the database is in the WAL's committed frames, over the main file.
+      const node = yield* startNode(directory, { walCheckpointBytes: 512 * 1024 * 1024 })
       const client = yield* fill(node)
-      // Committed frames still in the WAL beside the main file (no checkpoint since).
       yield* client.exec("UPDATE t SET s = 'changed' WHERE n % 7 = 0")
+      expect(fs.statSync(`${node.databasePath}-wal`).size).toBeGreaterThan(20 * 1024 * 1024)
       const raw = yield* rawConnect(node.address)
       const files = yield* raw.call({ kind: "dump", database: "test" })
       if (files.kind !== "files") return yield* Effect.dieMessage(`DUMP answered ${JSON.stringify(files)}`)
