@@ -93,8 +93,9 @@ export const nodeBoundsDefault: NodeBounds = {
   peers: defaultPeerLimits,
   gateway: gatewayLimitsDefault,
   sqlite: defaultSqliteLimits,
-  // 1 GiB: a database that size is dumped in one message a client can still hold; beyond it the
-  // dump is refused by the client's frame bound (the leader's image is not split in chunks).
+  // 1 GiB: a database that size is dumped in one message `tqlite dump` can still hold; beyond it
+  // the dump is refused by the client's frame bound. (The leader streams the image in chunks,
+  // src/net/gateway/README.md; the client still reads the FILES message whole.)
   wire: { dumpBytesMax: 1024 * 1024 * 1024, messageBytesMaxLimit }
 }
 

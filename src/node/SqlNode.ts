@@ -140,9 +140,9 @@ const serve = (
       cluster: quorumGuarded(control, node, unreachableAfterMs),
       observer: metrics.gateway,
       leadershipEnd: leadership.currentEnd,
-      // DUMP serves the leader's committed image; the WAL part is empty since the image already
+      // DUMP streams the leader's committed image; the WAL part is empty since the image already
       // holds every committed page (as dqlite >= 1.12 sends it).
-      dumper: { dump: (name) => Effect.map(databases.committedImage(name), (main) => (main === null ? null : { main, wal: new Uint8Array(0) })) }
+      dumper: { dump: databases.committedImage }
     })
     // Up before joining, so /health can say "not a member" while the join is under way.
     const metricsAddress = options.metrics === undefined ? null : (yield* MetricsServer.serve({

@@ -34,11 +34,15 @@ import { mergePageSets } from "./pageSet.ts"
 import type { StatementOutcome } from "./connection.ts"
 import type { DatabaseReaders, ReadPoolService } from "./readPool/ReadPool.ts"
 import { ReadVersions } from "./readPool/versions.ts"
-import type { SqlFailure, SqlValue } from "./Sql.ts"
+import type { RowStream, SqlFailure, SqlValue } from "./Sql.ts"
 import type { CapturedTransaction, WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
+import type { CommittedWal } from "./leadingImage.ts"
+import { indexCommittedWal, readCommittedPages } from "./leadingImage.ts"
+import { walHeaderBytes } from "./walFormat.ts"
 import { trace } from "../runtime/trace.ts"
 import { stepsYielding } from "../runtime/yieldToLoop.ts"
+import type { Scope } from "effect"
 import { Effect } from "effect"
 import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import type { DiskService } from "../storage/Disk.ts"
@@ -64,6 +68,16 @@ export interface LocalCommit {
   readonly seq: number
   readonly pageSet: PageSet
   readonly walEnd: WalPosition
+}
+
+/** A committed image being read (LeaderDatabase.openCommittedImage). */
+export interface CommittedImageReader {
+  readonly sizeBytes: number
+  /** Fills `out` with the image's bytes at `offsetBytes` (whole pages); a string says why it
+   * cannot (the files changed under the read: a step-down). */
+  readonly read: (offsetBytes: number, out: Uint8Array) => string | null
+  /** Ends the hold on checkpoints and closes the files (idempotent). */
+  readonly release: () => void
 }
 
 export interface CheckpointOutcome {
@@ -211,6 +225,13 @@ export class LeaderDatabase {
     return this.readers.read(sql, params, this.versions.epoch())
   }
 
+  /** `read`, streamed (readPool's `stream`): the rows a batch at a time, the reader's snapshot
+   * held until the scope closes. */
+  readStream(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<RowStream, SqlFailure, Scope.Scope> {
+    assert(this.open, "leader database is open")
+    return this.readers.stream(sql, params, this.versions.epoch())
+  }
+
   readersStats() {
     return this.readers.stats()
   }
@@ -351,6 +372,53 @@ export class LeaderDatabase {
    * as they were. */
   holdValid(hold: { readonly generation: number }): boolean {
     return this.open && this.generation === hold.generation
+  }
+
+  /** The committed state's image, read from the files a chunk at a time (a DUMP): the main file
+   * with the WAL's committed frames laid over it (leadingImage.ts), checkpoints held off until
+   * `release`, so neither changes under the reads. Call it where the committed view is current
+   * (after a leadership check, everything committed applied). Throws when the WAL prefix is not
+   * the one the last commit left. */
+  openCommittedImage(): CommittedImageReader {
+    assert(this.open, "leader database is open")
+    const hold = this.holdForSnapshot()
+    const pageSize = this.options.pageSize
+    let mainFd: number | null = null
+    let walFd: number | null = null
+    const release = () => {
+      hold.release()
+      if (mainFd !== null) fs.closeSync(mainFd)
+      if (walFd !== null) fs.closeSync(walFd)
+      mainFd = walFd = null
+    }
+    try {
+      mainFd = fs.openSync(this.databasePath, "r")
+      const walEnd = hold.walEnd
+      let wal: CommittedWal | null = null
+      let sizeBytes = Math.ceil(fs.fstatSync(mainFd).size / pageSize) * pageSize
+      if (walEnd !== undefined && walEnd.offsetBytes > walHeaderBytes) {
+        walFd = fs.openSync(`${this.databasePath}-wal`, "r")
+        const indexed = indexCommittedWal(walFd, pageSize, walEnd)
+        if (typeof indexed === "string") throw new Error(`the committed image of ${this.databasePath} cannot be read: ${indexed}`)
+        wal = indexed
+        sizeBytes = indexed.dbSizePages * pageSize
+      }
+      return {
+        sizeBytes,
+        read: (offsetBytes, out) => {
+          assert(offsetBytes % pageSize === 0 && out.length % pageSize === 0 && offsetBytes + out.length <= sizeBytes, "image reads are whole pages within the image")
+          if (mainFd === null || !this.holdValid(hold)) return "the database was closed while its image was read (a step-down)"
+          const problem = readCommittedPages(mainFd, walFd, wal, pageSize, offsetBytes / pageSize + 1, Buffer.from(out.buffer, out.byteOffset, out.byteLength))
+          if (problem !== null) return problem
+          // Read whole before a close could checkpoint into the main file.
+          return this.holdValid(hold) ? null : "the database was closed while its image was read (a step-down)"
+        },
+        release
+      }
+    } catch (error) {
+      release()
+      throw error
+    }
   }
 
   /** The committed view's database image (for a snapshot). */

@@ -30,8 +30,8 @@ import type { Lease } from "./LeaderWriter.ts"
 import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
 import type { SqliteLimits } from "./limits.ts"
 import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
-import type { ExecResult, OpenOptions, Prepared, Rows, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
-import { SqlBusy, SqlError, SqlNotLeader, SqlStale } from "./Sql.ts"
+import type { ExecResult, OpenOptions, Prepared, Rows, RowStream, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
+import { SqlBusy, SqlError, SqlNotLeader, SqlStale, rowStreamOf } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
 import type { StatementKind, StatementSpan } from "./statements.ts"
@@ -63,11 +63,13 @@ export interface ReplicatedDatabases extends SqlDatabases {
   readonly writer: (name: string) => LeaderWriter | undefined
   /** Checks the role now (the watcher does it on every change of the node's state). */
   readonly checkRole: Effect.Effect<void>
-  /** A consistent image of `name` at a Raft-committed point (for DUMP): the leader's committed
-   * read view serialized once leadership is confirmed (lease or ReadIndex round), so it never
-   * holds a frame Raft has not committed and never misses one acknowledged before the call. Null
-   * when this node knows no such database; SqlNotLeader on a follower (its copy may be behind). */
-  readonly committedImage: (name: string) => Effect.Effect<Uint8Array | null, SqlFailure>
+  /** A consistent image of `name` at a Raft-committed point (for DUMP), read from the files a
+   * chunk at a time: the committed state once leadership is confirmed (lease or ReadIndex round),
+   * so it never holds a frame Raft has not committed and never misses one acknowledged before the
+   * call. The leader's checkpoints wait while the scope is open (the WAL grows by what is
+   * committed meanwhile). Null when this node knows no such database; SqlNotLeader on a follower
+   * (its copy may be behind). */
+  readonly committedImage: (name: string) => Effect.Effect<CommittedImage | null, SqlFailure, Scope.Scope>
   /** Why this node, leading, cannot serve: it failed to open a database's SQLite in its current
    * term and is handing leadership over (for /health); null otherwise. */
   readonly cannotLead: Effect.Effect<string | null>
@@ -85,6 +87,14 @@ export interface ReplicatedDatabases extends SqlDatabases {
   /** The index of the last entry this node's state machine applied (a local write's session
    * token, taken once it is acknowledged: its entry is applied by then). */
   readonly appliedIndex: Effect.Effect<number>
+}
+
+/** A database's committed image, read in chunks (DUMP). */
+export interface CommittedImage {
+  readonly sizeBytes: number
+  /** Fills `out` with the image's bytes at `offsetBytes` (both whole pages); fails (SqlBusy)
+   * when the files changed under the read (a step-down closed the database). */
+  readonly read: (offsetBytes: number, out: Uint8Array) => Effect.Effect<void, SqlFailure>
 }
 
 const databaseNameBytesMax = 1024
@@ -304,6 +314,14 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         return now !== undefined ? Effect.succeed(now) : database.read(sql, params)
       })))
 
+    /** `readOnView`, streamed: a read the plan bounds still runs at once (one batch); any other
+     * goes to the reader pool as a stream, its snapshot held until the scope closes. */
+    const readOnViewStream = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<RowStream, SqlFailure, Scope.Scope> =>
+      Effect.zipRight(writerFor(name), Effect.flatten(onCommittedView(name, (database): Effect.Effect<RowStream, SqlFailure, Scope.Scope> => {
+        const now = inline ? runIfBounded(name, database, sql, params) : undefined
+        return now !== undefined ? Effect.succeed(rowStreamOf(now.rows)) : database.readStream(sql, params)
+      })))
+
     /** `readOnView` at once, when it would run at once: this term's writer exists, the lease holds
      * with everything committed applied, and the read is bounded. Else undefined, nothing run. */
     const readNow = (name: string, sql: string, params: ReadonlyArray<SqlValue>): Either.Either<StatementOutcome, SqlFailure> | undefined => {
@@ -340,12 +358,12 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
           ? null
           : (sql: string, params: ReadonlyArray<SqlValue>) =>
             Effect.flatMap(raft.status, (status) => (status.role === "leader" ? Effect.succeed(null) : read(name, sql, params, level)))
-        const session = new Session(name, { limits, writerFor, readOnView, readNow, raft, cache: statementCache, ownCopy })
+        const session = new Session(name, { limits, writerFor, readOnView, readOnViewStream, readNow, raft, cache: statementCache, ownCopy })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
         return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
 
-    const committedImage = (name: string): Effect.Effect<Uint8Array | null, SqlFailure> =>
+    const committedImage = (name: string): Effect.Effect<CommittedImage | null, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {
         const status = yield* raft.status
         if (status.role !== "leader") return yield* new SqlNotLeader({ leader: status.leader, message: `node ${raft.id} is not the leader` })
@@ -356,9 +374,18 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         if (!known) return null
         // The writer's committed view exists only once this term's barrier is applied.
         yield* writerFor(name)
-        // sqlite3_serialize inside the view's pinned read transaction: the pages as of the last
-        // Raft-committed transaction, WAL frames included, later ones not.
-        return yield* onCommittedView(name, (database) => database.serialize())
+        // The files as of the last Raft-committed transaction (the main file, the WAL's frames up
+        // to the committed end laid over it), later frames not: never one buffer of the whole
+        // database (sqlite3_serialize was, on the event loop).
+        const reader = yield* Effect.acquireRelease(onCommittedView(name, (database) => database.openCommittedImage()), (r) => Effect.sync(() => r.release()))
+        return {
+          sizeBytes: reader.sizeBytes,
+          read: (offsetBytes: number, out: Uint8Array) =>
+            Effect.suspend(() => {
+              const problem = reader.read(offsetBytes, out)
+              return problem === null ? Effect.void : Effect.fail(new SqlBusy({ message: `the dump of ${name} stopped: ${problem}` }))
+            })
+        }
       })
 
     const cannotLeadNow = Effect.map(raft.status, (status) =>
@@ -495,6 +522,8 @@ function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePat
         return answer !== undefined && Either.isLeft(answer) && answer.left._tag === "SqlError" && answer.left.code === sqliteFullCode ? undefined : answer
       }
     }),
+    ...(session.queryStream === undefined ? {} : { queryStream: (statement: number, params: ReadonlyArray<SqlValue>) => notice(session.queryStream!(statement, params), false) }),
+    ...(session.querySqlStream === undefined ? {} : { querySqlStream: (sql: string, params: ReadonlyArray<SqlValue>) => notice(session.querySqlStream!(sql, params), false) }),
     exec: (statement, params) => notice(session.exec(statement, params), true),
     execSql: (sql, params) => notice(session.execSql(sql, params), true),
     query: (statement, params) => notice(session.query(statement, params), false),
@@ -527,6 +556,7 @@ interface SessionContext {
   readonly limits: SqliteLimits
   readonly writerFor: (name: string) => Effect.Effect<LeaderWriter, SqlFailure>
   readonly readOnView: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<StatementOutcome, SqlFailure>
+  readonly readOnViewStream: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<RowStream, SqlFailure, Scope.Scope>
   readonly readNow: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Either.Either<StatementOutcome, SqlFailure> | undefined
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
   readonly cache: StatementCache
@@ -625,6 +655,8 @@ class Session {
       execSql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.exec ?? this.counters),
       querySql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.rows ?? emptyRows),
       querySqlNow: (sql, params) => this.querySqlNow(sql, params),
+      queryStream: (id, params) => Effect.flatMap(this.statement(id), (info) => this.streamOne(info, this.bind(info, params))),
+      querySqlStream: (sql, params) => this.streamText(sql, params),
       interrupt: Effect.void,
       inTransaction: Effect.sync(() => this.transaction !== null && this.transaction.lease.state !== "ended")
     }
@@ -734,6 +766,27 @@ class Session {
       }
       return first === null || last === null ? null : { exec: last.exec, rows: first.rows }
     })
+  }
+
+  /** `runText`'s rows, streamed when the text is one autocommit read on the leader's committed
+   * view (the reader pool steps it a batch at a time); anything else runs whole and answers as
+   * one batch: a session with a read level (own-copy reads run on the main thread, bounded by
+   * their time limit), a multi-statement text, a statement in a transaction, a write. */
+  private streamText(sql: string, params: ReadonlyArray<SqlValue>): Effect.Effect<RowStream, SqlFailure, Scope.Scope> {
+    const statements = this.context.cache.split(sql)
+    const only = statements[0]
+    if (this.context.ownCopy !== null || statements.length !== 1 || only === undefined) {
+      return Effect.map(this.runText(sql, params), (o) => rowStreamOf(o?.rows ?? emptyRows))
+    }
+    return Effect.flatMap(this.compile(only.text, only.end), (info) => this.streamOne(info, params))
+  }
+
+  /** `runOne`'s rows, streamed when it is an autocommit read (see `streamText`). */
+  private streamOne(info: StatementInfo, params: ReadonlyArray<SqlValue>): Effect.Effect<RowStream, SqlFailure, Scope.Scope> {
+    if (params.length > info.paramCount) return Effect.fail(tooManyValuesError())
+    // A read sets no counters (runOne would leave them as they are too).
+    if (this.transaction === null && info.kind._tag === "Other" && info.readonly) return this.context.readOnViewStream(this.database, info.sql, params)
+    return Effect.map(this.runOne(info, params), (o) => rowStreamOf(o.rows))
   }
 
   /** `querySql` of one autocommit read already compiled (its description cached), when the

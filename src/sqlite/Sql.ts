@@ -1,8 +1,8 @@
 // The SQL surface of a tqlite node, as the dqlite gateway, the embedding API and tests see it.
 // The replicated implementation (leader writer, pinned readers, followers answering NotLeader)
 // lives beside it in src/sqlite; a gateway session holds one SqlSession per open database.
-import type { Effect, Either, Scope } from "effect"
-import { Data } from "effect"
+import type { Either, Scope } from "effect"
+import { Data, Effect } from "effect"
 import type { ReadConsistency } from "../actors/RaftActor.ts"
 import type { NodeId } from "../raft/types.ts"
 import type { StatementSpan } from "./statements.ts"
@@ -23,6 +23,32 @@ export interface Rows {
    * these to its unixtime / iso8601 / boolean value types. */
   readonly declaredTypes: ReadonlyArray<string>
   readonly rows: ReadonlyArray<ReadonlyArray<SqlValue>>
+}
+
+/** Some rows of a result, in order; `done` on the last batch of the result. */
+export interface RowBatch {
+  readonly rows: ReadonlyArray<ReadonlyArray<SqlValue>>
+  readonly done: boolean
+}
+
+/** A result set handed over a batch at a time while the statement is still stepping (a read on
+ * the leader's reader threads): memory stays bounded by a few batches whatever the result's
+ * size, and the first rows go out before the last are read. It holds a reader, and its pinned
+ * snapshot, until the last batch, a failure, or its scope closes (a client gone, INTERRUPT). */
+export interface RowStream {
+  readonly columns: ReadonlyArray<string>
+  readonly declaredTypes: ReadonlyArray<string>
+  readonly first: RowBatch
+  /** The batch after the one last handed out; only while that one was not `done`. Taking it
+   * releases the previous batch (the producer runs at most one batch ahead of the taker). */
+  readonly next: Effect.Effect<RowBatch, SqlFailure>
+}
+
+const noNextBatch: Effect.Effect<RowBatch, SqlFailure> = Effect.die("a one-batch stream has no next batch")
+
+/** A whole result as a stream of one batch. */
+export function rowStreamOf(rows: Rows): RowStream {
+  return { columns: rows.columns, declaredTypes: rows.declaredTypes, first: { rows: rows.rows, done: true }, next: noNextBatch }
 }
 
 export interface Prepared {
@@ -76,6 +102,12 @@ export interface SqlSession {
    * point read on the leader's committed view under its lease, say), else undefined, having run
    * nothing — then the caller uses `querySql`. Saves the Effect machinery on the hottest path. */
   readonly querySqlNow?: (sql: string, params: ReadonlyArray<SqlValue>) => Either.Either<Rows, SqlFailure> | undefined
+  /** Optional streamed forms of `query` / `querySql` (same statements, same answers): the rows
+   * a batch at a time, for as long as the scope is open. An implementation may answer a whole
+   * result as one batch (`rowStreamOf`) where it cannot stream (a statement inside a
+   * transaction, a multi-statement text). Without them the caller uses `query` / `querySql`. */
+  readonly queryStream?: (statement: number, params: ReadonlyArray<SqlValue>) => Effect.Effect<RowStream, SqlFailure, Scope.Scope>
+  readonly querySqlStream?: (sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<RowStream, SqlFailure, Scope.Scope>
   /** Stops the running query (dqlite's INTERRUPT). */
   readonly interrupt: Effect.Effect<void>
   readonly inTransaction: Effect.Effect<boolean>

@@ -89,6 +89,19 @@ export class Connection {
     return { exec: { lastInsertId: BigInt(info.lastInsertRowid), rowsAffected: Number(info.changes) }, rows: noRows }
   }
 
+  /** Starts a statement that returns rows and hands back its cursor (a streamed read): the rows
+   * come one `next()` at a time, raw (convert each value with `sqlValueOfColumn`). Null for a
+   * statement that returns no rows (the caller `run`s it instead). The connection runs nothing
+   * else until the cursor is done or `return()`ed (SQLite's statement is busy meanwhile). */
+  iterate(sql: string, params: ReadonlyArray<SqlValue>): { readonly columns: ReadonlyArray<string>; readonly declaredTypes: ReadonlyArray<string>; readonly rows: IterableIterator<Array<unknown>> } | null {
+    const { statement, slots } = this.cached(sql)
+    const bound = bindArguments(slots, params)
+    if (!statement.reader) return null
+    const columns = statement.columns()
+    const rows = statement.raw(true).iterate(...bound) as IterableIterator<Array<unknown>>
+    return { columns: columns.map((c) => c.name), declaredTypes: columns.map((c) => c.type ?? ""), rows }
+  }
+
   /** Runs a statement that returns nothing (transaction control: BEGIN, SAVEPOINT, RELEASE…)
    * through the cache, so the hot path compiles it once. */
   control(sql: string): void {

@@ -46,6 +46,12 @@ export interface SqliteLimits {
   /** Every read's time limit (waiting for a reader included): past it the read is stopped and
    * the client gets SQLITE_INTERRUPT naming this limit. */
   readonly queryTimeoutMs: number
+  /** A streamed read (a client's SELECT on the leader) crosses from its reader thread in batches
+   * that end at about this many bytes (estimated: a text by its length) … */
+  readonly streamBatchBytes: number
+  /** … or this many rows, whichever comes first. The leader holds about three batches of a
+   * result at once (one being written, one waiting, one being stepped), whatever its size. */
+  readonly streamBatchRowsMax: number
   /** How long a `session` read waits for this node to apply the session's index before it
    * fails with SqlStale (reason "session"). */
   readonly sessionWaitMs: number
@@ -62,6 +68,12 @@ export const logRecordBytesMax = 32 * 1024 * 1024
 
 /** Room for the write entry's header, database name and page numbers beside the pages. */
 export const entryOverheadBytesMax = 256 * 1024
+
+/** Defaults of the stream bounds. 64 KiB: one thread hop costs ~0.1 ms, so a 4 KiB wire batch
+ * per hop would spend more on hops than on rows; 64 KiB makes it ~1/16 of that while a few
+ * batches in flight stay far below a megabyte. */
+export const streamBatchBytesDefault = 64 * 1024
+export const streamBatchRowsMaxDefault = 4096
 
 export const defaultSqliteLimits: SqliteLimits = {
   pageSize: 4096,
@@ -85,6 +97,8 @@ export const defaultSqliteLimits: SqliteLimits = {
   // Above the issue's scenario (a 10 s query on the leader must finish), and a bound on how
   // long a read can hold the leader's checkpoints back.
   queryTimeoutMs: 30_000,
+  streamBatchBytes: streamBatchBytesDefault,
+  streamBatchRowsMax: streamBatchRowsMaxDefault,
   // Long enough for a follower that is a few commit rounds behind, short of Raft's 10 s request
   // timeout so the caller hears "session" rather than "busy".
   sessionWaitMs: 5_000,

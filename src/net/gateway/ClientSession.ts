@@ -9,7 +9,8 @@
 
 import type { Scope } from "effect"
 import { Effect, Either, Scope as ScopeOps } from "effect"
-import type { Prepared, Rows, SqlFailure, SqlSession, SqlDatabases } from "../../sqlite/Sql.ts"
+import type { Prepared, Rows, RowStream, SqlFailure, SqlSession, SqlDatabases } from "../../sqlite/Sql.ts"
+import { rowStreamOf } from "../../sqlite/Sql.ts"
 import type { Role } from "../../raft/types.ts"
 import type { ClusterControl, ClusterControlError } from "./ClusterControl.ts"
 import type { FailureText } from "../protocol/codes.ts"
@@ -21,24 +22,29 @@ import type { Request } from "../protocol/requests.ts"
 import { decodeRequest } from "../protocol/requests.ts"
 import { parseReadLevel } from "../protocol/readLevel.ts"
 import type { Response } from "../protocol/responses.ts"
-import { RowsWriter, encodeResponse, failure } from "../protocol/responses.ts"
+import { RowsWriter, encodeFilesPieces, encodeResponse, failure } from "../protocol/responses.ts"
 import type { GatewayObserver, ObservedRequestType } from "./GatewayObserver.ts"
-import type { FrameStream, FramingError, SocketError } from "../protocol/socketIo.ts"
+import type { FrameStream, FramingError } from "../protocol/socketIo.ts"
+import { SocketError } from "../protocol/socketIo.ts"
 import { firstStatement, isBlankSql, utf8OffsetBytes } from "../../sqlite/statements.ts"
 import { specialColumnOf, sqlValueOfParam, textForWire, wireValueOfSql } from "./sqlValues.ts"
 import type { Value } from "../protocol/values.ts"
 import { trace, tracing } from "../../runtime/trace.ts"
 
-/** A database's files as DUMP sends them: a consistent image of the main file and its WAL
- * (empty when the image already holds everything, as dqlite ≥ 1.12 sends it). */
+/** A database's committed image as DUMP sends it (the main file; the WAL goes empty, as dqlite
+ * ≥ 1.12 sends it, since the image already holds everything), read a chunk at a time: never one
+ * buffer of the whole database. */
 export interface DatabaseImage {
-  readonly main: Uint8Array
-  readonly wal: Uint8Array
+  /** Whole pages, so a multiple of 8 (FILES sizes must be). */
+  readonly sizeBytes: number
+  /** Fills `out` with the image's bytes at `offsetBytes` (both whole pages). */
+  readonly read: (offsetBytes: number, out: Uint8Array) => Effect.Effect<void, SqlFailure>
 }
 
 export interface DatabaseDumper {
-  /** The named database's files from this node's local copy, or null when it has none. */
-  readonly dump: (name: string) => Effect.Effect<DatabaseImage | null, SqlFailure>
+  /** The named database's image, consistent for as long as the scope is open, or null when this
+   * node has no such database. */
+  readonly dump: (name: string) => Effect.Effect<DatabaseImage | null, SqlFailure, Scope.Scope>
 }
 
 /** What a gateway serves. */
@@ -200,7 +206,9 @@ export class ClientSession {
       case "query":
         return this.withStatement(request.dbId, request.stmtId, (session, entry) => {
           if (request.params.length > entry.prepared.paramCount) return this.fail(tooManyParameters)
-          return this.answerQuery(session.query(entry.prepared.id, params(request.params)))
+          const values = params(request.params)
+          const stream = session.queryStream
+          return stream === undefined ? this.answerQuery(session.query(entry.prepared.id, values)) : this.answerStream(stream(entry.prepared.id, values))
         })
       case "finalize":
         return this.withStatement(request.dbId, request.stmtId, (session, entry) => {
@@ -221,10 +229,13 @@ export class ClientSession {
           const values = params(request.params)
           // A read the session answers at once skips the Effect machinery (point reads).
           const now = session.querySqlNow?.(request.sql, values)
-          if (now === undefined) return this.answerQuery(session.querySql(request.sql, values))
+          if (now === undefined) {
+            const stream = session.querySqlStream
+            return stream === undefined ? this.answerQuery(session.querySql(request.sql, values)) : this.answerStream(stream(request.sql, values))
+          }
           if (Either.isLeft(now)) return this.fail(failureOfSql(now.left))
           trace("gw.rows")
-          return traced(this.streamRows(now.right))
+          return traced(this.streamRows(rowStreamOf(now.right)))
         })
       case "interrupt":
         // Requests are handled one at a time, so nothing runs now; an INTERRUPT sent during a
@@ -343,46 +354,85 @@ export class ClientSession {
       onFailure: (error) => this.fail(failureOfSql(error)),
       onSuccess: (rows) => {
         trace("gw.rows")
-        return traced(this.streamRows(rows))
+        return traced(this.streamRows(rowStreamOf(rows)))
       }
     })
   }
 
-  /** Sends a result set as ROWS batches of about `rowsBatchBytesTarget` bytes, each but the last
-   * ending in PART. Between batches, an INTERRUPT that has arrived stops the stream: it is
-   * answered with EMPTY and no further ROWS are sent (go-dqlite discards messages until EMPTY). */
-  private streamRows(rows: Rows): Effect.Effect<void, SessionError> {
-    // One batch holds it all (a point read): no loop.
-    if (rows.rows.length <= 1) {
-      const batch = this.buildBatch(rows.columns.map(textForWire), rows.columns.map((_, index) => specialColumnOf(rows.declaredTypes[index])), rows.rows, 0)
+  /** A streamed result: its reader (and the snapshot it pinned) lives in this scope, which ends
+   * with the answer — after DONE, a FAILURE, an INTERRUPT, or a broken connection. */
+  private answerStream(open: Effect.Effect<RowStream, SqlFailure, Scope.Scope>): Effect.Effect<void, SessionError> {
+    return Effect.scoped(Effect.matchEffect(open, {
+      onFailure: (error) => this.fail(failureOfSql(error)),
+      onSuccess: (stream) => {
+        trace("gw.rows")
+        return traced(this.streamRows(stream))
+      }
+    }))
+  }
+
+  /** Sends a result set as ROWS messages of about `rowsBatchBytesTarget` bytes, each but the last
+   * ending in PART, taking the source's batches one at a time: the next batch is asked for only
+   * once this one is written, and a write waits for the socket to drain, so a client that stops
+   * reading stops the source (backpressure end to end). Between messages, an INTERRUPT that has
+   * arrived stops the stream: it is answered with EMPTY and no further ROWS are sent (go-dqlite
+   * discards messages until EMPTY). Messages go out ~64 KiB per write, an INTERRUPT looked for
+   * between writes. A source failing after some batches went out is answered
+   * with a lone FAILURE in place of the next ROWS (as C dqlite does). */
+  private streamRows(stream: RowStream): Effect.Effect<void, SessionError> {
+    const first = stream.first
+    // One message holds it all (a point read): no loop.
+    if (first.done && first.rows.length <= 1) {
+      const batch = this.buildBatch(stream.columns.map(textForWire), stream.columns.map((_, index) => specialColumnOf(stream.declaredTypes[index])), first.rows, 0, false)
       if (batch._tag === "Failure") return this.fail(batch.failure)
-      if (batch.next >= rows.rows.length) return this.io.write(batch.message)
+      if (batch.next >= first.rows.length) return this.io.write(batch.message)
     }
     const self = this
     return Effect.gen(function*() {
-      const columns = rows.columns.map(textForWire)
-      const kinds = rows.columns.map((_, index) => specialColumnOf(rows.declaredTypes[index]))
-      let index = 0
+      const columns = stream.columns.map(textForWire)
+      const kinds = stream.columns.map((_, index) => specialColumnOf(stream.declaredTypes[index]))
+      let source = first
       for (;;) {
-        const batch = self.buildBatch(columns, kinds, rows.rows, index)
-        if (batch._tag === "Failure") return yield* self.fail(batch.failure)
-        index = batch.next
-        yield* self.io.write(batch.message)
-        if (index >= rows.rows.length) return
-        const interrupt = yield* self.io.pollFrame((frame) => frame.type === RequestType.interrupt)
-        if (interrupt !== undefined && interrupt.type === RequestType.interrupt) {
-          yield* Effect.ignore(self.database?.session.interrupt ?? Effect.void)
-          return yield* self.send({ kind: "empty" })
+        // ROWS messages go out in writes of about `writeBytesTarget` (one syscall, not one per
+        // 4 KiB message), an INTERRUPT looked for after each; a batch without rows that is not
+        // the last carries nothing to send.
+        const messages: Array<Uint8Array> = []
+        let pendingBytes = 0
+        let index = 0
+        while (index < source.rows.length || (source.done && index === 0)) {
+          const batch = self.buildBatch(columns, kinds, source.rows, index, !source.done)
+          if (batch._tag === "Failure") {
+            if (messages.length > 0) yield* self.io.write(concatBytes(messages))
+            return yield* self.fail(batch.failure)
+          }
+          index = batch.next
+          messages.push(batch.message)
+          pendingBytes += batch.message.byteLength
+          const last = source.done && index >= source.rows.length
+          if (pendingBytes < writeBytesTarget && index < source.rows.length) continue
+          yield* self.io.write(concatBytes(messages.splice(0)))
+          pendingBytes = 0
+          if (last) return
+          const interrupt = yield* self.io.pollFrame((frame) => frame.type === RequestType.interrupt)
+          if (interrupt !== undefined && interrupt.type === RequestType.interrupt) {
+            yield* Effect.ignore(self.database?.session.interrupt ?? Effect.void)
+            return yield* self.send({ kind: "empty" })
+          }
         }
+        const next = yield* Effect.either(stream.next)
+        if (Either.isLeft(next)) return yield* self.fail(failureOfSql(next.left))
+        source = next.right
       }
     })
   }
 
+  /** One ROWS message from `rows[from…]`: PART when rows are left here or `more` follow. */
   private buildBatch(
     columns: ReadonlyArray<string>,
     kinds: ReadonlyArray<ReturnType<typeof specialColumnOf>>,
-    rows: Rows["rows"],
-    from: number
+    rows: RowStream["first"]["rows"],
+    from: number,
+    more: boolean
   ): { readonly _tag: "Batch"; readonly message: Uint8Array; readonly next: number } | { readonly _tag: "Failure"; readonly failure: FailureText } {
     try {
       const writer = new RowsWriter(columns)
@@ -396,7 +446,7 @@ export class ClientSession {
         writer.appendRow(values)
         index++
       }
-      return { _tag: "Batch", message: writer.finish(index < rows.length ? "part" : "done"), next: index }
+      return { _tag: "Batch", message: writer.finish(index < rows.length || more ? "part" : "done"), next: index }
     } catch (error) {
       if (error instanceof WireError) return { _tag: "Failure", failure: rowsNotRepresentable(error.message) }
       throw error
@@ -432,14 +482,55 @@ export class ClientSession {
   private dump(name: string): Effect.Effect<void, SocketError> {
     const dumper = this.deps.dumper
     if (dumper === undefined) return this.fail({ code: ErrorCode.error, message: "dump is not supported by this node" })
-    return Effect.matchEffect(dumper.dump(name), {
+    return Effect.scoped(Effect.matchEffect(dumper.dump(name), {
       onFailure: (error) => this.fail(failureOfSql(error)),
-      onSuccess: (image) =>
-        image === null
-          ? this.fail(Failures.databaseNotFound)
-          : this.send({ kind: "files", files: [{ name, data: image.main }, { name: `${name}-wal`, data: image.wal }] })
-    })
+      onSuccess: (image) => (image === null ? this.fail(Failures.databaseNotFound) : this.sendImage(name, image))
+    }))
   }
+
+  /** FILES streamed: the message's header announces the image's size, then the image goes out
+   * `dumpChunkBytes` at a time, each chunk read only once the previous one is written (a write
+   * waits for the socket to drain), then the empty WAL. Past the header no FAILURE can be sent
+   * (the message's length is announced): a read that fails, or a dump past `dumpTimeoutMs` (it
+   * holds the leader's checkpoints back), closes the connection. */
+  private sendImage(name: string, image: DatabaseImage): Effect.Effect<void, SocketError> {
+    let pieces: ReadonlyArray<Uint8Array>
+    try {
+      pieces = encodeFilesPieces([{ name, sizeBytes: image.sizeBytes }, { name: `${name}-wal`, sizeBytes: 0 }])
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error
+      return this.fail({ code: ErrorCode.error, message: `response cannot be sent: ${error.message}` })
+    }
+    const io = this.io
+    const chunkBytes = this.limits.dumpChunkBytes
+    const timeoutMs = this.limits.dumpTimeoutMs
+    const body = Effect.gen(function*() {
+      yield* io.write(pieces[0]!)
+      for (let offset = 0; offset < image.sizeBytes;) {
+        // A fresh buffer per chunk: the socket may still hold the previous one.
+        const chunk = new Uint8Array(Math.min(chunkBytes, image.sizeBytes - offset))
+        const read = yield* Effect.either(image.read(offset, chunk))
+        if (read._tag === "Left") {
+          yield* Effect.logWarning(`closing the connection: the dump of ${name} failed after ${offset} of ${image.sizeBytes} bytes: ${read.left.message}`)
+          return yield* Effect.zipRight(io.close, Effect.fail(new SocketError({ reason: "Closed", detail: "the dump failed mid-way" })))
+        }
+        yield* io.write(chunk)
+        offset += chunk.length
+      }
+      yield* io.write(pieces[1]!)
+    })
+    return body.pipe(
+      Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new SocketError({ reason: "Timeout", detail: `the dump of ${name} took longer than dumpTimeoutMs (${timeoutMs} ms)` }) }),
+      Effect.tapError((error) => (error.reason === "Timeout" ? io.close : Effect.void))
+    )
+  }
+}
+
+/** ROWS messages gathered into one socket write: 64 KiB, a reader's batch. */
+const writeBytesTarget = 64 * 1024
+
+function concatBytes(parts: ReadonlyArray<Uint8Array>): Uint8Array {
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
 }
 
 /** Stamps `gw.written` once the answer is written, when tracing (src/runtime/trace.ts). */

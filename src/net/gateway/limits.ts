@@ -17,6 +17,12 @@ export interface GatewayLimits {
   readonly writeTimeoutMs: number
   /** The heartbeat timeout announced in WELCOME (go ignores it; dqlite-client may use it). */
   readonly heartbeatTimeoutMs: number
+  /** A DUMP's image is read and written this many bytes at a time (rounded down to whole
+   * pages, at least one): what the dump holds in memory beside the socket's buffer. */
+  readonly dumpChunkBytes: number
+  /** A DUMP still being sent after this long closes the connection: while it is read, the
+   * leader's checkpoints wait and its WAL grows. */
+  readonly dumpTimeoutMs: number
 }
 
 export const gatewayLimitsDefault: GatewayLimits = {
@@ -24,7 +30,12 @@ export const gatewayLimitsDefault: GatewayLimits = {
   statementsMax: 1024,
   rowsBatchBytesTarget,
   writeTimeoutMs: 60_000,
-  heartbeatTimeoutMs: welcomeHeartbeatTimeoutMsDefault
+  heartbeatTimeoutMs: welcomeHeartbeatTimeoutMsDefault,
+  // 256 KiB: a multiple of every SQLite page size; one chunk's read of the files holds the event
+  // loop well under a millisecond on a warm cache.
+  dumpChunkBytes: 256 * 1024,
+  // 10 minutes: a 10 GiB database at ~20 MB/s; the WAL grows meanwhile by what is committed.
+  dumpTimeoutMs: 600_000
 }
 
 export function gatewayLimits(overrides: Partial<GatewayLimits> = {}): GatewayLimits {
@@ -37,5 +48,7 @@ export function gatewayLimits(overrides: Partial<GatewayLimits> = {}): GatewayLi
   assert(Number.isSafeInteger(limits.rowsBatchBytesTarget) && limits.rowsBatchBytesTarget >= 64, "rowsBatchBytesTarget >= 64")
   assert(limits.writeTimeoutMs > 0, "writeTimeoutMs > 0")
   assert(Number.isSafeInteger(limits.heartbeatTimeoutMs) && limits.heartbeatTimeoutMs >= 0, "heartbeatTimeoutMs >= 0")
+  assert(Number.isSafeInteger(limits.dumpChunkBytes) && limits.dumpChunkBytes >= 65_536 && limits.dumpChunkBytes % 65_536 === 0, "dumpChunkBytes is a multiple of 64 KiB (whole pages of any page size)")
+  assert(limits.dumpTimeoutMs > 0, "dumpTimeoutMs > 0")
   return limits
 }

@@ -10,11 +10,12 @@
 // STMT carries the tail offset exactly when its header says schema 1. Other schema bytes are
 // ignored on responses (dqlite 1.11 writes 0 always). Bytes after the last field are ignored.
 
-import { ResponseType, rowsDoneMarker, rowsPartMarker, wordBytes } from "./codes.ts"
+import { ResponseType, headerBytes, rowsDoneMarker, rowsPartMarker, wordBytes } from "./codes.ts"
 import type { FailureText, ResponseTypeCode } from "./codes.ts"
 import { Failures } from "./codes.ts"
 import { WireError } from "./errors.ts"
 import type { Frame } from "./framing.ts"
+import { encodeHeader } from "./framing.ts"
 import type { Value } from "./values.ts"
 import { Reader, Writer, readRow, writeRow } from "./wire.ts"
 
@@ -197,6 +198,32 @@ function writeFiles(w: Writer, response: FilesResponse): void {
     w.u64(file.data.byteLength, `files[${index}].size`)
     w.raw(file.data)
   })
+}
+
+/** A FILES message whose file contents are sent separately (streamed): the pieces that go
+ * before each file's bytes — piece 0 is the header, the count, the first name and size; piece i
+ * the i-th name and size. Writing piece 0, then file 0's `sizeBytes` bytes, piece 1, file 1's
+ * bytes… gives the same message `encodeResponse` gives for the whole files. */
+export function encodeFilesPieces(files: ReadonlyArray<{ readonly name: string; readonly sizeBytes: number }>): ReadonlyArray<Uint8Array> {
+  const pieces: Array<Writer> = []
+  let bodyBytes = 0
+  files.forEach((file, index) => {
+    if (!Number.isSafeInteger(file.sizeBytes) || file.sizeBytes < 0 || file.sizeBytes % wordBytes !== 0) {
+      throw new WireError("Unencodable", `files[${index}].data`, `${file.sizeBytes} bytes is not a multiple of 8`)
+    }
+    const w = index === 0 ? Writer.forMessage() : new Writer()
+    if (index === 0) w.u64(files.length, "files.n")
+    w.text(file.name, `files[${index}].name`)
+    w.u64(file.sizeBytes, `files[${index}].size`)
+    bodyBytes += w.byteLength - (index === 0 ? headerBytes : 0) + file.sizeBytes
+    pieces.push(w)
+  })
+  if (pieces.length === 0) return [encodeResponse({ kind: "files", files: [] })]
+  const bodyWords = bodyBytes / wordBytes
+  if (bodyWords > 0xffffffff) throw new WireError("Unencodable", "header", `body of ${bodyWords} words exceeds u32`)
+  const first = pieces[0]!.toBytes()
+  first.set(encodeHeader({ bodyWords, type: ResponseType.files, schema: 0 }), 0)
+  return [first, ...pieces.slice(1).map((w) => w.toBytes())]
 }
 
 function encodeRows(response: RowsResponse): Uint8Array {

@@ -9,7 +9,8 @@
 // share a SharedArrayBuffer with the writer (the seqlock) and must block on Atomics.wait; the
 // platform Worker's request/response schema layer hides the thread and adds a serialization hop.
 // The Effect surface is this module's ReadPool service.
-import { Context, Deferred, Effect, Exit, FiberId } from "effect"
+import type { Scope } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, FiberId, Option } from "effect"
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
@@ -19,10 +20,11 @@ import { Worker } from "node:worker_threads"
 import { Connection } from "../connection.ts"
 import type { StatementOutcome } from "../connection.ts"
 import { openDatabase } from "../openDatabase.ts"
-import type { SqlFailure, SqlValue } from "../Sql.ts"
-import { SqlBusy, SqlError, SqlNotLeader } from "../Sql.ts"
-import type { ReaderBugs, ReadFailure, ReadRequest, ReadResult } from "./pinning.ts"
-import { endRead, epochFailure, execute, readiness, timeLimitFailure, tryPin } from "./pinning.ts"
+import { streamBatchBytesDefault, streamBatchRowsMaxDefault } from "../limits.ts"
+import type { RowBatch, RowStream, SqlFailure, SqlValue } from "../Sql.ts"
+import { SqlBusy, SqlError, SqlNotLeader, rowStreamOf } from "../Sql.ts"
+import type { ReaderBugs, ReadFailure, ReadRequest, ReadResult, StreamBatchBounds, StreamStep } from "./pinning.ts"
+import { ReadCursor, endRead, epochFailure, execute, readiness, timeLimitFailure, tryPin } from "./pinning.ts"
 import type { FromWorker, ReadWorkerData, ToWorker } from "./readWorker.ts"
 import type { ReadVersions } from "./versions.ts"
 
@@ -34,6 +36,16 @@ export interface ReadPoolLimits {
   /** Every read's time limit, waiting included; past it the client gets SQLITE_INTERRUPT. */
   readonly queryTimeoutMs: number
   readonly statementCacheMax: number
+  /** A streamed read's batch ends at about this many bytes (estimated) … */
+  readonly streamBatchBytes?: number
+  /** … or this many rows, whichever comes first. */
+  readonly streamBatchRowsMax?: number
+}
+
+export { streamBatchBytesDefault, streamBatchRowsMaxDefault }
+
+function streamBounds(limits: ReadPoolLimits): StreamBatchBounds {
+  return { bytesMax: limits.streamBatchBytes ?? streamBatchBytesDefault, rowsMax: limits.streamBatchRowsMax ?? streamBatchRowsMaxDefault }
 }
 
 export interface ReadersOptions {
@@ -47,6 +59,10 @@ export interface DatabaseReaders {
   /** Runs a read that was dispatched in `epoch` (the versions' epoch right after the leadership
    * check). */
   readonly read: (sql: string, params: ReadonlyArray<SqlValue>, epoch: number) => Effect.Effect<StatementOutcome, SqlFailure>
+  /** `read`, streamed: the rows a batch at a time (StreamBatchBounds), the reader and its pinned
+   * snapshot held until the last batch, a failure, or the scope's close; the time limit counts
+   * for the whole stream, the taker's pauses included. */
+  readonly stream: (sql: string, params: ReadonlyArray<SqlValue>, epoch: number) => Effect.Effect<RowStream, SqlFailure, Scope.Scope>
   /** The writer moved committedVersion or the epoch (in-thread waiters wake; workers are woken
    * by Atomics.notify). */
   readonly changed: () => void
@@ -66,6 +82,36 @@ export interface ReadersStats {
   readonly stuck: number
   readonly terminated: number
   readonly served: number
+  /** Streamed reads open now. */
+  readonly streams: number
+  /** Batches streamed reads produced so far. */
+  readonly streamBatches: number
+  /** Estimated bytes of streamed rows on this thread now: batches a reader handed over that the
+   * taker has not released (it releases one by asking for the next, or by ending the stream). */
+  readonly streamBytesHeld: number
+  /** The most `streamBytesHeld` ever was. */
+  readonly streamBytesHeldMax: number
+}
+
+/** The streamed-read counters of one database's readers. */
+class StreamMeter {
+  open = 0
+  batches = 0
+  held = 0
+  heldMax = 0
+
+  hold(bytes: number): void {
+    this.held += bytes
+    if (this.held > this.heldMax) this.heldMax = this.held
+  }
+
+  release(bytes: number): void {
+    this.held -= bytes
+  }
+
+  stats() {
+    return { streams: this.open, streamBatches: this.batches, streamBytesHeld: this.held, streamBytesHeldMax: this.heldMax }
+  }
 }
 
 export interface ReadPoolService {
@@ -144,8 +190,33 @@ interface PendingRead {
   readonly done: (exit: Exit.Exit<StatementOutcome, SqlFailure>) => void
   finished: boolean
   slot: WorkerSlot | null
+  /** When the worker was last asked to step (dispatch, or a streamed read's More). */
   dispatchedAt: number
   timer: ReturnType<typeof setTimeout> | null
+  /** Set for a streamed read. */
+  readonly stream: WorkerStream | null
+}
+
+/** A streamed read's state on the main thread. The worker steps one batch per request; the pool
+ * asks for the next as soon as it hands one out, so at most one batch waits here (`buffered`),
+ * one is with the taker (`inHand`) and one is being stepped. */
+interface WorkerStream {
+  /** Answers the start: the first batch and the columns, or a whole result, or a failure. */
+  readonly start: (exit: Exit.Exit<RowStream, SqlFailure>) => void
+  readonly listen: (resume: (exit: Exit.Exit<RowStream, SqlFailure>) => void) => void
+  answered: boolean
+  /** The worker is stepping a batch for this stream (asked, not answered). */
+  stepping: boolean
+  buffered: { readonly batch: RowBatch; readonly bytes: number } | null
+  inHandBytes: number
+  /** The taker waits in `next`. */
+  waiter: ((exit: Exit.Exit<RowBatch, SqlFailure>) => void) | null
+  /** The stream failed (time limit, close, a lost thread) or ended: `next` answers this. */
+  failure: SqlFailure | null
+  /** The last batch was received. */
+  complete: boolean
+  /** Its scope closed. */
+  ended: boolean
 }
 
 interface WorkerSlot {
@@ -167,6 +238,7 @@ class WorkerReaders implements DatabaseReaders {
   private closed = false
   private served = 0
   private terminated = 0
+  private readonly meter = new StreamMeter()
 
   constructor(
     private readonly options: ReadersOptions,
@@ -192,7 +264,8 @@ class WorkerReaders implements DatabaseReaders {
         finished: false,
         slot: null,
         dispatchedAt: 0,
-        timer: null
+        timer: null,
+        stream: null
       }
       pending.timer = setTimeout(() => this.overdue(pending), timeLimitMs + stuckGraceMs)
       pending.timer.unref()
@@ -206,6 +279,202 @@ class WorkerReaders implements DatabaseReaders {
       })
     })
 
+  readonly stream = (sql: string, params: ReadonlyArray<SqlValue>, epoch: number): Effect.Effect<RowStream, SqlFailure, Scope.Scope> =>
+    Effect.uninterruptible(Effect.flatMap(
+      Effect.sync((): PendingRead | SqlFailure => {
+        if (this.closed) return new SqlNotLeader({ leader: null, message: "the database is no longer led here" })
+        if (this.queue.length >= this.limits.readQueueMax) return new SqlBusy({ message: `${this.queue.length} reads already wait for a reader (readQueueMax)` })
+        const timeLimitMs = this.limits.queryTimeoutMs
+        let answer: ((exit: Exit.Exit<RowStream, SqlFailure>) => void) | null = null
+        const stream: WorkerStream = {
+          start: (exit) => answer?.(exit),
+          answered: false,
+          stepping: false,
+          buffered: null,
+          inHandBytes: 0,
+          waiter: null,
+          failure: null,
+          complete: false,
+          ended: false,
+          listen: (resume) => {
+            answer = resume
+          }
+        }
+        // Counted open here, closed by endStream (the scope's finalizer, added right after).
+        this.meter.open++
+        return {
+          request: { sql, params, epoch, deadlineAt: Date.now() + timeLimitMs, timeLimitMs },
+          id: this.nextId++,
+          // A statement without rows (or a failure before the first row): answered whole.
+          done: (exit) => stream.start(Exit.map(exit, (outcome) => rowStreamOf(outcome.rows))),
+          finished: false,
+          slot: null,
+          dispatchedAt: 0,
+          timer: null,
+          stream
+        }
+      }),
+      (pending) => (!("request" in pending) ? Effect.fail(pending) : this.runStream(pending))
+    )).pipe(Effect.flatten)
+
+  /** Registers the stream's end with the scope before anything is queued (uninterruptibly: it
+   * was counted open), then queues it and waits for its first batch. Whatever ends the scope —
+   * the last batch taken, the client gone, INTERRUPT, a failure, an interruption while queued —
+   * ends the read. */
+  private runStream(pending: PendingRead): Effect.Effect<Effect.Effect<RowStream, SqlFailure>, never, Scope.Scope> {
+    const stream = pending.stream!
+    return Effect.as(
+      Effect.addFinalizer(() => Effect.sync(() => this.endStream(pending))),
+      Effect.async<RowStream, SqlFailure>((resume) => {
+        stream.listen(resume)
+        pending.timer = setTimeout(() => this.overdue(pending), pending.request.timeLimitMs + stuckGraceMs)
+        pending.timer.unref()
+        this.queue.push(pending)
+        this.pump()
+      })
+    )
+  }
+
+  /** The taker's `next` of a streamed read. */
+  private nextBatch(pending: PendingRead): Effect.Effect<RowBatch, SqlFailure> {
+    const stream = pending.stream!
+    return Effect.async<RowBatch, SqlFailure>((resume) => {
+      // The batch the taker had is done with.
+      this.meter.release(stream.inHandBytes)
+      stream.inHandBytes = 0
+      if (stream.failure !== null) return resume(Effect.fail(stream.failure))
+      const buffered = stream.buffered
+      if (buffered !== null) {
+        stream.buffered = null
+        this.handOver(pending, buffered.bytes)
+        return resume(Effect.succeed(buffered.batch))
+      }
+      if (stream.complete) return resume(Effect.fail(new SqlError({ code: 21, message: "the streamed read has no more batches" })))
+      stream.waiter = (exit) => resume(exit)
+      return Effect.sync(() => {
+        stream.waiter = null
+      })
+    })
+  }
+
+  /** A batch goes to the taker: counted as in its hand, and the worker asked for the next one
+   * (one batch ahead, never more). */
+  private handOver(pending: PendingRead, bytes: number): void {
+    const stream = pending.stream!
+    stream.inHandBytes = bytes
+    const slot = pending.slot
+    if (stream.complete || stream.stepping || pending.finished || slot === null || slot.running !== pending) return
+    stream.stepping = true
+    pending.dispatchedAt = performance.now()
+    slot.worker.postMessage({ _tag: "More", id: pending.id } satisfies ToWorker)
+  }
+
+  /** A batch (or the stream's failure) from the worker. */
+  private onBatch(slot: WorkerSlot, pending: PendingRead, message: FromWorker & { _tag: "Batch" }): void {
+    const stream = pending.stream!
+    stream.stepping = false
+    this.meter.batches++
+    const step: StreamStep = message.step
+    if (!step.ok) {
+      this.freeSlot(slot)
+      this.finish(pending, Exit.fail(toFailure(step.failure)), true)
+      return
+    }
+    if (stream.ended) return
+    const batch: RowBatch = { rows: step.rows, done: step.done }
+    this.meter.hold(step.bytes)
+    if (step.done) {
+      // The worker ended the read (statement reset, snapshot released): its connection is free;
+      // the stream stays open for the taker.
+      stream.complete = true
+      this.served++
+      this.freeSlot(slot)
+      pending.finished = true
+      this.clearTimer(pending)
+    }
+    if (message.head !== undefined && !stream.answered) {
+      stream.answered = true
+      stream.inHandBytes = step.bytes
+      const rows: RowStream = {
+        columns: message.head.columns,
+        declaredTypes: message.head.declaredTypes,
+        first: batch,
+        next: Effect.suspend(() => this.nextBatch(pending))
+      }
+      this.handOver(pending, step.bytes)
+      stream.start(Exit.succeed(rows))
+      return
+    }
+    const waiter = stream.waiter
+    if (waiter !== null) {
+      stream.waiter = null
+      this.handOver(pending, step.bytes)
+      waiter(Exit.succeed(batch))
+      return
+    }
+    stream.buffered = { batch, bytes: step.bytes }
+  }
+
+  private freeSlot(slot: WorkerSlot): void {
+    if (slot.state === "busy") slot.state = "idle"
+    slot.running = null
+  }
+
+  private clearTimer(pending: PendingRead): void {
+    if (pending.timer !== null) clearTimeout(pending.timer)
+    pending.timer = null
+  }
+
+  /** How a streamed read ends on the pool's side (`finish` of a stream): before its first batch
+   * the start hears the answer (a whole result, or a failure); after it, a failure goes to the
+   * waiting taker and every later `next`. The caller has dealt with the worker. */
+  private finishStream(pending: PendingRead, exit: Exit.Exit<StatementOutcome, SqlFailure>): void {
+    const stream = pending.stream!
+    pending.finished = true
+    this.clearTimer(pending)
+    if (!stream.answered) {
+      stream.answered = true
+      stream.complete = true
+      pending.done(exit)
+      return
+    }
+    if (Exit.isSuccess(exit) || stream.failure !== null) return
+    const failure = Option.getOrElse(Cause.failureOption(exit.cause), () => new SqlError({ code: 1, message: "the streamed read failed" }))
+    stream.failure = failure
+    if (stream.buffered !== null) this.meter.release(stream.buffered.bytes)
+    stream.buffered = null
+    const waiter = stream.waiter
+    stream.waiter = null
+    waiter?.(Exit.fail(failure))
+  }
+
+  /** The stream's scope closed: a worker still on it stops stepping and ends its read
+   * transaction (Cancel); its connection is free at once, since a worker handles Cancel before
+   * anything sent after it. */
+  private endStream(pending: PendingRead): void {
+    const stream = pending.stream!
+    if (stream.ended) return
+    stream.ended = true
+    this.meter.open--
+    const slot = pending.slot
+    if (!pending.finished && slot !== null && slot.running === pending) {
+      slot.worker.postMessage({ _tag: "Cancel", id: pending.id } satisfies ToWorker)
+      this.freeSlot(slot)
+    }
+    const at = this.queue.indexOf(pending)
+    if (at >= 0) this.queue.splice(at, 1)
+    pending.finished = true
+    this.clearTimer(pending)
+    this.meter.release(stream.inHandBytes + (stream.buffered?.bytes ?? 0))
+    stream.inHandBytes = 0
+    stream.buffered = null
+    stream.failure ??= new SqlError({ code: 21, message: "the streamed read has ended" })
+    const waiter = stream.waiter
+    stream.waiter = null
+    waiter?.(Exit.fail(stream.failure))
+    this.pump()
+  }
+
   readonly changed = (): void => {}
 
   readonly stats = (): ReadersStats => {
@@ -217,7 +486,7 @@ class WorkerReaders implements DatabaseReaders {
       if (slot.state === "stuck") stuck++
       if (slot.state === "idle") idle++
     }
-    return { workers: this.slots.size - stuck, idle, busy, queued: this.queue.length, stuck, terminated: this.terminated, served: this.served }
+    return { workers: this.slots.size - stuck, idle, busy, queued: this.queue.length, stuck, terminated: this.terminated, served: this.served, ...this.meter.stats() }
   }
 
   readonly close = (): void => {
@@ -264,7 +533,12 @@ class WorkerReaders implements DatabaseReaders {
       idle.state = "busy"
       idle.running = pending
       pending.slot = idle
-      idle.worker.postMessage({ _tag: "Read", id: pending.id, request: pending.request } satisfies ToWorker)
+      if (pending.stream === null) {
+        idle.worker.postMessage({ _tag: "Read", id: pending.id, request: pending.request } satisfies ToWorker)
+      } else {
+        pending.stream.stepping = true
+        idle.worker.postMessage({ _tag: "Stream", id: pending.id, request: pending.request, bounds: streamBounds(this.limits) } satisfies ToWorker)
+      }
     }
   }
 
@@ -312,6 +586,12 @@ class WorkerReaders implements DatabaseReaders {
         }
         break
       }
+      case "Batch": {
+        // A batch of a stream already cancelled (its slot moved on) is dropped.
+        const pending = slot.running
+        if (pending !== null && pending.id === message.id && pending.stream !== null) this.onBatch(slot, pending, message)
+        break
+      }
     }
     this.pump()
   }
@@ -339,6 +619,17 @@ class WorkerReaders implements DatabaseReaders {
       this.finish(pending, Exit.fail(new SqlBusy({ message: `no reader was free within the read's time limit (${pending.request.timeLimitMs} ms)` })), true)
       return
     }
+    const stream = pending.stream
+    if (stream !== null && !stream.stepping) {
+      // A streamed read paused between batches (its taker, the client, is not reading): the
+      // worker is waiting for More, not stuck. It ends the read on Cancel; the taker hears the
+      // time limit.
+      slot.worker.postMessage({ _tag: "Cancel", id: pending.id } satisfies ToWorker)
+      this.freeSlot(slot)
+      this.finish(pending, Exit.fail(toFailure(timeLimitFailure(pending.request.timeLimitMs))), true)
+      this.pump()
+      return
+    }
     const runningMs = performance.now() - pending.dispatchedAt
     if (runningMs < stuckGraceMs) {
       // Dispatched late in its time limit: the worker checks the deadline itself; give it the
@@ -358,6 +649,10 @@ class WorkerReaders implements DatabaseReaders {
   }
 
   private finish(pending: PendingRead, exit: Exit.Exit<StatementOutcome, SqlFailure>, answer: boolean): void {
+    if (pending.stream !== null) {
+      if (!pending.stream.ended) this.finishStream(pending, exit)
+      return
+    }
     if (pending.finished) return
     pending.finished = true
     if (pending.timer !== null) clearTimeout(pending.timer)
@@ -382,6 +677,9 @@ class InThreadReaders implements DatabaseReaders {
   private inFlight = 0
   private closed = false
   private served = 0
+  private readonly meter = new StreamMeter()
+  /** Streamed reads in progress: closing ends them before their connections close. */
+  private readonly cursors = new Set<ReadCursor>()
   private wake = Deferred.unsafeMake<void>(fakeFiberId)
 
   constructor(
@@ -441,17 +739,118 @@ class InThreadReaders implements DatabaseReaders {
     })
   }
 
+  /** Streamed in the calling fiber: each `next` steps one batch on this thread (the simulator's
+   * pool; no prefetch). The reader, its permit and its snapshot are held until the scope
+   * closes. The time limit is checked at every row; a taker that stops asking holds the
+   * snapshot until its scope closes (no timer here: simulated runs bound their clients). */
+  readonly stream = (sql: string, params: ReadonlyArray<SqlValue>, epoch: number): Effect.Effect<RowStream, SqlFailure, Scope.Scope> => {
+    const self = this
+    const timeLimitMs = this.limits.queryTimeoutMs
+    const bounds = streamBounds(this.limits)
+    return Effect.gen(function*() {
+      if (self.closed) return yield* new SqlNotLeader({ leader: null, message: "the database is no longer led here" })
+      if (self.inFlight >= self.limits.readWorkersMax + self.limits.readQueueMax) {
+        return yield* new SqlBusy({ message: `${self.inFlight} reads already wait for a reader (readQueueMax)` })
+      }
+      self.inFlight++
+      self.meter.open++
+      let held = 0
+      yield* Effect.addFinalizer(() => Effect.sync(() => {
+        self.inFlight--
+        self.meter.open--
+        self.meter.release(held)
+        held = 0
+      }))
+      // The wait for a permit stays interruptible (by the time limit): acquireRelease's acquire
+      // is not otherwise; an interrupted take takes nothing.
+      yield* Effect.acquireRelease(Effect.interruptible(self.permits.take(1)), () => self.permits.release(1)).pipe(
+        Effect.timeoutFail({ duration: timeLimitMs, onTimeout: () => new SqlBusy({ message: `no reader was free within the read's time limit (${timeLimitMs} ms)` }) })
+      )
+      const connection = yield* Effect.acquireRelease(Effect.sync(() => self.idle.pop() ?? self.open()), (c) =>
+        Effect.sync(() => {
+          if (!c.db.open) return
+          endRead(c)
+          self.idle.push(c)
+        }))
+      const request: ReadRequest = { sql, params, epoch, deadlineAt: Date.now() + timeLimitMs, timeLimitMs }
+      yield* Effect.timeoutFail(self.pinReady(connection, request), {
+        duration: Math.max(0, request.deadlineAt - Date.now()),
+        onTimeout: () => new SqlBusy({ message: `the write this read must see was not committed within the read's time limit (${timeLimitMs} ms)` })
+      })
+      const started = ReadCursor.start(connection, self.options.versions, request, Date.now)
+      if (started._tag === "Whole") {
+        self.served++
+        if (!started.result.ok) return yield* Effect.fail(toFailure(started.result.failure))
+        return rowStreamOf(started.result.outcome.rows)
+      }
+      const cursor = started.cursor
+      self.cursors.add(cursor)
+      // Before the connection goes back (finalizers run in reverse order).
+      yield* Effect.addFinalizer(() => Effect.sync(() => {
+        self.cursors.delete(cursor)
+        cursor.cancel()
+      }))
+      const step = (): Effect.Effect<RowBatch, SqlFailure> =>
+        Effect.suspend(() => {
+          self.meter.release(held)
+          held = 0
+          if (self.closed) {
+            cursor.cancel()
+            return Effect.fail(toFailure(epochFailure))
+          }
+          const batch = cursor.nextBatch(bounds)
+          self.meter.batches++
+          if (!batch.ok) return Effect.fail(toFailure(batch.failure))
+          held = batch.bytes
+          self.meter.hold(held)
+          if (batch.done) self.served++
+          return Effect.succeed({ rows: batch.rows, done: batch.done })
+        })
+      const first = yield* step()
+      return { columns: cursor.columns, declaredTypes: cursor.declaredTypes, first, next: step() }
+    })
+  }
+
+  /** Pins `connection` on a snapshot Raft has committed, waiting (as Effects) for the writer. */
+  private pinReady(connection: Connection, request: ReadRequest): Effect.Effect<void, SqlFailure> {
+    const self = this
+    return Effect.gen(function*() {
+      for (;;) {
+        if (self.closed) return yield* Effect.fail(toFailure(epochFailure))
+        if (Date.now() >= request.deadlineAt) return yield* Effect.fail(toFailure(timeLimitFailure(request.timeLimitMs)))
+        const pin = tryPin(connection, self.options.versions, request.epoch)
+        if (pin._tag === "Void") return yield* Effect.fail(toFailure(epochFailure))
+        if (pin._tag === "Retry") {
+          yield* Effect.sleep(1)
+          continue
+        }
+        for (;;) {
+          const wake = self.wake
+          const state = readiness(self.options.versions, pin.version, request.epoch, self.bugs)
+          if (state === "void") {
+            endRead(connection)
+            return yield* Effect.fail(toFailure(epochFailure))
+          }
+          if (state === "ready") return
+          yield* Deferred.await(wake)
+        }
+      }
+    })
+  }
+
   readonly changed = (): void => {
     const wake = this.wake
     this.wake = Deferred.unsafeMake<void>(fakeFiberId)
     Deferred.unsafeDone(wake, Exit.void)
   }
 
-  readonly stats = (): ReadersStats => ({ workers: this.all.size, idle: this.idle.length, busy: this.all.size - this.idle.length, queued: Math.max(0, this.inFlight - this.all.size + this.idle.length), stuck: 0, terminated: 0, served: this.served })
+  readonly stats = (): ReadersStats => ({ workers: this.all.size, idle: this.idle.length, busy: this.all.size - this.idle.length, queued: Math.max(0, this.inFlight - this.all.size + this.idle.length), stuck: 0, terminated: 0, served: this.served, ...this.meter.stats() })
 
   readonly close = (): void => {
     if (this.closed) return
     this.closed = true
+    for (const cursor of this.cursors) cursor.cancel()
+    this.cursors.clear()
     for (const connection of this.all) connection.close()
     this.all.clear()
     this.idle.length = 0

@@ -4,8 +4,8 @@
 import { parentPort, workerData } from "node:worker_threads"
 import { Connection } from "../connection.ts"
 import { openDatabase } from "../openDatabase.ts"
-import type { ReaderBugs, ReadRequest, ReadResult } from "./pinning.ts"
-import { serveBlocking } from "./pinning.ts"
+import type { ReaderBugs, ReadRequest, ReadResult, StreamBatchBounds, StreamStep } from "./pinning.ts"
+import { ReadCursor, pinBlocking, serveBlocking } from "./pinning.ts"
 import { ReadVersions } from "./versions.ts"
 
 /** What the pool hands a worker at start. */
@@ -20,12 +20,27 @@ export interface ReadWorkerData {
   readonly bugs?: ReaderBugs
 }
 
-export type ToWorker = { readonly _tag: "Read"; readonly id: number; readonly request: ReadRequest } | { readonly _tag: "Close" }
+export type ToWorker =
+  | { readonly _tag: "Read"; readonly id: number; readonly request: ReadRequest }
+  /** A streamed read: pin, start, answer the first batch (or Done for a statement without rows,
+   * or a failure before the first row), then one batch per More, until done or Cancel. */
+  | { readonly _tag: "Stream"; readonly id: number; readonly request: ReadRequest; readonly bounds: StreamBatchBounds }
+  | { readonly _tag: "More"; readonly id: number }
+  | { readonly _tag: "Cancel"; readonly id: number }
+  | { readonly _tag: "Close" }
 
 export type FromWorker =
   | { readonly _tag: "Ready" }
   | { readonly _tag: "OpenFailed"; readonly message: string }
   | { readonly _tag: "Done"; readonly id: number; readonly result: ReadResult }
+  /** A batch of a streamed read; the first carries the columns. After `done` or a failure the
+   * worker's connection is free again. */
+  | {
+    readonly _tag: "Batch"
+    readonly id: number
+    readonly step: StreamStep
+    readonly head?: { readonly columns: ReadonlyArray<string>; readonly declaredTypes: ReadonlyArray<string> }
+  }
 
 const port = parentPort
 if (port === null) throw new Error("readWorker.ts runs as a worker thread")
@@ -49,24 +64,71 @@ try {
   port.close()
 }
 
+/** The streamed read in progress: between two batches the connection stays in its read
+ * transaction and the statement waits, unstepped, for More. */
+let streaming: { readonly id: number; readonly cursor: ReadCursor; readonly bounds: StreamBatchBounds } | null = null
+
+function endStreaming(): void {
+  streaming?.cursor.cancel()
+  streaming = null
+}
+
 port.on("message", (message: ToWorker) => {
   if (message._tag === "Close" || connection === null) {
+    endStreaming()
     connection?.close()
     connection = null
     countClosed()
     port.close()
     return
   }
-  const result = serveBlocking(connection, versions, message.request, data.bugs)
-  port.postMessage({ _tag: "Done", id: message.id, result } satisfies FromWorker, result.ok ? transferables(result) : [])
+  switch (message._tag) {
+    case "Read": {
+      endStreaming()
+      const result = serveBlocking(connection, versions, message.request, data.bugs)
+      port.postMessage({ _tag: "Done", id: message.id, result } satisfies FromWorker, result.ok ? transferables(result.outcome.rows.rows) : [])
+      return
+    }
+    case "Stream": {
+      endStreaming()
+      const failure = pinBlocking(connection, versions, message.request, data.bugs)
+      if (failure !== null) {
+        port.postMessage({ _tag: "Done", id: message.id, result: { ok: false, failure } } satisfies FromWorker)
+        return
+      }
+      const started = ReadCursor.start(connection, versions, message.request, Date.now)
+      if (started._tag === "Whole") {
+        const result = started.result
+        port.postMessage({ _tag: "Done", id: message.id, result } satisfies FromWorker, result.ok ? transferables(result.outcome.rows.rows) : [])
+        return
+      }
+      streaming = { id: message.id, cursor: started.cursor, bounds: message.bounds }
+      sendBatch({ columns: started.cursor.columns, declaredTypes: started.cursor.declaredTypes })
+      return
+    }
+    case "More":
+      if (streaming?.id === message.id) sendBatch(undefined)
+      return
+    case "Cancel":
+      if (streaming?.id === message.id) endStreaming()
+      return
+  }
 })
+
+function sendBatch(head: { readonly columns: ReadonlyArray<string>; readonly declaredTypes: ReadonlyArray<string> } | undefined): void {
+  const current = streaming!
+  const step = current.cursor.nextBatch(current.bounds)
+  if (current.cursor.isEnded) streaming = null
+  const batch: FromWorker = head === undefined ? { _tag: "Batch", id: current.id, step } : { _tag: "Batch", id: current.id, step, head }
+  port!.postMessage(batch, step.ok ? transferables(step.rows) : [])
+}
 
 /** Blob buffers that belong to one value alone move instead of being copied (a pooled small
  * Buffer shares its ArrayBuffer with others: that one is copied). */
-function transferables(result: ReadResult & { ok: true }): Array<ArrayBuffer> {
+function transferables(rows: ReadonlyArray<ReadonlyArray<unknown>>): Array<ArrayBuffer> {
   const out: Array<ArrayBuffer> = []
   const seen = new Set<ArrayBufferLike>()
-  for (const row of result.outcome.rows.rows) {
+  for (const row of rows) {
     for (const value of row) {
       if (!(value instanceof Uint8Array)) continue
       const buffer = value.buffer

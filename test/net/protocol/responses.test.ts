@@ -5,6 +5,7 @@ import type { Response, ResponseDecodeOptions } from "../../../src/net/protocol/
 import {
   RowsWriter,
   decodeResponse,
+  encodeFilesPieces,
   encodeResponse,
   failure,
   leadershipLostFailure,
@@ -206,6 +207,15 @@ describe("response layouts", () => {
     const bytes = encodeResponse({ kind: "files", files: [{ name: "db", data: hex("53 51 4c 69 74 65 20 66") }] })
     expect(bytes).toEqual(hex("04000000 09 00 0000 | 0100000000000000 | 6462000000000000 | 0800000000000000 | 53514c6974652066"))
     expectWireError(() => encodeResponse({ kind: "files", files: [{ name: "db", data: new Uint8Array(5) }] }), "Unencodable")
+  })
+
+  it("FILES in pieces (a streamed DUMP): the pieces with each file's bytes between them are the whole message", () => {
+    const main = new Uint8Array(4096 * 3).map((_, i) => (i * 31) & 0xff)
+    const pieces = encodeFilesPieces([{ name: "demo", sizeBytes: main.byteLength }, { name: "demo-wal", sizeBytes: 0 }])
+    expect(pieces.length).toBe(2)
+    const whole = encodeResponse({ kind: "files", files: [{ name: "demo", data: main }, { name: "demo-wal", data: new Uint8Array(0) }] })
+    expect(concat(pieces[0]!, main, pieces[1]!)).toEqual(whole)
+    expectWireError(() => encodeFilesPieces([{ name: "db", sizeBytes: 12 }]), "Unencodable")
   })
 
   it("FILES decoding tolerates a size that is not a multiple of 8 (text padding is relative)", () => {
