@@ -14,7 +14,6 @@ import { Disk } from "../../storage/Disk.ts"
 import type { Command } from "./command.ts"
 import { usageError, version } from "./command.ts"
 import { runUntilSignal } from "./signals.ts"
-import { makeSlicedScheduler, sliceMsFromEnv } from "../../runtime/SlicedScheduler.ts"
 
 export const start: Command = {
   name: "start",
@@ -123,9 +122,7 @@ export const start: Command = {
       Effect.provide(Disk.layerNode),
       Effect.provide(loggerLayer(logFormat, logLevel))
     )
-    // TQLITE_SLICE_MS: the event loop is given back every that many ms (src/runtime/SlicedScheduler.ts).
-    const sliceMs = sliceMsFromEnv()
-    runUntilSignal(sliceMs === null ? main : Effect.withScheduler(main, makeSlicedScheduler(sliceMs)), { disableErrorReporting: true, disablePrettyLogger: true })
+    runUntilSignal(main, { disableErrorReporting: true, disablePrettyLogger: true })
   }
 }
 
