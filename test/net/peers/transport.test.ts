@@ -80,12 +80,18 @@ describe("TCP transport", () => {
       const random = prng(9)
       // A heartbeat, appends and another heartbeat, as one batch of the Raft actor sends them: no
       // yield between the sends.
-      const turn = [heartbeat(1), ...Array.from({ length: 10 }, (_, i) => appendEnvelope(1, 2, i, random, 200)), heartbeat(2)]
+      // One append is large (40 KiB of pages): written without a copy, as prefix and payload.
+      const appends = Array.from({ length: 10 }, (_, i): Envelope =>
+        i === 4
+          ? { message: { _tag: "AppendEntries", from: 1, to: 2, term: 1, prevIndex: i, prevTerm: 1, entries: [{ kind: "command", term: 1, index: 17, data: random.bytes(40 * 1024) }], commit: i }, snapshot: null }
+          : appendEnvelope(1, 2, i, random, 200))
+      const turn = [heartbeat(1), ...appends, heartbeat(2)]
       const before = yield* link(a.transport)
       yield* Effect.forEach(turn, (envelope) => a.transport.send(envelope), { discard: true })
       yield* waitUntil("the turn's envelopes to arrive", Effect.sync(() => b.received.length === turn.length))
       expect(kernelWrites.calls).toBe(1)
-      expect(kernelWrites.chunks).toBe(turn.length)
+      expect(kernelWrites.chunks).toBe(turn.length + 1) // the large one: its prefix and its payload
+      expect(b.received.slice(1, -1).every((envelope, i) => sameAppend(envelope, appends[i]!))).toBe(true)
       const after = yield* link(a.transport)
       expect([after.writes - before.writes, after.sent - before.sent]).toEqual([1, turn.length])
       yield* a.transport.send(heartbeat(3))
