@@ -50,7 +50,7 @@ describe("TCP transport", () => {
       expect(statsA.connected && statsB.connected).toBe(true)
     }), 30_000)
 
-  it.scopedLive("on a connected, idle link an envelope is written in the sender's fiber, before send returns; a burst stays in order", () =>
+  it.scopedLive("on a connected, idle link an envelope is handed to its socket in the sender's fiber, before send returns; a burst stays in order", () =>
     Effect.gen(function*() {
       const a = yield* start({ nodeId: 1 })
       const b = yield* start({ nodeId: 2 })
@@ -59,7 +59,8 @@ describe("TCP transport", () => {
       const random = prng(5)
       const before = yield* link(a.transport)
       const first = appendEnvelope(1, 2, 0, random, 100)
-      // No yield between the send and the check: only a write in place shows up here.
+      // No yield between the send and the check: only a write in place shows up here (it leaves
+      // for the kernel at the end of the turn, src/net/streamIo.ts WriteCoalescer).
       const after = yield* Effect.flatMap(a.transport.send(first), () => link(a.transport))
       expect([after.writes - before.writes, after.sent - before.sent, after.queued]).toEqual([1, 1, 0])
       const rest = Array.from({ length: 50 }, (_, i) => appendEnvelope(1, 2, i + 1, random, 100))
