@@ -5,7 +5,7 @@
 //
 // Reads are pull-based: the stream stays paused and a chunk is taken with `read()` only when one
 // is wanted, so TCP pushes back on a sender that runs ahead.
-import type { Duplex } from "node:stream"
+import type { Duplex, Writable } from "node:stream"
 import { Effect } from "effect"
 
 /** What one pull gave: a chunk, the stream's clean end, or the error it broke with. */
@@ -96,3 +96,51 @@ export const drained = (stream: Duplex): Effect.Effect<void> =>
     stream.once("close", done)
     return Effect.sync(detach)
   })
+
+/** When the writes of a turn are released (TQLITE_COALESCE, read once; for measurement):
+ * `tick` (default) at process.nextTick, which Node runs once the microtask queue — and with it
+ * Effect's scheduler rounds — has drained; `microtask` after the current scheduler round;
+ * `immediate` after the loop's poll phase; `off` writes at once. */
+type ReleaseMode = "tick" | "microtask" | "immediate" | "off"
+
+const releaseMode: ReleaseMode = (() => {
+  const text = typeof process === "object" ? process.env["TQLITE_COALESCE"] : undefined
+  return text === "microtask" || text === "immediate" || text === "off" ? text : "tick"
+})()
+
+const scheduleRelease: (release: () => void) => void =
+  releaseMode === "microtask" ? queueMicrotask : releaseMode === "immediate" ? (release) => void setImmediate(release) : process.nextTick
+
+/** Coalesces the writes one connection makes within one turn of the event loop into one syscall:
+ * the first write of a turn corks the stream and schedules one uncork for the turn's end, which
+ * hands every chunk written meanwhile to the kernel at once (one writev; one write when there is
+ * one chunk). On loopback a send also runs the receiver's TCP path in the sender's syscall, so a
+ * syscall saved is worth more than its own cost.
+ *
+ * Backpressure is unchanged: held bytes count in `writableLength`, and `write` returns false past
+ * the high-water mark as before, so a writer that waits for 'drain' waits for the release and
+ * then for the kernel; bounds on `writableLength` see held bytes too. */
+export class WriteCoalescer {
+  private held = false
+
+  constructor(private readonly stream: Writable) {}
+
+  /** Call before each write: the first one of a turn corks the stream. True when this write
+   * starts a syscall of its own (the turn's first, or every write when coalescing is off). */
+  hold(): boolean {
+    if (releaseMode === "off") return true
+    if (this.held) return false
+    this.held = true
+    this.stream.cork()
+    scheduleRelease(this.release)
+    return true
+  }
+
+  /** What is held goes to the kernel now (before the stream is destroyed, so a last answer is
+   * not lost). Idempotent; the scheduled release then finds nothing to do. */
+  readonly release = (): void => {
+    if (!this.held) return
+    this.held = false
+    this.stream.uncork()
+  }
+}

@@ -9,7 +9,7 @@
 import type { Duplex } from "node:stream"
 import { Data, Duration, Effect } from "effect"
 import type { Decoding } from "../streamIo.ts"
-import { drained, readDecoded } from "../streamIo.ts"
+import { drained, readDecoded, WriteCoalescer } from "../streamIo.ts"
 import { wordBytes } from "./codes.ts"
 import { WireError } from "./errors.ts"
 import type { Frame } from "./framing.ts"
@@ -42,9 +42,12 @@ export class FrameStream {
   readonly decoder: FrameDecoder
   /** A whole message taken off the stream by `pollFrame` and not handed out yet. */
   private pending: Frame | undefined = undefined
+  /** The messages written within one turn leave in one syscall (a ROWS stream's batches, say). */
+  private readonly coalescer: WriteCoalescer
 
   constructor(readonly stream: Duplex, readonly options: FrameStreamOptions) {
     this.decoder = new FrameDecoder({ messageBytesMax: options.messageBytesMax })
+    this.coalescer = new WriteCoalescer(stream)
     stream.on("error", ignore)
     stream.pause()
   }
@@ -125,7 +128,8 @@ export class FrameStream {
     })
   }
 
-  /** Writes `bytes`; waits (up to the write timeout) while the stream's buffer is full. */
+  /** Writes `bytes`, held with the turn's other writes (streamIo.ts `WriteCoalescer`); waits (up
+   * to the write timeout) while the stream's buffer is full. */
   write(bytes: Uint8Array): Effect.Effect<void, SocketError> {
     const stream = this.stream
     const timeoutMs = this.options.writeTimeoutMs
@@ -133,6 +137,7 @@ export class FrameStream {
       if (stream.destroyed || !stream.writable) {
         return Effect.fail(new SocketError({ reason: "Closed", detail: "the connection is closed" }))
       }
+      this.coalescer.hold()
       if (stream.write(bytes)) return Effect.void
       return drained(stream).pipe(
         Effect.zipRight(Effect.suspend(() => stream.destroyed ? Effect.fail(new SocketError({ reason: "Closed", detail: "the connection closed while writing" })) : Effect.void)),
@@ -144,8 +149,9 @@ export class FrameStream {
     })
   }
 
-  /** Destroys the stream (idempotent). */
+  /** Destroys the stream (idempotent), after handing the kernel what this turn wrote. */
   readonly close: Effect.Effect<void> = Effect.sync(() => {
+    this.coalescer.release()
     this.stream.destroy()
   })
 }

@@ -2,6 +2,7 @@
 // reads, and a snapshot through chunking.
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import * as net from "node:net"
 import type { Envelope } from "../../../src/raft/messages.ts"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -49,7 +50,7 @@ describe("TCP transport", () => {
       expect(statsA.connected && statsB.connected).toBe(true)
     }), 30_000)
 
-  it.scopedLive("on a connected, idle link an envelope is written in the sender's fiber, before send returns; a burst stays in order", () =>
+  it.scopedLive("on a connected, idle link an envelope is handed to its socket in the sender's fiber, before send returns; a burst stays in order", () =>
     Effect.gen(function*() {
       const a = yield* start({ nodeId: 1 })
       const b = yield* start({ nodeId: 2 })
@@ -58,13 +59,46 @@ describe("TCP transport", () => {
       const random = prng(5)
       const before = yield* link(a.transport)
       const first = appendEnvelope(1, 2, 0, random, 100)
-      // No yield between the send and the check: only a write in place shows up here.
+      // No yield between the send and the check: only a write in place shows up here (it leaves
+      // for the kernel at the end of the turn, src/net/streamIo.ts WriteCoalescer).
       const after = yield* Effect.flatMap(a.transport.send(first), () => link(a.transport))
       expect([after.writes - before.writes, after.sent - before.sent, after.queued]).toEqual([1, 1, 0])
       const rest = Array.from({ length: 50 }, (_, i) => appendEnvelope(1, 2, i + 1, random, 100))
       for (const envelope of rest) yield* a.transport.send(envelope)
       yield* waitUntil("every envelope to arrive", Effect.sync(() => b.received.length === 51))
       expect(b.received.every((envelope, i) => sameAppend(envelope, [first, ...rest][i]!))).toBe(true)
+    }))
+
+  it.scopedLive("what one turn sends to a peer (a Raft batch's messages) leaves in one socket write; the next turn in another", () =>
+    Effect.gen(function*() {
+      const a = yield* start({ nodeId: 1 })
+      const b = yield* start({ nodeId: 2 })
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      yield* waitUntil("the link to connect", Effect.map(link(a.transport), (stats) => stats.connected))
+      const port = Number(b.transport.address.split(":").at(-1))
+      const kernelWrites = yield* countKernelWritesTo(port)
+      const heartbeat = (seq: number): Envelope => ({ message: { _tag: "Heartbeat", from: 1, to: 2, term: 1, commit: 0, context: seq }, snapshot: null })
+      const random = prng(9)
+      // A heartbeat, appends and another heartbeat, as one batch of the Raft actor sends them: no
+      // yield between the sends.
+      // One append is large (40 KiB of pages): written without a copy, as prefix and payload.
+      const appends = Array.from({ length: 10 }, (_, i): Envelope =>
+        i === 4
+          ? { message: { _tag: "AppendEntries", from: 1, to: 2, term: 1, prevIndex: i, prevTerm: 1, entries: [{ kind: "command", term: 1, index: 17, data: random.bytes(40 * 1024) }], commit: i }, snapshot: null }
+          : appendEnvelope(1, 2, i, random, 200))
+      const turn = [heartbeat(1), ...appends, heartbeat(2)]
+      const before = yield* link(a.transport)
+      yield* Effect.forEach(turn, (envelope) => a.transport.send(envelope), { discard: true })
+      yield* waitUntil("the turn's envelopes to arrive", Effect.sync(() => b.received.length === turn.length))
+      expect(kernelWrites.calls).toBe(1)
+      expect(kernelWrites.chunks).toBe(turn.length + 1) // the large one: its prefix and its payload
+      expect(b.received.slice(1, -1).every((envelope, i) => sameAppend(envelope, appends[i]!))).toBe(true)
+      const after = yield* link(a.transport)
+      expect([after.writes - before.writes, after.sent - before.sent]).toEqual([1, turn.length])
+      yield* a.transport.send(heartbeat(3))
+      yield* waitUntil("the next turn's heartbeat", Effect.sync(() => b.received.length === turn.length + 1))
+      expect(kernelWrites.calls).toBe(2)
+      expect(b.received.map((e) => e.message._tag === "Heartbeat" ? `h${e.message.context}` : "a")).toEqual(["h1", ...turn.slice(1, -1).map(() => "a"), "h2", "h3"])
     }))
 
   it.scopedLive("a peer that is down gets what fits the queue once it comes up, and everything sent later", () =>
@@ -293,3 +327,40 @@ describe("TCP transport", () => {
     }), 60_000)
 })
 
+
+/** Counts, until the scope closes, the calls that hand bytes to the kernel (`_write` for one
+ * chunk, `_writev` for many) on sockets connected to `port`. */
+function countKernelWritesTo(port: number) {
+  const counts = { calls: 0, chunks: 0 }
+  type Target = {
+    _write: (this: net.Socket, chunk: unknown, encoding: unknown, callback: unknown) => void
+    _writev: (this: net.Socket, chunks: ReadonlyArray<unknown>, callback: unknown) => void
+  }
+  const prototype = net.Socket.prototype as unknown as Target
+  const write = prototype._write
+  const writev = prototype._writev
+  return Effect.acquireRelease(
+    Effect.sync(() => {
+      prototype._write = function(chunk, encoding, callback) {
+        if (this.remotePort === port) {
+          counts.calls++
+          counts.chunks++
+        }
+        return write.call(this, chunk, encoding, callback)
+      }
+      prototype._writev = function(chunks, callback) {
+        if (this.remotePort === port) {
+          counts.calls++
+          counts.chunks += chunks.length
+        }
+        return writev.call(this, chunks, callback)
+      }
+      return counts
+    }),
+    () =>
+      Effect.sync(() => {
+        prototype._write = write
+        prototype._writev = writev
+      })
+  )
+}
