@@ -16,7 +16,7 @@ import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
 import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
-import { trace } from "../runtime/trace.ts"
+import { trace, traceDuration } from "../runtime/trace.ts"
 
 /** The replicated state machine, pluggable: the simulator's key-value map, tqlite's SQLite. */
 export interface StateMachine<R> {
@@ -110,6 +110,7 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
       supervision: { restartsMax: 0, windowMs: 1000 },
       receive: (state, batch) =>
         Effect.gen(function*() {
+          const batchStarted = performance.now()
           const appliedBefore = state.applied
           let restored = false
           for (const message of batch) {
@@ -174,6 +175,7 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) {
             yield* untilWritten(watch, sm.sync)
             trace("apply.synced", state.applied)
+            traceDuration("apply.batch.ms", batchStarted)
             // Pages written and synced: whatever reported the state machine's disk full (this
             // applier, or the leader's SQLite) is over.
             if (watch.isFull("state machine")) yield* watch.clear("state machine")

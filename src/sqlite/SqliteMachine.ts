@@ -58,7 +58,7 @@ import { walFrameBytes, walHeaderBytes } from "./walFormat.ts"
 import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
-import { trace } from "../runtime/trace.ts"
+import { trace, traceDuration, tracing } from "../runtime/trace.ts"
 
 export type SqliteApplyResult =
   /** Our own writer's entry: its frames were already in the WAL. */
@@ -139,6 +139,9 @@ export interface SqliteMachineBugs {
   readonly readTornEntry?: boolean
   /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
   readonly installUnsynced?: boolean
+  /** A leader's checkpoint is recorded without fdatasyncing the main file it wrote without
+   * SQLite's own fsyncs (power loss after a checkpoint). */
+  readonly skipCheckpointSync?: boolean
   /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
    * it so (power loss during the WAL cut). */
   readonly recordBeforeDiscard?: boolean
@@ -277,7 +280,14 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   // ---- StateMachine -------------------------------------------------------------------------
 
-  readonly apply = (entry: Entry): Effect.Effect<SqliteApplyResult> => Effect.sync(() => this.applyEntry(entry))
+  readonly apply = (entry: Entry): Effect.Effect<SqliteApplyResult> =>
+    Effect.sync(() => {
+      if (!tracing) return this.applyEntry(entry)
+      const started = performance.now()
+      const result = this.applyEntry(entry)
+      traceDuration("machine.apply.ms", started)
+      return result
+    })
 
   /** After each applier batch: fdatasync the files pages were written to, then record the index
    * they reflect. */
@@ -293,6 +303,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       // full disk: the applier retries it) must run again, not be skipped as already done. The
       // files first, then the record: a record is never newer than the files it describes.
       return Effect.gen(this, function*() {
+        trace("machine.sync.start", appliedIndex)
         for (const slot of dirty) {
           if (this.options.fsync !== "off" && this.options.bugs?.skipPageSync !== true) yield* slot.applier!.sync
           slot.applier!.close()
@@ -393,6 +404,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const self = this
     const pageSize = this.pageSize
     return Effect.gen(function*() {
+      trace("snapshot.take.start", self.appliedIndex)
       yield* sink.write(encodeManifest(parts.map((part) => part.entry)))
       const chunkBytes = Math.max(pageSize, Math.floor(Math.min(sink.chunkBytesMax, self.chunkBytes) / pageSize) * pageSize)
       const buffer = Buffer.allocUnsafe(chunkBytes)
@@ -419,12 +431,15 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
             return yield* skipped(part, "its file shrank while it was copied")
           }
           if (moved()) return yield* skipped(part, "its file changed while it was copied")
+          const writeStarted = performance.now()
           yield* sink.write(out)
+          traceDuration("snapshot.take.chunk.ms", writeStarted)
           at += length
           yield* self.betweenChunks
         }
         if (moved()) return yield* skipped(part, "its file changed while it was copied")
       }
+      trace("snapshot.take.end", self.appliedIndex)
     })
   }
 
@@ -460,6 +475,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const self = this
     const chunkBytes = this.chunkBytes
     return Effect.gen(function*() {
+      trace("snapshot.install.start", index)
       const prefix = yield* Effect.orDie(readExactly(source, 0, manifestPrefixBytes, chunkBytes))
       const manifestBytes = manifestLength(prefix)
       const entries = decodeManifest(yield* Effect.orDie(readExactly(source, 0, manifestBytes, chunkBytes)))
@@ -488,6 +504,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       assert(offset === source.sizeBytes, `snapshot ${index} holds ${source.sizeBytes} bytes, its manifest ${offset}`)
       // 2. the switch: renames, then the directory, then the record of what the files reflect.
       yield* Effect.orDie(self.switchTo(entries, index, options))
+      trace("snapshot.install.end", index)
     })
   }
 
@@ -610,15 +627,30 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     )
   }
 
-  /** The leader checkpointed `name`: its main file now holds every change applied so far. */
+  /** The leader checkpointed `name`: its main file now holds every change applied so far. The
+   * checkpoint ran without SQLite's fsyncs (LeaderDatabase.checkpoint), so the file is
+   * fdatasynced here, on the thread pool, before the record says so: a record is never newer
+   * than the file it describes. */
   checkpointed(name: string, owner: LeaderSlotOwner): Effect.Effect<void> {
     return this.lock.withPermits(1)(
       Effect.suspend(() => {
         const slot = this.slots.get(name)
         if (slot === undefined || slot.owner !== owner) return Effect.void
-        slot.fileIndex = this.appliedIndex
-        slot.fileLastChangeIndex = slot.lastChangeIndex
-        return this.persistQuietly()
+        // What the file holds now (the writer waits for this record before its next commit).
+        const fileIndex = this.appliedIndex
+        const lastChangeIndex = slot.lastChangeIndex
+        const record = Effect.suspend(() => {
+          slot.fileIndex = fileIndex
+          slot.fileLastChangeIndex = lastChangeIndex
+          return this.persistQuietly()
+        })
+        if (this.options.fsync === "off" || this.options.bugs?.skipCheckpointSync === true) return record
+        // A failed fdatasync (a full disk cannot fail it; an I/O error may) records nothing: an
+        // older record only means more replay.
+        return Effect.flatMap(
+          Effect.either(withFile(this.disk, slot.path, "read", (file) => file.sync)),
+          (synced) => (synced._tag === "Right" ? record : Effect.logWarning(`the checkpoint of ${name} was not recorded: its fdatasync failed`, synced.left))
+        )
       })
     )
   }
