@@ -35,7 +35,7 @@ import { Effect } from "effect"
 import fs from "node:fs"
 import path from "node:path"
 import type { DiskService } from "../storage/Disk.ts"
-import { nodeDisk, runNow, unlinkIfExists, withFile } from "../storage/Disk.ts"
+import { nodeDisk, runNow, unlinkIfExists, withFile, writeOffLoop } from "../storage/Disk.ts"
 import type { PreparedSnapshot, StateMachine } from "../actors/Applier.ts"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
@@ -494,7 +494,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
             for (let at = 0; at < entry.sizeBytes;) {
               const data = yield* Effect.orDie(source.read(start + at, Math.min(chunkBytes, entry.sizeBytes - at)))
               assert(data.byteLength > 0, `snapshot ${index} ends inside ${entry.name}`)
-              yield* file.write(at, data)
+              yield* writeOffLoop(file, at, data)
               at += data.byteLength
               yield* self.betweenChunks
             }

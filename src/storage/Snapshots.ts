@@ -35,7 +35,7 @@ import { assert } from "../assert.ts"
 import { yieldToLoop } from "../runtime/yieldToLoop.ts"
 import type { SnapshotMeta } from "../raft/types.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
-import { Disk, ensureDir, unlinkIfExists, withFile, writeFileAtomic } from "./Disk.ts"
+import { Disk, ensureDir, readOffLoop, unlinkIfExists, withFile, writeFileAtomic, writeOffLoop } from "./Disk.ts"
 import { SnapshotCorrupted, SnapshotMissing } from "./errors.ts"
 import type { DiskFailure, SnapshotError } from "./errors.ts"
 import type { IncomingSnapshot, SnapshotInbox, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
@@ -309,7 +309,7 @@ function sourceOfFile(
         const length = Math.min(lengthMax, chunkBytesMax, sizeBytes - offset)
         if (length === 0) return new Uint8Array(0)
         if (!(yield* disk.exists(file))) return yield* missing()
-        const data = yield* withFile(disk, file, "read", (handle) => handle.read(dataStart + offset, length))
+        const data = yield* withFile(disk, file, "read", (handle) => readOffLoop(handle, dataStart + offset, length))
         if (data.byteLength !== length) return yield* new SnapshotCorrupted({ file, offset: dataStart + offset, reason: `read ${data.byteLength} of ${length} bytes` })
         return data
       })
@@ -461,7 +461,7 @@ function makeIncoming(args: {
           const fresh = chunk.subarray(c.written - offset, Math.min(chunk.byteLength, sizeBytes - offset))
           for (let at = 0; at < fresh.byteLength; at += chunkBytesMax) {
             const piece = fresh.subarray(at, at + chunkBytesMax)
-            yield* c.handle.write(header.byteLength + c.written, piece)
+            yield* writeOffLoop(c.handle, header.byteLength + c.written, piece)
             c.written += piece.byteLength
             c.crc = crc32c(piece, c.crc)
             if (c.written - c.syncedBytes >= syncBytes) yield* syncNow(c)
@@ -543,7 +543,7 @@ function makeWriter(args: {
       const position = header.byteLength + written
       written += chunk.byteLength
       dataCrc = crc32c(chunk, dataCrc)
-      return handle.write(position, chunk)
+      return writeOffLoop(handle, position, chunk)
     })
 
   const writeAt = (offset: number, chunk: Uint8Array): Effect.Effect<number, SnapshotError> =>
