@@ -41,7 +41,7 @@ import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
 import { AppliedStateFile } from "./appliedState.ts"
-import type { SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
+import type { BootLog, BootSnapshot, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
 import { readExactly, SnapshotSkipped, yieldEventLoop } from "../actors/snapshotData.ts"
 import type { DatabaseEntry } from "./databaseSnapshot.ts"
 import { decodeManifest, encodeManifest, manifestLength, manifestPrefixBytes } from "./databaseSnapshot.ts"
@@ -99,8 +99,9 @@ export interface SqliteMachineOptions {
    * Default 1 (every batch). */
   readonly syncEveryEntries?: number
   /** The snapshot the node boots from (the RaftActor's recovered snapshot), read only if a
-   * database file is older than it. */
-  readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
+   * database file is older than it and the log (`bootSnapshot.log`) does not reach back to
+   * the oldest file's index (then the files are brought up to the snapshot from the log). */
+  readonly bootSnapshot: BootSnapshot | null
   /** Runs between two chunks of a snapshot being taken or installed (default: release the event
    * loop once, so sockets and timers run; the simulator passes Effect.void to stay in step). */
   readonly betweenChunks?: Effect.Effect<void>
@@ -145,6 +146,9 @@ export interface SqliteMachineBugs {
   /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
    * it so (power loss during the WAL cut). */
   readonly recordBeforeDiscard?: boolean
+  /** Not a durability bug: the boot always restores from the snapshot (the behaviour before the
+   * log replay), for tests that compare the two. */
+  readonly neverReplayAtBoot?: boolean
 }
 
 export interface SqliteMachineStats {
@@ -154,6 +158,8 @@ export interface SqliteMachineStats {
   replayed: number
   syncs: number
   restores: number
+  /** Boots that brought files older than the boot snapshot up to it from the log instead. */
+  bootReplays: number
 }
 
 interface Slot {
@@ -218,7 +224,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The term of the newest barrier entry applied: a leader of that term has applied everything
    * committed before it won. */
   barrierTerm: Term = 0
-  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0 }
+  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0 }
   /** Called for each skipped entry (the simulator counts them: they should not happen). */
   onSkipped: ((database: string, index: LogIndex, reason: string) => void) | null = null
   private readonly slots = new Map<string, Slot>()
@@ -270,9 +276,19 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       yield* machine.recoverFiles(state)
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
         const started = performance.now()
-        yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
-        machine.stats.restores++
-        yield* Effect.logDebug(`boot: databases older than snapshot ${boot.meta.index} restored from it in ${Math.round(performance.now() - started)} ms`)
+        // dqlite's way when it can: the files are the state, and the log holds every entry since
+        // the oldest of them; the snapshot is read only when it cannot.
+        const floor = machine.replayFloor(state)
+        const log = boot.log
+        if (floor !== null && log !== undefined && log.firstIndex <= floor + 1 && log.lastIndex >= boot.meta.index && machine.options.bugs?.neverReplayAtBoot !== true) {
+          yield* machine.replayAtBoot(log, floor, boot.meta.index)
+          machine.stats.bootReplays++
+          yield* Effect.logDebug(`boot: databases older than snapshot ${boot.meta.index} brought up to it from the log (entries ${floor + 1}..${boot.meta.index}) in ${Math.round(performance.now() - started)} ms`)
+        } else {
+          yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
+          machine.stats.restores++
+          yield* Effect.logDebug(`boot: databases older than snapshot ${boot.meta.index} restored from it in ${Math.round(performance.now() - started)} ms`)
+        }
       }
       return machine
     }).pipe(Effect.orDie)
@@ -291,11 +307,14 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   /** After each applier batch: fdatasync the files pages were written to, then record the index
    * they reflect. */
-  readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(
-    Effect.suspend(() => {
+  readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(Effect.suspend(() => this.syncFiles(this.options.syncEveryEntries ?? 1)))
+
+  /** `sync`'s work, once at least `everyEntries` entries were applied since the last one. */
+  private syncFiles(everyEntries: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
       // The applier's retry loop (a full disk) finishes an interrupted step-down discard here.
       for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
-      if (this.appliedIndex - this.syncedIndex < (this.options.syncEveryEntries ?? 1)) return Effect.void
+      if (this.appliedIndex - this.syncedIndex < everyEntries) return Effect.void
       const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
       if (dirty.length === 0) return Effect.void
       const appliedIndex = this.appliedIndex
@@ -324,7 +343,41 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         trace("machine.synced", appliedIndex)
       }).pipe(Effect.orDie)
     })
-  )
+  }
+
+  /** The index the log must reach back to (plus one) for the files to be brought up to a later
+   * index by replaying it: the oldest index a file is recorded to reflect, or the record's
+   * applied index when that is older (a database created after it has no file yet). null when
+   * there is no record, or a file the record does not know (it may hold anything). */
+  private replayFloor(state: AppliedState | null): LogIndex | null {
+    if (state === null) return null
+    let floor = state.appliedIndex
+    for (const slot of this.slots.values()) {
+      if (slot.fileIndex === 0) return null
+      floor = Math.min(floor, slot.fileIndex)
+    }
+    return floor
+  }
+
+  /** At boot, instead of the boot snapshot: applies the log's entries `floor + 1`..`to` (entries
+   * at or below a file's index are skipped per database, as in any restart's replay), a bounded
+   * read at a time, then syncs the files and records them. */
+  private replayAtBoot(log: BootLog, floor: LogIndex, to: LogIndex): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
+      this.appliedIndex = floor
+      while (this.appliedIndex < to) {
+        const entries = yield* Effect.orDie(log.readFrom(this.appliedIndex + 1, to))
+        assert(entries.length > 0 && entries[0]!.index === this.appliedIndex + 1, `boot replay read ${entries[0]?.index ?? "nothing"} after ${this.appliedIndex}`)
+        for (const entry of entries) {
+          if (entry.index > to) break
+          assert(entry.index === this.appliedIndex + 1, `boot replay: entry ${entry.index} after ${this.appliedIndex}`)
+          this.applyEntry(entry)
+        }
+      }
+      assert(this.appliedIndex === to, `boot replay ended at ${this.appliedIndex}, not ${to}`)
+      yield* this.syncFiles(0)
+    })
+  }
 
   /** Streams the databases as of the applied index into `sink` (databaseSnapshot.ts), the
    * applier waiting meanwhile (see prepareSnapshot for the rest). */
