@@ -32,6 +32,10 @@ export interface StateMachine<R> {
   readonly prepareSnapshot?: Effect.Effect<PreparedSnapshot>
   /** Replaces the state by the snapshot `source` holds (read in bounded chunks). */
   readonly restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.Effect<void>
+  /** Optional: the lowest index whose entry the state machine's own durable state still needs
+   * to catch up at a restart without reading its snapshot (its files lag the applied index);
+   * the log keeps entries from there on past compactions, within a bound (SnapshotTaken). */
+  readonly replayFrom?: () => LogIndex
   /** Optional: runs once after each mailbox batch that applied or restored anything, before the
    * applied index is published, so a state machine can make a whole batch durable with one
    * fsync (SQLite's page applier) instead of one per entry. */

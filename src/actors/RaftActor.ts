@@ -374,7 +374,8 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           if (snapshot !== null && snapshot.index > state.snapshotIndex) {
             state.snapshotIndex = snapshot.index
             state.snapshotInFlight = false
-            input({ _tag: "SnapshotTaken", meta: snapshot })
+            const keepFrom = options.stateMachine.replayFrom?.()
+            input({ _tag: "SnapshotTaken", meta: snapshot, ...(keepFrom !== undefined ? { keepFrom } : {}) })
           }
           if (snapshotFailed) {
             snapshotFailed = false

@@ -345,6 +345,14 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     })
   }
 
+  /** The first entry a restart needs from the log to bring every file up without the snapshot
+   * (see `replayFloor`; a file the record does not know yet cannot be replayed anyway). */
+  readonly replayFrom = (): LogIndex => {
+    let floor = this.appliedIndex
+    for (const slot of this.slots.values()) if (slot.fileIndex > 0) floor = Math.min(floor, slot.fileIndex)
+    return floor + 1
+  }
+
   /** The index the log must reach back to (plus one) for the files to be brought up to a later
    * index by replaying it: the oldest index a file is recorded to reflect, or the record's
    * applied index when that is older (a database created after it has no file yet). null when
