@@ -9,6 +9,7 @@ import { Context, Effect, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { DiskFile, DiskService } from "../../src/storage/Disk.ts"
 import { Disk, nodeDisk, readOffLoop, withFile, writeOffLoop } from "../../src/storage/Disk.ts"
+import { SegmentLog } from "../../src/storage/SegmentLog.ts"
 import { Snapshots, writeSnapshotFrom } from "../../src/storage/Snapshots.ts"
 import type { SnapshotMeta } from "../../src/raft/types.ts"
 
@@ -75,5 +76,26 @@ describe("thread-pool reads and writes", () => {
     expect(read.writes).toBe(11)
     expect(read.reads).toBe(11)
     expect(Buffer.compare(read.back, bytes)).toBe(0)
+  })
+
+  it("carry the log's appends, small and large, which read back the same", async () => {
+    const dir = newDir()
+    const { disk, counts } = countingDisk()
+    const large = new Uint8Array(3 * 1024 * 1024).map((_, i) => (i * 31) & 0xff)
+    const back = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const log = yield* SegmentLog.open({ dir, clusterId: "c" })
+      const writesBefore = counts.write
+      const asyncBefore = counts.writeAsync
+      yield* log.persist([{ hardState: { term: 1, vote: 1, commit: 0 }, entries: [{ kind: "command", term: 1, index: 1, data: new Uint8Array([1, 2, 3]) }] }])
+      yield* log.persist([{ entries: [{ kind: "command", term: 1, index: 2, data: large }] }])
+      const appends = { sync: counts.write - writesBefore, pool: counts.writeAsync - asyncBefore }
+      return { appends, entries: yield* log.read(1, 2) }
+    }).pipe(Effect.provideService(Disk, disk))))
+    // Records (and a large one's slices) went through the pool, none on the loop.
+    expect(back.appends.pool).toBeGreaterThanOrEqual(4)
+    expect(back.appends.sync).toBe(0)
+    expect(back.entries.map((e) => e.index)).toEqual([1, 2])
+    const second = back.entries[1]!
+    expect(second.kind === "command" && Buffer.compare(second.data, large)).toBe(0)
   })
 })
