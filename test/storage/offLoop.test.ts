@@ -5,7 +5,8 @@
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
-import { Context, Effect, Layer } from "effect"
+import { crc32c } from "@node-rs/crc32"
+import { Context, Deferred, Effect, Fiber, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { DiskFile, DiskService } from "../../src/storage/Disk.ts"
 import { Disk, nodeDisk, readOffLoop, withFile, writeOffLoop } from "../../src/storage/Disk.ts"
@@ -97,5 +98,48 @@ describe("thread-pool reads and writes", () => {
     expect(back.entries.map((e) => e.index)).toEqual([1, 2])
     const second = back.entries[1]!
     expect(second.kind === "command" && Buffer.compare(second.data, large)).toBe(0)
+  })
+
+  it("a receiver goes on writing while the incoming file's fdatasync runs; one sync at a time", async () => {
+    const dir = newDir()
+    const chunk = 64 * 1024
+    const data = new Uint8Array(6 * chunk).map((_, i) => (i * 11) & 0xff)
+    const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      // The incoming file's fdatasyncs wait for the gate once it is armed.
+      const gate = yield* Deferred.make<void>()
+      let armed = false
+      let syncsWaiting = 0
+      const gated = (file: DiskFile): DiskFile =>
+        file.path.endsWith(".part")
+          ? { ...file, sync: Effect.suspend(() => (armed ? Effect.zipRight(Effect.sync(() => void syncsWaiting++), Effect.zipRight(Deferred.await(gate), file.sync)) : file.sync)) }
+          : file
+      const disk: DiskService = { ...nodeDisk, open: (filePath, mode) => Effect.map(nodeDisk.open(filePath, mode), gated) }
+      const store = Context.get(yield* Layer.build(Snapshots.layer({ dir, chunkBytesMax: chunk, incomingSyncBytes: 2 * chunk }).pipe(Layer.provide(Layer.succeed(Disk, disk)))), Snapshots)
+      const transfer = yield* store.inbox.receive({ ...meta, index: 77 }, data.byteLength, crc32c(data))
+      armed = true
+      const write = (n: number) => transfer.writeAt(n * chunk, data.subarray(n * chunk, (n + 1) * chunk))
+      yield* write(0)
+      yield* write(1) // 2 chunks: a sync starts, and waits at the gate
+      yield* write(2) // not held by it
+      const held = yield* Effect.fork(write(3)) // 2 more: the next sync waits for the first
+      yield* Effect.sleep("50 millis")
+      const heldWhileGated = (yield* Fiber.poll(held))._tag === "None"
+      const waitingWhileGated = syncsWaiting
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(held)
+      yield* write(4)
+      yield* write(5)
+      const source = yield* transfer.finish
+      const back: Array<Uint8Array> = []
+      for (let at = 0; at < source.sizeBytes;) {
+        const part = yield* source.read(at, chunk)
+        back.push(part)
+        at += part.byteLength
+      }
+      return { heldWhileGated, waitingWhileGated, back: Buffer.concat(back) }
+    })))
+    expect(result.waitingWhileGated).toBe(1)
+    expect(result.heldWhileGated).toBe(true)
+    expect(Buffer.compare(result.back, data)).toBe(0)
   })
 })
