@@ -9,7 +9,9 @@
 // - `rename` within one directory atomically replaces the target.
 // - Every call except `sync` and `fsyncDir` completes synchronously in every implementation (the
 //   node one uses node's sync calls, the simulator's is in memory): synchronous code (the SQLite
-//   page machinery, between better-sqlite3 calls) runs them with `runNow`. Only a sync waits.
+//   page machinery, between better-sqlite3 calls) runs them with `runNow`. Only a sync waits —
+//   and the optional `readAsync` / `writeAsync` of a file (the node disk's thread pool), which
+//   the log's appends and every snapshot chunk use through `readOffLoop` / `writeOffLoop`.
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Cause, Context, Effect, Exit, Layer, Option } from "effect"
