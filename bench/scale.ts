@@ -91,9 +91,15 @@ interface Health {
   readonly leaderId: number | null
   readonly commitIndex: number
   readonly appliedIndex: number
+  /** The state machine's own (a snapshot counts once installed, not once adopted). */
+  readonly machineAppliedIndex?: number
 }
 
 const log = (line: string) => process.stderr.write(`${line}\n`)
+
+/** What a node's state machine has applied: the Raft core's applied index counts a snapshot as
+ * soon as it is adopted, before its install (the join times before this counted no install). */
+const machineApplied = (h: Health) => h.machineAppliedIndex ?? h.appliedIndex
 
 function spawnNode(node: Omit<NodeProcess, "child">, join: string | null, logDir: string, snapshotEvery: number): ChildProcess {
   const out = fs.openSync(path.join(logDir, `${node.name}.log`), "a")
@@ -339,7 +345,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     n4.child = spawnNode(n4, n1.address, dir, snapshotEvery)
     await until("the 4th node applies what was committed", phaseTimeoutMs, async () => {
       const h = await health(n4)
-      return h !== null && h.appliedIndex >= target.commitIndex ? true : null
+      return h !== null && machineApplied(h) >= target.commitIndex ? true : null
     })
     const joinSeconds = (performance.now() - joinStarted) / 1000
     rss[n4.name] = peakRssMb(n4.child.pid)
@@ -359,7 +365,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     const answersMs = performance.now() - restartStarted
     await until(`${victim.name} catches up`, phaseTimeoutMs, async () => {
       const h = await health(victim)
-      return h !== null && h.appliedIndex >= leaderNow.commitIndex ? true : null
+      return h !== null && machineApplied(h) >= leaderNow.commitIndex ? true : null
     })
     const caughtUpMs = performance.now() - restartStarted
     rss[`${victim.name}-restarted`] = peakRssMb(victim.child.pid)
@@ -380,7 +386,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     const leaderAnswersMs = performance.now() - leaderRestartStarted
     await until(`${leaderNode.name} catches up`, phaseTimeoutMs, async () => {
       const h = await health(leaderNode)
-      return h !== null && h.appliedIndex >= leaderBefore.commitIndex ? true : null
+      return h !== null && machineApplied(h) >= leaderBefore.commitIndex ? true : null
     })
     const leaderCaughtUpMs = performance.now() - leaderRestartStarted
     rss[`${leaderNode.name}-restarted-leader`] = peakRssMb(leaderNode.child.pid)

@@ -96,6 +96,10 @@ export interface NodeStatus {
   readonly leader: NodeId | null
   readonly commitIndex: LogIndex
   readonly appliedIndex: LogIndex
+  /** What the state machine has applied (published after its batch's sync; a snapshot counts
+   * once installed): `appliedIndex` counts what the core handed out, a snapshot from the moment
+   * it was adopted. Absent where no applier reports it. */
+  readonly machineAppliedIndex?: LogIndex
   readonly lastIndex: LogIndex
   readonly membership: Membership
   /** On a leader, what it knows of each member it replicates to (voters and standbys); empty
@@ -813,7 +817,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
       deliver: (envelope) => Effect.sync(() => void raft.offer({ _tag: "Inbound", envelope })),
-      status: Effect.sync(() => (stopped.length === 0 ? status : stoppedStatus(status))),
+      status: Effect.sync(() => ({ ...(stopped.length === 0 ? status : stoppedStatus(status)), machineAppliedIndex: applier.appliedNow() })),
       statusNow: () => (stopped.length === 0 ? status : stoppedStatus(status)),
       // Subscribe before reading the current state, so no change falls between the two.
       changes: Stream.unwrapScoped(Effect.map(PubSub.subscribe(changesHub), (subscription) =>
