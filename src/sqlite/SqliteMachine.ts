@@ -692,14 +692,17 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * checkpoint ran without SQLite's fsyncs (LeaderDatabase.checkpoint), so the file is
    * fdatasynced here, on the thread pool, before the record says so: a record is never newer
    * than the file it describes. */
-  checkpointed(name: string, owner: LeaderSlotOwner): Effect.Effect<void> {
+  checkpointed(name: string, owner: LeaderSlotOwner, at?: { readonly fileIndex: LogIndex; readonly lastChangeIndex: LogIndex }): Effect.Effect<void> {
     return this.lock.withPermits(1)(
       Effect.suspend(() => {
         const slot = this.slots.get(name)
         if (slot === undefined || slot.owner !== owner) return Effect.void
-        // What the file holds now (the writer waits for this record before its next commit).
-        const fileIndex = this.appliedIndex
-        const lastChangeIndex = slot.lastChangeIndex
+        // What the file held when the checkpoint ran (default: now; the writer may have gone on
+        // since, its commits only in the WAL).
+        const fileIndex = at?.fileIndex ?? this.appliedIndex
+        const lastChangeIndex = at?.lastChangeIndex ?? slot.lastChangeIndex
+        // A record of an older checkpoint that lost the race for the lock changes nothing.
+        if (fileIndex < slot.fileIndex) return Effect.void
         const record = Effect.suspend(() => {
           slot.fileIndex = fileIndex
           slot.fileLastChangeIndex = lastChangeIndex
