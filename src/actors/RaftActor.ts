@@ -375,11 +375,16 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             input({ _tag: "EntriesLoaded", seq: loaded.seq, entries: loaded.entries })
           }
           const snapshot = snapshotLatest
-          if (snapshot !== null && snapshot.index > state.snapshotIndex) {
-            state.snapshotIndex = snapshot.index
+          if (snapshot !== null) {
+            snapshotLatest = null
+            // Saved: the next may be asked for. One no newer than a snapshot installed from the
+            // leader meanwhile changes nothing else.
             state.snapshotInFlight = false
-            const keepFrom = options.stateMachine.replayFrom?.()
-            input({ _tag: "SnapshotTaken", meta: snapshot, ...(keepFrom !== undefined ? { keepFrom } : {}) })
+            if (snapshot.index > state.snapshotIndex) {
+              state.snapshotIndex = snapshot.index
+              const keepFrom = options.stateMachine.replayFrom?.()
+              input({ _tag: "SnapshotTaken", meta: snapshot, ...(keepFrom !== undefined ? { keepFrom } : {}) })
+            }
           }
           if (snapshotFailed) {
             snapshotFailed = false
@@ -506,6 +511,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             // must find the snapshot the log points to), and before the applier reads it.
             yield* adoptUntilWritten(meta)
             snapshotInstalled = true
+            // The store holds this snapshot now: the next one is due snapshotEveryEntries after
+            // it, not at once (a joiner took a snapshot of the state it had just installed, its
+            // applier waiting 6 s for the copy of 1 GiB before applying the entries after it).
+            state.snapshotIndex = Math.max(state.snapshotIndex, meta.index)
             toApplier.push({ _tag: "Restore", meta, source: yield* Effect.orDie(options.io.snapshotSource(meta)) })
             failCoveredProposals(state, meta.index)
           }

@@ -160,6 +160,8 @@ export interface SqliteMachineStats {
   restores: number
   /** Boots that brought files older than the boot snapshot up to it from the log instead. */
   bootReplays: number
+  /** Snapshots this machine was asked to take (prepared). */
+  snapshots: number
 }
 
 interface Slot {
@@ -224,7 +226,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The term of the newest barrier entry applied: a leader of that term has applied everything
    * committed before it won. */
   barrierTerm: Term = 0
-  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0 }
+  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0, snapshots: 0 }
   /** Called for each skipped entry (the simulator counts them: they should not happen). */
   onSkipped: ((database: string, index: LogIndex, reason: string) => void) | null = null
   private readonly slots = new Map<string, Slot>()
@@ -400,6 +402,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * lead, a leading one closing) fails the job as skipped. On a follower every entry writes pages
    * into the files, so the applier waits for the job instead. */
   readonly prepareSnapshot: Effect.Effect<PreparedSnapshot> = Effect.sync(() => {
+    this.stats.snapshots++
     const parts = this.snapshotParts()
     const concurrent = parts.some((part) => part.hold !== null)
     let released = false
