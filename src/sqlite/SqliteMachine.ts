@@ -241,6 +241,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * pages of entries past the index it is recorded at, which only the replay up to the log's end
    * makes whole again (set by the SQL surface to the log's last index at boot). */
   ownCopyFromIndex: LogIndex = 0
+  /** What `applied-state` says now (null before the machine wrote or read one). */
+  private recorded: AppliedState | null = null
   /** The last entry whose pages could not be written (for the `skipFailedEntry` bug). */
   private failedApplyIndex: LogIndex = 0
 
@@ -275,6 +277,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const { file, state } = yield* AppliedStateFile.open(disk, path.join(options.dataDir, appliedStateFileName), options.fsync)
       const boot = options.bootSnapshot
       const machine = new SqliteMachine(options, file, boot?.meta.index ?? 0)
+      machine.recorded = state
       yield* machine.recoverFiles(state)
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
         const started = performance.now()
@@ -287,9 +290,17 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           machine.stats.bootReplays++
           yield* Effect.logDebug(`boot: databases older than snapshot ${boot.meta.index} brought up to it from the log (entries ${floor + 1}..${boot.meta.index}) in ${Math.round(performance.now() - started)} ms`)
         } else {
+          // Why the snapshot is read (the slow path of a restart): said once, at info.
+          const why = floor === null
+            ? (state === null ? "no applied-state record" : "a database file the record does not know")
+            : log === undefined
+            ? "no log given"
+            : log.firstIndex > floor + 1
+            ? `the log starts at ${log.firstIndex}, after the oldest file's index ${floor}`
+            : `the log ends at ${log.lastIndex}, before the snapshot`
           yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
           machine.stats.restores++
-          yield* Effect.logDebug(`boot: databases older than snapshot ${boot.meta.index} restored from it in ${Math.round(performance.now() - started)} ms`)
+          yield* Effect.logInfo(`boot: databases older than snapshot ${boot.meta.index} restored from it in ${Math.round(performance.now() - started)} ms (${why})`)
         }
       }
       return machine
@@ -339,7 +350,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
             slot.fileLastChangeIndex = slot.lastChangeIndex
           }
         }
-        yield* this.stateFile.write(this.appliedState())
+        yield* this.writeRecord()
         this.syncedIndex = appliedIndex
         this.stats.syncs++
         trace("machine.synced", appliedIndex)
@@ -350,8 +361,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The first entry a restart needs from the log to bring every file up without the snapshot
    * (see `replayFloor`; a file the record does not know yet cannot be replayed anyway). */
   readonly replayFrom = (): LogIndex => {
-    let floor = this.appliedIndex
-    for (const slot of this.slots.values()) if (slot.fileIndex > 0) floor = Math.min(floor, slot.fileIndex)
+    const recorded = this.recorded
+    if (recorded === null) return this.appliedIndex + 1
+    let floor = recorded.appliedIndex
+    for (const file of Object.values(recorded.databases)) floor = Math.min(floor, file.fileIndex)
     return floor + 1
   }
 
@@ -603,7 +616,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       }
       if (this.options.fsync !== "off") yield* disk.fsyncDir(this.databasesDir)
       this.appliedIndex = index
-      yield* this.stateFile.write(this.appliedState())
+      yield* this.writeRecord()
     })
   }
 
@@ -641,6 +654,9 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       if (runNow(this.disk.exists(slot.path))) {
         slot.fileIndex = this.appliedIndex
         slot.fileLastChangeIndex = slot.lastChangeIndex
+        // Recorded (the file was just fdatasynced): a restart before this writer's first
+        // checkpoint replays from here, and the log keeps what that needs (`replayFrom`).
+        yield* this.persistQuietly()
       }
       // The own-copy reader goes first: its -shm mapping must not outlive the files below.
       this.ownCopy.close(name)
@@ -949,6 +965,16 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return false
   }
 
+  /** Writes `applied-state` and remembers what it says: the log must keep what a restart
+   * replays from the record, not from the newer indexes only memory knows (a writer's `lead`
+   * moves a file's index without a record). */
+  private writeRecord(): Effect.Effect<void, DiskFailure | PageFileError> {
+    const state = this.appliedState()
+    return Effect.map(this.stateFile.write(state), () => {
+      this.recorded = state
+    })
+  }
+
   private appliedState(): AppliedState {
     const databases: Record<string, DatabaseFileState> = {}
     for (const slot of this.slots.values()) {
@@ -962,7 +988,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * successful write (the applier's next sync) records the newer state. */
   private persistQuietly(): Effect.Effect<void> {
     if (this.closed) return Effect.void
-    return Effect.ignore(Effect.suspend(() => this.stateFile.write(this.appliedState())))
+    return Effect.ignore(Effect.suspend(() => this.writeRecord()))
   }
 }
 
