@@ -7,7 +7,10 @@ import { Effect, Exit, Fiber } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { SqlFailure } from "../../src/sqlite/Sql.ts"
 import type { BootSnapshot } from "../../src/actors/snapshotData.ts"
-import type { SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
+import type { LeaderSlotOwner, SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
+import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
+import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
+import type { Entry } from "../../src/raft/types.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
 import { decodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
 import { contentOf, exec, filesOf, integrityOf, makeCluster, query, rowsOf, session, simulate, sleepTicks } from "./clusterHelpers.ts"
@@ -270,5 +273,64 @@ describe("a restart whose files are older than its boot snapshot", () => {
     const old = await restart("old", 1, { neverReplayAtBoot: true })
     expect(old.stats).toMatchObject({ bootReplays: 0, restores: 1 })
     expect(Buffer.compare(fs.readFileSync(old.file), fs.readFileSync(referenceFile))).toBe(0)
+  })
+})
+
+describe("the log a restart replays from", () => {
+  it("reaches back far enough when kept from replayFrom(), also after a writer took the database over", async () => {
+    const base = newDir()
+    const { leader, entries, record, close } = recordingLeader(base)
+    leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+    record()
+    for (let i = 0; i < 12; i++) {
+      leader.prepare("INSERT INTO t(b) VALUES (randomblob(?))").run(500 + i * 300)
+      record()
+    }
+    close()
+    const barrier: Entry = { kind: "barrier", term: 1, index: entries.length + 1 }
+    const log = [...entries, barrier]
+    const last = log.length
+    const open = (dir: string, bootSnapshot: BootSnapshot | null = null) =>
+      SqliteMachine.open({ dataDir: dir, nodeId: 2, pageSize, fsync: "sync", bootSnapshot, syncEveryEntries: 1000 })
+    // The snapshot at `last`, from a machine that applied everything.
+    const reference = await Effect.runPromise(open(path.join(base, "reference")))
+    for (const entry of log) await Effect.runPromise(reference.apply(entry))
+    await Effect.runPromise(Effect.zipRight(reference.sync, Effect.void))
+    const chunks: Array<Buffer> = []
+    await Effect.runPromise(reference.snapshot({ chunkBytesMax: 64 * 1024, write: (chunk) => Effect.sync(() => void chunks.push(Buffer.from(chunk))) }))
+    reference.close()
+    const meta = { index: last, term: 1, config: { members: [{ id: 2, address: "a:1", role: "voter" as const }] } }
+
+    // A follower: applied 1..4 and recorded them, then the rest without a record (it syncs
+    // every 1000 entries), then it leads (its writer takes the database over) and dies.
+    const dir = path.join(base, "node")
+    const machine = await Effect.runPromise(open(dir))
+    for (const entry of log.slice(0, 4)) await Effect.runPromise(machine.apply(entry))
+    await Effect.runPromise(machine.sync.pipe(Effect.zipRight(Effect.void)))
+    for (const entry of log.slice(4)) await Effect.runPromise(machine.apply(entry))
+    const readPool = inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 })
+    const epoch = machine.nextEpoch()
+    const owner = await Effect.runPromise(machine.lead("main", 1, (databasePath): LeaderSlotOwner => ({
+      term: 1,
+      origin: { node: 2, epoch },
+      database: LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool })
+    })))
+    const keepFrom = machine.replayFrom()
+    owner.database.close("keepWal") // as a kill -9 leaves it
+    machine.close()
+
+    // The log compacted up to keepFrom − 1: the restart replays it, the snapshot unread.
+    const source = snapshotSourceOf(meta, Buffer.concat(chunks))
+    const restarted = await Effect.runPromise(open(dir, {
+      meta,
+      load: Effect.succeed(source),
+      log: { firstIndex: keepFrom, lastIndex: last, readFrom: (lo: number, hiMax: number) => Effect.succeed(log.slice(lo - 1, Math.min(hiMax, lo + 3))) }
+    }))
+    const stats = { ...restarted.stats }
+    const file = restarted.databasePath("main")
+    restarted.close()
+    expect(keepFrom).toBeLessThanOrEqual(last + 1)
+    expect(stats).toMatchObject({ restores: 0 })
+    expect(contentOf(file)).toBe(contentOf(path.join(base, "reference", "databases", "main.db")))
   })
 })
