@@ -12,6 +12,9 @@ import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
 import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
 import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
+import path from "node:path"
+import type { AppliedState } from "../../src/sqlite/appliedState.ts"
+import { AppliedStateFile } from "../../src/sqlite/appliedState.ts"
 import { pageSize, tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
@@ -28,7 +31,10 @@ function recordingDisk(ops: Array<string>): DiskService {
 }
 
 /** A leader commits two transactions, checkpoints and records it; the disk operations of the record. */
-async function checkpointOps(bugs?: SqliteMachineBugs): Promise<{ readonly ops: ReadonlyArray<string>; readonly databasePath: string }> {
+async function checkpointOps(
+  bugs?: SqliteMachineBugs,
+  records?: (machine: SqliteMachine, owner: LeaderSlotOwner) => Effect.Effect<void>
+): Promise<{ readonly ops: ReadonlyArray<string>; readonly databasePath: string; readonly recorded: AppliedState | null; readonly appliedIndex: number }> {
   const dir = tempDirectory("tqlite-checkpoint-sync-")
   dirs.push(dir)
   const ops: Array<string> = []
@@ -54,11 +60,14 @@ async function checkpointOps(bugs?: SqliteMachineBugs): Promise<{ readonly ops: 
   }
   expect(database.checkpoint().busy).toBe(false)
   ops.length = 0
-  await Effect.runPromise(machine.checkpointed("main", owner))
+  await Effect.runPromise(records !== undefined ? records(machine, owner) : machine.checkpointed("main", owner))
   const databasePath = machine.databasePath("main")
+  const appliedIndex = machine.appliedIndex
   await Effect.runPromise(machine.release("main", owner, "keepWal", false))
   machine.close()
-  return { ops: [...ops], databasePath }
+  const { file, state } = await Effect.runPromise(AppliedStateFile.open(nodeDisk, path.join(dir.path, "applied-state"), "sync"))
+  file.close()
+  return { ops: [...ops], databasePath, recorded: state, appliedIndex }
 }
 
 /** Whether the main file was fdatasynced before the record (applied-state) was written. */
@@ -75,5 +84,20 @@ describe("a leader's checkpoint", () => {
     expect(syncedBeforeRecord(recorded)).toBe(true)
     // Mutation: recording without the fdatasync is seen.
     expect(syncedBeforeRecord(await checkpointOps({ skipCheckpointSync: true }))).toBe(false)
+  })
+
+  it("is recorded at the index it ran at, and an older record arriving late changes nothing (the writer goes on meanwhile)", async () => {
+    // Entries 1 (barrier) to 3 applied; the checkpoint ran at 3. A record that names 2 (an older
+    // checkpoint's, late for the lock) after it leaves 3; one naming 3 while the machine applied
+    // more says 3, not the applied index.
+    const late = await checkpointOps(undefined, (machine, owner) =>
+      Effect.zipRight(
+        machine.checkpointed("main", owner, { fileIndex: 3, lastChangeIndex: 3 }),
+        machine.checkpointed("main", owner, { fileIndex: 2, lastChangeIndex: 2 })
+      ))
+    expect(late.recorded?.databases["main"]).toEqual({ fileIndex: 3, lastChangeIndex: 3 })
+    const early = await checkpointOps(undefined, (machine, owner) => machine.checkpointed("main", owner, { fileIndex: 2, lastChangeIndex: 2 }))
+    expect(early.appliedIndex).toBe(3)
+    expect(early.recorded?.databases["main"]).toEqual({ fileIndex: 2, lastChangeIndex: 2 })
   })
 })
