@@ -75,6 +75,8 @@ const segmentNamePattern = /^log-(\d{20})\.seg$/
 /** Groups up to this size are encoded into one reused buffer. */
 const scratchBytesMax = 4 * 1024 * 1024
 /** Records whose payload is at least this large are written without copying the payload. */
+/** Groups of records from this size are written on the thread pool (see `flush`). */
+const offLoopWriteBytesMin = 256 * 1024
 const largeRecordPayloadBytes = 1024 * 1024
 
 export function segmentFileName(seq: number): string {
@@ -401,11 +403,15 @@ class Writer {
     const position = this.activeBytes
     this.activeBytes += bytes.byteLength
     this.activeRecords += drafts.length
-    // On the thread pool (one hop beside the fdatasync's): a write that dirties the page cache
-    // blocks while the kernel throttles a process that wrote much (a follower's pages, a
-    // snapshot), however small the write — 1 s of a follower's event loop on one log append in
-    // issue 17's 1 GiB scale run. The scratch buffer is reused only after this completes.
-    return writeOffLoop(this.file, position, bytes)
+    // A large group on the thread pool: a write that dirties the page cache blocks while the
+    // kernel throttles a process that wrote much (a follower's pages, a snapshot) — 1 s of a
+    // follower's event loop on one log append in issue 17's 1 GiB scale run. A small one stays
+    // synchronous, as the hot path was measured (a pool hop costs more than the write), and so
+    // that it never queues behind the pool's fdatasyncs, which take seconds under that same
+    // pressure (a 2 GiB run lost its leader repeatedly with every append on the pool; not
+    // proven to be the cause: the machine's load was 12). The scratch buffer is reused only
+    // after this completes.
+    return bytes.byteLength >= offLoopWriteBytesMin ? writeOffLoop(this.file, position, bytes) : this.file.write(position, bytes)
   }
 
   /** Writes `data` at `position` a slice at a time, the event loop free between two slices: a
