@@ -14,7 +14,8 @@
 //   committed, and MB/s — beside the raw copy speed of this disk (a file of the database's size
 //   copied in 4 MiB reads and writes, then fdatasynced);
 // - a restart: `kill -9` of a follower, then the time until it answers again (it knows the
-//   leader) and until it has applied what was committed when it died.
+//   leader) and until it has applied what was committed when it died; then the same for the
+//   leader (its file lags to its last checkpoint: it replays its log at boot, not its snapshot).
 // Free space is checked first (three nodes, a joiner and the copy need about 12× the database);
 // everything lives in one temp dir, removed at the end (also on Ctrl-C) unless --keep.
 import type { ChildProcess } from "node:child_process"
@@ -69,6 +70,8 @@ export interface ScaleReport {
   /** join MB/s ÷ raw copy MB/s. */
   readonly joinVsCopy: number
   readonly restart: { readonly node: string; readonly answersMs: number; readonly caughtUpMs: number }
+  /** `kill -9` of the leader (after the follower's restart), the same times. */
+  readonly leaderRestart: { readonly node: string; readonly answersMs: number; readonly caughtUpMs: number }
   /** Bytes in each node's data dir at the end. */
   readonly diskBytes: Readonly<Record<string, number>>
   /** The machine while it ran: 1-minute load average before and after, and its cores. */
@@ -88,9 +91,15 @@ interface Health {
   readonly leaderId: number | null
   readonly commitIndex: number
   readonly appliedIndex: number
+  /** The state machine's own (a snapshot counts once installed, not once adopted). */
+  readonly machineAppliedIndex?: number
 }
 
 const log = (line: string) => process.stderr.write(`${line}\n`)
+
+/** What a node's state machine has applied: the Raft core's applied index counts a snapshot as
+ * soon as it is adopted, before its install (the join times before this counted no install). */
+const machineApplied = (h: Health) => h.machineAppliedIndex ?? h.appliedIndex
 
 function spawnNode(node: Omit<NodeProcess, "child">, join: string | null, logDir: string, snapshotEvery: number): ChildProcess {
   const out = fs.openSync(path.join(logDir, `${node.name}.log`), "a")
@@ -336,7 +345,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     n4.child = spawnNode(n4, n1.address, dir, snapshotEvery)
     await until("the 4th node applies what was committed", phaseTimeoutMs, async () => {
       const h = await health(n4)
-      return h !== null && h.appliedIndex >= target.commitIndex ? true : null
+      return h !== null && machineApplied(h) >= target.commitIndex ? true : null
     })
     const joinSeconds = (performance.now() - joinStarted) / 1000
     rss[n4.name] = peakRssMb(n4.child.pid)
@@ -356,11 +365,32 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     const answersMs = performance.now() - restartStarted
     await until(`${victim.name} catches up`, phaseTimeoutMs, async () => {
       const h = await health(victim)
-      return h !== null && h.appliedIndex >= leaderNow.commitIndex ? true : null
+      return h !== null && machineApplied(h) >= leaderNow.commitIndex ? true : null
     })
     const caughtUpMs = performance.now() - restartStarted
     rss[`${victim.name}-restarted`] = peakRssMb(victim.child.pid)
     log(`  restart of ${victim.name}: answers after ${answersMs.toFixed(0)} ms, caught up after ${caughtUpMs.toFixed(0)} ms`)
+    // The leader too: its main file lags to its last checkpoint, so before issue 17's boot
+    // replay it restored its whole snapshot at every restart.
+    const leaderBefore = await until("a leader", 60_000, () => leaderHealth(members))
+    const leaderNode = (await Promise.all(members.map(async (n) => ({ n, h: await health(n) })))).find(({ h }) => h?.role === "leader")?.n ?? n1
+    const leaderKilled = new Promise<void>((resolve) => leaderNode.child.once("exit", () => resolve()))
+    leaderNode.child.kill("SIGKILL")
+    await leaderKilled
+    const leaderRestartStarted = performance.now()
+    leaderNode.child = spawnNode(leaderNode, null, dir, snapshotEvery)
+    await until(`${leaderNode.name} answers again`, phaseTimeoutMs, async () => {
+      const h = await health(leaderNode)
+      return h !== null && h.leaderId !== null ? true : null
+    })
+    const leaderAnswersMs = performance.now() - leaderRestartStarted
+    await until(`${leaderNode.name} catches up`, phaseTimeoutMs, async () => {
+      const h = await health(leaderNode)
+      return h !== null && machineApplied(h) >= leaderBefore.commitIndex ? true : null
+    })
+    const leaderCaughtUpMs = performance.now() - leaderRestartStarted
+    rss[`${leaderNode.name}-restarted-leader`] = peakRssMb(leaderNode.child.pid)
+    log(`  restart of the leader ${leaderNode.name}: answers after ${leaderAnswersMs.toFixed(0)} ms, caught up after ${leaderCaughtUpMs.toFixed(0)} ms`)
     const joinMbPerSecond = databaseBytes / mib / joinSeconds
     const result: ScaleReport = {
       gib,
@@ -376,6 +406,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
       rawCopy: copy,
       joinVsCopy: joinMbPerSecond / copy.mbPerSecond,
       restart: { node: victim.name, answersMs, caughtUpMs },
+      leaderRestart: { node: leaderNode.name, answersMs: leaderAnswersMs, caughtUpMs: leaderCaughtUpMs },
       diskBytes: Object.fromEntries(nodes.map((n) => [n.name, dirBytes(n.dataDir)])),
       machine: { loadBefore, loadAfter: os.loadavg()[0]!, cpus: os.cpus().length }
     }
@@ -400,6 +431,7 @@ export function renderReport(r: ScaleReport): string {
     `| 4th node join | ${r.join.seconds.toFixed(1)} s, ${r.join.mbPerSecond.toFixed(1)} MB/s (${(r.joinVsCopy * 100).toFixed(0)} % of the raw copy) |`,
     `| raw copy of ${mb(r.databaseBytes)} on this disk | ${r.rawCopy.seconds.toFixed(1)} s, ${r.rawCopy.mbPerSecond.toFixed(1)} MB/s |`,
     `| restart (kill -9 of ${r.restart.node}) | answers after ${r.restart.answersMs.toFixed(0)} ms, caught up after ${r.restart.caughtUpMs.toFixed(0)} ms |`,
+    `| restart (kill -9 of the leader ${r.leaderRestart.node}) | answers after ${r.leaderRestart.answersMs.toFixed(0)} ms, caught up after ${r.leaderRestart.caughtUpMs.toFixed(0)} ms |`,
     `| data dir per node | ${Object.entries(r.diskBytes).map(([n, v]) => `${n} ${mb(v)}`).join(", ")} |`
   ]
   return `${lines.join("\n")}\n`

@@ -16,7 +16,7 @@ import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
 import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
-import { trace } from "../runtime/trace.ts"
+import { trace, traceDuration } from "../runtime/trace.ts"
 
 /** The replicated state machine, pluggable: the simulator's key-value map, tqlite's SQLite. */
 export interface StateMachine<R> {
@@ -32,6 +32,10 @@ export interface StateMachine<R> {
   readonly prepareSnapshot?: Effect.Effect<PreparedSnapshot>
   /** Replaces the state by the snapshot `source` holds (read in bounded chunks). */
   readonly restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.Effect<void>
+  /** Optional: the lowest index whose entry the state machine's own durable state still needs
+   * to catch up at a restart without reading its snapshot (its files lag the applied index);
+   * the log keeps entries from there on past compactions, within a bound (SnapshotTaken). */
+  readonly replayFrom?: () => LogIndex
   /** Optional: runs once after each mailbox batch that applied or restored anything, before the
    * applied index is published, so a state machine can make a whole batch durable with one
    * fsync (SQLite's page applier) instead of one per entry. */
@@ -110,6 +114,7 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
       supervision: { restartsMax: 0, windowMs: 1000 },
       receive: (state, batch) =>
         Effect.gen(function*() {
+          const batchStarted = performance.now()
           const appliedBefore = state.applied
           let restored = false
           for (const message of batch) {
@@ -174,6 +179,7 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           if (sm.sync !== undefined && (restored || state.applied !== appliedBefore)) {
             yield* untilWritten(watch, sm.sync)
             trace("apply.synced", state.applied)
+            traceDuration("apply.batch.ms", batchStarted)
             // Pages written and synced: whatever reported the state machine's disk full (this
             // applier, or the leader's SQLite) is over.
             if (watch.isFull("state machine")) yield* watch.clear("state machine")

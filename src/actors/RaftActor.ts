@@ -96,6 +96,10 @@ export interface NodeStatus {
   readonly leader: NodeId | null
   readonly commitIndex: LogIndex
   readonly appliedIndex: LogIndex
+  /** What the state machine has applied (published after its batch's sync; a snapshot counts
+   * once installed): `appliedIndex` counts what the core handed out, a snapshot from the moment
+   * it was adopted. Absent where no applier reports it. */
+  readonly machineAppliedIndex?: LogIndex
   readonly lastIndex: LogIndex
   readonly membership: Membership
   /** On a leader, what it knows of each member it replicates to (voters and standbys); empty
@@ -371,10 +375,16 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             input({ _tag: "EntriesLoaded", seq: loaded.seq, entries: loaded.entries })
           }
           const snapshot = snapshotLatest
-          if (snapshot !== null && snapshot.index > state.snapshotIndex) {
-            state.snapshotIndex = snapshot.index
+          if (snapshot !== null) {
+            snapshotLatest = null
+            // Saved: the next may be asked for. One no newer than a snapshot installed from the
+            // leader meanwhile changes nothing else.
             state.snapshotInFlight = false
-            input({ _tag: "SnapshotTaken", meta: snapshot })
+            if (snapshot.index > state.snapshotIndex) {
+              state.snapshotIndex = snapshot.index
+              const keepFrom = options.stateMachine.replayFrom?.()
+              input({ _tag: "SnapshotTaken", meta: snapshot, ...(keepFrom !== undefined ? { keepFrom } : {}) })
+            }
           }
           if (snapshotFailed) {
             snapshotFailed = false
@@ -501,6 +511,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             // must find the snapshot the log points to), and before the applier reads it.
             yield* adoptUntilWritten(meta)
             snapshotInstalled = true
+            // The store holds this snapshot now: the next one is due snapshotEveryEntries after
+            // it, not at once (a joiner took a snapshot of the state it had just installed, its
+            // applier waiting 6 s for the copy of 1 GiB before applying the entries after it).
+            state.snapshotIndex = Math.max(state.snapshotIndex, meta.index)
             toApplier.push({ _tag: "Restore", meta, source: yield* Effect.orDie(options.io.snapshotSource(meta)) })
             failCoveredProposals(state, meta.index)
           }
@@ -812,7 +826,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
       deliver: (envelope) => Effect.sync(() => void raft.offer({ _tag: "Inbound", envelope })),
-      status: Effect.sync(() => (stopped.length === 0 ? status : stoppedStatus(status))),
+      status: Effect.sync(() => ({ ...(stopped.length === 0 ? status : stoppedStatus(status)), machineAppliedIndex: applier.appliedNow() })),
       statusNow: () => (stopped.length === 0 ? status : stoppedStatus(status)),
       // Subscribe before reading the current state, so no change falls between the two.
       changes: Stream.unwrapScoped(Effect.map(PubSub.subscribe(changesHub), (subscription) =>

@@ -22,12 +22,14 @@ import type { RaftConfig } from "../raft/config.ts"
 import { defaultRaftConfig } from "../raft/config.ts"
 import { bootstrap } from "../raft/core.ts"
 import type { Membership, NodeId, SnapshotMeta } from "../raft/types.ts"
+import { slotSizeBytes } from "../raft/types.ts"
 import type { DiskService } from "../storage/Disk.ts"
 import { Disk } from "../storage/Disk.ts"
+import type { LogStoreService } from "../storage/LogStore.ts"
 import { persistInGroupsResumable } from "../storage/LogStore.ts"
 import { SegmentLog } from "../storage/SegmentLog.ts"
 import { Snapshots, writeSnapshotFrom } from "../storage/Snapshots.ts"
-import type { SnapshotInbox, SnapshotSource } from "../actors/snapshotData.ts"
+import type { BootLog, BootSnapshot, SnapshotInbox } from "../actors/snapshotData.ts"
 import type { SnapshotError, StorageError } from "../storage/errors.ts"
 import type { HealthLimits } from "../observability/health.ts"
 import { healthLimitsFor, leaderQuorumContact } from "../observability/health.ts"
@@ -76,7 +78,7 @@ export interface NodeOptions<R, SM, E = never> {
    * `load` opens its data (read in chunks) only if the state machine needs it. */
   readonly stateMachine: (
     identity: NodeIdentity,
-    snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
+    snapshot: BootSnapshot | null
   ) => Effect.Effect<SM & StateMachine<R>, E, Scope.Scope>
   readonly tickMs?: number
   readonly raft?: Partial<Omit<RaftConfig, "id" | "seed">>
@@ -136,7 +138,7 @@ export interface NodeParts<R, SM, E = never> {
   /** Makes the state machine (in the node's scope), restored to `snapshot` when there is one;
    * `load` opens its data (read in chunks) only if the state machine needs it. */
   readonly stateMachine: (
-    snapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
+    snapshot: BootSnapshot | null
   ) => Effect.Effect<SM & StateMachine<R>, E, Scope.Scope>
   readonly storage: {
     readonly logDir: string
@@ -307,7 +309,7 @@ const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
     const verifyBoot = snapshotMeta === null
       ? Effect.void
       : yield* Effect.cached(bootStep("boot snapshot verified", Effect.scoped(Effect.flatMap(snapshots.open(snapshotMeta), (reader) => reader.verify))))
-    const snapshot = snapshotMeta === null ? null : { meta: snapshotMeta, load: Effect.orDie(Effect.zipRight(verifyBoot, snapshots.source(snapshotMeta))) }
+    const snapshot = snapshotMeta === null ? null : { meta: snapshotMeta, load: Effect.orDie(Effect.zipRight(verifyBoot, snapshots.source(snapshotMeta))), log: bootLogOf(log, loaded) }
     const stateMachine = yield* bootStep("state machine opened", parts.stateMachine(snapshot))
     const isBootSnapshot = (meta: SnapshotMeta) => snapshotMeta !== null && meta.index === snapshotMeta.index && meta.term === snapshotMeta.term
     const snapshotSource = (meta: SnapshotMeta) => (isBootSnapshot(meta) ? Effect.zipRight(verifyBoot, snapshots.source(meta)) : snapshots.source(meta))
@@ -350,6 +352,31 @@ const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
     )
     return { identity: { ...identity, address: transport.address }, raft, stateMachine, transport, recovered, observability: { metrics, contact, healthLimits } }
   })
+
+/** Bytes of entries the state machine reads from the log per call while it replays at boot
+ * (BootLog): at least one entry, however large. */
+const bootReplayReadBytesMax = 8 * 1024 * 1024
+
+/** The log as the state machine reads it at boot: a range of the recovered entries whose sizes
+ * (known for evicted ones too) stay under `bootReplayReadBytesMax`, read back from the files. */
+function bootLogOf(log: LogStoreService, loaded: RecoveredBounded): BootLog {
+  const firstIndex = loaded.base.index + 1
+  return {
+    firstIndex,
+    lastIndex: loaded.base.index + loaded.entries.length,
+    readFrom: (lo, hiMax) => {
+      let hi = lo
+      let bytes = slotSizeBytes(loaded.entries[lo - firstIndex]!)
+      while (hi < hiMax && hi + 1 - firstIndex < loaded.entries.length) {
+        const next = slotSizeBytes(loaded.entries[hi + 1 - firstIndex]!)
+        if (bytes + next > bootReplayReadBytesMax) break
+        bytes += next
+        hi++
+      }
+      return log.read(lo, hi)
+    }
+  }
+}
 
 /** One round of the peer sync: links follow the membership (every member but this node, at the
  * address the configuration names); a leadership won, a quorum lost or regained is logged once. */

@@ -50,6 +50,9 @@ export interface HealthReport {
   readonly leaderId: NodeId | null
   readonly commitIndex: number
   readonly appliedIndex: number
+  /** What the state machine has applied (a snapshot once installed); `appliedIndex` when the
+   * node does not say. */
+  readonly machineAppliedIndex: number
   readonly lastIndex: number
   /** Ms since the leader was last heard (0 on the leader itself); null when never. */
   readonly leaderContactAgeMs: number | null
@@ -72,6 +75,7 @@ export function evaluateHealth(input: HealthInput, limits: HealthLimits): Health
     leaderId: status.leader,
     commitIndex: status.commitIndex,
     appliedIndex: status.appliedIndex,
+    machineAppliedIndex: status.machineAppliedIndex ?? status.appliedIndex,
     lastIndex: status.lastIndex,
     leaderContactAgeMs
   })

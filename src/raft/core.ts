@@ -150,7 +150,7 @@ function dispatch(st: Step, input: Input): void {
       persisted(st, input.index, input.term)
       return
     case "SnapshotTaken":
-      snapshotTaken(st, input.meta)
+      snapshotTaken(st, input.meta, input.keepFrom)
       return
     case "EntriesLoaded":
       entriesLoaded(st, input.seq, input.entries)
@@ -286,13 +286,16 @@ function persisted(st: Step, index: LogIndex, term: Term): void {
   if (s.role === "leader" && maybeCommit(st)) broadcastAppend(st, true)
 }
 
-function snapshotTaken(st: Step, meta: SnapshotMeta): void {
+function snapshotTaken(st: Step, meta: SnapshotMeta, keepFrom: LogIndex | undefined): void {
   const s = st.s
   assert(meta.index <= s.log.applied, `snapshot at ${meta.index} beyond applied ${s.log.applied}`)
   if (s.snapshot !== null && meta.index <= s.snapshot.index) return
   s.snapshot = meta
   s.configs = s.configs.filter((c) => c.index > meta.index)
-  const target = Math.max(s.log.base.index, meta.index - s.config.snapshotTrailingEntries)
+  let keepBelow = meta.index - s.config.snapshotTrailingEntries
+  // What the state machine's files need to restart from the log, within its bound.
+  if (keepFrom !== undefined) keepBelow = Math.min(keepBelow, Math.max(keepFrom - 1, meta.index - s.config.snapshotKeepForReplayEntriesMax))
+  const target = Math.max(s.log.base.index, keepBelow)
   if (target > s.log.base.index) {
     compactTo(s.log, target)
     st.out.compactUpTo = { ...s.log.base }

@@ -34,8 +34,11 @@ export type Input =
   | { readonly _tag: "Campaign" }
   /** Log entries up to `index` (whose entry has `term`) are durable. */
   | { readonly _tag: "Persisted"; readonly index: LogIndex; readonly term: Term }
-  /** A snapshot of the state machine at meta.index is durable; the log below it may go. */
-  | { readonly _tag: "SnapshotTaken"; readonly meta: SnapshotMeta }
+  /** A snapshot of the state machine at meta.index is durable; the log below it may go.
+   * `keepFrom`: the state machine's own durable state needs the entries from here on to catch
+   * up at a restart without reading the snapshot (a leader's database file lags to its last
+   * checkpoint); compaction stops before it, down to `snapshotKeepForReplayEntriesMax` below. */
+  | { readonly _tag: "SnapshotTaken"; readonly meta: SnapshotMeta; readonly keepFrom?: LogIndex }
   /** The answer to a Ready's `loads` request `seq`: the entries read back from the log store,
    * contiguous from the request's `lo` (fewer, or none, when the read failed). */
   | { readonly _tag: "EntriesLoaded"; readonly seq: number; readonly entries: ReadonlyArray<Entry> }

@@ -45,6 +45,22 @@ if (tracing) {
     if (nowMs - lastMs > loopHeldStampMs) trace("loop.held", Math.round(nowMs - lastMs))
     lastMs = nowMs
   }, 10).unref()
+  // Where the memory goes (MB as the index): rss, V8 heap, and buffers outside it.
+  setInterval(() => {
+    const memory = process.memoryUsage()
+    trace("mem.rss", Math.round(memory.rss / 1048576))
+    trace("mem.heap", Math.round(memory.heapUsed / 1048576))
+    trace("mem.external", Math.round(memory.external / 1048576))
+    trace("mem.arrayBuffers", Math.round(memory.arrayBuffers / 1048576))
+  }, 250).unref()
+}
+
+/** Stamps `stage` with how long (ms) a synchronous step that started at `startedMs`
+ * (performance.now()) took, when at least `thresholdMs`: what held the loop. */
+export function traceDuration(stage: string, startedMs: number, thresholdMs = 5): void {
+  if (!tracing) return
+  const ms = performance.now() - startedMs
+  if (ms >= thresholdMs) trace(stage, Math.round(ms))
 }
 
 /** Stamps `<where>.append` for an AppendEntries that carries entries and `<where>.ack` for its

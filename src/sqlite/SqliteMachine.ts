@@ -35,13 +35,13 @@ import { Effect } from "effect"
 import fs from "node:fs"
 import path from "node:path"
 import type { DiskService } from "../storage/Disk.ts"
-import { nodeDisk, runNow, unlinkIfExists, withFile } from "../storage/Disk.ts"
+import { nodeDisk, runNow, unlinkIfExists, withFile, writeOffLoop } from "../storage/Disk.ts"
 import type { PreparedSnapshot, StateMachine } from "../actors/Applier.ts"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
 import { AppliedStateFile } from "./appliedState.ts"
-import type { SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
+import type { BootLog, BootSnapshot, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
 import { readExactly, SnapshotSkipped, yieldEventLoop } from "../actors/snapshotData.ts"
 import type { DatabaseEntry } from "./databaseSnapshot.ts"
 import { decodeManifest, encodeManifest, manifestLength, manifestPrefixBytes } from "./databaseSnapshot.ts"
@@ -58,7 +58,7 @@ import { walFrameBytes, walHeaderBytes } from "./walFormat.ts"
 import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
-import { trace } from "../runtime/trace.ts"
+import { trace, traceDuration, tracing } from "../runtime/trace.ts"
 
 export type SqliteApplyResult =
   /** Our own writer's entry: its frames were already in the WAL. */
@@ -99,8 +99,9 @@ export interface SqliteMachineOptions {
    * Default 1 (every batch). */
   readonly syncEveryEntries?: number
   /** The snapshot the node boots from (the RaftActor's recovered snapshot), read only if a
-   * database file is older than it. */
-  readonly bootSnapshot: { readonly meta: SnapshotMeta; readonly load: Effect.Effect<SnapshotSource> } | null
+   * database file is older than it and the log (`bootSnapshot.log`) does not reach back to
+   * the oldest file's index (then the files are brought up to the snapshot from the log). */
+  readonly bootSnapshot: BootSnapshot | null
   /** Runs between two chunks of a snapshot being taken or installed (default: release the event
    * loop once, so sockets and timers run; the simulator passes Effect.void to stay in step). */
   readonly betweenChunks?: Effect.Effect<void>
@@ -139,9 +140,15 @@ export interface SqliteMachineBugs {
   readonly readTornEntry?: boolean
   /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
   readonly installUnsynced?: boolean
+  /** A leader's checkpoint is recorded without fdatasyncing the main file it wrote without
+   * SQLite's own fsyncs (power loss after a checkpoint). */
+  readonly skipCheckpointSync?: boolean
   /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
    * it so (power loss during the WAL cut). */
   readonly recordBeforeDiscard?: boolean
+  /** Not a durability bug: the boot always restores from the snapshot (the behaviour before the
+   * log replay), for tests that compare the two. */
+  readonly neverReplayAtBoot?: boolean
 }
 
 export interface SqliteMachineStats {
@@ -151,6 +158,10 @@ export interface SqliteMachineStats {
   replayed: number
   syncs: number
   restores: number
+  /** Boots that brought files older than the boot snapshot up to it from the log instead. */
+  bootReplays: number
+  /** Snapshots this machine was asked to take (prepared). */
+  snapshots: number
 }
 
 interface Slot {
@@ -215,7 +226,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The term of the newest barrier entry applied: a leader of that term has applied everything
    * committed before it won. */
   barrierTerm: Term = 0
-  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0 }
+  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0, snapshots: 0 }
   /** Called for each skipped entry (the simulator counts them: they should not happen). */
   onSkipped: ((database: string, index: LogIndex, reason: string) => void) | null = null
   private readonly slots = new Map<string, Slot>()
@@ -230,6 +241,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * pages of entries past the index it is recorded at, which only the replay up to the log's end
    * makes whole again (set by the SQL surface to the log's last index at boot). */
   ownCopyFromIndex: LogIndex = 0
+  /** What `applied-state` says now (null before the machine wrote or read one). */
+  private recorded: AppliedState | null = null
   /** The last entry whose pages could not be written (for the `skipFailedEntry` bug). */
   private failedApplyIndex: LogIndex = 0
 
@@ -264,12 +277,31 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const { file, state } = yield* AppliedStateFile.open(disk, path.join(options.dataDir, appliedStateFileName), options.fsync)
       const boot = options.bootSnapshot
       const machine = new SqliteMachine(options, file, boot?.meta.index ?? 0)
+      machine.recorded = state
       yield* machine.recoverFiles(state)
       if (boot !== null && machine.needsBootSnapshot(state, boot.meta.index)) {
         const started = performance.now()
-        yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
-        machine.stats.restores++
-        yield* Effect.logDebug(`boot: databases older than snapshot ${boot.meta.index} restored from it in ${Math.round(performance.now() - started)} ms`)
+        // dqlite's way when it can: the files are the state, and the log holds every entry since
+        // the oldest of them; the snapshot is read only when it cannot.
+        const floor = machine.replayFloor(state)
+        const log = boot.log
+        if (floor !== null && log !== undefined && log.firstIndex <= floor + 1 && log.lastIndex >= boot.meta.index && machine.options.bugs?.neverReplayAtBoot !== true) {
+          yield* machine.replayAtBoot(log, floor, boot.meta.index)
+          machine.stats.bootReplays++
+          yield* Effect.logDebug(`boot: databases older than snapshot ${boot.meta.index} brought up to it from the log (entries ${floor + 1}..${boot.meta.index}) in ${Math.round(performance.now() - started)} ms`)
+        } else {
+          // Why the snapshot is read (the slow path of a restart): said once, at info.
+          const why = floor === null
+            ? (state === null ? "no applied-state record" : "a database file the record does not know")
+            : log === undefined
+            ? "no log given"
+            : log.firstIndex > floor + 1
+            ? `the log starts at ${log.firstIndex}, after the oldest file's index ${floor}`
+            : `the log ends at ${log.lastIndex}, before the snapshot`
+          yield* machine.installFrom(yield* boot.load, boot.meta.index, { onlyOlder: true })
+          machine.stats.restores++
+          yield* Effect.logInfo(`boot: databases older than snapshot ${boot.meta.index} restored from it in ${Math.round(performance.now() - started)} ms (${why})`)
+        }
       }
       return machine
     }).pipe(Effect.orDie)
@@ -277,15 +309,25 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   // ---- StateMachine -------------------------------------------------------------------------
 
-  readonly apply = (entry: Entry): Effect.Effect<SqliteApplyResult> => Effect.sync(() => this.applyEntry(entry))
+  readonly apply = (entry: Entry): Effect.Effect<SqliteApplyResult> =>
+    Effect.sync(() => {
+      if (!tracing) return this.applyEntry(entry)
+      const started = performance.now()
+      const result = this.applyEntry(entry)
+      traceDuration("machine.apply.ms", started)
+      return result
+    })
 
   /** After each applier batch: fdatasync the files pages were written to, then record the index
    * they reflect. */
-  readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(
-    Effect.suspend(() => {
+  readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(Effect.suspend(() => this.syncFiles(this.options.syncEveryEntries ?? 1)))
+
+  /** `sync`'s work, once at least `everyEntries` entries were applied since the last one. */
+  private syncFiles(everyEntries: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
       // The applier's retry loop (a full disk) finishes an interrupted step-down discard here.
       for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
-      if (this.appliedIndex - this.syncedIndex < (this.options.syncEveryEntries ?? 1)) return Effect.void
+      if (this.appliedIndex - this.syncedIndex < everyEntries) return Effect.void
       const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
       if (dirty.length === 0) return Effect.void
       const appliedIndex = this.appliedIndex
@@ -293,6 +335,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       // full disk: the applier retries it) must run again, not be skipped as already done. The
       // files first, then the record: a record is never newer than the files it describes.
       return Effect.gen(this, function*() {
+        trace("machine.sync.start", appliedIndex)
         for (const slot of dirty) {
           if (this.options.fsync !== "off" && this.options.bugs?.skipPageSync !== true) yield* slot.applier!.sync
           slot.applier!.close()
@@ -307,13 +350,57 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
             slot.fileLastChangeIndex = slot.lastChangeIndex
           }
         }
-        yield* this.stateFile.write(this.appliedState())
+        yield* this.writeRecord()
         this.syncedIndex = appliedIndex
         this.stats.syncs++
         trace("machine.synced", appliedIndex)
       }).pipe(Effect.orDie)
     })
-  )
+  }
+
+  /** The first entry a restart needs from the log to bring every file up without the snapshot
+   * (see `replayFloor`; a file the record does not know yet cannot be replayed anyway). */
+  readonly replayFrom = (): LogIndex => {
+    const recorded = this.recorded
+    if (recorded === null) return this.appliedIndex + 1
+    let floor = recorded.appliedIndex
+    for (const file of Object.values(recorded.databases)) floor = Math.min(floor, file.fileIndex)
+    return floor + 1
+  }
+
+  /** The index the log must reach back to (plus one) for the files to be brought up to a later
+   * index by replaying it: the oldest index a file is recorded to reflect, or the record's
+   * applied index when that is older (a database created after it has no file yet). null when
+   * there is no record, or a file the record does not know (it may hold anything). */
+  private replayFloor(state: AppliedState | null): LogIndex | null {
+    if (state === null) return null
+    let floor = state.appliedIndex
+    for (const slot of this.slots.values()) {
+      if (slot.fileIndex === 0) return null
+      floor = Math.min(floor, slot.fileIndex)
+    }
+    return floor
+  }
+
+  /** At boot, instead of the boot snapshot: applies the log's entries `floor + 1`..`to` (entries
+   * at or below a file's index are skipped per database, as in any restart's replay), a bounded
+   * read at a time, then syncs the files and records them. */
+  private replayAtBoot(log: BootLog, floor: LogIndex, to: LogIndex): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
+      this.appliedIndex = floor
+      while (this.appliedIndex < to) {
+        const entries = yield* Effect.orDie(log.readFrom(this.appliedIndex + 1, to))
+        assert(entries.length > 0 && entries[0]!.index === this.appliedIndex + 1, `boot replay read ${entries[0]?.index ?? "nothing"} after ${this.appliedIndex}`)
+        for (const entry of entries) {
+          if (entry.index > to) break
+          assert(entry.index === this.appliedIndex + 1, `boot replay: entry ${entry.index} after ${this.appliedIndex}`)
+          this.applyEntry(entry)
+        }
+      }
+      assert(this.appliedIndex === to, `boot replay ended at ${this.appliedIndex}, not ${to}`)
+      yield* this.syncFiles(0)
+    })
+  }
 
   /** Streams the databases as of the applied index into `sink` (databaseSnapshot.ts), the
    * applier waiting meanwhile (see prepareSnapshot for the rest). */
@@ -328,6 +415,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * lead, a leading one closing) fails the job as skipped. On a follower every entry writes pages
    * into the files, so the applier waits for the job instead. */
   readonly prepareSnapshot: Effect.Effect<PreparedSnapshot> = Effect.sync(() => {
+    this.stats.snapshots++
     const parts = this.snapshotParts()
     const concurrent = parts.some((part) => part.hold !== null)
     let released = false
@@ -393,6 +481,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const self = this
     const pageSize = this.pageSize
     return Effect.gen(function*() {
+      trace("snapshot.take.start", self.appliedIndex)
       yield* sink.write(encodeManifest(parts.map((part) => part.entry)))
       const chunkBytes = Math.max(pageSize, Math.floor(Math.min(sink.chunkBytesMax, self.chunkBytes) / pageSize) * pageSize)
       const buffer = Buffer.allocUnsafe(chunkBytes)
@@ -419,12 +508,15 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
             return yield* skipped(part, "its file shrank while it was copied")
           }
           if (moved()) return yield* skipped(part, "its file changed while it was copied")
+          const writeStarted = performance.now()
           yield* sink.write(out)
+          traceDuration("snapshot.take.chunk.ms", writeStarted)
           at += length
           yield* self.betweenChunks
         }
         if (moved()) return yield* skipped(part, "its file changed while it was copied")
       }
+      trace("snapshot.take.end", self.appliedIndex)
     })
   }
 
@@ -460,6 +552,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     const self = this
     const chunkBytes = this.chunkBytes
     return Effect.gen(function*() {
+      trace("snapshot.install.start", index)
       const prefix = yield* Effect.orDie(readExactly(source, 0, manifestPrefixBytes, chunkBytes))
       const manifestBytes = manifestLength(prefix)
       const entries = decodeManifest(yield* Effect.orDie(readExactly(source, 0, manifestBytes, chunkBytes)))
@@ -478,7 +571,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
             for (let at = 0; at < entry.sizeBytes;) {
               const data = yield* Effect.orDie(source.read(start + at, Math.min(chunkBytes, entry.sizeBytes - at)))
               assert(data.byteLength > 0, `snapshot ${index} ends inside ${entry.name}`)
-              yield* file.write(at, data)
+              yield* writeOffLoop(file, at, data)
               at += data.byteLength
               yield* self.betweenChunks
             }
@@ -488,6 +581,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       assert(offset === source.sizeBytes, `snapshot ${index} holds ${source.sizeBytes} bytes, its manifest ${offset}`)
       // 2. the switch: renames, then the directory, then the record of what the files reflect.
       yield* Effect.orDie(self.switchTo(entries, index, options))
+      trace("snapshot.install.end", index)
     })
   }
 
@@ -522,7 +616,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       }
       if (this.options.fsync !== "off") yield* disk.fsyncDir(this.databasesDir)
       this.appliedIndex = index
-      yield* this.stateFile.write(this.appliedState())
+      yield* this.writeRecord()
     })
   }
 
@@ -560,6 +654,9 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       if (runNow(this.disk.exists(slot.path))) {
         slot.fileIndex = this.appliedIndex
         slot.fileLastChangeIndex = slot.lastChangeIndex
+        // Recorded (the file was just fdatasynced): a restart before this writer's first
+        // checkpoint replays from here, and the log keeps what that needs (`replayFrom`).
+        yield* this.persistQuietly()
       }
       // The own-copy reader goes first: its -shm mapping must not outlive the files below.
       this.ownCopy.close(name)
@@ -610,15 +707,33 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     )
   }
 
-  /** The leader checkpointed `name`: its main file now holds every change applied so far. */
-  checkpointed(name: string, owner: LeaderSlotOwner): Effect.Effect<void> {
+  /** The leader checkpointed `name`: its main file now holds every change applied so far. The
+   * checkpoint ran without SQLite's fsyncs (LeaderDatabase.checkpoint), so the file is
+   * fdatasynced here, on the thread pool, before the record says so: a record is never newer
+   * than the file it describes. */
+  checkpointed(name: string, owner: LeaderSlotOwner, at?: { readonly fileIndex: LogIndex; readonly lastChangeIndex: LogIndex }): Effect.Effect<void> {
     return this.lock.withPermits(1)(
       Effect.suspend(() => {
         const slot = this.slots.get(name)
         if (slot === undefined || slot.owner !== owner) return Effect.void
-        slot.fileIndex = this.appliedIndex
-        slot.fileLastChangeIndex = slot.lastChangeIndex
-        return this.persistQuietly()
+        // What the file held when the checkpoint ran (default: now; the writer may have gone on
+        // since, its commits only in the WAL).
+        const fileIndex = at?.fileIndex ?? this.appliedIndex
+        const lastChangeIndex = at?.lastChangeIndex ?? slot.lastChangeIndex
+        // A record of an older checkpoint that lost the race for the lock changes nothing.
+        if (fileIndex < slot.fileIndex) return Effect.void
+        const record = Effect.suspend(() => {
+          slot.fileIndex = fileIndex
+          slot.fileLastChangeIndex = lastChangeIndex
+          return this.persistQuietly()
+        })
+        if (this.options.fsync === "off" || this.options.bugs?.skipCheckpointSync === true) return record
+        // A failed fdatasync (a full disk cannot fail it; an I/O error may) records nothing: an
+        // older record only means more replay.
+        return Effect.flatMap(
+          Effect.either(withFile(this.disk, slot.path, "read", (file) => file.sync)),
+          (synced) => (synced._tag === "Right" ? record : Effect.logWarning(`the checkpoint of ${name} was not recorded: its fdatasync failed`, synced.left))
+        )
       })
     )
   }
@@ -850,6 +965,16 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return false
   }
 
+  /** Writes `applied-state` and remembers what it says: the log must keep what a restart
+   * replays from the record, not from the newer indexes only memory knows (a writer's `lead`
+   * moves a file's index without a record). */
+  private writeRecord(): Effect.Effect<void, DiskFailure | PageFileError> {
+    const state = this.appliedState()
+    return Effect.map(this.stateFile.write(state), () => {
+      this.recorded = state
+    })
+  }
+
   private appliedState(): AppliedState {
     const databases: Record<string, DatabaseFileState> = {}
     for (const slot of this.slots.values()) {
@@ -863,7 +988,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * successful write (the applier's next sync) records the newer state. */
   private persistQuietly(): Effect.Effect<void> {
     if (this.closed) return Effect.void
-    return Effect.ignore(Effect.suspend(() => this.stateFile.write(this.appliedState())))
+    return Effect.ignore(Effect.suspend(() => this.writeRecord()))
   }
 }
 

@@ -9,7 +9,9 @@
 // - `rename` within one directory atomically replaces the target.
 // - Every call except `sync` and `fsyncDir` completes synchronously in every implementation (the
 //   node one uses node's sync calls, the simulator's is in memory): synchronous code (the SQLite
-//   page machinery, between better-sqlite3 calls) runs them with `runNow`. Only a sync waits.
+//   page machinery, between better-sqlite3 calls) runs them with `runNow`. Only a sync waits —
+//   and the optional `readAsync` / `writeAsync` of a file (the node disk's thread pool), which
+//   the log's appends and every snapshot chunk use through `readOffLoop` / `writeOffLoop`.
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Cause, Context, Effect, Exit, Layer, Option } from "effect"
@@ -27,6 +29,14 @@ export interface DiskFile {
   /** All of `data` at `position` (the file grows as needed). The caller may reuse `data` once
    * this returns. */
   readonly write: (position: number, data: Uint8Array) => Effect.Effect<void, DiskFailure>
+  /** Optional: `read` and `write` done on a thread pool, for the chunks of a long streamed copy
+   * (snapshots: taken, received, installed). A write into the page cache blocks while the kernel
+   * throttles a process with many dirty pages, and a read of a cold file waits on the device:
+   * on the event loop that was 100–430 ms per 1 MiB chunk during issue 17's scale runs. An
+   * implementation without a pool (the simulator's, which must stay synchronous) omits them;
+   * callers use `readOffLoop` / `writeOffLoop` below, which fall back to `read` / `write`. */
+  readonly readAsync?: (position: number, length: number) => Effect.Effect<Uint8Array, DiskFailure>
+  readonly writeAsync?: (position: number, data: Uint8Array) => Effect.Effect<void, DiskFailure>
   readonly size: Effect.Effect<number, DiskFailure>
   readonly truncate: (length: number) => Effect.Effect<void, DiskFailure>
   /** fdatasync: every write and truncate before it is durable when it returns. */
@@ -71,6 +81,14 @@ export function runNow<A>(effect: Effect.Effect<A, DiskFailure>): A {
   const failure = Cause.failureOption(exit.cause)
   throw Option.isSome(failure) ? failure.value : Cause.squash(exit.cause)
 }
+
+/** `file.read`, on the thread pool where the implementation has one (see `DiskFile.readAsync`). */
+export const readOffLoop = (file: DiskFile, position: number, length: number): Effect.Effect<Uint8Array, DiskFailure> =>
+  file.readAsync !== undefined ? file.readAsync(position, length) : file.read(position, length)
+
+/** `file.write`, on the thread pool where the implementation has one (see `DiskFile.writeAsync`). */
+export const writeOffLoop = (file: DiskFile, position: number, data: Uint8Array): Effect.Effect<void, DiskFailure> =>
+  file.writeAsync !== undefined ? file.writeAsync(position, data) : file.write(position, data)
 
 /** Removes `filePath` when it exists (an absent file is not an error). */
 export const unlinkIfExists = (disk: DiskService, filePath: string): Effect.Effect<void, DiskFailure> =>
@@ -174,6 +192,31 @@ function makeNodeFile(filePath: string, fd: number): DiskFile {
         while (done < data.byteLength) {
           done += fs.writeSync(fd, data, done, data.byteLength - done, position + done)
         }
+      }),
+    readAsync: (position, length) =>
+      Effect.suspend(() => {
+        guard("read")
+        const buffer = Buffer.allocUnsafe(length)
+        const step = (done: number): Effect.Effect<Uint8Array, DiskFailure> =>
+          Effect.flatMap(
+            Effect.async<number, DiskFailure>((resume) => {
+              fs.read(fd, buffer, done, length - done, position + done, (error, n) => resume(error === null ? Effect.succeed(n) : Effect.fail(toDiskFailure("read", filePath, error))))
+            }),
+            (n) => (n === 0 || done + n >= length ? Effect.succeed(new Uint8Array(buffer.buffer, buffer.byteOffset, done + n)) : step(done + n))
+          )
+        return step(0)
+      }),
+    writeAsync: (position, data) =>
+      Effect.suspend(() => {
+        guard("write")
+        const step = (done: number): Effect.Effect<void, DiskFailure> =>
+          Effect.flatMap(
+            Effect.async<number, DiskFailure>((resume) => {
+              fs.write(fd, data, done, data.byteLength - done, position + done, (error, n) => resume(error === null ? Effect.succeed(n) : Effect.fail(toDiskFailure("write", filePath, error))))
+            }),
+            (n) => (done + n >= data.byteLength ? Effect.void : step(done + n))
+          )
+        return data.byteLength === 0 ? Effect.void : step(0)
       }),
     size: trySync("fstat", filePath, () => {
       guard("fstat")

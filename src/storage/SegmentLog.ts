@@ -23,7 +23,7 @@ import { assert } from "../assert.ts"
 import { yieldToLoop } from "../runtime/yieldToLoop.ts"
 import type { RecoveredBounded } from "../raft/storage.ts"
 import type { Entry, LogIndex, LogSlot } from "../raft/types.ts"
-import { Disk, ensureDir, writeFileAtomic } from "./Disk.ts"
+import { Disk, ensureDir, writeFileAtomic, writeOffLoop } from "./Disk.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
 import { ClusterIdMismatch, EntriesUnavailable, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
 import type { DiskFailure, StorageError } from "./errors.ts"
@@ -75,6 +75,8 @@ const segmentNamePattern = /^log-(\d{20})\.seg$/
 /** Groups up to this size are encoded into one reused buffer. */
 const scratchBytesMax = 4 * 1024 * 1024
 /** Records whose payload is at least this large are written without copying the payload. */
+/** Groups of records from this size are written on the thread pool (see `flush`). */
+const offLoopWriteBytesMin = 256 * 1024
 const largeRecordPayloadBytes = 1024 * 1024
 
 export function segmentFileName(seq: number): string {
@@ -392,7 +394,7 @@ class Writer {
         this.activeBytes += header.byteLength + large.payload.byteLength
         this.activeRecords += 1
         return Effect.zipRight(
-          Effect.zipRight(this.file.write(position, header), this.writeInSlices(position + header.byteLength, large.payload)),
+          Effect.zipRight(writeOffLoop(this.file, position, header), this.writeInSlices(position + header.byteLength, large.payload)),
           this.flush(drafts.slice(largeAt + 1))
         )
       }))
@@ -401,7 +403,15 @@ class Writer {
     const position = this.activeBytes
     this.activeBytes += bytes.byteLength
     this.activeRecords += drafts.length
-    return this.file.write(position, bytes)
+    // A large group on the thread pool: a write that dirties the page cache blocks while the
+    // kernel throttles a process that wrote much (a follower's pages, a snapshot) — 1 s of a
+    // follower's event loop on one log append in issue 17's 1 GiB scale run. A small one stays
+    // synchronous, as the hot path was measured (a pool hop costs more than the write), and so
+    // that it never queues behind the pool's fdatasyncs, which take seconds under that same
+    // pressure (a 2 GiB run lost its leader repeatedly with every append on the pool; not
+    // proven to be the cause: the machine's load was 12). The scratch buffer is reused only
+    // after this completes.
+    return bytes.byteLength >= offLoopWriteBytesMin ? writeOffLoop(this.file, position, bytes) : this.file.write(position, bytes)
   }
 
   /** Writes `data` at `position` a slice at a time, the event loop free between two slices: a
@@ -412,7 +422,7 @@ class Writer {
     const step = (offset: number): Effect.Effect<void, DiskFailure> => {
       if (offset >= data.byteLength) return Effect.void
       const end = Math.min(data.byteLength, offset + largeRecordPayloadBytes)
-      const written = file.write(position + offset, data.subarray(offset, end))
+      const written = writeOffLoop(file, position + offset, data.subarray(offset, end))
       return end >= data.byteLength ? written : Effect.zipRight(written, Effect.zipRight(yieldToLoop, Effect.suspend(() => step(end))))
     }
     return step(0)

@@ -35,6 +35,11 @@ describe("evaluateHealth", () => {
     expect(report).toMatchObject({ status: "ok", reason: null, nodeId: 2, leaderId: 1, leaderContactAgeMs: 500 })
   })
 
+  it("reports what the state machine applied (a snapshot counts once installed), else the core's applied index", () => {
+    expect(evaluateHealth(input(status({ appliedIndex: 100, machineAppliedIndex: 40 })), limits)).toMatchObject({ appliedIndex: 100, machineAppliedIndex: 40 })
+    expect(evaluateHealth(input(status({ appliedIndex: 100 })), limits).machineAppliedIndex).toBe(100)
+  })
+
   it("is unavailable for a node outside the configuration", () => {
     const report = evaluateHealth(input(status({ membership: { members: members.filter((m) => m.id !== 2) } })), limits)
     expect(report.status).toBe("unavailable")

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest"
 import type { InstallSnapshot } from "../../src/raft/messages.ts"
+import { snapshotMetaAt } from "../../src/raft/core.ts"
 import { Cluster, text } from "./harness.ts"
 
 const payloads = (n: number, prefix = "p") => Array.from({ length: n }, (_, i) => `${prefix}${i}`)
@@ -27,6 +28,27 @@ describe("snapshots", () => {
     expect(c.node(1).state.log.entries.map((e) => e.index)).toEqual([11, 12])
     expect(c.node(1).disk.base).toEqual({ index: 10, term: 2 })
     expect(c.node(1).disk.entries.map((e) => e.index)).toEqual([11, 12])
+  })
+
+  it("SnapshotTaken's keepFrom keeps the entries the state machine's files need, down to snapshotKeepForReplayEntriesMax", () => {
+    const compactedTo = (keepFrom: number | undefined, keepMax: number) => {
+      const c = new Cluster({ config: { snapshotTrailingEntries: 2, snapshotKeepForReplayEntriesMax: keepMax } })
+      c.elect(1)
+      for (const p of payloads(10)) c.propose(1, p)
+      c.stabilize()
+      const meta = snapshotMetaAt(c.node(1).state, 12)
+      c.step(1, { _tag: "SnapshotTaken", meta, ...(keepFrom !== undefined ? { keepFrom } : {}) })
+      return [c.node(1).state.log.base.index, c.node(1).disk.base.index]
+    }
+    // The files need entries from 6 on: 1..5 go, not 1..10.
+    expect(compactedTo(6, 100)).toEqual([5, 5])
+    // They need nothing the trailing entries do not keep anyway.
+    expect(compactedTo(12, 100)).toEqual([10, 10])
+    // Far behind: kept only down to the bound below the snapshot (12 − 4).
+    expect(compactedTo(1, 4)).toEqual([8, 8])
+    // A bound of 0 keeps nothing more; no keepFrom, as before.
+    expect(compactedTo(1, 0)).toEqual([10, 10])
+    expect(compactedTo(undefined, 100)).toEqual([10, 10])
   })
 
   it("an older or equal snapshot changes nothing; a small one may compact nothing", () => {

@@ -464,8 +464,12 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
         }
         // Snapshot chunks fill what room the write buffer has left, a few per round.
+        let snapshotBlocked = false
         for (let i = 0; i < limits.snapshotChunksPerRound && snapshot !== null; i++) {
-          if (current.socket.writableLength + group.bytes > limits.writeBufferBytesMax) break
+          if (current.socket.writableLength + group.bytes > limits.writeBufferBytesMax) {
+            snapshotBlocked = true
+            break
+          }
           const read = yield* Effect.either(snapshot.nextChunk)
           if (read._tag === "Left") {
             // Pruned meanwhile (a newer snapshot exists): Raft offers the newer one.
@@ -488,8 +492,13 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
           }
         }
         flush(current, group)
-        // A transfer waiting for the receiver's first Resume is pumped again when it arrives.
-        if (snapshot !== null && !snapshot.awaitingStart) yield* nudge
+        // A transfer waiting for the receiver's first Resume is pumped again when it arrives; one
+        // whose socket is full, once it drained (not at once: that spun the link, a round per
+        // turn of the loop doing nothing, on the CPU the receiver needs — issue 17's joins).
+        if (snapshot !== null && !snapshot.awaitingStart) {
+          if (snapshotBlocked) watchDrain(current)
+          else yield* nudge
+        }
         // The rest of a data message once the socket has taken what it holds (a round later if
         // there is room; the actor goes on meanwhile, so messages queued behind the data are
         // written at once), then what waited behind it.
