@@ -108,6 +108,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
 
     const access: RaftAccess = {
       propose: raft.propose,
+      proposeNow: raft.proposeNow,
       confirmLeadership: raft.read(() => undefined),
       status: raft.status,
       // Only the log: its writer retries on its own and ends the episode when space is back. The
