@@ -555,7 +555,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           // Proposals answered by callback (the leader's writer, RaftNode.proposeNow) answered
           // their clients in the applier's turn: one more yield lets those clients' fibers, queued
           // behind this one meanwhile, write their answers before the sends.
-          if (answersByCallback(toApplier)) yield* Effect.yieldNow()
+          // The status (commit index, applied) is published first: a client answered must not
+          // see a commit index older than its write.
+          if (answersByCallback(toApplier)) {
+            status = statusOf(s, options.tickMs)
+            yield* Effect.yieldNow()
+          }
         }
         for (const envelope of outbound) yield* options.io.send(envelope)
         if (!state.snapshotInFlight && state.snapshotRetryTicks === 0 && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
