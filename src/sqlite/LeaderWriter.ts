@@ -11,6 +11,8 @@
 //   machine's records after a checkpoint or a discard, release), one at a time — the core never
 //   asks for two at once, there being one entry in flight; the ticker feeds Tick every
 //   few ms so every wait is bounded without a timer per request.
+// - A small proposal skips the worker: it is offered at once (RaftNode.proposeNow) and its
+//   applied result is fed to the core by callback from the applier's turn (proposeNow below).
 // - A commit is learned once, from the proposal's applied result (SqliteMachine's `Own` or
 //   `OwnCopy` for this writer's seq). The state machine moves the read view when it applies the
 //   entry (LeaderDatabase.markCommitted), and never calls back into the writer: when it takes the
