@@ -20,6 +20,8 @@ export interface Cluster {
   /** tqlite only: each node's /health and /metrics address, in the order of `servers`. */
   readonly metrics: ReadonlyArray<string>
   readonly logDir: string
+  /** tqlite only: each node's process id, in the order of `servers` (CPU time from /proc). */
+  readonly pids?: ReadonlyArray<number>
   readonly stop: () => Promise<void>
 }
 
@@ -124,7 +126,7 @@ export async function startTqlite(dir: string, options: { readonly metrics?: boo
     spawnNode(2, addresses[0]!)
     await waitForVoters(addresses, 3)
   })
-  return { system: "tqlite", servers: addresses, metrics, logDir: dir, stop: () => stopAll(children) }
+  return { system: "tqlite", servers: addresses, metrics, logDir: dir, pids: children.map((child) => child.pid ?? 0), stop: () => stopAll(children) }
 }
 
 /** A port libdqlite can bind: below Linux's ephemeral range, where an outgoing connection may

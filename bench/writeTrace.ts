@@ -30,21 +30,43 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-write-trace-"))
   const traceDir = path.join(dir, "trace")
   process.env["TQLITE_TRACE"] = traceDir
+  let cpuLine = (_leader: number | undefined) => ""
   try {
     const cluster = await startTqlite(dir)
     delete process.env["TQLITE_TRACE"]
     try {
+      const pids = cluster.pids ?? []
+      const cpuBefore = pids.map(cpuMicros)
       const run = startDqload(dqload, { servers: cluster.servers, database: "trace", workload, workers, seconds, opTimeoutSeconds: 10 })
       const result = await run.result
+      const cpu = pids.map((pid, i) => cpuMicros(pid) - cpuBefore[i]!)
       log(`dqload ${workload} ×${workers}: ${result.ok_per_s.toFixed(0)} ok/s, p50 ${result.p50_ms} ms, p99 ${result.p99_ms} ms, ${result.errors} errors`)
+      // Per node: (utime + stime) over the run ÷ dqload's ok count (dqload's warm-up included).
+      const ok = Math.max(1, result.ok_per_s * seconds)
+      cpuLine = (leader) => `CPU µs per ok op (utime+stime over the dqload run, /proc; load average ${os.loadavg()[0]!.toFixed(1)}): ${pids.map((pid, i) => `${pid === leader ? "leader" : "follower"} ${(cpu[i]! / ok).toFixed(0)}`).join(", ")}\n`
     } finally {
       await cluster.stop()
     }
-    process.stdout.write(report(readStamps(traceDir)))
+    const stamps = readStamps(traceDir)
+    process.stdout.write(report(stamps))
+    process.stdout.write(cpuLine(stamps.find((s) => s.name === "writer.submit")?.pid))
   } finally {
     await stopTracked(3_000)
     if (args.includes("--keep")) log(`kept ${dir}`)
     else fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** A process's user + system CPU time in µs, from /proc/PID/stat (clock ticks of 10 ms), or 0. */
+function cpuMicros(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    const ticks = Number(fields[11]) + Number(fields[12])
+    return ticks * 10_000
+  } catch {
+    return 0
   }
 }
 

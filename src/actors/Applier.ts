@@ -15,6 +15,7 @@ import type { DiskFullWatch } from "./DiskFullWatch.ts"
 import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
+import type { Reply, ReplyCallback } from "./reply.ts"
 import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
 import { trace, traceDuration } from "../runtime/trace.ts"
 
@@ -60,7 +61,7 @@ export type ApplierMessage<R, SM> =
   | {
     readonly _tag: "Apply"
     readonly entries: ReadonlyArray<Entry>
-    readonly waiters: ReadonlyMap<LogIndex, Deferred.Deferred<Applied<R>, RaftRequestError>>
+    readonly waiters: ReadonlyMap<LogIndex, Reply<Applied<R>>>
   }
   | { readonly _tag: "Restore"; readonly meta: SnapshotMeta; readonly source: SnapshotSource }
   | { readonly _tag: "Read"; readonly index: LogIndex; readonly run: (sm: SM) => unknown; readonly reply: Deferred.Deferred<unknown, RaftRequestError> }
@@ -117,6 +118,9 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           const batchStarted = performance.now()
           const appliedBefore = state.applied
           let restored = false
+          // Callback replies (the leader's writer) run once the batch is applied and published:
+          // in this fiber, with no resumption of a waiting one.
+          let callbacks: Array<() => void> | null = null
           for (const message of batch) {
             switch (message._tag) {
               case "Apply":
@@ -127,8 +131,11 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
                   const result = yield* untilWritten(watch, sm.apply(entry))
                   state.applied = entry.index
                   const waiter = message.waiters.get(entry.index)
-                  if (waiter !== undefined) trace("apply.answer", entry.index)
-                  if (waiter !== undefined) Deferred.unsafeDone(waiter, Exit.succeed({ index: entry.index, term: entry.term, result }))
+                  if (waiter === undefined) continue
+                  trace("apply.answer", entry.index)
+                  const exit = Exit.succeed({ index: entry.index, term: entry.term, result })
+                  if (typeof waiter === "function") (callbacks ??= []).push(callWith(waiter, exit))
+                  else Deferred.unsafeDone(waiter, exit)
                 }
                 break
               case "Restore":
@@ -187,11 +194,14 @@ export const make = <R, SM>(options: ApplierOptions<R, SM>): Effect.Effect<Appli
           const moved = state.applied !== appliedPublished
           appliedPublished = state.applied
           if (moved && options.onApplied !== undefined) yield* options.onApplied(state.applied)
+          if (callbacks !== null) for (const call of callbacks) call()
           return state
         })
     })
     return { actor, applied: Effect.sync(() => appliedPublished), appliedNow: () => appliedPublished }
   })
+
+const callWith = <A>(callback: ReplyCallback<A>, exit: Exit.Exit<A, RaftRequestError>) => () => callback(exit)
 
 /** Runs `step` until it does not die of a full disk; any other defect passes through. The common
  * case, a step that succeeds with no episode open, costs no more than the step. */

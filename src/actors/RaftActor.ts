@@ -32,6 +32,8 @@ import * as LogWriter from "./LogWriter.ts"
 import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
 import { SnapshotSkipped } from "./snapshotData.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
+import type { Reply, ReplyCallback } from "./reply.ts"
+import { complete, onceReply } from "./reply.ts"
 import { ChangePending, InvalidRequest, RaftNotLeader, OutcomeUnknown, Overloaded, ProposalDropped, RaftReplicaStale, RaftRequestTimeout, StorageFull } from "./raftErrors.ts"
 import * as Ticker from "../runtime/Ticker.ts"
 import { trace, traceMessage } from "../runtime/trace.ts"
@@ -142,6 +144,12 @@ export interface RaftNode<R, SM> {
   readonly id: NodeId
   /** Appends `data`; succeeds with the state machine's result once committed and applied. */
   readonly propose: (data: Uint8Array) => Effect.Effect<Applied<R>, RaftRequestError>
+  /** `propose` without a waiting fiber: offers the proposal now and calls `onDone` once — from
+   * the applier's turn once applied (no fiber resumption between the apply and the caller), or
+   * from the Raft actor's turn or the request sweeper when it fails or times out. False, having
+   * done nothing, when the mailbox is full or the node stopped (then use `propose`). `onDone`
+   * must not throw. */
+  readonly proposeNow: (data: Uint8Array, onDone: ReplyCallback<Applied<R>>) => boolean
   /** Runs `query` on this node's state machine once it is as fresh as `consistency` asks
    * (default linearizable: it reflects everything committed before the call — at once under the
    * leader's lease, else after a ReadIndex round, or on a follower at the leader's read index). */
@@ -177,13 +185,13 @@ type RaftMessage<R, SM> =
   | { readonly _tag: "Tick" }
   | { readonly _tag: "Nudge" }
   | { readonly _tag: "Inbound"; readonly envelope: Envelope }
-  | { readonly _tag: "Propose"; readonly data: Uint8Array; readonly reply: Deferred.Deferred<Applied<R>, RaftRequestError> }
+  | { readonly _tag: "Propose"; readonly data: Uint8Array; readonly reply: Reply<Applied<R>> }
   | { readonly _tag: "Read"; readonly run: (sm: SM) => unknown; readonly reply: Deferred.Deferred<unknown, RaftRequestError> }
   | { readonly _tag: "ChangeMembership"; readonly change: MembershipChange; readonly reply: Deferred.Deferred<Applied<R>, RaftRequestError> }
   | { readonly _tag: "Transfer"; readonly to: NodeId | null; readonly reply: Deferred.Deferred<void, RaftRequestError> }
 
 interface Proposal<R> {
-  readonly reply: Deferred.Deferred<Applied<R>, RaftRequestError>
+  readonly reply: Reply<Applied<R>>
   index: LogIndex | null
   term: Term | null
 }
@@ -420,7 +428,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
               }
               case "Propose": {
                 if (logFull) {
-                  Deferred.unsafeDone(message.reply, Exit.fail(storageFull(diskFull)))
+                  complete(message.reply, Exit.fail(storageFull(diskFull)))
                   break
                 }
                 const requestId = state.nextId++
@@ -520,7 +528,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           }
           if (ready.committed.length > 0) {
             trace("raft.committed", ready.committed[ready.committed.length - 1]!.index)
-            const waiters = new Map<LogIndex, Deferred.Deferred<Applied<R>, RaftRequestError>>()
+            const waiters = new Map<LogIndex, Reply<Applied<R>>>()
             for (const entry of ready.committed) {
               const requestId = state.byIndex.get(entry.index)
               if (requestId === undefined) continue
@@ -529,7 +537,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
               state.proposals.delete(requestId)
               if (proposal === undefined) continue
               if (proposal.term === entry.term) waiters.set(entry.index, proposal.reply)
-              else Deferred.unsafeDone(proposal.reply, Exit.fail(new ProposalDropped({ index: entry.index, term: proposal.term ?? 0 })))
+              else complete(proposal.reply, Exit.fail(new ProposalDropped({ index: entry.index, term: proposal.term ?? 0 })))
             }
             toApplier.push({ _tag: "Apply", entries: ready.committed, waiters })
           }
@@ -556,7 +564,18 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         // the network trip instead of after the sends (which measured 0.6-1.6 ms before it), and a
         // commit is answered before the appends that carry the new commit index leave. Sending
         // later is always safe; a follower persists before it acknowledges.
-        if ((batches.length > 0 || toApplier.length > 0) && outbound.length > 0) yield* Effect.yieldNow()
+        if ((batches.length > 0 || toApplier.length > 0) && outbound.length > 0) {
+          yield* Effect.yieldNow()
+          // Proposals answered by callback (the leader's writer, RaftNode.proposeNow) answered
+          // their clients in the applier's turn: one more yield lets those clients' fibers, queued
+          // behind this one meanwhile, write their answers before the sends.
+          // The status (commit index, applied) is published first: a client answered must not
+          // see a commit index older than its write.
+          if (answersByCallback(toApplier)) {
+            status = statusOf(s, options.tickMs)
+            yield* Effect.yieldNow()
+          }
+        }
         for (const envelope of outbound) yield* options.io.send(envelope)
         if (!state.snapshotInFlight && state.snapshotRetryTicks === 0 && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
           state.snapshotInFlight = true
@@ -619,7 +638,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           const older = replaced === undefined ? undefined : state.proposals.get(replaced)
           if (replaced !== undefined && older !== undefined) {
             state.proposals.delete(replaced)
-            Deferred.unsafeDone(older.reply, Exit.fail(new ProposalDropped({ index: event.index, term: older.term ?? 0 })))
+            complete(older.reply, Exit.fail(new ProposalDropped({ index: event.index, term: older.term ?? 0 })))
           }
           state.byIndex.set(event.index, event.id)
           return
@@ -629,7 +648,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           const proposal = state.proposals.get(event.id)
           if (proposal !== undefined) {
             state.proposals.delete(event.id)
-            return Deferred.unsafeDone(proposal.reply, Exit.fail(error))
+            return complete(proposal.reply, Exit.fail(error))
           }
           const read = state.reads.get(event.id)
           if (read !== undefined) {
@@ -672,7 +691,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     // closing the node answers whoever still waits: a timer (a forked fiber) per request cost more
     // than the rest of a proposal's trip through the node. A write cut off this way may already be
     // in the log (and commit through another leader): its outcome is unknown, never "not done".
-    const pending = new Map<Deferred.Deferred<never, RaftRequestError>, { readonly deadlineMs: number; readonly writes: boolean }>()
+    const pending = new Map<Reply<never>, { readonly deadlineMs: number; readonly writes: boolean }>()
     const sweepEveryMs = Math.max(1, Math.min(options.tickMs, Math.floor(options.requestTimeoutMs / 4)))
     yield* Effect.sleep(Duration.millis(sweepEveryMs)).pipe(
       Effect.zipRight(Clock.currentTimeMillis),
@@ -681,7 +700,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           for (const [reply, { deadlineMs }] of pending) {
             if (deadlineMs > nowMs) continue
             pending.delete(reply)
-            Deferred.unsafeDone(reply, Exit.fail(new RaftRequestTimeout({ timeoutMs: options.requestTimeoutMs })))
+            complete(reply, Exit.fail(new RaftRequestTimeout({ timeoutMs: options.requestTimeoutMs })))
           }
         })
       ),
@@ -692,7 +711,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       Effect.sync(() => {
         const detail = `node ${id} has stopped`
         for (const [reply, { writes }] of pending) {
-          Deferred.unsafeDone(reply, Exit.fail(writes ? new OutcomeUnknown({ detail }) : new RaftNotLeader({ leader: null, detail })))
+          complete(reply, Exit.fail(writes ? new OutcomeUnknown({ detail }) : new RaftNotLeader({ leader: null, detail })))
         }
         pending.clear()
       })
@@ -788,6 +807,17 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     return {
       id,
       propose: (data) => request<Applied<R>>(true, (reply) => ({ _tag: "Propose", data, reply })),
+      proposeNow: (data, onDone) => {
+        const reply: ReplyCallback<Applied<R>> = onceReply((exit) => {
+          pending.delete(reply as Reply<never>)
+          onDone(exit)
+        })
+        // Bounded like `propose`: the sweeper answers it RaftRequestTimeout past the deadline.
+        pending.set(reply as Reply<never>, { deadlineMs: clock.unsafeCurrentTimeMillis() + options.requestTimeoutMs, writes: true })
+        if (raft.offer({ _tag: "Propose", data, reply })) return true
+        pending.delete(reply as Reply<never>)
+        return false
+      },
       read: <A>(query: (sm: SM) => A, consistency: ReadConsistency = linearizable) =>
         Effect.suspend((): Effect.Effect<A, RaftRequestError> => {
           const applied = applier.appliedNow()
@@ -879,6 +909,14 @@ function rejection(reason: RejectReason, leader: NodeId | null, detail: string):
   }
 }
 
+function answersByCallback<R, SM>(toApplier: ReadonlyArray<ApplierMessage<R, SM>>): boolean {
+  for (const message of toApplier) {
+    if (message._tag !== "Apply") continue
+    for (const reply of message.waiters.values()) if (typeof reply === "function") return true
+  }
+  return false
+}
+
 /** Entries up to `index` arrived inside a snapshot: whoever waited on them cannot be told. */
 function failCoveredProposals<R, SM>(state: DriverState<R, SM>, index: LogIndex): void {
   for (const [at, requestId] of state.byIndex) {
@@ -886,7 +924,7 @@ function failCoveredProposals<R, SM>(state: DriverState<R, SM>, index: LogIndex)
     state.byIndex.delete(at)
     const proposal = state.proposals.get(requestId)
     state.proposals.delete(requestId)
-    if (proposal !== undefined) Deferred.unsafeDone(proposal.reply, Exit.fail(new OutcomeUnknown({ detail: `entry ${at} was covered by a snapshot` })))
+    if (proposal !== undefined) complete(proposal.reply, Exit.fail(new OutcomeUnknown({ detail: `entry ${at} was covered by a snapshot` })))
   }
 }
 

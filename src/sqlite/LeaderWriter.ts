@@ -11,6 +11,8 @@
 //   machine's records after a checkpoint or a discard, release), one at a time — the core never
 //   asks for two at once, there being one entry in flight; the ticker feeds Tick every
 //   few ms so every wait is bounded without a timer per request.
+// - A small proposal skips the worker: it is offered at once (RaftNode.proposeNow) and its
+//   applied result is fed to the core by callback from the applier's turn (proposeNow below).
 // - A commit is learned once, from the proposal's applied result (SqliteMachine's `Own` or
 //   `OwnCopy` for this writer's seq). The state machine moves the read view when it applies the
 //   entry (LeaderDatabase.markCommitted), and never calls back into the writer: when it takes the
@@ -19,6 +21,7 @@
 import type { Clock as ClockService } from "effect"
 import type { Cause } from "effect"
 import { Clock, Duration, Effect } from "effect"
+import type { Exit } from "effect"
 import type { Applied } from "../actors/Applier.ts"
 import type { NodeStatus } from "../actors/RaftActor.ts"
 import type { RaftRequestError } from "../actors/raftErrors.ts"
@@ -45,6 +48,9 @@ export type { Isolation } from "./writerCore.ts"
 /** What the writer needs of the Raft node. */
 export interface RaftAccess {
   readonly propose: (data: Uint8Array) => Effect.Effect<Applied<SqliteApplyResult>, RaftRequestError>
+  /** `propose` answered by a callback (RaftNode.proposeNow): false when it could not be offered.
+   * Optional: without it every proposal goes through the worker. */
+  readonly proposeNow?: (data: Uint8Array, onDone: (exit: Exit.Exit<Applied<SqliteApplyResult>, RaftRequestError>) => void) => boolean
   /** A ReadIndex round: succeeds once this node is confirmed leader and has applied everything
    * committed before the call. */
   readonly confirmLeadership: Effect.Effect<void, RaftRequestError>
@@ -111,6 +117,18 @@ export class ProposalBudget {
     })
   }
 
+  /** Takes room for `kib` now if there is some: the share to give back, else null. */
+  takeNow(kib: number): number | null {
+    const share = Math.min(Math.max(1, kib), this.kibMax)
+    return this.tryTake(share) ? share : null
+  }
+
+  /** Gives back a share taken with `takeNow`. */
+  giveBack(share: number): void {
+    this.usedKiB -= share
+    for (const wake of [...this.waiting]) wake()
+  }
+
   private tryTake(share: number): boolean {
     if (this.usedKiB + share > this.kibMax) return false
     this.usedKiB += share
@@ -139,6 +157,16 @@ type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeader
   /** What the main file holds now: every change applied when the checkpoint ran. */
   readonly fileIndex: number
   readonly lastChangeIndex: number
+} | {
+  /** A proposal made with `proposeNow` failed: the outcome (which needs the node's status) is
+   * worked out here, off the hot path. */
+  readonly _tag: "ProposalFailed"
+  readonly seq: number
+  readonly cause: Cause.Cause<RaftRequestError>
+} | {
+  /** A defect met while driving the core outside the worker: the worker dies of it. */
+  readonly _tag: "Defect"
+  readonly defect: unknown
 } | {
   /** The capture of a large local commit, a step at a time (its answer is LocalCommitDone). */
   readonly _tag: "CaptureLocalCommit"
@@ -331,6 +359,10 @@ export class LeaderWriter implements LeaderSlotOwner {
         this.signal()
         return null
       case "Propose":
+        if (this.proposeNow(effect.seq, effect.delayMs)) return null
+        this.waits.push(effect)
+        this.signal()
+        return null
       case "ConfirmLeadership":
       case "Release":
       case "Flush":
@@ -420,6 +452,10 @@ export class LeaderWriter implements LeaderSlotOwner {
           this.drive({ _tag: "LocalCommitDone", result: this.capturedResult(effect.seq, commit) })
         })
       }
+      case "Defect":
+        return Effect.die(effect.defect)
+      case "ProposalFailed":
+        return Effect.map(this.proposalFailure(effect.cause), (outcome) => this.drive({ _tag: "Proposed", seq: effect.seq, outcome, nowMs: this.nowMs() }))
       case "Propose":
         return effect.delayMs > 0 ? Effect.zipRight(Effect.sleep(Duration.millis(effect.delayMs)), this.propose(effect.seq)) : this.propose(effect.seq)
       case "Flush":
@@ -471,6 +507,47 @@ export class LeaderWriter implements LeaderSlotOwner {
     }
   }
 
+  /** Proposes local commit `seq` at once, from the fiber that drives the core, when nothing else
+   * waits for the worker, no delay is asked, the entry is small and the node-wide budget has room
+   * now: the outcome then comes by callback, and a success is fed to the core from the applier's
+   * turn that applied the entry. That saves two resumptions of the worker per entry (one to
+   * propose, one when applied) on the path of every write. False: the worker proposes. */
+  private proposeNow(seq: number, delayMs: number): boolean {
+    const proposeNow = this.options.raft.proposeNow
+    if (proposeNow === undefined || delayMs > 0 || this.waits.length > 0 || this.clock === null) return false
+    const commit = this.database.pendingCommit
+    if (this.payload?.seq !== seq && (commit === null || commit.seq !== seq || commit.pageSet.pages.length * commit.pageSet.pageSize >= largePayloadBytes)) return false
+    const payload = this.payloadFor(seq)
+    if (payload.length >= largePayloadBytes) return false
+    const share = this.options.proposalKiB.takeNow(Math.ceil(payload.length / 1024))
+    if (share === null) return false
+    trace("writer.propose")
+    const offered = proposeNow(payload, (exit) => {
+      this.options.proposalKiB.giveBack(share)
+      trace("writer.proposed")
+      if (exit._tag === "Failure") {
+        this.waits.push({ _tag: "ProposalFailed", seq, cause: exit.cause })
+        this.signal()
+        return
+      }
+      try {
+        this.drive(this.proposedInput(seq, exit.value))
+      } catch (defect) {
+        // A bug in the writer is the writer's, as it was when the worker fed this answer: it dies
+        // in the worker's fiber, not in the applier's turn that called back.
+        this.waits.push({ _tag: "Defect", defect })
+        this.signal()
+      }
+    })
+    if (!offered) this.options.proposalKiB.giveBack(share)
+    return offered
+  }
+
+  private proposedInput(seq: number, { index, result }: Applied<SqliteApplyResult>): WriterInput {
+    const committed = (result._tag === "Own" || result._tag === "OwnCopy") && result.database === this.options.database && result.seq === seq
+    return { _tag: "Proposed", seq, outcome: { _tag: "Applied", index, committed, result: result._tag }, nowMs: this.nowMs() }
+  }
+
   /** One proposal of local commit `seq`, then its outcome fed to the core. Plain combinators, no
    * generator: this runs once per entry. */
   private propose(seq: number): Effect.Effect<void> {
@@ -484,9 +561,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       return Effect.flatMap(proposal, (exit) => {
         trace("writer.proposed")
         if (exit._tag === "Failure") return Effect.map(this.proposalFailure(exit.cause), (outcome) => this.drive({ _tag: "Proposed", seq, outcome, nowMs: this.nowMs() }))
-        const { index, result } = exit.value
-        const committed = (result._tag === "Own" || result._tag === "OwnCopy") && result.database === this.options.database && result.seq === seq
-        this.drive({ _tag: "Proposed", seq, outcome: { _tag: "Applied", index, committed, result: result._tag }, nowMs: this.nowMs() })
+        this.drive(this.proposedInput(seq, exit.value))
         return Effect.void
       })
     }))

@@ -53,8 +53,10 @@ export interface ReplicatedDatabasesOptions {
   readonly inlineBoundedReads?: boolean
   /** Deliberate bugs, for the mutation tests only. `ownCopyReadsAtOnce`: `read` on a node that
    * does not lead serves every level at once from its copy, as `local` (a follower answering a
-   * linearizable read before it applied the leader's read index). */
-  readonly bugs?: { readonly ownCopyReadsAtOnce?: boolean }
+   * linearizable read before it applied the leader's read index). `proposeThroughWorker`: the
+   * writers propose through their worker fiber only, as before `proposeNow` (a slower path, not
+   * a safety bug: test/sqlite/leaderAnswer.test.ts compares the two). */
+  readonly bugs?: { readonly ownCopyReadsAtOnce?: boolean; readonly proposeThroughWorker?: boolean }
 }
 
 export interface ReplicatedDatabases extends SqlDatabases {
@@ -118,6 +120,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
 
     const access: RaftAccess = {
       propose: raft.propose,
+      ...(options.bugs?.proposeThroughWorker === true ? {} : { proposeNow: raft.proposeNow }),
       confirmLeadership: raft.read(() => undefined),
       status: raft.status,
       // Only the log: its writer retries on its own and ends the episode when space is back. The

@@ -2,7 +2,7 @@
 // reads are linearizable, and a stalled write fails with a typed error instead of hanging.
 import { noSnapshotIo, readAllBytes, snapshotOfBytes, type SnapshotSource } from "../../src/actors/snapshotData.ts"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Exit, Fiber, Scope, Stream, TestClock } from "effect"
+import { Chunk, Deferred, Effect, Exit, Fiber, Scope, Stream, TestClock } from "effect"
 import type { Applied, StateMachine } from "../../src/actors/Applier.ts"
 import type { RaftNode } from "../../src/actors/RaftActor.ts"
 import * as RaftActor from "../../src/actors/RaftActor.ts"
@@ -59,6 +59,7 @@ const cluster = (n: number, overrides: Partial<RaftConfig> = {}, readFails?: unk
           send: (envelope) => {
             const message = envelope.message
             if (message._tag === "AppendEntries" && message.entries.length > 0) events.push(`send ${id} ${message.entries.at(-1)!.index}`)
+            if (message._tag === "AppendEntries") events.push(`commit-sent ${id} ${message.commit}`)
             return cut.has(envelope.message.from) || cut.has(envelope.message.to)
               ? Effect.void
               : Effect.suspend(() => nodes.get(envelope.message.to)?.deliver(envelope) ?? Effect.void)
@@ -168,6 +169,39 @@ describe("RaftActor", () => {
         expect(sent).toBeGreaterThanOrEqual(0)
         // The leader's fsync then runs while the appends travel, not after they were written.
         expect(persisted, `entry ${index}: ${events.join(", ")}`).toBeLessThan(sent)
+      }
+    }))
+
+  it.scoped("a proposal made with proposeNow is answered in the applier's turn, and its client runs before the sends that carry the commit", () =>
+    Effect.gen(function*() {
+      const { leader, events } = yield* cluster(3)
+      const node = yield* leader
+      yield* TestClock.adjust(tickMs * 3)
+      for (const amount of [1, 2, 3]) {
+        // The client: a fiber waiting for the callback, as the writer's session waits for its answer.
+        const answered = yield* Deferred.make<number>()
+        const client = yield* Effect.fork(Effect.flatMap(Deferred.await(answered), (index) => Effect.sync(() => events.push(`client ${node.id} ${index}`))))
+        let appliedWhenCalled = -1
+        const offered = node.proposeNow(Uint8Array.of(amount), (exit) => {
+          if (!Exit.isSuccess(exit)) throw new Error(`the proposal failed: ${String(exit.cause)}`)
+          // Called once applied and published: a read now sees the entry applied.
+          appliedWhenCalled = exit.value.index
+          Deferred.unsafeDone(answered, Exit.succeed(exit.value.index))
+        })
+        expect(offered).toBe(true)
+        yield* TestClock.adjust(tickMs)
+        yield* Fiber.join(client)
+        const index = appliedWhenCalled
+        expect(index).toBeGreaterThan(0)
+        expect((yield* node.status).commitIndex).toBeGreaterThanOrEqual(index)
+        // The leader's first message telling a follower that `index` is committed leaves after
+        // the client has run (a send before it would mean the answer waited behind the sends).
+        const answeredAt = events.indexOf(`client ${node.id} ${index}`)
+        const commitSentAt = events.findIndex((event) => {
+          const [kind, from, commit] = event.split(" ")
+          return kind === "commit-sent" && Number(from) === node.id && Number(commit) >= index
+        })
+        expect(commitSentAt, events.join(", ")).toBeGreaterThan(answeredAt)
       }
     }))
 
