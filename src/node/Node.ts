@@ -314,7 +314,7 @@ const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
     const isBootSnapshot = (meta: SnapshotMeta) => snapshotMeta !== null && meta.index === snapshotMeta.index && meta.term === snapshotMeta.term
     const snapshotSource = (meta: SnapshotMeta) => (isBootSnapshot(meta) ? Effect.zipRight(verifyBoot, snapshots.source(meta)) : snapshots.source(meta))
     const transport = yield* io.transport(snapshots.inbox)
-    const metrics = NodeMetrics.make(identity.nodeId)
+    const metrics = NodeMetrics.make(identity.nodeId, io.clock)
     const contact = PeerContact.make()
     const healthLimits = healthLimitsFor({ tickMs: io.tickMs, electionTicks: config.electionTicks })
     const persist = persistInGroupsResumable(log)

@@ -130,7 +130,11 @@ const serve = (
   Effect.gen(function*() {
     const metrics = node.observability.metrics
     // Proposals are timed where the node hands Raft to SQLite: proposal → committed and applied.
-    const raft: typeof node.raft = { ...node.raft, propose: (data) => metrics.timeProposal(node.raft.propose(data)) }
+    const raft: typeof node.raft = {
+      ...node.raft,
+      propose: (data) => metrics.timeProposal(node.raft.propose(data)),
+      proposeNow: (data, onDone) => metrics.timeProposalNow(onDone, (timed) => node.raft.proposeNow(data, timed))
+    }
     const databases = yield* Replicated.make({ raft, machine: node.stateMachine, pollMs: tickMs, ...(options.sqlite !== undefined ? { limits: options.sqlite } : {}) })
     const control = yield* makeRaftClusterControl({ node: node.raft, ...(options.failureDomain !== undefined ? { failureDomain: options.failureDomain } : {}) })
     const unreachableAfterMs = options.roles?.unreachableAfterMs ?? RoleManager.defaultRoleManagerOptions.unreachableAfterMs

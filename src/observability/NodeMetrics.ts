@@ -5,8 +5,8 @@
 //
 // Each series is made once with its labels inside the metric key: an update is then one hook
 // call, with no per-update label merging or registry lookup (`Metric.tagged` would do both).
-import type { MetricKeyType } from "effect"
-import { Clock, Effect, Metric, MetricBoundaries, MetricKey, MetricLabel } from "effect"
+import type { Exit, MetricKeyType } from "effect"
+import { Cause, Clock, Effect, Metric, MetricBoundaries, MetricKey, MetricLabel } from "effect"
 import type { DiskPart } from "../actors/DiskFullWatch.ts"
 import type { NodeCondition, NodeStatus } from "../actors/RaftActor.ts"
 import type { GatewayObserver, ObservedRequestType } from "../net/gateway/GatewayObserver.ts"
@@ -41,6 +41,9 @@ export interface NodeMetrics {
   /** Runs a proposal to its applied result: counts it, records proposal → applied latency on
    * success, and counts a failure by its error's `_tag`. */
   readonly timeProposal: <A, E, R>(propose: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** `timeProposal` for a proposal answered by callback (`RaftNode.proposeNow`): `propose` is
+   * given `onDone` wrapped to record the outcome; counted only when `propose` took it (true). */
+  readonly timeProposalNow: <A, E>(onDone: (exit: Exit.Exit<A, E>) => void, propose: (onDone: (exit: Exit.Exit<A, E>) => void) => boolean) => boolean
   readonly gateway: GatewayObserver
   readonly setStatus: (status: NodeStatus) => Effect.Effect<void>
   /** Full-disk and dead-actor levels from the node's condition. */
@@ -61,7 +64,8 @@ const counter = (name: string, description: string, labels: Record<string, strin
 const histogram = (name: string, description: string, labels: Record<string, string>) =>
   labeled(MetricKey.histogram(name, latencySecondsBoundaries, description), labels)
 
-export const make = (nodeId: NodeId): NodeMetrics => {
+/** `clock` times the callback-answered proposals (the effectful ones read the running fiber's). */
+export const make = (nodeId: NodeId, clock: Clock.Clock = Clock.make()): NodeMetrics => {
   const node = { [nodeIdLabel]: String(nodeId) }
   const persistSeconds = histogram("tqlite_log_persist_seconds", "Time to make a batch of log writes durable (append and fsync)", node)
   const commitSeconds = histogram("tqlite_commit_seconds", "Time from a proposal to its entry being committed and applied on this node (leader)", node)
@@ -115,6 +119,17 @@ export const make = (nodeId: NodeId): NodeMetrics => {
             })
           )
         )),
+    timeProposalNow: (onDone, propose) => {
+      const start = clock.unsafeCurrentTimeNanos()
+      const taken = propose((exit) => {
+        Effect.runSync(exit._tag === "Success"
+          ? Metric.update(commitSeconds, secondsBetween(start, clock.unsafeCurrentTimeNanos()))
+          : Effect.suspend(() => Metric.increment(proposalFailure(tagOf(Cause.squash(exit.cause))))))
+        onDone(exit)
+      })
+      if (taken) Effect.runSync(Metric.increment(proposals))
+      return taken
+    },
     gateway: {
       request: (type) =>
         Effect.suspend(() =>

@@ -204,7 +204,9 @@ function makeNodeFile(filePath: string, fd: number): DiskFile {
             }),
             (n) => (n === 0 || done + n >= length ? Effect.succeed(new Uint8Array(buffer.buffer, buffer.byteOffset, done + n)) : step(done + n))
           )
-        return step(0)
+        // Uninterruptible: an interrupted caller would let its file be closed while the pool
+        // still has the call queued, and the fd's number may by then name another file.
+        return Effect.uninterruptible(step(0))
       }),
     writeAsync: (position, data) =>
       Effect.suspend(() => {
@@ -216,7 +218,8 @@ function makeNodeFile(filePath: string, fd: number): DiskFile {
             }),
             (n) => (done + n >= data.byteLength ? Effect.void : step(done + n))
           )
-        return data.byteLength === 0 ? Effect.void : step(0)
+        // Uninterruptible, as readAsync: a write queued on the pool must not outlive its fd.
+        return data.byteLength === 0 ? Effect.void : Effect.uninterruptible(step(0))
       }),
     size: trySync("fstat", filePath, () => {
       guard("fstat")

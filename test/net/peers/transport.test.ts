@@ -320,10 +320,14 @@ describe("TCP transport", () => {
       expect(bytesEqual(yield* bytesOf(got.snapshot), data)).toBe(true)
       // The second transfer read only what the first did not deliver durably (the receiver had
       // more than a third of it): the sender waits for the receiver's offset before any chunk.
+      // The file at the close may hold one chunk more than was made durable: the chunk whose
+      // write (on the thread pool) was in flight when the connection ended is not counted as
+      // received, so the restart cuts it off and it is sent again.
       const headerBytes = partSize() - size // the received file, whole: its header and the data
       const durable = partSizeAtClose - headerBytes
       expect(firstRead).toBeGreaterThan(size / 3)
-      expect(bytesRead).toBe(size - durable)
+      expect(bytesRead).toBeGreaterThanOrEqual(size - durable)
+      expect(bytesRead).toBeLessThanOrEqual(size - durable + limits.snapshotChunkBytes)
     }), 60_000)
 })
 
