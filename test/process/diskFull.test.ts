@@ -4,24 +4,13 @@
 // goes on acknowledging writes through the other two nodes, the full node says "disk full" in its
 // log and on /health (503) and neither dies nor wedges, and once space is back it resumes without
 // a restart, catching up with every acknowledged write. Needs root (CI runs as root) and unshare.
-import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { TqliteProcess } from "./harness.ts"
-import { eventually, freePort, killAll, leaderAddress, rolesOf, root, spawnTracked, tqlite, withClient } from "./harness.ts"
-
-const canUnshare = (() => {
-  if (process.getuid?.() !== 0) return false
-  try {
-    execFileSync("unshare", ["-m", "true"], { stdio: "ignore" })
-    return true
-  } catch {
-    return false
-  }
-})()
+import { canUnshare, eventually, freePort, killAll, leaderAddress, rolesOf, root, spawnTracked, tqlite, withClient } from "./harness.ts"
 
 afterAll(() => killAll())
 

@@ -1,12 +1,24 @@
 // Real `tqlite` processes on loopback for the process tests: spawn a subcommand, keep its output,
 // wait for its exit, and ask the cluster questions through the TypeScript client.
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as path from "node:path"
 import { Effect } from "effect"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 
 export const root = path.resolve(import.meta.dirname, "../..")
+
+/** Root, and `unshare -m` works: a test can mount a small tmpfs in a mount namespace of its own
+ * (the full-disk tests). CI runs as root. */
+export const canUnshare = (() => {
+  if (process.getuid?.() !== 0) return false
+  try {
+    execFileSync("unshare", ["-m", "true"], { stdio: "ignore" })
+    return true
+  } catch {
+    return false
+  }
+})()
 
 export interface TqliteProcess {
   readonly child: ChildProcess

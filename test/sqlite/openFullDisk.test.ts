@@ -8,16 +8,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
-
-const canUnshare = (() => {
-  if (process.getuid?.() !== 0) return false
-  try {
-    execFileSync("unshare", ["-m", "true"], { stdio: "ignore" })
-    return true
-  } catch {
-    return false
-  }
-})()
+import { canUnshare } from "../process/harness.ts"
 
 describe.skipIf(!canUnshare)("opening a database on a full file system", () => {
   it("fails with an error the full-disk path recognises, and opens again once space is freed", () => {

@@ -121,6 +121,17 @@ const fill = (node: Node) =>
     return client
   })
 
+/** A filled node and a raw connection that has asked for the whole table, its answer unread. */
+const streamingQuery = (limits: Partial<SqliteLimits> = {}) =>
+  Effect.gen(function*() {
+    const node = yield* startNode(yield* tempDir, limits)
+    yield* fill(node)
+    const raw = yield* rawConnect(node.address)
+    yield* raw.open()
+    yield* raw.send(querySql("SELECT n, s FROM t ORDER BY n"))
+    return { node, raw }
+  })
+
 /** Polls `check` every 20 ms for up to `ms`. */
 const waitUntil = (check: () => boolean, what: string, ms = 10_000) =>
   Effect.gen(function*() {
@@ -169,11 +180,7 @@ describe("gateway: result sets and DUMP stream", () => {
 
   it.scopedLive("a client that stops reading pauses the query with bounded bytes in flight; its disconnect releases the reader", () =>
     Effect.gen(function*() {
-      const node = yield* startNode(yield* tempDir)
-      yield* fill(node)
-      const raw = yield* rawConnect(node.address)
-      yield* raw.open()
-      yield* raw.send(querySql("SELECT n, s FROM t ORDER BY n"))
+      const { node, raw } = yield* streamingQuery()
       const first = decodeResponse((yield* raw.receiveFrame)!)
       expect(first.kind === "rows" && first.end).toBe("part")
       // Reads nothing more: the socket buffers fill, the session's write waits, and the reader
@@ -204,11 +211,7 @@ describe("gateway: result sets and DUMP stream", () => {
 
   it.scopedLive("INTERRUPT mid-stream answers EMPTY, releases the reader, and the connection keeps serving", () =>
     Effect.gen(function*() {
-      const node = yield* startNode(yield* tempDir)
-      yield* fill(node)
-      const raw = yield* rawConnect(node.address)
-      yield* raw.open()
-      yield* raw.send(querySql("SELECT n, s FROM t ORDER BY n"))
+      const { node, raw } = yield* streamingQuery()
       for (let i = 0; i < 3; i++) expect(decodeResponse((yield* raw.receiveFrame)!).kind).toBe("rows")
       yield* raw.send({ kind: "interrupt", dbId: 0n })
       // ROWS already on their way are fine; then EMPTY, and nothing like the whole result.
@@ -227,11 +230,7 @@ describe("gateway: result sets and DUMP stream", () => {
 
   it.scopedLive("a stream that outlives its time limit while the client pauses ends with a lone FAILURE after the ROWS sent", () =>
     Effect.gen(function*() {
-      const node = yield* startNode(yield* tempDir, { queryTimeoutMs: 1_500 })
-      yield* fill(node)
-      const raw = yield* rawConnect(node.address)
-      yield* raw.open()
-      yield* raw.send(querySql("SELECT n, s FROM t ORDER BY n"))
+      const { node, raw } = yield* streamingQuery({ queryTimeoutMs: 1_500 })
       expect(decodeResponse((yield* raw.receiveFrame)!).kind).toBe("rows")
       // Paused past the limit: the reader lets go of its snapshot without waiting for the client
       // (whose answer still waits for the socket to drain: the stream's scope is open).
