@@ -696,28 +696,11 @@ class InThreadReaders implements DatabaseReaders {
     const serve = (connection: Connection): Effect.Effect<StatementOutcome, SqlFailure> =>
       Effect.gen(function*() {
         const request: ReadRequest = { sql, params, epoch, deadlineAt: Date.now() + timeLimitMs, timeLimitMs }
-        for (;;) {
-          if (self.closed) return yield* Effect.fail(toFailure(epochFailure))
-          const pin = tryPin(connection, self.options.versions, epoch)
-          if (pin._tag === "Void") return yield* Effect.fail(toFailure(epochFailure))
-          // On the main thread a local COMMIT never runs between the two loads; kept for form.
-          if (pin._tag === "Retry") {
-            yield* Effect.sleep(1)
-            continue
-          }
-          for (;;) {
-            const wake = self.wake
-            const state = readiness(self.options.versions, pin.version, epoch, self.bugs)
-            if (state === "void") return yield* Effect.fail(toFailure(epochFailure))
-            if (state === "ready") {
-              const result = execute(connection, self.options.versions, request, Date.now)
-              self.served++
-              if (!result.ok) return yield* Effect.fail(toFailure(result.failure))
-              return result.outcome
-            }
-            yield* Deferred.await(wake)
-          }
-        }
+        yield* self.pinReady(connection, request)
+        const result = execute(connection, self.options.versions, request, Date.now)
+        self.served++
+        if (!result.ok) return yield* Effect.fail(toFailure(result.failure))
+        return result.outcome
       })
     const acquire = Effect.sync(() => this.idle.pop() ?? this.open())
     const release = (connection: Connection) =>
@@ -811,7 +794,8 @@ class InThreadReaders implements DatabaseReaders {
     })
   }
 
-  /** Pins `connection` on a snapshot Raft has committed, waiting (as Effects) for the writer. */
+  /** Pins `connection` on a snapshot Raft has committed, waiting (as Effects) for the writer
+   * (a whole read and a streamed one alike). */
   private pinReady(connection: Connection, request: ReadRequest): Effect.Effect<void, SqlFailure> {
     const self = this
     return Effect.gen(function*() {
@@ -820,6 +804,7 @@ class InThreadReaders implements DatabaseReaders {
         if (Date.now() >= request.deadlineAt) return yield* Effect.fail(toFailure(timeLimitFailure(request.timeLimitMs)))
         const pin = tryPin(connection, self.options.versions, request.epoch)
         if (pin._tag === "Void") return yield* Effect.fail(toFailure(epochFailure))
+        // On the main thread a local COMMIT never runs between the two loads; kept for form.
         if (pin._tag === "Retry") {
           yield* Effect.sleep(1)
           continue
