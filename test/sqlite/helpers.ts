@@ -4,8 +4,10 @@ import os from "node:os"
 import path from "node:path"
 import Database from "better-sqlite3"
 import { Effect } from "effect"
+import { expect } from "vitest"
 import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
 import type { Entry } from "../../src/raft/types.ts"
+import type { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
 import type { SqliteDatabase } from "../../src/sqlite/openDatabase.ts"
 import { openDatabase } from "../../src/sqlite/openDatabase.ts"
 import { WalCapture } from "../../src/sqlite/WalCapture.ts"
@@ -113,4 +115,15 @@ export function snapshotSourceOf(meta: SnapshotSource["meta"], bytes: Uint8Array
     crc32c: 0,
     read: (offset, lengthMax) => Effect.succeed(bytes.subarray(offset, Math.min(bytes.byteLength, offset + lengthMax)))
   }
+}
+
+/** One local commit of `sql` on a leader's writer, captured as `seq` (pending until Raft marks it
+ * committed with `markCommitted(seq)`). */
+export function captureOneCommit(db: LeaderDatabase, sql: string, seq: number): number {
+  db.writer.control("BEGIN IMMEDIATE")
+  db.writer.run(sql, [])
+  db.commitLocally(() => db.writer.control("COMMIT"))
+  const commit = db.captureLocalCommit(seq)
+  expect(commit).not.toBeNull()
+  return commit!.seq
 }

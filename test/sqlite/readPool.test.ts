@@ -9,7 +9,7 @@ import type { ReadPoolService } from "../../src/sqlite/readPool/ReadPool.ts"
 import { inThreadReadPool, stuckGraceMs, workerReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import { tryPin } from "../../src/sqlite/readPool/pinning.ts"
 import type { SqlFailure } from "../../src/sqlite/Sql.ts"
-import { pageSize, tempDirectory } from "./helpers.ts"
+import { captureOneCommit, pageSize, tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
 afterAll(() => dirs.forEach((d) => d.remove()))
@@ -25,12 +25,7 @@ function openLeader(pool: ReadPoolService): LeaderDatabase {
 let seq = 0
 /** One local commit, captured (pending until markCommitted). */
 function commitLocally(db: LeaderDatabase, sql: string): number {
-  db.writer.control("BEGIN IMMEDIATE")
-  db.writer.run(sql, [])
-  db.commitLocally(() => db.writer.control("COMMIT"))
-  const commit = db.captureLocalCommit(++seq)
-  expect(commit).not.toBeNull()
-  return commit!.seq
+  return captureOneCommit(db, sql, ++seq)
 }
 
 /** Waits (bounded) until the pool has `idle` started readers and `busy` running reads. */

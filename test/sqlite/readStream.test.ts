@@ -11,7 +11,7 @@ import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
 import type { ReadPoolService } from "../../src/sqlite/readPool/ReadPool.ts"
 import { inThreadReadPool, stuckGraceMs, workerReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import type { RowBatch, RowStream, SqlFailure, SqlValue } from "../../src/sqlite/Sql.ts"
-import { pageSize, tempDirectory } from "./helpers.ts"
+import { captureOneCommit, pageSize, tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
 afterAll(() => dirs.forEach((d) => d.remove()))
@@ -28,12 +28,7 @@ function openLeader(pool: ReadPoolService): LeaderDatabase {
 let seq = 0
 /** One local commit, captured and marked committed by Raft. */
 function commit(db: LeaderDatabase, sql: string): void {
-  db.writer.control("BEGIN IMMEDIATE")
-  db.writer.run(sql, [])
-  db.commitLocally(() => db.writer.control("COMMIT"))
-  const local = db.captureLocalCommit(++seq)
-  expect(local).not.toBeNull()
-  db.markCommitted(local!.seq)
+  db.markCommitted(captureOneCommit(db, sql, ++seq))
 }
 
 /** `rows` rows of (n, a 1 KiB text): about 1 MiB per 1,000 rows. */
