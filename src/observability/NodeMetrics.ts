@@ -121,13 +121,13 @@ export const make = (nodeId: NodeId, clock: Clock.Clock = Clock.make()): NodeMet
         )),
     timeProposalNow: (onDone, propose) => {
       const start = clock.unsafeCurrentTimeNanos()
+      // Updated in place, not through Effect.runSync: this runs once per write on its hot path.
       const taken = propose((exit) => {
-        Effect.runSync(exit._tag === "Success"
-          ? Metric.update(commitSeconds, secondsBetween(start, clock.unsafeCurrentTimeNanos()))
-          : Effect.suspend(() => Metric.increment(proposalFailure(tagOf(Cause.squash(exit.cause))))))
+        if (exit._tag === "Success") commitSeconds.unsafeUpdate(secondsBetween(start, clock.unsafeCurrentTimeNanos()), [])
+        else proposalFailure(tagOf(Cause.squash(exit.cause))).unsafeUpdate(1, [])
         onDone(exit)
       })
-      if (taken) Effect.runSync(Metric.increment(proposals))
+      if (taken) proposals.unsafeUpdate(1, [])
       return taken
     },
     gateway: {
