@@ -1,6 +1,7 @@
 // Every child process a benchmark starts, so one Ctrl-C handler can end them all wherever the
 // benchmark is (starting a cluster, mid-row, printing).
 import type { ChildProcess } from "node:child_process"
+import fs from "node:fs"
 
 const live = new Set<ChildProcess>()
 /** Set by stopTracked: a child started after it (the benchmark racing its own shutdown) is
@@ -52,5 +53,18 @@ export function onInterrupt(handler: () => Promise<void>): () => void {
   return () => {
     process.off("SIGINT", listener)
     process.off("SIGTERM", listener)
+  }
+}
+
+/** A process's user + system CPU time in µs, from /proc/PID/stat (clock ticks of 10 ms), or 0
+ * when it has gone. */
+export function cpuMicros(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) * 10_000
+  } catch {
+    return 0
   }
 }

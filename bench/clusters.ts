@@ -20,8 +20,8 @@ export interface Cluster {
   /** tqlite only: each node's /health and /metrics address, in the order of `servers`. */
   readonly metrics: ReadonlyArray<string>
   readonly logDir: string
-  /** tqlite only: each node's process id, in the order of `servers` (CPU time from /proc). */
-  readonly pids?: ReadonlyArray<number>
+  /** Each node's process id, in the order of `servers` (CPU time from /proc). */
+  readonly pids: ReadonlyArray<number>
   readonly stop: () => Promise<void>
 }
 
@@ -180,7 +180,7 @@ export async function startDqlite(dir: string): Promise<Cluster> {
   })
   // dqlite-demo's graceful stop hands its roles over with no deadline, which hangs when all three
   // stop at once (the full 10 s grace every time here); the data is thrown away, so 0.5 s will do.
-  return { system: "dqlite", servers, metrics: [], logDir: dir, stop: () => stopAll(children, 500) }
+  return { system: "dqlite", servers, metrics: [], logDir: dir, pids: children.map((child) => child.pid ?? 0), stop: () => stopAll(children, 500) }
 }
 
 /** Terms in which some node logged "leads the cluster (term T)" (tqlite's log line), sorted. */

@@ -12,12 +12,14 @@
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
-import { onInterrupt, stopTracked } from "./children.ts"
+import { cpuMicros, onInterrupt, stopTracked } from "./children.ts"
 import { type Cluster, ensureBundle, startDqlite, startTqlite } from "./clusters.ts"
 import { type DqloadResult, ensureDqload, type RunningDqload, startDqload } from "./dqload.ts"
 import { option } from "./load.ts"
 import {
+  cpuPerOk,
   defaultRows,
+  formatCpuTable,
   formatTable,
   type LoadAverages,
   loadLine,
@@ -77,13 +79,16 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
   const report = (partial: boolean) => {
     const load: LoadAverages = { before: loadBefore, after: os.loadavg(), cpus: os.cpus().length }
     const title = `dqload (go-dqlite driver): 3 dqlite-demo vs 3 tqlite processes, ${seconds} s per row`
-    process.stdout.write(`\n${title}${partial ? " — INTERRUPTED, rows so far" : ""}\n\n${formatTable(rows)}\n\n${loadLine(load)}\n`)
+    process.stdout.write(`\n${title}${partial ? " — INTERRUPTED, rows so far" : ""}\n\n${formatTable(rows)}\n\n${formatCpuTable(rows, seconds)}\n\n${loadLine(load)}\n`)
     fs.writeFileSync(plotFile, renderSvg(rows, title))
     const json = {
       benchmark: "versus-dqlite", startedAt, finishedAt: new Date().toISOString(), interrupted: partial, secondsPerRow: seconds, opTimeoutSeconds,
       machine: { cpus: load.cpus, loadavgBefore: load.before, loadavgAfter: load.after, node: process.version, platform: `${os.platform()} ${os.release()}` },
       dqload,
-      rows: rows.map((row) => ({ ...row.spec, first: row.first, dqlite: row.dqlite, tqlite: row.tqlite, ratio: ratio(row) }))
+      rows: rows.map((row) => ({
+        ...row.spec, first: row.first, dqlite: row.dqlite, tqlite: row.tqlite, ratio: ratio(row),
+        cpuMicrosPerOk: { dqlite: cpuPerOk(row, "dqlite", seconds), tqlite: cpuPerOk(row, "tqlite", seconds) }
+      }))
     }
     fs.writeFileSync(jsonFile, JSON.stringify(json, null, 2) + "\n")
     process.stdout.write(`plot: ${plotFile}\nresults: ${jsonFile}\n`)
@@ -110,17 +115,21 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
     for (const [i, spec] of specs.entries()) {
       const order: ReadonlyArray<System> = i % 2 === 0 ? ["dqlite", "tqlite"] : ["tqlite", "dqlite"]
       const outcomes: Partial<Record<System, Outcome>> = {}
+      const cpu: Partial<Record<System, ReadonlyArray<number>>> = {}
       for (const system of order) {
+        const pids = clusters[system].pids
+        const cpuBefore = pids.map(cpuMicros)
         running = startDqload(dqload, {
           servers: clusters[system].servers, database: `row${i}_${spec.workload}_${spec.workers}`, workload: spec.workload,
           workers: spec.workers, seconds, opTimeoutSeconds
         })
         outcomes[system] = await outcomeOf(running.result)
+        cpu[system] = pids.map((pid, n) => cpuMicros(pid) - cpuBefore[n]!)
         running = null
         if (interruption !== null) return await interruption
         log(`  ${spec.workload} ×${spec.workers} ${system}: ${describe(outcomes[system])}`)
       }
-      rows.push({ spec, first: order[0]!, dqlite: outcomes.dqlite!, tqlite: outcomes.tqlite! })
+      rows.push({ spec, first: order[0]!, dqlite: outcomes.dqlite!, tqlite: outcomes.tqlite!, cpuMicros: { dqlite: cpu.dqlite!, tqlite: cpu.tqlite! } })
     }
   } finally {
     removeHandler()

@@ -42,6 +42,9 @@ export interface RowResult {
   readonly first: System
   readonly dqlite: Outcome
   readonly tqlite: Outcome
+  /** Each server process's CPU time (utime + stime, µs) over the system's run in this row, in the
+   * order of its servers; absent when not measured. */
+  readonly cpuMicros?: Readonly<Record<System, ReadonlyArray<number>>>
 }
 
 const resultOf = (outcome: Outcome): DqloadResult | null => ("result" in outcome ? outcome.result : null)
@@ -91,6 +94,34 @@ export function formatTable(rows: ReadonlyArray<RowResult>): string {
   for (const row of rows) {
     const r = ratio(row)
     lines.push(`| ${row.spec.workload} | ${row.spec.workers} | ${cellText(row.dqlite)} | ${cellText(row.tqlite)} | ${r === null ? "—" : r.toFixed(2)} |`)
+  }
+  return lines.join("\n")
+}
+
+/** CPU µs per successful op for one system in a row: all three nodes, and the busiest one; null
+ * without a measure or without an ok op. dqload's warm-up is inside the measured span, so this
+ * errs high by the warm-up's share. */
+export function cpuPerOk(row: RowResult, system: System, seconds: number): { readonly total: number; readonly busiest: number } | null {
+  const result = resultOf(row[system])
+  const cpu = row.cpuMicros?.[system]
+  if (result === null || cpu === undefined || cpu.length === 0) return null
+  const ok = result.ok_per_s * seconds
+  if (ok <= 0) return null
+  return { total: cpu.reduce((a, b) => a + b, 0) / ok, busiest: Math.max(...cpu) / ok }
+}
+
+/** The CPU table: what each system's servers spent per successful op, side by side. A measure the
+ * machine's load moves far less than ops/s (a busy core slows both the work and the count). */
+export function formatCpuTable(rows: ReadonlyArray<RowResult>, seconds: number): string {
+  const lines = [
+    "| workload | workers | dqlite CPU µs per ok op: 3 nodes (busiest) | tqlite CPU µs per ok op: 3 nodes (busiest) | tqlite / dqlite |",
+    "|---|--:|--:|--:|--:|"
+  ]
+  const cell = (c: { total: number; busiest: number } | null) => c === null ? "—" : `${thousands(c.total)} (${thousands(c.busiest)})`
+  for (const row of rows) {
+    const d = cpuPerOk(row, "dqlite", seconds)
+    const t = cpuPerOk(row, "tqlite", seconds)
+    lines.push(`| ${row.spec.workload} | ${row.spec.workers} | ${cell(d)} | ${cell(t)} | ${d === null || t === null || d.total === 0 ? "—" : (t.total / d.total).toFixed(2)} |`)
   }
   return lines.join("\n")
 }

@@ -8,7 +8,7 @@
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
-import { stopTracked } from "./children.ts"
+import { cpuMicros, stopTracked } from "./children.ts"
 import { startTqlite } from "./clusters.ts"
 import { ensureDqload, startDqload } from "./dqload.ts"
 import { option } from "./load.ts"
@@ -35,7 +35,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     const cluster = await startTqlite(dir)
     delete process.env["TQLITE_TRACE"]
     try {
-      const pids = cluster.pids ?? []
+      const pids = cluster.pids
       const cpuBefore = pids.map(cpuMicros)
       const run = startDqload(dqload, { servers: cluster.servers, database: "trace", workload, workers, seconds, opTimeoutSeconds: 10 })
       const result = await run.result
@@ -54,19 +54,6 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     await stopTracked(3_000)
     if (args.includes("--keep")) log(`kept ${dir}`)
     else fs.rmSync(dir, { recursive: true, force: true })
-  }
-}
-
-/** A process's user + system CPU time in µs, from /proc/PID/stat (clock ticks of 10 ms), or 0. */
-function cpuMicros(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-    const ticks = Number(fields[11]) + Number(fields[12])
-    return ticks * 10_000
-  } catch {
-    return 0
   }
 }
 

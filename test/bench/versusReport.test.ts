@@ -5,7 +5,9 @@ import { describe, expect, it } from "vitest"
 import { DqloadOutputInvalid, type DqloadResult, parseDqloadOutput } from "../../bench/dqload.ts"
 import { UsageError, wholeSeconds } from "../../bench/versusDqlite.ts"
 import {
+  cpuPerOk,
   defaultRows,
+  formatCpuTable,
   formatTable,
   type LongQueryMeasurement,
   loadLine,
@@ -111,6 +113,18 @@ describe("versus-dqlite: the table", () => {
     expect(lines[4]).toContain("failed: dqload exited (code 2) / no leader")
     expect(lines[4]!.split("|")).toHaveLength(7)
     expect(lines[4]).toMatch(/\| — \|$/)
+  })
+
+  it("divides each system's server CPU by its ok ops: all nodes and the busiest, and none without a measure", () => {
+    const measured: RowResult = { ...rows[0]!, cpuMicros: { dqlite: [2_000_000, 500_000, 500_000], tqlite: [3_000_000, 1_000_000, 1_000_000] } }
+    // 10 s rows: dqlite 5,000 ok ops, tqlite 2,500.
+    expect(cpuPerOk(measured, "dqlite", 10)).toEqual({ total: 600, busiest: 400 })
+    expect(cpuPerOk(measured, "tqlite", 10)).toEqual({ total: 2_000, busiest: 1_200 })
+    expect(cpuPerOk(rows[0]!, "tqlite", 10)).toBeNull()
+    expect(cpuPerOk({ ...measured, dqlite: { error: "no leader" } }, "dqlite", 10)).toBeNull()
+    const lines = formatCpuTable([measured, rows[1]!], 10).split("\n")
+    expect(lines[2]).toBe("| kvwrite | 1 | 600 (400) | 2,000 (1,200) | 3.33 |")
+    expect(lines[3]).toBe("| kvwrite | 8 | — | — | — |")
   })
 
   it("flags a loaded machine", () => {
