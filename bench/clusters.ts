@@ -8,11 +8,14 @@ import net from "node:net"
 import path from "node:path"
 import { Duration, Effect, Schedule } from "effect"
 import { make as makeClient } from "../src/net/client/Client.ts"
+import { cliBundle } from "../test/bundle.ts"
 import { freePortNow } from "../test/freePort.ts"
 import { stopAll, track } from "./children.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
-export const cli = path.join(root, "dist/tqlite.mjs")
+export const cli = cliBundle
+/** `npm run build` when the bundle is missing or older than the sources. */
+export { ensureBundle } from "../test/bundle.ts"
 
 export interface Cluster {
   readonly system: "tqlite" | "dqlite"
@@ -190,22 +193,4 @@ export function leadershipTerms(logDir: string): Array<number> {
     for (const match of fs.readFileSync(path.join(logDir, file), "utf8").matchAll(/leads the cluster \(term (\d+)\)/g)) terms.push(Number(match[1]))
   }
   return terms.sort((a, b) => a - b)
-}
-
-/** `npm run build` when dist/tqlite.mjs is missing or older than a file under src/. */
-export async function ensureBundle(log: (line: string) => void): Promise<void> {
-  const newestSourceMs = newestMtimeMs(path.join(root, "src"))
-  if (fs.existsSync(cli) && fs.statSync(cli).mtimeMs >= newestSourceMs) return
-  log("dist/tqlite.mjs missing or stale: npm run build …")
-  const result = spawnSync("npm", ["run", "build"], { cwd: root, stdio: ["ignore", "pipe", "pipe"], timeout: 10 * 60_000 })
-  if (result.status !== 0) throw new Error(`npm run build failed: ${String(result.stderr).slice(-2000)}${String(result.stdout).slice(-2000)}`)
-}
-
-function newestMtimeMs(dir: string): number {
-  let newest = 0
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name)
-    newest = Math.max(newest, entry.isDirectory() ? newestMtimeMs(full) : fs.statSync(full).mtimeMs)
-  }
-  return newest
 }

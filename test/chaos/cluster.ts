@@ -7,19 +7,19 @@ import * as path from "node:path"
 import { Effect } from "effect"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
+import { cliArgs, ensureBundle } from "../bundle.ts"
 import { nodeIp, nodeNetns } from "./sandbox.ts"
 
 export const root = path.resolve(import.meta.dirname, "../..")
-/** How a node process is run: the compiled CLI (`buildCli`), or the sources through tsx. */
+/** How a node process is run: the bundled CLI (`useBundle`), or the sources through tsx. */
 let cliCommand: ReadonlyArray<string> = ["--import", "tsx", path.join(root, "src/cli/main.ts")]
 
-/** Compiles the CLI (`tsc -p tsconfig.build.json` into dist/chaos/, beside `npm run build`'s
- * dist/src, which benchmarks may be running) and runs
- * the nodes from it: a node then starts in about half the time it takes through tsx, which
- * matters on a loaded machine, where a restart is part of every availability gap. */
-export async function buildCli(): Promise<void> {
-  await runProgram(path.join(root, "node_modules/.bin/tsc"), ["-p", path.join(root, "tsconfig.build.json"), "--outDir", path.join(root, "dist/chaos")], 300_000)
-  cliCommand = [path.join(root, "dist/chaos/src/cli/main.js")]
+/** Runs the nodes from the bundled CLI (test/bundle.ts), built first if older than the sources:
+ * a node then starts in a fraction of the CPU it takes through tsx, which matters on a loaded
+ * machine, where a restart is part of every availability gap. */
+export function useBundle(log: (line: string) => void): void {
+  ensureBundle(log)
+  cliCommand = cliArgs
 }
 export const port = 9001
 export const metricsPort = 9101

@@ -11,7 +11,7 @@ import { Duration, Effect, Schedule } from "effect"
 import { Prng } from "../sim/Prng.ts"
 import type { Violation } from "./checkers.ts"
 import { checkBank, checkList, checkRegister, checkSet } from "./checkers.ts"
-import { buildCli, ChaosNode, eventually, sleep, withClient } from "./cluster.ts"
+import { ChaosNode, eventually, sleep, useBundle, withClient } from "./cluster.ts"
 import type { FaultKind, FaultRecord } from "./faults.ts"
 import { FaultInjector, faultKinds, parseFaultKinds } from "./faults.ts"
 import { compareContents, readContent, waitConvergence } from "./final.ts"
@@ -30,7 +30,7 @@ interface Options {
   readonly tsWorkers: number
   readonly tmpfsMb: number
   readonly baseDir: string
-  /** Run the nodes from the sources through tsx rather than from a fresh build in dist/. */
+  /** Run the nodes from the sources through tsx rather than from the bundle (test/bundle.ts). */
   readonly tsx: boolean
 }
 
@@ -82,7 +82,8 @@ async function main(): Promise<number> {
   const prng = new Prng(options.seed)
   const faultPrng = prng.fork("faults")
   const workloadPrng = prng.fork("workloads")
-  const [goBinary] = await Promise.all([buildGoClient(), options.tsx ? Promise.resolve() : buildCli()])
+  if (!options.tsx) useBundle(log)
+  const goBinary = await buildGoClient()
   const nodes = Array.from({ length: options.nodes }, (_, i) => new ChaosNode(i + 1, options.baseDir))
   const servers = nodes.map((node) => node.address)
   let cleaned = false

@@ -8,6 +8,7 @@ import { parseBenchArgs } from "../../src/cli/commands/bench.ts"
 import { prepare, run, table } from "../../src/cli/loadgen.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
 import { startNode, tempDir } from "../loopback.ts"
+import { cliArgs } from "../bundle.ts"
 
 const root = path.resolve(import.meta.dirname, "../..")
 
@@ -57,7 +58,7 @@ describe("tqlite bench", () => {
       Effect.gen(function*() {
         const node = yield* startNode({ dataDir: yield* tempDir("tqlite-bench-int-"), join: [], tickMs: 50 })
         const address = node.node.identity.address
-        const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), "bench", "--servers", address, "--workers", "2", "--seconds", "120", "--keys", "50"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+        const child = spawn(process.execPath, [...cliArgs, "bench", "--servers", address, "--workers", "2", "--seconds", "120", "--keys", "50"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
         let out = ""
         let err = ""
         child.stdout.on("data", (chunk: Buffer) => void (out += chunk.toString()))

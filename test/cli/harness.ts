@@ -9,6 +9,7 @@ import { afterAll, beforeAll } from "vitest"
 import type { CliIo } from "../../src/cli/common.ts"
 import type { LoopbackCluster } from "../loopback.ts"
 import { awaitVoters, freePort, leaderAmong, startCluster as startLoopbackCluster, tempDir } from "../loopback.ts"
+import { cliArgs } from "../bundle.ts"
 
 export const root = path.resolve(import.meta.dirname, "../..")
 
@@ -84,10 +85,10 @@ export const runCaptured = (program: (io: CliIo) => Effect.Effect<number, never,
     return { code, out: captured.out(), err: captured.err() }
   })
 
-/** The real `tqlite` binary (through tsx), for exit codes and stderr of a separate process. */
+/** The real `tqlite` binary (the bundle, test/bundle.ts), for exit codes and stderr of a separate process. */
 export function tqlite(args: ReadonlyArray<string>, timeoutMs = 20_000): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], { cwd: root, timeout: timeoutMs }, (error, stdout, stderr) =>
+    execFile(process.execPath, [...cliArgs, ...args], { cwd: root, timeout: timeoutMs }, (error, stdout, stderr) =>
       resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, out: stdout, err: stderr }))
   })
 }

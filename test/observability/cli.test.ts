@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it, vi } from "vitest"
 import { start } from "../../src/cli/commands/start.ts"
 import { parseExposition, sampleValue } from "./exposition.ts"
 import { freePort } from "../process/harness.ts"
+import { cliArgs } from "../bundle.ts"
 
 const root = path.resolve(import.meta.dirname, "../..")
 const children = new Set<ChildProcess>()
@@ -25,7 +26,7 @@ interface Started {
 }
 
 function tqlite(args: ReadonlyArray<string>): Started {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+  const child = spawn(process.execPath, [...cliArgs, ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
   let stdout = ""
   let stderr = ""
   child.stdout?.on("data", (chunk: Buffer) => (stdout += chunk.toString()))

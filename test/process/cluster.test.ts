@@ -10,6 +10,7 @@ import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { findDqliteShell } from "../net/gateway/harness.ts"
 import { freePort } from "./harness.ts"
+import { cliArgs } from "../bundle.ts"
 
 const dqlite = findDqliteShell()
 const root = path.resolve(import.meta.dirname, "../..")
@@ -20,7 +21,7 @@ afterAll(() => {
 })
 
 function startNode(address: string, dataDir: string, join: ReadonlyArray<string>, tlsArgs: ReadonlyArray<string> = []): ChildProcess {
-  const args = ["--import", "tsx", path.join(root, "src/cli/main.ts"), "start", "--address", address, "--data-dir", dataDir, ...tlsArgs]
+  const args = [...cliArgs, "start", "--address", address, "--data-dir", dataDir, ...tlsArgs]
   if (join.length > 0) args.push("--join", join.join(","))
   const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""
@@ -35,7 +36,7 @@ function startNode(address: string, dataDir: string, join: ReadonlyArray<string>
 /** A `tqlite` client tool as a process: its exit code and output. */
 function tqliteTool(args: ReadonlyArray<string>): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve) =>
-    execFile(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], { cwd: root, timeout: 60_000 }, (error, stdout, stderr) =>
+    execFile(process.execPath, [...cliArgs, ...args], { cwd: root, timeout: 60_000 }, (error, stdout, stderr) =>
       resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, out: stdout, err: stderr })))
 }
 

@@ -11,6 +11,7 @@ import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { TqliteProcess } from "./harness.ts"
 import { canUnshare, eventually, freePort, killAll, leaderAddress, rolesOf, root, spawnTracked, tqlite, withClient } from "./harness.ts"
+import { cliArgs } from "../bundle.ts"
 
 afterAll(() => killAll())
 
@@ -18,7 +19,7 @@ const tmpfsMiB = 24
 
 /** `tqlite start` in a mount namespace of its own with `dataDir` on a fresh tmpfs. */
 function startOnTmpfs(address: string, dataDir: string, metrics: string): TqliteProcess {
-  const node = [process.execPath, "--import", "tsx", path.join(root, "src/cli/main.ts"), "start", "--address", address, "--data-dir", dataDir, "--metrics", metrics]
+  const node = [process.execPath, ...cliArgs, "start", "--address", address, "--data-dir", dataDir, "--metrics", metrics]
   const quoted = node.map((arg) => `'${arg}'`).join(" ")
   // `unshare` without --fork execs sh, which execs node: the pid we hold is the node process's.
   return spawnTracked("unshare", ["-m", "sh", "-c", `mount -t tmpfs -o size=${tmpfsMiB}M tmpfs '${dataDir}' && exec ${quoted}`])

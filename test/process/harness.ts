@@ -5,6 +5,7 @@ import * as path from "node:path"
 import { Effect } from "effect"
 import type { DqliteClientService } from "../../src/net/client/Client.ts"
 import { make as makeClient } from "../../src/net/client/Client.ts"
+import { cliArgs } from "../bundle.ts"
 
 export const root = path.resolve(import.meta.dirname, "../..")
 
@@ -38,7 +39,7 @@ export function killAll(): void {
 }
 
 export function tqlite(args: ReadonlyArray<string>): TqliteProcess {
-  return spawnTracked(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args])
+  return spawnTracked(process.execPath, [...cliArgs, ...args])
 }
 
 /** Any command (e.g. `unshare … exec node … start`), tracked like `tqlite`. */
