@@ -1,12 +1,17 @@
 // `npm run bench -- versus-dqlite [--seconds 10] [--rows kvwrite:1,kvwrite:8,kvwrite:64,kvreadwrite:1,kvreadwrite:64]
-//                                 [--dqload PATH] [--plot FILE.svg] [--json FILE] [--op-timeout 10]`
+//                                 [--dqload PATH] [--plot FILE.svg] [--json FILE] [--op-timeout 10]
+//                                 [--warmup 5]`
 //
 // Both systems driven by the same independent client: dqload (../shared/tools/dqload, go-dqlite's
 // real driver, in its own process; built into a cache dir unless --dqload is given) against 3
 // `dqlite-demo` processes (dqlite 1.11, Debian's go-dqlite) and 3 `tqlite start` processes (the
 // bundled CLI, rebuilt when stale), all on loopback with fsync on and fresh temp data dirs. The
 // rows run interleaved — for each row both systems, the one going first alternating — each on a
-// fresh database so tables start empty. Prints the ratio table and the machine's load, and writes
+// fresh database so tables start empty. Before the first row each cluster serves --warmup seconds
+// of kvreadwrite ×8 on a scratch database, unmeasured: a fresh Node process runs its first
+// seconds in V8's unoptimised tiers and compilers (a 10 s kvwrite ×1 row on a fresh node cost
+// ~1.6× the CPU per write of the next), which a long-running server never sees again; dqlite is
+// C and needs none, and gets the same run so both start from the same state. Prints the ratio table and the machine's load, and writes
 // an SVG plot and a JSON file of all results. Ctrl-C prints the rows so far, stops every
 // process, removes the temp dir and exits 130.
 import fs from "node:fs"
@@ -60,6 +65,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
 async function versus(args: ReadonlyArray<string>): Promise<void> {
   const seconds = wholeSeconds(args, "seconds", 10)
   const opTimeoutSeconds = wholeSeconds(args, "op-timeout", 10)
+  const warmupSeconds = wholeSeconds(args, "warmup", 5, 0)
   const specs = parseRows(option(args, "rows") ?? defaultRows)
   const plotFile = option(args, "plot") ?? path.join(os.tmpdir(), `tqlite-versus-dqlite-${stamp()}.svg`)
   const jsonFile = option(args, "json") ?? plotFile.replace(/\.svg$/, "") + ".json"
@@ -82,7 +88,7 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
     process.stdout.write(`\n${title}${partial ? " — INTERRUPTED, rows so far" : ""}\n\n${formatTable(rows)}\n\n${formatCpuTable(rows, seconds)}\n\n${loadLine(load)}\n`)
     fs.writeFileSync(plotFile, renderSvg(rows, title))
     const json = {
-      benchmark: "versus-dqlite", startedAt, finishedAt: new Date().toISOString(), interrupted: partial, secondsPerRow: seconds, opTimeoutSeconds,
+      benchmark: "versus-dqlite", startedAt, finishedAt: new Date().toISOString(), interrupted: partial, secondsPerRow: seconds, opTimeoutSeconds, warmupSeconds,
       machine: { cpus: load.cpus, loadavgBefore: load.before, loadavgAfter: load.after, node: process.version, platform: `${os.platform()} ${os.release()}` },
       dqload,
       rows: rows.map((row) => ({
@@ -112,6 +118,15 @@ async function versus(args: ReadonlyArray<string>): Promise<void> {
       tqlite: await startTqlite(subdir(dir, "tqlite"))
     }
     log(`dqlite ${clusters.dqlite.servers.join(",")}; tqlite ${clusters.tqlite.servers.join(",")}`)
+    for (const system of warmupSeconds > 0 ? (["dqlite", "tqlite"] as const) : []) {
+      running = startDqload(dqload, {
+        servers: clusters[system].servers, database: "warmup", workload: "kvreadwrite", workers: 8, seconds: warmupSeconds, opTimeoutSeconds
+      })
+      const warmed = await outcomeOf(running.result)
+      running = null
+      if (interruption !== null) return await interruption
+      log(`  warm-up ${system} (kvreadwrite ×8, ${warmupSeconds} s, not measured): ${describe(warmed)}`)
+    }
     for (const [i, spec] of specs.entries()) {
       const order: ReadonlyArray<System> = i % 2 === 0 ? ["dqlite", "tqlite"] : ["tqlite", "dqlite"]
       const outcomes: Partial<Record<System, Outcome>> = {}

@@ -47,7 +47,7 @@ describe("versus-dqlite and long-query (smoke)", () => {
   it("runs both clusters under dqload, interleaved, and writes the table, plot and JSON", async () => {
     const plot = path.join(scratch, "full.svg")
     const json = path.join(scratch, "full.json")
-    const { code, stdout, stderr } = await bench(["versus-dqlite", "--seconds", "1", "--rows", "kvwrite:1,kvreadwrite:2", "--plot", plot, "--json", json]).done
+    const { code, stdout, stderr } = await bench(["versus-dqlite", "--seconds", "1", "--warmup", "1", "--rows", "kvwrite:1,kvreadwrite:2", "--plot", plot, "--json", json]).done
     expect(code, withoutStacks(stderr)).toBe(0)
     const results = JSON.parse(fs.readFileSync(json, "utf8")) as {
       interrupted: boolean
@@ -63,6 +63,11 @@ describe("versus-dqlite and long-query (smoke)", () => {
       expect(row.ratio).toBeCloseTo(row.tqlite.result.ok_per_s / row.dqlite.result.ok_per_s, 6)
       expect(stdout).toContain(`| ${row.workload} | ${row.workers} | ${Math.round(row.dqlite.result.ok_per_s).toLocaleString("en-US")} (`)
     }
+    // Both clusters warmed up before the first row, unmeasured.
+    expect(stderr).toMatch(/warm-up dqlite \(kvreadwrite ×8, 1 s, not measured\): \d+ ok\/s/)
+    expect(stderr).toMatch(/warm-up tqlite \(kvreadwrite ×8, 1 s, not measured\): \d+ ok\/s/)
+    // The CPU table: each system's servers' CPU per ok op, measured from /proc.
+    expect(stdout).toMatch(/\| kvwrite \| 1 \| [\d,]+ \([\d,]+\) \| [\d,]+ \([\d,]+\) \| [\d.]+ \|/)
     expect(stdout).toMatch(/machine load \(1\/5\/15 min\) before [\d.]+ [\d.]+ [\d.]+, after/)
     expect(fs.readFileSync(plot, "utf8").match(/<polyline class="series"/g)).toHaveLength(4)
     const left = leftovers(stderr)
@@ -72,7 +77,7 @@ describe("versus-dqlite and long-query (smoke)", () => {
 
   it("on Ctrl-C prints the rows so far, stops every process, removes its temp dir and exits 130", async () => {
     const json = path.join(scratch, "interrupted.json")
-    const run = bench(["versus-dqlite", "--seconds", "1", "--rows", "kvwrite:1,kvwrite:1,kvwrite:1", "--plot", path.join(scratch, "interrupted.svg"), "--json", json])
+    const run = bench(["versus-dqlite", "--seconds", "1", "--warmup", "0", "--rows", "kvwrite:1,kvwrite:1,kvwrite:1", "--plot", path.join(scratch, "interrupted.svg"), "--json", json])
     // Interrupt in the second row, after the first one is complete.
     const deadline = Date.now() + 180_000
     while (!/kvwrite ×1 tqlite: /.test(run.stderrSoFar()) && Date.now() < deadline && run.child.exitCode === null) {
