@@ -20,7 +20,8 @@ import { entryHeaderBytes } from "./raft/types.ts"
 import type { SqliteLimits } from "./sqlite/limits.ts"
 import { defaultSqliteLimits, entryOverheadBytesMax, logRecordBytesMax as sqliteLogRecordBytesMax } from "./sqlite/limits.ts"
 import { writeEntryHeaderBytes } from "./sqlite/writeEntry.ts"
-import { messageBytesMaxLimit } from "./net/protocol/framing.ts"
+import { filesPieceBytesMax } from "./net/protocol/filesStream.ts"
+import { messageBytesMaxDefault, messageBytesMaxLimit } from "./net/protocol/framing.ts"
 import { recordPayloadBytesMax } from "./storage/format.ts"
 import { persistBytesMax, persistEntriesMax } from "./storage/LogStore.ts"
 import { segmentBytesMaxDefault } from "./storage/SegmentLog.ts"
@@ -43,11 +44,13 @@ export interface RaftActorBounds {
 
 /** Bounds of what crosses the dqlite wire beyond one request (src/net/protocol). */
 export interface WireBounds {
-  /** The largest DUMP answer `tqlite dump` accepts: the client holds it in memory as one FILES
-   * message (the database's committed image, whole). */
-  readonly dumpBytesMax: number
-  /** The largest message a dqlite header can announce: 8 + 8 × (2^32 − 1) bytes. */
+  /** The largest message a dqlite header can announce: 8 + 8 × (2^32 − 1) bytes. The only bound
+   * on a DUMP's size besides the disk: the leader streams the image and `tqlite dump` streams it
+   * to its file (src/net/protocol/filesStream.ts), neither holds it whole. */
   readonly messageBytesMaxLimit: number
+  /** The largest piece of a streamed FILES body a client hands to its sink at once: what a dump
+   * holds beyond its socket's buffer (src/net/protocol/filesStream.ts `filesPieceBytesMax`). */
+  readonly filesPieceBytesMax: number
 }
 
 /** The log's bounds (src/storage). */
@@ -93,10 +96,10 @@ export const nodeBoundsDefault: NodeBounds = {
   peers: defaultPeerLimits,
   gateway: gatewayLimitsDefault,
   sqlite: defaultSqliteLimits,
-  // 1 GiB: a database that size is dumped in one message `tqlite dump` can still hold; beyond it
-  // the dump is refused by the client's frame bound. (The leader streams the image in chunks,
-  // src/net/gateway/README.md; the client still reads the FILES message whole.)
-  wire: { dumpBytesMax: 1024 * 1024 * 1024, messageBytesMaxLimit }
+  // No bound of ours on a dump's size (there was one, 1 GiB, while `tqlite dump` read the FILES
+  // answer whole): both ends stream it, the leader 256 KiB at a time (gateway dumpChunkBytes),
+  // the client a socket read (≤ 1 MiB) at a time.
+  wire: { messageBytesMaxLimit, filesPieceBytesMax }
 }
 
 /** Fixed bounds kept beside their code, listed here so this table is the whole picture. */
@@ -108,10 +111,6 @@ export { chunkOverheadBytes } from "./net/peers/limits.ts"
 export const entryEncodingOverheadBytes = 64
 /** Bytes an AppendEntries envelope adds around its entries (from, to, term, indexes); generous. */
 export const envelopeOverheadBytes = 4096
-
-/** Bytes a DUMP's FILES answer adds around the image: header, count, two names (each at most a
- * database name of 1 KiB) and their sizes, word padding; generous. */
-export const dumpAnswerOverheadBytes = 8 * 1024
 
 /** The largest Raft entry the SQL surface proposes: a transaction's (or a group-commit batch's)
  * pages with the write entry's header and names, as the Raft core counts it. */
@@ -219,12 +218,12 @@ export const relations: ReadonlyArray<Relation> = [
       `peers.outboundBytesMax ${mib(b.peers.outboundBytesMax)} is less than raft.inflightBytesMax ${mib(b.raft.inflightBytesMax)} plus one largest write entry (${mib(largestWriteEntryBytes(b))})`
   },
   {
-    // A DUMP answer is one FILES message: the database image and its (empty) WAL, each named
-    // and padded to whole words. The largest the client accepts must be announceable.
-    name: "wire message holds the largest DUMP",
+    // A streamed FILES piece is handed to the sink whole: it must be a piece a client could
+    // have read as a message anyway, so streaming never makes the client hold more than before.
+    name: "a streamed FILES piece within a client message",
     sql: false,
-    holds: (b) => b.wire.dumpBytesMax + dumpAnswerOverheadBytes <= b.wire.messageBytesMaxLimit,
-    explain: (b) => `wire.dumpBytesMax ${mib(b.wire.dumpBytesMax)} plus a FILES answer's framing is more than a dqlite header can announce (${mib(b.wire.messageBytesMaxLimit)})`
+    holds: (b) => b.wire.filesPieceBytesMax <= messageBytesMaxDefault,
+    explain: (b) => `wire.filesPieceBytesMax ${mib(b.wire.filesPieceBytesMax)} is more than a client's default messageBytesMax (${mib(messageBytesMaxDefault)})`
   },
   {
     // The actor drains at most batchMax messages per step from its mailbox.
