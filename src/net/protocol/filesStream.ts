@@ -95,6 +95,9 @@ export class FilesBodyReader {
         }
         case "Name": {
           const field = `files[${this.index}].name`
+          if (decoder.streamedBodyBytesLeft === 0 && state.words.length === 0) {
+            throw new WireError("Truncated", field, `the body ends after ${this.index} of the ${this.count} files it announced`)
+          }
           if (decoder.streamedBodyBytesLeft < wordBytes) {
             throw new WireError("UnterminatedText", field, `no NUL before the end of the ${this.bodyBytes}-byte body`)
           }
