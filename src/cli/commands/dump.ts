@@ -96,6 +96,9 @@ export class DumpReceiver {
   /** Bytes received per file written, by name. */
   readonly received = new Map<string, number>()
   private fd: number | null = null
+  /** The body's bytes, and those counted to `onBytes` so far (file bytes; the rest at the end). */
+  private bodyBytes = 0
+  private countedBytes = 0
   private current: { readonly name: string; readonly sizeBytes: number; written: number } | null = null
 
   constructor(
@@ -110,6 +113,8 @@ export class DumpReceiver {
         case "Files":
           this.closeCurrent()
           this.received.clear()
+          this.bodyBytes = piece.bodyBytes
+          this.countedBytes = 0
           this.onBytes(0, piece.bodyBytes)
           return
         case "File": {
@@ -124,11 +129,14 @@ export class DumpReceiver {
         case "Data": {
           if (this.fd !== null) writeAll(this.fd, piece.bytes)
           this.current!.written += piece.bytes.byteLength
+          this.countedBytes += piece.bytes.byteLength
           this.onBytes(piece.bytes.byteLength, 0)
           return
         }
         case "End":
           this.finishCurrent()
+          // The names and sizes: the progress ends at the body's whole size.
+          this.onBytes(this.bodyBytes - this.countedBytes, 0)
           return
       }
     })
