@@ -254,10 +254,11 @@ describe("tqlite dump and restore", () => {
     const size = fs.statSync(largeFile).size
     expect(size).toBeGreaterThan(messageBytesMaxDefault + 4 * mib) // more than one message could carry
     expect(large.err).toMatch(/dump large: 100% .* of /) // byte progress, against the announced size
-    // Read whole, the answer took twice its size above a tiny dump's peak (the message's chunks,
-    // then the message copied out of them). Streamed, the dump holds a few pieces; what remains
-    // above the tiny dump is garbage: each socket read is a fresh buffer, and V8 collects them
-    // only once ~64 MiB of such external memory has been allocated since its last collection.
+    // Read whole (before), the answer took about three times its size above a tiny dump's peak
+    // (96 MiB: +295 MB; the message's chunks, the message copied out of them, the files). Streamed,
+    // the dump holds a few pieces; what remains above the tiny dump (+71 MB) is garbage: each
+    // socket read is a fresh buffer, and V8 collects them only once ~64 MiB of such external
+    // memory has been allocated since its last collection. It does not grow with the size.
     expect(small.peakRssKib).toBeGreaterThan(0)
     expect((large.peakRssKib - small.peakRssKib) * 1024, `peak RSS ${large.peakRssKib} KiB for ${size} bytes vs ${small.peakRssKib} KiB`).toBeLessThan(size)
     // The leader's image, read whole through Client.dump (a large enough bound), made a plain file
