@@ -53,7 +53,7 @@ export interface ClientOptions {
   readonly retryCapMs?: number
   /** Connections to the leader held at once (each serves one request or transaction at a time). */
   readonly connectionsMax?: number
-  /** Largest response accepted (DUMP answers carry whole databases). */
+  /** Largest response read whole; `dump` holds at most this (`dumpTo` streams any size). */
   readonly messageBytesMax?: number
   readonly tls?: PeerTlsOptions | null
   /** A request unanswered this long makes the client probe its server (LEADER on a second

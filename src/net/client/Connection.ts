@@ -36,7 +36,7 @@ export interface ConnectionOptions {
   readonly address: string
   readonly connectTimeoutMs: number
   readonly requestTimeoutMs: number
-  /** Largest response accepted (a ROWS batch is small; DUMP answers hold whole databases). */
+  /** Largest response read whole (a ROWS batch is small; `callFiles` streams FILES past it). */
   readonly messageBytesMax: number
   /** TLS towards the server (client certificate included), as the peers use it. */
   readonly tls?: PeerTlsOptions | null
