@@ -42,6 +42,12 @@ export class Progress {
     return { rows: this.rows, bytes: this.bytes }
   }
 
+  /** Ends a redrawn line that is on screen, showing nothing more (before an error message). */
+  abandon(): void {
+    if (this.io.errIsTty && this.lastShownMs !== -Infinity) this.io.err("\n")
+    this.lastShownMs = -Infinity
+  }
+
   /** 0..100, 100 when there is nothing to copy. */
   get percent(): number {
     const done = this.unit === "rows" ? this.rows : this.bytes

@@ -230,6 +230,7 @@ export const runDump = (options: DumpOptions, io: CliIo): Effect.Effect<number, 
       (receiver) => receiver.cleanUp
     ))
     if (outcome._tag === "Left") {
+      progress.abandon()
       const error = outcome.left
       io.err(error._tag === "DumpFileError" ? `Error: ${error.file}: ${error.detail}\n` : `Error: ${clientErrorText(error)}\n`)
       return exitCodes.failed
