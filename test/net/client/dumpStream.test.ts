@@ -4,16 +4,15 @@
 // server gone silent mid-body (idle timeout), a dump past its deadline and a failing sink each
 // give their typed error and close the connection (the rest of the body cannot be skipped).
 import { Effect, Either } from "effect"
-import * as net from "node:net"
 import { describe, expect, it } from "vitest"
 import type { ClientOptions } from "../../../src/net/client/Client.ts"
 import { make } from "../../../src/net/client/Client.ts"
 import { ErrorCode, ResponseType } from "../../../src/net/protocol/codes.ts"
 import type { FilesPiece } from "../../../src/net/protocol/filesStream.ts"
 import { encodeHeader } from "../../../src/net/protocol/framing.ts"
-import { encodeFilesPieces, encodeResponse } from "../../../src/net/protocol/responses.ts"
-import { FrameStream } from "../../../src/net/protocol/socketIo.ts"
-import { decodeRequest } from "../../../src/net/protocol/requests.ts"
+import { encodeResponse } from "../../../src/net/protocol/responses.ts"
+import type { DumpAnswer } from "./dumpServer.ts"
+import { dumpServer, filesAnswer } from "./dumpServer.ts"
 
 const kib = 1024
 const mib = 1024 * kib
@@ -22,65 +21,6 @@ function pattern(size: number, seed: number): Uint8Array {
   const bytes = new Uint8Array(size)
   for (let i = 0; i < size; i++) bytes[i] = (i * 13 + seed) & 0xff
   return bytes
-}
-
-/** How the server answers DUMP: bytes to write (each after the one before drained, with an
- * optional pause between), then close or stay open. */
-interface DumpAnswer {
-  readonly parts: ReadonlyArray<Uint8Array>
-  readonly pauseMs?: number
-  readonly then: "close" | "stay"
-}
-
-/** A server answering LEADER with itself and DUMP as `answer` says. `closed` counts connections
- * that ended after a DUMP (the client closed them). */
-const dumpServer = (answer: () => DumpAnswer) =>
-  Effect.acquireRelease(
-    Effect.async<{ address: string; server: net.Server; dumpsClosed: () => number }>((resume) => {
-      let dumpsClosed = 0
-      const server = net.createServer((socket) => {
-        socket.on("error", () => {})
-        const io = new FrameStream(socket, { messageBytesMax: 1 << 20, writeTimeoutMs: 10_000 })
-        let dumped = false
-        socket.on("close", () => void (dumped && dumpsClosed++))
-        Effect.runFork(Effect.gen(function*() {
-          if ((yield* io.readWord) === null) return
-          for (;;) {
-            const frame = yield* io.readFrame
-            if (frame === null) return
-            const request = decodeRequest(frame)
-            if (request.kind === "leader") {
-              yield* io.write(encodeResponse({ kind: "server", nodeId: 1n, address }))
-              continue
-            }
-            dumped = true
-            const plan = answer()
-            for (const part of plan.parts) {
-              yield* io.write(part)
-              if (plan.pauseMs !== undefined) yield* Effect.sleep(plan.pauseMs)
-            }
-            if (plan.then === "close") return socket.end()
-          }
-        }).pipe(Effect.ignore))
-      })
-      let address = ""
-      server.listen(0, "127.0.0.1", () => {
-        address = `127.0.0.1:${(server.address() as net.AddressInfo).port}`
-        resume(Effect.succeed({ address, server, dumpsClosed: () => dumpsClosed }))
-      })
-    }),
-    ({ server }) => Effect.sync(() => void server.close())
-  )
-
-/** A FILES answer for `files`, as the gateway streams it: names and sizes, then each file. */
-function filesAnswer(files: ReadonlyArray<{ name: string; data: Uint8Array }>): Array<Uint8Array> {
-  const pieces = encodeFilesPieces(files.map((f) => ({ name: f.name, sizeBytes: f.data.length })))
-  return pieces.flatMap((piece, i) => {
-    const data = files[i]!.data
-    const parts = [piece]
-    for (let offset = 0; offset < data.length; offset += 256 * kib) parts.push(data.subarray(offset, offset + 256 * kib))
-    return parts
-  })
 }
 
 /** A sink that keeps every file (for checking) and counts the pieces. */
