@@ -20,8 +20,7 @@ import { entryHeaderBytes } from "./raft/types.ts"
 import type { SqliteLimits } from "./sqlite/limits.ts"
 import { defaultSqliteLimits, entryOverheadBytesMax, logRecordBytesMax as sqliteLogRecordBytesMax } from "./sqlite/limits.ts"
 import { writeEntryHeaderBytes } from "./sqlite/writeEntry.ts"
-import { filesPieceBytesMax } from "./net/protocol/filesStream.ts"
-import { messageBytesMaxDefault, messageBytesMaxLimit } from "./net/protocol/framing.ts"
+import { messageBytesMaxLimit } from "./net/protocol/framing.ts"
 import { recordPayloadBytesMax } from "./storage/format.ts"
 import { persistBytesMax, persistEntriesMax } from "./storage/LogStore.ts"
 import { segmentBytesMaxDefault } from "./storage/SegmentLog.ts"
@@ -48,9 +47,6 @@ export interface WireBounds {
    * on a DUMP's size besides the disk: the leader streams the image and `tqlite dump` streams it
    * to its file (src/net/protocol/filesStream.ts), neither holds it whole. */
   readonly messageBytesMaxLimit: number
-  /** The largest piece of a streamed FILES body a client hands to its sink at once: what a dump
-   * holds beyond its socket's buffer (src/net/protocol/filesStream.ts `filesPieceBytesMax`). */
-  readonly filesPieceBytesMax: number
 }
 
 /** The log's bounds (src/storage). */
@@ -96,15 +92,18 @@ export const nodeBoundsDefault: NodeBounds = {
   peers: defaultPeerLimits,
   gateway: gatewayLimitsDefault,
   sqlite: defaultSqliteLimits,
-  // No bound of ours on a dump's size (there was one, 1 GiB, while `tqlite dump` read the FILES
-  // answer whole): both ends stream it, the leader 256 KiB at a time (gateway dumpChunkBytes),
-  // the client a socket read (≤ 1 MiB) at a time.
-  wire: { messageBytesMaxLimit, filesPieceBytesMax }
+  // No bound of ours on a dump's size (there was one, 1 GiB, `dumpBytesMax`, while `tqlite dump`
+  // read the FILES answer whole): both ends stream it, the leader 256 KiB at a time (gateway
+  // dumpChunkBytes), the client a socket read (≤ filesPieceBytesMax, 1 MiB) at a time.
+  wire: { messageBytesMaxLimit }
 }
 
 /** Fixed bounds kept beside their code, listed here so this table is the whole picture. */
 export { statementDescriptionsMax } from "./sqlite/ReplicatedDatabases.ts"
 export { chunkOverheadBytes } from "./net/peers/limits.ts"
+/** The largest piece of a streamed FILES body (DUMP's answer) a client hands its sink at once:
+ * what a dump holds beyond its socket's buffer; within a client message (asserted there). */
+export { filesPieceBytesMax } from "./net/protocol/filesStream.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */
@@ -216,14 +215,6 @@ export const relations: ReadonlyArray<Relation> = [
     holds: (b) => b.raft.inflightBytesMax + largestWriteEntryBytes(b) <= b.peers.outboundBytesMax,
     explain: (b) =>
       `peers.outboundBytesMax ${mib(b.peers.outboundBytesMax)} is less than raft.inflightBytesMax ${mib(b.raft.inflightBytesMax)} plus one largest write entry (${mib(largestWriteEntryBytes(b))})`
-  },
-  {
-    // A streamed FILES piece is handed to the sink whole: it must be a piece a client could
-    // have read as a message anyway, so streaming never makes the client hold more than before.
-    name: "a streamed FILES piece within a client message",
-    sql: false,
-    holds: (b) => b.wire.filesPieceBytesMax <= messageBytesMaxDefault,
-    explain: (b) => `wire.filesPieceBytesMax ${mib(b.wire.filesPieceBytesMax)} is more than a client's default messageBytesMax (${mib(messageBytesMaxDefault)})`
   },
   {
     // The actor drains at most batchMax messages per step from its mailbox.

@@ -11,10 +11,13 @@ import { assert } from "../../assert.ts"
 import { wordBytes } from "./codes.ts"
 import { WireError } from "./errors.ts"
 import type { FrameDecoder } from "./framing.ts"
+import { messageBytesMaxDefault } from "./framing.ts"
 
 /** The largest piece of a file handed out at once: a reader holds at most this much of a dump
  * beyond its socket's buffer. A piece is also at most what one socket read delivered. */
 export const filesPieceBytesMax = 1024 * 1024
+// A piece is no larger than a message the client would read whole anyway.
+assert(filesPieceBytesMax <= messageBytesMaxDefault, "a FILES piece fits a client message")
 /** The longest file name accepted (dqlite sends the database's name and name + "-wal"). */
 export const filesNameBytesMax = 4096
 
