@@ -43,10 +43,9 @@ export interface RaftActorBounds {
 
 /** Bounds of what crosses the dqlite wire beyond one request (src/net/protocol). */
 export interface WireBounds {
-  /** The largest DUMP answer `tqlite dump` accepts: the client holds it in memory as one FILES
-   * message (the database's committed image, whole). */
-  readonly dumpBytesMax: number
-  /** The largest message a dqlite header can announce: 8 + 8 × (2^32 − 1) bytes. */
+  /** The largest message a dqlite header can announce: 8 + 8 × (2^32 − 1) bytes. The only bound
+   * on a DUMP's size besides the disk: the leader streams the image and `tqlite dump` streams it
+   * to its file (src/net/protocol/filesStream.ts), neither holds it whole. */
   readonly messageBytesMaxLimit: number
 }
 
@@ -93,25 +92,24 @@ export const nodeBoundsDefault: NodeBounds = {
   peers: defaultPeerLimits,
   gateway: gatewayLimitsDefault,
   sqlite: defaultSqliteLimits,
-  // 1 GiB: a database that size is dumped in one message `tqlite dump` can still hold; beyond it
-  // the dump is refused by the client's frame bound. (The leader streams the image in chunks,
-  // src/net/gateway/README.md; the client still reads the FILES message whole.)
-  wire: { dumpBytesMax: 1024 * 1024 * 1024, messageBytesMaxLimit }
+  // No bound of ours on a dump's size (there was one, 1 GiB, `dumpBytesMax`, while `tqlite dump`
+  // read the FILES answer whole): both ends stream it, the leader 256 KiB at a time (gateway
+  // dumpChunkBytes), the client a socket read (≤ filesPieceBytesMax, 1 MiB) at a time.
+  wire: { messageBytesMaxLimit }
 }
 
 /** Fixed bounds kept beside their code, listed here so this table is the whole picture. */
 export { statementDescriptionsMax } from "./sqlite/ReplicatedDatabases.ts"
 export { chunkOverheadBytes } from "./net/peers/limits.ts"
+/** The largest piece of a streamed FILES body (DUMP's answer) a client hands its sink at once:
+ * what a dump holds beyond its socket's buffer; within a client message (asserted there). */
+export { filesPieceBytesMax } from "./net/protocol/filesStream.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */
 export const entryEncodingOverheadBytes = 64
 /** Bytes an AppendEntries envelope adds around its entries (from, to, term, indexes); generous. */
 export const envelopeOverheadBytes = 4096
-
-/** Bytes a DUMP's FILES answer adds around the image: header, count, two names (each at most a
- * database name of 1 KiB) and their sizes, word padding; generous. */
-export const dumpAnswerOverheadBytes = 8 * 1024
 
 /** The largest Raft entry the SQL surface proposes: a transaction's (or a group-commit batch's)
  * pages with the write entry's header and names, as the Raft core counts it. */
@@ -217,14 +215,6 @@ export const relations: ReadonlyArray<Relation> = [
     holds: (b) => b.raft.inflightBytesMax + largestWriteEntryBytes(b) <= b.peers.outboundBytesMax,
     explain: (b) =>
       `peers.outboundBytesMax ${mib(b.peers.outboundBytesMax)} is less than raft.inflightBytesMax ${mib(b.raft.inflightBytesMax)} plus one largest write entry (${mib(largestWriteEntryBytes(b))})`
-  },
-  {
-    // A DUMP answer is one FILES message: the database image and its (empty) WAL, each named
-    // and padded to whole words. The largest the client accepts must be announceable.
-    name: "wire message holds the largest DUMP",
-    sql: false,
-    holds: (b) => b.wire.dumpBytesMax + dumpAnswerOverheadBytes <= b.wire.messageBytesMaxLimit,
-    explain: (b) => `wire.dumpBytesMax ${mib(b.wire.dumpBytesMax)} plus a FILES answer's framing is more than a dqlite header can announce (${mib(b.wire.messageBytesMaxLimit)})`
   },
   {
     // The actor drains at most batchMax messages per step from its mailbox.

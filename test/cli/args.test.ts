@@ -43,7 +43,9 @@ describe("CLI arguments", () => {
   })
 
   it("dump and restore", () => {
-    expect(parseDumpArgs(["--servers", "h:1", "db", "out.db"])).toEqual({ servers: ["h:1"], database: "db", file: path.resolve("out.db"), timeoutMs: 120_000 })
+    expect(parseDumpArgs(["--servers", "h:1", "db", "out.db"])).toEqual({ servers: ["h:1"], database: "db", file: path.resolve("out.db"), timeoutMs: 600_000, idleTimeoutMs: 30_000 })
+    expect(parseDumpArgs(["--servers", "h:1", "--idle-timeout-ms", "500", "db", "out.db"])).toMatchObject({ idleTimeoutMs: 500 })
+    expect(parseDumpArgs(["--servers", "h:1", "--idle-timeout-ms", "x", "db", "out.db"])).toBe("--idle-timeout-ms must be a positive integer")
     expect(parseDumpArgs(["--servers", "h:1", "--timeout-ms", "0", "db", "out.db"])).toBe("--timeout-ms must be a positive integer")
     expect(parseDumpArgs(["--servers", "h:1", "db"])).toBe("give DATABASE and FILE")
     expect(parseRestoreArgs(["--servers", "h:1", "--force", "--rows-per-transaction", "50", "db", "in.db"])).toEqual({

@@ -24,8 +24,10 @@ import { readLevelText } from "../protocol/readLevel.ts"
 import type { Scope } from "effect"
 import { Chunk, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Schedule, Scope as ScopeOps, Stream } from "effect"
 import { ExecutionStrategy } from "effect"
-import { ErrorCode, RoleCode } from "../protocol/codes.ts"
+import { assert } from "../../assert.ts"
+import { ErrorCode, headerBytes, RoleCode } from "../protocol/codes.ts"
 import { messageBytesMaxDefault } from "../protocol/framing.ts"
+import type { FilesPiece } from "../protocol/filesStream.ts"
 import type { Request } from "../protocol/requests.ts"
 import type { Response, RowsResponse } from "../protocol/responses.ts"
 import type { Value } from "../protocol/values.ts"
@@ -51,7 +53,7 @@ export interface ClientOptions {
   readonly retryCapMs?: number
   /** Connections to the leader held at once (each serves one request or transaction at a time). */
   readonly connectionsMax?: number
-  /** Largest response accepted (DUMP answers carry whole databases). */
+  /** Largest response read whole; `dump` holds at most this (`dumpTo` streams any size). */
   readonly messageBytesMax?: number
   readonly tls?: PeerTlsOptions | null
   /** A request unanswered this long makes the client probe its server (LEADER on a second
@@ -123,6 +125,19 @@ export interface DumpedFile {
   readonly data: Uint8Array
 }
 
+/** How `dumpTo` bounds its waits. */
+export interface DumpStreamOptions {
+  /** The whole dump (default: the client's `requestTimeoutMs`). */
+  readonly timeoutMs?: number
+  /** The longest wait for the answer's next bytes once it has begun (default
+   * `dumpIdleTimeoutMsDefault`). */
+  readonly idleTimeoutMs?: number
+}
+
+/** A server that stops sending a dump's bytes for this long is given up. Generous: the leader
+ * sends as fast as the client reads (TCP back-pressure), so a gap this long is a dead server. */
+export const dumpIdleTimeoutMsDefault = 30_000
+
 /** A prepared statement. It is prepared on each connection that runs it (and again after a
  * leader change), and cached there. */
 export interface Statement {
@@ -149,8 +164,16 @@ export interface DqliteClientService {
   /** Asks one server (no leader discovery) for its failure domain and weight. */
   readonly describe: (address: string) => Effect.Effect<{ readonly failureDomain: bigint; readonly weight: bigint }, ClientError>
   readonly setWeight: (address: string, weight: bigint) => Effect.Effect<void, ClientError>
-  /** One server's copy of a database (default: the client's): the main file and its WAL. */
+  /** One server's copy of a database (default: the client's): the main file and its WAL, whole
+   * in memory, so at most `messageBytesMax` of FILES answer (a larger one fails with
+   * ProtocolError). Retried like other idempotent requests. For any size, use `dumpTo`. */
   readonly dump: (address: string, database?: string) => Effect.Effect<ReadonlyArray<DumpedFile>, ClientError>
+  /** One server's copy of a database streamed to `sink` as it arrives (Connection `callFiles`):
+   * `Files` (count, body size), then per file `File` (name, size) and its bytes as `Data` pieces
+   * (≤ 1 MiB; views of the socket's chunks, valid after the sink returns), then `End`. The socket
+   * is read only when `sink` has finished with the last piece. No size bound, no retries (the sink
+   * may have taken pieces): a FAILURE answer (not leader, …) comes before any piece. */
+  readonly dumpTo: <E, R>(address: string, database: string, sink: (piece: FilesPiece) => Effect.Effect<void, E, R>, options?: DumpStreamOptions) => Effect.Effect<void, ClientError | E, R>
 }
 
 export class DqliteClient extends Context.Tag("tqlite/net/client/DqliteClient")<DqliteClient, DqliteClientService>() {}
@@ -621,11 +644,59 @@ export const make = (options: ClientOptions): Effect.Effect<DqliteClientService,
           Effect.flatMap(connection.call({ kind: "weight", weight }), (response) => Effect.asVoid(expect(connection, response, "empty")))),
       dump: (address, database = settings.database) =>
         onServer(address, (connection) =>
-          Effect.flatMap(connection.call({ kind: "dump", database }), (response) =>
-            Effect.map(expect(connection, response, "files"), (files) => files.files)))
+          Effect.suspend(() => {
+            const collector = new FilesCollector(address, settings.messageBytesMax)
+            return Effect.as(
+              connection.callFiles({ kind: "dump", database }, collector.sink, { idleTimeoutMs: dumpIdleTimeoutMsDefault }),
+              collector.files
+            )
+          })),
+      dumpTo: (address, database, sink, options = {}) =>
+        Effect.scoped(Effect.flatMap(Connection.open(connectionOptions(address)), (connection) =>
+          connection.callFiles({ kind: "dump", database }, sink, {
+            timeoutMs: options.timeoutMs ?? settings.requestTimeoutMs,
+            idleTimeoutMs: options.idleTimeoutMs ?? dumpIdleTimeoutMsDefault
+          })))
     }
     return service
   })
+
+/** `dump`'s sink: each file whole in memory, the answer bounded as a whole message would be. */
+class FilesCollector {
+  readonly files: Array<DumpedFile> = []
+  private current: { data: Uint8Array; filled: number } | null = null
+
+  constructor(private readonly address: string, private readonly messageBytesMax: number) {}
+
+  readonly sink = (piece: FilesPiece): Effect.Effect<void, ProtocolError> =>
+    Effect.suspend(() => {
+      switch (piece._tag) {
+        case "Files":
+          if (headerBytes + piece.bodyBytes > this.messageBytesMax) {
+            return Effect.fail(new ProtocolError({
+              address: this.address,
+              detail: `dump: a FILES answer of ${headerBytes + piece.bodyBytes} bytes exceeds messageBytesMax ${this.messageBytesMax} (dumpTo streams any size)`
+            }))
+          }
+          return Effect.void
+        case "File": {
+          const data = new Uint8Array(piece.sizeBytes)
+          this.files.push({ name: piece.name, data })
+          this.current = { data, filled: 0 }
+          return Effect.void
+        }
+        case "Data": {
+          const current = this.current
+          assert(current !== null && current.filled + piece.bytes.byteLength <= current.data.byteLength, "pieces stay within their file")
+          current.data.set(piece.bytes, current.filled)
+          current.filled += piece.bytes.byteLength
+          return Effect.void
+        }
+        case "End":
+          return Effect.void
+      }
+    })
+}
 
 export const layer = (options: ClientOptions): Layer.Layer<DqliteClient> => Layer.scoped(DqliteClient, make(options))
 

@@ -17,7 +17,7 @@
 // written to it (otherwise a write to a dead server would have an unknown outcome).
 import type * as net from "node:net"
 import type { Scope } from "effect"
-import { Clock, Duration, Effect, Exit } from "effect"
+import { Clock, Data, Duration, Effect, Exit } from "effect"
 import { encodeProtocolVersion } from "../protocol/framing.ts"
 import type { Frame } from "../protocol/framing.ts"
 import { WireError } from "../protocol/errors.ts"
@@ -25,6 +25,8 @@ import type { Request } from "../protocol/requests.ts"
 import { encodeRequest } from "../protocol/requests.ts"
 import type { Response, RowsResponse } from "../protocol/responses.ts"
 import { decodeResponse } from "../protocol/responses.ts"
+import type { FilesPiece } from "../protocol/filesStream.ts"
+import { ResponseType } from "../protocol/codes.ts"
 import { FrameStream } from "../protocol/socketIo.ts"
 import type { PeerTlsOptions } from "../peers/sockets.ts"
 import { connect } from "../peers/sockets.ts"
@@ -34,7 +36,7 @@ export interface ConnectionOptions {
   readonly address: string
   readonly connectTimeoutMs: number
   readonly requestTimeoutMs: number
-  /** Largest response accepted (a ROWS batch is small; DUMP answers hold whole databases). */
+  /** Largest response read whole (a ROWS batch is small; `callFiles` streams FILES past it). */
   readonly messageBytesMax: number
   /** TLS towards the server (client certificate included), as the peers use it. */
   readonly tls?: PeerTlsOptions | null
@@ -181,6 +183,54 @@ export class Connection {
     return this.exchange(request, this.readResponse(request))
   }
 
+  /** Sends DUMP and streams its FILES answer to `sink` (socketIo.ts `readFilesBody`): the body is
+   * never held whole, so it is bounded by neither `messageBytesMax` nor memory. A FAILURE answer
+   * is read whole and fails with ServerFailure before `sink` sees anything. The exchange is bounded
+   * by `timeoutMs` (default: the request timeout) and each wait for the body's next bytes by
+   * `idleTimeoutMs`. Any failure after the FILES header (malformed body, early end, idle timeout,
+   * a failing sink) closes the connection: the rest of the announced body cannot be skipped. */
+  callFiles<E, R>(
+    request: Request,
+    sink: (piece: FilesPiece) => Effect.Effect<void, E, R>,
+    options: { readonly timeoutMs?: number; readonly idleTimeoutMs: number }
+  ): Effect.Effect<void, ExchangeError | E, R> {
+    const self = this
+    // The sink's own failures travel boxed through the stream's error handling, then unboxed.
+    const boxedSink = (piece: FilesPiece) =>
+      Effect.suspend(() => {
+        // Every piece counts as hearing from the server: a long dump is not probed for liveness.
+        self.heardOrSentMs = self.clock.unsafeCurrentTimeMillis()
+        return Effect.mapError(sink(piece), (error) => new SinkFailed({ error }))
+      })
+    const read: Effect.Effect<void, ExchangeError | SinkFailed, R> = Effect.gen(function*() {
+      const header = yield* self.io.readHeader.pipe(Effect.catchTags({
+        SocketError: (error) => Effect.fail(new ConnectionLost({ address: self.address, request: request.kind, detail: error.detail })),
+        FramingError: (error) => self.protocolError(error.error.message)
+      }))
+      if (header === null) return yield* new ConnectionLost({ address: self.address, request: request.kind, detail: "the server closed the connection" })
+      if (header.type !== ResponseType.files) {
+        const response = yield* self.readResponse(request)
+        return yield* self.protocolError(`${request.kind}: expected FILES, got ${response.kind}`)
+      }
+      yield* self.io.readFilesBody(boxedSink, { idleTimeoutMs: options.idleTimeoutMs }).pipe(
+        Effect.catchTags({
+          SocketError: (error) =>
+            Effect.fail(
+              error.reason === "Timeout"
+                ? new RequestTimeout({ address: self.address, request: `${request.kind} (idle: ${error.detail})`, timeoutMs: options.idleTimeoutMs })
+                : new ConnectionLost({ address: self.address, request: request.kind, detail: error.detail })
+            ),
+          FramingError: (error) => self.protocolError(`${request.kind}: ${error.error.message}`)
+        })
+      )
+    })
+    return Effect.catchIf(
+      this.exchange(request, read, options.timeoutMs),
+      (error): error is SinkFailed => error instanceof SinkFailed,
+      (boxed) => Effect.fail(boxed.error as E)
+    )
+  }
+
   /** Sends QUERY / QUERY_SQL and reads the first ROWS batch. */
   startRows(request: Request): Effect.Effect<RowsResponse, ExchangeError> {
     return this.exchange(request, Effect.flatMap(this.readResponse(request), (response) => this.expectRows(request, response)))
@@ -214,7 +264,7 @@ export class Connection {
     return Effect.zipRight(this.close, Effect.fail(new ProtocolError({ address: this.address, detail })))
   }
 
-  private exchange<A>(request: Request, read: Effect.Effect<A, ExchangeError>): Effect.Effect<A, ExchangeError> {
+  private exchange<A, E = never, R = never>(request: Request, read: Effect.Effect<A, ExchangeError | E, R>, timeoutMs?: number): Effect.Effect<A, ExchangeError | E, R> {
     return Effect.suspend(() => {
       if (!this.isUsable) {
         return Effect.fail(new ConnectionFailed({ address: this.address, detail: "the connection is closed" }))
@@ -233,7 +283,7 @@ export class Connection {
           Effect.mapError((error) => new ConnectionLost({ address: this.address, request: request.kind, detail: error.detail }))
         )
       })
-      return this.guard(request, Effect.zipRight(sent, read))
+      return this.guard(request, Effect.zipRight(sent, read), timeoutMs)
     })
   }
 
@@ -275,22 +325,23 @@ export class Connection {
     this.breakNow()
   }
 
-  /** The request timeout, and closing the connection on any failure that leaves it unusable. */
-  private guard<A>(request: Request, effect: Effect.Effect<A, ExchangeError>): Effect.Effect<A, ExchangeError> {
-    const timeoutMs = this.options.requestTimeoutMs
+  /** The request timeout (or `timeoutMs`), and closing the connection on any failure that leaves
+   * it unusable (any but a FAILURE answer or a refused argument, a caller's own errors included). */
+  private guard<A, E = never, R = never>(request: Request, effect: Effect.Effect<A, ExchangeError | E, R>, timeoutMsGiven?: number): Effect.Effect<A, ExchangeError | E, R> {
+    const timeoutMs = timeoutMsGiven ?? this.options.requestTimeoutMs
     return Effect.suspend(() => {
       this.heardOrSentMs = this.clock.unsafeCurrentTimeMillis()
       this.deadlineMs = this.heardOrSentMs + timeoutMs
       return Effect.onExit(
-        Effect.mapError(effect, (error): ExchangeError => {
-          if (keepsConnection(error)) return error
+        Effect.mapError(effect, (error): ExchangeError | E => {
+          if (!isExchangeError(error) || keepsConnection(error)) return error
           if (this.timedOut) return new RequestTimeout({ address: this.address, request: request.kind, timeoutMs })
           if (this.silentForMs !== null) return new ServerUnresponsive({ address: this.address, request: request.kind, silentMs: this.silentForMs })
           return error
         }),
         (exit) => {
           this.deadlineMs = null
-          if (Exit.isSuccess(exit) || (exit.cause._tag === "Fail" && keepsConnection(exit.cause.error))) return Effect.void
+          if (Exit.isSuccess(exit) || (exit.cause._tag === "Fail" && isExchangeError(exit.cause.error) && keepsConnection(exit.cause.error))) return Effect.void
           return this.close
         }
       )
@@ -329,6 +380,15 @@ export class Connection {
       return Effect.succeed(response)
     })
   }
+}
+
+/** A dump sink's failure on its way through the connection's error handling. */
+class SinkFailed extends Data.TaggedError("SinkFailed")<{ readonly error: unknown }> {}
+
+/** One of the connection's own errors (not a caller's, such as a dump sink's). */
+function isExchangeError(error: unknown): error is ExchangeError {
+  return error instanceof ConnectionFailed || error instanceof ConnectionLost || error instanceof RequestTimeout || error instanceof ServerUnresponsive ||
+    error instanceof ProtocolError || error instanceof ServerFailure || error instanceof InvalidArgument
 }
 
 /** The server answered (a FAILURE response) or the request was refused before it was sent: the

@@ -128,6 +128,8 @@ export class FrameDecoder {
   private buffered = 0
   private pendingHeader: MessageHeader | undefined = undefined
   private failure: WireError | undefined = undefined
+  /** Body bytes of a streamed message (`startStreamedBody`) not taken yet. */
+  private streamedBodyLeft = 0
 
   constructor(options: FrameDecoderOptions = {}) {
     const messageBytesMax = options.messageBytesMax ?? messageBytesMaxDefault
@@ -153,13 +155,14 @@ export class FrameDecoder {
    * between messages. */
   nextWord(): Uint8Array | undefined {
     if (this.failure !== undefined) throw this.failure
-    assert(this.pendingHeader === undefined, "nextWord is only called between messages")
+    assert(this.pendingHeader === undefined && this.streamedBodyLeft === 0, "nextWord is only called between messages")
     return this.buffered < wordBytes ? undefined : this.take(wordBytes)
   }
 
   /** The next whole message, or `undefined` until all of it has arrived. */
   next(): Frame | undefined {
     if (this.failure !== undefined) throw this.failure
+    assert(this.streamedBodyLeft === 0, "a streamed body is taken whole before the next message")
     if (this.pendingHeader === undefined) {
       if (this.buffered < headerBytes) return undefined
       const header = decodeHeader(this.take(headerBytes))
@@ -176,6 +179,71 @@ export class FrameDecoder {
     if (this.buffered < bodyBytes) return undefined
     this.pendingHeader = undefined
     return { type: header.type, schema: header.schema, body: this.take(bodyBytes) }
+  }
+
+  // Streamed messages: a FILES answer holds whole database files, bounded only by what its header
+  // can announce. Its body is taken piece by piece as it arrives instead of whole, so what is
+  // buffered stays one socket read or so, whatever the message's size.
+
+  /** The next message's header once its 8 bytes have arrived, left in place (no size check:
+   * the caller decides between `next` and `startStreamedBody`). Only valid between messages. */
+  peekHeader(): MessageHeader | undefined {
+    if (this.failure !== undefined) throw this.failure
+    assert(this.pendingHeader === undefined && this.streamedBodyLeft === 0, "peekHeader is only called between messages")
+    if (this.buffered < headerBytes) return undefined
+    return decodeHeader(this.copyFront(headerBytes, false))
+  }
+
+  /** Takes the header `peekHeader` returned and makes its body a streamed one: taken with
+   * `takeBodyBytes` / `takeBodySlice` until `streamedBodyBytesLeft` is 0, and not bounded by
+   * `messageBytesMax` (the caller bounds what it keeps of each piece). */
+  startStreamedBody(): MessageHeader {
+    const header = this.peekHeader()
+    assert(header !== undefined, "startStreamedBody follows a peekHeader that returned a header")
+    this.take(headerBytes)
+    this.streamedBodyLeft = header.bodyWords * wordBytes
+    return header
+  }
+
+  /** Bytes of the streamed body not taken yet (buffered or still to arrive). */
+  get streamedBodyBytesLeft(): number {
+    return this.streamedBodyLeft
+  }
+
+  /** Bytes of the streamed body already buffered. */
+  get streamedBodyBytesBuffered(): number {
+    return Math.min(this.buffered, this.streamedBodyLeft)
+  }
+
+  /** Exactly `count` bytes of the streamed body, copied (small fields: a count, a name's word, a
+   * size), or `undefined` until they have arrived. */
+  takeBodyBytes(count: number): Uint8Array | undefined {
+    if (this.failure !== undefined) throw this.failure
+    assert(Number.isSafeInteger(count) && count >= 0 && count <= this.streamedBodyLeft, "takeBodyBytes stays within the streamed body")
+    if (this.buffered < count) return undefined
+    this.streamedBodyLeft -= count
+    return this.take(count)
+  }
+
+  /** Up to `bytesMax` bytes of the streamed body as they arrived: a view of one pushed chunk, not
+   * a copy (the decoder never writes to a chunk); `undefined` when none is buffered. */
+  takeBodySlice(bytesMax: number): Uint8Array | undefined {
+    if (this.failure !== undefined) throw this.failure
+    assert(Number.isSafeInteger(bytesMax) && bytesMax >= 1, "takeBodySlice takes at least a byte")
+    if (this.buffered === 0 || this.streamedBodyLeft === 0) return undefined
+    const chunk = this.chunks[this.chunkIndex]
+    assert(chunk !== undefined, "buffered bytes are backed by chunks")
+    const count = Math.min(chunk.byteLength - this.chunkOffset, bytesMax, this.streamedBodyLeft)
+    const slice = chunk.subarray(this.chunkOffset, this.chunkOffset + count)
+    this.chunkOffset += count
+    if (this.chunkOffset === chunk.byteLength) {
+      this.chunkIndex += 1
+      this.chunkOffset = 0
+    }
+    this.buffered -= count
+    this.streamedBodyLeft -= count
+    this.compact()
+    return slice
   }
 
   /** Every whole message buffered so far. */
@@ -197,24 +265,35 @@ export class FrameDecoder {
 
   /** Remove exactly `count` (≤ buffered) bytes from the front, copied into a fresh buffer. */
   private take(count: number): Uint8Array {
+    return this.copyFront(count, true)
+  }
+
+  /** Copies the first `count` (≤ buffered) bytes into a fresh buffer; `consume` removes them. */
+  private copyFront(count: number, consume: boolean): Uint8Array {
     assert(count <= this.buffered, "take only what is buffered")
     const out = new Uint8Array(count)
     let filled = 0
+    let chunkIndex = this.chunkIndex
+    let chunkOffset = this.chunkOffset
     while (filled < count) {
-      const chunk = this.chunks[this.chunkIndex]
+      const chunk = this.chunks[chunkIndex]
       assert(chunk !== undefined, "buffered bytes are backed by chunks")
-      const available = chunk.byteLength - this.chunkOffset
+      const available = chunk.byteLength - chunkOffset
       const used = Math.min(available, count - filled)
-      out.set(chunk.subarray(this.chunkOffset, this.chunkOffset + used), filled)
+      out.set(chunk.subarray(chunkOffset, chunkOffset + used), filled)
       filled += used
-      this.chunkOffset += used
-      if (this.chunkOffset === chunk.byteLength) {
-        this.chunkIndex += 1
-        this.chunkOffset = 0
+      chunkOffset += used
+      if (chunkOffset === chunk.byteLength) {
+        chunkIndex += 1
+        chunkOffset = 0
       }
     }
-    this.buffered -= count
-    this.compact()
+    if (consume) {
+      this.chunkIndex = chunkIndex
+      this.chunkOffset = chunkOffset
+      this.buffered -= count
+      this.compact()
+    }
     return out
   }
 

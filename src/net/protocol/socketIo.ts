@@ -9,10 +9,12 @@
 import type { Duplex } from "node:stream"
 import { Data, Duration, Effect } from "effect"
 import type { Decoding } from "../streamIo.ts"
-import { drained, readDecoded, WriteCoalescer } from "../streamIo.ts"
-import { wordBytes } from "./codes.ts"
+import { drained, readChunk, readDecoded, WriteCoalescer } from "../streamIo.ts"
+import { ResponseType, wordBytes } from "./codes.ts"
 import { WireError } from "./errors.ts"
-import type { Frame } from "./framing.ts"
+import type { FilesBodyReaderOptions, FilesPiece } from "./filesStream.ts"
+import { FilesBodyReader } from "./filesStream.ts"
+import type { Frame, MessageHeader } from "./framing.ts"
 import { FrameDecoder } from "./framing.ts"
 
 /** The stream ended, broke, or did not drain in time. `reason` says which. */
@@ -31,6 +33,12 @@ const ignore = () => {}
 const readFailed = (cause: unknown) => new SocketError({ reason: "Closed", detail: `read failed: ${String(cause)}`, cause })
 
 const framingError = (error: unknown) => new FramingError({ error: error instanceof WireError ? error : new WireError("Truncated", "stream", String(error)) })
+
+export interface FilesBodyOptions extends FilesBodyReaderOptions {
+  /** The longest wait for the next bytes of the body: a server that stops sending mid-dump is
+   * given up after this long (the caller bounds the whole read besides). */
+  readonly idleTimeoutMs: number
+}
 
 export interface FrameStreamOptions {
   readonly messageBytesMax: number
@@ -99,6 +107,79 @@ export class FrameStream {
     }
     return readDecoded(this.stream, this.frames)
   })
+
+  /** The read loop's view of the decoder for a message's header, left in place. */
+  private readonly headers: Decoding<MessageHeader | null, SocketError | FramingError> = {
+    decoded: () => {
+      let header: MessageHeader | undefined
+      try {
+        header = this.decoder.peekHeader()
+      } catch (error) {
+        return Effect.fail(framingError(error))
+      }
+      return header !== undefined ? Effect.succeed(header) : null
+    },
+    push: (chunk) => this.decoder.push(chunk),
+    ended: () =>
+      this.decoder.bufferedBytes > 0
+        ? Effect.fail(new FramingError({ error: new WireError("Truncated", "stream", `stream ended inside a message header (${this.decoder.bufferedBytes} bytes buffered)`) }))
+        : Effect.succeed(null),
+    failed: readFailed
+  }
+
+  /** The next message's header once it has arrived, not taken: `readFrame` then reads the
+   * message whole, or `readFilesBody` streams a FILES body. null at a clean end between messages. */
+  readonly readHeader: Effect.Effect<MessageHeader | null, SocketError | FramingError> = Effect.suspend(() => {
+    const held = this.pending
+    if (held !== undefined) return Effect.succeed({ bodyWords: held.body.byteLength / wordBytes, type: held.type, schema: held.schema })
+    return readDecoded(this.stream, this.headers)
+  })
+
+  /** Reads the FILES message whose header `readHeader` gave, handing its body to `sink` piece by
+   * piece (FilesPiece: the count, then each file's name and size and its bytes in pieces of at
+   * most `pieceBytesMax`, then the end). The socket is read only when the decoder has nothing to
+   * give and `sink` has finished with the last piece: TCP holds the rest at the server, so what is
+   * buffered here stays about one socket read, whatever the body's size. Each wait for bytes is
+   * bounded by `idleTimeoutMs`. Malformed input, an early end or a timeout fail and leave the
+   * stream unusable (the caller closes it): the message's length is announced, there is no
+   * resynchronising mid-body. Not for a message `pollFrame` already took whole. */
+  readFilesBody<E, R>(sink: (piece: FilesPiece) => Effect.Effect<void, E, R>, options: FilesBodyOptions): Effect.Effect<void, SocketError | FramingError | E, R> {
+    const self = this
+    return Effect.gen(function*() {
+      if (self.pending !== undefined) {
+        return yield* new FramingError({ error: new WireError("UnknownType", "header.type", "the FILES message was already read whole") })
+      }
+      const header = yield* Effect.try({ try: () => self.decoder.startStreamedBody(), catch: framingError })
+      if (header.type !== ResponseType.files) {
+        return yield* new FramingError({ error: new WireError("UnknownType", "header.type", `expected FILES (${ResponseType.files}), got ${header.type}`) })
+      }
+      const reader = new FilesBodyReader(self.decoder, options)
+      const idle = Duration.millis(options.idleTimeoutMs)
+      for (;;) {
+        const piece = yield* Effect.try({ try: () => reader.next(), catch: framingError })
+        if (piece !== undefined) {
+          yield* sink(piece)
+          if (piece._tag === "End") return
+          continue
+        }
+        const read = yield* readChunk(self.stream).pipe(
+          Effect.timeoutFail({
+            duration: idle,
+            onTimeout: () => new SocketError({ reason: "Timeout", detail: `no bytes for ${options.idleTimeoutMs} ms ${reader.describePosition()}` })
+          })
+        )
+        switch (read._tag) {
+          case "Chunk":
+            self.decoder.push(read.chunk)
+            break
+          case "End":
+            return yield* new FramingError({ error: new WireError("Truncated", "files", `the stream ended ${reader.describePosition()}`) })
+          case "Failed":
+            return yield* readFailed(read.cause)
+        }
+      }
+    })
+  }
 
   private decodeNext(): Effect.Effect<Frame | undefined, FramingError> {
     return Effect.try({ try: () => this.decoder.next(), catch: framingError })
