@@ -5,6 +5,7 @@
 // to `<dir>/trace-<pid>.json` and the buffer starts over. When off, `trace` is one branch.
 import fs from "node:fs"
 import path from "node:path"
+import { PerformanceObserver } from "node:perf_hooks"
 
 const dir = typeof process === "object" ? process.env["TQLITE_TRACE"] : undefined
 /** Whether stamps are kept (TQLITE_TRACE is set). */
@@ -53,6 +54,17 @@ if (tracing) {
     trace("mem.external", Math.round(memory.external / 1048576))
     trace("mem.arrayBuffers", Math.round(memory.arrayBuffers / 1048576))
   }, 250).unref()
+  // Garbage collections of 5 ms or more, stamped at their end with their duration: a pause
+  // that holds the loop without any stage of ours in it (bench/stallCauses.ts counts them).
+  const hrOffsetNs = Number(process.hrtime.bigint()) - performance.now() * 1e6
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      if (entry.duration < 5 || names.length >= stampsMax) continue
+      times[names.length] = hrOffsetNs + (entry.startTime + entry.duration) * 1e6
+      keys[names.length] = Math.round(entry.duration)
+      names.push("gc.ms")
+    }
+  }).observe({ entryTypes: ["gc"] })
 }
 
 /** Stamps `stage` with how long (ms) a synchronous step that started at `startedMs`
