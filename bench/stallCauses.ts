@@ -33,8 +33,10 @@ export interface SlowWrite {
 
 export interface StallAttribution {
   readonly thresholdMs: number
-  /** Small writes slower than the threshold, slowest first (at most `listedMax`). */
+  /** Small writes slower than the threshold, slowest first (at most `listedMax`)… */
   readonly slowest: ReadonlyArray<SlowWrite>
+  /** …and those of them with no load transaction in flight (the stalls that are ours). */
+  readonly slowestNoLoad: ReadonlyArray<SlowWrite>
   readonly slowCount: number
   /** Per cause: slow writes that overlap it, and the longest of them. */
   readonly byCause: Readonly<Record<StallCause | "none", { readonly count: number; readonly maxMs: number }>>
@@ -129,7 +131,7 @@ export function attributeStalls(
     })
   }
   slow.sort((a, b) => b.ms - a.ms)
-  return { thresholdMs, slowest: slow.slice(0, listedMax), slowCount: slow.length, byCause, noLoad }
+  return { thresholdMs, slowest: slow.slice(0, listedMax), slowestNoLoad: slow.filter((w) => !w.causes.includes("load")).slice(0, listedMax), slowCount: slow.length, byCause, noLoad }
 }
 
 /** The stages stamped inside a hold (20 ms of slack before it), each with up to 4 indexes. */
@@ -157,8 +159,11 @@ export function renderAttribution(a: StallAttribution, startMs: number): string 
     `  ${Object.entries(a.byCause).map(([cause, c]) => `${cause} ${c.count} (max ${c.maxMs.toFixed(0)} ms)`).join(", ")}`,
     `  no load transaction in flight (${a.noLoad.writes} writes): longest with a snapshot or checkpoint running ${a.noLoad.withSnapshotOrCheckpointMaxMs.toFixed(0)} ms, without ${a.noLoad.withoutMaxMs.toFixed(0)} ms`
   ]
-  for (const w of a.slowest) {
+  const line = (w: SlowWrite) =>
     lines.push(`  ${w.ms.toFixed(0)} ms at +${(w.atMs - startMs).toFixed(0)} ms [${w.causes.join(",") || "none"}]${w.heldBy === null ? "" : ` loop of ${w.heldBy.node} held ${w.heldBy.ms} ms: ${w.heldBy.inside}`}`)
-  }
+  lines.push("  slowest:")
+  a.slowest.slice(0, 8).forEach(line)
+  lines.push("  slowest with no load transaction in flight:")
+  a.slowestNoLoad.slice(0, 10).forEach(line)
   return `${lines.join("\n")}\n`
 }
