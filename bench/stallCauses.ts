@@ -9,6 +9,9 @@
 // - `apply`: a node applied one entry for ≥ `applyMsMin` (`machine.apply.ms`), or an applier
 //   batch took that long (`apply.batch.ms`).
 // - `gc`: a garbage collection of ≥ `gcMsMin` (`gc.ms`).
+// - `fsync`: a node's log append took ≥ `fsyncMsMin` from its write to its fsync (`log.write` …
+//   `log.synced` of the same index): the disk, not the loop (writeback of what the load and the
+//   snapshots dirtied).
 // Each slow write also names the longest held event loop (`loop.held`) overlapping it, on which
 // node, and the stamps inside that hold: what held it (as scripts/trace-holds.mjs prints).
 // Pure functions over the stamps: the benchmark gathers them, a test feeds made-up ones.
@@ -21,14 +24,14 @@ export interface TimedWrite {
   readonly endNs: number
 }
 
-export type StallCause = "load" | "checkpoint" | "snapshot" | "apply" | "gc"
+export type StallCause = "load" | "checkpoint" | "snapshot" | "apply" | "gc" | "fsync"
 
 export interface SlowWrite {
   readonly atMs: number
   readonly ms: number
   readonly causes: ReadonlyArray<StallCause>
   /** The longest event-loop hold that overlaps the write: node, ms, and the stamps inside it. */
-  readonly heldBy: { readonly node: string; readonly ms: number; readonly inside: string } | null
+  readonly heldBy: { readonly node: string; readonly ms: number; readonly cpuMs: number | null; readonly inside: string } | null
 }
 
 export interface StallAttribution {
@@ -47,6 +50,7 @@ export interface StallAttribution {
 
 const applyMsMin = 20
 const gcMsMin = 20
+const fsyncMsMin = 50
 const listedMax = 15
 
 interface Interval {
@@ -72,6 +76,21 @@ function spans(stamps: ReadonlyArray<Stamp>, start: string, end: string, endNs: 
   return out
 }
 
+/** Each log append, from its write to the fsync that covered it (`log.synced` of an index at or
+ * past it). */
+function appends(stamps: ReadonlyArray<Stamp>): Array<Interval> {
+  const out: Array<Interval> = []
+  let open: Array<{ readonly index: number; readonly t: number }> = []
+  for (const [name, t, k] of stamps) {
+    if (name === "log.write") open.push({ index: k, t })
+    else if (name === "log.synced") {
+      for (const w of open) if (w.index <= k) out.push({ fromNs: w.t, toNs: t })
+      open = open.filter((w) => w.index > k)
+    }
+  }
+  return out
+}
+
 /** Stamps whose index is a duration in ms ending at the stamp, at least `minMs`. */
 function durations(stamps: ReadonlyArray<Stamp>, names: ReadonlyArray<string>, minMs: number): Array<Interval> {
   return stamps.filter(([name, , k]) => names.includes(name) && k >= minMs).map(([, t, k]) => ({ fromNs: t - k * 1e6, toNs: t }))
@@ -84,14 +103,19 @@ export function attributeStalls(
   thresholdMs = 100
 ): StallAttribution {
   const endNs = Math.max(0, ...writes.map((w) => w.endNs))
-  const kinds: Record<Exclude<StallCause, "load">, Array<Interval>> = { checkpoint: [], snapshot: [], apply: [], gc: [] }
-  const holds: Array<{ readonly node: string; readonly interval: Interval; readonly ms: number; readonly stamps: ReadonlyArray<Stamp> }> = []
+  const kinds: Record<Exclude<StallCause, "load">, Array<Interval>> = { checkpoint: [], snapshot: [], apply: [], gc: [], fsync: [] }
+  const holds: Array<{ readonly node: string; readonly interval: Interval; readonly ms: number; readonly cpuMs: number | null; readonly stamps: ReadonlyArray<Stamp> }> = []
   for (const [node, stamps] of nodes) {
     kinds.checkpoint.push(...durations(stamps, ["writer.checkpoint.ms"], 0))
     kinds.snapshot.push(...spans(stamps, "snapshot.take.start", "snapshot.take.end", endNs), ...spans(stamps, "snapshot.install.start", "snapshot.install.end", endNs))
     kinds.apply.push(...durations(stamps, ["machine.apply.ms", "apply.batch.ms"], applyMsMin))
     kinds.gc.push(...durations(stamps, ["gc.ms"], gcMsMin))
-    for (const [name, t, k] of stamps) if (name === "loop.held") holds.push({ node, interval: { fromNs: t - k * 1e6, toNs: t }, ms: k, stamps })
+    kinds.fsync.push(...appends(stamps).filter((i) => i.toNs - i.fromNs >= fsyncMsMin * 1e6))
+    stamps.forEach(([name, t, k], i) => {
+      if (name !== "loop.held") return
+      const next = stamps[i + 1]
+      holds.push({ node, interval: { fromNs: t - k * 1e6, toNs: t }, ms: k, cpuMs: next?.[0] === "loop.held.cpu" ? next[2] : null, stamps })
+    })
   }
   const loads = loadTransactions.map((l) => ({ fromNs: l.startNs, toNs: l.endNs }))
   const byCause: Record<StallCause | "none", { count: number; maxMs: number }> = {
@@ -100,6 +124,7 @@ export function attributeStalls(
     snapshot: { count: 0, maxMs: 0 },
     apply: { count: 0, maxMs: 0 },
     gc: { count: 0, maxMs: 0 },
+    fsync: { count: 0, maxMs: 0 },
     none: { count: 0, maxMs: 0 }
   }
   const noLoad = { withSnapshotOrCheckpointMaxMs: 0, withoutMaxMs: 0, writes: 0 }
@@ -108,7 +133,7 @@ export function attributeStalls(
     const ms = (write.endNs - write.startNs) / 1e6
     const causes: Array<StallCause> = []
     if (loads.some((l) => overlaps(l, write.startNs, write.endNs))) causes.push("load")
-    for (const kind of ["checkpoint", "snapshot", "apply", "gc"] as const) {
+    for (const kind of ["checkpoint", "snapshot", "apply", "gc", "fsync"] as const) {
       if (kinds[kind].some((i) => overlaps(i, write.startNs, write.endNs))) causes.push(kind)
     }
     if (!causes.includes("load")) {
@@ -127,7 +152,7 @@ export function attributeStalls(
       atMs: write.startNs / 1e6,
       ms,
       causes,
-      heldBy: longest === null ? null : { node: longest.node, ms: longest.ms, inside: summarize(longest.stamps, longest.interval) }
+      heldBy: longest === null ? null : { node: longest.node, ms: longest.ms, cpuMs: longest.cpuMs, inside: summarize(longest.stamps, longest.interval) }
     })
   }
   slow.sort((a, b) => b.ms - a.ms)
@@ -138,7 +163,7 @@ export function attributeStalls(
 function summarize(stamps: ReadonlyArray<Stamp>, hold: Interval): string {
   const seen = new Map<string, Array<number>>()
   for (const [name, t, k] of stamps) {
-    if (t < hold.fromNs - 20e6 || t > hold.toNs || name.startsWith("mem.") || name === "loop.held") continue
+    if (t < hold.fromNs - 20e6 || t > hold.toNs || name.startsWith("mem.") || name.startsWith("loop.held")) continue
     const list = seen.get(name) ?? []
     if (list.length < 4) list.push(k)
     seen.set(name, list)
@@ -160,7 +185,7 @@ export function renderAttribution(a: StallAttribution, startMs: number): string 
     `  no load transaction in flight (${a.noLoad.writes} writes): longest with a snapshot or checkpoint running ${a.noLoad.withSnapshotOrCheckpointMaxMs.toFixed(0)} ms, without ${a.noLoad.withoutMaxMs.toFixed(0)} ms`
   ]
   const line = (w: SlowWrite) =>
-    lines.push(`  ${w.ms.toFixed(0)} ms at +${(w.atMs - startMs).toFixed(0)} ms [${w.causes.join(",") || "none"}]${w.heldBy === null ? "" : ` loop of ${w.heldBy.node} held ${w.heldBy.ms} ms: ${w.heldBy.inside}`}`)
+    lines.push(`  ${w.ms.toFixed(0)} ms at +${(w.atMs - startMs).toFixed(0)} ms [${w.causes.join(",") || "none"}]${w.heldBy === null ? "" : ` loop of ${w.heldBy.node} held ${w.heldBy.ms} ms${w.heldBy.cpuMs === null ? "" : ` (process CPU ${w.heldBy.cpuMs} ms)`}: ${w.heldBy.inside}`}`)
   lines.push("  slowest:")
   a.slowest.slice(0, 8).forEach(line)
   lines.push("  slowest with no load transaction in flight:")

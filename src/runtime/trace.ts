@@ -41,10 +41,18 @@ if (tracing) {
   process.on("SIGUSR2", dump)
   process.on("exit", dump)
   let lastMs = performance.now()
+  let lastCpu = process.cpuUsage()
   setInterval(() => {
     const nowMs = performance.now()
-    if (nowMs - lastMs > loopHeldStampMs) trace("loop.held", Math.round(nowMs - lastMs))
+    const cpu = process.cpuUsage()
+    if (nowMs - lastMs > loopHeldStampMs) {
+      trace("loop.held", Math.round(nowMs - lastMs))
+      // CPU the process (every thread) used meanwhile: far below the held time, the thread was
+      // waiting (a blocking syscall, or not scheduled on a loaded machine) rather than computing.
+      trace("loop.held.cpu", Math.round((cpu.user - lastCpu.user + cpu.system - lastCpu.system) / 1000))
+    }
     lastMs = nowMs
+    lastCpu = cpu
   }, 10).unref()
   // Where the memory goes (MB as the index): rss, V8 heap, and buffers outside it.
   setInterval(() => {
