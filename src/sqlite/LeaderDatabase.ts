@@ -306,6 +306,17 @@ export class LeaderDatabase {
     return commit
   }
 
+  /** The writer has encoded the pending local commit `seq` into its entry (which it keeps for
+   * every proposal): the captured pages are not needed any more and go now rather than when the
+   * entry commits — 20 MiB less held per large transaction while it is replicated (issue 17's
+   * memory). The pending commit keeps its seq and WAL end, and an empty page set. */
+  dropPendingPages(seq: number): void {
+    const pending = this.pending
+    if (pending === null || pending.commit.seq !== seq) return
+    const pageSet = pending.commit.pageSet
+    this.pending = { ...pending, commit: { ...pending.commit, pageSet: { ...pageSet, pages: [] } } }
+  }
+
   /** Raft committed the pending local commit `seq`: its view becomes the committed view. */
   markCommitted(seq: number): void {
     assert(this.open, "leader database is open")

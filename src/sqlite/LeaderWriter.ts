@@ -608,7 +608,10 @@ export class LeaderWriter implements LeaderSlotOwner {
       return Effect.zipRight(
         yieldToLoop,
         Effect.map(stepsYielding(steps), (data) => {
-          if (data !== undefined) this.payload = { seq, data }
+          if (data === undefined) return
+          this.payload = { seq, data }
+          // Every proposal of `seq` sends this payload: the pages it was encoded from can go.
+          this.database.dropPendingPages(seq)
         })
       )
     })
