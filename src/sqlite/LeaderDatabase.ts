@@ -72,13 +72,13 @@ export interface LeaderDatabaseOptions {
 
 /** The worker's checkpoint waits this long for a reader by default (a checkpoint reported busy
  * is tried again after a later commit; the writer waits meanwhile, so not long). */
-const checkpointBusyTimeoutMsDefault = 250
+export const checkpointBusyTimeoutMsDefault = 250
 /** How long a close may wait for a checkpoint still running in the worker (the main thread is
  * blocked meanwhile: only a step-down that arrives in the middle of one). A checkpoint copies at
  * most a WAL of walCheckpointBytes plus one transaction; past this the disk is failing, and
  * closing beside it could leave the worker's connection the last one (which checkpoints
  * everything, uncommitted frames included): a defect. */
-const checkpointCloseWaitMsMax = 60_000
+export const checkpointCloseWaitMsMax = 60_000
 
 /** A transaction committed locally and captured, not yet committed by Raft. */
 export interface LocalCommit {

@@ -26,7 +26,7 @@ export interface PageApplierOptions {
 }
 
 /** Consecutive pages are written with one write of at most this many pages. */
-const runPagesMax = 512
+export const runPagesMax = 512
 
 /** The first 16 bytes of every SQLite database file. */
 const sqliteMagic = Buffer.from("SQLite format 3\0", "latin1")
