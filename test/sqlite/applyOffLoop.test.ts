@@ -4,7 +4,10 @@
 // 50–500 ms (issue 17) — and an own-copy read meanwhile is refused (the file holds part of the
 // entry), never served half of it. Without the change the apply is one synchronous step: the
 // timer below cannot run before it ends.
+import path from "node:path"
 import { Effect } from "effect"
+import type { DiskFile, DiskService } from "../../src/storage/Disk.ts"
+import { nodeDisk } from "../../src/storage/Disk.ts"
 import { afterEach, describe, expect, it } from "vitest"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
 import { largePayloadBytes } from "../../src/runtime/yieldToLoop.ts"
@@ -59,5 +62,30 @@ describe("large entries applied off the event loop", () => {
     expect(rows()).toEqual({ _tag: "Read", value: 8 })
     const blobs = machine.withOwnCopy("main", (view) => view.run("SELECT count(*) FROM t WHERE length(b) = 1048576", []).rows.rows[0]![0])
     expect(blobs).toEqual({ _tag: "Read", value: 8n })
+  })
+
+  it("writes the applied-state record on the thread pool (a small synchronous write blocks under writeback throttling)", async () => {
+    const dir = tempDirectory()
+    cleanups.push(() => dir.remove())
+    const recorder = recordingLeader(dir.path)
+    cleanups.unshift(() => recorder.close())
+    recorder.leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+    recorder.record()
+    const writes: Array<string> = []
+    const disk: DiskService = {
+      ...nodeDisk,
+      open: (filePath, mode) =>
+        Effect.map(nodeDisk.open(filePath, mode), (file): DiskFile => ({
+          ...file,
+          write: (position, data) => Effect.zipRight(Effect.sync(() => void writes.push(`sync ${path.basename(filePath)}`)), file.write(position, data)),
+          writeAsync: (position, data) => Effect.zipRight(Effect.sync(() => void writes.push(`pool ${path.basename(filePath)}`)), file.writeAsync!(position, data))
+        }))
+    }
+    const machine = await Effect.runPromise(SqliteMachine.open({ dataDir: `${dir.path}/node`, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null }))
+    cleanups.unshift(() => machine.close())
+    writes.length = 0
+    await Effect.runPromise(machine.apply(recorder.entries[0]!))
+    await Effect.runPromise(machine.sync)
+    expect(writes.filter((w) => w.endsWith("applied-state"))).toEqual(["pool applied-state"])
   })
 })
