@@ -491,6 +491,7 @@ export function renderReport(r: ScaleReport): string {
     `| restart (kill -9 of the leader ${r.leaderRestart.node}) | answers after ${r.leaderRestart.answersMs.toFixed(0)} ms, caught up after ${r.leaderRestart.caughtUpMs.toFixed(0)} ms |`,
     ...(r.causes === null ? [] : [
       `| small writes over ${r.causes.thresholdMs} ms, by what overlapped them | ${Object.entries(r.causes.byCause).filter(([, c]) => c.count > 0).map(([cause, c]) => `${cause} ${c.count} (max ${c.maxMs.toFixed(0)} ms)`).join(", ") || "none"} |`,
+      `| event-loop holds ≥ ${r.causes.thresholdMs} ms per node (computing: CPU ≥ half the hold) | ${Object.entries(r.causes.holds).map(([n, h]) => `${n} ${h.count}, max ${h.maxMs} ms (computing ${h.computingCount}, max ${h.computingMaxMs} ms)`).join("; ")} |`,
       `| longest small write with no load transaction in flight | ${r.causes.noLoad.withSnapshotOrCheckpointMaxMs.toFixed(0)} ms with a snapshot or checkpoint running, ${r.causes.noLoad.withoutMaxMs.toFixed(0)} ms without (${r.causes.noLoad.writes} writes) |`
     ]),
     `| memory peaks (rss / heap / external / arrayBuffers, MB) | ${Object.entries(r.memoryPeaksMb).map(([n, m]) => `${n} ${m["rss"] ?? 0} / ${m["heap"] ?? 0} / ${m["external"] ?? 0} / ${m["arrayBuffers"] ?? 0}`).join(", ")} |`,

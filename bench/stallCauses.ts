@@ -46,6 +46,10 @@ export interface StallAttribution {
   /** The longest small write that overlapped no load transaction, split by whether a snapshot or
    * checkpoint ran meanwhile: the stalls that are ours. */
   readonly noLoad: { readonly withSnapshotOrCheckpointMaxMs: number; readonly withoutMaxMs: number; readonly writes: number }
+  /** Per node, its event loop's holds of ≥ `thresholdMs` (loop.held): how many, the longest, and
+   * the longest of those in which the process computed (its CPU at least half the held time;
+   * the others waited: a blocking syscall, or a loaded machine that did not schedule it). */
+  readonly holds: Readonly<Record<string, { readonly count: number; readonly maxMs: number; readonly computingMaxMs: number; readonly computingCount: number }>>
 }
 
 const applyMsMin = 20
@@ -156,7 +160,19 @@ export function attributeStalls(
     })
   }
   slow.sort((a, b) => b.ms - a.ms)
-  return { thresholdMs, slowest: slow.slice(0, listedMax), slowestNoLoad: slow.filter((w) => !w.causes.includes("load")).slice(0, listedMax), slowCount: slow.length, byCause, noLoad }
+  const holdsByNode: Record<string, { count: number; maxMs: number; computingMaxMs: number; computingCount: number }> = {}
+  for (const node of nodes.keys()) holdsByNode[node] = { count: 0, maxMs: 0, computingMaxMs: 0, computingCount: 0 }
+  for (const hold of holds) {
+    if (hold.ms < thresholdMs) continue
+    const h = holdsByNode[hold.node]!
+    h.count++
+    h.maxMs = Math.max(h.maxMs, hold.ms)
+    if (hold.cpuMs !== null && hold.cpuMs * 2 >= hold.ms) {
+      h.computingCount++
+      h.computingMaxMs = Math.max(h.computingMaxMs, hold.ms)
+    }
+  }
+  return { thresholdMs, holds: holdsByNode, slowest: slow.slice(0, listedMax), slowestNoLoad: slow.filter((w) => !w.causes.includes("load")).slice(0, listedMax), slowCount: slow.length, byCause, noLoad }
 }
 
 /** The stages stamped inside a hold (20 ms of slack before it), each with up to 4 indexes. */
@@ -184,6 +200,7 @@ export function renderAttribution(a: StallAttribution, startMs: number): string 
     `  ${Object.entries(a.byCause).map(([cause, c]) => `${cause} ${c.count} (max ${c.maxMs.toFixed(0)} ms)`).join(", ")}`,
     `  no load transaction in flight (${a.noLoad.writes} writes): longest with a snapshot or checkpoint running ${a.noLoad.withSnapshotOrCheckpointMaxMs.toFixed(0)} ms, without ${a.noLoad.withoutMaxMs.toFixed(0)} ms`
   ]
+  lines.push(`  event-loop holds ≥ ${a.thresholdMs} ms (computing: the process's CPU ≥ half the hold): ${Object.entries(a.holds).map(([n, h]) => `${n} ${h.count} (max ${h.maxMs} ms; computing ${h.computingCount}, max ${h.computingMaxMs} ms)`).join(", ")}`)
   const line = (w: SlowWrite) =>
     lines.push(`  ${w.ms.toFixed(0)} ms at +${(w.atMs - startMs).toFixed(0)} ms [${w.causes.join(",") || "none"}]${w.heldBy === null ? "" : ` loop of ${w.heldBy.node} held ${w.heldBy.ms} ms${w.heldBy.cpuMs === null ? "" : ` (process CPU ${w.heldBy.cpuMs} ms)`}: ${w.heldBy.inside}`}`)
   lines.push("  slowest:")

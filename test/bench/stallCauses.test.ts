@@ -54,5 +54,7 @@ describe("stall attribution", () => {
     const checkpointed = a.slowest.find((s) => s.causes.includes("checkpoint"))!
     expect(checkpointed.heldBy).toEqual({ node: "n1", ms: 120, cpuMs: 15, inside: "writer.checkpoint.ms[100]" })
     expect(memoryPeaks(leader)).toEqual({ rss: 280 })
+    // One hold of n1 (120 ms, 15 ms of CPU: waiting), none on n2.
+    expect(a.holds).toEqual({ n1: { count: 1, maxMs: 120, computingMaxMs: 0, computingCount: 0 }, n2: { count: 0, maxMs: 0, computingMaxMs: 0, computingCount: 0 } })
   })
 })
