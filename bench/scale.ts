@@ -16,6 +16,10 @@
 // - a restart: `kill -9` of a follower, then the time until it answers again (it knows the
 //   leader) and until it has applied what was committed when it died; then the same for the
 //   leader (its file lags to its last checkpoint: it replays its log at boot, not its snapshot).
+// - why the slow small writes waited (`--no-trace` turns it off): the nodes run with TQLITE_TRACE,
+//   and each small write over 100 ms is laid beside their stamps (bench/stallCauses.ts): a load
+//   transaction in flight (one writer: unavoidable), a checkpoint, a snapshot, an apply, a GC,
+//   and the longest event-loop hold with what was inside it; plus each node's memory peaks.
 // Free space is checked first (three nodes, a joiner and the copy need about 12× the database);
 // everything lives in one temp dir, removed at the end (also on Ctrl-C) unless --keep.
 import type { ChildProcess } from "node:child_process"
@@ -29,6 +33,8 @@ import { freePortNow } from "../test/freePort.ts"
 import { onInterrupt, stopAll, track } from "./children.ts"
 import { cli, ensureBundle } from "./clusters.ts"
 import { option } from "./load.ts"
+import type { Stamp, StallAttribution, TimedWrite } from "./stallCauses.ts"
+import { attributeStalls, memoryPeaks, renderAttribution } from "./stallCauses.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
 const mib = 1024 * 1024
@@ -72,6 +78,10 @@ export interface ScaleReport {
   readonly restart: { readonly node: string; readonly answersMs: number; readonly caughtUpMs: number }
   /** `kill -9` of the leader (after the follower's restart), the same times. */
   readonly leaderRestart: { readonly node: string; readonly answersMs: number; readonly caughtUpMs: number }
+  /** Why the small writes over 100 ms waited (null with --no-trace), and each node's peaks of
+   * rss / V8 heap / external / arrayBuffers (MB, sampled every 250 ms) up to the stall phase's end. */
+  readonly causes: StallAttribution | null
+  readonly memoryPeaksMb: Readonly<Record<string, Readonly<Record<string, number>>>>
   /** Bytes in each node's data dir at the end. */
   readonly diskBytes: Readonly<Record<string, number>>
   /** The machine while it ran: 1-minute load average before and after, and its cores. */
@@ -101,10 +111,11 @@ const log = (line: string) => process.stderr.write(`${line}\n`)
  * soon as it is adopted, before its install (the join times before this counted no install). */
 const machineApplied = (h: Health) => h.machineAppliedIndex ?? h.appliedIndex
 
-function spawnNode(node: Omit<NodeProcess, "child">, join: string | null, logDir: string, snapshotEvery: number): ChildProcess {
+function spawnNode(node: Omit<NodeProcess, "child">, join: string | null, logDir: string, snapshotEvery: number, traceDir: string | null): ChildProcess {
   const out = fs.openSync(path.join(logDir, `${node.name}.log`), "a")
   const args = [cli, "start", "--address", node.address, "--data-dir", node.dataDir, "--metrics", node.metrics, ...(snapshotEvery > 0 ? ["--snapshot-every", String(snapshotEvery)] : []), ...(join === null ? [] : ["--join", join])]
-  const child = track(spawn(process.execPath, args, { cwd: root, stdio: ["ignore", out, out] }))
+  const env = traceDir === null ? process.env : { ...process.env, TQLITE_TRACE: traceDir }
+  const child = track(spawn(process.execPath, args, { cwd: root, stdio: ["ignore", out, out], env }))
   fs.closeSync(out)
   return child
 }
@@ -195,6 +206,30 @@ function rawCopy(source: string, target: string, bytes: number): { seconds: numb
   return { seconds, mbPerSecond: bytes / mib / seconds }
 }
 
+const nowNs = () => Number(process.hrtime.bigint())
+
+/** Asks each node for its trace stamps (SIGUSR2: it writes `trace-<pid>.json` into `traceDir`
+ * and starts over) and reads them, waiting up to 20 s per node. */
+async function collectStamps(nodes: ReadonlyArray<NodeProcess>, traceDir: string): Promise<Map<string, ReadonlyArray<Stamp>>> {
+  const out = new Map<string, ReadonlyArray<Stamp>>()
+  for (const node of nodes) {
+    const pid = node.child.pid
+    if (pid === undefined || node.child.exitCode !== null) continue
+    const file = path.join(traceDir, `trace-${pid}.json`)
+    fs.rmSync(file, { force: true })
+    node.child.kill("SIGUSR2")
+    const stamps = await until(`${node.name}'s trace`, 20_000, async () => {
+      try {
+        return (JSON.parse(fs.readFileSync(file, "utf8")) as { stamps: Array<Stamp> }).stamps
+      } catch {
+        return null // not there yet, or still being written
+      }
+    }).catch(() => null)
+    if (stamps !== null) out.set(node.name, stamps)
+  }
+  return out
+}
+
 const percentile = (sorted: ReadonlyArray<number>, p: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!)
 
 /** Why a run of `gib` (a database of `databaseBytes`) cannot start with `freeBytes` free in
@@ -221,6 +256,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   if (!Number.isFinite(stallSeconds) || stallSeconds < 0) throw new Error("--stall-seconds wants a number of seconds")
   const jsonPath = option(args, "json")
   const keep = args.includes("--keep")
+  const traced = !args.includes("--no-trace")
   const parent = option(args, "dir") ?? os.tmpdir()
   const databaseBytesTarget = Math.round(gib * gibBytes)
   const transactions = Math.max(1, Math.ceil(databaseBytesTarget / (blobsPerTransaction * blobBytes)))
@@ -237,6 +273,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     if (!keep) fs.rmSync(dir, { recursive: true, force: true })
   }
   const removeHandler = onInterrupt(cleanUp)
+  const traceDir = traced ? path.join(dir, "trace") : null
   log(`scale: ${gib} GiB (${transactions} transactions of ${blobsPerTransaction} × 1 MiB blobs), 3 tqlite processes (data in ${dir})`)
   const loadBefore = os.loadavg()[0]!
   try {
@@ -251,10 +288,10 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     }
     const [n1, n2, n3, n4] = nodes as [NodeProcess, NodeProcess, NodeProcess, NodeProcess]
     const members = [n1, n2, n3]
-    n1.child = spawnNode(n1, null, dir, snapshotEvery)
+    n1.child = spawnNode(n1, null, dir, snapshotEvery, traceDir)
     await until("the first node leads", 90_000, () => leaderHealth([n1]))
-    n2.child = spawnNode(n2, n1.address, dir, snapshotEvery)
-    n3.child = spawnNode(n3, n1.address, dir, snapshotEvery)
+    n2.child = spawnNode(n2, n1.address, dir, snapshotEvery, traceDir)
+    n3.child = spawnNode(n3, n1.address, dir, snapshotEvery, traceDir)
     await until("three nodes apply the leader's log", 90_000, async () => {
       const leader = await leaderHealth(members)
       if (leader === null) return null
@@ -272,13 +309,19 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
       yield* client.exec("CREATE TABLE IF NOT EXISTS small (id INTEGER PRIMARY KEY, v TEXT)")
       // The small writer: one insert after another, each timed.
       const latencies: Array<{ readonly atMs: number; readonly ms: number }> = []
+      const timed: Array<TimedWrite> = []
+      const loadTimed: Array<TimedWrite> = []
       let writing = true
       let failures = 0
       const writer = yield* Effect.fork(Effect.gen(function*() {
         for (let i = 0; writing; i++) {
           const started = performance.now()
+          const startNs = nowNs()
           const exit = yield* Effect.exit(client.exec("INSERT INTO small (v) VALUES (?)", [`row ${i}`]))
-          if (exit._tag === "Success") latencies.push({ atMs: started, ms: performance.now() - started })
+          if (exit._tag === "Success") {
+            latencies.push({ atMs: started, ms: performance.now() - started })
+            timed.push({ startNs, endNs: nowNs() })
+          }
           else {
             failures++
             yield* Effect.sleep(Duration.millis(10))
@@ -293,7 +336,9 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
           `INSERT OR IGNORE INTO blobs (id, b) SELECT ${t * blobsPerTransaction} + x, randomblob(${blobBytes}) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ${blobsPerTransaction}) SELECT x FROM c)`
         )
         for (let attempt = 1; ; attempt++) {
+          const startNs = nowNs()
           const exit = yield* Effect.exit(insert)
+          loadTimed.push({ startNs, endNs: nowNs() })
           if (exit._tag === "Success") break
           loadRetries++
           const why = exit.cause._tag === "Fail" ? String(exit.cause.error) : "defect"
@@ -325,6 +370,8 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
       return {
         loadSeconds,
         loadRetries,
+        timed,
+        loadTimed,
         stall: {
           writes: latencies.length,
           duringLoadMaxMs: Math.max(0, ...during),
@@ -337,12 +384,20 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     })))
     const rss: Record<string, number> = {}
     for (const node of members) rss[node.name] = peakRssMb(node.child.pid)
+    let causes: StallAttribution | null = null
+    const memoryPeaksMb: Record<string, Record<string, number>> = {}
+    if (traceDir !== null) {
+      const stamps = await collectStamps(members, traceDir)
+      for (const [name, list] of stamps) memoryPeaksMb[name] = memoryPeaks(list)
+      causes = attributeStalls(report.timed, report.loadTimed, stamps)
+      log(renderAttribution(causes, (report.timed[0]?.startNs ?? 0) / 1e6))
+    }
     // The disk's own speed for the same bytes, then the joiner.
     const copy = rawCopy(path.join(dir, "copy-source"), path.join(dir, "copy-target"), databaseBytes)
     log(`  raw copy: ${copy.seconds.toFixed(1)} s, ${copy.mbPerSecond.toFixed(1)} MB/s`)
     const target = await until("a leader", 60_000, () => leaderHealth(members))
     const joinStarted = performance.now()
-    n4.child = spawnNode(n4, n1.address, dir, snapshotEvery)
+    n4.child = spawnNode(n4, n1.address, dir, snapshotEvery, traceDir)
     await until("the 4th node applies what was committed", phaseTimeoutMs, async () => {
       const h = await health(n4)
       return h !== null && machineApplied(h) >= target.commitIndex ? true : null
@@ -357,7 +412,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     victim.child.kill("SIGKILL")
     await killed
     const restartStarted = performance.now()
-    victim.child = spawnNode(victim, null, dir, snapshotEvery)
+    victim.child = spawnNode(victim, null, dir, snapshotEvery, traceDir)
     await until(`${victim.name} answers again`, phaseTimeoutMs, async () => {
       const h = await health(victim)
       return h !== null && h.leaderId !== null ? true : null
@@ -378,7 +433,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     leaderNode.child.kill("SIGKILL")
     await leaderKilled
     const leaderRestartStarted = performance.now()
-    leaderNode.child = spawnNode(leaderNode, null, dir, snapshotEvery)
+    leaderNode.child = spawnNode(leaderNode, null, dir, snapshotEvery, traceDir)
     await until(`${leaderNode.name} answers again`, phaseTimeoutMs, async () => {
       const h = await health(leaderNode)
       return h !== null && h.leaderId !== null ? true : null
@@ -402,6 +457,8 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
       rssPeakMb: rss,
       rssPeakMbMax: Math.max(...Object.values(rss)),
       stall: report.stall,
+      causes,
+      memoryPeaksMb,
       join: { seconds: joinSeconds, mbPerSecond: joinMbPerSecond },
       rawCopy: copy,
       joinVsCopy: joinMbPerSecond / copy.mbPerSecond,
@@ -432,6 +489,12 @@ export function renderReport(r: ScaleReport): string {
     `| raw copy of ${mb(r.databaseBytes)} on this disk | ${r.rawCopy.seconds.toFixed(1)} s, ${r.rawCopy.mbPerSecond.toFixed(1)} MB/s |`,
     `| restart (kill -9 of ${r.restart.node}) | answers after ${r.restart.answersMs.toFixed(0)} ms, caught up after ${r.restart.caughtUpMs.toFixed(0)} ms |`,
     `| restart (kill -9 of the leader ${r.leaderRestart.node}) | answers after ${r.leaderRestart.answersMs.toFixed(0)} ms, caught up after ${r.leaderRestart.caughtUpMs.toFixed(0)} ms |`,
+    ...(r.causes === null ? [] : [
+      `| small writes over ${r.causes.thresholdMs} ms, by what overlapped them | ${Object.entries(r.causes.byCause).filter(([, c]) => c.count > 0).map(([cause, c]) => `${cause} ${c.count} (max ${c.maxMs.toFixed(0)} ms)`).join(", ") || "none"} |`,
+      `| event-loop holds ≥ ${r.causes.thresholdMs} ms per node (computing: CPU ≥ half the hold) | ${Object.entries(r.causes.holds).map(([n, h]) => `${n} ${h.count}, max ${h.maxMs} ms (computing ${h.computingCount}, max ${h.computingMaxMs} ms)`).join("; ")} |`,
+      `| longest small write with no load transaction in flight | ${r.causes.noLoad.withSnapshotOrCheckpointMaxMs.toFixed(0)} ms with a snapshot or checkpoint running, ${r.causes.noLoad.withoutMaxMs.toFixed(0)} ms without (${r.causes.noLoad.writes} writes) |`
+    ]),
+    `| memory peaks (rss / heap / external / arrayBuffers, MB) | ${Object.entries(r.memoryPeaksMb).map(([n, m]) => `${n} ${m["rss"] ?? 0} / ${m["heap"] ?? 0} / ${m["external"] ?? 0} / ${m["arrayBuffers"] ?? 0}`).join(", ")} |`,
     `| data dir per node | ${Object.entries(r.diskBytes).map(([n, v]) => `${n} ${mb(v)}`).join(", ")} |`
   ]
   return `${lines.join("\n")}\n`

@@ -16,12 +16,15 @@ for (const f of fs.readdirSync(dir)) {
   const counts = {}
   for (const [n] of stamps) counts[n] = (counts[n] ?? 0) + 1
   console.log("   counts:", JSON.stringify(counts))
-  for (const [n, t, k] of stamps) {
+  for (const [i, [n, t, k]] of stamps.entries()) {
     if (n !== "loop.held" || k < minHeld) continue
+    // The process's CPU during the hold (loop.held.cpu, stamped right after): far below it, the
+    // thread waited (a blocking syscall, or not scheduled) rather than computed.
+    const cpu = stamps[i + 1]?.[0] === "loop.held.cpu" ? ` (cpu ${stamps[i + 1][2]} ms)` : ""
     const from = t - k * 1e6 - 20e6
-    const inside = stamps.filter(([n2, t2]) => t2 >= from && t2 <= t && !n2.startsWith("mem.") && n2 !== "loop.held")
+    const inside = stamps.filter(([n2, t2]) => t2 >= from && t2 <= t && !n2.startsWith("mem.") && !n2.startsWith("loop.held"))
     const summary = {}
     for (const [n2, , k2] of inside) { summary[n2] ??= []; if (summary[n2].length < 6) summary[n2].push(k2) }
-    console.log(`  held ${k} ms at ${ms(t).toFixed(0)} ms:`, Object.entries(summary).map(([a, b]) => `${a}[${b.join(",")}]`).join(" "))
+    console.log(`  held ${k} ms${cpu} at ${ms(t).toFixed(0)} ms:`, Object.entries(summary).map(([a, b]) => `${a}[${b.join(",")}]`).join(" "))
   }
 }

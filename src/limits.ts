@@ -104,6 +104,22 @@ export { chunkOverheadBytes } from "./net/peers/limits.ts"
 /** The largest piece of a streamed FILES body (DUMP's answer) a client hands its sink at once:
  * what a dump holds beyond its socket's buffer; within a client message (asserted there). */
 export { filesPieceBytesMax } from "./net/protocol/filesStream.ts"
+// Issue 17, what holds a node's event loop and its memory (docs/performance.md "Stalls and
+// memory"):
+// - a leader's checkpoint runs in a worker thread (src/sqlite/CheckpointWorker.ts): it waits
+//   `checkpointBusyTimeoutMsDefault` (250 ms) for a pool reader before it reports busy (the
+//   writer waits for it, so not long), and a step-down that arrives in the middle of one blocks
+//   at most `checkpointCloseWaitMsMax` (60 s: one WAL of walCheckpointBytes plus a transaction
+//   copied on a failing disk; past it, a defect) for the worker's connection to close first;
+// - a follower writes an entry of `largePayloadBytes` (1 MiB) or more on the thread pool, at
+//   most `runPagesMax` (512) pages per write, the loop free in between;
+// - a small log append that spent `slowSyncAppendMs` (20 ms) in write(2) was throttled by the
+//   kernel's writeback: appends then go to the thread pool for `offLoopAfterSlowAppendMs` (5 s);
+// - raft.entryCacheBytesMax is 32 MiB (src/raft/config.ts says why).
+export { checkpointBusyTimeoutMsDefault, checkpointCloseWaitMsMax } from "./sqlite/LeaderDatabase.ts"
+export { runPagesMax } from "./sqlite/PageApplier.ts"
+export { largePayloadBytes } from "./runtime/yieldToLoop.ts"
+export { offLoopAfterSlowAppendMs, slowSyncAppendMs } from "./storage/SegmentLog.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */

@@ -113,12 +113,14 @@ export interface RaftBugs {
   readonly deferredVotesEarly?: boolean
 }
 
-/** 64 MiB: a node holds the newest 64 MiB of entries, which covers every follower that is less
- * than that behind (at 1 MiB per AppendEntries, 64 round trips) and the applier's backlog in
+/** 32 MiB: a node holds the newest 32 MiB of entries, which covers every follower that is less
+ * than that behind (at 1 MiB per AppendEntries, 32 round trips) and the applier's backlog in
  * normal operation, so read-backs happen only for a follower far behind or a stalled applier.
- * It is twice the default inflightBytesMax (32 MiB), so a pipelined follower's window of entries
- * is in memory, and small beside the 300 MB node budget of issue 17. */
-export const entryCacheBytesMaxDefault = 64 * 1024 * 1024
+ * It equals the default inflightBytesMax (32 MiB), so a pipelined follower's window of entries
+ * is in memory, and it holds one largest entry (a 30 MiB transaction: src/limits.ts checks it).
+ * 64 MiB before: measured at 0.25 GiB of 20 MiB transactions (docs/performance.md, issue 17),
+ * the leader's live ArrayBuffers peaked at 172 MB with it, most of the 300 MB node budget. */
+export const entryCacheBytesMaxDefault = 32 * 1024 * 1024
 
 export const defaultRaftConfig = (id: NodeId, seed = id): RaftConfig => ({
   id,

@@ -5,6 +5,7 @@
 // to `<dir>/trace-<pid>.json` and the buffer starts over. When off, `trace` is one branch.
 import fs from "node:fs"
 import path from "node:path"
+import { PerformanceObserver } from "node:perf_hooks"
 
 const dir = typeof process === "object" ? process.env["TQLITE_TRACE"] : undefined
 /** Whether stamps are kept (TQLITE_TRACE is set). */
@@ -40,10 +41,18 @@ if (tracing) {
   process.on("SIGUSR2", dump)
   process.on("exit", dump)
   let lastMs = performance.now()
+  let lastCpu = process.cpuUsage()
   setInterval(() => {
     const nowMs = performance.now()
-    if (nowMs - lastMs > loopHeldStampMs) trace("loop.held", Math.round(nowMs - lastMs))
+    const cpu = process.cpuUsage()
+    if (nowMs - lastMs > loopHeldStampMs) {
+      trace("loop.held", Math.round(nowMs - lastMs))
+      // CPU the process (every thread) used meanwhile: far below the held time, the thread was
+      // waiting (a blocking syscall, or not scheduled on a loaded machine) rather than computing.
+      trace("loop.held.cpu", Math.round((cpu.user - lastCpu.user + cpu.system - lastCpu.system) / 1000))
+    }
     lastMs = nowMs
+    lastCpu = cpu
   }, 10).unref()
   // Where the memory goes (MB as the index): rss, V8 heap, and buffers outside it.
   setInterval(() => {
@@ -53,6 +62,17 @@ if (tracing) {
     trace("mem.external", Math.round(memory.external / 1048576))
     trace("mem.arrayBuffers", Math.round(memory.arrayBuffers / 1048576))
   }, 250).unref()
+  // Garbage collections of 5 ms or more, stamped at their end with their duration: a pause
+  // that holds the loop without any stage of ours in it (bench/stallCauses.ts counts them).
+  const hrOffsetNs = Number(process.hrtime.bigint()) - performance.now() * 1e6
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      if (entry.duration < 5 || names.length >= stampsMax) continue
+      times[names.length] = hrOffsetNs + (entry.startTime + entry.duration) * 1e6
+      keys[names.length] = Math.round(entry.duration)
+      names.push("gc.ms")
+    }
+  }).observe({ entryTypes: ["gc"] })
 }
 
 /** Stamps `stage` with how long (ms) a synchronous step that started at `startedMs`

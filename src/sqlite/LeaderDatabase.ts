@@ -29,6 +29,8 @@ import { assert } from "../assert.ts"
 import { Connection } from "./connection.ts"
 import { closeConnectionsKeepingWal, cutWal } from "./discardUncommitted.ts"
 import { checkpointTruncate, openDatabase } from "./openDatabase.ts"
+import type { CheckpointWorker } from "./CheckpointWorker.ts"
+import { waitIdle } from "./CheckpointWorker.ts"
 import type { PageSet } from "./pageSet.ts"
 import { mergePageSets } from "./pageSet.ts"
 import type { StatementOutcome } from "./connection.ts"
@@ -61,7 +63,22 @@ export interface LeaderDatabaseOptions {
   /** Where tqlite's own changes to the files go (the step-down's WAL cut and removal); SQLite
    * does its own I/O. Default: the real file system. */
   readonly disk?: DiskService
+  /** Where checkpoints run off the event loop (CheckpointWorker.ts); without it (the simulator)
+   * `checkpoint` runs them on the writer's connection. */
+  readonly checkpointWorker?: CheckpointWorker
+  /** How long the worker's checkpoint waits for a pool reader before it reports busy. */
+  readonly checkpointBusyTimeoutMs?: number
 }
+
+/** The worker's checkpoint waits this long for a reader by default (a checkpoint reported busy
+ * is tried again after a later commit; the writer waits meanwhile, so not long). */
+export const checkpointBusyTimeoutMsDefault = 250
+/** How long a close may wait for a checkpoint still running in the worker (the main thread is
+ * blocked meanwhile: only a step-down that arrives in the middle of one). A checkpoint copies at
+ * most a WAL of walCheckpointBytes plus one transaction; past this the disk is failing, and
+ * closing beside it could leave the worker's connection the last one (which checkpoints
+ * everything, uncommitted frames included): a defect. */
+export const checkpointCloseWaitMsMax = 60_000
 
 /** A transaction committed locally and captured, not yet committed by Raft. */
 export interface LocalCommit {
@@ -112,6 +129,8 @@ export class LeaderDatabase {
   /** Bumped whenever the connections close (a step-down, or `reopenDiscarding`): a close
    * checkpoints into the main file, which voids a snapshot copy in progress. */
   private generation = 0
+  /** The worker's last checkpoint of this database: 1 while it still has the database open. */
+  private checkpointIdle: Int32Array | null = null
 
   private constructor(
     private readonly options: LeaderDatabaseOptions,
@@ -287,6 +306,17 @@ export class LeaderDatabase {
     return commit
   }
 
+  /** The writer has encoded the pending local commit `seq` into its entry (which it keeps for
+   * every proposal): the captured pages are not needed any more and go now rather than when the
+   * entry commits — 20 MiB less held per large transaction while it is replicated (issue 17's
+   * memory). The pending commit keeps its seq and WAL end, and an empty page set. */
+  dropPendingPages(seq: number): void {
+    const pending = this.pending
+    if (pending === null || pending.commit.seq !== seq) return
+    const pageSet = pending.commit.pageSet
+    this.pending = { ...pending, commit: { ...pending.commit, pageSet: { ...pageSet, pages: [] } } }
+  }
+
   /** Raft committed the pending local commit `seq`: its view becomes the committed view. */
   markCommitted(seq: number): void {
     assert(this.open, "leader database is open")
@@ -360,6 +390,53 @@ export class LeaderDatabase {
     if (result.busy === 0) this.committedWalEnd = undefined
     traceDuration("writer.checkpoint.ms", started, 0)
     return { walBytesBefore, durationMs: performance.now() - started, busy: result.busy !== 0 }
+  }
+
+  /** Whether checkpoints run in a worker thread (`checkpointOffLoop`) rather than `checkpoint`. */
+  get checkpointsOffLoop(): boolean {
+    return this.options.checkpointWorker !== undefined
+  }
+
+  /** `checkpoint`, run by the checkpoint worker on a connection of its own (CheckpointWorker.ts
+   * has the rules): the event loop is free while the WAL is copied. Same preconditions and
+   * outcome; the writer waits for it as for `checkpoint` (TRUNCATE takes SQLite's writer lock).
+   * A snapshot or DUMP hold taken meanwhile stays consistent while pages are copied (each page
+   * copied is one of its committed frames, which it reads from the WAL), sees a short WAL once
+   * it is truncated, and is voided at the end (`generation`). Uninterruptible: the writer's
+   * scope closing waits for the checkpoint rather than leave it running unseen. */
+  checkpointOffLoop(): Effect.Effect<CheckpointOutcome> {
+    return Effect.uninterruptible(Effect.suspend(() => {
+      const worker = this.options.checkpointWorker
+      assert(worker !== undefined, "a checkpoint worker")
+      assert(this.open && this.pending === null && !this.writerConnection.inTransaction, "checkpoint only with every frame committed")
+      const started = performance.now()
+      const walBytesBefore = this.walBytes()
+      if (this.snapshotHolds > 0) return Effect.succeed({ walBytesBefore, durationMs: 0, busy: true })
+      // A pinned view would hold the TRUNCATE back; nothing is pending, so the unpinned view
+      // still reads the committed state.
+      unpin(this.committed)
+      const ticket = worker.start(this.databasePath, "TRUNCATE", this.options.checkpointBusyTimeoutMs ?? checkpointBusyTimeoutMsDefault)
+      this.checkpointIdle = ticket.idle
+      return Effect.either(ticket.result).pipe(
+        Effect.flatMap((result) => {
+          if (result._tag === "Left") {
+            // SQLITE_FULL: the main file cannot grow; tried again later, as `checkpoint` does.
+            if (result.left.code === "SQLITE_FULL") return Effect.succeed({ walBytesBefore, durationMs: performance.now() - started, busy: true })
+            return Effect.die(result.left)
+          }
+          if (result.right.busy === 0) this.committedWalEnd = undefined
+          traceDuration("writer.checkpoint.ms", started, 0)
+          return Effect.succeed({ walBytesBefore, durationMs: performance.now() - started, busy: result.right.busy !== 0 })
+        }),
+        Effect.ensuring(Effect.sync(() => {
+          // A close (a step-down in the applier) may have come meanwhile: it waited for the
+          // worker, and the views are gone.
+          if (!this.open) return
+          this.generation++
+          pin(this.committed)
+        }))
+      )
+    }))
   }
 
   /** Holds checkpoints for a snapshot of the committed state, which is then the main file with
@@ -442,6 +519,9 @@ export class LeaderDatabase {
   /** Closes every connection. "discard": the main file ends up holding exactly the committed
    * state and no WAL is left. "keepWal": as a crash leaves it (the next start drops the WAL). */
   close(mode: "discard" | "keepWal"): void {
+    // The worker's connection must be closed before ours (CheckpointWorker.ts).
+    const idle = this.checkpointIdle
+    if (idle !== null) assert(waitIdle(idle, checkpointCloseWaitMsMax), `the checkpoint of ${this.databasePath} in the worker ended within ${checkpointCloseWaitMsMax} ms`)
     if (this.open) {
       this.open = false
       this.generation++

@@ -171,6 +171,9 @@ type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeader
   /** The capture of a large local commit, a step at a time (its answer is LocalCommitDone). */
   readonly _tag: "CaptureLocalCommit"
   readonly seq: number
+} | {
+  /** The checkpoint, in the checkpoint worker (its answer is Checkpointed). */
+  readonly _tag: "CheckpointOffLoop"
 }
 
 /** A step of a large capture or encoding: about 1 MiB of frames (256 frames of 4 KiB pages). */
@@ -344,6 +347,11 @@ export class LeaderWriter implements LeaderSlotOwner {
         return { _tag: "LocalCommitDone", result }
       }
       case "Checkpoint": {
+        if (this.database.checkpointsOffLoop) {
+          this.waits.push({ _tag: "CheckpointOffLoop" })
+          this.signal()
+          return null
+        }
         const outcome = this.database.checkpoint()
         // A reader thread held it back: the main file does not hold everything yet, so nothing
         // is recorded; the next commit round past the threshold tries again.
@@ -450,6 +458,18 @@ export class LeaderWriter implements LeaderSlotOwner {
           // Stopped (or closed) meanwhile: the stop answered everyone and released the database.
           if (commit === undefined || stopped()) return
           this.drive({ _tag: "LocalCommitDone", result: this.capturedResult(effect.seq, commit) })
+        })
+      }
+      case "CheckpointOffLoop": {
+        // What the main file holds once it is done: every change applied now (the writer waits
+        // for the checkpoint, so this database changes no more meanwhile).
+        const fileIndex = options.machine.appliedIndex
+        const lastChangeIndex = options.machine.lastChangeIndex(options.database)
+        return Effect.flatMap(this.database.checkpointOffLoop(), (outcome) => {
+          // Stopped meanwhile: the stop answered everyone and released the database.
+          if (this.core.stoppedBy !== null) return Effect.void
+          if (outcome.busy) return Effect.sync(() => this.drive({ _tag: "Checkpointed", durationMs: outcome.durationMs }))
+          return this.performWaiting({ _tag: "RecordCheckpoint", durationMs: outcome.durationMs, fileIndex, lastChangeIndex })
         })
       }
       case "Defect":
@@ -588,7 +608,10 @@ export class LeaderWriter implements LeaderSlotOwner {
       return Effect.zipRight(
         yieldToLoop,
         Effect.map(stepsYielding(steps), (data) => {
-          if (data !== undefined) this.payload = { seq, data }
+          if (data === undefined) return
+          this.payload = { seq, data }
+          // Every proposal of `seq` sends this payload: the pages it was encoded from can go.
+          this.database.dropPendingPages(seq)
         })
       )
     })

@@ -12,7 +12,7 @@ import path from "node:path"
 import { Effect } from "effect"
 import { assert } from "../assert.ts"
 import type { DiskFile, DiskService } from "../storage/Disk.ts"
-import { nodeDisk, runNow } from "../storage/Disk.ts"
+import { nodeDisk, runNow, writeOffLoop } from "../storage/Disk.ts"
 import { PageFileError, PageSizeMismatch } from "./errors.ts"
 import type { Page, PageSet } from "./pageSet.ts"
 import { checkPageSet } from "./pageSet.ts"
@@ -26,7 +26,7 @@ export interface PageApplierOptions {
 }
 
 /** Consecutive pages are written with one write of at most this many pages. */
-const runPagesMax = 512
+export const runPagesMax = 512
 
 /** The first 16 bytes of every SQLite database file. */
 const sqliteMagic = Buffer.from("SQLite format 3\0", "latin1")
@@ -81,6 +81,35 @@ export class PageApplier {
   /** Writes the pages and sets the size. Not durable until `sync`. A failure part way (a full
    * disk) leaves some pages written: apply the same page set again (pages are full images). */
   apply(pageSet: PageSet): void {
+    const file = this.begin(pageSet)
+    for (const run of this.runs(pageSet)) {
+      wrap(this.databasePath, "write", () => runNow(file.write(run.position, run.data)))
+      this.sizeBytes = Math.max(this.sizeBytes, run.position + run.data.byteLength)
+    }
+    this.setSize(file, pageSet)
+  }
+
+  /** `apply`, each run of pages (≤ runPagesMax pages) written on the thread pool where the disk
+   * has one: the event loop runs between and during the writes. A 20 MiB entry written in one
+   * synchronous step held a follower's loop 50–500 ms (more while the kernel throttles a process
+   * that dirtied much of the page cache: issue 17). Same failure rule as `apply`. */
+  applyOffLoop(pageSet: PageSet): Effect.Effect<void, PageFileError> {
+    return Effect.suspend(() => {
+      const file = this.begin(pageSet)
+      return Effect.zipRight(
+        Effect.forEach(this.runs(pageSet), (run) =>
+          Effect.map(
+            Effect.mapError(writeOffLoop(file, run.position, run.data), (cause) => new PageFileError({ path: this.databasePath, operation: "write", cause })),
+            () => {
+              this.sizeBytes = Math.max(this.sizeBytes, run.position + run.data.byteLength)
+            }
+          ), { discard: true }),
+        Effect.try({ try: () => this.setSize(file, pageSet), catch: (error) => error as PageFileError })
+      )
+    })
+  }
+
+  private begin(pageSet: PageSet): DiskFile {
     const file = this.openFile()
     if (pageSet.pageSize !== this.pageSize) {
       throw new PageSizeMismatch({ path: this.databasePath, expectedBytes: this.pageSize, actualBytes: pageSet.pageSize })
@@ -88,10 +117,15 @@ export class PageApplier {
     checkPageSet(pageSet)
     // Dirty from the first write on: a failed apply may have written part of it.
     this.dirty = true
+    return file
+  }
+
+  /** The page set as writes: each run of consecutive page numbers (at most runPagesMax pages) is
+   * one contiguous range of the file. */
+  private *runs(pageSet: PageSet): Generator<{ readonly position: number; readonly data: Uint8Array }> {
     const pages = pageSet.pages
     let runStart = 0
     while (runStart < pages.length) {
-      // A run of consecutive page numbers is one contiguous range of the file.
       let runEnd = runStart + 1
       while (
         runEnd < pages.length &&
@@ -102,10 +136,12 @@ export class PageApplier {
       }
       const position = (pages[runStart]!.pgno - 1) * this.pageSize
       const data = runEnd - runStart === 1 ? pages[runStart]!.data : contiguousOrCopy(pages, runStart, runEnd, this.pageSize)
-      wrap(this.databasePath, "write", () => runNow(file.write(position, data)))
-      this.sizeBytes = Math.max(this.sizeBytes, position + data.byteLength)
+      yield { position, data }
       runStart = runEnd
     }
+  }
+
+  private setSize(file: DiskFile, pageSet: PageSet): void {
     const targetBytes = pageSet.dbSizePages * this.pageSize
     if (this.sizeBytes !== targetBytes) {
       wrap(this.databasePath, "ftruncate", () => runNow(file.truncate(targetBytes)))

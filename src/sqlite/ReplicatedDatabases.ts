@@ -25,6 +25,7 @@ import { sqlFailureOfOwnCopyRead, sqlFailureOfRaft } from "./raftFailures.ts"
 import { BoundedReads } from "./boundedReads.ts"
 import type { ReadPoolService } from "./readPool/ReadPool.ts"
 import { workerReadPool } from "./readPool/ReadPool.ts"
+import { CheckpointWorker } from "./CheckpointWorker.ts"
 import type { RaftAccess } from "./LeaderWriter.ts"
 import type { Lease } from "./LeaderWriter.ts"
 import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
@@ -117,6 +118,11 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
     const statementCache = new StatementCache(statementDescriptionsMax)
     const scope = yield* Effect.scope
     const readPool = options.readPool ?? workerReadPool(limits)
+    // Checkpoints off the event loop where reads are (real nodes); the simulator's in-thread
+    // pool keeps them on the writer's connection, under its disk model.
+    const checkpointWorker = readPool.kind === "workers"
+      ? yield* Effect.acquireRelease(Effect.sync(() => new CheckpointWorker()), (worker) => Effect.sync(() => worker.close()))
+      : undefined
 
     const access: RaftAccess = {
       propose: raft.propose,
@@ -263,7 +269,8 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
                 cachePages: Math.max(16, Math.min(2000, Math.floor(limits.transactionBytesMax / limits.pageSize / 8))),
                 statementCacheMax: limits.statementCacheMax,
                 readPool,
-                disk: machine.disk
+                disk: machine.disk,
+                ...(checkpointWorker === undefined ? {} : { checkpointWorker })
               })
             )
           )

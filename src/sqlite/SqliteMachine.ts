@@ -59,6 +59,8 @@ import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
 import { trace, traceDuration, tracing } from "../runtime/trace.ts"
+import { largePayloadBytes } from "../runtime/yieldToLoop.ts"
+import type { PageSet } from "./pageSet.ts"
 
 export type SqliteApplyResult =
   /** Our own writer's entry: its frames were already in the WAL. */
@@ -162,6 +164,8 @@ export interface SqliteMachineStats {
   bootReplays: number
   /** Snapshots this machine was asked to take (prepared). */
   snapshots: number
+  /** Entries whose pages were written off the event loop (PageApplier.applyOffLoop). */
+  offLoopApplies: number
 }
 
 interface Slot {
@@ -194,8 +198,9 @@ interface Slot {
    * finish the discard while the applier waits to retry that entry. */
   discardReflectsIndex: LogIndex
   /** An entry of this database whose page write failed part way (a full disk), until its retry
-   * wrote it whole: the file holds part of its pages, a state no leader ever had, which no read
-   * may see (0 when none). */
+   * wrote it whole, or a large entry whose pages are being written off the loop
+   * (`applyLargeEntry`): the file holds part of its pages, a state no leader ever had, which no
+   * read may see (0 when none). */
   tornEntryIndex: LogIndex
 }
 
@@ -226,7 +231,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The term of the newest barrier entry applied: a leader of that term has applied everything
    * committed before it won. */
   barrierTerm: Term = 0
-  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0, snapshots: 0 }
+  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0, snapshots: 0, offLoopApplies: 0 }
   /** Called for each skipped entry (the simulator counts them: they should not happen). */
   onSkipped: ((database: string, index: LogIndex, reason: string) => void) | null = null
   private readonly slots = new Map<string, Slot>()
@@ -310,13 +315,43 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   // ---- StateMachine -------------------------------------------------------------------------
 
   readonly apply = (entry: Entry): Effect.Effect<SqliteApplyResult> =>
-    Effect.sync(() => {
-      if (!tracing) return this.applyEntry(entry)
+    entry.kind === "command" && entry.data.byteLength >= largePayloadBytes
+      ? this.applyLargeEntry(entry)
+      : Effect.sync(() => {
+        if (!tracing) return this.applyEntry(entry)
+        const started = performance.now()
+        const result = this.applyEntry(entry)
+        traceDuration("machine.apply.ms", started)
+        return result
+      })
+
+  /** `applyEntry` for an entry of `largePayloadBytes` or more: its pages are written a run at a
+   * time on the thread pool (PageApplier.applyOffLoop), the event loop free meanwhile. While they
+   * are, the file holds part of the entry: own-copy reads are refused as for a torn entry
+   * (`tornEntryIndex`), `changes` is bumped first (a concurrent snapshot copying the file fails
+   * as skipped), and the machine's lock is held so that no writer leads or leaves the database
+   * in between. Uninterruptible: an entry counted as applied is written whole before anything
+   * (a shutdown's sync) may record it. */
+  private applyLargeEntry(entry: Entry): Effect.Effect<SqliteApplyResult> {
+    return this.lock.withPermits(1)(Effect.uninterruptible(Effect.suspend(() => {
       const started = performance.now()
-      const result = this.applyEntry(entry)
+      const step = this.beginApply(entry)
       traceDuration("machine.apply.ms", started)
-      return result
-    })
+      if (step._tag !== "Write") return Effect.succeed(step)
+      const { slot, pageSet } = step
+      slot.tornEntryIndex = entry.index
+      slot.changes++
+      this.stats.offLoopApplies++
+      return Effect.matchEffect(slot.applier!.applyOffLoop(pageSet), {
+        onFailure: (error) => {
+          // As `applyEntry`: the pages written so far stay torn until the retry.
+          this.failedApplyIndex = entry.index
+          return Effect.die(error)
+        },
+        onSuccess: () => Effect.sync(() => this.endApply(slot, entry.index))
+      })
+    })))
+  }
 
   /** After each applier batch: fdatasync the files pages were written to, then record the index
    * they reflect. */
@@ -757,7 +792,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * written while `read` runs. "replaying": a restart's replay has not yet passed every entry
    * whose pages the file may already hold; "closed": the node is shutting down; "unavailable":
    * the file does not hold a committed state while a full disk lasts (a step-down discard that
-   * cannot be finished yet, or an entry whose page write failed part way, until its retry). */
+   * cannot be finished yet, or an entry whose page write failed part way, until its retry), or
+   * while a large entry's pages are being written off the loop. */
   withOwnCopy<A>(
     name: string,
     read: (view: Connection) => A
@@ -784,7 +820,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       }
     }
     if (slot !== undefined && slot.tornEntryIndex !== 0 && this.options.bugs?.readTornEntry !== true) {
-      return { _tag: "Unavailable", reason: `the file of ${name} holds part of entry ${slot.tornEntryIndex}, whose page write failed (a full disk); the applier retries it` }
+      const why = this.failedApplyIndex === slot.tornEntryIndex ? "whose page write failed (a full disk); the applier retries it" : "whose pages are being written"
+      return { _tag: "Unavailable", reason: `the file of ${name} holds part of entry ${slot.tornEntryIndex}, ${why}` }
     }
     return { _tag: "Read", value: this.ownCopy.read(name, () => this.databasePath(name), slot?.changes ?? 0, read) }
   }
@@ -824,6 +861,35 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   // ---- internals ----------------------------------------------------------------------------
 
   private applyEntry(entry: Entry): SqliteApplyResult {
+    const step = this.beginApply(entry)
+    if (step._tag !== "Write") return step
+    const slot = step.slot
+    try {
+      slot.applier!.apply(step.pageSet)
+    } catch (error) {
+      this.failedApplyIndex = entry.index
+      // Pages written so far stay in the file while the applier waits to retry the entry; an
+      // own-copy read running meanwhile (in its caller's fiber) must not see them. Counted as a
+      // change: the file was written (a snapshot copying it concurrently checks `changes`).
+      slot.tornEntryIndex = entry.index
+      slot.changes++
+      throw error
+    }
+    slot.changes++
+    return this.endApply(slot, entry.index)
+  }
+
+  /** The entry's pages are in the file (not yet synced). */
+  private endApply(slot: Slot, index: LogIndex): SqliteApplyResult {
+    slot.tornEntryIndex = 0
+    slot.lastChangeIndex = index
+    this.stats.pages++
+    return { _tag: "Pages", database: slot.name }
+  }
+
+  /** Everything of an entry's apply but writing its pages: a result when there are none to write
+   * (or a bug skips them), else the slot (its page applier open) and the pages. */
+  private beginApply(entry: Entry): SqliteApplyResult | { readonly _tag: "Write"; readonly slot: Slot; readonly pageSet: PageSet } {
     assert(!this.closed, "machine is open")
     this.appliedIndex = entry.index
     if (entry.kind === "barrier") {
@@ -885,22 +951,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       slot.tornEntryIndex = 0
       return { _tag: "Pages", database: name }
     }
-    try {
-      slot.applier.apply(pageSet)
-      slot.changes++
-      slot.tornEntryIndex = 0
-    } catch (error) {
-      this.failedApplyIndex = entry.index
-      // Pages written so far stay in the file while the applier waits to retry the entry; an
-      // own-copy read running meanwhile (in its caller's fiber) must not see them. Counted as a
-      // change: the file was written (a snapshot copying it concurrently checks `changes`).
-      slot.tornEntryIndex = entry.index
-      slot.changes++
-      throw error
-    }
-    slot.lastChangeIndex = entry.index
-    this.stats.pages++
-    return { _tag: "Pages", database: name }
+    return { _tag: "Write", slot, pageSet }
   }
 
   /** Runs an interrupted step-down discard to its end (throws again while the disk is full):

@@ -23,7 +23,8 @@ import path from "node:path"
 import { Effect } from "effect"
 import { assert } from "../assert.ts"
 import type { DiskFile, DiskService } from "../storage/Disk.ts"
-import { runNow } from "../storage/Disk.ts"
+import { writeOffLoop } from "../storage/Disk.ts"
+import { traceDuration } from "../runtime/trace.ts"
 import type { DiskFailure } from "../storage/errors.ts"
 import { PageFileError } from "./errors.ts"
 
@@ -90,7 +91,7 @@ export class AppliedStateFile {
     return Effect.suspend(() => {
       assert(!this.writing, "one applied-state write at a time")
       this.writing = true
-      const written = Effect.try({ try: () => this.writeSlot(state), catch: (error) => error as PageFileError })
+      const written = this.writeSlot(state)
       const synced = this.fsync === "off" ? Effect.void : Effect.mapError(this.file.sync, toPageFileError)
       return Effect.ensuring(Effect.zipRight(written, synced), Effect.sync(() => {
         this.writing = false
@@ -102,7 +103,10 @@ export class AppliedStateFile {
     Effect.runSync(Effect.ignore(this.file.close))
   }
 
-  private writeSlot(state: AppliedState): void {
+  /** The slot write goes through the thread pool where the disk has one: a small synchronous
+   * write blocks while the kernel throttles a process that dirtied much of the page cache (a
+   * follower's pages, a snapshot being written), and this one runs once per applier batch. */
+  private writeSlot(state: AppliedState): Effect.Effect<void, PageFileError> {
     const json = Buffer.from(JSON.stringify(state), "utf8")
     assert(slotHeaderBytes + json.length <= appliedStateSlotBytes, `applied state of ${json.length} bytes fits a slot`)
     this.seq++
@@ -114,14 +118,16 @@ export class AppliedStateFile {
     json.copy(slot, slotHeaderBytes)
     slot.writeUInt32LE(crc32c(json, crc32c(slot.subarray(8, 20))), 20)
     const at = (this.seq % 2) * appliedStateSlotBytes
-    try {
-      runNow(this.file.write(at, slot))
-    } catch (error) {
-      // The slot may be torn now: the next write (a retry after a full disk) goes to the same
-      // slot, never over the other one, which holds the last good record.
-      this.seq--
-      throw toPageFileError(error as DiskFailure)
-    }
+    const started = performance.now()
+    return writeOffLoop(this.file, at, slot).pipe(
+      Effect.tap(() => Effect.sync(() => traceDuration("machine.record.write.ms", started, 20))),
+      Effect.mapError((error) => {
+        // The slot may be torn now: the next write (a retry after a full disk) goes to the same
+        // slot, never over the other one, which holds the last good record.
+        this.seq--
+        return toPageFileError(error)
+      })
+    )
   }
 }
 

@@ -21,6 +21,7 @@ import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { assert } from "../assert.ts"
 import { yieldToLoop } from "../runtime/yieldToLoop.ts"
+import { trace } from "../runtime/trace.ts"
 import type { RecoveredBounded } from "../raft/storage.ts"
 import type { Entry, LogIndex, LogSlot } from "../raft/types.ts"
 import { Disk, ensureDir, writeFileAtomic, writeOffLoop } from "./Disk.ts"
@@ -77,6 +78,15 @@ const scratchBytesMax = 4 * 1024 * 1024
 /** Records whose payload is at least this large are written without copying the payload. */
 /** Groups of records from this size are written on the thread pool (see `flush`). */
 const offLoopWriteBytesMin = 256 * 1024
+/** A synchronous append that took this long was throttled by the kernel (it lands in the page
+ * cache in microseconds otherwise)… */
+export const slowSyncAppendMs = 20
+/** …and the appends of the next this many ms go to the thread pool too, whatever their size:
+ * under writeback pressure (nodes writing snapshots after a bulk load) a small synchronous
+ * append held a node's event loop 0.7–2.6 s with ~no CPU (issue 17, bench/stallCauses.ts), and
+ * the pressure lasts seconds. Quiet again for this long, small appends are synchronous again
+ * (the measured hot path). */
+export const offLoopAfterSlowAppendMs = 5_000
 const largeRecordPayloadBytes = 1024 * 1024
 
 export function segmentFileName(seq: number): string {
@@ -151,6 +161,8 @@ class Writer {
   /** True while `persist` removes obsolete segments: a failure then cannot be reverted. */
   private removing = false
   private scratch = new Uint8Array(0)
+  /** Small appends go to the thread pool until then (performance.now(); see slowSyncAppendMs). */
+  private smallAppendsOffLoopUntilMs = 0
 
   constructor(
     private readonly disk: DiskService,
@@ -409,9 +421,18 @@ class Writer {
     // synchronous, as the hot path was measured (a pool hop costs more than the write), and so
     // that it never queues behind the pool's fdatasyncs, which take seconds under that same
     // pressure (a 2 GiB run lost its leader repeatedly with every append on the pool; not
-    // proven to be the cause: the machine's load was 12). The scratch buffer is reused only
-    // after this completes.
-    return bytes.byteLength >= offLoopWriteBytesMin ? writeOffLoop(this.file, position, bytes) : this.file.write(position, bytes)
+    // proven to be the cause: the machine's load was 12) — except for a while after one was
+    // throttled itself (slowSyncAppendMs): then the loop waiting in write(2) is the worse of
+    // the two. The scratch buffer is reused only after this completes.
+    if (bytes.byteLength >= offLoopWriteBytesMin) return writeOffLoop(this.file, position, bytes)
+    const nowMs = performance.now()
+    if (nowMs < this.smallAppendsOffLoopUntilMs) return writeOffLoop(this.file, position, bytes)
+    return Effect.tap(this.file.write(position, bytes), () => {
+      const ms = performance.now() - nowMs
+      if (ms < slowSyncAppendMs) return
+      trace("log.write.slow", Math.round(ms))
+      this.smallAppendsOffLoopUntilMs = performance.now() + offLoopAfterSlowAppendMs
+    })
   }
 
   /** Writes `data` at `position` a slice at a time, the event loop free between two slices: a

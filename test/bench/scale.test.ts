@@ -47,6 +47,10 @@ describe("bench scale (smoke)", () => {
     expect(report.stall.afterLoadMaxMs).toBeGreaterThan(0)
     expect(report.stall.afterLoadP99Ms).toBeLessThanOrEqual(report.stall.afterLoadMaxMs)
     expect(Object.keys(report.stall.snapshotsAfterLoad).sort()).toEqual(["n1", "n2", "n3"])
+    // The attribution read every node's trace stamps: its hold counts and memory peaks per node.
+    expect(report.causes).not.toBeNull()
+    expect(Object.keys(report.causes!.holds).sort()).toEqual(["n1", "n2", "n3"])
+    for (const name of ["n1", "n2", "n3"]) expect(report.memoryPeaksMb[name]!["rss"]).toBeGreaterThan(0)
     expect(positive(report.join.seconds) && positive(report.join.mbPerSecond)).toBe(true)
     expect(positive(report.rawCopy.seconds) && positive(report.rawCopy.mbPerSecond)).toBe(true)
     expect(report.joinVsCopy).toBeCloseTo(report.join.mbPerSecond / report.rawCopy.mbPerSecond, 6)

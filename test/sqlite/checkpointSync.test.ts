@@ -25,6 +25,7 @@ function recordingDisk(ops: Array<string>): DiskService {
   const wrap = (file: DiskFile): DiskFile => ({
     ...file,
     write: (position, data) => Effect.zipRight(Effect.sync(() => void ops.push(`write ${file.path}`)), file.write(position, data)),
+    writeAsync: (position, data) => Effect.zipRight(Effect.sync(() => void ops.push(`write ${file.path}`)), file.writeAsync!(position, data)),
     sync: Effect.zipRight(file.sync, Effect.sync(() => void ops.push(`sync ${file.path}`)))
   })
   return { ...nodeDisk, open: (path, mode) => Effect.map(nodeDisk.open(path, mode), wrap) }

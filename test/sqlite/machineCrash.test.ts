@@ -126,12 +126,13 @@ describe("power lost at every disk operation under the SQLite files", () => {
     expect(sweep(entries, 3, { skipPageSync: true }, reference).length).toBeGreaterThan(0)
   }, 120_000)
 
-  it("during a snapshot install: the node ends with the reference content; an install without fsync is caught", () => {
-    // The snapshot: the database as of entry 6, made by a machine on the real disk.
+  it("during a snapshot install: the node ends with the reference content; an install without fsync is caught", async () => {
+    // The snapshot: the database as of entry 6, made by a machine on the real disk (whose
+    // applied-state writes go through the thread pool: run as promises).
     const source = newDir()
-    const maker = Effect.runSync(SqliteMachine.open({ dataDir: source, nodeId: 3, pageSize, fsync: "off", bootSnapshot: null }))
-    for (const entry of entries.slice(0, 6)) Effect.runSync(maker.apply(entry))
-    Effect.runSync(maker.sync)
+    const maker = await Effect.runPromise(SqliteMachine.open({ dataDir: source, nodeId: 3, pageSize, fsync: "off", bootSnapshot: null }))
+    for (const entry of entries.slice(0, 6)) await Effect.runPromise(maker.apply(entry))
+    await Effect.runPromise(maker.sync)
     const image = fs.readFileSync(maker.databasePath("main"))
     maker.close()
     const manifest = encodeManifest([{ name: "main", lastChangeIndex: 6, sizeBytes: image.byteLength }])

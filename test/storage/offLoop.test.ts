@@ -10,7 +10,7 @@ import { Context, Deferred, Effect, Fiber, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import type { DiskFile, DiskService } from "../../src/storage/Disk.ts"
 import { Disk, nodeDisk, readOffLoop, withFile, writeOffLoop } from "../../src/storage/Disk.ts"
-import { SegmentLog } from "../../src/storage/SegmentLog.ts"
+import { SegmentLog, slowSyncAppendMs } from "../../src/storage/SegmentLog.ts"
 import { Snapshots, writeSnapshotFrom } from "../../src/storage/Snapshots.ts"
 import type { SnapshotMeta } from "../../src/raft/types.ts"
 
@@ -99,6 +99,52 @@ describe("thread-pool reads and writes", () => {
     expect(back.entries.map((e) => e.index)).toEqual([1, 2])
     const second = back.entries[1]!
     expect(second.kind === "command" && Buffer.compare(second.data, large)).toBe(0)
+  })
+
+  it("after a small synchronous append was throttled, the next small ones go to the pool for a while", async () => {
+    const dir = newDir()
+    const { disk, counts } = countingDisk()
+    // The kernel's throttling, as a synchronous write of the log's segment that takes 40 ms.
+    let throttled = false
+    const slowDisk: DiskService = {
+      ...disk,
+      open: (filePath, mode) =>
+        Effect.map(disk.open(filePath, mode), (file): DiskFile => ({
+          ...file,
+          write: (position, data) =>
+            Effect.zipRight(Effect.sync(() => {
+              if (!throttled || !filePath.endsWith(".seg")) return
+              const until = performance.now() + slowSyncAppendMs * 2
+              while (performance.now() < until) { /* held, as in balance_dirty_pages */ }
+            }), file.write(position, data))
+        }))
+    }
+    const entry = (index: number) => ({ kind: "command" as const, term: 1, index, data: new Uint8Array([index]) })
+    const appends = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const log = yield* SegmentLog.open({ dir, clusterId: "c" })
+      const before = () => ({ sync: counts.write, pool: counts.writeAsync })
+      const delta = (from: { sync: number; pool: number }) => ({ sync: counts.write - from.sync, pool: counts.writeAsync - from.pool })
+      let at = before()
+      yield* log.persist([{ hardState: { term: 1, vote: 1, commit: 0 }, entries: [entry(1)] }])
+      const quiet = delta(at)
+      throttled = true
+      at = before()
+      yield* log.persist([{ entries: [entry(2)] }])
+      const slow = delta(at)
+      throttled = false
+      at = before()
+      yield* log.persist([{ entries: [entry(3)] }])
+      yield* log.persist([{ entries: [entry(4)] }])
+      const after = delta(at)
+      const entries = yield* log.read(1, 4)
+      return { quiet, slow, after, indexes: entries.map((e) => e.index) }
+    }).pipe(Effect.provideService(Disk, slowDisk))))
+    expect(appends.quiet).toEqual({ sync: 1, pool: 0 })
+    // The throttled append itself was synchronous; the next ones (within offLoopAfterSlowAppendMs)
+    // went to the pool, and the log reads back whole.
+    expect(appends.slow).toEqual({ sync: 1, pool: 0 })
+    expect(appends.after).toEqual({ sync: 0, pool: 2 })
+    expect(appends.indexes).toEqual([1, 2, 3, 4])
   })
 
   it("a receiver goes on writing while the incoming file's fdatasync runs; one sync at a time", async () => {
