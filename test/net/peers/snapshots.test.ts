@@ -4,7 +4,9 @@
 // a restart of the receiver resumes from the durable offset; another snapshot discards it.
 import * as fs from "node:fs"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Either, Exit, Scope } from "effect"
+import type { PackedFrame, PeerFrame } from "../../../src/net/peers/framing.ts"
+import { decodeSnapshotChunk } from "../../../src/net/peers/framing.ts"
 import type { InstallSnapshot } from "../../../src/raft/messages.ts"
 import { InboundSnapshots, OutboundSnapshot } from "../../../src/net/peers/snapshots.ts"
 import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
@@ -13,11 +15,21 @@ import { bytesEqual, bytesOf, prng, snapshotStore, storedSnapshot } from "./help
 const meta = { index: 10, term: 2, config: { members: [{ id: 1, address: "a:1", role: "voter" as const }] } }
 const message: InstallSnapshot = { _tag: "InstallSnapshot", from: 1, to: 2, term: 3, meta }
 
+type ChunkFrame = Extract<PeerFrame, { _tag: "SnapshotChunk" }>
+
+/** A chunk frame as the receiver decodes it (the sender's buffers are never given back here:
+ * no `written` is called, so each chunk keeps its own). */
+const decoded = (frame: PackedFrame): ChunkFrame => {
+  const payload = Buffer.concat(frame.parts.map((part) => Buffer.from(part)))
+  expect(payload.byteLength).toBe(frame.byteLength)
+  return Either.getOrThrow(decodeSnapshotChunk(payload)) as ChunkFrame
+}
+
 /** Every chunk the sender has left, read from its file. */
 const chunksOf = (out: OutboundSnapshot) =>
   Effect.gen(function*() {
-    const chunks = []
-    for (let chunk = yield* out.nextChunk; chunk !== null; chunk = yield* out.nextChunk) chunks.push(chunk)
+    const chunks: Array<ChunkFrame> = []
+    for (let chunk = yield* out.nextChunk; chunk !== null; chunk = yield* out.nextChunk) chunks.push(decoded(chunk))
     return chunks
   }).pipe(Effect.orDie)
 
