@@ -24,7 +24,9 @@
 // manifest, then the images): a closed database's main file is read in chunks while the applier
 // (the only writer of closed files) waits, releasing the event loop between chunks; a leading one
 // is serialized from its committed read view (still one buffer: see src/sqlite/README.md).
-// Installing one streams every image into `<file>.tmp` and fsyncs it, then renames them all,
+// Installing one received from the leader renames the images `receiveAlongside` split off as the
+// bytes arrived (receivedImages.ts, durable by then); any other install streams every image
+// into `<file>.tmp` and fsyncs it. Then it renames them all,
 // fsyncs the directory and writes `applied-state` last. A crash before the renames leaves the old
 // files (the temp files go at start); a crash after some of them leaves files the record says are
 // older than the snapshot the log installed, so the next start installs that snapshot again
