@@ -132,6 +132,35 @@ describe("snapshot streaming", () => {
       expect(bytesEqual(yield* bytesOf(last!.completed!.snapshot), data)).toBe(true)
     }))
 
+  it.scoped("the sender reads a chunk into a buffer only once the socket gave it back (`written`), and keeps none after the transfer", () =>
+    Effect.gen(function*() {
+      const { store: a } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const data = prng(9).bytes(6000)
+      const out = yield* sender(a, data)
+      out.resumeAt(0)
+      const next = Effect.map(Effect.orDie(out.nextChunk), (chunk) => chunk!)
+      const bufferOf = (chunk: { readonly parts: ReadonlyArray<Uint8Array> }) => chunk.parts[1]!.buffer
+      const c1 = yield* next
+      const c2 = yield* next
+      expect(bufferOf(c1) === bufferOf(c2)).toBe(false) // c1 is still the socket's
+      c1.written!()
+      const c3 = yield* next
+      expect(bufferOf(c3) === bufferOf(c1)).toBe(true)
+      expect(bytesEqual(decoded(c3).data, data.subarray(2000, 3000))).toBe(true)
+      expect(decoded(c2).offset).toBe(1000)
+      c2.written!()
+      c2.written!() // twice: kept once
+      const c4 = yield* next
+      const c5 = yield* next
+      expect(bufferOf(c4) === bufferOf(c2)).toBe(true)
+      expect(bufferOf(c5) === bufferOf(c2)).toBe(false)
+      out.release()
+      c4.written!()
+      const c6 = yield* next
+      expect(bufferOf(c6) === bufferOf(c4)).toBe(false)
+      expect(bytesEqual(decoded(c6).data, data.subarray(5000, 6000))).toBe(true)
+    }))
+
   it.scoped("another snapshot discards the partial one", () =>
     Effect.gen(function*() {
       const { store: a } = yield* snapshotStore({ chunkBytesMax: 1000 })
