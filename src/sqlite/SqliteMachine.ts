@@ -257,6 +257,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** A snapshot arriving from the leader, its images split into files of their own
    * (receivedImages.ts), and the last one received whole, until `restore` renames it in. */
   private receiving: ImageSplitter | null = null
+  private receivedTransfers = 0
   private received: { readonly images: ReceivedImages; readonly fileOf: (name: string) => string } | null = null
 
   private constructor(
@@ -561,7 +562,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const start = yield* incoming.offset
       if (start !== 0 || this.closed) return incoming
       const { index, term } = incoming.meta
-      const fileOf = (name: string) => `${this.databasePath(name)}.${index}-${term}${receivedSuffix}`
+      // Unique per transfer: a snapshot offered again (a Raft retry) never writes the files an
+      // install of its earlier copy is renaming.
+      const transfer = ++this.receivedTransfers
+      const fileOf = (name: string) => `${this.databasePath(name)}.${index}-${term}-${transfer}${receivedSuffix}`
       const splitter = new ImageSplitter({ disk: this.disk, fileOf, meta: incoming.meta, sizeBytes: incoming.sizeBytes, ...(this.options.bugs?.receivedUnsynced === true ? { skipSync: true } : {}) })
       this.receiving = splitter
       const live = () => this.receiving === splitter

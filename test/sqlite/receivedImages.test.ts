@@ -85,6 +85,23 @@ describe("images received alongside a snapshot transfer", () => {
     }
   })
 
+  it("the same snapshot offered again while the first copy waits for its install leaves that copy alone", async () => {
+    const { data, images } = snapshotOf(5)
+    const machine = await runAsync(SqliteMachine.open({ dataDir: newDir(), nodeId: 2, pageSize, fsync: "sync", bootSnapshot: null }))
+    const first = await runAsync(machine.receiveAlongside(storeIncoming(meta, data)))
+    await runAsync(first.writeAt(0, data))
+    const source = await runAsync(Effect.orDie(first.finish))
+    // A Raft retry of the same snapshot begins a new transfer before the first one is installed.
+    const again = await runAsync(machine.receiveAlongside(storeIncoming(meta, data)))
+    await runAsync(again.writeAt(0, data.subarray(0, 20_000)))
+    await runAsync(machine.restore(meta, source))
+    expect(machine.stats.installsByRename).toBe(1)
+    for (const [name, image] of Object.entries(images)) expect(Buffer.compare(fs.readFileSync(machine.databasePath(name)), image)).toBe(0)
+    await runAsync(again.pause)
+    expect(fs.readdirSync(machine.databasesDir).filter((name) => name.endsWith(receivedSuffix))).toEqual([])
+    machine.close()
+  })
+
   it("a transfer resumed part way, or received before a restart, is installed by copy: same bytes", async () => {
     const { data, images } = snapshotOf(99)
     // Resumed: the store held a prefix already (a broken connection, a restart of the receiver).
