@@ -1,7 +1,7 @@
 // `npm run bench -- snapshot-transfer [--mb N]`: one snapshot of N MB (default 200) streamed
 // between two TCP transports on loopback, file to file (the sender's store → the receiver's
 // incoming file, fsynced), beside the raw copy speed of the same file on this disk. Reports MB/s,
-// the longest event-loop delay during the transfer (both ends share this process) and the RSS
+// the CPU time of both ends per MB (load-independent), the longest event-loop delay during the transfer (both ends share this process) and the RSS
 // growth (no whole-snapshot buffer: it stays far below N).
 import fs from "node:fs"
 import os from "node:os"
@@ -56,14 +56,18 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
       delay.enable()
       const sampler = setInterval(() => void (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 20)
       started = performance.now()
+      const cpuBefore = process.cpuUsage()
       yield* a.send({ message: { _tag: "InstallSnapshot", from: 1, to: 2, term: 1, meta }, snapshot: yield* Effect.orDie(sender.source(meta)) })
       while (received === null) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
       const seconds = (performance.now() - started) / 1000
+      // CPU time of both ends (one process), the figure that does not depend on the machine's load.
+      const cpu = process.cpuUsage(cpuBefore)
       clearInterval(sampler)
       delay.disable()
       yield* Scope.close(scope, Exit.void)
       const mb = sizeBytes / 1e6
       console.log(`snapshot of ${mb.toFixed(0)} MB over loopback, file to file: ${seconds.toFixed(2)} s = ${(mb / seconds).toFixed(0)} MB/s (raw copy + fdatasync of the file on this disk: ${rawMBs.toFixed(0)} MB/s, ratio ${((mb / seconds) / rawMBs).toFixed(2)})`)
+      console.log(`CPU (both ends) ${((cpu.user + cpu.system) / 1000 / mb).toFixed(2)} ms per MB (user ${(cpu.user / 1000 / mb).toFixed(2)}, system ${(cpu.system / 1000 / mb).toFixed(2)})`)
       console.log(`event loop max delay during the transfer ${(delay.max / 1e6).toFixed(1)} ms; RSS +${((rssPeak - rssBefore) / 1e6).toFixed(0)} MB at peak; load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} CPUs`)
     })))
   } finally {

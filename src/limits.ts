@@ -120,6 +120,13 @@ export { checkpointBusyTimeoutMsDefault, checkpointCloseWaitMsMax } from "./sqli
 export { runPagesMax } from "./sqlite/PageApplier.ts"
 export { largePayloadBytes } from "./runtime/yieldToLoop.ts"
 export { offLoopAfterSlowAppendMs, slowSyncAppendMs } from "./storage/SegmentLog.ts"
+/** Snapshot transfers (issue 17's join): read buffers a sending link reuses (chunkBuffersMax),
+ * large frame buffers a receiving connection reuses (recycledFramesMax), and bytes of a received
+ * image written between background fdatasyncs (receivedSyncBytes): fresh memory costs ~0.9 ms
+ * per MiB on the dev VM, and one sync at the end of a 1 GiB image would wait for all of it. */
+export { chunkBuffersMax } from "./net/peers/snapshots.ts"
+export { recycledFramesMax } from "./net/peers/framing.ts"
+export { receivedSyncBytes } from "./sqlite/receivedImages.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */

@@ -16,7 +16,7 @@ import * as DiskFullWatchModule from "./DiskFullWatch.ts"
 import { isDiskFull, nextBackoffMs, whereOf } from "./DiskFullWatch.ts"
 import type { RaftRequestError } from "./raftErrors.ts"
 import type { Reply, ReplyCallback } from "./reply.ts"
-import type { SnapshotSink, SnapshotSource } from "./snapshotData.ts"
+import type { IncomingSnapshot, SnapshotSink, SnapshotSource } from "./snapshotData.ts"
 import { trace, traceDuration } from "../runtime/trace.ts"
 
 /** The replicated state machine, pluggable: the simulator's key-value map, tqlite's SQLite. */
@@ -41,6 +41,11 @@ export interface StateMachine<R> {
    * applied index is published, so a state machine can make a whole batch durable with one
    * fsync (SQLite's page applier) instead of one per entry. */
   readonly sync?: Effect.Effect<void>
+  /** Optional: sees a snapshot's bytes as they arrive from the leader, beside the snapshot store
+   * (the node wiring puts it between the transport and the store's inbox): a state machine may
+   * prepare its install meanwhile (SQLite writes each image into a file of its own, renamed into
+   * place by `restore` instead of copied). Returns the transfer the transport writes into. */
+  readonly receiveAlongside?: (incoming: IncomingSnapshot) => Effect.Effect<IncomingSnapshot>
 }
 
 /** A snapshot fixed by `prepareSnapshot`: `write` streams it; `release` frees what it holds (run

@@ -11,8 +11,9 @@ export interface SnapshotSource extends SnapshotData {
   readonly meta: SnapshotMeta
   /** Up to `lengthMax` bytes (never more than the store's chunk bound) from `offset`; empty at
    * the end. Fails (SnapshotMissing) once the snapshot was pruned: the caller gives up and the
-   * leader offers a newer one. */
-  readonly read: (offset: number, lengthMax: number) => Effect.Effect<Uint8Array, unknown>
+   * leader offers a newer one. With `into` (at least `lengthMax` bytes), an implementation may
+   * read into it and return a view of it (the caller's to reuse afterwards). */
+  readonly read: (offset: number, lengthMax: number, into?: Uint8Array) => Effect.Effect<Uint8Array, unknown>
   /** Keeps the snapshot from being pruned until the returned function is called (a peer link
    * pins what it is sending, so a transfer longer than the time between two snapshots still
    * ends). Absent: nothing to pin. */

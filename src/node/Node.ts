@@ -313,7 +313,12 @@ const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
     const stateMachine = yield* bootStep("state machine opened", parts.stateMachine(snapshot))
     const isBootSnapshot = (meta: SnapshotMeta) => snapshotMeta !== null && meta.index === snapshotMeta.index && meta.term === snapshotMeta.term
     const snapshotSource = (meta: SnapshotMeta) => (isBootSnapshot(meta) ? Effect.zipRight(verifyBoot, snapshots.source(meta)) : snapshots.source(meta))
-    const transport = yield* io.transport(snapshots.inbox)
+    // A state machine that prepares its install while a snapshot arrives sees its bytes too.
+    const alongside = stateMachine.receiveAlongside?.bind(stateMachine)
+    const inbox: SnapshotInbox = alongside === undefined
+      ? snapshots.inbox
+      : { receive: (meta, sizeBytes, crc32c) => Effect.flatMap(snapshots.inbox.receive(meta, sizeBytes, crc32c), alongside) }
+    const transport = yield* io.transport(inbox)
     const metrics = NodeMetrics.make(identity.nodeId, io.clock)
     const contact = PeerContact.make()
     const healthLimits = healthLimitsFor({ tickMs: io.tickMs, electionTicks: config.electionTicks })

@@ -24,12 +24,14 @@
 // manifest, then the images): a closed database's main file is read in chunks while the applier
 // (the only writer of closed files) waits, releasing the event loop between chunks; a leading one
 // is serialized from its committed read view (still one buffer: see src/sqlite/README.md).
-// Installing one streams every image into `<file>.tmp` and fsyncs it, then renames them all,
+// Installing one received from the leader renames the images `receiveAlongside` split off as the
+// bytes arrived (receivedImages.ts, durable by then); any other install streams every image
+// into `<file>.tmp` and fsyncs it. Then it renames them all,
 // fsyncs the directory and writes `applied-state` last. A crash before the renames leaves the old
 // files (the temp files go at start); a crash after some of them leaves files the record says are
 // older than the snapshot the log installed, so the next start installs that snapshot again
 // (`needsBootSnapshot`): the node serves either the old state or the new one, never a mix.
-import { Effect } from "effect"
+import { Cause, Effect } from "effect"
 // Snapshots read the files they copy through descriptors of their own (node:fs, reads only);
 // everything tqlite writes goes through `Disk`.
 import fs from "node:fs"
@@ -41,7 +43,7 @@ import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
 import { AppliedStateFile } from "./appliedState.ts"
-import type { BootLog, BootSnapshot, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
+import type { BootLog, BootSnapshot, IncomingSnapshot, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
 import { readExactly, SnapshotSkipped, yieldEventLoop } from "../actors/snapshotData.ts"
 import type { DatabaseEntry } from "./databaseSnapshot.ts"
 import { decodeManifest, encodeManifest, manifestLength, manifestPrefixBytes } from "./databaseSnapshot.ts"
@@ -58,6 +60,8 @@ import { walFrameBytes, walHeaderBytes } from "./walFormat.ts"
 import { isDiskFull } from "../actors/DiskFullWatch.ts"
 import { SqlNotLeader } from "./Sql.ts"
 import { decodeWriteEntry } from "./writeEntry.ts"
+import type { ReceivedImages } from "./receivedImages.ts"
+import { ImageSplitter, receivedSuffix } from "./receivedImages.ts"
 import { trace, traceDuration, tracing } from "../runtime/trace.ts"
 import { largePayloadBytes } from "../runtime/yieldToLoop.ts"
 import type { PageSet } from "./pageSet.ts"
@@ -142,6 +146,9 @@ export interface SqliteMachineBugs {
   readonly readTornEntry?: boolean
   /** Snapshot images are installed without fdatasyncing them (power loss after an install). */
   readonly installUnsynced?: boolean
+  /** Images split off a snapshot as it arrives are renamed into place without having been
+   * fdatasynced (power loss after an install by rename). */
+  readonly receivedUnsynced?: boolean
   /** A leader's checkpoint is recorded without fdatasyncing the main file it wrote without
    * SQLite's own fsyncs (power loss after a checkpoint). */
   readonly skipCheckpointSync?: boolean
@@ -166,6 +173,8 @@ export interface SqliteMachineStats {
   snapshots: number
   /** Entries whose pages were written off the event loop (PageApplier.applyOffLoop). */
   offLoopApplies: number
+  /** Restores that renamed images received alongside the transfer into place (no copy). */
+  installsByRename: number
 }
 
 interface Slot {
@@ -231,7 +240,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The term of the newest barrier entry applied: a leader of that term has applied everything
    * committed before it won. */
   barrierTerm: Term = 0
-  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0, snapshots: 0, offLoopApplies: 0 }
+  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0, snapshots: 0, offLoopApplies: 0, installsByRename: 0 }
   /** Called for each skipped entry (the simulator counts them: they should not happen). */
   onSkipped: ((database: string, index: LogIndex, reason: string) => void) | null = null
   private readonly slots = new Map<string, Slot>()
@@ -250,6 +259,11 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   private recorded: AppliedState | null = null
   /** The last entry whose pages could not be written (for the `skipFailedEntry` bug). */
   private failedApplyIndex: LogIndex = 0
+  /** A snapshot arriving from the leader, its images split into files of their own
+   * (receivedImages.ts), and the last one received whole, until `restore` renames it in. */
+  private receiving: ImageSplitter | null = null
+  private receivedTransfers = 0
+  private received: { readonly images: ReceivedImages; readonly fileOf: (name: string) => string } | null = null
 
   private constructor(
     private readonly options: SqliteMachineOptions,
@@ -567,9 +581,90 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
           slot.owner = null
         }
-        return Effect.zipRight(this.installFrom(source, meta.index, { onlyOlder: false }), Effect.sync(() => void this.stats.restores++))
+        const received = this.claimReceived(meta, source.sizeBytes)
+        const install = received === null ? this.installFrom(source, meta.index, { onlyOlder: false }) : this.installReceived(received.images, received.fileOf)
+        return Effect.zipRight(install, Effect.sync(() => void this.stats.restores++))
       })
     )
+
+  /** The transport writes a snapshot from the leader through this (Node wiring): each image also
+   * goes into a file of its own as it arrives, durable when the transfer finishes, so `restore`
+   * renames it into place. A transfer resumed part way (its start is only in the store's file),
+   * or one whose split fails, is installed by copying from the store's file instead. */
+  readonly receiveAlongside = (incoming: IncomingSnapshot): Effect.Effect<IncomingSnapshot> =>
+    Effect.gen(this, function*() {
+      yield* this.stopReceiving
+      const start = yield* incoming.offset
+      if (start !== 0 || this.closed) return incoming
+      const { index, term } = incoming.meta
+      // Unique per transfer: a snapshot offered again (a Raft retry) never writes the files an
+      // install of its earlier copy is renaming.
+      const transfer = ++this.receivedTransfers
+      const fileOf = (name: string) => `${this.databasePath(name)}.${index}-${term}-${transfer}${receivedSuffix}`
+      const splitter = new ImageSplitter({ disk: this.disk, fileOf, meta: incoming.meta, sizeBytes: incoming.sizeBytes, ...(this.options.bugs?.receivedUnsynced === true ? { skipSync: true } : {}) })
+      this.receiving = splitter
+      const live = () => this.receiving === splitter
+      const giveUp = Effect.suspend(() => (live() ? this.stopReceiving : Effect.void))
+      const writeAt = (offset: number, chunk: Uint8Array): Effect.Effect<number, unknown> =>
+        Effect.gen(this, function*() {
+          const before = yield* incoming.offset
+          // The bytes that extend the store's file (writeAt's rule), split at the same time.
+          const extends_ = live() && before === splitter.offset && offset <= before && offset + chunk.byteLength > before
+          if (!extends_) return yield* incoming.writeAt(offset, chunk)
+          const fresh = chunk.subarray(before - offset, Math.min(chunk.byteLength, incoming.sizeBytes - offset))
+          const [after, split] = yield* Effect.all([incoming.writeAt(offset, chunk), Effect.exit(splitter.write(before, fresh))], { concurrency: 2 })
+          if (split._tag === "Failure" || after !== before + fresh.byteLength) {
+            yield* Effect.logDebug(`snapshot ${index}: images not split as they arrive (installed by copy): ${split._tag === "Failure" ? String(Cause.squash(split.cause)) : `store at ${after}`}`)
+            yield* giveUp
+          }
+          return after
+        })
+      const finish = Effect.gen(this, function*() {
+        const source = yield* incoming.finish
+        if (!live()) return source
+        this.receiving = null
+        const done = yield* Effect.exit(splitter.finish)
+        if (done._tag === "Failure") {
+          yield* splitter.abandon
+          return source
+        }
+        if (this.received !== null) yield* this.dropReceived(this.received.images, this.received.fileOf)
+        this.received = { images: done.value, fileOf }
+        return source
+      }).pipe(Effect.tapErrorCause(() => giveUp))
+      const pause = Effect.zipRight(giveUp, incoming.pause)
+      return { ...incoming, writeAt, finish, pause }
+    })
+
+  private readonly stopReceiving: Effect.Effect<void> = Effect.suspend(() => {
+    const splitter = this.receiving
+    this.receiving = null
+    return splitter === null ? Effect.void : splitter.abandon
+  })
+
+  /** The images received alongside snapshot `meta`, taken for its install (null: copy it). */
+  private claimReceived(meta: SnapshotMeta, sizeBytes: number): { readonly images: ReceivedImages; readonly fileOf: (name: string) => string } | null {
+    const received = this.received
+    if (received === null || received.images.meta.index !== meta.index || received.images.meta.term !== meta.term || received.images.sizeBytes !== sizeBytes) return null
+    this.received = null
+    return received
+  }
+
+  private dropReceived(images: ReceivedImages, fileOf: (name: string) => string): Effect.Effect<void> {
+    return Effect.forEach(images.entries, (entry) => Effect.ignore(unlinkIfExists(this.disk, fileOf(entry.name))), { discard: true })
+  }
+
+  /** Installs by renaming the received images (durable: the splitter fdatasynced each) into
+   * place; the switch is the one a copied install makes (switchTo). */
+  private installReceived(images: ReceivedImages, fileOf: (name: string) => string): Effect.Effect<void> {
+    const index = images.meta.index
+    return Effect.gen(this, function*() {
+      trace("snapshot.install.start", index)
+      yield* Effect.orDie(this.switchTo(images.entries, index, { onlyOlder: false }, (entry) => fileOf(entry.name)))
+      this.stats.installsByRename++
+      trace("snapshot.install.end", index)
+    })
+  }
 
   private get chunkBytes(): number {
     return this.options.snapshotChunkBytes ?? 1024 * 1024
@@ -620,7 +715,12 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     })
   }
 
-  private switchTo(entries: ReadonlyArray<DatabaseEntry>, index: LogIndex, options: { readonly onlyOlder: boolean }): Effect.Effect<void, DiskFailure | PageFileError> {
+  private switchTo(
+    entries: ReadonlyArray<DatabaseEntry>,
+    index: LogIndex,
+    options: { readonly onlyOlder: boolean },
+    imageFile: (entry: DatabaseEntry, slot: Slot) => string = (_, slot) => `${slot.path}.tmp`
+  ): Effect.Effect<void, DiskFailure | PageFileError> {
     return Effect.gen(this, function*() {
       const disk = this.disk
       const byName = new Map(entries.map((entry) => [entry.name, entry]))
@@ -642,7 +742,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         slot.discarding = null
         slot.tornEntryIndex = 0
         slot.changes++
-        yield* disk.rename(`${slot.path}.tmp`, slot.path)
+        yield* disk.rename(imageFile(entry, slot), slot.path)
         yield* unlinkIfExists(disk, `${slot.path}-wal`)
         yield* unlinkIfExists(disk, `${slot.path}-shm`)
         slot.fileIndex = index
@@ -996,7 +1096,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   private recoverFiles(state: AppliedState | null): Effect.Effect<void, DiskFailure> {
     return Effect.gen(this, function*() {
       for (const file of yield* this.disk.list(this.databasesDir)) {
-        if (file.endsWith("-wal") || file.endsWith("-shm") || file.endsWith(".tmp")) yield* this.disk.unlink(path.join(this.databasesDir, file))
+        // Received images too: what the restart must install comes from the snapshot store.
+        if (file.endsWith("-wal") || file.endsWith("-shm") || file.endsWith(".tmp") || file.endsWith(receivedSuffix)) yield* this.disk.unlink(path.join(this.databasesDir, file))
       }
       for (const file of yield* this.disk.list(this.databasesDir)) {
         const name = nameOfFile(file)

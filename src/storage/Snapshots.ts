@@ -303,13 +303,13 @@ function sourceOfFile(
     meta,
     sizeBytes,
     crc32c: dataCrc,
-    read: (offset, lengthMax) =>
+    read: (offset, lengthMax, into) =>
       Effect.gen(function*() {
         assert(offset >= 0 && offset <= sizeBytes, `read offset ${offset} outside [0, ${sizeBytes}]`)
         const length = Math.min(lengthMax, chunkBytesMax, sizeBytes - offset)
         if (length === 0) return new Uint8Array(0)
         if (!(yield* disk.exists(file))) return yield* missing()
-        const data = yield* withFile(disk, file, "read", (handle) => readOffLoop(handle, dataStart + offset, length))
+        const data = yield* withFile(disk, file, "read", (handle) => readOffLoop(handle, dataStart + offset, length, into))
         if (data.byteLength !== length) return yield* new SnapshotCorrupted({ file, offset: dataStart + offset, reason: `read ${data.byteLength} of ${length} bytes` })
         return data
       })

@@ -1,4 +1,5 @@
-// Power lost at every disk operation of a follower's apply-and-sync, of a snapshot install and of
+// Power lost at every disk operation of a follower's apply-and-sync, of a snapshot install (copied
+// from the store's file, or renamed into place from the images split off as it arrived) and of
 // a leader's step-down (WAL cut, removal, record), on the simulator's disk for SQLite files
 // (test/sim/MirrorDisk.ts), in each crash mode: whatever survives, the node restarts, replays its
 // log from the index applied-state records, and ends with the reference content. Each crash point is proven by a bug of the durable-state code (SqliteMachineBugs) that
@@ -7,7 +8,8 @@ import fs from "node:fs"
 import Database from "better-sqlite3"
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import type { Entry } from "../../src/raft/types.ts"
+import type { Entry, SnapshotMeta } from "../../src/raft/types.ts"
+import type { IncomingSnapshot, SnapshotSource } from "../../src/actors/snapshotData.ts"
 import { encodeManifest } from "../../src/sqlite/databaseSnapshot.ts"
 import type { SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
@@ -67,8 +69,8 @@ function applyCrashReplay(options: {
   readonly crashAt: number | null
   readonly mode: CrashMode
   readonly bugs?: SqliteMachineBugs
-  readonly restoreAt?: { readonly index: number; readonly data: Uint8Array }
-}): { readonly rows: string; readonly opsUsed: number } {
+  readonly restoreAt?: RestoreAt
+}): { readonly rows: string; readonly opsUsed: number; readonly installsByRename: number } {
   const dataDir = newDir()
   const disk = makeMirrorDisk({ seed: 5 })
   const open = () => run(SqliteMachine.open({ dataDir, nodeId: 2, pageSize, fsync: "sync", disk: disk.service, bootSnapshot: null, betweenChunks: Effect.void, ...(options.bugs !== undefined ? { bugs: options.bugs } : {}) }))
@@ -78,7 +80,8 @@ function applyCrashReplay(options: {
   try {
     if (options.restoreAt !== undefined) {
       const meta = { index: options.restoreAt.index, term: 1, config: { members: [] } }
-      run(machine.restore(meta, snapshotSourceOf(meta, options.restoreAt.data)))
+      const source = options.restoreAt.byRename === true ? receiveAlongside(machine, meta, options.restoreAt.data) : snapshotSourceOf(meta, options.restoreAt.data)
+      run(machine.restore(meta, source))
     }
     for (const entry of options.entries) {
       if (entry.index <= (options.restoreAt?.index ?? 0)) continue
@@ -90,6 +93,7 @@ function applyCrashReplay(options: {
     // The power went out: what the disk kept is what the restart finds.
   }
   const opsUsed = disk.driver.ops() - opsBefore
+  const installsByRename = machine.stats.installsByRename
   machine.close()
   if (options.crashAt !== null && !disk.driver.isCrashed()) disk.driver.crash(options.mode)
   disk.driver.restart()
@@ -98,11 +102,37 @@ function applyCrashReplay(options: {
   run(restarted.sync)
   const file = restarted.databasePath("main")
   restarted.close()
-  return { rows: rowsOf(file), opsUsed }
+  return { rows: rowsOf(file), opsUsed, installsByRename }
+}
+
+interface RestoreAt {
+  readonly index: number
+  readonly data: Uint8Array
+  /** The snapshot arrives as a transfer the machine sees alongside the store (receiveAlongside),
+   * so its install renames the images it split off instead of copying them. */
+  readonly byRename?: boolean
+}
+
+/** `data` received as a transfer in 4 KiB chunks, through the machine's receiveAlongside over an
+ * in-memory stand-in for the snapshot store's incoming file: the source its finish returns. */
+function receiveAlongside(machine: SqliteMachine, meta: SnapshotMeta, data: Uint8Array): SnapshotSource {
+  let written = 0
+  const store: IncomingSnapshot = {
+    meta,
+    sizeBytes: data.byteLength,
+    crc32c: 0,
+    offset: Effect.sync(() => written),
+    writeAt: (offset, chunk) => Effect.sync(() => (written = Math.max(written, Math.min(offset + chunk.byteLength, data.byteLength)))),
+    finish: Effect.sync(() => snapshotSourceOf(meta, data)),
+    pause: Effect.void
+  }
+  const incoming = run(machine.receiveAlongside(store))
+  for (let at = 0; at < data.byteLength; at += 4096) run(incoming.writeAt(at, data.subarray(at, at + 4096)))
+  return run(Effect.orDie(incoming.finish))
 }
 
 /** Every crash point and mode: the crash points where the end content is not the reference. */
-function sweep(entries: ReadonlyArray<Entry>, syncEvery: number, bugs: SqliteMachineBugs | undefined, reference: string, restoreAt?: { index: number; data: Uint8Array }): Array<string> {
+function sweep(entries: ReadonlyArray<Entry>, syncEvery: number, bugs: SqliteMachineBugs | undefined, reference: string, restoreAt?: RestoreAt): Array<string> {
   const { opsUsed } = applyCrashReplay({ entries, syncEvery, crashAt: null, mode: "lose", ...(restoreAt !== undefined ? { restoreAt } : {}) })
   expect(opsUsed).toBeGreaterThan(5)
   const wrong: Array<string> = []
@@ -142,7 +172,14 @@ describe("power lost at every disk operation under the SQLite files", () => {
     const restoreAt = { index: 6, data }
     expect(sweep(entries, 4, undefined, reference, restoreAt)).toEqual([])
     expect(sweep(entries, 4, { installUnsynced: true }, reference, restoreAt).length).toBeGreaterThan(0)
-  }, 120_000)
+    // Received alongside the transfer and renamed into place: the same guarantee, and it is a
+    // rename (no copy); renaming images whose bytes were never fdatasynced is caught.
+    const byRename = { ...restoreAt, byRename: true }
+    expect(applyCrashReplay({ entries, syncEvery: 4, crashAt: null, mode: "lose", restoreAt: byRename }).installsByRename).toBe(1)
+    expect(applyCrashReplay({ entries, syncEvery: 4, crashAt: null, mode: "lose", restoreAt }).installsByRename).toBe(0)
+    expect(sweep(entries, 4, undefined, reference, byRename)).toEqual([])
+    expect(sweep(entries, 4, { receivedUnsynced: true }, reference, byRename).length).toBeGreaterThan(0)
+  }, 240_000)
 
   it("during a step-down's WAL cut and its removal: the restarted node replays to the committed rows; recording the file before the discard is caught", () => {
     const committed = discardCrash(null, "lose").rows

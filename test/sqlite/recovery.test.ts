@@ -57,17 +57,20 @@ describe("catching up", () => {
         const contents = filesOf(cluster).map((f) => contentOf(f.path))
         const integrity = filesOf(cluster).map((f) => integrityOf(f.path))
         const restores = restarted.stats.restores
+        // Its images arrived beside the store's file and were renamed into place, not copied.
+        const installsByRename = restarted.stats.installsByRename
         // Fewer than snapshotEveryEntries applied after the snapshot it installed: it takes none
         // of its own (it took one at once, of the state it had just installed, before the fix).
         const snapshotsTaken = restarted.stats.snapshots
         yield* cluster.shutdown()
-        return { converged, count, contents, integrity, restores, entries, snapshotsTaken }
+        return { converged, count, contents, integrity, restores, installsByRename, entries, snapshotsTaken }
       })
     )
     expect(result.converged).toBe(true)
     expect(result.count).toEqual([[10_000n]])
     expect(result.entries).toBeLessThan(2_000) // group commit
     expect(result.restores).toBeGreaterThanOrEqual(1)
+    expect(result.installsByRename).toBe(result.restores)
     expect(result.snapshotsTaken).toBe(0)
     expect(new Set(result.contents).size).toBe(1)
     expect(result.integrity).toEqual(["ok", "ok", "ok"])

@@ -345,9 +345,12 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       const syscall = current.coalescer.hold()
       current.socket.cork()
       let small: Array<Uint8Array> = []
+      // Frames whose memory the sender reuses once the socket has taken them (snapshot chunks).
+      const writtenCallbacks: Array<() => void> = []
       for (const frame of group.payloads) {
         if (frame.parts.length === 1 && frame.byteLength < payloadCopyBytesMax) {
           small.push(frame.parts[0]!)
+          if (frame.written !== undefined) writtenCallbacks.push(frame.written)
           continue
         }
         if (small.length > 0) current.socket.write(encodeFrames(small))
@@ -355,9 +358,17 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         const prefix = Buffer.allocUnsafe(lengthPrefixBytes)
         prefix.writeUInt32LE(frame.byteLength, 0)
         current.socket.write(prefix)
-        for (const part of frame.parts) current.socket.write(part)
+        const written = frame.written
+        frame.parts.forEach((part, i) => {
+          // The socket calls back once the part reached the kernel, or with an error once it was
+          // destroyed: either way it no longer reads the memory.
+          if (written !== undefined && i === frame.parts.length - 1) current.socket.write(part, () => written())
+          else current.socket.write(part)
+        })
       }
       if (small.length > 0) current.socket.write(encodeFrames(small))
+      // Copied into the small frames' buffer: theirs is free at once.
+      for (const written of writtenCallbacks) written()
       current.socket.uncork()
       trace("link.write")
       counters.bytesWritten += group.bytes
@@ -479,12 +490,11 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
             setLastSnapshot(null)
             break
           }
+          // Raw bytes behind a fixed header (framing.ts), not msgpack: no copy of the data.
           const chunk = read.right
           if (chunk !== null) {
-            const packed = current.packer.pack(chunk)
-            const payload: PackedFrame = { parts: [packed], byteLength: packed.byteLength }
-            group.payloads.push(payload)
-            group.bytes += lengthPrefixBytes + payload.byteLength
+            group.payloads.push(chunk)
+            group.bytes += lengthPrefixBytes + chunk.byteLength
           }
           if (snapshot.done) {
             snapshot = null

@@ -222,6 +222,8 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
             continue
           }
           const result = yield* (frame._tag === "SnapshotBegin" ? snapshots.begin(frame) : snapshots.chunk(frame))
+          // The chunk is written (or ignored): its frame's memory serves the next chunk.
+          if (frame._tag === "SnapshotChunk") reader.decoder.recycle(payload)
           if (result.resumeAt !== null && !reader.socket.destroyed) reader.socket.write(encodeResume(result.resumeAt.transfer, result.resumeAt.offset))
           if (result.dropped !== null) {
             inbound.snapshotsDropped++

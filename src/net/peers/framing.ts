@@ -60,6 +60,9 @@ const retainedBufferBytesMax = 1024 * 1024
 /** Frames from this size are received into their own buffer (FrameDecoder.receiveLarge). */
 export const largeFrameBytes = 1024 * 1024
 const initialBufferBytes = 64 * 1024
+/** Large frames a decoder keeps for reuse (FrameDecoder.recycle): a snapshot receiver holds one
+ * while it writes it and reads the next into another. */
+export const recycledFramesMax = 2
 
 /**
  * Streaming decoder: `push` chunks of any size as they arrive, then call `next` until it says
@@ -76,6 +79,10 @@ export class FrameDecoder {
    * no copy out of it): allocated without zeroing, so its memory is touched only as chunks
    * arrive, spread over the reads instead of one long step (fresh memory is slow on some VMs). */
   private large: { readonly frame: Uint8Array; filled: number } | null = null
+  /** Large frames their consumer handed back (`recycle`), reused for the next large frame of
+   * the same size: a snapshot's chunks all have one size, and fresh memory costs ~0.9 ms per MiB
+   * on the dev VM (a 1 GiB join paid it once per chunk). At most `recycledFramesMax`. */
+  private readonly recycled: Array<Uint8Array> = []
 
   /** May be changed between frames, e.g. raised once a handshake has succeeded. */
   constructor(public frameBytesMax: number) {
@@ -125,12 +132,21 @@ export class FrameDecoder {
   /** Moves the start of a large frame (everything buffered after its prefix) into a buffer of
    * the frame's size, which `push` fills from then on. */
   private receiveLarge(frameBytes: number): void {
-    const frame = new Uint8Array(Buffer.allocUnsafeSlow(frameBytes).buffer, 0, frameBytes)
+    const reuse = this.recycled.findIndex((frame) => frame.byteLength === frameBytes)
+    const frame = reuse >= 0 ? this.recycled.splice(reuse, 1)[0]! : new Uint8Array(Buffer.allocUnsafeSlow(frameBytes).buffer, 0, frameBytes)
     const have = this.end - this.start - lengthPrefixBytes
     assert(have >= 0 && have < frameBytes, "a large frame starts with part of it buffered")
     frame.set(this.buffer.subarray(this.start + lengthPrefixBytes, this.end), 0)
     this.large = { frame, filled: have }
     this.reset()
+  }
+
+  /** Hands back a large frame this decoder returned, once nothing refers to its bytes any more
+   * (the caller's promise): it may be filled again by a later frame. Others are ignored. */
+  recycle(frame: Uint8Array): void {
+    if (frame.byteLength < largeFrameBytes || frame.byteOffset !== 0 || frame.byteLength !== frame.buffer.byteLength) return
+    if (this.recycled.length >= recycledFramesMax || this.recycled.includes(frame)) return
+    this.recycled.push(frame)
   }
 
   /** Removes and returns the first `n` buffered bytes (a copy). Requires `n <= bufferedBytes`. */
@@ -175,6 +191,9 @@ export class FrameDecoder {
 export interface PackedFrame {
   readonly parts: ReadonlyArray<Uint8Array>
   readonly byteLength: number
+  /** Called once the socket has handed every part to the kernel (or was destroyed first): a
+   * sender may reuse the parts' memory from then on (snapshot chunks, snapshots.ts). */
+  readonly written?: () => void
 }
 
 export interface FramePacker {
@@ -249,6 +268,41 @@ function packDataHeader(packr: Packr, message: Message & { readonly _tag: "Appen
   return { header, data }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Snapshot chunks: raw bytes behind a fixed header (peer protocol 4)
+//
+//   u8 0xc3 | f64 transfer | f64 offset | the data
+//
+// msgpackr copied each chunk into fresh memory on the sender, and that copy was the largest
+// single cost of a transfer (fresh memory is ~0.9 ms/MiB on the dev VM, issue 17's join). Written
+// as a header and a view of the read buffer (one writev); received as a view of the frame. 0xc3 is
+// msgpack's `true`, which no frame is.
+export const snapshotChunkMarker = 0xc3
+export const snapshotChunkHeaderBytes = 17
+
+/** A chunk frame carrying `data` (a view: not copied); `written` as in PackedFrame. */
+export function snapshotChunkFrame(transfer: number, offset: number, data: Uint8Array, written?: () => void): PackedFrame {
+  assert(Number.isSafeInteger(transfer) && transfer >= 0 && Number.isSafeInteger(offset) && offset >= 0, "a chunk's transfer and offset are counts")
+  const header = new Uint8Array(snapshotChunkHeaderBytes)
+  const view = new DataView(header.buffer)
+  header[0] = snapshotChunkMarker
+  view.setFloat64(1, transfer, true)
+  view.setFloat64(9, offset, true)
+  const parts = [header, data]
+  const byteLength = snapshotChunkHeaderBytes + data.byteLength
+  return written === undefined ? { parts, byteLength } : { parts, byteLength, written }
+}
+
+/** A chunk frame's payload as a SnapshotChunk whose data views the payload. */
+export function decodeSnapshotChunk(payload: Uint8Array): Either.Either<PeerFrame, MalformedFrame> {
+  if (payload.byteLength <= snapshotChunkHeaderBytes) return Either.left(new MalformedFrame({ detail: `a snapshot chunk frame of ${payload.byteLength} bytes carries no data` }))
+  const view = new DataView(payload.buffer, payload.byteOffset, snapshotChunkHeaderBytes)
+  const transfer = view.getFloat64(1, true)
+  const offset = view.getFloat64(9, true)
+  if (!isCount(transfer) || !isCount(offset)) return Either.left(new MalformedFrame({ detail: "snapshot chunk has a bad transfer or offset" }))
+  return Either.right({ _tag: "SnapshotChunk", transfer, offset, data: payload.subarray(snapshotChunkHeaderBytes) })
+}
+
 interface Assembling {
   readonly message: Message & { readonly _tag: "AppendEntries" }
   readonly dataBytes: ReadonlyArray<number>
@@ -303,6 +357,7 @@ export function makeUnpacker(dataBytesMax: number = frameBytesLimit): FrameUnpac
   let assembling: Assembling | null = null
   const malformed = (detail: string) => Either.left(new MalformedFrame({ detail }))
   const unpack = (payload: Uint8Array): Either.Either<PeerFrame, MalformedFrame> => {
+    if (payload[0] === snapshotChunkMarker) return decodeSnapshotChunk(payload)
     let value: unknown
     try {
       value = unpackr.unpack(payload)

@@ -4,7 +4,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import type { PeerFrame } from "../../../src/net/peers/framing.ts"
-import { dataChunkFrame, dataHeaderMarker, encodeFrames, envelopeSizeBytes, FrameDecoder, largeFrameBytes, makePacker, makeUnpacker, outOfBandDataBytes } from "../../../src/net/peers/framing.ts"
+import { dataChunkFrame, dataHeaderMarker, encodeFrames, envelopeSizeBytes, FrameDecoder, largeFrameBytes, makePacker, makeUnpacker, outOfBandDataBytes, snapshotChunkFrame, snapshotChunkHeaderBytes, snapshotChunkMarker } from "../../../src/net/peers/framing.ts"
 import { message, plain, prng } from "./helpers.ts"
 
 /** Pulls every whole frame the decoder has. */
@@ -191,6 +191,78 @@ describe("large frames and data frames (issue 17: a 20 MiB entry)", () => {
       expect(frames[1]!.buffer.byteLength).toBe(big.byteLength)
       expect(decoder.bufferedBytes).toBe(0)
     }
+  })
+
+  // Snapshot chunk frames and reused buffers (issue 17: a join at disk speed).
+  it("a chunk is raw bytes behind a fixed header: the data is a view of the sender's buffer and of the received frame", () => {
+    const data = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff)
+    const packed = snapshotChunkFrame(3, 2 ** 40, data)
+    expect(packed.parts[1] === data).toBe(true) // not copied
+    expect(packed.byteLength).toBe(snapshotChunkHeaderBytes + data.byteLength)
+    const payload = concat(packed.parts)
+    expect(payload[0]).toBe(snapshotChunkMarker)
+    const decoded = Either.getOrThrow(makeUnpacker().receive(payload))
+    expect(decoded?._tag).toBe("SnapshotChunk")
+    if (decoded?._tag !== "SnapshotChunk") return
+    expect({ transfer: decoded.transfer, offset: decoded.offset }).toEqual({ transfer: 3, offset: 2 ** 40 })
+    expect(Buffer.compare(decoded.data, data)).toBe(0)
+    expect(decoded.data.buffer === payload.buffer).toBe(true) // a view of the frame
+  })
+
+  it("a chunk without data, with a bad offset, or inside a data message is MalformedFrame", () => {
+    const malformed = (payload: Uint8Array, unpacker = makeUnpacker()) => {
+      const result = unpacker.receive(payload)
+      return Either.isLeft(result) && result.left._tag === "MalformedFrame"
+    }
+    const good = concat(snapshotChunkFrame(1, 0, Uint8Array.of(9)).parts)
+    expect(malformed(good)).toBe(false)
+    expect(malformed(good.subarray(0, snapshotChunkHeaderBytes))).toBe(true)
+    const negative = good.slice()
+    new DataView(negative.buffer).setFloat64(9, -1, true)
+    expect(malformed(negative)).toBe(true)
+    const packer = makePacker()
+    const [header] = framesFor(packer, appendWith([outOfBandDataBytes]), 100_000)
+    const unpacker = makeUnpacker()
+    expect(malformed(header!, unpacker)).toBe(false)
+    expect(malformed(good, unpacker)).toBe(true)
+  })
+
+  it("a large frame handed back is filled again by the next large frame of its size, and only then", () => {
+    const size = largeFrameBytes + 17
+    const first = Uint8Array.from({ length: size }, (_, i) => i & 0xff)
+    const second = Uint8Array.from({ length: size }, (_, i) => (i * 3) & 0xff)
+    const third = Uint8Array.from({ length: size + 1 }, (_, i) => (i * 5) & 0xff)
+    const decoder = new FrameDecoder(64 * 1024 * 1024)
+    // As a socket delivers it: 64 KiB at a time, so the frame is received into its own buffer.
+    const receive = (payload: Uint8Array): Uint8Array => {
+      const stream = encodeFrames([payload])
+      const frames: Array<Uint8Array> = []
+      for (let at = 0; at < stream.byteLength; at += 65_536) {
+        decoder.push(stream.subarray(at, at + 65_536))
+        frames.push(...drain(decoder))
+      }
+      expect(frames.length).toBe(1)
+      return frames[0]!
+    }
+    const same = (x: Uint8Array, y: Uint8Array) => x.buffer === y.buffer
+    const a = receive(first)
+    // Not handed back: the next frame gets memory of its own.
+    const b = receive(second)
+    expect(same(a, b)).toBe(false)
+    expect(Buffer.compare(a, first)).toBe(0)
+    decoder.recycle(a)
+    const c = receive(second)
+    expect(same(c, a)).toBe(true)
+    expect(Buffer.compare(c, second)).toBe(0)
+    // Another size does not take it; a view into a frame is never kept.
+    decoder.recycle(c)
+    decoder.recycle(b.subarray(1))
+    const d = receive(third)
+    expect(same(d, c) || same(d, b)).toBe(false)
+    expect(Buffer.compare(d, third)).toBe(0)
+    const e = receive(first)
+    expect(same(e, c)).toBe(true)
+    expect(Buffer.compare(e, first)).toBe(0)
   })
 })
 

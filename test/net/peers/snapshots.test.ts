@@ -4,7 +4,9 @@
 // a restart of the receiver resumes from the durable offset; another snapshot discards it.
 import * as fs from "node:fs"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Either, Exit, Scope } from "effect"
+import type { PackedFrame, PeerFrame } from "../../../src/net/peers/framing.ts"
+import { decodeSnapshotChunk } from "../../../src/net/peers/framing.ts"
 import type { InstallSnapshot } from "../../../src/raft/messages.ts"
 import { InboundSnapshots, OutboundSnapshot } from "../../../src/net/peers/snapshots.ts"
 import type { SnapshotsService } from "../../../src/storage/Snapshots.ts"
@@ -13,11 +15,21 @@ import { bytesEqual, bytesOf, prng, snapshotStore, storedSnapshot } from "./help
 const meta = { index: 10, term: 2, config: { members: [{ id: 1, address: "a:1", role: "voter" as const }] } }
 const message: InstallSnapshot = { _tag: "InstallSnapshot", from: 1, to: 2, term: 3, meta }
 
+type ChunkFrame = Extract<PeerFrame, { _tag: "SnapshotChunk" }>
+
+/** A chunk frame as the receiver decodes it (the sender's buffers are never given back here:
+ * no `written` is called, so each chunk keeps its own). */
+const decoded = (frame: PackedFrame): ChunkFrame => {
+  const payload = Buffer.concat(frame.parts.map((part) => Buffer.from(part)))
+  expect(payload.byteLength).toBe(frame.byteLength)
+  return Either.getOrThrow(decodeSnapshotChunk(payload)) as ChunkFrame
+}
+
 /** Every chunk the sender has left, read from its file. */
 const chunksOf = (out: OutboundSnapshot) =>
   Effect.gen(function*() {
-    const chunks = []
-    for (let chunk = yield* out.nextChunk; chunk !== null; chunk = yield* out.nextChunk) chunks.push(chunk)
+    const chunks: Array<ChunkFrame> = []
+    for (let chunk = yield* out.nextChunk; chunk !== null; chunk = yield* out.nextChunk) chunks.push(decoded(chunk))
     return chunks
   }).pipe(Effect.orDie)
 
@@ -118,6 +130,35 @@ describe("snapshot streaming", () => {
       let last = null
       for (const chunk of rest) last = yield* inbound2.chunk(chunk)
       expect(bytesEqual(yield* bytesOf(last!.completed!.snapshot), data)).toBe(true)
+    }))
+
+  it.scoped("the sender reads a chunk into a buffer only once the socket gave it back (`written`), and keeps none after the transfer", () =>
+    Effect.gen(function*() {
+      const { store: a } = yield* snapshotStore({ chunkBytesMax: 1000 })
+      const data = prng(9).bytes(6000)
+      const out = yield* sender(a, data)
+      out.resumeAt(0)
+      const next = Effect.map(Effect.orDie(out.nextChunk), (chunk) => chunk!)
+      const bufferOf = (chunk: { readonly parts: ReadonlyArray<Uint8Array> }) => chunk.parts[1]!.buffer
+      const c1 = yield* next
+      const c2 = yield* next
+      expect(bufferOf(c1) === bufferOf(c2)).toBe(false) // c1 is still the socket's
+      c1.written!()
+      const c3 = yield* next
+      expect(bufferOf(c3) === bufferOf(c1)).toBe(true)
+      expect(bytesEqual(decoded(c3).data, data.subarray(2000, 3000))).toBe(true)
+      expect(decoded(c2).offset).toBe(1000)
+      c2.written!()
+      c2.written!() // twice: kept once
+      const c4 = yield* next
+      const c5 = yield* next
+      expect(bufferOf(c4) === bufferOf(c2)).toBe(true)
+      expect(bufferOf(c5) === bufferOf(c2)).toBe(false)
+      out.release()
+      c4.written!()
+      const c6 = yield* next
+      expect(bufferOf(c6) === bufferOf(c4)).toBe(false)
+      expect(bytesEqual(decoded(c6).data, data.subarray(5000, 6000))).toBe(true)
     }))
 
   it.scoped("another snapshot discards the partial one", () =>
