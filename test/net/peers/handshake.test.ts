@@ -13,7 +13,7 @@ describe("first word", () => {
   it("dqlite's v1 and legacy versions are clients, TQLPEER+version is a peer, the rest unknown", () => {
     expect(classifyFirstWord(word(1, 0, 0, 0, 0, 0, 0, 0))).toEqual({ _tag: "Client", version: 1n })
     expect(classifyFirstWord(word(0xe5, 0x3f, 0x43, 0x60, 0xd7, 0x4d, 0x10, 0x86))).toEqual({ _tag: "Client", version: 0x86104dd760433fe5n })
-    expect(Array.from(peerMagicWord())).toEqual([0x54, 0x51, 0x4c, 0x50, 0x45, 0x45, 0x52, 0x03])
+    expect(Array.from(peerMagicWord())).toEqual([0x54, 0x51, 0x4c, 0x50, 0x45, 0x45, 0x52, 0x04])
     expect(classifyFirstWord(peerMagicWord())).toEqual({ _tag: "Peer", version: peerProtocolVersion })
     expect(classifyFirstWord(peerMagicWord(9))).toEqual({ _tag: "Peer", version: 9 })
     expect(classifyFirstWord(word(2, 0, 0, 0, 0, 0, 0, 0))._tag).toBe("Unknown")

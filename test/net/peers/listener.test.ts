@@ -126,7 +126,7 @@ describe("listener", () => {
   it.scopedLive("a peer speaking another protocol version is refused, and the log says why", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {
-      const a = yield* start({ nodeId: 1, protocolVersion: 4 })
+      const a = yield* start({ nodeId: 1, protocolVersion: 5 })
       const b = yield* start({ nodeId: 2 })
       yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
       yield* a.transport.send(heartbeat(1, 2, 0))
@@ -134,8 +134,8 @@ describe("listener", () => {
       yield* waitUntil("the link to see it", Effect.map(link(a.transport), (s) => s.connectFailures >= 1))
       expect(b.received).toEqual([])
       const warnings = logs.lines.filter((line) => line.level === "WARN").map((line) => line.message)
-      expect(warnings).toContainEqual(expect.stringMatching(/^refusing peer connection from .*: peer protocol version 4 \(first word\) differs from ours \(3\)$/))
-      expect(warnings).toContainEqual(expect.stringMatching(/refused our handshake: peer protocol version 4 \(first word\) differs from ours \(3\)$/))
+      expect(warnings).toContainEqual(expect.stringMatching(/^refusing peer connection from .*: peer protocol version 5 \(first word\) differs from ours \(4\)$/))
+      expect(warnings).toContainEqual(expect.stringMatching(/refused our handshake: peer protocol version 5 \(first word\) differs from ours \(4\)$/))
     }).pipe(Effect.provide(logs.layer))
   })
 
