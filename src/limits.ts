@@ -39,6 +39,9 @@ export interface RaftActorBounds {
   readonly snapshotEveryEntries: number
   /** The driver's tick: Raft's election and heartbeat ticks are this many milliseconds. */
   readonly tickMs: number
+  /** A leader's wait after a commit for a message that carries it to the followers (the next
+   * append or a heartbeat) before an empty append does (src/actors/RaftActor.ts). */
+  readonly commitFlushMs: number
 }
 
 /** Bounds of what crosses the dqlite wire beyond one request (src/net/protocol). */
@@ -86,7 +89,10 @@ export const nodeBoundsDefault: NodeBounds = {
     requestTimeoutMs: 10_000,
     snapshotEveryEntries: 10_000,
     // See src/node/Node.ts defaultTickMs: a leader's death is noticed after 0.5–1 s.
-    tickMs: 50
+    tickMs: 50,
+    // The next proposal usually follows a commit within ~1–3 ms at one or a few writers and
+    // carries it; what a follower's own-copy read may lag by at most this much more.
+    commitFlushMs: 5
   },
   log: { persistBytesMax, persistEntriesMax, segmentBytesMax: segmentBytesMaxDefault, recordPayloadBytesMax },
   peers: defaultPeerLimits,
@@ -238,6 +244,13 @@ export const relations: ReadonlyArray<Relation> = [
     holds: (b) => b.raft.inflightBytesMax + largestWriteEntryBytes(b) <= b.peers.outboundBytesMax,
     explain: (b) =>
       `peers.outboundBytesMax ${mib(b.peers.outboundBytesMax)} is less than raft.inflightBytesMax ${mib(b.raft.inflightBytesMax)} plus one largest write entry (${mib(largestWriteEntryBytes(b))})`
+  },
+  {
+    // A tick flushes an owed commit index anyway: a longer delay would never be waited.
+    name: "commit flush within a tick",
+    sql: false,
+    holds: (b) => b.raftActor.commitFlushMs >= 0 && b.raftActor.commitFlushMs < b.raftActor.tickMs,
+    explain: (b) => `raftActor.commitFlushMs ${b.raftActor.commitFlushMs} is not in [0, tickMs ${b.raftActor.tickMs})`
   },
   {
     // The actor drains at most batchMax messages per step from its mailbox.

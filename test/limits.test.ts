@@ -28,6 +28,7 @@ const breaking: ReadonlyArray<readonly [string, NodeBoundsOverrides]> = [
   ["entry cache holds the largest write entry", { raft: { entryCacheBytesMax: 16 * mib } }],
   ["apply in flight holds the largest write entry", { raft: { applyInflightBytesMax: 16 * mib } }],
   ["peer link queue holds the in-flight window plus the largest write entry", { peers: { outboundBytesMax: 48 * mib } }],
+  ["commit flush within a tick", { raftActor: { commitFlushMs: 50 } }],
   ["Raft actor batch within its mailbox", { raftActor: { batchMax: 8192 } }],
   ["request timeout outlives an election", { raftActor: { requestTimeoutMs: 6_000, tickMs: 300 } }],
   ["SQL commit wait outlasts Raft's request timeout", { sqlite: { commitTimeoutMs: 5_000 } }],

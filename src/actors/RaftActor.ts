@@ -13,7 +13,7 @@ import { Clock, Deferred, Duration, Effect, Exit, FiberId, PubSub, Stream } from
 import { assert } from "../assert.ts"
 import type { RaftConfig } from "../raft/config.ts"
 import type { RecoveredBounded } from "../raft/storage.ts"
-import { applyPending, initialState, snapshotMetaAt, step } from "../raft/core.ts"
+import { applyPending, commitOwed, initialState, snapshotMetaAt, step } from "../raft/core.ts"
 import { leaseAnchor, leaseTicks, soleVoter } from "../raft/lease.ts"
 import { lastIndex, lastTerm } from "../raft/log.ts"
 import type { MembershipChange } from "../raft/membership.ts"
@@ -70,6 +70,12 @@ export interface RaftNodeOptions<R, SM> {
   readonly mailboxCapacity: number
   readonly batchMax: number
   readonly requestTimeoutMs: number
+  /** How long a leader waits, after a commit that no append carried yet, for one that will (the
+   * next proposal's, a heartbeat's) before telling the followers in an empty append
+   * (FlushCommit). What a follower's own-copy reads may lag by that much more; reads through
+   * the leader's read index do not (its answer commits the follower). Default
+   * `defaultCommitFlushMs`; below tickMs (a tick flushes anyway). */
+  readonly commitFlushMs?: number
   /** Where full-disk episodes are reported; shared with the state machine's writers (default: a
    * watch of the node's own). */
   readonly diskFull?: DiskFullWatch
@@ -183,6 +189,8 @@ export interface RaftNode<R, SM> {
 
 type RaftMessage<R, SM> =
   | { readonly _tag: "Tick" }
+  /** The commit flush delay has passed. */
+  | { readonly _tag: "FlushCommit" }
   | { readonly _tag: "Nudge" }
   | { readonly _tag: "Inbound"; readonly envelope: Envelope }
   | { readonly _tag: "Propose"; readonly data: Uint8Array; readonly reply: Reply<Applied<R>> }
@@ -214,6 +222,11 @@ interface DriverState<R, SM> {
   /** Ticks until a leader that cannot persist asks again to hand leadership over. */
   stepDownTicks: number
 }
+
+/** 5 ms (the bounds table's raftActor.commitFlushMs): at one or a few writers the next proposal
+ * follows a commit within ~1–3 ms and carries it; a batch of 64 writers takes longer, and its
+ * followers hear the commit at most this late. */
+export const defaultCommitFlushMs = 5
 
 /** A leader whose log cannot persist asks for a transfer at most this often (ticks). */
 const stepDownRetryTicks = 10
@@ -285,6 +298,13 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     const stopped: string[] = []
     // Set once the Raft actor exists; the writer and applier only ever trySend to it.
     let nudge: Effect.Effect<void> = Effect.void
+    // (Half a tick at most by default: tests run fast ticks.)
+    const commitFlushMs = options.commitFlushMs ?? Math.min(defaultCommitFlushMs, options.tickMs / 2)
+    assert(Number.isFinite(commitFlushMs) && commitFlushMs >= 0 && commitFlushMs < options.tickMs, `commitFlushMs ${commitFlushMs} is not in [0, tickMs ${options.tickMs})`)
+    /** Opened when a commit is owed and no flush is due yet: one fiber sleeps the delay, then
+     * sends FlushCommit (no fiber per commit). */
+    const commitFlushDue = yield* Effect.makeLatch(false)
+    let commitFlushScheduled = false
 
     const writer = yield* LogWriter.make({
       name: `raft-${id}/log-writer`,
@@ -415,6 +435,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
                 break
               case "Nudge":
                 break
+              case "FlushCommit":
+                commitFlushScheduled = false
+                input({ _tag: "FlushCommit" })
+                break
               case "Inbound": {
                 const inbound = message.envelope.message
                 traceMessage("raft.in", inbound)
@@ -480,6 +504,10 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             leaderContactMs = contactCount > 0 ? batchMs : null
           }
           yield* carryOut(state, readys)
+          if (!commitFlushScheduled && commitOwed(state.core)) {
+            commitFlushScheduled = true
+            commitFlushDue.unsafeOpen()
+          }
           status = statusOf(state.core, options.tickMs)
           if (stopped.length === 0) yield* publishChange(status)
           const nowMs = yield* Clock.currentTimeMillis
@@ -686,6 +714,16 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     }
 
     yield* Ticker.make({ intervalMs: options.tickMs, onTick: raft.send({ _tag: "Tick" }) })
+    const flushCommitMessage: RaftMessage<R, SM> = { _tag: "FlushCommit" }
+    yield* commitFlushDue.await.pipe(
+      Effect.zipRight(commitFlushDue.close),
+      Effect.zipRight(Effect.sleep(Duration.millis(commitFlushMs))),
+      // A full mailbox: the next batch finds the commit still owed and schedules again (and the
+      // next tick flushes it anyway).
+      Effect.zipRight(Effect.sync(() => void (raft.offer(flushCommitMessage) || (commitFlushScheduled = false)))),
+      Effect.forever,
+      Effect.forkScoped
+    )
 
     // Requests waiting for their reply, with their deadlines. One sweeper bounds every wait, and
     // closing the node answers whoever still waits: a timer (a forked fiber) per request cost more

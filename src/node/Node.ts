@@ -127,6 +127,7 @@ export interface ActorBounds {
   readonly batchMax: number
   readonly requestTimeoutMs: number
   readonly snapshotEveryEntries: number
+  readonly commitFlushMs?: number
 }
 
 /** What the node is made of, beside its I/O. */
@@ -341,7 +342,8 @@ const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
       snapshotEveryEntries: bounds.snapshotEveryEntries,
       mailboxCapacity: bounds.mailboxCapacity,
       batchMax: bounds.batchMax,
-      requestTimeoutMs: bounds.requestTimeoutMs
+      requestTimeoutMs: bounds.requestTimeoutMs,
+      ...(bounds.commitFlushMs !== undefined ? { commitFlushMs: Math.min(bounds.commitFlushMs, io.tickMs / 2) } : {})
     })
     // Who was heard when: a follower's contact with its leader, a leader's with its voters. Read
     // on the delivering fiber's clock: the system clock in production, the simulation's in the

@@ -17,8 +17,12 @@ import {
   refuseRead,
   tickLeader,
   transferLeadership,
-  broadcastAppend
+  broadcastAppend,
+  commitOwed,
+  flushCommit
 } from "./leader.ts"
+
+export { commitOwed }
 import { entriesLoaded, scheduleEntryLoad, tickEntryLoad } from "./entryCache.ts"
 import { compactTo, entryAt, evict, lastIndex, makeLog, slotAt, termAt } from "./log.ts"
 import { isVoter } from "./membership.ts"
@@ -157,6 +161,9 @@ function dispatch(st: Step, input: Input): void {
       return
     case "Applied":
       applied(s, input.index)
+      return
+    case "FlushCommit":
+      if (s.role === "leader") flushCommit(st)
       return
     case "Drain":
       return

@@ -59,6 +59,8 @@ function sendAppend(step: Step, to: NodeId, pr: Progress, allowEmpty: boolean): 
   const entries = pr.next <= last ? slice(s.log, pr.next, last, cfg.appendEntriesMax, cfg.appendBytesMax) : []
   if (entries.length === 0 && !allowEmpty) return false
   send(step, { _tag: "AppendEntries", from: cfg.id, to, term: s.term, prevIndex, prevTerm, entries, commit: s.log.committed })
+  // The follower adopts the commit index up to the append's last entry.
+  pr.commitSent = Math.max(pr.commitSent, Math.min(s.log.committed, prevIndex + entries.length))
   const lastSent = entries[entries.length - 1]
   if (pr.state === "replicate") {
     if (lastSent !== undefined) {
@@ -105,10 +107,36 @@ export function handleAppendResponse(step: Step, m: AppendEntriesResponse): void
   freeInflightsUpTo(pr, m.index)
   if (pr.state === "probe") becomeReplicate(pr)
   else if (pr.state === "snapshot" && pr.match >= pr.snapshotIndex) becomeReplicate(pr)
-  if (advanced && maybeCommit(step)) broadcastAppend(step, true)
+  // A new commit index goes out with the next append to each follower (new entries now, the
+  // next proposal's, or a heartbeat's commit): an empty append just for it only when none went
+  // within the driver's short delay (FlushCommit) or by the next tick — one message less per
+  // follower and entry, and its read, decode and answer (issue 12).
+  if (advanced && maybeCommit(step)) broadcastAppend(step, false)
   if (s.role !== "leader") return
   replicateTo(step, m.from, false)
   if (s.transferee === m.from && pr.match === lastIndex(s.log)) sendTimeoutNow(step, m.from)
+}
+
+/** Whether a follower lacks a commit index it could adopt now, and an empty append to it would
+ * go out (replicating, room in its window: with its window full, the acknowledgements of what is
+ * in flight bring the next append, which carries the commit). */
+function owesCommit(s: RaftState, pr: Progress): boolean {
+  // Up to what was sent to it: a follower adopts the commit over entries it holds unpersisted.
+  return pr.state === "replicate" && pr.commitSent < Math.min(pr.next - 1, s.log.committed) &&
+    !inflightFull(pr, s.config.inflightAppendsMax, s.config.inflightBytesMax)
+}
+
+/** A leader owes some follower the commit index: the driver sends FlushCommit after its delay. */
+export function commitOwed(s: RaftState): boolean {
+  if (s.role !== "leader") return false
+  for (const pr of s.progress.values()) if (owesCommit(s, pr)) return true
+  return false
+}
+
+/** Tells every follower owed the commit index, in an empty append each. */
+export function flushCommit(step: Step): void {
+  const s = step.s
+  for (const [id, pr] of s.progress) if (owesCommit(s, pr)) replicateTo(step, id, true)
 }
 
 export function handleSnapshotResponse(step: Step, m: InstallSnapshotResponse): void {
@@ -206,6 +234,8 @@ export function tickLeader(step: Step): void {
     s.heartbeatElapsed = 0
     heartbeatRound(step)
   }
+  // A commit index owed since before this tick waits no longer, whatever the driver's delay.
+  flushCommit(step)
 }
 
 function quorumActive(step: Step): boolean {
@@ -254,6 +284,7 @@ function broadcastHeartbeat(step: Step, context: number): void {
   const lease = leaseHolds(s)
   for (const [to, pr] of s.progress) {
     const beat = { _tag: "Heartbeat", from: s.config.id, to, term: s.term, commit: Math.min(pr.match, s.log.committed), context } as const
+    pr.commitSent = Math.max(pr.commitSent, beat.commit)
     send(step, lease ? { ...beat, leaderCommit: s.log.committed } : beat)
   }
 }

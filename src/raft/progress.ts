@@ -32,6 +32,9 @@ export interface Progress {
   /** In snapshot state: index of the snapshot sent and ticks since it was sent. */
   snapshotIndex: LogIndex
   snapshotElapsed: number
+  /** The highest commit index the messages sent to it let it adopt (an append's commit up to
+   * its last entry, a heartbeat's): below min(next − 1, commit) the leader owes it the commit. */
+  commitSent: LogIndex
 }
 
 export function makeProgress(next: LogIndex): Progress {
@@ -46,7 +49,8 @@ export function makeProgress(next: LogIndex): Progress {
     silentTicks: 0,
     leaseTick: -1,
     snapshotIndex: 0,
-    snapshotElapsed: 0
+    snapshotElapsed: 0,
+    commitSent: 0
   }
 }
 

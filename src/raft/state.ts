@@ -45,6 +45,9 @@ export type Input =
   /** The state machine has applied (or restored a snapshot) up to `index`: entries handed to it
    * up to there no longer count against applyInflightBytesMax. */
   | { readonly _tag: "Applied"; readonly index: LogIndex }
+  /** A leader tells each follower it owes the commit index (`commitOwed`) in an empty append:
+   * the driver sends this a short, bounded delay after a commit that no append carried yet. */
+  | { readonly _tag: "FlushCommit" }
   /** Nothing new; emit whatever committed entries are still waiting to be applied. */
   | { readonly _tag: "Drain" }
 

@@ -60,6 +60,8 @@ const cluster = (n: number, overrides: Partial<RaftConfig> = {}, readFails?: unk
             const message = envelope.message
             if (message._tag === "AppendEntries" && message.entries.length > 0) events.push(`send ${id} ${message.entries.at(-1)!.index}`)
             if (message._tag === "AppendEntries") events.push(`commit-sent ${id} ${message.commit}`)
+            if (message._tag === "AppendEntries" && message.entries.length === 0) events.push(`empty ${id} ${message.commit}`)
+            if (message._tag === "Heartbeat") events.push(`beat ${id} ${message.commit}`)
             return cut.has(envelope.message.from) || cut.has(envelope.message.to)
               ? Effect.void
               : Effect.suspend(() => nodes.get(envelope.message.to)?.deliver(envelope) ?? Effect.void)
@@ -238,6 +240,40 @@ describe("RaftActor", () => {
       expect(states.map((s) => s.role)).toEqual(["leader", "follower"])
       expect(states[0]!.leader).toBe(node.id)
       expect(states[1]!.leader).not.toBe(node.id)
+    }))
+
+  it.scoped("a commit index rides the next append when one follows within the flush delay, and an empty append brings it when none does, before the next tick (issue 12)", () =>
+    Effect.gen(function*() {
+      const { nodes, leader, events } = yield* cluster(3)
+      const node = yield* leader
+      yield* TestClock.adjust(tickMs * 3)
+      const followers = [...nodes.values()].filter((n) => n.id !== node.id)
+      const count = (kind: string) => events.filter((event) => event.startsWith(`${kind} ${node.id} `)).length
+      const followerCommits = Effect.forEach(followers, (f) => Effect.map(f.status, (s) => s.commitIndex))
+      /** Proposes and lets every fiber run until it is applied, without moving the clock. */
+      const commitNow = (amount: number) =>
+        Effect.gen(function*() {
+          const fiber = yield* Effect.fork(node.propose(Uint8Array.of(amount)))
+          for (let i = 0; i < 1000 && (yield* Fiber.poll(fiber))._tag === "None"; i++) yield* Effect.yieldNow()
+          return (yield* Fiber.join(fiber)).index
+        })
+      const [empties, beats] = [count("empty"), count("beat")]
+      // Two writes back to back: the second one's appends carry the first one's commit.
+      const first = yield* commitNow(1)
+      expect(yield* followerCommits).toEqual(followers.map(() => first - 1))
+      const second = yield* commitNow(2)
+      expect(events.filter((event) => event === `commit-sent ${node.id} ${first}`).length).toBe(followers.length)
+      expect(yield* followerCommits).toEqual(followers.map(() => first))
+      expect([count("empty") - empties, count("beat") - beats]).toEqual([0, 0])
+      // Nothing follows the second: once the delay (half a tick here) has passed, one empty append
+      // per follower brings its commit, before the next tick's heartbeats.
+      yield* TestClock.adjust(tickMs / 2)
+      expect([count("empty") - empties, count("beat") - beats]).toEqual([followers.length, 0])
+      expect(yield* followerCommits).toEqual(followers.map(() => second))
+      // Nothing more is owed: the next tick sends its heartbeats and no empty append.
+      yield* TestClock.adjust(tickMs)
+      expect(count("empty") - empties).toBe(followers.length)
+      expect(count("beat") - beats).toBe(followers.length)
     }))
 
   it.scoped("a follower serves linearizable, session and local reads from its own copy; bounded ones fail once the leader is silent", () =>

@@ -6,7 +6,7 @@
 import { assert } from "../../src/assert.ts"
 import type { RaftConfig } from "../../src/raft/config.ts"
 import { defaultRaftConfig } from "../../src/raft/config.ts"
-import { bootstrap, emptyRecovered, initialState, snapshotMetaAt, step } from "../../src/raft/core.ts"
+import { bootstrap, commitOwed, emptyRecovered, initialState, snapshotMetaAt, step } from "../../src/raft/core.ts"
 import type { Recovered } from "../../src/raft/storage.ts"
 import { lastIndex } from "../../src/raft/log.ts"
 import type { Message } from "../../src/raft/messages.ts"
@@ -265,11 +265,19 @@ export class Cluster {
     return delivered
   }
 
-  /** Delivers (and persists, unless a node holds persistence) until no message is left. */
+  /** Delivers (and persists, unless a node holds persistence) until no message is left; then,
+   * as the driver's delay would, a leader that still owes a follower the commit index flushes it
+   * (FlushCommit), and delivery goes on. */
   stabilize(roundsMax = 1000): number {
     let delivered = 0
-    for (let round = 0; this.queue.length > 0; round++) {
+    for (let round = 0; ; round++) {
       assert(round < roundsMax, `no quiet after ${roundsMax} rounds`)
+      if (this.queue.length === 0) {
+        const owing = [...this.nodes.values()].filter((n) => commitOwed(n.state))
+        if (owing.length === 0) break
+        for (const n of owing) this.step(n.id, { _tag: "FlushCommit" })
+        continue
+      }
       delivered += this.deliver()
     }
     return delivered

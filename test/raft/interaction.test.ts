@@ -8,7 +8,7 @@
 //   transfer N to|null | change N add|remove|assign node [role]
 //   deliver [from=N] [to=N] [type=Tag] [drop]   (once, what is queued now)
 //   stabilize | partition 1,2 3 | isolate N | heal | hold N | release N | persist N [count]
-//   snapshot N [index] | restart N | status | queue | lease N
+//   snapshot N [index] | restart N | status | queue | lease N | flush-commit N
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
@@ -118,6 +118,8 @@ function inputLine(input: Input): string {
       return `loaded seq=${input.seq} [${input.entries.map(entry).join(" ")}]`
     case "Applied":
       return `applied ${input.index}`
+    case "FlushCommit":
+      return "flush-commit"
     case "Drain":
       return "drain"
   }
@@ -195,6 +197,9 @@ function run(blocks: ReadonlyArray<Block>): string[] {
     switch (name) {
       case "campaign":
         c.step(num(0), { _tag: "Campaign" })
+        break
+      case "flush-commit":
+        c.step(num(0), { _tag: "FlushCommit" })
         break
       case "tick":
         c.tick(num(0), positional[1] === undefined ? 1 : num(1))

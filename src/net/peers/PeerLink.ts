@@ -339,7 +339,8 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
      * frames are copied behind their length prefixes into one buffer; a payload from
      * `payloadCopyBytesMax` on (an append's pages) is not copied: prefix and payload go to the
      * socket as they are, one writev (packed payloads are fresh memory, never reused by the
-     * packer, so holding them until the turn ends is safe). */
+     * packer, and an inline data frame's data parts are entries' data, never changed once
+     * appended: holding them until the turn ends is safe). */
     const flush = (current: Connection, group: Group) => {
       if (group.payloads.length === 0) return
       const syscall = current.coalescer.hold()
@@ -428,8 +429,7 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
         for (let i = 0; i < frames.length; i++) {
           const frame = frames[i]!
           const data = current.packer.packData(frame)
-          const packed = data === null ? current.packer.pack(frame) : data.header
-          const payload: PackedFrame = { parts: [packed], byteLength: packed.byteLength }
+          const payload: PackedFrame = data === null ? current.packer.packFrame(frame) : { parts: [data.header], byteLength: data.header.byteLength }
           if (data !== null) {
             assert(dataOut === null, "one data message at a time per connection")
             dataOut = { parts: data.data, part: 0, offset: 0 }
@@ -549,14 +549,14 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       if (self === null || !self.idle() || bytes > limits.frameBytesMax || bytes >= largePayloadBytes) return false
       if (current.socket.writableLength + bytes > limits.writeBufferBytesMax) return false
       traceMessage("link.take", envelope.message)
-      const payload = current.packer.pack({ _tag: "Message", message: envelope.message })
+      const payload = current.packer.packFrame({ _tag: "Message", message: envelope.message })
       if (payload.byteLength > limits.frameBytesMax) {
         // The estimate missed: the actor's path deals with it (and reconnects).
         current.closed = true
         counters.dropped++
         return true
       }
-      flush(current, { payloads: [{ parts: [payload], byteLength: payload.byteLength }], bytes: lengthPrefixBytes + payload.byteLength, messages: 1 })
+      flush(current, { payloads: [payload], bytes: lengthPrefixBytes + payload.byteLength, messages: 1 })
       return true
     }
 

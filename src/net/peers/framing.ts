@@ -57,8 +57,11 @@ export function encodeFrame(payload: Uint8Array): Uint8Array {
 
 /** Buffers above this are dropped once empty, so one big frame does not pin memory forever. */
 const retainedBufferBytesMax = 1024 * 1024
-/** Frames from this size are received into their own buffer (FrameDecoder.receiveLarge). */
-export const largeFrameBytes = 1024 * 1024
+/** Frames from this size are received into their own buffer (FrameDecoder.receiveLarge): one
+ * copy of their bytes instead of two (into the reused buffer, then out of it). An append of a
+ * write batch is 50-250 KiB; copying it out of the buffer (`take`) was ~6 % of a follower's main
+ * thread under kvwrite ×64 (issue 12). */
+export const largeFrameBytes = 64 * 1024
 const initialBufferBytes = 64 * 1024
 /** Large frames a decoder keeps for reuse (FrameDecoder.recycle): a snapshot receiver holds one
  * while it writes it and reads the next into another. */
@@ -197,8 +200,12 @@ export interface PackedFrame {
 }
 
 export interface FramePacker {
-  /** One frame's payload. Frames of a connection must be sent in the order packed. */
+  /** One frame's payload, all msgpack. Frames of a connection must be sent in the order packed. */
   readonly pack: (frame: PeerFrame) => Uint8Array
+  /** One frame as the buffers to write: an AppendEntries carrying at least `inlineDataBytes` of
+   * command data is an inline data frame (its entries' data are parts of their own, views of the
+   * entries: packed for no follower, the same bytes for all), any other frame `pack`'s one part. */
+  readonly packFrame: (frame: PeerFrame) => PackedFrame
   /** A Message whose entries carry at least `outOfBandDataBytes` of command data, as a data
    * message (see below): its header frame, and its entries' data to send in chunk frames
    * (`dataChunkFrame`) right after, in order. Null for any other frame (use `pack`). */
@@ -252,7 +259,59 @@ export function dataChunkFrame(data: Uint8Array): PackedFrame {
   return { parts: [dataChunkPrefix, data], byteLength: 1 + data.byteLength }
 }
 
-function packDataHeader(packr: Packr, message: Message & { readonly _tag: "AppendEntries" }): { header: Uint8Array; data: Array<Uint8Array> } {
+// ---------------------------------------------------------------------------------------------
+// Inline data frames: an append's entries' data after its header, in one frame
+//
+// msgpackr copies every byte it packs, and a packer is per connection (its record structures
+// are): packing an append of ~100 pages copied them once per follower, ~6 % of a busy leader's
+// main thread under kvwrite ×64 (issue 12). So an AppendEntries with at least `inlineDataBytes`
+// of command data (below `outOfBandDataBytes`, or small enough to be written in place) is
+//   u8 0xc3 | u32 LE headerBytes | msgpackr {_tag: "Message", message, dataBytes} | data
+// the header as in a data message (this connection's codec, every command's data emptied,
+// `dataBytes` their lengths), then the entries' data concatenated. Only the header is packed per
+// follower; the data parts are the entries' own bytes, written by reference (a writev). The
+// receiver views each entry's data inside the frame (no copy). 0xc3 is msgpack `true`, which no
+// frame is.
+
+/** The first byte of an inline data frame. */
+export const inlineDataMarker = 0xc3
+/** Appends with at least this much command data are inline data frames: below it the copy is
+ * cheaper than a writev part per entry. */
+export const inlineDataBytes = 16 * 1024
+const inlinePrefixBytes = 5
+/** Consecutive entries' data smaller than this are copied into one part (fewer writev parts). */
+const inlinePartBytesMin = 4 * 1024
+
+function packInline(packr: Packr, message: Message & { readonly _tag: "AppendEntries" }): PackedFrame {
+  const { data, header } = packHeaderOf(packr, message)
+  const prefix = Buffer.allocUnsafe(inlinePrefixBytes + header.byteLength)
+  prefix[0] = inlineDataMarker
+  prefix.writeUInt32LE(header.byteLength, 1)
+  prefix.set(header, inlinePrefixBytes)
+  const parts: Array<Uint8Array> = [prefix]
+  let byteLength = prefix.byteLength
+  let small: Array<Uint8Array> = []
+  const flushSmall = () => {
+    if (small.length === 1) parts.push(small[0]!)
+    else if (small.length > 1) parts.push(Buffer.concat(small))
+    small = []
+  }
+  for (const part of data) {
+    byteLength += part.byteLength
+    if (part.byteLength < inlinePartBytesMin) {
+      small.push(part)
+      continue
+    }
+    flushSmall()
+    parts.push(part)
+  }
+  flushSmall()
+  return { parts, byteLength }
+}
+
+/** A data message's or an inline frame's header: the message with every command's data emptied,
+ * and the non-empty data in order. */
+function packHeaderOf(packr: Packr, message: Message & { readonly _tag: "AppendEntries" }): { header: Uint8Array; data: Array<Uint8Array> } {
   const dataBytes: Array<number> = []
   const data: Array<Uint8Array> = []
   const entries = message.entries.map((entry) => {
@@ -261,7 +320,12 @@ function packDataHeader(packr: Packr, message: Message & { readonly _tag: "Appen
     if (entry.data.byteLength > 0) data.push(entry.data)
     return { ...entry, data: emptyData }
   })
-  const packed = packr.pack({ _tag: "Message", message: { ...message, entries }, dataBytes }) as Uint8Array
+  const header = packr.pack({ _tag: "Message", message: { ...message, entries }, dataBytes }) as Uint8Array
+  return { header, data }
+}
+
+function packDataHeader(packr: Packr, message: Message & { readonly _tag: "AppendEntries" }): { header: Uint8Array; data: Array<Uint8Array> } {
+  const { data, header: packed } = packHeaderOf(packr, message)
   const header = new Uint8Array(1 + packed.byteLength)
   header[0] = dataHeaderMarker
   header.set(packed, 1)
@@ -271,13 +335,13 @@ function packDataHeader(packr: Packr, message: Message & { readonly _tag: "Appen
 // ---------------------------------------------------------------------------------------------
 // Snapshot chunks: raw bytes behind a fixed header (peer protocol 4)
 //
-//   u8 0xc3 | f64 transfer | f64 offset | the data
+//   u8 0xc0 | f64 transfer | f64 offset | the data
 //
 // msgpackr copied each chunk into fresh memory on the sender, and that copy was the largest
 // single cost of a transfer (fresh memory is ~0.9 ms/MiB on the dev VM, issue 17's join). Written
-// as a header and a view of the read buffer (one writev); received as a view of the frame. 0xc3 is
-// msgpack's `true`, which no frame is.
-export const snapshotChunkMarker = 0xc3
+// as a header and a view of the read buffer (one writev); received as a view of the frame. 0xc0 is
+// msgpack's nil, which no frame is (0xc1-0xc3 mark data messages and inline data frames).
+export const snapshotChunkMarker = 0xc0
 export const snapshotChunkHeaderBytes = 17
 
 /** A chunk frame carrying `data` (a view: not copied); `written` as in PackedFrame. */
@@ -342,8 +406,16 @@ const codecOptions = () => ({
 /** A fresh encoder for one connection. */
 export function makePacker(): FramePacker {
   const packr = new Packr(codecOptions())
+  const pack = (frame: PeerFrame) => packr.pack(frame) as Uint8Array
   return {
-    pack: (frame) => packr.pack(frame) as Uint8Array,
+    pack,
+    packFrame: (frame) => {
+      if (frame._tag === "Message" && frame.message._tag === "AppendEntries" && commandDataBytes(frame.message) >= inlineDataBytes) {
+        return packInline(packr, frame.message)
+      }
+      const packed = pack(frame)
+      return { parts: [packed], byteLength: packed.byteLength }
+    },
     packData: (frame) =>
       frame._tag === "Message" && frame.message._tag === "AppendEntries" && commandDataBytes(frame.message) >= outOfBandDataBytes
         ? packDataHeader(packr, frame.message)
@@ -367,31 +439,52 @@ export function makeUnpacker(dataBytesMax: number = frameBytesLimit): FrameUnpac
     const problem = frameProblem(value)
     return problem === null ? Either.right(value as PeerFrame) : Either.left(new MalformedFrame({ detail: problem }))
   }
-  const header = (payload: Uint8Array): Either.Either<PeerFrame | null, MalformedFrame> => {
-    if (assembling !== null) return malformed("a data message began before the last one ended")
+  /** A data message's or an inline frame's header, checked: the message and its data sizes. */
+  const headerOf = (bytes: Uint8Array, what: string): Either.Either<{ message: Message & { readonly _tag: "AppendEntries" }; dataBytes: Array<number>; total: number }, MalformedFrame> => {
     let value: unknown
     try {
-      value = unpackr.unpack(payload.subarray(1))
+      value = unpackr.unpack(bytes)
     } catch (cause) {
-      return Either.left(new MalformedFrame({ detail: `data message header is not msgpack (${printable(String(cause))})`, cause }))
+      return Either.left(new MalformedFrame({ detail: `${what} header is not msgpack (${printable(String(cause))})`, cause }))
     }
     const fields = value as { _tag?: unknown; message?: unknown; dataBytes?: unknown } | null
     const dataBytes = fields?.dataBytes
-    if (fields?._tag !== "Message" || !Array.isArray(dataBytes) || !dataBytes.every(isCount)) return malformed("data message header is not a Message with data sizes")
+    if (fields?._tag !== "Message" || !Array.isArray(dataBytes) || !dataBytes.every(isCount)) return malformed(`${what} header is not a Message with data sizes`)
     const problem = messageProblem(fields.message)
     if (problem !== null) return malformed(problem)
     const message = fields.message as Message
-    if (message._tag !== "AppendEntries") return malformed(`data message carries a ${message._tag}`)
+    if (message._tag !== "AppendEntries") return malformed(`${what} carries a ${message._tag}`)
     const commands = message.entries.filter((entry) => entry.kind === "command").length
     const total = (dataBytes as Array<number>).reduce((sum, n) => sum + n, 0)
-    if (commands !== dataBytes.length) return malformed(`data message has ${dataBytes.length} sizes for ${commands} commands`)
-    if (total > dataBytesMax) return malformed(`data message of ${total} bytes exceeds the ${dataBytesMax} allowed`)
+    if (commands !== dataBytes.length) return malformed(`${what} has ${dataBytes.length} sizes for ${commands} commands`)
+    if (total > dataBytesMax) return malformed(`${what} of ${total} bytes exceeds the ${dataBytesMax} allowed`)
+    return Either.right({ message, dataBytes: dataBytes as Array<number>, total })
+  }
+  const header = (payload: Uint8Array): Either.Either<PeerFrame | null, MalformedFrame> => {
+    if (assembling !== null) return malformed("a data message began before the last one ended")
+    const parsed = headerOf(payload.subarray(1), "data message")
+    if (Either.isLeft(parsed)) return Either.left(parsed.left)
+    const { dataBytes, message, total } = parsed.right
     // Not zeroed: every byte is written by a chunk before the message is delivered.
     const data = new Uint8Array(Buffer.allocUnsafeSlow(total).buffer, 0, total)
-    const started: Assembling = { message, dataBytes: dataBytes as Array<number>, data, filled: 0 }
+    const started: Assembling = { message, dataBytes, data, filled: 0 }
     if (total === 0) return Either.right(assembled(started))
     assembling = started
     return Either.right(null)
+  }
+  /** An inline data frame: its entries' data are views of the payload (which the frame decoder
+   * handed over whole: nothing else writes to it). */
+  const inline = (payload: Uint8Array): Either.Either<PeerFrame, MalformedFrame> => {
+    if (assembling !== null) return malformed("an AppendEntries inside a data message")
+    if (payload.byteLength < inlinePrefixBytes) return malformed("inline data frame shorter than its prefix")
+    const headerBytes = payload[1]! | (payload[2]! << 8) | (payload[3]! << 16) | (payload[4]! * 0x1000000)
+    const dataAt = inlinePrefixBytes + headerBytes
+    if (headerBytes === 0 || dataAt > payload.byteLength) return malformed(`inline data frame header of ${headerBytes} bytes in a frame of ${payload.byteLength}`)
+    const parsed = headerOf(payload.subarray(inlinePrefixBytes, dataAt), "inline data frame")
+    if (Either.isLeft(parsed)) return Either.left(parsed.left)
+    const { dataBytes, message, total } = parsed.right
+    if (total !== payload.byteLength - dataAt) return malformed(`inline data frame announces ${total} data bytes and carries ${payload.byteLength - dataAt}`)
+    return Either.right(assembled({ message, dataBytes, data: payload.subarray(dataAt), filled: total }))
   }
   const chunk = (payload: Uint8Array): Either.Either<PeerFrame | null, MalformedFrame> => {
     const current = assembling
@@ -407,6 +500,7 @@ export function makeUnpacker(dataBytesMax: number = frameBytesLimit): FrameUnpac
   return {
     unpack,
     receive: (payload) => {
+      if (payload[0] === inlineDataMarker) return inline(payload)
       if (payload[0] === dataHeaderMarker) return header(payload)
       if (payload[0] === dataChunkMarker) return chunk(payload)
       if (assembling !== null) {

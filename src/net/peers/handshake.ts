@@ -30,7 +30,8 @@ export const wordBytes = 8
 // 2: snapshots stream between files (SnapshotBegin carries a CRC32C, chunks an offset, the
 // receiver answers with Resume frames).
 // 3: a Message with large entries is a data frame, their data after a msgpack header (framing.ts).
-// 4: a snapshot chunk is raw bytes behind a fixed header, not msgpack (framing.ts).
+// 4: a snapshot chunk is raw bytes behind a fixed header, not msgpack; an append with 16 KiB or
+// more of command data is an inline data frame (framing.ts).
 export const peerProtocolVersion = 4
 const magicPrefix = new TextEncoder().encode("TQLPEER")
 export const dqliteProtocolVersion = 1n

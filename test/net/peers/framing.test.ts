@@ -4,7 +4,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import type { PeerFrame } from "../../../src/net/peers/framing.ts"
-import { dataChunkFrame, dataHeaderMarker, encodeFrames, envelopeSizeBytes, FrameDecoder, largeFrameBytes, makePacker, makeUnpacker, outOfBandDataBytes, snapshotChunkFrame, snapshotChunkHeaderBytes, snapshotChunkMarker } from "../../../src/net/peers/framing.ts"
+import { dataChunkFrame, dataHeaderMarker, encodeFrames, envelopeSizeBytes, FrameDecoder, inlineDataBytes, inlineDataMarker, largeFrameBytes, makePacker, makeUnpacker, outOfBandDataBytes, snapshotChunkFrame, snapshotChunkHeaderBytes, snapshotChunkMarker } from "../../../src/net/peers/framing.ts"
 import { message, plain, prng } from "./helpers.ts"
 
 /** Pulls every whole frame the decoder has. */
@@ -172,6 +172,66 @@ describe("large frames and data frames (issue 17: a 20 MiB entry)", () => {
     expect(malformed([header2!, chunks2[0]!, header2!])).toBe(true) // a second one begins
     expect(malformed([header2!, ...chunks2, concat(dataChunkFrame(Uint8Array.of(1)).parts)])).toBe(true) // past its end
     expect(malformed([Uint8Array.of(dataHeaderMarker, 1, 2, 3)])).toBe(true) // header not msgpack
+  })
+
+  it("an append to two followers is packed once: only its header per connection, its entries' data the same bytes by reference for both (issue 12)", () => {
+    const append = appendWith([40_000, 100, 3_000, 0, 70_000, 5])
+    const entries = append._tag === "Message" && append.message._tag === "AppendEntries" ? append.message.entries : []
+    const datas = entries.flatMap((e) => (e.kind === "command" ? [e.data] : []))
+    const toFollowers = [makePacker(), makePacker()].map((packer) => packer.packFrame(append))
+    for (const frame of toFollowers) {
+      // The header is all msgpack packed for this connection: tiny beside the data.
+      expect(frame.parts[0]![0]).toBe(inlineDataMarker)
+      expect(frame.parts[0]!.byteLength).toBeLessThan(1024)
+      expect(frame.byteLength).toBe(frame.parts.reduce((n, part) => n + part.byteLength, 0))
+      // The large entries' data are parts as they are (no copy); the small ones between them
+      // are gathered into one part.
+      expect(frame.parts[1]).toBe(datas[0])
+      expect(frame.parts[3]).toBe(datas[4])
+      expect(Buffer.compare(frame.parts[2]!, concat([datas[1]!, datas[2]!]))).toBe(0)
+      expect(Buffer.compare(frame.parts[4]!, datas[5]!)).toBe(0)
+    }
+    expect(toFollowers[0]!.parts[1]).toBe(toFollowers[1]!.parts[1])
+    // Each connection's receiver gets the append back, its entries' data viewing the one frame.
+    for (const frame of toFollowers) {
+      const payload = concat(frame.parts)
+      const received = makeUnpacker().receive(payload)
+      if (Either.isLeft(received)) throw new Error(received.left.detail)
+      expect(plain([received.right])).toEqual(plain([append]))
+      const got = received.right?._tag === "Message" && received.right.message._tag === "AppendEntries" ? received.right.message.entries : []
+      for (const entry of got) if (entry.kind === "command") expect(entry.data.buffer).toBe(payload.buffer)
+    }
+    // Below the bound an append is one msgpack part, as before; so is any other message.
+    const small = makePacker().packFrame(appendWith([inlineDataBytes - 1]))
+    expect(small.parts.length).toBe(1)
+    expect(small.parts[0]![0]).not.toBe(inlineDataMarker)
+  })
+
+  it("inline data frames in sequence with other frames round-trip; a short, inconsistent or misplaced one is MalformedFrame", () => {
+    const packer = makePacker()
+    const unpacker = makeUnpacker()
+    const frames = [appendWith([inlineDataBytes]), appendWith([1]), appendWith([inlineDataBytes, inlineDataBytes * 2]), appendWith([2, 3])]
+    const delivered = frames.map((frame) => {
+      const result = unpacker.receive(concat(packer.packFrame(frame).parts))
+      if (Either.isLeft(result)) throw new Error(result.left.detail)
+      return result.right
+    })
+    expect(plain(delivered)).toEqual(plain(frames))
+    const malformed = (payloads: ReadonlyArray<Uint8Array>, dataBytesMax?: number) => {
+      const receiver = makeUnpacker(dataBytesMax)
+      return payloads.map((payload) => receiver.receive(payload)).some((result) => Either.isLeft(result) && result.left._tag === "MalformedFrame")
+    }
+    const one = concat(makePacker().packFrame(appendWith([inlineDataBytes])).parts)
+    expect(malformed([one])).toBe(false)
+    expect(malformed([one], inlineDataBytes - 1)).toBe(true) // more data than allowed
+    expect(malformed([one.subarray(0, one.byteLength - 1)])).toBe(true) // a data byte missing
+    expect(malformed([concat([one, Uint8Array.of(0)])])).toBe(true) // a data byte too many
+    expect(malformed([Uint8Array.of(inlineDataMarker, 1, 0)])).toBe(true) // shorter than its prefix
+    expect(malformed([Uint8Array.of(inlineDataMarker, 200, 0, 0, 0, 1, 2)])).toBe(true) // header past the end
+    expect(malformed([Uint8Array.of(inlineDataMarker, 2, 0, 0, 0, 0xc1, 0xc1)])).toBe(true) // header not msgpack
+    const p = makePacker()
+    const [header] = framesFor(p, appendWith([outOfBandDataBytes]), 100_000)
+    expect(malformed([header!, concat(p.packFrame(appendWith([inlineDataBytes])).parts)])).toBe(true) // inside a data message
   })
 
   it("a large frame is received into a buffer of its own, whatever the chunking, between small frames", () => {

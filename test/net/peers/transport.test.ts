@@ -81,7 +81,8 @@ describe("TCP transport", () => {
       const random = prng(9)
       // A heartbeat, appends and another heartbeat, as one batch of the Raft actor sends them: no
       // yield between the sends.
-      // One append is large (40 KiB of pages): written without a copy, as prefix and payload.
+      // One append is large (40 KiB of pages): an inline data frame, written without a copy as
+      // prefix, header and the entry's own data.
       const appends = Array.from({ length: 10 }, (_, i): Envelope =>
         i === 4
           ? { message: { _tag: "AppendEntries", from: 1, to: 2, term: 1, prevIndex: i, prevTerm: 1, entries: [{ kind: "command", term: 1, index: 17, data: random.bytes(40 * 1024) }], commit: i }, snapshot: null }
@@ -91,7 +92,7 @@ describe("TCP transport", () => {
       yield* Effect.forEach(turn, (envelope) => a.transport.send(envelope), { discard: true })
       yield* waitUntil("the turn's envelopes to arrive", Effect.sync(() => b.received.length === turn.length))
       expect(kernelWrites.calls).toBe(1)
-      expect(kernelWrites.chunks).toBe(turn.length + 1) // the large one: its prefix and its payload
+      expect(kernelWrites.chunks).toBe(turn.length + 2) // the large one: its prefix, header and data
       expect(b.received.slice(1, -1).every((envelope, i) => sameAppend(envelope, appends[i]!))).toBe(true)
       const after = yield* link(a.transport)
       expect([after.writes - before.writes, after.sent - before.sent]).toEqual([1, turn.length])
