@@ -9,7 +9,7 @@
 import type { Duplex } from "node:stream"
 import { Data, Duration, Effect } from "effect"
 import type { Decoding } from "../streamIo.ts"
-import { drained, readDecoded, WriteCoalescer } from "../streamIo.ts"
+import { ChunkReader, drained, readDecodedFrom, WriteCoalescer } from "../streamIo.ts"
 import { wordBytes } from "./codes.ts"
 import { WireError } from "./errors.ts"
 import type { Frame } from "./framing.ts"
@@ -44,12 +44,15 @@ export class FrameStream {
   private pending: Frame | undefined = undefined
   /** The messages written within one turn leave in one syscall (a ROWS stream's batches, say). */
   private readonly coalescer: WriteCoalescer
+  /** Listens for the stream's events once for its life, not once per message read. */
+  private readonly chunks: ChunkReader
 
   constructor(readonly stream: Duplex, readonly options: FrameStreamOptions) {
     this.decoder = new FrameDecoder({ messageBytesMax: options.messageBytesMax })
     this.coalescer = new WriteCoalescer(stream)
     stream.on("error", ignore)
     stream.pause()
+    this.chunks = new ChunkReader(stream)
   }
 
   get isOpen(): boolean {
@@ -87,7 +90,7 @@ export class FrameStream {
   }
 
   /** One raw word (the protocol version), or null if the stream ends first. */
-  readonly readWord: Effect.Effect<Uint8Array | null, SocketError> = Effect.suspend(() => readDecoded(this.stream, this.words))
+  readonly readWord: Effect.Effect<Uint8Array | null, SocketError> = Effect.suspend(() => readDecodedFrom(this.chunks, this.words))
 
   /** The next whole message, or null when the stream ends cleanly between messages. A message
    * already buffered (or held by `pollFrame`) is handed out without a loop. */
@@ -97,7 +100,7 @@ export class FrameStream {
       this.pending = undefined
       return Effect.succeed(held)
     }
-    return readDecoded(this.stream, this.frames)
+    return readDecodedFrom(this.chunks, this.frames)
   })
 
   private decodeNext(): Effect.Effect<Frame | undefined, FramingError> {
