@@ -83,38 +83,50 @@ export class ChunkReader {
     stream.on("error", onEvent)
   }
 
-  /** The next chunk the stream has, waiting for one if need be. */
-  readonly next: Effect.Effect<ChunkRead> = Effect.suspend(() => {
-    const now = chunkNow(this.stream)
-    if (now !== null) return Effect.succeed(now)
-    return Effect.async<ChunkRead>((resume) => {
-      assert(this.wake === null, "one read waits on a stream at a time")
-      const attempt = () => {
-        const read = chunkNow(this.stream)
-        if (read === null) this.wake = attempt
-        else resume(Effect.succeed(read))
-      }
-      this.wake = attempt
-      return Effect.sync(() => {
-        if (this.wake === attempt) this.wake = null
-      })
+  /** What the stream can give without waiting; null when a read must wait (`wait`). */
+  now(): ChunkRead | null {
+    return chunkNow(this.stream)
+  }
+
+  /** Waits for the stream's next chunk, end or error (call it after `now` said null). */
+  readonly wait: Effect.Effect<ChunkRead> = Effect.async<ChunkRead>((resume) => {
+    assert(this.wake === null, "one read waits on a stream at a time")
+    const attempt = () => {
+      const read = chunkNow(this.stream)
+      if (read === null) this.wake = attempt
+      else resume(Effect.succeed(read))
+    }
+    attempt()
+    return Effect.sync(() => {
+      if (this.wake === attempt) this.wake = null
     })
   })
 }
 
-/** `readDecoded` pulling through a `ChunkReader`. */
-export const readDecodedFrom = <A, E>(reader: ChunkReader, decoding: Decoding<A, E>): Effect.Effect<A, E> =>
-  decoding.decoded() ?? Effect.flatMap(reader.next, (read) => {
-    switch (read._tag) {
-      case "Chunk":
-        decoding.push(read.chunk)
-        return readDecodedFrom(reader, decoding)
-      case "End":
-        return decoding.ended()
-      case "Failed":
-        return Effect.fail(decoding.failed(read.cause))
-    }
-  })
+/** `readDecoded` pulling through a `ChunkReader`: the chunks already buffered are taken in a
+ * plain loop, and only a read that must wait costs Effect operations (two). */
+export const readDecodedFrom = <A, E>(reader: ChunkReader, decoding: Decoding<A, E>): Effect.Effect<A, E> => {
+  for (;;) {
+    const decided = decoding.decoded()
+    if (decided !== null) return decided
+    const read = reader.now()
+    if (read === null) return Effect.flatMap(reader.wait, (waited) => afterChunk(reader, decoding, waited))
+    if (read._tag !== "Chunk") return afterChunk(reader, decoding, read)
+    decoding.push(read.chunk)
+  }
+}
+
+const afterChunk = <A, E>(reader: ChunkReader, decoding: Decoding<A, E>, read: ChunkRead): Effect.Effect<A, E> => {
+  switch (read._tag) {
+    case "Chunk":
+      decoding.push(read.chunk)
+      return readDecodedFrom(reader, decoding)
+    case "End":
+      return decoding.ended()
+    case "Failed":
+      return Effect.fail(decoding.failed(read.cause))
+  }
+}
 
 /** A decoder over a stream's bytes, as the read loop sees it. */
 export interface Decoding<A, E> {
