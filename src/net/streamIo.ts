@@ -7,6 +7,7 @@
 // is wanted, so TCP pushes back on a sender that runs ahead.
 import type { Duplex, Writable } from "node:stream"
 import { Effect } from "effect"
+import { assert } from "../assert.ts"
 
 /** What one pull gave: a chunk, the stream's clean end, or the error it broke with. */
 export type ChunkRead =
@@ -49,6 +50,83 @@ export const readChunk = (stream: Duplex): Effect.Effect<ChunkRead> =>
     stream.on("error", onEvent)
     return Effect.sync(detach)
   })
+
+/** What the stream can give without waiting: a chunk, its end or its error; null when a read
+ * must wait for more bytes. */
+function chunkNow(stream: Duplex): ChunkRead | null {
+  const chunk = stream.read() as Buffer | null
+  if (chunk !== null) return { _tag: "Chunk", chunk }
+  if (stream.errored) return { _tag: "Failed", cause: stream.errored }
+  if (stream.readableEnded || stream.destroyed) return { _tag: "End" }
+  return null
+}
+
+/** `readChunk` for a stream read many times over (a client connection: one read per request):
+ * its four listeners are attached once, for the stream's life, and a read waits in one slot, so
+ * a request costs no listener churn (adding and removing a 'readable' listener also schedules
+ * Node's re-evaluation of the stream's mode, a tick each) and, when the bytes are already
+ * buffered, no suspension at all. One reader at a time (the stream's one reading fiber). */
+export class ChunkReader {
+  /** Called by the stream's events while a read waits; null otherwise. */
+  private wake: (() => void) | null = null
+
+  constructor(private readonly stream: Duplex) {
+    const onEvent = () => {
+      const wake = this.wake
+      if (wake === null) return
+      this.wake = null
+      wake()
+    }
+    stream.on("readable", onEvent)
+    stream.on("end", onEvent)
+    stream.on("close", onEvent)
+    stream.on("error", onEvent)
+  }
+
+  /** What the stream can give without waiting; null when a read must wait (`wait`). */
+  now(): ChunkRead | null {
+    return chunkNow(this.stream)
+  }
+
+  /** Waits for the stream's next chunk, end or error (call it after `now` said null). */
+  readonly wait: Effect.Effect<ChunkRead> = Effect.async<ChunkRead>((resume) => {
+    assert(this.wake === null, "one read waits on a stream at a time")
+    const attempt = () => {
+      const read = chunkNow(this.stream)
+      if (read === null) this.wake = attempt
+      else resume(Effect.succeed(read))
+    }
+    attempt()
+    return Effect.sync(() => {
+      if (this.wake === attempt) this.wake = null
+    })
+  })
+}
+
+/** `readDecoded` pulling through a `ChunkReader`: the chunks already buffered are taken in a
+ * plain loop, and only a read that must wait costs Effect operations (two). */
+export const readDecodedFrom = <A, E>(reader: ChunkReader, decoding: Decoding<A, E>): Effect.Effect<A, E> => {
+  for (;;) {
+    const decided = decoding.decoded()
+    if (decided !== null) return decided
+    const read = reader.now()
+    if (read === null) return Effect.flatMap(reader.wait, (waited) => afterChunk(reader, decoding, waited))
+    if (read._tag !== "Chunk") return afterChunk(reader, decoding, read)
+    decoding.push(read.chunk)
+  }
+}
+
+const afterChunk = <A, E>(reader: ChunkReader, decoding: Decoding<A, E>, read: ChunkRead): Effect.Effect<A, E> => {
+  switch (read._tag) {
+    case "Chunk":
+      decoding.push(read.chunk)
+      return readDecodedFrom(reader, decoding)
+    case "End":
+      return decoding.ended()
+    case "Failed":
+      return Effect.fail(decoding.failed(read.cause))
+  }
+}
 
 /** A decoder over a stream's bytes, as the read loop sees it. */
 export interface Decoding<A, E> {

@@ -131,16 +131,14 @@ export const make = (nodeId: NodeId, clock: Clock.Clock = Clock.make()): NodeMet
       return taken
     },
     gateway: {
+      // Updated in place, as timeProposalNow: once per client request.
       request: (type) =>
-        Effect.suspend(() =>
-          Metric.increment(cached(requests, type, 64, () => counter("tqlite_client_requests_total", "dqlite protocol requests received, by type", { ...node, type })))
-        ),
-      failure: (code) =>
-        Effect.suspend(() => {
-          const key = errors.size >= errorCodesMax && !errors.has(String(code)) ? "other" : String(code)
-          return Metric.increment(cached(errors, key, errorCodesMax + 1, () =>
-            counter("tqlite_client_errors_total", "FAILURE responses sent to clients, by dqlite / SQLite error code", { ...node, code: key })))
-        }),
+        cached(requests, type, 64, () => counter("tqlite_client_requests_total", "dqlite protocol requests received, by type", { ...node, type })).unsafeUpdate(1, []),
+      failure: (code) => {
+        const key = errors.size >= errorCodesMax && !errors.has(String(code)) ? "other" : String(code)
+        cached(errors, key, errorCodesMax + 1, () =>
+          counter("tqlite_client_errors_total", "FAILURE responses sent to clients, by dqlite / SQLite error code", { ...node, code: key })).unsafeUpdate(1, [])
+      },
       connections: (delta) => Metric.modify(connections, delta)
     },
     setStatus: (status) =>

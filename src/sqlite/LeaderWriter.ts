@@ -146,6 +146,9 @@ export interface LeaderWriterOptions {
   readonly limits: SqliteLimits
   /** Bounds the bytes of write entries in flight on the node (all databases). */
   readonly proposalKiB: ProposalBudget
+  /** Deliberate slower paths, for the tests that compare: `savepointFirstStatement` runs a
+   * batch's first statement under a savepoint too, as every statement was before. */
+  readonly bugs?: { readonly savepointFirstStatement?: boolean }
 }
 
 const batchSavepoint = "tqlite_batch_statement"
@@ -392,6 +395,7 @@ export class LeaderWriter implements LeaderSlotOwner {
       if (begin) {
         writer.control("BEGIN IMMEDIATE")
         this.batchStartPageCount = writer.pageCount()
+        if (!this.options.bugs?.savepointFirstStatement) return this.runFirstOfBatch(id, request)
       }
       try {
         writer.control(`SAVEPOINT ${batchSavepoint}`)
@@ -417,6 +421,24 @@ export class LeaderWriter implements LeaderSlotOwner {
     } catch (cause) {
       if (writer.inTransaction) writer.db.exec("ROLLBACK")
       return ran({ ok: false, error: toSqlError(cause) })
+    }
+  }
+
+  /** A batch's first statement, straight in the batch's transaction: with nothing before it, a
+   * failure (or a statement past `transactionBytesMax`) rolls the whole transaction back instead
+   * of a savepoint, and the core starts the next batch afresh (StatementRan with the transaction
+   * closed). One statement a batch is the one-client case: SAVEPOINT and RELEASE were two of its
+   * seven SQLite calls. */
+  private runFirstOfBatch(id: number, request: { readonly sql: string; readonly params: ReadonlyArray<SqlValue> }): WriterInput {
+    const writer = this.database.writer
+    try {
+      const value = writer.run(request.sql, request.params)
+      if (this.pagesSince(this.batchStartPageCount) > this.options.limits.transactionBytesMax) throw this.tooBig()
+      return { _tag: "StatementRan", id, outcome: { ok: true, value }, transactionOpen: writer.inTransaction }
+    } catch (cause) {
+      // Whatever the statement left (OR FAIL keeps the rows it changed before failing) goes.
+      if (writer.inTransaction) writer.db.exec("ROLLBACK")
+      return { _tag: "StatementRan", id, outcome: { ok: false, error: toSqlError(cause) }, transactionOpen: false }
     }
   }
 

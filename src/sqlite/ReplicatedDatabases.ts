@@ -56,8 +56,10 @@ export interface ReplicatedDatabasesOptions {
    * does not lead serves every level at once from its copy, as `local` (a follower answering a
    * linearizable read before it applied the leader's read index). `proposeThroughWorker`: the
    * writers propose through their worker fiber only, as before `proposeNow` (a slower path, not
-   * a safety bug: test/sqlite/leaderAnswer.test.ts compares the two). */
-  readonly bugs?: { readonly ownCopyReadsAtOnce?: boolean; readonly proposeThroughWorker?: boolean }
+   * a safety bug: test/sqlite/leaderAnswer.test.ts compares the two). `savepointFirstStatement`:
+   * a batch's first statement runs under a savepoint too (slower, not a safety bug:
+   * test/sqlite/leader.test.ts counts them). */
+  readonly bugs?: { readonly ownCopyReadsAtOnce?: boolean; readonly proposeThroughWorker?: boolean; readonly savepointFirstStatement?: boolean }
 }
 
 export interface ReplicatedDatabases extends SqlDatabases {
@@ -261,7 +263,10 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
         const exit = yield* Effect.exit(
           machine.lead(name, term, (databasePath) =>
             new LeaderWriter(
-              { database: name, term, nodeId: machine.nodeId, epoch: machine.nextEpoch(), machine, raft: access, limits, proposalKiB },
+              {
+                database: name, term, nodeId: machine.nodeId, epoch: machine.nextEpoch(), machine, raft: access, limits, proposalKiB,
+                ...(options.bugs?.savepointFirstStatement === true ? { bugs: { savepointFirstStatement: true } } : {})
+              },
               LeaderDatabase.open({
                 databasePath,
                 pageSize: limits.pageSize,

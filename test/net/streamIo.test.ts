@@ -1,9 +1,11 @@
 // Write coalescing (src/net/streamIo.ts `WriteCoalescer`) on a real loopback socket, through the
 // dqlite-protocol FrameStream that the gateway and the client write with: the messages of one
-// turn reach the kernel in one call, and the write bounds still hold while writes are held.
+// turn reach the kernel in one call, and the write bounds still hold while writes are held. And
+// its reads (`ChunkReader`): the stream's listeners attached once, not per message.
 import { describe, expect, it } from "@effect/vitest"
 import * as net from "node:net"
 import { Duration, Effect, Either } from "effect"
+import { encodeFrame } from "../../src/net/protocol/framing.ts"
 import { FrameStream } from "../../src/net/protocol/socketIo.ts"
 
 /** A connected pair on loopback: `server` is the accepted side. Both destroyed with the scope. */
@@ -137,5 +139,32 @@ describe("write coalescing", () => {
       yield* io.write(message(1, 300))
       yield* io.close
       expect(yield* arrived).toEqual(Buffer.from(message(1, 300)))
+    }))
+})
+
+describe("reading messages", () => {
+  it.scopedLive("a connection read message after message attaches its stream listeners once, not once per message", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* socketPair
+      // Counted from before the FrameStream exists: its own set-up counts too.
+      const added = { readable: 0, other: 0 }
+      const on = server.on.bind(server)
+      server.on = ((event: string, listener: (...args: Array<unknown>) => void) => {
+        if (event === "readable") added.readable++
+        else if (event === "end" || event === "close") added.other++
+        return on(event, listener)
+      }) as typeof server.on
+      const io = new FrameStream(server, { messageBytesMax: 1 << 20, writeTimeoutMs: 5_000 })
+      const messages = 50
+      for (let i = 0; i < messages; i++) {
+        // One request at a time, as go-dqlite sends them: the read waits for each.
+        const read = yield* Effect.fork(io.readFrame)
+        yield* Effect.sleep(Duration.millis(1))
+        client.write(encodeFrame({ type: 3, schema: 0, body: message(i, 16) }))
+        const frame = yield* read
+        expect(frame?.body).toEqual(message(i, 16))
+      }
+      // Every listener the reads needed was attached once, not once per message (50 each).
+      expect(added).toEqual({ readable: 1, other: 2 })
     }))
 })

@@ -1,8 +1,9 @@
 // The leader's side of replicated SQLite on a 3-node cluster in simulated time: pinned read views,
 // leadership loss with uncommitted frames, group commit with savepoints, interactive transactions.
 import { Effect, Exit, Fiber } from "effect"
-import { afterAll, describe, expect, it } from "vitest"
+import { afterAll, describe, expect, it, vi } from "vitest"
 import type { NodeId } from "../../src/raft/types.ts"
+import { Connection } from "../../src/sqlite/connection.ts"
 import type { SqlFailure } from "../../src/sqlite/Sql.ts"
 import { firstStatement } from "../../src/sqlite/statements.ts"
 import type { SqliteCluster } from "../sim/full/SqliteCluster.ts"
@@ -151,6 +152,74 @@ describe("the leader's writer and readers", () => {
     expect(result.stats.pages).toBe(2)
     expect(result.stats.batchMax).toBe(50)
     expect(new Set(result.contents).size).toBe(1)
+  })
+
+  /** Sequential single-statement writes, then a batch whose first statement fails half-way (a
+   * duplicate key after one row went in) with five good ones gathered behind it; the SAVEPOINTs
+   * the writer ran meanwhile. */
+  function firstStatementRun(savepointFirstStatement: boolean) {
+    const base = newDir()
+    const control = vi.spyOn(Connection.prototype, "control")
+    const savepoints = () => control.mock.calls.filter(([sql]) => sql.startsWith("SAVEPOINT tqlite_batch")).length
+    try {
+      return simulate(
+        Effect.gen(function*() {
+          const cluster = makeCluster(base, savepointFirstStatement ? { databasesBugs: { savepointFirstStatement: true } } : {})
+          yield* cluster.bootstrap([1, 2, 3])
+          const leader = yield* cluster.awaitLeader()
+          const s = yield* session(leader)
+          yield* exec(s, "CREATE TABLE u(id INTEGER PRIMARY KEY, v INTEGER)")
+          const before = savepoints()
+          for (let i = 1; i <= 10; i++) yield* exec(s, "INSERT INTO u VALUES (?, ?)", [i, i])
+          const sequential = savepoints() - before
+          // The bad statement opens the next batch while an entry is held in flight; the good
+          // ones queue behind it.
+          holdAppends(cluster, leader.id)
+          const held = yield* Effect.fork(exec(s, "INSERT INTO u VALUES (100, 0)"))
+          yield* sleepTicks(2)
+          const sessions = yield* Effect.forEach([0, 1, 2, 3, 4, 5], () => session(leader))
+          // OR FAIL keeps what the statement did before failing (the row 300): a savepoint, or the
+          // whole transaction when it is the batch's first, must undo it.
+          const bad = yield* Effect.fork(Effect.exit(exec(sessions[0]!, "INSERT OR FAIL INTO u VALUES (300, 7), (3, 0)")))
+          yield* sleepTicks(1)
+          const good = yield* Effect.forEach(sessions.slice(1), (si, i) => Effect.fork(Effect.exit(exec(si, "INSERT INTO u VALUES (?, 1)", [200 + i]))))
+          yield* sleepTicks(2)
+          cluster.dropIf = null
+          yield* Fiber.join(held)
+          const badExit = yield* Fiber.join(bad)
+          const goodExits = yield* Effect.forEach(good, Fiber.join)
+          yield* cluster.awaitConverged()
+          const rows = rowsOf(yield* query(s, "SELECT count(*), sum(v) FROM u"))
+          const contents = filesOf(cluster).map((f) => contentOf(f.path))
+          const integrity = filesOf(cluster).map((f) => integrityOf(f.path))
+          yield* cluster.shutdown()
+          return {
+            sequential,
+            bad: Exit.isFailure(badExit) && badExit.cause._tag === "Fail" && badExit.cause.error._tag === "SqlError" ? badExit.cause.error.code : "not a SqlError",
+            good: goodExits.filter(Exit.isSuccess).length,
+            rows,
+            sameFiles: new Set(contents).size,
+            integrity
+          }
+        })
+      )
+    } finally {
+      control.mockRestore()
+    }
+  }
+
+  it("a batch's first statement runs without a savepoint; when it fails, the statements behind it still commit", () => {
+    const result = firstStatementRun(false)
+    // One client writing in a loop: every batch holds one statement, so no SAVEPOINT at all.
+    expect(result.sequential).toBe(0)
+    expect(result.bad).toBe(1555)
+    expect(result.good).toBe(5)
+    // 10 + the held one + 5 good: the failed one left nothing.
+    expect(result.rows).toEqual([[16n, 55n + 5n]])
+    expect(result.sameFiles).toBe(1)
+    expect(result.integrity).toEqual(["ok", "ok", "ok"])
+    // The slower path, as before: a savepoint for every statement.
+    expect(firstStatementRun(true).sequential).toBe(10)
   })
 
   it("an interactive transaction interrupted by leader loss fails and leaves nothing", () => {

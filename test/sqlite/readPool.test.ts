@@ -1,12 +1,13 @@
 // The reader pool (src/sqlite/readPool): reads pinned at a Raft-committed snapshot whatever the
 // thread, the query time limit (between rows, and by terminating a worker stuck in one native
 // step), bounded queue, a terminated worker replaced, closing and checkpoints with readers.
+import fs from "node:fs"
 import path from "node:path"
 import { Effect, Exit, Fiber } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
 import type { ReadPoolService } from "../../src/sqlite/readPool/ReadPool.ts"
-import { inThreadReadPool, stuckGraceMs, workerReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
+import { inThreadReadPool, readerThreadNiceness, stuckGraceMs, workerReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
 import { tryPin } from "../../src/sqlite/readPool/pinning.ts"
 import type { SqlFailure } from "../../src/sqlite/Sql.ts"
 import { captureOneCommit, pageSize, tempDirectory } from "./helpers.ts"
@@ -168,6 +169,46 @@ describe("reader worker threads", () => {
     } finally {
       db.close("discard")
     }
+  }, 20_000)
+
+  /** The niceness of each thread of this process, by thread id (Linux: /proc/self/task). */
+  function threadNiceness(): Map<string, number> {
+    const niceness = new Map<string, number>()
+    for (const tid of fs.readdirSync("/proc/self/task")) {
+      try {
+        const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, "utf8")
+        // Fields after the command's ")": state is field 3, nice field 19.
+        niceness.set(tid, Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]))
+      } catch {
+        // The thread ended meanwhile.
+      }
+    }
+    return niceness
+  }
+
+  /** The niceness of the threads a pool started for one read. */
+  async function readerNiceness(pool: ReadPoolService): Promise<Array<number>> {
+    const before = threadNiceness()
+    const db = openLeader(pool)
+    try {
+      db.markCommitted(commitLocally(db, "CREATE TABLE t(x)"))
+      await Effect.runPromise(db.read("SELECT count(*) FROM t, t AS u", []))
+      return [...threadNiceness()].filter(([tid]) => !before.has(tid)).map(([, nice]) => nice)
+    } finally {
+      db.close("discard")
+    }
+  }
+
+  // Linux, and a test process not already as nice as a reader (a thread cannot be made less nice).
+  const mainNiceness = process.platform === "linux" ? threadNiceness().get(String(process.pid)) ?? 0 : readerThreadNiceness
+  it.runIf(mainNiceness < readerThreadNiceness)("reader threads run at a lower CPU priority than the main thread, so a long query yields the CPU to consensus", async () => {
+    // The thread started for the read, at the reader niceness; the main thread's is unchanged.
+    expect(await readerNiceness(workerReadPool(limits))).toContain(readerThreadNiceness)
+    expect(threadNiceness().get(String(process.pid))).toBe(mainNiceness)
+    // The old default: every new thread at the process's niceness.
+    const flat = await readerNiceness(workerReadPool(limits, { defaultPriority: true }))
+    expect(flat.length).toBeGreaterThan(0)
+    expect(flat.every((nice) => nice === mainNiceness)).toBe(true)
   }, 20_000)
 
   it("a checkpoint held back by a running read reports busy instead of failing; it completes afterwards", async () => {

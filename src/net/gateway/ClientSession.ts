@@ -165,8 +165,8 @@ export class ClientSession {
   }
 
   private observed<E>(type: ObservedRequestType, answer: Effect.Effect<void, E>): Effect.Effect<void, E> {
-    const observer = this.deps.observer
-    return observer === undefined ? answer : Effect.zipRight(observer.request(type), answer)
+    this.deps.observer?.request(type)
+    return answer
   }
 
   private send(response: Response): Effect.Effect<void, SocketError> {
@@ -174,8 +174,8 @@ export class ClientSession {
   }
 
   private fail(text: FailureText): Effect.Effect<void, SocketError> {
-    const observer = this.deps.observer
-    return observer === undefined ? this.send(failure(text)) : Effect.zipRight(observer.failure(text.code), this.send(failure(text)))
+    this.deps.observer?.failure(text.code)
+    return this.send(failure(text))
   }
 
   private dispatch(request: Request): Effect.Effect<void, SessionError> {

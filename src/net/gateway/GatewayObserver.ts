@@ -7,9 +7,10 @@ import type { Request } from "../protocol/requests.ts"
 export type ObservedRequestType = Request["kind"] | "malformed"
 
 export interface GatewayObserver {
-  readonly request: (type: ObservedRequestType) => Effect.Effect<void>
+  /** Plain calls, not Effects: they run once per request (the hot path), and count in place. */
+  readonly request: (type: ObservedRequestType) => void
   /** A FAILURE sent to the client, by its dqlite / SQLite error code. */
-  readonly failure: (code: number) => Effect.Effect<void>
+  readonly failure: (code: number) => void
   /** +1 when a client connection starts being served, −1 when it ends. */
   readonly connections: (delta: 1 | -1) => Effect.Effect<void>
 }

@@ -9,7 +9,7 @@
 import type { Duplex } from "node:stream"
 import { Data, Duration, Effect } from "effect"
 import type { Decoding } from "../streamIo.ts"
-import { drained, readChunk, readDecoded, WriteCoalescer } from "../streamIo.ts"
+import { ChunkReader, drained, readDecodedFrom, WriteCoalescer } from "../streamIo.ts"
 import { ResponseType, wordBytes } from "./codes.ts"
 import { WireError } from "./errors.ts"
 import type { FilesBodyReaderOptions, FilesPiece } from "./filesStream.ts"
@@ -52,12 +52,15 @@ export class FrameStream {
   private pending: Frame | undefined = undefined
   /** The messages written within one turn leave in one syscall (a ROWS stream's batches, say). */
   private readonly coalescer: WriteCoalescer
+  /** Listens for the stream's events once for its life, not once per message read. */
+  private readonly chunks: ChunkReader
 
   constructor(readonly stream: Duplex, readonly options: FrameStreamOptions) {
     this.decoder = new FrameDecoder({ messageBytesMax: options.messageBytesMax })
     this.coalescer = new WriteCoalescer(stream)
     stream.on("error", ignore)
     stream.pause()
+    this.chunks = new ChunkReader(stream)
   }
 
   get isOpen(): boolean {
@@ -95,7 +98,7 @@ export class FrameStream {
   }
 
   /** One raw word (the protocol version), or null if the stream ends first. */
-  readonly readWord: Effect.Effect<Uint8Array | null, SocketError> = Effect.suspend(() => readDecoded(this.stream, this.words))
+  readonly readWord: Effect.Effect<Uint8Array | null, SocketError> = Effect.suspend(() => readDecodedFrom(this.chunks, this.words))
 
   /** The next whole message, or null when the stream ends cleanly between messages. A message
    * already buffered (or held by `pollFrame`) is handed out without a loop. */
@@ -105,7 +108,7 @@ export class FrameStream {
       this.pending = undefined
       return Effect.succeed(held)
     }
-    return readDecoded(this.stream, this.frames)
+    return readDecodedFrom(this.chunks, this.frames)
   })
 
   /** The read loop's view of the decoder for a message's header, left in place. */
@@ -132,7 +135,7 @@ export class FrameStream {
   readonly readHeader: Effect.Effect<MessageHeader | null, SocketError | FramingError> = Effect.suspend(() => {
     const held = this.pending
     if (held !== undefined) return Effect.succeed({ bodyWords: held.body.byteLength / wordBytes, type: held.type, schema: held.schema })
-    return readDecoded(this.stream, this.headers)
+    return readDecodedFrom(this.chunks, this.headers)
   })
 
   /** Reads the FILES message whose header `readHeader` gave, handing its body to `sink` piece by
@@ -162,12 +165,12 @@ export class FrameStream {
           if (piece._tag === "End") return
           continue
         }
-        const read = yield* readChunk(self.stream).pipe(
+        const read = self.chunks.now() ?? (yield* self.chunks.wait.pipe(
           Effect.timeoutFail({
             duration: idle,
             onTimeout: () => new SocketError({ reason: "Timeout", detail: `no bytes for ${options.idleTimeoutMs} ms ${reader.describePosition()}` })
           })
-        )
+        ))
         switch (read._tag) {
           case "Chunk":
             self.decoder.push(read.chunk)

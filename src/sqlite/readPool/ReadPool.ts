@@ -226,6 +226,13 @@ interface WorkerSlot {
   running: PendingRead | null
 }
 
+/** The niceness of a reader thread. A query runs in one so that it cannot hold the main thread
+ * (Raft's heartbeats, the writer, the gateway); when cores are short (this 2-core machine runs
+ * three nodes and their clients) it must not take their CPU either: at niceness 10 the kernel
+ * gives a busy reader about a tenth of the share of a ready thread at 0. Idle cores still run it
+ * at full speed. */
+export const readerThreadNiceness = 10
+
 export function workerReadPool(limits: ReadPoolLimits, bugs?: ReaderBugs): ReadPoolService {
   const entry = workerEntry(readWorkerUrl())
   return { kind: "workers", forDatabase: (options) => new WorkerReaders(options, limits, entry, bugs) }
@@ -554,6 +561,7 @@ class WorkerReaders implements DatabaseReaders {
       busyTimeoutMs: 1_000,
       versions: this.options.versions.buffer,
       openFlag: openFlag.buffer as SharedArrayBuffer,
+      niceness: this.bugs?.defaultPriority === true ? 0 : readerThreadNiceness,
       ...(this.bugs !== undefined ? { bugs: this.bugs } : {})
     }
     const worker = new Worker(this.entry, { workerData })

@@ -1,6 +1,8 @@
 // A reader worker thread: one read-only connection to one leading database, serving reads one at
 // a time with pinning.ts's rules. Started by ReadPool.ts (WorkerReadPool); see README.md "Reads
 // in worker threads".
+import * as fs from "node:fs"
+import * as os from "node:os"
 import { parentPort, workerData } from "node:worker_threads"
 import { Connection } from "../connection.ts"
 import { openDatabase } from "../openDatabase.ts"
@@ -17,6 +19,8 @@ export interface ReadWorkerData {
   readonly versions: SharedArrayBuffer
   /** One Int32 cell: 1 while this worker counts as an open connection in `versions`. */
   readonly openFlag: SharedArrayBuffer
+  /** This thread's CPU niceness (0: the default). */
+  readonly niceness: number
   readonly bugs?: ReaderBugs
 }
 
@@ -45,6 +49,21 @@ export type FromWorker =
 const port = parentPort
 if (port === null) throw new Error("readWorker.ts runs as a worker thread")
 const data = workerData as ReadWorkerData
+
+/** Lowers this thread's CPU priority to `niceness` (ReadPool.ts `readerThreadNiceness`; Linux:
+ * setpriority on the thread's own id, read from /proc/thread-self; raising a niceness needs no
+ * privilege). Elsewhere, or if refused, the thread keeps the default: a priority is an
+ * optimisation, never a reason not to serve. */
+function lowerPriority(niceness: number): void {
+  if (niceness <= 0) return
+  try {
+    const tid = Number(fs.readlinkSync("/proc/thread-self").split("/").pop())
+    if (Number.isSafeInteger(tid) && tid > 0 && tid !== process.pid) os.setPriority(tid, niceness)
+  } catch {
+    // Not Linux, or not allowed.
+  }
+}
+lowerPriority(data.niceness)
 const versions = new ReadVersions(data.versions)
 const openFlag = new Int32Array(data.openFlag)
 

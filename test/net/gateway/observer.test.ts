@@ -9,8 +9,8 @@ import { execSql, rawConnect, startGateway } from "./harness.ts"
 const recordingObserver = () => {
   const seen = { requests: [] as ObservedRequestType[], failures: [] as number[], connections: 0, opened: 0 }
   const observer: GatewayObserver = {
-    request: (type) => Effect.sync(() => void seen.requests.push(type)),
-    failure: (code) => Effect.sync(() => void seen.failures.push(code)),
+    request: (type) => void seen.requests.push(type),
+    failure: (code) => void seen.failures.push(code),
     connections: (delta) =>
       Effect.sync(() => {
         seen.connections += delta
