@@ -39,8 +39,9 @@ export interface RaftActorBounds {
   readonly snapshotEveryEntries: number
   /** The driver's tick: Raft's election and heartbeat ticks are this many milliseconds. */
   readonly tickMs: number
-  /** A leader's wait after a commit for a message that carries it to the followers (the next
-   * append or a heartbeat) before an empty append does (src/actors/RaftActor.ts). */
+  /** With the Raft option carryCommit: a leader's wait after a commit for a message that
+   * carries it to the followers (the next append or a heartbeat) before an empty append does
+   * (src/actors/RaftActor.ts). */
   readonly commitFlushMs: number
 }
 

@@ -70,7 +70,8 @@ export interface RaftNodeOptions<R, SM> {
   readonly mailboxCapacity: number
   readonly batchMax: number
   readonly requestTimeoutMs: number
-  /** How long a leader waits, after a commit that no append carried yet, for one that will (the
+  /** With the Raft option carryCommit (else unused: nothing is ever owed): how long a leader
+   * waits, after a commit that no append carried yet, for one that will (the
    * next proposal's, a heartbeat's) before telling the followers in an empty append
    * (FlushCommit). What a follower's own-copy reads may lag by that much more; reads through
    * the leader's read index do not (its answer commits the follower). Default

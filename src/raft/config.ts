@@ -82,6 +82,13 @@ export interface RaftConfig {
   readonly entryLoadTimeoutTicks: number
   /** Seed of the election-jitter generator (the core's only randomness, kept as data). */
   readonly seed: number
+  /** A new commit index rides the next append or heartbeat to each follower instead of an empty
+   * append to every follower at once; a follower still owed it after the driver's delay
+   * (raftActor.commitFlushMs: the FlushCommit input) or at the next tick gets the empty append
+   * then (issue 12: one message, read, decode and answer less per follower and entry). Off by
+   * default: it moved the SQLite simulator's schedules so that two mutation tests no longer catch
+   * their bug within their seed windows (docs/performance.md, "Replication's CPU per entry"). */
+  readonly carryCommit?: boolean
   /** Deliberate bugs, for proving that the simulator's checkers catch them. Never set outside
    * tests. */
   readonly bugs?: RaftBugs

@@ -110,8 +110,9 @@ export function handleAppendResponse(step: Step, m: AppendEntriesResponse): void
   // A new commit index goes out with the next append to each follower (new entries now, the
   // next proposal's, or a heartbeat's commit): an empty append just for it only when none went
   // within the driver's short delay (FlushCommit) or by the next tick — one message less per
-  // follower and entry, and its read, decode and answer (issue 12).
-  if (advanced && maybeCommit(step)) broadcastAppend(step, false)
+  // follower and entry, and its read, decode and answer (issue 12). Without carryCommit: an
+  // empty append to every follower at once.
+  if (advanced && maybeCommit(step)) broadcastAppend(step, s.config.carryCommit !== true)
   if (s.role !== "leader") return
   replicateTo(step, m.from, false)
   if (s.transferee === m.from && pr.match === lastIndex(s.log)) sendTimeoutNow(step, m.from)
@@ -128,7 +129,7 @@ function owesCommit(s: RaftState, pr: Progress): boolean {
 
 /** A leader owes some follower the commit index: the driver sends FlushCommit after its delay. */
 export function commitOwed(s: RaftState): boolean {
-  if (s.role !== "leader") return false
+  if (s.role !== "leader" || s.config.carryCommit !== true) return false
   for (const pr of s.progress.values()) if (owesCommit(s, pr)) return true
   return false
 }
@@ -136,6 +137,7 @@ export function commitOwed(s: RaftState): boolean {
 /** Tells every follower owed the commit index, in an empty append each. */
 export function flushCommit(step: Step): void {
   const s = step.s
+  if (s.config.carryCommit !== true) return
   for (const [id, pr] of s.progress) if (owesCommit(s, pr)) replicateTo(step, id, true)
 }
 

@@ -244,7 +244,7 @@ describe("RaftActor", () => {
 
   it.scoped("a commit index rides the next append when one follows within the flush delay, and an empty append brings it when none does, before the next tick (issue 12)", () =>
     Effect.gen(function*() {
-      const { nodes, leader, events } = yield* cluster(3)
+      const { nodes, leader, events } = yield* cluster(3, { carryCommit: true })
       const node = yield* leader
       yield* TestClock.adjust(tickMs * 3)
       const followers = [...nodes.values()].filter((n) => n.id !== node.id)
