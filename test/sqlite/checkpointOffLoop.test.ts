@@ -7,14 +7,8 @@
 import { Effect, Fiber } from "effect"
 import fs from "node:fs"
 import { afterAll, describe, expect, it } from "vitest"
-import type { Entry } from "../../src/raft/types.ts"
-import type { LeaderSlotOwner } from "../../src/sqlite/SqliteMachine.ts"
-import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
-import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
 import { CheckpointWorker } from "../../src/sqlite/CheckpointWorker.ts"
-import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
-import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
-import { integrityCheck, pageSize, readOnly, tempDirectory } from "./helpers.ts"
+import { integrityCheck, ledMachine, readOnly, tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
 const workers: Array<CheckpointWorker> = []
@@ -30,26 +24,8 @@ async function leaderWithWal(blobs: number) {
   dirs.push(dir)
   const worker = new CheckpointWorker()
   workers.push(worker)
-  const machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", bootSnapshot: null }))
-  const log: Array<Entry> = [{ kind: "barrier", term: 1, index: 1 }]
-  await Effect.runPromise(machine.apply(log[0]!))
-  const epoch = machine.nextEpoch()
-  const readPool = inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 })
-  const owner = await Effect.runPromise(machine.lead("main", 1, (databasePath): LeaderSlotOwner => ({
-    term: 1,
-    origin: { node: 1, epoch },
-    database: LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool, checkpointWorker: worker })
-  })))
-  const database = owner.database
-  const sqls = ["CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)", ...Array.from({ length: blobs }, () => "INSERT INTO t(b) VALUES (randomblob(1048576))")]
-  for (const [i, sql] of sqls.entries()) {
-    database.commitLocally(() => database.writer.db.exec(sql))
-    const local = database.captureLocalCommit(i + 1)!
-    const data = encodeWriteEntry({ origin: { node: 1, epoch, seq: i + 1 }, previousChangeIndex: machine.lastChangeIndex("main"), database: "main", pageSet: local.pageSet })
-    const entry: Entry = { kind: "command", term: 1, index: log.length + 1, data }
-    log.push(entry)
-    expect((await Effect.runPromise(machine.apply(entry)))._tag).toBe("Own")
-  }
+  const { machine, owner, database, commit } = await ledMachine(dir.path, { checkpointWorker: worker })
+  for (const sql of ["CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)", ...Array.from({ length: blobs }, () => "INSERT INTO t(b) VALUES (randomblob(1048576))")]) await commit(sql)
   return { machine, owner, database, worker, databasePath: machine.databasePath("main") }
 }
 

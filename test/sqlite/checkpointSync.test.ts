@@ -4,18 +4,14 @@
 // `skipCheckpointSync` bug records without that fdatasync, and this test sees it.
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import type { Entry } from "../../src/raft/types.ts"
 import type { DiskFile, DiskService } from "../../src/storage/Disk.ts"
 import { nodeDisk } from "../../src/storage/Disk.ts"
 import type { LeaderSlotOwner, SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
 import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
-import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
-import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
-import { encodeWriteEntry } from "../../src/sqlite/writeEntry.ts"
 import path from "node:path"
 import type { AppliedState } from "../../src/sqlite/appliedState.ts"
 import { AppliedStateFile } from "../../src/sqlite/appliedState.ts"
-import { pageSize, tempDirectory } from "./helpers.ts"
+import { ledMachine, tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
 afterAll(() => dirs.forEach((d) => d.remove()))
@@ -40,25 +36,8 @@ async function checkpointOps(
   dirs.push(dir)
   const ops: Array<string> = []
   const disk = recordingDisk(ops)
-  const machine = await Effect.runPromise(SqliteMachine.open({ dataDir: dir.path, nodeId: 1, pageSize, fsync: "sync", disk, bootSnapshot: null, ...(bugs !== undefined ? { bugs } : {}) }))
-  const log: Array<Entry> = [{ kind: "barrier", term: 1, index: 1 }]
-  await Effect.runPromise(machine.apply(log[0]!))
-  const epoch = machine.nextEpoch()
-  const readPool = inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 })
-  const owner = await Effect.runPromise(machine.lead("main", 1, (databasePath): LeaderSlotOwner => ({
-    term: 1,
-    origin: { node: 1, epoch },
-    database: LeaderDatabase.open({ databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool, disk })
-  })))
-  const database = owner.database
-  for (const [seq, sql] of ["CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB); INSERT INTO t(b) VALUES (randomblob(3000))", "INSERT INTO t(b) VALUES (randomblob(50000))"].entries()) {
-    database.commitLocally(() => database.writer.db.exec(sql))
-    const local = database.captureLocalCommit(seq + 1)!
-    const data = encodeWriteEntry({ origin: { node: 1, epoch, seq: seq + 1 }, previousChangeIndex: machine.lastChangeIndex("main"), database: "main", pageSet: local.pageSet })
-    const entry: Entry = { kind: "command", term: 1, index: log.length + 1, data }
-    log.push(entry)
-    expect((await Effect.runPromise(machine.apply(entry)))._tag).toBe("Own")
-  }
+  const { machine, owner, database, commit } = await ledMachine(dir.path, { disk, ...(bugs !== undefined ? { bugs } : {}) })
+  for (const sql of ["CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB); INSERT INTO t(b) VALUES (randomblob(3000))", "INSERT INTO t(b) VALUES (randomblob(50000))"]) await commit(sql)
   expect(database.checkpoint().busy).toBe(false)
   ops.length = 0
   await Effect.runPromise(records !== undefined ? records(machine, owner) : machine.checkpointed("main", owner))

@@ -7,7 +7,12 @@ import { Effect } from "effect"
 import { expect } from "vitest"
 import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
 import type { Entry } from "../../src/raft/types.ts"
-import type { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
+import type { DiskService } from "../../src/storage/Disk.ts"
+import type { CheckpointWorker } from "../../src/sqlite/CheckpointWorker.ts"
+import { LeaderDatabase } from "../../src/sqlite/LeaderDatabase.ts"
+import { inThreadReadPool } from "../../src/sqlite/readPool/ReadPool.ts"
+import type { LeaderSlotOwner, SqliteMachineBugs } from "../../src/sqlite/SqliteMachine.ts"
+import { SqliteMachine } from "../../src/sqlite/SqliteMachine.ts"
 import type { SqliteDatabase } from "../../src/sqlite/openDatabase.ts"
 import { openDatabase } from "../../src/sqlite/openDatabase.ts"
 import { WalCapture } from "../../src/sqlite/WalCapture.ts"
@@ -126,4 +131,38 @@ export function captureOneCommit(db: LeaderDatabase, sql: string, seq: number): 
   const commit = db.captureLocalCommit(seq)
   expect(commit).not.toBeNull()
   return commit!.seq
+}
+
+/** A machine in `dir` that leads database "main" at term 1 (its writer over an in-thread read
+ * pool), and `commit(sql)`: one transaction committed locally, captured, encoded and applied
+ * through the machine as the node's own entry. `disk`, `bugs` and `checkpointWorker` reach the
+ * machine and the leader's database. */
+export async function ledMachine(dir: string, options: { readonly disk?: DiskService; readonly bugs?: SqliteMachineBugs; readonly checkpointWorker?: CheckpointWorker } = {}) {
+  const machine = await Effect.runPromise(SqliteMachine.open({
+    dataDir: dir, nodeId: 1, pageSize, fsync: "sync", bootSnapshot: null,
+    ...(options.disk !== undefined ? { disk: options.disk } : {}), ...(options.bugs !== undefined ? { bugs: options.bugs } : {})
+  }))
+  const log: Array<Entry> = [{ kind: "barrier", term: 1, index: 1 }]
+  await Effect.runPromise(machine.apply(log[0]!))
+  const epoch = machine.nextEpoch()
+  const readPool = inThreadReadPool({ readWorkersMax: 1, readQueueMax: 8, queryTimeoutMs: 10_000, statementCacheMax: 16 })
+  const owner = await Effect.runPromise(machine.lead("main", 1, (databasePath): LeaderSlotOwner => ({
+    term: 1,
+    origin: { node: 1, epoch },
+    database: LeaderDatabase.open({
+      databasePath, pageSize, readersMax: 4, cachePages: 100, statementCacheMax: 16, readPool,
+      ...(options.disk !== undefined ? { disk: options.disk } : {}), ...(options.checkpointWorker !== undefined ? { checkpointWorker: options.checkpointWorker } : {})
+    })
+  })))
+  const database = owner.database
+  let seq = 0
+  const commit = async (sql: string) => {
+    database.commitLocally(() => database.writer.db.exec(sql))
+    const local = database.captureLocalCommit(++seq)!
+    const data = encodeWriteEntry({ origin: { node: 1, epoch, seq }, previousChangeIndex: machine.lastChangeIndex("main"), database: "main", pageSet: local.pageSet })
+    const entry: Entry = { kind: "command", term: 1, index: log.length + 1, data }
+    log.push(entry)
+    expect((await Effect.runPromise(machine.apply(entry)))._tag).toBe("Own")
+  }
+  return { machine, owner, database, commit }
 }
