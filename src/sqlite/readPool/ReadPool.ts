@@ -40,6 +40,8 @@ export interface ReadPoolLimits {
   readonly streamBatchBytes?: number
   /** … or this many rows, whichever comes first. */
   readonly streamBatchRowsMax?: number
+  /** The niceness reader threads run at (`readerThreadNiceness`); absent: the process's own. */
+  readonly readerNiceness?: number
 }
 
 export { streamBatchBytesDefault, streamBatchRowsMaxDefault }
@@ -226,11 +228,15 @@ interface WorkerSlot {
   running: PendingRead | null
 }
 
-/** The niceness of a reader thread. A query runs in one so that it cannot hold the main thread
- * (Raft's heartbeats, the writer, the gateway); when cores are short (this 2-core machine runs
- * three nodes and their clients) it must not take their CPU either: at niceness 10 the kernel
- * gives a busy reader about a tenth of the share of a ready thread at 0. Idle cores still run it
- * at full speed. */
+/** A niceness for reader threads (`ReadPoolLimits.readerNiceness`), not the default. A query runs
+ * in a reader thread so that it cannot hold the main thread (Raft's heartbeats, the writer, the
+ * gateway); when cores are short it still takes their CPU. At niceness 10 the kernel gives a busy
+ * reader about a tenth of the share of a ready thread at 0, which met the long-query target on a
+ * quiet 2-core machine (docs/performance.md). It is off by default because a starved reader is
+ * also slow to stop: four copies of test/sqlite/readPool.test.ts at once, one in 4 (and 2 in 4)
+ * failed to close a database within `closeWaitMs` after terminating a niced reader, which in a
+ * node is a failed step-down; none did at the default priority. A thread cannot be made less
+ * nice again without privileges, so the stop cannot undo it. */
 export const readerThreadNiceness = 10
 
 export function workerReadPool(limits: ReadPoolLimits, bugs?: ReaderBugs): ReadPoolService {
@@ -561,7 +567,7 @@ class WorkerReaders implements DatabaseReaders {
       busyTimeoutMs: 1_000,
       versions: this.options.versions.buffer,
       openFlag: openFlag.buffer as SharedArrayBuffer,
-      niceness: this.bugs?.defaultPriority === true ? 0 : readerThreadNiceness,
+      niceness: this.limits.readerNiceness ?? 0,
       ...(this.bugs !== undefined ? { bugs: this.bugs } : {})
     }
     const worker = new Worker(this.entry, { workerData })

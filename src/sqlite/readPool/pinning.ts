@@ -24,8 +24,6 @@ export interface ReadRequest {
  * lost). */
 export interface ReaderBugs {
   readonly serveUncommitted?: boolean
-  /** Reader threads keep the default CPU priority (ReadPool.ts `readerThreadNiceness`). */
-  readonly defaultPriority?: boolean
 }
 
 /** A failure as it crosses threads (rebuilt into a SqlFailure by ReadPool.ts). */
