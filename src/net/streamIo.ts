@@ -19,20 +19,10 @@ export type ChunkRead =
 export const readChunk = (stream: Duplex): Effect.Effect<ChunkRead> =>
   Effect.async((resume) => {
     const attempt = (): boolean => {
-      const chunk = stream.read() as Buffer | null
-      if (chunk !== null) {
-        resume(Effect.succeed({ _tag: "Chunk", chunk }))
-        return true
-      }
-      if (stream.errored) {
-        resume(Effect.succeed({ _tag: "Failed", cause: stream.errored }))
-        return true
-      }
-      if (stream.readableEnded || stream.destroyed) {
-        resume(Effect.succeed({ _tag: "End" }))
-        return true
-      }
-      return false
+      const read = chunkNow(stream)
+      if (read === null) return false
+      resume(Effect.succeed(read))
+      return true
     }
     if (attempt()) return
     const onEvent = () => {
