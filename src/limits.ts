@@ -134,6 +134,11 @@ export { offLoopAfterSlowAppendMs, slowSyncAppendMs } from "./storage/SegmentLog
 export { chunkBuffersMax } from "./net/peers/snapshots.ts"
 export { recycledFramesMax } from "./net/peers/framing.ts"
 export { receivedSyncBytes } from "./sqlite/receivedImages.ts"
+/** Taking a snapshot (issue 17's write stalls): bytes written between background fdatasyncs,
+ * one at a time, so a snapshot never has more than ~2× this dirty in the page cache (three
+ * nodes with their whole snapshot dirty at once had the kernel throttle every write on the
+ * machine, the log's small appends included). */
+export { snapshotTakeSyncBytes } from "./storage/Snapshots.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */

@@ -52,11 +52,24 @@ export interface SnapshotsOptions {
    * (each step costs four fsyncs: bench snapshot-transfer gave 48–51 MB/s at 16 MiB and 102 MB/s at
    * 64 MiB on the loaded dev VM; noisy). */
   readonly incomingSyncBytes?: number
+  /** A snapshot being taken (`create`) is fdatasynced in the background each time this many more
+   * bytes were written, one sync at a time: the writer waits for the previous one before it
+   * starts the next, so at most about twice this many of its bytes are dirty in the page cache.
+   * Default `snapshotTakeSyncBytes`. */
+  readonly takeSyncBytes?: number
 }
 
 export const snapshotRetainDefault = 2
 export const snapshotChunkBytesMaxDefault = 1024 * 1024
 export const incomingSyncBytesDefault = 64 * 1024 * 1024
+/** Bytes of a snapshot being taken between background fdatasyncs (one at a time, so at most ~2×
+ * this is dirty). Issue 17: with one fdatasync at the end, three nodes each put their whole 0.5–1
+ * GiB snapshot into the page cache at once, and the kernel then throttled every write(2) on the
+ * machine (balance_dirty_pages; ext4's journal commits waiting for that data) — the log's small
+ * appends held the loop 0.3–2.6 s. Bounded, the writer goes at the disk's pace and a small
+ * append's journal commit has at most this much of the snapshot to wait behind. 32 MiB: ~0.1 s of
+ * writeback here (225 MB/s buffered + fdatasync, dd), a 1 GiB snapshot pays 32 syncs. */
+export const snapshotTakeSyncBytes = 32 * 1024 * 1024
 
 /** Receives one snapshot's data. Nothing is visible to `latest`/`open` until `commit`; closing the
  * scope without committing deletes the temporary file. */
@@ -213,6 +226,8 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
     let tmpCounter = 0
     const incomingSyncBytes = options.incomingSyncBytes ?? incomingSyncBytesDefault
     assert(incomingSyncBytes >= chunkBytesMax, "incomingSyncBytes >= chunkBytesMax")
+    const takeSyncBytes = options.takeSyncBytes ?? snapshotTakeSyncBytes
+    assert(takeSyncBytes >= chunkBytesMax, "takeSyncBytes >= chunkBytesMax")
 
     const list = Effect.map(disk.list(dir), (names) => {
       const found: Array<{ index: number; term: number }> = []
@@ -267,11 +282,16 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
         const tmpPath = `${finalPath}.${tmpCounter++}.tmp`
         const header = encodeHeader(meta)
         let committed = false
+        // A background sync still running when the scope closes (an abandoned snapshot) ends
+        // before its descriptor is closed.
+        let settle: Effect.Effect<void> = Effect.void
         const handle = yield* Effect.acquireRelease(disk.open(tmpPath, "write"), (h) =>
-          Effect.ignore(Effect.zipRight(h.close, committed ? Effect.void : disk.unlink(tmpPath))))
+          Effect.ignore(Effect.zipRight(Effect.suspend(() => settle), Effect.zipRight(h.close, committed ? Effect.void : disk.unlink(tmpPath)))))
         yield* handle.truncate(0)
         yield* handle.write(0, header)
-        return makeWriter({ disk, dir, meta, handle, header, tmpPath, finalPath, chunkBytesMax, prune, onCommit: () => (committed = true) })
+        const writer = makeWriter({ disk, dir, meta, handle, header, tmpPath, finalPath, chunkBytesMax, syncBytes: takeSyncBytes, prune, onCommit: () => (committed = true) })
+        settle = writer.settle
+        return writer.writer
       })
 
     const source = (meta: SnapshotMeta) =>
@@ -571,22 +591,41 @@ function makeWriter(args: {
   readonly tmpPath: string
   readonly finalPath: string
   readonly chunkBytesMax: number
+  readonly syncBytes: number
   readonly prune: Effect.Effect<void, DiskFailure>
   readonly onCommit: () => void
-}): SnapshotWriter {
+}): { readonly writer: SnapshotWriter; readonly settle: Effect.Effect<void> } {
   const { disk, handle, header } = args
   let written = 0
   let dataCrc = 0
   let state: "open" | "committed" = "open"
+  /** Data bytes written when the last background sync started, and that sync while it runs. */
+  let syncStarted = 0
+  let syncing: Fiber.RuntimeFiber<void, DiskFailure> | null = null
+
+  /** Waits for the background sync in flight, if any (its failure is the caller's). */
+  const awaitSync: Effect.Effect<void, DiskFailure> = Effect.suspend(() => {
+    const running = syncing
+    if (running === null) return Effect.void
+    syncing = null
+    return Fiber.join(running)
+  })
 
   const append = (chunk: Uint8Array): Effect.Effect<void, DiskFailure> =>
-    Effect.suspend(() => {
+    Effect.gen(function*() {
       assert(state === "open", "write after commit")
       assert(chunk.byteLength <= args.chunkBytesMax, `chunk of ${chunk.byteLength} bytes exceeds chunkBytesMax ${args.chunkBytesMax}`)
       const position = header.byteLength + written
       written += chunk.byteLength
       dataCrc = crc32c(chunk, dataCrc)
-      return writeOffLoop(handle, position, chunk)
+      yield* writeOffLoop(handle, position, chunk)
+      if (written - syncStarted >= args.syncBytes) {
+        // One at a time: a disk slower than the copy makes the copy wait here, so the dirty
+        // bytes stay bounded instead of the whole snapshot.
+        yield* awaitSync
+        syncStarted = written
+        syncing = yield* Effect.forkDaemon(handle.sync)
+      }
     })
 
   const writeAt = (offset: number, chunk: Uint8Array): Effect.Effect<number, SnapshotError> =>
@@ -606,6 +645,7 @@ function makeWriter(args: {
           reason: `received ${written} bytes with crc ${dataCrc}, the sender has ${expected.sizeBytes} bytes with crc ${expected.crc32c}`
         })
       }
+      yield* awaitSync
       yield* handle.write(header.byteLength + written, encodeTrailer(written, dataCrc))
       yield* handle.sync
       yield* handle.close
@@ -617,11 +657,14 @@ function makeWriter(args: {
     })
 
   return {
-    meta: args.meta,
-    bytesWritten: Effect.sync(() => written),
-    write: (chunk) => append(chunk),
-    writeAt,
-    commit
+    writer: {
+      meta: args.meta,
+      bytesWritten: Effect.sync(() => written),
+      write: (chunk) => append(chunk),
+      writeAt,
+      commit
+    },
+    settle: Effect.ignore(awaitSync)
   }
 }
 
