@@ -139,6 +139,10 @@ export { receivedSyncBytes } from "./sqlite/receivedImages.ts"
  * nodes with their whole snapshot dirty at once had the kernel throttle every write on the
  * machine, the log's small appends included). */
 export { snapshotTakeSyncBytes } from "./storage/Snapshots.ts"
+/** A follower's applied pages are fdatasynced every defaultSyncEveryEntries (64, SqlNode.ts)
+ * entries or every `syncEveryBytesDefault` (64 MiB) of entries applied, whichever first: 64
+ * entries of 20 MiB left 1.3 GB dirty, whose writeback then throttled the log's small appends. */
+export { syncEveryBytesDefault } from "./sqlite/SqliteMachine.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */

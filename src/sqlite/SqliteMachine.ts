@@ -104,6 +104,9 @@ export interface SqliteMachineOptions {
    * its newest snapshot (which holds the files' content as of its index). It bounds that replay.
    * Default 1 (every batch). */
   readonly syncEveryEntries?: number
+  /** …or once entries of this many bytes were applied since then, whichever comes first
+   * (default `syncEveryBytesDefault`): 64 entries of 20 MiB left 1.3 GB of pages dirty. */
+  readonly syncEveryBytes?: number
   /** The snapshot the node boots from (the RaftActor's recovered snapshot), read only if a
    * database file is older than it and the log (`bootSnapshot.log`) does not reach back to
    * the oldest file's index (then the files are brought up to the snapshot from the log). */
@@ -228,6 +231,11 @@ interface SnapshotPart {
 }
 
 const databasesDirName = "databases"
+/** `syncEveryBytes`'s default. Issue 17's write stalls: a follower applying a load of 20 MiB
+ * entries synced every 64 entries, 1.3 GB of dirty pages at once, and the kernel's writeback of
+ * them throttled every process's writes (the log's small appends held the loop 0.3–0.8 s after a
+ * load). 64 MiB: a few such entries; the sync runs on the thread pool, the applier waits for it. */
+export const syncEveryBytesDefault = 64 * 1024 * 1024
 const appliedStateFileName = "applied-state"
 
 export class SqliteMachine implements StateMachine<SqliteApplyResult> {
@@ -249,6 +257,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   private closed = false
   /** The applied index at the last sync of the page files. */
   private syncedIndex: LogIndex = 0
+  /** Bytes of the entries applied since the last sync (`syncEveryBytes`). */
+  private appliedBytesUnsynced = 0
   /** Connections reading closed databases' files (OwnCopyReaders.ts). */
   private readonly ownCopy: OwnCopyReaders
   /** Closed files are read only once this index is applied: after a restart, a file may hold
@@ -329,15 +339,15 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   // ---- StateMachine -------------------------------------------------------------------------
 
   readonly apply = (entry: Entry): Effect.Effect<SqliteApplyResult> =>
-    entry.kind === "command" && entry.data.byteLength >= largePayloadBytes
-      ? this.applyLargeEntry(entry)
-      : Effect.sync(() => {
-        if (!tracing) return this.applyEntry(entry)
-        const started = performance.now()
-        const result = this.applyEntry(entry)
-        traceDuration("machine.apply.ms", started)
-        return result
-      })
+    Effect.suspend(() => {
+      if (entry.kind === "command") this.appliedBytesUnsynced += entry.data.byteLength
+      if (entry.kind === "command" && entry.data.byteLength >= largePayloadBytes) return this.applyLargeEntry(entry)
+      if (!tracing) return Effect.succeed(this.applyEntry(entry))
+      const started = performance.now()
+      const result = this.applyEntry(entry)
+      traceDuration("machine.apply.ms", started)
+      return Effect.succeed(result)
+    })
 
   /** `applyEntry` for an entry of `largePayloadBytes` or more: its pages are written a run at a
    * time on the thread pool (PageApplier.applyOffLoop), the event loop free meanwhile. While they
@@ -376,9 +386,12 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     return Effect.suspend(() => {
       // The applier's retry loop (a full disk) finishes an interrupted step-down discard here.
       for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
-      if (this.appliedIndex - this.syncedIndex < everyEntries) return Effect.void
+      if (this.appliedIndex - this.syncedIndex < everyEntries && this.appliedBytesUnsynced < (this.options.syncEveryBytes ?? syncEveryBytesDefault)) return Effect.void
       const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
-      if (dirty.length === 0) return Effect.void
+      if (dirty.length === 0) {
+        this.appliedBytesUnsynced = 0 // none of it in a file of ours to sync (a leader's own WAL)
+        return Effect.void
+      }
       const appliedIndex = this.appliedIndex
       // Counted as synced only once the files and the record are written: a sync that failed (a
       // full disk: the applier retries it) must run again, not be skipped as already done. The
@@ -401,6 +414,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         }
         yield* this.writeRecord()
         this.syncedIndex = appliedIndex
+        this.appliedBytesUnsynced = 0
         this.stats.syncs++
         trace("machine.synced", appliedIndex)
       }).pipe(Effect.orDie)
