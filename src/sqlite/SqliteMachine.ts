@@ -564,12 +564,15 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         for (let at = 0; at < entry.sizeBytes;) {
           const length = Math.min(chunkBytes, entry.sizeBytes - at)
           const out = buffer.subarray(0, length)
+          const readStarted = performance.now()
           if (part.hold !== null) {
             const problem = readCommittedPages(part.mainFd, part.walFd, wal, pageSize, at / pageSize + 1, out)
             if (problem !== null) return yield* skipped(part, problem)
           } else if (fs.readSync(part.mainFd, out, 0, length, at) !== length) {
             return yield* skipped(part, "its file shrank while it was copied")
           }
+          // On the loop: a cold file (a database larger than the page cache) waits on the device.
+          traceDuration("snapshot.take.read.ms", readStarted)
           if (moved()) return yield* skipped(part, "its file changed while it was copied")
           const writeStarted = performance.now()
           yield* sink.write(out)

@@ -32,6 +32,7 @@ import { Context, Effect, Fiber, Layer, Option, Stream } from "effect"
 import type { Scope } from "effect"
 import { Packr } from "msgpackr"
 import { assert } from "../assert.ts"
+import { traceDuration } from "../runtime/trace.ts"
 import { yieldToLoop } from "../runtime/yieldToLoop.ts"
 import type { SnapshotMeta } from "../raft/types.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
@@ -622,7 +623,9 @@ function makeWriter(args: {
       if (written - syncStarted >= args.syncBytes) {
         // One at a time: a disk slower than the copy makes the copy wait here, so the dirty
         // bytes stay bounded instead of the whole snapshot.
+        const waited = performance.now()
         yield* awaitSync
+        traceDuration("snapshot.take.syncWait.ms", waited)
         syncStarted = written
         syncing = yield* Effect.forkDaemon(handle.sync)
       }
