@@ -143,6 +143,11 @@ export { snapshotTakeSyncBytes } from "./storage/Snapshots.ts"
  * entries or every `syncEveryBytesDefault` (64 MiB) of entries applied, whichever first: 64
  * entries of 20 MiB left 1.3 GB dirty, whose writeback then throttled the log's small appends. */
 export { syncEveryBytesDefault } from "./sqlite/SqliteMachine.ts"
+/** Deleting a large file: its unlink runs on the thread pool (Disk.unlinkAsync: ~0.45 s per GiB
+ * of blocks freed on the dev VM, on the loop a 2.5 s hold), a pruned snapshot's and a log
+ * segment's, and a persist removes at most `obsoleteSegmentsPerPersist` (1) obsolete segment, so
+ * a compaction of a GiB of log is spread over the next persists instead of holding one. */
+export { obsoleteSegmentsPerPersist } from "./storage/SegmentLog.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */

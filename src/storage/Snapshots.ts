@@ -36,7 +36,7 @@ import { traceDuration } from "../runtime/trace.ts"
 import { yieldToLoop } from "../runtime/yieldToLoop.ts"
 import type { SnapshotMeta } from "../raft/types.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
-import { Disk, ensureDir, readOffLoop, unlinkIfExists, withFile, writeFileAtomic, writeOffLoop } from "./Disk.ts"
+import { Disk, ensureDir, readOffLoop, unlinkIfExists, unlinkOffLoop, withFile, writeFileAtomic, writeOffLoop } from "./Disk.ts"
 import { SnapshotCorrupted, SnapshotMissing } from "./errors.ts"
 import type { DiskFailure, SnapshotError } from "./errors.ts"
 import type { IncomingSnapshot, SnapshotInbox, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
@@ -263,7 +263,8 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
       for (const old of all.slice(0, Math.max(0, all.length - retain))) {
         const name = snapshotFileName(old.index, old.term)
         if ((pins.get(name) ?? 0) > 0) continue
-        yield* disk.unlink(path.join(dir, name))
+        // Off the loop: freeing a GiB of blocks takes the unlink ~0.45 s here.
+        yield* unlinkOffLoop(disk, path.join(dir, name))
       }
     })
     const pin = (meta: SnapshotMeta) => () => {

@@ -4,7 +4,7 @@ import { AssertionError } from "../../src/assert.ts"
 import { decodeRecordAt, recordHeaderBytes, scanSegment } from "../../src/storage/format.ts"
 import type { LogStoreService, PersistBatch, Recovered } from "../../src/storage/LogStore.ts"
 import { makeMemoryLogStore } from "../../src/storage/LogStore.ts"
-import { metadataFileName, segmentFileName } from "../../src/storage/SegmentLog.ts"
+import { metadataFileName, obsoleteSegmentsPerPersist, segmentFileName } from "../../src/storage/SegmentLog.ts"
 import { makeSimDisk } from "../sim/SimDisk.ts"
 import { command, diffRecovered, generateWorkload, membership, modelAfter, openLog, reload, testLogOptions } from "./workload.ts"
 
@@ -130,6 +130,37 @@ describe("SegmentLog format", () => {
       expect(recovered.base).toEqual({ index: 101, term: 1 })
       expect(recovered.entries).toEqual([])
       expect(segments(sim.driver.list(dir)).length).toBe(1)
+    }))
+
+  it.effect("a compaction that frees many segments removes one per persist (each unlink a bounded wait), the rest with the next persists", () =>
+    Effect.gen(function* () {
+      const sim = makeSimDisk({ seed: 17 })
+      yield* Effect.scoped(Effect.gen(function* () {
+        const store = yield* openLog(sim.layer)
+        yield* appendRange(store, 1, 100, 1)
+        const before = segments(sim.driver.list(dir))
+        expect(before.length).toBeGreaterThan(5)
+        yield* store.persist([{ entries: [], compactUpTo: { index: 95, term: 1 } }])
+        expect(segments(sim.driver.list(dir))).toEqual(before.slice(obsoleteSegmentsPerPersist))
+        // Each later persist (a small write) takes one more, oldest first, until only the
+        // segments the base needs are left.
+        let left = segments(sim.driver.list(dir))
+        let removedLater = 0
+        for (let i = 101; i < 140; i++) {
+          yield* appendRange(store, i, i, 1)
+          const now = segments(sim.driver.list(dir))
+          const removed = left.filter((name) => !now.includes(name))
+          expect(removed).toEqual(left.slice(0, removed.length))
+          expect(removed.length).toBeLessThanOrEqual(obsoleteSegmentsPerPersist)
+          removedLater += removed.length
+          left = now
+        }
+        expect(removedLater).toBeGreaterThan(0)
+      }))
+      // None obsolete is left: an open (which removes every obsolete segment) finds the same set.
+      const kept = segments(sim.driver.list(dir))
+      yield* reload(sim.layer)
+      expect(segments(sim.driver.list(dir))).toEqual(kept)
     }))
 
   it.effect("an installed snapshot resets the log", () =>
