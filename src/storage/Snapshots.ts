@@ -607,12 +607,15 @@ function makeWriter(args: {
   let syncStarted = 0
   let syncing: Fiber.RuntimeFiber<void, DiskFailure> | null = null
 
-  /** Waits for the background sync in flight, if any (its failure is the caller's). */
+  /** Waits for the background sync in flight, if any (its failure is the caller's). Forgotten
+   * only once it ended: a caller interrupted while waiting leaves it to `settle`. */
   const awaitSync: Effect.Effect<void, DiskFailure> = Effect.suspend(() => {
     const running = syncing
     if (running === null) return Effect.void
-    syncing = null
-    return Fiber.join(running)
+    const forget = Effect.sync(() => {
+      if (syncing === running) syncing = null
+    })
+    return Fiber.join(running).pipe(Effect.tapBoth({ onSuccess: () => forget, onFailure: () => forget }))
   })
 
   const append = (chunk: Uint8Array): Effect.Effect<void, DiskFailure> =>
