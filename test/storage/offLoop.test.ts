@@ -37,6 +37,39 @@ function countingDisk(): { readonly disk: DiskService; readonly counts: Record<"
   return { disk: { ...nodeDisk, open: (filePath, mode) => Effect.map(nodeDisk.open(filePath, mode), wrap) }, counts }
 }
 
+/** The node disk, recording each unlink: on the thread pool or not. */
+function unlinkRecordingDisk(): { readonly disk: DiskService; readonly unlinks: Array<{ readonly file: string; readonly pool: boolean }> } {
+  const unlinks: Array<{ readonly file: string; readonly pool: boolean }> = []
+  return {
+    disk: {
+      ...nodeDisk,
+      unlink: (file) => Effect.zipRight(Effect.sync(() => void unlinks.push({ file: path.basename(file), pool: false })), nodeDisk.unlink(file)),
+      unlinkAsync: (file) => Effect.zipRight(Effect.sync(() => void unlinks.push({ file: path.basename(file), pool: true })), nodeDisk.unlinkAsync!(file))
+    },
+    unlinks
+  }
+}
+
+describe("large files deleted off the loop (a 1 GiB unlink held the calling thread ~0.45 s)", () => {
+  it("a pruned snapshot and an obsolete log segment are unlinked on the thread pool", async () => {
+    const dir = newDir()
+    const { disk, unlinks } = unlinkRecordingDisk()
+    await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const snapshots = Context.get(yield* Layer.build(Snapshots.layer({ dir: path.join(dir, "snapshots"), retain: 1 }).pipe(Layer.provide(Layer.succeed(Disk, disk)))), Snapshots)
+      yield* writeSnapshotFrom(snapshots, meta, (sink) => sink.write(new Uint8Array(1000)))
+      yield* writeSnapshotFrom(snapshots, { ...meta, index: 50 }, (sink) => sink.write(new Uint8Array(1000)))
+      const log = yield* SegmentLog.open({ dir: path.join(dir, "log"), clusterId: "c", segmentBytesMax: 4096 })
+      for (let index = 1; index <= 40; index++) yield* log.persist([{ entries: [{ kind: "command", term: 1, index, data: new Uint8Array(500) }] }])
+      yield* log.persist([{ entries: [], compactUpTo: { index: 35, term: 1 } }])
+    }).pipe(Effect.provideService(Disk, disk))))
+    const pruned = unlinks.filter((u) => u.file.startsWith("snapshot-"))
+    const segments = unlinks.filter((u) => u.file.endsWith(".seg"))
+    expect(pruned).toEqual([{ file: expect.stringMatching(/^snapshot-0+42-/), pool: true }])
+    expect(segments.length).toBe(1)
+    expect(segments.every((u) => u.pool)).toBe(true)
+  })
+})
+
 describe("thread-pool reads and writes", () => {
   it("write and read the same bytes as the synchronous calls, short at the end of the file", async () => {
     const file = path.join(newDir(), "f")
