@@ -3,7 +3,8 @@
 // --sqlite runs the full stack with the SQLite state machine and a random SQL workload;
 // --disk-faults (with --sqlite) makes most faults full disks (the disk-full mutations);
 // --no-disk-faults (with --sqlite) the mix without full disks; --stream-reads (with --sqlite)
-// reads as the gateway streams them. --carry-commit on|off sets RaftConfig.carryCommit
+// reads as the gateway streams them; --overflow-inserts and --isolate-leader (with --sqlite) as
+// the SQLite seed options of those names. --carry-commit on|off sets RaftConfig.carryCommit
 // (default: the config's own).
 // With --full or --sqlite, more than --chunk seeds (default 50) run as child processes of
 // --chunk seeds each, --jobs of them at a time (default 1): one process's native memory (SQLite
@@ -33,6 +34,8 @@ const { values } = parseArgs({
     "disk-faults": { type: "boolean", default: false },
     "no-disk-faults": { type: "boolean", default: false },
     "stream-reads": { type: "boolean", default: false },
+    "overflow-inserts": { type: "boolean", default: false },
+    "isolate-leader": { type: "boolean", default: false },
     "carry-commit": { type: "string" },
     chunk: { type: "string", default: "50" },
     jobs: { type: "string", default: "1" }
@@ -143,7 +146,9 @@ for (let seed = start; seed < start + count; seed++) {
       ...(values["heal-ticks"] !== undefined ? { healTicks: Number(values["heal-ticks"]) } : {}),
       ...(values["disk-faults"] ? { faultMix: "disk" as const } : {}),
       ...(values["no-disk-faults"] ? { faultMix: "no-disk" as const } : {}),
-      ...(values["stream-reads"] ? { streamReads: true } : {})
+      ...(values["stream-reads"] ? { streamReads: true } : {}),
+      ...(values["overflow-inserts"] ? { overflowInserts: true } : {}),
+      ...(values["isolate-leader"] ? { isolateLeader: true } : {})
     })
     : values.full
     ? runFullSeed({ ...common, ...(mutation !== undefined ? { mutation: mutation as FullMutation } : {}) })
