@@ -135,7 +135,9 @@ export class Cluster {
     // Strict reads unless a test asks for the lease: most tests turn checkQuorum off, and a
     // lease-mode node refuses votes for its first election timeout, which every test that
     // campaigns at once would have to wait out.
-    const config: RaftConfig = { ...defaultRaftConfig(id), readMode: "readIndex", ...options.config, ...options.configFor?.(id) }
+    // The eager commit broadcast unless a test opts in (carryCommit=true): the scripts show the
+    // message flow of each feature, and one script shows the carried commit.
+    const config: RaftConfig = { ...defaultRaftConfig(id), readMode: "readIndex", carryCommit: false, ...options.config, ...options.configFor?.(id) }
     const node = new TestNode(id, config, recovered)
     this.nodes.set(id, node)
     return node

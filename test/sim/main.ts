@@ -1,7 +1,11 @@
 // npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME] [--full]
 // --full runs the whole actor stack of every node (src/actors) instead of the bare cores.
 // --sqlite runs the full stack with the SQLite state machine and a random SQL workload;
-// --disk-faults (with --sqlite) makes most faults full disks (the disk-full mutations).
+// --disk-faults (with --sqlite) makes most faults full disks (the disk-full mutations);
+// --no-disk-faults (with --sqlite) the mix without full disks; --stream-reads (with --sqlite)
+// reads as the gateway streams them; --overflow-inserts and --isolate-leader (with --sqlite) as
+// the SQLite seed options of those names. --carry-commit on|off sets RaftConfig.carryCommit
+// (default: the config's own).
 // With --full or --sqlite, more than --chunk seeds (default 50) run as child processes of
 // --chunk seeds each, --jobs of them at a time (default 1): one process's native memory (SQLite
 // page caches, freed blobs) grows with the seeds it ran, a fresh process starts clean.
@@ -28,6 +32,11 @@ const { values } = parseArgs({
     full: { type: "boolean", default: false },
     sqlite: { type: "boolean", default: false },
     "disk-faults": { type: "boolean", default: false },
+    "no-disk-faults": { type: "boolean", default: false },
+    "stream-reads": { type: "boolean", default: false },
+    "overflow-inserts": { type: "boolean", default: false },
+    "isolate-leader": { type: "boolean", default: false },
+    "carry-commit": { type: "string" },
     chunk: { type: "string", default: "50" },
     jobs: { type: "string", default: "1" }
   }
@@ -50,6 +59,17 @@ if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || count <= 0) 
   process.stderr.write("usage: npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME]\n")
   process.exit(2)
 }
+
+const carryArg = values["carry-commit"]
+if (carryArg !== undefined && carryArg !== "on" && carryArg !== "off") {
+  process.stderr.write("--carry-commit takes on or off\n")
+  process.exit(2)
+}
+if (values["disk-faults"] && values["no-disk-faults"]) {
+  process.stderr.write("--disk-faults and --no-disk-faults exclude each other\n")
+  process.exit(2)
+}
+const carry = carryArg === undefined ? {} : { carryCommit: carryArg === "on" }
 
 const chunk = Number(values.chunk)
 const jobs = Number(values.jobs)
@@ -115,6 +135,7 @@ let undecided = 0
 for (let seed = start; seed < start + count; seed++) {
   const common = {
     seed,
+    ...carry,
     ...(values.ticks !== undefined ? { faultTicks: Number(values.ticks) } : {}),
     ...(values.trace ? { trace: (line: string) => void process.stdout.write(`${line}\n`) } : {})
   }
@@ -123,7 +144,11 @@ for (let seed = start; seed < start + count; seed++) {
       ...common,
       ...(mutation !== undefined ? { mutation: mutation as SqliteMutation } : {}),
       ...(values["heal-ticks"] !== undefined ? { healTicks: Number(values["heal-ticks"]) } : {}),
-      ...(values["disk-faults"] ? { faultMix: "disk" as const } : {})
+      ...(values["disk-faults"] ? { faultMix: "disk" as const } : {}),
+      ...(values["no-disk-faults"] ? { faultMix: "no-disk" as const } : {}),
+      ...(values["stream-reads"] ? { streamReads: true } : {}),
+      ...(values["overflow-inserts"] ? { overflowInserts: true } : {}),
+      ...(values["isolate-leader"] ? { isolateLeader: true } : {})
     })
     : values.full
     ? runFullSeed({ ...common, ...(mutation !== undefined ? { mutation: mutation as FullMutation } : {}) })

@@ -21,6 +21,8 @@ export interface SeedOptions {
   readonly trace?: (line: string) => void
   /** Ticks of the faulty phase. */
   readonly faultTicks?: number
+  /** RaftConfig.carryCommit, on or off (absent: the config's default). */
+  readonly carryCommit?: boolean
 }
 
 export interface SeedResult {
@@ -72,7 +74,8 @@ export function runSeed(options: SeedOptions): SeedResult {
       uncommittedBytesMax: swarm.pick([2_000, 256 * 1024 * 1024]),
       // The entry cache, from a generator of its own (the other knobs of a seed stay as they
       // were): tiny in most seeds, so replication and the applier read entries back all the time.
-      ...cacheKnobs(new Prng(options.seed ^ 0x63616368))
+      ...cacheKnobs(new Prng(options.seed ^ 0x63616368)),
+      ...(options.carryCommit !== undefined ? { carryCommit: options.carryCommit } : {})
     },
     bugs,
     forgetVote: options.mutation === "forget-vote",

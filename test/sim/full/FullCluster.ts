@@ -48,6 +48,8 @@ export interface FullKnobs {
   readonly entryCacheBytesMax?: number
   readonly entryLoadBytesMax?: number
   readonly applyInflightBytesMax?: number
+  /** RaftConfig.carryCommit (default: defaultRaftConfig's). */
+  readonly carryCommit?: boolean
 }
 
 type KvResult = KvApplyResult | undefined
@@ -167,6 +169,7 @@ export class FullCluster {
           ...(this.knobs.entryCacheBytesMax !== undefined ? { entryCacheBytesMax: this.knobs.entryCacheBytesMax } : {}),
           ...(this.knobs.entryLoadBytesMax !== undefined ? { entryLoadBytesMax: this.knobs.entryLoadBytesMax } : {}),
           ...(this.knobs.applyInflightBytesMax !== undefined ? { applyInflightBytesMax: this.knobs.applyInflightBytesMax } : {}),
+          ...(this.knobs.carryCommit !== undefined ? { carryCommit: this.knobs.carryCommit } : {}),
           ...(this.knobs.bugs !== undefined ? { bugs: this.knobs.bugs } : {})
         },
         bounds: { snapshotEveryEntries: this.knobs.snapshotEveryEntries, mailboxCapacity: 1024, batchMax: 256, requestTimeoutMs: 50 * tickMs },

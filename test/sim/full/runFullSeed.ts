@@ -26,6 +26,8 @@ export interface FullSeedOptions {
   readonly mutation?: FullMutation
   readonly trace?: (line: string) => void
   readonly faultTicks?: number
+  /** RaftConfig.carryCommit, on or off (absent: the config's default). */
+  readonly carryCommit?: boolean
 }
 
 /** How long a client waits for an answer before it gives up on that node. */
@@ -70,6 +72,7 @@ export function runFullSeed(options: FullSeedOptions): SeedResult {
     // The entry cache, from its own generator too: most seeds keep a few entries' data at most,
     // so replication and the applier read entries back from the segment log all the time.
     ...cacheKnobs(new Prng(options.seed ^ 0x63616368)),
+    ...(options.carryCommit !== undefined ? { carryCommit: options.carryCommit } : {}),
     ...(options.mutation === "lease-too-long" ? { bugs: { leaseTooLong: true } } : {}),
     ...(options.mutation === "follower-reads-local" ? { bugs: { followerReadsLocal: true } } : {}),
     ...(options.mutation === "session-reads-at-once" ? { bugs: { sessionReadsAtOnce: true } } : {}),

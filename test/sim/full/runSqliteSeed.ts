@@ -62,6 +62,19 @@ export interface SqliteSeedOptions {
    * read's pinned snapshot must hold across batches and be released on every exit. Off by
    * default (the CI seeds keep their schedules); test/sim/sqlite/streamReads.test.ts runs it. */
   readonly streamReads?: boolean
+  /** RaftConfig.carryCommit, on or off (absent: the config's default). */
+  readonly carryCommit?: boolean
+  /** Every insert's blob is a page (4 KiB) larger than drawn, so each insert writes overflow
+   * pages that no later write rewrites (later writes do rewrite a table's leaf and interior
+   * pages, each change as a whole page image). An entry whose pages a node never wrote then
+   * stays visible to the final integrity check instead of being overwritten by the next write
+   * to the same leaf (the skip-failed-entry mutation). Same draws, only sizes change. */
+  readonly overflowInserts?: boolean
+  /** A partition cuts the leader off alone (TigerBeetle's isolate-single mode), the same draws
+   * made: its pending writes are then cut at its step-down, while clients that found it leading
+   * keep sending it writes and reads for its lease's last ticks — the window in which a reader
+   * that serves an uncommitted snapshot is seen to (the serve-uncommitted mutation). */
+  readonly isolateLeader?: boolean
 }
 
 export type SqliteMutation =
@@ -153,7 +166,10 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     ...(options.mutation !== undefined && machineBugOf[options.mutation] !== undefined ? { machineBugs: machineBugOf[options.mutation]! } : {}),
     ...(options.mutation === "serve-uncommitted" ? { readerBugs: { serveUncommitted: true } } : {}),
     ...(options.mutation === "own-copy-reads-at-once" ? { databasesBugs: { ownCopyReadsAtOnce: true } } : {}),
-    ...(options.mutation === "read-joins-inflight-round" ? { raftConfig: () => ({ bugs: { readJoinsInflightRound: true } }) } : {})
+    raftConfig: () => ({
+      ...(options.carryCommit !== undefined ? { carryCommit: options.carryCommit } : {}),
+      ...(options.mutation === "read-joins-inflight-round" ? { bugs: { readJoinsInflightRound: true } } : {})
+    })
   })
   // Its own stream, so the default workload draws exactly what it drew before.
   const readRoute = options.followerReads === true ? root.fork("read-route") : null
@@ -228,7 +244,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
         const node = up.find((n) => n.id === guess) ?? rng.pick(up)
         const op = id * 1_000_000 + ++opSeq
         const roll = rng.float()
-        const blobBytes = rng.chance(0.02) ? rng.int(512 * 1024, 3 * 1024 * 1024) : rng.int(0, 3000)
+        const blobBytes = (rng.chance(0.02) ? rng.int(512 * 1024, 3 * 1024 * 1024) : rng.int(0, 3000)) + (options.overflowInserts === true ? 4096 : 0)
         const insert: readonly [string, ReadonlyArray<SqlValue>] = [
           "INSERT INTO events(op, client, r, at, b) VALUES (?, ?, 1000000000 + abs(random() % 1000000000), datetime('now'), randomblob(?))",
           [op, id, blobBytes]
@@ -399,7 +415,11 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
       if (roll < 0.25) {
         cluster.faults++
         cluster.blocked.clear()
-        const side = new Set(nodes.filter(() => faults.chance(0.5)).map((n) => n.id))
+        let side = new Set(nodes.filter(() => faults.chance(0.5)).map((n) => n.id))
+        if (options.isolateLeader === true) {
+          const leader = yield* cluster.readyLeader()
+          if (leader !== undefined) side = new Set([leader.id])
+        }
         for (const a of nodes) for (const b of nodes) if (side.has(a.id) !== side.has(b.id)) cluster.blocked.add(`${a.id}->${b.id}`)
         trace(`${tick} PARTITION {${[...side].join(",")}}`)
       } else if (roll < 0.4) {
