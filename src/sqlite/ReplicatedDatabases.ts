@@ -524,7 +524,7 @@ function messageOf(error: unknown): string {
  * statement itself already failed and was rolled back (LeaderWriter). The episode ends when a
  * later statement executes here (a leader with nowhere to hand over, e.g. a single node), or
  * when the applier next syncs pages (a follower). */
-function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePath: string): SqlSession {
+export function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePath: string): SqlSession {
   const reportFull = (failure: SqlFailure) =>
     failure._tag === "SqlError" && failure.code === sqliteFullCode && !failure.message.startsWith("disk full: the log")
       ? watch.report("state machine", { path: databasePath, op: "sqlite write" })
