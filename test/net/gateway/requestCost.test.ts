@@ -11,6 +11,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
 import type { Fiber } from "effect"
 import type { GatewayObserver } from "../../../src/net/gateway/Gateway.ts"
+import { encodeRequest } from "../../../src/net/protocol/requests.ts"
 import type { Response } from "../../../src/net/protocol/responses.ts"
 import { SqliteCluster } from "../../sim/full/SqliteCluster.ts"
 import { Prng } from "../../sim/Prng.ts"
@@ -105,7 +106,44 @@ const statementCost = (effectPerRequest: boolean) => {
   }).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))))
 }
 
+/** Requests sent in one write without waiting (a pipelining client; go-dqlite does not): the plain
+ * path answers them one at a time, in order, from the bytes already buffered. */
+const pipelined = Effect.gen(function*() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-request-pipelined-"))
+  yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+  const nodes = new SqliteCluster({ baseDir: dir, rng: new Prng(8), tickMs: 50, fsync: "async", syncEveryEntries: 1000, snapshotEveryEntries: 1_000_000, disk: "node", limits: {} })
+  yield* nodes.bootstrap([1, 2, 3])
+  const leader = yield* nodes.awaitLeader(1000)
+  const server = yield* listenForClients({ databases: leader.dbs, cluster: makeFakeCluster({ self: 1, members: [], leader: null }) })
+  const client = yield* rawConnect(server.address)
+  yield* client.open("pipelined")
+  expect((yield* client.call(execSql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))).kind).toBe("result")
+  // Compiled once, so the rest take the plain path.
+  expect((yield* client.call(execSql("INSERT INTO t(v) VALUES (?)", [{ kind: "text", value: "first" }]))).kind).toBe("result")
+  yield* client.call(querySql("SELECT v FROM t WHERE id = ?", [{ kind: "integer", value: 1 }]))
+  const requests = 10
+  const bytes: Array<Uint8Array> = []
+  for (let i = 0; i < requests; i++) {
+    bytes.push(encodeRequest(execSql("INSERT INTO t(v) VALUES (?)", [{ kind: "text", value: `p${i}` }])))
+    bytes.push(encodeRequest(querySql("SELECT v FROM t WHERE id = ?", [{ kind: "integer", value: 2 + i }])))
+  }
+  yield* client.sendBytes(Buffer.concat(bytes))
+  const answers: Array<Response> = []
+  for (let i = 0; i < 2 * requests; i++) answers.push(yield* client.receive())
+  yield* nodes.shutdown()
+  return answers
+})
+
 describe("gateway: the cost of a request", () => {
+  it.scopedLive("pipelined writes and reads are answered in order, each read seeing the write before it", () =>
+    Effect.gen(function*() {
+      const answers = yield* pipelined
+      for (let i = 0; i < answers.length / 2; i++) {
+        expect(answers[2 * i]).toMatchObject({ kind: "result", lastInsertId: BigInt(2 + i), rowsAffected: 1n })
+        expect(answers[2 * i + 1]).toMatchObject({ kind: "rows", rows: [[{ kind: "text", value: `p${i}` }]] })
+      }
+    }), 60_000)
+
   it.scopedLive("a LEADER request costs the connection's fiber no Effect operations (21 in the fiber)", () =>
     Effect.gen(function*() {
       const plain = yield* leaderCost(false)
