@@ -1,4 +1,4 @@
-// `npm run bench -- opcount [--seconds S] [--writers 1,8] [--readers 1,8]`: Effect operations and fiber resumptions
+// `npm run bench -- opcount [--seconds S] [--writers 1,8] [--readers 1,8] [--wire-writers 8] [--effect-per-request]`: Effect operations and fiber resumptions
 // per committed entry and per statement on a 3-node in-process cluster (the `sqlite` bench's
 // setup, real disk), counted by a Supervisor with op supervision on. Fibers are split in three:
 // "writer+client" are the client fibers and every fiber they fork (the leader's writer is created,
@@ -24,7 +24,10 @@ type Side = "rest" | "writer+client" | "writer fibers"
 
 const sideOf = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Side | "client" | "gateway" => {
   const side = fiber.getFiberRef(sideRef)
-  if (side === "rest" || side === "client" || side === "gateway") return side
+  if (side === "rest" || side === "client") return side
+  // The leader's writer is created by a client's first write, so over the wire its fibers are
+  // forked from a connection's: counted apart.
+  if (side === "gateway") return HashMap.has(fiber.getFiberRef(FiberRef.currentLogAnnotations), "writer") ? "writer fibers" : side
   return HashMap.has(fiber.getFiberRef(FiberRef.currentLogAnnotations), "writer") ? "writer fibers" : side
 }
 
@@ -103,12 +106,14 @@ async function measure(dir: string, writers: number, seconds: number): Promise<s
   return Effect.runPromise(program.pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))))
 }
 
-/** Point reads (`SELECT v FROM t WHERE id = ?`, bounded: on the leader's committed view) over
- * the dqlite wire: a gateway on loopback in front of the leader, the TypeScript client. The
- * client's fibers are not counted; everything the node does for a read is (gateway, session,
- * Raft's lease check, the read itself). */
-async function measureReads(dir: string, readers: number, seconds: number): Promise<string> {
-  const base = fs.mkdtempSync(path.join(dir, `opcount-reads-${readers}-`))
+/** Point reads (`SELECT v FROM t WHERE id = ?`, bounded: on the leader's committed view), or
+ * one-row INSERTs, over the dqlite wire: a gateway on loopback in front of the leader, the
+ * TypeScript client. The client's fibers are not counted; everything the node does for a
+ * statement is (gateway, session, writer, Raft's lease check, the read itself). With
+ * `effectPerRequest` the gateway answers every request in the connection's fiber (as before the
+ * plain statement path). */
+async function measureWire(dir: string, kind: "read" | "write", readers: number, seconds: number, effectPerRequest: boolean): Promise<string> {
+  const base = fs.mkdtempSync(path.join(dir, `opcount-${kind}s-${readers}-`))
   const counter = new Counter()
   const program = Effect.scoped(
     Effect.gen(function*() {
@@ -124,13 +129,14 @@ async function measureReads(dir: string, readers: number, seconds: number): Prom
         setWeight: () => Effect.void
       }
       // Served as a node serves clients (the peers' listener hands them over). The connection fibers (forked by the listener) count as "gateway": a lease read runs in them.
-      const server = yield* Effect.locally(listenForClients({ databases: leader.dbs, cluster }), sideRef, "gateway")
+      const server = yield* Effect.locally(listenForClients({ databases: leader.dbs, cluster }, undefined, { effectPerRequest }), sideRef, "gateway")
       address = server.address
       const client = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.locally(effect, sideRef, "client")
       const db = yield* client(makeClient({ servers: [address], database: "bench", connectionsMax: readers }))
       yield* client(db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", []))
       yield* client(db.exec("INSERT INTO t(id, v) VALUES (1, ?)", [Buffer.alloc(100, 7)]))
-      const read = () => db.query("SELECT v FROM t WHERE id = ?", [1])
+      const payload = Buffer.alloc(100, 7)
+      const read = kind === "read" ? () => Effect.asVoid(db.query("SELECT v FROM t WHERE id = ?", [1])) : () => Effect.asVoid(db.exec("INSERT INTO t(v) VALUES (?)", [payload]))
       yield* client(runWriters(readers, 0.5, read))
       counter.reset()
       counter.counting = true
@@ -138,13 +144,15 @@ async function measureReads(dir: string, readers: number, seconds: number): Prom
       counter.counting = false
       yield* nodes.shutdown()
       const reads = Math.max(1, outcome.ok)
+      const unit = kind === "read" ? "read" : "write"
       return [
-        `readers ${readers}: ${outcome.ok} point reads ok over the wire, ${outcome.errors} errors`,
-        `  connection fibers (the read itself)  ops/read ${(counter.ops.gateway / reads).toFixed(0).padStart(6)}  resumptions/read ${(counter.resumptions.gateway / reads).toFixed(1).padStart(6)}`,
-        `  rest of the node (ticks, heartbeats: background, divided by the reads)  ops/read ${(counter.ops.rest / reads).toFixed(0).padStart(6)}  resumptions/read ${(counter.resumptions.rest / reads).toFixed(1).padStart(6)}`,
+        `${kind === "read" ? "readers" : "wire writers"} ${readers}${effectPerRequest ? " (effectPerRequest)" : ""}: ${outcome.ok} ${kind === "read" ? "point reads" : "one-row INSERTs"} ok over the wire, ${outcome.errors} errors`,
+        `  connection fibers  ops/${unit} ${(counter.ops.gateway / reads).toFixed(1).padStart(6)}  resumptions/${unit} ${(counter.resumptions.gateway / reads).toFixed(2).padStart(6)}`,
+        `  writer fibers  ops/${unit} ${(counter.ops["writer fibers"] / reads).toFixed(1).padStart(6)}  resumptions/${unit} ${(counter.resumptions["writer fibers"] / reads).toFixed(2).padStart(6)}`,
+        `  rest of the node (Raft, log, applier, links; for reads background ticks)  ops/${unit} ${(counter.ops.rest / reads).toFixed(0).padStart(6)}  resumptions/${unit} ${(counter.resumptions.rest / reads).toFixed(1).padStart(6)}`,
         ...[...counter.restByActor].sort((a, b) => b[1].ops - a[1].ops).map(([actor, count]) =>
-          `    of which ${actor.padEnd(28)} ops/read ${(count.ops / reads).toFixed(0).padStart(6)}  resumptions/read ${(count.resumptions / reads).toFixed(1).padStart(6)}`),
-        `  (client, not counted above: ops/read ${(counter.ops.client / reads).toFixed(0)})`
+          `    of which ${actor.padEnd(28)} ops/${unit} ${(count.ops / reads).toFixed(0).padStart(6)}  resumptions/${unit} ${(count.resumptions / reads).toFixed(1).padStart(6)}`),
+        `  (client, not counted above: ops/${unit} ${(counter.ops.client / reads).toFixed(0)})`
       ].join("\n")
     })
   )
@@ -155,10 +163,13 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
   const seconds = Number(option(args, "seconds") ?? 2)
   const writerCounts = (option(args, "writers") ?? "1,8").split(",").filter((w) => w !== "").map(Number)
   const readerCounts = (option(args, "readers") ?? "1,8").split(",").filter((r) => r !== "").map(Number)
+  const wireWriterCounts = (option(args, "wire-writers") ?? "8").split(",").filter((r) => r !== "").map(Number)
+  const effectPerRequest = args.includes("--effect-per-request")
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-opcount-"))
   try {
     for (const writers of writerCounts) process.stdout.write(`${await measure(dir, writers, seconds)}\n`)
-    for (const readers of readerCounts) process.stdout.write(`${await measureReads(dir, readers, seconds)}\n`)
+    for (const readers of readerCounts) process.stdout.write(`${await measureWire(dir, "read", readers, seconds, effectPerRequest)}\n`)
+    for (const writers of wireWriterCounts) process.stdout.write(`${await measureWire(dir, "write", writers, seconds, effectPerRequest)}\n`)
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

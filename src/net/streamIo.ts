@@ -78,6 +78,18 @@ export class ChunkReader {
     return chunkNow(this.stream)
   }
 
+  /** Calls `callback` once, at the stream's next 'readable', 'end', 'close' or 'error' (call it
+   * after `now` said null): the plain form of `wait`, for a loop run by callbacks. */
+  whenReadable(callback: () => void): void {
+    assert(this.wake === null, "one read waits on a stream at a time")
+    this.wake = callback
+  }
+
+  /** Forgets a `whenReadable` callback not called yet. */
+  cancelWhenReadable(callback: () => void): void {
+    if (this.wake === callback) this.wake = null
+  }
+
   /** Waits for the stream's next chunk, end or error (call it after `now` said null). */
   readonly wait: Effect.Effect<ChunkRead> = Effect.async<ChunkRead>((resume) => {
     assert(this.wake === null, "one read waits on a stream at a time")

@@ -14,6 +14,8 @@ import { ClusterControlError } from "../net/gateway/ClusterControl.ts"
 export interface RaftClusterNode {
   readonly id: NodeId
   readonly status: Effect.Effect<NodeStatus>
+  /** The status without an Effect (RaftNode's): LEADER answered as plain code when given. */
+  readonly statusNow?: () => NodeStatus
   readonly changeMembership: (change: MembershipChange) => Effect.Effect<LogIndex, RaftRequestError>
   readonly transferLeadership: (to: NodeId | null) => Effect.Effect<void, RaftRequestError>
 }
@@ -84,6 +86,7 @@ export const makeRaftClusterControl = (options: RaftClusterControlOptions): Effe
 
     const control: ClusterControl = {
       leader: Effect.map(node.status, leaderOf),
+      ...(node.statusNow === undefined ? {} : { leaderNow: () => leaderOf(node.statusNow!()) }),
       servers: Effect.map(node.status, (status) =>
         status.membership.members.map((m) => ({ id: m.id, address: m.address, role: m.role }))),
       add: (id, address) =>

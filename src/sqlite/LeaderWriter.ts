@@ -74,6 +74,9 @@ export class Lease {
 
 export type LeaderWriterStats = WriterStats
 
+/** A statement's outcome as `submitWith` hands it to its callback. */
+export type StatementAnswer = { readonly ok: true; readonly value: StatementOutcome } | { readonly ok: false; readonly error: SqlFailure }
+
 /** The bytes of write entries in flight on a node (all its writers), in KiB: the leader appends
  * proposals that arrive together as one log record, which must fit the log's record bound. A
  * proposal takes its share before it goes to Raft and gives it back once Raft answered. Taking is
@@ -182,14 +185,16 @@ type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeader
 /** A step of a large capture or encoding: about 1 MiB of frames (256 frames of 4 KiB pages). */
 const captureFramesStep = 256
 
-type Resume = (effect: Effect.Effect<any, SqlFailure>) => void
+/** How a waiting request hears its outcome: a fiber's resume (an Effect.async), or a plain
+ * callback (`submitWith`), called once the core's step is done, never from inside it. */
+type Answerer = (outcome: Outcome) => void
 
 export class LeaderWriter implements LeaderSlotOwner {
   readonly term: Term
   readonly origin: { readonly node: NodeId; readonly epoch: number }
   private readonly core: WriterState
   /** Clients waiting for an answer, by request id. */
-  private readonly waiting = new Map<number, Resume>()
+  private readonly waiting = new Map<number, Answerer>()
   private readonly statements = new Map<number, { readonly sql: string; readonly params: ReadonlyArray<SqlValue> }>()
   private readonly leases = new Map<number, Lease>()
   private readonly grants = new Map<number, (lease: Lease) => void>()
@@ -203,6 +208,10 @@ export class LeaderWriter implements LeaderSlotOwner {
   /** The writer's clock (the worker's, as the ticker's): read without an Effect per input. */
   private clock: ClockService.Clock | null = null
   private batchStartPageCount = 0
+  /** Set while `drive` steps the core: a plain callback answered meanwhile waits in `answered`
+   * until the step's effects are all performed (the callback may submit again). */
+  private driving = false
+  private readonly answered: Array<() => void> = []
   private payload: { readonly seq: number; readonly data: Uint8Array } | null = null
 
   constructor(
@@ -280,6 +289,18 @@ export class LeaderWriter implements LeaderSlotOwner {
 
   /** Feeds `input` and every answer of the synchronous effects it leads to. */
   private drive(input: WriterInput): void {
+    assert(!this.driving, "the writer's core is driven one input chain at a time")
+    this.driving = true
+    try {
+      this.driveChain(input)
+    } finally {
+      this.driving = false
+    }
+    // Plain callbacks last: one may submit the connection's next statement (a fresh drive).
+    for (let answer = this.answered.shift(); answer !== undefined; answer = this.answered.shift()) answer()
+  }
+
+  private driveChain(input: WriterInput): void {
     const inputs: Array<WriterInput> = []
     // The state machine closed the database (a snapshot, another leader's entry): stop first.
     if (!this.database.isOpen && this.core.stoppedBy === null) {
@@ -300,10 +321,10 @@ export class LeaderWriter implements LeaderSlotOwner {
     switch (effect._tag) {
       case "Answer": {
         this.statements.delete(effect.id)
-        const resume = this.waiting.get(effect.id)
-        assert(resume !== undefined, `request ${effect.id} is answered once`)
+        const answer = this.waiting.get(effect.id)
+        assert(answer !== undefined, `request ${effect.id} is answered once`)
         this.waiting.delete(effect.id)
-        resume(effect.outcome.ok ? Effect.succeed(effect.outcome.value) : Effect.fail(effect.outcome.error))
+        answer(effect.outcome)
         return null
       }
       case "GrantLease": {
@@ -684,13 +705,36 @@ export class LeaderWriter implements LeaderSlotOwner {
   submit(sql: string, params: ReadonlyArray<SqlValue>, isolation: Isolation): Effect.Effect<StatementOutcome, SqlFailure> {
     return this.withNow((nowMs) =>
       Effect.async<StatementOutcome, SqlFailure>((resume) => {
-        const id = ++this.ids
-        this.waiting.set(id, resume)
-        this.statements.set(id, { sql, params })
-        trace("writer.submit")
-        this.drive({ _tag: "Submitted", id, bytes: requestBytes(sql, params), isolation, nowMs: nowMs(), diskFull: this.options.raft.cannotWrite?.() ?? null })
+        this.submitted(sql, params, isolation, nowMs(), resumeWith(resume))
       })
     )
+  }
+
+  /** `submit` with a plain callback instead of a fiber: `done` is called exactly once, with the
+   * same outcome `submit` would give — maybe before this returns (refused at once), else from the
+   * turn that settles it (the applier's, the ticker's), after the core's step. No Effect, no
+   * fiber resumption: the gateway's statement path (ClientSession.handlePlain). */
+  submitWith(sql: string, params: ReadonlyArray<SqlValue>, isolation: Isolation, done: (outcome: StatementAnswer) => void): void {
+    const clock = this.clock
+    // Before the worker runs there is no clock to read without an Effect: the caller's path.
+    assert(clock !== null, "submitWith after the writer started (see `canSubmitNow`)")
+    this.submitted(sql, params, isolation, clock.unsafeCurrentTimeMillis(), (outcome) => {
+      if (this.driving) this.answered.push(() => done(outcome as StatementAnswer))
+      else done(outcome as StatementAnswer)
+    })
+  }
+
+  /** Whether `submitWith` may be called now (the worker has the writer's clock). */
+  get canSubmitNow(): boolean {
+    return this.clock !== null
+  }
+
+  private submitted(sql: string, params: ReadonlyArray<SqlValue>, isolation: Isolation, nowMs: number, answer: Answerer): void {
+    const id = ++this.ids
+    this.waiting.set(id, answer)
+    this.statements.set(id, { sql, params })
+    trace("writer.submit")
+    this.drive({ _tag: "Submitted", id, bytes: requestBytes(sql, params), isolation, nowMs, diskFull: this.options.raft.cannotWrite?.() ?? null })
   }
 
   /** Waits for the writer and holds it for an interactive transaction. */
@@ -698,7 +742,7 @@ export class LeaderWriter implements LeaderSlotOwner {
     return this.withNow((nowMs) =>
       Effect.async<Lease, SqlFailure>((resume) => {
         const id = ++this.ids
-        this.waiting.set(id, resume)
+        this.waiting.set(id, resumeWith(resume))
         this.grants.set(id, (lease) => resume(Effect.succeed(lease)))
         this.drive({ _tag: "LeaseRequested", id, nowMs: nowMs(), diskFull: this.options.raft.cannotWrite?.() ?? null })
         // Refused at once: no grant will come.
@@ -756,7 +800,7 @@ export class LeaderWriter implements LeaderSlotOwner {
         lease.commitSql = sql
         return Effect.async<ExecResult, SqlFailure>((resume) => {
           const id = ++this.ids
-          this.waiting.set(id, resume)
+          this.waiting.set(id, resumeWith(resume))
           this.drive({ _tag: "LeaseCommitRequested", leaseId: lease.id, id, nowMs: nowMs() })
         }).pipe(Effect.ensuring(Effect.sync(() => {
           // A RELEASE of an inner savepoint, or a COMMIT that failed inside the transaction.
@@ -827,6 +871,11 @@ export class LeaderWriter implements LeaderSlotOwner {
   private tooBig(): SqlError {
     return new SqlError({ code: sqliteTooBigCode, message: `the transaction writes more than ${this.options.limits.transactionBytesMax} bytes of pages (transactionBytesMax)` })
   }
+}
+
+/** A fiber's resume as an Answerer. */
+function resumeWith<A>(resume: (effect: Effect.Effect<A, SqlFailure>) => void): Answerer {
+  return (outcome) => resume(outcome.ok ? Effect.succeed(outcome.value as A) : Effect.fail(outcome.error))
 }
 
 function leaseEnded(lease: Lease): SqlFailure | null {

@@ -31,7 +31,7 @@ import type { Lease } from "./LeaderWriter.ts"
 import { LeaderWriter, ProposalBudget } from "./LeaderWriter.ts"
 import type { SqliteLimits } from "./limits.ts"
 import { logRecordBytesMax, sqliteLimits } from "./limits.ts"
-import type { ExecResult, OpenOptions, Prepared, Rows, RowStream, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
+import type { ExecDone, ExecResult, OpenOptions, Prepared, Rows, RowStream, SqlDatabases, SqlFailure, SqlSession, SqlValue } from "./Sql.ts"
 import { SqlBusy, SqlError, SqlNotLeader, SqlStale, rowStreamOf } from "./Sql.ts"
 import type { SqliteApplyResult, SqliteMachine } from "./SqliteMachine.ts"
 import { sqliteCodeOf, sqliteFullCode, sqliteMisuseCode } from "./sqliteCodes.ts"
@@ -356,6 +356,14 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
       return read?.value ?? undefined
     }
 
+    const writerNow = (name: string): LeaderWriter | undefined => {
+      if (closed) return undefined
+      const writer = writers.get(name)
+      if (writer === undefined || writer.stopped || !writer.canSubmitNow) return undefined
+      const status = raft.statusNow()
+      return status.role === "leader" && status.term === writer.term ? writer : undefined
+    }
+
     const open = (name: string, openOptions: OpenOptions = {}): Effect.Effect<SqlSession, SqlFailure, Scope.Scope> =>
       Effect.gen(function*() {
         const nameBytes = Buffer.byteLength(name, "utf8")
@@ -373,7 +381,7 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
           ? null
           : (sql: string, params: ReadonlyArray<SqlValue>) =>
             Effect.flatMap(raft.status, (status) => (status.role === "leader" ? Effect.succeed(null) : read(name, sql, params, level)))
-        const session = new Session(name, { limits, writerFor, readOnView, readOnViewStream, readNow, raft, cache: statementCache, ownCopy })
+        const session = new Session(name, { limits, writerFor, writerNow, readOnView, readOnViewStream, readNow, raft, cache: statementCache, ownCopy })
         yield* Effect.addFinalizer(() => Effect.sync(() => session.close()))
         return noticingDiskFull(session.api, raft.diskFull, machine.databasePath(name))
       })
@@ -516,7 +524,7 @@ function messageOf(error: unknown): string {
  * statement itself already failed and was rolled back (LeaderWriter). The episode ends when a
  * later statement executes here (a leader with nowhere to hand over, e.g. a single node), or
  * when the applier next syncs pages (a follower). */
-function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePath: string): SqlSession {
+export function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePath: string): SqlSession {
   const reportFull = (failure: SqlFailure) =>
     failure._tag === "SqlError" && failure.code === sqliteFullCode && !failure.message.startsWith("disk full: the log")
       ? watch.report("state machine", { path: databasePath, op: "sqlite write" })
@@ -526,6 +534,17 @@ function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePat
     executes
       ? Effect.tapBoth(effect, { onFailure: reportFull, onSuccess: () => (watch.isFull("state machine") ? watch.clear("state machine") : Effect.void) })
       : Effect.tapError(effect, reportFull)
+  // The same notices for the plain forms, as an Effect the caller runs before answering (none
+  // on the common path: a success with no episode to end).
+  const noticeDone = (done: ExecDone): ExecDone => (result) => {
+    if (Either.isLeft(result)) {
+      const failure = result.left
+      return failure._tag === "SqlError" && failure.code === sqliteFullCode && !failure.message.startsWith("disk full: the log")
+        ? done(result, reportFull(failure))
+        : done(result)
+    }
+    return watch.isFull("state machine") ? done(result, watch.clear("state machine")) : done(result)
+  }
   const querySqlNow = session.querySqlNow
   return {
     ...session,
@@ -537,6 +556,8 @@ function noticingDiskFull(session: SqlSession, watch: DiskFullWatch, databasePat
         return answer !== undefined && Either.isLeft(answer) && answer.left._tag === "SqlError" && answer.left.code === sqliteFullCode ? undefined : answer
       }
     }),
+    ...(session.execSqlWith === undefined ? {} : { execSqlWith: (sql: string, params: ReadonlyArray<SqlValue>, done: ExecDone) => session.execSqlWith!(sql, params, noticeDone(done)) }),
+    ...(session.execWith === undefined ? {} : { execWith: (statement: number, params: ReadonlyArray<SqlValue>, done: ExecDone) => session.execWith!(statement, params, noticeDone(done)) }),
     ...(session.queryStream === undefined ? {} : { queryStream: (statement: number, params: ReadonlyArray<SqlValue>) => notice(session.queryStream!(statement, params), false) }),
     ...(session.querySqlStream === undefined ? {} : { querySqlStream: (sql: string, params: ReadonlyArray<SqlValue>) => notice(session.querySqlStream!(sql, params), false) }),
     exec: (statement, params) => notice(session.exec(statement, params), true),
@@ -573,6 +594,9 @@ interface SessionContext {
   readonly readOnView: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<StatementOutcome, SqlFailure>
   readonly readOnViewStream: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Effect.Effect<RowStream, SqlFailure, Scope.Scope>
   readonly readNow: (name: string, sql: string, params: ReadonlyArray<SqlValue>) => Either.Either<StatementOutcome, SqlFailure> | undefined
+  /** This term's running writer of `name` when `writerFor` would answer it at once and
+   * `submitWith` can take a statement now; else undefined. */
+  readonly writerNow: (name: string) => LeaderWriter | undefined
   readonly raft: RaftNode<SqliteApplyResult, SqliteMachine>
   readonly cache: StatementCache
 }
@@ -670,6 +694,11 @@ class Session {
       execSql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.exec ?? this.counters),
       querySql: (sql, params) => Effect.map(this.runText(sql, params), (o) => o?.rows ?? emptyRows),
       querySqlNow: (sql, params) => this.querySqlNow(sql, params),
+      execSqlWith: (sql, params, done) => this.execSqlWith(sql, params, done),
+      execWith: (id, params, done) => {
+        const info = this.statements.get(id)
+        return info !== undefined && params.length <= info.paramCount && this.writeWith(info, () => this.bind(info, params), done)
+      },
       queryStream: (id, params) => Effect.flatMap(this.statement(id), (info) => this.streamOne(info, this.bind(info, params))),
       querySqlStream: (sql, params) => this.streamText(sql, params),
       interrupt: Effect.void,
@@ -815,6 +844,35 @@ class Session {
     if (described === undefined || !described.readonly || described.kind._tag !== "Other" || params.length > described.paramCount) return undefined
     const outcome = this.context.readNow(this.database, only.text, params)
     return outcome === undefined ? undefined : Either.map(outcome, (o) => o.rows)
+  }
+
+  /** `execSql` of one autocommit write already compiled (its description cached), handed to this
+   * term's writer with a plain callback when it is running; else false, nothing run. */
+  private execSqlWith(sql: string, params: ReadonlyArray<SqlValue>, done: ExecDone): boolean {
+    if (this.context.ownCopy !== null) return false
+    const statements = this.context.cache.split(sql)
+    const only = statements[0]
+    if (statements.length !== 1 || only === undefined) return false
+    const described = this.context.cache.describedOf(only.text)
+    if (described === undefined || params.length > described.paramCount) return false
+    return this.writeWith({ ...described, sql: only.text }, () => params, done)
+  }
+
+  /** `runOne` → `execute` → `writer.submit` for an autocommit write, as plain code: false when
+   * the statement or the session needs the Effect path (a transaction, a read, no writer now). */
+  private writeWith(info: Described & { readonly sql: string }, values: () => ReadonlyArray<SqlValue>, done: ExecDone): boolean {
+    if (this.transaction !== null || info.kind._tag !== "Other" || info.readonly) return false
+    const writer = this.context.writerNow(this.database)
+    if (writer === undefined) return false
+    writer.submitWith(info.sql, values(), "batch", (answer) => {
+      if (!answer.ok) return done(Either.left(answer.error))
+      if (info.changes) {
+        const rowsAffected = answer.value.exec.rowsAffected
+        this.counters = { rowsAffected, lastInsertId: info.inserts && rowsAffected > 0 ? answer.value.exec.lastInsertId : this.counters.lastInsertId }
+      }
+      done(Either.right(this.counters))
+    })
+    return true
   }
 
   /** Runs one statement; the exec part of its outcome is this session's counters after it. */

@@ -102,6 +102,14 @@ export interface SqlSession {
    * point read on the leader's committed view under its lease, say), else undefined, having run
    * nothing — then the caller uses `querySql`. Saves the Effect machinery on the hottest path. */
   readonly querySqlNow?: (sql: string, params: ReadonlyArray<SqlValue>) => Either.Either<Rows, SqlFailure> | undefined
+  /** Optional plain forms of `execSql` / `exec` for the gateway's statement path: when the
+   * statement can go straight to the leader's writer (one autocommit write, already compiled, no
+   * transaction open, this term's writer running), it is submitted and `done` is called exactly
+   * once with what `execSql` / `exec` would answer — maybe before this returns — and `after`,
+   * when given, is an Effect the caller runs before answering (a disk-full report); true. Else
+   * false, nothing run: the caller uses `execSql` / `exec`. No Effect or fiber per statement. */
+  readonly execSqlWith?: (sql: string, params: ReadonlyArray<SqlValue>, done: ExecDone) => boolean
+  readonly execWith?: (statement: number, params: ReadonlyArray<SqlValue>, done: ExecDone) => boolean
   /** Optional streamed forms of `query` / `querySql` (same statements, same answers): the rows
    * a batch at a time, for as long as the scope is open. An implementation may answer a whole
    * result as one batch (`rowStreamOf`) where it cannot stream (a statement inside a
@@ -112,6 +120,9 @@ export interface SqlSession {
   readonly interrupt: Effect.Effect<void>
   readonly inTransaction: Effect.Effect<boolean>
 }
+
+/** The answer of a plain `execSqlWith` / `execWith`, and an Effect to run before answering. */
+export type ExecDone = (result: Either.Either<ExecResult, SqlFailure>, after?: Effect.Effect<void>) => void
 
 export interface OpenOptions {
   /** Set: on a node that does not lead, single read-only autocommit statements (QUERY_SQL /

@@ -9,7 +9,7 @@
 
 import type { Scope } from "effect"
 import { Effect, Either, Scope as ScopeOps } from "effect"
-import type { Prepared, Rows, RowStream, SqlFailure, SqlSession, SqlDatabases } from "../../sqlite/Sql.ts"
+import type { ExecDone, ExecResult, Prepared, Rows, RowStream, SqlFailure, SqlSession, SqlDatabases, SqlValue } from "../../sqlite/Sql.ts"
 import { rowStreamOf } from "../../sqlite/Sql.ts"
 import type { Role } from "../../raft/types.ts"
 import type { ClusterControl, ClusterControlError } from "./ClusterControl.ts"
@@ -139,6 +139,12 @@ interface StatementEntry {
 
 export type SessionError = SocketError | FramingError
 
+/** What the plain statement path leaves to the connection's fiber: null when the request is
+ * answered (its bytes handed to the socket with room to spare), else the Effect to run — a
+ * request that needs Effect (OPEN, a transaction, a streamed result…), a write that must wait
+ * for the socket to drain, a notice to run before the answer. */
+export type PlainStep = Effect.Effect<void, SessionError> | null
+
 export class ClientSession {
   private database: OpenDatabase | null = null
   private readonly statements = new Map<number, StatementEntry>()
@@ -162,6 +168,121 @@ export class ClientSession {
       return this.observed("malformed", this.fail(failureOfWireError(frame, error)))
     }
     return this.observed(request.kind, this.dispatch(request))
+  }
+
+  /** Answers one message as plain code where it can: a LEADER, a point read answered at once
+   * (`querySqlNow`, one ROWS message), an autocommit write handed to the writer with a callback
+   * (`execSqlWith` / `execWith`), and every FAILURE and EMPTY these give. Returns the step as
+   * `PlainStep` says, or "pending" when a write's answer will come later: then `later` is called
+   * exactly once with the step, from the turn that settles it. Anything else is `handle`'s
+   * Effect, returned for the fiber to run. Same answers, in the same words, as `handle`. */
+  handlePlain(frame: Frame, later: (step: PlainStep) => void): PlainStep | "pending" {
+    let request: Request
+    try {
+      request = decodeRequest(frame)
+    } catch (error) {
+      if (!(error instanceof WireError)) throw error
+      this.deps.observer?.request("malformed")
+      return this.failNow(failureOfWireError(frame, error))
+    }
+    this.deps.observer?.request(request.kind)
+    switch (request.kind) {
+      case "leader": {
+        const leaderNow = this.deps.cluster.leaderNow
+        if (leaderNow === undefined) break
+        const leader = leaderNow()
+        return this.sendNow(
+          this.protocol === "legacy"
+            ? { kind: "serverLegacy", address: leader?.address ?? "" }
+            : { kind: "server", nodeId: leader === null ? 0n : BigInt(leader.id), address: leader?.address ?? "" }
+        )
+      }
+      case "execSql": {
+        const session = this.openSession(request.dbId)
+        if (session === null) return this.failNow(Failures.noDatabaseOpened)
+        if (isBlankSql(request.sql)) return this.sendNow({ kind: "result", lastInsertId: 0n, rowsAffected: 0n })
+        const execSqlWith = session.execSqlWith
+        if (execSqlWith === undefined) break
+        const step = this.execPlain((done) => execSqlWith(request.sql, params(request.params), done), later)
+        if (step !== undefined) return step
+        break
+      }
+      case "exec": {
+        const session = this.openSession(request.dbId)
+        if (session === null) return this.failNow(Failures.noDatabaseOpened)
+        const entry = this.statements.get(request.stmtId)
+        if (entry === undefined) return this.failNow(Failures.noStatement)
+        if (request.params.length > entry.prepared.paramCount) return this.failNow(tooManyParameters)
+        const execWith = session.execWith
+        if (execWith === undefined) break
+        const step = this.execPlain((done) => execWith(entry.prepared.id, params(request.params), done), later)
+        if (step !== undefined) return step
+        break
+      }
+      case "querySql": {
+        const session = this.openSession(request.dbId)
+        if (session === null) return this.failNow(Failures.noDatabaseOpened)
+        if (isBlankSql(request.sql)) return this.failNow(Failures.emptyStatement)
+        const values = params(request.params)
+        const now = session.querySqlNow?.(request.sql, values)
+        if (now === undefined) return this.querySqlLater(session, request.sql, values)
+        if (Either.isLeft(now)) return this.failNow(failureOfSql(now.left))
+        trace("gw.rows")
+        const rows = now.right
+        if (rows.rows.length <= 1) {
+          const batch = this.buildBatch(rows.columns.map(textForWire), rows.columns.map((_, index) => specialColumnOf(rows.declaredTypes[index])), rows.rows, 0, false)
+          if (batch._tag === "Failure") return this.failNow(batch.failure)
+          if (batch.next >= rows.rows.length) return writtenNow(this.io.writeNow(batch.message))
+        }
+        return traced(this.streamRows(rowStreamOf(rows)))
+      }
+    }
+    return this.dispatch(request)
+  }
+
+  /** A write handed to the SQL surface's plain form: its step (the answer came at once), or
+   * "pending" (`later` hears it), or undefined when the surface could not take it (nothing ran). */
+  private execPlain(submit: (done: ExecDone) => boolean, later: (step: PlainStep) => void): PlainStep | "pending" | undefined {
+    let returned = false
+    let answered: { readonly step: PlainStep } | null = null
+    const taken = submit((result, after) => {
+      const step = after === undefined ? this.answerExecNow(result) : Effect.zipRight(after, Effect.suspend(() => this.answerExecNow(result) ?? Effect.void))
+      if (returned) later(step)
+      else answered = { step }
+    })
+    returned = true
+    if (!taken) return undefined
+    return answered === null ? "pending" : (answered as { readonly step: PlainStep }).step
+  }
+
+  private answerExecNow(result: Either.Either<ExecResult, SqlFailure>): PlainStep {
+    if (Either.isLeft(result)) return this.failNow(failureOfSql(result.left))
+    trace("gw.result")
+    return writtenNow(this.sendNow({
+      kind: "result",
+      lastInsertId: BigInt.asUintN(64, result.right.lastInsertId),
+      rowsAffected: BigInt.asUintN(64, BigInt(result.right.rowsAffected))
+    }))
+  }
+
+  private openSession(dbId: number | bigint): SqlSession | null {
+    const database = this.database
+    return database === null || BigInt(dbId) !== 0n ? null : database.session
+  }
+
+  private sendNow(response: Response): PlainStep {
+    return this.io.writeNow(encodeSafely(response))
+  }
+
+  private failNow(text: FailureText): PlainStep {
+    this.deps.observer?.failure(text.code)
+    return this.sendNow(failure(text))
+  }
+
+  /** QUERY_SQL once `querySqlNow` could not answer: streamed, or whole. */
+  private querySqlLater(session: SqlSession, sql: string, values: ReadonlyArray<SqlValue>): Effect.Effect<void, SessionError> {
+    const stream = session.querySqlStream
+    return stream === undefined ? this.answerQuery(session.querySql(sql, values)) : this.answerStream(stream(sql, values))
   }
 
   private observed<E>(type: ObservedRequestType, answer: Effect.Effect<void, E>): Effect.Effect<void, E> {
@@ -229,10 +350,7 @@ export class ClientSession {
           const values = params(request.params)
           // A read the session answers at once skips the Effect machinery (point reads).
           const now = session.querySqlNow?.(request.sql, values)
-          if (now === undefined) {
-            const stream = session.querySqlStream
-            return stream === undefined ? this.answerQuery(session.querySql(request.sql, values)) : this.answerStream(stream(request.sql, values))
-          }
+          if (now === undefined) return this.querySqlLater(session, request.sql, values)
           if (Either.isLeft(now)) return this.fail(failureOfSql(now.left))
           trace("gw.rows")
           return traced(this.streamRows(rowStreamOf(now.right)))
@@ -531,6 +649,12 @@ const writeBytesTarget = 64 * 1024
 
 function concatBytes(parts: ReadonlyArray<Uint8Array>): Uint8Array {
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+}
+
+/** Stamps `gw.written` after a plain write, when tracing. */
+function writtenNow(step: PlainStep): PlainStep {
+  if (tracing && step === null) trace("gw.written")
+  return step
 }
 
 /** Stamps `gw.written` once the answer is written, when tracing (src/runtime/trace.ts). */

@@ -50,6 +50,9 @@ export interface ClusterControl {
   /** The leader as this node knows it, or null when it knows none — and also when this node
    * is a standby, a spare or not a member, which dqlite answers with (0, "") even if it knows. */
   readonly leader: Effect.Effect<ClusterServerAddress | null>
+  /** `leader` as plain code, when the implementation can answer without an Effect (the
+   * gateway's plain path for LEADER); absent: `leader` is used. */
+  readonly leaderNow?: () => ClusterServerAddress | null
   /** The current configuration, in configuration order, this node included. */
   readonly servers: Effect.Effect<ReadonlyArray<ClusterServer>>
   /** Adds a spare; succeeds once the configuration entry is committed. Leader only. */

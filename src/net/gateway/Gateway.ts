@@ -16,7 +16,7 @@ import * as net from "node:net"
 import type { Duplex } from "node:stream"
 import { Cause, Effect } from "effect"
 import { formatAddress } from "../peers/sockets.ts"
-import type { GatewayDeps, SessionError } from "./ClientSession.ts"
+import type { GatewayDeps, PlainStep, SessionError } from "./ClientSession.ts"
 import { ClientSession } from "./ClientSession.ts"
 import { ProtocolVersion } from "../protocol/codes.ts"
 import type { GatewayLimits } from "./limits.ts"
@@ -31,6 +31,9 @@ export interface ServeOptions {
   readonly limits?: Partial<GatewayLimits>
   /** For log lines: who is on the other end. */
   readonly remote?: string
+  /** Deliberate slower paths, for the tests and benchmarks that compare: `effectPerRequest`
+   * answers every request in the connection's fiber, as before the plain statement path. */
+  readonly bugs?: { readonly effectPerRequest?: boolean }
 }
 
 /** Serves one client connection until it closes or breaks. `version` is the protocol word the
@@ -45,19 +48,19 @@ export const serveClient = (
   Effect.suspend(() => {
     const limits = gatewayLimits(options.limits)
     const io = new FrameStream(stream, { messageBytesMax: limits.messageBytesMax, writeTimeoutMs: limits.writeTimeoutMs })
-    return serveStream(io, version, deps, limits, options.remote ?? remoteOf(stream))
+    return serveStream(io, version, deps, limits, options.remote ?? remoteOf(stream), options.bugs?.effectPerRequest === true)
   })
 
 /** Serves a stream whose version word has been read (bytes after it may be in `io`'s decoder). */
-const serveStream = (io: FrameStream, version: bigint, deps: GatewayDeps, limits: GatewayLimits, remote: string): Effect.Effect<void> => {
+const serveStream = (io: FrameStream, version: bigint, deps: GatewayDeps, limits: GatewayLimits, remote: string, effectPerRequest: boolean): Effect.Effect<void> => {
   const protocol = version === ProtocolVersion.one ? "v1" : version === ProtocolVersion.legacy ? "legacy" : null
   if (protocol === null) {
     return Effect.zipRight(Effect.logDebug(`closing client connection from ${remote}: unknown protocol version 0x${version.toString(16)}`), io.close)
   }
   const observer = deps.observer
   const served = observer === undefined
-    ? serveFrames(io, protocol, deps, limits)
-    : Effect.acquireUseRelease(observer.connections(1), () => serveFrames(io, protocol, deps, limits), () => observer.connections(-1))
+    ? serveFrames(io, protocol, deps, limits, effectPerRequest)
+    : Effect.acquireUseRelease(observer.connections(1), () => serveFrames(io, protocol, deps, limits, effectPerRequest), () => observer.connections(-1))
   return served.pipe(
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause)
@@ -69,7 +72,7 @@ const serveStream = (io: FrameStream, version: bigint, deps: GatewayDeps, limits
   )
 }
 
-const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDeps, limits: GatewayLimits) =>
+const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDeps, limits: GatewayLimits, effectPerRequest: boolean) =>
   Effect.scoped(
     Effect.gen(function*() {
       const scope = yield* Effect.scope
@@ -85,15 +88,29 @@ const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDe
           return handling ? Effect.void : Effect.zipRight(Effect.logDebug("closing an idle client connection: this node no longer leads"), io.close)
         })))
       }
-      // Plain combinators, no generator: this turns once per request.
-      const next: Effect.Effect<void, SessionError> = Effect.flatMap(io.readFrame, (frame) => {
-        trace("gw.read")
-        if (frame === null) return Effect.logDebug(deposed ? "closed the client connection: this node no longer leads" : "client closed the connection")
-        handling = true
-        return Effect.flatMap(session.handle(frame), () => {
-          handling = false
-          return deposed ? Effect.logDebug("closing a client connection after its answer: this node no longer leads") : next
-        })
+      // The requests come in and go out as plain code, run by the socket's events and the
+      // writer's callbacks (`plainRun`); this fiber runs only what needs Effect and waits for
+      // the end: no fiber resumption per statement.
+      if (effectPerRequest) return yield* serveInFiber(io, session, () => deposed, (value) => {
+        handling = value
+      })
+      const next: Effect.Effect<void, SessionError> = Effect.flatMap(plainRun(io, session, {
+        deposed: () => deposed,
+        handling: (value) => {
+          handling = value
+        }
+      }), (stop) => {
+        switch (stop._tag) {
+          case "End":
+            return Effect.logDebug(deposed ? "closed the client connection: this node no longer leads" : "client closed the connection")
+          case "Deposed":
+            return Effect.logDebug("closing a client connection after its answer: this node no longer leads")
+          case "Run":
+            return Effect.flatMap(stop.step, () => {
+              handling = false
+              return deposed ? Effect.logDebug("closing a client connection after its answer: this node no longer leads") : next
+            })
+        }
       })
       return yield* next
     }).pipe(
@@ -103,6 +120,92 @@ const serveFrames = (io: FrameStream, protocol: "v1" | "legacy", deps: GatewayDe
       })
     )
   )
+
+/** The loop before the plain path (`bugs.effectPerRequest`): every request read and answered in
+ * the connection's fiber. */
+const serveInFiber = (io: FrameStream, session: ClientSession, deposed: () => boolean, handling: (value: boolean) => void): Effect.Effect<void, SessionError> => {
+  const next: Effect.Effect<void, SessionError> = Effect.flatMap(io.readFrame, (frame) => {
+    if (frame === null) return Effect.logDebug(deposed() ? "closed the client connection: this node no longer leads" : "client closed the connection")
+    handling(true)
+    return Effect.flatMap(session.handle(frame), () => {
+      handling(false)
+      return deposed() ? Effect.logDebug("closing a client connection after its answer: this node no longer leads") : next
+    })
+  })
+  return next
+}
+
+/** Why `plainRun` handed the connection back to its fiber. */
+type PlainStop =
+  | { readonly _tag: "End" }
+  | { readonly _tag: "Deposed" }
+  | { readonly _tag: "Run"; readonly step: Effect.Effect<void, SessionError> }
+
+const stopEnd: PlainStop = { _tag: "End" }
+const stopDeposed: PlainStop = { _tag: "Deposed" }
+
+/** Reads and answers requests as plain code until one needs the fiber (`Run`), the stream ends
+ * (`End`; a broken stream or a malformed frame fails), or the node no longer leads after an
+ * answer (`Deposed`). Waits for bytes with a 'readable' callback and for a write's answer with
+ * the writer's callback; one request at a time, as before. Interrupting it (the connection's
+ * scope closing) drops a pending answer: the connection is going away. */
+const plainRun = (
+  io: FrameStream,
+  session: ClientSession,
+  state: { readonly deposed: () => boolean; readonly handling: (value: boolean) => void }
+): Effect.Effect<PlainStop, SessionError> =>
+  Effect.async<PlainStop, SessionError>((resume) => {
+    let active = true
+    const stop = (effect: Effect.Effect<PlainStop, SessionError>) => {
+      active = false
+      resume(effect)
+    }
+    /** After an answer: the next request, or back to the fiber. */
+    const answered = (step: PlainStep): boolean => {
+      if (step !== null) {
+        stop(Effect.succeed({ _tag: "Run", step }))
+        return false
+      }
+      state.handling(false)
+      if (state.deposed()) {
+        stop(Effect.succeed(stopDeposed))
+        return false
+      }
+      return true
+    }
+    const later = (step: PlainStep) => {
+      try {
+        if (active && answered(step)) pump()
+      } catch (defect) {
+        if (active) stop(Effect.die(defect))
+      }
+    }
+    // Run by the socket's events and the writer's callbacks: a defect here (a bug in the session
+    // or the SQL surface) must end this connection, as it did in the fiber, not the caller.
+    const pump = (): void => {
+      try {
+        pumpFrames()
+      } catch (defect) {
+        if (active) stop(Effect.die(defect))
+      }
+    }
+    const pumpFrames = (): void => {
+      while (active) {
+        const taken = io.takeFrameNow()
+        if (taken === undefined) return io.whenReadable(pump)
+        if (Effect.isEffect(taken)) return stop(Effect.map(taken, (frame) => (frame === null ? stopEnd : { _tag: "Run", step: session.handle(frame) })))
+        trace("gw.read")
+        state.handling(true)
+        const step = session.handlePlain(taken, later)
+        if (step === "pending" || !answered(step)) return
+      }
+    }
+    pump()
+    return Effect.sync(() => {
+      active = false
+      io.cancelWhenReadable(pump)
+    })
+  })
 
 /** The hook for a transport that must exist before the node it serves (the Raft node needs the
  * transport's `send`; the gateway needs the node): clients connecting before `bind` are closed,

@@ -111,6 +111,47 @@ export class FrameStream {
     return readDecodedFrom(this.chunks, this.frames)
   })
 
+  /** `readFrame` as plain code, for a read loop run by callbacks (the gateway's): the next whole
+   * message when it is buffered here or in the stream; undefined when a read must wait (then
+   * `whenReadable`); or, at the stream's end or on a failure, the Effect `readFrame` would be
+   * (null at a clean end between messages, else its failure). */
+  takeFrameNow(): Frame | undefined | Effect.Effect<Frame | null, SocketError | FramingError> {
+    const held = this.pending
+    if (held !== undefined) {
+      this.pending = undefined
+      return held
+    }
+    for (;;) {
+      let frame: Frame | undefined
+      try {
+        frame = this.decoder.next()
+      } catch (error) {
+        return Effect.fail(framingError(error))
+      }
+      if (frame !== undefined) return frame
+      const read = this.chunks.now()
+      if (read === null) return undefined
+      switch (read._tag) {
+        case "Chunk":
+          this.decoder.push(read.chunk)
+          break
+        case "End":
+          return this.frames.ended()
+        case "Failed":
+          return Effect.fail(readFailed(read.cause))
+      }
+    }
+  }
+
+  /** Calls `callback` once when the stream has something new (after `takeFrameNow` said wait). */
+  whenReadable(callback: () => void): void {
+    this.chunks.whenReadable(callback)
+  }
+
+  cancelWhenReadable(callback: () => void): void {
+    this.chunks.cancelWhenReadable(callback)
+  }
+
   /** The read loop's view of the decoder for a message's header, left in place. */
   private readonly headers: Decoding<MessageHeader | null, SocketError | FramingError> = {
     decoded: () => {
@@ -215,22 +256,26 @@ export class FrameStream {
   /** Writes `bytes`, held with the turn's other writes (streamIo.ts `WriteCoalescer`); waits (up
    * to the write timeout) while the stream's buffer is full. */
   write(bytes: Uint8Array): Effect.Effect<void, SocketError> {
+    return Effect.suspend(() => this.writeNow(bytes) ?? Effect.void)
+  }
+
+  /** `write` as plain code: null once `bytes` are handed over with room to spare; else the
+   * Effect that waits for the drain (or fails: the stream is closed) before the next write. */
+  writeNow(bytes: Uint8Array): Effect.Effect<void, SocketError> | null {
     const stream = this.stream
     const timeoutMs = this.options.writeTimeoutMs
-    return Effect.suspend(() => {
-      if (stream.destroyed || !stream.writable) {
-        return Effect.fail(new SocketError({ reason: "Closed", detail: "the connection is closed" }))
-      }
-      this.coalescer.hold()
-      if (stream.write(bytes)) return Effect.void
-      return drained(stream).pipe(
-        Effect.zipRight(Effect.suspend(() => stream.destroyed ? Effect.fail(new SocketError({ reason: "Closed", detail: "the connection closed while writing" })) : Effect.void)),
-        Effect.timeoutFail({
-          duration: Duration.millis(timeoutMs),
-          onTimeout: () => new SocketError({ reason: "Timeout", detail: `the other side read nothing for ${timeoutMs} ms` })
-        })
-      )
-    })
+    if (stream.destroyed || !stream.writable) {
+      return Effect.fail(new SocketError({ reason: "Closed", detail: "the connection is closed" }))
+    }
+    this.coalescer.hold()
+    if (stream.write(bytes)) return null
+    return drained(stream).pipe(
+      Effect.zipRight(Effect.suspend(() => stream.destroyed ? Effect.fail(new SocketError({ reason: "Closed", detail: "the connection closed while writing" })) : Effect.void)),
+      Effect.timeoutFail({
+        duration: Duration.millis(timeoutMs),
+        onTimeout: () => new SocketError({ reason: "Timeout", detail: `the other side read nothing for ${timeoutMs} ms` })
+      })
+    )
   }
 
   /** Destroys the stream (idempotent), after handing the kernel what this turn wrote. */

@@ -35,10 +35,11 @@ export interface ClientListener {
  * hands every connection whose first word is a dqlite version to `makeClientHandlerSlot`. */
 export const listenForClients = (
   deps: GatewayDeps,
-  limits?: Partial<GatewayLimits>
+  limits?: Partial<GatewayLimits>,
+  options: { readonly effectPerRequest?: boolean } = {}
 ): Effect.Effect<ClientListener, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const slot = makeClientHandlerSlot(limits === undefined ? {} : { limits })
+    const slot = makeClientHandlerSlot({ ...(limits === undefined ? {} : { limits }), ...(options.effectPerRequest === true ? { bugs: { effectPerRequest: true } } : {}) })
     let connections = 0
     const transport = yield* makeTcp({
       nodeId: 1,
@@ -69,6 +70,8 @@ export const startGateway = (options: {
   readonly limits?: Partial<GatewayLimits>
   readonly selfRole?: ClusterServer["role"]
   readonly observer?: GatewayObserver
+  /** The connection fiber answers every request (ServeOptions.bugs.effectPerRequest). */
+  readonly effectPerRequest?: boolean
 } = {}): Effect.Effect<TestGateway, never, Scope.Scope> =>
   Effect.gen(function*() {
     const fixture = yield* makeSqliteFixture()
@@ -78,7 +81,7 @@ export const startGateway = (options: {
       cluster,
       dumper: fixture.dumper,
       ...(options.observer === undefined ? {} : { observer: options.observer })
-    }, options.limits)
+    }, options.limits, { effectPerRequest: options.effectPerRequest === true })
     const self: ClusterServer = { id: 1, address: server.address, role: options.selfRole ?? "voter" }
     cluster.state.members = [self, ...(options.others ?? [])]
     const leaderId = options.leader === undefined || options.leader === "self" ? 1 : options.leader
