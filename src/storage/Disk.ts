@@ -43,9 +43,9 @@ export interface DiskFile {
    * second descriptor opened with O_DSYNC). When it returns, `data` is at `position` and durable,
    * as after `write` then `sync` — but only this write: earlier writes not yet synced are not
    * covered, the caller syncs those first. It replaces a write on the event loop and the pool
-   * hop of `sync` by one pool hop (the log's append: src/storage/README.md). An implementation
-   * without a pool (the simulator's) omits it; callers use `writeDurable` below, which falls
-   * back to `write` then `sync`. */
+   * hop of `sync` by one pool hop (the log's append; docs/performance.md, "The log's append").
+   * An implementation without a pool (the simulator's) omits it; callers use `writeDurable`
+   * below, which falls back to `write` then `sync`. */
   readonly writeDurable?: (position: number, data: Uint8Array) => Effect.Effect<void, DiskFailure>
   readonly size: Effect.Effect<number, DiskFailure>
   readonly truncate: (length: number) => Effect.Effect<void, DiskFailure>
