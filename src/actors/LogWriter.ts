@@ -64,15 +64,7 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
     // Plain combinators, no generator: this runs once per fsync on every node.
     receive: (state, jobs) => {
       const batches = jobs.length === 1 ? jobs[0]!.batches : jobs.flatMap((job) => job.batches)
-      let through = 0
-      const persist = batches.length === 0 ? Effect.void : Effect.suspend(() => {
-        through = jobs[jobs.length - 1]!.persisted.index
-        trace("log.write", through)
-        const written = untilWritten(options, "log", () => options.persist(batches), options.recover ?? null)
-        // A large entry is encoded and checksummed in one piece: let timers and sockets run
-        // first (src/runtime/yieldToLoop.ts), so this node's heartbeats and answers keep flowing.
-        return afterYieldIfLarge(batchesBytes(batches), written)
-      })
+      const through = jobs[jobs.length - 1]!.persisted.index
       const release = Effect.suspend(() => {
         if (batches.length > 0) trace("log.synced", through)
         const sends: Array<Effect.Effect<void>> = []
@@ -83,29 +75,36 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
           }
         }
         const last = jobs[jobs.length - 1]!
-        const persisted = options.onPersisted(last.persisted.index, last.persisted.term)
+        let released = options.onPersisted(last.persisted.index, last.persisted.term)
         // A chain rather than Effect.all: fewer operations for the usual one or two.
-        let released = persisted
         for (let i = sends.length - 1; i >= 0; i--) released = Effect.zipRight(sends[i]!, released)
+        // A write that succeeded ends a full-disk episode, first (checked here, in plain code).
+        if (batches.length > 0 && options.diskFull.isFull("log")) released = Effect.zipRight(options.diskFull.clear("log"), released)
         return Effect.as(released, state)
       })
-      return Effect.zipRight(persist, release)
+      // No batches (acknowledgements of appends with no entries): nothing to write.
+      if (batches.length === 0) return release
+      // receive runs as its batch is taken: the write starts now.
+      trace("log.write", through)
+      const written = untilWritten(options, "log", () => options.persist(batches), options.recover ?? null)
+      // A large entry is encoded and checksummed in one piece: let timers and sockets run
+      // first (src/runtime/yieldToLoop.ts), so this node's heartbeats and answers keep flowing.
+      return Effect.zipRight(afterYieldIfLarge(batchesBytes(batches), written), release)
     }
   })
 
 /** Runs `write` until it succeeds. A full disk is reported, waited out with a bounded backoff
  * and retried (after `recover`, which must succeed first); any other failure — or a full disk
- * with no way to recover — is a defect that stops the writer. */
+ * with no way to recover — is a defect that stops the writer. The caller clears the episode. */
 const untilWritten = (
   options: LogWriterOptions,
   part: DiskPart,
   write: () => Effect.Effect<void, unknown>,
   recover: Effect.Effect<void, unknown> | null
 ): Effect.Effect<void> =>
-  // The common case, a write that succeeds with no episode open, costs no more than the write.
-  Effect.catchAll(write(), (error) => retryUntilWritten(options, part, write, recover, error)).pipe(
-    Effect.zipRight(Effect.suspend(() => (options.diskFull.isFull(part) ? options.diskFull.clear(part) : Effect.void)))
-  )
+  // The common case, a write that succeeds with no episode open, costs no more than the write
+  // (the caller clears an episode once written).
+  Effect.catchAll(write(), (error) => retryUntilWritten(options, part, write, recover, error))
 
 const retryUntilWritten = (
   options: LogWriterOptions,

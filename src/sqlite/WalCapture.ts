@@ -107,9 +107,9 @@ export class WalCapture {
    * while it runs (the writer waits for it), and nothing else may capture meanwhile. */
   *captureSteps(readFramesStep: number): Generator<void, Array<CapturedTransaction>> {
     assert(Number.isSafeInteger(readFramesStep) && readFramesStep >= 1, "a step reads at least one frame")
-    const fd = this.openWal()
-    if (fd === undefined) return []
-    const sizeBytes = this.fstat(fd).size
+    const opened = this.openWal()
+    if (opened === undefined) return []
+    const { fd, sizeBytes } = opened
     if (sizeBytes < walHeaderBytes) return []
     this.read(fd, this.headerBuffer, 0)
     const parsed = parseWalHeader(this.headerBuffer)
@@ -262,10 +262,12 @@ export class WalCapture {
     this.readWords = new Int32Array(next.buffer, next.byteOffset, next.length >>> 2)
   }
 
-  private openWal(): number | undefined {
+  /** The WAL's descriptor and size: one fstat when it is open already (a capture per write). */
+  private openWal(): { readonly fd: number; readonly sizeBytes: number } | undefined {
     if (this.fd !== undefined) {
+      const stats = this.fstat(this.fd)
       // SQLite deletes the WAL when its last connection closes; a new one is a new file.
-      if (this.fstat(this.fd).nlink > 0) return this.fd
+      if (stats.nlink > 0) return { fd: this.fd, sizeBytes: stats.size }
       this.close()
     }
     try {
@@ -274,7 +276,7 @@ export class WalCapture {
       if (isErrorCode(cause, "ENOENT")) return undefined
       throw new PageFileError({ path: this.walPath, operation: "open", cause })
     }
-    return this.fd
+    return { fd: this.fd, sizeBytes: this.fstat(this.fd).size }
   }
 
   private fstat(fd: number): fs.Stats {

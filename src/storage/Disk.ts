@@ -39,6 +39,14 @@ export interface DiskFile {
    * reuses its buffers (a snapshot sender: fresh memory costs ~0.9 ms per MiB on the dev VM). */
   readonly readAsync?: (position: number, length: number, into?: Uint8Array) => Effect.Effect<Uint8Array, DiskFailure>
   readonly writeAsync?: (position: number, data: Uint8Array) => Effect.Effect<void, DiskFailure>
+  /** Optional: `write` and `sync` of this one write as one call on the thread pool (through a
+   * second descriptor opened with O_DSYNC). When it returns, `data` is at `position` and durable,
+   * as after `write` then `sync` — but only this write: earlier writes not yet synced are not
+   * covered, the caller syncs those first. It replaces a write on the event loop and the pool
+   * hop of `sync` by one pool hop (the log's append; docs/performance.md, "The log's append").
+   * An implementation without a pool (the simulator's) omits it; callers use `writeDurable`
+   * below, which falls back to `write` then `sync`. */
+  readonly writeDurable?: (position: number, data: Uint8Array) => Effect.Effect<void, DiskFailure>
   readonly size: Effect.Effect<number, DiskFailure>
   readonly truncate: (length: number) => Effect.Effect<void, DiskFailure>
   /** fdatasync: every write and truncate before it is durable when it returns. */
@@ -99,6 +107,11 @@ export const unlinkOffLoop = (disk: DiskService, filePath: string): Effect.Effec
 /** `file.write`, on the thread pool where the implementation has one (see `DiskFile.writeAsync`). */
 export const writeOffLoop = (file: DiskFile, position: number, data: Uint8Array): Effect.Effect<void, DiskFailure> =>
   file.writeAsync !== undefined ? file.writeAsync(position, data) : file.write(position, data)
+
+/** `data` at `position`, durable when this returns: one pool call where the implementation has
+ * one (see `DiskFile.writeDurable`), else `write` then `sync`. Writes before it must be synced. */
+export const writeDurable = (file: DiskFile, position: number, data: Uint8Array): Effect.Effect<void, DiskFailure> =>
+  file.writeDurable !== undefined ? file.writeDurable(position, data) : Effect.zipRight(file.write(position, data), file.sync)
 
 /** Removes `filePath` when it exists (an absent file is not an error). */
 export const unlinkIfExists = (disk: DiskService, filePath: string): Effect.Effect<void, DiskFailure> =>
@@ -181,6 +194,21 @@ function makeNodeFile(filePath: string, fd: number): DiskFile {
   const guard = (op: string) => {
     if (closed) throw new Error(`${op} on a closed file`)
   }
+  // writeDurable's descriptor: opened on first use (most files never need it), and checked to
+  // be the same file as `fd` (the name could have been replaced since `fd` was opened).
+  let dsyncFd: number | undefined
+  const dsyncDescriptor = (): number => {
+    if (dsyncFd !== undefined) return dsyncFd
+    const opened = fs.openSync(filePath, fs.constants.O_WRONLY | fs.constants.O_DSYNC)
+    const mine = fs.fstatSync(fd)
+    const theirs = fs.fstatSync(opened)
+    if (mine.ino !== theirs.ino || mine.dev !== theirs.dev) {
+      fs.closeSync(opened)
+      throw new Error(`${filePath} is no longer the file opened`)
+    }
+    dsyncFd = opened
+    return opened
+  }
   return {
     path: filePath,
     read: (position, length) =>
@@ -231,6 +259,31 @@ function makeNodeFile(filePath: string, fd: number): DiskFile {
         // Uninterruptible, as readAsync: a write queued on the pool must not outlive its fd.
         return data.byteLength === 0 ? Effect.void : Effect.uninterruptible(step(0))
       }),
+    writeDurable: (position, data) =>
+      Effect.suspend(() => {
+        guard("write")
+        let out: number
+        try {
+          out = dsyncDescriptor()
+        } catch (cause) {
+          return Effect.fail(toDiskFailure("open", filePath, cause))
+        }
+        const length = data.byteLength
+        // One Effect for the whole write, however many calls a short write takes. Uninterruptible,
+        // as writeAsync: a write queued on the pool must not outlive its descriptor.
+        return Effect.uninterruptible(Effect.async<void, DiskFailure>((resume) => {
+          let done = 0
+          const next = (): void =>
+            fs.write(out, data, done, length - done, position + done, (error, n) => {
+              if (error !== null) return resume(Effect.fail(toDiskFailure("write", filePath, error)))
+              done += n
+              if (done >= length) resume(Effect.void)
+              else next()
+            })
+          if (length === 0) fs.fdatasync(out, (error) => resume(error === null ? Effect.void : Effect.fail(toDiskFailure("fdatasync", filePath, error))))
+          else next()
+        }))
+      }),
     size: trySync("fstat", filePath, () => {
       guard("fstat")
       return fs.fstatSync(fd).size
@@ -247,6 +300,7 @@ function makeNodeFile(filePath: string, fd: number): DiskFile {
     close: trySync("close", filePath, () => {
       if (closed) return
       closed = true
+      if (dsyncFd !== undefined) fs.closeSync(dsyncFd)
       fs.closeSync(fd)
     })
   }

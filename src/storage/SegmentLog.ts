@@ -17,14 +17,15 @@
 // - deleting old segments needs no directory fsync: a segment that comes back after a crash is
 //   replayed and deleted again (segments always form a run that replays to the same state).
 import * as path from "node:path"
-import { Effect, Layer } from "effect"
+import { Cause, Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { assert } from "../assert.ts"
+import { Mutex } from "../runtime/Mutex.ts"
 import { yieldToLoop } from "../runtime/yieldToLoop.ts"
 import { trace } from "../runtime/trace.ts"
 import type { RecoveredBounded } from "../raft/storage.ts"
 import type { Entry, LogIndex, LogSlot } from "../raft/types.ts"
-import { Disk, ensureDir, unlinkOffLoop, writeFileAtomic, writeOffLoop } from "./Disk.ts"
+import { Disk, ensureDir, unlinkOffLoop, writeDurable, writeFileAtomic, writeOffLoop } from "./Disk.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
 import { ClusterIdMismatch, EntriesUnavailable, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
 import type { DiskFailure, StorageError } from "./errors.ts"
@@ -117,15 +118,16 @@ export const SegmentLog = {
           new Writer(disk, options.dir, options.clusterId, segmentBytesMax, recovery, file, options.bugs?.readOneRecordOff === true ? 1 : 0)),
         (writer) => Effect.ignore(writer.close())
       )
-      const mutex = yield* Effect.makeSemaphore(1)
+      // A lock of a few Effect operations, not a semaphore's ~25: persist runs once per entry.
+      const mutex = new Mutex()
       return {
-        load: mutex.withPermits(1)(writer.load()),
-        loadBounded: (dataBytesMax) => mutex.withPermits(1)(writer.loadBounded(dataBytesMax)),
-        persist: (batches) => mutex.withPermits(1)(writer.persist(batches)),
-        recover: mutex.withPermits(1)(writer.recover()),
-        // Under the same permit as persist: the positions and the files agree, and no segment is
+        load: mutex.withLock(writer.load()),
+        loadBounded: (dataBytesMax) => mutex.withLock(writer.loadBounded(dataBytesMax)),
+        persist: (batches) => mutex.withLock(writer.persist(batches)),
+        recover: mutex.withLock(writer.recover()),
+        // Under the same lock as persist: the positions and the files agree, and no segment is
         // removed under the read (a read-back is bounded by the core's entryLoadBytesMax).
-        read: (lo, hi) => mutex.withPermits(1)(writer.read(lo, hi))
+        read: (lo, hi) => mutex.withLock(writer.read(lo, hi))
       }
     }),
 
@@ -148,6 +150,18 @@ interface RevertPoint {
   readonly seq: number
   readonly path: string
   readonly bytes: number
+}
+
+/** One persist call's progress through its operations (SegmentLog's writeAll). */
+interface Staging {
+  readonly operations: ReadonlyArray<LogOperation>
+  at: number
+  pending: Array<RecordDraft>
+  pendingBytes: number
+  rolled: boolean
+  written: boolean
+  /** The operation at `at` needs a new segment first. */
+  stopped: boolean
 }
 
 class Writer {
@@ -282,70 +296,114 @@ class Writer {
   }
 
   persist(batches: ReadonlyArray<PersistBatch>): Effect.Effect<void, StorageError> {
-    return Effect.suspend((): Effect.Effect<void, StorageError> => {
+    // Uninterruptible until the staged records are being written: staging changes `state`
+    // before anything is on disk, so an interruption in between must be seen (below).
+    return Effect.uninterruptibleMask((restore) => Effect.suspend((): Effect.Effect<void, StorageError> => {
       if (this.broken !== null) return Effect.fail(this.broken)
       assertPersistBounds(batches)
       const active = this.segments[this.segments.length - 1]!
       const point: RevertPoint = { seq: active.seq, path: active.path, bytes: this.activeBytes }
-      return this.writeAll(batches).pipe(
-        // Whatever went wrong half-way (a disk error, a broken contract, an interruption), the
-        // files and `state` may disagree now: refuse everything until a restart recovers — or,
-        // for a full disk, until `recover` has put the files back to `point`.
-        Effect.onExit((exit) =>
-          Effect.sync(() => {
-            if (exit._tag === "Success") return
-            this.broken = new LogStoreBroken({ cause: exit.cause })
-            const fullDisk = exit.cause._tag === "Fail" && exit.cause.error._tag === "DiskFull"
-            this.revertTo = fullDisk && !this.removing ? point : null
-            this.removing = false
-          }))
-      )
-    })
+      // Whatever went wrong half-way (a disk error, a broken contract, an interruption), the
+      // files and `state` may disagree now: refuse everything until a restart recovers — or,
+      // for a full disk, until `recover` has put the files back to `point`.
+      const markBroken = (cause: Cause.Cause<DiskFailure>): void => {
+        this.broken = new LogStoreBroken({ cause })
+        const fullDisk = cause._tag === "Fail" && cause.error._tag === "DiskFull"
+        this.revertTo = fullDisk && !this.removing ? point : null
+        this.removing = false
+      }
+      let run: Staging
+      try {
+        run = this.startStaging(batches)
+      } catch (defect) {
+        markBroken(Cause.die(defect))
+        throw defect
+      }
+      const fast = this.durableInOne(run)
+      // The usual group: one uninterruptible write (a failure is Fail or Die, never Interrupt).
+      if (fast !== null) return Effect.catchAllCause(fast, (cause) => Effect.zipRight(Effect.sync(() => markBroken(cause)), Effect.failCause(cause)))
+      return Effect.onExit(restore(this.stageThenWrite(run)), (exit) =>
+        Effect.sync(() => {
+          if (exit._tag === "Failure") markBroken(exit.cause)
+        }))
+    }))
   }
 
-  private writeAll(batches: ReadonlyArray<PersistBatch>): Effect.Effect<void, DiskFailure> {
-    const self = this
-    return Effect.gen(function* () {
-      let pending: Array<RecordDraft> = []
-      let pendingBytes = 0
-      let rolled = false
-      let written = false
-      for (const batch of batches) {
-        for (const operation of operationsOf(batch)) {
-          if (self.state.isNoop(operation)) {
-            applyOrDie(self.state, operation)
-            trackPosition(self.positions, operation, null)
-            continue
-          }
-          const draft = draftOf(operation)
-          const size = recordBytes(draft)
-          const activeHasEntries = self.activeRecords + pending.length > 1
-          if (activeHasEntries && self.activeBytes + pendingBytes + size > self.segmentBytesMax) {
-            yield* self.flush(pending)
-            yield* self.roll()
-            rolled = true
-            pending = [self.checkpointDraft()]
-            pendingBytes = recordBytes(pending[0]!)
-          }
-          applyOrDie(self.state, operation)
-          if (operation._tag === "truncate") self.lowerNeeded(operation.from - 1)
-          const active = self.segments[self.segments.length - 1]!
-          trackPosition(self.positions, operation, { seq: active.seq, offset: self.activeBytes + pendingBytes, bytes: size, kind: draft.kind })
-          pending.push(draft)
-          pendingBytes += size
-          written = true
-        }
+  /** The records of `batches`, staged in plain code (persist runs once per entry on every
+   * node: the usual group costs one durable write and a handful of Effect operations). */
+  private startStaging(batches: ReadonlyArray<PersistBatch>): Staging {
+    const operations: Array<LogOperation> = []
+    for (const batch of batches) for (const operation of operationsOf(batch)) operations.push(operation)
+    const run: Staging = { operations, at: 0, pending: [], pendingBytes: 0, rolled: false, written: false, stopped: false }
+    run.stopped = this.stage(run)
+    return run
+  }
+
+  /** The usual group — every record staged in the active segment, none large, nothing to
+   * remove — as one durable write (`writeDurable`: its write and fdatasync in one pool call);
+   * null otherwise. Every earlier write was synced by the persist that made it, as
+   * writeDurable needs. */
+  private durableInOne(run: Staging): Effect.Effect<void, DiskFailure> | null {
+    // Obsolete segments (from this persist's compaction or left by an earlier one: one goes per
+    // persist) are removed on the slow path.
+    if (run.stopped || !run.written || run.rolled || this.hasObsoleteSegment()) return null
+    for (const draft of run.pending) if (draft.payload.byteLength >= largeRecordPayloadBytes) return null
+    return this.flushDurable(run.pending)
+  }
+
+  /** Writes what is staged: when staging stopped at a full segment, flushes, rolls and goes on
+   * staging; at the end, flush and fdatasync (and the directory's after a roll, and the removal
+   * of segments a compaction made obsolete). */
+  private stageThenWrite(run: Staging): Effect.Effect<void, DiskFailure> {
+    if (run.stopped) {
+      return Effect.zipRight(
+        Effect.zipRight(this.flush(run.pending), this.roll()),
+        Effect.suspend(() => {
+          run.rolled = true
+          run.pending = [this.checkpointDraft()]
+          run.pendingBytes = recordBytes(run.pending[0]!)
+          run.stopped = this.stage(run)
+          return this.stageThenWrite(run)
+        })
+      )
+    }
+    const { pending, written, rolled } = run
+    let write: Effect.Effect<void, DiskFailure> = written ? Effect.zipRight(this.flush(pending), this.file.sync) : this.flush(pending)
+    if (rolled) write = Effect.zipRight(write, this.disk.fsyncDir(this.dir))
+    // Also when the base did not move now: an earlier compaction may have left some.
+    if (this.hasObsoleteSegment()) {
+      write = Effect.zipRight(write, Effect.suspend(() => {
+        this.removing = true
+        return Effect.map(this.removeObsoleteSegments(), () => void (this.removing = false))
+      }))
+    }
+    return write
+  }
+
+  /** Applies and drafts `run.operations` from `run.at`, in plain code. True when it stopped
+   * because the next record needs a new segment (the operation at `run.at` is not applied yet). */
+  private stage(run: Staging): boolean {
+    const operations = run.operations
+    for (; run.at < operations.length; run.at++) {
+      const operation = operations[run.at]!
+      if (this.state.isNoop(operation)) {
+        applyOrDie(this.state, operation)
+        trackPosition(this.positions, operation, null)
+        continue
       }
-      yield* self.flush(pending)
-      if (written) yield* self.file.sync
-      if (rolled) yield* self.disk.fsyncDir(self.dir)
-      // Also when the base did not move now: an earlier compaction may have left some.
-      if (self.hasObsoleteSegment()) {
-        self.removing = true
-        yield* self.removeObsoleteSegments()
-        self.removing = false
-      }
-    })
+      const draft = draftOf(operation)
+      const size = recordBytes(draft)
+      const activeHasEntries = this.activeRecords + run.pending.length > 1
+      if (activeHasEntries && this.activeBytes + run.pendingBytes + size > this.segmentBytesMax) return true
+      applyOrDie(this.state, operation)
+      if (operation._tag === "truncate") this.lowerNeeded(operation.from - 1)
+      const active = this.segments[this.segments.length - 1]!
+      trackPosition(this.positions, operation, { seq: active.seq, offset: this.activeBytes + run.pendingBytes, bytes: size, kind: draft.kind })
+      run.pending.push(draft)
+      run.pendingBytes += size
+      run.written = true
+    }
+    return false
   }
 
   /** Entries lo..hi, read back from their records (one read per segment they span). Every record
@@ -436,6 +494,18 @@ class Writer {
       trace("log.write.slow", Math.round(ms))
       this.smallAppendsOffLoopUntilMs = performance.now() + offLoopAfterSlowAppendMs
     })
+  }
+
+  /** `flush` and `sync` of a group of small records, in one call off the event loop
+   * (`writeDurable`): no write(2) on the loop and one pool hop instead of two when small appends
+   * are off the loop (`slowSyncAppendMs`). */
+  private flushDurable(drafts: ReadonlyArray<RecordDraft>): Effect.Effect<void, DiskFailure> {
+    const bytes = encodeRecords(drafts, this.activeBytes, this.scratchFor(drafts))
+    const position = this.activeBytes
+    this.activeBytes += bytes.byteLength
+    this.activeRecords += drafts.length
+    // The scratch buffer is reused only once this completes (persist calls do not overlap).
+    return writeDurable(this.file, position, bytes)
   }
 
   /** Writes `data` at `position` a slice at a time, the event loop free between two slices: a

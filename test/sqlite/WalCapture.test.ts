@@ -57,6 +57,29 @@ function walSize(): number {
 }
 
 describe("WalCapture", () => {
+  it("a capture of one commit on an open WAL costs one fstat and two reads (header, frames)", () => {
+    fixture.leader.exec("INSERT INTO t VALUES (1, 1, zeroblob(10))")
+    captureAndReplicate(1)
+    // Count the capture's system calls through node:fs (WalCapture calls them on the module).
+    const counted = { fstatSync: 0, readSync: 0, openSync: 0 }
+    const originals = { fstatSync: fs.fstatSync, readSync: fs.readSync, openSync: fs.openSync }
+    for (const name of Object.keys(counted) as Array<keyof typeof counted>) {
+      const original = originals[name] as (...args: Array<unknown>) => unknown
+      ;(fs as unknown as Record<string, unknown>)[name] = (...args: Array<unknown>) => {
+        counted[name]++
+        return original.apply(fs, args)
+      }
+    }
+    try {
+      fixture.leader.exec("INSERT INTO t VALUES (2, 2, zeroblob(10))")
+      expect(fixture.capture.capture()).toHaveLength(1)
+    } finally {
+      Object.assign(fs, originals)
+    }
+    // Two fstats before (one for the WAL's link count, one for its size).
+    expect(counted).toEqual({ fstatSync: 1, readSync: 2, openSync: 0 })
+  })
+
   it("captures each single-statement insert as one transaction, then nothing", () => {
     const insert = fixture.leader.prepare("INSERT INTO t(a, b) VALUES (random(), randomblob(?))")
     let previousEnd = fixture.capture.position?.offsetBytes ?? 0

@@ -25,10 +25,12 @@ const newDir = () => {
 const meta: SnapshotMeta = { index: 42, term: 2, config: { members: [{ id: 1, address: "a:1", role: "voter" }] } }
 
 /** The node disk, counting the synchronous and the thread-pool reads and writes of its files. */
-function countingDisk(): { readonly disk: DiskService; readonly counts: Record<"read" | "write" | "readAsync" | "writeAsync", number> } {
-  const counts = { read: 0, write: 0, readAsync: 0, writeAsync: 0 }
+function countingDisk(): { readonly disk: DiskService; readonly counts: Record<"read" | "write" | "readAsync" | "writeAsync" | "writeDurable" | "sync", number> } {
+  const counts = { read: 0, write: 0, readAsync: 0, writeAsync: 0, writeDurable: 0, sync: 0 }
   const wrap = (file: DiskFile): DiskFile => ({
     ...file,
+    writeDurable: (position, data) => Effect.zipRight(Effect.sync(() => void counts.writeDurable++), file.writeDurable!(position, data)),
+    sync: Effect.zipRight(Effect.sync(() => void counts.sync++), file.sync),
     read: (position, length) => Effect.zipRight(Effect.sync(() => void counts.read++), file.read(position, length)),
     write: (position, data) => Effect.zipRight(Effect.sync(() => void counts.write++), file.write(position, data)),
     readAsync: (position, length) => Effect.zipRight(Effect.sync(() => void counts.readAsync++), file.readAsync!(position, length)),
@@ -112,7 +114,7 @@ describe("thread-pool reads and writes", () => {
     expect(Buffer.compare(read.back, bytes)).toBe(0)
   })
 
-  it("carry the log's large appends (small ones stay synchronous), which read back the same", async () => {
+  it("carry the log's large appends (small ones: written and synced in one pool call), which read back the same", async () => {
     const dir = newDir()
     const { disk, counts } = countingDisk()
     const large = new Uint8Array(3 * 1024 * 1024).map((_, i) => (i * 31) & 0xff)
@@ -120,21 +122,25 @@ describe("thread-pool reads and writes", () => {
       const log = yield* SegmentLog.open({ dir, clusterId: "c" })
       const writesBefore = counts.write
       const asyncBefore = counts.writeAsync
+      const durableBefore = counts.writeDurable
       yield* log.persist([{ hardState: { term: 1, vote: 1, commit: 0 }, entries: [{ kind: "command", term: 1, index: 1, data: new Uint8Array([1, 2, 3]) }] }])
       yield* log.persist([{ entries: [{ kind: "command", term: 1, index: 2, data: large }] }])
-      const appends = { sync: counts.write - writesBefore, pool: counts.writeAsync - asyncBefore }
+      const appends = { sync: counts.write - writesBefore, pool: counts.writeAsync - asyncBefore, durable: counts.writeDurable - durableBefore }
       return { appends, entries: yield* log.read(1, 2) }
     }).pipe(Effect.provideService(Disk, disk))))
-    // A large record (header and 1 MiB slices) went through the pool; the small group stayed a
-    // synchronous write (the hot path).
+    // A large record (header and 1 MiB slices) went through the pool; the small group was one
+    // durable write on the pool (the hot path), nothing written on the event loop.
     expect(back.appends.pool).toBe(4)
-    expect(back.appends.sync).toBe(1)
+    expect(back.appends.durable).toBe(1)
+    expect(back.appends.sync).toBe(0)
     expect(back.entries.map((e) => e.index)).toEqual([1, 2])
     const second = back.entries[1]!
     expect(second.kind === "command" && Buffer.compare(second.data, large)).toBe(0)
   })
 
   it("after a small synchronous append was throttled, the next small ones go to the pool for a while", async () => {
+    // Small groups are synchronous writes only right after a segment roll now (else one durable
+    // pool call each): 3,000-byte entries in segments of at most 4,096 bytes roll before each one.
     const dir = newDir()
     const { disk, counts } = countingDisk()
     // The kernel's throttling, as a synchronous write of the log's segment that takes 40 ms.
@@ -152,24 +158,26 @@ describe("thread-pool reads and writes", () => {
             }), file.write(position, data))
         }))
     }
-    const entry = (index: number) => ({ kind: "command" as const, term: 1, index, data: new Uint8Array([index]) })
+    const entry = (index: number) => ({ kind: "command" as const, term: 1, index, data: new Uint8Array(3000).fill(index) })
     const appends = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-      const log = yield* SegmentLog.open({ dir, clusterId: "c" })
+      const log = yield* SegmentLog.open({ dir, clusterId: "c", segmentBytesMax: 4096 })
       const before = () => ({ sync: counts.write, pool: counts.writeAsync })
       const delta = (from: { sync: number; pool: number }) => ({ sync: counts.write - from.sync, pool: counts.writeAsync - from.pool })
-      let at = before()
+      // The first entry fills the first segment (no roll: one durable pool call).
       yield* log.persist([{ hardState: { term: 1, vote: 1, commit: 0 }, entries: [entry(1)] }])
+      let at = before()
+      yield* log.persist([{ entries: [entry(2)] }])
       const quiet = delta(at)
       throttled = true
       at = before()
-      yield* log.persist([{ entries: [entry(2)] }])
+      yield* log.persist([{ entries: [entry(3)] }])
       const slow = delta(at)
       throttled = false
       at = before()
-      yield* log.persist([{ entries: [entry(3)] }])
       yield* log.persist([{ entries: [entry(4)] }])
+      yield* log.persist([{ entries: [entry(5)] }])
       const after = delta(at)
-      const entries = yield* log.read(1, 4)
+      const entries = yield* log.read(1, 5)
       return { quiet, slow, after, indexes: entries.map((e) => e.index) }
     }).pipe(Effect.provideService(Disk, slowDisk))))
     expect(appends.quiet).toEqual({ sync: 1, pool: 0 })
@@ -177,7 +185,45 @@ describe("thread-pool reads and writes", () => {
     // went to the pool, and the log reads back whole.
     expect(appends.slow).toEqual({ sync: 1, pool: 0 })
     expect(appends.after).toEqual({ sync: 0, pool: 2 })
-    expect(appends.indexes).toEqual([1, 2, 3, 4])
+    expect(appends.indexes).toEqual([1, 2, 3, 4, 5])
+  })
+
+  it("write a small group and make it durable in one thread-pool call, through an O_DSYNC descriptor, no fdatasync", async () => {
+    const dir = newDir()
+    const { disk, counts } = countingDisk()
+    const entry = (index: number) => ({ kind: "command" as const, term: 1, index, data: new Uint8Array(300).fill(index) })
+    const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const log = yield* SegmentLog.open({ dir, clusterId: "c" })
+      const before = { ...counts }
+      yield* log.persist([{ hardState: { term: 1, vote: 1, commit: 0 }, entries: [entry(1), entry(2)] }])
+      yield* log.persist([{ entries: [entry(3)] }, { hardState: { term: 1, vote: 1, commit: 2 }, entries: [entry(4)] }])
+      const delta = { write: counts.write - before.write, writeAsync: counts.writeAsync - before.writeAsync, writeDurable: counts.writeDurable - before.writeDurable, sync: counts.sync - before.sync }
+      // The descriptors open on the segment: one of them was opened with O_DSYNC (octal 010000).
+      const flags: Array<number> = []
+      for (const fd of fs.readdirSync("/proc/self/fd")) {
+        let target = ""
+        try {
+          target = fs.readlinkSync(`/proc/self/fd/${fd}`)
+        } catch {
+          continue
+        }
+        if (!target.endsWith(".seg")) continue
+        const line = fs.readFileSync(`/proc/self/fdinfo/${fd}`, "utf8").split("\n").find((l) => l.startsWith("flags:"))!
+        flags.push(Number.parseInt(line.split(/\s+/)[1]!, 8))
+      }
+      const entries = yield* log.read(1, 4)
+      return { delta, dsync: flags.filter((f) => (f & fs.constants.O_DSYNC) !== 0).length, entries: entries.map((e) => e.index) }
+    }).pipe(Effect.provideService(Disk, disk))))
+    expect(result.delta).toEqual({ write: 0, writeAsync: 0, writeDurable: 2, sync: 0 })
+    expect(result.dsync).toBe(1)
+    expect(result.entries).toEqual([1, 2, 3, 4])
+    // What was written is what a fresh open recovers.
+    const reloaded = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const log = yield* SegmentLog.open({ dir, clusterId: "c" })
+      return yield* log.load
+    }).pipe(Effect.provideService(Disk, nodeDisk))))
+    expect(reloaded.entries.map((e) => e.index)).toEqual([1, 2, 3, 4])
+    expect(reloaded.hardState).toEqual({ term: 1, vote: 1, commit: 2 })
   })
 
   it("a receiver goes on writing while the incoming file's fdatasync runs; one sync at a time", async () => {
