@@ -9,7 +9,7 @@
 // the next `write` or `flush` (and every one after: the caller drops the transfer). `flush` waits
 // for every write issued before it; call it before an fdatasync of the file and before closing
 // it (a write still queued must not outlive its descriptor).
-import { Effect, Fiber } from "effect"
+import { Cause, Effect, Fiber } from "effect"
 import { assert } from "../assert.ts"
 import type { DiskFile } from "./Disk.ts"
 import { writeOffLoop } from "./Disk.ts"
@@ -23,7 +23,9 @@ export class WriteBehind {
   private readonly free: Array<Uint8Array> = []
   private allocated = 0
   private readonly pending = new Map<object, Fiber.RuntimeFiber<void, DiskFailure>>()
-  private failure: DiskFailure | null = null
+  /** The first write that did not succeed (a defect too: a write lost in silence would leave a
+   * hole in a file recorded as written). */
+  private failure: Cause.Cause<DiskFailure> | null = null
   /** Bytes handed to `write` so far (the tests' count of what was written once). */
   bytesIssued = 0
 
@@ -47,13 +49,15 @@ export class WriteBehind {
         const buffer = yield* self.take
         if (self.failure !== null) {
           self.free.push(buffer)
-          return yield* Effect.fail(self.failure)
+          return yield* Effect.failCause(self.failure)
         }
         buffer.set(piece)
         self.bytesIssued += piece.byteLength
         const token = {}
         const fiber = yield* Effect.forkDaemon(writeOffLoop(file, position + at, buffer.subarray(0, piece.byteLength)).pipe(
-          Effect.tapError((error) => Effect.sync(() => void (self.failure ??= error))),
+          Effect.onExit((exit) => Effect.sync(() => {
+            if (exit._tag === "Failure") self.failure ??= exit.cause
+          })),
           Effect.ensuring(Effect.sync(() => {
             self.pending.delete(token)
             self.free.push(buffer)
@@ -61,7 +65,7 @@ export class WriteBehind {
         ))
         if (fiber.unsafePoll() === null) self.pending.set(token, fiber)
       }
-      if (self.failure !== null) return yield* Effect.fail(self.failure)
+      if (self.failure !== null) return yield* Effect.failCause(self.failure)
     })
   }
 
@@ -83,6 +87,6 @@ export class WriteBehind {
   readonly flush: Effect.Effect<void, DiskFailure> = Effect.suspend(() =>
     Effect.zipRight(
       Effect.forEach([...this.pending.values()], Fiber.await, { discard: true }),
-      Effect.suspend(() => (this.failure === null ? Effect.void : Effect.fail(this.failure)))
+      Effect.suspend(() => (this.failure === null ? Effect.void : Effect.failCause(this.failure)))
     ))
 }
