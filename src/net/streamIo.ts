@@ -60,18 +60,17 @@ export class ChunkReader {
   /** Called by the stream's events while a read waits; null otherwise. */
   private wake: (() => void) | null = null
 
-  private readonly onEvent = () => {
-    const wake = this.wake
-    if (wake === null) return
-    this.wake = null
-    wake()
-  }
-
   constructor(private readonly stream: Duplex) {
-    stream.on("readable", this.onEvent)
-    stream.on("end", this.onEvent)
-    stream.on("close", this.onEvent)
-    stream.on("error", this.onEvent)
+    const onEvent = () => {
+      const wake = this.wake
+      if (wake === null) return
+      this.wake = null
+      wake()
+    }
+    stream.on("readable", onEvent)
+    stream.on("end", onEvent)
+    stream.on("close", onEvent)
+    stream.on("error", onEvent)
   }
 
   /** What the stream can give without waiting; null when a read must wait (`wait`). */
@@ -92,60 +91,32 @@ export class ChunkReader {
       if (this.wake === attempt) this.wake = null
     })
   })
-
-  /** Waits until `decoding` decides, pushing each chunk into it from the stream's own events as
-   * it comes: a message that arrives as many chunks costs one fiber resumption, not one per
-   * chunk (a 1 MiB snapshot chunk is 16 socket reads of 64 KiB; resuming the reading fiber for
-   * each was the larger part of a receiver's Effect work per MB, issue 17). */
-  waitDecoded<A, E>(decoding: Decoding<A, E>): Effect.Effect<A, E> {
-    return Effect.async<A, E>((resume) => {
-      assert(this.wake === null, "one read waits on a stream at a time")
-      const attempt = () => {
-        for (;;) {
-          const decided = decoding.decoded()
-          if (decided !== null) return resume(decided)
-          const read = chunkNow(this.stream)
-          if (read === null) {
-            this.wake = attempt
-            return
-          }
-          if (read._tag !== "Chunk") return resume(afterEnd(decoding, read))
-          decoding.push(read.chunk)
-        }
-      }
-      attempt()
-      return Effect.sync(() => {
-        if (this.wake === attempt) this.wake = null
-      })
-    })
-  }
-
-  /** Stops listening to the stream (it was handed to another reader). */
-  detach(): void {
-    this.stream.off("readable", this.onEvent)
-    this.stream.off("end", this.onEvent)
-    this.stream.off("close", this.onEvent)
-    this.stream.off("error", this.onEvent)
-    this.wake = null
-  }
 }
 
 /** `readDecoded` pulling through a `ChunkReader`: the chunks already buffered are taken in a
- * plain loop, and only a read that must wait costs Effect operations (two, however many chunks
- * the message needs: `waitDecoded`). */
+ * plain loop, and only a read that must wait costs Effect operations (two). */
 export const readDecodedFrom = <A, E>(reader: ChunkReader, decoding: Decoding<A, E>): Effect.Effect<A, E> => {
   for (;;) {
     const decided = decoding.decoded()
     if (decided !== null) return decided
     const read = reader.now()
-    if (read === null) return reader.waitDecoded(decoding)
-    if (read._tag !== "Chunk") return afterEnd(decoding, read)
+    if (read === null) return Effect.flatMap(reader.wait, (waited) => afterChunk(reader, decoding, waited))
+    if (read._tag !== "Chunk") return afterChunk(reader, decoding, read)
     decoding.push(read.chunk)
   }
 }
 
-const afterEnd = <A, E>(decoding: Decoding<A, E>, read: Exclude<ChunkRead, { readonly _tag: "Chunk" }>): Effect.Effect<A, E> =>
-  read._tag === "End" ? decoding.ended() : Effect.fail(decoding.failed(read.cause))
+const afterChunk = <A, E>(reader: ChunkReader, decoding: Decoding<A, E>, read: ChunkRead): Effect.Effect<A, E> => {
+  switch (read._tag) {
+    case "Chunk":
+      decoding.push(read.chunk)
+      return readDecodedFrom(reader, decoding)
+    case "End":
+      return decoding.ended()
+    case "Failed":
+      return Effect.fail(decoding.failed(read.cause))
+  }
+}
 
 /** A decoder over a stream's bytes, as the read loop sees it. */
 export interface Decoding<A, E> {

@@ -158,8 +158,6 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       })
       const reader = new SocketReader(socket, limits.handshakeBytesMax)
       yield* initiate({ socket, reader, local, peer, timeoutMs: limits.handshakeTimeoutMs })
-      // Its 'readable' listener would keep the socket from flowing into the 'data' one below.
-      reader.release()
       const made: Connection = { socket, packer: makePacker(), coalescer: new WriteCoalescer(socket), closed: socket.destroyed }
       // The acceptor sends nothing after its hello but Resume frames for a snapshot transfer;
       // reading also notices an end or a reset at once rather than at the next write.

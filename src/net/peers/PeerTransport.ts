@@ -253,7 +253,6 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
         switch (kind._tag) {
           case "Client": {
             inbound.clientConnections++
-            reader.release()
             const rest = reader.decoder.takeAll()
             if (rest.byteLength > 0) socket.unshift(rest)
             return yield* onClientConnection(socket, kind.version)

@@ -9,7 +9,7 @@ import type { FrameError } from "./errors.ts"
 import { ConnectionClosed, ConnectionTimeout } from "./errors.ts"
 import { FrameDecoder } from "./framing.ts"
 import type { Decoding } from "../streamIo.ts"
-import { ChunkReader, drained, readDecodedFrom } from "../streamIo.ts"
+import { drained, readDecoded } from "../streamIo.ts"
 
 /** Mutual TLS between peers: every node presents `cert`/`key` and accepts peers whose
  * certificate is signed by `ca`. Host names are not checked (peers are often addressed by IP);
@@ -105,27 +105,18 @@ export function connect(options: {
 }
 
 /** Pull-based reading of one socket through a frame decoder. While no read is pending the
- * socket is paused, so TCP pushes back on the sender. A frame that arrives in many socket reads
- * (a snapshot chunk) is assembled from the socket's events and resumes the reading fiber once
- * (`ChunkReader.waitDecoded`). */
+ * socket is paused, so TCP pushes back on the sender. */
 export class SocketReader {
   readonly decoder: FrameDecoder
-  private readonly chunks: ChunkReader
 
   constructor(readonly socket: net.Socket, frameBytesMax: number) {
     this.decoder = new FrameDecoder(frameBytesMax)
-    this.chunks = new ChunkReader(socket)
-  }
-
-  /** The socket goes to another reader (a client connection): this one stops listening. */
-  release(): void {
-    this.chunks.detach()
   }
 
   /** Exactly `n` bytes (buffered ones first); fails if the stream ends before. */
   readExactly(n: number): Effect.Effect<Uint8Array, ConnectionClosed> {
     return Effect.suspend(() =>
-      readDecodedFrom(this.chunks, {
+      readDecoded(this.socket, {
         decoded: () => (this.decoder.bufferedBytes >= n ? Effect.succeed(this.decoder.take(n)) : null),
         push: (chunk) => this.decoder.push(chunk),
         ended: () => Effect.fail(closedError(this.socket, `stream ended after ${this.decoder.bufferedBytes} of ${n} bytes`)),
@@ -145,12 +136,12 @@ export class SocketReader {
   }
 
   /** The next frame's payload; fails on end of stream, oversize or an empty frame. */
-  readonly readFrame: Effect.Effect<Uint8Array, FrameError | ConnectionClosed> = Effect.suspend(() => readDecodedFrom(this.chunks, this.frames))
+  readonly readFrame: Effect.Effect<Uint8Array, FrameError | ConnectionClosed> = Effect.suspend(() => readDecoded(this.socket, this.frames))
 
   /** `readFrame`, but a clean end of the stream fails with `ended` instead (a peer's connection
    * closed between frames says so). */
   readFrameOr(ended: () => ConnectionClosed): Effect.Effect<Uint8Array, FrameError | ConnectionClosed> {
-    return Effect.suspend(() => readDecodedFrom(this.chunks, { ...this.frames, ended: () => Effect.fail(ended()) }))
+    return Effect.suspend(() => readDecoded(this.socket, { ...this.frames, ended: () => Effect.fail(ended()) }))
   }
 }
 
