@@ -134,6 +134,10 @@ export { offLoopAfterSlowAppendMs, slowSyncAppendMs } from "./storage/SegmentLog
 export { chunkBuffersMax } from "./net/peers/snapshots.ts"
 export { recycledFramesMax } from "./net/peers/framing.ts"
 export { receivedSyncBytes } from "./sqlite/receivedImages.ts"
+/** A received snapshot's writes queued behind its receive loop, per file set (the store's file;
+ * the images' files), each in a reused buffer of one chunk (1 MiB): the loop reads the socket
+ * while the disk writes, and a joiner holds at most 2 × 4 MiB for it (src/storage/writeBehind.ts). */
+export { writesInFlightMax } from "./storage/writeBehind.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */
