@@ -148,6 +148,10 @@ export { syncEveryBytesDefault } from "./sqlite/SqliteMachine.ts"
  * segment's, and a persist removes at most `obsoleteSegmentsPerPersist` (1) obsolete segment, so
  * a compaction of a GiB of log is spread over the next persists instead of holding one. */
 export { obsoleteSegmentsPerPersist } from "./storage/SegmentLog.ts"
+/** A received snapshot's writes queued behind its receive loop, per file set (the store's file;
+ * the images' files), each in a reused buffer of one chunk (1 MiB): the loop reads the socket
+ * while the disk writes, and a joiner holds at most 2 × 4 MiB for it (src/storage/writeBehind.ts). */
+export { writesInFlightMax } from "./storage/writeBehind.ts"
 
 /** Bytes msgpackr adds around one entry of an AppendEntries beyond what `entrySizeBytes` counts
  * (field names, lengths, tags); generous. */

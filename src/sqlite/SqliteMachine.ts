@@ -629,7 +629,9 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           const extends_ = live() && before === splitter.offset && offset <= before && offset + chunk.byteLength > before
           if (!extends_) return yield* incoming.writeAt(offset, chunk)
           const fresh = chunk.subarray(before - offset, Math.min(chunk.byteLength, incoming.sizeBytes - offset))
-          const [after, split] = yield* Effect.all([incoming.writeAt(offset, chunk), Effect.exit(splitter.write(before, fresh))], { concurrency: 2 })
+          // Neither waits for its disk write (WriteBehind): one after the other costs no fork.
+          const after = yield* incoming.writeAt(offset, chunk)
+          const split = yield* Effect.exit(splitter.write(before, fresh))
           if (split._tag === "Failure" || after !== before + fresh.byteLength) {
             yield* Effect.logDebug(`snapshot ${index}: images not split as they arrive (installed by copy): ${split._tag === "Failure" ? String(Cause.squash(split.cause)) : `store at ${after}`}`)
             yield* giveUp

@@ -38,6 +38,7 @@ import type { SnapshotMeta } from "../raft/types.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
 import { Disk, ensureDir, readOffLoop, unlinkIfExists, unlinkOffLoop, withFile, writeFileAtomic, writeOffLoop } from "./Disk.ts"
 import { SnapshotCorrupted, SnapshotMissing } from "./errors.ts"
+import { WriteBehind } from "./writeBehind.ts"
 import type { DiskFailure, SnapshotError } from "./errors.ts"
 import type { IncomingSnapshot, SnapshotInbox, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
 import { decodeMembership, encodeMembership } from "./format.ts"
@@ -353,6 +354,10 @@ function incomingFileName(index: number, term: number): string {
 interface Incoming {
   readonly manifest: IncomingManifest
   readonly handle: DiskFile
+  /** The received bytes' writes, which the receive loop does not wait for: flushed before each
+   * fdatasync and before the handle closes. */
+  readonly writes: WriteBehind
+  /** Data bytes received: handed to `writes` (on the disk once it is flushed). */
   written: number
   crc: number
   /** Data bytes fdatasynced and recorded in the manifest. */
@@ -425,8 +430,8 @@ function makeIncoming(args: {
   const closeCurrent = Effect.suspend(() => {
     const c = current
     current = null
-    // A sync still running on the handle ends first (its failure no longer matters here).
-    return c === null ? Effect.void : Effect.zipRight(Effect.ignore(awaitSync(c)), Effect.ignore(c.handle.close))
+    // Writes and a sync still running on the handle end first (their failure no longer matters here).
+    return c === null ? Effect.void : Effect.zipRight(Effect.ignore(Effect.zipRight(c.writes.flush, awaitSync(c))), Effect.ignore(c.handle.close))
   })
 
   /** At start: a partial file without a readable manifest naming it is garbage. */
@@ -451,6 +456,8 @@ function makeIncoming(args: {
   /** Makes the bytes written up to now durable and records them in the manifest. */
   const syncUpTo = (c: Incoming, upTo: number, crc: number): Effect.Effect<void, DiskFailure> =>
     Effect.gen(function*() {
+      // The writes of the bytes up to `upTo` were all issued before this: they end first.
+      yield* c.writes.flush
       yield* c.handle.sync
       yield* writeManifest({ ...c.manifest, syncedBytes: upTo, syncedCrc: crc })
       c.syncedBytes = upTo
@@ -506,12 +513,12 @@ function makeIncoming(args: {
         yield* handle.sync
         yield* disk.fsyncDir(dir)
         yield* writeManifest(manifest)
-        current = { manifest, handle, written: 0, crc: 0, syncedBytes: 0, syncStartedBytes: 0, syncing: null, done: false }
+        current = { manifest, handle, writes: new WriteBehind(chunkBytesMax), written: 0, crc: 0, syncedBytes: 0, syncStartedBytes: 0, syncing: null, done: false }
       } else {
         const handle = yield* disk.open(file, "write")
         // Bytes past the durable offset may be torn: they are received again.
         yield* handle.truncate(header.byteLength + resumed.syncedBytes)
-        current = { manifest: resumed, handle, written: resumed.syncedBytes, crc: resumed.syncedCrc, syncedBytes: resumed.syncedBytes, syncStartedBytes: resumed.syncedBytes, syncing: null, done: false }
+        current = { manifest: resumed, handle, writes: new WriteBehind(chunkBytesMax), written: resumed.syncedBytes, crc: resumed.syncedCrc, syncedBytes: resumed.syncedBytes, syncStartedBytes: resumed.syncedBytes, syncing: null, done: false }
       }
       const mine = current!
       const live = () => {
@@ -528,7 +535,7 @@ function makeIncoming(args: {
           const fresh = chunk.subarray(c.written - offset, Math.min(chunk.byteLength, sizeBytes - offset))
           for (let at = 0; at < fresh.byteLength; at += chunkBytesMax) {
             const piece = fresh.subarray(at, at + chunkBytesMax)
-            yield* writeOffLoop(c.handle, header.byteLength + c.written, piece)
+            yield* c.writes.write(c.handle, header.byteLength + c.written, piece)
             c.written += piece.byteLength
             c.crc = crc32c(piece, c.crc)
             if (c.written - c.syncStartedBytes >= syncBytes) yield* syncInBackground(c)
