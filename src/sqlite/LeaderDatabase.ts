@@ -517,7 +517,9 @@ export class LeaderDatabase {
   }
 
   /** Closes every connection. "discard": the main file ends up holding exactly the committed
-   * state and no WAL is left. "keepWal": as a crash leaves it (the next start drops the WAL). */
+   * state and no WAL is left. "keepWal": as a crash leaves it (the next start drops the WAL);
+   * the discard stays due, and a later `close("discard")` does it (the machine's, before it
+   * writes pages into the file or records it: the committed frames are only in that WAL). */
   close(mode: "discard" | "keepWal"): void {
     // The worker's connection must be closed before ours (CheckpointWorker.ts).
     const idle = this.checkpointIdle
@@ -539,8 +541,8 @@ export class LeaderDatabase {
       closeConnectionsKeepingWal(this.writerConnection.db, this.committed.db)
       this.writerConnection.close()
       this.committed.close()
-      if (mode === "keepWal") return
       this.discardUnfinished = { keep: this.committedWalEnd }
+      if (mode === "keepWal") return
     }
     // A discard that failed part way (a full disk during the cut or the checkpoint) is finished
     // by the next call: returning at once would leave committed frames in a WAL beside a file
