@@ -15,7 +15,8 @@
 // Raft-committed transaction, then open, checkpoint and close once so the main file alone holds
 // exactly the committed state and no WAL is left for the follower's page applier to trip on.
 // `close("keepWal")` leaves everything where it is, as a crash would: the next start drops the
-// WAL and replays the log from the index the main file reflects.
+// WAL and replays the log from the index the main file reflects. The discard stays due: a later
+// `close("discard")` does it, should the process write the file before it ends (README "Shutdown").
 //
 // Client reads do not run on the committed view: they go to the database's reader pool
 // (readPool/, worker threads by default), which pins its own snapshots and serves one only once
