@@ -15,7 +15,8 @@
 // Raft-committed transaction, then open, checkpoint and close once so the main file alone holds
 // exactly the committed state and no WAL is left for the follower's page applier to trip on.
 // `close("keepWal")` leaves everything where it is, as a crash would: the next start drops the
-// WAL and replays the log from the index the main file reflects.
+// WAL and replays the log from the index the main file reflects. The discard stays due: a later
+// `close("discard")` does it, should the process write the file before it ends (README "Shutdown").
 //
 // Client reads do not run on the committed view: they go to the database's reader pool
 // (readPool/, worker threads by default), which pins its own snapshots and serves one only once
@@ -517,7 +518,9 @@ export class LeaderDatabase {
   }
 
   /** Closes every connection. "discard": the main file ends up holding exactly the committed
-   * state and no WAL is left. "keepWal": as a crash leaves it (the next start drops the WAL). */
+   * state and no WAL is left. "keepWal": as a crash leaves it (the next start drops the WAL);
+   * the discard stays due, and a later `close("discard")` does it (the machine's, before it
+   * writes pages into the file or records it: the committed frames are only in that WAL). */
   close(mode: "discard" | "keepWal"): void {
     // The worker's connection must be closed before ours (CheckpointWorker.ts).
     const idle = this.checkpointIdle
@@ -539,8 +542,8 @@ export class LeaderDatabase {
       closeConnectionsKeepingWal(this.writerConnection.db, this.committed.db)
       this.writerConnection.close()
       this.committed.close()
-      if (mode === "keepWal") return
       this.discardUnfinished = { keep: this.committedWalEnd }
+      if (mode === "keepWal") return
     }
     // A discard that failed part way (a full disk during the cut or the checkpoint) is finished
     // by the next call: returning at once would leave committed frames in a WAL beside a file

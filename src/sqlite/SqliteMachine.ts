@@ -158,6 +158,10 @@ export interface SqliteMachineBugs {
   /** A step-down records its main file as current before the discard (WAL cut, checkpoint) made
    * it so (power loss during the WAL cut). */
   readonly recordBeforeDiscard?: boolean
+  /** A writer leaving as a crash would (`release` "keepWal": a node's shutdown) leaves its
+   * database as a closed file reflecting the applied index, its committed frames still in the
+   * WAL the restart deletes (the bug before the fix: SQLite simulator seed 49). */
+  readonly forgetKeptWal?: boolean
   /** Not a durability bug: the boot always restores from the snapshot (the behaviour before the
    * log replay), for tests that compare the two. */
   readonly neverReplayAtBoot?: boolean
@@ -835,13 +839,19 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         if (slot === undefined || slot.owner !== owner) return Effect.void
         slot.owner = null
         if (unresolved) slot.unsettledTerm = Math.max(slot.unsettledTerm, owner.term)
+        slot.discarding = owner.database
+        slot.discardReflectsIndex = this.appliedIndex
         if (mode === "keepWal") {
+          // Nothing written now, as a crash. But the changes since the file's last checkpoint
+          // are only in the WAL: the discard stays due (`discarding`), finished before pages
+          // are written into the file or a sync records it (seed 49: the applier wrote the
+          // writer's last entry over the stale file during shutdown, then recorded the file
+          // as current, and the restart deleted the WAL holding 15 committed entries).
           owner.database.close(mode)
+          if (this.options.bugs?.forgetKeptWal === true) slot.discarding = null
           slot.changes++
           return Effect.void
         }
-        slot.discarding = owner.database
-        slot.discardReflectsIndex = this.appliedIndex
         if (this.options.bugs?.recordBeforeDiscard === true) {
           slot.fileIndex = this.appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex

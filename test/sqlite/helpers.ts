@@ -156,13 +156,17 @@ export async function ledMachine(dir: string, options: { readonly disk?: DiskSer
   })))
   const database = owner.database
   let seq = 0
-  const commit = async (sql: string) => {
+  /** Commits locally and returns the entry the writer would propose (in `log`, not applied). */
+  const commitLocally = (sql: string): Entry => {
     database.commitLocally(() => database.writer.db.exec(sql))
     const local = database.captureLocalCommit(++seq)!
     const data = encodeWriteEntry({ origin: { node: 1, epoch, seq }, previousChangeIndex: machine.lastChangeIndex("main"), database: "main", pageSet: local.pageSet })
     const entry: Entry = { kind: "command", term: 1, index: log.length + 1, data }
     log.push(entry)
-    expect((await Effect.runPromise(machine.apply(entry)))._tag).toBe("Own")
+    return entry
   }
-  return { machine, owner, database, commit }
+  const commit = async (sql: string) => {
+    expect((await Effect.runPromise(machine.apply(commitLocally(sql))))._tag).toBe("Own")
+  }
+  return { machine, owner, database, commit, commitLocally, log }
 }

@@ -200,12 +200,34 @@ describe("power lost at every disk operation under the SQLite files", () => {
     expect(wrong()).toEqual([])
     expect(wrong({ recordBeforeDiscard: true }).length).toBeGreaterThan(0)
   }, 120_000)
+
+  it("during a shutdown's release and the entry applied after it: the restarted node replays to every committed row; the release that forgets the WAL is caught", () => {
+    const committed = discardCrash(null, "lose", undefined, "shutdown").rows
+    expect(committed).toMatch(/^\[\[.*666/)
+    const { used } = discardCrash(null, "lose", undefined, "shutdown")
+    expect(used).toBeGreaterThan(4)
+    const wrong = (bugs?: SqliteMachineBugs) => {
+      const out: Array<string> = []
+      for (let crashAt = 0; crashAt <= used; crashAt++) {
+        for (const mode of ["lose", "prefix", "sectors"] as const) {
+          const { rows } = discardCrash(crashAt, mode, bugs, "shutdown")
+          if (rows !== committed) out.push(`op ${crashAt} ${mode}: ${rows.slice(0, 80)}`)
+        }
+      }
+      return out
+    }
+    expect(wrong()).toEqual([])
+    expect(wrong({ forgetKeptWal: true }).length).toBeGreaterThan(0)
+  }, 120_000)
 })
 
 /** A leader with committed transactions in its WAL (some checkpointed) and one local commit Raft
  * never committed steps down (release "discard") on the MirrorDisk, with the power lost at disk
- * operation `crashAt` of the step-down; then the node restarts and replays its log. */
-function discardCrash(crashAt: number | null, mode: CrashMode, bugs?: SqliteMachineBugs): { readonly rows: string; readonly used: number } {
+ * operation `crashAt` of the step-down; then the node restarts and replays its log. `how`
+ * "shutdown": the node shuts down instead (release "keepWal") and its applier goes on to apply
+ * that last commit's entry (Raft committed it) and sync, as in a node's scope closing (seed 49);
+ * the power is lost at `crashAt` of the release, apply and sync. */
+function discardCrash(crashAt: number | null, mode: CrashMode, bugs?: SqliteMachineBugs, how: "discard" | "shutdown" = "discard"): { readonly rows: string; readonly used: number } {
   const dataDir = newDir()
   const disk = makeMirrorDisk({ seed: 9 })
   const open = () => run(SqliteMachine.open({ dataDir, nodeId: 1, pageSize, fsync: "sync", disk: disk.service, bootSnapshot: null, ...(bugs !== undefined ? { bugs } : {}) }))
@@ -238,11 +260,17 @@ function discardCrash(crashAt: number | null, mode: CrashMode, bugs?: SqliteMach
   run(machine.checkpointed("main", owner))
   commitAndApply("INSERT INTO t(a, b) VALUES (3, randomblob(7000))", 3)
   commitAndApply("UPDATE t SET b = randomblob(100) WHERE a = 1", 4)
-  commit("INSERT INTO t(a, b) VALUES (666, randomblob(9000))", 5)
+  const last = commit("INSERT INTO t(a, b) VALUES (666, randomblob(9000))", 5)
+  if (how === "shutdown") log.push(last)
   const opsBefore = disk.driver.ops()
   if (crashAt !== null) disk.driver.crashAtOp(opsBefore + crashAt, mode)
   try {
-    run(machine.release("main", owner, "discard", true))
+    if (how === "discard") run(machine.release("main", owner, "discard", true))
+    else {
+      run(machine.release("main", owner, "keepWal", false))
+      run(machine.apply(last))
+      run(machine.sync)
+    }
   } catch {
     // The power went out during the step-down.
   }

@@ -96,6 +96,9 @@ export type SqliteMutation =
   // The Raft core answers a read with the index of a read round already in flight when it
   // arrived (RaftBugs.readJoinsInflightRound).
   | "read-joins-inflight-round"
+  // A writer's shutdown (release "keepWal") leaves its database as a closed file reflecting the
+  // applied index while its committed frames are only in the WAL (SqliteMachineBugs.forgetKeptWal).
+  | "forget-kept-wal"
 
 const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
   "drop-follower-page": { dropFollowerPage: true },
@@ -104,10 +107,11 @@ const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
   "checkpoint-early": { checkpointEarly: true },
   "forget-failed-discard": { forgetFailedDiscard: true },
   "install-unsynced": { installUnsynced: true },
-  "read-before-discard": { readBeforeDiscard: true }
+  "read-before-discard": { readBeforeDiscard: true },
+  "forget-kept-wal": { forgetKeptWal: true }
 }
 
-export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once", "read-joins-inflight-round", "read-before-discard"]
+export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once", "read-joins-inflight-round", "read-before-discard", "forget-kept-wal"]
 
 const tickMs = 10
 const database = "app"
