@@ -472,10 +472,7 @@ class Writer {
         )
       }))
     }
-    const bytes = encodeRecords(drafts, this.activeBytes, this.scratchFor(drafts))
-    const position = this.activeBytes
-    this.activeBytes += bytes.byteLength
-    this.activeRecords += drafts.length
+    const { position, bytes } = this.encodeAtEnd(drafts)
     // A large group on the thread pool: a write that dirties the page cache blocks while the
     // kernel throttles a process that wrote much (a follower's pages, a snapshot) — 1 s of a
     // follower's event loop on one log append in issue 17's 1 GiB scale run. A small one stays
@@ -496,14 +493,21 @@ class Writer {
     })
   }
 
-  /** `flush` and `sync` of a group of small records, in one call off the event loop
-   * (`writeDurable`): no write(2) on the loop and one pool hop instead of two when small appends
-   * are off the loop (`slowSyncAppendMs`). */
-  private flushDurable(drafts: ReadonlyArray<RecordDraft>): Effect.Effect<void, DiskFailure> {
+  /** `drafts` encoded (into the scratch buffer) as the active segment's next records, and the
+   * segment's end moved past them: the caller writes `bytes` at `position`. */
+  private encodeAtEnd(drafts: ReadonlyArray<RecordDraft>): { readonly position: number; readonly bytes: Uint8Array } {
     const bytes = encodeRecords(drafts, this.activeBytes, this.scratchFor(drafts))
     const position = this.activeBytes
     this.activeBytes += bytes.byteLength
     this.activeRecords += drafts.length
+    return { position, bytes }
+  }
+
+  /** `flush` and `sync` of a group of small records, in one call off the event loop
+   * (`writeDurable`): no write(2) on the loop and one pool hop instead of two when small appends
+   * are off the loop (`slowSyncAppendMs`). */
+  private flushDurable(drafts: ReadonlyArray<RecordDraft>): Effect.Effect<void, DiskFailure> {
+    const { position, bytes } = this.encodeAtEnd(drafts)
     // The scratch buffer is reused only once this completes (persist calls do not overlap).
     return writeDurable(this.file, position, bytes)
   }
