@@ -68,23 +68,7 @@ export class FrameStream {
   }
 
   /** The read loop's view of the decoder: whole messages; a clean end between two. */
-  private readonly frames: Decoding<Frame | null, SocketError | FramingError> = {
-    decoded: () => {
-      let frame: Frame | undefined
-      try {
-        frame = this.decoder.next()
-      } catch (error) {
-        return Effect.fail(framingError(error))
-      }
-      return frame !== undefined ? Effect.succeed(frame) : null
-    },
-    push: (chunk) => this.decoder.push(chunk),
-    ended: () =>
-      this.decoder.bufferedBytes > 0
-        ? Effect.fail(new FramingError({ error: new WireError("Truncated", "stream", `stream ended inside a message (${this.decoder.bufferedBytes} bytes buffered)`) }))
-        : Effect.succeed(null),
-    failed: readFailed
-  }
+  private readonly frames: Decoding<Frame | null, SocketError | FramingError> = this.decodingOf(() => this.decoder.next(), "a message")
 
   /** The read loop's view of the decoder for the protocol version word. */
   private readonly words: Decoding<Uint8Array | null, SocketError> = {
@@ -153,22 +137,28 @@ export class FrameStream {
   }
 
   /** The read loop's view of the decoder for a message's header, left in place. */
-  private readonly headers: Decoding<MessageHeader | null, SocketError | FramingError> = {
-    decoded: () => {
-      let header: MessageHeader | undefined
-      try {
-        header = this.decoder.peekHeader()
-      } catch (error) {
-        return Effect.fail(framingError(error))
-      }
-      return header !== undefined ? Effect.succeed(header) : null
-    },
-    push: (chunk) => this.decoder.push(chunk),
-    ended: () =>
-      this.decoder.bufferedBytes > 0
-        ? Effect.fail(new FramingError({ error: new WireError("Truncated", "stream", `stream ended inside a message header (${this.decoder.bufferedBytes} bytes buffered)`) }))
-        : Effect.succeed(null),
-    failed: readFailed
+  private readonly headers: Decoding<MessageHeader | null, SocketError | FramingError> = this.decodingOf(() => this.decoder.peekHeader(), "a message header")
+
+  /** The read loop's view of the decoder through `take` (a whole message, or a header left in
+   * place): a clean end only between two messages. */
+  private decodingOf<A>(take: () => A | undefined, inside: string): Decoding<A | null, SocketError | FramingError> {
+    return {
+      decoded: () => {
+        let decoded: A | undefined
+        try {
+          decoded = take()
+        } catch (error) {
+          return Effect.fail(framingError(error))
+        }
+        return decoded !== undefined ? Effect.succeed(decoded) : null
+      },
+      push: (chunk) => this.decoder.push(chunk),
+      ended: () =>
+        this.decoder.bufferedBytes > 0
+          ? Effect.fail(new FramingError({ error: new WireError("Truncated", "stream", `stream ended inside ${inside} (${this.decoder.bufferedBytes} bytes buffered)`) }))
+          : Effect.succeed(null),
+      failed: readFailed
+    }
   }
 
   /** The next message's header once it has arrived, not taken: `readFrame` then reads the
