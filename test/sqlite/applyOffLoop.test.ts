@@ -18,14 +18,20 @@ afterEach(() => {
   for (const cleanup of cleanups.splice(0)) cleanup()
 })
 
+/** A recording leader in a fresh directory (both cleaned up), its table t(id, b BLOB) recorded. */
+function leaderWithTable() {
+  const dir = tempDirectory()
+  cleanups.push(() => dir.remove())
+  const recorder = recordingLeader(dir.path)
+  cleanups.unshift(() => recorder.close())
+  recorder.leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+  recorder.record()
+  return { dir, recorder }
+}
+
 describe("large entries applied off the event loop", () => {
   it("gives the loop turns while the pages are written, refuses own-copy reads meanwhile, and ends with the whole entry", async () => {
-    const dir = tempDirectory()
-    cleanups.push(() => dir.remove())
-    const recorder = recordingLeader(dir.path)
-    cleanups.unshift(() => recorder.close())
-    recorder.leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
-    recorder.record()
+    const { dir, recorder } = leaderWithTable()
     // 8 MiB of blobs in one transaction: ~2,000 pages, several runs of ≤ 512 pages.
     recorder.leader.exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8) INSERT INTO t SELECT i, randomblob(1024 * 1024) FROM n")
     recorder.record()
@@ -65,12 +71,7 @@ describe("large entries applied off the event loop", () => {
   })
 
   it("writes the applied-state record on the thread pool (a small synchronous write blocks under writeback throttling)", async () => {
-    const dir = tempDirectory()
-    cleanups.push(() => dir.remove())
-    const recorder = recordingLeader(dir.path)
-    cleanups.unshift(() => recorder.close())
-    recorder.leader.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
-    recorder.record()
+    const { dir, recorder } = leaderWithTable()
     const writes: Array<string> = []
     const disk: DiskService = {
       ...nodeDisk,
