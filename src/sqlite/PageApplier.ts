@@ -13,6 +13,7 @@ import { Effect } from "effect"
 import { assert } from "../assert.ts"
 import type { DiskFile, DiskService } from "../storage/Disk.ts"
 import { nodeDisk, runNow, writeOffLoop } from "../storage/Disk.ts"
+import type { CopyOnWrite } from "./CopyOnWrite.ts"
 import { PageFileError, PageSizeMismatch } from "./errors.ts"
 import type { Page, PageSet } from "./pageSet.ts"
 import { checkPageSet } from "./pageSet.ts"
@@ -23,6 +24,9 @@ export interface PageApplierOptions {
   readonly pageSize: number
   /** Where the file is (default: the real file system). */
   readonly disk?: DiskService
+  /** The snapshot copy in flight of this file, if any (CopyOnWrite.ts): each page it still needs
+   * is saved before it is overwritten or cut off. */
+  readonly copyOnWrite?: () => CopyOnWrite | null
 }
 
 /** Consecutive pages are written with one write of at most this many pages. */
@@ -40,7 +44,7 @@ export class PageApplier {
   private directoryUnsynced: boolean
   private dirty = false
 
-  private constructor(options: PageApplierOptions, private readonly disk: DiskService, file: DiskFile, sizeBytes: number, created: boolean) {
+  private constructor(private readonly options: PageApplierOptions, private readonly disk: DiskService, file: DiskFile, sizeBytes: number, created: boolean) {
     this.databasePath = options.databasePath
     this.pageSize = options.pageSize
     this.file = file
@@ -82,10 +86,14 @@ export class PageApplier {
    * disk) leaves some pages written: apply the same page set again (pages are full images). */
   apply(pageSet: PageSet): void {
     const file = this.begin(pageSet)
+    const copy = this.options.copyOnWrite?.() ?? null
     for (const run of this.runs(pageSet)) {
+      copy?.preserve(file, this.pageOf(run.position), run.data.byteLength / this.pageSize)
       wrap(this.databasePath, "write", () => runNow(file.write(run.position, run.data)))
       this.sizeBytes = Math.max(this.sizeBytes, run.position + run.data.byteLength)
     }
+    const cut = this.cutPages(pageSet)
+    if (cut !== null) copy?.preserve(file, cut.firstPage, cut.pages)
     this.setSize(file, pageSet)
   }
 
@@ -96,15 +104,27 @@ export class PageApplier {
   applyOffLoop(pageSet: PageSet): Effect.Effect<void, PageFileError> {
     return Effect.suspend(() => {
       const file = this.begin(pageSet)
+      const copy = this.options.copyOnWrite?.() ?? null
+      // Each run's old images are saved (off the loop too) before the run is written.
+      const preserve = (firstPage: number, pages: number) => copy === null ? Effect.void : copy.preserveOffLoop(file, firstPage, pages)
       return Effect.zipRight(
         Effect.forEach(this.runs(pageSet), (run) =>
-          Effect.map(
-            Effect.mapError(writeOffLoop(file, run.position, run.data), (cause) => new PageFileError({ path: this.databasePath, operation: "write", cause })),
-            () => {
-              this.sizeBytes = Math.max(this.sizeBytes, run.position + run.data.byteLength)
-            }
+          Effect.zipRight(
+            preserve(this.pageOf(run.position), run.data.byteLength / this.pageSize),
+            Effect.map(
+              Effect.mapError(writeOffLoop(file, run.position, run.data), (cause) => new PageFileError({ path: this.databasePath, operation: "write", cause })),
+              () => {
+                this.sizeBytes = Math.max(this.sizeBytes, run.position + run.data.byteLength)
+              }
+            )
           ), { discard: true }),
-        Effect.try({ try: () => this.setSize(file, pageSet), catch: (error) => error as PageFileError })
+        Effect.zipRight(
+          Effect.suspend(() => {
+            const cut = this.cutPages(pageSet)
+            return cut === null ? Effect.void : preserve(cut.firstPage, cut.pages)
+          }),
+          Effect.try({ try: () => this.setSize(file, pageSet), catch: (error) => error as PageFileError })
+        )
       )
     })
   }
@@ -139,6 +159,17 @@ export class PageApplier {
       yield { position, data }
       runStart = runEnd
     }
+  }
+
+  private pageOf(position: number): number {
+    return position / this.pageSize + 1
+  }
+
+  /** The pages `setSize` is about to cut off (the file shrinks), or null. */
+  private cutPages(pageSet: PageSet): { readonly firstPage: number; readonly pages: number } | null {
+    const targetPages = pageSet.dbSizePages
+    const currentPages = Math.ceil(this.sizeBytes / this.pageSize)
+    return targetPages < currentPages ? { firstPage: targetPages + 1, pages: currentPages - targetPages } : null
   }
 
   private setSize(file: DiskFile, pageSet: PageSet): void {

@@ -53,6 +53,7 @@ import { OwnCopyReaders } from "./OwnCopyReaders.ts"
 import type { CommittedWal } from "./leadingImage.ts"
 import { indexCommittedWal, readCommittedPages } from "./leadingImage.ts"
 import { PageApplier } from "./PageApplier.ts"
+import { CopyOnWrite, copyOnWritePathOf } from "./CopyOnWrite.ts"
 import type { DiskFailure } from "../storage/errors.ts"
 import type { PageFileError } from "./errors.ts"
 import type { WalPosition } from "./WalCapture.ts"
@@ -162,6 +163,9 @@ export interface SqliteMachineBugs {
    * database as a closed file reflecting the applied index, its committed frames still in the
    * WAL the restart deletes (the bug before the fix: SQLite simulator seed 49). */
   readonly forgetKeptWal?: boolean
+  /** A snapshot copying a closed database's file while entries are applied gets no
+   * copy-on-write of the pages it has not copied yet (CopyOnWrite.ts): it holds later pages. */
+  readonly skipCopyOnWrite?: boolean
   /** Not a durability bug: the boot always restores from the snapshot (the behaviour before the
    * log replay), for tests that compare the two. */
   readonly neverReplayAtBoot?: boolean
@@ -182,6 +186,8 @@ export interface SqliteMachineStats {
   offLoopApplies: number
   /** Restores that renamed images received alongside the transfer into place (no copy). */
   installsByRename: number
+  /** Pages saved for snapshots being copied while entries overwrote them (CopyOnWrite.ts). */
+  snapshotPagesSaved: number
 }
 
 interface Slot {
@@ -218,6 +224,9 @@ interface Slot {
    * (`applyLargeEntry`): the file holds part of its pages, a state no leader ever had, which no
    * read may see (0 when none). */
   tornEntryIndex: LogIndex
+  /** The snapshot copying this closed database's main file, if any: the page applier saves the
+   * pages it still needs before overwriting them (CopyOnWrite.ts). */
+  copy: CopyOnWrite | null
 }
 
 /** One database of a snapshot being taken: its manifest entry and how its image is read. */
@@ -232,6 +241,9 @@ interface SnapshotPart {
   readonly walEnd: WalPosition | undefined
   readonly leads: number
   readonly changes: number
+  /** Closed: the copy-on-write that keeps the image as of the snapshot's index while pages are
+   * applied (registered on the slot until this part is copied). */
+  readonly copy: CopyOnWrite | null
 }
 
 const databasesDirName = "databases"
@@ -252,7 +264,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** The term of the newest barrier entry applied: a leader of that term has applied everything
    * committed before it won. */
   barrierTerm: Term = 0
-  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0, snapshots: 0, offLoopApplies: 0, installsByRename: 0 }
+  readonly stats: SqliteMachineStats = { own: 0, pages: 0, skipped: 0, replayed: 0, syncs: 0, restores: 0, bootReplays: 0, snapshots: 0, offLoopApplies: 0, installsByRename: 0, snapshotPagesSaved: 0 }
   /** Called for each skipped entry (the simulator counts them: they should not happen). */
   onSkipped: ((database: string, index: LogIndex, reason: string) => void) | null = null
   private readonly slots = new Map<string, Slot>()
@@ -475,38 +487,53 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     Effect.flatMap(this.prepareSnapshot, (job) => Effect.ensuring(job.write(sink), job.release))
 
   /** In the applier: fixes what the snapshot holds — each closed database's main file (its
-   * descriptor opened now), each leading one's main file plus its committed WAL prefix (its
-   * checkpoints held) — and returns the job that streams it. On a node that leads a database the
-   * job runs while the applier goes on (`concurrent`): its own writers' entries only move read
-   * views, and any change to a file being copied (a closed database applying pages or starting to
-   * lead, a leading one closing) fails the job as skipped. On a follower every entry writes pages
-   * into the files, so the applier waits for the job instead. */
+   * descriptor opened now, and a copy-on-write registered on it), each leading one's main file
+   * plus its committed WAL prefix (its checkpoints held) — and returns the job that streams it.
+   * The job runs while the applier goes on (`concurrent`), on a follower too (issue 17: its
+   * applier waited for the whole copy, its mailbox filled and its Raft actor blocked): a leader's
+   * own entries only move read views, and pages applied to a closed file save first the images
+   * the copy has not reached (CopyOnWrite.ts). Any other change to a file being copied (a closed
+   * one starting to lead or replaced by an install, a leading one closing, a failed save) fails
+   * the job as skipped. */
   readonly prepareSnapshot: Effect.Effect<PreparedSnapshot> = Effect.sync(() => {
     this.stats.snapshots++
     const parts = this.snapshotParts()
-    const concurrent = parts.some((part) => part.hold !== null)
     let released = false
-    const release = () => {
-      if (released) return
+    const release = Effect.suspend(() => {
+      if (released) return Effect.void
       released = true
       for (const part of parts) {
         part.hold?.release()
         fs.closeSync(part.mainFd)
         if (part.walFd !== null) fs.closeSync(part.walFd)
       }
-    }
+      return Effect.forEach(parts, (part) => this.endCopy(part), { discard: true })
+    })
     let used = false
     return {
-      concurrent,
-      release: Effect.sync(release),
+      concurrent: true,
+      release,
       write: (sink: SnapshotSink) =>
         Effect.suspend(() => {
           assert(!used, "a prepared snapshot is written once")
           used = true
-          return this.writeParts(parts, sink, concurrent)
-        }).pipe(Effect.ensuring(Effect.sync(release)))
+          return this.writeParts(parts, sink)
+        }).pipe(Effect.ensuring(release))
     }
   })
+
+  /** A closed part's copy is over (copied, failed or released): nothing is saved for it any
+   * more, and its side file goes. */
+  private endCopy(part: SnapshotPart): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const copy = part.copy
+      if (copy === null) return Effect.void
+      if (part.slot.copy === copy) part.slot.copy = null
+      this.stats.snapshotPagesSaved += copy.savedPages
+      copy.savedPages = 0
+      return copy.close
+    })
+  }
 
   private snapshotParts(): Array<SnapshotPart> {
     // First, before any descriptor or hold is taken: a step-down's discard that a full disk
@@ -529,7 +556,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           fs.readSync(walFd, frameHeader, 0, 8, walEnd.offsetBytes - walFrameBytes(this.pageSize))
           dbSizePages = frameHeader.readUInt32BE(4)
         }
-        parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes: dbSizePages * this.pageSize }, mainFd, walFd, hold, database, walEnd, leads: slot.leads, changes: slot.changes })
+        parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes: dbSizePages * this.pageSize }, mainFd, walFd, hold, database, walEnd, leads: slot.leads, changes: slot.changes, copy: null })
         continue
       }
       let mainFd: number
@@ -539,12 +566,16 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         continue // no file yet: a database with no page written
       }
       const sizeBytes = fs.fstatSync(mainFd).size
-      parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes }, mainFd, walFd: null, hold: null, database: null, walEnd: undefined, leads: slot.leads, changes: slot.changes })
+      assert(slot.copy === null, `${slot.name}: one snapshot copy at a time`)
+      // From now on the page applier saves what this copy still needs before overwriting it.
+      const copy = new CopyOnWrite(this.disk, copyOnWritePathOf(slot.path), this.pageSize, Math.ceil(sizeBytes / this.pageSize), this.options.bugs?.skipCopyOnWrite === true)
+      slot.copy = copy
+      parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes }, mainFd, walFd: null, hold: null, database: null, walEnd: undefined, leads: slot.leads, changes: slot.changes, copy })
     }
     return parts
   }
 
-  private writeParts(parts: ReadonlyArray<SnapshotPart>, sink: SnapshotSink, concurrent: boolean): Effect.Effect<void, unknown> {
+  private writeParts(parts: ReadonlyArray<SnapshotPart>, sink: SnapshotSink): Effect.Effect<void, unknown> {
     const self = this
     const pageSize = this.pageSize
     return Effect.gen(function*() {
@@ -555,9 +586,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       const skipped = (part: SnapshotPart, why: string) => new SnapshotSkipped({ reason: `${part.slot.name}: ${why}` })
       for (const part of parts) {
         const { slot, entry } = part
-        // What may have changed the file under the copy.
+        // What may have changed the file under the copy (pages applied to a closed file do not:
+        // their old images are saved for it).
         const moved = () =>
-          self.slots.get(slot.name) !== slot || slot.leads !== part.leads || (part.hold === null ? (concurrent && slot.changes !== part.changes) || slot.owner !== null : !part.database!.holdValid(part.hold))
+          self.slots.get(slot.name) !== slot || slot.leads !== part.leads || (part.hold === null ? slot.owner !== null || part.copy!.broken !== null : !part.database!.holdValid(part.hold))
         let wal: CommittedWal | null = null
         if (part.walFd !== null) {
           const indexed = indexCommittedWal(part.walFd, pageSize, part.walEnd!)
@@ -572,8 +604,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           if (part.hold !== null) {
             const problem = readCommittedPages(part.mainFd, part.walFd, wal, pageSize, at / pageSize + 1, out)
             if (problem !== null) return yield* skipped(part, problem)
-          } else if (fs.readSync(part.mainFd, out, 0, length, at) !== length) {
-            return yield* skipped(part, "its file shrank while it was copied")
+          } else {
+            // Pages applied since the snapshot's index: their old images are laid over them.
+            const problem = part.copy!.overlay(at / pageSize + 1, out, fs.readSync(part.mainFd, out, 0, length, at))
+            if (problem !== null) return yield* skipped(part, problem)
           }
           // On the loop: a cold file (a database larger than the page cache) waits on the device.
           traceDuration("snapshot.take.read.ms", readStarted)
@@ -585,6 +619,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
           yield* self.betweenChunks
         }
         if (moved()) return yield* skipped(part, "its file changed while it was copied")
+        yield* self.endCopy(part)
       }
       trace("snapshot.take.end", self.appliedIndex)
     })
@@ -765,6 +800,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         slot.discarding = null
         slot.tornEntryIndex = 0
         slot.changes++
+        // A copy of the file being replaced would save pages of the new one: it fails.
+        slot.copy?.breakWith("a snapshot was installed over it")
         yield* disk.rename(imageFile(entry, slot), slot.path)
         yield* unlinkIfExists(disk, `${slot.path}-wal`)
         yield* unlinkIfExists(disk, `${slot.path}-shm`)
@@ -1071,7 +1108,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     }
     // Every change up to the one before this entry is in the file once the discard is done.
     this.finishDiscard(slot, entry.index - 1)
-    slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize, disk: this.disk })
+    slot.applier ??= PageApplier.open({ databasePath: slot.path, pageSize: this.pageSize, disk: this.disk, copyOnWrite: () => slot.copy })
     const pageSet = this.options.bugs?.dropFollowerPage === true && decoded.pageSet.pages.length > 1
       ? { ...decoded.pageSet, pages: decoded.pageSet.pages.slice(0, -1) }
       : decoded.pageSet
@@ -1113,7 +1150,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
         changes: 0,
         discarding: null,
         discardReflectsIndex: 0,
-        tornEntryIndex: 0
+        tornEntryIndex: 0,
+        copy: null
       }
       this.slots.set(name, slot)
     }

@@ -110,7 +110,8 @@ describe("a follower's snapshot while entries keep coming", () => {
       yield* target.restore(meta, snapshotSourceOf(meta, bytes))
       const restored = fs.readFileSync(target.databasePath("main"))
       const current = fs.readFileSync(machine.databasePath("main"))
-      return { last, waitedMs, appliedWhileCopying, copyHeld, reference, restored, current, stats: machine.stats }
+      const leftover = fs.readdirSync(path.dirname(machine.databasePath("main"))).filter((file) => file.endsWith(".tmp"))
+      return { last, waitedMs, appliedWhileCopying, copyHeld, reference, restored, current, stats: machine.stats, leftover }
     })
 
   it.scopedLive("its applier goes on applying during the copy, and the snapshot is exactly the state at its index", () =>
@@ -121,6 +122,10 @@ describe("a follower's snapshot while entries keep coming", () => {
       expect(seen.copyHeld).toBe(true)
       expect(seen.appliedWhileCopying).toBe(seen.last)
       expect(seen.stats.offLoopApplies).toBeGreaterThan(0)
+      // Old images were saved, at most one per page of the image, and the side file is gone.
+      expect(seen.stats.snapshotPagesSaved).toBeGreaterThan(0)
+      expect(seen.stats.snapshotPagesSaved).toBeLessThanOrEqual(seen.reference.byteLength / pageSize)
+      expect(seen.leftover).toEqual([])
       // The entries after the index changed the file (grown, then shrunk by the VACUUM) ...
       expect(Buffer.compare(seen.current, seen.reference)).not.toBe(0)
       expect(seen.current.byteLength).toBeLessThan(seen.reference.byteLength)
