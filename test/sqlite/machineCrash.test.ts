@@ -5,6 +5,7 @@
 // log from the index applied-state records, and ends with the reference content. Each crash point is proven by a bug of the durable-state code (SqliteMachineBugs) that
 // this sweep must catch.
 import fs from "node:fs"
+import path from "node:path"
 import Database from "better-sqlite3"
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
@@ -181,6 +182,26 @@ describe("power lost at every disk operation under the SQLite files", () => {
     expect(sweep(entries, 4, { receivedUnsynced: true }, reference, byRename).length).toBeGreaterThan(0)
   }, 240_000)
 
+  it("during a snapshot copied while entries are applied (copy-on-write): the node ends with the reference content, no side file survives; the copy is the state at its index, and dropping the copy-on-write is caught", () => {
+    const clean = snapshotCrash(entries, null, "lose")
+    expect(clean.rows).toBe(reference)
+    expect(clean.pagesSaved).toBeGreaterThan(0)
+    expect(clean.copiedWhileApplying).toBeGreaterThan(0)
+    expect(clean.image).not.toBeNull()
+    expect(Buffer.compare(clean.image!, clean.imageAtIndex)).toBe(0)
+    const mutated = snapshotCrash(entries, null, "lose", { skipCopyOnWrite: true })
+    expect(mutated.image === null || Buffer.compare(mutated.image, mutated.imageAtIndex) !== 0).toBe(true)
+    expect(clean.used).toBeGreaterThan(5)
+    const wrong: Array<string> = []
+    for (let crashAt = 0; crashAt <= clean.used; crashAt++) {
+      for (const mode of ["lose", "prefix", "sectors"] as const) {
+        const { rows, leftover } = snapshotCrash(entries, crashAt, mode)
+        if (rows !== reference || leftover.length > 0) wrong.push(`op ${crashAt} ${mode}: ${rows.slice(0, 80)} ${leftover.join(",")}`)
+      }
+    }
+    expect(wrong).toEqual([])
+  }, 240_000)
+
   it("during a step-down's WAL cut and its removal: the restarted node replays to the committed rows; recording the file before the discard is caught", () => {
     const committed = discardCrash(null, "lose").rows
     expect(committed).toMatch(/^\[\[/)
@@ -220,6 +241,66 @@ describe("power lost at every disk operation under the SQLite files", () => {
     expect(wrong({ forgetKeptWal: true }).length).toBeGreaterThan(0)
   }, 120_000)
 })
+
+/** A follower on the MirrorDisk applies the first `snapshotIndex` entries and syncs, prepares a
+ * snapshot, and streams it in 4 KiB chunks into memory while the rest of the entries are applied,
+ * one per chunk (a sync every 3), so pages the copy has not reached are overwritten during it;
+ * the power is lost at disk operation `crashAt` of the copy and applies. Then the node restarts
+ * and replays its log: the content at the end, side files left after the restart, and (when the
+ * copy ended) the image it copied beside the file as of its index. */
+function snapshotCrash(entries: ReadonlyArray<Entry>, crashAt: number | null, mode: CrashMode, bugs?: SqliteMachineBugs) {
+  const snapshotIndex = 6
+  const dataDir = newDir()
+  const disk = makeMirrorDisk({ seed: 13 })
+  const open = () => run(SqliteMachine.open({ dataDir, nodeId: 2, pageSize, fsync: "sync", disk: disk.service, bootSnapshot: null, betweenChunks: Effect.void, snapshotChunkBytes: 4096, ...(bugs !== undefined ? { bugs } : {}) }))
+  const machine = open()
+  for (const entry of entries.slice(0, snapshotIndex)) run(machine.apply(entry))
+  run(machine.sync)
+  const imageAtIndex = fs.readFileSync(machine.databasePath("main"))
+  const later = entries.slice(snapshotIndex)
+  const chunks: Array<Uint8Array> = []
+  let copiedWhileApplying = 0
+  const applyNext = () => {
+    const entry = later.shift()
+    if (entry === undefined) return
+    run(machine.apply(entry))
+    if (entry.index % 3 === 0) run(machine.sync)
+  }
+  const opsBefore = disk.driver.ops()
+  if (crashAt !== null) disk.driver.crashAtOp(opsBefore + crashAt, mode)
+  let image: Buffer | null = null
+  try {
+    const job = run(machine.prepareSnapshot)
+    expect(job.concurrent).toBe(true)
+    const sink = {
+      chunkBytesMax: 4096,
+      write: (chunk: Uint8Array) =>
+        Effect.sync(() => {
+          chunks.push(Uint8Array.from(chunk))
+          if (chunks.length > 1 && later.length > 0) copiedWhileApplying++
+          applyNext()
+        })
+    }
+    const exit = Effect.runSyncExit(Effect.ensuring(job.write(sink), job.release))
+    if (exit._tag === "Success") image = Buffer.concat(chunks.slice(1))
+    while (later.length > 0) applyNext()
+    run(machine.sync)
+  } catch {
+    // The power went out: what the disk kept is what the restart finds.
+  }
+  const used = disk.driver.ops() - opsBefore
+  const pagesSaved = machine.stats.snapshotPagesSaved
+  machine.close()
+  if (crashAt !== null && !disk.driver.isCrashed()) disk.driver.crash(mode)
+  disk.driver.restart()
+  const restarted = open()
+  const leftover = fs.readdirSync(path.dirname(restarted.databasePath("main"))).filter((file) => file.endsWith(".tmp"))
+  for (const entry of entries) run(restarted.apply(entry))
+  run(restarted.sync)
+  const file = restarted.databasePath("main")
+  restarted.close()
+  return { rows: rowsOf(file), used, image, imageAtIndex, pagesSaved, copiedWhileApplying, leftover }
+}
 
 /** A leader with committed transactions in its WAL (some checkpointed) and one local commit Raft
  * never committed steps down (release "discard") on the MirrorDisk, with the power lost at disk
