@@ -1,7 +1,8 @@
 // npm run sim -- --seeds N [--start S] | --seed S [--trace] [--mutation NAME] [--full]
 // --full runs the whole actor stack of every node (src/actors) instead of the bare cores.
 // --sqlite runs the full stack with the SQLite state machine and a random SQL workload;
-// --disk-faults (with --sqlite) makes most faults full disks (the disk-full mutations);
+// --paced-snapshots (with --sqlite): snapshots copied a page per simulated ms, entries applied
+// meanwhile (a follower's copy-on-write); --disk-faults (with --sqlite) makes most faults full disks (the disk-full mutations);
 // --no-disk-faults (with --sqlite) the mix without full disks; --stream-reads (with --sqlite)
 // reads as the gateway streams them; --overflow-inserts and --isolate-leader (with --sqlite) as
 // the SQLite seed options of those names. --carry-commit on|off sets RaftConfig.carryCommit
@@ -32,6 +33,7 @@ const { values } = parseArgs({
     full: { type: "boolean", default: false },
     sqlite: { type: "boolean", default: false },
     "disk-faults": { type: "boolean", default: false },
+    "paced-snapshots": { type: "boolean", default: false },
     "no-disk-faults": { type: "boolean", default: false },
     "stream-reads": { type: "boolean", default: false },
     "overflow-inserts": { type: "boolean", default: false },
@@ -147,6 +149,7 @@ for (let seed = start; seed < start + count; seed++) {
       ...(values["disk-faults"] ? { faultMix: "disk" as const } : {}),
       ...(values["no-disk-faults"] ? { faultMix: "no-disk" as const } : {}),
       ...(values["stream-reads"] ? { streamReads: true } : {}),
+      ...(values["paced-snapshots"] ? { pacedSnapshots: true } : {}),
       ...(values["overflow-inserts"] ? { overflowInserts: true } : {}),
       ...(values["isolate-leader"] ? { isolateLeader: true } : {})
     })

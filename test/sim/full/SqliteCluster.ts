@@ -52,6 +52,9 @@ export interface SqliteClusterOptions {
   /** See SqliteMachineOptions.syncEveryEntries (default 1). */
   readonly syncEveryEntries?: number
   readonly snapshotEveryEntries: number
+  /** Snapshots are taken a 4 KiB chunk per simulated millisecond (runSqliteSeed's
+   * `pacedSnapshots`): entries are applied while they are copied. */
+  readonly pacedSnapshots?: boolean
   readonly limits?: Partial<SqliteLimits>
   readonly raftConfig?: (id: NodeId, restarts: number) => Partial<RaftConfig>
   /** Network faults: a message is dropped with this probability, else delivered after 0 ..
@@ -194,7 +197,9 @@ export class SqliteCluster {
                 ...(options.syncEveryEntries !== undefined ? { syncEveryEntries: options.syncEveryEntries } : {}),
                 bootSnapshot: snapshot,
                 // One thread, in step with the simulated clock: nothing to release between chunks.
-                betweenChunks: Effect.void
+                ...(options.pacedSnapshots === true
+                  ? { betweenChunks: Effect.sleep(Duration.millis(1)), snapshotChunkBytes: 4096 }
+                  : { betweenChunks: Effect.void })
               }),
               (opened) => Effect.sync(() => opened.close())
             )

@@ -75,6 +75,10 @@ export interface SqliteSeedOptions {
    * keep sending it writes and reads for its lease's last ticks — the window in which a reader
    * that serves an uncommitted snapshot is seen to (the serve-uncommitted mutation). */
   readonly isolateLeader?: boolean
+  /** Every node takes its snapshots a page (4 KiB chunk) per simulated millisecond, so entries
+   * are applied while a follower's copy runs and overwrite pages it has not reached (the
+   * copy-on-write of CopyOnWrite.ts). Off by default: it changes every seed's schedule. */
+  readonly pacedSnapshots?: boolean
 }
 
 export type SqliteMutation =
@@ -99,6 +103,9 @@ export type SqliteMutation =
   // A writer's shutdown (release "keepWal") leaves its database as a closed file reflecting the
   // applied index while its committed frames are only in the WAL (SqliteMachineBugs.forgetKeptWal).
   | "forget-kept-wal"
+  // A follower's snapshot copied while entries are applied keeps no old images of the pages it
+  // has not copied yet (SqliteMachineBugs.skipCopyOnWrite): with pacedSnapshots.
+  | "skip-copy-on-write"
 
 const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
   "drop-follower-page": { dropFollowerPage: true },
@@ -108,10 +115,11 @@ const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
   "forget-failed-discard": { forgetFailedDiscard: true },
   "install-unsynced": { installUnsynced: true },
   "read-before-discard": { readBeforeDiscard: true },
-  "forget-kept-wal": { forgetKeptWal: true }
+  "forget-kept-wal": { forgetKeptWal: true },
+  "skip-copy-on-write": { skipCopyOnWrite: true }
 }
 
-export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once", "read-joins-inflight-round", "read-before-discard", "forget-kept-wal"]
+export const sqliteMutations: ReadonlyArray<SqliteMutation> = ["drop-follower-page", "ack-failed", "fail-acked", "serve-uncommitted", "skip-page-sync", "skip-failed-entry", "checkpoint-early", "forget-failed-discard", "install-unsynced", "own-copy-reads-at-once", "read-joins-inflight-round", "read-before-discard", "forget-kept-wal", "skip-copy-on-write"]
 
 const tickMs = 10
 const database = "app"
@@ -154,6 +162,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     tickMs,
     fsync: "sync",
     snapshotEveryEntries: knobs.snapshotEveryEntries,
+    ...(options.pacedSnapshots === true ? { pacedSnapshots: true } : {}),
     dropProbability: knobs.dropProbability,
     delayMsMax: knobs.delayMsMax,
     limits: {
@@ -189,6 +198,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
   let operations = 0
   let completedAfterHeal = 0
   let skipped = 0
+  /** Pages saved by copy-on-write for snapshots copied while entries were applied. */
+  let snapshotPagesSaved = 0
   let checkpoints = 0
   let issuing = true
   let healed = false
@@ -491,11 +502,18 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     const writer = leader.dbs.writer(database)
     if (writer !== undefined) {
       writer.requestCheckpoint()
-      for (let t = 0; t < 20 && leader.dbs.writer(database)?.database.walBytes() !== 0; t++) yield* step
+      // A snapshot in flight holds checkpoints off (busy: asked again after a later commit, and
+      // none comes now): a paced one (a page per ms) for many ticks, so it is asked again.
+      const checkpointTicksMax = options.pacedSnapshots === true ? 400 : 20
+      for (let t = 0; t < checkpointTicksMax && leader.dbs.writer(database)?.database.walBytes() !== 0; t++) {
+        if (options.pacedSnapshots === true && t % 10 === 9) leader.dbs.writer(database)?.requestCheckpoint()
+        yield* step
+      }
     }
     yield* Effect.sync(() => checkFiles(leader))
     for (const node of cluster.up()) {
       skipped += node.machine.stats.skipped
+      snapshotPagesSaved += node.machine.stats.snapshotPagesSaved
       checkpoints += node.dbs.writer(database)?.stats.checkpoints ?? 0
     }
   }).pipe(Effect.ensuring(cluster.shutdown()))
@@ -551,7 +569,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
   }
   violations.push(...checker.violations)
   const acked = [...inserts.values()].filter((o) => o === "acked").length
-  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${operations} acked-inserts=${acked} skipped=${skipped} installs=${cluster.installs} boot-restores=${cluster.bootRestores} checkpoints=${checkpoints} violations=${violations.length}`)
+  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${operations} acked-inserts=${acked} skipped=${skipped} installs=${cluster.installs} boot-restores=${cluster.bootRestores} checkpoints=${checkpoints} cow-pages=${snapshotPagesSaved} violations=${violations.length}`)
   return {
     seed: options.seed,
     elections: checker.elections,
