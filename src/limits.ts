@@ -139,6 +139,14 @@ export { receivedSyncBytes } from "./sqlite/receivedImages.ts"
  * nodes with their whole snapshot dirty at once had the kernel throttle every write on the
  * machine, the log's small appends included). */
 export { snapshotTakeSyncBytes } from "./storage/Snapshots.ts"
+/** A snapshot copied while the applier goes on (a follower's too: it used to wait for the whole
+ * copy, its mailbox filled and its Raft actor stopped acknowledging): a page the copy has not
+ * reached is saved before the page applier overwrites it, into a side file on disk, never in
+ * memory. Each page at most once, so the side file holds at most the image being copied (disk
+ * use during a snapshot ≤ the database once more, only if every page is rewritten meanwhile); in
+ * memory `copyOnWriteIndexBytesPerPage` (4) bytes per page of the image (1 MiB per GiB); saves
+ * read and write at most `runPagesMax` pages at a time (src/sqlite/CopyOnWrite.ts). */
+export { copyOnWriteIndexBytesPerPage } from "./sqlite/CopyOnWrite.ts"
 /** A follower's applied pages are fdatasynced every defaultSyncEveryEntries (64, SqlNode.ts)
  * entries or every `syncEveryBytesDefault` (64 MiB) of entries applied, whichever first: 64
  * entries of 20 MiB left 1.3 GB dirty, whose writeback then throttled the log's small appends. */

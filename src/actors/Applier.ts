@@ -28,8 +28,9 @@ export interface StateMachine<R> {
   readonly snapshot: (sink: SnapshotSink) => Effect.Effect<void, unknown>
   /** Optional, instead of `snapshot`: runs in the applier and fixes what the snapshot will be,
    * returning the job that writes it. A `concurrent` job runs while the applier goes on applying
-   * (its state machine guarantees the entries applied meanwhile do not touch what it copies, or
-   * fails it as SnapshotSkipped); else the applier waits for it. */
+   * (its state machine guarantees the job still writes the state as of the snapshot's index —
+   * SQLite's by copy-on-write of the pages applied meanwhile — or fails it as SnapshotSkipped);
+   * else the applier waits for it. */
   readonly prepareSnapshot?: Effect.Effect<PreparedSnapshot>
   /** Replaces the state by the snapshot `source` holds (read in bounded chunks). */
   readonly restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.Effect<void>

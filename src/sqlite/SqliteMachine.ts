@@ -21,9 +21,10 @@
 //   proposed again after an unknown outcome).
 //
 // Snapshots are the database files as of the applied index, streamed (databaseSnapshot.ts: a
-// manifest, then the images): a closed database's main file is read in chunks while the applier
-// (the only writer of closed files) waits, releasing the event loop between chunks; a leading one
-// is serialized from its committed read view (still one buffer: see src/sqlite/README.md).
+// manifest, then the images) in chunks, the event loop released between them, while the applier
+// goes on: a closed database's main file is read with the images of pages applied since laid over
+// it (CopyOnWrite.ts: the page applier saves a page the copy has not reached before overwriting
+// it); a leading one is its main file plus the WAL's committed frames (leadingImage.ts).
 // Installing one received from the leader renames the images `receiveAlongside` split off as the
 // bytes arrived (receivedImages.ts, durable by then); any other install streams every image
 // into `<file>.tmp` and fsyncs it. Then it renames them all,
@@ -368,8 +369,8 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** `applyEntry` for an entry of `largePayloadBytes` or more: its pages are written a run at a
    * time on the thread pool (PageApplier.applyOffLoop), the event loop free meanwhile. While they
    * are, the file holds part of the entry: own-copy reads are refused as for a torn entry
-   * (`tornEntryIndex`), `changes` is bumped first (a concurrent snapshot copying the file fails
-   * as skipped), and the machine's lock is held so that no writer leads or leaves the database
+   * (`tornEntryIndex`), each run's old images are saved first for a snapshot copying the file
+   * (CopyOnWrite.ts, on the pool too), and the machine's lock is held so that no writer leads or leaves the database
    * in between. Uninterruptible: an entry counted as applied is written whole before anything
    * (a shutdown's sync) may record it. */
   private applyLargeEntry(entry: Entry): Effect.Effect<SqliteApplyResult> {
