@@ -110,7 +110,10 @@ export class CopyOnWrite {
    * main file): lays the saved images over it, then counts those pages as copied. A problem (a
    * page neither in the file nor saved, a broken copy) is returned, and the copy must fail. */
   overlay(firstPage: number, out: Uint8Array, bytesRead: number): string | null {
-    assert(out.byteLength % this.pageSize === 0 && firstPage === this.copiedPages + 1, `overlay of page ${firstPage} after ${this.copiedPages} copied`)
+    assert(firstPage === this.copiedPages + 1, `overlay of page ${firstPage} after ${this.copiedPages} copied`)
+    // A main file is whole pages (the page applier sets its size in pages); anything else is not
+    // copied, rather than copied wrong.
+    if (out.byteLength % this.pageSize !== 0) return `a chunk of ${out.byteLength} bytes is not whole pages`
     const pages = out.byteLength / this.pageSize
     assert(firstPage + pages - 1 <= this.imagePages, `overlay past the image's ${this.imagePages} pages`)
     for (let i = 0; i < pages; i++) {

@@ -541,6 +541,22 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     // interrupted (throws while the disk is still full; the applier waits it out and asks again).
     for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
     const parts: Array<SnapshotPart> = []
+    try {
+      this.collectParts(parts)
+    } catch (error) {
+      // Nothing may stay held or registered (the applier retries a prepare that failed).
+      for (const part of parts) {
+        part.hold?.release()
+        fs.closeSync(part.mainFd)
+        if (part.walFd !== null) fs.closeSync(part.walFd)
+        if (part.copy !== null && part.slot.copy === part.copy) part.slot.copy = null
+      }
+      throw error
+    }
+    return parts
+  }
+
+  private collectParts(parts: Array<SnapshotPart>): void {
     for (const slot of [...this.slots.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const owner = slot.owner
       if (owner !== null) {
@@ -573,7 +589,6 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
       slot.copy = copy
       parts.push({ slot, entry: { name: slot.name, lastChangeIndex: slot.lastChangeIndex, sizeBytes }, mainFd, walFd: null, hold: null, database: null, walEnd: undefined, leads: slot.leads, changes: slot.changes, copy })
     }
-    return parts
   }
 
   private writeParts(parts: ReadonlyArray<SnapshotPart>, sink: SnapshotSink): Effect.Effect<void, unknown> {
