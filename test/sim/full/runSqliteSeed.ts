@@ -24,6 +24,10 @@ import { isDiskFull } from "../../../src/actors/DiskFullWatch.ts"
 import type { NodeId } from "../../../src/raft/types.ts"
 import type { RowStream, SqlFailure, SqlSession, SqlValue } from "../../../src/sqlite/Sql.ts"
 import type { SqliteMachineBugs } from "../../../src/sqlite/SqliteMachine.ts"
+import { SqliteMachine } from "../../../src/sqlite/SqliteMachine.ts"
+import { decodeManifest, manifestLength } from "../../../src/sqlite/databaseSnapshot.ts"
+import type { Entry } from "../../../src/raft/types.ts"
+import { makeMirrorDisk } from "../MirrorDisk.ts"
 import type { Violation } from "../checkers/safety.ts"
 import { SafetyChecker } from "../checkers/safety.ts"
 import type { SeedResult } from "../fast/runSeed.ts"
@@ -104,10 +108,9 @@ export type SqliteMutation =
   // applied index while its committed frames are only in the WAL (SqliteMachineBugs.forgetKeptWal).
   | "forget-kept-wal"
   // A follower's snapshot copied while entries are applied keeps no old images of the pages it
-  // has not copied yet (SqliteMachineBugs.skipCopyOnWrite): with pacedSnapshots. Not caught by
-  // the simulator (0 of 12 seeds): such a snapshot holds later pages, which the entries after its
-  // index — replayed after any install — rewrite, so every check at the end sees the right
-  // state. test/sqlite/followerSnapshot.test.ts and machineCrash.test.ts catch it.
+  // has not copied yet (SqliteMachineBugs.skipCopyOnWrite): with pacedSnapshots, whose end
+  // check reads every stored snapshot (the convergence checks alone missed it in 12 seeds: the
+  // entries after a snapshot's index, replayed after any install, rewrite its later pages).
   | "skip-copy-on-write"
 
 const machineBugOf: Partial<Record<SqliteMutation, SqliteMachineBugs>> = {
@@ -139,6 +142,8 @@ export interface SqliteSeedResult extends SeedResult {
   readonly ownCopyReads: number
   /** Reads answered in more than one batch (`streamReads`). */
   readonly streamedReads: number
+  /** pacedSnapshots: stored snapshots checked to hold exactly the database at their index. */
+  readonly snapshotsChecked: number
 }
 
 export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
@@ -159,6 +164,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
   }
   const baseDir = simBaseDir(options.seed)
   const checker = new SafetyChecker()
+  /** Every committed entry, as first applied by any node (pacedSnapshots: the snapshot check). */
+  const appliedEntries = new Map<number, Entry>()
   const cluster = new SqliteCluster({
     baseDir,
     rng: root.fork("cluster"),
@@ -177,7 +184,10 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     },
     requestTimeoutMs: 50 * tickMs,
     trace,
-    onApplied: (id, entry) => checker.onApplied(id, entry),
+    onApplied: (id, entry) => {
+      checker.onApplied(id, entry)
+      if (options.pacedSnapshots === true && !appliedEntries.has(entry.index)) appliedEntries.set(entry.index, entry)
+    },
     syncEveryEntries: knobs.syncEveryEntries,
     ...(options.mutation !== undefined && machineBugOf[options.mutation] !== undefined ? { machineBugs: machineBugOf[options.mutation]! } : {}),
     ...(options.mutation === "serve-uncommitted" ? { readerBugs: { serveUncommitted: true } } : {}),
@@ -203,6 +213,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
   let skipped = 0
   /** Pages saved by copy-on-write for snapshots copied while entries were applied. */
   let snapshotPagesSaved = 0
+  /** pacedSnapshots: stored snapshots found to hold exactly the database at their index. */
+  let snapshotsChecked = 0
   let checkpoints = 0
   let issuing = true
   let healed = false
@@ -514,6 +526,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
       }
     }
     yield* Effect.sync(() => checkFiles(leader))
+    if (options.pacedSnapshots === true) yield* Effect.sync(() => checkSnapshots())
     for (const node of cluster.up()) {
       skipped += node.machine.stats.skipped
       snapshotPagesSaved += node.machine.stats.snapshotPagesSaved
@@ -562,6 +575,59 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     }
   }
 
+  /** pacedSnapshots: every snapshot a live node's store holds (read from its simulated disk)
+   * has the content of the database as of its index, rebuilt by applying the committed entries
+   * 1..index to a fresh machine (a copy that took later pages, `skip-copy-on-write`, differs). */
+  const checkSnapshots = () => {
+    const references = new Map<number, string>()
+    const contentOf = (file: string): string => {
+      if (!fs.existsSync(file)) return "no file"
+      const db = new Database(file, { readonly: true, fileMustExist: true })
+      try {
+        const integrity = String(db.pragma("integrity_check", { simple: true }))
+        return integrity === "ok" ? contentDigest(db) : `integrity: ${integrity.slice(0, 100)}`
+      } catch (error) {
+        return `unreadable: ${String(error).slice(0, 100)}`
+      } finally {
+        db.close()
+      }
+    }
+    const referenceAt = (index: number): string | null => {
+      const known = references.get(index)
+      if (known !== undefined) return known
+      for (let i = 1; i <= index; i++) if (!appliedEntries.has(i)) return null
+      const dataDir = fs.mkdtempSync(path.join(baseDir, "reference-"))
+      const machine = Effect.runSync(SqliteMachine.open({ dataDir, nodeId: 99, pageSize: 4096, fsync: "off", disk: makeMirrorDisk({ seed: 1 }).service, bootSnapshot: null }))
+      try {
+        for (let i = 1; i <= index; i++) Effect.runSync(machine.apply(appliedEntries.get(i)!))
+        Effect.runSync(machine.sync)
+        const content = contentOf(machine.databasePath(database))
+        references.set(index, content)
+        return content
+      } finally {
+        machine.close()
+      }
+    }
+    for (const node of cluster.up()) {
+      const disk = cluster.diskOf(node.id)
+      if (disk === undefined) continue
+      for (const name of Effect.runSync(Effect.orDie(disk.service.list(snapshotDirectory)))) {
+        const match = /^snapshot-(\d{20})-(\d{20})\.snap$/.exec(name)
+        if (match === null) continue
+        const index = Number(match[1])
+        const image = snapshotImage(disk.driver.fileBytes(path.posix.join(snapshotDirectory, name)), database)
+        const reference = referenceAt(index)
+        if (image === null || reference === null) continue
+        const imageFile = path.join(baseDir, `snapshot-${node.id}-${index}.db`)
+        fs.writeFileSync(imageFile, image)
+        const content = contentOf(imageFile)
+        fs.rmSync(imageFile, { force: true })
+        if (content !== reference) violations.push({ invariant: "convergence", detail: `node ${node.id}'s snapshot at ${index} is not the database as of ${index}: ${content.slice(0, 120)}` })
+        else snapshotsChecked++
+      }
+    }
+  }
+
   let exit: Exit.Exit<unknown, unknown>
   try {
     exit = runSimulated(program, { tasksPerInstantMax: 5_000_000 })
@@ -572,7 +638,7 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
   }
   violations.push(...checker.violations)
   const acked = [...inserts.values()].filter((o) => o === "acked").length
-  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${operations} acked-inserts=${acked} skipped=${skipped} installs=${cluster.installs} boot-restores=${cluster.bootRestores} checkpoints=${checkpoints} cow-pages=${snapshotPagesSaved} violations=${violations.length}`)
+  trace(`end elections=${checker.elections} applied=${checker.appliedIndexMax} ops=${operations} acked-inserts=${acked} skipped=${skipped} installs=${cluster.installs} boot-restores=${cluster.bootRestores} checkpoints=${checkpoints} cow-pages=${snapshotPagesSaved}${options.pacedSnapshots === true ? ` snapshots-checked=${snapshotsChecked}` : ""} violations=${violations.length}`)
   return {
     seed: options.seed,
     elections: checker.elections,
@@ -583,7 +649,8 @@ export function runSqliteSeed(options: SqliteSeedOptions): SqliteSeedResult {
     linearizabilityUndecided: false,
     traceHash: recorder.hash(),
     ownCopyReads,
-    streamedReads
+    streamedReads,
+    snapshotsChecked
   }
 }
 
@@ -611,4 +678,26 @@ function classifyExit(exit: Exit.Exit<unknown, SqlFailure>): Outcome {
     case "SqlLeadershipLost":
       return "unknown"
   }
+}
+
+/** Where SqliteCluster keeps a node's snapshot store on its simulated disk. */
+const snapshotDirectory = "/data/snapshots"
+
+/** The image of `name` in a snapshot store's file (src/storage/Snapshots.ts: header, data,
+ * trailer; the data is the state machine's manifest then its images), or null when the file is
+ * not whole or the database is not in it. */
+function snapshotImage(file: Uint8Array, name: string): Uint8Array | null {
+  const view = new DataView(file.buffer, file.byteOffset, file.byteLength)
+  if (file.byteLength < 16 + 4 + 24) return null
+  const dataStart = 16 + view.getUint32(12, true) + 4
+  const dataBytes = Number(view.getBigUint64(file.byteLength - 24 + 8, true))
+  if (dataStart + dataBytes + 24 !== file.byteLength) return null
+  const data = file.subarray(dataStart, dataStart + dataBytes)
+  const length = manifestLength(data)
+  let offset = length
+  for (const entry of decodeManifest(data.subarray(0, length))) {
+    if (entry.name === name) return data.subarray(offset, offset + entry.sizeBytes)
+    offset += entry.sizeBytes
+  }
+  return null
 }

@@ -5,7 +5,7 @@ import type { SqliteMutation, SqliteSeedOptions } from "../full/runSqliteSeed.ts
 import { runSqliteSeed } from "../full/runSqliteSeed.ts"
 import { ciSchedule } from "./seeds.ts"
 
-type Extra = Pick<SqliteSeedOptions, "carryCommit" | "overflowInserts" | "isolateLeader" | "streamReads">
+type Extra = Pick<SqliteSeedOptions, "carryCommit" | "overflowInserts" | "isolateLeader" | "streamReads" | "pacedSnapshots">
 
 async function firstViolation(mutation: SqliteMutation, seedsMax: number, faultMix: "all" | "disk" | "no-disk" = "all", seedMin = 1, extra: Extra = {}): Promise<ReadonlyArray<string>> {
   for (let seed = seedMin; seed <= seedsMax; seed++) {
@@ -40,6 +40,18 @@ describe("SQLite simulator checkers", () => {
   it("a failure recorded for an acknowledged write is caught (no phantoms)", async () => {
     expect((await firstViolation("fail-acked", 4)).some((v) => /reported failed but is there/.test(v))).toBe(true)
   }, 120_000)
+})
+
+// Snapshots copied a page per simulated ms (pacedSnapshots), so followers apply entries during
+// their copies: the end check reads every stored snapshot and compares it with the database
+// rebuilt from the committed entries up to its index.
+describe("SQLite simulator: snapshots copied while entries are applied", () => {
+  it("every stored snapshot is the database at its index; a copy without copy-on-write is caught", async () => {
+    const clean = runSqliteSeed({ seed: 1, pacedSnapshots: true, ...ciSchedule })
+    expect(clean.violations).toEqual([])
+    expect(clean.snapshotsChecked).toBeGreaterThan(0)
+    expect((await firstViolation("skip-copy-on-write", 3, "all", 1, { pacedSnapshots: true })).some((v) => /snapshot at \d+ is not the database/.test(v))).toBe(true)
+  }, 300_000)
 })
 
 // The simulated disk under each node's SQLite files (test/sim/MirrorDisk.ts): power lost during
