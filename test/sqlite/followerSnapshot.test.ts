@@ -57,7 +57,7 @@ describe("a follower's snapshot while entries keep coming", () => {
 
   /** Takes the snapshot at `snapshotIndex` through an Applier while every later entry is sent;
    * what was seen, and the installed snapshot's file beside the file as of its index. */
-  const snapshotWhileApplying = (name: string, later: ReadonlyArray<Entry>, bugs?: SqliteMachineBugs) =>
+  const snapshotWhileApplying = (name: string, later: ReadonlyArray<Entry>, bugs?: SqliteMachineBugs, pace: "held" | "interleaved" = "held") =>
     Effect.gen(function*() {
       const dataDir = path.join(root.path, name)
       const machine = yield* SqliteMachine.open({ dataDir, nodeId: 2, pageSize, fsync: "sync", bootSnapshot: null, snapshotChunkBytes: 64 * 1024, ...(bugs !== undefined ? { bugs } : {}) })
@@ -74,7 +74,10 @@ describe("a follower's snapshot while entries keep coming", () => {
         write: (chunk) =>
           Effect.suspend(() => {
             chunks.push(Uint8Array.from(chunk))
-            // The manifest, one chunk of the image, then the copy stops until the test goes on.
+            // "held": the manifest, one chunk of the image, then the copy stops until the test goes
+            // on. "interleaved": a short sleep per chunk, the applies (a large one's writes on the
+            // thread pool) running between and beside the copy's reads.
+            if (pace === "interleaved") return Effect.sleep(Duration.millis(2))
             return chunks.length === 2 ? Deferred.await(gate) : Effect.void
           })
       }
@@ -132,6 +135,15 @@ describe("a follower's snapshot while entries keep coming", () => {
       // ... and the snapshot is the file as it was at its index, byte for byte.
       expect(seen.restored.byteLength).toBe(seen.reference.byteLength)
       expect(Buffer.compare(seen.restored, seen.reference)).toBe(0)
+    }), 120_000)
+
+  it.scopedLive("with the copy and the applies interleaved (saves on the thread pool racing the copy's reads), the snapshot is still exactly the state at its index", () =>
+    Effect.gen(function*() {
+      const seen = yield* snapshotWhileApplying("interleaved", entries.slice(snapshotIndex), undefined, "interleaved")
+      expect(seen.appliedWhileCopying).toBe(seen.last)
+      expect(seen.stats.snapshotPagesSaved).toBeGreaterThan(0)
+      expect(Buffer.compare(seen.restored, seen.reference)).toBe(0)
+      expect(seen.leftover).toEqual([])
     }), 120_000)
 
   it.scopedLive("mutation: without the copy-on-write of the pages not yet copied, the snapshot holds later pages", () =>
