@@ -167,6 +167,9 @@ export interface SqliteMachineBugs {
   /** A snapshot copying a closed database's file while entries are applied gets no
    * copy-on-write of the pages it has not copied yet (CopyOnWrite.ts): it holds later pages. */
   readonly skipCopyOnWrite?: boolean
+  /** Not a durability bug: a follower's snapshot job is not `concurrent` (the applier waits for
+   * the whole copy: the behaviour before the copy-on-write), for the test that shows what it cost. */
+  readonly followerSnapshotWaits?: boolean
   /** Not a durability bug: the boot always restores from the snapshot (the behaviour before the
    * log replay), for tests that compare the two. */
   readonly neverReplayAtBoot?: boolean
@@ -512,7 +515,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
     })
     let used = false
     return {
-      concurrent: true,
+      concurrent: this.options.bugs?.followerSnapshotWaits === true ? parts.some((part) => part.hold !== null) : true,
       release,
       write: (sink: SnapshotSink) =>
         Effect.suspend(() => {

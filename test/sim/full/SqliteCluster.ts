@@ -55,6 +55,8 @@ export interface SqliteClusterOptions {
   /** Snapshots are taken a 4 KiB chunk per simulated millisecond (runSqliteSeed's
    * `pacedSnapshots`): entries are applied while they are copied. */
   readonly pacedSnapshots?: boolean
+  /** With pacedSnapshots: simulated ms per 4 KiB chunk (default 1). */
+  readonly snapshotChunkMs?: number
   readonly limits?: Partial<SqliteLimits>
   readonly raftConfig?: (id: NodeId, restarts: number) => Partial<RaftConfig>
   /** Network faults: a message is dropped with this probability, else delivered after 0 ..
@@ -198,7 +200,7 @@ export class SqliteCluster {
                 bootSnapshot: snapshot,
                 // One thread, in step with the simulated clock: nothing to release between chunks.
                 ...(options.pacedSnapshots === true
-                  ? { betweenChunks: Effect.sleep(Duration.millis(1)), snapshotChunkBytes: 4096 }
+                  ? { betweenChunks: Effect.sleep(Duration.millis(options.snapshotChunkMs ?? 1)), snapshotChunkBytes: 4096 }
                   : { betweenChunks: Effect.void })
               }),
               (opened) => Effect.sync(() => opened.close())
@@ -218,7 +220,7 @@ export class SqliteCluster {
         bounds: {
           snapshotEveryEntries: options.snapshotEveryEntries,
           mailboxCapacity: options.mailboxCapacity ?? 4096,
-          batchMax: 256,
+          batchMax: Math.min(256, options.mailboxCapacity ?? 4096),
           requestTimeoutMs: options.requestTimeoutMs ?? 100 * options.tickMs
         }
       }, io).pipe(Effect.orDie, Logger.withMinimumLogLevel(nodeLogLevel), Scope.extend(scope))
