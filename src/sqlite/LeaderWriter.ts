@@ -150,8 +150,10 @@ export interface LeaderWriterOptions {
   /** Bounds the bytes of write entries in flight on the node (all databases). */
   readonly proposalKiB: ProposalBudget
   /** Deliberate slower paths, for the tests that compare: `savepointFirstStatement` runs a
-   * batch's first statement under a savepoint too, as every statement was before. */
-  readonly bugs?: { readonly savepointFirstStatement?: boolean }
+   * batch's first statement under a savepoint too, as every statement was before;
+   * `checkpointWithoutBackoff` drops the core's checkpoint back-off before every input (a
+   * checkpoint readers hold back is asked again at every entry, as before the back-off). */
+  readonly bugs?: { readonly savepointFirstStatement?: boolean; readonly checkpointWithoutBackoff?: boolean }
 }
 
 const batchSavepoint = "tqlite_batch_statement"
@@ -309,6 +311,7 @@ export class LeaderWriter implements LeaderSlotOwner {
     }
     inputs.push(input)
     for (let i = 0; i < inputs.length; i++) {
+      if (this.options.bugs?.checkpointWithoutBackoff === true) this.core.checkpointBackoff = null
       for (const effect of writerStep(this.core, inputs[i]!).effects) {
         const next = this.perform(effect)
         if (next !== null) inputs.push(next)

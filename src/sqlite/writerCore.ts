@@ -72,8 +72,10 @@ export interface WriterStats {
   batchStatementsMax: number
   retries: number
   checkpoints: number
-  /** Checkpoints that readers held back (the WAL stays). */
+  /** Checkpoints that readers held back (the WAL stays)… */
   checkpointsBusy: number
+  /** … of which waited for readers (up to the checkpoint's busy timeout, the writer waiting). */
+  checkpointsBusyWaited: number
   checkpointMsMax: number
   resets: number
   /** Total time entries spent between their local commit and their answer (ms). */
@@ -247,7 +249,7 @@ export function initialWriterState(database: string, limits: WriterLimits, nowMs
   return {
     database,
     limits,
-    stats: { entries: 0, statements: 0, batchStatementsMax: 0, retries: 0, checkpoints: 0, checkpointsBusy: 0, checkpointMsMax: 0, resets: 0, commitMsTotal: 0 },
+    stats: { entries: 0, statements: 0, batchStatementsMax: 0, retries: 0, checkpoints: 0, checkpointsBusy: 0, checkpointsBusyWaited: 0, checkpointMsMax: 0, resets: 0, commitMsTotal: 0 },
     nowMs,
     queue: [],
     batch: null,
@@ -647,6 +649,7 @@ function checkpointed(s: WriterState, input: Extract<WriterInput, { readonly _ta
       return
     case "readers": {
       s.stats.checkpointsBusy++
+      if (waited) s.stats.checkpointsBusyWaited++
       const readsBefore = waited ? input.readsStarted : s.checkpointBackoff?.readsBefore ?? input.readsStarted
       s.checkpointBackoff = { readsBefore, walBytesAbove: input.walBytes + s.limits.walCheckpointBytes }
       return
