@@ -35,7 +35,9 @@ export interface SqliteLimits {
    * (SQLITE_TOOBIG) and changes nothing. */
   readonly transactionBytesMax: number
   /** The leader checkpoints (TRUNCATE) once its WAL is larger than this and every frame is
-   * committed; new writes wait for the entry in flight, then the checkpoint. */
+   * committed; new writes wait for the entry in flight, then the checkpoint. One that readers
+   * held back is asked again once those reads ended, or without waiting for readers per this
+   * many more bytes of WAL (writerCore.ts "checkpoint back-off"). */
   readonly walCheckpointBytes: number
   /** Reader connections per database (pinned views and idle ones); at least 2. */
   readonly readersMax: number
