@@ -151,8 +151,9 @@ export interface LeaderWriterOptions {
   readonly proposalKiB: ProposalBudget
   /** Deliberate slower paths, for the tests that compare: `savepointFirstStatement` runs a
    * batch's first statement under a savepoint too, as every statement was before;
-   * `checkpointWithoutBackoff` drops the core's checkpoint back-off before every input (a
-   * checkpoint readers hold back is asked again at every entry, as before the back-off). */
+   * `checkpointWithoutBackoff` drops the core's checkpoint back-off before every input and tells
+   * it of no read in progress (a checkpoint readers hold back is asked again at every entry, and
+   * waits for them, as before the back-off). */
   readonly bugs?: { readonly savepointFirstStatement?: boolean; readonly checkpointWithoutBackoff?: boolean }
 }
 
@@ -491,9 +492,11 @@ export class LeaderWriter implements LeaderSlotOwner {
   }
 
   private capturedResult(seq: number, commit: LocalCommit | null): LocalCommitResult {
-    const readsDoneBefore = this.database.readHorizon().doneBefore
-    if (commit === null) return { _tag: "Committed", commit: null, walBytes: this.database.walBytes(), readsDoneBefore }
-    return { _tag: "Committed", commit: { seq, pageBytes: commit.pageSet.pages.length * commit.pageSet.pageSize }, walBytes: commit.walEnd.offsetBytes, readsDoneBefore }
+    const reads = this.database.readHorizon()
+    const blind = this.options.bugs?.checkpointWithoutBackoff === true
+    const horizon = { readsDoneBefore: reads.doneBefore, oldestReadMs: blind ? 0 : Math.round(reads.oldestReadMs) }
+    if (commit === null) return { _tag: "Committed", commit: null, walBytes: this.database.walBytes(), ...horizon }
+    return { _tag: "Committed", commit: { seq, pageBytes: commit.pageSet.pages.length * commit.pageSet.pageSize }, walBytes: commit.walEnd.offsetBytes, ...horizon }
   }
 
   /** A checkpoint that did not reset the WAL, as the core hears it. */

@@ -31,7 +31,9 @@
 //   until every read that could have held it back has ended (the read pool's horizon, numbers
 //   not times); meanwhile one is tried without waiting for readers each time the WAL has grown
 //   by another walCheckpointBytes (it still copies what it can, and resets the WAL should the
-//   pool's horizon be wrong). What bounds the WAL meanwhile is the read's time limit.
+//   pool's horizon be wrong). A checkpoint never waits for readers while a read has been in
+//   progress for checkpointLongReadMs (a long query: it would not end within the wait). What
+//   bounds the WAL meanwhile is the read's time limit.
 // - SQLITE_TOOBIG: a local commit over transactionBytesMax is cut from the WAL; a batch of several
 //   statements runs again, each alone (which one was too large is unknown).
 // - Stop: queued and uncommitted requests → SqlNotLeader, the entry in flight → SqlLeadershipLost
@@ -63,6 +65,7 @@ export type WriterLimits = Pick<
   | "batchGatherMsMax"
   | "transactionBytesMax"
   | "walCheckpointBytes"
+  | "checkpointLongReadMs"
   | "overloadRetryMs"
 >
 
@@ -103,6 +106,8 @@ export type LocalCommitResult =
     readonly commit: { readonly seq: number; readonly pageBytes: number } | null
     readonly walBytes: number
     readonly readsDoneBefore: number
+    /** How long the oldest pool read in progress has been (ms; 0: none). */
+    readonly oldestReadMs: number
   }
   | { readonly _tag: "Failed"; readonly error: SqlFailure; readonly transactionOpen: boolean }
   /** A lease's RELEASE of an inner savepoint: the transaction goes on. */
@@ -199,6 +204,7 @@ type InFlight =
     readonly sinceMs: number
     readonly walBytes: number
     readonly readsDoneBefore: number
+    readonly oldestReadMs: number
     /** A copy may be in the log with its fate unknown. */
     maybeInLog: boolean
     /** An earlier copy's outcome was unknown. */
@@ -560,7 +566,7 @@ function localCommitDone(s: WriterState, out: Array<WriterEffect>, result: Local
   }
   s.stats.statements += running.requests.length
   s.stats.batchStatementsMax = Math.max(s.stats.batchStatementsMax, running.requests.length)
-  s.inflight = { kind: commit === null ? "confirm" : "entry", seq: commit?.seq ?? 0, waiters: running.waiters, sinceMs: s.nowMs, walBytes: result.walBytes, readsDoneBefore: result.readsDoneBefore, maybeInLog: commit !== null, ambiguous: false }
+  s.inflight = { kind: commit === null ? "confirm" : "entry", seq: commit?.seq ?? 0, waiters: running.waiters, sinceMs: s.nowMs, walBytes: result.walBytes, readsDoneBefore: result.readsDoneBefore, oldestReadMs: result.oldestReadMs, maybeInLog: commit !== null, ambiguous: false }
   out.push(commit === null ? { _tag: "ConfirmLeadership" } : { _tag: "Propose", seq: commit.seq, delayMs: 0 })
 }
 
@@ -628,17 +634,21 @@ function expectBack(s: WriterState, waiters: ReadonlyArray<Waiter>): void {
 
 /** The entry in flight is settled: new work may start (after a checkpoint if the WAL is big and
  * no back-off holds it: see the file's head). */
-function entryDone(s: WriterState, settled: { readonly walBytes: number; readonly readsDoneBefore: number }): void {
+function entryDone(s: WriterState, settled: { readonly walBytes: number; readonly readsDoneBefore: number; readonly oldestReadMs: number }): void {
   s.inflight = null
   if (settled.walBytes <= s.limits.walCheckpointBytes || s.checkpointWanted !== false) return
   const backoff = s.checkpointBackoff
-  if (backoff === null || settled.readsDoneBefore >= backoff.readsBefore) s.checkpointWanted = "wait"
-  else if (settled.walBytes > backoff.walBytesAbove) s.checkpointWanted = "noWait"
+  if (backoff === null || settled.readsDoneBefore >= backoff.readsBefore) {
+    // A long query in progress would hold it for the whole busy timeout: no wait then.
+    s.checkpointWanted = settled.oldestReadMs >= s.limits.checkpointLongReadMs ? "noWait" : "wait"
+  } else if (settled.walBytes > backoff.walBytesAbove) {
+    s.checkpointWanted = "noWait"
+  }
 }
 
-/** A checkpoint's outcome sets the back-off: readers held it back → wait for the reads that could
- * have (those started by its end), or for another walCheckpointBytes of WAL; a try without
- * waiting keeps the reads it was waiting for (they are still reading). */
+/** A checkpoint's outcome sets the back-off: readers held it back (whether it waited or not) →
+ * wait for the reads that could have (those started by its end) to end, or for another
+ * walCheckpointBytes of WAL. */
 function checkpointed(s: WriterState, input: Extract<WriterInput, { readonly _tag: "Checkpointed" }>, waited: boolean): void {
   switch (input.blockedBy) {
     case null:
@@ -650,8 +660,7 @@ function checkpointed(s: WriterState, input: Extract<WriterInput, { readonly _ta
     case "readers": {
       s.stats.checkpointsBusy++
       if (waited) s.stats.checkpointsBusyWaited++
-      const readsBefore = waited ? input.readsStarted : s.checkpointBackoff?.readsBefore ?? input.readsStarted
-      s.checkpointBackoff = { readsBefore, walBytesAbove: input.walBytes + s.limits.walCheckpointBytes }
+      s.checkpointBackoff = { readsBefore: input.readsStarted, walBytesAbove: input.walBytes + s.limits.walCheckpointBytes }
       return
     }
   }

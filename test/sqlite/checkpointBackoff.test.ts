@@ -2,10 +2,11 @@
 // on the real runtime, reads in worker threads, checkpoints in the checkpoint worker. A streamed
 // read left open holds its snapshot (SQLite cannot reset the WAL under it); meanwhile writes
 // push the WAL far past walCheckpointBytes. Counted, not timed: the checkpoints that waited for
-// readers (each one the worker's busy timeout, 250 ms, with the writer waiting) — one, then only
-// tries that do not wait, one per further walCheckpointBytes of WAL. Once the read ends, the next
-// entry's checkpoint resets the WAL. The `checkpointWithoutBackoff` mutation (the writer core's
-// back-off dropped before every input, as before it existed) waits at every entry.
+// readers (each one the worker's busy timeout, 250 ms, with the writer waiting) — at most one,
+// then only tries that do not wait, one per further walCheckpointBytes of WAL; none at all once
+// the read has been going for checkpointLongReadMs. Once the read ends, the next entry's
+// checkpoint resets the WAL. The `checkpointWithoutBackoff` mutation (the writer core's back-off
+// dropped before every input, no read's age told, as before either existed) waits at every entry.
 import { Effect, Exit, Scope } from "effect"
 import fs from "node:fs"
 import { afterAll, describe, expect, it } from "vitest"
@@ -29,7 +30,9 @@ interface Counts {
   readonly walBytesAfter: number
 }
 
-function run(mutated: boolean): Promise<Counts> {
+/** `holdFirstMs`: how long the read is held before the writes start. */
+function run(options: { readonly mutated?: boolean; readonly checkpointLongReadMs: number; readonly holdFirstMs?: number }): Promise<Counts> {
+  const { checkpointLongReadMs, holdFirstMs = 0, mutated = false } = options
   const dir = tempDirectory("tqlite-checkpoint-backoff-")
   dirs.push(dir)
   return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
@@ -41,7 +44,7 @@ function run(mutated: boolean): Promise<Counts> {
       snapshotEveryEntries: 100_000,
       disk: "node",
       readPool: "workers",
-      limits: { walCheckpointBytes, queryTimeoutMs: 60_000 },
+      limits: { walCheckpointBytes, checkpointLongReadMs, queryTimeoutMs: 60_000 },
       ...(mutated ? { databasesBugs: { checkpointWithoutBackoff: true } } : {})
     })
     yield* Effect.addFinalizer(() => cluster.shutdown())
@@ -62,6 +65,7 @@ function run(mutated: boolean): Promise<Counts> {
     const readScope = yield* Scope.make()
     const stream = yield* Effect.provideService(s.querySqlStream!("SELECT x, b FROM t", []), Scope.Scope, readScope)
     expect(stream.first.done).toBe(false)
+    if (holdFirstMs > 0) yield* Effect.sleep(holdFirstMs)
     for (let i = 1; i <= writesHeld; i++) yield* s.execSql("INSERT INTO t VALUES (?, randomblob(16384))", [-i])
     const held = { ...writer!.stats }
     const walBytesHeld = fs.statSync(walPath).size
@@ -82,7 +86,8 @@ function run(mutated: boolean): Promise<Counts> {
 
 describe("checkpoints beside a long read on the leader", () => {
   it("wait for the reader once, then only try without waiting, and reset the WAL once it ends", async () => {
-    const counts = await run(false)
+    // The read's age never counts here: the back-off alone.
+    const counts = await run({ checkpointLongReadMs: 600_000 })
     console.log(`with the back-off: ${JSON.stringify(counts)}`)
     // The WAL grew far past the bound while the read held it (nothing can reset it then).
     expect(counts.walBytesHeld).toBeGreaterThan(5 * walCheckpointBytes)
@@ -96,8 +101,18 @@ describe("checkpoints beside a long read on the leader", () => {
     expect(counts.walBytesAfter).toBeLessThan(walCheckpointBytes)
   }, 60_000)
 
+  it("never wait for a read that has been going for checkpointLongReadMs", async () => {
+    const counts = await run({ checkpointLongReadMs: 300, holdFirstMs: 600 })
+    console.log(`read held first: ${JSON.stringify(counts)}`)
+    expect(counts.walBytesHeld).toBeGreaterThan(5 * walCheckpointBytes)
+    expect(counts.waited).toBe(0)
+    expect(counts.busy).toBeGreaterThanOrEqual(2)
+    expect(counts.attempts).toBeLessThanOrEqual(1 + Math.ceil(counts.walBytesHeld / walCheckpointBytes))
+    expect(counts.walBytesAfter).toBeLessThan(walCheckpointBytes)
+  }, 60_000)
+
   it("without the back-off (mutation), every entry past the bound waits for the reader", async () => {
-    const counts = await run(true)
+    const counts = await run({ mutated: true, checkpointLongReadMs: 300 })
     console.log(`without it: ${JSON.stringify(counts)}`)
     expect(counts.walBytesHeld).toBeGreaterThan(5 * walCheckpointBytes)
     // Each of these waited the busy timeout with the writer waiting behind it.

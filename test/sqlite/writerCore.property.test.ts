@@ -87,6 +87,9 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
    * or a later one reset the WAL); `forced`: a checkpoint was asked for since. */
   let busyWaitedFor: number | null = null
   let lastFedDone = 0
+  /** The youngest "oldest read in progress" fed since the last checkpoint: the core decided that
+   * one's wait on one of them. */
+  let oldestMsMin = Number.POSITIVE_INFINITY
   let forced = false
 
   const feed = (first: WriterInput): void => {
@@ -165,7 +168,10 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
         } else if (!wrote) {
           inflight = committing
         }
-        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: wrote ? { seq: effect.seq, pageBytes } : null, walBytes, readsDoneBefore: readsDone } }
+        // Now and then a read in progress has been going for a long time (a long query).
+        const oldestReadMs = readsDone < readsStarted && rng.chance(0.3) ? limits.checkpointLongReadMs + rng.int(0, 500) : 0
+        oldestMsMin = Math.min(oldestMsMin, oldestReadMs)
+        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: wrote ? { seq: effect.seq, pageBytes } : null, walBytes, readsDoneBefore: readsDone, oldestReadMs } }
       }
       case "Propose":
       case "ConfirmLeadership":
@@ -179,6 +185,10 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
           if (effect.waitForReaders && busyWaitedFor !== null && lastFedDone < busyWaitedFor && !forced) {
             throw new Violation(`a checkpoint waits for readers again before the reads that held the last one back ended (${lastFedDone} < ${busyWaitedFor})`)
           }
+          if (effect.waitForReaders && oldestMsMin >= limits.checkpointLongReadMs && oldestMsMin !== Number.POSITIVE_INFINITY && !forced) {
+            throw new Violation(`a checkpoint waits for readers while a read has been going for ${oldestMsMin} ms`)
+          }
+          oldestMsMin = Number.POSITIVE_INFINITY
           forced = false
         }
         if (effect._tag === "DiscardLocalCommit") covered.discards++
@@ -242,7 +252,7 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
           // Readers held it back (so one is reading): the WAL stays.
           covered.checkpointsBusy++
           if (readsDone === readsStarted) readsStarted++
-          if (effect.waitForReaders) busyWaitedFor = readsStarted
+          busyWaitedFor = readsStarted
           return feed({ _tag: "Checkpointed", durationMs: 1, blockedBy: "readers", walBytes, readsStarted })
         }
         if (roll < 0.45) return feed({ _tag: "Checkpointed", durationMs: 0, blockedBy: "other", walBytes, readsStarted })
@@ -386,6 +396,15 @@ describe("writer core invariants", () => {
     const outcome = fc.check(property(noBackoff, writes, 60), { numRuns: 20_000 })
     expect(outcome.failed).toBe(true)
     expect(String(outcome.errorInstance)).toMatch(/waits for readers again/)
+  })
+  it("catches a known bug: a checkpoint waits for readers beside a long query", () => {
+    const ignoresAge: Step = (state, input) => {
+      if (input._tag === "LocalCommitDone" && input.result._tag === "Committed") return writerStep(state, { ...input, result: { ...input.result, oldestReadMs: 0 } })
+      return writerStep(state, input)
+    }
+    const outcome = fc.check(property(ignoresAge, writes, 60), { numRuns: 20_000 })
+    expect(outcome.failed).toBe(true)
+    expect(String(outcome.errorInstance)).toMatch(/while a read has been going/)
   })
   for (const [name, step] of Object.entries(mutants)) {
     it(`catches a known bug: ${name}`, () => {

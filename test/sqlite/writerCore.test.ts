@@ -8,8 +8,10 @@
 //   submit ID [batch|alone|autocommit] [bytes=B] [at=T] [disk-full]
 //   lease ID [at=T]                       ask for an interactive transaction's lease
 //   ran ID ok|error=CODE [lost]           a statement's result (lost: SQLite ended the transaction)
-//   committed seq=N bytes=B [wal=W] [done=R] | committed none [wal=W] [done=R] | commit-failed code=C [open] | commit-open
-//                                         (done: every pool read numbered below R has ended)
+//   committed seq=N bytes=B [wal=W] [done=R] [oldest=MS] | committed none [wal=W] [done=R] [oldest=MS]
+//                                         (done: every pool read numbered below R has ended;
+//                                         oldest: the oldest read in progress began MS ago)
+//   commit-failed code=C [open] | commit-open
 //   proposed seq=N applied|copy|skipped [index=I] [at=T]
 //   proposed seq=N NotLeader|ProposalDropped|StorageFull|Overloaded|RequestTimeout|OutcomeUnknown [lost] [at=T]
 //   confirmed ok|NotLeader [at=T] | checkpointed ms=M [readers|other wal=W started=R] | discarded
@@ -167,9 +169,9 @@ export class Script {
       }
       case "committed": {
         const walBytes = num(kv.get("wal") ?? "0")
-        const readsDoneBefore = num(kv.get("done") ?? "0")
-        if (flags.has("none")) return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: null, walBytes, readsDoneBefore } }
-        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: { seq: num(kv.get("seq")), pageBytes: num(kv.get("bytes") ?? "4096") }, walBytes, readsDoneBefore } }
+        const horizon = { readsDoneBefore: num(kv.get("done") ?? "0"), oldestReadMs: num(kv.get("oldest") ?? "0") }
+        if (flags.has("none")) return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: null, walBytes, ...horizon } }
+        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: { seq: num(kv.get("seq")), pageBytes: num(kv.get("bytes") ?? "4096") }, walBytes, ...horizon } }
       }
       case "commit-failed":
         return { _tag: "LocalCommitDone", result: { _tag: "Failed", error: new SqlError({ code: num(kv.get("code") ?? "1"), message: "script" }), transactionOpen: flags.has("open") } }
