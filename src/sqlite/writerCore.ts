@@ -153,8 +153,9 @@ export type WriterEffect =
   /** Nothing was written: confirm leadership; answer with Confirmed. */
   | { readonly _tag: "ConfirmLeadership" }
   /** Checkpoint (TRUNCATE) with every frame committed; answer with Checkpointed.
-   * `waitForReaders`: false when readers known to hold it back are still reading (don't wait
-   * for them: copy what can be copied, reset the WAL only if nobody reads it). */
+   * `waitForReaders`: false when readers known to hold it back are still reading, or a read has
+   * been going for checkpointLongReadMs (don't wait for them: copy what can be copied, reset the
+   * WAL only if nobody reads it). */
   | { readonly _tag: "Checkpoint"; readonly waitForReaders: boolean }
   /** Let the fibers that are ready run (clients just answered send their next statement), then
    * answer with Flushed: only then the open batch closes, with them in it. */
@@ -231,8 +232,9 @@ export interface WriterState {
   /** A checkpoint is to run once nothing is in flight: waiting for readers (`wait`), or not. */
   checkpointWanted: false | "wait" | "noWait"
   /** After a checkpoint readers held back: ask the next one once every read numbered below
-   * `readsBefore` has ended (then waiting for readers), or the WAL is past `walBytesAbove` (then
-   * not waiting). Null: ask whenever the WAL is past walCheckpointBytes. */
+   * `readsBefore` has ended (then waiting for readers, unless a read in progress is long), or the
+   * WAL is past `walBytesAbove` (then not waiting). Null: ask whenever the WAL is past
+   * walCheckpointBytes. */
   checkpointBackoff: { readonly readsBefore: number; readonly walBytesAbove: number } | null
   /** A Flush is outstanding / was answered since the batch could last close / a Gather is
    * outstanding. */
