@@ -1,4 +1,4 @@
-// `npm run bench -- opcount [--seconds S] [--writers 1,8] [--readers 1,8] [--wire-writers 8] [--effect-per-request]`: Effect operations and fiber resumptions
+// `npm run bench -- opcount [--seconds S] [--writers 1,8] [--readers 1,8] [--wire-writers 8] [--effect-per-request]` (0: no such rows): Effect operations and fiber resumptions
 // per committed entry and per statement on a 3-node in-process cluster (the `sqlite` bench's
 // setup, real disk), counted by a Supervisor with op supervision on. Fibers are split in three:
 // "writer+client" are the client fibers and every fiber they fork (the leader's writer is created,
@@ -159,11 +159,24 @@ async function measureWire(dir: string, kind: "read" | "write", readers: number,
   return Effect.runPromise(program.pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))))
 }
 
+/** A comma-separated list of worker counts; 0 (or nothing) means no such row: `--readers 0` used
+ * to run a wire row with a client of no connections, whose first request waited for ever (the
+ * cluster's timers kept the process alive after the table was printed). */
+export function workerCounts(args: ReadonlyArray<string>, name: string, fallback: string): Array<number> {
+  const text = option(args, name) ?? fallback
+  return text.split(",").filter((word) => word.trim() !== "").map((word) => {
+    const count = Number(word)
+    if (!Number.isSafeInteger(count) || count < 0) throw new Error(`--${name} ${text}: worker counts are whole numbers, 0 for none`)
+    return count
+  }).filter((count) => count > 0)
+}
+
 export async function main(args: ReadonlyArray<string>): Promise<void> {
   const seconds = Number(option(args, "seconds") ?? 2)
-  const writerCounts = (option(args, "writers") ?? "1,8").split(",").filter((w) => w !== "").map(Number)
-  const readerCounts = (option(args, "readers") ?? "1,8").split(",").filter((r) => r !== "").map(Number)
-  const wireWriterCounts = (option(args, "wire-writers") ?? "8").split(",").filter((r) => r !== "").map(Number)
+  if (!(seconds > 0)) throw new Error(`--seconds ${option(args, "seconds")}: a positive number of seconds`)
+  const writerCounts = workerCounts(args, "writers", "1,8")
+  const readerCounts = workerCounts(args, "readers", "1,8")
+  const wireWriterCounts = workerCounts(args, "wire-writers", "8")
   const effectPerRequest = args.includes("--effect-per-request")
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bench-opcount-"))
   try {

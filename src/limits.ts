@@ -115,7 +115,9 @@ export { filesPieceBytesMax } from "./net/protocol/filesStream.ts"
 // memory"):
 // - a leader's checkpoint runs in a worker thread (src/sqlite/CheckpointWorker.ts): it waits
 //   `checkpointBusyTimeoutMsDefault` (250 ms) for a pool reader before it reports busy (the
-//   writer waits for it, so not long), and a step-down that arrives in the middle of one blocks
+//   writer waits for it; after a busy one the writer core backs off until the reads that held it
+//   have ended, trying without waiting per walCheckpointBytes of WAL meanwhile: a long query costs
+//   one such wait, not one per entry), and a step-down that arrives in the middle of one blocks
 //   at most `checkpointCloseWaitMsMax` (60 s: one WAL of walCheckpointBytes plus a transaction
 //   copied on a failing disk; past it, a defect) for the worker's connection to close first;
 // - a follower writes an entry of `largePayloadBytes` (1 MiB) or more on the thread pool, at

@@ -37,6 +37,7 @@ import { mergePageSets } from "./pageSet.ts"
 import type { StatementOutcome } from "./connection.ts"
 import type { DatabaseReaders, ReadPoolService } from "./readPool/ReadPool.ts"
 import { ReadVersions } from "./readPool/versions.ts"
+import type { ReadHorizon } from "./readPool/horizon.ts"
 import type { RowStream, SqlFailure, SqlValue } from "./Sql.ts"
 import type { CapturedTransaction, WalPosition } from "./WalCapture.ts"
 import { WalCapture } from "./WalCapture.ts"
@@ -71,8 +72,11 @@ export interface LeaderDatabaseOptions {
   readonly checkpointBusyTimeoutMs?: number
 }
 
-/** The worker's checkpoint waits this long for a reader by default (a checkpoint reported busy
- * is tried again after a later commit; the writer waits meanwhile, so not long). */
+/** The worker's checkpoint waits this long for a reader by default: long enough for the reads in
+ * progress when it starts to end (it waits only for those: a read that starts once the WAL is
+ * copied reads the main file). The writer waits meanwhile; a checkpoint readers held back is not
+ * asked again until those reads ended (writerCore.ts "checkpoint back-off"), so a long query
+ * costs the writer this wait once, not at every entry. */
 export const checkpointBusyTimeoutMsDefault = 250
 /** How long a close may wait for a checkpoint still running in the worker (the main thread is
  * blocked meanwhile: only a step-down that arrives in the middle of one). A checkpoint copies at
@@ -104,6 +108,9 @@ export interface CheckpointOutcome {
   /** A reader kept the checkpoint from completing (a long read), or the disk is full: the WAL
    * stays, retried later. */
   readonly busy: boolean
+  /** Why it was busy: "readers" (pool readers held the WAL), "other" (a snapshot copy holds
+   * checkpoints off, or the disk is full: nothing waited). */
+  readonly blockedBy: "readers" | "other" | null
 }
 
 export class LeaderDatabase {
@@ -256,6 +263,11 @@ export class LeaderDatabase {
     return this.readers.stats()
   }
 
+  /** Which pool reads may still hold a snapshot (readPool/horizon.ts). */
+  readHorizon(): ReadHorizon {
+    return this.readers.horizon()
+  }
+
   private markAllCommitted(): void {
     this.versions.markAllCommitted()
     this.readers.changed()
@@ -359,7 +371,7 @@ export class LeaderDatabase {
     const walBytesBefore = this.walBytes()
     // A snapshot is copying the main file: the writer tries again after a later commit, as after
     // a busy checkpoint. The WAL grows meanwhile by what is committed during the copy.
-    if (this.snapshotHolds > 0) return { walBytesBefore, durationMs: 0, busy: true }
+    if (this.snapshotHolds > 0) return { walBytesBefore, durationMs: 0, busy: true, blockedBy: "other" }
     const disk = this.options.disk ?? nodeDisk
     unpin(this.committed)
     let result: ReturnType<typeof checkpointTruncate>
@@ -380,7 +392,7 @@ export class LeaderDatabase {
       }
     } catch (error) {
       if (!isDiskFull(error)) throw error
-      return { walBytesBefore, durationMs: performance.now() - started, busy: true }
+      return { walBytesBefore, durationMs: performance.now() - started, busy: true, blockedBy: "other" }
     } finally {
       // Also when it threw (SQLITE_FULL): an unpinned committed view would read the next
       // uncommitted local commit (snapshots and DUMP images are served from it).
@@ -390,7 +402,7 @@ export class LeaderDatabase {
     // the last committed frame of this WAL.
     if (result.busy === 0) this.committedWalEnd = undefined
     traceDuration("writer.checkpoint.ms", started, 0)
-    return { walBytesBefore, durationMs: performance.now() - started, busy: result.busy !== 0 }
+    return { walBytesBefore, durationMs: performance.now() - started, busy: result.busy !== 0, blockedBy: result.busy !== 0 ? "readers" : null }
   }
 
   /** Whether checkpoints run in a worker thread (`checkpointOffLoop`) rather than `checkpoint`. */
@@ -404,30 +416,33 @@ export class LeaderDatabase {
    * A snapshot or DUMP hold taken meanwhile stays consistent while pages are copied (each page
    * copied is one of its committed frames, which it reads from the WAL), sees a short WAL once
    * it is truncated, and is voided at the end (`generation`). Uninterruptible: the writer's
-   * scope closing waits for the checkpoint rather than leave it running unseen. */
-  checkpointOffLoop(): Effect.Effect<CheckpointOutcome> {
-    return Effect.uninterruptible(Effect.suspend(() => {
+   * scope closing waits for the checkpoint rather than leave it running unseen.
+   * `waitForReaders` false: no busy wait at all (readers known to hold the WAL still read). */
+  checkpointOffLoop(waitForReaders = true): Effect.Effect<CheckpointOutcome> {
+    return Effect.uninterruptible(Effect.suspend((): Effect.Effect<CheckpointOutcome> => {
       const worker = this.options.checkpointWorker
       assert(worker !== undefined, "a checkpoint worker")
       assert(this.open && this.pending === null && !this.writerConnection.inTransaction, "checkpoint only with every frame committed")
       const started = performance.now()
       const walBytesBefore = this.walBytes()
-      if (this.snapshotHolds > 0) return Effect.succeed({ walBytesBefore, durationMs: 0, busy: true })
+      if (this.snapshotHolds > 0) return Effect.succeed({ walBytesBefore, durationMs: 0, busy: true, blockedBy: "other" as const })
       // A pinned view would hold the TRUNCATE back; nothing is pending, so the unpinned view
       // still reads the committed state.
       unpin(this.committed)
-      const ticket = worker.start(this.databasePath, "TRUNCATE", this.options.checkpointBusyTimeoutMs ?? checkpointBusyTimeoutMsDefault)
+      const busyTimeoutMs = waitForReaders ? this.options.checkpointBusyTimeoutMs ?? checkpointBusyTimeoutMsDefault : 0
+      const ticket = worker.start(this.databasePath, "TRUNCATE", busyTimeoutMs)
       this.checkpointIdle = ticket.idle
       return Effect.either(ticket.result).pipe(
-        Effect.flatMap((result) => {
+        Effect.flatMap((result): Effect.Effect<CheckpointOutcome> => {
           if (result._tag === "Left") {
             // SQLITE_FULL: the main file cannot grow; tried again later, as `checkpoint` does.
-            if (result.left.code === "SQLITE_FULL") return Effect.succeed({ walBytesBefore, durationMs: performance.now() - started, busy: true })
+            if (result.left.code === "SQLITE_FULL") return Effect.succeed({ walBytesBefore, durationMs: performance.now() - started, busy: true, blockedBy: "other" as const })
             return Effect.die(result.left)
           }
           if (result.right.busy === 0) this.committedWalEnd = undefined
           traceDuration("writer.checkpoint.ms", started, 0)
-          return Effect.succeed({ walBytesBefore, durationMs: performance.now() - started, busy: result.right.busy !== 0 })
+          const busy = result.right.busy !== 0
+          return Effect.succeed({ walBytesBefore, durationMs: performance.now() - started, busy, blockedBy: busy ? "readers" as const : null })
         }),
         Effect.ensuring(Effect.sync(() => {
           // A close (a step-down in the applier) may have come meanwhile: it waited for the

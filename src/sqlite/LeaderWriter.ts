@@ -29,7 +29,7 @@ import { assert } from "../assert.ts"
 import type { NodeId, Term } from "../raft/types.ts"
 import type { StatementOutcome } from "./connection.ts"
 import { toSqlError } from "./connection.ts"
-import type { LeaderDatabase, LocalCommit } from "./LeaderDatabase.ts"
+import type { CheckpointOutcome, LeaderDatabase, LocalCommit } from "./LeaderDatabase.ts"
 import type { SqliteLimits } from "./limits.ts"
 import type { ExecResult, SqlFailure, SqlValue } from "./Sql.ts"
 import { SqlError, SqlNotLeader } from "./Sql.ts"
@@ -150,8 +150,11 @@ export interface LeaderWriterOptions {
   /** Bounds the bytes of write entries in flight on the node (all databases). */
   readonly proposalKiB: ProposalBudget
   /** Deliberate slower paths, for the tests that compare: `savepointFirstStatement` runs a
-   * batch's first statement under a savepoint too, as every statement was before. */
-  readonly bugs?: { readonly savepointFirstStatement?: boolean }
+   * batch's first statement under a savepoint too, as every statement was before;
+   * `checkpointWithoutBackoff` drops the core's checkpoint back-off before every input and tells
+   * it of no read in progress (a checkpoint readers hold back is asked again at every entry, and
+   * waits for them, as before the back-off). */
+  readonly bugs?: { readonly savepointFirstStatement?: boolean; readonly checkpointWithoutBackoff?: boolean }
 }
 
 const batchSavepoint = "tqlite_batch_statement"
@@ -180,6 +183,7 @@ type Waiting = Extract<WriterEffect, { readonly _tag: "Propose" | "ConfirmLeader
 } | {
   /** The checkpoint, in the checkpoint worker (its answer is Checkpointed). */
   readonly _tag: "CheckpointOffLoop"
+  readonly waitForReaders: boolean
 }
 
 /** A step of a large capture or encoding: about 1 MiB of frames (256 frames of 4 KiB pages). */
@@ -308,6 +312,7 @@ export class LeaderWriter implements LeaderSlotOwner {
     }
     inputs.push(input)
     for (let i = 0; i < inputs.length; i++) {
+      if (this.options.bugs?.checkpointWithoutBackoff === true) this.core.checkpointBackoff = null
       for (const effect of writerStep(this.core, inputs[i]!).effects) {
         const next = this.perform(effect)
         if (next !== null) inputs.push(next)
@@ -372,14 +377,15 @@ export class LeaderWriter implements LeaderSlotOwner {
       }
       case "Checkpoint": {
         if (this.database.checkpointsOffLoop) {
-          this.waits.push({ _tag: "CheckpointOffLoop" })
+          this.waits.push({ _tag: "CheckpointOffLoop", waitForReaders: effect.waitForReaders })
           this.signal()
           return null
         }
+        // On the writer's connection, whose busy timeout is 0: it never waits for readers.
         const outcome = this.database.checkpoint()
-        // A reader thread held it back: the main file does not hold everything yet, so nothing
-        // is recorded; the next commit round past the threshold tries again.
-        if (outcome.busy) return { _tag: "Checkpointed", durationMs: outcome.durationMs }
+        // A reader held it back: the main file does not hold everything yet, so nothing is
+        // recorded; the core decides when to try again.
+        if (outcome.busy) return this.checkpointBusy(outcome)
         this.waits.push({ _tag: "RecordCheckpoint", durationMs: outcome.durationMs, fileIndex: this.options.machine.appliedIndex, lastChangeIndex: this.options.machine.lastChangeIndex(this.options.database) })
         this.signal()
         return null
@@ -486,8 +492,16 @@ export class LeaderWriter implements LeaderSlotOwner {
   }
 
   private capturedResult(seq: number, commit: LocalCommit | null): LocalCommitResult {
-    if (commit === null) return { _tag: "Committed", commit: null, walBytes: this.database.walBytes() }
-    return { _tag: "Committed", commit: { seq, pageBytes: commit.pageSet.pages.length * commit.pageSet.pageSize }, walBytes: commit.walEnd.offsetBytes }
+    const reads = this.database.readHorizon()
+    const blind = this.options.bugs?.checkpointWithoutBackoff === true
+    const horizon = { readsDoneBefore: reads.doneBefore, oldestReadMs: blind ? 0 : Math.round(reads.oldestReadMs) }
+    if (commit === null) return { _tag: "Committed", commit: null, walBytes: this.database.walBytes(), ...horizon }
+    return { _tag: "Committed", commit: { seq, pageBytes: commit.pageSet.pages.length * commit.pageSet.pageSize }, walBytes: commit.walEnd.offsetBytes, ...horizon }
+  }
+
+  /** A checkpoint that did not reset the WAL, as the core hears it. */
+  private checkpointBusy(outcome: CheckpointOutcome): WriterInput {
+    return { _tag: "Checkpointed", durationMs: outcome.durationMs, blockedBy: outcome.blockedBy ?? "other", walBytes: outcome.walBytesBefore, readsStarted: this.database.readHorizon().started }
   }
 
   /** The effects that wait, performed by the worker one at a time. */
@@ -508,10 +522,10 @@ export class LeaderWriter implements LeaderSlotOwner {
         // for the checkpoint, so this database changes no more meanwhile).
         const fileIndex = options.machine.appliedIndex
         const lastChangeIndex = options.machine.lastChangeIndex(options.database)
-        return Effect.flatMap(this.database.checkpointOffLoop(), (outcome) => {
+        return Effect.flatMap(this.database.checkpointOffLoop(effect.waitForReaders), (outcome) => {
           // Stopped meanwhile: the stop answered everyone and released the database.
           if (this.core.stoppedBy !== null) return Effect.void
-          if (outcome.busy) return Effect.sync(() => this.drive({ _tag: "Checkpointed", durationMs: outcome.durationMs }))
+          if (outcome.busy) return Effect.sync(() => this.drive(this.checkpointBusy(outcome)))
           return this.performWaiting({ _tag: "RecordCheckpoint", durationMs: outcome.durationMs, fileIndex, lastChangeIndex })
         })
       }
@@ -561,7 +575,7 @@ export class LeaderWriter implements LeaderSlotOwner {
         // for this one (the machine's lock). An interrupted record only means more replay.
         return Effect.zipRight(
           Effect.fork(options.machine.checkpointed(options.database, this, { fileIndex: effect.fileIndex, lastChangeIndex: effect.lastChangeIndex })),
-          Effect.sync(() => this.drive({ _tag: "Checkpointed", durationMs: effect.durationMs }))
+          Effect.sync(() => this.drive({ _tag: "Checkpointed", durationMs: effect.durationMs, blockedBy: null, walBytes: 0, readsStarted: 0 }))
         )
       case "DiscardLocalCommit":
         return Effect.map(options.machine.checkpointed(options.database, this), () => this.drive({ _tag: "Discarded" }))

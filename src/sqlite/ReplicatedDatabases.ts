@@ -59,7 +59,7 @@ export interface ReplicatedDatabasesOptions {
    * a safety bug: test/sqlite/leaderAnswer.test.ts compares the two). `savepointFirstStatement`:
    * a batch's first statement runs under a savepoint too (slower, not a safety bug:
    * test/sqlite/leader.test.ts counts them). */
-  readonly bugs?: { readonly ownCopyReadsAtOnce?: boolean; readonly proposeThroughWorker?: boolean; readonly savepointFirstStatement?: boolean }
+  readonly bugs?: { readonly ownCopyReadsAtOnce?: boolean; readonly proposeThroughWorker?: boolean; readonly savepointFirstStatement?: boolean; readonly checkpointWithoutBackoff?: boolean }
 }
 
 export interface ReplicatedDatabases extends SqlDatabases {
@@ -265,7 +265,9 @@ export const make = (options: ReplicatedDatabasesOptions): Effect.Effect<Replica
             new LeaderWriter(
               {
                 database: name, term, nodeId: machine.nodeId, epoch: machine.nextEpoch(), machine, raft: access, limits, proposalKiB,
-                ...(options.bugs?.savepointFirstStatement === true ? { bugs: { savepointFirstStatement: true } } : {})
+                ...(options.bugs?.savepointFirstStatement === true || options.bugs?.checkpointWithoutBackoff === true
+                  ? { bugs: { savepointFirstStatement: options.bugs.savepointFirstStatement === true, checkpointWithoutBackoff: options.bugs.checkpointWithoutBackoff === true } }
+                  : {})
               },
               LeaderDatabase.open({
                 databasePath,

@@ -35,8 +35,14 @@ export interface SqliteLimits {
    * (SQLITE_TOOBIG) and changes nothing. */
   readonly transactionBytesMax: number
   /** The leader checkpoints (TRUNCATE) once its WAL is larger than this and every frame is
-   * committed; new writes wait for the entry in flight, then the checkpoint. */
+   * committed; new writes wait for the entry in flight, then the checkpoint. One that readers
+   * held back is asked again once those reads ended, or without waiting for readers per this
+   * many more bytes of WAL (writerCore.ts "checkpoint back-off"). */
   readonly walCheckpointBytes: number
+  /** A pool read in progress for this long is taken for a long query: the leader's checkpoint
+   * then does not wait for readers (it would wait its whole busy timeout, the writer behind it:
+   * writerCore.ts "checkpoint back-off"). */
+  readonly checkpointLongReadMs: number
   /** Reader connections per database (pinned views and idle ones); at least 2. */
   readonly readersMax: number
   /** Reader worker threads (one read-only connection each) per leading database. */
@@ -89,6 +95,8 @@ export const defaultSqliteLimits: SqliteLimits = {
   // bound (the segment log asserts it), so the default stays below it.
   transactionBytesMax: 30 * 1024 * 1024,
   walCheckpointBytes: 16 * 1024 * 1024,
+  // Four times the checkpoint's busy timeout (250 ms): a read that old is rarely about to end.
+  checkpointLongReadMs: 1_000,
   readersMax: 4,
   // Two cores: one long query per worker may each take a core from the main thread; three
   // leave a reader free beside two long queries and cost nothing while idle.

@@ -25,6 +25,15 @@
 //   for the entry too (they depend on it).
 // - Checkpoint past walCheckpointBytes: no new work until the entry in flight is applied, then the
 //   checkpoint runs with every frame committed.
+// - Checkpoint back-off: a checkpoint that pool readers held back (a long query: SQLite cannot
+//   reset the WAL under a snapshot, and the checkpoint waits for the reader up to its busy
+//   timeout while the writer waits for it) is not asked again at every entry. The next one waits
+//   until every read that could have held it back has ended (the read pool's horizon, numbers
+//   not times); meanwhile one is tried without waiting for readers each time the WAL has grown
+//   by another walCheckpointBytes (it still copies what it can, and resets the WAL should the
+//   pool's horizon be wrong). A checkpoint never waits for readers while a read has been in
+//   progress for checkpointLongReadMs (a long query: it would not end within the wait). What
+//   bounds the WAL meanwhile is the read's time limit.
 // - SQLITE_TOOBIG: a local commit over transactionBytesMax is cut from the WAL; a batch of several
 //   statements runs again, each alone (which one was too large is unknown).
 // - Stop: queued and uncommitted requests → SqlNotLeader, the entry in flight → SqlLeadershipLost
@@ -56,6 +65,7 @@ export type WriterLimits = Pick<
   | "batchGatherMsMax"
   | "transactionBytesMax"
   | "walCheckpointBytes"
+  | "checkpointLongReadMs"
   | "overloadRetryMs"
 >
 
@@ -65,6 +75,10 @@ export interface WriterStats {
   batchStatementsMax: number
   retries: number
   checkpoints: number
+  /** Checkpoints that readers held back (the WAL stays)… */
+  checkpointsBusy: number
+  /** … of which waited for readers (up to the checkpoint's busy timeout, the writer waiting). */
+  checkpointsBusyWaited: number
   checkpointMsMax: number
   resets: number
   /** Total time entries spent between their local commit and their answer (ms). */
@@ -85,8 +99,16 @@ export type ProposalOutcome =
 
 export type LocalCommitResult =
   /** Committed (or nothing to commit): the transaction's captured size, null when it wrote nothing;
-   * `walBytes`: how far the WAL reaches now. */
-  | { readonly _tag: "Committed"; readonly commit: { readonly seq: number; readonly pageBytes: number } | null; readonly walBytes: number }
+   * `walBytes`: how far the WAL reaches now; `readsDoneBefore`: every pool read numbered below
+   * it has ended (ReadHorizon.doneBefore, readPool/horizon.ts). */
+  | {
+    readonly _tag: "Committed"
+    readonly commit: { readonly seq: number; readonly pageBytes: number } | null
+    readonly walBytes: number
+    readonly readsDoneBefore: number
+    /** How long the oldest pool read in progress has been (ms; 0: none). */
+    readonly oldestReadMs: number
+  }
   | { readonly _tag: "Failed"; readonly error: SqlFailure; readonly transactionOpen: boolean }
   /** A lease's RELEASE of an inner savepoint: the transaction goes on. */
   | { readonly _tag: "StillOpen" }
@@ -98,7 +120,10 @@ export type WriterInput =
   | { readonly _tag: "LocalCommitDone"; readonly result: LocalCommitResult }
   | { readonly _tag: "Proposed"; readonly seq: number; readonly outcome: ProposalOutcome; readonly nowMs: number }
   | { readonly _tag: "Confirmed"; readonly failure: SqlFailure | null; readonly nowMs: number }
-  | { readonly _tag: "Checkpointed"; readonly durationMs: number }
+  /** `blockedBy`: null when the WAL was reset; "readers" when pool readers held it back (the
+   * WAL was `walBytes` long, and `readsStarted` reads had taken a reader when it ended); "other"
+   * when it did not run or did not wait (a snapshot copy held it, the disk is full). */
+  | { readonly _tag: "Checkpointed"; readonly durationMs: number; readonly blockedBy: null | "readers" | "other"; readonly walBytes: number; readonly readsStarted: number }
   | { readonly _tag: "Discarded" }
   | { readonly _tag: "LeaseCommitRequested"; readonly leaseId: number; readonly id: number; readonly nowMs: number }
   /** The session ended its transaction (ROLLBACK, a statement that ended it, its scope closed),
@@ -127,8 +152,11 @@ export type WriterEffect =
   | { readonly _tag: "Propose"; readonly seq: number; readonly delayMs: number }
   /** Nothing was written: confirm leadership; answer with Confirmed. */
   | { readonly _tag: "ConfirmLeadership" }
-  /** Checkpoint (TRUNCATE) with every frame committed; answer with Checkpointed. */
-  | { readonly _tag: "Checkpoint" }
+  /** Checkpoint (TRUNCATE) with every frame committed; answer with Checkpointed.
+   * `waitForReaders`: false when readers known to hold it back are still reading, or a read has
+   * been going for checkpointLongReadMs (don't wait for them: copy what can be copied, reset the
+   * WAL only if nobody reads it). */
+  | { readonly _tag: "Checkpoint"; readonly waitForReaders: boolean }
   /** Let the fibers that are ready run (clients just answered send their next statement), then
    * answer with Flushed: only then the open batch closes, with them in it. */
   | { readonly _tag: "Flush" }
@@ -176,12 +204,15 @@ type InFlight =
     readonly waiters: ReadonlyArray<Waiter>
     readonly sinceMs: number
     readonly walBytes: number
+    readonly readsDoneBefore: number
+    readonly oldestReadMs: number
     /** A copy may be in the log with its fate unknown. */
     maybeInLog: boolean
     /** An earlier copy's outcome was unknown. */
     ambiguous: boolean
   }
-  | { readonly kind: "checkpoint" | "discard" }
+  | { readonly kind: "checkpoint"; readonly waitForReaders: boolean }
+  | { readonly kind: "discard" }
 
 type Running =
   | { readonly kind: "statement"; readonly request: Queued; readonly into: "batch" | "alone" }
@@ -198,7 +229,13 @@ export interface WriterState {
   /** A synchronous effect whose answer the core waits for (RunStatement, CommitLocally). */
   running: Running | null
   inflight: InFlight | null
-  checkpointWanted: boolean
+  /** A checkpoint is to run once nothing is in flight: waiting for readers (`wait`), or not. */
+  checkpointWanted: false | "wait" | "noWait"
+  /** After a checkpoint readers held back: ask the next one once every read numbered below
+   * `readsBefore` has ended (then waiting for readers, unless a read in progress is long), or the
+   * WAL is past `walBytesAbove` (then not waiting). Null: ask whenever the WAL is past
+   * walCheckpointBytes. */
+  checkpointBackoff: { readonly readsBefore: number; readonly walBytesAbove: number } | null
   /** A Flush is outstanding / was answered since the batch could last close / a Gather is
    * outstanding. */
   flush: "none" | "asked" | "done" | "gathering"
@@ -220,7 +257,7 @@ export function initialWriterState(database: string, limits: WriterLimits, nowMs
   return {
     database,
     limits,
-    stats: { entries: 0, statements: 0, batchStatementsMax: 0, retries: 0, checkpoints: 0, checkpointMsMax: 0, resets: 0, commitMsTotal: 0 },
+    stats: { entries: 0, statements: 0, batchStatementsMax: 0, retries: 0, checkpoints: 0, checkpointsBusy: 0, checkpointsBusyWaited: 0, checkpointMsMax: 0, resets: 0, commitMsTotal: 0 },
     nowMs,
     queue: [],
     batch: null,
@@ -228,6 +265,7 @@ export function initialWriterState(database: string, limits: WriterLimits, nowMs
     running: null,
     inflight: null,
     checkpointWanted: false,
+    checkpointBackoff: null,
     flush: "none",
     gather: null,
     seq: 0,
@@ -263,19 +301,23 @@ function dispatch(s: WriterState, input: WriterInput, out: Array<WriterEffect>):
       assert(inflight !== null && inflight.kind === "confirm", "a confirmation answers the confirm in flight")
       for (const waiter of inflight.waiters) answer(out, waiter, input.failure === null ? waiter.outcome : { ok: false, error: input.failure })
       expectBack(s, inflight.waiters)
-      return entryDone(s, inflight.walBytes)
+      return entryDone(s, inflight)
     }
-    case "Checkpointed":
+    case "Checkpointed": {
       if (s.stoppedBy !== null) return
-      assert(s.inflight?.kind === "checkpoint", "a checkpoint was running")
+      const running = s.inflight
+      assert(running?.kind === "checkpoint", "a checkpoint was running")
       s.inflight = null
       s.stats.checkpoints++
       s.stats.checkpointMsMax = Math.max(s.stats.checkpointMsMax, input.durationMs)
-      return
+      return checkpointed(s, input, running.waitForReaders)
+    }
     case "Discarded":
       if (s.stoppedBy !== null) return
       assert(s.inflight?.kind === "discard", "a discard was running")
       s.inflight = null
+      // New connections, a new WAL and a new read pool (its reads numbered afresh).
+      s.checkpointBackoff = null
       return
     case "LeaseCommitRequested": {
       const lease = s.lease
@@ -295,7 +337,7 @@ function dispatch(s: WriterState, input: WriterInput, out: Array<WriterEffect>):
       return
     }
     case "CheckpointRequested":
-      s.checkpointWanted = true
+      s.checkpointWanted = "wait"
       return
     case "Flushed":
       if (s.flush === "asked") s.flush = s.batch === null ? "none" : "done"
@@ -391,10 +433,11 @@ function pump(s: WriterState, out: Array<WriterEffect>): void {
       }
       return
     }
-    if (s.checkpointWanted) {
+    if (s.checkpointWanted !== false) {
+      const waitForReaders = s.checkpointWanted === "wait"
       s.checkpointWanted = false
-      s.inflight = { kind: "checkpoint" }
-      out.push({ _tag: "Checkpoint" })
+      s.inflight = { kind: "checkpoint", waitForReaders }
+      out.push({ _tag: "Checkpoint", waitForReaders })
       return
     }
     if (head === undefined) return
@@ -525,7 +568,7 @@ function localCommitDone(s: WriterState, out: Array<WriterEffect>, result: Local
   }
   s.stats.statements += running.requests.length
   s.stats.batchStatementsMax = Math.max(s.stats.batchStatementsMax, running.requests.length)
-  s.inflight = { kind: commit === null ? "confirm" : "entry", seq: commit?.seq ?? 0, waiters: running.waiters, sinceMs: s.nowMs, walBytes: result.walBytes, maybeInLog: commit !== null, ambiguous: false }
+  s.inflight = { kind: commit === null ? "confirm" : "entry", seq: commit?.seq ?? 0, waiters: running.waiters, sinceMs: s.nowMs, walBytes: result.walBytes, readsDoneBefore: result.readsDoneBefore, oldestReadMs: result.oldestReadMs, maybeInLog: commit !== null, ambiguous: false }
   out.push(commit === null ? { _tag: "ConfirmLeadership" } : { _tag: "Propose", seq: commit.seq, delayMs: 0 })
 }
 
@@ -540,7 +583,7 @@ function proposed(s: WriterState, out: Array<WriterEffect>, seq: number, outcome
     s.stats.commitMsTotal += s.nowMs - inflight.sinceMs
     for (const waiter of inflight.waiters) answer(out, waiter, waiter.outcome)
     expectBack(s, inflight.waiters)
-    return entryDone(s, inflight.walBytes)
+    return entryDone(s, inflight)
   }
   const retry = (delayMs: number) => {
     s.stats.retries++
@@ -591,10 +634,38 @@ function expectBack(s: WriterState, waiters: ReadonlyArray<Waiter>): void {
   s.gather = expected <= 0 ? null : { base: s.batch?.waiters.length ?? 0, expected, untilMs: s.nowMs + s.limits.batchGatherMsMax }
 }
 
-/** The entry in flight is settled: new work may start (after a checkpoint if the WAL is big). */
-function entryDone(s: WriterState, walBytes: number): void {
+/** The entry in flight is settled: new work may start (after a checkpoint if the WAL is big and
+ * no back-off holds it: see the file's head). */
+function entryDone(s: WriterState, settled: { readonly walBytes: number; readonly readsDoneBefore: number; readonly oldestReadMs: number }): void {
   s.inflight = null
-  if (walBytes > s.limits.walCheckpointBytes) s.checkpointWanted = true
+  if (settled.walBytes <= s.limits.walCheckpointBytes || s.checkpointWanted !== false) return
+  const backoff = s.checkpointBackoff
+  if (backoff === null || settled.readsDoneBefore >= backoff.readsBefore) {
+    // A long query in progress would hold it for the whole busy timeout: no wait then.
+    s.checkpointWanted = settled.oldestReadMs >= s.limits.checkpointLongReadMs ? "noWait" : "wait"
+  } else if (settled.walBytes > backoff.walBytesAbove) {
+    s.checkpointWanted = "noWait"
+  }
+}
+
+/** A checkpoint's outcome sets the back-off: readers held it back (whether it waited or not) →
+ * wait for the reads that could have (those started by its end) to end, or for another
+ * walCheckpointBytes of WAL. */
+function checkpointed(s: WriterState, input: Extract<WriterInput, { readonly _tag: "Checkpointed" }>, waited: boolean): void {
+  switch (input.blockedBy) {
+    case null:
+      s.checkpointBackoff = null
+      return
+    case "other":
+      // Nothing waited (a snapshot copy, a full disk): tried again at the next entry, as before.
+      return
+    case "readers": {
+      s.stats.checkpointsBusy++
+      if (waited) s.stats.checkpointsBusyWaited++
+      s.checkpointBackoff = { readsBefore: input.readsStarted, walBytesAbove: input.walBytes + s.limits.walCheckpointBytes }
+      return
+    }
+  }
 }
 
 function answer(out: Array<WriterEffect>, waiter: Waiter, outcome: Outcome): void {

@@ -6,7 +6,10 @@
 // - every request (statement, lease, lease COMMIT) is answered exactly once, by the end (a Stop,
 //   then every outstanding answer delivered);
 // - nothing is answered ok before the entry that holds it was applied (or, when it wrote
-//   nothing, before leadership was confirmed).
+//   nothing, before leadership was confirmed);
+// - checkpoint back-off: after a checkpoint that waited for readers and was held back by them,
+//   no checkpoint that waits for readers is asked before the reads that could have held it back
+//   have ended (as the model's read horizon says), unless one was asked for (CheckpointRequested).
 // The checker is proven by known bugs (mutants of the step function) it must catch.
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
@@ -46,7 +49,7 @@ const action: fc.Arbitrary<Action> = fc.oneof(
 class Violation extends Error {}
 
 /** What the histories covered (a property that never reached a commit would prove nothing). */
-const covered = { okAnswers: 0, entries: 0, reproposals: 0, checkpoints: 0, discards: 0, leaseGrants: 0, stops: 0, gathers: 0 }
+const covered = { okAnswers: 0, entries: 0, reproposals: 0, checkpoints: 0, checkpointsBusy: 0, checkpointsNoWait: 0, discards: 0, leaseGrants: 0, stops: 0, gathers: 0 }
 
 /** Plays the shell around `step`; throws Violation when an invariant breaks. */
 function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
@@ -77,6 +80,17 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
   let leaseCommitId: number | null = null
   let walBytes = 0
   let pageSeq = 0
+  /** The model's read pool: reads numbered as they start; every read below `readsDone` ended. */
+  let readsStarted = 0
+  let readsDone = 0
+  /** The last waited checkpoint that readers held back: the reads it must see end (null: none,
+   * or a later one reset the WAL); `forced`: a checkpoint was asked for since. */
+  let busyWaitedFor: number | null = null
+  let lastFedDone = 0
+  /** The youngest "oldest read in progress" fed since the last checkpoint: the core decided that
+   * one's wait on one of them. */
+  let oldestMsMin = Number.POSITIVE_INFINITY
+  let forced = false
 
   const feed = (first: WriterInput): void => {
     const inputs: Array<{ readonly input: WriterInput; readonly ok: Set<number> }> = [{ input: first, ok: okAllowed }]
@@ -140,7 +154,13 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
         }
         if (roll < 0.15) return { _tag: "LocalCommitDone", result: { _tag: "Failed", error: new SqlError({ code: 5, message: "model" }), transactionOpen: effect.leaseId !== null && rng.chance(0.5) } }
         const wrote = committing.length > 0 && roll >= 0.25
-        walBytes += wrote ? 40_000 : 0
+        // Now and then one large enough to pass a back-off's WAL bound at once.
+        walBytes += wrote ? (rng.chance(0.5) ? 120_000 : 40_000) : 0
+        // Reads start at every commit or so, and the reads in progress all end now and then (a
+        // long one holds the horizon back for a few entries).
+        readsStarted += rng.int(0, 2)
+        if (rng.chance(0.15)) readsDone = readsStarted
+        lastFedDone = readsDone
         const pageBytes = rng.chance(0.1) ? limits.transactionBytesMax + 4096 : 4096
         if (wrote && pageBytes <= limits.transactionBytesMax) {
           pageSeq = effect.seq
@@ -148,7 +168,10 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
         } else if (!wrote) {
           inflight = committing
         }
-        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: wrote ? { seq: effect.seq, pageBytes } : null, walBytes } }
+        // Now and then a read in progress has been going for a long time (a long query).
+        const oldestReadMs = readsDone < readsStarted && rng.chance(0.3) ? limits.checkpointLongReadMs + rng.int(0, 500) : 0
+        oldestMsMin = Math.min(oldestMsMin, oldestReadMs)
+        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: wrote ? { seq: effect.seq, pageBytes } : null, walBytes, readsDoneBefore: readsDone, oldestReadMs } }
       }
       case "Propose":
       case "ConfirmLeadership":
@@ -156,8 +179,18 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
       case "DiscardLocalCommit":
         if (outstanding !== null) throw new Violation(`${effect._tag} while ${outstanding._tag} is outstanding`)
         outstanding = effect
-        if (effect._tag === "Checkpoint") walBytes = 0
-        if (effect._tag === "Checkpoint") covered.checkpoints++
+        if (effect._tag === "Checkpoint") {
+          covered.checkpoints++
+          if (!effect.waitForReaders) covered.checkpointsNoWait++
+          if (effect.waitForReaders && busyWaitedFor !== null && lastFedDone < busyWaitedFor && !forced) {
+            throw new Violation(`a checkpoint waits for readers again before the reads that held the last one back ended (${lastFedDone} < ${busyWaitedFor})`)
+          }
+          if (effect.waitForReaders && oldestMsMin >= limits.checkpointLongReadMs && oldestMsMin !== Number.POSITIVE_INFINITY && !forced) {
+            throw new Violation(`a checkpoint waits for readers while a read has been going for ${oldestMsMin} ms`)
+          }
+          oldestMsMin = Number.POSITIVE_INFINITY
+          forced = false
+        }
         if (effect._tag === "DiscardLocalCommit") covered.discards++
         if (effect._tag === "Propose" && effect.delayMs === 0 && effect.seq === state.seq && state.inflight?.kind === "entry" && state.inflight.ambiguous) covered.reproposals++
         return null
@@ -213,9 +246,25 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
         if (ok) okAllowed = new Set(inflight)
         return feed({ _tag: "Confirmed", failure: ok ? null : new SqlNotLeader({ leader: null, message: "model" }), nowMs })
       }
-      case "Checkpoint":
-        return feed({ _tag: "Checkpointed", durationMs: 1 })
+      case "Checkpoint": {
+        const roll = rng.float()
+        if (roll < 0.4) {
+          // Readers held it back (so one is reading): the WAL stays.
+          covered.checkpointsBusy++
+          if (readsDone === readsStarted) readsStarted++
+          busyWaitedFor = readsStarted
+          return feed({ _tag: "Checkpointed", durationMs: 1, blockedBy: "readers", walBytes, readsStarted })
+        }
+        if (roll < 0.45) return feed({ _tag: "Checkpointed", durationMs: 0, blockedBy: "other", walBytes, readsStarted })
+        walBytes = 0
+        busyWaitedFor = null
+        return feed({ _tag: "Checkpointed", durationMs: 1, blockedBy: null, walBytes: 0, readsStarted })
+      }
       case "DiscardLocalCommit":
+        // A new WAL and new readers (numbered afresh, as the shell's new read pool does).
+        walBytes = 0
+        readsStarted = readsDone = lastFedDone = 0
+        busyWaitedFor = null
         return feed({ _tag: "Discarded" })
       default:
         return
@@ -252,6 +301,7 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
         feed({ _tag: "Tick", nowMs })
         break
       case "checkpoint":
+        forced = true
         feed({ _tag: "CheckpointRequested" })
         break
       case "resolve":
@@ -273,7 +323,16 @@ function play(step: Step, actions: ReadonlyArray<Action>, seed: number): void {
   void pageSeq
 }
 
-const property = (step: Step) => fc.property(fc.array(action, { minLength: 1, maxLength: 120 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (actions, seed) => play(step, actions, seed))
+const property = (step: Step, actions: fc.Arbitrary<Action> = action, minLength = 1) =>
+  fc.property(fc.array(actions, { minLength, maxLength: 120 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (history, seed) => play(step, history, seed))
+
+/** Writes only, 60 actions or more: many entries in a row, so checkpoints past the WAL bound (and
+ * their back-off) are common, which the mixed histories above rarely reach (2–12 tries without
+ * waiting per 5,000: most are a few actions long). */
+const writes: fc.Arbitrary<Action> = fc.oneof(
+  { weight: 3, arbitrary: fc.constant({ t: "submit" as const, isolation: "batch" as const }) },
+  { weight: 6, arbitrary: fc.constant({ t: "resolve" as const }) }
+)
 
 describe("writer core invariants", () => {
   it("holds on random histories", () => {
@@ -288,7 +347,16 @@ describe("writer core invariants", () => {
     // The histories reached every part of the core.
     // A gather needs an applied entry whose statements were answered, a batch open beside it and
     // nothing else queued: rarer in these histories (2–15 per 1,000 runs) than the rest.
-    for (const [what, count] of Object.entries(covered)) expect(count, what).toBeGreaterThan(what === "gathers" ? 2 : 10)
+    for (const [what, count] of Object.entries(covered)) {
+      if (what !== "checkpointsNoWait") expect(count, what).toBeGreaterThan(what === "gathers" ? 2 : 10)
+    }
+  })
+
+  it("holds on histories of writes alone (checkpoint back-off)", () => {
+    const before = { ...covered }
+    fc.assert(property(writerStep, writes, 60), { numRuns: 1000 })
+    expect(covered.checkpointsBusy - before.checkpointsBusy).toBeGreaterThan(10)
+    expect(covered.checkpointsNoWait - before.checkpointsNoWait).toBeGreaterThan(10)
   })
 
   // Known bugs the checker must catch.
@@ -320,6 +388,24 @@ describe("writer core invariants", () => {
       return writerStep(state, input)
     }
   }
+  it("catches a known bug: asks a checkpoint that waits for readers at every entry", () => {
+    const noBackoff: Step = (state, input) => {
+      state.checkpointBackoff = null
+      return writerStep(state, input)
+    }
+    const outcome = fc.check(property(noBackoff, writes, 60), { numRuns: 20_000 })
+    expect(outcome.failed).toBe(true)
+    expect(String(outcome.errorInstance)).toMatch(/waits for readers again/)
+  })
+  it("catches a known bug: a checkpoint waits for readers beside a long query", () => {
+    const ignoresAge: Step = (state, input) => {
+      if (input._tag === "LocalCommitDone" && input.result._tag === "Committed") return writerStep(state, { ...input, result: { ...input.result, oldestReadMs: 0 } })
+      return writerStep(state, input)
+    }
+    const outcome = fc.check(property(ignoresAge, writes, 60), { numRuns: 20_000 })
+    expect(outcome.failed).toBe(true)
+    expect(String(outcome.errorInstance)).toMatch(/while a read has been going/)
+  })
   for (const [name, step] of Object.entries(mutants)) {
     it(`catches a known bug: ${name}`, () => {
       // Stops at the first history that catches it. The rarest, a double SqlBusy answer (a full

@@ -8,10 +8,14 @@
 //   submit ID [batch|alone|autocommit] [bytes=B] [at=T] [disk-full]
 //   lease ID [at=T]                       ask for an interactive transaction's lease
 //   ran ID ok|error=CODE [lost]           a statement's result (lost: SQLite ended the transaction)
-//   committed seq=N bytes=B [wal=W] | committed none [wal=W] | commit-failed code=C [open] | commit-open
+//   committed seq=N bytes=B [wal=W] [done=R] [oldest=MS] | committed none [wal=W] [done=R] [oldest=MS]
+//                                         (done: every pool read numbered below R has ended;
+//                                         oldest: the oldest read in progress began MS ago)
+//   commit-failed code=C [open] | commit-open
 //   proposed seq=N applied|copy|skipped [index=I] [at=T]
 //   proposed seq=N NotLeader|ProposalDropped|StorageFull|Overloaded|RequestTimeout|OutcomeUnknown [lost] [at=T]
-//   confirmed ok|NotLeader [at=T] | checkpointed ms=M | discarded
+//   confirmed ok|NotLeader [at=T] | checkpointed ms=M [readers|other wal=W started=R] | discarded
+//                                         (readers: pool readers held it back; started: reads begun by then)
 //   lease-commit LEASE ID [at=T] | lease-end LEASE [toobig] | checkpoint-request | tick T
 //   flushed                               the shell let ready fibers run (after `flush`)
 //   gathered [at=T]                       a `gather` wait ended (time up, or the shell had other work)
@@ -75,7 +79,7 @@ export function renderEffect(effect: WriterEffect): string {
     case "ConfirmLeadership":
       return "confirm-leadership"
     case "Checkpoint":
-      return "checkpoint"
+      return effect.waitForReaders ? "checkpoint" : "checkpoint no-wait"
     case "Flush":
       return "flush"
     case "Gather":
@@ -100,10 +104,11 @@ function renderState(s: WriterState): string {
       ? `inflight=${inflight.kind}(seq=${inflight.seq} waiters=${inflight.waiters.map((w) => w.id).join(",")}${inflight.ambiguous ? " ambiguous" : ""})`
       : `inflight=${inflight.kind}`)
   }
-  if (s.checkpointWanted) parts.push("checkpoint-wanted")
+  if (s.checkpointWanted !== false) parts.push(s.checkpointWanted === "wait" ? "checkpoint-wanted" : "checkpoint-wanted(no-wait)")
+  if (s.checkpointBackoff !== null) parts.push(`checkpoint-backoff(reads<${s.checkpointBackoff.readsBefore} wal>${s.checkpointBackoff.walBytesAbove})`)
   if (s.stoppedBy !== null) parts.push(`stopped=${failure(s.stoppedBy)}`)
   const st = s.stats
-  parts.push(`stats: entries=${st.entries} statements=${st.statements} retries=${st.retries} checkpoints=${st.checkpoints} resets=${st.resets}`)
+  parts.push(`stats: entries=${st.entries} statements=${st.statements} retries=${st.retries} checkpoints=${st.checkpoints}${st.checkpointsBusy > 0 ? ` busy=${st.checkpointsBusy}` : ""} resets=${st.resets}`)
   return parts.join(" ")
 }
 
@@ -164,8 +169,9 @@ export class Script {
       }
       case "committed": {
         const walBytes = num(kv.get("wal") ?? "0")
-        if (flags.has("none")) return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: null, walBytes } }
-        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: { seq: num(kv.get("seq")), pageBytes: num(kv.get("bytes") ?? "4096") }, walBytes } }
+        const horizon = { readsDoneBefore: num(kv.get("done") ?? "0"), oldestReadMs: num(kv.get("oldest") ?? "0") }
+        if (flags.has("none")) return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: null, walBytes, ...horizon } }
+        return { _tag: "LocalCommitDone", result: { _tag: "Committed", commit: { seq: num(kv.get("seq")), pageBytes: num(kv.get("bytes") ?? "4096") }, walBytes, ...horizon } }
       }
       case "commit-failed":
         return { _tag: "LocalCommitDone", result: { _tag: "Failed", error: new SqlError({ code: num(kv.get("code") ?? "1"), message: "script" }), transactionOpen: flags.has("open") } }
@@ -188,7 +194,13 @@ export class Script {
       case "confirmed":
         return { _tag: "Confirmed", failure: flags.has("ok") ? null : new SqlNotLeader({ leader: null, message: "script" }), nowMs: this.now(kv) }
       case "checkpointed":
-        return { _tag: "Checkpointed", durationMs: num(kv.get("ms") ?? "1") }
+        return {
+          _tag: "Checkpointed",
+          durationMs: num(kv.get("ms") ?? "1"),
+          blockedBy: flags.has("readers") ? "readers" : flags.has("other") ? "other" : null,
+          walBytes: num(kv.get("wal") ?? "0"),
+          readsStarted: num(kv.get("started") ?? "0")
+        }
       case "discarded":
         return { _tag: "Discarded" }
       case "lease-commit":

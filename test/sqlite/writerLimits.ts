@@ -12,5 +12,6 @@ export const scriptLimits: WriterLimits = {
   batchGatherMsMax: 5,
   transactionBytesMax: 8192,
   walCheckpointBytes: 100_000,
+  checkpointLongReadMs: 1000,
   overloadRetryMs: 20
 }

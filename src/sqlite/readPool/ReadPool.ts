@@ -27,6 +27,8 @@ import type { ReaderBugs, ReadFailure, ReadRequest, ReadResult, StreamBatchBound
 import { ReadCursor, endRead, epochFailure, execute, readiness, timeLimitFailure, tryPin } from "./pinning.ts"
 import type { FromWorker, ReadWorkerData, ToWorker } from "./readWorker.ts"
 import type { ReadVersions } from "./versions.ts"
+import type { ReadHorizon } from "./horizon.ts"
+import { ReadsInProgress } from "./horizon.ts"
 
 export interface ReadPoolLimits {
   /** Reader connections (worker threads) per leading database. */
@@ -73,6 +75,9 @@ export interface DatabaseReaders {
    * connection open past the wait (README.md: a known limit). */
   readonly close: () => void
   readonly stats: () => ReadersStats
+  /** Which reads may still hold a snapshot (horizon.ts): the writer's checkpoints back off
+   * until the reads that held one back have ended. */
+  readonly horizon: () => ReadHorizon
 }
 
 export interface ReadersStats {
@@ -252,6 +257,9 @@ class WorkerReaders implements DatabaseReaders {
   private served = 0
   private terminated = 0
   private readonly meter = new StreamMeter()
+  /** By slot: from dispatch until the slot is free again, or its thread gone (a stuck one keeps
+   * its snapshot until it exits). */
+  private readonly reading = new ReadsInProgress()
 
   constructor(
     private readonly options: ReadersOptions,
@@ -431,6 +439,7 @@ class WorkerReaders implements DatabaseReaders {
   private freeSlot(slot: WorkerSlot): void {
     if (slot.state === "busy") slot.state = "idle"
     slot.running = null
+    this.reading.end(slot)
   }
 
   private clearTimer(pending: PendingRead): void {
@@ -490,6 +499,8 @@ class WorkerReaders implements DatabaseReaders {
 
   readonly changed = (): void => {}
 
+  readonly horizon = (): ReadHorizon => this.reading.horizon()
+
   readonly stats = (): ReadersStats => {
     let busy = 0
     let stuck = 0
@@ -546,6 +557,7 @@ class WorkerReaders implements DatabaseReaders {
       idle.state = "busy"
       idle.running = pending
       pending.slot = idle
+      this.reading.begin(idle)
       if (pending.stream === null) {
         idle.worker.postMessage({ _tag: "Read", id: pending.id, request: pending.request } satisfies ToWorker)
       } else {
@@ -592,8 +604,7 @@ class WorkerReaders implements DatabaseReaders {
       }
       case "Done": {
         const pending = slot.running
-        if (slot.state === "busy") slot.state = "idle"
-        slot.running = null
+        this.freeSlot(slot)
         if (pending !== null && pending.id === message.id) {
           this.served++
           this.finish(pending, fromResult(message.result), true)
@@ -614,6 +625,7 @@ class WorkerReaders implements DatabaseReaders {
    * let pump start a replacement. */
   private onGone(slot: WorkerSlot, why: string): void {
     if (Atomics.compareExchange(slot.openFlag, 0, 1, 0) === 1) this.options.versions.connectionClosed()
+    this.reading.end(slot)
     if (!this.slots.delete(slot)) return
     const pending = slot.running
     slot.running = null
@@ -694,6 +706,8 @@ class InThreadReaders implements DatabaseReaders {
   private readonly meter = new StreamMeter()
   /** Streamed reads in progress: closing ends them before their connections close. */
   private readonly cursors = new Set<ReadCursor>()
+  /** By connection: from its acquisition by a read until it is back among the idle ones. */
+  private readonly reading = new ReadsInProgress()
   private wake = Deferred.unsafeMake<void>(fakeFiberId)
 
   constructor(
@@ -716,13 +730,8 @@ class InThreadReaders implements DatabaseReaders {
         if (!result.ok) return yield* Effect.fail(toFailure(result.failure))
         return result.outcome
       })
-    const acquire = Effect.sync(() => this.idle.pop() ?? this.open())
-    const release = (connection: Connection) =>
-      Effect.sync(() => {
-        if (!connection.db.open) return
-        endRead(connection)
-        this.idle.push(connection)
-      })
+    const acquire = Effect.sync(() => this.acquire())
+    const release = (connection: Connection) => Effect.sync(() => this.release(connection))
     return Effect.suspend(() => {
       if (this.closed) return Effect.fail(new SqlNotLeader({ leader: null, message: "the database is no longer led here" }))
       if (this.inFlight >= this.limits.readWorkersMax + this.limits.readQueueMax) {
@@ -763,12 +772,7 @@ class InThreadReaders implements DatabaseReaders {
       yield* Effect.acquireRelease(Effect.interruptible(self.permits.take(1)), () => self.permits.release(1)).pipe(
         Effect.timeoutFail({ duration: timeLimitMs, onTimeout: () => new SqlBusy({ message: `no reader was free within the read's time limit (${timeLimitMs} ms)` }) })
       )
-      const connection = yield* Effect.acquireRelease(Effect.sync(() => self.idle.pop() ?? self.open()), (c) =>
-        Effect.sync(() => {
-          if (!c.db.open) return
-          endRead(c)
-          self.idle.push(c)
-        }))
+      const connection = yield* Effect.acquireRelease(Effect.sync(() => self.acquire()), (c) => Effect.sync(() => self.release(c)))
       const request: ReadRequest = { sql, params, epoch, deadlineAt: Date.now() + timeLimitMs, timeLimitMs }
       yield* Effect.timeoutFail(self.pinReady(connection, request), {
         duration: Math.max(0, request.deadlineAt - Date.now()),
@@ -854,6 +858,21 @@ class InThreadReaders implements DatabaseReaders {
     this.all.clear()
     this.idle.length = 0
     this.changed()
+  }
+
+  readonly horizon = (): ReadHorizon => this.reading.horizon()
+
+  private acquire(): Connection {
+    const connection = this.idle.pop() ?? this.open()
+    this.reading.begin(connection)
+    return connection
+  }
+
+  private release(connection: Connection): void {
+    this.reading.end(connection)
+    if (!connection.db.open) return
+    endRead(connection)
+    this.idle.push(connection)
   }
 
   private open(): Connection {

@@ -74,7 +74,7 @@ export interface SqliteClusterOptions {
   /** Known bugs of the state machine (mutation tests of the checkers). */
   readonly machineBugs?: SqliteMachineBugs
   /** Bugs of the SQL surface (ReplicatedDatabases' `bugs`), for mutation tests. */
-  readonly databasesBugs?: { readonly ownCopyReadsAtOnce?: boolean; readonly proposeThroughWorker?: boolean; readonly savepointFirstStatement?: boolean }
+  readonly databasesBugs?: { readonly ownCopyReadsAtOnce?: boolean; readonly proposeThroughWorker?: boolean; readonly savepointFirstStatement?: boolean; readonly checkpointWithoutBackoff?: boolean }
   /** Where reads run: in the main thread by default (the simulator's one deterministic thread
    * cannot wait for a worker), or worker threads (real-runtime tests). */
   readonly readPool?: "in-thread" | "workers"
