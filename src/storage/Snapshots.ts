@@ -43,6 +43,7 @@ import type { Leftovers } from "./leftovers.ts"
 import { leftoversOf } from "./leftovers.ts"
 import type { DiskFailure, SnapshotError } from "./errors.ts"
 import type { IncomingSnapshot, SnapshotInbox, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
+import { SnapshotSkipped } from "../actors/snapshotData.ts"
 import { decodeMembership, encodeMembership } from "./format.ts"
 
 export interface SnapshotsOptions {
@@ -110,7 +111,9 @@ export interface SnapshotReader {
 
 export interface SnapshotsService {
   readonly chunkBytesMax: number
-  readonly create: (meta: SnapshotMeta) => Effect.Effect<SnapshotWriter, SnapshotError, Scope.Scope>
+  /** Starts writing snapshot `meta`. SnapshotSkipped while the store holds more than `retain`
+   * snapshots (one pinned by a transfer): see the disk-use rule in `create`. */
+  readonly create: (meta: SnapshotMeta) => Effect.Effect<SnapshotWriter, SnapshotError | SnapshotSkipped, Scope.Scope>
   /** The newest committed snapshot (its header and trailer checked), or null. */
   readonly latest: Effect.Effect<SnapshotMeta | null, SnapshotError>
   /** Committed snapshots, oldest first (by index, then term), from their file names. */
@@ -141,7 +144,7 @@ export const writeSnapshotFrom = <E>(
   snapshots: SnapshotsService,
   meta: SnapshotMeta,
   produce: (sink: SnapshotSink) => Effect.Effect<void, E>
-): Effect.Effect<void, SnapshotError | E> =>
+): Effect.Effect<void, SnapshotError | SnapshotSkipped | E> =>
   Effect.scoped(
     Effect.gen(function*() {
       const writer = yield* snapshots.create(meta)
@@ -313,6 +316,14 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
 
     const create = (meta: SnapshotMeta) =>
       Effect.gen(function* () {
+        // Disk use (issue 17: ≤ 2× the databases plus the log): a snapshot is written beside the
+        // newest one, never beside a second one a transfer still holds (a third copy of the
+        // databases). Skipped until the transfer ends; the Raft actor asks again later, and the
+        // log keeps what the snapshot would have compacted meanwhile.
+        const held = (yield* list).filter((found) => !pruning.has(snapshotFileName(found.index, found.term)))
+        if (held.length > retain) {
+          return yield* new SnapshotSkipped({ reason: `the store holds ${held.length} snapshots, ${held.length - retain} of them kept only for a transfer still under way: the next waits until it ends` })
+        }
         const finalPath = path.join(dir, snapshotFileName(meta.index, meta.term))
         const tmpPath = `${finalPath}.${tmpCounter++}.tmp`
         const header = encodeHeader(meta)
