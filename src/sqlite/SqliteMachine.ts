@@ -28,7 +28,7 @@
 // bytes arrived (receivedImages.ts, durable by then); any other install streams every image
 // into `<file>.tmp` and fsyncs it. Then it renames them all,
 // fsyncs the directory and writes `applied-state` last. A crash before the renames leaves the old
-// files (the temp files go at start); a crash after some of them leaves files the record says are
+// files (the temp files are set aside at start); a crash after some of them leaves files the record says are
 // older than the snapshot the log installed, so the next start installs that snapshot again
 // (`needsBootSnapshot`): the node serves either the old state or the new one, never a mix.
 import { Cause, Effect } from "effect"

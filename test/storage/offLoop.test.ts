@@ -250,6 +250,9 @@ describe("thread-pool reads and writes", () => {
       yield* write(1) // 2 chunks: a sync starts, and waits at the gate
       yield* write(2) // not held by it
       const held = yield* Effect.fork(write(3)) // 2 more: the next sync waits for the first
+      // The first sync reaches the gate once its write-behind flush ends on the pool: waited for
+      // (bounded), not assumed within a fixed sleep (under load it took longer than 50 ms).
+      for (let i = 0; i < 500 && syncsWaiting === 0; i++) yield* Effect.sleep("10 millis")
       yield* Effect.sleep("50 millis")
       const heldWhileGated = (yield* Fiber.poll(held))._tag === "None"
       const waitingWhileGated = syncsWaiting
