@@ -206,7 +206,8 @@ export function dataDirBreakdown(dir: string): string {
     }
   }
   walk(dir)
-  return [...kinds].filter(([, k]) => k.bytes >= mib || k.count > 1).map(([kind, k]) => `${kind} ${k.count}: ${(k.bytes / mib).toFixed(0)} MB`).join(", ")
+  // Small bookkeeping files (identity, lock, metadata, applied-state) are left out.
+  return [...kinds].filter(([kind, k]) => kind !== "other" || k.bytes >= mib).map(([kind, k]) => `${kind} ${k.count}: ${(k.bytes / mib).toFixed(0)} MB`).join(", ")
 }
 
 /** The last `boot: wired …` line of a node's log (Node.ts: where its start's time went). */
