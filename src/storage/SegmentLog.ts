@@ -191,6 +191,7 @@ class Writer {
    * interrupted removal), oldest first: `removeLeftovers` unlinks them on the thread pool once
    * the node serves, instead of the open holding the boot for them (~0.45 s per GiB). */
   private leftovers: Array<string>
+  private removingLeftovers = false
 
   constructor(
     private readonly disk: DiskService,
@@ -215,18 +216,20 @@ class Writer {
    * leaves a gap the next open reads as leftovers again. */
   removeLeftovers(): Effect.Effect<void, DiskFailure> {
     const self = this
-    return Effect.gen(function*() {
-      let removed = false
-      for (let file = self.leftovers[0]; file !== undefined; file = self.leftovers[0]) {
-        // A full-disk `recover` reopens the directory meanwhile and may list one again.
-        if (yield* self.disk.exists(file)) {
-          // Taken off the list only once gone: a failure leaves it for the next call.
-          yield* unlinkOffLoop(self.disk, file)
-          removed = true
+    return Effect.suspend(() => {
+      // One removal at a time (the node's call after boot and the background remover): the one
+      // running goes on until the list is empty, new arrivals included.
+      if (self.removingLeftovers) return Effect.void
+      self.removingLeftovers = true
+      return Effect.gen(function*() {
+        for (let file = self.leftovers[0]; file !== undefined; file = self.leftovers[0]) {
+          // A full-disk `recover` reopens the directory meanwhile and may list one again.
+          // Taken off the list only once gone: a failure leaves it for the next call. No
+          // directory fsync: a segment that comes back after a crash is left out again.
+          if (yield* self.disk.exists(file)) yield* unlinkOffLoop(self.disk, file)
+          if (self.leftovers[0] === file) self.leftovers.shift()
         }
-        if (self.leftovers[0] === file) self.leftovers.shift()
-      }
-      if (removed) yield* self.disk.fsyncDir(self.dir)
+      }).pipe(Effect.ensuring(Effect.sync(() => void (self.removingLeftovers = false))))
     })
   }
 
