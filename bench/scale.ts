@@ -84,6 +84,9 @@ export interface ScaleReport {
   readonly memoryPeaksMb: Readonly<Record<string, Readonly<Record<string, number>>>>
   /** Bytes in each node's data dir at the end. */
   readonly diskBytes: Readonly<Record<string, number>>
+  /** What each node's data dir held at the end (and each killed node just before its kill), by
+   * kind of file (`dataDirBreakdown`). */
+  readonly diskBreakdown: Readonly<Record<string, string>>
   /** The machine while it ran: 1-minute load average before and after, and its cores. */
   readonly machine: { readonly loadBefore: number; readonly loadAfter: number; readonly cpus: number }
 }
@@ -169,6 +172,52 @@ function dirBytes(dir: string): number {
     total += entry.isDirectory() ? dirBytes(full) : fs.statSync(full).size
   }
   return total
+}
+
+/** A node's data dir by kind of file: count and MB of log segments, snapshots, snapshots being
+ * taken (.tmp) or received (.part), database files, their WALs, anything else. Issue 17's disk
+ * rule (≤ 2× the database plus the log's retention) is read off it. */
+export function dataDirBreakdown(dir: string): string {
+  const kinds = new Map<string, { count: number; bytes: number }>()
+  const add = (kind: string, bytes: number) => {
+    const k = kinds.get(kind) ?? { count: 0, bytes: 0 }
+    k.count++
+    k.bytes += bytes
+    kinds.set(kind, k)
+  }
+  const walk = (at: string) => {
+    if (!fs.existsSync(at)) return
+    for (const entry of fs.readdirSync(at, { withFileTypes: true })) {
+      const full = path.join(at, entry.name)
+      if (entry.isDirectory()) {
+        walk(full)
+        continue
+      }
+      const name = entry.name
+      const bytes = fs.statSync(full).size
+      const kind = name.endsWith(".seg") ? "segments"
+        : name.endsWith(".snap") ? "snapshots"
+        : name.endsWith(".tmp") ? "tmp"
+        : name.endsWith(".part") ? "incoming"
+        : name.endsWith("-wal") ? "wal"
+        : name.endsWith(".db") ? "db"
+        : "other"
+      add(kind, bytes)
+    }
+  }
+  walk(dir)
+  // Small bookkeeping files (identity, lock, metadata, applied-state) are left out.
+  return [...kinds].filter(([kind, k]) => kind !== "other" || k.bytes >= mib).map(([kind, k]) => `${kind} ${k.count}: ${(k.bytes / mib).toFixed(0)} MB`).join(", ")
+}
+
+/** The last `boot: wired …` line of a node's log (Node.ts: where its start's time went). */
+function lastBootLine(logDir: string, name: string): string {
+  try {
+    const lines = fs.readFileSync(path.join(logDir, `${name}.log`), "utf8").split("\n").filter((l) => l.includes("boot: "))
+    return lines.slice(-4).join("\n    ")
+  } catch {
+    return ""
+  }
 }
 
 /** Names in a node's snapshots dir (finished snapshots, not temporary files). */
@@ -408,7 +457,10 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     // Restart: kill -9 of a follower, then back on its data dir.
     const leaderNow = await until("a leader", 60_000, () => leaderHealth(members))
     const victim = (await Promise.all(members.map(async (n) => ({ n, h: await health(n) })))).find(({ h }) => h !== null && h.role !== "leader")?.n ?? n3
+    const breakdown: Record<string, string> = {}
     const killed = new Promise<void>((resolve) => victim.child.once("exit", () => resolve()))
+    breakdown[`${victim.name}-killed`] = dataDirBreakdown(victim.dataDir)
+    log(`  ${victim.name} before its kill: ${breakdown[`${victim.name}-killed`]}`)
     victim.child.kill("SIGKILL")
     await killed
     const restartStarted = performance.now()
@@ -424,12 +476,14 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     })
     const caughtUpMs = performance.now() - restartStarted
     rss[`${victim.name}-restarted`] = peakRssMb(victim.child.pid)
-    log(`  restart of ${victim.name}: answers after ${answersMs.toFixed(0)} ms, caught up after ${caughtUpMs.toFixed(0)} ms`)
+    log(`  restart of ${victim.name}: answers after ${answersMs.toFixed(0)} ms, caught up after ${caughtUpMs.toFixed(0)} ms\n    ${lastBootLine(dir, victim.name)}`)
     // The leader too: its main file lags to its last checkpoint, so before issue 17's boot
     // replay it restored its whole snapshot at every restart.
     const leaderBefore = await until("a leader", 60_000, () => leaderHealth(members))
     const leaderNode = (await Promise.all(members.map(async (n) => ({ n, h: await health(n) })))).find(({ h }) => h?.role === "leader")?.n ?? n1
     const leaderKilled = new Promise<void>((resolve) => leaderNode.child.once("exit", () => resolve()))
+    breakdown[`${leaderNode.name}-killed-leader`] = dataDirBreakdown(leaderNode.dataDir)
+    log(`  ${leaderNode.name} before its kill: ${breakdown[`${leaderNode.name}-killed-leader`]}`)
     leaderNode.child.kill("SIGKILL")
     await leaderKilled
     const leaderRestartStarted = performance.now()
@@ -445,7 +499,8 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
     })
     const leaderCaughtUpMs = performance.now() - leaderRestartStarted
     rss[`${leaderNode.name}-restarted-leader`] = peakRssMb(leaderNode.child.pid)
-    log(`  restart of the leader ${leaderNode.name}: answers after ${leaderAnswersMs.toFixed(0)} ms, caught up after ${leaderCaughtUpMs.toFixed(0)} ms`)
+    log(`  restart of the leader ${leaderNode.name}: answers after ${leaderAnswersMs.toFixed(0)} ms, caught up after ${leaderCaughtUpMs.toFixed(0)} ms\n    ${lastBootLine(dir, leaderNode.name)}`)
+    for (const node of nodes) breakdown[node.name] = dataDirBreakdown(node.dataDir)
     const joinMbPerSecond = databaseBytes / mib / joinSeconds
     const result: ScaleReport = {
       gib,
@@ -465,6 +520,7 @@ export async function main(args: ReadonlyArray<string>): Promise<void> {
       restart: { node: victim.name, answersMs, caughtUpMs },
       leaderRestart: { node: leaderNode.name, answersMs: leaderAnswersMs, caughtUpMs: leaderCaughtUpMs },
       diskBytes: Object.fromEntries(nodes.map((n) => [n.name, dirBytes(n.dataDir)])),
+      diskBreakdown: breakdown,
       machine: { loadBefore, loadAfter: os.loadavg()[0]!, cpus: os.cpus().length }
     }
     process.stdout.write(renderReport(result))
@@ -495,7 +551,8 @@ export function renderReport(r: ScaleReport): string {
       `| longest small write with no load transaction in flight | ${r.causes.noLoad.withSnapshotOrCheckpointMaxMs.toFixed(0)} ms with a snapshot or checkpoint running, ${r.causes.noLoad.withoutMaxMs.toFixed(0)} ms without (${r.causes.noLoad.writes} writes) |`
     ]),
     `| memory peaks (rss / heap / external / arrayBuffers, MB) | ${Object.entries(r.memoryPeaksMb).map(([n, m]) => `${n} ${m["rss"] ?? 0} / ${m["heap"] ?? 0} / ${m["external"] ?? 0} / ${m["arrayBuffers"] ?? 0}`).join(", ")} |`,
-    `| data dir per node | ${Object.entries(r.diskBytes).map(([n, v]) => `${n} ${mb(v)}`).join(", ")} |`
+    `| data dir per node | ${Object.entries(r.diskBytes).map(([n, v]) => `${n} ${mb(v)}`).join(", ")} |`,
+    `| data dir by kind of file (at the end; before each kill) | ${Object.entries(r.diskBreakdown).map(([n, v]) => `${n}: ${v}`).join("; ")} |`
   ]
   return `${lines.join("\n")}\n`
 }

@@ -155,9 +155,11 @@ export { copyOnWriteIndexBytesPerPage } from "./sqlite/CopyOnWrite.ts"
 export { syncEveryBytesDefault } from "./sqlite/SqliteMachine.ts"
 /** Deleting a large file: its unlink runs on the thread pool (Disk.unlinkAsync: ~0.45 s per GiB
  * of blocks freed on the dev VM, on the loop a 2.5 s hold), a pruned snapshot's and a log
- * segment's, and a persist removes at most `obsoleteSegmentsPerPersist` (1) obsolete segment, so
- * a compaction of a GiB of log is spread over the next persists instead of holding one. */
-export { obsoleteSegmentsPerPersist } from "./storage/SegmentLog.ts"
+ * segment's. Segments a compaction made obsolete leave the log when it is durable and are
+ * unlinked in the background, one at a time, never inside a persist; what a start finds left by
+ * an earlier run (segments before the base, a snapshot half taken or received, WALs) is renamed
+ * away and unlinked only once the node serves (src/storage/leftovers.ts). No bound to name: one
+ * unlink at a time, nothing waits for it. */
 /** A received snapshot's writes queued behind its receive loop, per file set (the store's file;
  * the images' files), each in a reused buffer of one chunk (1 MiB): the loop reads the socket
  * while the disk writes, and a joiner holds at most 2 × 4 MiB for it (src/storage/writeBehind.ts). */

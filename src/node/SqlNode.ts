@@ -116,6 +116,12 @@ export const start = (options: SqlNodeOptions): Effect.Effect<SqlNode, SqlNodeSt
       onClientConnection: slot.handler,
       ...(options.tls !== undefined ? { tls: options.tls } : {})
     })
+    // WALs and half-installed images the machine's open set aside: unlinked on the thread pool
+    // now that the node serves, never on the boot path (src/storage/leftovers.ts).
+    yield* node.stateMachine.removeLeftovers.pipe(
+      Effect.catchAll((error) => Effect.logWarning(`could not remove database files left by an earlier run (the next start tries again): ${String(error)}`)),
+      Effect.forkScoped
+    )
     return yield* Effect.annotateLogs(serve(options, node, slot, tickMs, joining), nodeIdLabel, String(node.identity.nodeId))
   })
 

@@ -59,7 +59,12 @@ export function scheduleEntryLoad(st: Step): void {
   const log = s.log
   let need: LogIndex | null = null
   const applyTo = Math.min(log.committed, log.stable)
-  if (applyTo > log.applied && isEvicted(st, log.applied + 1)) need = log.applied + 1
+  // Only when the applier can take them (the bound `finish` hands out by): else they were read,
+  // dropped at the step's end unused, and asked for again at once, a loop that held a follower's
+  // event loop while its applier took a 4 GiB snapshot (issue 17). Its next progress report
+  // (Applied) is a step, which asks then.
+  const applierHasRoom = s.applyInflightBytes === 0 || s.applyInflightBytes < s.config.applyInflightBytesMax
+  if (applyTo > log.applied && applierHasRoom && isEvicted(st, log.applied + 1)) need = log.applied + 1
   if (need === null && s.role === "leader") {
     const last = lastIndex(log)
     for (const pr of s.progress.values()) {

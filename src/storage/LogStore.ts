@@ -6,7 +6,7 @@ import { assert } from "../assert.ts"
 import type { PersistBatch, Recovered, RecoveredBounded } from "../raft/storage.ts"
 import type { Entry, LogIndex } from "../raft/types.ts"
 import { entrySizeBytes } from "../raft/types.ts"
-import type { StorageError } from "./errors.ts"
+import type { DiskFailure, StorageError } from "./errors.ts"
 import { EntriesUnavailable } from "./errors.ts"
 import { LogState } from "./logState.ts"
 import type { LogOperation } from "./logState.ts"
@@ -53,6 +53,11 @@ export interface LogStoreService {
    * the entry the index says (checksum, index or term), `LogStoreBroken` while the store is
    * broken. lo > hi reads nothing. */
   readonly read: (lo: LogIndex, hi: LogIndex) => Effect.Effect<ReadonlyArray<Entry>, StorageError>
+  /** Deletes the files the open found no longer part of the log (segments before the base, left
+   * by a compaction or an interrupted removal), on the thread pool: the node runs it once it
+   * serves, so a restart never waits for them. Until then, and after a crash, they are harmless:
+   * the next open leaves them out again. Absent: nothing to remove (the memory store). */
+  readonly removeLeftovers?: Effect.Effect<void, DiskFailure>
 }
 
 export class LogStore extends Context.Tag("tqlite/storage/LogStore")<LogStore, LogStoreService>() {

@@ -17,7 +17,7 @@
 // - deleting old segments needs no directory fsync: a segment that comes back after a crash is
 //   replayed and deleted again (segments always form a run that replays to the same state).
 import * as path from "node:path"
-import { Cause, Effect, Layer } from "effect"
+import { Cause, Effect, Layer, Queue } from "effect"
 import type { Scope } from "effect"
 import { assert } from "../assert.ts"
 import { Mutex } from "../runtime/Mutex.ts"
@@ -25,7 +25,7 @@ import { yieldToLoop } from "../runtime/yieldToLoop.ts"
 import { trace } from "../runtime/trace.ts"
 import type { RecoveredBounded } from "../raft/storage.ts"
 import type { Entry, LogIndex, LogSlot } from "../raft/types.ts"
-import { Disk, ensureDir, unlinkOffLoop, writeDurable, writeFileAtomic, writeOffLoop } from "./Disk.ts"
+import { Disk, ensureDir, unlinkOffLoop, withFile, writeDurable, writeFileAtomic, writeOffLoop } from "./Disk.ts"
 import type { DiskFile, DiskService } from "./Disk.ts"
 import { ClusterIdMismatch, EntriesUnavailable, LogCorrupted, LogStoreBroken, UnknownFormatVersion } from "./errors.ts"
 import type { DiskFailure, StorageError } from "./errors.ts"
@@ -72,9 +72,6 @@ export interface SegmentLogOptions {
 }
 
 export const segmentBytesMaxDefault = 64 * 1024 * 1024
-/** Obsolete segments one persist removes (see `removeObsoleteSegments`): one segment of at most
- * `segmentBytesMax` (or one large record) per persist, ~30 ms of unlink at 64 MiB. */
-export const obsoleteSegmentsPerPersist = 1
 export const metadataFileName = "tqlite-log.meta"
 const segmentNamePattern = /^log-(\d{20})\.seg$/
 /** Groups up to this size are encoded into one reused buffer. */
@@ -118,6 +115,16 @@ export const SegmentLog = {
           new Writer(disk, options.dir, options.clusterId, segmentBytesMax, recovery, file, options.bugs?.readOneRecordOff === true ? 1 : 0)),
         (writer) => Effect.ignore(writer.close())
       )
+      // Segments a compaction retired are unlinked in the background, one at a time on the
+      // thread pool (the writer wakes it; a sliding queue of one coalesces the wake-ups).
+      const wake = yield* Queue.sliding<void>(1)
+      writer.onLeftovers = () => void Queue.unsafeOffer(wake, undefined)
+      yield* Queue.take(wake).pipe(
+        Effect.zipRight(writer.removeLeftovers()),
+        Effect.catchAll((error) => Effect.logWarning(`log: could not remove an obsolete segment (tried again after the next compaction, or at the next start): ${String(error)}`)),
+        Effect.forever,
+        Effect.forkScoped
+      )
       // A lock of a few Effect operations, not a semaphore's ~25: persist runs once per entry.
       const mutex = new Mutex()
       return {
@@ -127,7 +134,9 @@ export const SegmentLog = {
         recover: mutex.withLock(writer.recover()),
         // Under the same lock as persist: the positions and the files agree, and no segment is
         // removed under the read (a read-back is bounded by the core's entryLoadBytesMax).
-        read: (lo, hi) => mutex.withLock(writer.read(lo, hi))
+        read: (lo, hi) => mutex.withLock(writer.read(lo, hi)),
+        // Not under the lock: the files it removes are no longer part of the log.
+        removeLeftovers: writer.removeLeftovers()
       }
     }),
 
@@ -175,11 +184,14 @@ class Writer {
   /** Set with `broken` when the failed persist can be undone in place (a full disk before any
    * old segment was removed). */
   private revertTo: RevertPoint | null = null
-  /** True while `persist` removes obsolete segments: a failure then cannot be reverted. */
-  private removing = false
   private scratch = new Uint8Array(0)
   /** Small appends go to the thread pool until then (performance.now(); see slowSyncAppendMs). */
   private smallAppendsOffLoopUntilMs = 0
+  /** Segments the open found no longer part of the log (before the base, or left by an
+   * interrupted removal), oldest first: `removeLeftovers` unlinks them on the thread pool once
+   * the node serves, instead of the open holding the boot for them (~0.45 s per GiB). */
+  private leftovers: Array<string>
+  private removingLeftovers = false
 
   constructor(
     private readonly disk: DiskService,
@@ -196,6 +208,29 @@ class Writer {
     this.positions = recovery.positions
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
+    this.leftovers = [...recovery.leftovers]
+  }
+
+  /** Unlinks the segments the open left (see `leftovers`), one at a time on the thread pool, in
+   * any order: each is before the first segment the log replays from, so a crash half-way
+   * leaves a gap the next open reads as leftovers again. */
+  removeLeftovers(): Effect.Effect<void, DiskFailure> {
+    const self = this
+    return Effect.suspend(() => {
+      // One removal at a time (the node's call after boot and the background remover): the one
+      // running goes on until the list is empty, new arrivals included.
+      if (self.removingLeftovers) return Effect.void
+      self.removingLeftovers = true
+      return Effect.gen(function*() {
+        for (let file = self.leftovers[0]; file !== undefined; file = self.leftovers[0]) {
+          // A full-disk `recover` reopens the directory meanwhile and may list one again.
+          // Taken off the list only once gone: a failure leaves it for the next call. No
+          // directory fsync: a segment that comes back after a crash is left out again.
+          if (yield* self.disk.exists(file)) yield* unlinkOffLoop(self.disk, file)
+          if (self.leftovers[0] === file) self.leftovers.shift()
+        }
+      }).pipe(Effect.ensuring(Effect.sync(() => void (self.removingLeftovers = false))))
+    })
   }
 
   private start(recovery: Recovery, file: DiskFile): void {
@@ -205,6 +240,7 @@ class Writer {
     this.activeBytes = recovery.active.bytes
     this.activeRecords = recovery.active.records
     this.file = file
+    for (const leftover of recovery.leftovers) if (!this.leftovers.includes(leftover)) this.leftovers.push(leftover)
   }
 
   /**
@@ -220,8 +256,8 @@ class Writer {
    *   fdatasync), so no byte of unknown state stays in the log;
    * - the state is then rebuilt by the same replay a restart runs (openDirectory), not from
    *   memory, so the writer continues from what the disk holds;
-   * - a failure while old segments were being removed is not undone (the base may already need
-   *   them gone): the store stays broken and the node stops, as before.
+   * - old segments are never removed inside a persist (a background remover unlinks those a
+   *   compaction retired), so every failed persist left only its own writes to undo.
    */
   recover(): Effect.Effect<void, StorageError> {
     const self = this
@@ -309,8 +345,7 @@ class Writer {
       const markBroken = (cause: Cause.Cause<DiskFailure>): void => {
         this.broken = new LogStoreBroken({ cause })
         const fullDisk = cause._tag === "Fail" && cause.error._tag === "DiskFull"
-        this.revertTo = fullDisk && !this.removing ? point : null
-        this.removing = false
+        this.revertTo = fullDisk ? point : null
       }
       let run: Staging
       try {
@@ -321,10 +356,16 @@ class Writer {
       }
       const fast = this.durableInOne(run)
       // The usual group: one uninterruptible write (a failure is Fail or Die, never Interrupt).
-      if (fast !== null) return Effect.catchAllCause(fast, (cause) => Effect.zipRight(Effect.sync(() => markBroken(cause)), Effect.failCause(cause)))
+      if (fast !== null) {
+        return Effect.matchCauseEffect(fast, {
+          onFailure: (cause) => Effect.zipRight(Effect.sync(() => markBroken(cause)), Effect.failCause(cause)),
+          onSuccess: () => Effect.sync(() => this.retireObsoleteSegments())
+        })
+      }
       return Effect.onExit(restore(this.stageThenWrite(run)), (exit) =>
         Effect.sync(() => {
           if (exit._tag === "Failure") markBroken(exit.cause)
+          else this.retireObsoleteSegments()
         }))
     }))
   }
@@ -344,16 +385,13 @@ class Writer {
    * null otherwise. Every earlier write was synced by the persist that made it, as
    * writeDurable needs. */
   private durableInOne(run: Staging): Effect.Effect<void, DiskFailure> | null {
-    // Obsolete segments (from this persist's compaction or left by an earlier one: one goes per
-    // persist) are removed on the slow path.
-    if (run.stopped || !run.written || run.rolled || this.hasObsoleteSegment()) return null
+    if (run.stopped || !run.written || run.rolled) return null
     for (const draft of run.pending) if (draft.payload.byteLength >= largeRecordPayloadBytes) return null
     return this.flushDurable(run.pending)
   }
 
   /** Writes what is staged: when staging stopped at a full segment, flushes, rolls and goes on
-   * staging; at the end, flush and fdatasync (and the directory's after a roll, and the removal
-   * of segments a compaction made obsolete). */
+   * staging; at the end, flush and fdatasync (and the directory's after a roll). */
   private stageThenWrite(run: Staging): Effect.Effect<void, DiskFailure> {
     if (run.stopped) {
       return Effect.zipRight(
@@ -370,13 +408,6 @@ class Writer {
     const { pending, written, rolled } = run
     let write: Effect.Effect<void, DiskFailure> = written ? Effect.zipRight(this.flush(pending), this.file.sync) : this.flush(pending)
     if (rolled) write = Effect.zipRight(write, this.disk.fsyncDir(this.dir))
-    // Also when the base did not move now: an earlier compaction may have left some.
-    if (this.hasObsoleteSegment()) {
-      write = Effect.zipRight(write, Effect.suspend(() => {
-        this.removing = true
-        return Effect.map(this.removeObsoleteSegments(), () => void (this.removing = false))
-      }))
-    }
     return write
   }
 
@@ -573,20 +604,21 @@ class Writer {
     for (const segment of this.segments) segment.neededUpTo = Math.min(segment.neededUpTo, upTo)
   }
 
-  /** At most `obsoleteSegmentsPerPersist` of the oldest segments the base no longer needs,
-   * unlinked on the thread pool; the rest go with the next persists (or at the next open). A
-   * snapshot after a load of large entries compacts a whole GiB of log at once: unlinked in one
-   * persist that held the log (and, synchronously, the event loop) ~0.45 s per GiB (issue 17's
-   * 2.5 s follower holds at 2 GiB), while every write waited for the next persist. */
-  private removeObsoleteSegments(): Effect.Effect<void, DiskFailure> {
-    const self = this
-    return Effect.gen(function* () {
-      for (let removed = 0; removed < obsoleteSegmentsPerPersist && self.hasObsoleteSegment(); removed++) {
-        const obsolete = self.segments.shift()!
-        yield* unlinkOffLoop(self.disk, obsolete.path)
-      }
-    })
+  /** After a persist made a compaction durable: the oldest segments the base no longer needs
+   * leave the log and go to `leftovers`, which the log's remover unlinks on the thread pool in the
+   * background, oldest first (`onLeftovers` wakes it). A snapshot after a load of large entries
+   * compacts a whole GiB of log at once: unlinked in the persist it held the log (and, on the
+   * loop, the event loop) ~0.45 s per GiB; one per persist instead left a GiB of them on disk
+   * while no write came, for the next start to read whole (7.5 s of a follower's 10 s restart
+   * at 2 GiB, issue 17). A crash before they are gone leaves segments the next open skips. */
+  private retireObsoleteSegments(): void {
+    if (!this.hasObsoleteSegment()) return
+    while (this.hasObsoleteSegment()) this.leftovers.push(this.segments.shift()!.path)
+    this.onLeftovers()
   }
+
+  /** Wakes the background remover (set by `SegmentLog.open`). */
+  onLeftovers: () => void = () => {}
 
   private hasObsoleteSegment(): boolean {
     return this.segments.length > 1 && this.segments[1]!.neededUpTo <= this.state.base.index
@@ -659,6 +691,8 @@ interface Recovery {
   readonly positions: EntryPositions
   readonly segments: Array<SegmentInfo>
   readonly active: { readonly path: string; readonly bytes: number; readonly records: number }
+  /** Segment files no longer part of the log, to unlink (`Writer.removeLeftovers`). */
+  readonly leftovers: ReadonlyArray<string>
 }
 
 function openDirectory(disk: DiskService, dir: string, clusterId: string, segmentBytesMax: number): Effect.Effect<Recovery, StorageError> {
@@ -678,11 +712,64 @@ function openDirectory(disk: DiskService, dir: string, clusterId: string, segmen
     if (seqs.length === 0) {
       return yield* new LogCorrupted({ file: dir, offset: 0, reason: "the directory has metadata but no log segment" })
     }
-    // Terms and positions only: the entries stay on disk (load and loadBounded read them).
-    const replay = yield* replaySegments(disk, dir, seqs, false, segmentBytesMax)
-    return yield* repair(disk, dir, replay)
+    // Terms and positions only: the entries stay on disk (load and loadBounded read them). The
+    // segments wholly before the base are not read at all (their checkpoints say so).
+    const skipped = yield* segmentsBeforeBase(disk, dir, seqs)
+    const replay = yield* replaySegments(disk, dir, seqs.slice(skipped), false, segmentBytesMax)
+    return yield* repair(disk, dir, { ...replay, leftovers: [...seqs.slice(0, skipped).map((seq) => path.join(dir, segmentFileName(seq))), ...replay.leftovers] })
   })
 }
+
+/** How many of the oldest segments (of `seqs`, ascending) a replay need not read: those wholly
+ * before the base the newest segment records (its checkpoint, or a compaction or snapshot record
+ * in it). Each segment opens with a checkpoint of the whole log state at that point, so a replay
+ * may start at any segment whose checkpoint's last index is at or below that base (every entry
+ * before it is compacted, and the base only grows). Reads the newest segment (the replay reads it
+ * anyway) and one checkpoint per older segment, newest first, never their entries: a node killed
+ * after a compaction left its old segments behind, and its restart read them all (1.8 GB, 7.5 s
+ * of a 10 s restart at 2 GiB: issue 17) only to delete them. Anything not read as a valid
+ * checkpoint stops the search: the replay then reads from there, as before, and reports it. */
+function segmentsBeforeBase(disk: DiskService, dir: string, seqs: ReadonlyArray<number>): Effect.Effect<number, DiskFailure> {
+  return Effect.gen(function*() {
+    // Only within the last consecutive run (what replaySegments reads).
+    let firstOfRun = seqs.length - 1
+    while (firstOfRun > 0 && seqs[firstOfRun - 1] === seqs[firstOfRun]! - 1) firstOfRun--
+    if (seqs.length - firstOfRun < 2) return 0
+    const newest = scanSegment(yield* disk.readFile(path.join(dir, segmentFileName(seqs[seqs.length - 1]!))), true)
+    const opening = newest.records[0]
+    const checkpoint = opening?.kind === RecordKind.checkpoint ? decodeCheckpoint(opening) : null
+    if (checkpoint === null) return 0
+    let baseIndex = checkpoint.base.index
+    for (const record of newest.records) {
+      if (record.kind === RecordKind.compact || record.kind === RecordKind.snapshot) baseIndex = Math.max(baseIndex, record.index)
+    }
+    if (checkpoint.lastIndex <= baseIndex) return seqs.length - 1
+    for (let i = seqs.length - 2; i > firstOfRun; i--) {
+      const checkpoint = yield* readCheckpoint(disk, path.join(dir, segmentFileName(seqs[i]!)))
+      if (checkpoint === null || checkpoint.segment !== seqs[i]) return 0
+      if (checkpoint.lastIndex <= baseIndex) return i
+    }
+    return 0
+  })
+}
+
+/** The checkpoint that opens a segment file (its first record), or null when that is not a
+ * valid checkpoint. Reads the record only. */
+function readCheckpoint(disk: DiskService, file: string): Effect.Effect<Checkpoint | null, DiskFailure> {
+  return withFile(disk, file, "read", (handle) =>
+    Effect.gen(function*() {
+      const header = yield* handle.read(0, recordHeaderBytes)
+      if (header.byteLength < recordHeaderBytes) return null
+      const payloadBytes = new DataView(header.buffer, header.byteOffset, header.byteLength).getUint32(8, true)
+      if (payloadBytes > checkpointBytesMax) return null
+      const decoded = decodeRecordAt(yield* handle.read(0, recordHeaderBytes + payloadBytes), 0)
+      return decoded.ok && decoded.record.kind === RecordKind.checkpoint ? decodeCheckpoint(decoded.record) : null
+    }))
+}
+
+/** A checkpoint record's payload is a few hundred bytes (the membership is its largest part): a
+ * length above this is not one. */
+const checkpointBytesMax = 16 * 1024 * 1024
 
 function segmentSeqs(names: ReadonlyArray<string>): Array<number> {
   const seqs: Array<number> = []
@@ -962,17 +1049,11 @@ function repair(disk: DiskService, dir: string, replay: Replay): Effect.Effect<R
       )
       yield* rewriteTail(disk, last.path, last.validBytes, new Uint8Array(0))
     }
-    let removed = false
-    for (const leftover of replay.leftovers) {
-      yield* disk.unlink(leftover)
-      removed = true
-    }
-    while (segments.length > 1 && segments[1]!.neededUpTo <= state.base.index) {
-      yield* disk.unlink(segments.shift()!.path)
-      removed = true
-    }
-    if (removed) yield* disk.fsyncDir(dir)
-    return { state, positions: replay.positions, segments, active: { path: last.path, bytes, records } }
+    // Leftover and obsolete segments are not unlinked here: the node would wait for them
+    // (~0.45 s per GiB) before it serves. Out of the log, they go later (`removeLeftovers`).
+    const leftovers = [...replay.leftovers]
+    while (segments.length > 1 && segments[1]!.neededUpTo <= state.base.index) leftovers.push(segments.shift()!.path)
+    return { state, positions: replay.positions, segments, active: { path: last.path, bytes, records }, leftovers }
   })
 }
 

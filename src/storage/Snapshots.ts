@@ -28,7 +28,7 @@
 //           20  4 crc32c of trailer bytes [0, 20)
 import * as path from "node:path"
 import { crc32c } from "@node-rs/crc32"
-import { Context, Effect, Fiber, Layer, Option, Stream } from "effect"
+import { Context, Effect, Fiber, Layer, Option, Queue, Stream } from "effect"
 import type { Scope } from "effect"
 import { Packr } from "msgpackr"
 import { assert } from "../assert.ts"
@@ -39,8 +39,11 @@ import type { DiskFile, DiskService } from "./Disk.ts"
 import { Disk, ensureDir, readOffLoop, unlinkIfExists, unlinkOffLoop, withFile, writeFileAtomic, writeOffLoop } from "./Disk.ts"
 import { SnapshotCorrupted, SnapshotMissing } from "./errors.ts"
 import { WriteBehind } from "./writeBehind.ts"
+import type { Leftovers } from "./leftovers.ts"
+import { leftoversOf } from "./leftovers.ts"
 import type { DiskFailure, SnapshotError } from "./errors.ts"
 import type { IncomingSnapshot, SnapshotInbox, SnapshotSink, SnapshotSource } from "../actors/snapshotData.ts"
+import { SnapshotSkipped } from "../actors/snapshotData.ts"
 import { decodeMembership, encodeMembership } from "./format.ts"
 
 export interface SnapshotsOptions {
@@ -108,7 +111,9 @@ export interface SnapshotReader {
 
 export interface SnapshotsService {
   readonly chunkBytesMax: number
-  readonly create: (meta: SnapshotMeta) => Effect.Effect<SnapshotWriter, SnapshotError, Scope.Scope>
+  /** Starts writing snapshot `meta`. SnapshotSkipped while the store holds more than `retain`
+   * snapshots (one pinned by a transfer): see the disk-use rule in `create`. */
+  readonly create: (meta: SnapshotMeta) => Effect.Effect<SnapshotWriter, SnapshotError | SnapshotSkipped, Scope.Scope>
   /** The newest committed snapshot (its header and trailer checked), or null. */
   readonly latest: Effect.Effect<SnapshotMeta | null, SnapshotError>
   /** Committed snapshots, oldest first (by index, then term), from their file names. */
@@ -122,11 +127,14 @@ export interface SnapshotsService {
   /** Makes the received snapshot `meta` (complete: `finish` returned) a committed snapshot of
    * the store. Already committed: nothing to do. */
   readonly adopt: (meta: SnapshotMeta) => Effect.Effect<void, SnapshotError>
+  /** Unlinks, on the thread pool, what the open found left by an interrupted run (a snapshot
+   * half taken or half received) and set aside: the node runs it once it serves (leftovers.ts). */
+  readonly removeLeftovers: Effect.Effect<void, DiskFailure>
 }
 
 export class Snapshots extends Context.Tag("tqlite/storage/Snapshots")<Snapshots, SnapshotsService>() {
   static layer(options: SnapshotsOptions): Layer.Layer<Snapshots, SnapshotError, Disk> {
-    return Layer.effect(Snapshots, makeSnapshots(options))
+    return Layer.scoped(Snapshots, makeSnapshots(options))
   }
 }
 
@@ -136,7 +144,7 @@ export const writeSnapshotFrom = <E>(
   snapshots: SnapshotsService,
   meta: SnapshotMeta,
   produce: (sink: SnapshotSink) => Effect.Effect<void, E>
-): Effect.Effect<void, SnapshotError | E> =>
+): Effect.Effect<void, SnapshotError | SnapshotSkipped | E> =>
   Effect.scoped(
     Effect.gen(function*() {
       const writer = yield* snapshots.create(meta)
@@ -215,7 +223,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 // --- the store ---------------------------------------------------------------------------------
 
-function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsService, SnapshotError, Disk> {
+function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsService, SnapshotError, Disk | Scope.Scope> {
   return Effect.gen(function* () {
     const disk = yield* Disk
     const dir = options.dir
@@ -224,9 +232,17 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
     assert(retain >= 1, "keep at least one snapshot")
     assert(chunkBytesMax >= 1, "chunkBytesMax must be positive")
     yield* ensureDir(disk, dir)
-    for (const name of yield* disk.list(dir)) {
-      if (name.endsWith(".tmp")) yield* disk.unlink(path.join(dir, name))
+    // What an interrupted run left (a snapshot half taken: up to the databases' size) is only
+    // renamed now; `removeLeftovers` unlinks it once the node serves (leftovers.ts).
+    const names = yield* disk.list(dir)
+    const leftovers = leftoversOf(disk, dir, names)
+    for (const name of names) {
+      if (name.endsWith(".tmp")) yield* leftovers.discard(name)
     }
+    // Snapshots past `retain` (one a peer link was still sending when the node stopped): no
+    // transfer holds them now, and the disk holds one copy of the databases, not two.
+    const committed = names.map(parseSnapshotFileName).filter((found) => found !== null).sort((a, b) => a.index - b.index || a.term - b.term)
+    for (const old of committed.slice(0, Math.max(0, committed.length - retain))) yield* leftovers.discard(snapshotFileName(old.index, old.term))
     let tmpCounter = 0
     const incomingSyncBytes = options.incomingSyncBytes ?? incomingSyncBytesDefault
     assert(incomingSyncBytes >= chunkBytesMax, "incomingSyncBytes >= chunkBytesMax")
@@ -259,15 +275,29 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
 
     /** Snapshots a peer link is sending: kept past `retain` until it is done. */
     const pins = new Map<string, number>()
+    /** Being unlinked now: a commit's prune and the background one never unlink the same file. */
+    const pruning = new Set<string>()
     const prune = Effect.gen(function* () {
       const all = yield* list
       for (const old of all.slice(0, Math.max(0, all.length - retain))) {
         const name = snapshotFileName(old.index, old.term)
-        if ((pins.get(name) ?? 0) > 0) continue
+        if ((pins.get(name) ?? 0) > 0 || pruning.has(name)) continue
+        pruning.add(name)
         // Off the loop: freeing a GiB of blocks takes the unlink ~0.45 s here.
-        yield* unlinkOffLoop(disk, path.join(dir, name))
+        yield* Effect.ensuring(unlinkOffLoop(disk, path.join(dir, name)), Effect.sync(() => pruning.delete(name)))
       }
     })
+    // A snapshot kept past `retain` only for a transfer goes when that transfer ends, not at the
+    // next snapshot's commit (minutes later, or never on an idle cluster: issue 17 found a
+    // leader holding two 2 GiB snapshots after a join). Pruned by a fiber of the store's scope,
+    // woken by the release (a sliding queue of one coalesces the wake-ups).
+    const pruneWake = yield* Queue.sliding<void>(1)
+    yield* Queue.take(pruneWake).pipe(
+      Effect.zipRight(prune),
+      Effect.catchAll((error) => Effect.logWarning(`snapshots: could not prune a snapshot after its transfer ended (tried again at the next snapshot): ${String(error)}`)),
+      Effect.forever,
+      Effect.forkScoped
+    )
     const pin = (meta: SnapshotMeta) => () => {
       const name = snapshotFileName(meta.index, meta.term)
       pins.set(name, (pins.get(name) ?? 0) + 1)
@@ -277,12 +307,23 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
         released = true
         const left = (pins.get(name) ?? 1) - 1
         if (left > 0) pins.set(name, left)
-        else pins.delete(name)
+        else {
+          pins.delete(name)
+          Queue.unsafeOffer(pruneWake, undefined)
+        }
       }
     }
 
     const create = (meta: SnapshotMeta) =>
       Effect.gen(function* () {
+        // Disk use (issue 17: ≤ 2× the databases plus the log): a snapshot is written beside the
+        // newest one, never beside a second one a transfer still holds (a third copy of the
+        // databases). Skipped until the transfer ends; the Raft actor asks again later, and the
+        // log keeps what the snapshot would have compacted meanwhile.
+        const held = (yield* list).filter((found) => !pruning.has(snapshotFileName(found.index, found.term)))
+        if (held.length > retain) {
+          return yield* new SnapshotSkipped({ reason: `the store holds ${held.length} snapshots, ${held.length - retain} of them kept only for a transfer still under way: the next waits until it ends` })
+        }
         const finalPath = path.join(dir, snapshotFileName(meta.index, meta.term))
         const tmpPath = `${finalPath}.${tmpCounter++}.tmp`
         const header = encodeHeader(meta)
@@ -307,9 +348,9 @@ function makeSnapshots(options: SnapshotsOptions): Effect.Effect<SnapshotsServic
       })
 
     const incoming = makeIncoming({ disk, dir, chunkBytesMax, syncBytes: incomingSyncBytes, prune })
-    yield* incoming.recover
+    yield* incoming.recover(leftovers)
 
-    return { chunkBytesMax, create, latest, list, open, source, inbox: { receive: incoming.receive }, adopt: incoming.adopt }
+    return { chunkBytesMax, create, latest, list, open, source, inbox: { receive: incoming.receive }, adopt: incoming.adopt, removeLeftovers: leftovers.remove }
   })
 }
 
@@ -434,13 +475,18 @@ function makeIncoming(args: {
     return c === null ? Effect.void : Effect.zipRight(Effect.ignore(Effect.zipRight(c.writes.flush, awaitSync(c))), Effect.ignore(c.handle.close))
   })
 
-  /** At start: a partial file without a readable manifest naming it is garbage. */
-  const recover = Effect.gen(function*() {
-    const manifest = (yield* disk.exists(manifestPath)) ? decodeManifest(yield* disk.readFile(manifestPath)) : null
-    const keep = manifest === null ? null : incomingFileName(manifest.index, manifest.term)
-    if (manifest === null || !(yield* disk.exists(path.join(dir, keep!)))) return yield* discardAll(null)
-    yield* discardAll(keep)
-  })
+  /** At start: a partial file without a readable manifest naming it is garbage, set aside in
+   * `leftovers` (it may be GiBs: unlinked once the node serves). */
+  const recover = (leftovers: Leftovers) =>
+    Effect.gen(function*() {
+      const manifest = (yield* disk.exists(manifestPath)) ? decodeManifest(yield* disk.readFile(manifestPath)) : null
+      const named = manifest === null ? null : incomingFileName(manifest.index, manifest.term)
+      const keep = named !== null && (yield* disk.exists(path.join(dir, named))) ? named : null
+      for (const name of yield* disk.list(dir)) {
+        if (incomingPattern.test(name) && name !== keep) yield* leftovers.discard(name)
+      }
+      if (keep === null) yield* unlinkIfExists(disk, manifestPath)
+    })
 
   const writeManifest = (m: IncomingManifest) => writeFileAtomic(disk, manifestPath, encodeManifest(m))
 

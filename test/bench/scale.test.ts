@@ -59,6 +59,11 @@ describe("bench scale (smoke)", () => {
     expect(report.leaderRestart.answersMs).toBeGreaterThan(0)
     expect(report.leaderRestart.caughtUpMs).toBeGreaterThanOrEqual(report.leaderRestart.answersMs)
     for (const name of ["n1", "n2", "n3", "n4"]) expect(report.diskBytes[name]).toBeGreaterThan(report.databaseBytes)
+    // Each data dir by kind of file, at the end and before each kill: every node holds its
+    // database file and a snapshot.
+    expect(Object.keys(report.diskBreakdown).sort()).toEqual(["n1", "n2", "n3", "n4", `${report.restart.node}-killed`, `${report.leaderRestart.node}-killed-leader`].sort())
+    for (const [name, breakdown] of Object.entries(report.diskBreakdown)) expect(`${name}: ${breakdown}`).toMatch(/db 1: \d+ MB/)
+    for (const name of ["n1", "n2", "n3", "n4"]) expect(report.diskBreakdown[name]).toMatch(/snapshots 1: \d+ MB/)
     expect(report.machine.cpus).toBeGreaterThan(0)
     for (const row of ["load", "peak RSS per node", "longest small write after the load", "4th node join", "raw copy", "restart", "kill -9 of the leader"]) expect(stdout).toContain(row)
     // Nothing left behind: the run's temp dir is gone.

@@ -86,6 +86,46 @@ describe("entry cache", () => {
     expect(appliedTexts(c.node(3).applied)).toEqual(["a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8"])
   })
 
+  it("an applier at its in-flight bound is fed no read-back it cannot take: none is asked for until it reports progress", () => {
+    // 42-byte entries: the applier takes a few, then waits (as while it takes a snapshot).
+    const c = new Cluster({ config: { entryCacheBytesMax: 10, entryLoadBytesMax: 1000, applyInflightBytesMax: 150 } })
+    c.elect(1)
+    const follower = c.node(2)
+    // Past the leader's barrier first, its applier reporting; then it stops reporting.
+    follower.reportApplied = true
+    c.propose(1, payload(0))
+    c.stabilize()
+    follower.reportApplied = false
+    follower.holdLoads = true
+    const count = 12
+    c.propose(1, ...Array.from({ length: count - 1 }, (_, i) => payload(i + 1)))
+    c.stabilize()
+    const handed = follower.appliedIndex
+    expect(handed).toBeLessThan(follower.state.log.committed)
+    // Whatever it asked is served, and it steps on: it asks for nothing more (before the fix,
+    // one read-back per step, each dropped unused: a busy loop).
+    let asked = 0
+    for (let round = 0; round < 20; round++) {
+      const before = follower.loadsAsked
+      c.serveLoads(2)
+      c.step(2, { _tag: "Drain" })
+      asked += follower.loadsAsked - before
+    }
+    // The read-back it was waiting for fed the applier up to its bound; nothing more was asked.
+    expect(asked).toBeLessThanOrEqual(1)
+    expect(follower.state.applyInflightBytes).toBeGreaterThanOrEqual(150)
+    expect(follower.appliedIndex).toBeLessThan(follower.state.log.committed)
+    // Progress reported: the rest is read back and applied, in order.
+    follower.reportApplied = true
+    c.step(2, { _tag: "Applied", index: follower.appliedIndex })
+    for (let round = 0; round < 100 && follower.appliedIndex < follower.state.log.committed; round++) {
+      c.serveLoads(2)
+      c.step(2, { _tag: "Drain" })
+    }
+    expect(follower.appliedIndex).toBe(follower.state.log.committed)
+    expect(appliedTexts(follower.applied)).toEqual(Array.from({ length: count }, (_, i) => payload(i)))
+  })
+
   it("a read-back that is never answered is asked for again after entryLoadTimeoutTicks", () => {
     const c = new Cluster({ config: { entryCacheBytesMax: 4, entryLoadTimeoutTicks: 5 } })
     c.elect(1)

@@ -4,7 +4,7 @@ import { AssertionError } from "../../src/assert.ts"
 import { decodeRecordAt, recordHeaderBytes, scanSegment } from "../../src/storage/format.ts"
 import type { LogStoreService, PersistBatch, Recovered } from "../../src/storage/LogStore.ts"
 import { makeMemoryLogStore } from "../../src/storage/LogStore.ts"
-import { metadataFileName, obsoleteSegmentsPerPersist, segmentFileName } from "../../src/storage/SegmentLog.ts"
+import { metadataFileName, segmentFileName } from "../../src/storage/SegmentLog.ts"
 import { makeSimDisk } from "../sim/SimDisk.ts"
 import { command, diffRecovered, generateWorkload, membership, modelAfter, openLog, reload, testLogOptions } from "./workload.ts"
 
@@ -116,6 +116,7 @@ describe("SegmentLog format", () => {
         const before = segments(sim.driver.list(dir))
         yield* store.persist([{ entries: [], compactUpTo: { index: 60, term: 1 } }])
         yield* store0.persist([{ entries: [], compactUpTo: { index: 60, term: 1 } }])
+        yield* store.removeLeftovers!
         const after = segments(sim.driver.list(dir))
         expect(after.length).toBeLessThan(before.length)
         // only the oldest ones went, in order
@@ -125,14 +126,14 @@ describe("SegmentLog format", () => {
       expect(recovered.base).toEqual({ index: 60, term: 1 })
       expectSame(recovered, yield* store0.load)
       // compact to the very end: everything but the active segment goes
-      yield* Effect.scoped(Effect.flatMap(openLog(sim.layer), (store) => store.persist([{ entries: [command(101, 1)], compactUpTo: { index: 101, term: 1 } }])))
+      yield* Effect.scoped(Effect.flatMap(openLog(sim.layer), (store) => Effect.zipRight(store.persist([{ entries: [command(101, 1)], compactUpTo: { index: 101, term: 1 } }]), store.removeLeftovers!)))
       recovered = yield* reload(sim.layer)
       expect(recovered.base).toEqual({ index: 101, term: 1 })
       expect(recovered.entries).toEqual([])
       expect(segments(sim.driver.list(dir)).length).toBe(1)
     }))
 
-  it.effect("a compaction that frees many segments removes one per persist (each unlink a bounded wait), the rest with the next persists", () =>
+  it.effect("a compaction that frees many segments unlinks none inside the persist: the log's remover unlinks them all in the background, oldest first, with no later persist", () =>
     Effect.gen(function* () {
       const sim = makeSimDisk({ seed: 17 })
       yield* Effect.scoped(Effect.gen(function* () {
@@ -141,25 +142,26 @@ describe("SegmentLog format", () => {
         const before = segments(sim.driver.list(dir))
         expect(before.length).toBeGreaterThan(5)
         yield* store.persist([{ entries: [], compactUpTo: { index: 95, term: 1 } }])
-        expect(segments(sim.driver.list(dir))).toEqual(before.slice(obsoleteSegmentsPerPersist))
-        // Each later persist (a small write) takes one more, oldest first, until only the
-        // segments the base needs are left.
-        let left = segments(sim.driver.list(dir))
-        let removedLater = 0
-        for (let i = 101; i < 140; i++) {
-          yield* appendRange(store, i, i, 1)
+        // The persist returned with every segment still there (no unlink made it wait)…
+        expect(segments(sim.driver.list(dir))).toEqual(before)
+        // …and the remover, woken by it, takes them while nothing else is persisted.
+        const seen: Array<ReadonlyArray<string>> = []
+        for (let i = 0; i < 200; i++) {
           const now = segments(sim.driver.list(dir))
-          const removed = left.filter((name) => !now.includes(name))
-          expect(removed).toEqual(left.slice(0, removed.length))
-          expect(removed.length).toBeLessThanOrEqual(obsoleteSegmentsPerPersist)
-          removedLater += removed.length
-          left = now
+          if (now.length !== seen.at(-1)?.length) seen.push(now)
+          yield* Effect.yieldNow()
         }
-        expect(removedLater).toBeGreaterThan(0)
+        const left = segments(sim.driver.list(dir))
+        expect(left.length).toBeLessThan(before.length - 3)
+        // Oldest first: every state seen on the way was a suffix of the one before.
+        for (const state of [...seen, left]) expect(state).toEqual(before.slice(before.length - state.length))
+        // What is left holds every live entry.
+        expect((yield* store.read(96, 100)).map((e) => e.index)).toEqual([96, 97, 98, 99, 100])
       }))
-      // None obsolete is left: an open (which removes every obsolete segment) finds the same set.
+      // None obsolete is left: an open finds the same set and nothing to skip.
       const kept = segments(sim.driver.list(dir))
-      yield* reload(sim.layer)
+      const recovered = yield* reload(sim.layer)
+      expect(recovered.base).toEqual({ index: 95, term: 1 })
       expect(segments(sim.driver.list(dir))).toEqual(kept)
     }))
 

@@ -63,11 +63,13 @@ describe("large files deleted off the loop (a 1 GiB unlink held the calling thre
       const log = yield* SegmentLog.open({ dir: path.join(dir, "log"), clusterId: "c", segmentBytesMax: 4096 })
       for (let index = 1; index <= 40; index++) yield* log.persist([{ entries: [{ kind: "command", term: 1, index, data: new Uint8Array(500) }] }])
       yield* log.persist([{ entries: [], compactUpTo: { index: 35, term: 1 } }])
+      // The log's remover unlinks them in the background, woken by that persist.
+      for (let i = 0; i < 200 && !unlinks.some((u) => u.file.endsWith(".seg")); i++) yield* Effect.sleep("10 millis")
     }).pipe(Effect.provideService(Disk, disk))))
     const pruned = unlinks.filter((u) => u.file.startsWith("snapshot-"))
     const segments = unlinks.filter((u) => u.file.endsWith(".seg"))
     expect(pruned).toEqual([{ file: expect.stringMatching(/^snapshot-0+42-/), pool: true }])
-    expect(segments.length).toBe(1)
+    expect(segments.length).toBeGreaterThanOrEqual(1)
     expect(segments.every((u) => u.pool)).toBe(true)
   })
 })
@@ -248,6 +250,9 @@ describe("thread-pool reads and writes", () => {
       yield* write(1) // 2 chunks: a sync starts, and waits at the gate
       yield* write(2) // not held by it
       const held = yield* Effect.fork(write(3)) // 2 more: the next sync waits for the first
+      // The first sync reaches the gate once its write-behind flush ends on the pool: waited for
+      // (bounded), not assumed within a fixed sleep (under load it took longer than 50 ms).
+      for (let i = 0; i < 500 && syncsWaiting === 0; i++) yield* Effect.sleep("10 millis")
       yield* Effect.sleep("50 millis")
       const heldWhileGated = (yield* Fiber.poll(held))._tag === "None"
       const waitingWhileGated = syncsWaiting
