@@ -6,7 +6,7 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { Deferred, Effect, Exit, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
 import type { Fiber } from "effect"
 import * as DiskFullWatch from "../../src/actors/DiskFullWatch.ts"
 import * as LogWriter from "../../src/actors/LogWriter.ts"
@@ -58,7 +58,7 @@ describe("log writer: the cost of an entry", () => {
         recover: log.recover,
         diskFull: DiskFullWatch.make(),
         send: (envelope) => Effect.sync(() => void sent.push(envelope)),
-        onPersisted: (index) => Deferred.succeed(persisted, index)
+        onPersisted: (index) => void Deferred.unsafeDone(persisted, Exit.succeed(index))
       })
       const job = (index: number): LogWriter.PersistJob => ({
         batches: [{ entries: [{ kind: "command", term: 1, index, data: new Uint8Array(64).fill(index & 0xff) }] }],
