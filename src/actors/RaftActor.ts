@@ -325,9 +325,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       diskFull,
       send: options.io.send,
       ...(options.io.sendNow !== undefined ? { sendNow: options.io.sendNow } : {}),
+      // A follower's acknowledgements left with the write: the core needs the mark at once only
+      // to apply entries already committed, or, leading or campaigning, to count its own log;
+      // otherwise its next batch (the next message or tick) steps it.
       onPersisted: (index, term) => {
         persistedLatest = { index, term }
-        nudgeNow()
+        if (core.role !== "follower" || core.log.committed > core.log.stable) nudgeNow()
       }
     })
     const applier = yield* Applier.make<R, SM>({
@@ -358,10 +361,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           return nudge
         }),
       appliedIndex: core.log.applied,
+      // The core needs the applied mark at once only when it holds committed entries back
+      // for its bound on what is being applied; otherwise its next batch steps it.
       onApplied: (index) =>
         Effect.suspend(() => {
           appliedLatest = index
-          return nudge
+          return applyPending(core) ? nudge : Effect.void
         })
     })
 
