@@ -401,137 +401,137 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       // operation; what needs one (a log line, a snapshot, a read-back, a full mailbox, the
       // yield before sends) comes back as an Effect the actor runs after the batch.
       receive: (state, batch) => {
-          const readys: Ready[] = []
-          const input = (i: Input) => readys.push(step(state.core, i).ready)
-          const batchMs = monotonicMs()
-          const persisted = persistedLatest
-          if (persisted !== null && persisted !== state.persistedSeen) {
-            state.persistedSeen = persisted
-            input({ _tag: "Persisted", index: persisted.index, term: persisted.term })
-          }
-          if (readBackDefect !== null) return Effect.die(readBackDefect)
-          if (appliedLatest !== appliedStepped) {
-            appliedStepped = appliedLatest
-            input({ _tag: "Applied", index: appliedLatest })
-          }
-          const loaded = loadedLatest
-          if (loaded !== null) {
-            loadedLatest = null
-            input({ _tag: "EntriesLoaded", seq: loaded.seq, entries: loaded.entries })
-          }
-          const snapshot = snapshotLatest
-          if (snapshot !== null) {
-            snapshotLatest = null
-            // Saved: the next may be asked for. One no newer than a snapshot installed from the
-            // leader meanwhile changes nothing else.
-            state.snapshotInFlight = false
-            if (snapshot.index > state.snapshotIndex) {
-              state.snapshotIndex = snapshot.index
-              const keepFrom = options.stateMachine.replayFrom?.()
-              input({ _tag: "SnapshotTaken", meta: snapshot, ...(keepFrom !== undefined ? { keepFrom } : {}) })
-            }
-          }
-          if (snapshotFailed) {
-            snapshotFailed = false
-            state.snapshotInFlight = false
-            state.snapshotRetryTicks = snapshotRetryTicksAfterFailure
-          }
-          // A log that cannot persist: refuse new entries here (the client hears SQLITE_FULL, not
-          // a timeout), and a leader hands leadership to a caught-up voter (the core picks it).
-          const logFull = diskFull.isFull("log")
-          const cannotPersist = logFull || diskFull.isFull("state machine")
-          const proposals: Array<{ id: RequestId; data: Uint8Array }> = []
-          const reads: RequestId[] = []
-          for (const message of batch) {
-            switch (message._tag) {
-              case "Tick":
-                input({ _tag: "Tick" })
-                stampTick(state.core.ticks, batchMs)
-                if (state.snapshotRetryTicks > 0) state.snapshotRetryTicks--
-                if (state.stepDownTicks > 0) state.stepDownTicks--
-                break
-              case "Nudge":
-                break
-              case "FlushCommit":
-                commitFlushScheduled = false
-                input({ _tag: "FlushCommit" })
-                break
-              case "Inbound": {
-                const inbound = message.envelope.message
-                traceMessage("raft.in", inbound)
-                if (inbound._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
-                  state.received = inbound.meta
-                }
-                // A follower's read-index request may be answered under the lease, which the
-                // clock must confirm now, as for this node's own reads.
-                input(inbound._tag === "ReadIndexRequest" ? { _tag: "Message", message: inbound, lease: leaseHoldsNow() } : { _tag: "Message", message: inbound })
-                break
-              }
-              case "Propose": {
-                if (logFull) {
-                  complete(message.reply, Exit.fail(storageFull(diskFull)))
-                  break
-                }
-                const requestId = state.nextId++
-                state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
-                proposals.push({ id: requestId, data: message.data })
-                trace("raft.propose")
-                break
-              }
-              case "Read": {
-                const requestId = state.nextId++
-                state.reads.set(requestId, { run: message.run, reply: message.reply })
-                reads.push(requestId)
-                break
-              }
-              case "ChangeMembership": {
-                if (logFull) {
-                  Deferred.unsafeDone(message.reply, Exit.fail(storageFull(diskFull)))
-                  break
-                }
-                const requestId = state.nextId++
-                state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
-                input({ _tag: "ChangeMembership", id: requestId, change: message.change })
-                break
-              }
-              case "Transfer": {
-                const requestId = state.nextId++
-                state.transfers.set(requestId, message.reply)
-                input({ _tag: "TransferLeadership", id: requestId, to: message.to })
-                break
-              }
-            }
-          }
-          if (proposals.length > 0) input({ _tag: "Propose", proposals })
-          if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads, lease: leaseHoldsNow() })
-          let warning: Effect.Effect<void> | null = null
-          if (cannotPersist && state.core.role === "leader" && state.core.transferee === null && state.stepDownTicks === 0) {
-            state.stepDownTicks = stepDownRetryTicks
-            const voters = state.core.membership.members.filter((m) => m.role === "voter").length
-            if (voters > 1) {
-              warning = Effect.logWarning(`the ${logFull ? "log" : "state machine"} cannot write (disk full): handing leadership over (term ${state.core.term})`)
-              input({ _tag: "TransferLeadership", id: state.nextId++, to: null })
-            }
-          }
-          if (applyPending(state.core)) input({ _tag: "Drain" })
-          if (state.core.term !== contactTerm || state.core.leaderContacts !== contactCount) {
-            contactTerm = state.core.term
-            contactCount = state.core.leaderContacts
-            // Heard from the leader in this batch (or nothing yet this term): the message was sent
-            // before the batch began, so this is an upper bound on the contact's time.
-            leaderContactMs = contactCount > 0 ? batchMs : null
-          }
-          const carried = carryOutNow(state, readys)
-          const rest = warning === null ? carried : carried === null ? warning : Effect.zipRight(warning, carried)
-          if (rest === null) {
-            const published = finishBatch(state)
-            return published === null ? state : Effect.as(published, state)
-          }
-          return Effect.flatMap(rest, () => {
-            const published = finishBatch(state)
-            return published === null ? Effect.succeed(state) : Effect.as(published, state)
-          })
+        const readys: Ready[] = []
+        const input = (i: Input) => readys.push(step(state.core, i).ready)
+        const batchMs = monotonicMs()
+        const persisted = persistedLatest
+        if (persisted !== null && persisted !== state.persistedSeen) {
+          state.persistedSeen = persisted
+          input({ _tag: "Persisted", index: persisted.index, term: persisted.term })
         }
+        if (readBackDefect !== null) return Effect.die(readBackDefect)
+        if (appliedLatest !== appliedStepped) {
+          appliedStepped = appliedLatest
+          input({ _tag: "Applied", index: appliedLatest })
+        }
+        const loaded = loadedLatest
+        if (loaded !== null) {
+          loadedLatest = null
+          input({ _tag: "EntriesLoaded", seq: loaded.seq, entries: loaded.entries })
+        }
+        const snapshot = snapshotLatest
+        if (snapshot !== null) {
+          snapshotLatest = null
+          // Saved: the next may be asked for. One no newer than a snapshot installed from the
+          // leader meanwhile changes nothing else.
+          state.snapshotInFlight = false
+          if (snapshot.index > state.snapshotIndex) {
+            state.snapshotIndex = snapshot.index
+            const keepFrom = options.stateMachine.replayFrom?.()
+            input({ _tag: "SnapshotTaken", meta: snapshot, ...(keepFrom !== undefined ? { keepFrom } : {}) })
+          }
+        }
+        if (snapshotFailed) {
+          snapshotFailed = false
+          state.snapshotInFlight = false
+          state.snapshotRetryTicks = snapshotRetryTicksAfterFailure
+        }
+        // A log that cannot persist: refuse new entries here (the client hears SQLITE_FULL, not
+        // a timeout), and a leader hands leadership to a caught-up voter (the core picks it).
+        const logFull = diskFull.isFull("log")
+        const cannotPersist = logFull || diskFull.isFull("state machine")
+        const proposals: Array<{ id: RequestId; data: Uint8Array }> = []
+        const reads: RequestId[] = []
+        for (const message of batch) {
+          switch (message._tag) {
+            case "Tick":
+              input({ _tag: "Tick" })
+              stampTick(state.core.ticks, batchMs)
+              if (state.snapshotRetryTicks > 0) state.snapshotRetryTicks--
+              if (state.stepDownTicks > 0) state.stepDownTicks--
+              break
+            case "Nudge":
+              break
+            case "FlushCommit":
+              commitFlushScheduled = false
+              input({ _tag: "FlushCommit" })
+              break
+            case "Inbound": {
+              const inbound = message.envelope.message
+              traceMessage("raft.in", inbound)
+              if (inbound._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
+                state.received = inbound.meta
+              }
+              // A follower's read-index request may be answered under the lease, which the
+              // clock must confirm now, as for this node's own reads.
+              input(inbound._tag === "ReadIndexRequest" ? { _tag: "Message", message: inbound, lease: leaseHoldsNow() } : { _tag: "Message", message: inbound })
+              break
+            }
+            case "Propose": {
+              if (logFull) {
+                complete(message.reply, Exit.fail(storageFull(diskFull)))
+                break
+              }
+              const requestId = state.nextId++
+              state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
+              proposals.push({ id: requestId, data: message.data })
+              trace("raft.propose")
+              break
+            }
+            case "Read": {
+              const requestId = state.nextId++
+              state.reads.set(requestId, { run: message.run, reply: message.reply })
+              reads.push(requestId)
+              break
+            }
+            case "ChangeMembership": {
+              if (logFull) {
+                Deferred.unsafeDone(message.reply, Exit.fail(storageFull(diskFull)))
+                break
+              }
+              const requestId = state.nextId++
+              state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
+              input({ _tag: "ChangeMembership", id: requestId, change: message.change })
+              break
+            }
+            case "Transfer": {
+              const requestId = state.nextId++
+              state.transfers.set(requestId, message.reply)
+              input({ _tag: "TransferLeadership", id: requestId, to: message.to })
+              break
+            }
+          }
+        }
+        if (proposals.length > 0) input({ _tag: "Propose", proposals })
+        if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads, lease: leaseHoldsNow() })
+        let warning: Effect.Effect<void> | null = null
+        if (cannotPersist && state.core.role === "leader" && state.core.transferee === null && state.stepDownTicks === 0) {
+          state.stepDownTicks = stepDownRetryTicks
+          const voters = state.core.membership.members.filter((m) => m.role === "voter").length
+          if (voters > 1) {
+            warning = Effect.logWarning(`the ${logFull ? "log" : "state machine"} cannot write (disk full): handing leadership over (term ${state.core.term})`)
+            input({ _tag: "TransferLeadership", id: state.nextId++, to: null })
+          }
+        }
+        if (applyPending(state.core)) input({ _tag: "Drain" })
+        if (state.core.term !== contactTerm || state.core.leaderContacts !== contactCount) {
+          contactTerm = state.core.term
+          contactCount = state.core.leaderContacts
+          // Heard from the leader in this batch (or nothing yet this term): the message was sent
+          // before the batch began, so this is an upper bound on the contact's time.
+          leaderContactMs = contactCount > 0 ? batchMs : null
+        }
+        const carried = carryOutNow(state, readys)
+        const rest = warning === null ? carried : carried === null ? warning : Effect.zipRight(warning, carried)
+        if (rest === null) {
+          const published = finishBatch(state)
+          return published === null ? state : Effect.as(published, state)
+        }
+        return Effect.flatMap(rest, () => {
+          const published = finishBatch(state)
+          return published === null ? Effect.succeed(state) : Effect.as(published, state)
+        })
+      }
     })
     /** After a batch is carried out: the commit flush, the status, the activity stamp. The
      * Effect returned (or null) publishes a change of role, term, leader or membership. */

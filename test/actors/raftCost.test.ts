@@ -78,12 +78,12 @@ describe("Raft actor and log writer: the cost of an entry on three nodes", () =>
       // Counted at all: each node's Raft actor and log writer take part in every entry.
       expect(perEntry(counter.ops.raft), summary).toBeGreaterThan(10)
       expect(perEntry(counter.ops["log writer"]), summary).toBeGreaterThan(10)
-      // Measured ~60–85 and ~100 here (main ~200 and ~165).
+      // Measured 57 and 103 here at load 17 (main: 212 and 166).
       expect(perEntry(counter.ops.raft), summary).toBeLessThanOrEqual(120)
       expect(perEntry(counter.ops["log writer"]), summary).toBeLessThanOrEqual(135)
-      // A batch of the Raft actor per message or feedback at most: the leader's proposal, two
-      // acknowledgements, its persist, the followers' appends and commits.
-      expect(perEntry(counter.resumptions.raft), summary).toBeLessThanOrEqual(16)
+      // Fewer batches too: a follower's persisted and applied marks wake its Raft actor only when
+      // the core needs them at once (10.3 here; main 13.9).
+      expect(perEntry(counter.resumptions.raft), summary).toBeLessThanOrEqual(12.5)
     })).pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision)))
   }, 120_000)
 })
