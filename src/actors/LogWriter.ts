@@ -49,11 +49,41 @@ export interface LogWriterOptions {
   /** Full-disk episodes are reported here (log lines, /health, the Raft actor's step-down). */
   readonly diskFull: DiskFullWatch
   readonly send: (envelope: Envelope) => Effect.Effect<void>
-  readonly onPersisted: (index: LogIndex, term: Term) => Effect.Effect<void>
+  /** `send` in plain code where the transport can: true when done (sent, queued or dropped),
+   * false when only `send` can (then it is used, for this message and the ones after it). */
+  readonly sendNow?: (envelope: Envelope) => boolean
+  /** Called, in plain code, once a job and all before it are durable (with the last job's
+   * mark); must not throw. */
+  readonly onPersisted: (index: LogIndex, term: Term) => void
 }
 
-export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<PersistJob>, never, Scope.Scope> =>
-  Actor.make<null, PersistJob, never>({
+export interface LogWriter extends Actor.Actor<PersistJob> {
+  /** Releases a job with nothing to write (acknowledgements of appends with no entries) at once,
+   * in the caller, when the writer waits idle with nothing queued — every earlier job is durable
+   * and released, so these messages may leave now, in order. False: nothing done, offer the job;
+   * null: done; an Effect: what is left to do (sends the transport could not make in plain code),
+   * for the caller to run next. */
+  readonly releaseNow: (job: PersistJob) => Effect.Effect<void> | null | false
+}
+
+/** Sends `envelopes` from `from` on, in order: in plain code while `sendNow` can, then as
+ * Effects for the rest (null when nothing is left). */
+export const sendInOrder = (
+  envelopes: ReadonlyArray<Envelope>,
+  from: number,
+  sendNow: ((envelope: Envelope) => boolean) | undefined,
+  send: (envelope: Envelope) => Effect.Effect<void>
+): Effect.Effect<void> | null => {
+  for (let i = from; i < envelopes.length; i++) {
+    if (sendNow !== undefined && sendNow(envelopes[i]!)) continue
+    const rest = envelopes.slice(i)
+    return Effect.forEach(rest, send, { discard: true })
+  }
+  return null
+}
+
+export const make = (options: LogWriterOptions): Effect.Effect<LogWriter, never, Scope.Scope> =>
+  Effect.map(Actor.make<null, PersistJob, never>({
     name: options.name,
     mailboxCapacity: options.mailboxCapacity,
     batchMax: options.batchMax,
@@ -61,37 +91,58 @@ export const make = (options: LogWriterOptions): Effect.Effect<Actor.Actor<Persi
     // A failed write (other than a full disk, retried in place) leaves the log in an unknown
     // state: never retry blindly, stop the node.
     supervision: { restartsMax: 0, windowMs: 1000 },
-    // Plain combinators, no generator: this runs once per fsync on every node.
+    // Plain code around the one Effect a job needs, the write: this runs once per fsync on every
+    // node, and a job with nothing to write (acknowledgements) costs no Effect operation.
     receive: (state, jobs) => {
       const batches = jobs.length === 1 ? jobs[0]!.batches : jobs.flatMap((job) => job.batches)
       const through = jobs[jobs.length - 1]!.persisted.index
-      const release = Effect.suspend(() => {
-        if (batches.length > 0) trace("log.synced", through)
-        const sends: Array<Effect.Effect<void>> = []
-        for (const job of jobs) {
-          for (const envelope of job.after) {
-            traceMessage("log.after", envelope.message)
-            sends.push(options.send(envelope))
-          }
-        }
-        const last = jobs[jobs.length - 1]!
-        let released = options.onPersisted(last.persisted.index, last.persisted.term)
-        // A chain rather than Effect.all: fewer operations for the usual one or two.
-        for (let i = sends.length - 1; i >= 0; i--) released = Effect.zipRight(sends[i]!, released)
-        // A write that succeeded ends a full-disk episode, first (checked here, in plain code).
-        if (batches.length > 0 && options.diskFull.isFull("log")) released = Effect.zipRight(options.diskFull.clear("log"), released)
-        return Effect.as(released, state)
-      })
       // No batches (acknowledgements of appends with no entries): nothing to write.
-      if (batches.length === 0) return release
+      if (batches.length === 0) {
+        const rest = release(options, jobs, false)
+        return rest === null ? state : Effect.as(rest, state)
+      }
       // receive runs as its batch is taken: the write starts now.
       trace("log.write", through)
       const written = untilWritten(options, "log", () => options.persist(batches), options.recover ?? null)
       // A large entry is encoded and checksummed in one piece: let timers and sockets run
       // first (src/runtime/yieldToLoop.ts), so this node's heartbeats and answers keep flowing.
-      return Effect.zipRight(afterYieldIfLarge(batchesBytes(batches), written), release)
+      return Effect.flatMap(afterYieldIfLarge(batchesBytes(batches), written), () => {
+        trace("log.synced", through)
+        const rest = release(options, jobs, true)
+        return rest === null ? Effect.succeed(state) : Effect.as(rest, state)
+      })
     }
-  })
+  }), (actor): LogWriter => ({
+    ...actor,
+    releaseNow: (job) => {
+      if (job.batches.length > 0 || !actor.idle()) return false
+      return release(options, [job], false)
+    }
+  }))
+
+/** Lets go of what waited on `jobs` being durable: a full-disk episode ends (a write succeeded),
+ * the messages leave in order, and the Raft actor learns the mark. Plain code; the Effect
+ * returned (or null) is what could not be done so. */
+function release(options: LogWriterOptions, jobs: ReadonlyArray<PersistJob>, wrote: boolean): Effect.Effect<void> | null {
+  // A write that succeeded ends a full-disk episode, first (checked here, in plain code).
+  const clear = wrote && options.diskFull.isFull("log") ? options.diskFull.clear("log") : null
+  const after = jobs.length === 1 ? jobs[0]!.after : jobs.flatMap((job) => job.after)
+  const last = jobs[jobs.length - 1]!
+  if (clear !== null) {
+    return Effect.zipRight(clear, Effect.suspend(() => releaseMessages(options, after, last) ?? Effect.void))
+  }
+  return releaseMessages(options, after, last)
+}
+
+function releaseMessages(options: LogWriterOptions, after: ReadonlyArray<Envelope>, last: PersistJob): Effect.Effect<void> | null {
+  for (const envelope of after) traceMessage("log.after", envelope.message)
+  const sends = sendInOrder(after, 0, options.sendNow, options.send)
+  if (sends === null) {
+    options.onPersisted(last.persisted.index, last.persisted.term)
+    return null
+  }
+  return Effect.zipRight(sends, Effect.sync(() => options.onPersisted(last.persisted.index, last.persisted.term)))
+}
 
 /** Runs `write` until it succeeds. A full disk is reported, waited out with a bounded backoff
  * and retried (after `recover`, which must succeed first); any other failure — or a full disk

@@ -56,6 +56,10 @@ export interface RaftIo {
   readonly readEntries?: (lo: LogIndex, hi: LogIndex) => Effect.Effect<ReadonlyArray<Entry>, unknown>
   /** Hands a message to the peer link; never blocks for long (a full link drops: Raft retries). */
   readonly send: (envelope: Envelope) => Effect.Effect<void>
+  /** `send` in plain code, where the transport can: true when done (written, queued or
+   * dropped); false when only `send` can (then `send` is used for it and the messages after
+   * it). Absent: every message goes through `send`. */
+  readonly sendNow?: (envelope: Envelope) => boolean
 }
 
 export interface RaftNodeOptions<R, SM> {
@@ -173,6 +177,8 @@ export interface RaftNode<R, SM> {
   readonly transferLeadership: (to: NodeId | null) => Effect.Effect<void, RaftRequestError>
   /** Inbound peer traffic; dropped when the mailbox is full (the sender retries). */
   readonly deliver: (envelope: Envelope) => Effect.Effect<void>
+  /** The same in plain code (a transport's read callback). */
+  readonly deliverNow: (envelope: Envelope) => void
   readonly status: Effect.Effect<NodeStatus>
   /** The same, read synchronously (hot paths). */
   readonly statusNow: () => NodeStatus
@@ -286,10 +292,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     const changesHub = yield* PubSub.sliding<NodeStatus>(changesBufferMax)
     let published = status
     /** Publishes the status if what `changes` promises differs from the last one published. */
-    const publishChange = (next: NodeStatus): Effect.Effect<void> => {
-      if (next.role === published.role && next.term === published.term && next.leader === published.leader && next.membership === published.membership) return Effect.void
+    const publishChange = (next: NodeStatus): Effect.Effect<void> => publishChangeNow(next) ?? Effect.void
+    /** The same, null when nothing changed (the usual batch: no Effect). */
+    const publishChangeNow = (next: NodeStatus): Effect.Effect<void> | null => {
+      if (next.role === published.role && next.term === published.term && next.leader === published.leader && next.membership === published.membership) return null
       published = next
-      return PubSub.publish(changesHub, next)
+      return Effect.asVoid(PubSub.publish(changesHub, next))
     }
     const diskFull = options.diskFull ?? DiskFullWatchModule.make()
     const startedMs = yield* Clock.currentTimeMillis
@@ -299,6 +307,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
     const stopped: string[] = []
     // Set once the Raft actor exists; the writer and applier only ever trySend to it.
     let nudge: Effect.Effect<void> = Effect.void
+    let nudgeNow: () => void = () => {}
     // (Half a tick at most by default: tests run fast ticks.)
     const commitFlushMs = options.commitFlushMs ?? Math.min(defaultCommitFlushMs, options.tickMs / 2)
     assert(Number.isFinite(commitFlushMs) && commitFlushMs >= 0 && commitFlushMs < options.tickMs, `commitFlushMs ${commitFlushMs} is not in [0, tickMs ${options.tickMs})`)
@@ -315,11 +324,14 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
       ...(options.io.recover !== undefined ? { recover: options.io.recover } : {}),
       diskFull,
       send: options.io.send,
-      onPersisted: (index, term) =>
-        Effect.suspend(() => {
-          persistedLatest = { index, term }
-          return nudge
-        })
+      ...(options.io.sendNow !== undefined ? { sendNow: options.io.sendNow } : {}),
+      // A follower's acknowledgements left with the write: the core needs the mark at once only
+      // to apply entries already committed, or, leading or campaigning, to count its own log;
+      // otherwise its next batch (the next message or tick) steps it.
+      onPersisted: (index, term) => {
+        persistedLatest = { index, term }
+        if (core.role !== "follower" || core.log.committed > core.log.stable) nudgeNow()
+      }
     })
     const applier = yield* Applier.make<R, SM>({
       name: `raft-${id}/applier`,
@@ -349,10 +361,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           return nudge
         }),
       appliedIndex: core.log.applied,
+      // The core needs the applied mark at once only when it holds committed entries back
+      // for its bound on what is being applied; otherwise its next batch steps it.
       onApplied: (index) =>
         Effect.suspend(() => {
           appliedLatest = index
-          return nudge
+          return applyPending(core) ? nudge : Effect.void
         })
     })
 
@@ -383,142 +397,157 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         return initial
       }),
       supervision: { restartsMax: 0, windowMs: 1000 },
-      receive: (state, batch) =>
-        Effect.gen(function*() {
-          const readys: Ready[] = []
-          const input = (i: Input) => readys.push(step(state.core, i).ready)
-          const batchMs = monotonicMs()
-          const persisted = persistedLatest
-          if (persisted !== null && persisted !== state.persistedSeen) {
-            state.persistedSeen = persisted
-            input({ _tag: "Persisted", index: persisted.index, term: persisted.term })
+      // Plain code: the steady state (peer messages, proposals, ticks, feedback) costs no Effect
+      // operation; what needs one (a log line, a snapshot, a read-back, a full mailbox, the
+      // yield before sends) comes back as an Effect the actor runs after the batch.
+      receive: (state, batch) => {
+        const readys: Ready[] = []
+        const input = (i: Input) => readys.push(step(state.core, i).ready)
+        const batchMs = monotonicMs()
+        const persisted = persistedLatest
+        if (persisted !== null && persisted !== state.persistedSeen) {
+          state.persistedSeen = persisted
+          input({ _tag: "Persisted", index: persisted.index, term: persisted.term })
+        }
+        if (readBackDefect !== null) return Effect.die(readBackDefect)
+        if (appliedLatest !== appliedStepped) {
+          appliedStepped = appliedLatest
+          input({ _tag: "Applied", index: appliedLatest })
+        }
+        const loaded = loadedLatest
+        if (loaded !== null) {
+          loadedLatest = null
+          input({ _tag: "EntriesLoaded", seq: loaded.seq, entries: loaded.entries })
+        }
+        const snapshot = snapshotLatest
+        if (snapshot !== null) {
+          snapshotLatest = null
+          // Saved: the next may be asked for. One no newer than a snapshot installed from the
+          // leader meanwhile changes nothing else.
+          state.snapshotInFlight = false
+          if (snapshot.index > state.snapshotIndex) {
+            state.snapshotIndex = snapshot.index
+            const keepFrom = options.stateMachine.replayFrom?.()
+            input({ _tag: "SnapshotTaken", meta: snapshot, ...(keepFrom !== undefined ? { keepFrom } : {}) })
           }
-          if (readBackDefect !== null) return yield* Effect.die(readBackDefect)
-          if (appliedLatest !== appliedStepped) {
-            appliedStepped = appliedLatest
-            input({ _tag: "Applied", index: appliedLatest })
-          }
-          const loaded = loadedLatest
-          if (loaded !== null) {
-            loadedLatest = null
-            input({ _tag: "EntriesLoaded", seq: loaded.seq, entries: loaded.entries })
-          }
-          const snapshot = snapshotLatest
-          if (snapshot !== null) {
-            snapshotLatest = null
-            // Saved: the next may be asked for. One no newer than a snapshot installed from the
-            // leader meanwhile changes nothing else.
-            state.snapshotInFlight = false
-            if (snapshot.index > state.snapshotIndex) {
-              state.snapshotIndex = snapshot.index
-              const keepFrom = options.stateMachine.replayFrom?.()
-              input({ _tag: "SnapshotTaken", meta: snapshot, ...(keepFrom !== undefined ? { keepFrom } : {}) })
+        }
+        if (snapshotFailed) {
+          snapshotFailed = false
+          state.snapshotInFlight = false
+          state.snapshotRetryTicks = snapshotRetryTicksAfterFailure
+        }
+        // A log that cannot persist: refuse new entries here (the client hears SQLITE_FULL, not
+        // a timeout), and a leader hands leadership to a caught-up voter (the core picks it).
+        const logFull = diskFull.isFull("log")
+        const cannotPersist = logFull || diskFull.isFull("state machine")
+        const proposals: Array<{ id: RequestId; data: Uint8Array }> = []
+        const reads: RequestId[] = []
+        for (const message of batch) {
+          switch (message._tag) {
+            case "Tick":
+              input({ _tag: "Tick" })
+              stampTick(state.core.ticks, batchMs)
+              if (state.snapshotRetryTicks > 0) state.snapshotRetryTicks--
+              if (state.stepDownTicks > 0) state.stepDownTicks--
+              break
+            case "Nudge":
+              break
+            case "FlushCommit":
+              commitFlushScheduled = false
+              input({ _tag: "FlushCommit" })
+              break
+            case "Inbound": {
+              const inbound = message.envelope.message
+              traceMessage("raft.in", inbound)
+              if (inbound._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
+                state.received = inbound.meta
+              }
+              // A follower's read-index request may be answered under the lease, which the
+              // clock must confirm now, as for this node's own reads.
+              input(inbound._tag === "ReadIndexRequest" ? { _tag: "Message", message: inbound, lease: leaseHoldsNow() } : { _tag: "Message", message: inbound })
+              break
+            }
+            case "Propose": {
+              if (logFull) {
+                complete(message.reply, Exit.fail(storageFull(diskFull)))
+                break
+              }
+              const requestId = state.nextId++
+              state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
+              proposals.push({ id: requestId, data: message.data })
+              trace("raft.propose")
+              break
+            }
+            case "Read": {
+              const requestId = state.nextId++
+              state.reads.set(requestId, { run: message.run, reply: message.reply })
+              reads.push(requestId)
+              break
+            }
+            case "ChangeMembership": {
+              if (logFull) {
+                Deferred.unsafeDone(message.reply, Exit.fail(storageFull(diskFull)))
+                break
+              }
+              const requestId = state.nextId++
+              state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
+              input({ _tag: "ChangeMembership", id: requestId, change: message.change })
+              break
+            }
+            case "Transfer": {
+              const requestId = state.nextId++
+              state.transfers.set(requestId, message.reply)
+              input({ _tag: "TransferLeadership", id: requestId, to: message.to })
+              break
             }
           }
-          if (snapshotFailed) {
-            snapshotFailed = false
-            state.snapshotInFlight = false
-            state.snapshotRetryTicks = snapshotRetryTicksAfterFailure
+        }
+        if (proposals.length > 0) input({ _tag: "Propose", proposals })
+        if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads, lease: leaseHoldsNow() })
+        let warning: Effect.Effect<void> | null = null
+        if (cannotPersist && state.core.role === "leader" && state.core.transferee === null && state.stepDownTicks === 0) {
+          state.stepDownTicks = stepDownRetryTicks
+          const voters = state.core.membership.members.filter((m) => m.role === "voter").length
+          if (voters > 1) {
+            warning = Effect.logWarning(`the ${logFull ? "log" : "state machine"} cannot write (disk full): handing leadership over (term ${state.core.term})`)
+            input({ _tag: "TransferLeadership", id: state.nextId++, to: null })
           }
-          // A log that cannot persist: refuse new entries here (the client hears SQLITE_FULL, not
-          // a timeout), and a leader hands leadership to a caught-up voter (the core picks it).
-          const logFull = diskFull.isFull("log")
-          const cannotPersist = logFull || diskFull.isFull("state machine")
-          const proposals: Array<{ id: RequestId; data: Uint8Array }> = []
-          const reads: RequestId[] = []
-          for (const message of batch) {
-            switch (message._tag) {
-              case "Tick":
-                input({ _tag: "Tick" })
-                stampTick(state.core.ticks, batchMs)
-                if (state.snapshotRetryTicks > 0) state.snapshotRetryTicks--
-                if (state.stepDownTicks > 0) state.stepDownTicks--
-                break
-              case "Nudge":
-                break
-              case "FlushCommit":
-                commitFlushScheduled = false
-                input({ _tag: "FlushCommit" })
-                break
-              case "Inbound": {
-                const inbound = message.envelope.message
-                traceMessage("raft.in", inbound)
-                if (inbound._tag === "InstallSnapshot" && message.envelope.snapshot !== null) {
-                  state.received = inbound.meta
-                }
-                // A follower's read-index request may be answered under the lease, which the
-                // clock must confirm now, as for this node's own reads.
-                input(inbound._tag === "ReadIndexRequest" ? { _tag: "Message", message: inbound, lease: leaseHoldsNow() } : { _tag: "Message", message: inbound })
-                break
-              }
-              case "Propose": {
-                if (logFull) {
-                  complete(message.reply, Exit.fail(storageFull(diskFull)))
-                  break
-                }
-                const requestId = state.nextId++
-                state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
-                proposals.push({ id: requestId, data: message.data })
-                trace("raft.propose")
-                break
-              }
-              case "Read": {
-                const requestId = state.nextId++
-                state.reads.set(requestId, { run: message.run, reply: message.reply })
-                reads.push(requestId)
-                break
-              }
-              case "ChangeMembership": {
-                if (logFull) {
-                  Deferred.unsafeDone(message.reply, Exit.fail(storageFull(diskFull)))
-                  break
-                }
-                const requestId = state.nextId++
-                state.proposals.set(requestId, { reply: message.reply, index: null, term: null })
-                input({ _tag: "ChangeMembership", id: requestId, change: message.change })
-                break
-              }
-              case "Transfer": {
-                const requestId = state.nextId++
-                state.transfers.set(requestId, message.reply)
-                input({ _tag: "TransferLeadership", id: requestId, to: message.to })
-                break
-              }
-            }
-          }
-          if (proposals.length > 0) input({ _tag: "Propose", proposals })
-          if (reads.length > 0) input({ _tag: "ReadIndex", ids: reads, lease: leaseHoldsNow() })
-          if (cannotPersist && state.core.role === "leader" && state.core.transferee === null && state.stepDownTicks === 0) {
-            state.stepDownTicks = stepDownRetryTicks
-            const voters = state.core.membership.members.filter((m) => m.role === "voter").length
-            if (voters > 1) {
-              yield* Effect.logWarning(`the ${logFull ? "log" : "state machine"} cannot write (disk full): handing leadership over (term ${state.core.term})`)
-              input({ _tag: "TransferLeadership", id: state.nextId++, to: null })
-            }
-          }
-          if (applyPending(state.core)) input({ _tag: "Drain" })
-          if (state.core.term !== contactTerm || state.core.leaderContacts !== contactCount) {
-            contactTerm = state.core.term
-            contactCount = state.core.leaderContacts
-            // Heard from the leader in this batch (or nothing yet this term): the message was sent
-            // before the batch began, so this is an upper bound on the contact's time.
-            leaderContactMs = contactCount > 0 ? batchMs : null
-          }
-          yield* carryOut(state, readys)
-          if (!commitFlushScheduled && commitOwed(state.core)) {
-            commitFlushScheduled = true
-            commitFlushDue.unsafeOpen()
-          }
-          status = statusOf(state.core, options.tickMs)
-          if (stopped.length === 0) yield* publishChange(status)
-          const nowMs = yield* Clock.currentTimeMillis
-          raftActiveMs = nowMs
-          return state
+        }
+        if (applyPending(state.core)) input({ _tag: "Drain" })
+        if (state.core.term !== contactTerm || state.core.leaderContacts !== contactCount) {
+          contactTerm = state.core.term
+          contactCount = state.core.leaderContacts
+          // Heard from the leader in this batch (or nothing yet this term): the message was sent
+          // before the batch began, so this is an upper bound on the contact's time.
+          leaderContactMs = contactCount > 0 ? batchMs : null
+        }
+        const carried = carryOutNow(state, readys)
+        const rest = warning === null ? carried : carried === null ? warning : Effect.zipRight(warning, carried)
+        if (rest === null) {
+          const published = finishBatch(state)
+          return published === null ? state : Effect.as(published, state)
+        }
+        return Effect.flatMap(rest, () => {
+          const published = finishBatch(state)
+          return published === null ? Effect.succeed(state) : Effect.as(published, state)
         })
+      }
     })
+    /** After a batch is carried out: the commit flush, the status, the activity stamp. The
+     * Effect returned (or null) publishes a change of role, term, leader or membership. */
+    const finishBatch = (state: DriverState<R, SM>): Effect.Effect<void> | null => {
+      if (!commitFlushScheduled && commitOwed(state.core)) {
+        commitFlushScheduled = true
+        commitFlushDue.unsafeOpen()
+      }
+      status = statusOf(state.core, options.tickMs)
+      raftActiveMs = clock.unsafeCurrentTimeMillis()
+      return stopped.length === 0 ? publishChangeNow(status) : null
+    }
     // A full mailbox needs no nudge: the Raft actor reads the variables at its next batch anyway.
     const nudgeMessage: RaftMessage<R, SM> = { _tag: "Nudge" }
-    nudge = Effect.sync(() => void raft.offer(nudgeMessage))
+    nudgeNow = () => void raft.offer(nudgeMessage)
+    nudge = Effect.sync(nudgeNow)
 
     const carryOut = (state: DriverState<R, SM>, readys: ReadonlyArray<Ready>) =>
       Effect.gen(function*() {
@@ -555,21 +584,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
             toApplier.push({ _tag: "Restore", meta, source: yield* Effect.orDie(options.io.snapshotSource(meta)) })
             failCoveredProposals(state, meta.index)
           }
-          if (ready.committed.length > 0) {
-            trace("raft.committed", ready.committed[ready.committed.length - 1]!.index)
-            const waiters = new Map<LogIndex, Reply<Applied<R>>>()
-            for (const entry of ready.committed) {
-              const requestId = state.byIndex.get(entry.index)
-              if (requestId === undefined) continue
-              state.byIndex.delete(entry.index)
-              const proposal = state.proposals.get(requestId)
-              state.proposals.delete(requestId)
-              if (proposal === undefined) continue
-              if (proposal.term === entry.term) waiters.set(entry.index, proposal.reply)
-              else complete(proposal.reply, Exit.fail(new ProposalDropped({ index: entry.index, term: proposal.term ?? 0 })))
-            }
-            toApplier.push({ _tag: "Apply", entries: ready.committed, waiters })
-          }
+          if (ready.committed.length > 0) toApplier.push(applyMessage(state, ready.committed))
           for (const event of ready.events) onEvent(state, event, toApplier)
         }
         // The applier first: its fiber then runs before the peer links', so a commit reaches the
@@ -611,6 +626,114 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           yield* Effect.orDie(applier.actor.send({ _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }))
         }
       })
+
+    /** Whether `readys` need the Effect path of `carryOut`: a read-back, a snapshot to send or to
+     * install. Otherwise `carryOutNow` does the same work in plain code. */
+    const needsEffects = (readys: ReadonlyArray<Ready>): boolean => {
+      for (const ready of readys) {
+        if (ready.loads.length > 0 || ready.snapshot !== null) return true
+        for (const message of ready.messages) if (message._tag === "InstallSnapshot") return true
+        for (const message of ready.messagesAfterPersist) if (message._tag === "InstallSnapshot") return true
+      }
+      return false
+    }
+
+    /** `carryOut` in plain code, for the readys of the steady state (entries, messages, commits,
+     * events; see `needsEffects`), in the same order. Returns what is left that needs Effect (a
+     * full mailbox's wait, the yield before the sends, a send the transport cannot make in plain
+     * code, a snapshot request), or null. */
+    const carryOutNow = (state: DriverState<R, SM>, readys: ReadonlyArray<Ready>): Effect.Effect<void> | null => {
+      if (needsEffects(readys)) return carryOut(state, readys)
+      const s = state.core
+      const batches: PersistBatch[] = []
+      const after: Envelope[] = []
+      const toApplier: Array<ApplierMessage<R, SM>> = []
+      const outbound: Array<Envelope> = []
+      for (const ready of readys) {
+        for (const message of ready.messages) {
+          traceMessage("raft.out", message)
+          outbound.push({ message: vouched(message), snapshot: null })
+        }
+        const batch = persistBatchOf(ready)
+        if (batch !== null) batches.push(batch)
+        for (const message of ready.messagesAfterPersist) after.push({ message, snapshot: null })
+        if (ready.committed.length > 0) toApplier.push(applyMessage(state, ready.committed))
+        for (const event of ready.events) onEvent(state, event, toApplier)
+      }
+      // The applier first (see carryOut); a full mailbox waits, in order, as Effects.
+      let rest: Effect.Effect<void> | null = null
+      for (let i = 0; i < toApplier.length; i++) {
+        if (applier.actor.offer(toApplier[i]!)) continue
+        rest = Effect.forEach(toApplier.slice(i), (message) => Effect.orDie(applier.actor.send(message)), { discard: true })
+        break
+      }
+      if (batches.length > 0 || after.length > 0) {
+        const job: LogWriter.PersistJob = { batches, after, persisted: { index: lastIndex(s.log), term: lastTerm(s.log) } }
+        if (batches.length > 0) trace("raft.persist", lastIndex(s.log))
+        // Answers only (no entries: a heartbeat's or an empty append's acknowledgement), and
+        // the writer idle with everything before durable: they leave now, without its turn.
+        // While the log cannot persist such a job is dropped, as in carryOut.
+        const onlyAnswers = batches.length === 0
+        if (onlyAnswers && diskFull.isFull("log")) {
+          // dropped: see carryOut
+        } else if (rest === null) {
+          const released = onlyAnswers ? writer.releaseNow(job) : false
+          if (released === false) {
+            if (!writer.offer(job)) rest = Effect.orDie(writer.send(job))
+          } else rest = released
+        } else {
+          const previous = rest
+          rest = Effect.zipRight(previous, Effect.orDie(writer.send(job)))
+        }
+      }
+      // New entries or commits, and messages to send: let the log writer start its write and the
+      // applier answer the clients first (see carryOut).
+      const yieldFirst = (batches.length > 0 || toApplier.length > 0) && outbound.length > 0
+      if (yieldFirst) {
+        const byCallback = answersByCallback(toApplier)
+        const yielded = Effect.zipRight(Effect.yieldNow(), Effect.suspend(() => {
+          if (!byCallback) return sendAndSnapshot(state, outbound) ?? Effect.void
+          status = statusOf(s, options.tickMs)
+          return Effect.zipRight(Effect.yieldNow(), Effect.suspend(() => sendAndSnapshot(state, outbound) ?? Effect.void))
+        }))
+        return rest === null ? yielded : Effect.zipRight(rest, yielded)
+      }
+      if (rest !== null) return Effect.zipRight(rest, Effect.suspend(() => sendAndSnapshot(state, outbound) ?? Effect.void))
+      return sendAndSnapshot(state, outbound)
+    }
+
+    /** The batch's messages, then a snapshot request if one is due: in plain code where the
+     * transport and the applier's mailbox allow; the rest as an Effect (or null). */
+    const sendAndSnapshot = (state: DriverState<R, SM>, outbound: ReadonlyArray<Envelope>): Effect.Effect<void> | null => {
+      const sends = LogWriter.sendInOrder(outbound, 0, options.io.sendNow, options.io.send)
+      const s = state.core
+      let snapshot: Effect.Effect<void> | null = null
+      if (!state.snapshotInFlight && state.snapshotRetryTicks === 0 && s.log.applied - state.snapshotIndex >= options.snapshotEveryEntries) {
+        state.snapshotInFlight = true
+        const message: ApplierMessage<R, SM> = { _tag: "Snapshot", meta: snapshotMetaAt(s, s.log.applied) }
+        if (sends !== null || !applier.actor.offer(message)) snapshot = Effect.orDie(applier.actor.send(message))
+      }
+      if (sends === null) return snapshot
+      return snapshot === null ? sends : Effect.zipRight(sends, snapshot)
+    }
+
+    /** The applier's message for `committed`, with the proposals waiting on them (a proposal
+     * whose entry was replaced by another term's is answered ProposalDropped). */
+    const applyMessage = (state: DriverState<R, SM>, committed: ReadonlyArray<Entry>): ApplierMessage<R, SM> => {
+      trace("raft.committed", committed[committed.length - 1]!.index)
+      const waiters = new Map<LogIndex, Reply<Applied<R>>>()
+      for (const entry of committed) {
+        const requestId = state.byIndex.get(entry.index)
+        if (requestId === undefined) continue
+        state.byIndex.delete(entry.index)
+        const proposal = state.proposals.get(requestId)
+        state.proposals.delete(requestId)
+        if (proposal === undefined) continue
+        if (proposal.term === entry.term) waiters.set(entry.index, proposal.reply)
+        else complete(proposal.reply, Exit.fail(new ProposalDropped({ index: entry.index, term: proposal.term ?? 0 })))
+      }
+      return { _tag: "Apply", entries: committed, waiters }
+    }
 
     /** Adopts a received snapshot; a full disk is reported and waited out (its trailer and
      * rename need a little space), any other failure stops the node. */
@@ -895,6 +1018,7 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
         Effect.map(request<Applied<R>>(true, (reply) => ({ _tag: "ChangeMembership", change, reply })), (applied) => applied.index),
       transferLeadership: (to) => request<void>(false, (reply) => ({ _tag: "Transfer", to, reply })),
       deliver: (envelope) => Effect.sync(() => void raft.offer({ _tag: "Inbound", envelope })),
+      deliverNow: (envelope) => void raft.offer({ _tag: "Inbound", envelope }),
       status: Effect.sync(() => ({ ...(stopped.length === 0 ? status : stoppedStatus(status)), machineAppliedIndex: applier.appliedNow() })),
       statusNow: () => (stopped.length === 0 ? status : stoppedStatus(status)),
       // Subscribe before reading the current state, so no change falls between the two.

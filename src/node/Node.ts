@@ -99,8 +99,14 @@ export interface NodeTransport {
   readonly address: string
   /** Hands a message to the peer link; never waits for long. */
   readonly send: (envelope: Envelope) => Effect.Effect<void>
+  /** `send` in plain code where it can: true when done (sent, queued or dropped), false when
+   * only `send` can. Absent: every message goes through `send`. */
+  readonly sendNow?: (envelope: Envelope) => boolean
   /** Registers the handler of inbound envelopes. */
   readonly serve: (onEnvelope: (envelope: Envelope) => Effect.Effect<void>) => Effect.Effect<void>
+  /** Registers, beside `serve`'s, the same handler in plain code, for a transport that delivers
+   * from a callback or a loop of its own (no Effect per message). Optional. */
+  readonly serveNow?: (onEnvelope: (envelope: Envelope) => void) => Effect.Effect<void>
   /** The members to keep links to (every member but this node, at its configured address). */
   readonly setPeers: (peers: ReadonlyMap<NodeId, string>) => Effect.Effect<void>
 }
@@ -343,7 +349,8 @@ const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
         saveSnapshot: (meta, produce) => writeSnapshotFrom(snapshots, meta, produce),
         adoptSnapshot: snapshots.adopt,
         snapshotSource,
-        send: transport.send
+        send: transport.send,
+        ...(transport.sendNow !== undefined ? { sendNow: transport.sendNow } : {})
       },
       tickMs: io.tickMs,
       snapshotEveryEntries: bounds.snapshotEveryEntries,
@@ -356,6 +363,12 @@ const wireOnClock = <R, SM, E, T extends NodeTransport, TE>(
     // on the delivering fiber's clock: the system clock in production, the simulation's in the
     // simulators (where only health, which they do not serve, would read it).
     yield* transport.serve((envelope) => Effect.zipRight(contact.heard(envelope.message.from), raft.deliver(envelope)))
+    if (transport.serveNow !== undefined) {
+      yield* transport.serveNow((envelope) => {
+        contact.heardAt(envelope.message.from, io.clock.unsafeCurrentTimeMillis())
+        raft.deliverNow(envelope)
+      })
+    }
     yield* syncPeers(identity.nodeId, raft, transport, healthLimits.contactMaxMs).pipe(Effect.repeat(Schedule.spaced(Duration.millis(io.tickMs))), Effect.forkScoped)
     // A boot snapshot not needed to start is verified now, beside the serving node. Corrupt, it
     // is never sent (snapshotSource fails with the same error); the node's own files did not

@@ -105,9 +105,16 @@ export const make = (nodeId: NodeId, clock: Clock.Clock = Clock.make()): NodeMet
 
   return {
     nodeId,
+    // On the running fiber's clock, updated in place (as timeProposalNow): this runs once per
+    // log write on every node.
     timePersist: (persist) =>
-      Effect.flatMap(Clock.currentTimeNanos, (start) =>
-        Effect.tap(persist, () => Effect.flatMap(Clock.currentTimeNanos, (end) => Metric.update(persistSeconds, secondsBetween(start, end))))),
+      Effect.clockWith((fiberClock) => {
+        const start = fiberClock.unsafeCurrentTimeNanos()
+        return Effect.map(persist, (result) => {
+          persistSeconds.unsafeUpdate(secondsBetween(start, fiberClock.unsafeCurrentTimeNanos()), [])
+          return result
+        })
+      }),
     timeProposal: (propose) =>
       Effect.flatMap(Clock.currentTimeNanos, (start) =>
         Effect.zipRight(

@@ -10,18 +10,21 @@ export const sendersMax = 1024
 
 export interface PeerContact {
   readonly heard: (from: NodeId) => Effect.Effect<void>
+  /** The same in plain code, at `nowMs` of the node's clock. */
+  readonly heardAt: (from: NodeId, nowMs: number) => void
   /** Clock time (ms) of the last message from `peer`, or null if none arrived. */
   readonly lastHeardMs: (peer: NodeId) => number | null
 }
 
 export const make = (): PeerContact => {
   const last = new Map<NodeId, number>()
+  const heardAt = (from: NodeId, now: number) => {
+    if (last.size >= sendersMax && !last.has(from)) last.clear()
+    last.set(from, now)
+  }
   return {
-    heard: (from) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
-        if (last.size >= sendersMax && !last.has(from)) last.clear()
-        last.set(from, now)
-      }),
+    heard: (from) => Effect.map(Clock.currentTimeMillis, (now) => heardAt(from, now)),
+    heardAt,
     lastHeardMs: (peer) => last.get(peer) ?? null
   }
 }

@@ -68,6 +68,8 @@ export interface PeerLink {
   readonly address: string
   /** Queues the envelope or drops it (counted) when the queue is full; never waits. */
   readonly send: (envelope: Envelope) => Effect.Effect<void>
+  /** The same in plain code (always done: written, queued or dropped). */
+  readonly sendNow: (envelope: Envelope) => true
   readonly stats: Effect.Effect<LinkStats>
 }
 
@@ -560,28 +562,32 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       return true
     }
 
-    const send = (envelope: Envelope): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const bytes = envelopeSizeBytes(envelope)
-        if (counters.queuedBytes === 0 && writeNow(envelope, bytes)) return Effect.void
-        if (counters.queuedBytes > 0 && counters.queuedBytes + bytes > limits.outboundBytesMax) return queueFull(envelope, "bytes")
-        counters.queuedBytes += bytes
-        if (!actor.offer({ _tag: "Send", envelope, bytes })) {
-          counters.queuedBytes -= bytes
-          return queueFull(envelope, "messages")
-        }
-        return Effect.void
-      })
+    /** Writes, queues or drops (counted) `envelope` in plain code: what `send` does, with the
+     * full queue's log line (at the 1st, 2nd, 4th, … drop) written by a fiber of its own. */
+    const sendNow = (envelope: Envelope): true => {
+      const bytes = envelopeSizeBytes(envelope)
+      if (counters.queuedBytes === 0 && writeNow(envelope, bytes)) return true
+      if (counters.queuedBytes > 0 && counters.queuedBytes + bytes > limits.outboundBytesMax) return queueFull(envelope, "bytes")
+      counters.queuedBytes += bytes
+      if (!actor.offer({ _tag: "Send", envelope, bytes })) {
+        counters.queuedBytes -= bytes
+        return queueFull(envelope, "messages")
+      }
+      return true
+    }
+
+    const send = (envelope: Envelope): Effect.Effect<void> => Effect.sync(() => void sendNow(envelope))
 
     /** A full queue drops (Raft sends again what matters; its own window fits the queue, see
      * the bounds table src/limits.ts, so this is a peer that stopped reading): counted, and said at the
      * 1st, 2nd, 4th, … drop, not at heartbeat rate. */
-    const queueFull = (envelope: Envelope, by: "bytes" | "messages"): Effect.Effect<void> => {
+    const queueFull = (envelope: Envelope, by: "bytes" | "messages"): true => {
       counters.dropped++
       counters.queueFull++
-      if ((counters.queueFull & (counters.queueFull - 1)) !== 0) return Effect.void
+      if ((counters.queueFull & (counters.queueFull - 1)) !== 0) return true
       const bound = by === "bytes" ? `outboundBytesMax ${limits.outboundBytesMax}` : `outboundMessagesMax ${limits.outboundMessagesMax}`
-      return Effect.logWarning(`the queue to peer ${peer} is full (${bound}): dropping a ${envelope.message._tag} (${counters.queueFull} so far)`)
+      runFork(Effect.logWarning(`the queue to peer ${peer} is full (${bound}): dropping a ${envelope.message._tag} (${counters.queueFull} so far)`).pipe(Effect.annotateLogs({ peer: String(peer), address })))
+      return true
     }
 
     const stats = Effect.map(actor.size, (queued): LinkStats => ({
@@ -599,5 +605,5 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
       writes: counters.writes
     }))
 
-    return { peer, address, send, stats }
+    return { peer, address, send, sendNow, stats }
   })

@@ -60,12 +60,19 @@ export interface TransportService {
   readonly address: string
   /** Routes by `envelope.message.to`; never waits (a full link drops and counts). */
   readonly send: (envelope: Envelope) => Effect.Effect<void>
+  /** The same in plain code when a link to the peer exists (the usual case); false when only
+   * `send` can (a link to start for a node known by its announced address). */
+  readonly sendNow: (envelope: Envelope) => boolean
   /** The peers to keep links to: links to new nodes (or new addresses) start, links to nodes
    * no longer listed close. Our own id is ignored. */
   readonly setPeers: (peers: ReadonlyMap<NodeId, string>) => Effect.Effect<void>
   /** Registers (replaces) the handler of inbound envelopes, e.g. `RaftNode.deliver`. It runs
    * on the connection's fiber: while it waits, that connection is not read. */
   readonly serve: (onEnvelope: (envelope: Envelope) => Effect.Effect<void>) => Effect.Effect<void>
+  /** Registers (replaces) a plain-code handler of inbound envelopes, used instead of `serve`'s
+   * when both are registered: a peer's messages then cost its connection's fiber no Effect
+   * operation each. It must not throw (a throw is a defect that ends that connection). */
+  readonly serveNow: (onEnvelope: (envelope: Envelope) => void) => Effect.Effect<void>
   readonly stats: Effect.Effect<TransportStats>
 }
 
@@ -123,6 +130,7 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
     const links = new Map<NodeId, LinkEntry>()
     const linksLock = yield* Effect.makeSemaphore(1)
     let onEnvelope: ((envelope: Envelope) => Effect.Effect<void>) | null = null
+    let onEnvelopeNow: ((envelope: Envelope) => void) | null = null
     let unroutable = 0
     const inbound = {
       connections: 0,
@@ -139,6 +147,16 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
     }
     /** The newest inbound connection of each peer: an older one is closed when it reconnects. */
     const peerSockets = new Map<NodeId, net.Socket>()
+
+    /** Delivers in plain code when it can: true when done (delivered or dropped), false when the
+     * handler is an Effect or a log line is due (then `deliver`). */
+    const deliverNow = (envelope: Envelope, hello: Hello): boolean => {
+      const { from, to } = envelope.message
+      if (from !== hello.nodeId || to !== nodeId || onEnvelopeNow === null) return false
+      inbound.received++
+      onEnvelopeNow(envelope)
+      return true
+    }
 
     const deliver = (envelope: Envelope, hello: Hello) =>
       Effect.suspend(() => {
@@ -205,7 +223,11 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
         yield* Effect.addFinalizer(() => snapshots.stop)
         const peerClosed = () => new ConnectionClosed({ detail: "the peer closed the connection" })
         while (true) {
-          const payload = yield* reader.readFrameOr(peerClosed)
+          // A frame already buffered is taken in plain code (a message to the plain handler then
+          // costs no Effect operation); otherwise wait for the socket.
+          const buffered = reader.decoder.next()
+          if (Either.isLeft(buffered)) return yield* buffered.left
+          const payload = buffered.right ?? (yield* reader.readFrameOr(peerClosed))
           const decoded = unpacker.receive(payload)
           if (Either.isLeft(decoded)) return yield* decoded.left
           const frame = decoded.right
@@ -218,7 +240,8 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
           }
           if (frame._tag === "Message") {
             traceMessage("peer.recv", frame.message)
-            yield* deliver({ message: frame.message, snapshot: null }, hello)
+            const envelope: Envelope = { message: frame.message, snapshot: null }
+            if (!deliverNow(envelope, hello)) yield* deliver(envelope, hello)
             continue
           }
           const result = yield* (frame._tag === "SnapshotBegin" ? snapshots.begin(frame) : snapshots.chunk(frame))
@@ -325,6 +348,11 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
         }
       }))
 
+    const sendNow = (envelope: Envelope): boolean => {
+      const entry = links.get(envelope.message.to)
+      return entry !== undefined && entry.link.sendNow(envelope)
+    }
+
     const send = (envelope: Envelope): Effect.Effect<void> =>
       Effect.suspend(() => {
         const to = envelope.message.to
@@ -345,6 +373,7 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
       })
 
     const serve = (handler: (envelope: Envelope) => Effect.Effect<void>) => Effect.sync(() => void (onEnvelope = handler))
+    const serveNow = (handler: (envelope: Envelope) => void) => Effect.sync(() => void (onEnvelopeNow = handler))
 
     const stats = Effect.suspend(() =>
       Effect.map(
@@ -353,7 +382,7 @@ export const makeTcp = (options: TcpTransportOptions): Effect.Effect<TransportSe
       )
     )
 
-    return { nodeId, address, send, setPeers, serve, stats }
+    return { nodeId, address, send, sendNow, setPeers, serve, serveNow, stats }
   })
 
 export const layerTcp = (options: TcpTransportOptions): Layer.Layer<Transport, ListenFailed> => Layer.scoped(Transport, makeTcp(options))

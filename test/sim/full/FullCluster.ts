@@ -191,6 +191,10 @@ export class FullCluster {
     return {
       address: `node${id}`,
       send: (envelope) => Effect.sync(() => this.send(id, envelope)),
+      sendNow: (envelope) => {
+        this.send(id, envelope)
+        return true
+      },
       serve: (onEnvelope) => Effect.sync(() => void (node.deliver = onEnvelope)),
       setPeers: () => Effect.void
     }

@@ -93,6 +93,9 @@ export interface SqliteNode {
    * the handler its wiring registered for inbound messages. */
   inbox: SnapshotInbox | null
   deliver: ((envelope: Envelope) => Effect.Effect<void>) | null
+  /** The wiring's plain handler (NodeTransport.serveNow), used when a message is delivered at
+   * once (no delay). */
+  deliverNow?: ((envelope: Envelope) => void) | null
   restarts: number
 }
 
@@ -253,7 +256,9 @@ export class SqliteCluster {
     return {
       address: `node${id}`,
       send: (envelope) => this.send(id, envelope),
+      sendNow: (envelope) => this.sendNow(id, envelope),
       serve: (onEnvelope) => Effect.sync(() => void (node.deliver = onEnvelope)),
+      serveNow: (onEnvelope) => Effect.sync(() => void (node.deliverNow = onEnvelope)),
       setPeers: () => Effect.void
     }
   }
@@ -272,6 +277,7 @@ export class SqliteCluster {
       node.scope = null
       node.inbox = null
       node.deliver = null
+      node.deliverNow = null
       node.restarts++
       yield* Scope.close(scope, Exit.void)
       if (this.options.disk !== "node") {
@@ -294,6 +300,22 @@ export class SqliteCluster {
 
   heal(): void {
     this.blocked.clear()
+  }
+
+  /** `send` in plain code for what it delivers at once (no delay, no snapshot): the same steps
+   * in the same order (the same draws of the random source); false otherwise. */
+  private sendNow(from: NodeId, envelope: Envelope): boolean {
+    const message = envelope.message
+    if ((this.options.delayMsMax ?? 0) !== 0 || envelope.snapshot !== null || this.nodes.get(message.to)?.deliverNow == null) return false
+    this.messages++
+    const drop = this.options.dropProbability ?? 0
+    if (drop > 0 && this.options.rng.chance(drop)) return true
+    const bytes = packr.pack(message)
+    if (this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return true
+    const node = this.nodes.get(message.to)
+    if (node?.raft == null || node.inbox === null || node.deliver === null || node.deliverNow == null || this.blocked.has(`${from}->${message.to}`) || this.dropIf?.(from, message) === true) return true
+    node.deliverNow({ message: packr.unpack(bytes) as Message, snapshot: null })
+    return true
   }
 
   private send(from: NodeId, envelope: Envelope): Effect.Effect<void> {
