@@ -398,10 +398,15 @@ export const make = (options: PeerLinkOptions): Effect.Effect<PeerLink, never, S
             if (resumed === null || resumed.transfer !== message.transfer) continue
             resumed.resumeAt(message.offset)
             if (!resumed.done) snapshot = resumed
-            else if (snapshot === resumed) {
-              // The receiver holds it whole already: nothing more to send.
-              snapshot = null
-              counters.sent++
+            else {
+              // The receiver holds it whole: nothing more to send, and nothing can reopen it, so
+              // its file is unpinned now (kept until the link dropped the transfer, an older
+              // snapshot held a leader at 3× its database).
+              if (snapshot === resumed) {
+                snapshot = null
+                counters.sent++
+              }
+              setLastSnapshot(null)
             }
           } else {
             continuePending = false

@@ -14,7 +14,8 @@
 // chunk before the first Resume, so a resumed transfer reads nothing twice; a Raft retry of a
 // transfer still waiting for it begins again. A chunk repeating bytes already held is ignored.
 // The receiver delivers the envelope once every byte arrived, the checksum matched and the file
-// is durable; a checksum mismatch discards the partial file (the leader offers it again).
+// is durable, and then sends a Resume at the total size: the sender's file need not stay pinned.
+// A checksum mismatch discards the partial file (the leader offers it again).
 import { Effect } from "effect"
 import { assert } from "../../assert.ts"
 import type { IncomingSnapshot, SnapshotInbox, SnapshotSource } from "../../actors/snapshotData.ts"
@@ -227,7 +228,9 @@ export class InboundSnapshots {
         const problem = `snapshot transfer ${current.begin.transfer} dropped: ${describe(finished.left)}`
         return { ...nothing, dropped: supersededReason === null ? problem : `${supersededReason}; ${problem}` }
       }
-      return { completed: { message: current.begin.message, snapshot: finished.right }, dropped: supersededReason, resumeAt: null }
+      // A Resume at the end tells the sender it holds everything: the sender unpins its file.
+      const resumeAt = { transfer: current.begin.transfer, offset: current.begin.totalBytes }
+      return { completed: { message: current.begin.message, snapshot: finished.right }, dropped: supersededReason, resumeAt }
     })
   }
 }

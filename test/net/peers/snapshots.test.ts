@@ -57,6 +57,8 @@ describe("snapshot streaming", () => {
         }
         expect(event.dropped).toBeNull()
         expect(event.completed?.message).toEqual(message)
+        // The last event tells the sender the receiver holds it all (the sender unpins its file).
+        expect(event.resumeAt).toEqual({ transfer: 7, offset: size })
         expect(bytesEqual(yield* bytesOf(event.completed!.snapshot), data)).toBe(true)
         // Adopted, it is a snapshot of the receiver's store.
         yield* Effect.orDie(b.adopt(meta))

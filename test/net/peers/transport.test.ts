@@ -267,6 +267,34 @@ describe("TCP transport", () => {
       expect((yield* link(a.transport)).sent).toBe(21)
     }), 20_000)
 
+  it.scopedLive("a snapshot the receiver holds whole is unpinned on the sender at once, not when the link drops the transfer", () =>
+    Effect.gen(function*() {
+      const a = yield* start({ nodeId: 1 })
+      const b = yield* start({ nodeId: 2 })
+      yield* a.transport.setPeers(new Map([[2, b.transport.address]]))
+      const message = { _tag: "InstallSnapshot" as const, from: 1, to: 2, term: 4, meta: { index: 900, term: 3, config: { members: [{ id: 1, address: "x:1", role: "voter" as const }] } } }
+      const stored = yield* storedSnapshot(a.snapshots, message.meta, prng(78).bytes(3 * 1024 * 1024))
+      // Counts the pins the link holds on the sender's file (the store's pin keeps it from pruning).
+      let pinned = 0
+      const source = {
+        ...stored,
+        pin: () => {
+          pinned++
+          const unpin = stored.pin!()
+          return () => {
+            pinned--
+            unpin()
+          }
+        }
+      }
+      yield* a.transport.send({ message, snapshot: source })
+      yield* waitUntil("the snapshot", Effect.sync(() => b.received.some((e) => e.snapshot !== null)))
+      // Before: the pin stayed until a newer snapshot, a lost connection or a link reset, and the
+      // leader kept an older snapshot beside its newest (3× its database at 4 GiB).
+      yield* waitUntil("the sender's pin released", Effect.sync(() => pinned === 0))
+      expect((yield* link(a.transport)).sent).toBe(1)
+    }), 20_000)
+
   it.scopedLive("a 6 MiB AppendEntries goes as a data message: heartbeats pass it, the AppendEntries after it does not, its data arrives intact", () =>
     Effect.gen(function*() {
       const a = yield* start({ nodeId: 1 })
