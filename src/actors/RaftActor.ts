@@ -349,11 +349,12 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           return nudge
         }),
       appliedIndex: core.log.applied,
-      onApplied: (index) =>
-        Effect.suspend(() => {
-          appliedLatest = index
-          return nudge
-        })
+      // Plain code: the applier publishes in its batch's plain path (the Raft actor exists by
+      // the time an entry is applied).
+      onAppliedNow: (index) => {
+        appliedLatest = index
+        void raft.offer({ _tag: "Nudge" })
+      }
     })
 
     const initial: DriverState<R, SM> = {

@@ -21,9 +21,12 @@ export interface ActorOptions<S, M, R> {
   readonly batchMax: number
   /** Builds the state; run again on every restart, so a restart never sees a dead run's state. */
   readonly initial: Effect.Effect<S, never, R>
-  /** Handles a non-empty batch, oldest first, and returns the next state. A defect here (or in
-   * `initial`) is logged and restarts the actor; the rest of that batch is lost. */
-  readonly receive: (state: S, batch: Arr.NonEmptyReadonlyArray<M>) => Effect.Effect<S, never, R>
+  /** Handles a non-empty batch, oldest first, and returns the next state: as it is when the
+   * batch was handled in plain code (no Effect operation for the batch: the steady state of the
+   * Raft actor and the log writer), or as an Effect that yields it. A defect here (thrown, or in
+   * the Effect, or in `initial`) is logged and restarts the actor; the rest of that batch is
+   * lost. `S` must not itself be an Effect. */
+  readonly receive: (state: S, batch: Arr.NonEmptyReadonlyArray<M>) => Effect.Effect<S, never, R> | S
   readonly supervision: Supervision
 }
 
@@ -230,12 +233,16 @@ const run = <S, M, R>(
 ): Effect.Effect<never, never, R> =>
   Effect.flatMap(options.initial, (initial) => {
     let state = initial
+    const resumed = (next: S): Effect.Effect<never, never, R> => {
+      state = next
+      return loop
+    }
     const loop: Effect.Effect<never, never, R> = Effect.flatMap(mailbox.take, (batch) => {
       assert(batch.length >= 1 && batch.length <= options.batchMax, "1 <= batch length <= batchMax")
-      return Effect.flatMap(options.receive(state, batch as unknown as Arr.NonEmptyReadonlyArray<M>), (next) => {
-        state = next
-        return loop
-      })
+      const next = options.receive(state, batch as unknown as Arr.NonEmptyReadonlyArray<M>)
+      if (Effect.isEffect(next)) return Effect.flatMap(next as Effect.Effect<S, never, R>, resumed)
+      state = next as S
+      return loop
     })
     return loop
   })
