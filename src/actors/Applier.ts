@@ -6,6 +6,12 @@
 // `apply`, `sync` or `restore`) is waited out: the same step is retried with a bounded backoff
 // until it succeeds, and the applied index is published only after the batch's `sync` did. Page
 // sets are full page images and a restore replaces whole files, so running a step again is safe.
+//
+// The steady state is plain code (issue 12): a batch of committed entries is applied with the
+// state machine's `applyNow`, synced with `syncNow` when no file is due, published, and its
+// waiters answered, with no Effect operation of its own; what needs one (a restore, a snapshot,
+// a large entry, a due fdatasync, a full disk) is returned as an Effect that goes on with the
+// rest of the batch, in the same order. What is left per batch is the mailbox's wake-up.
 import type { Scope } from "effect"
 import { Cause, Deferred, Duration, Effect, Exit, Option } from "effect"
 import { assert } from "../assert.ts"
