@@ -361,13 +361,13 @@ export const make = <R, SM>(options: RaftNodeOptions<R, SM>): Effect.Effect<Raft
           return nudge
         }),
       appliedIndex: core.log.applied,
-      // The core needs the applied mark at once only when it holds committed entries back
-      // for its bound on what is being applied; otherwise its next batch steps it.
-      onApplied: (index) =>
-        Effect.suspend(() => {
-          appliedLatest = index
-          return applyPending(core) ? nudge : Effect.void
-        })
+      // Plain code: the applier publishes in its batch's plain path. The core needs the applied
+      // mark at once only when it holds committed entries back for its bound on what is being
+      // applied; otherwise its next batch steps it.
+      onAppliedNow: (index) => {
+        appliedLatest = index
+        if (applyPending(core)) nudgeNow()
+      }
     })
 
     const initial: DriverState<R, SM> = {

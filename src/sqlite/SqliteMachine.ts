@@ -42,6 +42,7 @@ import { nodeDisk, runNow, unlinkIfExists, withFile, writeOffLoop } from "../sto
 import type { Leftovers } from "../storage/leftovers.ts"
 import { leftoversOf } from "../storage/leftovers.ts"
 import type { PreparedSnapshot, StateMachine } from "../actors/Applier.ts"
+import { applyLater } from "../actors/Applier.ts"
 import { assert } from "../assert.ts"
 import type { Entry, LogIndex, NodeId, SnapshotMeta, Term } from "../raft/types.ts"
 import type { AppliedState, DatabaseFileState, FsyncMode } from "./appliedState.ts"
@@ -68,6 +69,7 @@ import type { ReceivedImages } from "./receivedImages.ts"
 import { ImageSplitter, receivedSuffix } from "./receivedImages.ts"
 import { trace, traceDuration, tracing } from "../runtime/trace.ts"
 import { largePayloadBytes } from "../runtime/yieldToLoop.ts"
+import { Mutex } from "../runtime/Mutex.ts"
 import type { PageSet } from "./pageSet.ts"
 
 export type SqliteApplyResult =
@@ -282,7 +284,10 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** Called for each skipped entry (the simulator counts them: they should not happen). */
   onSkipped: ((database: string, index: LogIndex, reason: string) => void) | null = null
   private readonly slots = new Map<string, Slot>()
-  private readonly lock = Effect.unsafeMakeSemaphore(1)
+  /** Held by what changes files or slots across a wait (a large entry's apply, a sync, a
+   * restore, a writer's lead, release and checkpoint record); free means the plain paths
+   * (`applyNow`, `syncNow`) may run. */
+  private readonly lock = new Mutex()
   private epochs = 0
   private closed = false
   /** The applied index at the last sync of the page files. */
@@ -370,14 +375,22 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   readonly apply = (entry: Entry): Effect.Effect<SqliteApplyResult> =>
     Effect.suspend(() => {
+      const result = this.applyNow(entry)
+      if (result !== applyLater) return Effect.succeed(result)
       if (entry.kind === "command") this.appliedBytesUnsynced += entry.data.byteLength
-      if (entry.kind === "command" && entry.data.byteLength >= largePayloadBytes) return this.applyLargeEntry(entry)
-      if (!tracing) return Effect.succeed(this.applyEntry(entry))
-      const started = performance.now()
-      const result = this.applyEntry(entry)
-      traceDuration("machine.apply.ms", started)
-      return Effect.succeed(result)
+      return this.applyLargeEntry(entry)
     })
+
+  /** `apply` in plain code (the applier's steady state), but for a large entry: `applyLater`. */
+  readonly applyNow = (entry: Entry): SqliteApplyResult | typeof applyLater => {
+    if (entry.kind === "command" && entry.data.byteLength >= largePayloadBytes) return applyLater
+    if (entry.kind === "command") this.appliedBytesUnsynced += entry.data.byteLength
+    if (!tracing) return this.applyEntry(entry)
+    const started = performance.now()
+    const result = this.applyEntry(entry)
+    traceDuration("machine.apply.ms", started)
+    return result
+  }
 
   /** `applyEntry` for an entry of `largePayloadBytes` or more: its pages are written a run at a
    * time on the thread pool (PageApplier.applyOffLoop), the event loop free meanwhile. While they
@@ -387,7 +400,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * in between. Uninterruptible: an entry counted as applied is written whole before anything
    * (a shutdown's sync) may record it. */
   private applyLargeEntry(entry: Entry): Effect.Effect<SqliteApplyResult> {
-    return this.lock.withPermits(1)(Effect.uninterruptible(Effect.suspend(() => {
+    return this.lock.withLock(Effect.uninterruptible(Effect.suspend(() => {
       const started = performance.now()
       const step = this.beginApply(entry)
       traceDuration("machine.apply.ms", started)
@@ -409,46 +422,55 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
 
   /** After each applier batch: fdatasync the files pages were written to, then record the index
    * they reflect. */
-  readonly sync: Effect.Effect<void> = this.lock.withPermits(1)(Effect.suspend(() => this.syncFiles(this.options.syncEveryEntries ?? 1)))
+  readonly sync: Effect.Effect<void> = this.lock.withLock(Effect.suspend(() => this.syncFiles(this.options.syncEveryEntries ?? 1)))
+
+  /** `sync` in plain code when no file is due for an fdatasync and nothing holds the lock (a
+   * leader's batches; a follower's between two syncs): true when done, false when `sync` must
+   * run. Synchronous, so nothing can take the lock meanwhile. */
+  readonly syncNow = (): boolean => !this.lock.isHeld && this.syncFilesNow(this.options.syncEveryEntries ?? 1) === null
 
   /** `sync`'s work, once at least `everyEntries` entries were applied since the last one. */
   private syncFiles(everyEntries: number): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      // The applier's retry loop (a full disk) finishes an interrupted step-down discard here.
-      for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
-      if (this.appliedIndex - this.syncedIndex < everyEntries && this.appliedBytesUnsynced < (this.options.syncEveryBytes ?? syncEveryBytesDefault)) return Effect.void
-      const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
-      if (dirty.length === 0) {
-        this.appliedBytesUnsynced = 0 // none of it in a file of ours to sync (a leader's own WAL)
-        return Effect.void
+    return Effect.suspend(() => this.syncFilesNow(everyEntries) ?? Effect.void)
+  }
+
+  /** `syncFiles` in plain code as far as it goes: null when no file is due, else the Effect that
+   * fdatasyncs the files and records them. */
+  private syncFilesNow(everyEntries: number): Effect.Effect<void> | null {
+    // The applier's retry loop (a full disk) finishes an interrupted step-down discard here.
+    for (const slot of this.slots.values()) this.finishDiscard(slot, this.appliedIndex)
+    if (this.appliedIndex - this.syncedIndex < everyEntries && this.appliedBytesUnsynced < (this.options.syncEveryBytes ?? syncEveryBytesDefault)) return null
+    const dirty = [...this.slots.values()].filter((slot) => slot.owner === null && slot.applier !== null)
+    if (dirty.length === 0) {
+      this.appliedBytesUnsynced = 0 // none of it in a file of ours to sync (a leader's own WAL)
+      return null
+    }
+    const appliedIndex = this.appliedIndex
+    // Counted as synced only once the files and the record are written: a sync that failed (a
+    // full disk: the applier retries it) must run again, not be skipped as already done. The
+    // files first, then the record: a record is never newer than the files it describes.
+    return Effect.gen(this, function*() {
+      trace("machine.sync.start", appliedIndex)
+      for (const slot of dirty) {
+        if (this.options.fsync !== "off" && this.options.bugs?.skipPageSync !== true) yield* slot.applier!.sync
+        slot.applier!.close()
+        slot.applier = null
+        slot.fileIndex = appliedIndex
+        slot.fileLastChangeIndex = slot.lastChangeIndex
       }
-      const appliedIndex = this.appliedIndex
-      // Counted as synced only once the files and the record are written: a sync that failed (a
-      // full disk: the applier retries it) must run again, not be skipped as already done. The
-      // files first, then the record: a record is never newer than the files it describes.
-      return Effect.gen(this, function*() {
-        trace("machine.sync.start", appliedIndex)
-        for (const slot of dirty) {
-          if (this.options.fsync !== "off" && this.options.bugs?.skipPageSync !== true) yield* slot.applier!.sync
-          slot.applier!.close()
-          slot.applier = null
+      for (const slot of this.slots.values()) {
+        // A closed database without new pages reflects the applied index as well.
+        if (slot.owner === null && slot.applier === null && slot.discarding === null && runNow(this.disk.exists(slot.path))) {
           slot.fileIndex = appliedIndex
           slot.fileLastChangeIndex = slot.lastChangeIndex
         }
-        for (const slot of this.slots.values()) {
-          // A closed database without new pages reflects the applied index as well.
-          if (slot.owner === null && slot.applier === null && slot.discarding === null && runNow(this.disk.exists(slot.path))) {
-            slot.fileIndex = appliedIndex
-            slot.fileLastChangeIndex = slot.lastChangeIndex
-          }
-        }
-        yield* this.writeRecord()
-        this.syncedIndex = appliedIndex
-        this.appliedBytesUnsynced = 0
-        this.stats.syncs++
-        trace("machine.synced", appliedIndex)
-      }).pipe(Effect.orDie)
-    })
+      }
+      yield* this.writeRecord()
+      this.syncedIndex = appliedIndex
+      this.appliedBytesUnsynced = 0
+      this.stats.syncs++
+      trace("machine.synced", appliedIndex)
+    }).pipe(Effect.orDie)
   }
 
   /** The first entry a restart needs from the log to bring every file up without the snapshot
@@ -655,7 +677,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   }
 
   readonly restore = (meta: SnapshotMeta, source: SnapshotSource): Effect.Effect<void> =>
-    this.lock.withPermits(1)(
+    this.lock.withLock(
       Effect.suspend(() => {
         for (const slot of this.slots.values()) {
           const owner = slot.owner
@@ -854,7 +876,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
   /** Switches `name` to leading for a writer of `term`: closes the page applier (syncing it),
    * records the index the main file now reflects, and lets `makeOwner` open the connections. */
   lead<O extends LeaderSlotOwner>(name: string, term: Term, makeOwner: (databasePath: string, lastChangeIndex: LogIndex) => O): Effect.Effect<O, SqlNotLeader> {
-    return this.lock.withPermits(1)(
+    return this.lock.withLock(
       Effect.suspend(() => {
         if (this.closed) return Effect.fail(new SqlNotLeader({ leader: null, message: `node ${this.nodeId} is shutting down` }))
         return this.leadNow(name, term, makeOwner)
@@ -899,7 +921,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * the committed state; "keepWal" closes as a crash would (shutdown). `unresolved`: a proposal
    * of the writer may still be in the log with its fate unknown. */
   release(name: string, owner: LeaderSlotOwner, mode: "discard" | "keepWal", unresolved: boolean): Effect.Effect<void> {
-    return this.lock.withPermits(1)(
+    return this.lock.withLock(
       Effect.suspend(() => {
         const slot = this.slots.get(name)
         if (slot === undefined || slot.owner !== owner) return Effect.void
@@ -942,7 +964,7 @@ export class SqliteMachine implements StateMachine<SqliteApplyResult> {
    * fdatasynced here, on the thread pool, before the record says so: a record is never newer
    * than the file it describes. */
   checkpointed(name: string, owner: LeaderSlotOwner, at?: { readonly fileIndex: LogIndex; readonly lastChangeIndex: LogIndex }): Effect.Effect<void> {
-    return this.lock.withPermits(1)(
+    return this.lock.withLock(
       Effect.suspend(() => {
         const slot = this.slots.get(name)
         if (slot === undefined || slot.owner !== owner) return Effect.void
