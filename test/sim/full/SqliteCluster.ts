@@ -34,6 +34,7 @@ import type { SqliteApplyResult, SqliteMachineBugs } from "../../../src/sqlite/S
 import { SqliteMachine } from "../../../src/sqlite/SqliteMachine.ts"
 import { nodeDisk } from "../../../src/storage/Disk.ts"
 import type { SnapshotInbox, SnapshotSource } from "../../../src/actors/snapshotData.ts"
+import { applyLater } from "../../../src/actors/Applier.ts"
 import { transferSnapshot } from "../snapshotTransfer.ts"
 import type { Prng } from "../Prng.ts"
 import type { CrashMode, SimDisk } from "../SimDisk.ts"
@@ -213,6 +214,13 @@ export class SqliteCluster {
             const onApplied = options.onApplied
             return Object.assign(Object.create(opened) as SqliteMachine, {
               apply: (entry: Entry) => (onApplied === undefined ? opened.apply(entry) : Effect.zipLeft(opened.apply(entry), Effect.sync(() => onApplied(id, entry)))),
+              // The applier's plain path calls applyNow, not apply: the checker must see those too
+              // (without this it saw only large entries and retries, and checked next to nothing).
+              applyNow: (entry: Entry) => {
+                const result = opened.applyNow(entry)
+                if (result !== applyLater) onApplied?.(id, entry)
+                return result
+              },
               restore: (meta: SnapshotMeta, source: SnapshotSource) => Effect.zipLeft(opened.restore(meta, source), Effect.sync(() => void this.installs++))
             })
           }),
