@@ -47,9 +47,15 @@ describe("SQLite simulator checkers", () => {
 // rebuilt from the committed entries up to its index.
 describe("SQLite simulator: snapshots copied while entries are applied", () => {
   it("every stored snapshot is the database at its index; a copy without copy-on-write is caught", async () => {
-    const clean = runSqliteSeed({ seed: 1, pacedSnapshots: true, ...ciSchedule })
-    expect(clean.violations).toEqual([])
-    expect(clean.snapshotsChecked).toBeGreaterThan(0)
+    // A window of seeds, not one: whether a live node still holds a snapshot at the end is the
+    // schedule's doing, and a change that sends fewer messages moves every later draw.
+    let checked = 0
+    for (let seed = 1; seed <= 4; seed++) {
+      const clean = runSqliteSeed({ seed, pacedSnapshots: true, ...ciSchedule })
+      expect(clean.violations).toEqual([])
+      checked += clean.snapshotsChecked
+    }
+    expect(checked).toBeGreaterThan(0)
     expect((await firstViolation("skip-copy-on-write", 3, "all", 1, { pacedSnapshots: true })).some((v) => /snapshot at \d+ is not the database/.test(v))).toBe(true)
   }, 300_000)
 })
