@@ -1,38 +1,16 @@
 // A node wired from its parts on the real disk and real sockets: bootstrap, restart from the
 // data directory, refusal of a directory that belongs to another node, and a three-node cluster
 // built by adding members that survives losing its leader.
-import type { SnapshotSource } from "../../src/actors/snapshotData.ts"
-import { readAllBytes, snapshotOfBytes } from "../../src/actors/snapshotData.ts"
+import { Counter, counterMachine } from "./counter.ts"
 import { describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Either, Exit, Scope } from "effect"
-import type { StateMachine } from "../../src/actors/Applier.ts"
 import * as Node from "../../src/node/Node.ts"
 import type { TqliteNode } from "../../src/node/Node.ts"
-import type { Entry } from "../../src/raft/types.ts"
 import { Disk } from "../../src/storage/Disk.ts"
 import { freePort } from "../freePort.ts"
-
-class Counter implements StateMachine<number> {
-  total = 0
-  constructor(start: Uint8Array | null) {
-    if (start !== null) this.total = new DataView(start.buffer, start.byteOffset).getFloat64(0)
-  }
-  readonly apply = (entry: Entry) =>
-    Effect.sync(() => {
-      if (entry.kind === "command") this.total += entry.data[0] ?? 0
-      return this.total
-    })
-  readonly snapshot = snapshotOfBytes(Effect.sync(() => {
-    const data = new Uint8Array(8)
-    new DataView(data.buffer).setFloat64(0, this.total)
-    return data
-  }))
-  readonly restore = (_: unknown, source: SnapshotSource) =>
-    Effect.map(Effect.orDie(readAllBytes(source)), (data) => void (this.total = new DataView(data.buffer, data.byteOffset).getFloat64(0)))
-}
 
 const tempDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-node-"))
 
@@ -43,7 +21,7 @@ const start = (dataDir: string, address: string, mode: Node.NodeOptions<number, 
     dataDir,
     address,
     start: mode,
-    stateMachine: (_identity, snapshot) => snapshot === null ? Effect.succeed(new Counter(null)) : Effect.map(Effect.flatMap(snapshot.load, (source) => Effect.orDie(readAllBytes(source))), (data) => new Counter(data)),
+    stateMachine: counterMachine,
     tickMs: 20,
     snapshotEveryEntries: 50,
     requestTimeoutMs: 3000
