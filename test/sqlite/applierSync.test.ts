@@ -30,19 +30,23 @@ class Recording implements StateMachine<number> {
 
 const barrier = (index: number): Entry => ({ kind: "barrier", term: 1, index })
 
+/** An applier of `sm` with small bounds and no snapshot store. */
+const applierOf = <SM extends StateMachine<number>>(sm: SM) =>
+  Applier.make<number, SM>({
+    name: "applier",
+    stateMachine: sm,
+    mailboxCapacity: 16,
+    batchMax: 16,
+    saveSnapshot: () => Effect.void,
+    onSnapshotSaved: () => Effect.void,
+    appliedIndex: 0
+  })
+
 describe("Applier sync hook", () => {
   it.scopedLive("syncs once per batch that applied entries, before publishing the applied index", () =>
     Effect.gen(function*() {
       const sm = new Recording()
-      const applier = yield* Applier.make<number, Recording>({
-        name: "applier",
-        stateMachine: sm,
-        mailboxCapacity: 16,
-        batchMax: 16,
-        saveSnapshot: () => Effect.void,
-        onSnapshotSaved: () => Effect.void,
-        appliedIndex: 0
-      })
+      const applier = yield* applierOf(sm)
       sm.applied = applier.applied
       yield* applier.actor.send({ _tag: "Apply", entries: [barrier(1), barrier(2), barrier(3)], waiters: new Map() })
       yield* Effect.sleep(1)
@@ -99,15 +103,7 @@ describe("Applier plain path", () => {
   it.scopedLive("applies with applyNow and syncs with syncNow, falls back to apply, sync and the full-disk retry in order, and publishes before answering", () =>
     Effect.gen(function*() {
       const sm = new Plain()
-      const applier = yield* Applier.make<number, Plain>({
-        name: "applier",
-        stateMachine: sm,
-        mailboxCapacity: 16,
-        batchMax: 16,
-        saveSnapshot: () => Effect.void,
-        onSnapshotSaved: () => Effect.void,
-        appliedIndex: 0
-      })
+      const applier = yield* applierOf(sm)
       sm.applied = applier.appliedNow
       const answered: Array<string> = []
       const answer = (index: number) => (exit: Exit.Exit<Applier.Applied<number>, unknown>) => {
