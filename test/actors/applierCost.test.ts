@@ -7,7 +7,7 @@
 import { Effect, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
 import type { Fiber } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import { exec, filesOf, makeCluster, contentOf, query, rowsOf, session, simulate } from "../sqlite/clusterHelpers.ts"
+import { contentOf, countedInserts, filesOf, makeCluster, simulate } from "../sqlite/clusterHelpers.ts"
 import { tempDirectory } from "../sqlite/helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
@@ -47,15 +47,7 @@ describe("the applier: the cost of a committed entry", () => {
         const cluster = makeCluster(dir.path, { syncEveryEntries: 8 })
         yield* cluster.bootstrap([1, 2, 3])
         const leader = yield* cluster.awaitLeader()
-        const s = yield* session(leader)
-        yield* exec(s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-        for (let i = 0; i < 3; i++) yield* exec(s, "INSERT INTO t(v) VALUES ('warm')")
-        const before = leader.dbs.writer("main")!.stats.entries
-        counter.counting = true
-        for (let i = 0; i < writes; i++) yield* exec(s, "INSERT INTO t(v) VALUES (?)", [`x${i}`])
-        counter.counting = false
-        const entries = leader.dbs.writer("main")!.stats.entries - before
-        const rows = rowsOf(yield* query(s, "SELECT count(*) FROM t WHERE v LIKE 'x%'"))
+        const { entries, rows } = yield* countedInserts(leader, counter, writes)
         // Every node applied them: each file holds the same rows once all is applied.
         expect(yield* cluster.awaitConverged()).toBe(true)
         const contents = filesOf(cluster).map((file) => contentOf(file.path))

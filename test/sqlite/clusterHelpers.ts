@@ -68,3 +68,20 @@ export function filesOf(cluster: SqliteCluster, database = "main"): Array<{ read
 export function rowsOf(rows: Rows): Array<Array<unknown>> {
   return rows.rows.map((row) => [...row])
 }
+
+/** On `leader`: a table t, three warm-up inserts, then `writes` one-row inserts one at a time
+ * with `counter.counting` on (a Supervisor counting Effect operations). Returns the entries the
+ * writer committed for them and the rows they left. */
+export const countedInserts = (leader: LiveNode, counter: { counting: boolean }, writes: number) =>
+  Effect.gen(function*() {
+    const s = yield* session(leader)
+    yield* exec(s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    for (let i = 0; i < 3; i++) yield* exec(s, "INSERT INTO t(v) VALUES ('warm')")
+    const before = leader.dbs.writer("main")!.stats.entries
+    counter.counting = true
+    for (let i = 0; i < writes; i++) yield* exec(s, "INSERT INTO t(v) VALUES (?)", [`x${i}`])
+    counter.counting = false
+    const entries = leader.dbs.writer("main")!.stats.entries - before
+    const rows = rowsOf(yield* query(s, "SELECT count(*) FROM t WHERE v LIKE 'x%'"))
+    return { entries, rows }
+  })

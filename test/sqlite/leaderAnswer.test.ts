@@ -7,7 +7,7 @@
 import { Effect, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
 import type { Fiber } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import { exec, makeCluster, query, rowsOf, session, simulate } from "./clusterHelpers.ts"
+import { countedInserts, makeCluster, simulate } from "./clusterHelpers.ts"
 import { tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
@@ -40,15 +40,7 @@ function writerResumptionsPerWrite(proposeNow: boolean): { perWrite: number; ent
       const cluster = makeCluster(dir.path, proposeNow ? {} : { databasesBugs: { proposeThroughWorker: true } })
       yield* cluster.bootstrap([1, 2, 3])
       const leader = yield* cluster.awaitLeader()
-      const s = yield* session(leader)
-      yield* exec(s, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-      for (let i = 0; i < 3; i++) yield* exec(s, "INSERT INTO t(v) VALUES ('warm')")
-      const before = leader.dbs.writer("main")!.stats.entries
-      counter.counting = true
-      for (let i = 0; i < writes; i++) yield* exec(s, "INSERT INTO t(v) VALUES (?)", [`x${i}`])
-      counter.counting = false
-      const entries = leader.dbs.writer("main")!.stats.entries - before
-      const rows = rowsOf(yield* query(s, "SELECT count(*) FROM t WHERE v LIKE 'x%'"))
+      const { entries, rows } = yield* countedInserts(leader, counter, writes)
       yield* cluster.shutdown()
       return { entries, rows }
     }).pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision)))
