@@ -4,8 +4,8 @@
 // SQLite cluster in simulated time. The leader's applier marks its own entries committed, the
 // followers' write pages and fdatasync them every few entries; the steady state is plain code,
 // so what is left per batch is the mailbox's wake-up of the applier's fiber.
-import { Effect, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
-import type { Fiber } from "effect"
+import { Effect } from "effect"
+import { actorOf, counted, FiberCounts } from "../fiberCounts.ts"
 import { afterAll, describe, expect, it } from "vitest"
 import { contentOf, countedInserts, filesOf, makeCluster, simulate } from "../sqlite/clusterHelpers.ts"
 import { tempDirectory } from "../sqlite/helpers.ts"
@@ -13,36 +13,16 @@ import { tempDirectory } from "../sqlite/helpers.ts"
 const dirs: Array<{ remove(): void }> = []
 afterAll(() => dirs.forEach((d) => d.remove()))
 
-/** Operations and resumptions of the appliers' fibers. */
-class ApplierCost extends Supervisor.AbstractSupervisor<void> {
-  counting = false
-  ops = 0
-  resumptions = 0
-  get value(): Effect.Effect<void> {
-    return Effect.void
-  }
-  private counts<A, E>(fiber: Fiber.RuntimeFiber<A, E>): boolean {
-    if (!this.counting) return false
-    const name = HashMap.get(fiber.getFiberRef(FiberRef.currentLogAnnotations), "actor")
-    return name._tag === "Some" && String(name.value).endsWith("/applier")
-  }
-  override onEffect<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (this.counts(fiber)) this.ops++
-  }
-  override onResume<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (this.counts(fiber)) this.resumptions++
-  }
-}
-
 const writes = 40
 
 describe("the applier: the cost of a committed entry", () => {
   it("costs the three nodes' appliers at most 40 Effect operations and 4 resumptions an entry", () => {
     const dir = tempDirectory("tqlite-applier-cost-")
     dirs.push(dir)
-    const counter = new ApplierCost()
+    // The appliers' fibers: the `actor` annotation ending in "/applier".
+    const counter = new FiberCounts(["applier"], (fiber) => (actorOf(fiber)?.endsWith("/applier") ? "applier" : null))
     const result = simulate(
-      Effect.gen(function*() {
+      counted(counter, Effect.gen(function*() {
         // Followers fdatasync their pages every 8 entries: the sync's Effect path is counted too.
         const cluster = makeCluster(dir.path, { syncEveryEntries: 8 })
         yield* cluster.bootstrap([1, 2, 3])
@@ -53,7 +33,7 @@ describe("the applier: the cost of a committed entry", () => {
         const contents = filesOf(cluster).map((file) => contentOf(file.path))
         yield* cluster.shutdown()
         return { entries, rows, contents }
-      }).pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision)))
+      }))
     )
     expect(result.rows).toEqual([[BigInt(writes)]])
     expect(result.entries).toBe(writes)
@@ -62,8 +42,8 @@ describe("the applier: the cost of a committed entry", () => {
     // Measured 31.5 operations and 3.0 resumptions an entry: 15 for the three mailbox wake-ups
     // (one resumption each), 16.5 for the followers' syncs (each ~66, every 8 entries). Before the
     // plain path: 160 and 6.0 (an Effect.gen per batch, an Effect per entry, a semaphore per sync).
-    expect(counter.ops / writes).toBeGreaterThan(2)
-    expect(counter.ops / writes).toBeLessThanOrEqual(40)
-    expect(counter.resumptions / writes).toBeLessThanOrEqual(4)
+    expect(counter.ops.applier / writes).toBeGreaterThan(2)
+    expect(counter.ops.applier / writes).toBeLessThanOrEqual(40)
+    expect(counter.resumptions.applier / writes).toBeLessThanOrEqual(4)
   })
 })

@@ -9,48 +9,25 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Effect, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
-import type { Fiber } from "effect"
+import { Effect } from "effect"
+import { actorOf, counted, FiberCounts } from "../fiberCounts.ts"
 import { SqliteCluster } from "../sim/full/SqliteCluster.ts"
 import { Prng } from "../sim/Prng.ts"
-
-type Part = "raft" | "log writer"
-
-/** Counts operations and resumptions of the fibers annotated as a Raft actor or a log writer. */
-class PartCounter extends Supervisor.AbstractSupervisor<void> {
-  counting = false
-  readonly ops = { raft: 0, "log writer": 0 }
-  readonly resumptions = { raft: 0, "log writer": 0 }
-  get value(): Effect.Effect<void> {
-    return Effect.void
-  }
-  private partOf<A, E>(fiber: Fiber.RuntimeFiber<A, E>): Part | null {
-    const name = HashMap.get(fiber.getFiberRef(FiberRef.currentLogAnnotations), "actor")
-    if (name._tag === "None") return null
-    const actor = String(name.value)
-    if (/^raft-\d+$/.test(actor)) return "raft"
-    if (/^raft-\d+\/log-writer$/.test(actor)) return "log writer"
-    return null
-  }
-  override onEffect<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (!this.counting) return
-    const part = this.partOf(fiber)
-    if (part !== null) this.ops[part]++
-  }
-  override onResume<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (!this.counting) return
-    const part = this.partOf(fiber)
-    if (part !== null) this.resumptions[part]++
-  }
-}
 
 const dirs: Array<string> = []
 afterAll(() => dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })))
 
 describe("Raft actor and log writer: the cost of an entry on three nodes", () => {
   it.live("one write at a time costs the Raft actors at most 120 Effect operations an entry and the log writers at most 135", () => {
-    const counter = new PartCounter()
-    return Effect.scoped(Effect.gen(function*() {
+    // The fibers annotated as a Raft actor (raft-N) or a log writer (raft-N/log-writer).
+    const counter = new FiberCounts(["raft", "log writer"] as const, (fiber) => {
+      const actor = actorOf(fiber)
+      if (actor === null) return null
+      if (/^raft-\d+$/.test(actor)) return "raft"
+      if (/^raft-\d+\/log-writer$/.test(actor)) return "log writer"
+      return null
+    })
+    return counted(counter, Effect.scoped(Effect.gen(function*() {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-raft-cost-"))
       dirs.push(dir)
       // Ticks every 200 ms: heartbeats and ticks are batches of their own, counted here too; at
@@ -84,6 +61,6 @@ describe("Raft actor and log writer: the cost of an entry on three nodes", () =>
       // Fewer batches too: a follower's persisted and applied marks wake its Raft actor only when
       // the core needs them at once (10.3 here; main 13.9).
       expect(perEntry(counter.resumptions.raft), summary).toBeLessThanOrEqual(12.5)
-    })).pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision)))
+    })))
   }, 120_000)
 })

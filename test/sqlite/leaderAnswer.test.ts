@@ -4,26 +4,14 @@
 // that already holds every client answered after the last entry closes without a flush. Counted with
 // a Supervisor (as `npm run bench -- opcount` does) over sequential single-statement writes on a
 // 3-node cluster in simulated time.
-import { Effect, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
-import type { Fiber } from "effect"
+import { Effect, FiberRef, HashMap } from "effect"
+import { counted, FiberCounts } from "../fiberCounts.ts"
 import { afterAll, describe, expect, it } from "vitest"
 import { countedInserts, makeCluster, simulate } from "./clusterHelpers.ts"
 import { tempDirectory } from "./helpers.ts"
 
 const dirs: Array<{ remove(): void }> = []
 afterAll(() => dirs.forEach((d) => d.remove()))
-
-/** Resumptions of the leader's writer fibers (those with the `writer` log annotation). */
-class WriterResumptions extends Supervisor.AbstractSupervisor<void> {
-  counting = false
-  resumptions = 0
-  get value(): Effect.Effect<void> {
-    return Effect.void
-  }
-  override onResume<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (this.counting && HashMap.has(fiber.getFiberRef(FiberRef.currentLogAnnotations), "writer")) this.resumptions++
-  }
-}
 
 const writes = 30
 
@@ -32,9 +20,10 @@ const writes = 30
 function writerResumptionsPerWrite(proposeNow: boolean): { perWrite: number; entries: number; rows: unknown } {
   const dir = tempDirectory("tqlite-leader-answer-")
   dirs.push(dir)
-  const counter = new WriterResumptions()
+  // The leader's writer fibers: those with the `writer` log annotation.
+  const counter = new FiberCounts(["writer"], (fiber) => (HashMap.has(fiber.getFiberRef(FiberRef.currentLogAnnotations), "writer") ? "writer" : null))
   const result = simulate(
-    Effect.gen(function*() {
+    counted(counter, Effect.gen(function*() {
       // Without proposeNow the writer proposes through its worker (the shell's other path, kept
       // for a full mailbox, a delayed retry or a large entry).
       const cluster = makeCluster(dir.path, proposeNow ? {} : { databasesBugs: { proposeThroughWorker: true } })
@@ -43,9 +32,9 @@ function writerResumptionsPerWrite(proposeNow: boolean): { perWrite: number; ent
       const { entries, rows } = yield* countedInserts(leader, counter, writes)
       yield* cluster.shutdown()
       return { entries, rows }
-    }).pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision)))
+    }))
   )
-  return { perWrite: counter.resumptions / writes, entries: result.entries, rows: result.rows }
+  return { perWrite: counter.resumptions.writer / writes, entries: result.entries, rows: result.rows }
 }
 
 describe("the leader answers a committed write", () => {

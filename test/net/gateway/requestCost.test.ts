@@ -8,7 +8,8 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, FiberRef, HashMap, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { Effect, FiberRef, HashMap } from "effect"
+import { counted, FiberCounts } from "../../fiberCounts.ts"
 import type { Fiber } from "effect"
 import type { GatewayObserver } from "../../../src/net/gateway/Gateway.ts"
 import { encodeRequest } from "../../../src/net/protocol/requests.ts"
@@ -26,29 +27,13 @@ const gatewaySide = FiberRef.unsafeMake(false)
 const isConnection = <A, E>(fiber: Fiber.RuntimeFiber<A, E>) =>
   fiber.getFiberRef(gatewaySide) && !HashMap.has(fiber.getFiberRef(FiberRef.currentLogAnnotations), "writer")
 
-class GatewayOps extends Supervisor.AbstractSupervisor<void> {
-  counting = false
-  ops = 0
-  resumptions = 0
-  get value(): Effect.Effect<void> {
-    return Effect.void
-  }
-  override onEffect<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (this.counting && isConnection(fiber)) this.ops++
-  }
-  override onResume<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
-    if (this.counting && isConnection(fiber)) this.resumptions++
-  }
-}
+const connectionCounts = () => new FiberCounts(["connection"], (fiber) => (isConnection(fiber) ? "connection" : null))
 
 const observer: GatewayObserver = { request: () => {}, failure: () => {}, connections: () => Effect.void }
 
-const counted = <A, E, R>(counter: GatewayOps, effect: Effect.Effect<A, E, R>) =>
-  effect.pipe(Effect.supervised(counter), Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision)))
-
 /** Operations of the connection's fiber per LEADER request. */
 const leaderCost = (effectPerRequest: boolean) => {
-  const counter = new GatewayOps()
+  const counter = connectionCounts()
   return counted(counter, Effect.gen(function*() {
     const gateway = yield* Effect.locally(startGateway({ observer, effectPerRequest }), gatewaySide, true)
     const client = yield* rawConnect(gateway.address)
@@ -60,14 +45,14 @@ const leaderCost = (effectPerRequest: boolean) => {
       expect(answer.kind).toBe("server")
     }
     counter.counting = false
-    return counter.ops / requests
+    return counter.ops.connection / requests
   }))
 }
 
 /** Writes and point reads over the wire on the leader of three nodes (real disk, live clock):
  * the connection fibers' operations and resumptions per statement, and what the client saw. */
 const statementCost = (effectPerRequest: boolean) => {
-  const counter = new GatewayOps()
+  const counter = connectionCounts()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-request-cost-"))
   return counted(counter, Effect.gen(function*() {
     const nodes = new SqliteCluster({ baseDir: dir, rng: new Prng(7), tickMs: 50, fsync: "async", syncEveryEntries: 1000, snapshotEveryEntries: 1_000_000, disk: "node", limits: {} })
@@ -102,7 +87,7 @@ const statementCost = (effectPerRequest: boolean) => {
     expectResult(yield* client.call(execSql("COMMIT")))
     const count = yield* client.call(querySql("SELECT count(*) FROM t"))
     yield* nodes.shutdown()
-    return { opsPerStatement: counter.ops / (2 * writes), resumptionsPerStatement: counter.resumptions / (2 * writes), count }
+    return { opsPerStatement: counter.ops.connection / (2 * writes), resumptionsPerStatement: counter.resumptions.connection / (2 * writes), count }
   }).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))))
 }
 
