@@ -6,23 +6,17 @@
 // then that `removeLeftovers` deletes every leftover on the thread pool, and that the stores
 // hold what they held.
 import fs from "node:fs"
-import os from "node:os"
 import path from "node:path"
 import { Context, Effect, Layer } from "effect"
-import { afterAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
+import { tempDirs } from "../tempDirs.ts"
 import type { DiskService } from "../../src/storage/Disk.ts"
 import { Disk, nodeDisk } from "../../src/storage/Disk.ts"
 import { SegmentLog } from "../../src/storage/SegmentLog.ts"
 import { Snapshots, snapshotFileName, writeSnapshotFrom } from "../../src/storage/Snapshots.ts"
 import type { SnapshotMeta } from "../../src/raft/types.ts"
 
-const dirs: Array<string> = []
-afterAll(() => dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })))
-const newDir = () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-bootleftovers-"))
-  dirs.push(dir)
-  return dir
-}
+const newDir = tempDirs("tqlite-bootleftovers-")
 
 const meta: SnapshotMeta = { index: 42, term: 2, config: { members: [{ id: 1, address: "a:1", role: "voter" }] } }
 

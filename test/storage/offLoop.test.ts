@@ -3,24 +3,18 @@
 // loop (a synchronous write into the page cache blocked the loop 100–430 ms per 1 MiB chunk
 // while the kernel throttled dirty pages: issue 17's write stalls after a bulk load).
 import fs from "node:fs"
-import os from "node:os"
 import path from "node:path"
 import { crc32c } from "@node-rs/crc32"
 import { Context, Deferred, Effect, Fiber, Layer } from "effect"
-import { afterAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
+import { tempDirs } from "../tempDirs.ts"
 import type { DiskFile, DiskService } from "../../src/storage/Disk.ts"
 import { Disk, nodeDisk, readOffLoop, withFile, writeOffLoop } from "../../src/storage/Disk.ts"
 import { SegmentLog, slowSyncAppendMs } from "../../src/storage/SegmentLog.ts"
 import { Snapshots, writeSnapshotFrom } from "../../src/storage/Snapshots.ts"
 import type { SnapshotMeta } from "../../src/raft/types.ts"
 
-const dirs: Array<string> = []
-afterAll(() => dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })))
-const newDir = () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-offloop-"))
-  dirs.push(dir)
-  return dir
-}
+const newDir = tempDirs("tqlite-offloop-")
 
 const meta: SnapshotMeta = { index: 42, term: 2, config: { members: [{ id: 1, address: "a:1", role: "voter" }] } }
 

@@ -5,22 +5,15 @@
 // The rule: a snapshot kept for a transfer goes when that transfer ends; none is written beside
 // two held; a start keeps only the newest `retain`.
 import fs from "node:fs"
-import os from "node:os"
-import path from "node:path"
 import { Context, Effect, Layer } from "effect"
-import { afterAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
+import { tempDirs } from "../tempDirs.ts"
 import { Disk, nodeDisk } from "../../src/storage/Disk.ts"
 import { Snapshots, snapshotFileName, writeSnapshotFrom } from "../../src/storage/Snapshots.ts"
 import type { SnapshotsService } from "../../src/storage/Snapshots.ts"
 import type { SnapshotMeta } from "../../src/raft/types.ts"
 
-const dirs: Array<string> = []
-afterAll(() => dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })))
-const newDir = () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-snapdisk-"))
-  dirs.push(dir)
-  return dir
-}
+const newDir = tempDirs("tqlite-snapdisk-")
 
 const config = { members: [{ id: 1, address: "a:1", role: "voter" as const }] }
 const at = (index: number): SnapshotMeta => ({ index, term: 1, config })

@@ -2,13 +2,12 @@
 // copied into a bounded set of buffers and written on the pool while the loop reads on; every
 // fdatasync and close waits for the writes issued before it (issue 17: a receiver spent most of
 // its time waiting for each 1 MiB pwrite while the disk was busy).
-import fs from "node:fs"
-import os from "node:os"
 import path from "node:path"
 import { crc32c } from "@node-rs/crc32"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { unpack } from "msgpackr"
-import { afterAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
+import { tempDirs } from "../tempDirs.ts"
 import type { DiskFile, DiskService } from "../../src/storage/Disk.ts"
 import { Disk, nodeDisk } from "../../src/storage/Disk.ts"
 import { DiskError } from "../../src/storage/errors.ts"
@@ -16,13 +15,7 @@ import { Snapshots } from "../../src/storage/Snapshots.ts"
 import { WriteBehind } from "../../src/storage/writeBehind.ts"
 import type { SnapshotMeta } from "../../src/raft/types.ts"
 
-const dirs: Array<string> = []
-afterAll(() => dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })))
-const newDir = () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tqlite-writebehind-"))
-  dirs.push(dir)
-  return dir
-}
+const newDir = tempDirs("tqlite-writebehind-")
 
 const meta: SnapshotMeta = { index: 7, term: 1, config: { members: [{ id: 1, address: "a:1", role: "voter" }] } }
 
